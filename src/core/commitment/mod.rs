@@ -1,0 +1,512 @@
+//! BOLT #3 transactions: the commitment transaction, its HTLC-timeout and HTLC-success
+//! transactions, and the cooperative closing transaction.
+//!
+//! The builders are pure: [`build_commitment`] takes the channel's static parameters
+//! ([`CommitmentParams`]), the keys of one commitment ([`CommitmentKeys`]) and its balances and
+//! HTLCs ([`CommitmentState`]), and returns a [`BuiltCommitment`] that knows every output's role
+//! and witness script. Signing and verifying live in [`signatures`]; both sides of a channel
+//! build the same bytes from the same inputs, so no transaction ever travels between peers.
+//!
+//! "Broadcaster" is the party that holds and can broadcast the commitment; "countersignatory" is
+//! the peer that signed it for them.
+
+pub mod closing;
+pub mod fees;
+pub mod number;
+pub mod signatures;
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::secp256k1::{Secp256k1, Verification};
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+
+pub use fees::{ChannelType, FeeratePerKw};
+pub use number::{CommitmentNumber, ObscuringFactor};
+
+use super::hashlock::PaymentHash;
+use super::keys::{
+    ChannelPubkeys, DelayedPaymentPubkey, FundingPubkey, DerivationError, HtlcPubkey, PerCommitmentPoint,
+    RevocationPubkey,
+};
+use super::script::{self, WitnessScript};
+use super::units::MilliSats;
+
+/// Which way an HTLC goes, seen from the commitment's broadcaster.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum HtlcDirection {
+    /// The broadcaster offered it (pays the countersignatory on success); spent on timeout by
+    /// an HTLC-timeout transaction.
+    Offered,
+    /// The broadcaster receives it; spent with the preimage by an HTLC-success transaction.
+    Received,
+}
+
+/// An HTLC as it appears in one commitment.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct CommitmentHtlc {
+    /// Direction, from the broadcaster's point of view.
+    pub direction: HtlcDirection,
+    /// Amount (rounded down to whole satoshi on chain).
+    pub amount: MilliSats,
+    /// The payment hash.
+    pub payment_hash: PaymentHash,
+    /// The absolute expiry height (`cltv_expiry`).
+    pub cltv_expiry: u32,
+}
+
+/// The static parameters of one party's commitments: everything that does not change from one
+/// commitment to the next.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CommitmentParams {
+    /// Channel type.
+    pub channel_type: ChannelType,
+    /// The funding output.
+    pub funding_outpoint: OutPoint,
+    /// Its value (the channel capacity).
+    pub funding_value: Amount,
+    /// Whether the broadcaster opened (funded) the channel and so pays the fee and anchors.
+    pub broadcaster_is_funder: bool,
+    /// The delay on the broadcaster's own outputs (chosen by the countersignatory).
+    pub to_self_delay: u16,
+    /// The broadcaster's dust limit.
+    pub dust_limit: Amount,
+    /// Obscures commitment numbers on chain.
+    pub obscuring_factor: ObscuringFactor,
+    /// The broadcaster's public keys.
+    pub broadcaster: ChannelPubkeys,
+    /// The countersignatory's public keys.
+    pub countersignatory: ChannelPubkeys,
+}
+
+impl CommitmentParams {
+    /// The 2-of-2 funding witness script.
+    pub fn funding_script(&self) -> WitnessScript {
+        script::funding(&self.broadcaster.funding, &self.countersignatory.funding)
+    }
+}
+
+/// The keys of one commitment, derived from its per-commitment point.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct CommitmentKeys {
+    /// The broadcaster's per-commitment point.
+    pub per_commitment_point: PerCommitmentPoint,
+    /// The revocation key (countersignatory's revocation basepoint + point).
+    pub revocation: RevocationPubkey,
+    /// The broadcaster's delayed payment key.
+    pub broadcaster_delayed: DelayedPaymentPubkey,
+    /// The broadcaster's HTLC key.
+    pub broadcaster_htlc: HtlcPubkey,
+    /// The countersignatory's HTLC key.
+    pub countersignatory_htlc: HtlcPubkey,
+}
+
+impl CommitmentKeys {
+    /// Derives the keys of the commitment with `per_commitment_point`.
+    ///
+    /// # Errors
+    /// [`DerivationError`] with negligible probability (or for hostile points).
+    pub fn derive<C: Verification>(
+        secp: &Secp256k1<C>,
+        per_commitment_point: &PerCommitmentPoint,
+        broadcaster: &ChannelPubkeys,
+        countersignatory: &ChannelPubkeys,
+    ) -> Result<Self, DerivationError> {
+        Ok(CommitmentKeys {
+            per_commitment_point: *per_commitment_point,
+            revocation: RevocationPubkey::derive(secp, &countersignatory.revocation_basepoint, per_commitment_point)?,
+            broadcaster_delayed: DelayedPaymentPubkey::derive(
+                secp,
+                &broadcaster.delayed_payment_basepoint,
+                per_commitment_point,
+            )?,
+            broadcaster_htlc: HtlcPubkey::derive(secp, &broadcaster.htlc_basepoint, per_commitment_point)?,
+            countersignatory_htlc: HtlcPubkey::derive(secp, &countersignatory.htlc_basepoint, per_commitment_point)?,
+        })
+    }
+}
+
+/// The changing part of one commitment.
+#[derive(Clone, Copy, Debug)]
+pub struct CommitmentState<'a> {
+    /// The commitment number.
+    pub number: CommitmentNumber,
+    /// The broadcaster's balance, before fees, excluding HTLCs.
+    pub to_broadcaster: MilliSats,
+    /// The countersignatory's balance, before fees, excluding HTLCs.
+    pub to_countersignatory: MilliSats,
+    /// The fee rate.
+    pub feerate: FeeratePerKw,
+    /// Every HTLC in the commitment, trimmed or not.
+    pub htlcs: &'a [CommitmentHtlc],
+}
+
+/// Why a commitment could not be built.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum CommitmentError {
+    /// Balances plus HTLCs do not add up to the funding value.
+    ValueMismatch,
+    /// An amount overflowed.
+    Overflow,
+}
+
+impl fmt::Display for CommitmentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            CommitmentError::ValueMismatch => "balances and HTLCs do not add up to the channel capacity",
+            CommitmentError::Overflow => "amount overflow",
+        })
+    }
+}
+
+impl core::error::Error for CommitmentError {}
+
+/// The role of one output of a commitment transaction.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum OutputRole {
+    /// The broadcaster's delayed, revocable `to_local` output.
+    ToBroadcaster,
+    /// The countersignatory's `to_remote` output.
+    ToCountersignatory,
+    /// The broadcaster's anchor.
+    BroadcasterAnchor,
+    /// The countersignatory's anchor.
+    CountersignatoryAnchor,
+    /// An HTLC output; the index is into [`CommitmentState::htlcs`].
+    Htlc(usize),
+}
+
+/// One output of a built commitment.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CommitmentOutput {
+    /// What the output is.
+    pub role: OutputRole,
+    /// Its witness script (`None` for the P2WPKH `to_remote` of a non-anchor channel).
+    pub witness_script: Option<WitnessScript>,
+    /// Its value.
+    pub value: Amount,
+}
+
+/// A commitment transaction with everything needed to sign it, verify it, and spend its outputs.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct BuiltCommitment {
+    tx: Transaction,
+    txid: Txid,
+    outputs: Vec<CommitmentOutput>,
+    htlcs: Vec<CommitmentHtlc>,
+    htlc_vouts: Vec<Option<u32>>,
+    base_fee: Amount,
+    number: CommitmentNumber,
+    keys: CommitmentKeys,
+    channel_type: ChannelType,
+    feerate: FeeratePerKw,
+    to_self_delay: u16,
+    funding_script: WitnessScript,
+    funding_value: Amount,
+    broadcaster_funding: FundingPubkey,
+    countersignatory_funding: FundingPubkey,
+    /// The broadcaster's revocable `to_local` script, also the output of every HTLC transaction.
+    to_local_script: WitnessScript,
+}
+
+/// An HTLC-timeout or HTLC-success transaction spending one HTLC output of a commitment.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct HtlcTx {
+    /// The unsigned transaction.
+    pub tx: Transaction,
+    /// Index of the HTLC in [`CommitmentState::htlcs`].
+    pub htlc_index: usize,
+    /// The commitment output it spends.
+    pub vout: u32,
+    /// That output's witness script.
+    pub htlc_script: WitnessScript,
+    /// That output's value.
+    pub input_value: Amount,
+    /// Offered (HTLC-timeout) or received (HTLC-success).
+    pub direction: HtlcDirection,
+    /// The witness script of its own (to_local-shaped) output.
+    pub output_script: WitnessScript,
+}
+
+/// Builds the BOLT #3 commitment transaction.
+///
+/// Outputs below the broadcaster's dust limit are left out, HTLCs that would not pay for their
+/// second-stage transaction are trimmed into the fee, the funder pays the fee (capped at what it
+/// has) and, with anchors, two 330-sat anchors; outputs are in BIP-0069 order with HTLC ties
+/// broken by `cltv_expiry`.
+///
+/// # Errors
+/// [`CommitmentError::ValueMismatch`] if balances plus HTLCs are not the funding value.
+pub fn build_commitment(
+    params: &CommitmentParams,
+    keys: &CommitmentKeys,
+    state: &CommitmentState<'_>,
+) -> Result<BuiltCommitment, CommitmentError> {
+    let ct = params.channel_type;
+    let mut total = state.to_broadcaster.checked_add(state.to_countersignatory).ok_or(CommitmentError::Overflow)?;
+    for h in state.htlcs {
+        total = total.checked_add(h.amount).ok_or(CommitmentError::Overflow)?;
+    }
+    if Some(total) != MilliSats::from_amount(params.funding_value) {
+        return Err(CommitmentError::ValueMismatch);
+    }
+
+    // (output, cltv tie-break) pairs, sorted at the end.
+    let mut outs: Vec<(TxOut, CommitmentOutput, u32)> = Vec::with_capacity(state.htlcs.len() + 4);
+    let mut untrimmed = 0usize;
+    for (i, h) in state.htlcs.iter().enumerate() {
+        let offered = h.direction == HtlcDirection::Offered;
+        if fees::is_htlc_trimmed(ct, offered, h.amount, params.dust_limit, state.feerate) {
+            continue;
+        }
+        untrimmed += 1;
+        let ws = if offered {
+            script::offered_htlc(&keys.revocation, &keys.broadcaster_htlc, &keys.countersignatory_htlc, &h.payment_hash, ct.has_anchors())
+        } else {
+            script::received_htlc(
+                &keys.revocation,
+                &keys.broadcaster_htlc,
+                &keys.countersignatory_htlc,
+                &h.payment_hash,
+                h.cltv_expiry,
+                ct.has_anchors(),
+            )
+        };
+        let value = h.amount.to_amount_floor();
+        outs.push((
+            TxOut { value, script_pubkey: ws.to_p2wsh() },
+            CommitmentOutput { role: OutputRole::Htlc(i), witness_script: Some(ws), value },
+            h.cltv_expiry,
+        ));
+    }
+
+    let base_fee = state.feerate.fee_for_weight(ct.commitment_weight(untrimmed));
+    let anchors_cost = ct.anchor_value().checked_mul(2).ok_or(CommitmentError::Overflow)?;
+    let funder_cost = MilliSats::from_amount(base_fee.checked_add(anchors_cost).ok_or(CommitmentError::Overflow)?)
+        .ok_or(CommitmentError::Overflow)?;
+    let (mut to_b, mut to_c) = (state.to_broadcaster, state.to_countersignatory);
+    let funder = if params.broadcaster_is_funder { &mut to_b } else { &mut to_c };
+    *funder = funder.saturating_sub(funder_cost);
+    let (to_b, to_c) = (to_b.to_amount_floor(), to_c.to_amount_floor());
+
+    let has_b = to_b >= params.dust_limit;
+    let has_c = to_c >= params.dust_limit;
+    let to_local_script = script::to_local(&keys.revocation, params.to_self_delay, &keys.broadcaster_delayed);
+    if has_b {
+        outs.push((
+            TxOut { value: to_b, script_pubkey: to_local_script.to_p2wsh() },
+            CommitmentOutput { role: OutputRole::ToBroadcaster, witness_script: Some(to_local_script.clone()), value: to_b },
+            0,
+        ));
+    }
+    if has_c {
+        let remote = params.countersignatory.payment_basepoint.public_key();
+        let (spk, ws) = if ct.has_anchors() {
+            let ws = script::to_remote_anchored(remote);
+            (ws.to_p2wsh(), Some(ws))
+        } else {
+            (script::to_remote_p2wpkh(remote), None)
+        };
+        outs.push((
+            TxOut { value: to_c, script_pubkey: spk },
+            CommitmentOutput { role: OutputRole::ToCountersignatory, witness_script: ws, value: to_c },
+            0,
+        ));
+    }
+    if ct.has_anchors() {
+        let v = ct.anchor_value();
+        for (present, key, role) in [
+            (has_b || untrimmed > 0, &params.broadcaster.funding, OutputRole::BroadcasterAnchor),
+            (has_c || untrimmed > 0, &params.countersignatory.funding, OutputRole::CountersignatoryAnchor),
+        ] {
+            if present {
+                let ws = script::anchor(key);
+                outs.push((
+                    TxOut { value: v, script_pubkey: ws.to_p2wsh() },
+                    CommitmentOutput { role, witness_script: Some(ws), value: v },
+                    0,
+                ));
+            }
+        }
+    }
+
+    outs.sort_by(|a, b| {
+        (a.0.value, a.0.script_pubkey.as_bytes(), a.2).cmp(&(b.0.value, b.0.script_pubkey.as_bytes(), b.2))
+    });
+
+    let (locktime, sequence) = params.obscuring_factor.encode(state.number);
+    let mut htlc_vouts = alloc::vec![None; state.htlcs.len()];
+    let mut tx_outs = Vec::with_capacity(outs.len());
+    let mut outputs = Vec::with_capacity(outs.len());
+    for (vout, (txout, info, _)) in outs.into_iter().enumerate() {
+        if let OutputRole::Htlc(i) = info.role {
+            if let Some(slot) = htlc_vouts.get_mut(i) {
+                *slot = Some(vout as u32);
+            }
+        }
+        tx_outs.push(txout);
+        outputs.push(info);
+    }
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: locktime,
+        input: alloc::vec![TxIn {
+            previous_output: params.funding_outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence,
+            witness: Witness::new(),
+        }],
+        output: tx_outs,
+    };
+    Ok(BuiltCommitment {
+        txid: tx.compute_txid(),
+        tx,
+        outputs,
+        htlcs: state.htlcs.to_vec(),
+        htlc_vouts,
+        base_fee,
+        number: state.number,
+        keys: *keys,
+        channel_type: ct,
+        feerate: state.feerate,
+        to_self_delay: params.to_self_delay,
+        funding_script: params.funding_script(),
+        funding_value: params.funding_value,
+        broadcaster_funding: params.broadcaster.funding,
+        countersignatory_funding: params.countersignatory.funding,
+        to_local_script,
+    })
+}
+
+impl BuiltCommitment {
+    /// The unsigned transaction.
+    pub fn tx(&self) -> &Transaction {
+        &self.tx
+    }
+
+    /// Its txid (segwit: independent of the signatures).
+    pub fn txid(&self) -> Txid {
+        self.txid
+    }
+
+    /// Its commitment number.
+    pub fn number(&self) -> CommitmentNumber {
+        self.number
+    }
+
+    /// Its keys.
+    pub fn keys(&self) -> &CommitmentKeys {
+        &self.keys
+    }
+
+    /// Its channel type.
+    pub fn channel_type(&self) -> ChannelType {
+        self.channel_type
+    }
+
+    /// Its outputs' roles and scripts, in output order.
+    pub fn outputs(&self) -> &[CommitmentOutput] {
+        &self.outputs
+    }
+
+    /// The HTLCs it was built from (trimmed ones included).
+    pub fn htlcs(&self) -> &[CommitmentHtlc] {
+        &self.htlcs
+    }
+
+    /// The output index of HTLC `i`, or `None` if it was trimmed.
+    pub fn htlc_vout(&self, i: usize) -> Option<u32> {
+        self.htlc_vouts.get(i).copied().flatten()
+    }
+
+    /// The fee computed from the weight (capped by nothing): `feerate · weight / 1000`.
+    pub fn base_fee(&self) -> Amount {
+        self.base_fee
+    }
+
+    /// What the transaction actually pays in fees: capacity minus outputs (includes trimmed HTLCs,
+    /// dust balances and rounding).
+    pub fn actual_fee(&self) -> Amount {
+        let out: u64 = self.tx.output.iter().map(|o| o.value.to_sat()).sum();
+        self.funding_value.checked_sub(Amount::from_sat(out)).unwrap_or(Amount::ZERO)
+    }
+
+    /// The funding witness script and value it spends.
+    pub fn funding(&self) -> (&WitnessScript, Amount) {
+        (&self.funding_script, self.funding_value)
+    }
+
+    /// The broadcaster's revocable `to_local` witness script (also the output script of every
+    /// second-stage HTLC transaction of this commitment).
+    pub fn to_local_script(&self) -> &WitnessScript {
+        &self.to_local_script
+    }
+
+    /// The funding keys of the broadcaster and of the countersignatory.
+    pub fn funding_keys(&self) -> (FundingPubkey, FundingPubkey) {
+        (self.broadcaster_funding, self.countersignatory_funding)
+    }
+
+    /// The fee rate it was built with.
+    pub fn feerate(&self) -> FeeratePerKw {
+        self.feerate
+    }
+
+    /// The delay on the broadcaster's outputs.
+    pub fn to_self_delay(&self) -> u16 {
+        self.to_self_delay
+    }
+
+    /// The HTLC-timeout/-success transactions of every untrimmed HTLC, in output order (the order
+    /// of `commitment_signed`'s HTLC signatures).
+    pub fn htlc_txs(&self) -> Vec<HtlcTx> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o.role {
+                OutputRole::Htlc(i) => self.htlc_tx(i),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The second-stage transaction of HTLC `i`, or `None` if it is trimmed or unknown.
+    pub fn htlc_tx(&self, i: usize) -> Option<HtlcTx> {
+        let h = self.htlcs.get(i)?;
+        let vout = self.htlc_vout(i)?;
+        let out = self.outputs.get(vout as usize)?;
+        let htlc_script = out.witness_script.clone()?;
+        let (fee, lock_time) = match h.direction {
+            HtlcDirection::Offered => (
+                self.channel_type.htlc_timeout_fee(self.feerate),
+                LockTime::from_consensus(h.cltv_expiry),
+            ),
+            HtlcDirection::Received => (self.channel_type.htlc_success_fee(self.feerate), LockTime::ZERO),
+        };
+        let output_script = self.to_local_script.clone();
+        let value = out.value.checked_sub(fee)?;
+        let sequence = if self.channel_type.has_anchors() { Sequence(1) } else { Sequence(0) };
+        let tx = Transaction {
+            version: Version::TWO,
+            lock_time,
+            input: alloc::vec![TxIn {
+                previous_output: OutPoint { txid: self.txid, vout },
+                script_sig: ScriptBuf::new(),
+                sequence,
+                witness: Witness::new(),
+            }],
+            output: alloc::vec![TxOut { value, script_pubkey: output_script.to_p2wsh() }],
+        };
+        Some(HtlcTx {
+            tx,
+            htlc_index: i,
+            vout,
+            htlc_script,
+            input_value: out.value,
+            direction: h.direction,
+            output_script,
+        })
+    }
+}

@@ -1,0 +1,28 @@
+//! The shared core: pure functions and value types that all three channel layers stand on.
+//!
+//! Nothing in here does I/O, reads a clock or draws randomness. Every function takes what it
+//! needs as arguments and returns values; the channel layers (`spilman`, `duplex`,
+//! `lightning`) drive these functions from their state machines.
+//!
+//! | module | concern |
+//! |---|---|
+//! | [`units`] | [`MilliSats`], overflow-checked amount arithmetic, block heights |
+//! | [`keys`] | typed keys and basepoints, BOLT #3 key derivations, channel keys from a seed |
+//! | [`shachain`] | per-commitment secret generation and the compact 49-slot receiver store |
+//! | [`hashlock`] | payment hash / preimage, preimage extraction from witnesses |
+//! | [`script`] | witness scripts and witnesses for every spending path the crate uses |
+//! | [`sign`] | BIP-0143 sighashes, deterministic RFC6979 signing, verification, the [`sign::Signer`] seam |
+//! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
+//! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
+
+pub mod commitment;
+pub mod encode;
+pub mod hashlock;
+pub mod keys;
+pub mod script;
+pub mod shachain;
+pub mod sign;
+pub mod units;
+
+pub use hashlock::{PaymentHash, PaymentPreimage};
+pub use units::{BlockHeight, MilliSats};
