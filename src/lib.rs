@@ -10,3 +10,5 @@ extern crate std;
 pub extern crate bitcoin;
 
 pub mod core;
+pub mod driving;
+pub mod spilman;

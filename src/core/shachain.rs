@@ -147,11 +147,9 @@ impl SecretStore {
     /// rule (used by the test vectors, whose indices are always in order anyway).
     fn insert_unordered(&mut self, index: u64, secret: &PerCommitmentSecret) -> Result<(), ShachainError> {
         let slot = slot_for(index);
-        for known in self.slots.iter().take(slot) {
-            if let Some((known_index, known_secret)) = known {
-                if derive(secret.to_bytes(), slot as u32, *known_index) != *known_secret {
-                    return Err(ShachainError::Inconsistent);
-                }
+        for (known_index, known_secret) in self.slots.iter().take(slot).flatten() {
+            if derive(secret.to_bytes(), slot as u32, *known_index) != *known_secret {
+                return Err(ShachainError::Inconsistent);
             }
         }
         if let Some(s) = self.slots.get_mut(slot) {
@@ -209,8 +207,6 @@ impl SecretStore {
             return Err(ShachainError::IndexOutOfRange);
         }
         let mut store = SecretStore { slots: [None; SLOTS], next };
-        // Re-insert from the slot with the fewest trailing zeros of the *latest* index upward
-        // is not needed: check each slot's placement and consistency with the lower slots.
         let mut entries: [Option<(u64, [u8; 32])>; SLOTS] = [None; SLOTS];
         for ((chunk, entry), b) in rest.chunks_exact(40).zip(entries.iter_mut()).zip(0usize..) {
             let (idx, sec) = chunk.split_at(8);
@@ -232,7 +228,7 @@ impl SecretStore {
         }
         // Insert in revelation order (descending index) so every consistency check applies.
         let mut order: alloc::vec::Vec<(u64, [u8; 32])> = entries.iter().flatten().copied().collect();
-        order.sort_by(|a, b| b.0.cmp(&a.0));
+        order.sort_by_key(|e| core::cmp::Reverse(e.0));
         for (index, secret) in order {
             store.insert_unordered(index, &PerCommitmentSecret::from_bytes(secret))?;
         }

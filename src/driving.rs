@@ -1,0 +1,266 @@
+//! The driving vocabulary shared by every channel layer (sans-I/O).
+//!
+//! A channel is a plain value. The embedder drives it with method calls: commands (`pay`,
+//! `close`, …), peer messages (`handle_message`), chain events (`handle_chain`) and the current
+//! [`ChainTip`]. Every call that changes something returns [`Effects`]: what the embedder MUST do,
+//! **in field order**:
+//!
+//! 1. persist [`Effects::update`] durably (a crash after sending but before persisting could lose
+//!    money: a sent message may carry a signature or secret the restored state does not know);
+//! 2. send [`Effects::send`] to the peer, in order;
+//! 3. broadcast [`Effects::broadcast`];
+//! 4. watch [`Effects::watch`] and report matching transactions with [`ChainEvent::Confirmed`];
+//! 5. handle [`Effects::events`];
+//! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest.
+//!
+//! A call that fails returns a typed error and leaves the channel exactly as it was.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use bitcoin::hashes::Hash;
+use bitcoin::{OutPoint, Transaction, Txid};
+
+use crate::core::units::BlockHeight;
+
+/// The chain as the embedder sees it now.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct ChainTip {
+    /// Height of the best block.
+    pub height: BlockHeight,
+}
+
+impl ChainTip {
+    /// A tip at `height`.
+    pub const fn at(height: u32) -> Self {
+        ChainTip { height: BlockHeight(height) }
+    }
+}
+
+/// Something that happened on chain. Delivering the same event twice, or events for unrelated
+/// transactions, changes nothing.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ChainEvent<'a> {
+    /// A new best block.
+    Tip(ChainTip),
+    /// A transaction spending or creating something the channel watches confirmed at `height`.
+    Confirmed {
+        /// The transaction.
+        tx: &'a Transaction,
+        /// The height of its block.
+        height: BlockHeight,
+    },
+    /// A previously confirmed transaction left the best chain (reorg).
+    Unconfirmed(Txid),
+}
+
+/// Something the embedder must watch the chain for.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Watch {
+    /// Report the transaction that spends this outpoint.
+    Spend(OutPoint),
+    /// Report this transaction when it confirms.
+    Tx(Txid),
+}
+
+/// A state change to persist before acting on anything else.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateUpdate {
+    /// Strictly increasing per channel; `restore` refuses a snapshot older than one it is told of.
+    pub update_id: u64,
+    /// The channel's full snapshot (the crate's versioned encoding).
+    pub snapshot: Vec<u8>,
+}
+
+impl fmt::Debug for StateUpdate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateUpdate")
+            .field("update_id", &self.update_id)
+            .field("snapshot_len", &self.snapshot.len())
+            .finish()
+    }
+}
+
+/// What the embedder must do after a call, in field order (see the [module docs](self)).
+#[must_use = "persist `update` first, then send, broadcast, watch"]
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub struct Effects<M, E> {
+    /// MUST be persisted durably before anything below is acted on.
+    pub update: Option<StateUpdate>,
+    /// Messages to send to the peer, in order.
+    pub send: Vec<M>,
+    /// Transactions to broadcast.
+    pub broadcast: Vec<Transaction>,
+    /// Outpoints and transactions to watch.
+    pub watch: Vec<Watch>,
+    /// Things the embedder may want to know.
+    pub events: Vec<E>,
+    /// Call `handle_chain` again once the chain reaches this height.
+    pub next_deadline: Option<BlockHeight>,
+}
+
+impl<M, E> Default for Effects<M, E> {
+    fn default() -> Self {
+        Effects {
+            update: None,
+            send: Vec::new(),
+            broadcast: Vec::new(),
+            watch: Vec::new(),
+            events: Vec::new(),
+            next_deadline: None,
+        }
+    }
+}
+
+impl<M, E> Effects<M, E> {
+    /// No effects.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.update.is_none()
+            && self.send.is_empty()
+            && self.broadcast.is_empty()
+            && self.watch.is_empty()
+            && self.events.is_empty()
+    }
+
+    /// Appends `other`'s obligations after this one's (the later update wins).
+    pub fn merge(&mut self, other: Effects<M, E>) {
+        if other.update.is_some() {
+            self.update = other.update;
+        }
+        self.send.extend(other.send);
+        self.broadcast.extend(other.broadcast);
+        self.watch.extend(other.watch);
+        self.events.extend(other.events);
+        self.next_deadline = match (self.next_deadline, other.next_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// What the embedder should do about a misbehaving or confused peer.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Action {
+    /// Drop the message; nothing else.
+    Ignore,
+    /// Drop the message and tell the peer (it may be out of sync).
+    Warn,
+    /// Stop using the channel and close it cooperatively if possible.
+    Close,
+    /// Close unilaterally now.
+    ForceClose,
+}
+
+/// A peer input was refused. The channel state is unchanged.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct PeerError<K> {
+    /// What was wrong (for logs; callers should act on [`PeerError::action`]).
+    pub kind: K,
+    /// What to do about it.
+    pub action: Action,
+}
+
+impl<K: fmt::Display> fmt::Display for PeerError<K> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "peer error ({:?}): {}", self.action, self.kind)
+    }
+}
+
+impl<K: fmt::Debug + fmt::Display> core::error::Error for PeerError<K> {}
+
+/// A channel identifier: the funding txid with the output index XORed into its last two bytes
+/// (BOLT #2 `channel_id`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ChannelId(pub [u8; 32]);
+
+impl ChannelId {
+    /// The id of the channel funded by `outpoint`.
+    pub fn from_funding(outpoint: &OutPoint) -> Self {
+        let mut id = outpoint.txid.to_byte_array();
+        let vout = (outpoint.vout as u16).to_be_bytes();
+        id[30] ^= vout[0];
+        id[31] ^= vout[1];
+        ChannelId(id)
+    }
+}
+
+impl fmt::Debug for ChannelId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ChannelId(")?;
+        for b in &self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, ")")
+    }
+}
+
+/// Why a snapshot was not restored.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum RestoreError {
+    /// The bytes are not a valid snapshot.
+    Decode(crate::core::encode::DecodeError),
+    /// The snapshot belongs to another channel.
+    WrongChannel,
+    /// The snapshot is older than the last update the embedder knows was persisted.
+    Stale {
+        /// The snapshot's update id.
+        snapshot: u64,
+        /// The minimum the embedder expected.
+        expected_at_least: u64,
+    },
+}
+
+impl fmt::Display for RestoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RestoreError::Decode(e) => write!(f, "snapshot decode: {e}"),
+            RestoreError::WrongChannel => f.write_str("snapshot of another channel"),
+            RestoreError::Stale { snapshot, expected_at_least } => {
+                write!(f, "stale snapshot: update {snapshot}, expected at least {expected_at_least}")
+            }
+        }
+    }
+}
+
+impl core::error::Error for RestoreError {}
+
+impl From<crate::core::encode::DecodeError> for RestoreError {
+    fn from(e: crate::core::encode::DecodeError) -> Self {
+        RestoreError::Decode(e)
+    }
+}
+
+/// What `restore` checks a snapshot against: the channel it must belong to, and the newest
+/// update id the embedder knows it persisted (from its own storage metadata).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct RestoreCheck {
+    /// The channel the snapshot must be of, if known.
+    pub channel_id: Option<ChannelId>,
+    /// The snapshot's update id must be at least this.
+    pub min_update_id: u64,
+}
+
+impl RestoreCheck {
+    /// Checks a decoded snapshot's identity and freshness.
+    ///
+    /// # Errors
+    /// [`RestoreError::WrongChannel`] or [`RestoreError::Stale`].
+    pub fn check(&self, channel_id: Option<ChannelId>, update_id: u64) -> Result<(), RestoreError> {
+        if let Some(expected) = self.channel_id {
+            if channel_id != Some(expected) {
+                return Err(RestoreError::WrongChannel);
+            }
+        }
+        if update_id < self.min_update_id {
+            return Err(RestoreError::Stale { snapshot: update_id, expected_at_least: self.min_update_id });
+        }
+        Ok(())
+    }
+}

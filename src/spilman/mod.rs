@@ -1,0 +1,251 @@
+//! Spilman unidirectional payment channels (PROTOCOLS §1): a payer streams payments to a payee,
+//! each one a payer-signed transaction the payee keeps; the payee closes with the best one before
+//! the channel expires, or the payer takes everything back after expiry.
+//!
+//! Two refund constructions ([`Variant`]):
+//! * **CLTV** (BIP-0065): the channel output is `IF <payee> CHECKSIGVERIFY ELSE <expiry> CLTV DROP
+//!   ENDIF <payer> CHECKSIG`; the payer refunds alone from `expiry` on, no counterparty signature
+//!   needed, so setup takes no round trip.
+//! * **Pre-signed refund** (Spilman 2013, Hearn): the channel output is a plain 2-of-2 and the payee
+//!   signs an `nLockTime = expiry` refund *before* the payer broadcasts the funding transaction.
+//!   The refund commits to the funding txid; before segwit, anyone relaying the funding
+//!   transaction could re-encode its signatures and change that txid, leaving the payer's coins
+//!   stuck in a 2-of-2 the payee could ransom. A segwit txid excludes witnesses, so this is safe
+//!   **as long as every input of the funding transaction is segwit** (native P2WPKH/P2WSH/P2TR):
+//!   the payer's wallet must fund it that way. [`Payer::fund`] refuses funding transactions with a
+//!   non-empty `scriptSig`, which catches legacy and wrapped inputs once signed.
+//!
+//! # Driving
+//! [`Payer`] and [`Payee`] are plain values driven as described in [`crate::driving`]: commands
+//! (`pay`, `add_htlc`, `fulfill_htlc`, `close`), `handle_message` for peer messages,
+//! `handle_chain` for chain events. Each returns [`Effects`](crate::driving::Effects): persist the
+//! update, then send, then broadcast. A refused input returns a typed error and changes nothing.
+//!
+//! # Conditional payments
+//! A payment may carry HTLC outputs ([`crate::core::script::hashlock_htlc`]). The payee reveals
+//! the preimage with [`Payee::fulfill_htlc`]; the payer then folds the HTLC into the payee's
+//! output. **A failed HTLC is never irrevocably failed off-chain**: the payee keeps every payment
+//! transaction it was given and may still publish one carrying the HTLC and claim it with the
+//! preimage. The payer is safe only once the failure is *dominated* (the payee's newest payment
+//! pays it at least the HTLC amount more than any transaction that carried the HTLC) or the channel
+//! has ended; [`Payer::is_fail_irrevocable`] says which, and [`Event::HtlcFailIrrevocable`] reports
+//! it.
+//!
+//! # Deadlines
+//! The payee must get its payment confirmed before `expiry`: it stops accepting payments and
+//! closes automatically at [`Payee::close_by`] = `expiry - close_margin`. The refund is valid from
+//! `expiry` on (its `nLockTime`; it can be mined in block `expiry + 1`).
+
+mod payee;
+mod payer;
+pub mod payment;
+mod msgs;
+mod snapshot;
+
+pub use msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};
+pub use payee::{Payee, PayeeConfig};
+pub use payer::{Payer, PayerConfig};
+pub use payment::{PaymentHtlc, PaymentState};
+
+use core::fmt;
+
+use bitcoin::Txid;
+
+use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::units::BlockHeight;
+use crate::driving;
+
+/// Effects of a Spilman call.
+pub type Effects = driving::Effects<Msg, Event>;
+
+/// A refused peer input.
+pub type PeerError = driving::PeerError<Misbehaviour>;
+
+/// How a channel ended.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum CloseKind {
+    /// A payment transaction confirmed.
+    Payment,
+    /// The payer's refund confirmed.
+    Refund,
+}
+
+/// Something the embedder may want to know.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// The funding transaction confirmed.
+    FundingConfirmed {
+        /// Its height.
+        height: BlockHeight,
+    },
+    /// (Payee) a payment was accepted.
+    PaymentReceived {
+        /// Its number.
+        number: u64,
+        /// Total paid so far.
+        to_payee: bitcoin::Amount,
+    },
+    /// (Payer) the payee acknowledged a payment.
+    PaymentAcknowledged {
+        /// The payment number.
+        number: u64,
+    },
+    /// (Payee) the payer offered an HTLC; it is enforceable now (the payee holds a payer-signed
+    /// transaction carrying it).
+    HtlcOffered(PaymentHtlc),
+    /// (Payer) the preimage of an HTLC became known, off chain or from a witness on chain: claim
+    /// upstream now.
+    HtlcFulfilled {
+        /// HTLC id.
+        id: u64,
+        /// Its hash.
+        payment_hash: PaymentHash,
+        /// Its preimage.
+        preimage: PaymentPreimage,
+    },
+    /// An HTLC was removed from the newest payment without a preimage. For the payer this is not
+    /// yet irrevocable (see the module docs).
+    HtlcRemoved {
+        /// HTLC id.
+        id: u64,
+    },
+    /// (Payer) a removed HTLC can no longer be claimed by the payee: fail upstream now.
+    HtlcFailIrrevocable {
+        /// HTLC id.
+        id: u64,
+    },
+    /// A closing transaction (payment or refund) was broadcast.
+    CloseBroadcast {
+        /// Its txid.
+        txid: Txid,
+    },
+    /// The channel is closed on chain.
+    Closed {
+        /// The transaction that spent the channel output.
+        txid: Txid,
+        /// Which kind it was.
+        kind: CloseKind,
+    },
+    /// An on-chain HTLC claim was broadcast.
+    HtlcClaimBroadcast {
+        /// HTLC id.
+        id: u64,
+        /// The claim's txid.
+        txid: Txid,
+    },
+}
+
+/// What was wrong with a peer message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Misbehaviour {
+    /// The message is not expected in the channel's current phase.
+    UnexpectedMessage,
+    /// The message is for another variant than the channel's.
+    WrongVariant,
+    /// The payee's terms are unusable (expiry too close, fee or dust too large, …).
+    BadTerms,
+    /// The funding output is not the expected script and value.
+    WrongFunding,
+    /// The funding transaction has a non-segwit input (pre-signed refunds would be malleable).
+    MalleableFunding,
+    /// A payment number was not above the last one (a replay).
+    Replay,
+    /// The payee's amount went down.
+    AmountDecreased,
+    /// Nothing changed: same amount and same HTLCs.
+    NoProgress,
+    /// The payment does not fit the channel (capacity, dust).
+    Payment(payment::PaymentError),
+    /// The first payment is below the payee's minimum.
+    FirstPaymentTooSmall,
+    /// The payer's signature is wrong.
+    Signature(crate::core::sign::SignatureError),
+    /// The channel is inside its close margin (or funding is not confirmed deep enough).
+    NotAcceptingPayments,
+    /// An HTLC was changed, removed without being fulfilled, failed or expired, or its fulfilment
+    /// was not folded into the payee's output.
+    HtlcRemovedUnfairly,
+    /// A new HTLC reuses an id or has an id below the next expected one.
+    HtlcIdReused,
+    /// A new HTLC's expiry is too soon or too late for the channel.
+    HtlcExpiry,
+    /// Unknown HTLC id.
+    UnknownHtlc,
+    /// The preimage does not match the HTLC's hash.
+    WrongPreimage,
+    /// The peer's refund signature is wrong.
+    RefundSignature(crate::core::sign::SignatureError),
+    /// The signer could not sign.
+    Signer(crate::core::sign::SignerError),
+}
+
+impl fmt::Display for Misbehaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Misbehaviour::Payment(e) => write!(f, "payment: {e}"),
+            Misbehaviour::Signature(e) => write!(f, "payment signature: {e}"),
+            Misbehaviour::RefundSignature(e) => write!(f, "refund signature: {e}"),
+            Misbehaviour::Signer(e) => write!(f, "signer: {e}"),
+            other => fmt::Debug::fmt(other, f),
+        }
+    }
+}
+
+fn peer_error(kind: Misbehaviour) -> PeerError {
+    let action = match kind {
+        Misbehaviour::UnexpectedMessage | Misbehaviour::Replay | Misbehaviour::NotAcceptingPayments => {
+            driving::Action::Ignore
+        }
+        Misbehaviour::Signer(_) => driving::Action::Ignore,
+        _ => driving::Action::Warn,
+    };
+    driving::PeerError { kind, action }
+}
+
+/// Why a local command was refused. The channel is unchanged.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The channel is not in a phase where this command applies.
+    WrongPhase,
+    /// The payment does not fit the channel.
+    Payment(payment::PaymentError),
+    /// An amount overflowed or is zero.
+    InvalidAmount,
+    /// Unknown HTLC id.
+    UnknownHtlc,
+    /// The preimage does not match.
+    WrongPreimage,
+    /// The HTLC expiry is outside what the channel allows.
+    HtlcExpiry,
+    /// The HTLC has not expired yet.
+    NotExpired,
+    /// The funding transaction has no output paying the channel script and capacity.
+    NoFundingOutput,
+    /// The funding transaction has a non-segwit input (pre-signed variant).
+    MalleableFunding,
+    /// The payee's terms are unusable.
+    BadTerms,
+    /// The signer could not sign.
+    Signer(crate::core::sign::SignerError),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::Payment(e) => write!(f, "payment: {e}"),
+            CommandError::Signer(e) => write!(f, "signer: {e}"),
+            other => fmt::Debug::fmt(other, f),
+        }
+    }
+}
+
+impl core::error::Error for CommandError {}
+
+impl From<crate::core::sign::SignerError> for CommandError {
+    fn from(e: crate::core::sign::SignerError) -> Self {
+        CommandError::Signer(e)
+    }
+}

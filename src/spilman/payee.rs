@@ -1,0 +1,624 @@
+//! The payee side of a Spilman channel.
+
+use alloc::vec::Vec;
+
+use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
+use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
+
+use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};
+use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate};
+use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
+use crate::core::hashlock::PaymentPreimage;
+use crate::core::sign::Signer;
+use crate::core::units::BlockHeight;
+use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
+
+/// The payee's terms and policy.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PayeeConfig {
+    /// Refund construction.
+    pub variant: Variant,
+    /// Where the payee's output goes.
+    pub payee_script: ScriptBuf,
+    /// Height from which the payer may refund.
+    pub expiry: BlockHeight,
+    /// Smallest first payment accepted (guarantees a settleable, above-dust state exists).
+    pub min_first_payment: Amount,
+    /// Dust limit for every output.
+    pub dust_limit: Amount,
+    /// Fee of every payment transaction (paid by the payee).
+    pub payment_fee: Amount,
+    /// Stop accepting payments and close this many blocks before `expiry`.
+    pub close_margin: u32,
+    /// A new HTLC must expire at least this many blocks after the current tip.
+    pub htlc_min_blocks: u32,
+    /// Confirmations of the funding transaction required before payments after the first count.
+    pub min_depth: u32,
+    /// Fee of an on-chain HTLC claim.
+    pub claim_fee: Amount,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum PayeePhase {
+    Offered,
+    RefundSigned,
+    Open,
+    Closing,
+    Closed,
+}
+
+/// The best payment the payee holds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(super) struct Held {
+    pub number: u64,
+    pub state: PaymentState,
+    pub signature: ecdsa::Signature,
+}
+
+/// The payee of a Spilman channel: accepts payments and closes with the best one.
+///
+/// # Driving
+/// [`Payee::new`] gives the [`Offer`] to send; then feed every payer message to
+/// [`Payee::handle_message`] and every chain event to [`Payee::handle_chain`]. Call
+/// [`Payee::close`] to settle early; the payee closes by itself at [`Payee::close_by`].
+#[derive(Clone, Debug)]
+pub struct Payee {
+    pub(super) config: PayeeConfig,
+    pub(super) payee_key: PublicKey,
+    pub(super) payee_htlc_key: PublicKey,
+    pub(super) phase: PayeePhase,
+    pub(super) template: Option<PaymentTemplate>,
+    pub(super) refund_fee: Amount,
+    pub(super) funding_tx: Option<Transaction>,
+    pub(super) funding_height: Option<BlockHeight>,
+    pub(super) best: Option<Held>,
+    /// Preimages the payee revealed, by HTLC id (dropped once folded).
+    pub(super) preimages: Vec<(u64, PaymentPreimage)>,
+    /// HTLC ids the payee gave up (dropped once removed).
+    pub(super) failed: Vec<u64>,
+    /// The smallest id a new HTLC may carry.
+    pub(super) next_htlc_id: u64,
+    /// The payment transaction broadcast to close, if any.
+    pub(super) closing_txid: Option<Txid>,
+    /// HTLC claims broadcast after close: (id, claim txid).
+    pub(super) claims: Vec<(u64, Txid)>,
+    pub(super) update_id: u64,
+    pub(super) secp: Secp256k1<VerifyOnly>,
+}
+
+impl PartialEq for Payee {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+impl Payee {
+    /// A payee with these terms; returns the [`Offer`] to send to the payer.
+    pub fn new<S: Signer + ?Sized>(config: PayeeConfig, signer: &S) -> (Self, Effects) {
+        let keys = signer.pubkeys();
+        let mut payee = Payee {
+            payee_key: *keys.funding.public_key(),
+            payee_htlc_key: *keys.htlc_basepoint.public_key(),
+            config,
+            phase: PayeePhase::Offered,
+            template: None,
+            refund_fee: Amount::ZERO,
+            funding_tx: None,
+            funding_height: None,
+            best: None,
+            preimages: Vec::new(),
+            failed: Vec::new(),
+            next_htlc_id: 0,
+            closing_txid: None,
+            claims: Vec::new(),
+            update_id: 0,
+            secp: Secp256k1::verification_only(),
+        };
+        let mut fx = payee.persist();
+        fx.send.push(Msg::Offer(payee.offer()));
+        (payee, fx)
+    }
+
+    /// The terms this payee offers.
+    pub fn offer(&self) -> Offer {
+        let c = &self.config;
+        Offer {
+            variant: c.variant,
+            payee_key: self.payee_key,
+            payee_htlc_key: self.payee_htlc_key,
+            payee_script: c.payee_script.clone(),
+            expiry: c.expiry,
+            min_first_payment: c.min_first_payment,
+            dust_limit: c.dust_limit,
+            payment_fee: c.payment_fee,
+            close_margin: c.close_margin,
+            htlc_min_blocks: c.htlc_min_blocks,
+        }
+    }
+
+    /// The height at which the payee stops accepting payments and closes: `expiry - close_margin`.
+    pub fn close_by(&self) -> BlockHeight {
+        self.config.expiry.saturating_sub(self.config.close_margin)
+    }
+
+    /// The channel id, once the funding outpoint is known.
+    pub fn channel_id(&self) -> Option<ChannelId> {
+        self.template.as_ref().map(|t| ChannelId::from_funding(&t.outpoint))
+    }
+
+    /// Total the payee holds a payer signature for (before the payment fee).
+    pub fn received(&self) -> Amount {
+        self.best.as_ref().map_or(Amount::ZERO, |b| b.state.to_payee)
+    }
+
+    /// The newest payment state held.
+    pub fn state(&self) -> Option<&PaymentState> {
+        self.best.as_ref().map(|b| &b.state)
+    }
+
+    /// The payment template, once the channel is set up.
+    pub fn template(&self) -> Option<&PaymentTemplate> {
+        self.template.as_ref()
+    }
+
+    /// Whether the channel output has been spent on chain.
+    pub fn is_closed(&self) -> bool {
+        self.phase == PayeePhase::Closed
+    }
+
+    /// The last update id handed out.
+    pub fn update_id(&self) -> u64 {
+        self.update_id
+    }
+
+    pub(super) fn persist(&mut self) -> Effects {
+        self.update_id += 1;
+        let mut fx = Effects::none();
+        fx.update = Some(StateUpdate { update_id: self.update_id, snapshot: self.snapshot() });
+        fx.next_deadline = self.next_deadline();
+        fx
+    }
+
+    /// When to call [`Payee::handle_chain`] next.
+    pub fn next_deadline(&self) -> Option<BlockHeight> {
+        match self.phase {
+            PayeePhase::Open => Some(self.close_by()),
+            _ => None,
+        }
+    }
+
+    /// Encodes the full state (see [`Payee::restore`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        super::snapshot::encode_payee(self)
+    }
+
+    /// Restores a payee from [`Payee::snapshot`] bytes, checking it against `check`.
+    ///
+    /// # Errors
+    /// [`RestoreError`] if the bytes are invalid, of another channel, or stale.
+    pub fn restore(bytes: &[u8], check: RestoreCheck) -> Result<Self, RestoreError> {
+        let payee = super::snapshot::decode_payee(bytes)?;
+        check.check(payee.channel_id(), payee.update_id)?;
+        Ok(payee)
+    }
+
+    /// Handles a message from the payer. On error nothing changed.
+    ///
+    /// # Errors
+    /// [`PeerError`] describing the misbehaviour and what to do about it.
+    pub fn handle_message<S: Signer + ?Sized>(
+        &mut self,
+        msg: Msg,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        match msg {
+            Msg::RefundRequest(r) => self.on_refund_request(r, signer),
+            Msg::Open(o) => self.on_open(o, tip),
+            Msg::Payment(p) => self.on_payment(p, tip),
+            Msg::CloseRequest => match self.phase {
+                PayeePhase::Open => self.close(signer).map_err(|_| peer_error(Misbehaviour::UnexpectedMessage)),
+                _ => Err(peer_error(Misbehaviour::UnexpectedMessage)),
+            },
+            _ => Err(peer_error(Misbehaviour::UnexpectedMessage)),
+        }
+    }
+
+    fn template_for(
+        &self,
+        payer_key: PublicKey,
+        payer_htlc_key: PublicKey,
+        payer_script: ScriptBuf,
+        outpoint: OutPoint,
+        capacity: Amount,
+    ) -> PaymentTemplate {
+        let lock = match self.config.variant {
+            Variant::Cltv => ChannelLock::Cltv(self.config.expiry),
+            Variant::PresignedRefund => ChannelLock::Multisig,
+        };
+        PaymentTemplate {
+            outpoint,
+            capacity,
+            lock,
+            payer_key,
+            payee_key: self.payee_key,
+            payer_htlc_key,
+            payee_htlc_key: self.payee_htlc_key,
+            payer_script,
+            payee_script: self.config.payee_script.clone(),
+            fee: self.config.payment_fee,
+            dust_limit: self.config.dust_limit,
+        }
+    }
+
+    fn on_refund_request<S: Signer + ?Sized>(&mut self, r: RefundRequest, signer: &S) -> Result<Effects, PeerError> {
+        if self.phase != PayeePhase::Offered {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        if self.config.variant != Variant::PresignedRefund {
+            return Err(peer_error(Misbehaviour::WrongVariant));
+        }
+        if r.capacity < self.config.min_first_payment || r.capacity > Amount::MAX_MONEY {
+            return Err(peer_error(Misbehaviour::BadTerms));
+        }
+        let template = self.template_for(r.payer_key, r.payer_htlc_key, r.payer_script, r.funding_outpoint, r.capacity);
+        let refund = template
+            .refund_tx(r.refund_fee, self.config.expiry)
+            .filter(|t| t.output.iter().all(|o| o.value >= self.config.dust_limit))
+            .ok_or(peer_error(Misbehaviour::BadTerms))?;
+        let signature = template.sign_refund(signer, &refund).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
+        self.template = Some(template);
+        self.refund_fee = r.refund_fee;
+        self.phase = PayeePhase::RefundSigned;
+        let mut fx = self.persist();
+        fx.send.push(Msg::RefundSigned(RefundSigned { signature }));
+        Ok(fx)
+    }
+
+    fn on_open(&mut self, o: Open, tip: ChainTip) -> Result<Effects, PeerError> {
+        let funding_outpoint = OutPoint { txid: o.funding_tx.compute_txid(), vout: o.funding_vout };
+        let funding_out = o.funding_tx.output.get(o.funding_vout as usize).ok_or(peer_error(Misbehaviour::WrongFunding))?;
+        let template = match (self.phase, &self.template) {
+            (PayeePhase::Offered, _) if self.config.variant == Variant::Cltv => self.template_for(
+                o.payer_key,
+                o.payer_htlc_key,
+                o.payer_script.clone(),
+                funding_outpoint,
+                funding_out.value,
+            ),
+            (PayeePhase::RefundSigned, Some(t)) => {
+                if t.payer_key != o.payer_key
+                    || t.payer_htlc_key != o.payer_htlc_key
+                    || t.payer_script != o.payer_script
+                    || t.outpoint != funding_outpoint
+                {
+                    return Err(peer_error(Misbehaviour::WrongFunding));
+                }
+                t.clone()
+            }
+            (PayeePhase::Offered, _) => return Err(peer_error(Misbehaviour::WrongVariant)),
+            _ => return Err(peer_error(Misbehaviour::UnexpectedMessage)),
+        };
+        if funding_out.script_pubkey != template.channel_script().to_p2wsh() || funding_out.value != template.capacity {
+            return Err(peer_error(Misbehaviour::WrongFunding));
+        }
+        if self.config.variant == Variant::PresignedRefund && o.funding_tx.input.iter().any(|i| !i.script_sig.is_empty()) {
+            return Err(peer_error(Misbehaviour::MalleableFunding));
+        }
+        if tip.height >= self.close_by() {
+            return Err(peer_error(Misbehaviour::NotAcceptingPayments));
+        }
+        if template.refund_tx(o.refund_fee, self.config.expiry).is_none() {
+            return Err(peer_error(Misbehaviour::BadTerms));
+        }
+        let first = o.first_payment;
+        if first.to_payee < self.config.min_first_payment {
+            return Err(peer_error(Misbehaviour::FirstPaymentTooSmall));
+        }
+        let fresh = Held { number: 0, state: PaymentState::default(), signature: first.signature };
+        let (held, new_htlcs) = self.check_payment(&template, &fresh, &[], &[], 0, first, tip)?;
+
+        self.template = Some(template);
+        self.refund_fee = o.refund_fee;
+        self.funding_tx = Some(o.funding_tx.clone());
+        self.phase = PayeePhase::Open;
+        Ok(self.accept(held, new_htlcs, Some(o.funding_tx), funding_outpoint))
+    }
+
+    /// Accepts a checked payment: the one place the held state changes.
+    fn accept(
+        &mut self,
+        held: Held,
+        new_htlcs: Vec<PaymentHtlc>,
+        funding_tx: Option<Transaction>,
+        funding_outpoint: OutPoint,
+    ) -> Effects {
+        let number = held.number;
+        let to_payee = held.state.to_payee;
+        if let Some(max) = held.state.htlcs.iter().map(|h| h.id).max() {
+            self.next_htlc_id = self.next_htlc_id.max(max + 1);
+        }
+        let old_ids: Vec<u64> = self.best.iter().flat_map(|b| b.state.htlcs.iter().map(|h| h.id)).collect();
+        let removed: Vec<u64> = old_ids.into_iter().filter(|id| !held.state.htlcs.iter().any(|h| h.id == *id)).collect();
+        self.preimages.retain(|(id, _)| held.state.htlcs.iter().any(|h| h.id == *id));
+        self.failed.retain(|id| held.state.htlcs.iter().any(|h| h.id == *id));
+        self.best = Some(held);
+        let mut fx = self.persist();
+        fx.send.push(Msg::Ack { number });
+        if let Some(tx) = funding_tx {
+            fx.watch.push(Watch::Tx(tx.compute_txid()));
+            fx.watch.push(Watch::Spend(funding_outpoint));
+            fx.broadcast.push(tx);
+        }
+        fx.events.push(Event::PaymentReceived { number, to_payee });
+        fx.events.extend(new_htlcs.into_iter().map(Event::HtlcOffered));
+        fx.events.extend(removed.into_iter().map(|id| Event::HtlcRemoved { id }));
+        fx
+    }
+
+    fn on_payment(&mut self, p: Payment, tip: ChainTip) -> Result<Effects, PeerError> {
+        if self.phase != PayeePhase::Open {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        let (Some(template), Some(best)) = (&self.template, &self.best) else {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        };
+        if tip.height >= self.close_by() {
+            return Err(peer_error(Misbehaviour::NotAcceptingPayments));
+        }
+        let deep_enough = self.config.min_depth == 0
+            || self.funding_height.is_some_and(|h| tip.height.0.saturating_sub(h.0) + 1 >= self.config.min_depth);
+        if !deep_enough {
+            return Err(peer_error(Misbehaviour::NotAcceptingPayments));
+        }
+        let (held, new_htlcs) =
+            self.check_payment(template, best, &self.preimages, &self.failed, self.next_htlc_id, p, tip)?;
+        let outpoint = template.outpoint;
+        Ok(self.accept(held, new_htlcs, None, outpoint))
+    }
+
+    /// The PROTOCOLS §1b checks of a payment against the best one held. Pure.
+    #[allow(clippy::too_many_arguments)]
+    fn check_payment(
+        &self,
+        template: &PaymentTemplate,
+        best: &Held,
+        preimages: &[(u64, PaymentPreimage)],
+        failed: &[u64],
+        next_htlc_id: u64,
+        p: Payment,
+        tip: ChainTip,
+    ) -> Result<(Held, Vec<PaymentHtlc>), PeerError> {
+        if p.number <= best.number && best.number != 0 || p.number == 0 {
+            return Err(peer_error(Misbehaviour::Replay));
+        }
+        if p.to_payee < best.state.to_payee {
+            return Err(peer_error(Misbehaviour::AmountDecreased));
+        }
+        // HTLC ids strictly increasing in the message.
+        if p.htlcs.windows(2).any(|w| w.first().map(|a| a.id) >= w.get(1).map(|b| b.id)) {
+            return Err(peer_error(Misbehaviour::HtlcIdReused));
+        }
+        // Every old HTLC is kept unchanged or removed fairly.
+        let mut folded = Amount::ZERO;
+        for old in &best.state.htlcs {
+            match p.htlcs.iter().find(|h| h.id == old.id) {
+                Some(new) if new == old => {}
+                Some(_) => return Err(peer_error(Misbehaviour::HtlcRemovedUnfairly)),
+                None => {
+                    if preimages.iter().any(|(id, _)| *id == old.id) {
+                        folded = folded.checked_add(old.amount).ok_or(peer_error(Misbehaviour::HtlcRemovedUnfairly))?;
+                    } else if !(failed.contains(&old.id) || tip.height >= old.expiry) {
+                        return Err(peer_error(Misbehaviour::HtlcRemovedUnfairly));
+                    }
+                }
+            }
+        }
+        let required = best.state.to_payee.checked_add(folded).ok_or(peer_error(Misbehaviour::HtlcRemovedUnfairly))?;
+        if p.to_payee < required {
+            return Err(peer_error(Misbehaviour::HtlcRemovedUnfairly));
+        }
+        // New HTLCs: fresh ids, expiry inside the channel's window.
+        let mut new_htlcs = Vec::new();
+        for h in &p.htlcs {
+            if best.state.htlcs.iter().any(|o| o.id == h.id) {
+                continue;
+            }
+            if h.id < next_htlc_id {
+                return Err(peer_error(Misbehaviour::HtlcIdReused));
+            }
+            let earliest = tip.height.checked_add(self.config.htlc_min_blocks);
+            if earliest.is_none_or(|e| h.expiry < e) || h.expiry > self.close_by() {
+                return Err(peer_error(Misbehaviour::HtlcExpiry));
+            }
+            new_htlcs.push(*h);
+        }
+        if p.to_payee == best.state.to_payee && p.htlcs == best.state.htlcs && best.number != 0 {
+            return Err(peer_error(Misbehaviour::NoProgress));
+        }
+        let state = PaymentState { to_payee: p.to_payee, htlcs: p.htlcs };
+        let built = template.build(&state).map_err(|e| peer_error(Misbehaviour::Payment(e)))?;
+        let _valid = template.verify(&self.secp, &built, &p.signature).map_err(|e| peer_error(Misbehaviour::Signature(e)))?;
+        Ok((Held { number: p.number, state, signature: p.signature }, new_htlcs))
+    }
+
+    /// Reveals the preimage of an HTLC the payee holds (it can already claim it on chain); the
+    /// payer is expected to fold the HTLC into the payee's output with its next payment. After
+    /// close, claims the HTLC on chain instead.
+    ///
+    /// # Errors
+    /// [`CommandError`] if the HTLC is unknown or the preimage wrong.
+    pub fn fulfill_htlc<S: Signer + ?Sized>(
+        &mut self,
+        id: u64,
+        preimage: PaymentPreimage,
+        signer: &S,
+    ) -> Result<Effects, CommandError> {
+        let htlc = self.held_htlc(id).ok_or(CommandError::UnknownHtlc)?;
+        if !htlc.payment_hash.is_unlocked_by(&preimage) {
+            return Err(CommandError::WrongPreimage);
+        }
+        if self.preimages.iter().any(|(i, _)| *i == id) {
+            return Ok(Effects::none());
+        }
+        let claim = match (self.phase, self.closing_txid) {
+            (PayeePhase::Closed, Some(txid)) => Some(self.claim_tx(txid, &htlc, &preimage, signer)?),
+            _ => None,
+        };
+        self.preimages.push((id, preimage));
+        self.failed.retain(|f| *f != id);
+        if let Some((_, claim)) = &claim {
+            self.claims.push((id, claim.compute_txid()));
+        }
+        let mut fx = self.persist();
+        match claim {
+            Some((_, tx)) => {
+                fx.events.push(Event::HtlcClaimBroadcast { id, txid: tx.compute_txid() });
+                fx.broadcast.push(tx);
+            }
+            None => fx.send.push(Msg::Fulfill { id, preimage }),
+        }
+        Ok(fx)
+    }
+
+    /// Gives an HTLC up: the payer may then remove it from its next payment.
+    ///
+    /// # Errors
+    /// [`CommandError::UnknownHtlc`] if the payee holds no such HTLC.
+    pub fn fail_htlc(&mut self, id: u64) -> Result<Effects, CommandError> {
+        if self.held_htlc(id).is_none() || self.preimages.iter().any(|(i, _)| *i == id) {
+            return Err(CommandError::UnknownHtlc);
+        }
+        if self.failed.contains(&id) {
+            return Ok(Effects::none());
+        }
+        self.failed.push(id);
+        let mut fx = self.persist();
+        fx.send.push(Msg::Fail { id });
+        Ok(fx)
+    }
+
+    fn held_htlc(&self, id: u64) -> Option<PaymentHtlc> {
+        self.best.as_ref()?.state.htlcs.iter().find(|h| h.id == id).copied()
+    }
+
+    /// The fully signed best payment transaction (what [`Payee::close`] broadcasts).
+    ///
+    /// # Errors
+    /// [`CommandError`] if there is no payment yet or the signer fails.
+    pub fn closing_tx<S: Signer + ?Sized>(&self, signer: &S) -> Result<Transaction, CommandError> {
+        let (Some(t), Some(best)) = (&self.template, &self.best) else {
+            return Err(CommandError::WrongPhase);
+        };
+        let built = t.build(&best.state).map_err(CommandError::Payment)?;
+        Ok(t.complete(signer, &built, &best.signature)?)
+    }
+
+    /// Closes the channel now: completes and broadcasts the best payment transaction.
+    ///
+    /// # Errors
+    /// [`CommandError`] if the channel is not open or the signer fails.
+    pub fn close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        if !matches!(self.phase, PayeePhase::Open | PayeePhase::Closing) {
+            return Err(CommandError::WrongPhase);
+        }
+        let tx = self.closing_tx(signer)?;
+        let txid = tx.compute_txid();
+        self.phase = PayeePhase::Closing;
+        self.closing_txid = Some(txid);
+        let mut fx = self.persist();
+        fx.send.push(Msg::Closed { txid });
+        fx.broadcast.push(tx);
+        fx.watch.push(Watch::Tx(txid));
+        fx.events.push(Event::CloseBroadcast { txid });
+        Ok(fx)
+    }
+
+    fn claim_tx<S: Signer + ?Sized>(
+        &self,
+        payment_txid: Txid,
+        htlc: &PaymentHtlc,
+        preimage: &PaymentPreimage,
+        signer: &S,
+    ) -> Result<(u64, Transaction), CommandError> {
+        let (Some(t), Some(best)) = (&self.template, &self.best) else {
+            return Err(CommandError::WrongPhase);
+        };
+        let built = t.build(&best.state).map_err(CommandError::Payment)?;
+        let pos = best.state.htlcs.iter().position(|h| h.id == htlc.id).ok_or(CommandError::UnknownHtlc)?;
+        let (vout, _) = built.htlc_outputs.get(pos).ok_or(CommandError::UnknownHtlc)?;
+        let claim = t
+            .htlc_claim_tx(payment_txid, *vout, htlc, true, t.payee_script.clone(), self.config.claim_fee)
+            .ok_or(CommandError::InvalidAmount)?;
+        Ok((htlc.id, t.complete_htlc_claim(signer, claim, htlc, Some(preimage))?))
+    }
+
+    /// Handles a chain event. Idempotent; unrelated or garbage transactions change nothing.
+    pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+        match event {
+            ChainEvent::Tip(tip) => {
+                if self.phase == PayeePhase::Open && tip.height >= self.close_by() && self.best.is_some() {
+                    return self.close(signer).unwrap_or_default();
+                }
+                Effects::none()
+            }
+            ChainEvent::Confirmed { tx, height } => self.on_confirmed(tx, height, signer),
+            ChainEvent::Unconfirmed(txid) => self.on_unconfirmed(txid, signer),
+        }
+    }
+
+    fn on_confirmed<S: Signer + ?Sized>(&mut self, tx: &Transaction, height: BlockHeight, signer: &S) -> Effects {
+        let Some(t) = &self.template else { return Effects::none() };
+        let txid = tx.compute_txid();
+        if txid == t.outpoint.txid {
+            if self.funding_height == Some(height) {
+                return Effects::none();
+            }
+            self.funding_height = Some(height);
+            let mut fx = self.persist();
+            fx.events.push(Event::FundingConfirmed { height });
+            return fx;
+        }
+        let spends_channel = tx.input.iter().any(|i| i.previous_output == t.outpoint);
+        if !spends_channel || self.phase == PayeePhase::Closed {
+            return Effects::none();
+        }
+        let ours = self.closing_tx(signer).ok().map(|c| c.compute_txid()) == Some(txid);
+        self.phase = PayeePhase::Closed;
+        self.closing_txid = Some(txid);
+        let kind = if ours { CloseKind::Payment } else { CloseKind::Refund };
+        // Claim every HTLC we know the preimage of.
+        let mut claims = Vec::new();
+        if ours {
+            for (id, preimage) in self.preimages.clone() {
+                if let Some(h) = self.held_htlc(id) {
+                    if let Ok(claim) = self.claim_tx(txid, &h, &preimage, signer) {
+                        claims.push(claim);
+                    }
+                }
+            }
+        }
+        self.claims.extend(claims.iter().map(|(id, tx)| (*id, tx.compute_txid())));
+        let mut fx = self.persist();
+        fx.events.push(Event::Closed { txid, kind });
+        for (id, claim) in claims {
+            fx.events.push(Event::HtlcClaimBroadcast { id, txid: claim.compute_txid() });
+            fx.broadcast.push(claim);
+        }
+        fx
+    }
+
+    fn on_unconfirmed<S: Signer + ?Sized>(&mut self, txid: Txid, signer: &S) -> Effects {
+        if self.template.as_ref().is_some_and(|t| t.outpoint.txid == txid) && self.funding_height.is_some() {
+            self.funding_height = None;
+            return self.persist();
+        }
+        if self.phase == PayeePhase::Closed && self.closing_txid == Some(txid) {
+            // Our close left the chain: put the channel back and broadcast again.
+            self.phase = PayeePhase::Open;
+            self.claims.clear();
+            return self.close(signer).unwrap_or_default();
+        }
+        Effects::none()
+    }
+}
