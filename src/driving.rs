@@ -64,12 +64,32 @@ pub enum Watch {
 }
 
 /// A state change to persist before acting on anything else.
+///
+/// The embedder MUST durably store `snapshot` (replacing the previous one) and append `records`
+/// (in order, after any earlier records of the channel) before sending or broadcasting anything of
+/// the same [`Effects`]. Records are the append-only history some layers need (the Lightning layer
+/// keeps one per HTLC for penalties); the snapshot is the bounded live state.
 #[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StateUpdate {
     /// Strictly increasing per channel; `restore` refuses a snapshot older than one it is told of.
     pub update_id: u64,
-    /// The channel's full snapshot (the crate's versioned encoding).
+    /// The channel's full live state (the crate's versioned encoding).
     pub snapshot: Vec<u8>,
+    /// Records to append to the channel's history, each in the crate's versioned encoding.
+    pub records: Vec<Vec<u8>>,
+}
+
+impl StateUpdate {
+    /// An update carrying a snapshot and no records.
+    pub fn snapshot(update_id: u64, snapshot: Vec<u8>) -> Self {
+        StateUpdate { update_id, snapshot, records: Vec::new() }
+    }
+
+    /// An update carrying a snapshot and records to append.
+    pub fn with_records(update_id: u64, snapshot: Vec<u8>, records: Vec<Vec<u8>>) -> Self {
+        StateUpdate { update_id, snapshot, records }
+    }
 }
 
 impl fmt::Debug for StateUpdate {
@@ -77,6 +97,7 @@ impl fmt::Debug for StateUpdate {
         f.debug_struct("StateUpdate")
             .field("update_id", &self.update_id)
             .field("snapshot_len", &self.snapshot.len())
+            .field("records", &self.records.len())
             .finish()
     }
 }

@@ -174,7 +174,7 @@ impl Payee {
     pub(super) fn persist(&mut self) -> Effects {
         self.update_id += 1;
         let mut fx = Effects::none();
-        fx.update = Some(StateUpdate { update_id: self.update_id, snapshot: self.snapshot() });
+        fx.update = Some(StateUpdate::snapshot(self.update_id, self.snapshot()));
         fx.next_deadline = self.next_deadline();
         fx
     }
