@@ -205,6 +205,11 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Every remaining byte.
+    pub fn take_rest(self) -> &'a [u8] {
+        self.buf
+    }
+
     /// The next `n` bytes.
     ///
     /// # Errors

@@ -179,10 +179,21 @@ impl Payee {
         fx
     }
 
-    /// When to call [`Payee::handle_chain`] next.
+    /// When to call [`Payee::handle_chain`] next: the close margin, or earlier if the payee
+    /// revealed the preimage of an HTLC the payer has not folded in yet (the payee must then get
+    /// its claim confirmed before the HTLC's timeout path opens: it closes `close_margin` blocks
+    /// before the HTLC's expiry).
     pub fn next_deadline(&self) -> Option<BlockHeight> {
         match self.phase {
-            PayeePhase::Open => Some(self.close_by()),
+            PayeePhase::Open => {
+                let revealed = self
+                    .preimages
+                    .iter()
+                    .filter_map(|(id, _)| self.held_htlc(*id))
+                    .map(|h| h.expiry.saturating_sub(self.config.close_margin))
+                    .min();
+                Some(revealed.map_or(self.close_by(), |r| r.min(self.close_by())))
+            }
             _ => None,
         }
     }
@@ -258,7 +269,10 @@ impl Payee {
         if self.config.variant != Variant::PresignedRefund {
             return Err(peer_error(Misbehaviour::WrongVariant));
         }
-        if r.capacity < self.config.min_first_payment || r.capacity > Amount::MAX_MONEY {
+        if r.capacity < self.config.min_first_payment
+            || r.capacity > Amount::MAX_MONEY
+            || !super::payment::is_standard_output(&r.payer_script)
+        {
             return Err(peer_error(Misbehaviour::BadTerms));
         }
         let template = self.template_for(r.payer_key, r.payer_htlc_key, r.payer_script, r.funding_outpoint, r.capacity);
@@ -299,6 +313,12 @@ impl Payee {
             (PayeePhase::Offered, _) => return Err(peer_error(Misbehaviour::WrongVariant)),
             _ => return Err(peer_error(Misbehaviour::UnexpectedMessage)),
         };
+        if !super::payment::is_standard_output(&template.payer_script) {
+            return Err(peer_error(Misbehaviour::BadTerms));
+        }
+        if self.config.variant == Variant::PresignedRefund && o.refund_fee != self.refund_fee {
+            return Err(peer_error(Misbehaviour::WrongFunding));
+        }
         if funding_out.script_pubkey != template.channel_script().to_p2wsh() || funding_out.value != template.capacity {
             return Err(peer_error(Misbehaviour::WrongFunding));
         }
@@ -471,6 +491,7 @@ impl Payee {
             self.claims.push((id, claim.compute_txid()));
         }
         let mut fx = self.persist();
+        fx.next_deadline = self.next_deadline();
         match claim {
             Some((_, tx)) => {
                 fx.events.push(Event::HtlcClaimBroadcast { id, txid: tx.compute_txid() });
@@ -557,7 +578,8 @@ impl Payee {
     pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
         match event {
             ChainEvent::Tip(tip) => {
-                if self.phase == PayeePhase::Open && tip.height >= self.close_by() && self.best.is_some() {
+                let due = self.next_deadline().is_some_and(|d| tip.height >= d);
+                if self.phase == PayeePhase::Open && due && self.best.is_some() {
                     return self.close(signer).unwrap_or_default();
                 }
                 Effects::none()

@@ -56,6 +56,10 @@ pub(super) enum HtlcStatus {
 pub(super) struct PayerHtlc {
     pub htlc: PaymentHtlc,
     pub status: HtlcStatus,
+    /// The most any payment carrying this HTLC could give the payee (its `to_payee` plus all its
+    /// HTLCs, were the payee to learn every preimage): the bound a later payment must reach for
+    /// this HTLC's failure to be final.
+    pub max_exposure: Amount,
 }
 
 /// An HTLC output of the payment transaction that closed the channel.
@@ -116,6 +120,8 @@ impl Payer {
         let ok = margin_end.is_some_and(|m| m < offer.expiry)
             && offer.expiry.to_locktime().is_some()
             && tip.height.checked_add(config.max_lifetime).is_some_and(|m| offer.expiry <= m)
+            && super::payment::is_standard_output(&offer.payee_script)
+            && super::payment::is_standard_output(&config.payer_script)
             && config.first_payment >= offer.min_first_payment
             && config.capacity <= Amount::MAX_MONEY
             && config.first_payment <= config.capacity
@@ -365,6 +371,12 @@ impl Payer {
         let (payment, state) = self.sign_state(template, state, number, signer)?;
         self.number = number;
         self.state = state;
+        let exposure = self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
+        for h in &mut self.htlcs {
+            if self.state.htlcs.iter().any(|x| x.id == h.htlc.id) {
+                h.max_exposure = h.max_exposure.max(exposure);
+            }
+        }
         let mut fx = Effects::none();
         for h in &mut self.htlcs {
             if let HtlcStatus::Removed { dominated_at } = h.status {
@@ -421,7 +433,8 @@ impl Payer {
         state.htlcs.push(htlc);
         let (payment, fx) = self.commit(state, signer)?;
         self.next_htlc_id += 1;
-        self.htlcs.push(PayerHtlc { htlc, status: HtlcStatus::Live });
+        let max_exposure = self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
+        self.htlcs.push(PayerHtlc { htlc, status: HtlcStatus::Live, max_exposure });
         Ok((htlc.id, self.send_payment(payment, fx)))
     }
 
@@ -442,12 +455,9 @@ impl Payer {
     fn remove_live<S: Signer + ?Sized>(&mut self, id: u64, signer: &S) -> Result<Effects, CommandError> {
         let mut state = self.state.clone();
         state.htlcs.retain(|h| h.id != id);
-        // Every payment that carried the HTLC paid the payee at most the current amount.
-        let carried_high = self.state.to_payee;
         let (payment, mut fx) = self.commit(state, signer)?;
         if let Some(h) = self.htlcs.iter_mut().find(|h| h.htlc.id == id) {
-            let dominated_at = carried_high.checked_add(h.htlc.amount).unwrap_or(Amount::MAX_MONEY);
-            h.status = HtlcStatus::Removed { dominated_at };
+            h.status = HtlcStatus::Removed { dominated_at: h.max_exposure };
         }
         fx.events.push(Event::HtlcRemoved { id });
         Ok(self.send_payment(payment, fx))
@@ -648,11 +658,20 @@ impl Payer {
             self.closing_txid = Some(txid);
             let mut fx = Effects::none();
             fx.events.push(Event::Closed { txid, kind });
-            // Find our HTLC outputs among the payment's outputs.
+            // Find our HTLC outputs among the payment's outputs; identical HTLCs get distinct ones.
+            let mut used = alloc::vec![false; tx.output.len()];
             for h in &mut self.htlcs {
                 let spk = t.htlc_script(&h.htlc).to_p2wsh();
-                match tx.output.iter().position(|o| o.script_pubkey == spk && o.value == h.htlc.amount) {
+                let found = tx
+                    .output
+                    .iter()
+                    .zip(used.iter())
+                    .position(|(o, taken)| !*taken && o.script_pubkey == spk && o.value == h.htlc.amount);
+                match found {
                     Some(vout) => {
+                        if let Some(u) = used.get_mut(vout) {
+                            *u = true;
+                        }
                         let outpoint = OutPoint { txid, vout: vout as u32 };
                         self.onchain.push(OnChainHtlc { outpoint, id: h.htlc.id, claim: None, resolved: false });
                         fx.watch.push(Watch::Spend(outpoint));

@@ -83,6 +83,17 @@ pub enum PaymentError {
     ChangeBelowDust,
     /// An HTLC output is below the dust limit.
     HtlcBelowDust,
+    /// More than [`MAX_HTLCS`] HTLC outputs (the transaction would be too heavy to relay).
+    TooManyHtlcs,
+}
+
+/// The most HTLC outputs one payment transaction may carry (as BOLT #2's per-direction limit);
+/// keeps every payment transaction far below the 400,000-weight standardness limit.
+pub const MAX_HTLCS: usize = 483;
+
+/// Whether `script` is an output type every node relays: P2PKH, P2SH or a witness program.
+pub fn is_standard_output(script: &bitcoin::Script) -> bool {
+    script.is_p2pkh() || script.is_p2sh() || script.is_witness_program()
 }
 
 impl fmt::Display for PaymentError {
@@ -92,6 +103,7 @@ impl fmt::Display for PaymentError {
             PaymentError::PayeeBelowDust => "payee output below dust after fee",
             PaymentError::ChangeBelowDust => "payer change below dust",
             PaymentError::HtlcBelowDust => "HTLC output below dust",
+            PaymentError::TooManyHtlcs => "too many HTLC outputs",
         })
     }
 }
@@ -160,6 +172,9 @@ impl PaymentTemplate {
     /// # Errors
     /// [`PaymentError`] if the state is not payable.
     pub fn check(&self, state: &PaymentState) -> Result<Amount, PaymentError> {
+        if state.htlcs.len() > MAX_HTLCS {
+            return Err(PaymentError::TooManyHtlcs);
+        }
         let htlcs = state.htlc_total().ok_or(PaymentError::ExceedsCapacity)?;
         let change = self
             .capacity

@@ -318,6 +318,7 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
         w.bigsize(p.htlcs.len() as u64);
         for h in &p.htlcs {
             write_htlc(w, &h.htlc);
+            w.amount(h.max_exposure);
             match h.status {
                 HtlcStatus::Live => w.u8(0),
                 HtlcStatus::Fulfilled(pre) => w.u8(1).bytes(&pre.0),
@@ -391,10 +392,11 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
             12 => refund_sig = Some(r.bitcoin_signature("refund signature")?),
             14 => payments = Some((r.u64()?, read_state(r)?, r.u64()?, r.u64()?, BlockHeight(r.u32()?))),
             16 => {
-                let n = read_count(r, 53)?;
+                let n = read_count(r, 61)?;
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     let htlc = read_htlc(r)?;
+                    let max_exposure = r.amount("max_exposure")?;
                     let status = match r.u8()? {
                         0 => HtlcStatus::Live,
                         1 => HtlcStatus::Fulfilled(PaymentPreimage(r.array()?)),
@@ -402,7 +404,7 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
                         3 => HtlcStatus::FailedFinal,
                         _ => return Err(DecodeError::InvalidValue("htlc status")),
                     };
-                    v.push(PayerHtlc { htlc, status });
+                    v.push(PayerHtlc { htlc, status, max_exposure });
                 }
                 htlcs = Some(v);
             }
