@@ -95,4 +95,5 @@ pub extern crate bitcoin;
 
 pub mod core;
 pub mod driving;
+pub mod lightning;
 pub mod spilman;

@@ -71,6 +71,12 @@ impl MilliSats {
     pub const fn saturating_sub(self, rhs: Self) -> Self {
         MilliSats(self.0.saturating_sub(rhs.0))
     }
+
+    /// `self + rhs`, clamped at the maximum.
+    #[must_use]
+    pub const fn saturating_add(self, rhs: Self) -> Self {
+        MilliSats(self.0.saturating_add(rhs.0))
+    }
 }
 
 impl fmt::Debug for MilliSats {

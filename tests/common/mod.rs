@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod ln;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{hash160, sha256, Hash};

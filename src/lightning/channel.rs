@@ -1,0 +1,540 @@
+//! The channel value: its fields, the commitment views both sides hold, and the dispatcher.
+
+use alloc::vec::Vec;
+
+use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
+
+use super::htlc::{FeeUpdate, Htlc, Resolution, Side};
+use super::msgs::Msg;
+use super::{peer_error, ChannelConfig, Effects, Event, Misbehaviour, PeerError};
+use crate::core::commitment::signatures::CommitmentSignatures;
+use crate::core::commitment::{
+    build_commitment, BuiltCommitment, ChannelType, CommitmentHtlc, CommitmentKeys, CommitmentNumber, CommitmentParams,
+    CommitmentState, FeeratePerKw, HtlcDirection, ObscuringFactor,
+};
+use crate::core::keys::{ChannelPubkeys, PerCommitmentPoint};
+use crate::core::shachain::SecretStore;
+use crate::core::units::{BlockHeight, MilliSats};
+use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
+
+/// Where the channel is in its life.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Phase {
+    /// (Opener) `open_channel` sent.
+    AwaitingAccept,
+    /// (Opener) waiting for the wallet's funding transaction.
+    AwaitingFundingTx,
+    /// (Acceptor) `accept_channel` sent.
+    AwaitingFundingCreated,
+    /// (Opener) `funding_created` sent.
+    AwaitingFundingSigned,
+    /// Funding signed; waiting for confirmations and the peer's `channel_ready`.
+    AwaitingChannelReady,
+    /// Open: HTLCs flow.
+    Normal,
+    /// `shutdown` sent or received: no new HTLCs; closing once none remain.
+    ShuttingDown,
+    /// The cooperative closing transaction was agreed.
+    Closed,
+}
+
+/// What one side announced about itself (and so about what it accepts from the other).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct SideParams {
+    pub dust_limit: Amount,
+    pub max_htlc_value_in_flight: MilliSats,
+    pub channel_reserve: Amount,
+    pub htlc_minimum: MilliSats,
+    pub to_self_delay: u16,
+    pub max_accepted_htlcs: u16,
+    pub pubkeys: ChannelPubkeys,
+}
+
+/// Both sides' balances in one commitment.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub struct Balances {
+    /// Ours, excluding HTLCs and before fees.
+    pub holder: MilliSats,
+    /// The peer's, excluding HTLCs and before fees.
+    pub counterparty: MilliSats,
+    /// In HTLCs we offered.
+    pub offered: MilliSats,
+    /// In HTLCs offered to us.
+    pub received: MilliSats,
+}
+
+/// Cooperative close progress.
+#[derive(Clone, PartialEq, Eq, Debug, Default)]
+pub(crate) struct Shutdown {
+    pub holder_script: Option<ScriptBuf>,
+    pub counterparty_script: Option<ScriptBuf>,
+    pub holder_sent: bool,
+    /// Our acceptable closing fee range.
+    pub fee_range: Option<(Amount, Amount)>,
+    pub last_fee_sent: Option<Amount>,
+    pub closing_tx: Option<Transaction>,
+}
+
+/// A Lightning channel (see the [module docs](super)).
+#[derive(Clone, Debug)]
+pub struct Channel {
+    pub(crate) is_funder: bool,
+    pub(crate) config: ChannelConfig,
+    pub(crate) channel_type: ChannelType,
+    pub(crate) temporary_channel_id: ChannelId,
+    pub(crate) channel_id: ChannelId,
+    pub(crate) capacity: Amount,
+    pub(crate) push: MilliSats,
+    pub(crate) funding_outpoint: Option<OutPoint>,
+    /// The opener keeps its funding transaction until `funding_signed` lets it broadcast.
+    pub(crate) funding_tx: Option<Transaction>,
+    pub(crate) holder: SideParams,
+    pub(crate) counterparty: Option<SideParams>,
+    pub(crate) phase: Phase,
+    /// Our latest commitment's number (the peer signed it).
+    pub(crate) holder_commitment: u64,
+    /// The peer's latest commitment's number (we signed it).
+    pub(crate) counterparty_commitment: u64,
+    /// We signed a new peer commitment and wait for the revocation of the previous one.
+    pub(crate) awaiting_revoke: bool,
+    /// Whether, of our latest `commitment_signed` and `revoke_and_ack`, the revocation went last.
+    pub(crate) revoke_sent_last: bool,
+    /// The peer's per-commitment point of its latest commitment, and of the next.
+    pub(crate) counterparty_point: Option<PublicKey>,
+    pub(crate) counterparty_next_point: Option<PublicKey>,
+    /// The peer's previous point while we wait for its revocation.
+    pub(crate) counterparty_prev_point: Option<PublicKey>,
+    pub(crate) secrets: SecretStore,
+    /// The peer's signatures on our latest commitment.
+    pub(crate) holder_signatures: Option<CommitmentSignatures>,
+    pub(crate) settled_holder: MilliSats,
+    pub(crate) settled_counterparty: MilliSats,
+    pub(crate) feerate: u32,
+    pub(crate) fee_updates: Vec<FeeUpdate>,
+    pub(crate) htlcs: Vec<Htlc>,
+    pub(crate) next_holder_htlc_id: u64,
+    pub(crate) next_counterparty_htlc_id: u64,
+    pub(crate) next_seq: u64,
+    pub(crate) shutdown: Shutdown,
+    pub(crate) funding_height: Option<BlockHeight>,
+    pub(crate) tip: BlockHeight,
+    pub(crate) channel_ready_sent: bool,
+    /// Confirmations required before `channel_ready` (the acceptor's choice).
+    pub(crate) minimum_depth: u32,
+    pub(crate) channel_ready_received: bool,
+    pub(crate) update_id: u64,
+    pub(crate) secp: Secp256k1<VerifyOnly>,
+}
+
+impl PartialEq for Channel {
+    fn eq(&self, other: &Self) -> bool {
+        self.snapshot() == other.snapshot()
+    }
+}
+
+/// A commitment view: the inputs of [`build_commitment`] for one side's commitment.
+pub(crate) struct View {
+    pub state_htlcs: Vec<CommitmentHtlc>,
+    /// (offerer, id) of each entry of `state_htlcs`.
+    pub ids: Vec<(Side, u64)>,
+    pub to_owner: MilliSats,
+    pub to_other: MilliSats,
+    pub feerate: u32,
+}
+
+impl Channel {
+    /// The channel id (the temporary one until funding is known).
+    pub fn channel_id(&self) -> ChannelId {
+        self.channel_id
+    }
+
+    /// The phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Whether we opened (and fund) the channel.
+    pub fn is_funder(&self) -> bool {
+        self.is_funder
+    }
+
+    /// The channel type.
+    pub fn channel_type(&self) -> ChannelType {
+        self.channel_type
+    }
+
+    /// The capacity.
+    pub fn capacity(&self) -> Amount {
+        self.capacity
+    }
+
+    /// The funding outpoint, once known.
+    pub fn funding_outpoint(&self) -> Option<OutPoint> {
+        self.funding_outpoint
+    }
+
+    /// The last update id handed out.
+    pub fn update_id(&self) -> u64 {
+        self.update_id
+    }
+
+    /// The HTLCs in flight.
+    pub fn htlcs(&self) -> &[Htlc] {
+        &self.htlcs
+    }
+
+    /// Our latest commitment's number.
+    pub fn holder_commitment_number(&self) -> u64 {
+        self.holder_commitment
+    }
+
+    /// The peer's latest commitment's number.
+    pub fn counterparty_commitment_number(&self) -> u64 {
+        self.counterparty_commitment
+    }
+
+    /// Whether we wait for the peer's `revoke_and_ack` before we may sign again.
+    pub fn is_awaiting_revoke(&self) -> bool {
+        self.awaiting_revoke
+    }
+
+    /// Whether the HTLC `id` offered by `offerer` is irrevocably committed on both sides (a
+    /// forwarder may forward it only then).
+    pub fn is_htlc_irrevocably_committed(&self, offerer: Side, id: u64) -> bool {
+        self.find_htlc(offerer, id).is_some_and(Htlc::is_irrevocably_committed)
+    }
+
+    /// Whether the HTLC `id` offered by `offerer` has been irrevocably removed (or was never known).
+    pub fn is_htlc_removed(&self, offerer: Side, id: u64) -> bool {
+        let next = match offerer {
+            Side::Holder => self.next_holder_htlc_id,
+            Side::Counterparty => self.next_counterparty_htlc_id,
+        };
+        id < next && self.find_htlc(offerer, id).is_none_or(Htlc::is_removed)
+    }
+
+    pub(crate) fn find_htlc(&self, offerer: Side, id: u64) -> Option<&Htlc> {
+        self.htlcs.iter().find(|h| h.offerer == offerer && h.id == id)
+    }
+
+    pub(crate) fn find_htlc_mut(&mut self, offerer: Side, id: u64) -> Option<&mut Htlc> {
+        self.htlcs.iter_mut().find(|h| h.offerer == offerer && h.id == id)
+    }
+
+    pub(crate) fn counterparty_params(&self) -> Result<&SideParams, PeerError> {
+        self.counterparty.as_ref().ok_or(peer_error(Misbehaviour::UnexpectedMessage))
+    }
+
+    /// The balances of `owner`'s latest commitment (after every update it includes).
+    pub fn balances(&self, owner: Side) -> Balances {
+        let v = self.view(owner);
+        let (holder, counterparty) = match owner {
+            Side::Holder => (v.to_owner, v.to_other),
+            Side::Counterparty => (v.to_other, v.to_owner),
+        };
+        let mut b = Balances { holder, counterparty, ..Balances::default() };
+        for (h, (offerer, _)) in v.state_htlcs.iter().zip(&v.ids) {
+            match offerer {
+                Side::Holder => b.offered = b.offered.saturating_add(h.amount),
+                Side::Counterparty => b.received = b.received.saturating_add(h.amount),
+            }
+        }
+        b
+    }
+
+    /// The view of `owner`'s latest commitment.
+    pub(crate) fn view(&self, owner: Side) -> View {
+        self.view_with(owner, false)
+    }
+
+    /// The view of `owner`'s next commitment if every update announced so far were in it and no
+    /// pending removal were (the worst case for limit checks).
+    pub(crate) fn projected_view(&self, owner: Side) -> View {
+        self.view_with(owner, true)
+    }
+
+    fn view_with(&self, owner: Side, projected: bool) -> View {
+        let (mut holder, mut counterparty) = (self.settled_holder, self.settled_counterparty);
+        let mut state_htlcs = Vec::new();
+        let mut ids = Vec::new();
+        for h in &self.htlcs {
+            if !(projected || h.add.in_commitment_of(owner)) {
+                continue;
+            }
+            let (from, to) = match h.offerer {
+                Side::Holder => (&mut holder, &mut counterparty),
+                Side::Counterparty => (&mut counterparty, &mut holder),
+            };
+            *from = from.saturating_sub(h.amount);
+            match &h.remove {
+                Some((res, p)) if p.in_commitment_of(owner) => match res {
+                    Resolution::Fulfill(_) => *to = to.saturating_add(h.amount),
+                    _ => *from = from.saturating_add(h.amount),
+                },
+                _ => {
+                    let direction = if h.offerer == owner { HtlcDirection::Offered } else { HtlcDirection::Received };
+                    state_htlcs.push(CommitmentHtlc {
+                        direction,
+                        amount: h.amount,
+                        payment_hash: h.payment_hash,
+                        cltv_expiry: h.cltv_expiry,
+                    });
+                    ids.push((h.offerer, h.id));
+                }
+            }
+        }
+        let feerate = self
+            .fee_updates
+            .iter()
+            .filter(|f| projected || f.progress.in_commitment_of(owner))
+            .max_by_key(|f| f.seq)
+            .map_or(self.feerate, |f| f.feerate_per_kw);
+        let (to_owner, to_other) = match owner {
+            Side::Holder => (holder, counterparty),
+            Side::Counterparty => (counterparty, holder),
+        };
+        View { state_htlcs, ids, to_owner, to_other, feerate }
+    }
+
+    pub(crate) fn commitment_params(&self, owner: Side) -> Option<CommitmentParams> {
+        let cp = self.counterparty.as_ref()?;
+        let (ours, theirs) = (&self.holder, cp);
+        let (broadcaster, countersignatory) = match owner {
+            Side::Holder => (ours, theirs),
+            Side::Counterparty => (theirs, ours),
+        };
+        let (opener, accepter) = if self.is_funder { (ours, theirs) } else { (theirs, ours) };
+        Some(CommitmentParams {
+            channel_type: self.channel_type,
+            funding_outpoint: self.funding_outpoint?,
+            funding_value: self.capacity,
+            broadcaster_is_funder: (owner == Side::Holder) == self.is_funder,
+            // The delay on the broadcaster's outputs is the one its peer asked for.
+            to_self_delay: countersignatory.to_self_delay,
+            dust_limit: broadcaster.dust_limit,
+            obscuring_factor: ObscuringFactor::new(&opener.pubkeys.payment_basepoint, &accepter.pubkeys.payment_basepoint),
+            broadcaster: broadcaster.pubkeys,
+            countersignatory: countersignatory.pubkeys,
+        })
+    }
+
+    /// Builds `owner`'s commitment number `number` with per-commitment point `point`, from the
+    /// given view.
+    pub(crate) fn build(&self, owner: Side, number: u64, point: &PublicKey, view: &View) -> Result<BuiltCommitment, Misbehaviour> {
+        let params = self.commitment_params(owner).ok_or(Misbehaviour::UnexpectedMessage)?;
+        let point = PerCommitmentPoint::from_public_key(*point);
+        let keys = CommitmentKeys::derive(&self.secp, &point, &params.broadcaster, &params.countersignatory)
+            .map_err(|_| Misbehaviour::Keys)?;
+        let state = CommitmentState {
+            number: CommitmentNumber::new(number).ok_or(Misbehaviour::UnexpectedMessage)?,
+            to_broadcaster: view.to_owner,
+            to_countersignatory: view.to_other,
+            feerate: FeeratePerKw(view.feerate),
+            htlcs: &view.state_htlcs,
+        };
+        build_commitment(&params, &keys, &state).map_err(|_| Misbehaviour::CannotAfford)
+    }
+
+    pub(crate) fn next_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    /// A state update of the live state, plus `records` to append.
+    pub(crate) fn persist_with(&mut self, records: Vec<Vec<u8>>) -> Effects {
+        self.update_id += 1;
+        let mut fx = Effects::none();
+        fx.update = Some(StateUpdate::with_records(self.update_id, self.snapshot(), records));
+        fx
+    }
+
+    pub(crate) fn persist(&mut self) -> Effects {
+        self.persist_with(Vec::new())
+    }
+
+    /// Encodes the live state (see [`Channel::restore`]). Its size is bounded by the HTLCs in
+    /// flight, not by the channel's history.
+    pub fn snapshot(&self) -> Vec<u8> {
+        super::snapshot::encode_channel(self)
+    }
+
+    /// Restores a channel from [`Channel::snapshot`] bytes.
+    ///
+    /// # Errors
+    /// [`RestoreError`] if the bytes are invalid, of another channel, or older than
+    /// `check.min_update_id`.
+    pub fn restore(bytes: &[u8], check: RestoreCheck) -> Result<Self, RestoreError> {
+        let c = super::snapshot::decode_channel(bytes)?;
+        check.check(Some(c.channel_id), c.update_id)?;
+        Ok(c)
+    }
+
+    /// Handles a message from the peer. On error nothing changed.
+    ///
+    /// # Errors
+    /// [`PeerError`] with what was wrong and what to do about it.
+    pub fn handle_message<S: crate::core::sign::Signer + ?Sized>(
+        &mut self,
+        msg: Msg,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        let _ = tip;
+        match msg {
+            Msg::AcceptChannel(m) => self.on_accept_channel(*m),
+            Msg::FundingCreated { temporary_channel_id, funding_txid, funding_output_index, signature } => {
+                self.on_funding_created(temporary_channel_id, funding_txid, funding_output_index, signature, signer)
+            }
+            Msg::FundingSigned { channel_id, signature } => self.on_funding_signed(channel_id, signature, signer),
+            Msg::ChannelReady { channel_id, second_per_commitment_point } => {
+                self.on_channel_ready(channel_id, second_per_commitment_point)
+            }
+            Msg::UpdateAddHtlc { channel_id, id, amount_msat, payment_hash, cltv_expiry, onion_routing_packet } => {
+                self.check_channel(channel_id)?;
+                self.on_update_add(id, amount_msat, payment_hash, cltv_expiry, onion_routing_packet)
+            }
+            Msg::UpdateFulfillHtlc { channel_id, id, payment_preimage } => {
+                self.check_channel(channel_id)?;
+                self.on_remove(id, Resolution::Fulfill(payment_preimage))
+            }
+            Msg::UpdateFailHtlc { channel_id, id, reason } => {
+                self.check_channel(channel_id)?;
+                self.on_remove(id, Resolution::Fail(reason))
+            }
+            Msg::UpdateFailMalformedHtlc { channel_id, id, sha256_of_onion, failure_code } => {
+                self.check_channel(channel_id)?;
+                if failure_code & 0x8000 == 0 {
+                    return Err(peer_error(Misbehaviour::MalformedWithoutBadOnion));
+                }
+                self.on_remove(id, Resolution::FailMalformed { sha256_of_onion, failure_code })
+            }
+            Msg::UpdateFee { channel_id, feerate_per_kw } => {
+                self.check_channel(channel_id)?;
+                self.on_update_fee(feerate_per_kw)
+            }
+            Msg::CommitmentSigned { channel_id, signature, htlc_signatures } => {
+                self.check_channel(channel_id)?;
+                self.on_commitment_signed(signature, htlc_signatures, signer)
+            }
+            Msg::RevokeAndAck { channel_id, per_commitment_secret, next_per_commitment_point } => {
+                self.check_channel(channel_id)?;
+                self.on_revoke_and_ack(per_commitment_secret, next_per_commitment_point, signer)
+            }
+            Msg::ChannelReestablish {
+                channel_id,
+                next_commitment_number,
+                next_revocation_number,
+                your_last_per_commitment_secret,
+                my_current_per_commitment_point,
+            } => {
+                self.check_channel(channel_id)?;
+                self.on_reestablish(
+                    next_commitment_number,
+                    next_revocation_number,
+                    your_last_per_commitment_secret,
+                    my_current_per_commitment_point,
+                    signer,
+                )
+            }
+            Msg::Shutdown { channel_id, scriptpubkey } => {
+                self.check_channel(channel_id)?;
+                self.on_shutdown(scriptpubkey, signer)
+            }
+            Msg::ClosingSigned { channel_id, fee_satoshis, signature, fee_range } => {
+                self.check_channel(channel_id)?;
+                self.on_closing_signed(fee_satoshis, signature, fee_range, signer)
+            }
+            Msg::OpenChannel(_) => Err(peer_error(Misbehaviour::UnexpectedMessage)),
+        }
+    }
+
+    pub(crate) fn check_channel(&self, id: ChannelId) -> Result<(), PeerError> {
+        if id != self.channel_id {
+            return Err(peer_error(Misbehaviour::WrongChannel));
+        }
+        Ok(())
+    }
+
+    /// Handles a chain event: funding confirmations lead to `channel_ready`. Idempotent.
+    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+        match event {
+            ChainEvent::Tip(t) => {
+                if t.height <= self.tip {
+                    return Effects::none();
+                }
+                self.tip = t.height;
+                self.maybe_channel_ready(signer)
+            }
+            ChainEvent::Confirmed { tx, height } => {
+                let Some(op) = self.funding_outpoint else { return Effects::none() };
+                let pays = tx.output.get(op.vout as usize).is_some_and(|o| {
+                    self.commitment_params(Side::Holder).is_some_and(|p| {
+                        o.value == self.capacity && o.script_pubkey == p.funding_script().to_p2wsh()
+                    })
+                });
+                if tx.compute_txid() != op.txid || !pays || self.funding_height == Some(height) {
+                    return Effects::none();
+                }
+                self.funding_height = Some(height);
+                self.tip = self.tip.max(height);
+                let mut fx = self.maybe_channel_ready(signer);
+                if fx.update.is_none() {
+                    fx.merge(self.persist());
+                }
+                fx
+            }
+            ChainEvent::Unconfirmed(txid) => {
+                if self.funding_outpoint.is_some_and(|o| o.txid == txid) && self.funding_height.is_some() {
+                    self.funding_height = None;
+                    return self.persist();
+                }
+                Effects::none()
+            }
+        }
+    }
+
+    /// Our latest commitment, verified against the peer's signatures we hold.
+    ///
+    /// # Errors
+    /// [`CommandError`] before the first commitment is signed, or if the signer fails.
+    pub fn holder_commitment<S: crate::core::sign::Signer + ?Sized>(
+        &self,
+        signer: &S,
+    ) -> Result<crate::core::commitment::signatures::VerifiedCommitment, super::CommandError> {
+        let sigs = self.holder_signatures.clone().ok_or(super::CommandError::WrongPhase)?;
+        let n = CommitmentNumber::new(self.holder_commitment).ok_or(super::CommandError::WrongPhase)?;
+        let point = signer.per_commitment_point(n)?;
+        let view = self.view(Side::Holder);
+        let built = self.build(Side::Holder, self.holder_commitment, point.public_key(), &view).map_err(|_| super::CommandError::Keys)?;
+        let funding = self.counterparty.as_ref().ok_or(super::CommandError::WrongPhase)?.pubkeys.funding;
+        crate::core::commitment::signatures::verify_holder_commitment(&self.secp, built, &funding, sigs)
+            .map_err(|_| super::CommandError::Keys)
+    }
+
+    /// Our latest commitment transaction, fully signed (what a force close broadcasts).
+    ///
+    /// # Errors
+    /// As [`Channel::holder_commitment`].
+    pub fn holder_commitment_tx<S: crate::core::sign::Signer + ?Sized>(&self, signer: &S) -> Result<Transaction, super::CommandError> {
+        Ok(self.holder_commitment(signer)?.finalize(signer)?)
+    }
+
+    /// The peer's latest commitment as we signed it (unsigned by the peer).
+    pub fn counterparty_commitment(&self) -> Option<BuiltCommitment> {
+        let point = self.counterparty_point?;
+        let view = self.view(Side::Counterparty);
+        self.build(Side::Counterparty, self.counterparty_commitment, &point, &view).ok()
+    }
+
+    pub(crate) fn watch_funding(&self, fx: &mut Effects) {
+        if let Some(op) = self.funding_outpoint {
+            fx.watch.push(Watch::Tx(op.txid));
+            fx.watch.push(Watch::Spend(op));
+        }
+    }
+
+    pub(crate) fn ready_event(&self) -> Event {
+        Event::ChannelReady { channel_id: self.channel_id }
+    }
+}

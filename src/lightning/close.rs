@@ -1,0 +1,195 @@
+//! Cooperative close: `shutdown`, then fee negotiation with `closing_signed` and `fee_range`
+//! (BOLT #2 "Channel Close"), once no HTLC remains.
+
+use bitcoin::secp256k1::ecdsa::Signature;
+use bitcoin::sighash::EcdsaSighashType;
+use bitcoin::{ecdsa, Amount, ScriptBuf, Transaction};
+
+use super::channel::{Channel, Phase};
+use super::htlc::Side;
+use super::msgs::Msg;
+use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError};
+use crate::core::commitment::closing::closing_tx;
+use crate::core::commitment::signatures::sign_funding_spend;
+use crate::core::script;
+use crate::core::sign::{self, Signer};
+
+/// Weight of a closing transaction with two P2WSH-sized outputs (an upper bound used for the fee).
+const CLOSING_WEIGHT: u64 = 4 * (4 + 1 + 36 + 1 + 4 + 1 + 2 * 43 + 4) + (1 + 1 + 1 + 73 + 73 + 72) + 2;
+
+fn is_acceptable_shutdown_script(s: &ScriptBuf) -> bool {
+    s.is_p2pkh() || s.is_p2sh() || s.is_p2wpkh() || s.is_p2wsh() || s.is_p2tr() || s.is_witness_program()
+}
+
+impl Channel {
+    /// Starts (or answers) a cooperative close: sends `shutdown` with our payout script. From now
+    /// on no new HTLCs are added; once none remain, the funder proposes a fee within
+    /// `fee_range` (satoshi, inclusive) and the sides agree on a closing transaction.
+    ///
+    /// # Errors
+    /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::Amount`] for a
+    /// non-standard script or an empty fee range.
+    pub fn shutdown<S: Signer + ?Sized>(
+        &mut self,
+        script: ScriptBuf,
+        fee_range: (Amount, Amount),
+        signer: &S,
+    ) -> Result<Effects, CommandError> {
+        if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.holder_sent {
+            return Err(CommandError::WrongPhase);
+        }
+        if !is_acceptable_shutdown_script(&script) || fee_range.0 > fee_range.1 {
+            return Err(CommandError::Amount);
+        }
+        self.shutdown.holder_script = Some(script.clone());
+        self.shutdown.holder_sent = true;
+        self.shutdown.fee_range = Some(fee_range);
+        self.phase = Phase::ShuttingDown;
+        let mut fx = self.persist();
+        fx.send.push(Msg::Shutdown { channel_id: self.channel_id, scriptpubkey: script });
+        fx.merge(self.maybe_propose_closing(signer));
+        Ok(fx)
+    }
+
+    pub(crate) fn on_shutdown<S: Signer + ?Sized>(&mut self, script: ScriptBuf, signer: &S) -> Result<Effects, PeerError> {
+        if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.counterparty_script.is_some() {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        if !is_acceptable_shutdown_script(&script) {
+            return Err(peer_error(Misbehaviour::Shutdown));
+        }
+        self.shutdown.counterparty_script = Some(script);
+        self.phase = Phase::ShuttingDown;
+        let mut fx = self.persist();
+        if !self.shutdown.holder_sent {
+            fx.events.push(Event::ShutdownReceived);
+        }
+        fx.merge(self.maybe_propose_closing(signer));
+        Ok(fx)
+    }
+
+    /// Whether every HTLC and update is gone and nothing waits for a signature.
+    fn is_quiescent(&self) -> bool {
+        self.htlcs.is_empty() && self.fee_updates.is_empty() && !self.awaiting_revoke
+    }
+
+    /// The closing transaction paying `fee` (taken from the funder).
+    fn closing_tx_with_fee(&self, fee: Amount) -> Option<Transaction> {
+        let ours = self.shutdown.holder_script.clone()?;
+        let theirs = self.shutdown.counterparty_script.clone()?;
+        let funding = self.funding_outpoint?;
+        let (mut h, mut c) = (self.settled_holder.to_amount_floor(), self.settled_counterparty.to_amount_floor());
+        let funder = if self.is_funder { &mut h } else { &mut c };
+        *funder = funder.checked_sub(fee)?;
+        let dust = self.holder.dust_limit.max(self.counterparty.as_ref()?.dust_limit);
+        Some(closing_tx(funding, &[(ours, h), (theirs, c)], dust))
+    }
+
+    fn sign_closing<S: Signer + ?Sized>(&self, tx: &Transaction, signer: &S) -> Option<ecdsa::Signature> {
+        let p = self.commitment_params(Side::Holder)?;
+        sign_funding_spend(signer, tx, 0, &p.funding_script(), self.capacity).ok()
+    }
+
+    /// (Funder) proposes a closing fee once both shutdowns are exchanged and no HTLC remains.
+    pub(crate) fn maybe_propose_closing<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
+        let ready = self.is_funder
+            && self.shutdown.holder_sent
+            && self.shutdown.counterparty_script.is_some()
+            && self.shutdown.last_fee_sent.is_none()
+            && self.is_quiescent();
+        let Some((min, max)) = self.shutdown.fee_range.filter(|_| ready) else { return Effects::none() };
+        let fee = super::normal::closing_fee(self.feerate, CLOSING_WEIGHT).clamp(min, max);
+        let Some(tx) = self.closing_tx_with_fee(fee) else { return Effects::none() };
+        let Some(sig) = self.sign_closing(&tx, signer) else { return Effects::none() };
+        self.shutdown.last_fee_sent = Some(fee);
+        let mut fx = self.persist();
+        fx.send.push(Msg::ClosingSigned {
+            channel_id: self.channel_id,
+            fee_satoshis: fee,
+            signature: sig.signature,
+            fee_range: Some((min, max)),
+        });
+        fx
+    }
+
+    /// Called after each update so a pending shutdown proceeds once the channel is empty.
+    pub(crate) fn after_update<S: Signer + ?Sized>(&mut self, fx: &mut Effects, signer: &S) {
+        if self.phase == Phase::ShuttingDown {
+            let more = self.maybe_propose_closing(signer);
+            fx.merge(more);
+        }
+    }
+
+    pub(crate) fn on_closing_signed<S: Signer + ?Sized>(
+        &mut self,
+        fee: Amount,
+        signature: Signature,
+        their_range: Option<(Amount, Amount)>,
+        signer: &S,
+    ) -> Result<Effects, PeerError> {
+        if self.phase != Phase::ShuttingDown
+            || self.shutdown.counterparty_script.is_none()
+            || !self.shutdown.holder_sent
+            || !self.is_quiescent()
+        {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        let (min, max) = self.shutdown.fee_range.ok_or(peer_error(Misbehaviour::UnexpectedMessage))?;
+        let tx = self.closing_tx_with_fee(fee).ok_or(peer_error(Misbehaviour::ClosingFee))?;
+        let p = self.commitment_params(Side::Holder).ok_or(peer_error(Misbehaviour::UnexpectedMessage))?;
+        let ws = p.funding_script();
+        let msg = sign::p2wsh_sighash(&tx, 0, ws.as_script(), self.capacity, EcdsaSighashType::All)
+            .map_err(|_| peer_error(Misbehaviour::ClosingFee))?;
+        let theirs = ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All };
+        let cp_funding = self.counterparty_params()?.pubkeys.funding;
+        let _valid = sign::verify(&self.secp, &msg, &theirs, cp_funding.public_key(), EcdsaSighashType::All)
+            .map_err(|e| peer_error(Misbehaviour::BadSignature(crate::core::commitment::signatures::CommitmentSigError::Commitment(e))))?;
+
+        let agreed = self.shutdown.last_fee_sent == Some(fee) || (min..=max).contains(&fee);
+        if agreed {
+            let ours = self.sign_closing(&tx, signer).ok_or(peer_error(Misbehaviour::Signer(crate::core::sign::SignerError::Sighash)))?;
+            let mut signed = tx;
+            if let Some(input) = signed.input.first_mut() {
+                input.witness = script::funding_witness(&ws, (&self.holder.pubkeys.funding, &ours), (&cp_funding, &theirs));
+            }
+            let reply = (self.shutdown.last_fee_sent != Some(fee)).then_some(Msg::ClosingSigned {
+                channel_id: self.channel_id,
+                fee_satoshis: fee,
+                signature: ours.signature,
+                fee_range: Some((min, max)),
+            });
+            self.shutdown.last_fee_sent = Some(fee);
+            self.shutdown.closing_tx = Some(signed.clone());
+            self.phase = Phase::Closed;
+            let txid = signed.compute_txid();
+            let mut fx = self.persist();
+            fx.send.extend(reply);
+            fx.broadcast.push(signed);
+            fx.events.push(Event::ClosingBroadcast { txid, fee });
+            return Ok(fx);
+        }
+        // Counter-propose inside the overlap of both ranges.
+        let (their_min, their_max) = their_range.ok_or(peer_error(Misbehaviour::ClosingFee))?;
+        let (lo, hi) = (min.max(their_min), max.min(their_max));
+        if lo > hi || self.is_funder {
+            return Err(peer_error(Misbehaviour::ClosingFee));
+        }
+        let counter = fee.clamp(lo, hi);
+        let tx = self.closing_tx_with_fee(counter).ok_or(peer_error(Misbehaviour::ClosingFee))?;
+        let ours = self.sign_closing(&tx, signer).ok_or(peer_error(Misbehaviour::ClosingFee))?;
+        self.shutdown.last_fee_sent = Some(counter);
+        let mut fx = self.persist();
+        fx.send.push(Msg::ClosingSigned {
+            channel_id: self.channel_id,
+            fee_satoshis: counter,
+            signature: ours.signature,
+            fee_range: Some((lo, hi)),
+        });
+        Ok(fx)
+    }
+
+    /// The agreed closing transaction, once broadcast.
+    pub fn closing_transaction(&self) -> Option<&Transaction> {
+        self.shutdown.closing_tx.as_ref()
+    }
+}

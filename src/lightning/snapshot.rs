@@ -1,0 +1,586 @@
+//! The Lightning channel's live-state snapshot and its append-only penalty records.
+
+use alloc::vec::Vec;
+
+use bitcoin::secp256k1::{ecdsa, PublicKey, Secp256k1};
+use bitcoin::sighash::EcdsaSighashType;
+use bitcoin::{Amount, ScriptBuf};
+
+use super::channel::{Channel, Phase, Shutdown, SideParams};
+use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage};
+use super::msgs::{OnionPacket, ONION_PACKET_LEN};
+use super::ChannelConfig;
+use crate::core::commitment::signatures::CommitmentSignatures;
+use crate::core::commitment::ChannelType;
+use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
+use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::keys::{
+    ChannelPubkeys, DelayedPaymentBasepoint, FundingPubkey, HtlcBasepoint, PaymentBasepoint, RevocationBasepoint,
+};
+use crate::core::shachain::SecretStore;
+use crate::core::units::{BlockHeight, MilliSats};
+use crate::driving::ChannelId;
+
+const KIND_CHANNEL: u8 = 0x4c;
+const KIND_RECORD: u8 = 0x4d;
+const VERSION: u8 = 1;
+
+/// What a penalty needs to know about one HTLC that is gone from the channel: enough to
+/// recognise and sweep its output on any revoked counterparty commitment in
+/// `first_commitment..=last_commitment`. One record per HTLC, appended once.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct PenaltyRecord {
+    /// Who offered it.
+    pub offerer: Side,
+    /// Its id.
+    pub id: u64,
+    /// Amount.
+    pub amount: MilliSats,
+    /// Payment hash.
+    pub payment_hash: PaymentHash,
+    /// Expiry.
+    pub cltv_expiry: u32,
+    /// First counterparty commitment carrying it.
+    pub first_commitment: u64,
+    /// Last counterparty commitment carrying it.
+    pub last_commitment: u64,
+}
+
+fn side_byte(s: Side) -> u8 {
+    match s {
+        Side::Holder => 0,
+        Side::Counterparty => 1,
+    }
+}
+
+fn read_side(r: &mut Reader<'_>) -> Result<Side, DecodeError> {
+    match r.u8()? {
+        0 => Ok(Side::Holder),
+        1 => Ok(Side::Counterparty),
+        _ => Err(DecodeError::InvalidValue("side")),
+    }
+}
+
+impl PenaltyRecord {
+    /// Encodes the record (kind, version, TLV).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut t = TlvWriter::new(KIND_RECORD, VERSION);
+        t.record(0, |w| {
+            w.u8(side_byte(self.offerer)).u64(self.id).u64(self.amount.to_msat()).bytes(&self.payment_hash.0);
+            w.u32(self.cltv_expiry).u64(self.first_commitment).u64(self.last_commitment);
+        });
+        t.finish()
+    }
+
+    /// Decodes a record.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for malformed bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let (version, tlv) = read_header(bytes, KIND_RECORD)?;
+        if version != VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let mut rec = None;
+        tlv.for_each(|ty, r| {
+            if ty != 0 {
+                return Ok(false);
+            }
+            rec = Some(PenaltyRecord {
+                offerer: read_side(r)?,
+                id: r.u64()?,
+                amount: MilliSats::from_msat(r.u64()?),
+                payment_hash: PaymentHash(r.array()?),
+                cltv_expiry: r.u32()?,
+                first_commitment: r.u64()?,
+                last_commitment: r.u64()?,
+            });
+            Ok(true)
+        })?;
+        required(rec, "record")
+    }
+}
+
+fn write_pubkeys(w: &mut Writer, k: &ChannelPubkeys) {
+    w.pubkey(k.funding.public_key());
+    w.pubkey(k.revocation_basepoint.public_key());
+    w.pubkey(k.payment_basepoint.public_key());
+    w.pubkey(k.delayed_payment_basepoint.public_key());
+    w.pubkey(k.htlc_basepoint.public_key());
+}
+
+fn read_pubkeys(r: &mut Reader<'_>) -> Result<ChannelPubkeys, DecodeError> {
+    Ok(ChannelPubkeys {
+        funding: FundingPubkey::from_public_key(r.pubkey("funding")?),
+        revocation_basepoint: RevocationBasepoint::from_public_key(r.pubkey("revocation")?),
+        payment_basepoint: PaymentBasepoint::from_public_key(r.pubkey("payment")?),
+        delayed_payment_basepoint: DelayedPaymentBasepoint::from_public_key(r.pubkey("delayed")?),
+        htlc_basepoint: HtlcBasepoint::from_public_key(r.pubkey("htlc")?),
+    })
+}
+
+fn write_side_params(w: &mut Writer, p: &SideParams) {
+    w.amount(p.dust_limit).u64(p.max_htlc_value_in_flight.to_msat()).amount(p.channel_reserve);
+    w.u64(p.htlc_minimum.to_msat()).u16(p.to_self_delay).u16(p.max_accepted_htlcs);
+    write_pubkeys(w, &p.pubkeys);
+}
+
+fn read_side_params(r: &mut Reader<'_>) -> Result<SideParams, DecodeError> {
+    Ok(SideParams {
+        dust_limit: r.amount("dust_limit")?,
+        max_htlc_value_in_flight: MilliSats::from_msat(r.u64()?),
+        channel_reserve: r.amount("channel_reserve")?,
+        htlc_minimum: MilliSats::from_msat(r.u64()?),
+        to_self_delay: r.u16()?,
+        max_accepted_htlcs: r.u16()?,
+        pubkeys: read_pubkeys(r)?,
+    })
+}
+
+fn write_config(w: &mut Writer, c: &ChannelConfig) {
+    w.bytes(&c.chain_hash).bool(c.channel_type.has_anchors()).amount(c.dust_limit);
+    w.u64(c.max_htlc_value_in_flight.to_msat()).amount(c.channel_reserve).u64(c.htlc_minimum.to_msat());
+    w.u16(c.to_self_delay).u16(c.max_accepted_htlcs).u32(c.minimum_depth).u16(c.max_to_self_delay);
+    w.u32(c.min_feerate).u32(c.max_feerate).u64(c.max_dust_exposure.to_msat());
+}
+
+fn channel_type(anchors: bool) -> ChannelType {
+    if anchors {
+        ChannelType::AnchorsZeroFeeHtlc
+    } else {
+        ChannelType::StaticRemoteKey
+    }
+}
+
+fn read_config(r: &mut Reader<'_>) -> Result<ChannelConfig, DecodeError> {
+    Ok(ChannelConfig {
+        chain_hash: r.array()?,
+        channel_type: channel_type(r.bool("channel_type")?),
+        dust_limit: r.amount("dust_limit")?,
+        max_htlc_value_in_flight: MilliSats::from_msat(r.u64()?),
+        channel_reserve: r.amount("channel_reserve")?,
+        htlc_minimum: MilliSats::from_msat(r.u64()?),
+        to_self_delay: r.u16()?,
+        max_accepted_htlcs: r.u16()?,
+        minimum_depth: r.u32()?,
+        max_to_self_delay: r.u16()?,
+        min_feerate: r.u32()?,
+        max_feerate: r.u32()?,
+        max_dust_exposure: MilliSats::from_msat(r.u64()?),
+    })
+}
+
+fn stage_byte(s: Stage) -> u8 {
+    match s {
+        Stage::Announced => 0,
+        Stage::InReceiver => 1,
+        Stage::ReceiverRevoked => 2,
+        Stage::InSender => 3,
+        Stage::Committed => 4,
+    }
+}
+
+fn write_progress(w: &mut Writer, p: &Progress) {
+    w.u8(side_byte(p.sender)).u8(stage_byte(p.stage));
+}
+
+fn read_progress(r: &mut Reader<'_>) -> Result<Progress, DecodeError> {
+    let sender = read_side(r)?;
+    let stage = match r.u8()? {
+        0 => Stage::Announced,
+        1 => Stage::InReceiver,
+        2 => Stage::ReceiverRevoked,
+        3 => Stage::InSender,
+        4 => Stage::Committed,
+        _ => return Err(DecodeError::InvalidValue("stage")),
+    };
+    Ok(Progress { sender, stage })
+}
+
+fn write_opt_u64(w: &mut Writer, v: Option<u64>) {
+    match v {
+        Some(x) => w.u8(1).u64(x),
+        None => w.u8(0),
+    };
+}
+
+fn read_opt_u64(r: &mut Reader<'_>) -> Result<Option<u64>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u64()?)),
+        _ => Err(DecodeError::InvalidValue("option")),
+    }
+}
+
+fn write_htlc(w: &mut Writer, h: &Htlc) {
+    w.u64(h.id).u8(side_byte(h.offerer)).u64(h.amount.to_msat()).bytes(&h.payment_hash.0).u32(h.cltv_expiry);
+    write_progress(w, &h.add);
+    w.u64(h.add_seq).u64(h.remove_seq);
+    write_opt_u64(w, h.first_remote_commitment);
+    write_opt_u64(w, h.removed_from_remote);
+    match &h.onion {
+        Some(o) => w.u8(1).bytes(&o.0[..]),
+        None => w.u8(0),
+    };
+    match &h.remove {
+        None => {
+            w.u8(0);
+        }
+        Some((res, p)) => {
+            match res {
+                Resolution::Fulfill(pre) => w.u8(1).bytes(&pre.0),
+                Resolution::Fail(reason) => w.u8(2).var_bytes(reason),
+                Resolution::FailMalformed { sha256_of_onion, failure_code } => {
+                    w.u8(3).bytes(sha256_of_onion).u16(*failure_code)
+                }
+            };
+            write_progress(w, p);
+        }
+    }
+}
+
+fn read_htlc(r: &mut Reader<'_>) -> Result<Htlc, DecodeError> {
+    let id = r.u64()?;
+    let offerer = read_side(r)?;
+    let amount = MilliSats::from_msat(r.u64()?);
+    let payment_hash = PaymentHash(r.array()?);
+    let cltv_expiry = r.u32()?;
+    let add = read_progress(r)?;
+    let add_seq = r.u64()?;
+    let remove_seq = r.u64()?;
+    let first_remote_commitment = read_opt_u64(r)?;
+    let removed_from_remote = read_opt_u64(r)?;
+    let onion = match r.u8()? {
+        0 => None,
+        1 => {
+            let mut b = alloc::boxed::Box::new([0u8; ONION_PACKET_LEN]);
+            b.copy_from_slice(r.take(ONION_PACKET_LEN)?);
+            Some(OnionPacket(b))
+        }
+        _ => return Err(DecodeError::InvalidValue("onion")),
+    };
+    let remove = match r.u8()? {
+        0 => None,
+        tag => {
+            let res = match tag {
+                1 => Resolution::Fulfill(PaymentPreimage(r.array()?)),
+                2 => Resolution::Fail(r.var_bytes()?.to_vec()),
+                3 => Resolution::FailMalformed { sha256_of_onion: r.array()?, failure_code: r.u16()? },
+                _ => return Err(DecodeError::InvalidValue("resolution")),
+            };
+            Some((res, read_progress(r)?))
+        }
+    };
+    Ok(Htlc {
+        id,
+        offerer,
+        amount,
+        payment_hash,
+        cltv_expiry,
+        onion,
+        add,
+        remove,
+        add_seq,
+        remove_seq,
+        first_remote_commitment,
+        removed_from_remote,
+    })
+}
+
+fn phase_byte(p: Phase) -> u8 {
+    match p {
+        Phase::AwaitingAccept => 0,
+        Phase::AwaitingFundingTx => 1,
+        Phase::AwaitingFundingCreated => 2,
+        Phase::AwaitingFundingSigned => 3,
+        Phase::AwaitingChannelReady => 4,
+        Phase::Normal => 5,
+        Phase::ShuttingDown => 6,
+        Phase::Closed => 7,
+    }
+}
+
+fn read_phase(r: &mut Reader<'_>) -> Result<Phase, DecodeError> {
+    Ok(match r.u8()? {
+        0 => Phase::AwaitingAccept,
+        1 => Phase::AwaitingFundingTx,
+        2 => Phase::AwaitingFundingCreated,
+        3 => Phase::AwaitingFundingSigned,
+        4 => Phase::AwaitingChannelReady,
+        5 => Phase::Normal,
+        6 => Phase::ShuttingDown,
+        7 => Phase::Closed,
+        _ => return Err(DecodeError::InvalidValue("phase")),
+    })
+}
+
+fn write_opt_point(w: &mut Writer, p: &Option<PublicKey>) {
+    match p {
+        Some(k) => w.u8(1).pubkey(k),
+        None => w.u8(0),
+    };
+}
+
+fn read_opt_point(r: &mut Reader<'_>) -> Result<Option<PublicKey>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.pubkey("point")?)),
+        _ => Err(DecodeError::InvalidValue("option")),
+    }
+}
+
+fn read_opt_script(r: &mut Reader<'_>) -> Result<Option<ScriptBuf>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.script()?)),
+        _ => Err(DecodeError::InvalidValue("option")),
+    }
+}
+
+fn write_opt_script(w: &mut Writer, s: &Option<ScriptBuf>) {
+    match s {
+        Some(s) => w.u8(1).script(s),
+        None => w.u8(0),
+    };
+}
+
+pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
+    let mut t = TlvWriter::new(KIND_CHANNEL, VERSION);
+    t.record(0, |w| {
+        w.u64(c.update_id);
+    })
+    .record(2, |w| {
+        w.bool(c.is_funder);
+        write_config(w, &c.config);
+        w.bool(c.channel_type.has_anchors()).bytes(&c.temporary_channel_id.0).bytes(&c.channel_id.0);
+        w.amount(c.capacity).u64(c.push.to_msat()).u32(c.minimum_depth);
+    })
+    .optional(4, c.funding_outpoint.as_ref(), |w, o| {
+        w.outpoint(o);
+    })
+    .optional(6, c.funding_tx.as_ref(), |w, tx| {
+        w.transaction(tx);
+    })
+    .record(8, |w| write_side_params(w, &c.holder))
+    .optional(10, c.counterparty.as_ref(), write_side_params)
+    .record(12, |w| {
+        w.u8(phase_byte(c.phase)).u64(c.holder_commitment).u64(c.counterparty_commitment);
+        w.bool(c.awaiting_revoke).bool(c.revoke_sent_last);
+        write_opt_point(w, &c.counterparty_point);
+        write_opt_point(w, &c.counterparty_next_point);
+        write_opt_point(w, &c.counterparty_prev_point);
+    })
+    .record(14, |w| {
+        w.bytes(&c.secrets.encode());
+    })
+    .optional(16, c.holder_signatures.as_ref(), |w, s| {
+        w.signature(&s.commitment.signature).u16(s.htlcs.len() as u16);
+        for h in &s.htlcs {
+            w.signature(&h.signature);
+        }
+    })
+    .record(18, |w| {
+        w.u64(c.settled_holder.to_msat()).u64(c.settled_counterparty.to_msat()).u32(c.feerate);
+        w.u64(c.next_holder_htlc_id).u64(c.next_counterparty_htlc_id).u64(c.next_seq);
+        w.bigsize(c.fee_updates.len() as u64);
+        for f in &c.fee_updates {
+            w.u32(f.feerate_per_kw).u64(f.seq);
+            write_progress(w, &f.progress);
+        }
+    })
+    .record(20, |w| {
+        w.bigsize(c.htlcs.len() as u64);
+        for h in &c.htlcs {
+            write_htlc(w, h);
+        }
+    })
+    .record(22, |w| {
+        let s = &c.shutdown;
+        write_opt_script(w, &s.holder_script);
+        write_opt_script(w, &s.counterparty_script);
+        w.bool(s.holder_sent);
+        match s.fee_range {
+            Some((a, b)) => w.u8(1).amount(a).amount(b),
+            None => w.u8(0),
+        };
+        write_opt_u64(w, s.last_fee_sent.map(Amount::to_sat));
+        match &s.closing_tx {
+            Some(tx) => w.u8(1).transaction(tx),
+            None => w.u8(0),
+        };
+    })
+    .record(24, |w| {
+        write_opt_u64(w, c.funding_height.map(|h| u64::from(h.0)));
+        w.u32(c.tip.0).bool(c.channel_ready_sent).bool(c.channel_ready_received);
+    });
+    t.finish()
+}
+
+#[allow(clippy::too_many_lines)]
+pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
+    let (version, tlv) = read_header(bytes, KIND_CHANNEL)?;
+    if version != VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let mut update_id = None;
+    let mut ident = None;
+    let mut funding_outpoint = None;
+    let mut funding_tx = None;
+    let mut holder = None;
+    let mut counterparty = None;
+    let mut commitments = None;
+    let mut secrets = None;
+    let mut holder_signatures = None;
+    let mut balances = None;
+    let mut htlcs = None;
+    let mut shutdown = None;
+    let mut chain = None;
+    tlv.for_each(|ty, r| {
+        match ty {
+            0 => update_id = Some(r.u64()?),
+            2 => {
+                let is_funder = r.bool("is_funder")?;
+                let config = read_config(r)?;
+                let ct = channel_type(r.bool("channel_type")?);
+                let tmp = ChannelId(r.array()?);
+                let id = ChannelId(r.array()?);
+                ident = Some((is_funder, config, ct, tmp, id, r.amount("capacity")?, MilliSats::from_msat(r.u64()?), r.u32()?));
+            }
+            4 => funding_outpoint = Some(r.outpoint()?),
+            6 => funding_tx = Some(r.transaction("funding_tx")?),
+            8 => holder = Some(read_side_params(r)?),
+            10 => counterparty = Some(read_side_params(r)?),
+            12 => {
+                commitments = Some((
+                    read_phase(r)?,
+                    r.u64()?,
+                    r.u64()?,
+                    r.bool("awaiting_revoke")?,
+                    r.bool("revoke_sent_last")?,
+                    read_opt_point(r)?,
+                    read_opt_point(r)?,
+                    read_opt_point(r)?,
+                ))
+            }
+            14 => {
+                let b: [u8; SecretStore::ENCODED_LEN] = r.array()?;
+                secrets = Some(SecretStore::decode(&b).map_err(|_| DecodeError::InvalidValue("shachain"))?);
+            }
+            16 => {
+                let commitment = bitcoin::ecdsa::Signature {
+                    signature: r.signature("commitment signature")?,
+                    sighash_type: EcdsaSighashType::All,
+                };
+                let n = r.u16()?;
+                if usize::from(n) * 64 > r.remaining() {
+                    return Err(DecodeError::Truncated);
+                }
+                let mut v = Vec::with_capacity(usize::from(n));
+                for _ in 0..n {
+                    v.push(r.signature("htlc signature")?);
+                }
+                holder_signatures = Some((commitment, v));
+            }
+            18 => {
+                let (h, c, f) = (MilliSats::from_msat(r.u64()?), MilliSats::from_msat(r.u64()?), r.u32()?);
+                let (nh, nc, seq) = (r.u64()?, r.u64()?, r.u64()?);
+                let n = r.bigsize()?;
+                if n > (r.remaining() / 14) as u64 {
+                    return Err(DecodeError::Truncated);
+                }
+                let mut fees = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    fees.push(FeeUpdate { feerate_per_kw: r.u32()?, seq: r.u64()?, progress: read_progress(r)? });
+                }
+                balances = Some((h, c, f, nh, nc, seq, fees));
+            }
+            20 => {
+                let n = r.bigsize()?;
+                if n > (r.remaining() / 80) as u64 {
+                    return Err(DecodeError::Truncated);
+                }
+                let mut v = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    v.push(read_htlc(r)?);
+                }
+                htlcs = Some(v);
+            }
+            22 => {
+                let holder_script = read_opt_script(r)?;
+                let counterparty_script = read_opt_script(r)?;
+                let holder_sent = r.bool("holder_sent")?;
+                let fee_range = match r.u8()? {
+                    0 => None,
+                    1 => Some((r.amount("fee_min")?, r.amount("fee_max")?)),
+                    _ => return Err(DecodeError::InvalidValue("fee_range")),
+                };
+                let last_fee_sent = read_opt_u64(r)?.map(Amount::from_sat);
+                let closing_tx = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.transaction("closing_tx")?),
+                    _ => return Err(DecodeError::InvalidValue("closing_tx")),
+                };
+                shutdown =
+                    Some(Shutdown { holder_script, counterparty_script, holder_sent, fee_range, last_fee_sent, closing_tx });
+            }
+            24 => {
+                let fh = read_opt_u64(r)?.map(|h| BlockHeight(h as u32));
+                chain = Some((fh, BlockHeight(r.u32()?), r.bool("ready_sent")?, r.bool("ready_received")?));
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    })?;
+    let (is_funder, config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) = required(ident, "identity")?;
+    let (phase, holder_commitment, counterparty_commitment, awaiting_revoke, revoke_sent_last, cp, cnp, cpp) =
+        required(commitments, "commitments")?;
+    let (settled_holder, settled_counterparty, feerate, next_holder_htlc_id, next_counterparty_htlc_id, next_seq, fee_updates) =
+        required(balances, "balances")?;
+    let (funding_height, tip, channel_ready_sent, channel_ready_received) = required(chain, "chain")?;
+    let htlc_type = if ct.has_anchors() { EcdsaSighashType::SinglePlusAnyoneCanPay } else { EcdsaSighashType::All };
+    let holder_signatures = holder_signatures.map(|(commitment, v): (bitcoin::ecdsa::Signature, Vec<ecdsa::Signature>)| {
+        CommitmentSignatures {
+            commitment,
+            htlcs: v.into_iter().map(|signature| bitcoin::ecdsa::Signature { signature, sighash_type: htlc_type }).collect(),
+        }
+    });
+    Ok(Channel {
+        is_funder,
+        config,
+        channel_type: ct,
+        temporary_channel_id,
+        channel_id,
+        capacity,
+        push,
+        funding_outpoint,
+        funding_tx,
+        holder: required(holder, "holder")?,
+        counterparty,
+        phase,
+        holder_commitment,
+        counterparty_commitment,
+        awaiting_revoke,
+        revoke_sent_last,
+        counterparty_point: cp,
+        counterparty_next_point: cnp,
+        counterparty_prev_point: cpp,
+        secrets: required(secrets, "secrets")?,
+        holder_signatures,
+        settled_holder,
+        settled_counterparty,
+        feerate,
+        fee_updates,
+        htlcs: required(htlcs, "htlcs")?,
+        next_holder_htlc_id,
+        next_counterparty_htlc_id,
+        next_seq,
+        shutdown: required(shutdown, "shutdown")?,
+        funding_height,
+        tip,
+        channel_ready_sent,
+        channel_ready_received,
+        minimum_depth,
+        update_id: required(update_id, "update_id")?,
+        secp: Secp256k1::verification_only(),
+    })
+}
