@@ -39,3 +39,152 @@ fn open_and_one_htlc_each_way() {
         assert_eq!(p.a.records.len(), 1, "one penalty record per HTLC, once it is gone");
     }
 }
+
+use std::collections::HashMap;
+
+use common::ln::Rng;
+use paychan::core::PaymentHash;
+
+/// Random interleavings of adds, fulfils, fails, fee updates, commits, message deliveries and
+/// disconnections; at the end every payment is settled and balances match to the millisatoshi.
+fn stress(ct: ChannelType, seed: u64, steps: usize, target_each_way: usize) {
+    let capacity_sat = 100_000_000u64;
+    let mut p = Pair::open(ct, capacity_sat, capacity_sat * 500);
+    let mut rng = Rng(seed);
+    let mut preimages: HashMap<PaymentHash, PaymentPreimage> = HashMap::new();
+    let mut counter = 0u64;
+    let mut done = [0usize; 2];
+    let mut reconnects = 0;
+    let mut step = 0;
+    while step < steps || done[0] < target_each_way || done[1] < target_each_way {
+        step += 1;
+        assert!(step < steps * 10, "no progress: done {done:?}, a htlcs {}, b htlcs {}, a bal {:?}", p.a.ch.htlcs().len(), p.b.ch.htlcs().len(), p.a.ch.balances(Side::Holder));
+        let side = rng.below(2) as usize;
+        match rng.below(100) {
+            0..=24 => {
+                // Add an HTLC (amounts span trimmed and untrimmed).
+                let (peer, out) = if side == 0 { (&mut p.a, &mut p.to_b) } else { (&mut p.b, &mut p.to_a) };
+                if peer.ch.htlcs().iter().filter(|h| h.offerer == Side::Holder).count() < 40 {
+                    counter += 1;
+                    let mut bytes = [0u8; 32];
+                    bytes[..8].copy_from_slice(&counter.to_be_bytes());
+                    let pre = PaymentPreimage(bytes);
+                    preimages.insert(pre.hash(), pre);
+                    let amount = MilliSats::from_msat(1_000 + rng.below(3_000_000));
+                    match peer.ch.add_htlc(amount, pre.hash(), 5_000 + rng.below(100) as u32, onion()) {
+                        Ok((_, fx)) => {
+                            peer.absorb_pub(fx, out);
+                        }
+                        // Refused adds (limits, reserve, fee buffer) are fine: the channel is full.
+                        Err(_) => {}
+                    }
+                }
+            }
+            25..=39 => {
+                // Settle received HTLCs that are irrevocably committed.
+                let (peer, out) = if side == 0 { (&mut p.a, &mut p.to_b) } else { (&mut p.b, &mut p.to_a) };
+                let ready: Vec<(u64, PaymentHash, u64)> = peer
+                    .ch
+                    .htlcs()
+                    .iter()
+                    .filter(|h| h.offerer == Side::Counterparty && h.is_irrevocably_committed() && h.remove.is_none())
+                    .map(|h| (h.id, h.payment_hash, h.amount.to_msat()))
+                    .collect();
+                for (id, hash, _) in ready {
+                    let fx = if rng.below(10) == 0 {
+                        peer.ch.fail_htlc(id, vec![0u8; 32]).expect("fail")
+                    } else {
+                        peer.ch.fulfill_htlc(id, preimages[&hash]).expect("fulfill")
+                    };
+                    peer.absorb_pub(fx, out);
+                }
+            }
+            40..=54 => {
+                let (peer, out) = if side == 0 { (&mut p.a, &mut p.to_b) } else { (&mut p.b, &mut p.to_a) };
+                if peer.ch.has_unsigned_changes() && !peer.ch.is_awaiting_revoke() {
+                    let fx = peer.ch.commit(&peer.signer).expect("commit");
+                    peer.absorb_pub(fx, out);
+                }
+            }
+            55..=56 => {
+                // The funder changes the fee.
+                let rate = 1_000 + rng.below(4_000) as u32;
+                if let Ok(fx) = p.a.ch.update_fee(rate) {
+                    p.a.absorb_pub(fx, &mut p.to_b);
+                }
+            }
+            57..=58 => {
+                reconnects += 1;
+                p.reconnect();
+            }
+            _ => {
+                if side == 0 {
+                    p.deliver_to_a();
+                } else {
+                    p.deliver_to_b();
+                }
+            }
+        }
+        for (i, peer) in [&mut p.a, &mut p.b].into_iter().enumerate() {
+            for e in peer.take_events() {
+                if let Event::HtlcFulfilled { .. } = e {
+                    done[i] += 1;
+                }
+            }
+        }
+        if step % 250 == 0 {
+            p.verify_commitments();
+        }
+    }
+    // Finish: every HTLC settles.
+    loop {
+        p.settle();
+        let mut more = false;
+        for (peer, out) in [(&mut p.a, &mut p.to_b), (&mut p.b, &mut p.to_a)] {
+            let ready: Vec<(u64, PaymentHash)> = peer
+                .ch
+                .htlcs()
+                .iter()
+                .filter(|h| h.offerer == Side::Counterparty && h.is_irrevocably_committed() && h.remove.is_none())
+                .map(|h| (h.id, h.payment_hash))
+                .collect();
+            for (id, hash) in ready {
+                let fx = peer.ch.fulfill_htlc(id, preimages[&hash]).expect("fulfill");
+                peer.absorb_pub(fx, out);
+                more = true;
+            }
+        }
+        if !more {
+            break;
+        }
+    }
+    for (i, peer) in [&mut p.a, &mut p.b].into_iter().enumerate() {
+        for e in peer.take_events() {
+            if let Event::HtlcFulfilled { .. } = e {
+                done[i] += 1;
+            }
+        }
+    }
+    assert!(p.a.ch.htlcs().is_empty() && p.b.ch.htlcs().is_empty(), "all HTLCs resolved");
+    p.verify_commitments();
+    let a = p.a.ch.balances(Side::Holder);
+    let b = p.b.ch.balances(Side::Holder);
+    assert_eq!(a.holder, b.counterparty);
+    assert_eq!(a.counterparty, b.holder);
+    assert_eq!(a.holder.to_msat() + a.counterparty.to_msat(), capacity_sat * 1000, "value conserved to the msat");
+    assert!(done[0] >= target_each_way && done[1] >= target_each_way, "{done:?}");
+    assert!(reconnects > 10);
+    // The live state stays small whatever the history.
+    let snap = p.a.ch.snapshot();
+    assert!(snap.len() <= 4096, "live state {} bytes", snap.len());
+}
+
+#[test]
+fn thousand_payments_each_way_static_remotekey() {
+    stress(ChannelType::StaticRemoteKey, 1, 6_000, 1_000);
+}
+
+#[test]
+fn thousand_payments_each_way_anchors() {
+    stress(ChannelType::AnchorsZeroFeeHtlc, 2, 6_000, 1_000);
+}

@@ -245,16 +245,22 @@ impl Channel {
 
     /// The view of `owner`'s latest commitment.
     pub(crate) fn view(&self, owner: Side) -> View {
-        self.view_with(owner, false)
+        self.view_with(owner, false, false)
     }
 
-    /// The view of `owner`'s next commitment if every update announced so far were in it and no
-    /// pending removal were (the worst case for limit checks).
+    /// The view of `owner`'s next commitment if every HTLC still live were in it (the worst case
+    /// for limit checks: a removal only counts once irrevocable, and then the HTLC is gone).
     pub(crate) fn projected_view(&self, owner: Side) -> View {
-        self.view_with(owner, true)
+        self.view_with(owner, true, false)
     }
 
-    fn view_with(&self, owner: Side, projected: bool) -> View {
+    /// As [`Channel::projected_view`], without our own additions the peer may not have received
+    /// yet: what the peer saw when it offered its latest HTLC.
+    pub(crate) fn peer_projected_view(&self, owner: Side) -> View {
+        self.view_with(owner, true, true)
+    }
+
+    fn view_with(&self, owner: Side, projected: bool, skip_own_announced: bool) -> View {
         let (mut holder, mut counterparty) = (self.settled_holder, self.settled_counterparty);
         let mut state_htlcs = Vec::new();
         let mut ids = Vec::new();
@@ -262,13 +268,23 @@ impl Channel {
             if !(projected || h.add.in_commitment_of(owner)) {
                 continue;
             }
+            if skip_own_announced && h.offerer == Side::Holder && h.add.stage == super::htlc::Stage::Announced {
+                continue;
+            }
             let (from, to) = match h.offerer {
                 Side::Holder => (&mut holder, &mut counterparty),
                 Side::Counterparty => (&mut counterparty, &mut holder),
             };
             *from = from.saturating_sub(h.amount);
+            let removed = h.remove.as_ref().is_some_and(|(_, p)| {
+                if projected {
+                    p.stage == super::htlc::Stage::Committed
+                } else {
+                    p.in_commitment_of(owner)
+                }
+            });
             match &h.remove {
-                Some((res, p)) if p.in_commitment_of(owner) => match res {
+                Some((res, _)) if removed => match res {
                     Resolution::Fulfill(_) => *to = to.saturating_add(h.amount),
                     _ => *from = from.saturating_add(h.amount),
                 },

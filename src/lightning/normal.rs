@@ -67,7 +67,8 @@ impl Channel {
         let funder = if self.is_funder { Side::Holder } else { Side::Counterparty };
         let mut dust_total = MilliSats::ZERO;
         for owner in [Side::Holder, Side::Counterparty] {
-            let view = self.projected_view(owner);
+            // As receiver, judge the peer by what it could know when it offered.
+            let view = if offerer == Side::Counterparty { self.peer_projected_view(owner) } else { self.projected_view(owner) };
             let (count, value) = view
                 .ids
                 .iter()
@@ -88,7 +89,8 @@ impl Channel {
                 return Err(Misbehaviour::CannotAfford);
             }
         }
-        if dust_total > self.config.max_dust_exposure {
+        // Dust exposure is our own policy on what we offer; the peer's is not announced.
+        if offerer == Side::Holder && dust_total > self.config.max_dust_exposure {
             return Err(Misbehaviour::HtlcLimits);
         }
         Ok(())
@@ -231,6 +233,7 @@ impl Channel {
         }
         let seq = self.next_seq + 1;
         let mut next = self.clone();
+        next.supersede_fee_updates(Side::Holder);
         next.fee_updates.push(FeeUpdate { feerate_per_kw, progress: Progress::new(Side::Holder), seq });
         next.check_offer_limits(Side::Holder, 1).map_err(|_| CommandError::Fee)?;
         next.next_seq = seq;
@@ -238,6 +241,12 @@ impl Channel {
         let mut fx = self.persist();
         fx.send.push(Msg::UpdateFee { channel_id: self.channel_id, feerate_per_kw });
         Ok(fx)
+    }
+
+    /// A new fee update replaces the sender's earlier ones not yet signed: only the newest rate
+    /// of a commitment counts, so both sides drop the same ones and keep the same view.
+    fn supersede_fee_updates(&mut self, sender: Side) {
+        self.fee_updates.retain(|f| !(f.progress.sender == sender && f.progress.stage == Stage::Announced));
     }
 
     fn has_pending_for(&self, owner: Side) -> bool {
@@ -390,6 +399,7 @@ impl Channel {
         }
         let seq = self.next_seq + 1;
         let mut next = self.clone();
+        next.supersede_fee_updates(Side::Counterparty);
         next.fee_updates.push(FeeUpdate { feerate_per_kw, progress: Progress::new(Side::Counterparty), seq });
         next.check_offer_limits(Side::Counterparty, 1).map_err(|_| peer_error(Misbehaviour::Feerate))?;
         next.next_seq = seq;

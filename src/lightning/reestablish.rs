@@ -104,7 +104,6 @@ impl Channel {
             1 => true,
             _ => return Err(peer_error(Misbehaviour::ReestablishMismatch)),
         };
-        let expected_point = if self.awaiting_revoke { self.counterparty_prev_point } else { self.counterparty_point };
         let resend_commit = if next_commitment_number == self.counterparty_commitment + 1 {
             false
         } else if next_commitment_number == self.counterparty_commitment && self.awaiting_revoke {
@@ -116,7 +115,9 @@ impl Channel {
         } else {
             return Err(peer_error(Misbehaviour::ReestablishMismatch));
         };
-        if self.counterparty_commitment > 0 && expected_point.is_some_and(|p| p != their_point) && !resend_commit {
+        // The peer's current commitment is the one we signed last, unless that signature was lost.
+        let expected_point = if resend_commit { self.counterparty_prev_point } else { self.counterparty_point };
+        if self.counterparty_commitment > 0 && expected_point.is_some_and(|p| p != their_point) {
             return Err(peer_error(Misbehaviour::ReestablishMismatch));
         }
 
@@ -146,7 +147,9 @@ impl Channel {
                 send.push(Msg::Shutdown { channel_id: self.channel_id, scriptpubkey: script.clone() });
             }
         }
-        let mut fx = Effects::none();
+        // Everything resent is derived from the persisted state; the update marks the
+        // reconnection in the embedder's log.
+        let mut fx = if send.is_empty() { Effects::none() } else { self.persist() };
         fx.send = send;
         Ok(fx)
     }

@@ -204,3 +204,61 @@ impl Pair {
 pub fn onion() -> paychan::lightning::OnionPacket {
     paychan::lightning::OnionPacket::zeroed()
 }
+
+/// A tiny deterministic PRNG (xorshift64*).
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+impl Pair {
+    /// Drops every message in flight, tells both sides the connection dropped, and exchanges
+    /// `channel_reestablish`; the retransmissions are queued.
+    pub fn reconnect(&mut self) {
+        self.to_a.clear();
+        self.to_b.clear();
+        let fx = self.a.ch.handle_disconnect();
+        self.a.absorb(fx, &mut self.to_b);
+        let fx = self.b.ch.handle_disconnect();
+        self.b.absorb(fx, &mut self.to_a);
+        let ra = self.a.ch.reestablish(&self.a.signer).expect("reestablish a");
+        let rb = self.b.ch.reestablish(&self.b.signer).expect("reestablish b");
+        let tip = ChainTip::at(self.tip);
+        let fx = self.b.ch.handle_message(wire(&ra), &self.b.signer, tip).expect("b takes reestablish");
+        self.b.absorb(fx, &mut self.to_a);
+        let fx = self.a.ch.handle_message(wire(&rb), &self.a.signer, tip).expect("a takes reestablish");
+        self.a.absorb(fx, &mut self.to_b);
+    }
+
+    /// Signs pending changes on both sides and delivers until nothing is left to do.
+    pub fn settle(&mut self) {
+        for _ in 0..20 {
+            self.run();
+            let mut acted = false;
+            for side in [0, 1] {
+                let (peer, out) = if side == 0 { (&mut self.a, &mut self.to_b) } else { (&mut self.b, &mut self.to_a) };
+                if peer.ch.has_unsigned_changes() && !peer.ch.is_awaiting_revoke() {
+                    let fx = peer.ch.commit(&peer.signer).expect("commit");
+                    peer.absorb(fx, out);
+                    acted = true;
+                }
+            }
+            if !acted && self.to_a.is_empty() && self.to_b.is_empty() {
+                return;
+            }
+        }
+        panic!("the channel did not settle");
+    }
+}
