@@ -188,3 +188,92 @@ fn thousand_payments_each_way_static_remotekey() {
 fn thousand_payments_each_way_anchors() {
     stress(ChannelType::AnchorsZeroFeeHtlc, 2, 6_000, 1_000);
 }
+
+use bitcoin::{Amount, ScriptBuf, WPubkeyHash};
+use bitcoin::hashes::Hash as _;
+
+fn p2wpkh(n: u8) -> ScriptBuf {
+    ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
+}
+
+#[test]
+fn cooperative_close_after_htlcs_clear() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 300_000_000);
+        // An HTLC in flight when shutdown starts: it must clear before fees are negotiated.
+        let pre = PaymentPreimage([9; 32]);
+        let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(20_000_000), pre.hash(), 2_000, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        let fx = p.a.ch.shutdown(p2wpkh(0xaa), (Amount::from_sat(200), Amount::from_sat(5_000)), &p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.run();
+        assert!(p.b.take_events().contains(&Event::ShutdownReceived));
+        // No new HTLCs after shutdown.
+        assert!(p.a.ch.add_htlc(MilliSats::from_msat(1_000_000), pre.hash(), 2_000, onion()).is_err());
+        assert!(p.b.ch.add_htlc(MilliSats::from_msat(1_000_000), pre.hash(), 2_000, onion()).is_err());
+        let fx = p.b.ch.shutdown(p2wpkh(0xbb), (Amount::from_sat(100), Amount::from_sat(3_000)), &p.b.signer).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.run();
+        assert!(p.a.ch.closing_transaction().is_none(), "no closing while an HTLC remains");
+        // The HTLC is fulfilled; then the funder proposes and the sides agree.
+        let fx = p.b.ch.fulfill_htlc(id, pre).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.settle();
+        let a_tx = p.a.ch.closing_transaction().expect("a agreed").clone();
+        let b_tx = p.b.ch.closing_transaction().expect("b agreed").clone();
+        assert_eq!(a_tx, b_tx);
+        common::verify_spend(&a_tx, &[p.funding_output()]).expect("Core accepts the closing transaction");
+        let to_a = a_tx.output.iter().find(|o| o.script_pubkey == p2wpkh(0xaa)).unwrap().value.to_sat();
+        let to_b = a_tx.output.iter().find(|o| o.script_pubkey == p2wpkh(0xbb)).unwrap().value.to_sat();
+        let fee = 1_000_000 - to_a - to_b;
+        assert_eq!(to_b, 320_000, "the payee's balance to the satoshi");
+        assert!((200..=3_000).contains(&fee), "fee {fee} inside both ranges");
+        assert_eq!(to_a, 1_000_000 - 320_000 - fee, "the funder pays the closing fee");
+    }
+}
+
+#[test]
+fn reestablish_at_every_step_of_a_commitment_dance() {
+    for ct in TYPES {
+        // Count the messages of one full dance (add, commit, revoke, commit, revoke), then for each
+        // prefix: deliver that many, disconnect (dropping the rest), reestablish, and finish.
+        for cut in 0..8 {
+            let mut p = Pair::open(ct, 1_000_000, 300_000_000);
+            let pre = PaymentPreimage([cut as u8 + 1; 32]);
+            let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(30_000_000), pre.hash(), 2_000, onion()).unwrap();
+            p.a.absorb_pub(fx, &mut p.to_b);
+            let fx = p.b.ch.add_htlc(MilliSats::from_msat(10_000_000), PaymentPreimage([0xee; 32]).hash(), 2_000, onion()).unwrap();
+            p.b.absorb_pub(fx.1, &mut p.to_a);
+            let fx = p.a.ch.commit(&p.a.signer).unwrap();
+            p.a.absorb_pub(fx, &mut p.to_b);
+            let fx = p.b.ch.commit(&p.b.signer).unwrap();
+            p.b.absorb_pub(fx, &mut p.to_a);
+            let mut delivered = 0;
+            while delivered < cut {
+                let moved = if delivered % 2 == 0 { p.deliver_to_b() || p.deliver_to_a() } else { p.deliver_to_a() || p.deliver_to_b() };
+                if !moved {
+                    break;
+                }
+                delivered += 1;
+            }
+            p.reconnect();
+            p.settle();
+            p.verify_commitments();
+            assert!(p.b.ch.is_htlc_irrevocably_committed(Side::Counterparty, id), "cut {cut}");
+            let fx = p.b.ch.fulfill_htlc(id, pre).unwrap();
+            p.b.absorb_pub(fx, &mut p.to_a);
+            // And once more in the middle of the removal.
+            let fx = p.b.ch.commit(&p.b.signer).unwrap();
+            p.b.absorb_pub(fx, &mut p.to_a);
+            p.deliver_to_a();
+            p.reconnect();
+            p.settle();
+            p.verify_commitments();
+            assert!(p.a.ch.htlcs().iter().all(|h| h.id != id || h.offerer != Side::Holder), "cut {cut}: fulfilled HTLC resolved");
+            let a = p.a.ch.balances(Side::Holder);
+            let b = p.b.ch.balances(Side::Holder);
+            assert_eq!((a.holder, a.counterparty), (b.counterparty, b.holder));
+        }
+    }
+}

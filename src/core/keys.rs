@@ -258,7 +258,20 @@ pub fn derive_privkey<C: Signing>(
     per_commitment_point: &PerCommitmentPoint,
 ) -> Result<SecretKey, DerivationError> {
     let basepoint = PublicKey::from_secret_key(secp, base_secret);
-    let tweak = tweak_hash(&per_commitment_point.0, &basepoint)?;
+    derive_privkey_with_basepoint(base_secret, &basepoint, per_commitment_point)
+}
+
+/// As [`derive_privkey`], for a caller that already knows `basepoint = base_secret·G` (saves a
+/// point multiplication). The basepoint MUST match the secret, or the key is wrong.
+///
+/// # Errors
+/// If the tweak is out of range or the result is zero (negligible probability).
+pub fn derive_privkey_with_basepoint(
+    base_secret: &SecretKey,
+    basepoint: &PublicKey,
+    per_commitment_point: &PerCommitmentPoint,
+) -> Result<SecretKey, DerivationError> {
+    let tweak = tweak_hash(&per_commitment_point.0, basepoint)?;
     base_secret.add_tweak(&tweak).map_err(|_| DerivationError)
 }
 

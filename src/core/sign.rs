@@ -14,7 +14,7 @@ use bitcoin::{ecdsa, Amount, Script, Transaction};
 
 use super::commitment::CommitmentNumber;
 use super::keys::{
-    derive_privkey, derive_revocation_privkey, ChannelPubkeys, ChannelSecrets, DerivationError,
+    derive_privkey_with_basepoint, derive_revocation_privkey, ChannelPubkeys, ChannelSecrets, DerivationError,
     PerCommitmentPoint, PerCommitmentSecret,
 };
 
@@ -264,12 +264,15 @@ impl InMemorySigner {
     }
 
     fn key(&self, id: KeyId, tweak: &Tweak) -> Result<SecretKey, SignerError> {
-        let base = match id {
-            KeyId::Funding => self.secrets.funding.secret_key(),
-            KeyId::RevocationBase => self.secrets.revocation_base.secret_key(),
-            KeyId::Payment => self.secrets.payment_base.secret_key(),
-            KeyId::DelayedPayment => self.secrets.delayed_payment_base.secret_key(),
-            KeyId::Htlc => self.secrets.htlc_base.secret_key(),
+        let k = &self.pubkeys;
+        let (base, basepoint) = match id {
+            KeyId::Funding => (self.secrets.funding.secret_key(), k.funding.public_key()),
+            KeyId::RevocationBase => (self.secrets.revocation_base.secret_key(), k.revocation_basepoint.public_key()),
+            KeyId::Payment => (self.secrets.payment_base.secret_key(), k.payment_basepoint.public_key()),
+            KeyId::DelayedPayment => {
+                (self.secrets.delayed_payment_base.secret_key(), k.delayed_payment_basepoint.public_key())
+            }
+            KeyId::Htlc => (self.secrets.htlc_base.secret_key(), k.htlc_basepoint.public_key()),
         };
         match (id, tweak) {
             (_, Tweak::None) => Ok(*base),
@@ -277,7 +280,7 @@ impl InMemorySigner {
                 Ok(derive_revocation_privkey(&self.secp, &self.secrets.revocation_base, secret)?)
             }
             (_, Tweak::Revocation(_)) => Err(SignerError::UnsupportedKey),
-            (_, Tweak::PerCommitment(point)) => Ok(derive_privkey(&self.secp, base, point)?),
+            (_, Tweak::PerCommitment(point)) => Ok(derive_privkey_with_basepoint(base, basepoint, point)?),
         }
     }
 }

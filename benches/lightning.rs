@@ -1,0 +1,202 @@
+//! Lightning channel costs against their secp256k1 floor, in one criterion run.
+//!
+//! * `floor`: ECDSA sign, ECDSA verify, one BIP-0143 sighash, one commitment key set
+//!   (revocation key + three per-commitment tweaks), one per-commitment point from the seed.
+//! * `lightning/htlc_lifecycle`: one HTLC's full life between two in-memory peers: add,
+//!   commit/revoke both ways, fulfil, commit/revoke both ways (every message through the wire
+//!   encoding, every state change persisted). Its floor: 6 signatures, 6 verifications, 8
+//!   commitment key sets (each side derives the keys of each of the 4 commitments) and 8
+//!   per-commitment points or secrets.
+//! * `lightning/commit_100_htlcs`: A signs a commitment carrying 100 new HTLCs and B verifies it
+//!   (`commitment_signed` with 100 HTLC signatures). Its floor: 101 × (sign + verify).
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1};
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use paychan::core::commitment::{ChannelType, CommitmentKeys, CommitmentNumber};
+use paychan::core::keys::{ChannelSecrets, Seed};
+use paychan::core::sign::{InMemorySigner, Signer};
+use paychan::core::{MilliSats, PaymentPreimage};
+use paychan::driving::{ChainEvent, ChainTip, ChannelId};
+use paychan::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams};
+
+#[derive(Clone)]
+struct Peer {
+    ch: Channel,
+    signer: InMemorySigner,
+}
+
+#[derive(Clone)]
+struct Pair {
+    a: Peer,
+    b: Peer,
+}
+
+fn deliver(fx: Effects, to: &mut Peer) -> Vec<Effects> {
+    let mut out = Vec::new();
+    for m in fx.send {
+        let m = Msg::decode(&m.encode()).expect("decode");
+        out.push(to.ch.handle_message(m, &to.signer, ChainTip::at(1_000)).expect("accepted"));
+    }
+    out
+}
+
+/// Delivers `fx` from `from_a` and every answer, back and forth, until quiet.
+fn run(p: &mut Pair, fx: Effects, from_a: bool) {
+    let mut queue = vec![(fx, from_a)];
+    while let Some((fx, from_a)) = queue.pop() {
+        let to = if from_a { &mut p.b } else { &mut p.a };
+        for answer in deliver(fx, to) {
+            queue.push((answer, !from_a));
+        }
+    }
+}
+
+fn config() -> ChannelConfig {
+    ChannelConfig {
+        max_accepted_htlcs: 483,
+        minimum_depth: 1,
+        max_dust_exposure: MilliSats::from_msat(u64::MAX / 2),
+        ..ChannelConfig::default_for([6; 32], ChannelType::AnchorsZeroFeeHtlc)
+    }
+}
+
+fn open() -> Pair {
+    let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0));
+    let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0));
+    let tip = ChainTip::at(1_000);
+    let params = OpenParams {
+        config: config(),
+        temporary_channel_id: ChannelId([7; 32]),
+        funding: Amount::from_sat(100_000_000),
+        push: MilliSats::from_msat(50_000_000_000),
+        feerate_per_kw: 1_000,
+    };
+    let (mut a, fx) = Channel::open(params, &sa, tip).expect("open");
+    let Some(Msg::OpenChannel(open)) = fx.send.into_iter().next() else { panic!("open") };
+    let (mut b, fx) = Channel::accept(&open, config(), &sb, tip).expect("accept");
+    let mut fx_a = Vec::new();
+    for m in fx.send {
+        fx_a.push(a.handle_message(m, &sa, tip).expect("accept_channel"));
+    }
+    let (script, value) = fx_a
+        .iter()
+        .flat_map(|f| f.events.iter())
+        .find_map(|e| match e {
+            Event::FundingGenerationReady { script_pubkey, value } => Some((script_pubkey.clone(), *value)),
+            _ => None,
+        })
+        .expect("funding");
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([3; 32]), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value, script_pubkey: script }],
+    };
+    let mut p = Pair { a: Peer { ch: a, signer: sa }, b: Peer { ch: b, signer: sb } };
+    let fx = p.a.ch.funding_tx(funding.clone(), &p.a.signer).expect("funding");
+    run(&mut p, fx, true);
+    let h = paychan::core::BlockHeight(1_001);
+    let fa = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &p.a.signer);
+    let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &p.b.signer);
+    run(&mut p, fa, true);
+    run(&mut p, fb, false);
+    p
+}
+
+fn lifecycle(p: &mut Pair, n: u64) {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    let pre = PaymentPreimage(bytes);
+    let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
+    run(p, fx, true);
+    let fx = p.a.ch.commit(&p.a.signer).expect("commit");
+    run(p, fx, true);
+    let fx = p.b.ch.fulfill_htlc(id, pre).expect("fulfill");
+    run(p, fx, false);
+    let fx = p.b.ch.commit(&p.b.signer).expect("commit");
+    run(p, fx, false);
+}
+
+fn floor(c: &mut Criterion) {
+    let secp = Secp256k1::new();
+    let secrets = ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0);
+    let other = ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0);
+    let (k1, k2) = (secrets.pubkeys(&secp), other.pubkeys(&secp));
+    let sk = *secrets.funding.secret_key();
+    let pk = PublicKey::from_secret_key(&secp, &sk);
+    let msg = Message::from_digest([0x42; 32]);
+    let sig = secp.sign_ecdsa(&msg, &sk);
+    let point = secrets.per_commitment_point(&secp, CommitmentNumber::new(5).expect("n")).expect("point");
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn::default()],
+        output: vec![TxOut { value: Amount::from_sat(1_000), script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros()) }],
+    };
+    let ws = paychan::core::script::funding(&k1.funding, &k2.funding);
+    let mut g = c.benchmark_group("floor");
+    g.bench_function("ecdsa_sign", |b| b.iter(|| black_box(secp.sign_ecdsa(black_box(&msg), &sk))));
+    g.bench_function("ecdsa_verify", |b| b.iter(|| black_box(secp.verify_ecdsa(black_box(&msg), &sig, &pk))));
+    g.bench_function("sighash", |b| {
+        b.iter(|| black_box(paychan::core::sign::p2wsh_sighash(&tx, 0, ws.as_script(), Amount::from_sat(2_000), bitcoin::EcdsaSighashType::All)))
+    });
+    g.bench_function("commitment_key_set", |b| b.iter(|| black_box(CommitmentKeys::derive(&secp, &point, &k1, &k2))));
+    g.bench_function("per_commitment_point", |b| {
+        b.iter(|| black_box(secrets.per_commitment_point(&secp, CommitmentNumber::new(black_box(77)).expect("n"))))
+    });
+    g.finish();
+}
+
+fn channel(c: &mut Criterion) {
+    let mut g = c.benchmark_group("lightning");
+    let mut p = open();
+    let mut n = 0u64;
+    g.bench_function("htlc_lifecycle", |b| {
+        b.iter(|| {
+            n += 1;
+            lifecycle(&mut p, n);
+        })
+    });
+    // A pair with 100 HTLCs announced by A and delivered to B, not yet signed.
+    let mut base = open();
+    for i in 0..100u64 {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(1_000_000 + i).to_be_bytes());
+        let (_, fx) = base
+            .a
+            .ch
+            .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage(bytes).hash(), 2_000, OnionPacket::zeroed())
+            .expect("add");
+        let _ = deliver(fx, &mut base.b);
+    }
+    g.bench_function("commit_100_htlcs", |b| {
+        b.iter_batched(
+            || base.clone(),
+            |mut p| {
+                let fx = p.a.ch.commit(&p.a.signer).expect("commit");
+                black_box(deliver(fx, &mut p.b));
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    let _ = Signer::pubkeys(&p.a.signer);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().sample_size(20).measurement_time(Duration::from_secs(5)).warm_up_time(Duration::from_secs(1));
+    targets = floor, channel
+}
+criterion_main!(benches);
