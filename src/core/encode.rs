@@ -544,7 +544,8 @@ mod tests {
         t.record(4, |w| {
             w.u8(0);
         });
-        let (_, r) = read_header(&t.finish(), 7).unwrap();
+        let bytes = t.finish();
+        let (_, r) = read_header(&bytes, 7).unwrap();
         assert_eq!(r.for_each(|_, _| Ok(false)), Err(DecodeError::UnknownEvenType(4)));
         assert!(matches!(read_header(&[8, 1], 7), Err(DecodeError::WrongKind { .. })));
     }

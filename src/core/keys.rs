@@ -456,7 +456,7 @@ mod tests {
         let s = ChannelSecrets::from_seed(&Seed::from_bytes([7; 32]), 1);
         let text = format!("{:?} {:?} {:?}", s, s.funding, s.commitment_seed);
         assert!(text.contains("redacted"));
-        assert!(!text.contains(&format!("{:x}", s.funding.secret_key().display_secret())));
+        assert!(!text.contains(&format!("{}", s.funding.secret_key().display_secret())));
     }
 
     #[test]
@@ -465,6 +465,6 @@ mod tests {
         let a = ChannelSecrets::from_seed(&seed, 0);
         let b = ChannelSecrets::from_seed(&seed, 1);
         assert_ne!(a.funding, b.funding);
-        assert_ne!(a.htlc_base, a.payment_base);
+        assert_ne!(a.htlc_base.secret_key(), a.payment_base.secret_key());
     }
 }
