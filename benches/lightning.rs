@@ -118,7 +118,8 @@ fn lifecycle(p: &mut Pair, n: u64) {
     let mut bytes = [0u8; 32];
     bytes[..8].copy_from_slice(&n.to_be_bytes());
     let pre = PaymentPreimage(bytes);
-    let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
+    let (id, fx) =
+        p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
     run(p, fx, true);
     let fx = p.a.ch.commit(&p.a.signer).expect("commit");
     run(p, fx, true);
@@ -142,14 +143,25 @@ fn floor(c: &mut Criterion) {
         version: Version::TWO,
         lock_time: bitcoin::absolute::LockTime::ZERO,
         input: vec![TxIn::default()],
-        output: vec![TxOut { value: Amount::from_sat(1_000), script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros()) }],
+        output: vec![TxOut {
+            value: Amount::from_sat(1_000),
+            script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros()),
+        }],
     };
     let ws = paychan::core::script::funding(&k1.funding, &k2.funding);
     let mut g = c.benchmark_group("floor");
     g.bench_function("ecdsa_sign", |b| b.iter(|| black_box(secp.sign_ecdsa(black_box(&msg), &sk))));
     g.bench_function("ecdsa_verify", |b| b.iter(|| black_box(secp.verify_ecdsa(black_box(&msg), &sig, &pk))));
     g.bench_function("sighash", |b| {
-        b.iter(|| black_box(paychan::core::sign::p2wsh_sighash(&tx, 0, ws.as_script(), Amount::from_sat(2_000), bitcoin::EcdsaSighashType::All)))
+        b.iter(|| {
+            black_box(paychan::core::sign::p2wsh_sighash(
+                &tx,
+                0,
+                ws.as_script(),
+                Amount::from_sat(2_000),
+                bitcoin::EcdsaSighashType::All,
+            ))
+        })
     });
     g.bench_function("commitment_key_set", |b| b.iter(|| black_box(CommitmentKeys::derive(&secp, &point, &k1, &k2))));
     g.bench_function("per_commitment_point", |b| {

@@ -4,7 +4,8 @@
 //!
 //! * [`spilman`]: unidirectional micropayment channels (payer → payee), with the CLTV-script
 //!   refund or the original pre-signed refund;
-//! * `duplex` (coming): Decker–Wattenhofer duplex channels on an invalidation tree;
+//! * [`duplex`]: Decker–Wattenhofer duplex channels on an invalidation tree of relative timelocks
+//!   (BIP-0068), with two Spilman leaf channels, resets, HTLCs and both closes;
 //! * `lightning` (coming): Poon–Dryja channels with revocable commitments and HTLCs (BOLT 2/3).
 //!
 //! [`core`] holds what they share: typed keys and BOLT #3 derivations, scripts and witnesses,
@@ -95,5 +96,6 @@ pub extern crate bitcoin;
 
 pub mod core;
 pub mod driving;
+pub mod duplex;
 pub mod lightning;
 pub mod spilman;

@@ -288,10 +288,7 @@ pub fn derive_revocation_privkey<C: Signing>(
     let pcs = per_commitment_secret.to_secret_key()?;
     let base = PublicKey::from_secret_key(secp, &revocation_base_secret.0);
     let point = PublicKey::from_secret_key(secp, &pcs);
-    let a = revocation_base_secret
-        .0
-        .mul_tweak(&tweak_hash(&base, &point)?)
-        .map_err(|_| DerivationError)?;
+    let a = revocation_base_secret.0.mul_tweak(&tweak_hash(&base, &point)?).map_err(|_| DerivationError)?;
     let b = pcs.mul_tweak(&tweak_hash(&point, &base)?).map_err(|_| DerivationError)?;
     a.add_tweak(&Scalar::from(b)).map_err(|_| DerivationError)
 }

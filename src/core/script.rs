@@ -16,12 +16,12 @@
 //! | [`spilman_cltv`], [`spilman_csv`] (payer → payee channel) | [`spilman_payment_witness`], [`spilman_refund_witness`] |
 //! | [`hashlock_htlc`] (non-revocable HTLC) | [`hashlock_success_witness`], [`hashlock_timeout_witness`] |
 
-use bitcoin::opcodes::all::{
-    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE,
-    OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_PUSHNUM_1,
-    OP_PUSHNUM_16, OP_PUSHNUM_2, OP_SHA256, OP_SIZE, OP_SWAP,
-};
 use bitcoin::hashes::{hash160, Hash};
+use bitcoin::opcodes::all::{
+    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL,
+    OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_PUSHNUM_1, OP_PUSHNUM_16, OP_PUSHNUM_2, OP_SHA256,
+    OP_SIZE, OP_SWAP,
+};
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{ecdsa, Script, ScriptBuf, WPubkeyHash, Witness};
@@ -95,12 +95,7 @@ pub fn to_local(revocation: &RevocationPubkey, to_self_delay: u16, delayed: &Del
         .push_int(i64::from(to_self_delay))
         .push_opcode(OP_CSV)
         .push_opcode(OP_DROP);
-    WitnessScript(
-        push_key(b, delayed.public_key())
-            .push_opcode(OP_ENDIF)
-            .push_opcode(OP_CHECKSIG)
-            .into_script(),
-    )
+    WitnessScript(push_key(b, delayed.public_key()).push_opcode(OP_ENDIF).push_opcode(OP_CHECKSIG).into_script())
 }
 
 /// The BOLT #3 `to_remote` output without anchors: P2WPKH of the remote payment key.
@@ -143,19 +138,11 @@ fn htlc_prefix(revocation: &RevocationPubkey, remote_htlc: &HtlcPubkey) -> Build
         .push_opcode(OP_IF)
         .push_opcode(OP_CHECKSIG)
         .push_opcode(OP_ELSE);
-    push_key(b, remote_htlc.public_key())
-        .push_opcode(OP_SWAP)
-        .push_opcode(OP_SIZE)
-        .push_int(32)
-        .push_opcode(OP_EQUAL)
+    push_key(b, remote_htlc.public_key()).push_opcode(OP_SWAP).push_opcode(OP_SIZE).push_int(32).push_opcode(OP_EQUAL)
 }
 
 fn htlc_suffix(b: Builder, anchors: bool) -> WitnessScript {
-    let b = if anchors {
-        b.push_opcode(OP_PUSHNUM_1).push_opcode(OP_CSV).push_opcode(OP_DROP)
-    } else {
-        b
-    };
+    let b = if anchors { b.push_opcode(OP_PUSHNUM_1).push_opcode(OP_CSV).push_opcode(OP_DROP) } else { b };
     WitnessScript(b.push_opcode(OP_ENDIF).into_script())
 }
 
@@ -240,7 +227,12 @@ pub fn spilman_csv(payer: &PublicKey, payee: &PublicKey, refund_delay: u16) -> W
 
 /// The non-revocable hashlock HTLC of the Spilman and duplex layers (PROTOCOLS §0): the payee with
 /// the 32-byte preimage of `payment_hash`, or the payer from block `expiry` on.
-pub fn hashlock_htlc(payee: &PublicKey, payer: &PublicKey, payment_hash: &PaymentHash, expiry: BlockHeight) -> WitnessScript {
+pub fn hashlock_htlc(
+    payee: &PublicKey,
+    payer: &PublicKey,
+    payment_hash: &PaymentHash,
+    expiry: BlockHeight,
+) -> WitnessScript {
     let b = Builder::new()
         .push_opcode(OP_IF)
         .push_opcode(OP_SIZE)
@@ -249,11 +241,8 @@ pub fn hashlock_htlc(payee: &PublicKey, payer: &PublicKey, payment_hash: &Paymen
         .push_opcode(OP_SHA256)
         .push_slice(payment_hash.0)
         .push_opcode(OP_EQUALVERIFY);
-    let b = push_key(b, payee)
-        .push_opcode(OP_ELSE)
-        .push_int(i64::from(expiry.0))
-        .push_opcode(OP_CLTV)
-        .push_opcode(OP_DROP);
+    let b =
+        push_key(b, payee).push_opcode(OP_ELSE).push_int(i64::from(expiry.0)).push_opcode(OP_CLTV).push_opcode(OP_DROP);
     WitnessScript(push_key(b, payer).push_opcode(OP_ENDIF).push_opcode(OP_CHECKSIG).into_script())
 }
 
@@ -312,18 +301,30 @@ pub fn anchor_anyone_witness(script: &WitnessScript) -> Witness {
 
 /// Spends an [`offered_htlc`] or [`received_htlc`] output by the revocation key:
 /// `<revocation_sig> <revocationpubkey>`.
-pub fn htlc_revocation_witness(script: &WitnessScript, sig: &ecdsa::Signature, revocation: &RevocationPubkey) -> Witness {
+pub fn htlc_revocation_witness(
+    script: &WitnessScript,
+    sig: &ecdsa::Signature,
+    revocation: &RevocationPubkey,
+) -> Witness {
     witness([&sig.serialize(), &revocation.serialize()], script)
 }
 
 /// Spends an [`offered_htlc`] through the HTLC-timeout transaction:
 /// `<> <remote_htlc_sig> <local_htlc_sig> <>`.
-pub fn offered_htlc_timeout_witness(script: &WitnessScript, remote_sig: &ecdsa::Signature, local_sig: &ecdsa::Signature) -> Witness {
+pub fn offered_htlc_timeout_witness(
+    script: &WitnessScript,
+    remote_sig: &ecdsa::Signature,
+    local_sig: &ecdsa::Signature,
+) -> Witness {
     witness([FALSE, &remote_sig.serialize(), &local_sig.serialize(), FALSE], script)
 }
 
 /// Spends an [`offered_htlc`] by the remote party with the preimage: `<remote_htlc_sig> <preimage>`.
-pub fn offered_htlc_success_witness(script: &WitnessScript, remote_sig: &ecdsa::Signature, preimage: &PaymentPreimage) -> Witness {
+pub fn offered_htlc_success_witness(
+    script: &WitnessScript,
+    remote_sig: &ecdsa::Signature,
+    preimage: &PaymentPreimage,
+) -> Witness {
     witness([&remote_sig.serialize(), &preimage.0], script)
 }
 
@@ -344,7 +345,11 @@ pub fn received_htlc_timeout_witness(script: &WitnessScript, remote_sig: &ecdsa:
 }
 
 /// Spends a Spilman channel output cooperatively (a payment): `<payer_sig> <payee_sig> 1`.
-pub fn spilman_payment_witness(script: &WitnessScript, payer_sig: &ecdsa::Signature, payee_sig: &ecdsa::Signature) -> Witness {
+pub fn spilman_payment_witness(
+    script: &WitnessScript,
+    payer_sig: &ecdsa::Signature,
+    payee_sig: &ecdsa::Signature,
+) -> Witness {
     witness([&payer_sig.serialize(), &payee_sig.serialize(), TRUE], script)
 }
 
@@ -354,7 +359,11 @@ pub fn spilman_refund_witness(script: &WitnessScript, payer_sig: &ecdsa::Signatu
 }
 
 /// Spends a [`hashlock_htlc`] by the payee: `<payee_sig> <preimage> 1`.
-pub fn hashlock_success_witness(script: &WitnessScript, payee_sig: &ecdsa::Signature, preimage: &PaymentPreimage) -> Witness {
+pub fn hashlock_success_witness(
+    script: &WitnessScript,
+    payee_sig: &ecdsa::Signature,
+    preimage: &PaymentPreimage,
+) -> Witness {
     witness([&payee_sig.serialize(), &preimage.0, TRUE], script)
 }
 

@@ -82,10 +82,7 @@ pub struct SecretStore {
 
 impl fmt::Debug for SecretStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecretStore")
-            .field("next_index", &self.next)
-            .field("secrets", &"<redacted>")
-            .finish()
+        f.debug_struct("SecretStore").field("next_index", &self.next).field("secrets", &"<redacted>").finish()
     }
 }
 

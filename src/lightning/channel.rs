@@ -329,7 +329,10 @@ impl Channel {
             // The delay on the broadcaster's outputs is the one its peer asked for.
             to_self_delay: countersignatory.to_self_delay,
             dust_limit: broadcaster.dust_limit,
-            obscuring_factor: ObscuringFactor::new(&opener.pubkeys.payment_basepoint, &accepter.pubkeys.payment_basepoint),
+            obscuring_factor: ObscuringFactor::new(
+                &opener.pubkeys.payment_basepoint,
+                &accepter.pubkeys.payment_basepoint,
+            ),
             broadcaster: broadcaster.pubkeys,
             countersignatory: countersignatory.pubkeys,
         })
@@ -337,7 +340,13 @@ impl Channel {
 
     /// Builds `owner`'s commitment number `number` with per-commitment point `point`, from the
     /// given view.
-    pub(crate) fn build(&self, owner: Side, number: u64, point: &PublicKey, view: &View) -> Result<BuiltCommitment, Misbehaviour> {
+    pub(crate) fn build(
+        &self,
+        owner: Side,
+        number: u64,
+        point: &PublicKey,
+        view: &View,
+    ) -> Result<BuiltCommitment, Misbehaviour> {
         let params = self.commitment_params(owner).ok_or(Misbehaviour::UnexpectedMessage)?;
         let point = PerCommitmentPoint::from_public_key(*point);
         let keys = CommitmentKeys::derive(&self.secp, &point, &params.broadcaster, &params.countersignatory)
@@ -473,7 +482,11 @@ impl Channel {
     }
 
     /// Handles a chain event: funding confirmations lead to `channel_ready`. Idempotent.
-    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(
+        &mut self,
+        event: ChainEvent<'_>,
+        signer: &S,
+    ) -> Effects {
         match event {
             ChainEvent::Tip(t) => {
                 if t.height <= self.tip {
@@ -485,9 +498,8 @@ impl Channel {
             ChainEvent::Confirmed { tx, height } => {
                 let Some(op) = self.funding_outpoint else { return Effects::none() };
                 let pays = tx.output.get(op.vout as usize).is_some_and(|o| {
-                    self.commitment_params(Side::Holder).is_some_and(|p| {
-                        o.value == self.capacity && o.script_pubkey == p.funding_script().to_p2wsh()
-                    })
+                    self.commitment_params(Side::Holder)
+                        .is_some_and(|p| o.value == self.capacity && o.script_pubkey == p.funding_script().to_p2wsh())
                 });
                 if tx.compute_txid() != op.txid || !pays || self.funding_height == Some(height) {
                     return Effects::none();
@@ -522,7 +534,9 @@ impl Channel {
         let n = CommitmentNumber::new(self.holder_commitment).ok_or(super::CommandError::WrongPhase)?;
         let point = signer.per_commitment_point(n)?;
         let view = self.view(Side::Holder);
-        let built = self.build(Side::Holder, self.holder_commitment, point.public_key(), &view).map_err(|_| super::CommandError::Keys)?;
+        let built = self
+            .build(Side::Holder, self.holder_commitment, point.public_key(), &view)
+            .map_err(|_| super::CommandError::Keys)?;
         let funding = self.counterparty.as_ref().ok_or(super::CommandError::WrongPhase)?.pubkeys.funding;
         crate::core::commitment::signatures::verify_holder_commitment(&self.secp, built, &funding, sigs)
             .map_err(|_| super::CommandError::Keys)
@@ -532,7 +546,10 @@ impl Channel {
     ///
     /// # Errors
     /// As [`Channel::holder_commitment`].
-    pub fn holder_commitment_tx<S: crate::core::sign::Signer + ?Sized>(&self, signer: &S) -> Result<Transaction, super::CommandError> {
+    pub fn holder_commitment_tx<S: crate::core::sign::Signer + ?Sized>(
+        &self,
+        signer: &S,
+    ) -> Result<Transaction, super::CommandError> {
         Ok(self.holder_commitment(signer)?.finalize(signer)?)
     }
 

@@ -51,7 +51,11 @@ impl Channel {
         Ok(fx)
     }
 
-    pub(crate) fn on_shutdown<S: Signer + ?Sized>(&mut self, script: ScriptBuf, signer: &S) -> Result<Effects, PeerError> {
+    pub(crate) fn on_shutdown<S: Signer + ?Sized>(
+        &mut self,
+        script: ScriptBuf,
+        signer: &S,
+    ) -> Result<Effects, PeerError> {
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.counterparty_script.is_some() {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
@@ -142,15 +146,22 @@ impl Channel {
             .map_err(|_| peer_error(Misbehaviour::ClosingFee))?;
         let theirs = ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All };
         let cp_funding = self.counterparty_params()?.pubkeys.funding;
-        let _valid = sign::verify(&self.secp, &msg, &theirs, cp_funding.public_key(), EcdsaSighashType::All)
-            .map_err(|e| peer_error(Misbehaviour::BadSignature(crate::core::commitment::signatures::CommitmentSigError::Commitment(e))))?;
+        let _valid =
+            sign::verify(&self.secp, &msg, &theirs, cp_funding.public_key(), EcdsaSighashType::All).map_err(|e| {
+                peer_error(Misbehaviour::BadSignature(
+                    crate::core::commitment::signatures::CommitmentSigError::Commitment(e),
+                ))
+            })?;
 
         let agreed = self.shutdown.last_fee_sent == Some(fee) || (min..=max).contains(&fee);
         if agreed {
-            let ours = self.sign_closing(&tx, signer).ok_or(peer_error(Misbehaviour::Signer(crate::core::sign::SignerError::Sighash)))?;
+            let ours = self
+                .sign_closing(&tx, signer)
+                .ok_or(peer_error(Misbehaviour::Signer(crate::core::sign::SignerError::Sighash)))?;
             let mut signed = tx;
             if let Some(input) = signed.input.first_mut() {
-                input.witness = script::funding_witness(&ws, (&self.holder.pubkeys.funding, &ours), (&cp_funding, &theirs));
+                input.witness =
+                    script::funding_witness(&ws, (&self.holder.pubkeys.funding, &ours), (&cp_funding, &theirs));
             }
             let reply = (self.shutdown.last_fee_sent != Some(fee)).then_some(Msg::ClosingSigned {
                 channel_id: self.channel_id,

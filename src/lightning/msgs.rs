@@ -137,7 +137,12 @@ pub enum Msg {
     /// `accept_channel` (33).
     AcceptChannel(Box<AcceptChannel>),
     /// `funding_created` (34).
-    FundingCreated { temporary_channel_id: ChannelId, funding_txid: Txid, funding_output_index: u16, signature: Signature },
+    FundingCreated {
+        temporary_channel_id: ChannelId,
+        funding_txid: Txid,
+        funding_output_index: u16,
+        signature: Signature,
+    },
     /// `funding_signed` (35).
     FundingSigned { channel_id: ChannelId, signature: Signature },
     /// `channel_ready` (36).
@@ -145,7 +150,12 @@ pub enum Msg {
     /// `shutdown` (38).
     Shutdown { channel_id: ChannelId, scriptpubkey: ScriptBuf },
     /// `closing_signed` (39), with the optional `fee_range` TLV.
-    ClosingSigned { channel_id: ChannelId, fee_satoshis: Amount, signature: Signature, fee_range: Option<(Amount, Amount)> },
+    ClosingSigned {
+        channel_id: ChannelId,
+        fee_satoshis: Amount,
+        signature: Signature,
+        fee_range: Option<(Amount, Amount)>,
+    },
     /// `update_add_htlc` (128).
     UpdateAddHtlc {
         channel_id: ChannelId,
@@ -162,7 +172,11 @@ pub enum Msg {
     /// `commitment_signed` (132).
     CommitmentSigned { channel_id: ChannelId, signature: Signature, htlc_signatures: Vec<Signature> },
     /// `revoke_and_ack` (133).
-    RevokeAndAck { channel_id: ChannelId, per_commitment_secret: PerCommitmentSecret, next_per_commitment_point: PublicKey },
+    RevokeAndAck {
+        channel_id: ChannelId,
+        per_commitment_secret: PerCommitmentSecret,
+        next_per_commitment_point: PublicKey,
+    },
     /// `update_fee` (134).
     UpdateFee { channel_id: ChannelId, feerate_per_kw: u32 },
     /// `update_fail_malformed_htlc` (135).
@@ -269,7 +283,10 @@ impl Msg {
                 w.bytes(&m.chain_hash).bytes(&m.temporary_channel_id.0);
                 w.amount(m.funding_satoshis).u64(m.push_msat.to_msat()).amount(m.dust_limit_satoshis);
                 w.u64(m.max_htlc_value_in_flight_msat.to_msat()).amount(m.channel_reserve_satoshis);
-                w.u64(m.htlc_minimum_msat.to_msat()).u32(m.feerate_per_kw).u16(m.to_self_delay).u16(m.max_accepted_htlcs);
+                w.u64(m.htlc_minimum_msat.to_msat())
+                    .u32(m.feerate_per_kw)
+                    .u16(m.to_self_delay)
+                    .u16(m.max_accepted_htlcs);
                 for k in [
                     &m.funding_pubkey,
                     &m.revocation_basepoint,
@@ -286,7 +303,10 @@ impl Msg {
             Msg::AcceptChannel(m) => {
                 w.bytes(&m.temporary_channel_id.0).amount(m.dust_limit_satoshis);
                 w.u64(m.max_htlc_value_in_flight_msat.to_msat()).amount(m.channel_reserve_satoshis);
-                w.u64(m.htlc_minimum_msat.to_msat()).u32(m.minimum_depth).u16(m.to_self_delay).u16(m.max_accepted_htlcs);
+                w.u64(m.htlc_minimum_msat.to_msat())
+                    .u32(m.minimum_depth)
+                    .u16(m.to_self_delay)
+                    .u16(m.max_accepted_htlcs);
                 for k in [
                     &m.funding_pubkey,
                     &m.revocation_basepoint,
@@ -449,7 +469,9 @@ impl Msg {
                 funding_output_index: r.u16()?,
                 signature: r.signature("signature")?,
             },
-            FUNDING_SIGNED => Msg::FundingSigned { channel_id: channel_id(&mut r)?, signature: r.signature("signature")? },
+            FUNDING_SIGNED => {
+                Msg::FundingSigned { channel_id: channel_id(&mut r)?, signature: r.signature("signature")? }
+            }
             CHANNEL_READY => Msg::ChannelReady {
                 channel_id: channel_id(&mut r)?,
                 second_per_commitment_point: r.pubkey("second_per_commitment_point")?,

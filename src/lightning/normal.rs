@@ -13,7 +13,9 @@ use super::msgs::{Msg, OnionPacket};
 use super::snapshot::PenaltyRecord;
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::commitment::fees::is_htlc_trimmed;
-use crate::core::commitment::signatures::{sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures};
+use crate::core::commitment::signatures::{
+    sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures,
+};
 use crate::core::commitment::{CommitmentNumber, FeeratePerKw, HtlcDirection};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::keys::PerCommitmentSecret;
@@ -45,7 +47,8 @@ impl Channel {
                 untrimmed += 1;
             }
         }
-        let fee = feerate.fee_for_weight(self.channel_type.commitment_weight(untrimmed)) + self.channel_type.anchor_value() * 2;
+        let fee = feerate.fee_for_weight(self.channel_type.commitment_weight(untrimmed))
+            + self.channel_type.anchor_value() * 2;
         (MilliSats::from_amount(fee).unwrap_or(MilliSats::from_msat(u64::MAX)), dust)
     }
 
@@ -68,7 +71,11 @@ impl Channel {
         let mut dust_total = MilliSats::ZERO;
         for owner in [Side::Holder, Side::Counterparty] {
             // As receiver, judge the peer by what it could know when it offered.
-            let view = if offerer == Side::Counterparty { self.peer_projected_view(owner) } else { self.projected_view(owner) };
+            let view = if offerer == Side::Counterparty {
+                self.peer_projected_view(owner)
+            } else {
+                self.projected_view(owner)
+            };
             let (count, value) = view
                 .ids
                 .iter()
@@ -216,7 +223,12 @@ impl Channel {
     /// # Errors
     /// [`CommandError::UnknownHtlc`] as for [`Channel::fail_htlc`]; [`CommandError::Amount`] if
     /// `failure_code` lacks the BADONION bit.
-    pub fn fail_malformed_htlc(&mut self, id: u64, sha256_of_onion: [u8; 32], failure_code: u16) -> Result<Effects, CommandError> {
+    pub fn fail_malformed_htlc(
+        &mut self,
+        id: u64,
+        sha256_of_onion: [u8; 32],
+        failure_code: u16,
+    ) -> Result<Effects, CommandError> {
         if failure_code & 0x8000 == 0 {
             return Err(CommandError::Amount);
         }
@@ -250,7 +262,9 @@ impl Channel {
     }
 
     fn has_pending_for(&self, owner: Side) -> bool {
-        self.htlcs.iter().any(|h| h.add.pending_for(owner) || h.remove.as_ref().is_some_and(|(_, p)| p.pending_for(owner)))
+        self.htlcs
+            .iter()
+            .any(|h| h.add.pending_for(owner) || h.remove.as_ref().is_some_and(|(_, p)| p.pending_for(owner)))
             || self.fee_updates.iter().any(|f| f.progress.pending_for(owner))
     }
 
@@ -293,7 +307,9 @@ impl Channel {
             if h.add.in_commitment_of(Side::Counterparty) && h.first_remote_commitment.is_none() {
                 h.first_remote_commitment = Some(number);
             }
-            if h.remove.as_ref().is_some_and(|(_, p)| p.in_commitment_of(Side::Counterparty)) && h.removed_from_remote.is_none() {
+            if h.remove.as_ref().is_some_and(|(_, p)| p.in_commitment_of(Side::Counterparty))
+                && h.removed_from_remote.is_none()
+            {
                 h.removed_from_remote = Some(number);
             }
         }
@@ -438,7 +454,10 @@ impl Channel {
         };
         let sigs = CommitmentSignatures {
             commitment: ecdsa::Signature { signature, sighash_type: EcdsaSighashType::All },
-            htlcs: htlc_signatures.into_iter().map(|s| ecdsa::Signature { signature: s, sighash_type: htlc_type }).collect(),
+            htlcs: htlc_signatures
+                .into_iter()
+                .map(|s| ecdsa::Signature { signature: s, sighash_type: htlc_type })
+                .collect(),
         };
         let funding = next.counterparty_params()?.pubkeys.funding;
         let verified = verify_holder_commitment(&self.secp, built, &funding, sigs)
@@ -461,7 +480,10 @@ impl Channel {
     }
 
     /// Builds our `revoke_and_ack` for the commitment before our latest, advancing the updates.
-    pub(crate) fn revoke_previous<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Msg, crate::core::sign::SignerError> {
+    pub(crate) fn revoke_previous<S: Signer + ?Sized>(
+        &mut self,
+        signer: &S,
+    ) -> Result<Msg, crate::core::sign::SignerError> {
         let revoked = CommitmentNumber::new(self.holder_commitment.saturating_sub(1)).unwrap_or(CommitmentNumber::ZERO);
         let next = CommitmentNumber::new(self.holder_commitment + 1).unwrap_or(CommitmentNumber::MAX);
         let secret = signer.release_per_commitment_secret(revoked)?;
@@ -573,7 +595,9 @@ impl Channel {
             events.push(Event::HtlcResolved { offerer: h.offerer, id: h.id });
         }
         self.htlcs = kept;
-        if let Some(latest) = self.fee_updates.iter().filter(|f| f.progress.stage == Stage::Committed).max_by_key(|f| f.seq) {
+        if let Some(latest) =
+            self.fee_updates.iter().filter(|f| f.progress.stage == Stage::Committed).max_by_key(|f| f.seq)
+        {
             let (feerate, seq) = (latest.feerate_per_kw, latest.seq);
             self.feerate = feerate;
             self.fee_updates.retain(|f| f.seq > seq);

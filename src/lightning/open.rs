@@ -13,7 +13,9 @@ use super::htlc::Side;
 use super::msgs::{AcceptChannel, Msg, OpenChannel, OpenTlvs, FEATURE_ANCHORS_ZERO_FEE_HTLC, FEATURE_STATIC_REMOTEKEY};
 use super::{peer_error, ChannelConfig, CommandError, Effects, Event, Misbehaviour, OpenError, OpenParams, PeerError};
 use crate::core::commitment::fees::MIN_DUST_LIMIT;
-use crate::core::commitment::signatures::{sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures};
+use crate::core::commitment::signatures::{
+    sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures,
+};
 use crate::core::commitment::{ChannelType, CommitmentNumber};
 use crate::core::keys::{
     ChannelPubkeys, DelayedPaymentBasepoint, FundingPubkey, HtlcBasepoint, PaymentBasepoint, RevocationBasepoint,
@@ -60,7 +62,12 @@ fn pubkeys_of(
 }
 
 /// Checks what the peer announced about itself against our policy.
-fn check_peer_side(config: &ChannelConfig, p: &SideParams, funding: Amount, our_dust: Amount) -> Result<(), Misbehaviour> {
+fn check_peer_side(
+    config: &ChannelConfig,
+    p: &SideParams,
+    funding: Amount,
+    our_dust: Amount,
+) -> Result<(), Misbehaviour> {
     let ok = p.dust_limit >= MIN_DUST_LIMIT
         && p.dust_limit <= p.channel_reserve.max(p.dust_limit).max(our_dust)
         && p.to_self_delay <= config.max_to_self_delay
@@ -148,12 +155,16 @@ impl Channel {
     /// # Errors
     /// [`CommandError::Amount`] if `push` exceeds the funding or the funder could not pay the first
     /// commitment's fee; [`CommandError::Signer`] if the signer cannot give the first point.
-    pub fn open<S: Signer + ?Sized>(params: OpenParams, signer: &S, tip: ChainTip) -> Result<(Self, Effects), CommandError> {
+    pub fn open<S: Signer + ?Sized>(
+        params: OpenParams,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<(Self, Effects), CommandError> {
         let first_point = signer.per_commitment_point(CommitmentNumber::ZERO)?;
         let c = &params.config;
-        let fee = bitcoin::Amount::from_sat(
-            u64::from(params.feerate_per_kw) * c.channel_type.commitment_weight(0) / 1000,
-        ) + c.channel_type.anchor_value() * 2;
+        let fee =
+            bitcoin::Amount::from_sat(u64::from(params.feerate_per_kw) * c.channel_type.commitment_weight(0) / 1000)
+                + c.channel_type.anchor_value() * 2;
         let funder_keeps = MilliSats::from_amount(params.funding)
             .and_then(|f| f.checked_sub(params.push))
             .ok_or(CommandError::Amount)?;
@@ -241,7 +252,8 @@ impl Channel {
         if config.channel_reserve > funding {
             return Err(OpenError(Misbehaviour::BadParameters));
         }
-        let first_point = signer.per_commitment_point(CommitmentNumber::ZERO).map_err(|e| OpenError(Misbehaviour::Signer(e)))?;
+        let first_point =
+            signer.per_commitment_point(CommitmentNumber::ZERO).map_err(|e| OpenError(Misbehaviour::Signer(e)))?;
         let mut ch = Self::blank(
             false,
             config,
@@ -380,7 +392,8 @@ impl Channel {
         signature: Signature,
         signer: &S,
     ) -> Result<CommitmentSignatures, PeerError> {
-        let point = signer.per_commitment_point(CommitmentNumber::ZERO).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
+        let point =
+            signer.per_commitment_point(CommitmentNumber::ZERO).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
         let view = self.view(Side::Holder);
         let built = self.build(Side::Holder, 0, point.public_key(), &view).map_err(peer_error)?;
         let sigs = CommitmentSignatures {
@@ -460,7 +473,8 @@ impl Channel {
             self.phase = Phase::Normal;
         }
         let mut fx = self.persist();
-        fx.send.push(Msg::ChannelReady { channel_id: self.channel_id, second_per_commitment_point: *point.public_key() });
+        fx.send
+            .push(Msg::ChannelReady { channel_id: self.channel_id, second_per_commitment_point: *point.public_key() });
         if ready {
             fx.events.push(self.ready_event());
         }

@@ -18,7 +18,9 @@ impl Channel {
         let before = self.htlcs.len() + self.fee_updates.len();
         let mut lowest_dropped = None;
         self.htlcs.retain(|h| {
-            let drop = h.offerer == Side::Counterparty && h.add.sender == Side::Counterparty && h.add.stage == Stage::Announced;
+            let drop = h.offerer == Side::Counterparty
+                && h.add.sender == Side::Counterparty
+                && h.add.stage == Stage::Announced;
             if drop {
                 lowest_dropped = Some(lowest_dropped.map_or(h.id, |l: u64| l.min(h.id)));
             }
@@ -58,7 +60,8 @@ impl Channel {
             .checked_sub(1)
             .and_then(|n| self.secrets.get(crate::core::shachain::MAX_INDEX - n))
             .map_or([0u8; 32], |s| s.to_bytes());
-        let point = signer.per_commitment_point(CommitmentNumber::new(self.holder_commitment).unwrap_or(CommitmentNumber::ZERO))?;
+        let point = signer
+            .per_commitment_point(CommitmentNumber::new(self.holder_commitment).unwrap_or(CommitmentNumber::ZERO))?;
         Ok(Msg::ChannelReestablish {
             channel_id: self.channel_id,
             next_commitment_number: self.holder_commitment + 1,
@@ -93,7 +96,8 @@ impl Channel {
             return Err(peer_error(Misbehaviour::ReestablishMismatch));
         }
         if next_revocation_number > 0 {
-            let n = CommitmentNumber::new(next_revocation_number - 1).ok_or(peer_error(Misbehaviour::ReestablishMismatch))?;
+            let n = CommitmentNumber::new(next_revocation_number - 1)
+                .ok_or(peer_error(Misbehaviour::ReestablishMismatch))?;
             let ours = signer.release_per_commitment_secret(n).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
             if ours.to_bytes() != your_last_secret {
                 return Err(peer_error(Misbehaviour::ReestablishMismatch));
@@ -126,7 +130,10 @@ impl Channel {
             let point = signer
                 .per_commitment_point(CommitmentNumber::new(1).unwrap_or(CommitmentNumber::ZERO))
                 .map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
-            send.push(Msg::ChannelReady { channel_id: self.channel_id, second_per_commitment_point: *point.public_key() });
+            send.push(Msg::ChannelReady {
+                channel_id: self.channel_id,
+                second_per_commitment_point: *point.public_key(),
+            });
         }
         let revoke = if resend_revoke { Some(self.regenerate_revoke(signer)?) } else { None };
         let commit = if resend_commit { Some(self.regenerate_commit(signer)?) } else { None };
@@ -176,9 +183,11 @@ impl Channel {
             if let Some((res, p)) = &h.remove {
                 if p.sender == Side::Holder && p.stage == stage {
                     let msg = match res {
-                        Resolution::Fulfill(preimage) => {
-                            Msg::UpdateFulfillHtlc { channel_id: self.channel_id, id: h.id, payment_preimage: *preimage }
-                        }
+                        Resolution::Fulfill(preimage) => Msg::UpdateFulfillHtlc {
+                            channel_id: self.channel_id,
+                            id: h.id,
+                            payment_preimage: *preimage,
+                        },
                         Resolution::Fail(reason) => {
                             Msg::UpdateFailHtlc { channel_id: self.channel_id, id: h.id, reason: reason.clone() }
                         }

@@ -444,7 +444,16 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
                 let ct = channel_type(r.bool("channel_type")?);
                 let tmp = ChannelId(r.array()?);
                 let id = ChannelId(r.array()?);
-                ident = Some((is_funder, config, ct, tmp, id, r.amount("capacity")?, MilliSats::from_msat(r.u64()?), r.u32()?));
+                ident = Some((
+                    is_funder,
+                    config,
+                    ct,
+                    tmp,
+                    id,
+                    r.amount("capacity")?,
+                    MilliSats::from_msat(r.u64()?),
+                    r.u32()?,
+                ));
             }
             4 => funding_outpoint = Some(r.outpoint()?),
             6 => funding_tx = Some(r.transaction("funding_tx")?),
@@ -520,8 +529,14 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
                     1 => Some(r.transaction("closing_tx")?),
                     _ => return Err(DecodeError::InvalidValue("closing_tx")),
                 };
-                shutdown =
-                    Some(Shutdown { holder_script, counterparty_script, holder_sent, fee_range, last_fee_sent, closing_tx });
+                shutdown = Some(Shutdown {
+                    holder_script,
+                    counterparty_script,
+                    holder_sent,
+                    fee_range,
+                    last_fee_sent,
+                    closing_tx,
+                });
             }
             24 => {
                 let fh = read_opt_u64(r)?.map(|h| BlockHeight(h as u32));
@@ -531,19 +546,31 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         }
         Ok(true)
     })?;
-    let (is_funder, config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) = required(ident, "identity")?;
+    let (is_funder, config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
+        required(ident, "identity")?;
     let (phase, holder_commitment, counterparty_commitment, awaiting_revoke, revoke_sent_last, cp, cnp, cpp) =
         required(commitments, "commitments")?;
-    let (settled_holder, settled_counterparty, feerate, next_holder_htlc_id, next_counterparty_htlc_id, next_seq, fee_updates) =
-        required(balances, "balances")?;
+    let (
+        settled_holder,
+        settled_counterparty,
+        feerate,
+        next_holder_htlc_id,
+        next_counterparty_htlc_id,
+        next_seq,
+        fee_updates,
+    ) = required(balances, "balances")?;
     let (funding_height, tip, channel_ready_sent, channel_ready_received) = required(chain, "chain")?;
     let htlc_type = if ct.has_anchors() { EcdsaSighashType::SinglePlusAnyoneCanPay } else { EcdsaSighashType::All };
-    let holder_signatures = holder_signatures.map(|(commitment, v): (bitcoin::ecdsa::Signature, Vec<ecdsa::Signature>)| {
-        CommitmentSignatures {
-            commitment,
-            htlcs: v.into_iter().map(|signature| bitcoin::ecdsa::Signature { signature, sighash_type: htlc_type }).collect(),
-        }
-    });
+    let holder_signatures =
+        holder_signatures.map(|(commitment, v): (bitcoin::ecdsa::Signature, Vec<ecdsa::Signature>)| {
+            CommitmentSignatures {
+                commitment,
+                htlcs: v
+                    .into_iter()
+                    .map(|signature| bitcoin::ecdsa::Signature { signature, sighash_type: htlc_type })
+                    .collect(),
+            }
+        });
     Ok(Channel {
         is_funder,
         config,

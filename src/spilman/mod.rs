@@ -36,10 +36,10 @@
 //! closes automatically at [`Payee::close_by`] = `expiry - close_margin`. The refund is valid from
 //! `expiry` on (its `nLockTime`; it can be mined in block `expiry + 1`).
 
+mod msgs;
 mod payee;
 mod payer;
 pub mod payment;
-mod msgs;
 mod snapshot;
 
 pub use msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};

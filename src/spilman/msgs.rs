@@ -379,7 +379,13 @@ impl Msg {
                         4 => payee_htlc_key = Some(r.pubkey("payee_htlc_key")?),
                         6 => payee_script = Some(r.script()?),
                         8 => expiry = Some(BlockHeight(r.u32()?)),
-                        10 => amounts = Some((r.amount("min_first_payment")?, r.amount("dust_limit")?, r.amount("payment_fee")?)),
+                        10 => {
+                            amounts = Some((
+                                r.amount("min_first_payment")?,
+                                r.amount("dust_limit")?,
+                                r.amount("payment_fee")?,
+                            ))
+                        }
                         12 => margins = Some((r.u32()?, r.u32()?)),
                         _ => return Ok(false),
                     }

@@ -6,7 +6,7 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
 
 use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};
-use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate};
+use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, UpdateError, UpdateRules};
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::sign::Signer;
@@ -291,7 +291,8 @@ impl Payee {
 
     fn on_open(&mut self, o: Open, tip: ChainTip) -> Result<Effects, PeerError> {
         let funding_outpoint = OutPoint { txid: o.funding_tx.compute_txid(), vout: o.funding_vout };
-        let funding_out = o.funding_tx.output.get(o.funding_vout as usize).ok_or(peer_error(Misbehaviour::WrongFunding))?;
+        let funding_out =
+            o.funding_tx.output.get(o.funding_vout as usize).ok_or(peer_error(Misbehaviour::WrongFunding))?;
         let template = match (self.phase, &self.template) {
             (PayeePhase::Offered, _) if self.config.variant == Variant::Cltv => self.template_for(
                 o.payer_key,
@@ -322,7 +323,9 @@ impl Payee {
         if funding_out.script_pubkey != template.channel_script().to_p2wsh() || funding_out.value != template.capacity {
             return Err(peer_error(Misbehaviour::WrongFunding));
         }
-        if self.config.variant == Variant::PresignedRefund && o.funding_tx.input.iter().any(|i| !i.script_sig.is_empty()) {
+        if self.config.variant == Variant::PresignedRefund
+            && o.funding_tx.input.iter().any(|i| !i.script_sig.is_empty())
+        {
             return Err(peer_error(Misbehaviour::MalleableFunding));
         }
         if tip.height >= self.close_by() {
@@ -359,7 +362,8 @@ impl Payee {
             self.next_htlc_id = self.next_htlc_id.max(max + 1);
         }
         let old_ids: Vec<u64> = self.best.iter().flat_map(|b| b.state.htlcs.iter().map(|h| h.id)).collect();
-        let removed: Vec<u64> = old_ids.into_iter().filter(|id| !held.state.htlcs.iter().any(|h| h.id == *id)).collect();
+        let removed: Vec<u64> =
+            old_ids.into_iter().filter(|id| !held.state.htlcs.iter().any(|h| h.id == *id)).collect();
         self.preimages.retain(|(id, _)| held.state.htlcs.iter().any(|h| h.id == *id));
         self.failed.retain(|id| held.state.htlcs.iter().any(|h| h.id == *id));
         self.best = Some(held);
@@ -397,7 +401,8 @@ impl Payee {
         Ok(self.accept(held, new_htlcs, None, outpoint))
     }
 
-    /// The PROTOCOLS §1b checks of a payment against the best one held. Pure.
+    /// The PROTOCOLS §1b checks of a payment against the best one held
+    /// ([`PaymentTemplate::check_update`], shared with the duplex leaf channels). Pure.
     #[allow(clippy::too_many_arguments)]
     fn check_payment(
         &self,
@@ -409,56 +414,29 @@ impl Payee {
         p: Payment,
         tip: ChainTip,
     ) -> Result<(Held, Vec<PaymentHtlc>), PeerError> {
-        if p.number <= best.number && best.number != 0 || p.number == 0 {
-            return Err(peer_error(Misbehaviour::Replay));
-        }
-        if p.to_payee < best.state.to_payee {
-            return Err(peer_error(Misbehaviour::AmountDecreased));
-        }
-        // HTLC ids strictly increasing in the message.
-        if p.htlcs.windows(2).any(|w| w.first().map(|a| a.id) >= w.get(1).map(|b| b.id)) {
-            return Err(peer_error(Misbehaviour::HtlcIdReused));
-        }
-        // Every old HTLC is kept unchanged or removed fairly.
-        let mut folded = Amount::ZERO;
-        for old in &best.state.htlcs {
-            match p.htlcs.iter().find(|h| h.id == old.id) {
-                Some(new) if new == old => {}
-                Some(_) => return Err(peer_error(Misbehaviour::HtlcRemovedUnfairly)),
-                None => {
-                    if preimages.iter().any(|(id, _)| *id == old.id) {
-                        folded = folded.checked_add(old.amount).ok_or(peer_error(Misbehaviour::HtlcRemovedUnfairly))?;
-                    } else if !(failed.contains(&old.id) || tip.height >= old.expiry) {
-                        return Err(peer_error(Misbehaviour::HtlcRemovedUnfairly));
-                    }
-                }
-            }
-        }
-        let required = best.state.to_payee.checked_add(folded).ok_or(peer_error(Misbehaviour::HtlcRemovedUnfairly))?;
-        if p.to_payee < required {
-            return Err(peer_error(Misbehaviour::HtlcRemovedUnfairly));
-        }
-        // New HTLCs: fresh ids, expiry inside the channel's window.
-        let mut new_htlcs = Vec::new();
-        for h in &p.htlcs {
-            if best.state.htlcs.iter().any(|o| o.id == h.id) {
-                continue;
-            }
-            if h.id < next_htlc_id {
-                return Err(peer_error(Misbehaviour::HtlcIdReused));
-            }
-            let earliest = tip.height.checked_add(self.config.htlc_min_blocks);
-            if earliest.is_none_or(|e| h.expiry < e) || h.expiry > self.close_by() {
-                return Err(peer_error(Misbehaviour::HtlcExpiry));
-            }
-            new_htlcs.push(*h);
-        }
-        if p.to_payee == best.state.to_payee && p.htlcs == best.state.htlcs && best.number != 0 {
-            return Err(peer_error(Misbehaviour::NoProgress));
-        }
         let state = PaymentState { to_payee: p.to_payee, htlcs: p.htlcs };
-        let built = template.build(&state).map_err(|e| peer_error(Misbehaviour::Payment(e)))?;
-        let _valid = template.verify(&self.secp, &built, &p.signature).map_err(|e| peer_error(Misbehaviour::Signature(e)))?;
+        let rules = UpdateRules {
+            is_fulfilled: &|id| preimages.iter().any(|(i, _)| *i == id),
+            is_failed: &|id| failed.contains(&id),
+            next_htlc_id,
+            tip: tip.height,
+            earliest_expiry: tip.height.checked_add(self.config.htlc_min_blocks),
+            latest_expiry: self.close_by(),
+        };
+        let new_htlcs = template
+            .check_update(&self.secp, (best.number, &best.state), (p.number, &state, &p.signature), &rules)
+            .map_err(|e| {
+                peer_error(match e {
+                    UpdateError::Replay => Misbehaviour::Replay,
+                    UpdateError::AmountDecreased => Misbehaviour::AmountDecreased,
+                    UpdateError::HtlcIdReused => Misbehaviour::HtlcIdReused,
+                    UpdateError::HtlcExpiry => Misbehaviour::HtlcExpiry,
+                    UpdateError::NoProgress => Misbehaviour::NoProgress,
+                    UpdateError::Payment(e) => Misbehaviour::Payment(e),
+                    UpdateError::Signature(e) => Misbehaviour::Signature(e),
+                    UpdateError::HtlcRemovedUnfairly => Misbehaviour::HtlcRemovedUnfairly,
+                })
+            })?;
         Ok((Held { number: p.number, state, signature: p.signature }, new_htlcs))
     }
 

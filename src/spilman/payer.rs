@@ -115,7 +115,12 @@ impl Payer {
     /// # Errors
     /// [`CommandError::BadTerms`] if the offer is unusable: expiry in the past or too far, first
     /// payment below the payee's minimum or above capacity, dust or fee too large.
-    pub fn new<S: Signer + ?Sized>(offer: Offer, config: PayerConfig, signer: &S, tip: ChainTip) -> Result<Self, CommandError> {
+    pub fn new<S: Signer + ?Sized>(
+        offer: Offer,
+        config: PayerConfig,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Self, CommandError> {
         let margin_end = tip.height.checked_add(offer.close_margin).and_then(|h| h.checked_add(offer.htlc_min_blocks));
         let ok = margin_end.is_some_and(|m| m < offer.expiry)
             && offer.expiry.to_locktime().is_some()
@@ -362,7 +367,11 @@ impl Payer {
     }
 
     /// Signs the next payment with `state` and makes it the newest.
-    fn commit<S: Signer + ?Sized>(&mut self, state: PaymentState, signer: &S) -> Result<(Payment, Effects), CommandError> {
+    fn commit<S: Signer + ?Sized>(
+        &mut self,
+        state: PaymentState,
+        signer: &S,
+    ) -> Result<(Payment, Effects), CommandError> {
         if self.phase != PayerPhase::Open {
             return Err(CommandError::WrongPhase);
         }
@@ -371,7 +380,8 @@ impl Payer {
         let (payment, state) = self.sign_state(template, state, number, signer)?;
         self.number = number;
         self.state = state;
-        let exposure = self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
+        let exposure =
+            self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
         for h in &mut self.htlcs {
             if self.state.htlcs.iter().any(|x| x.id == h.htlc.id) {
                 h.max_exposure = h.max_exposure.max(exposure);
@@ -433,7 +443,8 @@ impl Payer {
         state.htlcs.push(htlc);
         let (payment, fx) = self.commit(state, signer)?;
         self.next_htlc_id += 1;
-        let max_exposure = self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
+        let max_exposure =
+            self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
         self.htlcs.push(PayerHtlc { htlc, status: HtlcStatus::Live, max_exposure });
         Ok((htlc.id, self.send_payment(payment, fx)))
     }
@@ -444,8 +455,17 @@ impl Payer {
     ///
     /// # Errors
     /// [`CommandError::NotExpired`] if neither expired nor failed by the payee.
-    pub fn timeout_htlc<S: Signer + ?Sized>(&mut self, id: u64, signer: &S, tip: ChainTip) -> Result<Effects, CommandError> {
-        let h = self.htlcs.iter().find(|h| h.htlc.id == id && h.status == HtlcStatus::Live).ok_or(CommandError::UnknownHtlc)?;
+    pub fn timeout_htlc<S: Signer + ?Sized>(
+        &mut self,
+        id: u64,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, CommandError> {
+        let h = self
+            .htlcs
+            .iter()
+            .find(|h| h.htlc.id == id && h.status == HtlcStatus::Live)
+            .ok_or(CommandError::UnknownHtlc)?;
         if tip.height < h.htlc.expiry {
             return Err(CommandError::NotExpired);
         }
@@ -491,7 +511,12 @@ impl Payer {
     ///
     /// # Errors
     /// [`PeerError`] describing the misbehaviour.
-    pub fn handle_message<S: Signer + ?Sized>(&mut self, msg: Msg, signer: &S, _tip: ChainTip) -> Result<Effects, PeerError> {
+    pub fn handle_message<S: Signer + ?Sized>(
+        &mut self,
+        msg: Msg,
+        signer: &S,
+        _tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
         match msg {
             Msg::RefundSigned(r) => {
                 if self.phase != PayerPhase::AwaitingRefundSignature {
@@ -500,14 +525,14 @@ impl Payer {
                 let (Some(t), Some(funding)) = (self.template.clone(), self.funding_tx.clone()) else {
                     return Err(peer_error(Misbehaviour::UnexpectedMessage));
                 };
-                let refund = t
-                    .refund_tx(self.config.refund_fee, self.offer.expiry)
-                    .ok_or(peer_error(Misbehaviour::BadTerms))?;
+                let refund =
+                    t.refund_tx(self.config.refund_fee, self.offer.expiry).ok_or(peer_error(Misbehaviour::BadTerms))?;
                 let _valid = t
                     .verify_refund_sig(&self.secp, &refund, &r.signature)
                     .map_err(|e| peer_error(Misbehaviour::RefundSignature(e)))?;
-                let (payment, state) =
-                    self.sign_state(&t, self.first_state(), 1, signer).map_err(|_| peer_error(Misbehaviour::BadTerms))?;
+                let (payment, state) = self
+                    .sign_state(&t, self.first_state(), 1, signer)
+                    .map_err(|_| peer_error(Misbehaviour::BadTerms))?;
                 self.refund_payee_sig = Some(r.signature);
                 self.install(t, funding, 1, state);
                 Ok(self.open_effects(payment))
@@ -540,7 +565,12 @@ impl Payer {
         }
     }
 
-    fn on_fulfill<S: Signer + ?Sized>(&mut self, id: u64, preimage: PaymentPreimage, signer: &S) -> Result<Effects, PeerError> {
+    fn on_fulfill<S: Signer + ?Sized>(
+        &mut self,
+        id: u64,
+        preimage: PaymentPreimage,
+        signer: &S,
+    ) -> Result<Effects, PeerError> {
         let h = self.htlcs.iter().find(|h| h.htlc.id == id).copied().ok_or(peer_error(Misbehaviour::UnknownHtlc))?;
         if !h.htlc.payment_hash.is_unlocked_by(&preimage) {
             return Err(peer_error(Misbehaviour::WrongPreimage));
@@ -635,7 +665,14 @@ impl Payer {
             if matches!(h.status, HtlcStatus::Fulfilled(_)) || height < h.htlc.expiry {
                 continue;
             }
-            let claim = t.htlc_claim_tx(o.outpoint.txid, o.outpoint.vout, &h.htlc, false, t.payer_script.clone(), self.config.claim_fee);
+            let claim = t.htlc_claim_tx(
+                o.outpoint.txid,
+                o.outpoint.vout,
+                &h.htlc,
+                false,
+                t.payer_script.clone(),
+                self.config.claim_fee,
+            );
             if let Some(claim) = claim {
                 if let Ok(tx) = t.complete_htlc_claim(signer, claim, &h.htlc, None) {
                     out.push((o.id, tx));

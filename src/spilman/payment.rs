@@ -110,6 +110,70 @@ impl fmt::Display for PaymentError {
 
 impl core::error::Error for PaymentError {}
 
+/// Why a payee refuses a new payment state (the PROTOCOLS §1b checks against the newest payment it
+/// holds, [`PaymentTemplate::check_update`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// The payment number is not above the one held (a replay), or is zero.
+    Replay,
+    /// The payee's amount went down.
+    AmountDecreased,
+    /// HTLC ids are not strictly increasing, or a new HTLC reuses an id.
+    HtlcIdReused,
+    /// An HTLC was changed, removed without being fulfilled, failed or expired, or its fulfilment
+    /// was not folded into the payee's output.
+    HtlcRemovedUnfairly,
+    /// A new HTLC's expiry is outside the payee's window.
+    HtlcExpiry,
+    /// Nothing changed: same amount and same HTLCs.
+    NoProgress,
+    /// The state is not payable (capacity, dust).
+    Payment(PaymentError),
+    /// The payer's signature is wrong.
+    Signature(SignatureError),
+}
+
+impl fmt::Display for UpdateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            UpdateError::Payment(e) => write!(f, "payment: {e}"),
+            UpdateError::Signature(e) => write!(f, "payment signature: {e}"),
+            other => fmt::Debug::fmt(other, f),
+        }
+    }
+}
+
+impl core::error::Error for UpdateError {}
+
+/// What the payee allows when it checks a new payment state ([`PaymentTemplate::check_update`]).
+pub struct UpdateRules<'a> {
+    /// Whether the payee revealed the preimage of this HTLC id (the payer may then remove it,
+    /// folding its amount into the payee's output).
+    pub is_fulfilled: &'a dyn Fn(u64) -> bool,
+    /// Whether the payee gave this HTLC id up (the payer may then remove it).
+    pub is_failed: &'a dyn Fn(u64) -> bool,
+    /// The smallest id a new HTLC may carry.
+    pub next_htlc_id: u64,
+    /// The chain tip: an HTLC whose expiry is reached may be removed.
+    pub tip: BlockHeight,
+    /// A new HTLC must expire at or after this height (`None`: no new HTLC is acceptable).
+    pub earliest_expiry: Option<BlockHeight>,
+    /// A new HTLC must expire at or before this height.
+    pub latest_expiry: BlockHeight,
+}
+
+impl fmt::Debug for UpdateRules<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpdateRules")
+            .field("next_htlc_id", &self.next_htlc_id)
+            .field("tip", &self.tip)
+            .field("earliest_expiry", &self.earliest_expiry)
+            .field("latest_expiry", &self.latest_expiry)
+            .finish_non_exhaustive()
+    }
+}
+
 /// An output with, for HTLCs, its position in the state and script, and the expiry tie-break.
 type SortableOutput = (TxOut, Option<(usize, WitnessScript)>, u32);
 
@@ -201,11 +265,7 @@ impl PaymentTemplate {
     pub fn build(&self, state: &PaymentState) -> Result<BuiltPayment, PaymentError> {
         let change = self.check(state)?;
         let mut outs: Vec<SortableOutput> = Vec::with_capacity(state.htlcs.len() + 2);
-        outs.push((
-            TxOut { value: state.to_payee - self.fee, script_pubkey: self.payee_script.clone() },
-            None,
-            0,
-        ));
+        outs.push((TxOut { value: state.to_payee - self.fee, script_pubkey: self.payee_script.clone() }, None, 0));
         if change > Amount::ZERO {
             outs.push((TxOut { value: change, script_pubkey: self.payer_script.clone() }, None, 0));
         }
@@ -213,7 +273,9 @@ impl PaymentTemplate {
             let ws = self.htlc_script(h);
             outs.push((TxOut { value: h.amount, script_pubkey: ws.to_p2wsh() }, Some((i, ws)), h.expiry.0));
         }
-        outs.sort_by(|a, b| (a.0.value, a.0.script_pubkey.as_bytes(), a.2).cmp(&(b.0.value, b.0.script_pubkey.as_bytes(), b.2)));
+        outs.sort_by(|a, b| {
+            (a.0.value, a.0.script_pubkey.as_bytes(), a.2).cmp(&(b.0.value, b.0.script_pubkey.as_bytes(), b.2))
+        });
         let mut htlc_outputs: Vec<Option<(u32, WitnessScript)>> = alloc::vec![None; state.htlcs.len()];
         let mut output = Vec::with_capacity(outs.len());
         for (vout, (txout, htlc, _)) in outs.into_iter().enumerate() {
@@ -238,7 +300,11 @@ impl PaymentTemplate {
         Ok(BuiltPayment { tx, htlc_outputs: htlc_outputs.into_iter().flatten().collect() })
     }
 
-    fn sign_channel_input<S: Signer + ?Sized>(&self, signer: &S, tx: &Transaction) -> Result<ecdsa::Signature, SignerError> {
+    fn sign_channel_input<S: Signer + ?Sized>(
+        &self,
+        signer: &S,
+        tx: &Transaction,
+    ) -> Result<ecdsa::Signature, SignerError> {
         let ws = self.channel_script();
         signer.sign(&SignRequest {
             tx,
@@ -274,6 +340,78 @@ impl PaymentTemplate {
         let ws = self.channel_script();
         let msg = sign::p2wsh_sighash(&built.tx, 0, ws.as_script(), self.capacity, EcdsaSighashType::All)?;
         sign::verify(secp, &msg, payer_sig, &self.payer_key, EcdsaSighashType::All)
+    }
+
+    /// The payee's checks of a new payment state against the one it holds (PROTOCOLS §1b, items
+    /// 2–4 and 7): the number goes up, the payee's amount never goes down, every held HTLC is kept
+    /// unchanged or removed fairly (a fulfilled one folded into the payee's amount, a failed or
+    /// expired one dropped), new HTLCs have fresh increasing ids and an expiry inside the window,
+    /// something changed, the state is payable, and the payer's signature verifies over the
+    /// payee's own reconstruction of the transaction. Pure; returns the new HTLCs.
+    ///
+    /// `held` is `(number, state)` of the newest payment held (`(0, empty)` before the first one);
+    /// `update` is `(number, state, payer signature)` of the new one.
+    ///
+    /// # Errors
+    /// [`UpdateError`] naming the first failed check.
+    pub fn check_update<C: Verification>(
+        &self,
+        secp: &Secp256k1<C>,
+        held: (u64, &PaymentState),
+        update: (u64, &PaymentState, &ecdsa::Signature),
+        rules: &UpdateRules<'_>,
+    ) -> Result<Vec<PaymentHtlc>, UpdateError> {
+        let (held_number, best) = held;
+        let (number, state, signature) = update;
+        if number <= held_number && held_number != 0 || number == 0 {
+            return Err(UpdateError::Replay);
+        }
+        if state.to_payee < best.to_payee {
+            return Err(UpdateError::AmountDecreased);
+        }
+        // HTLC ids strictly increasing in the new state.
+        if state.htlcs.windows(2).any(|w| w.first().map(|a| a.id) >= w.get(1).map(|b| b.id)) {
+            return Err(UpdateError::HtlcIdReused);
+        }
+        // Every held HTLC is kept unchanged or removed fairly.
+        let mut folded = Amount::ZERO;
+        for old in &best.htlcs {
+            match state.htlcs.iter().find(|h| h.id == old.id) {
+                Some(new) if new == old => {}
+                Some(_) => return Err(UpdateError::HtlcRemovedUnfairly),
+                None => {
+                    if (rules.is_fulfilled)(old.id) {
+                        folded = folded.checked_add(old.amount).ok_or(UpdateError::HtlcRemovedUnfairly)?;
+                    } else if !((rules.is_failed)(old.id) || rules.tip >= old.expiry) {
+                        return Err(UpdateError::HtlcRemovedUnfairly);
+                    }
+                }
+            }
+        }
+        let required = best.to_payee.checked_add(folded).ok_or(UpdateError::HtlcRemovedUnfairly)?;
+        if state.to_payee < required {
+            return Err(UpdateError::HtlcRemovedUnfairly);
+        }
+        // New HTLCs: fresh ids, expiry inside the window.
+        let mut new_htlcs = Vec::new();
+        for h in &state.htlcs {
+            if best.htlcs.iter().any(|o| o.id == h.id) {
+                continue;
+            }
+            if h.id < rules.next_htlc_id {
+                return Err(UpdateError::HtlcIdReused);
+            }
+            if rules.earliest_expiry.is_none_or(|e| h.expiry < e) || h.expiry > rules.latest_expiry {
+                return Err(UpdateError::HtlcExpiry);
+            }
+            new_htlcs.push(*h);
+        }
+        if state.to_payee == best.to_payee && state.htlcs == best.htlcs && held_number != 0 {
+            return Err(UpdateError::NoProgress);
+        }
+        let built = self.build(state).map_err(UpdateError::Payment)?;
+        let _valid = self.verify(secp, &built, signature).map_err(UpdateError::Signature)?;
+        Ok(new_htlcs)
     }
 
     /// Completes a payment with the payee's signature: the broadcastable transaction.
@@ -321,7 +459,10 @@ impl PaymentTemplate {
                 sequence,
                 witness: Witness::new(),
             }],
-            output: alloc::vec![TxOut { value: self.capacity.checked_sub(fee)?, script_pubkey: self.payer_script.clone() }],
+            output: alloc::vec![TxOut {
+                value: self.capacity.checked_sub(fee)?,
+                script_pubkey: self.payer_script.clone()
+            }],
         })
     }
 
@@ -329,7 +470,11 @@ impl PaymentTemplate {
     ///
     /// # Errors
     /// [`SignerError`] from the signer.
-    pub fn sign_refund<S: Signer + ?Sized>(&self, signer: &S, refund: &Transaction) -> Result<ecdsa::Signature, SignerError> {
+    pub fn sign_refund<S: Signer + ?Sized>(
+        &self,
+        signer: &S,
+        refund: &Transaction,
+    ) -> Result<ecdsa::Signature, SignerError> {
         self.sign_channel_input(signer, refund)
     }
 

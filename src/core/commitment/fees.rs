@@ -94,11 +94,8 @@ pub fn is_htlc_trimmed(
     dust_limit: Amount,
     feerate: FeeratePerKw,
 ) -> bool {
-    let second_stage = if offered {
-        channel_type.htlc_timeout_fee(feerate)
-    } else {
-        channel_type.htlc_success_fee(feerate)
-    };
+    let second_stage =
+        if offered { channel_type.htlc_timeout_fee(feerate) } else { channel_type.htlc_success_fee(feerate) };
     match dust_limit.checked_add(second_stage) {
         Some(threshold) => amount.to_amount_floor() < threshold,
         None => true,

@@ -28,7 +28,7 @@ pub use number::{CommitmentNumber, ObscuringFactor};
 
 use super::hashlock::PaymentHash;
 use super::keys::{
-    ChannelPubkeys, DelayedPaymentPubkey, FundingPubkey, DerivationError, HtlcPubkey, PerCommitmentPoint,
+    ChannelPubkeys, DelayedPaymentPubkey, DerivationError, FundingPubkey, HtlcPubkey, PerCommitmentPoint,
     RevocationPubkey,
 };
 use super::script::{self, WitnessScript};
@@ -264,7 +264,13 @@ pub fn build_commitment(
         }
         untrimmed += 1;
         let ws = if offered {
-            script::offered_htlc(&keys.revocation, &keys.broadcaster_htlc, &keys.countersignatory_htlc, &h.payment_hash, ct.has_anchors())
+            script::offered_htlc(
+                &keys.revocation,
+                &keys.broadcaster_htlc,
+                &keys.countersignatory_htlc,
+                &h.payment_hash,
+                ct.has_anchors(),
+            )
         } else {
             script::received_htlc(
                 &keys.revocation,
@@ -298,7 +304,11 @@ pub fn build_commitment(
     if has_b {
         outs.push((
             TxOut { value: to_b, script_pubkey: to_local_script.to_p2wsh() },
-            CommitmentOutput { role: OutputRole::ToBroadcaster, witness_script: Some(to_local_script.clone()), value: to_b },
+            CommitmentOutput {
+                role: OutputRole::ToBroadcaster,
+                witness_script: Some(to_local_script.clone()),
+                value: to_b,
+            },
             0,
         ));
     }
@@ -479,10 +489,9 @@ impl BuiltCommitment {
         let out = self.outputs.get(vout as usize)?;
         let htlc_script = out.witness_script.clone()?;
         let (fee, lock_time) = match h.direction {
-            HtlcDirection::Offered => (
-                self.channel_type.htlc_timeout_fee(self.feerate),
-                LockTime::from_consensus(h.cltv_expiry),
-            ),
+            HtlcDirection::Offered => {
+                (self.channel_type.htlc_timeout_fee(self.feerate), LockTime::from_consensus(h.cltv_expiry))
+            }
             HtlcDirection::Received => (self.channel_type.htlc_success_fee(self.feerate), LockTime::ZERO),
         };
         let output_script = self.to_local_script.clone();

@@ -149,8 +149,9 @@ pub fn verify_holder_commitment<C: Verification>(
     let (funding_script, funding_value) = commitment.funding();
     let msg = sign::p2wsh_sighash(commitment.tx(), 0, funding_script.as_script(), funding_value, EcdsaSighashType::All)
         .map_err(CommitmentSigError::Commitment)?;
-    let _valid = sign::verify(secp, &msg, &signatures.commitment, countersignatory_funding.public_key(), EcdsaSighashType::All)
-        .map_err(CommitmentSigError::Commitment)?;
+    let _valid =
+        sign::verify(secp, &msg, &signatures.commitment, countersignatory_funding.public_key(), EcdsaSighashType::All)
+            .map_err(CommitmentSigError::Commitment)?;
     let htlc_txs = commitment.htlc_txs();
     if htlc_txs.len() != signatures.htlcs.len() {
         return Err(CommitmentSigError::HtlcCount { expected: htlc_txs.len(), got: signatures.htlcs.len() });
