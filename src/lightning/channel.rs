@@ -124,6 +124,16 @@ pub struct Channel {
     pub(crate) minimum_depth: u32,
     pub(crate) channel_ready_received: bool,
     pub(crate) update_id: u64,
+    /// Where on-chain sweeps pay (default: P2WPKH of our payment basepoint).
+    pub(crate) sweep_destination: Option<ScriptBuf>,
+    /// Fee rate of sweeps and penalties.
+    pub(crate) sweep_feerate: u32,
+    /// We broadcast our commitment.
+    pub(crate) force_closed: bool,
+    /// Preimages learnt for HTLCs (on chain, or given by the embedder after removal).
+    pub(crate) preimages: Vec<(Side, u64, crate::core::hashlock::PaymentPreimage)>,
+    /// The on-chain state once the funding output is spent.
+    pub(crate) onchain: Option<super::onchain::OnChain>,
     pub(crate) secp: Secp256k1<VerifyOnly>,
 }
 
@@ -481,12 +491,26 @@ impl Channel {
         Ok(())
     }
 
-    /// Handles a chain event: funding confirmations lead to `channel_ready`. Idempotent.
-    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(
+    /// Handles a chain event: funding confirmations lead to `channel_ready`; a spend of the
+    /// funding output starts the on-chain resolution ([`super::onchain`]). Idempotent; events for
+    /// unrelated transactions change nothing.
+    ///
+    /// Punishing a revoked commitment that carried HTLCs which are gone from the channel needs
+    /// their [`PenaltyRecord`](super::PenaltyRecord)s: use [`Channel::handle_chain_with_history`].
+    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+        self.handle_chain_with_history(event, &[], signer)
+    }
+
+    /// As [`Channel::handle_chain`], with the penalty records the embedder appended so far.
+    pub fn handle_chain_with_history<S: crate::core::sign::Signer + ?Sized>(
         &mut self,
         event: ChainEvent<'_>,
+        history: &[super::PenaltyRecord],
         signer: &S,
     ) -> Effects {
+        if let Some(fx) = self.handle_onchain(event, history, signer) {
+            return fx;
+        }
         match event {
             ChainEvent::Tip(t) => {
                 if t.height <= self.tip {

@@ -37,7 +37,9 @@ mod close;
 pub mod htlc;
 pub mod msgs;
 mod normal;
+pub mod onchain;
 mod open;
+pub mod penalty;
 mod reestablish;
 mod snapshot;
 

@@ -146,6 +146,11 @@ impl Channel {
             channel_ready_sent: false,
             channel_ready_received: false,
             update_id: 0,
+            sweep_destination: None,
+            sweep_feerate: 1_000,
+            force_closed: false,
+            preimages: Vec::new(),
+            onchain: None,
             secp: Secp256k1::verification_only(),
         })
     }

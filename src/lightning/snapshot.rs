@@ -8,6 +8,8 @@ use bitcoin::{Amount, ScriptBuf};
 
 use super::channel::{Channel, Phase, Shutdown, SideParams};
 use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage};
+use super::onchain::{Claim, ClaimKind, ClosingKind, OnChain};
+use crate::core::script::WitnessScript;
 use super::msgs::{OnionPacket, ONION_PACKET_LEN};
 use super::ChannelConfig;
 use crate::core::commitment::signatures::CommitmentSignatures;
@@ -412,8 +414,110 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     .record(24, |w| {
         write_opt_u64(w, c.funding_height.map(|h| u64::from(h.0)));
         w.u32(c.tip.0).bool(c.channel_ready_sent).bool(c.channel_ready_received);
-    });
+    })
+    .record(26, |w| {
+        write_opt_script(w, &c.sweep_destination);
+        w.u32(c.sweep_feerate).bool(c.force_closed).bigsize(c.preimages.len() as u64);
+        for (side, id, p) in &c.preimages {
+            w.u8(side_byte(*side)).u64(*id).bytes(&p.0);
+        }
+    })
+    .optional(28, c.onchain.as_ref(), write_onchain);
     t.finish()
+}
+
+fn write_onchain(w: &mut Writer, o: &OnChain) {
+    w.transaction(&o.closing_tx);
+    let (tag, n) = match o.kind {
+        ClosingKind::Holder(n) => (0, n),
+        ClosingKind::Counterparty(n) => (1, n),
+        ClosingKind::Revoked(n) => (2, n),
+        ClosingKind::Cooperative => (3, 0),
+        ClosingKind::Unknown => (4, 0),
+    };
+    w.u8(tag).u64(n).u32(o.height.0).bigsize(o.claims.len() as u64);
+    for c in &o.claims {
+        w.outpoint(&c.outpoint).amount(c.value).u32(c.created.0);
+        for t in [&c.claim_txid, &c.spent_by] {
+            match t {
+                Some(t) => w.u8(1).txid(t),
+                None => w.u8(0),
+            };
+        }
+        match &c.kind {
+            ClaimKind::HolderToLocal { n, script } => w.u8(0).u64(*n).var_bytes(script.as_bytes()),
+            ClaimKind::HolderHtlc { position, offerer, id, cltv_expiry } => {
+                w.u8(1).u32(*position as u32).u8(side_byte(*offerer)).u64(*id).u32(*cltv_expiry)
+            }
+            ClaimKind::HolderSecondStage { n, script } => w.u8(2).u64(*n).var_bytes(script.as_bytes()),
+            ClaimKind::ToRemote => w.u8(3),
+            ClaimKind::RemoteHtlc { n, offerer, id, cltv_expiry, script } => {
+                w.u8(4).u64(*n).u8(side_byte(*offerer)).u64(*id).u32(*cltv_expiry).var_bytes(script.as_bytes())
+            }
+            ClaimKind::Penalty => w.u8(5),
+        };
+    }
+}
+
+fn read_opt_txid(r: &mut Reader<'_>) -> Result<Option<bitcoin::Txid>, DecodeError> {
+    match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.txid()?)),
+        _ => Err(DecodeError::InvalidValue("option")),
+    }
+}
+
+fn read_ws(r: &mut Reader<'_>) -> Result<WitnessScript, DecodeError> {
+    Ok(WitnessScript::from_script(ScriptBuf::from_bytes(r.var_bytes()?.to_vec())))
+}
+
+fn read_onchain(r: &mut Reader<'_>) -> Result<OnChain, DecodeError> {
+    let closing_tx = r.transaction("closing_tx")?;
+    let tag = r.u8()?;
+    let n = r.u64()?;
+    let kind = match tag {
+        0 => ClosingKind::Holder(n),
+        1 => ClosingKind::Counterparty(n),
+        2 => ClosingKind::Revoked(n),
+        3 => ClosingKind::Cooperative,
+        4 => ClosingKind::Unknown,
+        _ => return Err(DecodeError::InvalidValue("closing kind")),
+    };
+    let height = BlockHeight(r.u32()?);
+    let count = r.bigsize()?;
+    if count > (r.remaining() / 50) as u64 {
+        return Err(DecodeError::Truncated);
+    }
+    let mut claims = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let outpoint = r.outpoint()?;
+        let value = r.amount("claim value")?;
+        let created = BlockHeight(r.u32()?);
+        let claim_txid = read_opt_txid(r)?;
+        let spent_by = read_opt_txid(r)?;
+        let kind = match r.u8()? {
+            0 => ClaimKind::HolderToLocal { n: r.u64()?, script: read_ws(r)? },
+            1 => ClaimKind::HolderHtlc {
+                position: r.u32()? as usize,
+                offerer: read_side(r)?,
+                id: r.u64()?,
+                cltv_expiry: r.u32()?,
+            },
+            2 => ClaimKind::HolderSecondStage { n: r.u64()?, script: read_ws(r)? },
+            3 => ClaimKind::ToRemote,
+            4 => ClaimKind::RemoteHtlc {
+                n: r.u64()?,
+                offerer: read_side(r)?,
+                id: r.u64()?,
+                cltv_expiry: r.u32()?,
+                script: read_ws(r)?,
+            },
+            5 => ClaimKind::Penalty,
+            _ => return Err(DecodeError::InvalidValue("claim kind")),
+        };
+        claims.push(Claim { outpoint, value, kind, created, claim_txid, spent_by });
+    }
+    Ok(OnChain { closing_tx, kind, height, claims })
 }
 
 #[allow(clippy::too_many_lines)]
@@ -435,6 +539,8 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut htlcs = None;
     let mut shutdown = None;
     let mut chain = None;
+    let mut sweep = None;
+    let mut onchain = None;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -542,10 +648,26 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
                 let fh = read_opt_u64(r)?.map(|h| BlockHeight(h as u32));
                 chain = Some((fh, BlockHeight(r.u32()?), r.bool("ready_sent")?, r.bool("ready_received")?));
             }
+            26 => {
+                let dest = read_opt_script(r)?;
+                let feerate = r.u32()?;
+                let force_closed = r.bool("force_closed")?;
+                let n = r.bigsize()?;
+                if n > (r.remaining() / 41) as u64 {
+                    return Err(DecodeError::Truncated);
+                }
+                let mut pre = Vec::with_capacity(n as usize);
+                for _ in 0..n {
+                    pre.push((read_side(r)?, r.u64()?, PaymentPreimage(r.array()?)));
+                }
+                sweep = Some((dest, feerate, force_closed, pre));
+            }
+            28 => onchain = Some(read_onchain(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    let (sweep_destination, sweep_feerate, force_closed, preimages) = required(sweep, "sweep")?;
     let (is_funder, config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
         required(ident, "identity")?;
     let (phase, holder_commitment, counterparty_commitment, awaiting_revoke, revoke_sent_last, cp, cnp, cpp) =
@@ -608,6 +730,11 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         channel_ready_received,
         minimum_depth,
         update_id: required(update_id, "update_id")?,
+        sweep_destination,
+        sweep_feerate,
+        force_closed,
+        preimages,
+        onchain,
         secp: Secp256k1::verification_only(),
     })
 }

@@ -1,0 +1,818 @@
+//! The channel on chain (BOLT #5): force close, recognising whatever spent the funding output,
+//! claiming every output that is ours at the right height, punishing revoked commitments, learning
+//! preimages from witnesses, and undoing all of it on a reorg.
+//!
+//! Every claim is a transaction spending one output to the sweep destination; it is broadcast as
+//! soon as it is valid (its `nLockTime` or relative lock reached) and again after a reorg.
+
+use alloc::vec::Vec;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::sighash::EcdsaSighashType;
+use bitcoin::transaction::Version;
+use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+
+use super::channel::{Channel, Phase};
+use super::htlc::Side;
+use super::penalty::PenaltyKit;
+use super::snapshot::PenaltyRecord;
+use super::{CommandError, Effects, Event};
+use crate::core::commitment::{CommitmentNumber, FeeratePerKw};
+use crate::core::hashlock::PaymentPreimage;
+use crate::core::keys::{HtlcPubkey, PerCommitmentPoint, RevocationPubkey};
+use crate::core::script::{self, WitnessScript};
+use crate::core::sign::{KeyId, SignRequest, Signer, Tweak};
+use crate::core::units::BlockHeight;
+use crate::driving::{ChainEvent, Watch};
+
+/// Which transaction spent the funding output.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ClosingKind {
+    /// Our commitment number `n`.
+    Holder(u64),
+    /// The peer's current (or still unrevoked previous) commitment number `n`.
+    Counterparty(u64),
+    /// A revoked peer commitment number `n`: punished.
+    Revoked(u64),
+    /// The cooperative closing transaction.
+    Cooperative,
+    /// Something we cannot interpret (a peer commitment newer than we know: we lost state).
+    Unknown,
+}
+
+/// What one tracked output is, and how we claim it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) enum ClaimKind {
+    /// Our `to_local` on our commitment `n`: ours after the delay.
+    HolderToLocal { n: u64, script: WitnessScript },
+    /// An HTLC of our commitment, spent by its second-stage transaction at `position`.
+    HolderHtlc { position: usize, offerer: Side, id: u64, cltv_expiry: u32 },
+    /// The output of our HTLC transaction of commitment `n`: ours after the delay.
+    HolderSecondStage { n: u64, script: WitnessScript },
+    /// Our `to_remote` on a peer commitment.
+    ToRemote,
+    /// An HTLC output of peer commitment `n` (offered by `offerer`).
+    RemoteHtlc { n: u64, offerer: Side, id: u64, cltv_expiry: u32, script: WitnessScript },
+    /// Swept by a penalty.
+    Penalty,
+}
+
+/// One output we track after close.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct Claim {
+    pub outpoint: OutPoint,
+    pub value: Amount,
+    pub kind: ClaimKind,
+    /// Height of the transaction that created the output.
+    pub created: BlockHeight,
+    /// Our claim's txid once broadcast.
+    pub claim_txid: Option<Txid>,
+    /// Spent on chain (by us or the peer).
+    pub spent_by: Option<Txid>,
+}
+
+/// The on-chain state once the funding output is spent.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub(crate) struct OnChain {
+    pub closing_tx: Transaction,
+    pub kind: ClosingKind,
+    pub height: BlockHeight,
+    pub claims: Vec<Claim>,
+}
+
+/// Weight of a one-input, one-output sweep besides its witness.
+const SWEEP_BASE_WEIGHT: u64 = 4 * (4 + 1 + 41 + 1 + 8 + 1 + 34 + 4) + 2;
+
+impl Channel {
+    /// Where sweeps pay (by default P2WPKH of our payment basepoint, a key we hold).
+    pub fn sweep_destination(&self) -> ScriptBuf {
+        self.sweep_destination
+            .clone()
+            .unwrap_or_else(|| script::to_remote_p2wpkh(self.holder.pubkeys.payment_basepoint.public_key()))
+    }
+
+    /// Sets where sweeps pay and their fee rate.
+    pub fn set_sweep_policy(&mut self, destination: ScriptBuf, feerate: FeeratePerKw) -> Effects {
+        self.sweep_destination = Some(destination);
+        self.sweep_feerate = feerate.0;
+        self.persist()
+    }
+
+    /// How the channel was closed on chain, if it was.
+    pub fn closing_kind(&self) -> Option<ClosingKind> {
+        self.onchain.as_ref().map(|o| o.kind)
+    }
+
+    /// Whether every output we could claim is claimed and confirmed.
+    pub fn is_fully_resolved(&self) -> bool {
+        self.onchain.as_ref().is_some_and(|o| o.claims.iter().all(|c| c.spent_by.is_some()))
+    }
+
+    /// Closes unilaterally: broadcasts our latest commitment. Claims follow from
+    /// [`Channel::handle_chain`] as it confirms and matures.
+    ///
+    /// # Errors
+    /// [`CommandError::WrongPhase`] before we hold a signed commitment.
+    pub fn force_close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        let tx = self.holder_commitment_tx(signer)?;
+        self.force_closed = true;
+        let mut fx = self.persist();
+        if let Some(op) = self.funding_outpoint {
+            fx.watch.push(Watch::Spend(op));
+        }
+        fx.watch.push(Watch::Tx(tx.compute_txid()));
+        fx.broadcast.push(tx);
+        Ok(fx)
+    }
+
+    /// With anchors: a CPFP child spending our anchor of `commitment` and the wallet's
+    /// `fee_input` (left unsigned for the wallet), paying `change` what the fee leaves. The anchor
+    /// input (index 0) is signed `SIGHASH_ALL`.
+    ///
+    /// # Errors
+    /// [`CommandError`] without anchors, if the commitment has no anchor of ours, or if the input
+    /// cannot pay the fee.
+    pub fn anchor_bump<S: Signer + ?Sized>(
+        &self,
+        commitment: &Transaction,
+        fee_input: (OutPoint, TxOut),
+        change: ScriptBuf,
+        feerate: FeeratePerKw,
+        signer: &S,
+    ) -> Result<Transaction, CommandError> {
+        if !self.channel_type.has_anchors() {
+            return Err(CommandError::WrongPhase);
+        }
+        let ws = script::anchor(&self.holder.pubkeys.funding);
+        let spk = ws.to_p2wsh();
+        let vout = commitment.output.iter().position(|o| o.script_pubkey == spk).ok_or(CommandError::WrongPhase)?;
+        let anchor_value = commitment.output.get(vout).map(|o| o.value).ok_or(CommandError::WrongPhase)?;
+        // Parent and child are paid for together.
+        let package_weight = commitment.weight().to_wu() + SWEEP_BASE_WEIGHT + 4 * 41 + 200 + 110;
+        let fee = feerate.fee_for_weight(package_weight);
+        let value = anchor_value
+            .checked_add(fee_input.1.value)
+            .and_then(|v| v.checked_sub(fee))
+            .ok_or(CommandError::Amount)?;
+        let mut tx = Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: alloc::vec![
+                TxIn {
+                    previous_output: OutPoint { txid: commitment.compute_txid(), vout: vout as u32 },
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: Witness::new(),
+                },
+                TxIn {
+                    previous_output: fee_input.0,
+                    script_sig: ScriptBuf::new(),
+                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                    witness: Witness::new(),
+                },
+            ],
+            output: alloc::vec![TxOut { value, script_pubkey: change }],
+        };
+        let sig = signer.sign(&SignRequest {
+            tx: &tx,
+            input: 0,
+            script_code: ws.as_script(),
+            p2wpkh: false,
+            value: anchor_value,
+            sighash_type: EcdsaSighashType::All,
+            key: KeyId::Funding,
+            tweak: Tweak::None,
+        })?;
+        if let Some(i) = tx.input.first_mut() {
+            i.witness = script::anchor_owner_witness(&ws, &sig);
+        }
+        Ok(tx)
+    }
+
+    /// The kit a watchtower needs to punish any revoked commitment of this channel (see
+    /// [`PenaltyKit`]); `revocation_base` is our revocation base secret, which only the signer
+    /// holds. Its size grows with the number of HTLCs ever offered, not with updates.
+    pub fn watchtower_kit(
+        &self,
+        revocation_base: Option<crate::core::keys::RevocationBaseSecret>,
+        records: &[PenaltyRecord],
+    ) -> Option<PenaltyKit> {
+        let params = self.commitment_params(Side::Counterparty)?;
+        let cp = self.counterparty.as_ref()?;
+        let mut htlcs: Vec<PenaltyRecord> = records.to_vec();
+        htlcs.extend(self.live_records());
+        Some(PenaltyKit {
+            channel_type: self.channel_type,
+            obscuring_factor: params.obscuring_factor,
+            funding_outpoint: self.funding_outpoint?,
+            revocation_basepoint: self.holder.pubkeys.revocation_basepoint,
+            holder_htlc_basepoint: self.holder.pubkeys.htlc_basepoint,
+            counterparty_delayed_basepoint: cp.pubkeys.delayed_payment_basepoint,
+            counterparty_htlc_basepoint: cp.pubkeys.htlc_basepoint,
+            counterparty_to_self_delay: self.holder.to_self_delay,
+            secrets: self.secrets.clone(),
+            htlcs,
+            destination: self.sweep_destination(),
+            revocation_base,
+        })
+    }
+
+    /// Records for the HTLCs still live (their range ends at the peer's latest commitment).
+    fn live_records(&self) -> Vec<PenaltyRecord> {
+        self.htlcs
+            .iter()
+            .filter_map(|h| {
+                let first = h.first_remote_commitment?;
+                let last = h.removed_from_remote.map_or(self.counterparty_commitment, |g| g.saturating_sub(1));
+                Some(PenaltyRecord {
+                    offerer: h.offerer,
+                    id: h.id,
+                    amount: h.amount,
+                    payment_hash: h.payment_hash,
+                    cltv_expiry: h.cltv_expiry,
+                    first_commitment: first,
+                    last_commitment: last,
+                })
+            })
+            .collect()
+    }
+
+    /// Handles chain events after the funding output is spent (called by `handle_chain`).
+    pub(crate) fn handle_onchain<S: Signer + ?Sized>(
+        &mut self,
+        event: ChainEvent<'_>,
+        records: &[PenaltyRecord],
+        signer: &S,
+    ) -> Option<Effects> {
+        match event {
+            ChainEvent::Confirmed { tx, height } => {
+                let funding = self.funding_outpoint?;
+                if self.onchain.is_none() && tx.input.iter().any(|i| i.previous_output == funding) {
+                    return Some(self.on_funding_spent(tx, height, records, signer));
+                }
+                let spends_claim = self.onchain.as_ref().is_some_and(|o| {
+                    tx.input.iter().any(|i| o.claims.iter().any(|c| c.outpoint == i.previous_output && c.spent_by.is_none()))
+                });
+                spends_claim.then(|| self.on_claim_spent(tx, height, records, signer))
+            }
+            ChainEvent::Tip(t) => {
+                self.onchain.as_ref()?;
+                self.tip = self.tip.max(t.height);
+                Some(self.claim_due(records, signer, Vec::new()))
+            }
+            ChainEvent::Unconfirmed(txid) => {
+                let on = self.onchain.as_ref()?;
+                if on.closing_tx.compute_txid() == txid {
+                    // The close left the chain: forget it; a force close is broadcast again.
+                    self.onchain = None;
+                    if self.phase == Phase::Closed && self.shutdown.closing_tx.is_none() {
+                        self.phase = Phase::Normal;
+                    }
+                    let mut fx = self.persist();
+                    if self.force_closed {
+                        if let Ok(tx) = self.holder_commitment_tx(signer) {
+                            fx.broadcast.push(tx);
+                        }
+                    }
+                    if let Some(tx) = self.shutdown.closing_tx.clone() {
+                        fx.broadcast.push(tx);
+                    }
+                    return Some(fx);
+                }
+                let mut changed = false;
+                if let Some(on) = self.onchain.as_mut() {
+                    // A claim (ours or the peer's) left the chain: it is open again.
+                    let second_stage_parent = |c: &Claim| c.outpoint.txid == txid;
+                    let before = on.claims.len();
+                    on.claims.retain(|c| !second_stage_parent(c));
+                    changed |= before != on.claims.len();
+                    for c in &mut on.claims {
+                        if c.spent_by == Some(txid) || c.claim_txid == Some(txid) {
+                            c.spent_by = None;
+                            c.claim_txid = None;
+                            changed = true;
+                        }
+                    }
+                }
+                changed.then(|| self.claim_due(records, signer, Vec::new()))
+            }
+        }
+    }
+
+    fn on_funding_spent<S: Signer + ?Sized>(
+        &mut self,
+        tx: &Transaction,
+        height: BlockHeight,
+        records: &[PenaltyRecord],
+        signer: &S,
+    ) -> Effects {
+        let txid = tx.compute_txid();
+        self.tip = self.tip.max(height);
+        let mut events = Vec::new();
+        let mut claims = Vec::new();
+        let kind = if self.shutdown.closing_tx.as_ref().is_some_and(|c| c.compute_txid() == txid) {
+            ClosingKind::Cooperative
+        } else if let Some(n) = self.holder_match(tx, signer) {
+            claims = self.holder_claims(tx, n, height, signer);
+            ClosingKind::Holder(n)
+        } else {
+            let number = self
+                .commitment_params(Side::Counterparty)
+                .and_then(|p| tx.input.first().and_then(|i| p.obscuring_factor.decode(tx.lock_time, i.sequence)))
+                .map(CommitmentNumber::to_u64);
+            match number {
+                Some(n) if self.secrets.get(crate::core::shachain::MAX_INDEX - n).is_some() => {
+                    claims = self.penalty_claims(tx, height, records);
+                    claims.extend(self.to_remote_claim(tx, height));
+                    ClosingKind::Revoked(n)
+                }
+                Some(n) if n <= self.counterparty_commitment => {
+                    let point = if n == self.counterparty_commitment {
+                        self.counterparty_point
+                    } else {
+                        self.counterparty_prev_point
+                    };
+                    if let Some(point) = point {
+                        claims = self.remote_claims(tx, n, &point, height, records);
+                    }
+                    claims.extend(self.to_remote_claim(tx, height));
+                    ClosingKind::Counterparty(n)
+                }
+                _ => {
+                    claims.extend(self.to_remote_claim(tx, height));
+                    events.push(Event::LostState);
+                    ClosingKind::Unknown
+                }
+            }
+        };
+        self.phase = Phase::Closed;
+        self.onchain = Some(OnChain { closing_tx: tx.clone(), kind, height, claims });
+        let mut fx = self.claim_due(records, signer, events);
+        if let Some(on) = &self.onchain {
+            fx.watch.extend(on.claims.iter().map(|c| Watch::Spend(c.outpoint)));
+        }
+        fx
+    }
+
+    /// Whether `tx` is our own commitment: its number decodes to ours and it is our latest.
+    fn holder_match<S: Signer + ?Sized>(&self, tx: &Transaction, signer: &S) -> Option<u64> {
+        let ours = self.holder_commitment_tx(signer).ok()?;
+        (ours.compute_txid() == tx.compute_txid()).then_some(self.holder_commitment)
+    }
+
+    fn holder_claims<S: Signer + ?Sized>(&self, tx: &Transaction, n: u64, height: BlockHeight, signer: &S) -> Vec<Claim> {
+        let mut claims = Vec::new();
+        let Ok(verified) = self.holder_commitment(signer) else { return claims };
+        let txid = tx.compute_txid();
+        let built = verified.commitment();
+        for (vout, (out, info)) in tx.output.iter().zip(built.outputs()).enumerate() {
+            let outpoint = OutPoint { txid, vout: vout as u32 };
+            let kind = match info.role {
+                crate::core::commitment::OutputRole::ToBroadcaster => {
+                    ClaimKind::HolderToLocal { n, script: built.to_local_script().clone() }
+                }
+                crate::core::commitment::OutputRole::Htlc(i) => {
+                    let Some(position) = verified.htlc_txs().iter().position(|h| h.vout == vout as u32) else { continue };
+                    let view = self.view(Side::Holder);
+                    let Some(&(offerer, id)) = view.ids.get(i) else { continue };
+                    let cltv_expiry = built.htlcs().get(i).map_or(0, |h| h.cltv_expiry);
+                    ClaimKind::HolderHtlc { position, offerer, id, cltv_expiry }
+                }
+                _ => continue,
+            };
+            claims.push(Claim { outpoint, value: out.value, kind, created: height, claim_txid: None, spent_by: None });
+        }
+        claims
+    }
+
+    fn to_remote_claim(&self, tx: &Transaction, height: BlockHeight) -> Option<Claim> {
+        let key = self.holder.pubkeys.payment_basepoint.public_key();
+        let spk = if self.channel_type.has_anchors() {
+            script::to_remote_anchored(key).to_p2wsh()
+        } else {
+            script::to_remote_p2wpkh(key)
+        };
+        let vout = tx.output.iter().position(|o| o.script_pubkey == spk)?;
+        Some(Claim {
+            outpoint: OutPoint { txid: tx.compute_txid(), vout: vout as u32 },
+            value: tx.output.get(vout)?.value,
+            kind: ClaimKind::ToRemote,
+            created: height,
+            claim_txid: None,
+            spent_by: None,
+        })
+    }
+
+    fn penalty_claims(&self, tx: &Transaction, height: BlockHeight, records: &[PenaltyRecord]) -> Vec<Claim> {
+        let Some(kit) = self.watchtower_kit(None, records) else { return Vec::new() };
+        kit.revoked_outputs(tx, &[])
+            .into_iter()
+            .map(|(outpoint, value, _)| Claim {
+                outpoint,
+                value,
+                kind: ClaimKind::Penalty,
+                created: height,
+                claim_txid: None,
+                spent_by: None,
+            })
+            .collect()
+    }
+
+    fn remote_claims(
+        &self,
+        tx: &Transaction,
+        n: u64,
+        point: &bitcoin::secp256k1::PublicKey,
+        height: BlockHeight,
+        records: &[PenaltyRecord],
+    ) -> Vec<Claim> {
+        let Some(params) = self.commitment_params(Side::Counterparty) else { return Vec::new() };
+        let p = PerCommitmentPoint::from_public_key(*point);
+        let secp = &self.secp;
+        let (Ok(rev), Ok(theirs), Ok(ours)) = (
+            RevocationPubkey::derive(secp, &params.countersignatory.revocation_basepoint, &p),
+            HtlcPubkey::derive(secp, &params.broadcaster.htlc_basepoint, &p),
+            HtlcPubkey::derive(secp, &params.countersignatory.htlc_basepoint, &p),
+        ) else {
+            return Vec::new();
+        };
+        let anchors = self.channel_type.has_anchors();
+        let txid = tx.compute_txid();
+        let mut used = alloc::vec![false; tx.output.len()];
+        let mut claims = Vec::new();
+        for r in records.iter().cloned().chain(self.live_records()) {
+            if r.first_commitment > n || r.last_commitment < n {
+                continue;
+            }
+            let ws = match r.offerer {
+                Side::Counterparty => script::offered_htlc(&rev, &theirs, &ours, &r.payment_hash, anchors),
+                Side::Holder => script::received_htlc(&rev, &theirs, &ours, &r.payment_hash, r.cltv_expiry, anchors),
+            };
+            let spk = ws.to_p2wsh();
+            let value = r.amount.to_amount_floor();
+            let found = tx.output.iter().zip(used.iter()).position(|(o, u)| !*u && o.script_pubkey == spk && o.value == value);
+            if let Some(vout) = found {
+                if let Some(u) = used.get_mut(vout) {
+                    *u = true;
+                }
+                claims.push(Claim {
+                    outpoint: OutPoint { txid, vout: vout as u32 },
+                    value,
+                    kind: ClaimKind::RemoteHtlc { n, offerer: r.offerer, id: r.id, cltv_expiry: r.cltv_expiry, script: ws },
+                    created: height,
+                    claim_txid: None,
+                    spent_by: None,
+                });
+            }
+        }
+        claims
+    }
+
+    /// The preimage we know for the HTLC `id` offered by `offerer`, if we fulfilled it.
+    fn known_preimage(&self, offerer: Side, id: u64) -> Option<PaymentPreimage> {
+        let h = self.find_htlc(offerer, id)?;
+        h.preimage().copied().or_else(|| self.preimages.iter().find(|(o, i, _)| *o == offerer && *i == id).map(|x| x.2))
+    }
+
+    /// Tells the channel a preimage learnt elsewhere (downstream) for an HTLC offered to us, so it
+    /// can claim on chain.
+    pub fn provide_preimage(&mut self, id: u64, preimage: PaymentPreimage) -> Effects {
+        let ok = self.find_htlc(Side::Counterparty, id).is_some_and(|h| h.payment_hash.is_unlocked_by(&preimage));
+        if !ok || self.preimages.iter().any(|(o, i, _)| *o == Side::Counterparty && *i == id) {
+            return Effects::none();
+        }
+        self.preimages.push((Side::Counterparty, id, preimage));
+        self.persist()
+    }
+
+    /// Builds and signs every claim that is due at the current tip and not yet broadcast.
+    fn claim_due<S: Signer + ?Sized>(&mut self, records: &[PenaltyRecord], signer: &S, events: Vec<Event>) -> Effects {
+        let Some(on) = self.onchain.clone() else { return Effects::none() };
+        let mut broadcast = Vec::new();
+        let mut done: Vec<(OutPoint, Txid)> = Vec::new();
+        let next_height = self.tip.0.saturating_add(1);
+        let matured = |c: &Claim, delay: u16| next_height >= c.created.0.saturating_add(u32::from(delay));
+        let delay_ours = self.counterparty.as_ref().map_or(0, |c| c.to_self_delay);
+        let anchors = self.channel_type.has_anchors();
+        // Penalties: one transaction for everything still open on the revoked commitment.
+        if let ClosingKind::Revoked(_) = on.kind {
+            let open: Vec<&Claim> = on.claims.iter().filter(|c| c.kind == ClaimKind::Penalty && c.spent_by.is_none() && c.claim_txid.is_none()).collect();
+            if !open.is_empty() {
+                if let Some(p) = self.build_penalty(&on.closing_tx, records, signer) {
+                    let ptxid = p.tx.compute_txid();
+                    for (op, _, _) in &p.swept {
+                        if open.iter().any(|c| c.outpoint == *op) {
+                            done.push((*op, ptxid));
+                        }
+                    }
+                    broadcast.push(p.tx);
+                }
+            }
+        }
+        for c in on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_none()) {
+            let tx = match &c.kind {
+                ClaimKind::HolderToLocal { n, script } | ClaimKind::HolderSecondStage { n, script } => {
+                    if !matured(c, delay_ours) {
+                        continue;
+                    }
+                    self.sweep_delayed(c, *n, script, delay_ours, signer)
+                }
+                ClaimKind::HolderHtlc { position, offerer, id, cltv_expiry } => {
+                    let preimage = match offerer {
+                        Side::Holder => {
+                            if next_height <= *cltv_expiry {
+                                continue;
+                            }
+                            None
+                        }
+                        Side::Counterparty => match self.known_preimage(Side::Counterparty, *id) {
+                            Some(p) => Some(p),
+                            None => continue,
+                        },
+                    };
+                    if anchors && !matured(c, 1) {
+                        continue;
+                    }
+                    self.holder_commitment(signer)
+                        .ok()
+                        .and_then(|v| v.finalize_htlc_tx(signer, *position, preimage.as_ref()).ok().flatten())
+                }
+                ClaimKind::ToRemote => {
+                    if anchors && !matured(c, 1) {
+                        continue;
+                    }
+                    self.sweep_to_remote(c, signer)
+                }
+                ClaimKind::RemoteHtlc { n, offerer, id, cltv_expiry, script } => {
+                    if anchors && !matured(c, 1) {
+                        continue;
+                    }
+                    match offerer {
+                        // Ours: take it back after expiry through their "received" script.
+                        Side::Holder => {
+                            if next_height <= *cltv_expiry {
+                                continue;
+                            }
+                            self.sweep_remote_htlc(c, *n, script, None, *cltv_expiry, signer)
+                        }
+                        Side::Counterparty => match self.known_preimage(Side::Counterparty, *id) {
+                            Some(p) => self.sweep_remote_htlc(c, *n, script, Some(&p), 0, signer),
+                            None => continue,
+                        },
+                    }
+                }
+                ClaimKind::Penalty => continue,
+            };
+            if let Some(tx) = tx {
+                done.push((c.outpoint, tx.compute_txid()));
+                broadcast.push(tx);
+            }
+        }
+        if done.is_empty() && events.is_empty() {
+            return Effects::none();
+        }
+        if let Some(on) = self.onchain.as_mut() {
+            for (op, txid) in &done {
+                if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == *op) {
+                    c.claim_txid = Some(*txid);
+                }
+            }
+        }
+        let mut fx = self.persist();
+        fx.watch.extend(broadcast.iter().map(|t| Watch::Tx(t.compute_txid())));
+        fx.broadcast = broadcast;
+        fx.events = events;
+        fx
+    }
+
+    fn build_penalty<S: Signer + ?Sized>(&self, tx: &Transaction, records: &[PenaltyRecord], signer: &S) -> Option<super::penalty::Penalty> {
+        let kit = self.watchtower_kit(None, records)?;
+        let feerate = FeeratePerKw(self.sweep_feerate);
+        kit.penalty_tx_with(tx, feerate, &[], Some(&|t, i, w, v, secret| revocation_sign(signer, t, i, w, v, secret)))
+    }
+
+    fn sweep_skeleton(&self, c: &Claim, sequence: Sequence, lock_time: LockTime, witness_weight: u64) -> Option<Transaction> {
+        let fee = FeeratePerKw(self.sweep_feerate).fee_for_weight(SWEEP_BASE_WEIGHT + witness_weight);
+        Some(Transaction {
+            version: Version::TWO,
+            lock_time,
+            input: alloc::vec![TxIn { previous_output: c.outpoint, script_sig: ScriptBuf::new(), sequence, witness: Witness::new() }],
+            output: alloc::vec![TxOut { value: c.value.checked_sub(fee)?, script_pubkey: self.sweep_destination() }],
+        })
+    }
+
+    fn sweep_delayed<S: Signer + ?Sized>(&self, c: &Claim, n: u64, ws: &WitnessScript, delay: u16, signer: &S) -> Option<Transaction> {
+        let point = signer.per_commitment_point(CommitmentNumber::new(n)?).ok()?;
+        let mut tx = self.sweep_skeleton(c, Sequence::from_height(delay), LockTime::ZERO, 80 + ws.as_bytes().len() as u64)?;
+        let sig = signer
+            .sign(&SignRequest {
+                tx: &tx,
+                input: 0,
+                script_code: ws.as_script(),
+                p2wpkh: false,
+                value: c.value,
+                sighash_type: EcdsaSighashType::All,
+                key: KeyId::DelayedPayment,
+                tweak: Tweak::PerCommitment(point),
+            })
+            .ok()?;
+        tx.input.first_mut()?.witness = script::to_local_delayed_witness(ws, &sig);
+        Some(tx)
+    }
+
+    fn sweep_to_remote<S: Signer + ?Sized>(&self, c: &Claim, signer: &S) -> Option<Transaction> {
+        let key = *self.holder.pubkeys.payment_basepoint.public_key();
+        if self.channel_type.has_anchors() {
+            let ws = script::to_remote_anchored(&key);
+            let mut tx = self.sweep_skeleton(c, Sequence(1), LockTime::ZERO, 80 + ws.as_bytes().len() as u64)?;
+            let sig = signer
+                .sign(&SignRequest {
+                    tx: &tx,
+                    input: 0,
+                    script_code: ws.as_script(),
+                    p2wpkh: false,
+                    value: c.value,
+                    sighash_type: EcdsaSighashType::All,
+                    key: KeyId::Payment,
+                    tweak: Tweak::None,
+                })
+                .ok()?;
+            tx.input.first_mut()?.witness = script::to_remote_anchored_witness(&ws, &sig);
+            Some(tx)
+        } else {
+            let spk = script::to_remote_p2wpkh(&key);
+            let mut tx = self.sweep_skeleton(c, Sequence::ENABLE_RBF_NO_LOCKTIME, LockTime::ZERO, 110)?;
+            let sig = signer
+                .sign(&SignRequest {
+                    tx: &tx,
+                    input: 0,
+                    script_code: &spk,
+                    p2wpkh: true,
+                    value: c.value,
+                    sighash_type: EcdsaSighashType::All,
+                    key: KeyId::Payment,
+                    tweak: Tweak::None,
+                })
+                .ok()?;
+            let mut w = Witness::new();
+            w.push(sig.serialize());
+            w.push(key.serialize());
+            tx.input.first_mut()?.witness = w;
+            Some(tx)
+        }
+    }
+
+    fn sweep_remote_htlc<S: Signer + ?Sized>(
+        &self,
+        c: &Claim,
+        n: u64,
+        ws: &WitnessScript,
+        preimage: Option<&PaymentPreimage>,
+        cltv_expiry: u32,
+        signer: &S,
+    ) -> Option<Transaction> {
+        let point = if n == self.counterparty_commitment { self.counterparty_point } else { self.counterparty_prev_point }?;
+        let anchors = self.channel_type.has_anchors();
+        let (sequence, lock_time) = match (preimage, anchors) {
+            (Some(_), true) => (Sequence(1), LockTime::ZERO),
+            (Some(_), false) => (Sequence::ENABLE_RBF_NO_LOCKTIME, LockTime::ZERO),
+            (None, true) => (Sequence(1), LockTime::from_consensus(cltv_expiry)),
+            (None, false) => (Sequence::ENABLE_LOCKTIME_NO_RBF, LockTime::from_consensus(cltv_expiry)),
+        };
+        let mut tx = self.sweep_skeleton(c, sequence, lock_time, 112 + ws.as_bytes().len() as u64)?;
+        let sig = signer
+            .sign(&SignRequest {
+                tx: &tx,
+                input: 0,
+                script_code: ws.as_script(),
+                p2wpkh: false,
+                value: c.value,
+                sighash_type: EcdsaSighashType::All,
+                key: KeyId::Htlc,
+                tweak: Tweak::PerCommitment(PerCommitmentPoint::from_public_key(point)),
+            })
+            .ok()?;
+        tx.input.first_mut()?.witness = match preimage {
+            Some(p) => script::offered_htlc_success_witness(ws, &sig, p),
+            None => script::received_htlc_timeout_witness(ws, &sig),
+        };
+        Some(tx)
+    }
+
+    /// A transaction spending one of our tracked outputs confirmed.
+    fn on_claim_spent<S: Signer + ?Sized>(
+        &mut self,
+        tx: &Transaction,
+        height: BlockHeight,
+        records: &[PenaltyRecord],
+        signer: &S,
+    ) -> Effects {
+        let txid = tx.compute_txid();
+        let Some(on) = self.onchain.clone() else { return Effects::none() };
+        let mut events = Vec::new();
+        let mut new_claims = Vec::new();
+        let mut penalties = Vec::new();
+        for input in &tx.input {
+            let Some(c) = on.claims.iter().find(|c| c.outpoint == input.previous_output && c.spent_by.is_none()) else {
+                continue;
+            };
+            let ours = c.claim_txid == Some(txid);
+            // A preimage in the witness settles the HTLC we offered, whoever spent it.
+            let htlc = match &c.kind {
+                ClaimKind::HolderHtlc { offerer, id, .. } | ClaimKind::RemoteHtlc { offerer, id, .. } => Some((*offerer, *id)),
+                _ => None,
+            };
+            if let Some((Side::Holder, id)) = htlc {
+                if let Some(h) = self.find_htlc(Side::Holder, id) {
+                    if let Some(preimage) = h.payment_hash.find_preimage_in(&input.witness) {
+                        if !self.preimages.iter().any(|(o, i, _)| *o == Side::Holder && *i == id) {
+                            events.push(Event::HtlcFulfilled { id, payment_hash: h.payment_hash, preimage });
+                        }
+                    } else if ours || matches!(c.kind, ClaimKind::HolderHtlc { .. }) {
+                        events.push(Event::HtlcFailed { id, payment_hash: h.payment_hash });
+                    }
+                }
+            }
+            if let (ClaimKind::HolderHtlc { .. }, true) = (&c.kind, ours) {
+                // Our second-stage transaction: its output is ours after the delay.
+                if let (Ok(v), Some(out)) = (self.holder_commitment(signer), tx.output.first()) {
+                    new_claims.push(Claim {
+                        outpoint: OutPoint { txid, vout: 0 },
+                        value: out.value,
+                        kind: ClaimKind::HolderSecondStage { n: self.holder_commitment, script: v.commitment().to_local_script().clone() },
+                        created: height,
+                        claim_txid: None,
+                        spent_by: None,
+                    });
+                }
+            }
+            if let (ClaimKind::Penalty, false) = (&c.kind, ours) {
+                // The cheater took an HTLC output through its second stage: punish that too.
+                if let Some(kit) = self.watchtower_kit(None, records) {
+                    let feerate = FeeratePerKw(self.sweep_feerate);
+                    if let Some(p) = kit.second_stage_penalty_with(&on.closing_tx, tx, feerate, Some(&|t, i, w, v, s| revocation_sign(signer, t, i, w, v, s))) {
+                        for (op, value, _) in &p.swept {
+                            new_claims.push(Claim {
+                                outpoint: *op,
+                                value: *value,
+                                kind: ClaimKind::Penalty,
+                                created: height,
+                                claim_txid: Some(p.tx.compute_txid()),
+                                spent_by: None,
+                            });
+                        }
+                        penalties.push(p.tx);
+                    }
+                }
+            }
+        }
+        for (o, i, p) in events.iter().filter_map(|e| match e {
+            Event::HtlcFulfilled { id, preimage, .. } => Some((Side::Holder, *id, *preimage)),
+            _ => None,
+        }) {
+            self.preimages.push((o, i, p));
+        }
+        if let Some(on) = self.onchain.as_mut() {
+            for input in &tx.input {
+                if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == input.previous_output) {
+                    c.spent_by = Some(txid);
+                }
+            }
+            on.claims.extend(new_claims);
+        }
+        let watch: Vec<Watch> = penalties.iter().map(|p| Watch::Tx(p.compute_txid())).collect();
+        let mut fx = self.claim_due(records, signer, events);
+        if fx.update.is_none() {
+            fx.merge(self.persist());
+        }
+        fx.broadcast.extend(penalties);
+        fx.watch.extend(watch);
+        if let Some(on) = &self.onchain {
+            fx.watch.extend(on.claims.iter().filter(|c| c.spent_by.is_none()).map(|c| Watch::Spend(c.outpoint)));
+        }
+        fx
+    }
+}
+
+fn revocation_sign<S: Signer + ?Sized>(
+    signer: &S,
+    tx: &Transaction,
+    input: usize,
+    ws: &WitnessScript,
+    value: Amount,
+    secret: crate::core::keys::PerCommitmentSecret,
+) -> Option<ecdsa::Signature> {
+    signer
+        .sign(&SignRequest {
+            tx,
+            input,
+            script_code: ws.as_script(),
+            p2wpkh: false,
+            value,
+            sighash_type: EcdsaSighashType::All,
+            key: KeyId::RevocationBase,
+            tweak: Tweak::Revocation(secret),
+        })
+        .ok()
+}
+
