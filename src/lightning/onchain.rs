@@ -348,6 +348,10 @@ impl Channel {
         self.phase = Phase::Closed;
         self.onchain = Some(OnChain { closing_tx: tx.clone(), kind, height, claims });
         let mut fx = self.claim_due(records, signer, events);
+        if fx.update.is_none() {
+            let persisted = self.persist();
+            fx.update = persisted.update;
+        }
         if let Some(on) = &self.onchain {
             fx.watch.extend(on.claims.iter().map(|c| Watch::Spend(c.outpoint)));
         }
@@ -496,9 +500,14 @@ impl Channel {
         let anchors = self.channel_type.has_anchors();
         // Penalties: one transaction for everything still open on the revoked commitment.
         if let ClosingKind::Revoked(_) = on.kind {
-            let open: Vec<&Claim> = on.claims.iter().filter(|c| c.kind == ClaimKind::Penalty && c.spent_by.is_none() && c.claim_txid.is_none()).collect();
+            let open: Vec<&Claim> = on
+                .claims
+                .iter()
+                .filter(|c| c.kind == ClaimKind::Penalty && c.spent_by.is_none() && c.claim_txid.is_none())
+                .collect();
+            let only: Vec<OutPoint> = open.iter().map(|c| c.outpoint).collect();
             if !open.is_empty() {
-                if let Some(p) = self.build_penalty(&on.closing_tx, records, signer) {
+                if let Some(p) = self.build_penalty(&on.closing_tx, records, &only, signer) {
                     let ptxid = p.tx.compute_txid();
                     for (op, _, _) in &p.swept {
                         if open.iter().any(|c| c.outpoint == *op) {
@@ -585,10 +594,16 @@ impl Channel {
         fx
     }
 
-    fn build_penalty<S: Signer + ?Sized>(&self, tx: &Transaction, records: &[PenaltyRecord], signer: &S) -> Option<super::penalty::Penalty> {
+    fn build_penalty<S: Signer + ?Sized>(
+        &self,
+        tx: &Transaction,
+        records: &[PenaltyRecord],
+        only: &[OutPoint],
+        signer: &S,
+    ) -> Option<super::penalty::Penalty> {
         let kit = self.watchtower_kit(None, records)?;
         let feerate = FeeratePerKw(self.sweep_feerate);
-        kit.penalty_tx_with(tx, feerate, &[], Some(&|t, i, w, v, secret| revocation_sign(signer, t, i, w, v, secret)))
+        kit.penalty_tx_with(tx, feerate, &[], Some(only), Some(&|t, i, w, v, secret| revocation_sign(signer, t, i, w, v, secret)))
     }
 
     fn sweep_skeleton(&self, c: &Claim, sequence: Sequence, lock_time: LockTime, witness_weight: u64) -> Option<Transaction> {
@@ -773,9 +788,19 @@ impl Channel {
             self.preimages.push((o, i, p));
         }
         if let Some(on) = self.onchain.as_mut() {
+            let mut invalidated = Vec::new();
             for input in &tx.input {
                 if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == input.previous_output) {
                     c.spent_by = Some(txid);
+                    if let Some(ours) = c.claim_txid.filter(|t| *t != txid) {
+                        invalidated.push(ours);
+                    }
+                }
+            }
+            // Our transaction that also spent this output can never confirm: build the others again.
+            for c in on.claims.iter_mut() {
+                if c.spent_by.is_none() && c.claim_txid.is_some_and(|t| invalidated.contains(&t)) {
+                    c.claim_txid = None;
                 }
             }
             on.claims.extend(new_claims);
@@ -783,7 +808,8 @@ impl Channel {
         let watch: Vec<Watch> = penalties.iter().map(|p| Watch::Tx(p.compute_txid())).collect();
         let mut fx = self.claim_due(records, signer, events);
         if fx.update.is_none() {
-            fx.merge(self.persist());
+            let persisted = self.persist();
+            fx.update = persisted.update;
         }
         fx.broadcast.extend(penalties);
         fx.watch.extend(watch);

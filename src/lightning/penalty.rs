@@ -243,7 +243,7 @@ impl PenaltyKit {
     /// HTLC output with the revocation key. `None` if `tx` is not a revoked commitment of this
     /// channel, or has nothing to sweep, or the kit holds no revocation secret.
     pub fn penalty_tx(&self, tx: &Transaction, feerate: FeeratePerKw) -> Option<Penalty> {
-        self.penalty_tx_with(tx, feerate, &[], None)
+        self.penalty_tx_with(tx, feerate, &[], None, None)
     }
 
     /// As [`PenaltyKit::penalty_tx`], with HTLCs still live in the channel and an outside signer.
@@ -252,11 +252,15 @@ impl PenaltyKit {
         tx: &Transaction,
         feerate: FeeratePerKw,
         live: &[PenaltyRecord],
+        only: Option<&[OutPoint]>,
         signer: Option<&dyn Fn(&Transaction, usize, &WitnessScript, Amount, PerCommitmentSecret) -> Option<ecdsa::Signature>>,
     ) -> Option<Penalty> {
         let n = self.revoked_number(tx)?;
         let k = self.keys(n)?;
-        let found = self.find(n, tx, &k, live);
+        let mut found = self.find(n, tx, &k, live);
+        if let Some(only) = only {
+            found.retain(|f| only.contains(&f.outpoint));
+        }
         let secret = k.secret;
         match signer {
             Some(s) => self.sweep(&found, &k, feerate, &|t, i, w, v| s(t, i, w, v, secret)),

@@ -30,6 +30,9 @@ pub struct Chain {
     pub height: u32,
     utxos: HashMap<OutPoint, (TxOut, u32)>,
     confirmed: HashMap<Txid, (Transaction, u32)>,
+    /// Transactions waiting for a block ([`Chain::submit`], [`Chain::mine_block`]), in arrival
+    /// order; conflicting transactions may wait side by side.
+    mempool: Vec<Transaction>,
 }
 
 impl Chain {
@@ -77,7 +80,8 @@ impl Chain {
         let mut spent = Vec::new();
         let mut total_in = 0u64;
         for (i, input) in tx.input.iter().enumerate() {
-            let (out, h) = self.utxos.get(&input.previous_output).ok_or(Reject::MissingOrSpent(input.previous_output))?;
+            let (out, h) =
+                self.utxos.get(&input.previous_output).ok_or(Reject::MissingOrSpent(input.previous_output))?;
             total_in += out.value.to_sat();
             spent.push(out.clone());
             let seq = input.sequence.0;
@@ -92,8 +96,10 @@ impl Chain {
         let lt = tx.lock_time.to_consensus_u32();
         let all_final = tx.input.iter().all(|i| i.sequence.0 == 0xffff_ffff);
         if lt != 0 && !all_final {
-            assert!(lt < 500_000_000, "time locks are not used by this crate");
-            if lt >= next {
+            // Time locks (BOLT #3 commitments carry an obscured number in 0x20xxxxxx, a date in
+            // 1987) are compared with a median-time-past of 2026.
+            let now = if lt >= 500_000_000 { 1_790_000_000 } else { next };
+            if lt >= now {
                 return Err(Reject::NonFinal { locktime: lt, next_height: next });
             }
         }
@@ -134,5 +140,73 @@ impl Chain {
         }
         self.height -= 1;
         Some(tx)
+    }
+
+    /// Accepts `tx` into the mempool if it could be mined in the next block, as Bitcoin Core's
+    /// mempool would (a non-final or BIP-0068-locked transaction is refused, and must be
+    /// submitted again once valid). Transactions spending the same output may wait side by side;
+    /// the first submitted that is valid wins the block. Submitting a transaction twice is a no-op.
+    pub fn submit(&mut self, tx: &Transaction) -> Result<(), Reject> {
+        let txid = tx.compute_txid();
+        if self.confirmed.contains_key(&txid) || self.mempool.iter().any(|m| m.compute_txid() == txid) {
+            return Ok(());
+        }
+        self.check(tx)?;
+        self.mempool.push(tx.clone());
+        Ok(())
+    }
+
+    /// Every confirmed transaction (credited ones included).
+    pub fn confirmed_txs(&self) -> Vec<&Transaction> {
+        self.confirmed.values().map(|(t, _)| t).collect()
+    }
+
+    /// The transactions waiting in the mempool.
+    pub fn mempool(&self) -> &[Transaction] {
+        &self.mempool
+    }
+
+    /// Mines the next block: every mempool transaction valid in it, in arrival order (a child may
+    /// follow its parent into the same block when its relative lock allows), each checked by
+    /// [`Chain::check`]. Transactions left in the mempool that conflict with the block are
+    /// evicted. Returns the block's transactions.
+    pub fn mine_block(&mut self) -> Vec<Transaction> {
+        let block_height = self.height + 1;
+        let mut mined = Vec::new();
+        loop {
+            let mut progress = false;
+            let mut i = 0;
+            while i < self.mempool.len() {
+                // `check` validates against the next block, `self.height + 1` = `block_height`.
+                if self.check(&self.mempool[i]).is_ok() {
+                    let tx = self.mempool.remove(i);
+                    for input in &tx.input {
+                        self.utxos.remove(&input.previous_output);
+                    }
+                    let txid = tx.compute_txid();
+                    for (vout, out) in tx.output.iter().enumerate() {
+                        self.utxos.insert(OutPoint { txid, vout: vout as u32 }, (out.clone(), block_height));
+                    }
+                    self.confirmed.insert(txid, (tx.clone(), block_height));
+                    mined.push(tx);
+                    progress = true;
+                } else {
+                    i += 1;
+                }
+            }
+            if !progress {
+                break;
+            }
+        }
+        self.height = block_height;
+        let utxos = &self.utxos;
+        let confirmed = &self.confirmed;
+        // Evict what the block double-spent (an input whose parent confirmed but is spent now).
+        self.mempool.retain(|tx| {
+            tx.input
+                .iter()
+                .all(|i| utxos.contains_key(&i.previous_output) || !confirmed.contains_key(&i.previous_output.txid))
+        });
+        mined
     }
 }
