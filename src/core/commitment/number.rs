@@ -92,6 +92,11 @@ impl ObscuringFactor {
         ObscuringFactor(u64::from_be_bytes(low))
     }
 
+    /// A factor from its raw value (the low 48 bits are used).
+    pub const fn from_u64(v: u64) -> Self {
+        ObscuringFactor(v & ((1 << 48) - 1))
+    }
+
     /// The raw 48-bit value.
     pub const fn to_u64(self) -> u64 {
         self.0
