@@ -24,6 +24,7 @@ fn main() -> Result<(), Error> {
     println!("paychan tour\n============\n");
     commitment_section()?;
     spilman_section()?;
+    lightning_section()?;
     Ok(())
 }
 
@@ -193,5 +194,134 @@ fn spilman_section() -> Result<(), Error> {
     println!("   the payer's refund ({} vB) was valid from height {} had the payee vanished", vsize(&refund), payer.refund_height().0);
     let _ = payer.handle_chain(ChainEvent::Confirmed { tx: close, height: BlockHeight(800_001) }, &payer_signer);
     println!("   payer sees the close: closed = {}\n", payer.is_closed());
+    Ok(())
+}
+
+/// Delivers messages back and forth between two Lightning peers until both are quiet.
+fn ln_run(
+    a: &mut paychan::lightning::Channel,
+    sa: &InMemorySigner,
+    b: &mut paychan::lightning::Channel,
+    sb: &InMemorySigner,
+    first: paychan::lightning::Effects,
+    from_a: bool,
+    log: &mut Vec<paychan::lightning::Event>,
+) -> Result<Vec<Transaction>, Error> {
+    let tip = ChainTip::at(800_000);
+    let mut broadcast = Vec::new();
+    let mut queue = vec![(first, from_a)];
+    while let Some((fx, from_a)) = queue.pop() {
+        log.extend(fx.events);
+        broadcast.extend(fx.broadcast);
+        for m in fx.send {
+            let m = paychan::lightning::Msg::decode(&m.encode())?;
+            let answer = if from_a { b.handle_message(m, sb, tip)? } else { a.handle_message(m, sa, tip)? };
+            queue.push((answer, !from_a));
+        }
+    }
+    Ok(broadcast)
+}
+
+fn lightning_section() -> Result<(), Error> {
+    use paychan::lightning::{Channel, ChannelConfig, Event, Msg as LnMsg, OnionPacket, OpenParams, Side};
+    println!("3. A Lightning channel (anchors, zero-fee HTLC transactions)\n");
+    let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xe1; 32]), 0));
+    let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xf1; 32]), 0));
+    let tip = ChainTip::at(800_000);
+    let config = ChannelConfig { minimum_depth: 1, ..ChannelConfig::default_for([6; 32], ChannelType::AnchorsZeroFeeHtlc) };
+    let params = OpenParams {
+        config: config.clone(),
+        temporary_channel_id: paychan::driving::ChannelId([9; 32]),
+        funding: Amount::from_sat(2_000_000),
+        push: MilliSats::from_msat(500_000_000),
+        feerate_per_kw: 1_000,
+    };
+    let mut log = Vec::new();
+    let (mut a, fx) = Channel::open(params, &sa, tip)?;
+    let Some(LnMsg::OpenChannel(open)) = fx.send.into_iter().next() else { return Err("no open".into()) };
+    let (mut b, fx) = Channel::accept(&open, config, &sb, tip)?;
+    ln_run(&mut a, &sa, &mut b, &sb, fx, false, &mut log)?;
+    let (script_pubkey, value) = log
+        .iter()
+        .find_map(|e| match e {
+            Event::FundingGenerationReady { script_pubkey, value } => Some((script_pubkey.clone(), *value)),
+            _ => None,
+        })
+        .ok_or("no funding request")?;
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([8; 32]), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value, script_pubkey }],
+    };
+    let fx = a.funding_tx(funding.clone(), &sa)?;
+    ln_run(&mut a, &sa, &mut b, &sb, fx, true, &mut log)?;
+    let h = BlockHeight(800_001);
+    let fx = a.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &sa);
+    ln_run(&mut a, &sa, &mut b, &sb, fx, true, &mut log)?;
+    let fx = b.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &sb);
+    ln_run(&mut a, &sa, &mut b, &sb, fx, false, &mut log)?;
+    println!("   opened: {:?}, capacity {} sat, {:?}", a.phase(), a.capacity().to_sat(), a.channel_id());
+    // Bob's first commitment: Bob will try to cheat with it later.
+    let old_bob = b.holder_commitment_tx(&sb)?;
+
+    // Payments both ways, each an HTLC added, committed, fulfilled and committed.
+    for i in 0..6u8 {
+        let pre = PaymentPreimage([0x40 + i; 32]);
+        let amount = MilliSats::from_msat(25_000_000 + u64::from(i) * 1_000_000);
+        let a_pays = i % 2 == 0;
+        let ((payer, ps), (payee, qs)) = if a_pays { ((&mut a, &sa), (&mut b, &sb)) } else { ((&mut b, &sb), (&mut a, &sa)) };
+        let (id, fx) = payer.add_htlc(amount, pre.hash(), 800_200, OnionPacket::zeroed())?;
+        let mut fx2 = payer.commit(ps)?;
+        fx2.send.splice(0..0, fx.send);
+        if a_pays { ln_run(payer, ps, payee, qs, fx2, true, &mut log)?; } else { ln_run(payee, qs, payer, ps, fx2, false, &mut log)?; }
+        let fx = payee.fulfill_htlc(id, pre)?;
+        let mut fx2 = payee.commit(qs)?;
+        fx2.send.splice(0..0, fx.send);
+        if a_pays { ln_run(payer, ps, payee, qs, fx2, false, &mut log)?; } else { ln_run(payee, qs, payer, ps, fx2, true, &mut log)?; }
+        println!("   {} pays {} sat through HTLC #{id}: preimage back, HTLC settled", if a_pays { "alice" } else { "bob" }, amount.to_sat_floor());
+    }
+    let bal = a.balances(Side::Holder);
+    println!("   balances: alice {} sat, bob {} sat; {} commitments each", bal.holder.to_sat_floor(), bal.counterparty.to_sat_floor(), a.holder_commitment_number());
+    for tx in [a.holder_commitment_tx(&sa)?, b.holder_commitment_tx(&sb)?] {
+        tx.verify(|_| Some(funding.output[0].clone()))?;
+    }
+    println!("   both latest commitments accepted by Bitcoin Core's interpreter");
+
+    // The cheating scene, on a copy of Alice: Bob publishes his first (revoked) commitment.
+    let mut alice = a.clone();
+    let fx = alice.handle_chain(ChainEvent::Confirmed { tx: &old_bob, height: BlockHeight(800_010) }, &sa);
+    println!("\n   Bob cheats: broadcasts revoked commitment {} ({} vB)", old_bob.compute_txid(), vsize(&old_bob));
+    for o in &old_bob.output {
+        println!("     output {:>9} sat", o.value.to_sat());
+    }
+    for t in &fx.broadcast {
+        let prevouts: Vec<TxOut> = t.input.iter().map(|i| old_bob.output[i.previous_output.vout as usize].clone()).collect();
+        t.verify(|op| prevouts.get(t.input.iter().position(|i| i.previous_output == *op)?).cloned())?;
+        let swept: u64 = prevouts.iter().map(|o| o.value.to_sat()).sum();
+        let what = if t.input.iter().all(|i| i.witness.len() == 3) { "penalty (revocation key)" } else { "sweep of her own output" };
+        println!("   Alice broadcasts {what} {}: {} sat swept, {} sat after fees, verified", t.compute_txid(), swept, t.output[0].value.to_sat());
+    }
+    println!("   Bob's own balance went to the penalty: he loses everything in the channel.");
+
+    // The real channel closes cooperatively.
+    let dest_a = ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([0xa1; 20]));
+    let dest_b = ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([0xb1; 20]));
+    let fx = a.shutdown(dest_a, (Amount::from_sat(200), Amount::from_sat(2_000)), &sa)?;
+    ln_run(&mut a, &sa, &mut b, &sb, fx, true, &mut log)?;
+    let fx = b.shutdown(dest_b, (Amount::from_sat(100), Amount::from_sat(1_500)), &sb)?;
+    ln_run(&mut a, &sa, &mut b, &sb, fx, false, &mut log)?;
+    let close = a.closing_transaction().ok_or("no closing transaction")?;
+    close.verify(|_| Some(funding.output[0].clone()))?;
+    println!("\n   cooperative close {} ({} vB), verified:", close.compute_txid(), vsize(close));
+    for o in &close.output {
+        println!("     {:>9} sat", o.value.to_sat());
+    }
+    println!();
     Ok(())
 }
