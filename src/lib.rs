@@ -96,6 +96,5 @@ pub extern crate bitcoin;
 
 pub mod core;
 pub mod driving;
-pub mod duplex;
 pub mod lightning;
 pub mod spilman;
