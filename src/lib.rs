@@ -4,7 +4,7 @@
 //!
 //! * [`spilman`]: unidirectional micropayment channels (payer → payee), with the CLTV-script
 //!   refund or the original pre-signed refund;
-//! * [`duplex`]: Decker–Wattenhofer duplex channels on an invalidation tree of relative timelocks
+//! * `duplex`: Decker–Wattenhofer duplex channels on an invalidation tree of relative timelocks
 //!   (BIP-0068), with two Spilman leaf channels, resets, HTLCs and both closes;
 //! * `lightning` (coming): Poon–Dryja channels with revocable commitments and HTLCs (BOLT 2/3).
 //!
