@@ -79,7 +79,7 @@ fn open() -> Pair {
     };
     let (mut a, fx) = Channel::open(params, &sa, tip).expect("open");
     let Some(Msg::OpenChannel(open)) = fx.send.into_iter().next() else { panic!("open") };
-    let (mut b, fx) = Channel::accept(&open, config(), &sb, tip).expect("accept");
+    let (b, fx) = Channel::accept(&open, config(), &sb, tip).expect("accept");
     let mut fx_a = Vec::new();
     for m in fx.send {
         fx_a.push(a.handle_message(m, &sa, tip).expect("accept_channel"));

@@ -71,12 +71,9 @@ fn stress(ct: ChannelType, seed: u64, steps: usize, target_each_way: usize) {
                     let pre = PaymentPreimage(bytes);
                     preimages.insert(pre.hash(), pre);
                     let amount = MilliSats::from_msat(1_000 + rng.below(3_000_000));
-                    match peer.ch.add_htlc(amount, pre.hash(), 5_000 + rng.below(100) as u32, onion()) {
-                        Ok((_, fx)) => {
-                            peer.absorb_pub(fx, out);
-                        }
-                        // Refused adds (limits, reserve, fee buffer) are fine: the channel is full.
-                        Err(_) => {}
+                    // Refused adds (limits, reserve, fee buffer) are fine: the channel is full.
+                    if let Ok((_, fx)) = peer.ch.add_htlc(amount, pre.hash(), 5_000 + rng.below(100) as u32, onion()) {
+                        peer.absorb_pub(fx, out);
                     }
                 }
             }
@@ -251,7 +248,8 @@ fn reestablish_at_every_step_of_a_commitment_dance() {
             p.b.absorb_pub(fx, &mut p.to_a);
             let mut delivered = 0;
             while delivered < cut {
-                let moved = if delivered % 2 == 0 { p.deliver_to_b() || p.deliver_to_a() } else { p.deliver_to_a() || p.deliver_to_b() };
+                let b_first = delivered % 2 == 0;
+                let moved = if b_first && p.deliver_to_b() { true } else { p.deliver_to_a() || p.deliver_to_b() };
                 if !moved {
                     break;
                 }

@@ -226,7 +226,6 @@ fn force_close_resolves_every_htlc() {
                 pending.extend(fa.broadcast);
                 pending.extend(fb.broadcast);
             }
-            let mut next = Vec::new();
             for tx in std::mem::take(&mut pending) {
                 match chain.check(&tx) {
                     Ok(()) => {
@@ -236,7 +235,6 @@ fn force_close_resolves_every_htlc() {
                     Err(e) => panic!("broadcast before it was valid or invalid: {e:?}"),
                 }
             }
-            pending.extend(next.drain(..));
             chain.advance(1);
             let t = paychan::driving::ChainTip::at(chain.height);
             let fa = p.a.ch.handle_chain(ChainEvent::Tip(t), &p.a.signer);

@@ -105,7 +105,7 @@ impl Harness {
             output: vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, h.payer.funding_output()],
         };
         let fx = h.payer.fund(funding.clone(), &h.payer_signer).unwrap();
-        h.from_payer(fx);
+        h.deliver_from_payer(fx);
         // The funding transaction is broadcast only once the payer holds its refund.
         assert!(h.broadcasts.iter().any(|t| t.compute_txid() == funding.compute_txid()));
         h.chain.credit(&funding);
@@ -122,29 +122,29 @@ impl Harness {
     }
 
     /// Delivers the payer's effects to the payee, and so on until quiet.
-    fn from_payer(&mut self, fx: Effects) {
+    fn deliver_from_payer(&mut self, fx: Effects) {
         Self::check_update(&fx);
         self.payer_events.extend(fx.events);
         self.broadcasts.extend(fx.broadcast);
         for m in fx.send {
             let out = self.payee.handle_message(wire(&m), &self.payee_signer, tip(&self.chain)).expect("payee accepts");
-            self.from_payee(out);
+            self.deliver_from_payee(out);
         }
     }
 
-    fn from_payee(&mut self, fx: Effects) {
+    fn deliver_from_payee(&mut self, fx: Effects) {
         Self::check_update(&fx);
         self.payee_events.extend(fx.events);
         self.broadcasts.extend(fx.broadcast);
         for m in fx.send {
             let out = self.payer.handle_message(wire(&m), &self.payer_signer, tip(&self.chain)).expect("payer accepts");
-            self.from_payer(out);
+            self.deliver_from_payer(out);
         }
     }
 
     fn pay(&mut self, sats: u64) {
         let fx = self.payer.pay(Amount::from_sat(sats), &self.payer_signer).unwrap();
-        self.from_payer(fx);
+        self.deliver_from_payer(fx);
     }
 
     /// Mines a transaction and tells both parties.
@@ -212,10 +212,10 @@ fn lifecycle(variant: Variant) {
         .payer
         .add_htlc(Amount::from_sat(5_000), pre_a.hash(), BlockHeight(h.chain.height + 50), &h.payer_signer, tip(&h.chain))
         .unwrap();
-    h.from_payer(fx);
+    h.deliver_from_payer(fx);
     assert!(h.payee_events.iter().any(|e| matches!(e, Event::HtlcOffered(x) if x.id == id_a)));
     let fx = h.payee.fulfill_htlc(id_a, pre_a, &h.payee_signer).unwrap();
-    h.from_payee(fx);
+    h.deliver_from_payee(fx);
     paid += 5_000;
     assert_eq!(h.payee.received().to_sat(), paid, "the fulfilled HTLC is folded into the payee's output");
     assert!(h.payer_events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id, preimage, .. } if *id == id_a && *preimage == pre_a)));
@@ -225,14 +225,14 @@ fn lifecycle(variant: Variant) {
     let expiry_b = h.chain.height + 20;
     let (id_b, fx) =
         h.payer.add_htlc(Amount::from_sat(7_000), pre_b.hash(), BlockHeight(expiry_b), &h.payer_signer, tip(&h.chain)).unwrap();
-    h.from_payer(fx);
+    h.deliver_from_payer(fx);
     assert_eq!(
         h.payer.timeout_htlc(id_b, &h.payer_signer, tip(&h.chain)),
         Err(paychan::spilman::CommandError::NotExpired)
     );
     h.advance_to(expiry_b);
     let fx = h.payer.timeout_htlc(id_b, &h.payer_signer, tip(&h.chain)).unwrap();
-    h.from_payer(fx);
+    h.deliver_from_payer(fx);
     assert_eq!(h.payer.is_fail_irrevocable(id_b), Some(false));
     h.pay(3_000);
     assert_eq!(h.payer.is_fail_irrevocable(id_b), Some(false));
@@ -247,10 +247,10 @@ fn lifecycle(variant: Variant) {
     let expiry_cd = h.chain.height + 30;
     let (id_c, fx) =
         h.payer.add_htlc(Amount::from_sat(6_000), pre_c.hash(), BlockHeight(expiry_cd), &h.payer_signer, tip(&h.chain)).unwrap();
-    h.from_payer(fx);
+    h.deliver_from_payer(fx);
     let (id_d, fx) =
         h.payer.add_htlc(Amount::from_sat(8_000), pre_d.hash(), BlockHeight(expiry_cd), &h.payer_signer, tip(&h.chain)).unwrap();
-    h.from_payer(fx);
+    h.deliver_from_payer(fx);
     // The payee learns C's preimage but the payer is offline: the Fulfill is lost.
     let fx = h.payee.fulfill_htlc(id_c, pre_c, &h.payee_signer).unwrap();
     assert!(matches!(fx.send.as_slice(), [Msg::Fulfill { .. }]));

@@ -285,8 +285,23 @@ pub fn derive_revocation_privkey<C: Signing>(
     revocation_base_secret: &RevocationBaseSecret,
     per_commitment_secret: &PerCommitmentSecret,
 ) -> Result<SecretKey, DerivationError> {
+    let base = RevocationBasepoint(PublicKey::from_secret_key(secp, &revocation_base_secret.0));
+    derive_revocation_privkey_with_basepoint(secp, revocation_base_secret, &base, per_commitment_secret)
+}
+
+/// As [`derive_revocation_privkey`], for a caller that already knows the revocation basepoint
+/// (saves a point multiplication). The basepoint MUST match the secret.
+///
+/// # Errors
+/// If the secret is invalid or a tweak is out of range.
+pub fn derive_revocation_privkey_with_basepoint<C: Signing>(
+    secp: &Secp256k1<C>,
+    revocation_base_secret: &RevocationBaseSecret,
+    basepoint: &RevocationBasepoint,
+    per_commitment_secret: &PerCommitmentSecret,
+) -> Result<SecretKey, DerivationError> {
     let pcs = per_commitment_secret.to_secret_key()?;
-    let base = PublicKey::from_secret_key(secp, &revocation_base_secret.0);
+    let base = basepoint.0;
     let point = PublicKey::from_secret_key(secp, &pcs);
     let a = revocation_base_secret.0.mul_tweak(&tweak_hash(&base, &point)?).map_err(|_| DerivationError)?;
     let b = pcs.mul_tweak(&tweak_hash(&point, &base)?).map_err(|_| DerivationError)?;

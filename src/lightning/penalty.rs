@@ -28,6 +28,11 @@ use crate::core::script::{self, WitnessScript};
 use crate::core::shachain::{SecretStore, MAX_INDEX};
 use crate::core::sign;
 
+/// Signs input `usize` of a penalty spending a revocable output (script, value) with the
+/// revocation key of the commitment whose secret is given.
+pub(crate) type RevocationSigner<'a> =
+    &'a dyn Fn(&Transaction, usize, &WitnessScript, Amount, PerCommitmentSecret) -> Option<ecdsa::Signature>;
+
 /// Which output of a revoked transaction a penalty input sweeps.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub enum SweptOutput {
@@ -253,7 +258,7 @@ impl PenaltyKit {
         feerate: FeeratePerKw,
         live: &[PenaltyRecord],
         only: Option<&[OutPoint]>,
-        signer: Option<&dyn Fn(&Transaction, usize, &WitnessScript, Amount, PerCommitmentSecret) -> Option<ecdsa::Signature>>,
+        signer: Option<RevocationSigner<'_>>,
     ) -> Option<Penalty> {
         let n = self.revoked_number(tx)?;
         let k = self.keys(n)?;
@@ -279,7 +284,7 @@ impl PenaltyKit {
         commitment: &Transaction,
         htlc_tx: &Transaction,
         feerate: FeeratePerKw,
-        signer: Option<&dyn Fn(&Transaction, usize, &WitnessScript, Amount, PerCommitmentSecret) -> Option<ecdsa::Signature>>,
+        signer: Option<RevocationSigner<'_>>,
     ) -> Option<Penalty> {
         let n = self.revoked_number(commitment)?;
         let ctxid = commitment.compute_txid();

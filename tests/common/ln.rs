@@ -104,7 +104,19 @@ impl Pair {
         let mut b = Peer { ch: chb, signer: sb, events: vec![], persisted: vec![], records: vec![] };
         let mut to_a = VecDeque::new();
         b.absorb(fxb, &mut to_a);
-        let mut pair = Pair { a, b, to_b: VecDeque::new(), to_a, funding: Transaction { version: Version::TWO, lock_time: bitcoin::absolute::LockTime::ZERO, input: vec![], output: vec![] }, tip: 1_000 };
+        let mut pair = Pair {
+            a,
+            b,
+            to_b: VecDeque::new(),
+            to_a,
+            funding: Transaction {
+                version: Version::TWO,
+                lock_time: bitcoin::absolute::LockTime::ZERO,
+                input: vec![],
+                output: vec![],
+            },
+            tip: 1_000,
+        };
         pair.run();
         let script = pair
             .a
@@ -152,14 +164,22 @@ impl Pair {
     /// Delivers one message to b, if any.
     pub fn deliver_to_b(&mut self) -> bool {
         let Some(m) = self.to_b.pop_front() else { return false };
-        let fx = self.b.ch.handle_message(m.clone(), &self.b.signer, ChainTip::at(self.tip)).unwrap_or_else(|e| panic!("b refused {m:?}: {e:?}"));
+        let fx = self
+            .b
+            .ch
+            .handle_message(m.clone(), &self.b.signer, ChainTip::at(self.tip))
+            .unwrap_or_else(|e| panic!("b refused {m:?}: {e:?}"));
         self.b.absorb(fx, &mut self.to_a);
         true
     }
 
     pub fn deliver_to_a(&mut self) -> bool {
         let Some(m) = self.to_a.pop_front() else { return false };
-        let fx = self.a.ch.handle_message(m.clone(), &self.a.signer, ChainTip::at(self.tip)).unwrap_or_else(|e| panic!("a refused {m:?}: {e:?}"));
+        let fx = self
+            .a
+            .ch
+            .handle_message(m.clone(), &self.a.signer, ChainTip::at(self.tip))
+            .unwrap_or_else(|e| panic!("a refused {m:?}: {e:?}"));
         self.a.absorb(fx, &mut self.to_b);
         true
     }
@@ -170,12 +190,20 @@ impl Pair {
         loop {
             let mut progressed = false;
             while let Some(m) = self.to_b.pop_front() {
-                let fx = self.b.ch.handle_message(m.clone(), &self.b.signer, ChainTip::at(self.tip)).unwrap_or_else(|e| panic!("b refused {m:?}: {e:?}"));
+                let fx = self
+                    .b
+                    .ch
+                    .handle_message(m.clone(), &self.b.signer, ChainTip::at(self.tip))
+                    .unwrap_or_else(|e| panic!("b refused {m:?}: {e:?}"));
                 out.extend(self.b.absorb(fx, &mut self.to_a));
                 progressed = true;
             }
             while let Some(m) = self.to_a.pop_front() {
-                let fx = self.a.ch.handle_message(m.clone(), &self.a.signer, ChainTip::at(self.tip)).unwrap_or_else(|e| panic!("a refused {m:?}: {e:?}"));
+                let fx = self
+                    .a
+                    .ch
+                    .handle_message(m.clone(), &self.a.signer, ChainTip::at(self.tip))
+                    .unwrap_or_else(|e| panic!("a refused {m:?}: {e:?}"));
                 out.extend(self.a.absorb(fx, &mut self.to_b));
                 progressed = true;
             }
@@ -195,7 +223,7 @@ impl Pair {
         let spent = self.funding_output();
         for p in [&self.a, &self.b] {
             let tx = p.ch.holder_commitment_tx(&p.signer).expect("commitment");
-            super::verify_spend(&tx, &[spent.clone()]).unwrap_or_else(|e| panic!("commitment rejected: {e}"));
+            super::verify_spend(&tx, std::slice::from_ref(&spent)).unwrap_or_else(|e| panic!("commitment rejected: {e}"));
         }
     }
 }
