@@ -346,3 +346,64 @@ fn a_watchtower_punishes_from_the_blob_alone() {
     }
     assert!(punished >= 59);
 }
+
+#[test]
+fn timeout_race_reorg_and_anchor_bump() {
+    use bitcoin::hashes::Hash;
+    use bitcoin::{OutPoint, TxOut, Txid};
+    use paychan::core::commitment::FeeratePerKw;
+    use paychan::driving::ChainTip;
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 10_000_000, 4_000_000_000);
+        let pre = PaymentPreimage([0x77; 32]);
+        let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(40_000_000), pre.hash(), 1_100, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        // B has the preimage (fulfilled) but the removal never reaches A.
+        let fx = p.b.ch.fulfill_htlc(id, pre).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.to_a.clear();
+        let fx = p.a.ch.force_close(&p.a.signer).unwrap();
+        let commitment = fx.broadcast[0].clone();
+        if ct == ChannelType::AnchorsZeroFeeHtlc {
+            // The anchor child: our anchor input is valid under Core's interpreter.
+            let wallet = (OutPoint { txid: Txid::from_byte_array([4; 32]), vout: 0 }, TxOut { value: Amount::from_sat(50_000), script_pubkey: common::ln::p2wpkh_script() });
+            let child = p.a.ch.anchor_bump(&commitment, wallet.clone(), common::ln::p2wpkh_script(), FeeratePerKw(5_000), &p.a.signer).unwrap();
+            let anchor_out = commitment.output[child.input[0].previous_output.vout as usize].clone();
+            let prevouts = [anchor_out, wallet.1];
+            let res = bitcoin::consensus::verify_script(
+                &prevouts[0].script_pubkey,
+                0,
+                prevouts[0].value,
+                &bitcoin::consensus::encode::serialize(&child),
+            );
+            assert!(res.is_ok(), "anchor input rejected: {res:?}");
+            assert!(child.output[0].value < Amount::from_sat(50_330), "the child pays a fee");
+        }
+        let mut chain = Chain::at(1_050);
+        chain.credit(&p.funding);
+        chain.mine(&commitment).unwrap();
+        let h = BlockHeight(chain.height);
+        let _ = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.a.signer);
+        // Past expiry: A broadcasts its HTLC-timeout; B, late, claims with the preimage and wins.
+        chain.height = 1_101;
+        let fa = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(1_101)), &p.a.signer);
+        let timeout = fa.broadcast.iter().find(|t| t.lock_time.to_consensus_u32() == 1_100).cloned().expect("HTLC-timeout at expiry");
+        let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.b.signer);
+        let success = fb
+            .broadcast
+            .iter()
+            .find(|t| t.input.iter().any(|i| timeout.input[0].previous_output == i.previous_output))
+            .cloned()
+            .expect("B claims with the preimage");
+        chain.mine(&success).expect("B's claim is valid");
+        assert!(chain.check(&timeout).is_err(), "the timeout now double-spends");
+        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &success, height: BlockHeight(chain.height) }, &p.a.signer);
+        assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id: i, preimage, .. } if *i == id && *preimage == pre)));
+        // A reorg removes B's claim: A's timeout is open again and broadcast.
+        chain.reorg_last(&success.compute_txid()).unwrap();
+        let fx = p.a.ch.handle_chain(ChainEvent::Unconfirmed(success.compute_txid()), &p.a.signer);
+        let again = fx.broadcast.iter().find(|t| t.input[0].previous_output == timeout.input[0].previous_output).expect("rebroadcast");
+        chain.mine(again).expect("A's timeout confirms after the reorg");
+    }
+}

@@ -290,3 +290,9 @@ impl Pair {
         panic!("the channel did not settle");
     }
 }
+
+/// A P2WPKH script of a fixed key hash (a wallet's change script in tests).
+pub fn p2wpkh_script() -> bitcoin::ScriptBuf {
+    use bitcoin::hashes::Hash;
+    bitcoin::ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([0x99; 20]))
+}
