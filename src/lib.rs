@@ -97,4 +97,5 @@ pub extern crate bitcoin;
 pub mod core;
 pub mod driving;
 pub mod lightning;
+pub mod multihop;
 pub mod spilman;
