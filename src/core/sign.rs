@@ -144,10 +144,10 @@ pub enum KeyId {
 pub enum Tweak {
     /// The base key itself.
     None,
-    /// The BOLT #3 per-commitment derivation ([`derive_privkey`]).
+    /// The BOLT #3 per-commitment derivation ([`derive_privkey`](crate::core::keys::derive_privkey)).
     PerCommitment(PerCommitmentPoint),
     /// The revocation private key for a commitment whose secret the peer revealed
-    /// ([`derive_revocation_privkey`]); only valid with [`KeyId::RevocationBase`].
+    /// ([`derive_revocation_privkey`](crate::core::keys::derive_revocation_privkey)); only valid with [`KeyId::RevocationBase`].
     Revocation(PerCommitmentSecret),
 }
 

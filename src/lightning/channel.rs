@@ -549,7 +549,7 @@ impl Channel {
     /// Our latest commitment, verified against the peer's signatures we hold.
     ///
     /// # Errors
-    /// [`CommandError`] before the first commitment is signed, or if the signer fails.
+    /// [`CommandError`](super::CommandError) before the first commitment is signed, or if the signer fails.
     pub fn holder_commitment<S: crate::core::sign::Signer + ?Sized>(
         &self,
         signer: &S,
