@@ -25,6 +25,7 @@ fn main() -> Result<(), Error> {
     commitment_section()?;
     spilman_section()?;
     lightning_section()?;
+    duplex_section()?;
     Ok(())
 }
 
@@ -324,5 +325,151 @@ fn lightning_section() -> Result<(), Error> {
         println!("     {:>9} sat", o.value.to_sat());
     }
     println!();
+    Ok(())
+}
+
+/// A Decker–Wattenhofer duplex channel: what the tree parameters imply, payments both ways in the
+/// leaf's two Spilman channels, resets that re-balance them on a new branch, the DOT picture of
+/// the tree, the unilateral close schedule, and a cooperative close.
+fn duplex_section() -> Result<(), Error> {
+    use paychan::duplex::{self, Channel, Params, Role, Terms};
+
+    println!("4. A duplex channel (Decker–Wattenhofer, relative-timelock invalidation tree)\n");
+    let params = Params::uniform(3, 3, 6, 36)?;
+    let s = 6; // blocks to get a transaction confirmed
+    println!(
+        "   d=3, k=3, Δ=6, T_r=36: {} states, {} resets, a unilateral close puts {} transactions on chain,",
+        params.states(),
+        params.resets(),
+        params.unilateral_close_txs(0)
+    );
+    println!(
+        "   the leaf confirms at most {} blocks after deciding to close (S={s}); HTLCs need {} blocks",
+        params.max_close_delay(s),
+        params.htlc_receive_blocks(s)
+    );
+    let terms = Terms {
+        params,
+        capacity: Amount::from_sat(1_000_000),
+        push: Amount::from_sat(300_000),
+        tree_fee: Amount::from_sat(500),
+        payment_fee: Amount::from_sat(300),
+        refund_fee: Amount::from_sat(300),
+        claim_fee: Amount::from_sat(300),
+        dust_limit: Amount::from_sat(546),
+        confirm_blocks: 6,
+        reorg_blocks: 6,
+        htlc_grace_blocks: 6,
+        max_htlc_expiry_delta: 2_016,
+        reset_warning: 5,
+    };
+    let signers = [
+        InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xe1; 32]), 0)),
+        InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xf1; 32]), 0)),
+    ];
+    let tip = ChainTip::at(800_000);
+    let (alice, fx) = Channel::open(terms, p2wpkh(0xa1), &signers[0], tip)?;
+    let Some(duplex::Msg::Open(open)) = fx.send.into_iter().next() else { return Err("no open".into()) };
+    let (bob, fx) = Channel::accept(open, p2wpkh(0xb1), &signers[1], tip)?;
+    let mut ch = [alice, bob];
+    let mut bytes = 0usize;
+    // Delivers messages (through the wire encoding) until both sides are quiet.
+    let mut deliver = |ch: &mut [Channel; 2], mut to: Role, mut msgs: Vec<duplex::Msg>| -> Result<(), Error> {
+        while !msgs.is_empty() {
+            let mut replies = Vec::new();
+            for m in msgs {
+                let wire = m.encode();
+                bytes += wire.len();
+                let fx = ch[to.index()].handle_message(duplex::Msg::decode(&wire)?, &signers[to.index()], tip)?;
+                replies.extend(fx.send);
+            }
+            msgs = replies;
+            to = !to;
+        }
+        Ok(())
+    };
+    deliver(&mut ch, Role::Initiator, fx.send)?;
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![ch[0].funding_output().ok_or("keys")?],
+    };
+    let fx = ch[0].fund(&funding, &signers[0])?;
+    deliver(&mut ch, Role::Acceptor, fx.send)?;
+    println!("   opened: both sides hold the signed kickoff and first branch before the funding is signed");
+
+    let show = |ch: &[Channel; 2], what: &str| {
+        let b = ch[0].balances();
+        println!(
+            "   {what:<34} alice {:>7} sat, bob {:>7} sat; counter {:?}, {} resets left",
+            b.holder.to_sat(),
+            b.counterparty.to_sat(),
+            ch[0].digits(),
+            ch[0].resets_left()
+        );
+    };
+    show(&ch, "start:");
+    for _ in 0..100 {
+        let fx = ch[0].pay(Amount::from_sat(1_000), &signers[0])?;
+        deliver(&mut ch, Role::Acceptor, fx.send)?;
+    }
+    for _ in 0..50 {
+        let fx = ch[1].pay(Amount::from_sat(900), &signers[1])?;
+        deliver(&mut ch, Role::Initiator, fx.send)?;
+    }
+    show(&ch, "150 payments both ways:");
+    // Bob has received more than his own leaf channel holds: a reset moves it over.
+    let too_much = ch[1].available() + Amount::from_sat(10_000);
+    if let Err(e) = ch[1].pay(too_much, &signers[1]) {
+        println!("   bob pays {} sat: refused ({e}); his leaf channel is dry", too_much.to_sat());
+    }
+    for i in 0..4 {
+        let who = if i % 2 == 0 { Role::Acceptor } else { Role::Initiator };
+        let fx = ch[who.index()].reset(&signers[who.index()], tip)?;
+        deliver(&mut ch, !who, fx.send)?;
+        show(&ch, &format!("reset by {}:", who.letter()));
+        let fx = ch[0].pay(Amount::from_sat(2_000), &signers[0])?;
+        deliver(&mut ch, Role::Acceptor, fx.send)?;
+    }
+    let fx = ch[1].pay(too_much, &signers[1])?;
+    deliver(&mut ch, Role::Initiator, fx.send)?;
+    show(&ch, "now bob pays it:");
+    println!("   {} bytes on the wire; alice's snapshot is {} bytes\n", bytes, ch[0].snapshot().len());
+
+    println!("   The current tree (Graphviz DOT; `dot -Tsvg`):\n");
+    for line in ch[0].to_dot().lines() {
+        println!("     {line}");
+    }
+    let branch = ch[0].signed_branch(&signers[0])?;
+    let locks: Vec<u32> = branch.iter().skip(1).map(|t| t.input[0].sequence.0).collect();
+    println!(
+        "\n   unilateral close: kickoff + {} nodes ({} vB in all), node locks {:?} blocks after each parent",
+        branch.len() - 1,
+        branch.iter().map(vsize).sum::<u64>(),
+        locks
+    );
+    let fx = ch[0].close(&signers[0])?;
+    let mut close = None;
+    for m in fx.send {
+        let back = ch[1].handle_message(m, &signers[1], tip)?;
+        close = back.broadcast.into_iter().next();
+        for m in back.send {
+            let _ = ch[0].handle_message(m, &signers[0], tip)?;
+        }
+    }
+    let close = close.ok_or("no close")?;
+    close.verify(|_| Some(funding.output[0].clone()))?;
+    println!(
+        "   cooperative close: one {} vB transaction from the funding output paying {} and {} sat\n",
+        vsize(&close),
+        close.output[0].value.to_sat(),
+        close.output.get(1).map_or(0, |o| o.value.to_sat())
+    );
     Ok(())
 }

@@ -4,9 +4,11 @@
 //!
 //! * [`spilman`]: unidirectional micropayment channels (payer → payee), with the CLTV-script
 //!   refund or the original pre-signed refund;
-//! * `duplex`: Decker–Wattenhofer duplex channels on an invalidation tree of relative timelocks
+//! * [`duplex`]: Decker–Wattenhofer duplex channels on an invalidation tree of relative timelocks
 //!   (BIP-0068), with two Spilman leaf channels, resets, HTLCs and both closes;
-//! * `lightning` (coming): Poon–Dryja channels with revocable commitments and HTLCs (BOLT 2/3).
+//! * [`lightning`]: Poon–Dryja channels with revocable commitments and HTLCs (BOLT 2/3/5),
+//!   on and off chain, with penalties and a watchtower kit;
+//! * [`multihop`]: the expiry deltas a payment needs to cross channels of different types.
 //!
 //! [`core`] holds what they share: typed keys and BOLT #3 derivations, scripts and witnesses,
 //! BIP-0143 signing with deterministic RFC6979, hashlocks, the per-commitment secret chain,
@@ -96,6 +98,7 @@ pub extern crate bitcoin;
 
 pub mod core;
 pub mod driving;
+pub mod duplex;
 pub mod lightning;
 pub mod multihop;
 pub mod spilman;

@@ -6,22 +6,20 @@
 #![allow(dead_code)]
 
 pub mod chain;
+pub mod duplex;
 pub mod ln;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{hash160, sha256, Hash};
 use bitcoin::opcodes::all::{
-    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE,
-    OP_ENDIF, OP_EQUAL, OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_SHA256, OP_SIZE,
-    OP_SWAP,
+    OP_CHECKMULTISIG, OP_CHECKSIG, OP_CHECKSIGVERIFY, OP_CLTV, OP_CSV, OP_DROP, OP_DUP, OP_ELSE, OP_ENDIF, OP_EQUAL,
+    OP_EQUALVERIFY, OP_HASH160, OP_IF, OP_IFDUP, OP_NOTIF, OP_SHA256, OP_SIZE, OP_SWAP,
 };
 use bitcoin::script::Instruction;
 use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
 use bitcoin::sighash::{EcdsaSighashType, SighashCache};
 use bitcoin::transaction::Version;
-use bitcoin::{
-    ecdsa, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness,
-};
+use bitcoin::{ecdsa, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 use paychan::core::script::WitnessScript;
 use paychan::core::sign::{p2wsh_sighash, sign};
 
@@ -77,29 +75,18 @@ pub fn public_key(n: u8) -> PublicKey {
 
 /// A fixed outpoint (`[n; 32]:vout`) standing for a confirmed output that a test spends.
 pub fn outpoint(n: u8, vout: u32) -> OutPoint {
-    OutPoint {
-        txid: Txid::from_byte_array([n; 32]),
-        vout,
-    }
+    OutPoint { txid: Txid::from_byte_array([n; 32]), vout }
 }
 
 /// The P2WSH output paying `value` to `script` (a funding output or any other prevout).
 pub fn p2wsh_prevout(script: &WitnessScript, value: Amount) -> TxOut {
-    TxOut {
-        value,
-        script_pubkey: script.to_p2wsh(),
-    }
+    TxOut { value, script_pubkey: script.to_p2wsh() }
 }
 
 /// A version-2 transaction with one input spending `prevout` (empty witness, nSequence
 /// `sequence`), nLockTime `lock_time` (raw consensus value) and one P2WPKH output worth
 /// `input_value - SPEND_FEE`.
-pub fn spending_tx(
-    prevout: OutPoint,
-    input_value: Amount,
-    lock_time: u32,
-    sequence: u32,
-) -> Transaction {
+pub fn spending_tx(prevout: OutPoint, input_value: Amount, lock_time: u32, sequence: u32) -> Transaction {
     Transaction {
         version: Version::TWO,
         lock_time: LockTime::from_consensus(lock_time),
@@ -110,9 +97,7 @@ pub fn spending_tx(
             witness: Witness::new(),
         }],
         output: vec![TxOut {
-            value: input_value
-                .checked_sub(SPEND_FEE)
-                .expect("input value covers the fee"),
+            value: input_value.checked_sub(SPEND_FEE).expect("input value covers the fee"),
             script_pubkey: paychan::core::script::to_remote_p2wpkh(&public_key(0x7f)),
         }],
     }
@@ -128,8 +113,7 @@ pub fn sign_p2wsh(
     key: &SecretKey,
     sighash_type: EcdsaSighashType,
 ) -> ecdsa::Signature {
-    let msg =
-        p2wsh_sighash(tx, input, script.as_script(), value, sighash_type).expect("input in range");
+    let msg = p2wsh_sighash(tx, input, script.as_script(), value, sighash_type).expect("input in range");
     sign(&secp(), &msg, key, sighash_type)
 }
 
@@ -155,32 +139,18 @@ pub fn is_script_failure(error: &str) -> bool {
 ///
 /// # Errors
 /// A message naming the first failing input and Core's error.
-pub fn verify_spend_with_flags(
-    tx: &Transaction,
-    spent: &[TxOut],
-    flags: u32,
-) -> Result<(), String> {
+pub fn verify_spend_with_flags(tx: &Transaction, spent: &[TxOut], flags: u32) -> Result<(), String> {
     assert!(
         flags & VERIFY_WITNESS == 0 || flags & VERIFY_P2SH != 0,
         "VERIFY_WITNESS without VERIFY_P2SH aborts libbitcoinconsensus"
     );
     if spent.len() != tx.input.len() {
-        return Err(format!(
-            "{} inputs but {} spent outputs",
-            tx.input.len(),
-            spent.len()
-        ));
+        return Err(format!("{} inputs but {} spent outputs", tx.input.len(), spent.len()));
     }
     let serialized = bitcoin::consensus::serialize(tx);
     for (i, prevout) in spent.iter().enumerate() {
-        bitcoin::consensus::verify_script_with_flags(
-            &prevout.script_pubkey,
-            i,
-            prevout.value,
-            &serialized,
-            flags,
-        )
-        .map_err(|e| format!("input {i}: {e:?}"))?;
+        bitcoin::consensus::verify_script_with_flags(&prevout.script_pubkey, i, prevout.value, &serialized, flags)
+            .map_err(|e| format!("input {i}: {e:?}"))?;
     }
     Ok(())
 }
@@ -222,25 +192,14 @@ pub fn check_p2wsh_policy(tx: &Transaction, input: usize, prevout: &TxOut) -> Re
     if prevout.script_pubkey != ScriptBuf::new_p2wsh(&script.wscript_hash()) {
         return Err("witness script does not hash to the prevout's P2WSH program".into());
     }
-    let mut stack: Vec<Vec<u8>> = witness
-        .iter()
-        .take(witness.len() - 1)
-        .map(<[u8]>::to_vec)
-        .collect();
+    let mut stack: Vec<Vec<u8>> = witness.iter().take(witness.len() - 1).map(<[u8]>::to_vec).collect();
     let ctx = secp();
     let check_sig = |sig: &[u8], key: &[u8]| -> bool {
-        let (Ok(sig), Ok(key)) = (
-            ecdsa::Signature::from_slice(sig),
-            PublicKey::from_slice(key),
-        ) else {
+        let (Ok(sig), Ok(key)) = (ecdsa::Signature::from_slice(sig), PublicKey::from_slice(key)) else {
             return false;
         };
-        let Ok(hash) = SighashCache::new(tx).p2wsh_signature_hash(
-            input,
-            script,
-            prevout.value,
-            sig.sighash_type,
-        ) else {
+        let Ok(hash) = SighashCache::new(tx).p2wsh_signature_hash(input, script, prevout.value, sig.sighash_type)
+        else {
             return false;
         };
         let msg = bitcoin::secp256k1::Message::from_digest(hash.to_byte_array());
@@ -265,9 +224,7 @@ pub fn check_p2wsh_policy(tx: &Transaction, input: usize, prevout: &TxOut) -> Re
                 if executing {
                     let arg = pop(&mut stack)?;
                     if arg.len() > 1 || (arg.len() == 1 && arg[0] != 1) {
-                        return Err(format!(
-                            "MINIMALIF: {op} argument {arg:02x?} is neither <> nor 0x01"
-                        ));
+                        return Err(format!("MINIMALIF: {op} argument {arg:02x?} is neither <> nor 0x01"));
                     }
                     value = arg == [1];
                     if op == OP_NOTIF {
@@ -422,9 +379,7 @@ fn bool_item(b: bool) -> Vec<u8> {
 
 /// Core's `CastToBool`: false for any encoding of zero (including negative zero).
 fn cast_to_bool(item: &[u8]) -> bool {
-    item.iter()
-        .enumerate()
-        .any(|(i, &b)| b != 0 && !(i == item.len() - 1 && b == 0x80))
+    item.iter().enumerate().any(|(i, &b)| b != 0 && !(i == item.len() - 1 && b == 0x80))
 }
 
 /// Minimal `CScriptNum` encoding.

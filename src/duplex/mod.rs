@@ -1,0 +1,469 @@
+//! Decker–Wattenhofer duplex micropayment channels (PROTOCOLS §2): a bidirectional channel that
+//! needs no revocation secrets, because every old state is invalidated by a newer one with a
+//! shorter relative timelock.
+//!
+//! # The construction
+//! The funding output (a 2-of-2) is spent by a kickoff transaction `K`, signed once at setup,
+//! which starts an invalidation tree of depth `d`: nodes `N_1 … N_d`, each spending its parent's
+//! output with a BIP-0068 relative lock `s_j = (k_j − 1 − v_j)·Δ` taken from a counter digit
+//! `v_j` ([`tree`]). The deepest node, the *leaf*, funds two unidirectional Spilman channels, one
+//! per direction (A→B paid by the initiator, B→A paid by the acceptor), each locked by the
+//! `S_csv` script: payer and payee together, or the payer alone `T_r` blocks after the leaf
+//! confirmed.
+//!
+//! * **Payments** are Spilman payments inside the leaf channel of their direction: one message,
+//!   one signature, built, signed, checked and completed by
+//!   [`spilman::payment::PaymentTemplate`](crate::spilman::payment::PaymentTemplate), the same
+//!   code as the Spilman layer. They consume no tree state.
+//! * **Resets** net both leaf channels into new balances and sign a new branch from the level the
+//!   counter advanced at; the new node there has a lock `Δ` shorter than the one it replaces, so
+//!   the old subtree can never confirm against a watching party ([`Channel::reset`]). The tree
+//!   offers [`Params::resets`] of them; [`Event::ResetsRunningLow`] and [`Event::ResetsExhausted`]
+//!   say when to close cooperatively (and re-open).
+//! * **HTLCs** are conditional payments inside the leaf channels
+//!   ([`core::script::hashlock_htlc`](crate::core::script::hashlock_htlc) outputs of the payment
+//!   transactions). Fulfil: the receiver reveals the preimage, the offerer folds the HTLC into
+//!   the receiver's amount with its next payment. Fail: the receiver gives the HTLC up, and the
+//!   next reset drops it; the failure is irrevocable for the offerer once it holds the fully
+//!   signed new branch ([`Event::HtlcFailIrrevocable`]). Pending HTLCs are carried into the new
+//!   leaf by every reset. Expiries are checked against the channel's worst-case close delay
+//!   (PROTOCOLS §4, [`Params::htlc_receive_blocks`]).
+//! * **Close**: cooperatively with one transaction spending the funding output, or the output of
+//!   the deepest confirmed tree node ([`Channel::close`]); unilaterally by publishing `K` and then
+//!   each node of the current branch exactly when its lock matures ([`Channel::force_close`],
+//!   [`Channel::close_schedule`]); then the payee of each leaf channel publishes its best
+//!   payment, and the payer refunds after `T_r` if it does not.
+//!
+//! # Roles
+//! Both parties run the same [`Channel`] type; the [`Role`] says which one opened it. The
+//! initiator's wallet funds the channel and may push an initial balance to the acceptor.
+//!
+//! # Driving
+//! As every layer of this crate ([`crate::driving`]): commands ([`Channel::pay`],
+//! [`Channel::add_htlc`], [`Channel::fulfill_htlc`], [`Channel::fail_htlc`], [`Channel::reset`],
+//! [`Channel::close`], [`Channel::force_close`]), peer messages ([`Channel::handle_message`]) and
+//! chain events ([`Channel::handle_chain`]) each return [`Effects`]: persist the update, then send,
+//! then broadcast, watch, and call back by the deadline. A refused input returns a typed error and
+//! leaves the channel byte-for-byte unchanged.
+//!
+//! ```text
+//! initiator (A)                                acceptor (B)
+//!   |------------------- Open ------------------->|  terms, keys, payout script
+//!   |<------------------ Accept ------------------|  keys, payout script
+//!   |   (wallet builds the unsigned funding tx)   |
+//!   |-------------- FundingCreated -------------->|  outpoint, A's sigs N_d … N_1, K
+//!   |<------------- FundingSigned ----------------|  B's sigs N_d … N_1, K
+//!   |   (both hold the whole signed path: A's wallet now signs and broadcasts F)
+//!   |------- Payment (A→B) -------> <--- Ack -----|  any number, either direction
+//!   |------- ResetPropose --------->|             |  (1) digits, balances, A's sigs N_d' … N_{i+1}'
+//!   |<------ ResetAccept -----------|             |  (2) B's sigs N_d' … N_{i+1}', N_i'
+//!   |------- ResetFinish ---------->|             |  (3) A's sig N_i'
+//!   |------- CloseProposal -------->|             |  cooperative close
+//!   |<------ CloseSigned -----------|             |
+//! ```
+//!
+//! # Storage
+//! A snapshot holds the keys, the terms, the current counter digits, the counterparty's
+//! signatures on `K` and on the current branch, the leaf balances, the newest payment of each
+//! direction, the HTLCs, and an in-progress reset: O(d + #HTLC) bytes, however many resets
+//! happened (PROTOCOLS §2.7). No revocation data exists.
+//!
+//! # Departures from PROTOCOLS §2
+//! * Tree transactions pay a fixed fee agreed at open and carry no anchors (no CPFP): `Δ` must
+//!   leave room for confirming at that fee.
+//! * When a reset carries HTLCs in a direction, the new leaf's first payment in that direction
+//!   keeps `payment_fee + dust_limit` with the payee (the smallest payable amount of the Spilman
+//!   template, whose payee output is mandatory); the payee's own channel shrinks by the same
+//!   amount, so balances are unchanged. For the same reason the first payment of a fresh leaf
+//!   channel must be at least that amount.
+//! * A failed HTLC stays in its leaf channel until the next reset drops it (the offerer does not
+//!   sign a payment removing it: such a removal would not be irrevocable anyway).
+//!
+//! # Limitations
+//! * No reconnection protocol: messages are assumed delivered in order. If a reset's step (2) is
+//!   lost, the proposer may [`Channel::cancel_reset`] and propose again (at a higher counter
+//!   value); the responder then replaces its pending branch by the new one. A proposer that *did*
+//!   receive step (2) and still re-proposes could later publish the older pending branch: it moves
+//!   no value (the responder was frozen in between), but the responder's state machine no longer
+//!   tracks it ([`Event::StaleBranchConfirmed`]) and its own leaf channel must then be refunded by
+//!   hand.
+//! * A cooperative close that the counterparty never signs leaves the channel closing: publish the
+//!   tree with [`Channel::force_close`].
+
+mod channel;
+mod close;
+pub mod dot;
+mod leaf;
+mod msgs;
+pub mod params;
+mod reset;
+mod snapshot;
+pub mod tree;
+
+pub use channel::{Balances, Channel, Phase};
+pub use close::ScheduledTx;
+pub use msgs::{
+    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, Removal, ResetAccept,
+    ResetFinish, ResetPropose,
+};
+pub use params::{Params, ParamsError, Terms, TermsError};
+
+use core::fmt;
+use core::ops::Not;
+
+use bitcoin::{Amount, Txid};
+
+use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::units::BlockHeight;
+use crate::driving;
+use crate::spilman::payment::{PaymentError, PaymentHtlc, UpdateError};
+
+/// Effects of a duplex call.
+pub type Effects = driving::Effects<Msg, Event>;
+
+/// A refused peer input.
+pub type PeerError = driving::PeerError<Misbehaviour>;
+
+/// Which side of the channel a party is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, PartialOrd, Ord)]
+pub enum Role {
+    /// Opened the channel and funded it ("A"); payer of the A→B leaf channel.
+    Initiator,
+    /// Accepted it ("B"); payer of the B→A leaf channel.
+    Acceptor,
+}
+
+impl Role {
+    /// 0 for the initiator, 1 for the acceptor (the order of per-role pairs in this module).
+    pub fn index(self) -> usize {
+        match self {
+            Role::Initiator => 0,
+            Role::Acceptor => 1,
+        }
+    }
+
+    pub(crate) fn from_index(i: u8) -> Option<Role> {
+        match i {
+            0 => Some(Role::Initiator),
+            1 => Some(Role::Acceptor),
+            _ => None,
+        }
+    }
+
+    /// "A" or "B".
+    pub fn letter(self) -> &'static str {
+        match self {
+            Role::Initiator => "A",
+            Role::Acceptor => "B",
+        }
+    }
+}
+
+impl Not for Role {
+    type Output = Role;
+    fn not(self) -> Role {
+        match self {
+            Role::Initiator => Role::Acceptor,
+            Role::Acceptor => Role::Initiator,
+        }
+    }
+}
+
+/// How a channel ended on chain.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum CloseKind {
+    /// A cooperative close transaction confirmed.
+    Cooperative,
+    /// The tree was published and both leaf channels are settled.
+    Unilateral,
+}
+
+/// Something the embedder may want to know.
+#[derive(Clone, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// (Initiator) both parties hold the fully signed kickoff and branch: sign the funding
+    /// transaction with the wallet and broadcast it now, not before.
+    FundingSignable {
+        /// The funding txid.
+        txid: Txid,
+    },
+    /// The channel can carry payments (both parties hold the signed path).
+    ChannelReady,
+    /// The funding transaction confirmed.
+    FundingConfirmed {
+        /// Its height.
+        height: BlockHeight,
+    },
+    /// The counterparty paid: a payment in its leaf channel was checked and stored.
+    PaymentReceived {
+        /// The payment number.
+        number: u64,
+        /// What the counterparty has paid in the current leaf so far.
+        to_holder: Amount,
+    },
+    /// The counterparty acknowledged one of our payments.
+    PaymentAcknowledged {
+        /// The payment number.
+        number: u64,
+    },
+    /// (Receiver) the counterparty offered an HTLC; it is enforceable now.
+    HtlcOffered(PaymentHtlc),
+    /// (Offerer) the preimage of one of our HTLCs became known (off chain or from a witness):
+    /// claim upstream now.
+    HtlcFulfilled {
+        /// HTLC id.
+        id: u64,
+        /// Its hash.
+        payment_hash: PaymentHash,
+        /// Its preimage.
+        preimage: PaymentPreimage,
+    },
+    /// (Offerer) the receiver gave one of our HTLCs up; it is dropped by the next reset and only
+    /// final then.
+    HtlcFailed {
+        /// HTLC id.
+        id: u64,
+    },
+    /// (Offerer) one of our HTLCs can no longer be claimed by the receiver: a reset dropped it and
+    /// we hold the fully signed new branch, or it timed out on chain. Fail upstream now.
+    HtlcFailIrrevocable {
+        /// HTLC id.
+        id: u64,
+    },
+    /// (Receiver) an HTLC offered to us left the channel without our preimage (dropped by a reset
+    /// after we failed it or it expired).
+    HtlcRemoved {
+        /// HTLC id.
+        id: u64,
+    },
+    /// A reset completed: a new branch is fully signed.
+    ResetCompleted {
+        /// The level (1-based) the counter advanced at.
+        level: usize,
+        /// Resets left.
+        resets_left: u64,
+    },
+    /// A reset we proposed was abandoned (cancelled, or superseded by a payment or a proposal of
+    /// the counterparty). Its counter value stays used.
+    ResetAbandoned,
+    /// Few resets are left ([`Terms::reset_warning`]): plan a cooperative close and re-open.
+    ResetsRunningLow {
+        /// Resets left.
+        left: u64,
+    },
+    /// No reset is left: payments continue until a direction runs dry; then close cooperatively.
+    ResetsExhausted,
+    /// We start a unilateral close (asked, or forced by an HTLC deadline).
+    ForceClosing {
+        /// Why.
+        reason: ForceCloseReason,
+    },
+    /// A tree transaction of the current branch was broadcast (level 0 = kickoff).
+    TreeTxBroadcast {
+        /// Its level.
+        level: usize,
+        /// Its txid.
+        txid: Txid,
+    },
+    /// A tree transaction that is not of the current branch confirmed at `level`: a stale branch
+    /// won a race (we were offline for longer than `Δ`). Nothing below it can be enforced.
+    StaleBranchConfirmed {
+        /// Its level.
+        level: usize,
+        /// Its txid.
+        txid: Txid,
+    },
+    /// A leaf channel transaction (payment or refund) was broadcast.
+    LeafTxBroadcast {
+        /// Its txid.
+        txid: Txid,
+    },
+    /// An on-chain HTLC claim was broadcast.
+    HtlcClaimBroadcast {
+        /// HTLC id.
+        id: u64,
+        /// The claim's txid.
+        txid: Txid,
+    },
+    /// The cooperative close transaction was signed by both and broadcast.
+    CloseBroadcast {
+        /// Its txid.
+        txid: Txid,
+    },
+    /// The channel is closed on chain (HTLC outputs may still be pending).
+    Closed {
+        /// How.
+        kind: CloseKind,
+    },
+}
+
+/// Why a channel closes unilaterally.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum ForceCloseReason {
+    /// The embedder asked ([`Channel::force_close`]).
+    Requested,
+    /// The counterparty published the kickoff.
+    CounterpartyKickoff,
+    /// We know the preimage of an HTLC offered to us that was not folded, and it would otherwise
+    /// expire before the tree can be published (`expiry − E_in`).
+    HtlcPreimageDeadline,
+    /// An HTLC we offered expired unresolved (`expiry + G`).
+    HtlcExpired,
+}
+
+/// What was wrong with a peer message.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum Misbehaviour {
+    /// The message is not expected in the channel's current phase (or out of order).
+    UnexpectedMessage,
+    /// The proposed terms are invalid.
+    BadTerms(TermsError),
+    /// The funding output is not the expected script and value.
+    WrongFunding,
+    /// A signature on a tree transaction does not verify (level 0 = kickoff).
+    NodeSignature {
+        /// The level of the node.
+        level: usize,
+    },
+    /// The number of tree signatures in the message is wrong.
+    SignatureCount,
+    /// A payment update was refused (Spilman checks, shared with the Spilman payee).
+    Payment(UpdateError),
+    /// The signature on a new leaf's first payment does not verify.
+    BasePaymentSignature,
+    /// A payment or reset came while the channel is not quiescent (a reset in progress, or the
+    /// proposal nets payment numbers other than ours).
+    NotQuiescent,
+    /// A reset proposes a counter value at or below one already used: its locks would repeat.
+    LockReused,
+    /// A reset's counter value does not fit the tree.
+    BadDigits,
+    /// A reset's balances are not the netting of the current leaf.
+    WrongBalances,
+    /// A reset folds or drops an HTLC it may not (dropping an HTLC offered to us that we did
+    /// not fail and that has not expired, or folding ours without a preimage).
+    HtlcRemovedUnfairly,
+    /// Unknown HTLC id.
+    UnknownHtlc,
+    /// The preimage does not match the HTLC's hash.
+    WrongPreimage,
+    /// A cooperative close proposal spends an output that is not the funding output or a node of
+    /// the current branch, or its signature is wrong.
+    BadClose,
+    /// A cooperative close while HTLCs are pending or a reset is in progress.
+    CloseNotAllowed,
+    /// The signer could not sign.
+    Signer(crate::core::sign::SignerError),
+}
+
+impl fmt::Display for Misbehaviour {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Misbehaviour::UnexpectedMessage => f.write_str("message not expected now"),
+            Misbehaviour::BadTerms(e) => write!(f, "bad terms: {e}"),
+            Misbehaviour::WrongFunding => f.write_str("wrong funding output or keys"),
+            Misbehaviour::NodeSignature { level } => {
+                write!(f, "bad signature on the tree transaction at level {level}")
+            }
+            Misbehaviour::SignatureCount => f.write_str("wrong number of tree signatures"),
+            Misbehaviour::Payment(e) => write!(f, "payment: {e}"),
+            Misbehaviour::BasePaymentSignature => f.write_str("bad signature on the new leaf's first payment"),
+            Misbehaviour::NotQuiescent => f.write_str("channel not quiescent"),
+            Misbehaviour::LockReused => f.write_str("reset reuses a counter value"),
+            Misbehaviour::BadDigits => f.write_str("counter value does not fit the tree"),
+            Misbehaviour::WrongBalances => f.write_str("reset balances are not the netting of the leaf"),
+            Misbehaviour::HtlcRemovedUnfairly => f.write_str("HTLC removed unfairly"),
+            Misbehaviour::UnknownHtlc => f.write_str("unknown HTLC"),
+            Misbehaviour::WrongPreimage => f.write_str("preimage does not match"),
+            Misbehaviour::BadClose => f.write_str("bad cooperative close"),
+            Misbehaviour::CloseNotAllowed => f.write_str("cooperative close not allowed now"),
+            Misbehaviour::Signer(e) => write!(f, "signer: {e}"),
+        }
+    }
+}
+
+pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
+    let action = match kind {
+        Misbehaviour::UnexpectedMessage | Misbehaviour::NotQuiescent | Misbehaviour::Signer(_) => {
+            driving::Action::Ignore
+        }
+        Misbehaviour::Payment(UpdateError::Replay) => driving::Action::Ignore,
+        _ => driving::Action::Warn,
+    };
+    driving::PeerError { kind, action }
+}
+
+/// Why a local command was refused. The channel is unchanged.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The channel is not in a phase where this command applies.
+    WrongPhase,
+    /// The terms are invalid.
+    BadTerms(TermsError),
+    /// A reset is in progress (payments and new resets wait for it).
+    ResetInProgress,
+    /// Our last payment is not acknowledged yet (a reset needs both directions quiescent).
+    NotQuiescent,
+    /// No counter value is left: close cooperatively (and re-open).
+    Exhausted,
+    /// The payment does not fit our leaf channel.
+    Payment(PaymentError),
+    /// Our leaf channel cannot carry this payment but our balance can: reset first.
+    ResetNeeded,
+    /// Our balance cannot carry this payment.
+    InsufficientBalance,
+    /// An amount is zero or overflowed.
+    InvalidAmount,
+    /// Unknown HTLC id.
+    UnknownHtlc,
+    /// The preimage does not match.
+    WrongPreimage,
+    /// The HTLC expiry is outside the channel's window (PROTOCOLS §4).
+    HtlcExpiry,
+    /// HTLCs are pending: resolve them before closing cooperatively.
+    HtlcsPending,
+    /// The netting of a reset leaves an output below dust, or cannot carry the pending HTLCs
+    /// (the payee's balance is below `payment_fee + dust_limit`).
+    Netting,
+    /// The funding transaction has no output paying the channel script and capacity.
+    NoFundingOutput,
+    /// The funding transaction has an input with a `scriptSig` (its txid could change).
+    MalleableFunding,
+    /// The signer could not sign.
+    Signer(crate::core::sign::SignerError),
+}
+
+impl fmt::Display for CommandError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CommandError::WrongPhase => f.write_str("not possible in the channel's current phase"),
+            CommandError::BadTerms(e) => write!(f, "bad terms: {e}"),
+            CommandError::ResetInProgress => f.write_str("a reset is in progress"),
+            CommandError::NotQuiescent => f.write_str("our last payment is not acknowledged yet"),
+            CommandError::Exhausted => f.write_str("no reset left: close cooperatively"),
+            CommandError::Payment(e) => write!(f, "payment: {e}"),
+            CommandError::ResetNeeded => f.write_str("our leaf channel is dry: reset first"),
+            CommandError::InsufficientBalance => f.write_str("balance too low"),
+            CommandError::InvalidAmount => f.write_str("invalid amount"),
+            CommandError::UnknownHtlc => f.write_str("unknown HTLC"),
+            CommandError::WrongPreimage => f.write_str("preimage does not match"),
+            CommandError::HtlcExpiry => f.write_str("HTLC expiry outside the channel's window"),
+            CommandError::HtlcsPending => f.write_str("HTLCs are pending"),
+            CommandError::Netting => f.write_str("the reset's new leaf would not be payable"),
+            CommandError::NoFundingOutput => f.write_str("no funding output in the transaction"),
+            CommandError::MalleableFunding => f.write_str("funding input with a scriptSig"),
+            CommandError::Signer(e) => write!(f, "signer: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for CommandError {}
+
+impl From<crate::core::sign::SignerError> for CommandError {
+    fn from(e: crate::core::sign::SignerError) -> Self {
+        CommandError::Signer(e)
+    }
+}

@@ -1,0 +1,632 @@
+//! Duplex channel messages and their versioned binary encoding ([`crate::core::encode`]):
+//! `kind ‖ version ‖ TLV stream`. Decoding rejects truncation, trailing bytes, unknown versions
+//! and kinds, unknown even fields and invalid values with a typed [`DecodeError`].
+//!
+//! Tree signatures travel bottom-up (`N_d` first), as they are made: a party signs the deepest
+//! node first and the node that invalidates an old subtree last.
+
+use alloc::vec::Vec;
+
+use bitcoin::secp256k1::PublicKey;
+use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf};
+
+use super::params::{Params, Terms, MAX_DEPTH};
+use super::Role;
+use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
+use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::units::BlockHeight;
+use crate::spilman::payment::PaymentHtlc;
+use crate::spilman::Payment;
+
+/// The initiator's proposal: terms and its keys.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Open {
+    /// The channel terms.
+    pub terms: Terms,
+    /// The initiator's funding key (tree 2-of-2s and its leaf channel keys).
+    pub funding_key: PublicKey,
+    /// The initiator's HTLC key.
+    pub htlc_key: PublicKey,
+    /// Where the initiator's money goes.
+    pub payout_script: ScriptBuf,
+}
+
+/// The acceptor's keys.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Accept {
+    /// The acceptor's funding key.
+    pub funding_key: PublicKey,
+    /// The acceptor's HTLC key.
+    pub htlc_key: PublicKey,
+    /// Where the acceptor's money goes.
+    pub payout_script: ScriptBuf,
+}
+
+/// The funding outpoint (of a transaction nobody has signed yet) and the initiator's signatures
+/// on the first branch, bottom-up, and on the kickoff.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FundingCreated {
+    /// The funding output.
+    pub funding_outpoint: OutPoint,
+    /// Signatures on `N_d, …, N_1`.
+    pub node_sigs: Vec<ecdsa::Signature>,
+    /// Signature on `K`.
+    pub kickoff_sig: ecdsa::Signature,
+}
+
+/// The acceptor's signatures on the first branch, bottom-up, and on the kickoff.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct FundingSigned {
+    /// Signatures on `N_d, …, N_1`.
+    pub node_sigs: Vec<ecdsa::Signature>,
+    /// Signature on `K`.
+    pub kickoff_sig: ecdsa::Signature,
+}
+
+/// How a reset removes an HTLC from the leaf.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub enum Removal {
+    /// Its preimage is known: the amount goes to the receiver.
+    Folded,
+    /// It failed or expired: the amount goes back to the offerer.
+    Dropped,
+}
+
+/// An HTLC a reset removes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct HtlcRemoval {
+    /// Who offered it (the payer of its leaf channel).
+    pub offerer: Role,
+    /// Its id in that channel.
+    pub id: u64,
+    /// How it is removed.
+    pub how: Removal,
+}
+
+/// Reset step (1): the proposer's new counter value, what it nets, the resulting leaf, and its
+/// signatures below the node that invalidates the old subtree.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ResetPropose {
+    /// The new counter digits, level 1 first.
+    pub digits: Vec<u16>,
+    /// The payment numbers netted, by payer role (initiator's channel first).
+    pub numbers: [u64; 2],
+    /// HTLCs folded or dropped; every other pending HTLC is carried.
+    pub removed: Vec<HtlcRemoval>,
+    /// The new leaf's channel values, by payer role.
+    pub values: [Amount; 2],
+    /// The proposer's signature on the first payment of its own new leaf channel, when that
+    /// payment carries HTLCs.
+    pub base_sig: Option<ecdsa::Signature>,
+    /// Signatures on `N_d', …, N_{i+1}'` (empty when the leaf itself is the changed level).
+    pub node_sigs: Vec<ecdsa::Signature>,
+}
+
+/// Reset step (2): the responder's signatures on `N_d', …, N_{i+1}'` and on `N_i'`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ResetAccept {
+    /// Signatures on `N_d', …, N_i'` (the last one invalidates the old subtree).
+    pub node_sigs: Vec<ecdsa::Signature>,
+    /// The responder's signature on the first payment of its own new leaf channel, when that
+    /// payment carries HTLCs.
+    pub base_sig: Option<ecdsa::Signature>,
+}
+
+/// Reset step (3): the proposer's signature on `N_i'`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct ResetFinish {
+    /// Signature on `N_i'`.
+    pub node_sig: ecdsa::Signature,
+}
+
+/// A cooperative close: which output it spends, and the proposer's signature. The outputs are
+/// the two balances, to each party's payout script.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CloseProposal {
+    /// 0: the funding output; `l ≥ 1`: output 0 of the current branch's tree transaction at level
+    /// `l − 1` (1 = kickoff).
+    pub spend: u8,
+    /// The proposer's signature.
+    pub signature: ecdsa::Signature,
+}
+
+/// The responder's signature on the cooperative close.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct CloseSigned {
+    /// Its signature.
+    pub signature: ecdsa::Signature,
+}
+
+/// A duplex message.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Msg {
+    /// Terms and the initiator's keys.
+    Open(Open),
+    /// The acceptor's keys.
+    Accept(Accept),
+    /// Funding outpoint and the initiator's tree signatures.
+    FundingCreated(FundingCreated),
+    /// The acceptor's tree signatures.
+    FundingSigned(FundingSigned),
+    /// A payment in the sender's leaf channel (the Spilman payment message).
+    Payment(Payment),
+    /// The payee holds payment `number`.
+    Ack {
+        /// The payment number.
+        number: u64,
+    },
+    /// The receiver reveals an HTLC's preimage.
+    Fulfill {
+        /// HTLC id (in the recipient's own leaf channel).
+        id: u64,
+        /// Its preimage.
+        preimage: PaymentPreimage,
+    },
+    /// The receiver gives an HTLC up.
+    Fail {
+        /// HTLC id (in the recipient's own leaf channel).
+        id: u64,
+    },
+    /// Reset step (1).
+    ResetPropose(ResetPropose),
+    /// Reset step (2).
+    ResetAccept(ResetAccept),
+    /// Reset step (3).
+    ResetFinish(ResetFinish),
+    /// Cooperative close proposal.
+    CloseProposal(CloseProposal),
+    /// Cooperative close signature.
+    CloseSigned(CloseSigned),
+}
+
+const VERSION: u8 = 1;
+const K_OPEN: u8 = 0x60;
+const K_ACCEPT: u8 = 0x61;
+const K_FUNDING_CREATED: u8 = 0x62;
+const K_FUNDING_SIGNED: u8 = 0x63;
+const K_PAYMENT: u8 = 0x64;
+const K_ACK: u8 = 0x65;
+const K_FULFILL: u8 = 0x66;
+const K_FAIL: u8 = 0x67;
+const K_RESET_PROPOSE: u8 = 0x68;
+const K_RESET_ACCEPT: u8 = 0x69;
+const K_RESET_FINISH: u8 = 0x6a;
+const K_CLOSE_PROPOSAL: u8 = 0x6b;
+const K_CLOSE_SIGNED: u8 = 0x6c;
+
+/// Size of an encoded HTLC.
+pub(crate) const HTLC_LEN: usize = 52;
+/// Size of an encoded signature with its sighash byte.
+pub(crate) const SIG_LEN: usize = 65;
+
+/// Reads a count and checks the input can hold that many items of `size` bytes, and that it is at
+/// most `max`.
+pub(crate) fn read_count(r: &mut Reader<'_>, size: usize, max: usize) -> Result<usize, DecodeError> {
+    let n = r.bigsize()?;
+    if n > (r.remaining() / size.max(1)) as u64 {
+        return Err(DecodeError::Truncated);
+    }
+    if n > max as u64 {
+        return Err(DecodeError::InvalidValue("count"));
+    }
+    Ok(n as usize)
+}
+
+pub(crate) fn write_sigs(w: &mut Writer, sigs: &[ecdsa::Signature]) {
+    w.bigsize(sigs.len() as u64);
+    for s in sigs {
+        w.bitcoin_signature(s);
+    }
+}
+
+pub(crate) fn read_sigs(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<ecdsa::Signature>, DecodeError> {
+    let n = read_count(r, SIG_LEN, MAX_DEPTH + 1)?;
+    (0..n).map(|_| r.bitcoin_signature(field)).collect()
+}
+
+pub(crate) fn write_digits(w: &mut Writer, digits: &[u16]) {
+    w.bigsize(digits.len() as u64);
+    for d in digits {
+        w.u16(*d);
+    }
+}
+
+pub(crate) fn read_digits(r: &mut Reader<'_>) -> Result<Vec<u16>, DecodeError> {
+    let n = read_count(r, 2, MAX_DEPTH)?;
+    (0..n).map(|_| r.u16()).collect()
+}
+
+pub(crate) fn write_htlc(w: &mut Writer, h: &PaymentHtlc) {
+    w.u64(h.id).amount(h.amount).bytes(&h.payment_hash.0).u32(h.expiry.0);
+}
+
+pub(crate) fn read_htlc(r: &mut Reader<'_>) -> Result<PaymentHtlc, DecodeError> {
+    Ok(PaymentHtlc {
+        id: r.u64()?,
+        amount: r.amount("htlc amount")?,
+        payment_hash: PaymentHash(r.array()?),
+        expiry: BlockHeight(r.u32()?),
+    })
+}
+
+pub(crate) fn write_htlcs(w: &mut Writer, htlcs: &[PaymentHtlc]) {
+    w.bigsize(htlcs.len() as u64);
+    for h in htlcs {
+        write_htlc(w, h);
+    }
+}
+
+pub(crate) fn read_htlcs(r: &mut Reader<'_>) -> Result<Vec<PaymentHtlc>, DecodeError> {
+    let n = read_count(r, HTLC_LEN, usize::MAX)?;
+    (0..n).map(|_| read_htlc(r)).collect()
+}
+
+pub(crate) fn read_role(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
+    Role::from_index(r.u8()?).ok_or(DecodeError::InvalidValue("role"))
+}
+
+pub(crate) fn write_terms(w: &mut Writer, t: &Terms) {
+    w.bigsize(t.params.radix().len() as u64);
+    for k in t.params.radix() {
+        w.u32(*k);
+    }
+    w.u16(t.params.step()).u16(t.params.refund_delay());
+    w.amount(t.capacity).amount(t.push).amount(t.tree_fee).amount(t.payment_fee);
+    w.amount(t.refund_fee).amount(t.claim_fee).amount(t.dust_limit);
+    w.u16(t.confirm_blocks).u16(t.reorg_blocks).u16(t.htlc_grace_blocks);
+    w.u32(t.max_htlc_expiry_delta).u64(t.reset_warning);
+}
+
+pub(crate) fn read_terms(r: &mut Reader<'_>) -> Result<Terms, DecodeError> {
+    let n = read_count(r, 4, MAX_DEPTH)?;
+    let radix = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    let (step, refund_delay) = (r.u16()?, r.u16()?);
+    let params = Params::new(radix, step, refund_delay).map_err(|_| DecodeError::InvalidValue("params"))?;
+    Ok(Terms {
+        params,
+        capacity: r.amount("capacity")?,
+        push: r.amount("push")?,
+        tree_fee: r.amount("tree_fee")?,
+        payment_fee: r.amount("payment_fee")?,
+        refund_fee: r.amount("refund_fee")?,
+        claim_fee: r.amount("claim_fee")?,
+        dust_limit: r.amount("dust_limit")?,
+        confirm_blocks: r.u16()?,
+        reorg_blocks: r.u16()?,
+        htlc_grace_blocks: r.u16()?,
+        max_htlc_expiry_delta: r.u32()?,
+        reset_warning: r.u64()?,
+    })
+}
+
+fn single(kind: u8, f: impl FnOnce(&mut Writer)) -> Vec<u8> {
+    let mut t = TlvWriter::new(kind, VERSION);
+    t.record(0, f);
+    t.finish()
+}
+
+fn write_keys(t: &mut TlvWriter, funding: &PublicKey, htlc: &PublicKey, payout: &ScriptBuf, base: u64) {
+    t.record(base, |w| {
+        w.pubkey(funding).pubkey(htlc);
+    })
+    .record(base + 2, |w| {
+        w.script(payout);
+    });
+}
+
+impl Msg {
+    /// Encodes the message.
+    pub fn encode(&self) -> Vec<u8> {
+        match self {
+            Msg::Open(o) => {
+                let mut t = TlvWriter::new(K_OPEN, VERSION);
+                t.record(0, |w| write_terms(w, &o.terms));
+                write_keys(&mut t, &o.funding_key, &o.htlc_key, &o.payout_script, 2);
+                t.finish()
+            }
+            Msg::Accept(a) => {
+                let mut t = TlvWriter::new(K_ACCEPT, VERSION);
+                write_keys(&mut t, &a.funding_key, &a.htlc_key, &a.payout_script, 0);
+                t.finish()
+            }
+            Msg::FundingCreated(f) => {
+                let mut t = TlvWriter::new(K_FUNDING_CREATED, VERSION);
+                t.record(0, |w| {
+                    w.outpoint(&f.funding_outpoint);
+                })
+                .record(2, |w| write_sigs(w, &f.node_sigs))
+                .record(4, |w| {
+                    w.bitcoin_signature(&f.kickoff_sig);
+                });
+                t.finish()
+            }
+            Msg::FundingSigned(f) => {
+                let mut t = TlvWriter::new(K_FUNDING_SIGNED, VERSION);
+                t.record(0, |w| write_sigs(w, &f.node_sigs)).record(2, |w| {
+                    w.bitcoin_signature(&f.kickoff_sig);
+                });
+                t.finish()
+            }
+            Msg::Payment(p) => {
+                let mut t = TlvWriter::new(K_PAYMENT, VERSION);
+                t.record(0, |w| {
+                    w.u64(p.number).amount(p.to_payee);
+                })
+                .record(2, |w| write_htlcs(w, &p.htlcs))
+                .record(4, |w| {
+                    w.bitcoin_signature(&p.signature);
+                });
+                t.finish()
+            }
+            Msg::Ack { number } => single(K_ACK, |w| {
+                w.u64(*number);
+            }),
+            Msg::Fulfill { id, preimage } => single(K_FULFILL, |w| {
+                w.u64(*id).bytes(&preimage.0);
+            }),
+            Msg::Fail { id } => single(K_FAIL, |w| {
+                w.u64(*id);
+            }),
+            Msg::ResetPropose(p) => {
+                let mut t = TlvWriter::new(K_RESET_PROPOSE, VERSION);
+                t.record(0, |w| write_digits(w, &p.digits))
+                    .record(2, |w| {
+                        w.u64(p.numbers[0]).u64(p.numbers[1]);
+                    })
+                    .record(4, |w| {
+                        w.bigsize(p.removed.len() as u64);
+                        for r in &p.removed {
+                            w.u8(r.offerer.index() as u8).u64(r.id).u8(match r.how {
+                                Removal::Folded => 0,
+                                Removal::Dropped => 1,
+                            });
+                        }
+                    })
+                    .record(6, |w| {
+                        w.amount(p.values[0]).amount(p.values[1]);
+                    })
+                    .optional(8, p.base_sig.as_ref(), |w, s| {
+                        w.bitcoin_signature(s);
+                    })
+                    .record(10, |w| write_sigs(w, &p.node_sigs));
+                t.finish()
+            }
+            Msg::ResetAccept(a) => {
+                let mut t = TlvWriter::new(K_RESET_ACCEPT, VERSION);
+                t.record(0, |w| write_sigs(w, &a.node_sigs)).optional(2, a.base_sig.as_ref(), |w, s| {
+                    w.bitcoin_signature(s);
+                });
+                t.finish()
+            }
+            Msg::ResetFinish(f) => single(K_RESET_FINISH, |w| {
+                w.bitcoin_signature(&f.node_sig);
+            }),
+            Msg::CloseProposal(c) => single(K_CLOSE_PROPOSAL, |w| {
+                w.u8(c.spend).bitcoin_signature(&c.signature);
+            }),
+            Msg::CloseSigned(c) => single(K_CLOSE_SIGNED, |w| {
+                w.bitcoin_signature(&c.signature);
+            }),
+        }
+    }
+
+    /// Decodes a message.
+    ///
+    /// # Errors
+    /// [`DecodeError`] for truncation, trailing bytes, an unknown kind or version, an unknown even
+    /// field, a missing field or an invalid value.
+    pub fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
+        let kind = *bytes.first().ok_or(DecodeError::Truncated)?;
+        let (version, tlv) = read_header(bytes, kind)?;
+        if version != VERSION {
+            return Err(DecodeError::UnknownVersion(version));
+        }
+        let mut f = Fields::default();
+        match kind {
+            K_OPEN => {
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => f.terms = Some(read_terms(r)?),
+                        2 => f.keys = Some((r.pubkey("funding_key")?, r.pubkey("htlc_key")?)),
+                        4 => f.script = Some(r.script()?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                let (funding_key, htlc_key) = required(f.keys, "keys")?;
+                Ok(Msg::Open(Open {
+                    terms: required(f.terms, "terms")?,
+                    funding_key,
+                    htlc_key,
+                    payout_script: required(f.script, "payout_script")?,
+                }))
+            }
+            K_ACCEPT => {
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => f.keys = Some((r.pubkey("funding_key")?, r.pubkey("htlc_key")?)),
+                        2 => f.script = Some(r.script()?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                let (funding_key, htlc_key) = required(f.keys, "keys")?;
+                Ok(Msg::Accept(Accept { funding_key, htlc_key, payout_script: required(f.script, "payout_script")? }))
+            }
+            K_FUNDING_CREATED => {
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => f.outpoint = Some(r.outpoint()?),
+                        2 => f.sigs = Some(read_sigs(r, "node signature")?),
+                        4 => f.sig = Some(r.bitcoin_signature("kickoff signature")?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Msg::FundingCreated(FundingCreated {
+                    funding_outpoint: required(f.outpoint, "funding_outpoint")?,
+                    node_sigs: required(f.sigs, "node_sigs")?,
+                    kickoff_sig: required(f.sig, "kickoff_sig")?,
+                }))
+            }
+            K_FUNDING_SIGNED => {
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => f.sigs = Some(read_sigs(r, "node signature")?),
+                        2 => f.sig = Some(r.bitcoin_signature("kickoff signature")?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Msg::FundingSigned(FundingSigned {
+                    node_sigs: required(f.sigs, "node_sigs")?,
+                    kickoff_sig: required(f.sig, "kickoff_sig")?,
+                }))
+            }
+            K_PAYMENT => {
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => f.number_amount = Some((r.u64()?, r.amount("to_payee")?)),
+                        2 => f.htlcs = Some(read_htlcs(r)?),
+                        4 => f.sig = Some(r.bitcoin_signature("payment signature")?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                let (number, to_payee) = required(f.number_amount, "number")?;
+                Ok(Msg::Payment(Payment {
+                    number,
+                    to_payee,
+                    htlcs: required(f.htlcs, "htlcs")?,
+                    signature: required(f.sig, "signature")?,
+                }))
+            }
+            K_ACK => {
+                tlv.for_each(|ty, r| {
+                    if ty != 0 {
+                        return Ok(false);
+                    }
+                    f.number = Some(r.u64()?);
+                    Ok(true)
+                })?;
+                Ok(Msg::Ack { number: required(f.number, "number")? })
+            }
+            K_FULFILL => {
+                let mut v = None;
+                tlv.for_each(|ty, r| {
+                    if ty != 0 {
+                        return Ok(false);
+                    }
+                    v = Some((r.u64()?, PaymentPreimage(r.array()?)));
+                    Ok(true)
+                })?;
+                let (id, preimage) = required(v, "fulfill")?;
+                Ok(Msg::Fulfill { id, preimage })
+            }
+            K_FAIL => {
+                tlv.for_each(|ty, r| {
+                    if ty != 0 {
+                        return Ok(false);
+                    }
+                    f.number = Some(r.u64()?);
+                    Ok(true)
+                })?;
+                Ok(Msg::Fail { id: required(f.number, "id")? })
+            }
+            K_RESET_PROPOSE => {
+                let (mut digits, mut numbers, mut removed, mut values) = (None, None, None, None);
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => digits = Some(read_digits(r)?),
+                        2 => numbers = Some([r.u64()?, r.u64()?]),
+                        4 => {
+                            let n = read_count(r, 10, usize::MAX)?;
+                            let mut v = Vec::with_capacity(n);
+                            for _ in 0..n {
+                                let offerer = read_role(r)?;
+                                let id = r.u64()?;
+                                let how = match r.u8()? {
+                                    0 => Removal::Folded,
+                                    1 => Removal::Dropped,
+                                    _ => return Err(DecodeError::InvalidValue("removal")),
+                                };
+                                v.push(HtlcRemoval { offerer, id, how });
+                            }
+                            removed = Some(v);
+                        }
+                        6 => values = Some([r.amount("value")?, r.amount("value")?]),
+                        8 => f.sig = Some(r.bitcoin_signature("base signature")?),
+                        10 => f.sigs = Some(read_sigs(r, "node signature")?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Msg::ResetPropose(ResetPropose {
+                    digits: required(digits, "digits")?,
+                    numbers: required(numbers, "numbers")?,
+                    removed: required(removed, "removed")?,
+                    values: required(values, "values")?,
+                    base_sig: f.sig,
+                    node_sigs: required(f.sigs, "node_sigs")?,
+                }))
+            }
+            K_RESET_ACCEPT => {
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => f.sigs = Some(read_sigs(r, "node signature")?),
+                        2 => f.sig = Some(r.bitcoin_signature("base signature")?),
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Msg::ResetAccept(ResetAccept { node_sigs: required(f.sigs, "node_sigs")?, base_sig: f.sig }))
+            }
+            K_RESET_FINISH => {
+                tlv.for_each(|ty, r| {
+                    if ty != 0 {
+                        return Ok(false);
+                    }
+                    f.sig = Some(r.bitcoin_signature("node signature")?);
+                    Ok(true)
+                })?;
+                Ok(Msg::ResetFinish(ResetFinish { node_sig: required(f.sig, "node_sig")? }))
+            }
+            K_CLOSE_PROPOSAL => {
+                let mut v = None;
+                tlv.for_each(|ty, r| {
+                    if ty != 0 {
+                        return Ok(false);
+                    }
+                    v = Some((r.u8()?, r.bitcoin_signature("close signature")?));
+                    Ok(true)
+                })?;
+                let (spend, signature) = required(v, "close")?;
+                Ok(Msg::CloseProposal(CloseProposal { spend, signature }))
+            }
+            K_CLOSE_SIGNED => {
+                tlv.for_each(|ty, r| {
+                    if ty != 0 {
+                        return Ok(false);
+                    }
+                    f.sig = Some(r.bitcoin_signature("close signature")?);
+                    Ok(true)
+                })?;
+                Ok(Msg::CloseSigned(CloseSigned { signature: required(f.sig, "signature")? }))
+            }
+            other => Err(DecodeError::WrongKind { expected: K_OPEN, got: other }),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Fields {
+    terms: Option<Terms>,
+    keys: Option<(PublicKey, PublicKey)>,
+    script: Option<ScriptBuf>,
+    outpoint: Option<OutPoint>,
+    sigs: Option<Vec<ecdsa::Signature>>,
+    sig: Option<ecdsa::Signature>,
+    number: Option<u64>,
+    number_amount: Option<(u64, Amount)>,
+    htlcs: Option<Vec<PaymentHtlc>>,
+}
