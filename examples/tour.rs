@@ -85,7 +85,12 @@ fn commitment_section() -> Result<(), Error> {
 
     println!("   commitment #{} txid {}", number.to_u64(), tx.compute_txid());
     println!("   accepted by Bitcoin Core's interpreter: yes");
-    println!("   weight {} wu ({} vB), fee {} sat", tx.weight().to_wu(), vsize(&tx), verified.commitment().actual_fee().to_sat());
+    println!(
+        "   weight {} wu ({} vB), fee {} sat",
+        tx.weight().to_wu(),
+        vsize(&tx),
+        verified.commitment().actual_fee().to_sat()
+    );
     for (vout, (out, role)) in tx.output.iter().zip(verified.commitment().outputs()).enumerate() {
         let role = match role.role {
             OutputRole::ToBroadcaster => "to_local (alice, delayed, revocable)".to_string(),
@@ -186,13 +191,19 @@ fn spilman_section() -> Result<(), Error> {
     let fx = payee.close(&payee_signer)?;
     let close = fx.broadcast.first().ok_or("no close")?;
     close.verify(|_| Some(funding.output[0].clone()))?;
-    println!("   payee closes: {} sat to the payee (after fee), {} sat change to the payer",
+    println!(
+        "   payee closes: {} sat to the payee (after fee), {} sat change to the payer",
         close.output.iter().filter(|o| o.script_pubkey == p2wpkh(2)).map(|o| o.value.to_sat()).sum::<u64>(),
-        close.output.iter().filter(|o| o.script_pubkey == p2wpkh(1)).map(|o| o.value.to_sat()).sum::<u64>());
+        close.output.iter().filter(|o| o.script_pubkey == p2wpkh(1)).map(|o| o.value.to_sat()).sum::<u64>()
+    );
     println!("   on-chain footprint: funding output + one {} vB closing transaction for 1,001 payments", vsize(close));
     let refund = payer.refund_tx(&payer_signer)?;
     refund.verify(|_| Some(funding.output[0].clone()))?;
-    println!("   the payer's refund ({} vB) was valid from height {} had the payee vanished", vsize(&refund), payer.refund_height().0);
+    println!(
+        "   the payer's refund ({} vB) was valid from height {} had the payee vanished",
+        vsize(&refund),
+        payer.refund_height().0
+    );
     let _ = payer.handle_chain(ChainEvent::Confirmed { tx: close, height: BlockHeight(800_001) }, &payer_signer);
     println!("   payer sees the close: closed = {}\n", payer.is_closed());
     Ok(())
@@ -229,7 +240,8 @@ fn lightning_section() -> Result<(), Error> {
     let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xe1; 32]), 0));
     let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xf1; 32]), 0));
     let tip = ChainTip::at(800_000);
-    let config = ChannelConfig { minimum_depth: 1, ..ChannelConfig::default_for([6; 32], ChannelType::AnchorsZeroFeeHtlc) };
+    let config =
+        ChannelConfig { minimum_depth: 1, ..ChannelConfig::default_for([6; 32], ChannelType::AnchorsZeroFeeHtlc) };
     let params = OpenParams {
         config: config.clone(),
         temporary_channel_id: paychan::driving::ChannelId([9; 32]),
@@ -276,24 +288,45 @@ fn lightning_section() -> Result<(), Error> {
         let pre = PaymentPreimage([0x40 + i; 32]);
         let amount = MilliSats::from_msat(25_000_000 + u64::from(i) * 1_000_000);
         let a_pays = i % 2 == 0;
-        let ((payer, ps), (payee, qs)) = if a_pays { ((&mut a, &sa), (&mut b, &sb)) } else { ((&mut b, &sb), (&mut a, &sa)) };
+        let ((payer, ps), (payee, qs)) =
+            if a_pays { ((&mut a, &sa), (&mut b, &sb)) } else { ((&mut b, &sb), (&mut a, &sa)) };
         let (id, fx) = payer.add_htlc(amount, pre.hash(), 800_200, OnionPacket::zeroed())?;
         let mut fx2 = payer.commit(ps)?;
         fx2.send.splice(0..0, fx.send);
-        if a_pays { ln_run(payer, ps, payee, qs, fx2, true, &mut log)?; } else { ln_run(payee, qs, payer, ps, fx2, false, &mut log)?; }
+        if a_pays {
+            ln_run(payer, ps, payee, qs, fx2, true, &mut log)?;
+        } else {
+            ln_run(payee, qs, payer, ps, fx2, false, &mut log)?;
+        }
         let fx = payee.fulfill_htlc(id, pre)?;
         let mut fx2 = payee.commit(qs)?;
         fx2.send.splice(0..0, fx.send);
-        if a_pays { ln_run(payer, ps, payee, qs, fx2, false, &mut log)?; } else { ln_run(payee, qs, payer, ps, fx2, true, &mut log)?; }
-        println!("   {} pays {} sat through HTLC #{id}: preimage back, HTLC settled", if a_pays { "alice" } else { "bob" }, amount.to_sat_floor());
+        if a_pays {
+            ln_run(payer, ps, payee, qs, fx2, false, &mut log)?;
+        } else {
+            ln_run(payee, qs, payer, ps, fx2, true, &mut log)?;
+        }
+        println!(
+            "   {} pays {} sat through HTLC #{id}: preimage back, HTLC settled",
+            if a_pays { "alice" } else { "bob" },
+            amount.to_sat_floor()
+        );
     }
     let bal = a.balances(Side::Holder);
-    println!("   balances: alice {} sat, bob {} sat; {} commitments each", bal.holder.to_sat_floor(), bal.counterparty.to_sat_floor(), a.holder_commitment_number());
+    println!(
+        "   balances: alice {} sat, bob {} sat; {} commitments each",
+        bal.holder.to_sat_floor(),
+        bal.counterparty.to_sat_floor(),
+        a.holder_commitment_number()
+    );
     for tx in [a.holder_commitment_tx(&sa)?, b.holder_commitment_tx(&sb)?] {
         tx.verify(|_| Some(funding.output[0].clone()))?;
     }
     println!("   both latest commitments accepted by Bitcoin Core's interpreter");
-    println!("   alice's persisted live state: {} bytes (no HTLC in flight; constant whatever the history)", a.snapshot().len());
+    println!(
+        "   alice's persisted live state: {} bytes (no HTLC in flight; constant whatever the history)",
+        a.snapshot().len()
+    );
 
     // The cheating scene, on a copy of Alice: Bob publishes his first (revoked) commitment.
     let mut alice = a.clone();
@@ -303,11 +336,21 @@ fn lightning_section() -> Result<(), Error> {
         println!("     output {:>9} sat", o.value.to_sat());
     }
     for t in &fx.broadcast {
-        let prevouts: Vec<TxOut> = t.input.iter().map(|i| old_bob.output[i.previous_output.vout as usize].clone()).collect();
+        let prevouts: Vec<TxOut> =
+            t.input.iter().map(|i| old_bob.output[i.previous_output.vout as usize].clone()).collect();
         t.verify(|op| prevouts.get(t.input.iter().position(|i| i.previous_output == *op)?).cloned())?;
         let swept: u64 = prevouts.iter().map(|o| o.value.to_sat()).sum();
-        let what = if t.input.iter().all(|i| i.witness.len() == 3) { "penalty (revocation key)" } else { "sweep of her own output" };
-        println!("   Alice broadcasts {what} {}: {} sat swept, {} sat after fees, verified", t.compute_txid(), swept, t.output[0].value.to_sat());
+        let what = if t.input.iter().all(|i| i.witness.len() == 3) {
+            "penalty (revocation key)"
+        } else {
+            "sweep of her own output"
+        };
+        println!(
+            "   Alice broadcasts {what} {}: {} sat swept, {} sat after fees, verified",
+            t.compute_txid(),
+            swept,
+            t.output[0].value.to_sat()
+        );
     }
     println!("   Bob's own balance went to the penalty: he loses everything in the channel.");
 

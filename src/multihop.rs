@@ -98,12 +98,13 @@ pub fn f_out(kind: HopKind, m: SafetyMargins) -> Option<u32> {
 /// an absolute floor on the incoming expiry: the channel's refund height plus `S` plus the
 /// incoming side's own needs.
 pub fn min_cltv_expiry_delta(incoming: HopKind, outgoing: HopKind, m: SafetyMargins) -> Requirement {
-    let base = m.reorg_depth.saturating_mul(3).saturating_add(m.grace.saturating_mul(2)).saturating_add(e_in(incoming, m));
+    let base =
+        m.reorg_depth.saturating_mul(3).saturating_add(m.grace.saturating_mul(2)).saturating_add(e_in(incoming, m));
     match (f_out(outgoing, m), outgoing) {
         (Some(f), _) => Requirement::Delta(base.saturating_add(f)),
-        (None, HopKind::Spilman { expiry }) => {
-            Requirement::AtLeast(expiry.checked_add(m.confirm.saturating_add(base)).unwrap_or(BlockHeight::MAX_LOCKTIME))
-        }
+        (None, HopKind::Spilman { expiry }) => Requirement::AtLeast(
+            expiry.checked_add(m.confirm.saturating_add(base)).unwrap_or(BlockHeight::MAX_LOCKTIME),
+        ),
         (None, _) => Requirement::Delta(u32::MAX),
     }
 }
@@ -216,7 +217,10 @@ mod tests {
         assert_eq!(min_cltv_expiry_delta(dmc, HopKind::Lightning, m), Requirement::Delta(10 + 1_024 + 12));
         assert_eq!(min_final_cltv_expiry_delta(dmc, m), 6 + 1_024);
         let sp = HopKind::Spilman { expiry: BlockHeight(900_000) };
-        assert_eq!(min_cltv_expiry_delta(HopKind::Lightning, sp, m), Requirement::AtLeast(BlockHeight(900_000 + 12 + 22)));
+        assert_eq!(
+            min_cltv_expiry_delta(HopKind::Lightning, sp, m),
+            Requirement::AtLeast(BlockHeight(900_000 + 12 + 22))
+        );
     }
 
     #[test]
@@ -230,7 +234,10 @@ mod tests {
         let cheap = HtlcTerms { amount: MilliSats::from_msat(1_001_099), ..good };
         assert_eq!(check_forward(cheap, ln, out, ln, fee, 40, BlockHeight(900), m), Err(ForwardError::FeeInsufficient));
         let short = HtlcTerms { expiry: BlockHeight(1_033), ..good };
-        assert_eq!(check_forward(short, ln, out, ln, fee, 0, BlockHeight(900), m), Err(ForwardError::IncorrectCltvExpiry));
+        assert_eq!(
+            check_forward(short, ln, out, ln, fee, 0, BlockHeight(900), m),
+            Err(ForwardError::IncorrectCltvExpiry)
+        );
         assert_eq!(check_forward(good, ln, out, ln, fee, 40, BlockHeight(1_030), m), Err(ForwardError::ExpiryTooSoon));
     }
 }

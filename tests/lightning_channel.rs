@@ -58,7 +58,13 @@ fn stress(ct: ChannelType, seed: u64, steps: usize, target_each_way: usize) {
     let mut step = 0;
     while step < steps || done[0] < target_each_way || done[1] < target_each_way {
         step += 1;
-        assert!(step < steps * 10, "no progress: done {done:?}, a htlcs {}, b htlcs {}, a bal {:?}", p.a.ch.htlcs().len(), p.b.ch.htlcs().len(), p.a.ch.balances(Side::Holder));
+        assert!(
+            step < steps * 10,
+            "no progress: done {done:?}, a htlcs {}, b htlcs {}, a bal {:?}",
+            p.a.ch.htlcs().len(),
+            p.b.ch.htlcs().len(),
+            p.a.ch.balances(Side::Holder)
+        );
         let side = rng.below(2) as usize;
         match rng.below(100) {
             0..=24 => {
@@ -186,8 +192,8 @@ fn thousand_payments_each_way_anchors() {
     stress(ChannelType::AnchorsZeroFeeHtlc, 2, 6_000, 1_000);
 }
 
-use bitcoin::{Amount, ScriptBuf, WPubkeyHash};
 use bitcoin::hashes::Hash as _;
+use bitcoin::{Amount, ScriptBuf, WPubkeyHash};
 
 fn p2wpkh(n: u8) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
@@ -240,7 +246,10 @@ fn reestablish_at_every_step_of_a_commitment_dance() {
             let pre = PaymentPreimage([cut as u8 + 1; 32]);
             let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(30_000_000), pre.hash(), 2_000, onion()).unwrap();
             p.a.absorb_pub(fx, &mut p.to_b);
-            let fx = p.b.ch.add_htlc(MilliSats::from_msat(10_000_000), PaymentPreimage([0xee; 32]).hash(), 2_000, onion()).unwrap();
+            let fx =
+                p.b.ch
+                    .add_htlc(MilliSats::from_msat(10_000_000), PaymentPreimage([0xee; 32]).hash(), 2_000, onion())
+                    .unwrap();
             p.b.absorb_pub(fx.1, &mut p.to_a);
             let fx = p.a.ch.commit(&p.a.signer).unwrap();
             p.a.absorb_pub(fx, &mut p.to_b);
@@ -268,7 +277,10 @@ fn reestablish_at_every_step_of_a_commitment_dance() {
             p.reconnect();
             p.settle();
             p.verify_commitments();
-            assert!(p.a.ch.htlcs().iter().all(|h| h.id != id || h.offerer != Side::Holder), "cut {cut}: fulfilled HTLC resolved");
+            assert!(
+                p.a.ch.htlcs().iter().all(|h| h.id != id || h.offerer != Side::Holder),
+                "cut {cut}: fulfilled HTLC resolved"
+            );
             let a = p.a.ch.balances(Side::Holder);
             let b = p.b.ch.balances(Side::Holder);
             assert_eq!((a.holder, a.counterparty), (b.counterparty, b.holder));

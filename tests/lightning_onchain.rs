@@ -33,10 +33,13 @@ fn history(ct: ChannelType, updates: usize) -> (Pair, Vec<Old>) {
         }
         let v = p.b.ch.holder_commitment(&p.b.signer).expect("commitment");
         let tx = v.finalize(&p.b.signer).expect("signed");
-        let htlc_timeout = v.htlc_txs().iter().enumerate().find(|(_, h)| h.direction == HtlcDirection::Offered).and_then(|(pos, h)| {
-            let t = v.finalize_htlc_tx(&p.b.signer, pos, None).ok().flatten()?;
-            Some((t, h.tx.lock_time.to_consensus_u32()))
-        });
+        let htlc_timeout =
+            v.htlc_txs().iter().enumerate().find(|(_, h)| h.direction == HtlcDirection::Offered).and_then(
+                |(pos, h)| {
+                    let t = v.finalize_htlc_tx(&p.b.signer, pos, None).ok().flatten()?;
+                    Some((t, h.tx.lock_time.to_consensus_u32()))
+                },
+            );
         olds.push(Old { number: n, tx, htlc_timeout });
     };
     record(&p, &mut olds);
@@ -78,7 +81,11 @@ fn history(ct: ChannelType, updates: usize) -> (Pair, Vec<Old>) {
                 if rng.below(3) == 0 {
                     continue;
                 }
-                let fx = if rng.below(4) == 0 { peer.ch.fail_htlc(id, vec![1; 8]) } else { peer.ch.fulfill_htlc(id, preimages[&hash]) };
+                let fx = if rng.below(4) == 0 {
+                    peer.ch.fail_htlc(id, vec![1; 8])
+                } else {
+                    peer.ch.fulfill_htlc(id, preimages[&hash])
+                };
                 peer.absorb_pub(fx.expect("remove"), out);
             }
         }
@@ -134,8 +141,14 @@ fn every_revoked_commitment_is_punished() {
             let got: u64 = fx.broadcast.iter().flat_map(|t| t.output.iter()).map(|o| o.value.to_sat()).sum();
             let commitment_fee = capacity - old.tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>();
             let sweep_fees = ours - got;
-            let anchors = old.tx.output.iter().filter(|o| o.value == Amount::from_sat(330)).count() as u64 * anchor_total;
-            assert_eq!(got + sweep_fees + commitment_fee + anchors, capacity, "#{}: the whole value minus fees", old.number);
+            let anchors =
+                old.tx.output.iter().filter(|o| o.value == Amount::from_sat(330)).count() as u64 * anchor_total;
+            assert_eq!(
+                got + sweep_fees + commitment_fee + anchors,
+                capacity,
+                "#{}: the whole value minus fees",
+                old.number
+            );
             assert!(sweep_fees < 20_000, "#{}: sweep fees {sweep_fees}", old.number);
         }
     }
@@ -154,14 +167,25 @@ fn second_stage_escapes_are_punished() {
             let mut chain = Chain::at(1_200);
             chain.credit(&p.funding);
             chain.mine(&old.tx).expect("old commitment");
-            let fx = a.handle_chain_with_history(ChainEvent::Confirmed { tx: &old.tx, height: BlockHeight(chain.height) }, &recs, &p.a.signer);
+            let fx = a.handle_chain_with_history(
+                ChainEvent::Confirmed { tx: &old.tx, height: BlockHeight(chain.height) },
+                &recs,
+                &p.a.signer,
+            );
             assert!(!fx.broadcast.is_empty());
             // The cheater's HTLC-timeout confirms before our penalty.
             chain.height = chain.height.max(cltv);
             chain.mine(&htlc_tx).expect("the cheater's HTLC-timeout is valid");
-            let fx2 = a.handle_chain_with_history(ChainEvent::Confirmed { tx: &htlc_tx, height: BlockHeight(chain.height) }, &recs, &p.a.signer);
+            let fx2 = a.handle_chain_with_history(
+                ChainEvent::Confirmed { tx: &htlc_tx, height: BlockHeight(chain.height) },
+                &recs,
+                &p.a.signer,
+            );
             // A penalty on its output, and a new penalty for what is left of the commitment.
-            assert!(fx2.broadcast.iter().any(|t| t.input.iter().any(|i| i.previous_output.txid == htlc_tx.compute_txid())));
+            assert!(fx2
+                .broadcast
+                .iter()
+                .any(|t| t.input.iter().any(|i| i.previous_output.txid == htlc_tx.compute_txid())));
             for t in &fx2.broadcast {
                 chain.mine(t).unwrap_or_else(|e| panic!("rejected {e:?}"));
             }
@@ -220,7 +244,12 @@ fn force_close_resolves_every_htlc() {
                 let fa = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &tx, height: h }, &p.a.signer);
                 let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &tx, height: h }, &p.b.signer);
                 // Delivered twice: nothing changes.
-                assert!(p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &tx, height: h }, &p.a.signer).broadcast.is_empty());
+                assert!(p
+                    .a
+                    .ch
+                    .handle_chain(ChainEvent::Confirmed { tx: &tx, height: h }, &p.a.signer)
+                    .broadcast
+                    .is_empty());
                 a_events.extend(fa.events);
                 b_events.extend(fb.events);
                 pending.extend(fa.broadcast);
@@ -298,7 +327,11 @@ fn reorgs_duplicates_and_garbage_change_nothing_they_should_not() {
             }],
             output: vec![TxOut { value: Amount::from_sat(1), script_pubkey: ScriptBuf::new() }],
         };
-        assert!(p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &junk, height: BlockHeight(u32::MAX) }, &p.a.signer).is_empty());
+        assert!(p
+            .a
+            .ch
+            .handle_chain(ChainEvent::Confirmed { tx: &junk, height: BlockHeight(u32::MAX) }, &p.a.signer)
+            .is_empty());
         assert!(p.a.ch.handle_chain(ChainEvent::Unconfirmed(Txid::from_byte_array([1; 32])), &p.a.signer).is_empty());
         assert_eq!(p.a.ch.snapshot(), after_close, "garbage changed the state");
         let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(u32::MAX)), &p.a.signer);
@@ -367,8 +400,15 @@ fn timeout_race_reorg_and_anchor_bump() {
         let commitment = fx.broadcast[0].clone();
         if ct == ChannelType::AnchorsZeroFeeHtlc {
             // The anchor child: our anchor input is valid under Core's interpreter.
-            let wallet = (OutPoint { txid: Txid::from_byte_array([4; 32]), vout: 0 }, TxOut { value: Amount::from_sat(50_000), script_pubkey: common::ln::p2wpkh_script() });
-            let child = p.a.ch.anchor_bump(&commitment, wallet.clone(), common::ln::p2wpkh_script(), FeeratePerKw(5_000), &p.a.signer).unwrap();
+            let wallet = (
+                OutPoint { txid: Txid::from_byte_array([4; 32]), vout: 0 },
+                TxOut { value: Amount::from_sat(50_000), script_pubkey: common::ln::p2wpkh_script() },
+            );
+            let child = p
+                .a
+                .ch
+                .anchor_bump(&commitment, wallet.clone(), common::ln::p2wpkh_script(), FeeratePerKw(5_000), &p.a.signer)
+                .unwrap();
             let anchor_out = commitment.output[child.input[0].previous_output.vout as usize].clone();
             let prevouts = [anchor_out, wallet.1];
             let res = bitcoin::consensus::verify_script(
@@ -388,7 +428,12 @@ fn timeout_race_reorg_and_anchor_bump() {
         // Past expiry: A broadcasts its HTLC-timeout; B, late, claims with the preimage and wins.
         chain.height = 1_101;
         let fa = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(1_101)), &p.a.signer);
-        let timeout = fa.broadcast.iter().find(|t| t.lock_time.to_consensus_u32() == 1_100).cloned().expect("HTLC-timeout at expiry");
+        let timeout = fa
+            .broadcast
+            .iter()
+            .find(|t| t.lock_time.to_consensus_u32() == 1_100)
+            .cloned()
+            .expect("HTLC-timeout at expiry");
         let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.b.signer);
         let success = fb
             .broadcast
@@ -398,12 +443,20 @@ fn timeout_race_reorg_and_anchor_bump() {
             .expect("B claims with the preimage");
         chain.mine(&success).expect("B's claim is valid");
         assert!(chain.check(&timeout).is_err(), "the timeout now double-spends");
-        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &success, height: BlockHeight(chain.height) }, &p.a.signer);
-        assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id: i, preimage, .. } if *i == id && *preimage == pre)));
+        let fx =
+            p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &success, height: BlockHeight(chain.height) }, &p.a.signer);
+        assert!(fx
+            .events
+            .iter()
+            .any(|e| matches!(e, Event::HtlcFulfilled { id: i, preimage, .. } if *i == id && *preimage == pre)));
         // A reorg removes B's claim: A's timeout is open again and broadcast.
         chain.reorg_last(&success.compute_txid()).unwrap();
         let fx = p.a.ch.handle_chain(ChainEvent::Unconfirmed(success.compute_txid()), &p.a.signer);
-        let again = fx.broadcast.iter().find(|t| t.input[0].previous_output == timeout.input[0].previous_output).expect("rebroadcast");
+        let again = fx
+            .broadcast
+            .iter()
+            .find(|t| t.input[0].previous_output == timeout.input[0].previous_output)
+            .expect("rebroadcast");
         chain.mine(again).expect("A's timeout confirms after the reorg");
     }
 }

@@ -13,14 +13,13 @@ use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::transaction::Version;
 use bitcoin::{ecdsa, Amount, Transaction, TxOut, Witness};
 use common::{
-    is_script_failure, outpoint, p2wsh_prevout, public_key, secp, secret_key, sign_p2wsh,
-    spending_tx, verify_spend, verify_spend_standard, PREVOUT_VALUE,
+    is_script_failure, outpoint, p2wsh_prevout, public_key, secp, secret_key, sign_p2wsh, spending_tx, verify_spend,
+    verify_spend_standard, PREVOUT_VALUE,
 };
 use paychan::core::hashlock::{PaymentHash, PaymentPreimage};
 use paychan::core::keys::{
-    derive_privkey, derive_revocation_privkey, DelayedPaymentBasepoint, DelayedPaymentPubkey,
-    FundingPubkey, HtlcBasepoint, HtlcPubkey, PerCommitmentSecret, RevocationBaseSecret,
-    RevocationPubkey,
+    derive_privkey, derive_revocation_privkey, DelayedPaymentBasepoint, DelayedPaymentPubkey, FundingPubkey,
+    HtlcBasepoint, HtlcPubkey, PerCommitmentSecret, RevocationBaseSecret, RevocationPubkey,
 };
 use paychan::core::script::{self, WitnessScript};
 use paychan::core::units::BlockHeight;
@@ -101,10 +100,7 @@ impl Built {
     #[track_caller]
     fn assert_rejected(&self, what: &str) {
         match self.consensus() {
-            Ok(()) => panic!(
-                "{what}: Core accepted a spend it must refuse\n{:#?}",
-                self.tx
-            ),
+            Ok(()) => panic!("{what}: Core accepted a spend it must refuse\n{:#?}", self.tx),
             Err(e) => assert!(is_script_failure(&e), "{what}: not a script failure: {e}"),
         }
     }
@@ -113,13 +109,7 @@ impl Built {
 impl<'a> Spend<'a> {
     /// nLockTime 0, nSequence `RBF`, version 2, signatures over the true value.
     fn of(script: &'a WitnessScript) -> Self {
-        Spend {
-            script,
-            lock_time: 0,
-            sequence: RBF,
-            version: Version::TWO,
-            signed_value: PREVOUT_VALUE,
-        }
+        Spend { script, lock_time: 0, sequence: RBF, version: Version::TWO, signed_value: PREVOUT_VALUE }
     }
 
     fn lock_time(self, lock_time: u32) -> Self {
@@ -131,35 +121,20 @@ impl<'a> Spend<'a> {
     }
 
     fn version(self, version: i32) -> Self {
-        Spend {
-            version: Version(version),
-            ..self
-        }
+        Spend { version: Version(version), ..self }
     }
 
     fn signed_value(self, signed_value: Amount) -> Self {
-        Spend {
-            signed_value,
-            ..self
-        }
+        Spend { signed_value, ..self }
     }
 
     /// Builds the transaction, then its witness with `witness` (which signs the final
     /// transaction: version, locktime and sequence are set before any signature is made).
     fn build(self, witness: impl FnOnce(&Sigs<'_>) -> Witness) -> Built {
         let prevout = p2wsh_prevout(self.script, PREVOUT_VALUE);
-        let mut tx = spending_tx(
-            outpoint(0xaa, 0),
-            PREVOUT_VALUE,
-            self.lock_time,
-            self.sequence,
-        );
+        let mut tx = spending_tx(outpoint(0xaa, 0), PREVOUT_VALUE, self.lock_time, self.sequence);
         tx.version = self.version;
-        let w = witness(&Sigs {
-            tx: &tx,
-            script: self.script,
-            value: self.signed_value,
-        });
+        let w = witness(&Sigs { tx: &tx, script: self.script, value: self.signed_value });
         tx.input[0].witness = w;
         Built { tx, prevout }
     }
@@ -196,28 +171,16 @@ fn commitment_keys() -> CommitmentKeys {
     let point = per_commitment_secret.point(&secp).unwrap();
 
     let revocation_base = RevocationBaseSecret::from_secret_key(secret_key(0x11));
-    let revocation =
-        RevocationPubkey::derive(&secp, &revocation_base.public_key(&secp), &point).unwrap();
-    let revocation_sk =
-        derive_revocation_privkey(&secp, &revocation_base, &per_commitment_secret).unwrap();
+    let revocation = RevocationPubkey::derive(&secp, &revocation_base.public_key(&secp), &point).unwrap();
+    let revocation_sk = derive_revocation_privkey(&secp, &revocation_base, &per_commitment_secret).unwrap();
 
     let delayed_base = DelayedPaymentBasepoint::from_public_key(public_key(0x12));
     let delayed = DelayedPaymentPubkey::derive(&secp, &delayed_base, &point).unwrap();
     let delayed_sk = derive_privkey(&secp, &secret_key(0x12), &point).unwrap();
 
-    let local_htlc = HtlcPubkey::derive(
-        &secp,
-        &HtlcBasepoint::from_public_key(public_key(0x13)),
-        &point,
-    )
-    .unwrap();
+    let local_htlc = HtlcPubkey::derive(&secp, &HtlcBasepoint::from_public_key(public_key(0x13)), &point).unwrap();
     let local_htlc_sk = derive_privkey(&secp, &secret_key(0x13), &point).unwrap();
-    let remote_htlc = HtlcPubkey::derive(
-        &secp,
-        &HtlcBasepoint::from_public_key(public_key(0x14)),
-        &point,
-    )
-    .unwrap();
+    let remote_htlc = HtlcPubkey::derive(&secp, &HtlcBasepoint::from_public_key(public_key(0x14)), &point).unwrap();
     let remote_htlc_sk = derive_privkey(&secp, &secret_key(0x14), &point).unwrap();
 
     CommitmentKeys {
@@ -246,22 +209,10 @@ const STRANGER: u8 = 0x66;
 fn derived_private_keys_match_derived_public_keys() {
     let secp = secp();
     let k = commitment_keys();
-    assert_eq!(
-        PublicKey::from_secret_key(&secp, &k.revocation_sk),
-        *k.revocation.public_key()
-    );
-    assert_eq!(
-        PublicKey::from_secret_key(&secp, &k.delayed_sk),
-        *k.delayed.public_key()
-    );
-    assert_eq!(
-        PublicKey::from_secret_key(&secp, &k.local_htlc_sk),
-        *k.local_htlc.public_key()
-    );
-    assert_eq!(
-        PublicKey::from_secret_key(&secp, &k.remote_htlc_sk),
-        *k.remote_htlc.public_key()
-    );
+    assert_eq!(PublicKey::from_secret_key(&secp, &k.revocation_sk), *k.revocation.public_key());
+    assert_eq!(PublicKey::from_secret_key(&secp, &k.delayed_sk), *k.delayed.public_key());
+    assert_eq!(PublicKey::from_secret_key(&secp, &k.local_htlc_sk), *k.local_htlc.public_key());
+    assert_eq!(PublicKey::from_secret_key(&secp, &k.remote_htlc_sk), *k.remote_htlc.public_key());
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -276,11 +227,7 @@ fn funding_script_sorts_keys() {
     let (a, b) = (funding_key(1), funding_key(2));
     let ab = script::funding(&a, &b);
     assert_eq!(ab, script::funding(&b, &a));
-    let (lo, hi) = if a.serialize() < b.serialize() {
-        (a, b)
-    } else {
-        (b, a)
-    };
+    let (lo, hi) = if a.serialize() < b.serialize() { (a, b) } else { (b, a) };
     let mut expected = vec![0x52, 33];
     expected.extend_from_slice(&lo.serialize());
     expected.push(33);
@@ -296,22 +243,10 @@ fn funding_2of2_spends_with_keys_and_signatures_in_either_order() {
         let (ka, kb) = (funding_key(sa), funding_key(sb));
         let s = script::funding(&ka, &kb);
         Spend::of(&s)
-            .build(|k| {
-                script::funding_witness(
-                    &s,
-                    (&ka, &k.all(&secret_key(sa))),
-                    (&kb, &k.all(&secret_key(sb))),
-                )
-            })
+            .build(|k| script::funding_witness(&s, (&ka, &k.all(&secret_key(sa))), (&kb, &k.all(&secret_key(sb)))))
             .assert_valid(&format!("funding({sa}, {sb}), witness in argument order"));
         Spend::of(&s)
-            .build(|k| {
-                script::funding_witness(
-                    &s,
-                    (&kb, &k.all(&secret_key(sb))),
-                    (&ka, &k.all(&secret_key(sa))),
-                )
-            })
+            .build(|k| script::funding_witness(&s, (&kb, &k.all(&secret_key(sb))), (&ka, &k.all(&secret_key(sa)))))
             .assert_valid(&format!("funding({sa}, {sb}), witness in reverse order"));
     }
 }
@@ -321,13 +256,7 @@ fn funding_rejects_signature_by_another_key() {
     let (a, b) = (funding_key(1), funding_key(2));
     let s = script::funding(&a, &b);
     Spend::of(&s)
-        .build(|k| {
-            script::funding_witness(
-                &s,
-                (&a, &k.all(&secret_key(1))),
-                (&b, &k.all(&secret_key(STRANGER))),
-            )
-        })
+        .build(|k| script::funding_witness(&s, (&a, &k.all(&secret_key(1))), (&b, &k.all(&secret_key(STRANGER)))))
         .assert_rejected("funding, second signature by a stranger");
 }
 
@@ -337,13 +266,7 @@ fn funding_rejects_signatures_in_wrong_order() {
     let s = script::funding(&a, &b);
     // Each signature labelled with the other key: the witness puts them in the wrong order.
     Spend::of(&s)
-        .build(|k| {
-            script::funding_witness(
-                &s,
-                (&a, &k.all(&secret_key(2))),
-                (&b, &k.all(&secret_key(1))),
-            )
-        })
+        .build(|k| script::funding_witness(&s, (&a, &k.all(&secret_key(2))), (&b, &k.all(&secret_key(1)))))
         .assert_rejected("funding, signatures swapped");
 }
 
@@ -353,13 +276,7 @@ fn funding_rejects_signature_over_wrong_amount() {
     let s = script::funding(&a, &b);
     Spend::of(&s)
         .signed_value(PREVOUT_VALUE + Amount::from_sat(1))
-        .build(|k| {
-            script::funding_witness(
-                &s,
-                (&a, &k.all(&secret_key(1))),
-                (&b, &k.all(&secret_key(2))),
-            )
-        })
+        .build(|k| script::funding_witness(&s, (&a, &k.all(&secret_key(1))), (&b, &k.all(&secret_key(2)))))
         .assert_rejected("funding, signed over another amount");
 }
 
@@ -369,11 +286,7 @@ fn funding_rejects_non_null_dummy() {
     let s = script::funding(&a, &b);
     Spend::of(&s)
         .build(|k| {
-            let good = script::funding_witness(
-                &s,
-                (&a, &k.all(&secret_key(1))),
-                (&b, &k.all(&secret_key(2))),
-            );
+            let good = script::funding_witness(&s, (&a, &k.all(&secret_key(1))), (&b, &k.all(&secret_key(2))));
             let items: Vec<&[u8]> = good.iter().collect();
             raw_witness(&[&[0x00], items[1], items[2]], &s)
         })
@@ -483,8 +396,7 @@ fn to_local_non_minimal_if_selectors_are_nonstandard() {
         .sequence(u32::from(TO_SELF_DELAY))
         .build(|g| raw_witness(&[&g.all(&k.delayed_sk).serialize(), &[0x00]], &s));
     // True selector 0x02 instead of 0x01.
-    let revocation =
-        Spend::of(&s).build(|g| raw_witness(&[&g.all(&k.revocation_sk).serialize(), &[0x02]], &s));
+    let revocation = Spend::of(&s).build(|g| raw_witness(&[&g.all(&k.revocation_sk).serialize(), &[0x02]], &s));
     for (built, what) in [(delayed, "0x00 as false"), (revocation, "0x02 as true")] {
         // MINIMALIF is policy for segwit v0 (consensus only in tapscript), and libbitcoinconsensus
         // accepts consensus flags only: Core's interpreter in consensus mode takes the spend.
@@ -557,10 +469,7 @@ fn anchor_owner_path_rejects_other_key() {
 #[test]
 fn anchor_anyone_path_after_16_blocks() {
     let s = anchor_script();
-    Spend::of(&s)
-        .sequence(16)
-        .build(|_| script::anchor_anyone_witness(&s))
-        .assert_valid("anchor anyone, nSequence 16");
+    Spend::of(&s).sequence(16).build(|_| script::anchor_anyone_witness(&s)).assert_valid("anchor anyone, nSequence 16");
 }
 
 #[test]
@@ -578,9 +487,7 @@ fn anchor_anyone_path_rejected_before_16_blocks() {
 fn anchor_invalid_signature_after_16_blocks_is_consensus_valid_but_nonstandard() {
     // A failed CHECKSIG falls through to the 16-block path: consensus accepts it, NULLFAIL does not.
     let s = anchor_script();
-    let built = Spend::of(&s)
-        .sequence(16)
-        .build(|g| script::anchor_owner_witness(&s, &g.all(&secret_key(STRANGER))));
+    let built = Spend::of(&s).sequence(16).build(|g| script::anchor_owner_witness(&s, &g.all(&secret_key(STRANGER))));
     assert_eq!(built.consensus(), Ok(()));
     assert!(built.standard().unwrap_err().contains("NULLFAIL"));
 }
@@ -621,24 +528,11 @@ with_and_without_anchors! {
 }
 
 fn offered(k: &CommitmentKeys, anchors: bool) -> WitnessScript {
-    script::offered_htlc(
-        &k.revocation,
-        &k.local_htlc,
-        &k.remote_htlc,
-        &PREIMAGE.hash(),
-        anchors,
-    )
+    script::offered_htlc(&k.revocation, &k.local_htlc, &k.remote_htlc, &PREIMAGE.hash(), anchors)
 }
 
 fn received(k: &CommitmentKeys, anchors: bool) -> WitnessScript {
-    script::received_htlc(
-        &k.revocation,
-        &k.local_htlc,
-        &k.remote_htlc,
-        &PREIMAGE.hash(),
-        CLTV_EXPIRY,
-        anchors,
-    )
+    script::received_htlc(&k.revocation, &k.local_htlc, &k.remote_htlc, &PREIMAGE.hash(), CLTV_EXPIRY, anchors)
 }
 
 /// nSequence of the non-revocation HTLC paths: BOLT #3 uses 0 without anchors and 1 with them.
@@ -662,9 +556,7 @@ fn check_offered_revocation(anchors: bool) {
         Spend::of(&s)
             .sequence(sequence)
             .build(|g| script::htlc_revocation_witness(&s, &g.all(&k.revocation_sk), &k.revocation))
-            .assert_valid(&format!(
-                "offered revocation, anchors={anchors}, nSequence {sequence:#x}"
-            ));
+            .assert_valid(&format!("offered revocation, anchors={anchors}, nSequence {sequence:#x}"));
     }
 }
 
@@ -672,20 +564,14 @@ fn check_offered_revocation_wrong_key(anchors: bool) {
     let k = commitment_keys();
     let s = offered(&k, anchors);
     Spend::of(&s)
-        .build(|g| {
-            script::htlc_revocation_witness(&s, &g.all(&k.revocation_base_sk), &k.revocation)
-        })
-        .assert_rejected(&format!(
-            "offered revocation with base secret, anchors={anchors}"
-        ));
+        .build(|g| script::htlc_revocation_witness(&s, &g.all(&k.revocation_base_sk), &k.revocation))
+        .assert_rejected(&format!("offered revocation with base secret, anchors={anchors}"));
     // A key that is not the revocation key takes the non-revocation branch, and fails there.
     let other = RevocationPubkey::from_public_key(public_key(STRANGER));
     Spend::of(&s)
         .sequence(1)
         .build(|g| script::htlc_revocation_witness(&s, &g.all(&secret_key(STRANGER)), &other))
-        .assert_rejected(&format!(
-            "offered revocation with a stranger's key, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("offered revocation with a stranger's key, anchors={anchors}"));
 }
 
 fn check_offered_timeout(anchors: bool) {
@@ -704,53 +590,21 @@ fn check_offered_timeout(anchors: bool) {
 fn check_offered_timeout_bad_signatures(anchors: bool) {
     let k = commitment_keys();
     let s = offered(&k, anchors);
-    let spend = Spend::of(&s)
-        .lock_time(CLTV_EXPIRY)
-        .sequence(htlc_sequence(anchors));
+    let spend = Spend::of(&s).lock_time(CLTV_EXPIRY).sequence(htlc_sequence(anchors));
     spend
-        .build(|g| {
-            script::offered_htlc_timeout_witness(
-                &s,
-                &g.all(&k.local_htlc_sk),
-                &g.all(&k.remote_htlc_sk),
-            )
-        })
-        .assert_rejected(&format!(
-            "offered HTLC-timeout, signatures swapped, anchors={anchors}"
-        ));
+        .build(|g| script::offered_htlc_timeout_witness(&s, &g.all(&k.local_htlc_sk), &g.all(&k.remote_htlc_sk)))
+        .assert_rejected(&format!("offered HTLC-timeout, signatures swapped, anchors={anchors}"));
     spend
-        .build(|g| {
-            script::offered_htlc_timeout_witness(
-                &s,
-                &g.all(&k.remote_htlc_sk),
-                &g.all(&secret_key(STRANGER)),
-            )
-        })
-        .assert_rejected(&format!(
-            "offered HTLC-timeout, stranger as local, anchors={anchors}"
-        ));
+        .build(|g| script::offered_htlc_timeout_witness(&s, &g.all(&k.remote_htlc_sk), &g.all(&secret_key(STRANGER))))
+        .assert_rejected(&format!("offered HTLC-timeout, stranger as local, anchors={anchors}"));
     spend
         .signed_value(PREVOUT_VALUE * 2)
-        .build(|g| {
-            script::offered_htlc_timeout_witness(
-                &s,
-                &g.all(&k.remote_htlc_sk),
-                &g.all(&k.local_htlc_sk),
-            )
-        })
-        .assert_rejected(&format!(
-            "offered HTLC-timeout, signed over another amount, anchors={anchors}"
-        ));
+        .build(|g| script::offered_htlc_timeout_witness(&s, &g.all(&k.remote_htlc_sk), &g.all(&k.local_htlc_sk)))
+        .assert_rejected(&format!("offered HTLC-timeout, signed over another amount, anchors={anchors}"));
     if anchors {
         spend
             .sequence(0)
-            .build(|g| {
-                script::offered_htlc_timeout_witness(
-                    &s,
-                    &g.all(&k.remote_htlc_sk),
-                    &g.all(&k.local_htlc_sk),
-                )
-            })
+            .build(|g| script::offered_htlc_timeout_witness(&s, &g.all(&k.remote_htlc_sk), &g.all(&k.local_htlc_sk)))
             .assert_rejected("offered HTLC-timeout with anchors, nSequence 0");
     }
 }
@@ -769,23 +623,15 @@ fn check_offered_remote_preimage_bad(anchors: bool) {
     let s = offered(&k, anchors);
     let spend = Spend::of(&s).sequence(if anchors { 1 } else { RBF });
     spend
-        .build(|g| {
-            script::offered_htlc_success_witness(&s, &g.all(&k.remote_htlc_sk), &WRONG_PREIMAGE)
-        })
-        .assert_rejected(&format!(
-            "offered, remote with wrong preimage, anchors={anchors}"
-        ));
+        .build(|g| script::offered_htlc_success_witness(&s, &g.all(&k.remote_htlc_sk), &WRONG_PREIMAGE))
+        .assert_rejected(&format!("offered, remote with wrong preimage, anchors={anchors}"));
     spend
         .build(|g| script::offered_htlc_success_witness(&s, &g.all(&k.local_htlc_sk), &PREIMAGE))
-        .assert_rejected(&format!(
-            "offered, preimage path signed by local key, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("offered, preimage path signed by local key, anchors={anchors}"));
     if anchors {
         spend
             .sequence(0)
-            .build(|g| {
-                script::offered_htlc_success_witness(&s, &g.all(&k.remote_htlc_sk), &PREIMAGE)
-            })
+            .build(|g| script::offered_htlc_success_witness(&s, &g.all(&k.remote_htlc_sk), &PREIMAGE))
             .assert_rejected("offered with anchors, remote with preimage, nSequence 0");
     }
 }
@@ -797,9 +643,7 @@ fn check_received_revocation(anchors: bool) {
         Spend::of(&s)
             .sequence(sequence)
             .build(|g| script::htlc_revocation_witness(&s, &g.all(&k.revocation_sk), &k.revocation))
-            .assert_valid(&format!(
-                "received revocation, anchors={anchors}, nSequence {sequence:#x}"
-            ));
+            .assert_valid(&format!("received revocation, anchors={anchors}, nSequence {sequence:#x}"));
     }
 }
 
@@ -808,9 +652,7 @@ fn check_received_revocation_wrong_key(anchors: bool) {
     let s = received(&k, anchors);
     Spend::of(&s)
         .build(|g| script::htlc_revocation_witness(&s, &g.all(&k.remote_htlc_sk), &k.revocation))
-        .assert_rejected(&format!(
-            "received revocation signed by remote HTLC key, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received revocation signed by remote HTLC key, anchors={anchors}"));
 }
 
 fn check_received_success(anchors: bool) {
@@ -830,36 +672,20 @@ fn check_received_success_bad(anchors: bool) {
     let s = received(&k, anchors);
     let spend = Spend::of(&s).sequence(htlc_sequence(anchors));
     let sign_both = |g: &Sigs<'_>, preimage: &PaymentPreimage| {
-        script::received_htlc_success_witness(
-            &s,
-            &g.all(&k.remote_htlc_sk),
-            &g.all(&k.local_htlc_sk),
-            preimage,
-        )
+        script::received_htlc_success_witness(&s, &g.all(&k.remote_htlc_sk), &g.all(&k.local_htlc_sk), preimage)
     };
     spend
         .build(|g| sign_both(g, &WRONG_PREIMAGE))
-        .assert_rejected(&format!(
-            "received HTLC-success, wrong preimage, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received HTLC-success, wrong preimage, anchors={anchors}"));
     spend
         .build(|g| {
-            script::received_htlc_success_witness(
-                &s,
-                &g.all(&k.local_htlc_sk),
-                &g.all(&k.remote_htlc_sk),
-                &PREIMAGE,
-            )
+            script::received_htlc_success_witness(&s, &g.all(&k.local_htlc_sk), &g.all(&k.remote_htlc_sk), &PREIMAGE)
         })
-        .assert_rejected(&format!(
-            "received HTLC-success, signatures swapped, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received HTLC-success, signatures swapped, anchors={anchors}"));
     spend
         .signed_value(Amount::from_sat(1))
         .build(|g| sign_both(g, &PREIMAGE))
-        .assert_rejected(&format!(
-            "received HTLC-success, signed over another amount, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received HTLC-success, signed over another amount, anchors={anchors}"));
     if anchors {
         spend
             .sequence(0)
@@ -871,11 +697,7 @@ fn check_received_success_bad(anchors: bool) {
 fn check_received_remote_timeout(anchors: bool) {
     let k = commitment_keys();
     let s = received(&k, anchors);
-    let sequences: &[u32] = if anchors {
-        &[1, 100]
-    } else {
-        &[0, RBF, LOCKTIME_ONLY]
-    };
+    let sequences: &[u32] = if anchors { &[1, 100] } else { &[0, RBF, LOCKTIME_ONLY] };
     for &sequence in sequences {
         for lock_time in [CLTV_EXPIRY, CLTV_EXPIRY + 1000] {
             Spend::of(&s)
@@ -892,34 +714,21 @@ fn check_received_remote_timeout(anchors: bool) {
 fn check_received_remote_timeout_bad(anchors: bool) {
     let k = commitment_keys();
     let s = received(&k, anchors);
-    let spend =
-        Spend::of(&s)
-            .lock_time(CLTV_EXPIRY)
-            .sequence(if anchors { 1 } else { LOCKTIME_ONLY });
-    let remote_sig =
-        |g: &Sigs<'_>| script::received_htlc_timeout_witness(&s, &g.all(&k.remote_htlc_sk));
+    let spend = Spend::of(&s).lock_time(CLTV_EXPIRY).sequence(if anchors { 1 } else { LOCKTIME_ONLY });
+    let remote_sig = |g: &Sigs<'_>| script::received_htlc_timeout_witness(&s, &g.all(&k.remote_htlc_sk));
     spend
         .lock_time(CLTV_EXPIRY - 1)
         .build(remote_sig)
-        .assert_rejected(&format!(
-            "received, remote timeout at cltv_expiry - 1, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received, remote timeout at cltv_expiry - 1, anchors={anchors}"));
     spend
         .sequence(FINAL)
         .build(remote_sig)
-        .assert_rejected(&format!(
-            "received, remote timeout, final nSequence, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received, remote timeout, final nSequence, anchors={anchors}"));
     spend
         .build(|g| script::received_htlc_timeout_witness(&s, &g.all(&k.local_htlc_sk)))
-        .assert_rejected(&format!(
-            "received, remote timeout signed by local key, anchors={anchors}"
-        ));
+        .assert_rejected(&format!("received, remote timeout signed by local key, anchors={anchors}"));
     if anchors {
-        spend
-            .sequence(0)
-            .build(remote_sig)
-            .assert_rejected("received with anchors, remote timeout, nSequence 0");
+        spend.sequence(0).build(remote_sig).assert_rejected("received with anchors, remote timeout, nSequence 0");
     }
 }
 
@@ -943,9 +752,7 @@ fn spilman_cltv_payment_path_at_any_locktime() {
                 .lock_time(lock_time)
                 .sequence(sequence)
                 .build(|g| payment_witness(&s, g, PAYER, PAYEE))
-                .assert_valid(&format!(
-                    "spilman_cltv payment, nLockTime {lock_time}, nSequence {sequence:#x}"
-                ));
+                .assert_valid(&format!("spilman_cltv payment, nLockTime {lock_time}, nSequence {sequence:#x}"));
         }
     }
 }
@@ -971,19 +778,14 @@ fn spilman_cltv_payment_path_rejects_bad_signatures() {
 #[test]
 fn spilman_cltv_refund_path_from_expiry() {
     let s = spilman_cltv_script();
-    for (lock_time, sequence) in [
-        (EXPIRY.0, LOCKTIME_ONLY),
-        (EXPIRY.0 + 1, LOCKTIME_ONLY),
-        (EXPIRY.0, RBF),
-        (EXPIRY.0, 0),
-    ] {
+    for (lock_time, sequence) in
+        [(EXPIRY.0, LOCKTIME_ONLY), (EXPIRY.0 + 1, LOCKTIME_ONLY), (EXPIRY.0, RBF), (EXPIRY.0, 0)]
+    {
         Spend::of(&s)
             .lock_time(lock_time)
             .sequence(sequence)
             .build(|g| script::spilman_refund_witness(&s, &g.all(&secret_key(PAYER))))
-            .assert_valid(&format!(
-                "spilman_cltv refund, nLockTime {lock_time}, nSequence {sequence:#x}"
-            ));
+            .assert_valid(&format!("spilman_cltv refund, nLockTime {lock_time}, nSequence {sequence:#x}"));
     }
 }
 
@@ -1039,11 +841,7 @@ fn spilman_cltv_refund_with_bitcoinj_0x00_selector_is_nonstandard() {
         .lock_time(EXPIRY.0)
         .sequence(LOCKTIME_ONLY)
         .build(|g| raw_witness(&[&g.all(&secret_key(PAYER)).serialize(), &[0x00]], &s));
-    assert_eq!(
-        built.consensus(),
-        Ok(()),
-        "MINIMALIF is not a consensus rule for segwit v0"
-    );
+    assert_eq!(built.consensus(), Ok(()), "MINIMALIF is not a consensus rule for segwit v0");
     assert!(built.standard().unwrap_err().contains("MINIMALIF"));
 }
 
@@ -1137,9 +935,7 @@ fn hashlock_htlc_success_path() {
 fn hashlock_htlc_success_path_rejects_wrong_preimage_or_key() {
     let s = hashlock_script(&PREIMAGE.hash());
     Spend::of(&s)
-        .build(|g| {
-            script::hashlock_success_witness(&s, &g.all(&secret_key(PAYEE)), &WRONG_PREIMAGE)
-        })
+        .build(|g| script::hashlock_success_witness(&s, &g.all(&secret_key(PAYEE)), &WRONG_PREIMAGE))
         .assert_rejected("hashlock success, wrong preimage");
     Spend::of(&s)
         .build(|g| script::hashlock_success_witness(&s, &g.all(&secret_key(PAYER)), &PREIMAGE))
@@ -1166,18 +962,12 @@ fn hashlock_htlc_success_path_rejects_preimage_of_wrong_size() {
 #[test]
 fn hashlock_htlc_timeout_path_from_expiry() {
     let s = hashlock_script(&PREIMAGE.hash());
-    for (lock_time, sequence) in [
-        (EXPIRY.0, LOCKTIME_ONLY),
-        (EXPIRY.0, RBF),
-        (EXPIRY.0 + 1, 0),
-    ] {
+    for (lock_time, sequence) in [(EXPIRY.0, LOCKTIME_ONLY), (EXPIRY.0, RBF), (EXPIRY.0 + 1, 0)] {
         Spend::of(&s)
             .lock_time(lock_time)
             .sequence(sequence)
             .build(|g| script::hashlock_timeout_witness(&s, &g.all(&secret_key(PAYER))))
-            .assert_valid(&format!(
-                "hashlock timeout, nLockTime {lock_time}, nSequence {sequence:#x}"
-            ));
+            .assert_valid(&format!("hashlock timeout, nLockTime {lock_time}, nSequence {sequence:#x}"));
     }
 }
 

@@ -58,12 +58,22 @@ fn secrets_never_print() {
         format!("{:?}", paychan::lightning::Event::HtlcFulfilled { id: 1, payment_hash: preimage.hash(), preimage }),
         format!("{:?}", paychan::spilman::Event::HtlcFulfilled { id: 1, payment_hash: preimage.hash(), preimage }),
         format!("{:?}", paychan::spilman::Msg::Fulfill { id: 1, preimage }),
-        format!("{:?}", paychan::lightning::Msg::UpdateFulfillHtlc { channel_id: paychan::driving::ChannelId([0; 32]), id: 1, payment_preimage: preimage }),
-        format!("{:?}", paychan::lightning::Msg::RevokeAndAck {
-            channel_id: paychan::driving::ChannelId([0; 32]),
-            per_commitment_secret: pcs,
-            next_per_commitment_point: pcs.point(&secp).unwrap().public_key().to_owned(),
-        }),
+        format!(
+            "{:?}",
+            paychan::lightning::Msg::UpdateFulfillHtlc {
+                channel_id: paychan::driving::ChannelId([0; 32]),
+                id: 1,
+                payment_preimage: preimage
+            }
+        ),
+        format!(
+            "{:?}",
+            paychan::lightning::Msg::RevokeAndAck {
+                channel_id: paychan::driving::ChannelId([0; 32]),
+                per_commitment_secret: pcs,
+                next_per_commitment_point: pcs.point(&secp).unwrap().public_key().to_owned(),
+            }
+        ),
     ];
     for t in &texts {
         for s in &secret_bytes {

@@ -102,7 +102,10 @@ impl Harness {
                 sequence: Sequence::MAX,
                 witness: Witness::new(),
             }],
-            output: vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, h.payer.funding_output()],
+            output: vec![
+                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) },
+                h.payer.funding_output(),
+            ],
         };
         let fx = h.payer.fund(funding.clone(), &h.payer_signer).unwrap();
         h.deliver_from_payer(fx);
@@ -210,7 +213,13 @@ fn lifecycle(variant: Variant) {
     let pre_a = PaymentPreimage([0xaa; 32]);
     let (id_a, fx) = h
         .payer
-        .add_htlc(Amount::from_sat(5_000), pre_a.hash(), BlockHeight(h.chain.height + 50), &h.payer_signer, tip(&h.chain))
+        .add_htlc(
+            Amount::from_sat(5_000),
+            pre_a.hash(),
+            BlockHeight(h.chain.height + 50),
+            &h.payer_signer,
+            tip(&h.chain),
+        )
         .unwrap();
     h.deliver_from_payer(fx);
     assert!(h.payee_events.iter().any(|e| matches!(e, Event::HtlcOffered(x) if x.id == id_a)));
@@ -218,13 +227,18 @@ fn lifecycle(variant: Variant) {
     h.deliver_from_payee(fx);
     paid += 5_000;
     assert_eq!(h.payee.received().to_sat(), paid, "the fulfilled HTLC is folded into the payee's output");
-    assert!(h.payer_events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id, preimage, .. } if *id == id_a && *preimage == pre_a)));
+    assert!(h
+        .payer_events
+        .iter()
+        .any(|e| matches!(e, Event::HtlcFulfilled { id, preimage, .. } if *id == id_a && *preimage == pre_a)));
 
     // A conditional payment that times out: removed after expiry, final only once dominated.
     let pre_b = PaymentPreimage([0xbb; 32]);
     let expiry_b = h.chain.height + 20;
-    let (id_b, fx) =
-        h.payer.add_htlc(Amount::from_sat(7_000), pre_b.hash(), BlockHeight(expiry_b), &h.payer_signer, tip(&h.chain)).unwrap();
+    let (id_b, fx) = h
+        .payer
+        .add_htlc(Amount::from_sat(7_000), pre_b.hash(), BlockHeight(expiry_b), &h.payer_signer, tip(&h.chain))
+        .unwrap();
     h.deliver_from_payer(fx);
     assert_eq!(
         h.payer.timeout_htlc(id_b, &h.payer_signer, tip(&h.chain)),
@@ -245,11 +259,15 @@ fn lifecycle(variant: Variant) {
     let pre_c = PaymentPreimage([0xcc; 32]);
     let pre_d = PaymentPreimage([0xdd; 32]);
     let expiry_cd = h.chain.height + 30;
-    let (id_c, fx) =
-        h.payer.add_htlc(Amount::from_sat(6_000), pre_c.hash(), BlockHeight(expiry_cd), &h.payer_signer, tip(&h.chain)).unwrap();
+    let (id_c, fx) = h
+        .payer
+        .add_htlc(Amount::from_sat(6_000), pre_c.hash(), BlockHeight(expiry_cd), &h.payer_signer, tip(&h.chain))
+        .unwrap();
     h.deliver_from_payer(fx);
-    let (id_d, fx) =
-        h.payer.add_htlc(Amount::from_sat(8_000), pre_d.hash(), BlockHeight(expiry_cd), &h.payer_signer, tip(&h.chain)).unwrap();
+    let (id_d, fx) = h
+        .payer
+        .add_htlc(Amount::from_sat(8_000), pre_d.hash(), BlockHeight(expiry_cd), &h.payer_signer, tip(&h.chain))
+        .unwrap();
     h.deliver_from_payer(fx);
     // The payee learns C's preimage but the payer is offline: the Fulfill is lost.
     let fx = h.payee.fulfill_htlc(id_c, pre_c, &h.payee_signer).unwrap();
@@ -283,7 +301,10 @@ fn lifecycle(variant: Variant) {
     let claims = h.take_broadcasts();
     assert_eq!(claims.len(), 1, "the payee claims the HTLC it knows the preimage of");
     h.mine(&claims[0]);
-    assert!(h.payer_events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id, preimage, .. } if *id == id_c && *preimage == pre_c)));
+    assert!(h
+        .payer_events
+        .iter()
+        .any(|e| matches!(e, Event::HtlcFulfilled { id, preimage, .. } if *id == id_c && *preimage == pre_c)));
 
     // D times out: the payer's claim is offered at its expiry and not a block before.
     h.advance_to(expiry_cd - 1);

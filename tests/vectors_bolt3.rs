@@ -8,8 +8,8 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use paychan::core::commitment::signatures::{sign_counterparty_commitment, verify_holder_commitment};
 use paychan::core::commitment::{
-    build_commitment, ChannelType, CommitmentHtlc, CommitmentKeys, CommitmentNumber, CommitmentParams,
-    CommitmentState, FeeratePerKw, HtlcDirection, ObscuringFactor,
+    build_commitment, ChannelType, CommitmentHtlc, CommitmentKeys, CommitmentNumber, CommitmentParams, CommitmentState,
+    FeeratePerKw, HtlcDirection, ObscuringFactor,
 };
 use paychan::core::keys::*;
 use paychan::core::shachain::{generate_from_seed, SecretStore, ShachainError};
@@ -149,8 +149,7 @@ fn signer(funding: SecretKey, htlc_base: SecretKey, revocation_base: SecretKey) 
 
 fn verify_with_core(tx: &Transaction, spent: &TxOut) {
     // `verify` uses libbitcoinconsensus' VERIFY_ALL: P2SH, DERSIG, NULLDUMMY, CLTV, CSV, WITNESS.
-    tx.verify(|_| Some(spent.clone()))
-    .unwrap_or_else(|e| panic!("Bitcoin Core rejected {}: {e:?}", tx.compute_txid()));
+    tx.verify(|_| Some(spent.clone())).unwrap_or_else(|e| panic!("Bitcoin Core rejected {}: {e:?}", tx.compute_txid()));
 }
 
 #[test]
@@ -174,9 +173,10 @@ fn appendix_c_and_f_commitment_and_htlc_transactions() {
         funding: FundingPubkey::from_public_key(pk(s(p, "local_funding_pubkey"))),
         revocation_basepoint: RevocationBasepoint::from_public_key(pk(s(p, "local_payment_basepoint"))),
         payment_basepoint: PaymentBasepoint::from_public_key(pk(s(p, "local_payment_basepoint"))),
-        delayed_payment_basepoint: DelayedPaymentBasepoint::from_public_key(
-            PublicKey::from_secret_key(&secp, &local_delayed_sk),
-        ),
+        delayed_payment_basepoint: DelayedPaymentBasepoint::from_public_key(PublicKey::from_secret_key(
+            &secp,
+            &local_delayed_sk,
+        )),
         htlc_basepoint: HtlcBasepoint::from_public_key(pk(s(p, "local_htlc_basepoint"))),
     };
     let remote = ChannelPubkeys {
@@ -196,14 +196,14 @@ fn appendix_c_and_f_commitment_and_htlc_transactions() {
     assert_eq!(hex::encode(keys.broadcaster_delayed.serialize()), s(p, "local_delayedpubkey"));
     assert_eq!(hex::encode(keys.broadcaster_htlc.serialize()), s(p, "local_htlcpubkey"));
     assert_eq!(hex::encode(keys.countersignatory_htlc.serialize()), s(p, "remote_htlcpubkey"));
-    assert_eq!(
-        derive_privkey(&secp, &local_payment_sk, &pcp).unwrap().secret_bytes(),
-        b32(s(p, "local_privkey"))
-    );
+    assert_eq!(derive_privkey(&secp, &local_payment_sk, &pcp).unwrap().secret_bytes(), b32(s(p, "local_privkey")));
 
     let factor = ObscuringFactor::new(&local.payment_basepoint, &remote.payment_basepoint);
     assert_eq!(format!("{:012x}", factor.to_u64()), s(p, "obscuring_factor"));
-    assert_eq!(hex::encode(script::funding(&local.funding, &remote.funding).as_bytes()), s(p, "funding_witness_script"));
+    assert_eq!(
+        hex::encode(script::funding(&local.funding, &remote.funding).as_bytes()),
+        s(p, "funding_witness_script")
+    );
 
     let funding_value = Amount::from_sat(u(p, "funding_amount_satoshi"));
     let funding_script = script::funding(&local.funding, &remote.funding);
@@ -251,7 +251,8 @@ fn appendix_c_and_f_commitment_and_htlc_transactions() {
             broadcaster: local,
             countersignatory: remote,
         };
-        let ids: Vec<usize> = c["htlc_ids_in_channel"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+        let ids: Vec<usize> =
+            c["htlc_ids_in_channel"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
         let htlcs: Vec<CommitmentHtlc> = ids.iter().map(|&i| htlc_table[i].0).collect();
         let state = CommitmentState {
             number: CommitmentNumber::new(u(p, "commitment_number")).unwrap(),
@@ -278,7 +279,15 @@ fn appendix_c_and_f_commitment_and_htlc_transactions() {
                     got.value.to_sat() == u(o, "amount_sat")
                         && script == got.witness_script.as_ref().map(|w| hex::encode(w.as_bytes()))
                 });
-                assert!(found, "{name}: expected output {o} not built; built {:#?}", built.outputs().iter().map(|g| (g.value, g.witness_script.as_ref().map(|w| hex::encode(w.as_bytes())))).collect::<Vec<_>>());
+                assert!(
+                    found,
+                    "{name}: expected output {o} not built; built {:#?}",
+                    built
+                        .outputs()
+                        .iter()
+                        .map(|g| (g.value, g.witness_script.as_ref().map(|w| hex::encode(w.as_bytes()))))
+                        .collect::<Vec<_>>()
+                );
             }
         }
 
@@ -317,10 +326,7 @@ fn appendix_c_and_f_commitment_and_htlc_transactions() {
             if htlc_tx.direction == HtlcDirection::Received {
                 assert_eq!(verified.finalize_htlc_tx(&local_signer, position, None).unwrap(), None);
             }
-            let tx = verified
-                .finalize_htlc_tx(&local_signer, position, Some(&htlc_table[id].1))
-                .unwrap()
-                .unwrap();
+            let tx = verified.finalize_htlc_tx(&local_signer, position, Some(&htlc_table[id].1)).unwrap().unwrap();
             assert_eq!(serialize_hex(&tx), s(expected, "tx_hex"), "{name}: HTLC tx {position}");
             let spent = &commitment_tx.output[htlc_tx.vout as usize];
             verify_with_core(&tx, spent);

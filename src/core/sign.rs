@@ -14,8 +14,8 @@ use bitcoin::{ecdsa, Amount, Script, Transaction};
 
 use super::commitment::CommitmentNumber;
 use super::keys::{
-    derive_privkey_with_basepoint, derive_revocation_privkey_with_basepoint, ChannelPubkeys, ChannelSecrets, DerivationError,
-    PerCommitmentPoint, PerCommitmentSecret,
+    derive_privkey_with_basepoint, derive_revocation_privkey_with_basepoint, ChannelPubkeys, ChannelSecrets,
+    DerivationError, PerCommitmentPoint, PerCommitmentSecret,
 };
 
 /// Proof that a signature was checked: only [`verify`] makes one, and the steps that need a
@@ -276,14 +276,12 @@ impl InMemorySigner {
         };
         match (id, tweak) {
             (_, Tweak::None) => Ok(*base),
-            (KeyId::RevocationBase, Tweak::Revocation(secret)) => {
-                Ok(derive_revocation_privkey_with_basepoint(
-                    &self.secp,
-                    &self.secrets.revocation_base,
-                    &self.pubkeys.revocation_basepoint,
-                    secret,
-                )?)
-            }
+            (KeyId::RevocationBase, Tweak::Revocation(secret)) => Ok(derive_revocation_privkey_with_basepoint(
+                &self.secp,
+                &self.secrets.revocation_base,
+                &self.pubkeys.revocation_basepoint,
+                secret,
+            )?),
             (_, Tweak::Revocation(_)) => Err(SignerError::UnsupportedKey),
             (_, Tweak::PerCommitment(point)) => Ok(derive_privkey_with_basepoint(base, basepoint, point)?),
         }

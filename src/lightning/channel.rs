@@ -497,7 +497,11 @@ impl Channel {
     ///
     /// Punishing a revoked commitment that carried HTLCs which are gone from the channel needs
     /// their [`PenaltyRecord`](super::PenaltyRecord)s: use [`Channel::handle_chain_with_history`].
-    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+    pub fn handle_chain<S: crate::core::sign::Signer + ?Sized>(
+        &mut self,
+        event: ChainEvent<'_>,
+        signer: &S,
+    ) -> Effects {
         self.handle_chain_with_history(event, &[], signer)
     }
 

@@ -150,10 +150,8 @@ impl Channel {
         // Parent and child are paid for together.
         let package_weight = commitment.weight().to_wu() + SWEEP_BASE_WEIGHT + 4 * 41 + 200 + 110;
         let fee = feerate.fee_for_weight(package_weight);
-        let value = anchor_value
-            .checked_add(fee_input.1.value)
-            .and_then(|v| v.checked_sub(fee))
-            .ok_or(CommandError::Amount)?;
+        let value =
+            anchor_value.checked_add(fee_input.1.value).and_then(|v| v.checked_sub(fee)).ok_or(CommandError::Amount)?;
         let mut tx = Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
@@ -251,7 +249,9 @@ impl Channel {
                     return Some(self.on_funding_spent(tx, height, records, signer));
                 }
                 let spends_claim = self.onchain.as_ref().is_some_and(|o| {
-                    tx.input.iter().any(|i| o.claims.iter().any(|c| c.outpoint == i.previous_output && c.spent_by.is_none()))
+                    tx.input
+                        .iter()
+                        .any(|i| o.claims.iter().any(|c| c.outpoint == i.previous_output && c.spent_by.is_none()))
                 });
                 spends_claim.then(|| self.on_claim_spent(tx, height, records, signer))
             }
@@ -364,7 +364,13 @@ impl Channel {
         (ours.compute_txid() == tx.compute_txid()).then_some(self.holder_commitment)
     }
 
-    fn holder_claims<S: Signer + ?Sized>(&self, tx: &Transaction, n: u64, height: BlockHeight, signer: &S) -> Vec<Claim> {
+    fn holder_claims<S: Signer + ?Sized>(
+        &self,
+        tx: &Transaction,
+        n: u64,
+        height: BlockHeight,
+        signer: &S,
+    ) -> Vec<Claim> {
         let mut claims = Vec::new();
         let Ok(verified) = self.holder_commitment(signer) else { return claims };
         let txid = tx.compute_txid();
@@ -376,7 +382,9 @@ impl Channel {
                     ClaimKind::HolderToLocal { n, script: built.to_local_script().clone() }
                 }
                 crate::core::commitment::OutputRole::Htlc(i) => {
-                    let Some(position) = verified.htlc_txs().iter().position(|h| h.vout == vout as u32) else { continue };
+                    let Some(position) = verified.htlc_txs().iter().position(|h| h.vout == vout as u32) else {
+                        continue;
+                    };
                     let view = self.view(Side::Holder);
                     let Some(&(offerer, id)) = view.ids.get(i) else { continue };
                     let cltv_expiry = built.htlcs().get(i).map_or(0, |h| h.cltv_expiry);
@@ -454,7 +462,8 @@ impl Channel {
             };
             let spk = ws.to_p2wsh();
             let value = r.amount.to_amount_floor();
-            let found = tx.output.iter().zip(used.iter()).position(|(o, u)| !*u && o.script_pubkey == spk && o.value == value);
+            let found =
+                tx.output.iter().zip(used.iter()).position(|(o, u)| !*u && o.script_pubkey == spk && o.value == value);
             if let Some(vout) = found {
                 if let Some(u) = used.get_mut(vout) {
                     *u = true;
@@ -462,7 +471,13 @@ impl Channel {
                 claims.push(Claim {
                     outpoint: OutPoint { txid, vout: vout as u32 },
                     value,
-                    kind: ClaimKind::RemoteHtlc { n, offerer: r.offerer, id: r.id, cltv_expiry: r.cltv_expiry, script: ws },
+                    kind: ClaimKind::RemoteHtlc {
+                        n,
+                        offerer: r.offerer,
+                        id: r.id,
+                        cltv_expiry: r.cltv_expiry,
+                        script: ws,
+                    },
                     created: height,
                     claim_txid: None,
                     spent_by: None,
@@ -603,22 +618,47 @@ impl Channel {
     ) -> Option<super::penalty::Penalty> {
         let kit = self.watchtower_kit(None, records)?;
         let feerate = FeeratePerKw(self.sweep_feerate);
-        kit.penalty_tx_with(tx, feerate, &[], Some(only), Some(&|t, i, w, v, secret| revocation_sign(signer, t, i, w, v, secret)))
+        kit.penalty_tx_with(
+            tx,
+            feerate,
+            &[],
+            Some(only),
+            Some(&|t, i, w, v, secret| revocation_sign(signer, t, i, w, v, secret)),
+        )
     }
 
-    fn sweep_skeleton(&self, c: &Claim, sequence: Sequence, lock_time: LockTime, witness_weight: u64) -> Option<Transaction> {
+    fn sweep_skeleton(
+        &self,
+        c: &Claim,
+        sequence: Sequence,
+        lock_time: LockTime,
+        witness_weight: u64,
+    ) -> Option<Transaction> {
         let fee = FeeratePerKw(self.sweep_feerate).fee_for_weight(SWEEP_BASE_WEIGHT + witness_weight);
         Some(Transaction {
             version: Version::TWO,
             lock_time,
-            input: alloc::vec![TxIn { previous_output: c.outpoint, script_sig: ScriptBuf::new(), sequence, witness: Witness::new() }],
+            input: alloc::vec![TxIn {
+                previous_output: c.outpoint,
+                script_sig: ScriptBuf::new(),
+                sequence,
+                witness: Witness::new()
+            }],
             output: alloc::vec![TxOut { value: c.value.checked_sub(fee)?, script_pubkey: self.sweep_destination() }],
         })
     }
 
-    fn sweep_delayed<S: Signer + ?Sized>(&self, c: &Claim, n: u64, ws: &WitnessScript, delay: u16, signer: &S) -> Option<Transaction> {
+    fn sweep_delayed<S: Signer + ?Sized>(
+        &self,
+        c: &Claim,
+        n: u64,
+        ws: &WitnessScript,
+        delay: u16,
+        signer: &S,
+    ) -> Option<Transaction> {
         let point = signer.per_commitment_point(CommitmentNumber::new(n)?).ok()?;
-        let mut tx = self.sweep_skeleton(c, Sequence::from_height(delay), LockTime::ZERO, 80 + ws.as_bytes().len() as u64)?;
+        let mut tx =
+            self.sweep_skeleton(c, Sequence::from_height(delay), LockTime::ZERO, 80 + ws.as_bytes().len() as u64)?;
         let sig = signer
             .sign(&SignRequest {
                 tx: &tx,
@@ -686,7 +726,8 @@ impl Channel {
         cltv_expiry: u32,
         signer: &S,
     ) -> Option<Transaction> {
-        let point = if n == self.counterparty_commitment { self.counterparty_point } else { self.counterparty_prev_point }?;
+        let point =
+            if n == self.counterparty_commitment { self.counterparty_point } else { self.counterparty_prev_point }?;
         let anchors = self.channel_type.has_anchors();
         let (sequence, lock_time) = match (preimage, anchors) {
             (Some(_), true) => (Sequence(1), LockTime::ZERO),
@@ -734,7 +775,9 @@ impl Channel {
             let ours = c.claim_txid == Some(txid);
             // A preimage in the witness settles the HTLC we offered, whoever spent it.
             let htlc = match &c.kind {
-                ClaimKind::HolderHtlc { offerer, id, .. } | ClaimKind::RemoteHtlc { offerer, id, .. } => Some((*offerer, *id)),
+                ClaimKind::HolderHtlc { offerer, id, .. } | ClaimKind::RemoteHtlc { offerer, id, .. } => {
+                    Some((*offerer, *id))
+                }
                 _ => None,
             };
             if let Some((Side::Holder, id)) = htlc {
@@ -754,7 +797,10 @@ impl Channel {
                     new_claims.push(Claim {
                         outpoint: OutPoint { txid, vout: 0 },
                         value: out.value,
-                        kind: ClaimKind::HolderSecondStage { n: self.holder_commitment, script: v.commitment().to_local_script().clone() },
+                        kind: ClaimKind::HolderSecondStage {
+                            n: self.holder_commitment,
+                            script: v.commitment().to_local_script().clone(),
+                        },
                         created: height,
                         claim_txid: None,
                         spent_by: None,
@@ -765,7 +811,12 @@ impl Channel {
                 // The cheater took an HTLC output through its second stage: punish that too.
                 if let Some(kit) = self.watchtower_kit(None, records) {
                     let feerate = FeeratePerKw(self.sweep_feerate);
-                    if let Some(p) = kit.second_stage_penalty_with(&on.closing_tx, tx, feerate, Some(&|t, i, w, v, s| revocation_sign(signer, t, i, w, v, s))) {
+                    if let Some(p) = kit.second_stage_penalty_with(
+                        &on.closing_tx,
+                        tx,
+                        feerate,
+                        Some(&|t, i, w, v, s| revocation_sign(signer, t, i, w, v, s)),
+                    ) {
                         for (op, value, _) in &p.swept {
                             new_claims.push(Claim {
                                 outpoint: *op,
@@ -841,4 +892,3 @@ fn revocation_sign<S: Signer + ?Sized>(
         })
         .ok()
 }
-

@@ -146,9 +146,11 @@ impl PenaltyKit {
         let mut out = Vec::new();
         let mut take = |script: WitnessScript, value: Option<Amount>, kind: SweptOutput, used: &mut Vec<bool>| {
             let spk = script.to_p2wsh();
-            let pos = tx.output.iter().zip(used.iter()).position(|(o, u)| {
-                !*u && o.script_pubkey == spk && value.is_none_or(|v| v == o.value)
-            });
+            let pos = tx
+                .output
+                .iter()
+                .zip(used.iter())
+                .position(|(o, u)| !*u && o.script_pubkey == spk && value.is_none_or(|v| v == o.value));
             if let (Some(vout), Some(o)) = (pos, pos.and_then(|p| tx.output.get(p))) {
                 if let Some(u) = used.get_mut(vout) {
                     *u = true;
@@ -235,7 +237,10 @@ impl PenaltyKit {
         Some(Penalty { swept: found.iter().map(|f| (f.outpoint, f.value, f.kind)).collect(), tx })
     }
 
-    fn own_signer(&self, secret: PerCommitmentSecret) -> impl Fn(&Transaction, usize, &WitnessScript, Amount) -> Option<ecdsa::Signature> + '_ {
+    fn own_signer(
+        &self,
+        secret: PerCommitmentSecret,
+    ) -> impl Fn(&Transaction, usize, &WitnessScript, Amount) -> Option<ecdsa::Signature> + '_ {
         move |tx, i, ws, value| {
             let secp = Secp256k1::new();
             let key = derive_revocation_privkey(&secp, self.revocation_base.as_ref()?, &secret).ok()?;
@@ -275,7 +280,12 @@ impl PenaltyKit {
 
     /// The penalty for the output of an HTLC-timeout/-success transaction the cheater spent a
     /// revoked commitment's HTLC output with (it pays to the same revocable script).
-    pub fn second_stage_penalty(&self, commitment: &Transaction, htlc_tx: &Transaction, feerate: FeeratePerKw) -> Option<Penalty> {
+    pub fn second_stage_penalty(
+        &self,
+        commitment: &Transaction,
+        htlc_tx: &Transaction,
+        feerate: FeeratePerKw,
+    ) -> Option<Penalty> {
         self.second_stage_penalty_with(commitment, htlc_tx, feerate, None)
     }
 
@@ -318,9 +328,12 @@ impl PenaltyKit {
     pub fn encode(&self) -> Vec<u8> {
         let mut t = TlvWriter::new(KIND_KIT, VERSION);
         t.record(0, |w| {
-            w.bool(self.channel_type.has_anchors()).u64(self.obscuring_factor.to_u64()).outpoint(&self.funding_outpoint);
+            w.bool(self.channel_type.has_anchors())
+                .u64(self.obscuring_factor.to_u64())
+                .outpoint(&self.funding_outpoint);
             w.pubkey(self.revocation_basepoint.public_key()).pubkey(self.holder_htlc_basepoint.public_key());
-            w.pubkey(self.counterparty_delayed_basepoint.public_key()).pubkey(self.counterparty_htlc_basepoint.public_key());
+            w.pubkey(self.counterparty_delayed_basepoint.public_key())
+                .pubkey(self.counterparty_htlc_basepoint.public_key());
             w.u16(self.counterparty_to_self_delay).script(&self.destination);
         })
         .record(2, |w| {
@@ -374,7 +387,8 @@ impl PenaltyKit {
                 }
                 6 => {
                     let b: [u8; 32] = r.array()?;
-                    let sk = bitcoin::secp256k1::SecretKey::from_slice(&b).map_err(|_| DecodeError::InvalidValue("secret"))?;
+                    let sk = bitcoin::secp256k1::SecretKey::from_slice(&b)
+                        .map_err(|_| DecodeError::InvalidValue("secret"))?;
                     rev = Some(RevocationBaseSecret::from_secret_key(sk));
                 }
                 _ => return Ok(false),
@@ -398,4 +412,3 @@ impl PenaltyKit {
         })
     }
 }
-

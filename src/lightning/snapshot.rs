@@ -8,9 +8,8 @@ use bitcoin::{Amount, ScriptBuf};
 
 use super::channel::{Channel, Phase, Shutdown, SideParams};
 use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage};
-use super::onchain::{Claim, ClaimKind, ClosingKind, OnChain};
-use crate::core::script::WitnessScript;
 use super::msgs::{OnionPacket, ONION_PACKET_LEN};
+use super::onchain::{Claim, ClaimKind, ClosingKind, OnChain};
 use super::ChannelConfig;
 use crate::core::commitment::signatures::CommitmentSignatures;
 use crate::core::commitment::ChannelType;
@@ -19,6 +18,7 @@ use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::keys::{
     ChannelPubkeys, DelayedPaymentBasepoint, FundingPubkey, HtlcBasepoint, PaymentBasepoint, RevocationBasepoint,
 };
+use crate::core::script::WitnessScript;
 use crate::core::shachain::SecretStore;
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::ChannelId;

@@ -223,7 +223,8 @@ impl Pair {
         let spent = self.funding_output();
         for p in [&self.a, &self.b] {
             let tx = p.ch.holder_commitment_tx(&p.signer).expect("commitment");
-            super::verify_spend(&tx, std::slice::from_ref(&spent)).unwrap_or_else(|e| panic!("commitment rejected: {e}"));
+            super::verify_spend(&tx, std::slice::from_ref(&spent))
+                .unwrap_or_else(|e| panic!("commitment rejected: {e}"));
         }
     }
 }
