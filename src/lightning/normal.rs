@@ -337,7 +337,8 @@ impl Channel {
         cltv_expiry: u32,
         onion: OnionPacket,
     ) -> Result<Effects, PeerError> {
-        if self.phase != Phase::Normal || self.shutdown.counterparty_script.is_some() {
+        // An add may cross our own `shutdown`; after the peer's it is a protocol violation.
+        if !self.is_open_for_updates() || self.shutdown.counterparty_script.is_some() {
             return Err(peer_error(if self.shutdown.counterparty_script.is_some() {
                 Misbehaviour::Shutdown
             } else {

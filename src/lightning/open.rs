@@ -69,7 +69,7 @@ fn check_peer_side(
     our_dust: Amount,
 ) -> Result<(), Misbehaviour> {
     let ok = p.dust_limit >= MIN_DUST_LIMIT
-        && p.dust_limit <= p.channel_reserve.max(p.dust_limit).max(our_dust)
+        && p.dust_limit <= p.channel_reserve
         && p.to_self_delay <= config.max_to_self_delay
         && p.max_accepted_htlcs >= 1
         && p.max_accepted_htlcs <= MAX_ACCEPTED_HTLCS

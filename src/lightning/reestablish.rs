@@ -112,11 +112,9 @@ impl Channel {
             false
         } else if next_commitment_number == self.counterparty_commitment && self.awaiting_revoke {
             true
-        } else if next_commitment_number > self.counterparty_commitment + 1 {
-            let mut fx = Effects::none();
-            fx.events.push(Event::LostState);
-            return Ok(fx);
         } else {
+            // Claiming commitments we never signed proves nothing (only a revealed secret of
+            // ours would, checked above): the peer lies or lost state.
             return Err(peer_error(Misbehaviour::ReestablishMismatch));
         };
         // The peer's current commitment is the one we signed last, unless that signature was lost.
