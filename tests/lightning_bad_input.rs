@@ -1088,9 +1088,6 @@ fn dust_limit_above_the_acceptors_reserve_is_refused() {
 }
 
 #[test]
-#[ignore = "bug: check_peer_side compares the acceptor's dust_limit_satoshis with the reserve the acceptor asks of us \
-            (accept_channel's channel_reserve_satoshis); BOLT #2 requires it to be at most the reserve *our* \
-            open_channel asked of the acceptor, so a 5,000-sat dust limit with a 6,000-sat reserve is accepted"]
 fn accept_channel_dust_limit_above_our_reserve_is_refused() {
     for ct in TYPES {
         let mut log = Vec::new();

@@ -2,7 +2,7 @@
 
 use alloc::vec::Vec;
 
-use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
+use bitcoin::secp256k1::{All, PublicKey, Secp256k1};
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction};
 
 use super::htlc::{FeeUpdate, Htlc, Resolution, Side};
@@ -134,7 +134,8 @@ pub struct Channel {
     pub(crate) preimages: Vec<(Side, u64, crate::core::hashlock::PaymentPreimage)>,
     /// The on-chain state once the funding output is spent.
     pub(crate) onchain: Option<super::onchain::OnChain>,
-    pub(crate) secp: Secp256k1<VerifyOnly>,
+    /// One context for the channel's life (creating one costs about a point multiplication).
+    pub(crate) secp: Secp256k1<All>,
 }
 
 impl PartialEq for Channel {

@@ -514,7 +514,7 @@ impl Channel {
         }
         let revoked = self.counterparty_commitment.saturating_sub(1);
         let expected = self.counterparty_prev_point.ok_or(peer_error(Misbehaviour::BadRevocation))?;
-        let Ok(point) = secret.point(&bitcoin::secp256k1::Secp256k1::signing_only()) else {
+        let Ok(point) = secret.point(&self.secp) else {
             return Err(peer_error(Misbehaviour::BadRevocation));
         };
         if *point.public_key() != expected {

@@ -61,15 +61,17 @@ fn pubkeys_of(
     }
 }
 
-/// Checks what the peer announced about itself against our policy.
+/// Checks what the peer announced about itself against our policy. `acceptor_reserve` is the
+/// reserve `open_channel` asks of the acceptor: the dust limits must not exceed it (BOLT #2).
 fn check_peer_side(
     config: &ChannelConfig,
     p: &SideParams,
     funding: Amount,
     our_dust: Amount,
+    acceptor_reserve: Amount,
 ) -> Result<(), Misbehaviour> {
     let ok = p.dust_limit >= MIN_DUST_LIMIT
-        && p.dust_limit <= p.channel_reserve
+        && p.dust_limit <= acceptor_reserve
         && p.to_self_delay <= config.max_to_self_delay
         && p.max_accepted_htlcs >= 1
         && p.max_accepted_htlcs <= MAX_ACCEPTED_HTLCS
@@ -151,7 +153,7 @@ impl Channel {
             force_closed: false,
             preimages: Vec::new(),
             onchain: None,
-            secp: Secp256k1::verification_only(),
+            secp: Secp256k1::new(),
         })
     }
 
@@ -253,7 +255,8 @@ impl Channel {
                 &open.htlc_basepoint,
             ),
         };
-        check_peer_side(&config, &theirs, funding, config.dust_limit).map_err(OpenError)?;
+        check_peer_side(&config, &theirs, funding, config.dust_limit, open.channel_reserve_satoshis)
+            .map_err(OpenError)?;
         if config.channel_reserve > funding {
             return Err(OpenError(Misbehaviour::BadParameters));
         }
@@ -331,7 +334,8 @@ impl Channel {
                 &m.htlc_basepoint,
             ),
         };
-        check_peer_side(&self.config, &theirs, self.capacity, self.holder.dust_limit).map_err(peer_error)?;
+        check_peer_side(&self.config, &theirs, self.capacity, self.holder.dust_limit, self.holder.channel_reserve)
+            .map_err(peer_error)?;
         if m.minimum_depth > 6 * 24 * 7 {
             return Err(peer_error(Misbehaviour::BadParameters));
         }

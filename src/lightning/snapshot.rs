@@ -735,6 +735,6 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         force_closed,
         preimages,
         onchain,
-        secp: Secp256k1::verification_only(),
+        secp: Secp256k1::new(),
     })
 }
