@@ -8,7 +8,7 @@
 //! * `core`: commitment building, signing and verifying with 0–483 HTLCs, key derivations and
 //!   the shachain.
 //!
-//! `docs/perf-core.md` divides each core time by the sum of the floor operations it needs
+//! `benches/perf-core.md` divides each core time by the sum of the floor operations it needs
 //! (`benches/ratios.py` computes it). The work counts this needs but criterion does not report
 //! (SHA-256 blocks hashed by a commitment build, SHA-256 calls of the shachain) are printed to
 //! stderr as `work:` lines.
