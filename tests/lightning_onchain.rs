@@ -208,8 +208,13 @@ fn second_stage_escapes_are_punished() {
 
 #[test]
 fn force_close_resolves_every_htlc() {
-    for ct in TYPES {
+    for (ct, funder_closes) in [(TYPES[0], true), (TYPES[0], false), (TYPES[1], true), (TYPES[1], false)] {
         let mut p = Pair::open(ct, 10_000_000, 4_000_000_000);
+        // "a" below is the side that goes on chain: the funder or the acceptor.
+        if !funder_closes {
+            std::mem::swap(&mut p.a, &mut p.b);
+            std::mem::swap(&mut p.to_a, &mut p.to_b);
+        }
         let pres: Vec<PaymentPreimage> = (1..=4u8).map(|i| PaymentPreimage([i; 32])).collect();
         // h0, h1 offered by A; h2, h3 offered by B. Expiries 1_100.
         let mut ids = Vec::new();
