@@ -1,0 +1,5 @@
+//! The lightning state machine driven by fuzz-chosen actions (see `paychan_fuzz::lightning_state`).
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| paychan_fuzz::lightning_state::run(data));

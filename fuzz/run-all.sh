@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS seconds each (default 60), one after the other.
+#
+#   fuzz/run-all.sh 300                 # 5 minutes per target
+#   RUNS=1000000 fuzz/run-all.sh        # an exact number of executions per target instead
+#   TARGETS="decode_penalty lightning_state" fuzz/run-all.sh 60
+#
+# Each target reads the committed seeds in fuzz/corpus/<target>/ and writes what it learns to
+# fuzz/work/<target>/ (git-ignored), so the committed corpus stays small. Crashes land in
+# fuzz/artifacts/<target>/ (git-ignored); reproduce one with
+#
+#   cargo +nightly fuzz run -s none <target> fuzz/artifacts/<target>/crash-...
+#
+# An exact number of executions of one target, by hand:
+#
+#   cargo +nightly fuzz run -s none <target> fuzz/work/<target> fuzz/corpus/<target> -- -runs=N
+#
+# The crate forbids `unsafe`, so the default here is no sanitizer (`-s none`, about twice the
+# executions per second); SANITIZER=address brings AddressSanitizer back. Other environment:
+# CARGO_TARGET_DIR (build directory), NICE (niceness, default 19), EXTRA (more libFuzzer flags).
+set -euo pipefail
+
+cd "$(dirname "$0")"
+seconds="${1:-60}"
+sanitizer="${SANITIZER:-none}"
+nice_level="${NICE:-19}"
+all_targets=$(cargo +nightly fuzz list)
+targets="${TARGETS:-$all_targets}"
+
+if [[ -n "${RUNS:-}" ]]; then
+    limit="-runs=${RUNS}"
+else
+    limit="-max_total_time=${seconds}"
+fi
+
+cargo +nightly fuzz build -s "$sanitizer"
+
+failed=()
+for t in $targets; do
+    mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
+    echo "=== $t ($limit)"
+    # shellcheck disable=SC2086
+    if ! nice -n "$nice_level" cargo +nightly fuzz run -s "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
+        "$limit" -artifact_prefix="artifacts/$t/" -print_final_stats=1 ${EXTRA:-}; then
+        failed+=("$t")
+    fi
+done
+
+if ((${#failed[@]})); then
+    echo "targets with findings: ${failed[*]} (see fuzz/artifacts/)"
+    exit 1
+fi
+echo "all targets ran clean"

@@ -1,0 +1,380 @@
+//! The duplex state-machine target: an open Decker–Wattenhofer channel between A (initiator)
+//! and B, driven by a fuzz-chosen sequence of payments, HTLCs, resets, closes, deliveries, wire
+//! faults, blocks and restarts.
+//!
+//! The duplex protocol has no reconnection handshake, so a dropped message is simply lost.
+//!
+//! Checked after every step: no panic; a refused call (`Err`) leaves the snapshot byte for byte
+//! unchanged; a persisted update carries the state after the call with an increasing id; a
+//! snapshot restores to the same state. At quiescent points (nothing in flight) each party's
+//! balances add up to the channel value, and, if no message was ever lost or refused and no
+//! corrupted or duplicated message was accepted, both parties see the same balances when no
+//! reset is in progress.
+
+use paychan::bitcoin::hashes::Hash;
+use paychan::bitcoin::transaction::Version;
+use paychan::bitcoin::{absolute, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use paychan::core::sign::InMemorySigner;
+use paychan::core::BlockHeight;
+use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
+use paychan::duplex::{Balances, Channel, Effects, Msg, Params, Phase, Role, Terms};
+
+use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
+
+/// Height at open.
+pub const START: u32 = 1_000;
+/// Capacity in sat.
+pub const CAPACITY: u64 = 1_000_000;
+
+const A: usize = 0;
+const B: usize = 1;
+
+/// The channel terms: a 3×3 tree (8 resets), step 4, refund delay 6.
+pub fn terms() -> Terms {
+    Terms {
+        params: Params::new(vec![3, 3], 4, 6).expect("valid params"),
+        capacity: Amount::from_sat(CAPACITY),
+        push: Amount::from_sat(200_000),
+        tree_fee: Amount::from_sat(500),
+        payment_fee: Amount::from_sat(300),
+        refund_fee: Amount::from_sat(400),
+        claim_fee: Amount::from_sat(350),
+        dust_limit: Amount::from_sat(546),
+        confirm_blocks: 1,
+        reorg_blocks: 1,
+        htlc_grace_blocks: 2,
+        max_htlc_expiry_delta: 2_000,
+        reset_warning: 3,
+    }
+}
+
+fn payout(who: usize) -> ScriptBuf {
+    p2wpkh(if who == A { 0xa1 } else { 0xb1 })
+}
+
+/// Two parties, the wire between them and a toy chain.
+#[derive(Clone)]
+pub struct Pair {
+    /// A (initiator) and B.
+    pub ch: [Channel; 2],
+    /// Their keys.
+    pub signers: [&'static InMemorySigner; 2],
+    /// Messages in flight (`q[i]`: to party `i`).
+    pub wire: Wire<Msg>,
+    /// Chain height.
+    pub tip: u32,
+    /// Broadcast transactions the fuzzer may mine.
+    pub pool: Vec<Transaction>,
+    /// Mined transactions (for reorgs).
+    pub mined: Vec<Txid>,
+    /// Last update id per party.
+    pub last_id: [u64; 2],
+    /// A message was dropped.
+    pub lossy: bool,
+    /// A corrupted or duplicated message was acted on, or a message was refused (crossing
+    /// messages are refused legitimately, e.g. a payment during a reset): the parties may
+    /// disagree from now on.
+    pub corrupt: bool,
+    /// Every message and snapshot produced (the corpus generator collects them).
+    pub log: Option<Log>,
+}
+
+impl Pair {
+    /// Opens a channel, funds it and confirms the funding.
+    pub fn open(log: bool) -> Pair {
+        let sa = signer(0xa0, 7);
+        let sb = signer(0xb0, 7);
+        let tip = ChainTip::at(START);
+        let (a, fxa) = Channel::open(terms(), payout(A), sa, tip).expect("open");
+        let Some(Msg::Open(open)) = fxa.send.first().cloned() else { panic!("Open sent") };
+        let (b, fxb) = Channel::accept(open, payout(B), sb, tip).expect("accept");
+        let mut p = Pair {
+            ch: [a, b],
+            signers: [sa, sb],
+            wire: Wire::default(),
+            tip: START,
+            pool: Vec::new(),
+            mined: Vec::new(),
+            last_id: [0, 0],
+            lossy: false,
+            corrupt: false,
+            log: log.then(Log::default),
+        };
+        p.last_id[A] = p.ch[A].update_id();
+        if let Some(l) = &mut p.log {
+            l.msgs.extend(fxa.send.iter().map(Msg::encode));
+        }
+        p.absorb(B, fxb);
+        p.run_until_quiet(64);
+        assert_eq!(p.ch[A].phase(), Phase::AwaitingFunding);
+        let funding = Transaction {
+            version: Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![
+                TxOut { value: Amount::from_sat(4_000_000), script_pubkey: p2wpkh(0xa2) },
+                p.ch[A].funding_output().expect("keys known"),
+            ],
+        };
+        let fx = p.ch[A].fund(&funding, sa).expect("fund");
+        p.absorb(A, fx);
+        p.run_until_quiet(64);
+        assert_eq!(p.ch[A].phase(), Phase::Open);
+        assert_eq!(p.ch[B].phase(), Phase::Open);
+        p.tip += 1;
+        let height = BlockHeight(p.tip);
+        p.chain_event(ChainEvent::Confirmed { tx: &funding, height });
+        p.run_until_quiet(64);
+        p.pool.clear();
+        p
+    }
+
+    /// Records a successful call's effects.
+    fn absorb(&mut self, who: usize, fx: Effects) {
+        let ch = &self.ch[who];
+        check_update(fx.update.as_ref(), || ch.snapshot(), &mut self.last_id[who], if who == A { "A" } else { "B" });
+        if let Some(l) = &mut self.log {
+            l.msgs.extend(fx.send.iter().map(Msg::encode));
+            l.snapshots.extend(fx.update.as_ref().map(|u| u.snapshot.clone()));
+        }
+        self.wire.send(1 - who, fx.send);
+        pool_add(&mut self.pool, fx.broadcast);
+    }
+
+    /// Runs a fallible call on one party; on `Err` checks that nothing changed.
+    fn guarded<T, E: std::fmt::Debug>(
+        &mut self,
+        who: usize,
+        f: impl FnOnce(&mut Channel, &'static InMemorySigner) -> Result<(T, Effects), E>,
+    ) -> Option<T> {
+        let before = self.ch[who].snapshot();
+        let s = self.signers[who];
+        match f(&mut self.ch[who], s) {
+            Ok((t, fx)) => {
+                self.absorb(who, fx);
+                Some(t)
+            }
+            Err(e) => {
+                assert!(self.ch[who].snapshot() == before, "refused call ({e:?}) changed the state");
+                None
+            }
+        }
+    }
+
+    /// Delivers one message to `to`, optionally mutated first or left in the queue again.
+    fn deliver(&mut self, to: usize, mutation: Option<(u16, u8)>, duplicate: bool) {
+        let Some(m) = self.wire.q[to].pop_front() else { return };
+        if duplicate {
+            self.wire.q[to].push_front(m.clone());
+        }
+        let suspicious = mutation.is_some() || duplicate;
+        if mutation.is_some() {
+            // The original message is lost (replaced by the corrupted one, or by nothing).
+            self.lossy = true;
+        }
+        let m = match mutation {
+            None => m,
+            Some((pos, xor)) => match Msg::decode(&mutate(m.encode(), pos, xor)) {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
+        let tip = ChainTip::at(self.tip);
+        let before = self.ch[to].snapshot();
+        match self.ch[to].handle_message(m, self.signers[to], tip) {
+            Ok(fx) => {
+                if suspicious && (self.ch[to].snapshot() != before || !fx.send.is_empty() || !fx.events.is_empty()) {
+                    self.corrupt = true;
+                }
+                self.absorb(to, fx);
+            }
+            Err(e) => {
+                assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
+                self.corrupt = true;
+            }
+        }
+    }
+
+    /// Delivers messages until none is in flight (at most `limit`).
+    pub fn run_until_quiet(&mut self, limit: usize) {
+        for _ in 0..limit {
+            if !self.wire.q[B].is_empty() {
+                self.deliver(B, None, false);
+            } else if !self.wire.q[A].is_empty() {
+                self.deliver(A, None, false);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn chain_event(&mut self, ev: ChainEvent<'_>) {
+        for who in [A, B] {
+            let fx = self.ch[who].handle_chain(ev, self.signers[who]);
+            self.absorb(who, fx);
+        }
+    }
+
+    /// An HTLC id offered to `who` (or a raw small id).
+    fn incoming_id(&self, who: usize, pick: u8) -> u64 {
+        let them = if who == A { Role::Acceptor } else { Role::Initiator };
+        let ids: Vec<u64> = self.ch[who].htlcs().iter().filter(|(r, _)| *r == them).map(|(_, h)| h.id).collect();
+        if pick & 0x80 == 0 && !ids.is_empty() {
+            ids[usize::from(pick) % ids.len()]
+        } else {
+            u64::from(pick & 7)
+        }
+    }
+
+    fn restore(&mut self, who: usize) {
+        let snap = self.ch[who].snapshot();
+        let check = RestoreCheck { channel_id: self.ch[who].channel_id(), min_update_id: self.ch[who].update_id() };
+        let r = Channel::restore(&snap, check).expect("own snapshot restores");
+        assert!(r.snapshot() == snap, "restore round trip");
+        self.ch[who] = r;
+    }
+
+    /// Value conservation (and agreement, when it must hold) at a quiescent point.
+    fn check_quiescent(&self) {
+        if !self.wire.is_quiet() {
+            return;
+        }
+        let value = terms().channel_value().expect("value");
+        for (who, c) in self.ch.iter().enumerate() {
+            let b = c.balances();
+            assert_eq!(b.total(), Some(value), "party {who}: {b:?} does not add up to the channel value");
+        }
+        if self.corrupt || self.lossy {
+            return;
+        }
+        let [a, b] = &self.ch;
+        if a.phase() == Phase::Open && b.phase() == Phase::Open && !a.is_resetting() && !b.is_resetting() {
+            assert!(
+                mirrored(a.balances(), b.balances()),
+                "A sees {:?}, B sees {:?}",
+                a.balances(),
+                b.balances()
+            );
+        }
+    }
+
+    /// Runs one action chosen by the input.
+    pub fn step(&mut self, input: &mut Input<'_>) {
+        let op = input.u8();
+        let who = usize::from(op >> 7);
+        let tip = ChainTip::at(self.tip);
+        match op & 0x7f {
+            0..=14 => {
+                let (kind, x) = (input.u8(), input.u8());
+                let amount = match kind % 4 {
+                    0 => u64::from(x) + 1,
+                    1 => (u64::from(x) + 1) * 100,
+                    2 => (u64::from(x) + 1) * 3_000,
+                    _ => self.ch[who].available().to_sat().saturating_sub(u64::from(x)),
+                };
+                self.guarded(who, |c, s| c.pay(Amount::from_sat(amount), s).map(|fx| ((), fx)));
+            }
+            15..=24 => {
+                let (a, k, e) = (input.u8(), input.u8(), input.u8());
+                let amount = Amount::from_sat((u64::from(a) + 1) * 500);
+                let (earliest, _) = self.ch[who].htlc_expiry_window(tip);
+                let base = earliest.map_or(self.tip, |h| h.0);
+                let expiry = BlockHeight(if e == 0xff { self.tip } else { base + u32::from(e) * 8 });
+                let hash = preimage(k % 4).hash();
+                self.guarded(who, |c, s| c.add_htlc(amount, hash, expiry, s, tip));
+            }
+            25..=32 => {
+                let (pick, k) = (input.u8(), input.u8());
+                let id = self.incoming_id(who, pick);
+                let them = if who == A { Role::Acceptor } else { Role::Initiator };
+                let h = self.ch[who].htlcs().into_iter().find(|(r, h)| *r == them && h.id == id);
+                let pre = match h {
+                    Some((_, h)) if k & 1 == 0 => preimage_for(&h.payment_hash).unwrap_or(preimage(k)),
+                    _ => preimage(k),
+                };
+                self.guarded(who, |c, s| c.fulfill_htlc(id, pre, s).map(|fx| ((), fx)));
+            }
+            33..=37 => {
+                let id = self.incoming_id(who, input.u8());
+                self.guarded(who, |c, _| c.fail_htlc(id).map(|fx| ((), fx)));
+            }
+            38..=45 => {
+                self.guarded(who, |c, s| c.reset(s, tip).map(|fx| ((), fx)));
+            }
+            46 => {
+                self.guarded(who, |c, _| c.cancel_reset().map(|fx| ((), fx)));
+            }
+            47 | 48 => {
+                self.guarded(who, |c, s| c.close(s).map(|fx| ((), fx)));
+            }
+            49 => {
+                let fx = self.ch[who].force_close(self.signers[who]);
+                self.absorb(who, fx);
+            }
+            50..=79 => self.deliver(who, None, false),
+            80 | 81 => {
+                if self.wire.q[who].pop_front().is_some() {
+                    self.lossy = true;
+                }
+            }
+            82 | 83 => self.deliver(who, None, true),
+            84..=87 => {
+                let (pos, xor) = (input.u16(), input.u8());
+                self.deliver(who, Some((pos, xor)), false);
+            }
+            88..=93 => {
+                let b = input.u8();
+                let n = if b & 0x80 == 0 { u32::from(b % 16) + 1 } else { u32::from(b & 0x7f) * 8 };
+                self.tip = self.tip.saturating_add(n).min(499_999_999);
+                self.chain_event(ChainEvent::Tip(ChainTip::at(self.tip)));
+            }
+            94..=97 => self.restore(who),
+            98..=101 => {
+                let i = input.u8();
+                if !self.pool.is_empty() {
+                    let tx = self.pool[usize::from(i) % self.pool.len()].clone();
+                    self.tip += 1;
+                    let height = BlockHeight(self.tip);
+                    self.mined.push(tx.compute_txid());
+                    self.chain_event(ChainEvent::Confirmed { tx: &tx, height });
+                }
+            }
+            102 => {
+                let i = input.u8();
+                if !self.mined.is_empty() {
+                    let txid = self.mined.remove(usize::from(i) % self.mined.len());
+                    self.chain_event(ChainEvent::Unconfirmed(txid));
+                }
+            }
+            _ => self.run_until_quiet(24),
+        }
+        self.check_quiescent();
+    }
+}
+
+fn mirrored(x: Balances, y: Balances) -> bool {
+    x.holder == y.counterparty && x.counterparty == y.holder && x.offered == y.received && x.received == y.offered
+}
+
+thread_local! {
+    static BASE: Pair = Pair::open(false);
+}
+
+/// The fuzz entry point: the bytes are actions.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let mut p = BASE.with(Pair::clone);
+    for _ in 0..MAX_ACTIONS {
+        if input.is_empty() {
+            break;
+        }
+        p.step(&mut input);
+    }
+    p.run_until_quiet(64);
+    p.check_quiescent();
+}

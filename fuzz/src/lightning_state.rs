@@ -1,0 +1,511 @@
+//! The Lightning state-machine target: an open channel between A (funder) and B, driven by a
+//! fuzz-chosen sequence of HTLC updates, fee updates, commitments, deliveries, wire faults,
+//! reconnections, blocks, closes and restarts.
+//!
+//! Checked after every step: no panic; a refused call (`Err`) leaves the snapshot byte for byte
+//! unchanged; a persisted update carries the state after the call with an increasing id; a
+//! snapshot restores to the same state; `LostState` never happens (no party ever loses data
+//! here). At quiescent points (nothing in flight) each party's view of each commitment
+//! conserves value: holder + counterparty + HTLCs offered + HTLCs received == capacity (msat),
+//! and, unless a corrupted or duplicated message was accepted, when A's latest commitment is the
+//! one B signed last (and vice versa) both describe it with the same balances.
+
+use paychan::bitcoin::hashes::Hash;
+use paychan::bitcoin::transaction::Version;
+use paychan::bitcoin::{absolute, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use paychan::core::commitment::ChannelType;
+use paychan::core::sign::InMemorySigner;
+use paychan::core::{BlockHeight, MilliSats};
+use paychan::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck};
+use paychan::lightning::{
+    Balances, Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams, Phase, PenaltyRecord, Side,
+};
+
+use crate::{Log, check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Wire, MAX_ACTIONS};
+
+/// Chain of the test channels.
+pub const CHAIN: [u8; 32] = [6; 32];
+/// Capacity in sat.
+pub const CAPACITY: u64 = 1_000_000;
+/// Pushed to B at open, msat.
+pub const PUSH_MSAT: u64 = 400_000_000;
+/// Height at open.
+pub const START: u32 = 1_000;
+
+const A: usize = 0;
+const B: usize = 1;
+
+/// The policy both sides use.
+pub fn config(channel_type: ChannelType) -> ChannelConfig {
+    ChannelConfig {
+        max_accepted_htlcs: 30,
+        max_dust_exposure: MilliSats::from_msat(50_000_000),
+        minimum_depth: 1,
+        ..ChannelConfig::default_for(CHAIN, channel_type)
+    }
+}
+
+/// Two peers, the wire between them and a toy chain.
+#[derive(Clone)]
+pub struct Pair {
+    /// A (funder) and B.
+    pub ch: [Channel; 2],
+    /// Their keys.
+    pub signers: [&'static InMemorySigner; 2],
+    /// Messages in flight (`q[i]`: to party `i`).
+    pub wire: Wire<Msg>,
+    /// Chain height.
+    pub tip: u32,
+    /// Broadcast transactions the fuzzer may mine.
+    pub pool: Vec<Transaction>,
+    /// Mined transactions (for reorgs).
+    pub mined: Vec<Txid>,
+    /// Last update id per party.
+    pub last_id: [u64; 2],
+    /// Penalty records each party appended.
+    pub records: [Vec<PenaltyRecord>; 2],
+    /// A corrupted or duplicated message was accepted and changed a party: the peers may
+    /// legitimately disagree from now on.
+    pub corrupt: bool,
+    /// After a reconnection, a party sends nothing but its `channel_reestablish` until it has
+    /// received the peer's (BOLT #2): commands on it are skipped until then.
+    pub awaiting_reestablish: [bool; 2],
+    /// The funding output A's wallet was asked for.
+    pub funding_request: Option<(ScriptBuf, Amount)>,
+    /// Every message and snapshot produced, encoded (the corpus generator collects them).
+    pub log: Option<Log>,
+}
+
+impl Pair {
+    /// Opens a channel of `channel_type` and runs it to `Normal`.
+    pub fn open(channel_type: ChannelType, log: bool) -> Pair {
+        let sa = signer(0xa0, 0);
+        let sb = signer(0xb0, 0);
+        let tip = ChainTip::at(START);
+        let (cha, fxa) = Channel::open(
+            OpenParams {
+                config: config(channel_type),
+                temporary_channel_id: ChannelId([7; 32]),
+                funding: Amount::from_sat(CAPACITY),
+                push: MilliSats::from_msat(PUSH_MSAT),
+                feerate_per_kw: 2_500,
+            },
+            sa,
+            tip,
+        )
+        .expect("open");
+        let Some(Msg::OpenChannel(open)) = fxa.send.first().cloned() else { panic!("open_channel") };
+        let (chb, fxb) = Channel::accept(&open, config(channel_type), sb, tip).expect("accept");
+        let mut p = Pair {
+            ch: [cha, chb],
+            signers: [sa, sb],
+            wire: Wire::default(),
+            tip: START,
+            pool: Vec::new(),
+            mined: Vec::new(),
+            last_id: [0, 0],
+            records: [Vec::new(), Vec::new()],
+            corrupt: false,
+            awaiting_reestablish: [false, false],
+            funding_request: None,
+            log: log.then(Log::default),
+        };
+        p.last_id[A] = p.ch[A].update_id();
+        if let Some(l) = &mut p.log {
+            l.msgs.extend(fxa.send.iter().map(Msg::encode));
+        }
+        p.absorb(B, fxb);
+        p.run_until_quiet(64);
+        let (script_pubkey, value) = p.funding_request.clone().expect("funding requested after accept_channel");
+        let funding = Transaction {
+            version: Version::TWO,
+            lock_time: absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint { txid: Txid::from_byte_array([3; 32]), vout: 0 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![TxOut { value, script_pubkey }],
+        };
+        let fx = p.ch[A].funding_tx(funding.clone(), sa).expect("funding tx");
+        p.absorb(A, fx);
+        p.run_until_quiet(64);
+        p.tip += 1;
+        let h = BlockHeight(p.tip);
+        p.chain_event(ChainEvent::Confirmed { tx: &funding, height: h });
+        p.run_until_quiet(64);
+        assert_eq!(p.ch[A].phase(), Phase::Normal);
+        assert_eq!(p.ch[B].phase(), Phase::Normal);
+        p.pool.clear();
+        p
+    }
+
+    /// Records a successful call's effects.
+    fn absorb(&mut self, who: usize, fx: Effects) {
+        let ch = &self.ch[who];
+        check_update(fx.update.as_ref(), || ch.snapshot(), &mut self.last_id[who], if who == A { "A" } else { "B" });
+        if !self.corrupt {
+            assert!(!fx.events.iter().any(|e| matches!(e, Event::LostState)), "LostState without any data loss");
+        }
+        for e in &fx.events {
+            if let Event::FundingGenerationReady { script_pubkey, value } = e {
+                self.funding_request = Some((script_pubkey.clone(), *value));
+            }
+        }
+        if let Some(u) = &fx.update {
+            for r in &u.records {
+                let rec = PenaltyRecord::decode(r).expect("own penalty record decodes");
+                self.records[who].push(rec);
+            }
+            if let Some(l) = &mut self.log {
+                l.snapshots.push(u.snapshot.clone());
+                l.records.extend(u.records.iter().cloned());
+            }
+        }
+        if let Some(l) = &mut self.log {
+            l.msgs.extend(fx.send.iter().map(Msg::encode));
+        }
+        self.wire.send(1 - who, fx.send);
+        pool_add(&mut self.pool, fx.broadcast);
+    }
+
+    /// Runs a fallible call on one party; on `Err` checks that nothing changed.
+    fn guarded<T, E: std::fmt::Debug>(
+        &mut self,
+        who: usize,
+        f: impl FnOnce(&mut Channel, &'static InMemorySigner) -> Result<(T, Effects), E>,
+    ) -> Option<T> {
+        let before = self.ch[who].snapshot();
+        let s = self.signers[who];
+        match f(&mut self.ch[who], s) {
+            Ok((t, fx)) => {
+                if crate::trace() {
+                    eprintln!("  {} ok: sends {:?}", NAMES[who], fx.send.iter().map(short).collect::<Vec<_>>());
+                }
+                self.absorb(who, fx);
+                Some(t)
+            }
+            Err(e) => {
+                if crate::trace() {
+                    eprintln!("  {} refused: {e:?}", NAMES[who]);
+                }
+                assert!(self.ch[who].snapshot() == before, "refused call ({e:?}) changed the state");
+                None
+            }
+        }
+    }
+
+    /// Delivers one message to `to`, optionally mutated first or left in the queue again.
+    fn deliver(&mut self, to: usize, mutation: Option<(u16, u8)>, duplicate: bool) {
+        let Some(m) = self.wire.q[to].pop_front() else { return };
+        if duplicate {
+            self.wire.q[to].push_front(m.clone());
+        }
+        let suspicious = mutation.is_some() || duplicate;
+        if mutation.is_some() {
+            // The original message is lost (replaced by the corrupted one, or by nothing): the
+            // connection is as good as dead until the next reconnection.
+            self.wire.q[to].clear();
+            self.wire.broken[to] = true;
+        }
+        let m = match mutation {
+            None => m,
+            Some((pos, xor)) => match Msg::decode(&mutate(m.encode(), pos, xor)) {
+                Ok(m) => m,
+                Err(_) => return,
+            },
+        };
+        let tip = ChainTip::at(self.tip);
+        let before = self.ch[to].snapshot();
+        // Known issue (fuzz/artifacts-found/lightning_state-shutdown-crossing-add): a party that
+        // sent `shutdown` refuses an `update_add_htlc` that crossed it, and a later
+        // `commitment_signed` covering a trimmed HTLC still verifies: the views then differ.
+        let crossing_add = matches!(m, Msg::UpdateAddHtlc { .. }) && self.ch[to].phase() == Phase::ShuttingDown;
+        let reestablish = matches!(m, Msg::ChannelReestablish { .. });
+        if crate::trace() {
+            eprintln!("  deliver to {}: {}", NAMES[to], short(&m));
+        }
+        match self.ch[to].handle_message(m, self.signers[to], tip) {
+            Ok(fx) => {
+                if crate::trace() {
+                    eprintln!("    ok: sends {:?} events {:?}", fx.send.iter().map(short).collect::<Vec<_>>(), fx.events);
+                }
+                // A corrupted or replayed message that the recipient acted on may make the peers
+                // disagree legitimately from now on; it may also claim a future commitment
+                // number, which `channel_reestablish` answers with `LostState` (unverifiable).
+                if reestablish {
+                    self.awaiting_reestablish[to] = false;
+                }
+                if suspicious && (self.ch[to].snapshot() != before || !fx.events.is_empty() || !fx.send.is_empty()) {
+                    self.corrupt = true;
+                }
+                self.absorb(to, fx);
+            }
+            Err(e) => {
+                if crate::trace() {
+                    eprintln!("    refused: {e:?}");
+                }
+                if crossing_add && !crate::strict() {
+                    self.corrupt = true;
+                }
+                assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
+            }
+        }
+    }
+
+    /// Delivers messages until none is in flight (at most `limit`).
+    pub fn run_until_quiet(&mut self, limit: usize) {
+        for _ in 0..limit {
+            if !self.wire.q[B].is_empty() {
+                self.deliver(B, None, false);
+            } else if !self.wire.q[A].is_empty() {
+                self.deliver(A, None, false);
+            } else {
+                return;
+            }
+        }
+    }
+
+    fn chain_event(&mut self, ev: ChainEvent<'_>) {
+        for who in [A, B] {
+            let fx = self.ch[who].handle_chain_with_history(ev, &self.records[who], self.signers[who]);
+            self.absorb(who, fx);
+        }
+    }
+
+    /// An HTLC id offered to `who` (or a raw small id).
+    fn incoming_id(&self, who: usize, pick: u8) -> u64 {
+        let ids: Vec<u64> =
+            self.ch[who].htlcs().iter().filter(|h| h.offerer == Side::Counterparty).map(|h| h.id).collect();
+        if pick & 0x80 == 0 && !ids.is_empty() {
+            ids[usize::from(pick) % ids.len()]
+        } else {
+            u64::from(pick & 7)
+        }
+    }
+
+    fn disconnect(&mut self) {
+        if crate::trace() {
+            eprintln!("  disconnect");
+        }
+        for who in [A, B] {
+            let fx = self.ch[who].handle_disconnect();
+            self.absorb(who, fx);
+        }
+        self.wire.reconnect();
+        self.awaiting_reestablish = [true, true];
+        for who in [A, B] {
+            if let Ok(m) = self.ch[who].reestablish(self.signers[who]) {
+                if let Some(l) = &mut self.log {
+                    l.msgs.push(m.encode());
+                }
+                self.wire.q[1 - who].push_back(m);
+            }
+        }
+    }
+
+    fn restore(&mut self, who: usize) {
+        let snap = self.ch[who].snapshot();
+        let check = RestoreCheck { channel_id: Some(self.ch[who].channel_id()), min_update_id: self.ch[who].update_id() };
+        let r = Channel::restore(&snap, check).expect("own snapshot restores");
+        assert!(r.snapshot() == snap, "restore round trip");
+        self.ch[who] = r;
+    }
+
+    /// Value conservation (and agreement, when it must hold) at a quiescent point.
+    fn check_quiescent(&self) {
+        if !self.wire.is_quiet() {
+            return;
+        }
+        let cap = CAPACITY * 1_000;
+        for (who, c) in self.ch.iter().enumerate() {
+            for owner in [Side::Holder, Side::Counterparty] {
+                let b = c.balances(owner);
+                let total = [b.holder, b.counterparty, b.offered, b.received].iter().map(|m| m.to_msat()).sum::<u64>();
+                assert_eq!(total, cap, "party {who}, {owner:?} commitment: {b:?} does not add up to the capacity");
+            }
+        }
+        if self.corrupt {
+            return;
+        }
+        let [a, b] = &self.ch;
+        if a.holder_commitment_number() == b.counterparty_commitment_number() {
+            assert!(
+                mirrored(a.balances(Side::Holder), b.balances(Side::Counterparty)),
+                "A's latest commitment {:?} != what B signed {:?}",
+                a.balances(Side::Holder),
+                b.balances(Side::Counterparty)
+            );
+        }
+        if b.holder_commitment_number() == a.counterparty_commitment_number() {
+            assert!(
+                mirrored(b.balances(Side::Holder), a.balances(Side::Counterparty)),
+                "B's latest commitment {:?} != what A signed {:?}",
+                b.balances(Side::Holder),
+                a.balances(Side::Counterparty)
+            );
+        }
+    }
+
+    /// Runs one action chosen by the input.
+    pub fn step(&mut self, input: &mut Input<'_>) {
+        let op = input.u8();
+        let who = usize::from(op >> 7);
+        let tip = ChainTip::at(self.tip);
+        if crate::trace() {
+            eprintln!("op {op:#04x}: {} action {}", NAMES[who], op & 0x7f);
+        }
+        // Commands (actions 0..=50 and 104..=105) wait for the peer's `channel_reestablish`.
+        let command = matches!(op & 0x7f, 0..=50 | 104 | 105);
+        if command && self.awaiting_reestablish[who] {
+            if crate::trace() {
+                eprintln!("  skipped: {} awaits channel_reestablish", NAMES[who]);
+            }
+            return;
+        }
+        match op & 0x7f {
+            0..=11 => {
+                let (kind, x, k, e) = (input.u8(), input.u8(), input.u8(), input.u8());
+                let amount = match kind % 4 {
+                    0 => u64::from(x) * 1_000 + 1,
+                    1 => (u64::from(x) + 1) * 100_000,
+                    2 => (u64::from(x) + 1) * 2_000_000,
+                    _ => self.ch[who].available_to_send().to_msat().saturating_sub(u64::from(x)),
+                };
+                let cltv = if e == 0xff { 500_000_000 } else { self.tip + u32::from(e) * 2 };
+                let hash = preimage(k % 4).hash();
+                self.guarded(who, |c, _| c.add_htlc(MilliSats::from_msat(amount), hash, cltv, OnionPacket::zeroed()));
+            }
+            12..=19 => {
+                let (pick, k) = (input.u8(), input.u8());
+                let id = self.incoming_id(who, pick);
+                let h = self.ch[who].htlcs().iter().find(|h| h.offerer == Side::Counterparty && h.id == id).cloned();
+                let pre = match h {
+                    Some(h) if k & 1 == 0 => preimage_for(&h.payment_hash).unwrap_or(preimage(k)),
+                    _ => preimage(k),
+                };
+                self.guarded(who, |c, _| c.fulfill_htlc(id, pre).map(|fx| ((), fx)));
+            }
+            20..=25 => {
+                let (pick, len) = (input.u8(), input.u8());
+                let id = self.incoming_id(who, pick);
+                self.guarded(who, |c, _| c.fail_htlc(id, vec![len; usize::from(len)]).map(|fx| ((), fx)));
+            }
+            26 | 27 => {
+                let (pick, code) = (input.u8(), input.u16());
+                let id = self.incoming_id(who, pick);
+                self.guarded(who, |c, _| c.fail_malformed_htlc(id, [code as u8; 32], code).map(|fx| ((), fx)));
+            }
+            28..=30 => {
+                let x = input.u8();
+                let rate = match x % 8 {
+                    0 => 253,
+                    1 => 252,
+                    2 => 1_000,
+                    3 => 2_500,
+                    4 => 10_000,
+                    5 => 100_000,
+                    6 => 1_000_000,
+                    _ => 253 + u32::from(x) * 97,
+                };
+                self.guarded(who, |c, _| c.update_fee(rate).map(|fx| ((), fx)));
+            }
+            31..=50 => {
+                self.guarded(who, |c, s| c.commit(s).map(|fx| ((), fx)));
+            }
+            51..=80 => self.deliver(who, None, false),
+            81 | 82 => {
+                self.wire.drop_next(who);
+            }
+            83 | 84 => self.deliver(who, None, true),
+            85..=88 => {
+                let (pos, xor) = (input.u16(), input.u8());
+                self.deliver(who, Some((pos, xor)), false);
+            }
+            89..=94 => self.disconnect(),
+            95..=99 => {
+                let b = input.u8();
+                let n = if b & 0x80 == 0 { u32::from(b % 16) + 1 } else { u32::from(b & 0x7f) * 8 };
+                self.tip = self.tip.saturating_add(n).min(499_999_999);
+                self.chain_event(ChainEvent::Tip(ChainTip::at(self.tip)));
+            }
+            100..=103 => self.restore(who),
+            104 | 105 => {
+                let (lo, hi) = (input.u8(), input.u8());
+                let range = (Amount::from_sat(u64::from(lo) * 10), Amount::from_sat(u64::from(hi) * 100));
+                let script = if lo == 0xff { ScriptBuf::new() } else { p2wpkh(0x30 + who as u8) };
+                self.guarded(who, |c, s| c.shutdown(script, range, s).map(|fx| ((), fx)));
+            }
+            106 => {
+                self.guarded(who, |c, s| c.force_close(s).map(|fx| ((), fx)));
+            }
+            107 | 108 => {
+                let i = input.u8();
+                if !self.pool.is_empty() {
+                    let tx = self.pool[usize::from(i) % self.pool.len()].clone();
+                    self.tip += 1;
+                    let height = BlockHeight(self.tip);
+                    self.mined.push(tx.compute_txid());
+                    self.chain_event(ChainEvent::Confirmed { tx: &tx, height });
+                }
+            }
+            109 => {
+                let i = input.u8();
+                if !self.mined.is_empty() {
+                    let txid = self.mined.remove(usize::from(i) % self.mined.len());
+                    self.chain_event(ChainEvent::Unconfirmed(txid));
+                }
+            }
+            110 => {
+                let (pick, k) = (input.u8(), input.u8());
+                let id = self.incoming_id(who, pick);
+                let fx = self.ch[who].provide_preimage(id, preimage(k));
+                self.absorb(who, fx);
+            }
+            _ => self.run_until_quiet(24),
+        }
+        self.check_quiescent();
+        let _ = tip;
+    }
+}
+
+const NAMES: [&str; 2] = ["A", "B"];
+
+/// A message in one line (the onion left out).
+fn short(m: &Msg) -> String {
+    match m {
+        Msg::UpdateAddHtlc { id, amount_msat, cltv_expiry, .. } => {
+            format!("update_add_htlc(id {id}, {} msat, cltv {cltv_expiry})", amount_msat.to_msat())
+        }
+        Msg::CommitmentSigned { htlc_signatures, .. } => format!("commitment_signed({} htlc sigs)", htlc_signatures.len()),
+        Msg::RevokeAndAck { .. } => "revoke_and_ack".into(),
+        other => {
+            let s = format!("{other:?}");
+            s.chars().take(160).collect()
+        }
+    }
+}
+
+fn mirrored(x: Balances, y: Balances) -> bool {
+    x.holder == y.counterparty && x.counterparty == y.holder && x.offered == y.received && x.received == y.offered
+}
+
+thread_local! {
+    static BASE: [Pair; 2] = [Pair::open(ChannelType::StaticRemoteKey, false), Pair::open(ChannelType::AnchorsZeroFeeHtlc, false)];
+}
+
+/// The fuzz entry point: first byte picks the channel type, the rest are actions.
+pub fn run(data: &[u8]) {
+    let mut input = Input::new(data);
+    let t = usize::from(input.u8() & 1);
+    let mut p = BASE.with(|b| b[t].clone());
+    for _ in 0..MAX_ACTIONS {
+        if input.is_empty() {
+            break;
+        }
+        p.step(&mut input);
+    }
+    p.run_until_quiet(64);
+    p.check_quiescent();
+}
