@@ -254,12 +254,7 @@ impl Pair {
         }
         let [a, b] = &self.ch;
         if a.phase() == Phase::Open && b.phase() == Phase::Open && !a.is_resetting() && !b.is_resetting() {
-            assert!(
-                mirrored(a.balances(), b.balances()),
-                "A sees {:?}, B sees {:?}",
-                a.balances(),
-                b.balances()
-            );
+            assert!(mirrored(a.balances(), b.balances()), "A sees {:?}, B sees {:?}", a.balances(), b.balances());
         }
     }
 

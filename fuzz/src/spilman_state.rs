@@ -14,7 +14,7 @@ use paychan::core::BlockHeight;
 use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
 use paychan::spilman::{Effects, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
 
-use crate::{Log, check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Wire, MAX_ACTIONS};
+use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
 
 /// Height at which the channel opens.
 pub const START: u32 = 100;
@@ -113,7 +113,10 @@ impl Pair {
                 sequence: Sequence::MAX,
                 witness: Witness::new(),
             }],
-            output: vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, p.payer.funding_output()],
+            output: vec![
+                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) },
+                p.payer.funding_output(),
+            ],
         };
         let fx = p.payer.fund(funding.clone(), p.payer_signer).expect("fund");
         p.absorb(PAYER, fx);
@@ -142,7 +145,12 @@ impl Pair {
     fn absorb(&mut self, who: usize, fx: Effects) {
         let (payer, payee) = (&self.payer, &self.payee);
         let snapshot = || if who == PAYER { payer.snapshot() } else { payee.snapshot() };
-        check_update(fx.update.as_ref(), snapshot, &mut self.last_id[who], if who == PAYER { "payer" } else { "payee" });
+        check_update(
+            fx.update.as_ref(),
+            snapshot,
+            &mut self.last_id[who],
+            if who == PAYER { "payer" } else { "payee" },
+        );
         if let Some(l) = &mut self.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
             l.snapshots.extend(fx.update.as_ref().map(|u| u.snapshot.clone()));
@@ -226,13 +234,19 @@ impl Pair {
     fn restore(&mut self, who: usize) {
         let snap = self.snapshot(who);
         if who == PAYER {
-            let r = Payer::restore(&snap, RestoreCheck { channel_id: self.payer.channel_id(), min_update_id: self.payer.update_id() })
-                .expect("own payer snapshot restores");
+            let r = Payer::restore(
+                &snap,
+                RestoreCheck { channel_id: self.payer.channel_id(), min_update_id: self.payer.update_id() },
+            )
+            .expect("own payer snapshot restores");
             assert!(r.snapshot() == snap, "payer restore round trip");
             self.payer = r;
         } else {
-            let r = Payee::restore(&snap, RestoreCheck { channel_id: self.payee.channel_id(), min_update_id: self.payee.update_id() })
-                .expect("own payee snapshot restores");
+            let r = Payee::restore(
+                &snap,
+                RestoreCheck { channel_id: self.payee.channel_id(), min_update_id: self.payee.update_id() },
+            )
+            .expect("own payee snapshot restores");
             assert!(r.snapshot() == snap, "payee restore round trip");
             self.payee = r;
         }
@@ -308,7 +322,7 @@ impl Pair {
                 let s = self.payee_signer;
                 self.guarded(PAYEE, |p| p.payee.close(s).map(|fx| ((), fx)));
             }
-            7 | 8 | 9 => self.deliver(usize::from(op & 1), None, false),
+            7..=9 => self.deliver(usize::from(op & 1), None, false),
             10 => {
                 let to = usize::from(input.u8() & 1);
                 // No reconnection handshake in Spilman: a dropped message is just lost.
