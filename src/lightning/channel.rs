@@ -417,6 +417,11 @@ impl Channel {
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
         let _ = tip;
+        // Once we broadcast a commitment (or the funding output is spent) the off-chain protocol
+        // is over: revoking, signing or agreeing to anything now could only hurt us.
+        if self.is_off_chain_over() {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
         match msg {
             Msg::AcceptChannel(m) => self.on_accept_channel(*m),
             Msg::FundingCreated { temporary_channel_id, funding_txid, funding_output_index, signature } => {
@@ -483,6 +488,12 @@ impl Channel {
             }
             Msg::OpenChannel(_) => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
+    }
+
+    /// Whether the off-chain protocol is over: we broadcast our commitment
+    /// ([`Channel::force_close`]) or the funding output was spent.
+    pub fn is_off_chain_over(&self) -> bool {
+        self.force_closed || self.onchain.is_some()
     }
 
     pub(crate) fn check_channel(&self, id: ChannelId) -> Result<(), PeerError> {

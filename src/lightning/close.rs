@@ -35,7 +35,10 @@ impl Channel {
         fee_range: (Amount, Amount),
         signer: &S,
     ) -> Result<Effects, CommandError> {
-        if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.holder_sent {
+        if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown)
+            || self.shutdown.holder_sent
+            || self.is_off_chain_over()
+        {
             return Err(CommandError::WrongPhase);
         }
         if !is_acceptable_shutdown_script(&script) || fee_range.0 > fee_range.1 {
@@ -78,7 +81,7 @@ impl Channel {
     }
 
     /// The closing transaction paying `fee` (taken from the funder).
-    fn closing_tx_with_fee(&self, fee: Amount) -> Option<Transaction> {
+    pub(crate) fn closing_tx_with_fee(&self, fee: Amount) -> Option<Transaction> {
         let ours = self.shutdown.holder_script.clone()?;
         let theirs = self.shutdown.counterparty_script.clone()?;
         let funding = self.funding_outpoint?;

@@ -28,8 +28,13 @@ use crate::core::units::MilliSats;
 const FEE_SPIKE_MULTIPLE: u64 = 2;
 
 impl Channel {
+    /// Whether updates may still be offered or accepted: the channel is open, no closing fee was
+    /// proposed yet (BOLT #2: no update once `closing_signed` is under way) and the channel is not
+    /// being resolved on chain.
     fn is_open_for_updates(&self) -> bool {
         matches!(self.phase, Phase::Normal | Phase::ShuttingDown)
+            && self.shutdown.last_fee_sent.is_none()
+            && !self.is_off_chain_over()
     }
 
     /// The base fee plus anchors `owner`'s commitment in `view` charges its funder, and the total
@@ -116,7 +121,11 @@ impl Channel {
         cltv_expiry: u32,
         onion: OnionPacket,
     ) -> Result<(u64, Effects), CommandError> {
-        if self.phase != Phase::Normal || self.shutdown.holder_sent || self.shutdown.counterparty_script.is_some() {
+        if self.phase != Phase::Normal
+            || self.shutdown.holder_sent
+            || self.shutdown.counterparty_script.is_some()
+            || self.is_off_chain_over()
+        {
             return Err(CommandError::WrongPhase);
         }
         let cp = self.counterparty.as_ref().ok_or(CommandError::WrongPhase)?;

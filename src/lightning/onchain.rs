@@ -299,6 +299,17 @@ impl Channel {
         }
     }
 
+    /// Whether `txid` is a cooperative closing transaction we signed: the agreed one, or the one
+    /// we last proposed (the peer may have agreed and broadcast it while its answer was lost).
+    fn is_our_closing_tx(&self, txid: Txid) -> bool {
+        self.shutdown.closing_tx.as_ref().is_some_and(|c| c.compute_txid() == txid)
+            || self
+                .shutdown
+                .last_fee_sent
+                .and_then(|fee| self.closing_tx_with_fee(fee))
+                .is_some_and(|c| c.compute_txid() == txid)
+    }
+
     fn on_funding_spent<S: Signer + ?Sized>(
         &mut self,
         tx: &Transaction,
@@ -310,7 +321,7 @@ impl Channel {
         self.tip = self.tip.max(height);
         let mut events = Vec::new();
         let mut claims = Vec::new();
-        let kind = if self.shutdown.closing_tx.as_ref().is_some_and(|c| c.compute_txid() == txid) {
+        let kind = if self.is_our_closing_tx(txid) {
             ClosingKind::Cooperative
         } else if let Some(n) = self.holder_match(tx, signer) {
             claims = self.holder_claims(tx, n, height, signer);

@@ -1,0 +1,115 @@
+//! Regressions found by the `lightning_state` fuzz target (reproducers in
+//! `fuzz/artifacts-found/`): each test replays the scenario through the public API.
+
+mod common;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::{Amount, ScriptBuf, WPubkeyHash};
+use common::ln::{onion, Pair};
+use paychan::core::commitment::ChannelType;
+use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
+use paychan::driving::{ChainEvent, ChainTip};
+use paychan::lightning::onchain::ClosingKind;
+use paychan::lightning::{CommandError, Event, Msg};
+
+const TYPES: [ChannelType; 2] = [ChannelType::StaticRemoteKey, ChannelType::AnchorsZeroFeeHtlc];
+
+fn p2wpkh(n: u8) -> ScriptBuf {
+    ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
+}
+
+/// `lightning_state-revokes-broadcast-commitment`: after `force_close` the channel must not
+/// revoke (or sign, or agree to) anything: a revocation of the broadcast commitment would hand the
+/// peer everything once it confirms.
+#[test]
+fn a_force_closed_channel_takes_no_more_updates() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let pre = PaymentPreimage([4; 32]);
+        let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(30_000_000), pre.hash(), 2_000, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        // B fails the HTLC and signs; meanwhile A force-closes.
+        let fx = p.b.ch.fail_htlc(id, vec![1, 2, 3]).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        let fx = p.b.ch.commit(&p.b.signer).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        let fx = p.a.ch.force_close(&p.a.signer).unwrap();
+        let broadcast = fx.broadcast.clone();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        assert_eq!(broadcast.len(), 1);
+        assert!(p.a.ch.is_off_chain_over());
+
+        let before = p.a.ch.snapshot();
+        let tip = ChainTip::at(p.tip);
+        for m in p.to_a.drain(..).collect::<Vec<Msg>>() {
+            let err = p.a.ch.handle_message(m, &p.a.signer, tip).expect_err("refused after force close");
+            assert_eq!(p.a.ch.snapshot(), before, "state unchanged by {err:?}");
+        }
+        assert_eq!(
+            p.a.ch.add_htlc(MilliSats::from_msat(1_000_000), pre.hash(), 2_000, onion()).map(|_| ()),
+            Err(CommandError::WrongPhase)
+        );
+        assert!(p.a.ch.commit(&p.a.signer).is_err());
+        assert!(p.a.ch.update_fee(3_000).is_err());
+        assert!(p.a.ch.shutdown(p2wpkh(1), (Amount::from_sat(1), Amount::from_sat(5_000)), &p.a.signer).is_err());
+        assert_eq!(p.a.ch.snapshot(), before);
+
+        // The broadcast commitment confirms: ours, not a lost state.
+        let fx =
+            p.a.ch
+                .handle_chain(ChainEvent::Confirmed { tx: &broadcast[0], height: BlockHeight(p.tip + 1) }, &p.a.signer);
+        assert!(!fx.events.contains(&Event::LostState));
+        assert!(matches!(p.a.ch.closing_kind(), Some(ClosingKind::Holder(_))));
+    }
+}
+
+/// Shutdown exchanged and the funder's `closing_signed` sent: returns the closing transaction the
+/// fundee agreed to and broadcast, its answer still queued for the funder.
+fn close_until_fundee_agrees(p: &mut Pair) -> bitcoin::Transaction {
+    let fx = p.a.ch.shutdown(p2wpkh(0xaa), (Amount::from_sat(200), Amount::from_sat(5_000)), &p.a.signer).unwrap();
+    p.a.absorb_pub(fx, &mut p.to_b);
+    assert!(p.deliver_to_b());
+    let fx = p.b.ch.shutdown(p2wpkh(0xbb), (Amount::from_sat(100), Amount::from_sat(5_000)), &p.b.signer).unwrap();
+    p.b.absorb_pub(fx, &mut p.to_a);
+    assert!(p.deliver_to_a(), "shutdown reaches a, which proposes a fee");
+    assert!(matches!(p.to_b.front(), Some(Msg::ClosingSigned { .. })));
+    let fx = p.b.ch.handle_message(p.to_b.pop_front().unwrap(), &p.b.signer, ChainTip::at(p.tip)).unwrap();
+    assert_eq!(fx.broadcast.len(), 1, "b agrees and broadcasts");
+    let tx = fx.broadcast[0].clone();
+    p.b.absorb_pub(fx, &mut p.to_a);
+    tx
+}
+
+/// `lightning_state-coop-close-unrecognized`: the fundee's agreeing `closing_signed` is lost; the
+/// closing transaction it broadcast is still ours, not a sign of lost state.
+#[test]
+fn the_funder_recognises_its_close_when_the_last_closing_signed_is_lost() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let tx = close_until_fundee_agrees(&mut p);
+        common::verify_spend(&tx, &[p.funding_output()]).expect("Core accepts the closing transaction");
+        p.to_a.clear();
+        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &tx, height: BlockHeight(p.tip + 1) }, &p.a.signer);
+        assert!(!fx.events.contains(&Event::LostState), "{:?}", fx.events);
+        assert_eq!(p.a.ch.closing_kind(), Some(ClosingKind::Cooperative));
+        let fx = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &tx, height: BlockHeight(p.tip + 1) }, &p.b.signer);
+        assert!(!fx.events.contains(&Event::LostState));
+        assert_eq!(p.b.ch.closing_kind(), Some(ClosingKind::Cooperative));
+    }
+}
+
+/// `lightning_state-update-fee-during-closing`: once the funder proposed a closing fee it sends
+/// no more `update_fee` (which would stall the negotiation), and the agreement still completes.
+#[test]
+fn no_update_fee_once_closing_negotiation_started() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let tx = close_until_fundee_agrees(&mut p);
+        let before = p.a.ch.snapshot();
+        assert_eq!(p.a.ch.update_fee(5_000).map(|_| ()), Err(CommandError::Fee));
+        assert_eq!(p.a.ch.snapshot(), before);
+        p.run();
+        assert_eq!(p.a.ch.closing_transaction(), Some(&tx), "a takes b's agreement");
+    }
+}
