@@ -287,3 +287,37 @@ fn reestablish_at_every_step_of_a_commitment_dance() {
         }
     }
 }
+
+/// The DOT picture names both latest commitments by txid (ours is what a force close
+/// broadcasts; the peer's is the one it holds), every HTLC with its second stage, and the penalty
+/// paths.
+#[test]
+fn picture_shows_both_commitments() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 300_000_000);
+        let pre = PaymentPreimage([3; 32]);
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(40_000_000), pre.hash(), 2_000, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        let (_, fx) = p.b.ch.add_htlc(MilliSats::from_msat(30_000_000), pre.hash(), 2_100, onion()).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.settle();
+        let dot = p.a.ch.to_dot(&p.a.signer);
+        let ours = p.a.ch.holder_commitment_tx(&p.a.signer).unwrap().compute_txid().to_string();
+        let theirs = p.b.ch.holder_commitment_tx(&p.b.signer).unwrap().compute_txid().to_string();
+        assert!(dot.starts_with("digraph lightning {") && dot.trim_end().ends_with('}'));
+        for needle in [
+            format!("our commitment #{} {}", p.a.ch.holder_commitment_number(), &ours[..12]),
+            format!("the peer's commitment #{} {}", p.a.ch.counterparty_commitment_number(), &theirs[..12]),
+            "HTLC-timeout\\nnLockTime 2000".to_string(),
+            "HTLC-success\\npreimage".to_string(),
+            "HTLC offered by us\\n40000 sat, expiry 2000".to_string(),
+            "penalty by peer".to_string(),
+            "revoked commitment(s) of the peer".to_string(),
+        ] {
+            assert!(dot.contains(&needle), "DOT lacks {needle}:\n{dot}");
+        }
+        let anchors = dot.matches("(CPFP)").count();
+        assert_eq!(anchors, if ct == ChannelType::AnchorsZeroFeeHtlc { 4 } else { 0 });
+        assert_eq!(dot.matches('"').count() % 2, 0, "quotes balanced");
+    }
+}

@@ -377,3 +377,37 @@ fn payee_closes_by_itself_at_its_margin() {
     h.mine(&closes[0]);
     assert!(h.chain.confirmation(&closes[0].compute_txid()).unwrap() < EXPIRY);
 }
+
+/// The DOT pictures name the transactions each side really holds: the payment the payee would
+/// close with (by txid), its HTLC output and both spending paths, and the refund with its lock.
+#[test]
+fn pictures_show_the_held_transactions() {
+    for variant in [Variant::Cltv, Variant::PresignedRefund] {
+        let mut h = Harness::new(variant);
+        let fx = h.payer.pay(Amount::from_sat(20_000), &h.payer_signer).unwrap();
+        h.deliver_from_payer(fx);
+        let pre = PaymentPreimage([0x5a; 32]);
+        let expiry = h.chain.height + 60;
+        let (id, fx) = h
+            .payer
+            .add_htlc(Amount::from_sat(7_000), pre.hash(), BlockHeight(expiry), &h.payer_signer, tip(&h.chain))
+            .unwrap();
+        h.deliver_from_payer(fx);
+        let best = h.payee.closing_tx(&h.payee_signer).unwrap().compute_txid().to_string();
+        let refund = h.payer.refund_tx(&h.payer_signer).unwrap();
+        for dot in [h.payer.to_dot(), h.payee.to_dot()] {
+            assert!(dot.starts_with("digraph spilman {") && dot.trim_end().ends_with('}'), "{dot}");
+            for needle in [
+                format!("payment #{} {}", h.payer.payment_number(), &best[..12]),
+                format!("HTLC #{id} output"),
+                format!("expiry {expiry}"),
+                format!("timeout to payer\\nnLockTime {expiry}"),
+                format!("refund to payer {}", &refund.compute_txid().to_string()[..12]),
+                format!("nLockTime {EXPIRY}"),
+            ] {
+                assert!(dot.contains(&needle), "DOT lacks {needle}:\n{dot}");
+            }
+            assert_eq!(dot.matches('"').count() % 2, 0, "quotes balanced");
+        }
+    }
+}

@@ -5,18 +5,13 @@
 use alloc::string::String;
 use core::fmt::Write;
 
-use bitcoin::{Amount, Txid};
+use bitcoin::Amount;
 
 use super::channel::Channel;
 use super::tree;
 use super::Role;
-
-fn short(txid: &Txid) -> String {
-    let mut s = String::new();
-    let _ = write!(s, "{txid}");
-    s.truncate(12);
-    s
-}
+use crate::spilman::dot::{self as spilman_dot, short};
+use crate::spilman::payment::PaymentState;
 
 fn sat(a: Amount) -> u64 {
     a.to_sat()
@@ -35,14 +30,9 @@ impl Channel {
 
     fn write_dot(&self, o: &mut String) -> core::fmt::Result {
         let p = &self.terms.params;
-        writeln!(o, "digraph duplex {{")?;
-        writeln!(o, "  rankdir=LR;")?;
-        writeln!(o, "  node [shape=box, fontname=\"monospace\", fontsize=10];")?;
-        writeln!(o, "  edge [fontname=\"monospace\", fontsize=9];")?;
         let b = self.balances();
-        writeln!(
-            o,
-            "  label=\"duplex channel ({} view): d={} k={:?} Δ={} T_r={}; state {}/{}; balances {}={} {}={} sat\";",
+        let label = alloc::format!(
+            "duplex channel ({} view): d={} k={:?} Δ={} T_r={}; state {}/{}; balances {}={} {}={} sat\";",
             self.role.letter(),
             p.depth(),
             p.radix(),
@@ -54,7 +44,8 @@ impl Channel {
             sat(b.holder),
             (!self.role).letter(),
             sat(b.counterparty),
-        )?;
+        );
+        spilman_dot::header(o, "duplex", &label)?;
         let Some(funding) = self.funding else {
             writeln!(o, "  F [label=\"F funding (not yet built)\"];")?;
             return writeln!(o, "}}");
@@ -103,7 +94,6 @@ impl Channel {
             prev = name;
         }
         // The leaf's channels, payments and refunds.
-        let t_r = p.refund_delay();
         for payer in [Role::Initiator, Role::Acceptor] {
             let (pl, ql) = (payer.letter(), (!payer).letter());
             let value = self.values[payer.index()];
@@ -113,33 +103,23 @@ impl Channel {
                 writeln!(o, "  {prev} -> {cname} [style=dashed];")?;
                 continue;
             }
-            writeln!(
-                o,
-                "  {cname} [label=\"{pl}→{ql} channel\\nS_csv(payer {pl}, payee {ql}, T_r={t_r})\\n{} sat\", shape=ellipse];",
-                sat(value)
-            )?;
-            writeln!(o, "  {prev} -> {cname} [label=\"leaf output\"];")?;
             let ch = &self.channels[payer.index()];
-            if ch.state.to_payee > Amount::ZERO || !ch.state.htlcs.is_empty() {
-                let mut htlcs = String::new();
-                for h in &ch.state.htlcs {
-                    let _ = write!(htlcs, "\\nHTLC #{} {} sat, expiry {}", h.id, sat(h.amount), h.expiry.0);
-                }
-                writeln!(
-                    o,
-                    "  P{pl}{ql} [label=\"P^{pl}{ql} payment #{}\\nnSequence 0xfffffffd\\nto {ql}: {} sat (fee {} paid by {ql}){htlcs}\"];",
-                    ch.number,
-                    sat(ch.state.to_payee),
-                    sat(self.terms.payment_fee),
-                )?;
-                writeln!(o, "  {cname} -> P{pl}{ql} [label=\"{pl}+{ql} sigs, before T_r\"];")?;
-            }
-            writeln!(
+            let Some(template) = self.template(payer) else { continue };
+            let refund = template.refund_tx(self.terms.refund_fee, crate::core::units::BlockHeight(0));
+            let id = alloc::format!("{pl}{ql}");
+            spilman_dot::write_channel(
                 o,
-                "  R{pl}{ql} [label=\"R^{pl}{ql} refund to {pl}\\nnSequence {t_r} blocks\\n{} sat\"];",
-                sat(value.checked_sub(self.terms.refund_fee).unwrap_or(Amount::ZERO))
+                &spilman_dot::ChannelDot {
+                    id: &id,
+                    parent: &prev,
+                    payer: pl,
+                    payee: ql,
+                    template: &template,
+                    number: if ch.state == PaymentState::default() { 0 } else { ch.number },
+                    state: &ch.state,
+                    refund,
+                },
             )?;
-            writeln!(o, "  {cname} -> R{pl}{ql} [label=\"{pl} alone after {t_r} blocks\", style=dotted];")?;
         }
         writeln!(o, "}}")
     }

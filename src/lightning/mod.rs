@@ -34,6 +34,7 @@
 
 mod channel;
 mod close;
+mod dot;
 pub mod htlc;
 pub mod msgs;
 mod normal;

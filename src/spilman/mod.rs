@@ -36,6 +36,7 @@
 //! closes automatically at [`Payee::close_by`] = `expiry - close_margin`. The refund is valid from
 //! `expiry` on (its `nLockTime`; it can be mined in block `expiry + 1`).
 
+pub(crate) mod dot;
 mod msgs;
 mod payee;
 mod payer;
