@@ -149,11 +149,16 @@ impl<M, E> Effects<M, E> {
             && self.events.is_empty()
     }
 
-    /// Appends `other`'s obligations after this one's (the later update wins).
+    /// Appends `other`'s obligations after this one's. Of two updates the later snapshot wins
+    /// (it includes the earlier state); the records of both are kept, in order.
     pub fn merge(&mut self, other: Effects<M, E>) {
-        if other.update.is_some() {
-            self.update = other.update;
-        }
+        self.update = match (self.update.take(), other.update) {
+            (Some(mut first), Some(later)) => {
+                first.records.extend(later.records);
+                Some(StateUpdate { update_id: later.update_id, snapshot: later.snapshot, records: first.records })
+            }
+            (first, later) => later.or(first),
+        };
         self.send.extend(other.send);
         self.broadcast.extend(other.broadcast);
         self.watch.extend(other.watch);
@@ -283,5 +288,30 @@ impl RestoreCheck {
             return Err(RestoreError::Stale { snapshot: update_id, expected_at_least: self.min_update_id });
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use alloc::vec;
+
+    #[test]
+    fn merge_keeps_the_later_snapshot_and_every_record() {
+        let mut a: Effects<u8, u8> = Effects::none();
+        a.update = Some(StateUpdate::with_records(1, vec![1], vec![vec![10]]));
+        a.send.push(1);
+        let mut b: Effects<u8, u8> = Effects::none();
+        b.update = Some(StateUpdate::with_records(2, vec![2], vec![vec![20], vec![21]]));
+        b.send.push(2);
+        a.merge(b);
+        assert_eq!(a.update, Some(StateUpdate::with_records(2, vec![2], vec![vec![10], vec![20], vec![21]])));
+        assert_eq!(a.send, vec![1, 2]);
+        let mut c: Effects<u8, u8> = Effects::none();
+        c.merge(a.clone());
+        assert_eq!(c.update, a.update);
+        let mut d = a.clone();
+        d.merge(Effects::none());
+        assert_eq!(d.update, a.update);
     }
 }
