@@ -29,6 +29,22 @@ fn main() -> Result<(), Error> {
     Ok(())
 }
 
+/// Writes a channel's transaction graph (Graphviz DOT) next to the build output and says how to
+/// render it.
+fn write_picture(name: &str, dot: &str) -> Result<(), Error> {
+    let dir = std::env::temp_dir().join("paychan-tour");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(format!("{name}.dot"));
+    std::fs::write(&path, dot)?;
+    println!(
+        "   picture: {} ({} nodes; render with `dot -Tsvg {} -o {name}.svg`)",
+        path.display(),
+        dot.lines().filter(|l| l.contains("[label=")).count(),
+        path.display()
+    );
+    Ok(())
+}
+
 fn vsize(tx: &Transaction) -> u64 {
     tx.weight().to_vbytes_ceil()
 }
@@ -188,6 +204,7 @@ fn spilman_section() -> Result<(), Error> {
     let elapsed = started.elapsed();
     println!("   1,000 payments of 50 sat: {:?} ({:?} per payment, sign + verify + persist)", elapsed, elapsed / 1_000);
     println!("   {messages} messages, {bytes} bytes on the wire; payee snapshot {} bytes", payee.snapshot().len());
+    write_picture("spilman", &payee.to_dot())?;
     let fx = payee.close(&payee_signer)?;
     let close = fx.broadcast.first().ok_or("no close")?;
     close.verify(|_| Some(funding.output[0].clone()))?;
@@ -323,6 +340,7 @@ fn lightning_section() -> Result<(), Error> {
         tx.verify(|_| Some(funding.output[0].clone()))?;
     }
     println!("   both latest commitments accepted by Bitcoin Core's interpreter");
+    write_picture("lightning", &a.to_dot(&sa))?;
     println!(
         "   alice's persisted live state: {} bytes (no HTLC in flight; constant whatever the history)",
         a.snapshot().len()
@@ -485,10 +503,7 @@ fn duplex_section() -> Result<(), Error> {
     show(&ch, "now bob pays it:");
     println!("   {} bytes on the wire; alice's snapshot is {} bytes\n", bytes, ch[0].snapshot().len());
 
-    println!("   The current tree (Graphviz DOT; `dot -Tsvg`):\n");
-    for line in ch[0].to_dot().lines() {
-        println!("     {line}");
-    }
+    write_picture("duplex", &ch[0].to_dot())?;
     let branch = ch[0].signed_branch(&signers[0])?;
     let locks: Vec<u32> = branch.iter().skip(1).map(|t| t.input[0].sequence.0).collect();
     println!(
