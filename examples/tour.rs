@@ -1,8 +1,15 @@
-//! A guided tour of paychan: `cargo run --example tour`.
+//! A guided tour of paychan: `cargo run --example tour` (a few seconds).
 //!
 //! 1. Channel keys from a seed, and a BOLT #3 commitment transaction with HTLCs, signed by the
 //!    peer, completed, and checked by Bitcoin Core's script interpreter.
-//! 2. A Spilman channel: open, stream 1,000 payments, close, and its on-chain footprint.
+//! 2. A Spilman channel: open, stream 1,000 payments, close, its on-chain footprint and picture.
+//! 3. A Lightning channel: open, HTLC payments both ways, a cheater punished, cooperative close.
+//! 4. A duplex channel: the tree's parameters, payments both ways, resets, picture, closes.
+//! 5. Persistence and hostile input: restore, a stale snapshot refused, a forged message refused
+//!    with the state unchanged.
+//!
+//! The pictures (Graphviz DOT) are written to `$TMPDIR/paychan-tour/`. Next: `examples/multihop.rs`
+//! (one payment across the three channel types) and `examples/compare.rs` (the three side by side).
 
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
@@ -18,6 +25,8 @@ use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
 use paychan::driving::{ChainEvent, ChainTip};
 use paychan::spilman::{self, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
 
+mod common;
+
 type Error = Box<dyn std::error::Error>;
 
 fn main() -> Result<(), Error> {
@@ -26,6 +35,7 @@ fn main() -> Result<(), Error> {
     spilman_section()?;
     lightning_section()?;
     duplex_section()?;
+    persistence_section()?;
     Ok(())
 }
 
@@ -529,5 +539,63 @@ fn duplex_section() -> Result<(), Error> {
         close.output[0].value.to_sat(),
         close.output.get(1).map_or(0, |o| o.value.to_sat())
     );
+    Ok(())
+}
+
+/// Persistence and hostile input, on a Lightning channel: what the embedder stores, restoring
+/// from it, a stale snapshot refused, and a forged message refused with the state unchanged.
+fn persistence_section() -> Result<(), Error> {
+    use paychan::driving::{RestoreCheck, RestoreError};
+    use paychan::lightning::{Channel, Msg as LnMsg, OnionPacket};
+
+    println!("5. Persistence and hostile input (a Lightning channel)\n");
+    let mut p = common::LnPair::open(
+        ChannelType::StaticRemoteKey,
+        Amount::from_sat(500_000),
+        MilliSats::from_msat(100_000_000),
+        800_000,
+    )?;
+    let old = (p.b.update_id(), p.b.snapshot());
+    for _ in 0..3 {
+        p.pay(true, MilliSats::from_msat(5_000_000))?;
+    }
+    let (id, snap) = (p.b.update_id(), p.b.snapshot());
+    println!("   after 3 payments bob's last persisted update is #{id}: a {}-byte snapshot", snap.len());
+    let check = RestoreCheck { channel_id: Some(p.b.channel_id()), min_update_id: id };
+    let restored = Channel::restore(&snap, check)?;
+    println!(
+        "   restored from it: balances {:?} (same as before: {})",
+        restored.balances(paychan::lightning::Side::Holder).holder,
+        restored == p.b
+    );
+    match Channel::restore(&old.1, check) {
+        Err(RestoreError::Stale { snapshot, expected_at_least }) => println!(
+            "   restoring an older copy (update #{snapshot}) is refused: expected at least #{expected_at_least}"
+        ),
+        other => return Err(format!("a stale snapshot was not refused: {other:?}").into()),
+    }
+    // Alice offers an HTLC; her commitment_signed is forged on the way.
+    let pre = PaymentPreimage([0x77; 32]);
+    let (_, mut fx) = p.a.add_htlc(MilliSats::from_msat(7_000_000), pre.hash(), 800_200, OnionPacket::zeroed())?;
+    fx.merge(p.a.commit(&p.sa)?);
+    for m in fx.send {
+        let mut wire = m.encode();
+        if matches!(m, LnMsg::CommitmentSigned { .. }) {
+            let before = p.b.snapshot();
+            let mut forged = wire.clone();
+            forged[40] ^= 1; // a bit of the signature
+            let err = p.b.handle_message(LnMsg::decode(&forged)?, &p.sb, p.tip).expect_err("forged");
+            println!(
+                "   a forged commitment_signed: refused ({:?}, advice {:?}); bob's state byte-identical: {}",
+                err.kind,
+                err.action,
+                p.b.snapshot() == before
+            );
+            wire = m.encode();
+        }
+        let fx = p.b.handle_message(LnMsg::decode(&wire)?, &p.sb, p.tip)?;
+        p.deliver(fx, false)?;
+    }
+    println!("   the genuine messages then go through: {} HTLC(s) in flight\n", p.b.htlcs().len());
     Ok(())
 }
