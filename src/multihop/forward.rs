@@ -1,0 +1,502 @@
+//! The forwarding node: one incoming and one outgoing channel, any types, and the PROTOCOLS §4
+//! rules between them.
+
+use alloc::vec::Vec;
+
+use super::channel::{HtlcChannel, HtlcError, HtlcSignal};
+use super::{check_forward, e_in, FeePolicy, ForwardError, HtlcTerms, SafetyMargins};
+use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::sign::Signer;
+use crate::core::units::{BlockHeight, MilliSats};
+use crate::driving::{ChainEvent, ChainTip, Effects};
+
+/// A forwarding node's policy.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ForwarderConfig {
+    /// The chain assumptions (`R`, `G`, `S`).
+    pub margins: SafetyMargins,
+    /// The fee charged on the outgoing channel.
+    pub fee: FeePolicy,
+    /// The advertised `cltv_expiry_delta`; the node never uses less than the PROTOCOLS §4 minimum
+    /// for its two channel types, whatever is configured here.
+    pub cltv_expiry_delta: u32,
+}
+
+/// What the sender told this node to do with an HTLC of `payment_hash` (the BOLT 4 onion payload
+/// `amt_to_forward` / `outgoing_cltv_value`; onion construction and decryption are not part of
+/// this crate, so the embedder hands the decoded instructions over with
+/// [`Forwarder::add_route`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Route {
+    /// The payment hash the instructions are for.
+    pub payment_hash: PaymentHash,
+    /// The HTLC to offer on the outgoing channel.
+    pub outgoing: HtlcTerms,
+}
+
+/// Where a forwarded HTLC stands.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ForwardState {
+    /// Offered downstream as `outgoing_id`; waiting for a preimage or an irrevocable failure.
+    Offered {
+        /// The outgoing HTLC's id.
+        outgoing_id: u64,
+    },
+    /// The preimage is known and the incoming HTLC was fulfilled with it.
+    Fulfilled {
+        /// The outgoing HTLC's id, if one was offered.
+        outgoing_id: Option<u64>,
+        /// The preimage.
+        preimage: PaymentPreimage,
+    },
+    /// The incoming HTLC was failed: refused here, or failed downstream irrevocably.
+    Failed,
+}
+
+/// One incoming HTLC the node handled.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct Tracked {
+    /// Its hash.
+    pub payment_hash: PaymentHash,
+    /// Its id on the incoming channel.
+    pub incoming_id: u64,
+    /// Its amount and expiry.
+    pub incoming: HtlcTerms,
+    /// The outgoing HTLC's amount and expiry, if one was offered.
+    pub outgoing: Option<HtlcTerms>,
+    /// Where it stands.
+    pub state: ForwardState,
+}
+
+/// Why an incoming HTLC was not forwarded.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RefuseReason {
+    /// No forwarding instructions for its hash (BOLT 4 `unknown_next_peer`).
+    NoRoute,
+    /// A PROTOCOLS §4 check failed (fee, expiry delta, expiry too soon).
+    Check(ForwardError),
+    /// The outgoing channel refused the HTLC (capacity, its own expiry window, …).
+    Channel(HtlcError),
+}
+
+/// What the node did, for the embedder's logs and accounting.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum ForwardEvent {
+    /// An irrevocably committed incoming HTLC was offered downstream.
+    Forwarded {
+        /// Its hash.
+        payment_hash: PaymentHash,
+        /// Incoming id.
+        incoming_id: u64,
+        /// Outgoing id.
+        outgoing_id: u64,
+    },
+    /// An incoming HTLC was failed back at once.
+    Refused {
+        /// Its hash.
+        payment_hash: PaymentHash,
+        /// Incoming id.
+        incoming_id: u64,
+        /// Why.
+        reason: RefuseReason,
+    },
+    /// The preimage came back: the incoming HTLC was fulfilled (off chain, or claimed on chain).
+    Settled {
+        /// Its hash.
+        payment_hash: PaymentHash,
+        /// Incoming id.
+        incoming_id: u64,
+        /// What the node earned: incoming minus outgoing amount.
+        fee: MilliSats,
+    },
+    /// The downstream failure became irrevocable and the incoming HTLC was failed.
+    FailedUpstream {
+        /// Its hash.
+        payment_hash: PaymentHash,
+        /// Incoming id.
+        incoming_id: u64,
+    },
+    /// The node started the on-chain resolution of a channel because an HTLC deadline came.
+    WentOnChain {
+        /// `true` for the incoming channel (to claim with the preimage before the upstream
+        /// timeout), `false` for the outgoing one (to time the HTLC out).
+        incoming: bool,
+    },
+}
+
+/// The effects of one call: each channel's own [`Effects`] plus what the forwarder did.
+///
+/// Obligations: persist **both** updates (and the forwarder's state, see [`Forwarder`]) before
+/// sending or broadcasting anything of either; then send `incoming.send` to the upstream peer and
+/// `outgoing.send` to the downstream peer; broadcast, watch and call back as each channel says.
+#[must_use = "persist both updates, then send and broadcast"]
+pub struct NodeEffects<I: HtlcChannel, O: HtlcChannel> {
+    /// The incoming channel's effects.
+    pub incoming: Effects<I::Msg, I::Event>,
+    /// The outgoing channel's effects.
+    pub outgoing: Effects<O::Msg, O::Event>,
+    /// What the forwarder did.
+    pub events: Vec<ForwardEvent>,
+}
+
+impl<I: HtlcChannel, O: HtlcChannel> NodeEffects<I, O> {
+    fn none() -> Self {
+        NodeEffects { incoming: Effects::default(), outgoing: Effects::default(), events: Vec::new() }
+    }
+
+    /// Whether there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.incoming.is_empty() && self.outgoing.is_empty() && self.events.is_empty()
+    }
+
+    /// When to call [`Forwarder::handle_chain`] next at the latest.
+    pub fn next_deadline(&self) -> Option<BlockHeight> {
+        match (self.incoming.next_deadline, self.outgoing.next_deadline) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+impl<I: HtlcChannel, O: HtlcChannel> core::fmt::Debug for NodeEffects<I, O>
+where
+    Effects<I::Msg, I::Event>: core::fmt::Debug,
+    Effects<O::Msg, O::Event>: core::fmt::Debug,
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("NodeEffects")
+            .field("incoming", &self.incoming)
+            .field("outgoing", &self.outgoing)
+            .field("events", &self.events)
+            .finish()
+    }
+}
+
+/// A sans-I/O forwarding node between an incoming channel `I` and an outgoing channel `O`, of any
+/// of the crate's channel types ([`HtlcChannel`]).
+///
+/// * It forwards an HTLC only once the incoming channel reports it irrevocably committed
+///   ([`HtlcSignal::Received`]), only with forwarding instructions for its hash ([`Route`]), and
+///   only if [`check_forward`] passes: fee, the PROTOCOLS §4 expiry delta for the two channel
+///   types (or the Spilman absolute floor), and enough blocks left to claim the incoming HTLC on
+///   chain. Otherwise it fails the incoming HTLC back at once.
+/// * It fulfils the incoming HTLC as soon as the outgoing channel reports the preimage, whether
+///   it came in a message or in a witness on chain.
+/// * It fails the incoming HTLC only when the outgoing channel reports the downstream failure
+///   irrevocable ([`HtlcSignal::FailedIrrevocably`]).
+/// * On every tip it checks the deadlines: an incoming HTLC whose preimage it knows but that is
+///   not settled goes on chain `E_in + R` blocks before its expiry; an outgoing HTLC still
+///   unresolved `G` blocks after its expiry goes on chain to be timed out.
+///
+/// # Persistence
+/// The forwarder's own state is its list of [`Tracked`] HTLCs and pending [`Route`]s; the channels
+/// persist theirs through their effects. Persist [`Forwarder::tracked`] with every
+/// [`NodeEffects`] that has events.
+///
+/// # Examples
+/// ```
+/// use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
+/// use paychan::multihop::{FeePolicy, ForwarderConfig, HopKind, HtlcTerms, Requirement, Route, SafetyMargins};
+/// use paychan::multihop::{min_cltv_expiry_delta, check_forward};
+///
+/// let margins = SafetyMargins::default();
+/// let config = ForwarderConfig {
+///     margins,
+///     fee: FeePolicy { base: MilliSats::from_msat(1_000), proportional_millionths: 1_000 },
+///     cltv_expiry_delta: 40,
+/// };
+/// // Lightning in, Lightning out: BOLT 2's 34 blocks; the configured 40 is used.
+/// assert_eq!(min_cltv_expiry_delta(HopKind::Lightning, HopKind::Lightning, margins), Requirement::Delta(34));
+/// let hash = PaymentPreimage([7; 32]).hash();
+/// let route = Route {
+///     payment_hash: hash,
+///     outgoing: HtlcTerms { amount: MilliSats::from_msat(100_000_000), expiry: BlockHeight(900_100) },
+/// };
+/// // What the forwarder checks when the incoming HTLC is irrevocably committed:
+/// let incoming = HtlcTerms { amount: MilliSats::from_msat(100_101_000), expiry: BlockHeight(900_140) };
+/// let ln = HopKind::Lightning;
+/// let ok = check_forward(incoming, ln, route.outgoing, ln, config.fee, config.cltv_expiry_delta,
+///     BlockHeight(900_000), margins);
+/// assert_eq!(ok, Ok(()));
+/// ```
+/// A full route over all three channel types is driven in `examples/multihop.rs` and
+/// `tests/multihop_route.rs`: build the channels, wrap each forwarding node's pair in
+/// [`Forwarder::new`], and route each peer message to
+/// [`Forwarder::handle_incoming_message`] or [`Forwarder::handle_outgoing_message`].
+#[derive(Clone, Debug)]
+pub struct Forwarder<I, O> {
+    incoming: I,
+    outgoing: O,
+    config: ForwarderConfig,
+    routes: Vec<Route>,
+    tracked: Vec<Tracked>,
+    tip: BlockHeight,
+    on_chain: [bool; 2],
+}
+
+impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
+    /// A node forwarding from `incoming` to `outgoing` (both open), with `config`, at `tip`.
+    pub fn new(incoming: I, outgoing: O, config: ForwarderConfig, tip: ChainTip) -> Self {
+        Forwarder { incoming, outgoing, config, routes: Vec::new(), tracked: Vec::new(), tip: tip.height, on_chain: [false; 2] }
+    }
+
+    /// Registers the forwarding instructions for `route.payment_hash` (see [`Route`]). A later
+    /// route for the same hash replaces it.
+    pub fn add_route(&mut self, route: Route) {
+        self.routes.retain(|r| r.payment_hash != route.payment_hash);
+        self.routes.push(route);
+    }
+
+    /// The incoming channel.
+    pub fn incoming(&self) -> &I {
+        &self.incoming
+    }
+
+    /// The outgoing channel.
+    pub fn outgoing(&self) -> &O {
+        &self.outgoing
+    }
+
+    /// The policy.
+    pub fn config(&self) -> &ForwarderConfig {
+        &self.config
+    }
+
+    /// Every incoming HTLC handled so far.
+    pub fn tracked(&self) -> &[Tracked] {
+        &self.tracked
+    }
+
+    /// The smallest expiry delta this node accepts between its two channels (PROTOCOLS §4), or
+    /// the absolute floor on the incoming expiry for a Spilman outgoing channel.
+    pub fn requirement(&self) -> super::Requirement {
+        let m = self.config.margins;
+        super::min_cltv_expiry_delta(self.incoming.hop_kind(m), self.outgoing.hop_kind(m), m)
+    }
+
+    /// A message from the upstream peer (on the incoming channel).
+    ///
+    /// # Errors
+    /// The channel's refusal; nothing changed.
+    pub fn handle_incoming_message<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        msg: I::Msg,
+        in_signer: &SI,
+        out_signer: &SO,
+        tip: ChainTip,
+    ) -> Result<NodeEffects<I, O>, I::PeerError> {
+        let fx = self.incoming.handle_message(msg, in_signer, tip)?;
+        self.tip = self.tip.max(tip.height);
+        let mut nfx = NodeEffects::none();
+        nfx.incoming = fx;
+        self.react(&mut nfx, in_signer, out_signer);
+        Ok(nfx)
+    }
+
+    /// A message from the downstream peer (on the outgoing channel).
+    ///
+    /// # Errors
+    /// The channel's refusal; nothing changed.
+    pub fn handle_outgoing_message<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        msg: O::Msg,
+        in_signer: &SI,
+        out_signer: &SO,
+        tip: ChainTip,
+    ) -> Result<NodeEffects<I, O>, O::PeerError> {
+        let fx = self.outgoing.handle_message(msg, out_signer, tip)?;
+        self.tip = self.tip.max(tip.height);
+        let mut nfx = NodeEffects::none();
+        nfx.outgoing = fx;
+        self.react(&mut nfx, in_signer, out_signer);
+        Ok(nfx)
+    }
+
+    /// A chain event, for both channels; on a new tip, the HTLC deadlines are checked.
+    pub fn handle_chain<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        event: ChainEvent<'_>,
+        in_signer: &SI,
+        out_signer: &SO,
+    ) -> NodeEffects<I, O> {
+        let mut nfx = NodeEffects::none();
+        nfx.incoming = self.incoming.handle_chain(event, in_signer);
+        nfx.outgoing = self.outgoing.handle_chain(event, out_signer);
+        match event {
+            ChainEvent::Tip(t) => self.tip = self.tip.max(t.height),
+            ChainEvent::Confirmed { height, .. } => self.tip = self.tip.max(height),
+            ChainEvent::Unconfirmed(_) => {}
+        }
+        self.react(&mut nfx, in_signer, out_signer);
+        if let ChainEvent::Tip(_) = event {
+            self.check_deadlines(&mut nfx, in_signer, out_signer);
+            self.react(&mut nfx, in_signer, out_signer);
+        }
+        nfx
+    }
+
+    /// Acts on every signal in `nfx`'s channel events, including those its own actions add.
+    fn react<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        in_signer: &SI,
+        out_signer: &SO,
+    ) {
+        let (mut seen_in, mut seen_out) = (0, 0);
+        loop {
+            if let Some(e) = nfx.incoming.events.get(seen_in) {
+                seen_in += 1;
+                if let Some(HtlcSignal::Received { id, amount, payment_hash, expiry }) = I::signal(e) {
+                    let terms = HtlcTerms { amount, expiry };
+                    self.on_received(nfx, id, payment_hash, terms, in_signer, out_signer);
+                }
+                continue;
+            }
+            if let Some(e) = nfx.outgoing.events.get(seen_out) {
+                seen_out += 1;
+                match O::signal(e) {
+                    Some(HtlcSignal::Fulfilled { id, preimage }) => self.on_fulfilled(nfx, id, preimage, in_signer),
+                    Some(HtlcSignal::FailedIrrevocably { id }) => self.on_failed(nfx, id, in_signer),
+                    _ => {}
+                }
+                continue;
+            }
+            break;
+        }
+    }
+
+    fn tip(&self) -> ChainTip {
+        ChainTip { height: self.tip }
+    }
+
+    fn on_received<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        id: u64,
+        payment_hash: PaymentHash,
+        incoming: HtlcTerms,
+        in_signer: &SI,
+        out_signer: &SO,
+    ) {
+        if self.tracked.iter().any(|t| t.incoming_id == id) {
+            return;
+        }
+        let m = self.config.margins;
+        let route = self.routes.iter().position(|r| r.payment_hash == payment_hash);
+        let outcome = match route.and_then(|i| self.routes.get(i).copied()) {
+            None => Err(RefuseReason::NoRoute),
+            Some(r) => check_forward(
+                incoming,
+                self.incoming.hop_kind(m),
+                r.outgoing,
+                self.outgoing.hop_kind(m),
+                self.config.fee,
+                self.config.cltv_expiry_delta,
+                self.tip,
+                m,
+            )
+            .map_err(RefuseReason::Check)
+            .and_then(|()| {
+                self.outgoing
+                    .offer_htlc(r.outgoing.amount, payment_hash, r.outgoing.expiry, out_signer, self.tip())
+                    .map(|(oid, fx)| (oid, fx, r.outgoing))
+                    .map_err(RefuseReason::Channel)
+            }),
+        };
+        match outcome {
+            Ok((outgoing_id, fx, out)) => {
+                nfx.outgoing.merge(fx);
+                self.routes.retain(|r| r.payment_hash != payment_hash);
+                self.tracked.push(Tracked {
+                    payment_hash,
+                    incoming_id: id,
+                    incoming,
+                    outgoing: Some(out),
+                    state: ForwardState::Offered { outgoing_id },
+                });
+                nfx.events.push(ForwardEvent::Forwarded { payment_hash, incoming_id: id, outgoing_id });
+            }
+            Err(reason) => {
+                if let Ok(fx) = self.incoming.fail_htlc(id, in_signer) {
+                    nfx.incoming.merge(fx);
+                }
+                self.tracked.push(Tracked {
+                    payment_hash,
+                    incoming_id: id,
+                    incoming,
+                    outgoing: None,
+                    state: ForwardState::Failed,
+                });
+                nfx.events.push(ForwardEvent::Refused { payment_hash, incoming_id: id, reason });
+            }
+        }
+    }
+
+    fn find_offered(&self, outgoing_id: u64) -> Option<usize> {
+        self.tracked.iter().position(|t| t.state == ForwardState::Offered { outgoing_id })
+    }
+
+    fn on_fulfilled<SI: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        outgoing_id: u64,
+        preimage: PaymentPreimage,
+        in_signer: &SI,
+    ) {
+        let Some(i) = self.find_offered(outgoing_id) else { return };
+        let Some(t) = self.tracked.get(i).copied() else { return };
+        if !t.payment_hash.is_unlocked_by(&preimage) {
+            return;
+        }
+        if let Ok(fx) = self.incoming.fulfill_htlc(t.incoming_id, preimage, in_signer, self.tip()) {
+            nfx.incoming.merge(fx);
+        }
+        if let Some(t) = self.tracked.get_mut(i) {
+            t.state = ForwardState::Fulfilled { outgoing_id: Some(outgoing_id), preimage };
+        }
+        let fee = t.outgoing.map_or(MilliSats::ZERO, |o| t.incoming.amount.saturating_sub(o.amount));
+        nfx.events.push(ForwardEvent::Settled { payment_hash: t.payment_hash, incoming_id: t.incoming_id, fee });
+    }
+
+    fn on_failed<SI: Signer + ?Sized>(&mut self, nfx: &mut NodeEffects<I, O>, outgoing_id: u64, in_signer: &SI) {
+        let Some(i) = self.find_offered(outgoing_id) else { return };
+        let Some(t) = self.tracked.get(i).copied() else { return };
+        if let Ok(fx) = self.incoming.fail_htlc(t.incoming_id, in_signer) {
+            nfx.incoming.merge(fx);
+        }
+        if let Some(t) = self.tracked.get_mut(i) {
+            t.state = ForwardState::Failed;
+        }
+        nfx.events.push(ForwardEvent::FailedUpstream { payment_hash: t.payment_hash, incoming_id: t.incoming_id });
+    }
+
+    fn check_deadlines<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        in_signer: &SI,
+        out_signer: &SO,
+    ) {
+        let m = self.config.margins;
+        let claim_window = e_in(self.incoming.hop_kind(m), m).saturating_add(m.reorg_depth);
+        let claim_due = self.tracked.iter().any(|t| {
+            matches!(t.state, ForwardState::Fulfilled { .. })
+                && !self.incoming.is_incoming_settled(t.incoming_id)
+                && self.tip.checked_add(claim_window).is_none_or(|h| h >= t.incoming.expiry)
+        });
+        if claim_due && !self.on_chain[0] {
+            self.on_chain[0] = true;
+            nfx.incoming.merge(self.incoming.go_on_chain(in_signer));
+            nfx.events.push(ForwardEvent::WentOnChain { incoming: true });
+        }
+        let timeout_due = self.tracked.iter().any(|t| {
+            matches!(t.state, ForwardState::Offered { .. })
+                && t.outgoing.is_some_and(|o| o.expiry.checked_add(m.grace).is_none_or(|h| self.tip >= h))
+        });
+        if timeout_due && !self.on_chain[1] {
+            self.on_chain[1] = true;
+            nfx.outgoing.merge(self.outgoing.go_on_chain(out_signer));
+            nfx.events.push(ForwardEvent::WentOnChain { incoming: false });
+        }
+    }
+}
