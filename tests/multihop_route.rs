@@ -32,3 +32,76 @@ fn success_conserves_value_and_pays_every_hop() {
     assert!(g[1] > 0 && g[2] > 0, "forwarders earn");
     assert_eq!(cd, AMOUNT_D as i128);
 }
+
+/// Runs a payment that fails somewhere; checks that A learns it, nobody's position moved, and no
+/// forwarder failed upstream before the downstream failure was irrevocable.
+fn failing(mut r: Route, plan: common::route::Plan) -> Route {
+    let before = r.positions();
+    r.send(&plan);
+    r.run();
+    assert!(r.violations.is_empty(), "{:?}\n{}", r.violations, r.log.join("\n"));
+    assert!(
+        r.a_events.iter().any(|e| matches!(e, paychan::spilman::Event::HtlcRemoved { id: 0 })),
+        "A learns the failure\n{}",
+        r.log.join("\n")
+    );
+    assert!(!r.sender_has_preimage());
+    assert!(r.a.state().htlcs.is_empty(), "A's HTLC is out of its newest payment");
+    assert_eq!(gains(before, r.positions()), [0; 4], "nobody gains or loses\n{}", r.log.join("\n"));
+    for t in r.b.tracked().iter().chain(r.c.tracked()) {
+        assert_eq!(t.state, ForwardState::Failed);
+    }
+    r
+}
+
+#[test]
+fn failure_at_d_propagates_after_each_removal_is_irrevocable() {
+    let mut r = Route::open(Final::Fail);
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    let r = failing(r, plan);
+    // C failed upstream only after its Lightning HTLC's removal was committed on both sides, B only
+    // after the reset dropping its duplex HTLC completed.
+    let pos = |needle: &str| r.log.iter().position(|l| l.contains(needle)).unwrap_or_else(|| panic!("{needle} in log"));
+    assert!(pos("C: FailedUpstream") < pos("B: FailedUpstream"));
+    assert!(r.b_out_events.iter().any(|e| matches!(e, paychan::duplex::Event::HtlcFailIrrevocable { id: 0 })));
+    assert!(r.c_out_events.iter().any(|e| matches!(e, paychan::lightning::Event::HtlcFailed { id: 0, .. })));
+    assert!(!r.b.outgoing().has_failed_htlcs() && r.b.outgoing().htlcs().is_empty());
+    assert!(r.c.outgoing().is_htlc_removed(paychan::lightning::Side::Holder, 0));
+}
+
+#[test]
+fn failure_at_c_no_route() {
+    let mut r = Route::open(Final::Fulfill);
+    let plan = r.plan(6, 0);
+    // Only B gets instructions: C has none for this hash.
+    r.b.add_route(paychan::multihop::Route { payment_hash: r.hash(), outgoing: plan.bc });
+    let r = failing(r, plan);
+    assert!(r.c_events.iter().any(|e| matches!(
+        e,
+        ForwardEvent::Refused { reason: paychan::multihop::RefuseReason::NoRoute, .. }
+    )));
+    assert!(r.b_out_events.iter().any(|e| matches!(e, paychan::duplex::Event::HtlcFailIrrevocable { id: 0 })));
+    assert!(r.d_events.is_empty(), "nothing reached D");
+}
+
+#[test]
+fn failure_at_b_fee_and_expiry() {
+    use paychan::multihop::{ForwardError, RefuseReason};
+    for (fee_short, expiry_short, why) in
+        [(1_000, 0, ForwardError::FeeInsufficient), (0, 1, ForwardError::IncorrectCltvExpiry)]
+    {
+        let mut r = Route::open(Final::Fulfill);
+        let mut plan = r.plan(6, 0);
+        r.install(&plan);
+        plan.ab.amount = paychan::core::MilliSats::from_msat(plan.ab.amount.to_msat() - fee_short);
+        plan.ab.expiry = paychan::core::BlockHeight(plan.ab.expiry.0 - expiry_short);
+        let r = failing(r, plan);
+        assert!(
+            r.b_events.iter().any(|e| matches!(e, ForwardEvent::Refused { reason: RefuseReason::Check(w), .. } if *w == why)),
+            "{:?}",
+            r.b_events
+        );
+        assert!(r.c_events.is_empty() && r.b.outgoing().htlcs().is_empty(), "nothing forwarded");
+    }
+}

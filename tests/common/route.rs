@@ -374,6 +374,7 @@ impl Route {
     fn absorb_b(&mut self, fx: paychan::multihop::NodeEffects<spilman::Payee, duplex::Channel>) {
         check_fx(&fx.incoming, self.b.incoming().snapshot(), "B incoming");
         check_fx(&fx.outgoing, self.b.outgoing().snapshot(), "B outgoing");
+        self.b_out_events.extend(fx.outgoing.events.iter().cloned());
         for e in &fx.events {
             self.log.push(format!("B: {e:?}"));
             if let ForwardEvent::FailedUpstream { incoming_id, .. } = e {
@@ -382,7 +383,6 @@ impl Route {
         }
         self.check_forwarded_deltas();
         self.b_events.extend(fx.events);
-        self.b_out_events.extend(fx.outgoing.events);
         self.pending.extend(fx.incoming.broadcast.into_iter().map(|t| ('B', t)));
         self.pending.extend(fx.outgoing.broadcast.into_iter().map(|t| ('B', t)));
         Self::push(&self.cut, Link::BA, &mut self.to_a, fx.incoming.send, &mut self.log);
@@ -392,6 +392,7 @@ impl Route {
     fn absorb_c(&mut self, fx: paychan::multihop::NodeEffects<duplex::Channel, lightning::Channel>) {
         check_fx(&fx.incoming, self.c.incoming().snapshot(), "C incoming");
         check_fx(&fx.outgoing, self.c.outgoing().snapshot(), "C outgoing");
+        self.c_out_events.extend(fx.outgoing.events.iter().cloned());
         for e in &fx.events {
             self.log.push(format!("C: {e:?}"));
             if let ForwardEvent::FailedUpstream { incoming_id, .. } = e {
@@ -400,7 +401,6 @@ impl Route {
         }
         self.check_forwarded_deltas();
         self.c_events.extend(fx.events);
-        self.c_out_events.extend(fx.outgoing.events);
         self.pending.extend(fx.incoming.broadcast.into_iter().map(|t| ('C', t)));
         self.pending.extend(fx.outgoing.broadcast.into_iter().map(|t| ('C', t)));
         Self::push(&self.cut, Link::CB, &mut self.to_b_out, fx.incoming.send, &mut self.log);
