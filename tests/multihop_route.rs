@@ -105,3 +105,100 @@ fn failure_at_b_fee_and_expiry() {
         assert!(r.c_events.is_empty() && r.b.outgoing().htlcs().is_empty(), "nothing forwarded");
     }
 }
+
+/// The confirmed transaction whose witness reveals the preimage, with its height.
+fn witness_reveal(r: &Route) -> Option<(bitcoin::Txid, u32)> {
+    let hash = r.hash();
+    r.chain.confirmed_txs().into_iter().find_map(|tx| {
+        tx.input
+            .iter()
+            .any(|i| hash.find_preimage_in(&i.witness).is_some())
+            .then(|| (tx.compute_txid(), r.chain.confirmation(&tx.compute_txid()).expect("confirmed")))
+    })
+}
+
+#[test]
+fn onchain_race_at_cd_lightning() {
+    let mut r = Route::open(Final::Fulfill);
+    r.d_goes_on_chain = true;
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    let before = r.positions();
+    let c_duplex_before = r.c.incoming().balances().holder.to_sat() as i128 * 1_000;
+    r.send(&plan);
+    r.run();
+    assert!(!r.settled('C'), "C has not heard of the preimage off chain");
+    r.mine_until(40, "C learns the preimage from D's on-chain claim", |r| r.settled('C'));
+    let (txid, height) = witness_reveal(&r).expect("the preimage is in a confirmed witness");
+    assert!(height <= plan.cd.expiry.0, "D's claim {txid} confirmed by the HTLC's expiry");
+    assert!(r.chain.height < plan.bc.expiry.0, "C claims upstream before its incoming HTLC expires");
+    r.run();
+    assert!(r.settled('B') && r.sender_has_preimage(), "{}", r.log.join("\n"));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    // Off chain upstream of C: A paid, B and C earned exactly their fees there.
+    let g = gains(before, r.positions());
+    let (ab, bc) = (plan.ab.amount.to_msat() as i128, plan.bc.amount.to_msat() as i128);
+    assert_eq!([g[0], g[1]], [-ab, ab - bc]);
+    // C received bc on its duplex channel; its Lightning HTLC went to D on chain.
+    let c_duplex = r.c.incoming().balances().holder.to_sat() as i128 * 1_000;
+    assert_eq!(c_duplex - c_duplex_before, bc);
+    let d_claim = r.chain.confirmed_txs().into_iter().find(|t| t.compute_txid() == txid).expect("claim");
+    assert_eq!(d_claim.input.len(), 1);
+    assert!(r.c.outgoing().closing_kind().is_some());
+}
+
+#[test]
+fn onchain_race_at_bc_duplex() {
+    let mut r = Route::open(Final::Fulfill);
+    // C learns the preimage off chain, but its fulfil never reaches B.
+    r.cut_on_fulfil = vec![Link::CB];
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    let before = r.positions();
+    r.send(&plan);
+    r.run();
+    assert!(r.settled('C') && !r.settled('B'));
+    r.mine_until(80, "B learns the preimage from C's on-chain claim", |r| r.settled('B'));
+    let (txid, height) = witness_reveal(&r).expect("the preimage is in a confirmed witness");
+    assert!(height < plan.bc.expiry.0, "C's claim {txid} confirmed before B could time the HTLC out");
+    assert!(r.chain.height < plan.ab.expiry.0, "B claims upstream before its incoming HTLC expires");
+    assert!(r.c_events.iter().any(|e| matches!(e, ForwardEvent::WentOnChain { incoming: true })) ||
+        r.c.incoming().phase() != paychan::duplex::Phase::Open, "C went on chain");
+    r.run();
+    assert!(r.sender_has_preimage(), "{}", r.log.join("\n"));
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    // Upstream of B everything stayed off chain: A paid ab, B's Spilman side received it.
+    let g = gains(before, r.positions());
+    let ab = plan.ab.amount.to_msat() as i128;
+    assert_eq!(g[0], -ab);
+    // C's claim pays C's duplex payout script the HTLC minus the claim fee.
+    let claim = r.chain.confirmed_txs().into_iter().find(|t| t.compute_txid() == txid).expect("claim");
+    let c_payout = common::duplex::payout(paychan::duplex::Role::Acceptor);
+    assert_eq!(claim.output[0].script_pubkey, c_payout);
+    assert_eq!(
+        claim.output[0].value.to_sat(),
+        plan.bc.amount.to_msat() / 1_000 - common::duplex::CLAIM_FEE,
+        "C gets the HTLC on chain"
+    );
+}
+
+#[test]
+fn onchain_race_at_ab_spilman() {
+    let mut r = Route::open(Final::Fulfill);
+    // B learns the preimage, but its fulfil never reaches A: B must claim on chain.
+    r.cut_on_fulfil = vec![Link::BA];
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    r.send(&plan);
+    r.run();
+    assert!(r.settled('B') && !r.sender_has_preimage());
+    r.mine_until(80, "A learns the preimage from B's on-chain claim", |r| r.sender_has_preimage());
+    let (txid, height) = witness_reveal(&r).expect("the preimage is in a confirmed witness");
+    assert!(height < plan.ab.expiry.0, "B's claim {txid} confirmed before A could time the HTLC out");
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let claim = r.chain.confirmed_txs().into_iter().find(|t| t.compute_txid() == txid).expect("claim");
+    assert_eq!(claim.output[0].script_pubkey, common::route::spilman_script(false));
+    assert_eq!(claim.output[0].value.to_sat(), plan.ab.amount.to_msat() / 1_000 - 300, "B gets the HTLC on chain");
+    // Downstream, B and C settled off chain: C and D were paid.
+    assert!(r.settled('C'));
+}

@@ -107,6 +107,10 @@ pub struct Route {
     pub b_out_events: Vec<duplex::Event>,
     pub c_out_events: Vec<lightning::Event>,
     pub final_mode: Final,
+    /// Links cut the moment D fulfils (the preimage's way back is blocked there).
+    pub cut_on_fulfil: Vec<Link>,
+    /// D closes its channel on chain right after fulfilling (its fulfil message is then lost).
+    pub d_goes_on_chain: bool,
     pub preimage: PaymentPreimage,
     /// Checks run after every forwarder step (the invariants of the property test).
     pub violations: Vec<String>,
@@ -265,6 +269,8 @@ impl Route {
             b_out_events: Vec::new(),
             c_out_events: Vec::new(),
             final_mode,
+            cut_on_fulfil: Vec::new(),
+            d_goes_on_chain: false,
             preimage: PaymentPreimage([0x77; 32]),
             violations: Vec::new(),
         };
@@ -362,7 +368,14 @@ impl Route {
             let tip = self.tip();
             let fx = if self.final_mode == Final::Fulfill && final_ok {
                 self.log.push(format!("D: HTLC {id} irrevocably received; fulfils it with the preimage"));
-                HtlcChannel::fulfill_htlc(&mut self.d, id, self.preimage, &self.sd, tip).expect("D fulfils")
+                self.cut.extend(self.cut_on_fulfil.iter().copied());
+                let mut fx = HtlcChannel::fulfill_htlc(&mut self.d, id, self.preimage, &self.sd, tip).expect("D fulfils");
+                if self.d_goes_on_chain {
+                    self.cut.push(Link::DC);
+                    self.log.push("D: its fulfil is lost; D force-closes to claim on chain".to_string());
+                    fx.merge(HtlcChannel::go_on_chain(&mut self.d, &self.sd));
+                }
+                fx
             } else {
                 self.log.push(format!("D: HTLC {id} irrevocably received; fails it"));
                 HtlcChannel::fail_htlc(&mut self.d, id, &self.sd).expect("D fails")
