@@ -293,6 +293,12 @@ impl Route {
     /// than D's minimum; each hop gets its fee and the smallest expiry delta its two channel types
     /// allow (PROTOCOLS §4) plus `slack`.
     pub fn plan(&self, final_slack: u32, slack: u32) -> Plan {
+        self.plan_with(final_slack, slack as i32, slack as i32)
+    }
+
+    /// As [`Route::plan`], with C's and B's expiry deltas off their minimum by `c_slack` and
+    /// `b_slack` blocks (negative: too small, the hop must refuse).
+    pub fn plan_with(&self, final_slack: u32, c_slack: i32, b_slack: i32) -> Plan {
         let tip = self.chain.height;
         let cd = HtlcTerms {
             amount: MilliSats::from_msat(AMOUNT_D),
@@ -304,11 +310,11 @@ impl Route {
         };
         let bc = HtlcTerms {
             amount: with_fee_sat(cd.amount, fee_policy()),
-            expiry: BlockHeight(cd.expiry.0 + delta(self.c.requirement()) + slack),
+            expiry: BlockHeight(cd.expiry.0.checked_add_signed(delta(self.c.requirement()) as i32 + c_slack).expect("height")),
         };
         let ab = HtlcTerms {
             amount: with_fee_sat(bc.amount, fee_policy()),
-            expiry: BlockHeight(bc.expiry.0 + delta(self.b.requirement()) + slack),
+            expiry: BlockHeight(bc.expiry.0.checked_add_signed(delta(self.b.requirement()) as i32 + b_slack).expect("height")),
         };
         Plan { ab, bc, cd }
     }
