@@ -26,7 +26,8 @@ fn success_conserves_value_and_pays_every_hop() {
     assert!(r.b.outgoing().htlcs().is_empty());
     assert!(r.c.outgoing().htlcs().iter().all(|h| r.c.outgoing().is_htlc_removed(h.offerer, h.id)));
     let g = gains(before, r.positions());
-    let (ab, bc, cd) = (plan.ab.amount.to_msat() as i128, plan.bc.amount.to_msat() as i128, plan.cd.amount.to_msat() as i128);
+    let (ab, bc, cd) =
+        (plan.ab.amount.to_msat() as i128, plan.bc.amount.to_msat() as i128, plan.cd.amount.to_msat() as i128);
     assert_eq!(g, [-ab, ab - bc, bc - cd, cd], "each hop gains exactly its fee\n{}", r.log.join("\n"));
     assert_eq!(g.iter().sum::<i128>(), 0, "value conserved");
     assert!(g[1] > 0 && g[2] > 0, "forwarders earn");
@@ -77,10 +78,10 @@ fn failure_at_c_no_route() {
     // Only B gets instructions: C has none for this hash.
     r.b.add_route(paychan::multihop::Route { payment_hash: r.hash(), outgoing: plan.bc });
     let r = failing(r, plan);
-    assert!(r.c_events.iter().any(|e| matches!(
-        e,
-        ForwardEvent::Refused { reason: paychan::multihop::RefuseReason::NoRoute, .. }
-    )));
+    assert!(r
+        .c_events
+        .iter()
+        .any(|e| matches!(e, ForwardEvent::Refused { reason: paychan::multihop::RefuseReason::NoRoute, .. })));
     assert!(r.b_out_events.iter().any(|e| matches!(e, paychan::duplex::Event::HtlcFailIrrevocable { id: 0 })));
     assert!(r.d_events.is_empty(), "nothing reached D");
 }
@@ -98,7 +99,9 @@ fn failure_at_b_fee_and_expiry() {
         plan.ab.expiry = paychan::core::BlockHeight(plan.ab.expiry.0 - expiry_short);
         let r = failing(r, plan);
         assert!(
-            r.b_events.iter().any(|e| matches!(e, ForwardEvent::Refused { reason: RefuseReason::Check(w), .. } if *w == why)),
+            r.b_events
+                .iter()
+                .any(|e| matches!(e, ForwardEvent::Refused { reason: RefuseReason::Check(w), .. } if *w == why)),
             "{:?}",
             r.b_events
         );
@@ -162,8 +165,11 @@ fn onchain_race_at_bc_duplex() {
     let (txid, height) = witness_reveal(&r).expect("the preimage is in a confirmed witness");
     assert!(height < plan.bc.expiry.0, "C's claim {txid} confirmed before B could time the HTLC out");
     assert!(r.chain.height < plan.ab.expiry.0, "B claims upstream before its incoming HTLC expires");
-    assert!(r.c_events.iter().any(|e| matches!(e, ForwardEvent::WentOnChain { incoming: true })) ||
-        r.c.incoming().phase() != paychan::duplex::Phase::Open, "C went on chain");
+    assert!(
+        r.c_events.iter().any(|e| matches!(e, ForwardEvent::WentOnChain { incoming: true }))
+            || r.c.incoming().phase() != paychan::duplex::Phase::Open,
+        "C went on chain"
+    );
     r.run();
     assert!(r.sender_has_preimage(), "{}", r.log.join("\n"));
     assert!(r.violations.is_empty(), "{:?}", r.violations);

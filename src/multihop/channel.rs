@@ -113,6 +113,7 @@ pub trait HtlcChannel {
     ///
     /// # Errors
     /// [`HtlcError`]; the channel is unchanged.
+    #[allow(clippy::type_complexity)]
     fn offer_htlc<S: Signer + ?Sized>(
         &mut self,
         amount: MilliSats,

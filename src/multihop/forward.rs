@@ -195,30 +195,96 @@ where
 /// [`NodeEffects`] that has events.
 ///
 /// # Examples
+/// B forwards from a Spilman channel it is paid on (A → B) to one it pays on (B → C):
 /// ```
+/// use paychan::bitcoin::{Amount, ScriptBuf, Transaction, TxIn, WPubkeyHash, hashes::Hash};
+/// use paychan::core::keys::{ChannelSecrets, Seed};
+/// use paychan::core::sign::InMemorySigner;
 /// use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
-/// use paychan::multihop::{FeePolicy, ForwarderConfig, HopKind, HtlcTerms, Requirement, Route, SafetyMargins};
-/// use paychan::multihop::{min_cltv_expiry_delta, check_forward};
+/// use paychan::driving::ChainTip;
+/// use paychan::multihop::{FeePolicy, ForwardEvent, Forwarder, ForwarderConfig, HtlcTerms};
+/// use paychan::multihop::{Requirement, Route, SafetyMargins};
+/// use paychan::spilman::{Event, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let keys = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
+/// let (a_keys, b_in_keys, b_out_keys, c_keys) = (keys(1), keys(2), keys(3), keys(4));
+/// let tip = ChainTip::at(800_000);
+/// let script = |n| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]));
+/// // Opens a Spilman channel refundable at `expiry` (funding confirmed out of band).
+/// let open = |payer_keys: &InMemorySigner, payee_keys: &InMemorySigner, expiry: u32| {
+///     let config = PayeeConfig {
+///         variant: Variant::Cltv, payee_script: script(9), expiry: BlockHeight(expiry),
+///         min_first_payment: Amount::from_sat(1_000), dust_limit: Amount::from_sat(546),
+///         payment_fee: Amount::from_sat(300), close_margin: 36, htlc_min_blocks: 24,
+///         min_depth: 0, claim_fee: Amount::from_sat(300),
+///     };
+///     let (mut payee, fx) = Payee::new(config, payee_keys);
+///     let Msg::Offer(offer) = fx.send[0].clone() else { unreachable!() };
+///     let config = PayerConfig {
+///         capacity: Amount::from_sat(1_000_000), payer_script: script(8),
+///         refund_fee: Amount::from_sat(300), claim_fee: Amount::from_sat(300),
+///         first_payment: Amount::from_sat(1_000), max_lifetime: 4_320,
+///     };
+///     let mut payer = Payer::new(offer, config, payer_keys, tip).unwrap();
+///     let funding = Transaction {
+///         version: paychan::bitcoin::transaction::Version::TWO,
+///         lock_time: paychan::bitcoin::absolute::LockTime::ZERO,
+///         input: vec![TxIn::default()],
+///         output: vec![payer.funding_output()],
+///     };
+///     for m in payer.fund(funding, payer_keys).unwrap().send {
+///         for ack in payee.handle_message(m, payee_keys, tip).unwrap().send {
+///             let _ = payer.handle_message(ack, payer_keys, tip).unwrap();
+///         }
+///     }
+///     (payer, payee)
+/// };
+/// let (mut a, b_in) = open(&a_keys, &b_in_keys, 802_016);
+/// let (b_out, mut c) = open(&b_out_keys, &c_keys, 801_008);
 ///
-/// let margins = SafetyMargins::default();
 /// let config = ForwarderConfig {
-///     margins,
-///     fee: FeePolicy { base: MilliSats::from_msat(1_000), proportional_millionths: 1_000 },
+///     margins: SafetyMargins::default(),
+///     fee: FeePolicy { base: MilliSats::from_msat(1_000), proportional_millionths: 0 },
 ///     cltv_expiry_delta: 40,
 /// };
-/// // Lightning in, Lightning out: BOLT 2's 34 blocks; the configured 40 is used.
-/// assert_eq!(min_cltv_expiry_delta(HopKind::Lightning, HopKind::Lightning, margins), Requirement::Delta(34));
-/// let hash = PaymentPreimage([7; 32]).hash();
-/// let route = Route {
-///     payment_hash: hash,
-///     outgoing: HtlcTerms { amount: MilliSats::from_msat(100_000_000), expiry: BlockHeight(900_100) },
-/// };
-/// // What the forwarder checks when the incoming HTLC is irrevocably committed:
-/// let incoming = HtlcTerms { amount: MilliSats::from_msat(100_101_000), expiry: BlockHeight(900_140) };
-/// let ln = HopKind::Lightning;
-/// let ok = check_forward(incoming, ln, route.outgoing, ln, config.fee, config.cltv_expiry_delta,
-///     BlockHeight(900_000), margins);
-/// assert_eq!(ok, Ok(()));
+/// let mut b = Forwarder::new(b_in, b_out, config, tip);
+/// // Paying out over Spilman, B's incoming HTLC must outlive the outgoing channel's refund.
+/// let Requirement::AtLeast(floor) = b.requirement() else { unreachable!() };
+/// assert_eq!(floor, BlockHeight(801_008 + 12 + 34));
+///
+/// // The sender's onion would tell B this; here the embedder hands it over.
+/// let preimage = PaymentPreimage([7; 32]);
+/// let out = HtlcTerms { amount: MilliSats::from_msat(50_000_000), expiry: BlockHeight(800_900) };
+/// b.add_route(Route { payment_hash: preimage.hash(), outgoing: out });
+///
+/// // A offers 50,001 sat expiring at the floor; B forwards 50,000 sat to C.
+/// let (_, fx) = a.add_htlc(Amount::from_sat(50_001), preimage.hash(), floor, &a_keys, tip)?;
+/// let mut to_c = Vec::new();
+/// for m in fx.send {
+///     let node = b.handle_incoming_message(m, &b_in_keys, &b_out_keys, tip).unwrap();
+///     // Persist both updates, then send: acks go back to A, the new payment on to C.
+///     assert!(node.events.iter().any(|e| matches!(e, ForwardEvent::Forwarded { .. })));
+///     to_c.extend(node.outgoing.send);
+/// }
+/// // C takes the payment carrying the HTLC and, being the recipient, fulfils it.
+/// let mut to_b = Vec::new();
+/// for m in to_c {
+///     to_b.extend(c.handle_message(m, &c_keys, tip).unwrap().send);
+/// }
+/// to_b.extend(c.fulfill_htlc(0, preimage, &c_keys)?.send);
+/// // B learns the preimage and fulfils upstream at once.
+/// let mut to_a = Vec::new();
+/// for m in to_b {
+///     let node = b.handle_outgoing_message(m, &b_in_keys, &b_out_keys, tip).unwrap();
+///     to_a.extend(node.incoming.send);
+/// }
+/// let mut learnt = false;
+/// for m in to_a {
+///     let fx = a.handle_message(m, &a_keys, tip).unwrap();
+///     learnt |= fx.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { .. }));
+/// }
+/// assert!(learnt);
+/// # Ok(()) }
 /// ```
 /// A full route over all three channel types is driven in `examples/multihop.rs` and
 /// `tests/multihop_route.rs`: build the channels, wrap each forwarding node's pair in
@@ -238,7 +304,15 @@ pub struct Forwarder<I, O> {
 impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
     /// A node forwarding from `incoming` to `outgoing` (both open), with `config`, at `tip`.
     pub fn new(incoming: I, outgoing: O, config: ForwarderConfig, tip: ChainTip) -> Self {
-        Forwarder { incoming, outgoing, config, routes: Vec::new(), tracked: Vec::new(), tip: tip.height, on_chain: [false; 2] }
+        Forwarder {
+            incoming,
+            outgoing,
+            config,
+            routes: Vec::new(),
+            tracked: Vec::new(),
+            tip: tip.height,
+            on_chain: [false; 2],
+        }
     }
 
     /// Registers the forwarding instructions for `route.payment_hash` (see [`Route`]). A later

@@ -310,11 +310,15 @@ impl Route {
         };
         let bc = HtlcTerms {
             amount: with_fee_sat(cd.amount, fee_policy()),
-            expiry: BlockHeight(cd.expiry.0.checked_add_signed(delta(self.c.requirement()) as i32 + c_slack).expect("height")),
+            expiry: BlockHeight(
+                cd.expiry.0.checked_add_signed(delta(self.c.requirement()) as i32 + c_slack).expect("height"),
+            ),
         };
         let ab = HtlcTerms {
             amount: with_fee_sat(bc.amount, fee_policy()),
-            expiry: BlockHeight(bc.expiry.0.checked_add_signed(delta(self.b.requirement()) as i32 + b_slack).expect("height")),
+            expiry: BlockHeight(
+                bc.expiry.0.checked_add_signed(delta(self.b.requirement()) as i32 + b_slack).expect("height"),
+            ),
         };
         Plan { ab, bc, cd }
     }
@@ -375,7 +379,8 @@ impl Route {
             let fx = if self.final_mode == Final::Fulfill && final_ok {
                 self.log.push(format!("D: HTLC {id} irrevocably received; fulfils it with the preimage"));
                 self.cut.extend(self.cut_on_fulfil.iter().copied());
-                let mut fx = HtlcChannel::fulfill_htlc(&mut self.d, id, self.preimage, &self.sd, tip).expect("D fulfils");
+                let mut fx =
+                    HtlcChannel::fulfill_htlc(&mut self.d, id, self.preimage, &self.sd, tip).expect("D fulfils");
                 if self.d_goes_on_chain {
                     self.cut.push(Link::DC);
                     self.log.push("D: its fulfil is lost; D force-closes to claim on chain".to_string());
@@ -455,7 +460,9 @@ impl Route {
 
     /// Every forwarded HTLC left at least the PROTOCOLS §4 delta.
     fn check_forwarded_deltas(&mut self) {
-        for (name, req, tracked) in [("B", self.b.requirement(), self.b.tracked()), ("C", self.c.requirement(), self.c.tracked())] {
+        for (name, req, tracked) in
+            [("B", self.b.requirement(), self.b.tracked()), ("C", self.c.requirement(), self.c.tracked())]
+        {
             for t in tracked {
                 let Some(out) = t.outgoing else { continue };
                 let ok = match req {
@@ -475,7 +482,10 @@ impl Route {
         match q {
             0 => {
                 let Some(m) = self.to_b_in.pop_front() else { return false };
-                let fx = self.b.handle_incoming_message(sp_wire(&m), &self.sb_in, &self.sb_out, tip).expect("B takes A's message");
+                let fx = self
+                    .b
+                    .handle_incoming_message(sp_wire(&m), &self.sb_in, &self.sb_out, tip)
+                    .expect("B takes A's message");
                 self.absorb_b(fx);
             }
             1 => {
@@ -485,22 +495,32 @@ impl Route {
             }
             2 => {
                 let Some(m) = self.to_c_in.pop_front() else { return false };
-                let fx = self.c.handle_incoming_message(dx_wire(&m), &self.sc_in, &self.sc_out, tip).expect("C takes B's message");
+                let fx = self
+                    .c
+                    .handle_incoming_message(dx_wire(&m), &self.sc_in, &self.sc_out, tip)
+                    .expect("C takes B's message");
                 self.absorb_c(fx);
             }
             3 => {
                 let Some(m) = self.to_b_out.pop_front() else { return false };
-                let fx = self.b.handle_outgoing_message(dx_wire(&m), &self.sb_in, &self.sb_out, tip).expect("B takes C's message");
+                let fx = self
+                    .b
+                    .handle_outgoing_message(dx_wire(&m), &self.sb_in, &self.sb_out, tip)
+                    .expect("B takes C's message");
                 self.absorb_b(fx);
             }
             4 => {
                 let Some(m) = self.to_d.pop_front() else { return false };
-                let fx = HtlcChannel::handle_message(&mut self.d, ln_wire(&m), &self.sd, tip).expect("D takes C's message");
+                let fx =
+                    HtlcChannel::handle_message(&mut self.d, ln_wire(&m), &self.sd, tip).expect("D takes C's message");
                 self.absorb_d(fx);
             }
             _ => {
                 let Some(m) = self.to_c_out.pop_front() else { return false };
-                let fx = self.c.handle_outgoing_message(ln_wire(&m), &self.sc_in, &self.sc_out, tip).expect("C takes D's message");
+                let fx = self
+                    .c
+                    .handle_outgoing_message(ln_wire(&m), &self.sc_in, &self.sc_out, tip)
+                    .expect("C takes D's message");
                 self.absorb_c(fx);
             }
         }
@@ -601,7 +621,13 @@ impl Route {
 
     /// Sum of confirmed outputs paying `spk`.
     pub fn paid_on_chain(&self, spk: &ScriptBuf) -> u64 {
-        self.chain.confirmed_txs().iter().flat_map(|t| t.output.iter()).filter(|o| &o.script_pubkey == spk).map(|o| o.value.to_sat()).sum()
+        self.chain
+            .confirmed_txs()
+            .iter()
+            .flat_map(|t| t.output.iter())
+            .filter(|o| &o.script_pubkey == spk)
+            .map(|o| o.value.to_sat())
+            .sum()
     }
 
     /// Every node's off-chain position, in msat: A's Spilman change, B's Spilman receipts plus its
