@@ -127,8 +127,8 @@ pub enum ForwardEvent {
 
 /// The effects of one call: each channel's own [`Effects`] plus what the forwarder did.
 ///
-/// Obligations: persist **both** updates (and the forwarder's state, see [`Forwarder`]) before
-/// sending or broadcasting anything of either; then send `incoming.send` to the upstream peer and
+/// Obligations: persist **both** channel updates and [`NodeEffects::state`] before sending or
+/// broadcasting anything of either; then send `incoming.send` to the upstream peer and
 /// `outgoing.send` to the downstream peer; broadcast, watch and call back as each channel says.
 #[must_use = "persist both updates, then send and broadcast"]
 pub struct NodeEffects<I: HtlcChannel, O: HtlcChannel> {
@@ -138,16 +138,19 @@ pub struct NodeEffects<I: HtlcChannel, O: HtlcChannel> {
     pub outgoing: Effects<O::Msg, O::Event>,
     /// What the forwarder did.
     pub events: Vec<ForwardEvent>,
+    /// The forwarder's own state ([`Forwarder::snapshot`]) if it changed: persist it, replacing
+    /// the previous one, together with the channels' updates.
+    pub state: Option<Vec<u8>>,
 }
 
 impl<I: HtlcChannel, O: HtlcChannel> NodeEffects<I, O> {
     fn none() -> Self {
-        NodeEffects { incoming: Effects::default(), outgoing: Effects::default(), events: Vec::new() }
+        NodeEffects { incoming: Effects::default(), outgoing: Effects::default(), events: Vec::new(), state: None }
     }
 
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
-        self.incoming.is_empty() && self.outgoing.is_empty() && self.events.is_empty()
+        self.incoming.is_empty() && self.outgoing.is_empty() && self.events.is_empty() && self.state.is_none()
     }
 
     /// When to call [`Forwarder::handle_chain`] next at the latest.
@@ -169,6 +172,7 @@ where
             .field("incoming", &self.incoming)
             .field("outgoing", &self.outgoing)
             .field("events", &self.events)
+            .field("state_len", &self.state.as_ref().map(Vec::len))
             .finish()
     }
 }
@@ -190,9 +194,10 @@ where
 ///   unresolved `G` blocks after its expiry goes on chain to be timed out.
 ///
 /// # Persistence
-/// The forwarder's own state is its list of [`Tracked`] HTLCs and pending [`Route`]s; the channels
-/// persist theirs through their effects. Persist [`Forwarder::tracked`] with every
-/// [`NodeEffects`] that has events.
+/// The forwarder's own state is its pending [`Route`]s, its [`Tracked`] HTLCs, the tip and which
+/// channels it sent on chain; every call that changes it returns it in [`NodeEffects::state`] (and
+/// [`Forwarder::snapshot`] gives it at any time). After a restart, restore each channel from its
+/// own snapshot and the forwarder with [`Forwarder::restore`].
 ///
 /// # Examples
 /// B forwards from a Spilman channel it is paid on (A → B) to one it pays on (B → C):
@@ -316,10 +321,45 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
     }
 
     /// Registers the forwarding instructions for `route.payment_hash` (see [`Route`]). A later
-    /// route for the same hash replaces it.
+    /// route for the same hash replaces it. Persist [`Forwarder::snapshot`] afterwards.
     pub fn add_route(&mut self, route: Route) {
         self.routes.retain(|r| r.payment_hash != route.payment_hash);
         self.routes.push(route);
+    }
+
+    /// The forwarder's own state in the crate's versioned encoding (see [`Forwarder::restore`]).
+    pub fn snapshot(&self) -> Vec<u8> {
+        super::state::encode(self.tip, self.on_chain, &self.routes, &self.tracked)
+    }
+
+    /// A forwarder from its [`Forwarder::snapshot`] and its two channels, restored from theirs.
+    ///
+    /// # Errors
+    /// [`DecodeError`](crate::core::encode::DecodeError) if the bytes are not a forwarder state.
+    pub fn restore(
+        incoming: I,
+        outgoing: O,
+        config: ForwarderConfig,
+        bytes: &[u8],
+    ) -> Result<Self, crate::core::encode::DecodeError> {
+        let s = super::state::decode(bytes)?;
+        Ok(Forwarder {
+            incoming,
+            outgoing,
+            config,
+            routes: s.routes,
+            tracked: s.tracked,
+            tip: s.tip,
+            on_chain: s.on_chain,
+        })
+    }
+
+    /// Sets [`NodeEffects::state`] if the forwarder's state differs from `before`.
+    fn note_state(&self, before: &[u8], nfx: &mut NodeEffects<I, O>) {
+        let now = self.snapshot();
+        if now != before {
+            nfx.state = Some(now);
+        }
     }
 
     /// The incoming channel.
@@ -360,11 +400,13 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         out_signer: &SO,
         tip: ChainTip,
     ) -> Result<NodeEffects<I, O>, I::PeerError> {
+        let before = self.snapshot();
         let fx = self.incoming.handle_message(msg, in_signer, tip)?;
         self.tip = self.tip.max(tip.height);
         let mut nfx = NodeEffects::none();
         nfx.incoming = fx;
         self.react(&mut nfx, in_signer, out_signer);
+        self.note_state(&before, &mut nfx);
         Ok(nfx)
     }
 
@@ -379,11 +421,13 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         out_signer: &SO,
         tip: ChainTip,
     ) -> Result<NodeEffects<I, O>, O::PeerError> {
+        let before = self.snapshot();
         let fx = self.outgoing.handle_message(msg, out_signer, tip)?;
         self.tip = self.tip.max(tip.height);
         let mut nfx = NodeEffects::none();
         nfx.outgoing = fx;
         self.react(&mut nfx, in_signer, out_signer);
+        self.note_state(&before, &mut nfx);
         Ok(nfx)
     }
 
@@ -394,6 +438,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         in_signer: &SI,
         out_signer: &SO,
     ) -> NodeEffects<I, O> {
+        let before = self.snapshot();
         let mut nfx = NodeEffects::none();
         nfx.incoming = self.incoming.handle_chain(event, in_signer);
         nfx.outgoing = self.outgoing.handle_chain(event, out_signer);
@@ -407,6 +452,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
             self.check_deadlines(&mut nfx, in_signer, out_signer);
             self.react(&mut nfx, in_signer, out_signer);
         }
+        self.note_state(&before, &mut nfx);
         nfx
     }
 

@@ -30,6 +30,7 @@
 mod adapters;
 mod channel;
 mod forward;
+mod state;
 
 pub use channel::{HtlcChannel, HtlcError, HtlcSignal};
 pub use forward::{ForwardEvent, ForwardState, Forwarder, ForwarderConfig, NodeEffects, RefuseReason, Route, Tracked};

@@ -398,6 +398,13 @@ impl Route {
     fn absorb_b(&mut self, fx: paychan::multihop::NodeEffects<spilman::Payee, duplex::Channel>) {
         check_fx(&fx.incoming, self.b.incoming().snapshot(), "B incoming");
         check_fx(&fx.outgoing, self.b.outgoing().snapshot(), "B outgoing");
+        if let Some(st) = &fx.state {
+            assert_eq!(st, &self.b.snapshot(), "B's state update is its state");
+            let back = Forwarder::restore(self.b.incoming().clone(), self.b.outgoing().clone(), *self.b.config(), st)
+                .expect("B restores");
+            assert_eq!(&back.snapshot(), st);
+        }
+        assert!(fx.events.is_empty() || fx.state.is_some(), "B persists what it did");
         self.b_out_events.extend(fx.outgoing.events.iter().cloned());
         for e in &fx.events {
             self.log.push(format!("B: {e:?}"));
@@ -416,6 +423,13 @@ impl Route {
     fn absorb_c(&mut self, fx: paychan::multihop::NodeEffects<duplex::Channel, lightning::Channel>) {
         check_fx(&fx.incoming, self.c.incoming().snapshot(), "C incoming");
         check_fx(&fx.outgoing, self.c.outgoing().snapshot(), "C outgoing");
+        if let Some(st) = &fx.state {
+            assert_eq!(st, &self.c.snapshot(), "C's state update is its state");
+            let back = Forwarder::restore(self.c.incoming().clone(), self.c.outgoing().clone(), *self.c.config(), st)
+                .expect("C restores");
+            assert_eq!(&back.snapshot(), st);
+        }
+        assert!(fx.events.is_empty() || fx.state.is_some(), "C persists what it did");
         self.c_out_events.extend(fx.outgoing.events.iter().cloned());
         for e in &fx.events {
             self.log.push(format!("C: {e:?}"));
