@@ -208,3 +208,59 @@ fn onchain_race_at_ab_spilman() {
     // Downstream, B and C settled off chain: C and D were paid.
     assert!(r.settled('C'));
 }
+
+#[test]
+fn forwarders_restart_between_every_message() {
+    let mut r = Route::open(Final::Fulfill);
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    let before = r.positions();
+    r.send(&plan);
+    let mut steps = 0;
+    loop {
+        r.restart_forwarders();
+        if !(0..6).any(|q| r.deliver(q)) {
+            break;
+        }
+        steps += 1;
+    }
+    assert!(steps > 10, "the payment took {steps} deliveries");
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(r.sender_has_preimage(), "{}", r.log.join("\n"));
+    let g = gains(before, r.positions());
+    let (ab, bc, cd) =
+        (plan.ab.amount.to_msat() as i128, plan.bc.amount.to_msat() as i128, plan.cd.amount.to_msat() as i128);
+    assert_eq!(g, [-ab, ab - bc, bc - cd, cd]);
+}
+
+#[test]
+fn silent_downstream_is_timed_out_on_chain_then_failed_back() {
+    let mut r = Route::open(Final::Silent);
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    let before = r.positions();
+    r.send(&plan);
+    r.run();
+    r.mine_until(60, "A learns the failure", |r| {
+        r.a_events.iter().any(|e| matches!(e, paychan::spilman::Event::HtlcRemoved { id: 0 }))
+    });
+    assert!(r.chain.height < plan.ab.expiry.0, "failed back before A's HTLC expired");
+    assert!(r.c_events.iter().any(|e| matches!(e, ForwardEvent::WentOnChain { incoming: false })), "C went on chain");
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    assert!(!r.sender_has_preimage());
+    // C's timeout claim: valid only after the HTLC's expiry, and it confirmed.
+    let timeout = r
+        .chain
+        .confirmed_txs()
+        .into_iter()
+        .find(|t| t.lock_time.to_consensus_u32() == plan.cd.expiry.0)
+        .expect("C's HTLC-timeout transaction confirmed");
+    assert!(r.chain.confirmation(&timeout.compute_txid()).unwrap() > plan.cd.expiry.0);
+    // Upstream of C nothing moved off chain.
+    let g = gains(before, r.positions());
+    assert_eq!([g[0], g[1]], [0, 0]);
+    assert_eq!(r.c.incoming().balances().holder, {
+        let fresh = Route::open(Final::Fulfill);
+        fresh.c.incoming().balances().holder
+    });
+}

@@ -127,6 +127,10 @@ impl HtlcChannel for spilman::Payee {
         spilman::Payee::fail_htlc(self, id).map_err(spilman_err)
     }
 
+    fn is_add_irrevocable(&self, id: u64) -> bool {
+        self.state().is_some_and(|s| s.htlcs.iter().any(|h| h.id == id))
+    }
+
     fn is_incoming_settled(&self, id: u64) -> bool {
         self.state().is_none_or(|s| !s.htlcs.iter().any(|h| h.id == id))
     }
@@ -194,6 +198,10 @@ impl HtlcChannel for spilman::Payer {
 
     fn fail_htlc<S: Signer + ?Sized>(&mut self, _id: u64, _signer: &S) -> Result<spilman::Effects, HtlcError> {
         Err(HtlcError::WrongDirection)
+    }
+
+    fn is_add_irrevocable(&self, _id: u64) -> bool {
+        false
     }
 
     fn is_incoming_settled(&self, _id: u64) -> bool {
@@ -286,6 +294,10 @@ impl HtlcChannel for duplex::Channel {
         duplex::Channel::fail_htlc(self, id).map_err(duplex_err)
     }
 
+    fn is_add_irrevocable(&self, id: u64) -> bool {
+        self.leaf_state(!self.role()).htlcs.iter().any(|h| h.id == id)
+    }
+
     fn is_incoming_settled(&self, id: u64) -> bool {
         !self.leaf_state(!self.role()).htlcs.iter().any(|h| h.id == id)
     }
@@ -371,18 +383,16 @@ impl HtlcChannel for lightning::Channel {
             None => return Err(HtlcError::Refused("unknown HTLC")),
             Some(_) => {}
         }
-        // Off chain while the channel is open; the on-chain claims learn it in any case.
-        let mut fx = match lightning::Channel::fulfill_htlc(self, id, preimage) {
-            Ok(mut fx) => {
-                lightning_commit(self, signer, &mut fx);
-                fx
-            }
-            Err(_) => lightning::Effects::none(),
-        };
-        fx.merge(self.provide_preimage(id, preimage));
+        // On chain: the claims learn it and the one now possible is broadcast.
         if self.closing_kind().is_some() {
+            let mut fx = self.provide_preimage(id, preimage);
             fx.merge(lightning::Channel::handle_chain(self, ChainEvent::Tip(tip), signer));
+            return Ok(fx);
         }
+        // Off chain, signed at once; the on-chain claims learn it too, should the channel close.
+        let mut fx = lightning::Channel::fulfill_htlc(self, id, preimage).map_err(lightning_err)?;
+        lightning_commit(self, signer, &mut fx);
+        fx.merge(self.provide_preimage(id, preimage));
         Ok(fx)
     }
 
@@ -391,6 +401,10 @@ impl HtlcChannel for lightning::Channel {
             lightning::Channel::fail_htlc(self, id, TEMPORARY_CHANNEL_FAILURE.to_vec()).map_err(lightning_err)?;
         lightning_commit(self, signer, &mut fx);
         Ok(fx)
+    }
+
+    fn is_add_irrevocable(&self, id: u64) -> bool {
+        self.is_htlc_irrevocably_committed(lightning::Side::Counterparty, id)
     }
 
     fn is_incoming_settled(&self, id: u64) -> bool {

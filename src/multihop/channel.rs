@@ -145,6 +145,10 @@ pub trait HtlcChannel {
         signer: &S,
     ) -> Result<Effects<Self::Msg, Self::Event>, HtlcError>;
 
+    /// Whether an HTLC offered to us is irrevocably committed (the forwarder checks it again
+    /// before forwarding on a [`HtlcSignal::Received`]).
+    fn is_add_irrevocable(&self, id: u64) -> bool;
+
     /// Whether an HTLC offered to us is settled: gone from every state the offerer could still
     /// publish with it (so there is nothing left to claim on chain).
     fn is_incoming_settled(&self, id: u64) -> bool;

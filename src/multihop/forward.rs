@@ -499,7 +499,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         in_signer: &SI,
         out_signer: &SO,
     ) {
-        if self.tracked.iter().any(|t| t.incoming_id == id) {
+        if self.tracked.iter().any(|t| t.incoming_id == id) || !self.incoming.is_add_irrevocable(id) {
             return;
         }
         let m = self.config.margins;

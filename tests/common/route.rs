@@ -62,6 +62,8 @@ pub enum Final {
     Fulfill,
     /// Fails it.
     Fail,
+    /// Goes silent once it holds it (the links to and from D are cut).
+    Silent,
 }
 
 /// The amounts and expiries of the three HTLCs.
@@ -376,6 +378,11 @@ impl Route {
         for (id, expiry) in received {
             let final_ok = expiry.0 >= self.chain.height + min_final_cltv_expiry_delta(HopKind::Lightning, MARGINS);
             let tip = self.tip();
+            if self.final_mode == Final::Silent {
+                self.log.push(format!("D: HTLC {id} irrevocably received; D goes silent"));
+                self.cut.extend([Link::CD, Link::DC]);
+                continue;
+            }
             let fx = if self.final_mode == Final::Fulfill && final_ok {
                 self.log.push(format!("D: HTLC {id} irrevocably received; fulfils it with the preimage"));
                 self.cut.extend(self.cut_on_fulfil.iter().copied());
@@ -488,6 +495,20 @@ impl Route {
                 }
             }
         }
+    }
+
+    /// B and C crash and come back from what they persisted: each channel from its snapshot, each
+    /// forwarder from its state.
+    pub fn restart_forwarders(&mut self) {
+        use paychan::driving::RestoreCheck;
+        let any = RestoreCheck::default();
+        let b_in = spilman::Payee::restore(&self.b.incoming().snapshot(), any).expect("B's Spilman side restores");
+        let b_out = duplex::Channel::restore(&self.b.outgoing().snapshot(), any).expect("B's duplex side restores");
+        self.b = Forwarder::restore(b_in, b_out, *self.b.config(), &self.b.snapshot()).expect("B restores");
+        let c_in = duplex::Channel::restore(&self.c.incoming().snapshot(), any).expect("C's duplex side restores");
+        let c_out =
+            lightning::Channel::restore(&self.c.outgoing().snapshot(), any).expect("C's Lightning side restores");
+        self.c = Forwarder::restore(c_in, c_out, *self.c.config(), &self.c.snapshot()).expect("C restores");
     }
 
     /// Delivers one message from the queue `q` (0..6), if any; returns whether one was delivered.
