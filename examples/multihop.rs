@@ -92,6 +92,8 @@ fn main() {
         r.mine();
         seen = show(&mut r, seen);
     }
+    println!("   (C published the duplex tree: kickoff, node, leaf with the two leaf channels; then its best");
+    println!("    payment from B, with the HTLC output, and claimed that output with the preimage)");
     println!("   A has the preimage at height {}, before its HTLC's expiry {}", r.chain.height, plan.ab.expiry);
     assert!(r.violations.is_empty());
 }

@@ -100,6 +100,8 @@ pub struct Route {
     pub cut: Vec<Link>,
     /// Broadcasts not yet accepted by the mempool (not yet valid), by node letter.
     pub pending: Vec<(char, Transaction)>,
+    /// Who broadcast what.
+    pub broadcast_by: Vec<(bitcoin::Txid, char)>,
     /// What happened, in order (for narration and for ordering checks).
     pub log: Vec<String>,
     pub a_events: Vec<spilman::Event>,
@@ -263,6 +265,7 @@ impl Route {
             to_c_out: VecDeque::new(),
             cut: Vec::new(),
             pending: Vec::new(),
+            broadcast_by: Vec::new(),
             log: Vec::new(),
             a_events: Vec::new(),
             b_events: Vec::new(),
@@ -595,6 +598,12 @@ impl Route {
     /// and messages are delivered.
     pub fn mine(&mut self) -> Vec<Transaction> {
         let pending = std::mem::take(&mut self.pending);
+        for (who, tx) in &pending {
+            let txid = tx.compute_txid();
+            if !self.broadcast_by.contains(&(txid, *who)) {
+                self.broadcast_by.push((txid, *who));
+            }
+        }
         for (who, tx) in pending {
             match self.chain.submit(&tx) {
                 Ok(()) => {}
@@ -614,7 +623,18 @@ impl Route {
         let mined = self.chain.mine_block();
         let height = BlockHeight(self.chain.height);
         for tx in &mined {
-            self.log.push(format!("block {}: {} confirmed", height.0, tx.compute_txid()));
+            let txid = tx.compute_txid();
+            let who: Vec<String> =
+                self.broadcast_by.iter().filter(|(t, _)| *t == txid).map(|(_, w)| w.to_string()).collect();
+            let who = who.join(" and ");
+            let reveals = tx.input.iter().any(|i| self.hash().find_preimage_in(&i.witness).is_some());
+            self.log.push(format!(
+                "block {}: {txid} confirmed ({} in, {} out, broadcast by {who}{})",
+                height.0,
+                tx.input.len(),
+                tx.output.len(),
+                if reveals { "; its witness reveals the preimage" } else { "" }
+            ));
             let ev = ChainEvent::Confirmed { tx, height };
             let fx = self.a.handle_chain(ev, &self.sa);
             self.absorb_a(fx);
