@@ -8,7 +8,8 @@
 //!   (BIP-0068), with two Spilman leaf channels, resets, HTLCs and both closes;
 //! * [`lightning`]: Poon–Dryja channels with revocable commitments and HTLCs (BOLT 2/3/5),
 //!   on and off chain, with penalties and a watchtower kit;
-//! * [`multihop`]: the expiry deltas a payment needs to cross channels of different types.
+//! * [`multihop`]: the expiry deltas a payment needs to cross channels of different types, and a
+//!   sans-I/O forwarding node over any two of them.
 //!
 //! [`core`] holds what they share: typed keys and BOLT #3 derivations, scripts and witnesses,
 //! BIP-0143 signing with deterministic RFC6979, hashlocks, the per-commitment secret chain,

@@ -334,6 +334,12 @@ impl Channel {
         self.channels[self.role.index()].next_htlc_id
     }
 
+    /// Whether an HTLC the holder offered was failed by the receiver and waits for a reset to
+    /// drop it (its failure is irrevocable only then: [`Event::HtlcFailIrrevocable`]).
+    pub fn has_failed_htlcs(&self) -> bool {
+        self.channels[self.role.index()].status.iter().any(|(_, s)| matches!(s, HtlcStatus::Failed))
+    }
+
     /// Whether a reset is in progress.
     pub fn is_resetting(&self) -> bool {
         !matches!(self.reset, ResetState::Idle)

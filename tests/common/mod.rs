@@ -8,6 +8,7 @@
 pub mod chain;
 pub mod duplex;
 pub mod ln;
+pub mod route;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{hash160, sha256, Hash};

@@ -19,6 +19,21 @@
 //! refund delay. Over Spilman, only the payee can publish payment transactions, so a payer that
 //! forwards is safe only if its incoming HTLC outlives the channel's refund: the requirement is an
 //! absolute height, not a delta.
+//!
+//! # Forwarding
+//! [`Forwarder`] is the sans-I/O forwarding node built on these rules: it holds an incoming and an
+//! outgoing channel of any of the three types behind the one [`HtlcChannel`] trait, forwards an
+//! HTLC once the incoming one is irrevocably committed and passes every check above, fulfils
+//! upstream as soon as it learns the preimage (message or witness), fails upstream only once the
+//! downstream failure is irrevocable, and goes on chain when an HTLC's deadline comes.
+
+mod adapters;
+mod channel;
+mod forward;
+mod state;
+
+pub use channel::{HtlcChannel, HtlcError, HtlcSignal};
+pub use forward::{ForwardEvent, ForwardState, Forwarder, ForwarderConfig, NodeEffects, RefuseReason, Route, Tracked};
 
 use core::fmt;
 
