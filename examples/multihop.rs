@@ -32,7 +32,7 @@ fn delta(req: Requirement) -> String {
     }
 }
 
-fn main() {
+pub fn main() {
     println!(
         "== The route and its expiry deltas (PROTOCOLS §4, R={}, G={}, S={})",
         MARGINS.reorg_depth, MARGINS.grace, MARGINS.confirm

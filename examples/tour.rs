@@ -7,9 +7,11 @@
 //! 4. A duplex channel: the tree's parameters, payments both ways, resets, picture, closes.
 //! 5. Persistence and hostile input: restore, a stale snapshot refused, a forged message refused
 //!    with the state unchanged.
+//! 6. One payment hash across a Spilman, a duplex and a Lightning channel: success, failure, and
+//!    the preimage recovered from the chain (`examples/multihop.rs`).
+//! 7. The three constructions side by side on one workload (`examples/compare.rs`).
 //!
-//! The pictures (Graphviz DOT) are written to `$TMPDIR/paychan-tour/`. Next: `examples/multihop.rs`
-//! (one payment across the three channel types) and `examples/compare.rs` (the three side by side).
+//! The pictures (Graphviz DOT) are written to `$TMPDIR/paychan-tour/`.
 
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
@@ -26,6 +28,12 @@ use paychan::driving::{ChainEvent, ChainTip};
 use paychan::spilman::{self, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
 
 mod common;
+#[path = "compare.rs"]
+#[allow(dead_code)]
+mod compare;
+#[path = "multihop.rs"]
+#[allow(dead_code)]
+mod multihop;
 
 type Error = Box<dyn std::error::Error>;
 
@@ -36,6 +44,11 @@ fn main() -> Result<(), Error> {
     lightning_section()?;
     duplex_section()?;
     persistence_section()?;
+    println!("6. One payment across all three channel types (examples/multihop.rs)\n");
+    multihop::main();
+    println!("\n7. The three side by side (examples/compare.rs; a small workload here)\n");
+    print!("{}", compare::table(&compare::run(40, 1)?));
+    println!("\n   `cargo run --release --example compare` runs 10,000 payments.");
     Ok(())
 }
 
