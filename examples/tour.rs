@@ -13,9 +13,6 @@
 //!
 //! The pictures (Graphviz DOT) are written to `$TMPDIR/paychan-tour/`.
 
-// The tour runs the other two examples: their modules (and the drivers they share) come with them.
-#![allow(clippy::duplicate_mod)]
-
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};

@@ -103,3 +103,5 @@ pub mod duplex;
 pub mod lightning;
 pub mod multihop;
 pub mod spilman;
+#[cfg(feature = "test-utils")]
+pub mod testing;

@@ -5,8 +5,7 @@
 
 #![allow(dead_code)] // each example uses a part
 
-#[path = "../../tests/common/chain.rs"]
-pub mod chain;
+pub use paychan::testing::chain;
 
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
@@ -19,22 +18,6 @@ use paychan::driving::{ChainEvent, ChainTip, Effects, StateUpdate};
 use paychan::{duplex, lightning, spilman};
 
 pub type Error = Box<dyn std::error::Error>;
-
-/// Every flag Bitcoin Core's `libbitcoinconsensus` takes (all soft forks before taproot).
-pub const VERIFY_ALL: u32 = 1 | (1 << 2) | (1 << 4) | (1 << 9) | (1 << 10) | (1 << 11);
-
-/// Checks every input of `tx` with Bitcoin Core's interpreter (used by [`chain`]).
-pub fn verify_spend(tx: &Transaction, spent: &[TxOut]) -> Result<(), String> {
-    if spent.len() != tx.input.len() {
-        return Err(format!("{} inputs but {} spent outputs", tx.input.len(), spent.len()));
-    }
-    let serialized = bitcoin::consensus::serialize(tx);
-    for (i, prevout) in spent.iter().enumerate() {
-        bitcoin::consensus::verify_script_with_flags(&prevout.script_pubkey, i, prevout.value, &serialized, VERIFY_ALL)
-            .map_err(|e| format!("input {i}: {e:?}"))?;
-    }
-    Ok(())
-}
 
 pub fn vsize(tx: &Transaction) -> u64 {
     tx.weight().to_vbytes_ceil()

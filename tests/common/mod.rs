@@ -1,14 +1,16 @@
 //! Helpers shared by the integration tests: deterministic keys, P2WSH prevouts, one-input
-//! version-2 spending transactions, and script verification by Bitcoin Core's interpreter
-//! (libbitcoinconsensus, through the `bitcoin` crate's `bitcoinconsensus` feature).
+//! version-2 spending transactions and a policy checker, on top of the crate's own
+//! [`paychan::testing`] module (script verification by Bitcoin Core's interpreter, the simulated
+//! chain and the channel harnesses), re-exported here.
 //!
 //! Each test binary uses a subset of these items, hence the `dead_code` allowances.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
-pub mod chain;
-pub mod duplex;
-pub mod ln;
 pub mod route;
+
+pub use paychan::testing::consensus::*;
+pub use paychan::testing::lightning as ln;
+pub use paychan::testing::{chain, duplex};
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{hash160, sha256, Hash};
@@ -23,34 +25,6 @@ use bitcoin::transaction::Version;
 use bitcoin::{ecdsa, Amount, OutPoint, Script, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 use paychan::core::script::WitnessScript;
 use paychan::core::sign::{p2wsh_sighash, sign};
-
-/// libbitcoinconsensus `VERIFY_P2SH` (BIP16).
-pub const VERIFY_P2SH: u32 = 1 << 0;
-/// libbitcoinconsensus `VERIFY_DERSIG` (BIP66).
-pub const VERIFY_DERSIG: u32 = 1 << 2;
-/// libbitcoinconsensus `VERIFY_NULLDUMMY` (BIP147).
-pub const VERIFY_NULLDUMMY: u32 = 1 << 4;
-/// libbitcoinconsensus `VERIFY_CHECKLOCKTIMEVERIFY` (BIP65).
-pub const VERIFY_CHECKLOCKTIMEVERIFY: u32 = 1 << 9;
-/// libbitcoinconsensus `VERIFY_CHECKSEQUENCEVERIFY` (BIP112).
-pub const VERIFY_CHECKSEQUENCEVERIFY: u32 = 1 << 10;
-/// libbitcoinconsensus `VERIFY_WITNESS` (BIP141/143). Never pass it without [`VERIFY_P2SH`]:
-/// Core asserts on that combination and aborts the process.
-pub const VERIFY_WITNESS: u32 = 1 << 11;
-
-/// Every flag libbitcoinconsensus 0.105 (Core 25) accepts: the `bitcoinconsensus::VERIFY_ALL`
-/// set, which is all soft forks before taproot. The `bitcoinconsensus` crate is not a direct
-/// dependency (nor re-exported by `bitcoin`), so the values are spelled out here; they are the
-/// fixed `bitcoinconsensus_SCRIPT_FLAGS_VERIFY_*` values of Core's C API.
-///
-/// Note that policy-only rules (MINIMALIF, NULLFAIL, LOW_S, …) are *not* part of this API: Core
-/// rejects any other flag with `ERR_INVALID_FLAGS`. See [`check_p2wsh_policy`] for those.
-pub const VERIFY_ALL_PRE_TAPROOT: u32 = VERIFY_P2SH
-    | VERIFY_DERSIG
-    | VERIFY_NULLDUMMY
-    | VERIFY_CHECKLOCKTIMEVERIFY
-    | VERIFY_CHECKSEQUENCEVERIFY
-    | VERIFY_WITNESS;
 
 /// The value of every test prevout unless a test says otherwise.
 pub const PREVOUT_VALUE: Amount = Amount::from_sat(1_000_000);
@@ -116,44 +90,6 @@ pub fn sign_p2wsh(
 ) -> ecdsa::Signature {
     let msg = p2wsh_sighash(tx, input, script.as_script(), value, sighash_type).expect("input in range");
     sign(&secp(), &msg, key, sighash_type)
-}
-
-/// Runs every input of `tx` through Bitcoin Core's script interpreter with
-/// [`VERIFY_ALL_PRE_TAPROOT`], input `i` against `spent[i]` (its scriptPubKey and amount).
-///
-/// # Errors
-/// A message naming the first failing input and Core's error code. A script that fails to
-/// evaluate gives `ERR_SCRIPT` (see [`is_script_failure`]); other codes mean the call itself was
-/// malformed (bad flags, undecodable transaction, …).
-pub fn verify_spend(tx: &Transaction, spent: &[TxOut]) -> Result<(), String> {
-    verify_spend_with_flags(tx, spent, VERIFY_ALL_PRE_TAPROOT)
-}
-
-/// Whether an error of [`verify_spend`] is a genuine script failure (Core evaluated the scripts and
-/// refused them), as opposed to a malformed call.
-pub fn is_script_failure(error: &str) -> bool {
-    error.contains("ERR_SCRIPT")
-}
-
-/// As [`verify_spend`] with explicit flags (which must include [`VERIFY_P2SH`] whenever they
-/// include [`VERIFY_WITNESS`]; this is checked here, because Core aborts the process otherwise).
-///
-/// # Errors
-/// A message naming the first failing input and Core's error.
-pub fn verify_spend_with_flags(tx: &Transaction, spent: &[TxOut], flags: u32) -> Result<(), String> {
-    assert!(
-        flags & VERIFY_WITNESS == 0 || flags & VERIFY_P2SH != 0,
-        "VERIFY_WITNESS without VERIFY_P2SH aborts libbitcoinconsensus"
-    );
-    if spent.len() != tx.input.len() {
-        return Err(format!("{} inputs but {} spent outputs", tx.input.len(), spent.len()));
-    }
-    let serialized = bitcoin::consensus::serialize(tx);
-    for (i, prevout) in spent.iter().enumerate() {
-        bitcoin::consensus::verify_script_with_flags(&prevout.script_pubkey, i, prevout.value, &serialized, flags)
-            .map_err(|e| format!("input {i}: {e:?}"))?;
-    }
-    Ok(())
 }
 
 /// [`verify_spend`] followed by [`check_p2wsh_policy`] on every P2WSH input: what a Core node

@@ -1,8 +1,11 @@
-//! A small simulated chain for integration tests: a UTXO set, absolute and relative (BIP-0068)
+//! A small simulated chain for tests: a UTXO set, absolute and relative (BIP-0068)
 //! lock times, double-spend detection, value conservation, and every input's script checked by
 //! Bitcoin Core's interpreter with all consensus flags.
 
 use std::collections::HashMap;
+use std::string::String;
+use std::vec;
+use std::vec::Vec;
 
 use bitcoin::{OutPoint, Transaction, TxOut, Txid};
 
@@ -12,15 +15,29 @@ pub enum Reject {
     /// An input is unknown or already spent.
     MissingOrSpent(OutPoint),
     /// `nLockTime` not yet reached at the next block's height.
-    NonFinal { locktime: u32, next_height: u32 },
+    NonFinal {
+        /// The transaction's `nLockTime`.
+        locktime: u32,
+        /// The height of the next block.
+        next_height: u32,
+    },
     /// A BIP-0068 relative lock is not yet met.
-    RelativeLock { input: usize, needed: u32, next_height: u32 },
+    RelativeLock {
+        /// The locked input.
+        input: usize,
+        /// The first height at which it can be mined.
+        needed: u32,
+        /// The height of the next block.
+        next_height: u32,
+    },
     /// Outputs exceed inputs.
     ValueCreated,
     /// Bitcoin Core's interpreter refused an input.
     Script(String),
     /// Not version 2.
     Version,
+    /// A time-based relative lock (this crate never uses them).
+    TimeBasedRelativeLock,
 }
 
 /// The simulated chain.
@@ -33,6 +50,8 @@ pub struct Chain {
     /// Transactions waiting for a block ([`Chain::submit`], [`Chain::mine_block`]), in arrival
     /// order; conflicting transactions may wait side by side.
     mempool: Vec<Transaction>,
+    /// The txids of each block mined by [`Chain::mine`] or [`Chain::mine_block`], by height.
+    blocks: Vec<(u32, Vec<Txid>)>,
 }
 
 impl Chain {
@@ -86,7 +105,9 @@ impl Chain {
             spent.push(out.clone());
             let seq = input.sequence.0;
             if seq & (1 << 31) == 0 {
-                assert_eq!(seq & (1 << 22), 0, "time-based relative locks are not used by this crate");
+                if seq & (1 << 22) != 0 {
+                    return Err(Reject::TimeBasedRelativeLock);
+                }
                 let needed = h + (seq & 0xffff);
                 if next < needed {
                     return Err(Reject::RelativeLock { input: i, needed, next_height: next });
@@ -107,7 +128,7 @@ impl Chain {
         if total_out > total_in {
             return Err(Reject::ValueCreated);
         }
-        super::verify_spend(tx, &spent).map_err(Reject::Script)
+        super::consensus::verify_spend(tx, &spent).map_err(Reject::Script)
     }
 
     /// Mines `tx` alone in the next block.
@@ -122,6 +143,7 @@ impl Chain {
             self.utxos.insert(OutPoint { txid, vout: vout as u32 }, (out.clone(), self.height));
         }
         self.confirmed.insert(txid, (tx.clone(), self.height));
+        self.blocks.push((self.height, vec![txid]));
         Ok(self.height)
     }
 
@@ -139,7 +161,69 @@ impl Chain {
             self.utxos.insert(input.previous_output, (out, *ph));
         }
         self.height -= 1;
+        if self.blocks.last().is_some_and(|(bh, _)| *bh == h) {
+            self.blocks.pop();
+        }
         Some(tx)
+    }
+
+    /// Disconnects the last `depth` blocks mined here (a reorg): their transactions leave the
+    /// chain, the outputs they spent come back, the tip goes down by `depth`, and the
+    /// transactions return to the front of the mempool (as Core re-adds a disconnected block's
+    /// transactions), so the replacement blocks may or may not mine them again. Returns the
+    /// txids that were unconfirmed, newest block first. Credited (unmined) transactions and
+    /// blocks below the oldest mined one are never disconnected.
+    pub fn reorg(&mut self, depth: u32) -> Vec<Txid> {
+        let mut unconfirmed = Vec::new();
+        let mut back = Vec::new();
+        for _ in 0..depth {
+            let Some(&(top, _)) = self.blocks.last() else { break };
+            if top != self.height {
+                // An empty block from `advance`: just lower the tip.
+                self.height -= 1;
+                continue;
+            }
+            let Some((_, txids)) = self.blocks.pop() else { break };
+            for txid in txids.iter().rev() {
+                let Some((tx, _)) = self.confirmed.remove(txid) else { continue };
+                for vout in 0..tx.output.len() {
+                    self.utxos.remove(&OutPoint { txid: *txid, vout: vout as u32 });
+                }
+                for input in &tx.input {
+                    if let Some((prev, ph)) = self.confirmed.get(&input.previous_output.txid) {
+                        if let Some(out) = prev.output.get(input.previous_output.vout as usize) {
+                            self.utxos.insert(input.previous_output, (out.clone(), *ph));
+                        }
+                    }
+                }
+                unconfirmed.push(*txid);
+                back.push(tx);
+            }
+            self.height -= 1;
+        }
+        back.reverse();
+        back.extend(core::mem::take(&mut self.mempool));
+        self.mempool = back;
+        unconfirmed
+    }
+
+    /// A reorg as a node sees it: the last `depth` blocks are replaced by `depth + 1` new ones
+    /// (mining the mempool, the disconnected transactions first). Returns the txids that were
+    /// disconnected and the transactions of the new blocks with their heights, to be reported
+    /// in that order (`Unconfirmed` for the first, `Confirmed` for the second, then the tip).
+    pub fn reorg_to_longer(&mut self, depth: u32) -> (Vec<Txid>, Vec<(Transaction, u32)>) {
+        let gone = self.reorg(depth);
+        let mut mined = Vec::new();
+        for _ in 0..=depth {
+            let h = self.height + 1;
+            mined.extend(self.mine_block().into_iter().map(|t| (t, h)));
+        }
+        (gone, mined)
+    }
+
+    /// The transaction `txid` if it confirmed.
+    pub fn tx(&self, txid: &Txid) -> Option<&Transaction> {
+        self.confirmed.get(txid).map(|(t, _)| t)
     }
 
     /// Accepts `tx` into the mempool if it could be mined in the next block, as Bitcoin Core's
@@ -199,6 +283,7 @@ impl Chain {
             }
         }
         self.height = block_height;
+        self.blocks.push((block_height, mined.iter().map(Transaction::compute_txid).collect()));
         let utxos = &self.utxos;
         let confirmed = &self.confirmed;
         // Evict what the block double-spent (an input whose parent confirmed but is spent now).

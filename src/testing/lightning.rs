@@ -1,41 +1,55 @@
 //! Two in-memory Lightning peers wired through the BOLT wire encoding, with message queues in
-//! each direction so updates can cross in flight.
+//! each direction so updates can cross in flight (a harness for deterministic tests; see
+//! [`super::sim::lightning`] for the seeded simulation).
 
 use std::collections::VecDeque;
+use std::vec;
+use std::vec::Vec;
 
+use crate::core::commitment::ChannelType;
+use crate::core::keys::{ChannelSecrets, Seed};
+use crate::core::sign::InMemorySigner;
+use crate::core::{BlockHeight, MilliSats};
+use crate::driving::{ChainEvent, ChainTip, ChannelId};
+use crate::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OpenParams, Phase};
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
-use paychan::core::commitment::ChannelType;
-use paychan::core::keys::{ChannelSecrets, Seed};
-use paychan::core::sign::InMemorySigner;
-use paychan::core::{BlockHeight, MilliSats};
-use paychan::driving::{ChainEvent, ChainTip, ChannelId};
-use paychan::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OpenParams, Phase};
 
 /// One peer.
 pub struct Peer {
+    /// Its channel.
     pub ch: Channel,
+    /// Its keys.
     pub signer: InMemorySigner,
+    /// Every event it reported.
     pub events: Vec<Event>,
     /// Every snapshot persisted, with its update id.
     pub persisted: Vec<(u64, Vec<u8>)>,
+    /// Every record appended, in order.
     pub records: Vec<Vec<u8>>,
 }
 
 /// Two peers and the wire between them.
 pub struct Pair {
+    /// The funder.
     pub a: Peer,
+    /// The fundee.
     pub b: Peer,
     /// Messages from a to b, not yet delivered.
     pub to_b: VecDeque<Msg>,
+    /// Messages from b to a, not yet delivered.
     pub to_a: VecDeque<Msg>,
+    /// The funding transaction.
     pub funding: Transaction,
+    /// The chain height both peers see.
     pub tip: u32,
 }
 
+/// The chain hash of the test network.
 pub const CHAIN: [u8; 32] = [6; 32];
 
+/// A channel configuration for tests: many HTLCs, a large dust exposure, depth 1.
 pub fn config(channel_type: ChannelType) -> ChannelConfig {
     ChannelConfig {
         max_accepted_htlcs: 483,
@@ -53,7 +67,8 @@ fn wire(m: &Msg) -> Msg {
 }
 
 impl Peer {
-    fn absorb(&mut self, fx: Effects, out: &mut VecDeque<Msg>) -> Vec<Transaction> {
+    /// Records the effects of a call (checking the persistence contract) and queues its messages.
+    pub fn absorb(&mut self, fx: Effects, out: &mut VecDeque<Msg>) -> Vec<Transaction> {
         if !fx.send.is_empty() || !fx.broadcast.is_empty() {
             assert!(fx.update.is_some(), "sent or broadcast without persisting first");
         }
@@ -74,6 +89,7 @@ impl Peer {
         self.absorb(fx, out)
     }
 
+    /// Takes the events reported so far.
     pub fn take_events(&mut self) -> Vec<Event> {
         std::mem::take(&mut self.events)
     }
@@ -150,6 +166,7 @@ impl Pair {
         pair
     }
 
+    /// Confirms the funding in the next block for both peers and runs the messages.
     pub fn confirm_funding(&mut self) {
         let tx = self.funding.clone();
         self.tip += 1;
@@ -173,6 +190,7 @@ impl Pair {
         true
     }
 
+    /// Delivers one message to a, if any.
     pub fn deliver_to_a(&mut self) -> bool {
         let Some(m) = self.to_a.pop_front() else { return false };
         let fx = self
@@ -223,34 +241,18 @@ impl Pair {
         let spent = self.funding_output();
         for p in [&self.a, &self.b] {
             let tx = p.ch.holder_commitment_tx(&p.signer).expect("commitment");
-            super::verify_spend(&tx, std::slice::from_ref(&spent))
+            super::consensus::verify_spend(&tx, std::slice::from_ref(&spent))
                 .unwrap_or_else(|e| panic!("commitment rejected: {e}"));
         }
     }
 }
 
 /// An onion placeholder.
-pub fn onion() -> paychan::lightning::OnionPacket {
-    paychan::lightning::OnionPacket::zeroed()
+pub fn onion() -> crate::lightning::OnionPacket {
+    crate::lightning::OnionPacket::zeroed()
 }
 
-/// A tiny deterministic PRNG (xorshift64*).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next(&mut self) -> u64 {
-        let mut x = self.0;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.0 = x;
-        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
+pub use super::rng::Rng;
 
 impl Pair {
     /// Drops every message in flight, tells both sides the connection dropped, and exchanges

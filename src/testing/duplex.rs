@@ -4,15 +4,17 @@
 //! interpreter) and is checked not to be valid a block before the height the channel states.
 
 use std::collections::VecDeque;
+use std::vec;
+use std::vec::Vec;
 
+use crate::core::keys::{ChannelSecrets, Seed};
+use crate::core::sign::InMemorySigner;
+use crate::core::{BlockHeight, PaymentPreimage};
+use crate::driving::{ChainEvent, ChainTip, RestoreCheck};
+use crate::duplex::{Channel, Effects, Event, Msg, Params, Phase, Role, Terms};
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
-use paychan::core::keys::{ChannelSecrets, Seed};
-use paychan::core::sign::InMemorySigner;
-use paychan::core::{BlockHeight, PaymentPreimage};
-use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
-use paychan::duplex::{Channel, Effects, Event, Msg, Params, Phase, Role, Terms};
 
 use super::chain::{Chain, Reject};
 

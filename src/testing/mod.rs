@@ -1,0 +1,30 @@
+//! Test utilities for the crate's own tests and for embedders' (feature `test-utils`).
+//!
+//! * [`rng`]: a small deterministic PRNG, so every simulation is reproducible from a seed;
+//! * [`consensus`]: script verification by Bitcoin Core's interpreter with every pre-taproot
+//!   consensus flag;
+//! * [`chain`]: a simulated chain (UTXO set, absolute and BIP-0068 relative lock times,
+//!   double-spends, value conservation, Core's interpreter, a mempool, reorgs);
+//! * [`net`]: a seeded network that drops, duplicates, reorders and delays messages;
+//! * [`lightning`], [`duplex`]: two-peer harnesses that drive a channel over the wire encoding
+//!   and check the persistence contract on every step;
+//! * [`invariants`]: the checks every simulation runs (funds conserved and owned, honest
+//!   balances protected, broadcasts valid);
+//! * [`sim`]: seeded whole-channel simulations of each layer with crashes, stale restores, a
+//!   faulty network and reorgs, run by the `simulate` test (see its docs for the long run).
+//!
+//! Everything here panics on a broken expectation: it is meant for tests only.
+//!
+//! With the `proptest` feature, [`strategies`] holds proptest strategies for the crate's public
+//! inputs.
+
+pub mod chain;
+pub mod consensus;
+pub mod duplex;
+pub mod invariants;
+pub mod lightning;
+pub mod net;
+pub mod rng;
+pub mod sim;
+#[cfg(feature = "proptest")]
+pub mod strategies;

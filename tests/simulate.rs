@@ -1,0 +1,79 @@
+//! Seeded whole-channel simulations of every layer ([`paychan::testing::sim`]): a faulty
+//! network, crashes restored from the last persisted state (an older one must be refused as
+//! stale), a chain checking lock times, double-spends and scripts with Bitcoin Core's
+//! interpreter, and reorgs. Every run is reproducible from its seed; a failing seed is printed.
+//!
+//! Plain `cargo test` runs a few seeds per layer. The long run (10,000 seeds per layer):
+//!
+//! ```text
+//! cargo test --release --test simulate -- --ignored --nocapture
+//! ```
+//!
+//! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`.
+
+use paychan::testing::sim::{duplex, lightning, run_many, spilman, Outcome};
+
+/// Seeds run by plain `cargo test`, per layer.
+const QUICK: u64 = 60;
+/// Seeds of the on-demand run, per layer.
+const LONG: u64 = 10_000;
+
+fn assert_all_pass(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result<Outcome, String>) {
+    let summary = run_many(name, seeds, run);
+    assert!(summary.failed.is_empty(), "{name}: failing seeds {:?}", summary.failed);
+}
+
+#[test]
+fn spilman_quick() {
+    assert_all_pass("spilman", 0..QUICK, spilman::run);
+}
+
+#[test]
+fn duplex_quick() {
+    assert_all_pass("duplex", 0..QUICK, duplex::run);
+}
+
+#[test]
+fn lightning_quick() {
+    assert_all_pass("lightning", 0..QUICK, lightning::run);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn spilman_long() {
+    assert_all_pass("spilman", 0..LONG, spilman::run);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn duplex_long() {
+    assert_all_pass("duplex", 0..LONG, duplex::run);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn lightning_long() {
+    assert_all_pass("lightning", 0..LONG, lightning::run);
+}
+
+/// Replays `PAYCHAN_SIM_SEED` on every layer (does nothing without it).
+#[test]
+fn replay() {
+    let Some(seed) = std::env::var("PAYCHAN_SIM_SEED").ok().and_then(|s| s.parse::<u64>().ok()) else { return };
+    for (name, run) in
+        [("spilman", spilman::run as fn(u64) -> _), ("duplex", duplex::run), ("lightning", lightning::run)]
+    {
+        println!("{name} seed {seed}: {:?}", run(seed));
+    }
+}
+
+/// Seeds the long run once failed (fixed since): run by plain `cargo test`.
+#[test]
+fn regressions() {
+    assert_all_pass("duplex regressions", 409..410, duplex::run);
+    assert_all_pass("duplex regressions", 1047..1048, duplex::run);
+    assert_all_pass("duplex regressions", 1883..1884, duplex::run);
+    for seed in [5152, 5526, 6440, 8109] {
+        assert_all_pass("lightning regressions", seed..seed + 1, lightning::run);
+    }
+}
