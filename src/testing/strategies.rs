@@ -3,6 +3,8 @@
 //! Valid values come from the crate's own constructors; hostile byte strings are valid
 //! encodings mutated (truncated, extended, bytes flipped), which is what a decoder must survive.
 
+pub mod lightning;
+
 use std::vec::Vec;
 
 use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
