@@ -921,9 +921,14 @@ fn shutdown_and_closing_signed_out_of_order_are_refused() {
         let shutdown = p.to_a.front().cloned().expect("shutdown");
         p.run();
         assert!(p.a.take_events().contains(&Event::ShutdownReceived));
-        // No update_add_htlc from the side that sent shutdown, and no second shutdown.
+        // No update_add_htlc from the side that sent shutdown, and no second shutdown with
+        // another script; the same one again (a retransmission) changes nothing.
         refuse(&mut p.a.ch, &p.a.signer, add_msg(cid, 0, 10_000_000, 2_000), Misbehaviour::Shutdown);
-        refuse(&mut p.a.ch, &p.a.signer, shutdown.clone(), Misbehaviour::UnexpectedMessage);
+        let other = Msg::Shutdown { channel_id: cid, scriptpubkey: p2wpkh(0xbc) };
+        refuse(&mut p.a.ch, &p.a.signer, other, Misbehaviour::UnexpectedMessage);
+        let before = p.a.ch.snapshot();
+        let fx = p.a.ch.handle_message(shutdown.clone(), &p.a.signer, tip()).expect("a retransmitted shutdown");
+        assert!(fx.is_empty() && p.a.ch.snapshot() == before, "{fx:?}");
         refuse(&mut p.a.ch, &p.a.signer, elsewhere(&shutdown), Misbehaviour::WrongChannel);
         // Local commands: no new HTLCs either way.
         for peer in [&mut p.a, &mut p.b] {

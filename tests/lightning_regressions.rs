@@ -113,3 +113,39 @@ fn no_update_fee_once_closing_negotiation_started() {
         assert_eq!(p.a.ch.closing_transaction(), Some(&tx), "a takes b's agreement");
     }
 }
+
+/// Found by the `simulate` test: a reconnection during shutdown made each side refuse the
+/// other's retransmitted `shutdown` (BOLT #2 retransmits it), so the connection broke again at
+/// every attempt and the channel could only be closed on chain. Now the negotiation resumes.
+#[test]
+fn closing_negotiation_survives_reconnections() {
+    for ct in TYPES {
+        // The funder's proposal is lost in a disconnection.
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let fx = p.a.ch.shutdown(p2wpkh(0xaa), (Amount::from_sat(200), Amount::from_sat(5_000)), &p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        assert!(p.deliver_to_b());
+        let fx = p.b.ch.shutdown(p2wpkh(0xbb), (Amount::from_sat(100), Amount::from_sat(5_000)), &p.b.signer).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        assert!(p.deliver_to_a());
+        assert!(matches!(p.to_b.front(), Some(Msg::ClosingSigned { .. })));
+        p.reconnect();
+        let broadcast = p.run();
+        let tx = p.a.ch.closing_transaction().expect("a agreed after the reconnection").clone();
+        assert_eq!(p.b.ch.closing_transaction(), Some(&tx));
+        assert!(broadcast.contains(&tx));
+        common::verify_spend(&tx, &[p.funding_output()]).expect("Core accepts it");
+
+        // The fundee's agreement is lost: the funder completes after reconnecting; reconnecting
+        // again once both agreed changes nothing.
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let tx = close_until_fundee_agrees(&mut p);
+        p.reconnect();
+        p.run();
+        assert_eq!(p.a.ch.closing_transaction(), Some(&tx));
+        p.reconnect();
+        p.run();
+        assert_eq!(p.a.ch.closing_transaction(), Some(&tx));
+        assert_eq!(p.b.ch.closing_transaction(), Some(&tx));
+    }
+}

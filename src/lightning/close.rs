@@ -59,6 +59,11 @@ impl Channel {
         script: ScriptBuf,
         signer: &S,
     ) -> Result<Effects, PeerError> {
+        if self.shutdown.counterparty_script.as_ref() == Some(&script) {
+            // The same `shutdown` again: the peer retransmits it after a reconnection (BOLT #2),
+            // and the fee negotiation resumes.
+            return Ok(self.resume_closing(signer));
+        }
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.counterparty_script.is_some() {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
@@ -73,6 +78,30 @@ impl Channel {
         }
         fx.merge(self.maybe_propose_closing(signer));
         Ok(fx)
+    }
+
+    /// After a reconnection: our last `closing_signed` again, if the negotiation had started (the
+    /// proposal or counter-proposal is re-signed for the same fee, so the signature is the same),
+    /// or our agreement if we already agreed and the peer may not have it.
+    fn resume_closing<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
+        let negotiating = self.phase == Phase::ShuttingDown && self.is_quiescent();
+        let agreed = self.phase == Phase::Closed && self.shutdown.closing_tx.is_some();
+        let (Some(fee), Some((min, max))) = (self.shutdown.last_fee_sent, self.shutdown.fee_range) else {
+            return Effects::none();
+        };
+        if !(negotiating || agreed) {
+            return Effects::none();
+        }
+        let Some(tx) = self.closing_tx_with_fee(fee) else { return Effects::none() };
+        let Some(sig) = self.sign_closing(&tx, signer) else { return Effects::none() };
+        let mut fx = self.persist();
+        fx.send.push(Msg::ClosingSigned {
+            channel_id: self.channel_id,
+            fee_satoshis: fee,
+            signature: sig.signature,
+            fee_range: Some((min, max)),
+        });
+        fx
     }
 
     /// Whether every HTLC and update is gone and nothing waits for a signature.
@@ -134,6 +163,13 @@ impl Channel {
         their_range: Option<(Amount, Amount)>,
         signer: &S,
     ) -> Result<Effects, PeerError> {
+        if self.phase == Phase::Closed
+            && self.closing_tx_with_fee(fee).map(|t| t.compute_txid())
+                == self.shutdown.closing_tx.as_ref().map(Transaction::compute_txid)
+        {
+            // The agreement again (resent after a reconnection): nothing left to do.
+            return Ok(Effects::none());
+        }
         if self.phase != Phase::ShuttingDown
             || self.shutdown.counterparty_script.is_none()
             || !self.shutdown.holder_sent

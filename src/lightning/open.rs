@@ -495,7 +495,7 @@ impl Channel {
         match self.phase {
             Phase::AwaitingChannelReady => {}
             // A retransmission after reconnection: harmless if it repeats what we know.
-            Phase::Normal | Phase::ShuttingDown if self.counterparty_commitment == 0 => {
+            Phase::Normal | Phase::ShuttingDown | Phase::Closed if self.counterparty_commitment == 0 => {
                 return if self.counterparty_next_point == Some(point) || self.counterparty_point == Some(point) {
                     Ok(Effects::none())
                 } else {

@@ -6,10 +6,11 @@
 //! that refuses one acts on the refusal's [`Action`] (a warning reconnects, a close fails the
 //! channel on chain).
 //!
-//! The honest embedder here works around three known defects being fixed separately: it stops
-//! talking to a channel once either side closed it unilaterally, it runs a cooperative close
-//! negotiation over a reliable connection without crashes, and it never sends `update_fee` once
-//! a shutdown was started.
+//! A unilateral close does not stop the connection: messages in flight still arrive, and the
+//! peer goes on until the commitment confirms (the closer must refuse everything, and in
+//! particular never revoke the commitment it broadcast). Either side may start a `shutdown` at
+//! any step, so the closing negotiation runs through drops, crashes and reconnections; the
+//! funder may try `update_fee` at any time (the channel refuses it once closing is under way).
 
 use std::collections::HashMap;
 use std::format;
@@ -200,7 +201,9 @@ impl Sim {
     }
 
     fn force_close(&mut self, i: usize) -> Result<(), String> {
-        self.stop_offchain();
+        if self.owed.is_none() {
+            self.owed = Some([self.owed_to(0), self.owed_to(1)]);
+        }
         let node = &mut self.nodes[i];
         match node.ch.force_close(&node.signer) {
             Ok(fx) => {
@@ -377,10 +380,8 @@ impl Sim {
             85..=87 if !self.onchain => {
                 let node = &mut self.nodes[0];
                 let rate = self.rng.range(253, 10_000) as u32;
-                if node.ch.phase() == Phase::Normal {
-                    if let Ok(fx) = node.ch.update_fee(rate) {
-                        self.absorb(0, fx)?;
-                    }
+                if let Ok(fx) = node.ch.update_fee(rate) {
+                    self.absorb(0, fx)?;
                 }
             }
             88..=91 => self.crash(i)?,
@@ -390,6 +391,15 @@ impl Sim {
                 self.reorg(depth)?;
             }
             95 if !self.onchain && self.rng.chance(300) => self.force_close(i)?,
+            96 if !self.onchain && self.rng.chance(300) => {
+                let node = &mut self.nodes[i];
+                let script = node.ch.sweep_destination();
+                let fee_range = (Amount::from_sat(1_000), Amount::from_sat(20_000));
+                if let Ok(fx) = node.ch.shutdown(script, fee_range, &node.signer) {
+                    self.out.shutdowns += 1;
+                    self.absorb(i, fx)?;
+                }
+            }
             _ => {}
         }
         Ok(())
@@ -439,9 +449,14 @@ impl Sim {
         Ok(())
     }
 
+    /// Whether the channel is being closed on chain (broadcast or confirmed).
+    fn closing_on_chain(&self) -> bool {
+        self.onchain || self.nodes.iter().any(|n| n.ch.is_off_chain_over())
+    }
+
     fn quiesce(&mut self) -> Result<(), String> {
         for _ in 0..200 {
-            if self.onchain {
+            if self.closing_on_chain() {
                 return Ok(());
             }
             if self.broken {
@@ -466,18 +481,26 @@ impl Sim {
                 return Ok(());
             }
         }
-        Err("the channel did not quiesce over a reliable connection".into())
+        Err(format!(
+            "the channel did not quiesce over a reliable connection: phases {:?}, broken {}, in flight {}, htlcs {:?}, unsigned {:?}, awaiting revoke {:?}",
+            self.nodes.iter().map(|n| n.ch.phase()).collect::<Vec<_>>(),
+            self.broken,
+            !self.net.is_empty(),
+            self.nodes.iter().map(|n| n.ch.htlcs().len()).collect::<Vec<_>>(),
+            self.nodes.iter().map(|n| n.ch.has_unsigned_changes()).collect::<Vec<_>>(),
+            self.nodes.iter().map(|n| n.ch.is_awaiting_revoke()).collect::<Vec<_>>(),
+        ))
     }
 
     fn finish(&mut self) -> Result<(), String> {
         // The rest runs over a perfect connection.
         self.net.faults = Faults::NONE;
         self.reliable = true;
-        if !self.onchain {
+        if !self.closing_on_chain() {
             self.reconnect()?;
             self.quiesce()?;
         }
-        if !self.onchain && self.rng.chance(600) {
+        if !self.closing_on_chain() && self.rng.chance(600) {
             self.owed = Some([self.owed_to(0), self.owed_to(1)]);
             let fee_range = (Amount::from_sat(1_000), Amount::from_sat(20_000));
             for i in 0..2 {
@@ -491,7 +514,7 @@ impl Sim {
                 }
             }
         }
-        if !self.onchain && self.nodes.iter().all(|n| n.ch.phase() != Phase::Closed) {
+        if !self.closing_on_chain() && self.nodes.iter().all(|n| n.ch.phase() != Phase::Closed) {
             let i = self.rng.below(2) as usize;
             self.force_close(i)?;
         }

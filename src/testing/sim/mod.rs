@@ -36,6 +36,8 @@ pub struct Outcome {
     pub unilateral: bool,
     /// Payments or HTLCs settled off chain.
     pub payments: u32,
+    /// `shutdown`s started while the channel was running (not in the final close).
+    pub shutdowns: u32,
     /// Messages (sent, dropped, duplicated, reordered).
     pub net: [u64; 4],
 }
@@ -60,6 +62,7 @@ impl Summary {
         t.reorgs += o.reorgs;
         t.unilateral |= o.unilateral;
         t.payments += o.payments;
+        t.shutdowns += o.shutdowns;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -92,11 +95,12 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} crashes, {} stale snapshots refused, {} reorgs, messages sent/dropped/duplicated/reordered {:?}",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} crashes, {} stale snapshots refused, {} reorgs, messages sent/dropped/duplicated/reordered {:?}",
         summary.passed,
         summary.failed.len(),
         unilateral,
         summary.total.payments,
+        summary.total.shutdowns,
         summary.total.crashes,
         summary.total.stale_refused,
         summary.total.reorgs,
