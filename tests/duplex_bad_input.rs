@@ -541,3 +541,58 @@ fn truncated_and_extended_encodings() {
         assert!(matches!(Channel::restore(&bytes, stale), Err(RestoreError::Stale { .. })));
     }
 }
+
+/// Unknown TLV records: an odd one is skipped, an even one refused (the even/odd rule).
+#[test]
+fn unknown_tlv_records_follow_the_even_odd_rule() {
+    for bytes in all_message_bytes() {
+        let msg = Msg::decode(&bytes).expect("valid");
+        let mut odd = bytes.clone();
+        odd.extend_from_slice(&[0xfd, 0x03, 0x01, 0x02, 0xca, 0xfe]);
+        assert_eq!(Msg::decode(&odd), Ok(msg), "an unknown odd record is skipped");
+        let mut even = bytes.clone();
+        even.extend_from_slice(&[0xfd, 0x03, 0x00, 0x02, 0xca, 0xfe]);
+        assert_eq!(Msg::decode(&even), Err(DecodeError::UnknownEvenType(0x0300)));
+    }
+}
+
+/// Random single-byte mutations of every message kind, fed to both parties of an open channel
+/// with payments both ways: a mutation either fails to decode (typed error), is refused with the
+/// state byte-identical, or is accepted with its new state handed out for persistence first.
+#[test]
+fn random_single_byte_mutations() {
+    let messages = all_message_bytes();
+    let mut p = open();
+    p.pay(A, 20_000);
+    p.pay(B, 10_000);
+    let mut rng = paychan::testing::rng::Rng::new(0xd0_0b1e);
+    let (mut undecodable, mut refused, mut accepted) = (0, 0, 0);
+    for round in 0..2_000 {
+        let bytes = &messages[round % messages.len()];
+        let mut m = bytes.clone();
+        let at = rng.below(m.len() as u64) as usize;
+        m[at] ^= 1 << rng.below(8);
+        let Ok(msg) = Msg::decode(&m) else {
+            undecodable += 1;
+            continue;
+        };
+        for to in [A, B] {
+            let mut ch = p.parties[to.index()].ch.clone();
+            let before = state(&ch);
+            match ch.handle_message(msg.clone(), &signer(to), p.tip()) {
+                Err(_) => {
+                    refused += 1;
+                    assert_eq!(state(&ch), before, "a refusal changed the state ({round}, byte {at})");
+                }
+                Ok(fx) => {
+                    accepted += 1;
+                    if state(&ch) != before {
+                        let update = fx.update.expect("a changed state is handed out for persistence");
+                        assert_eq!(update.snapshot, ch.snapshot());
+                    }
+                }
+            }
+        }
+    }
+    assert!(undecodable > 0 && refused > 0, "{undecodable} undecodable, {refused} refused, {accepted} accepted");
+}
