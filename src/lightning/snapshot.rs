@@ -736,5 +736,6 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         preimages,
         onchain,
         secp: Secp256k1::new(),
+        holder_next_point: None,
     })
 }
