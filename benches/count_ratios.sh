@@ -39,12 +39,16 @@ life = incl("lifecycle", r"lightning_count::measured_lifecycle \[") / 3
 a = incl("commit100", r"lightning_count::measured_commit_a \[") / 3
 b = incl("commit100", r"lightning_count::measured_commit_b \[") / 3
 resign = incl("commit100", r"sign_next_counterparty \[", r"Channel::handle_message") / 3
+keys = incl("floor", r"lightning_count::floor_key_set \[") / N
+point = incl("floor", r"lightning_count::floor_point \[") / N
+sighash = incl("floor", r"lightning_count::floor_sighash \[") / N
 sv = sign + verify
-print(f"floor: sign {sign:,.0f} Ir, verify {verify:,.0f} Ir")
+print(f"floor: sign {sign:,.0f} Ir, verify {verify:,.0f} Ir, key set {keys:,.0f} Ir, point {point:,.0f} Ir, sighash {sighash:,.0f} Ir")
 print(f"commit_100_htlcs: A commit {a:,.0f}, B receive {b:,.0f} (of which counter-signature {resign:,.0f})")
 print(f"  per HTLC, all of it, against sign+verify: {(a + b) / 100 / sv:.3f}")
 print(f"  per HTLC, without B's counter-signature, against sign+verify: {(a + b - resign) / 100 / sv:.3f}")
 print(f"  against 101 x (sign+verify) (commitment signature too): {(a + b - resign) / 101 / sv:.3f}")
 print(f"  all of it against 202 sign + 101 verify: {(a + b) / (202 * sign + 101 * verify):.3f}")
-print(f"htlc_lifecycle: {life:,.0f} Ir = {life / sv:.2f} x (sign+verify)")
+life_floor = 6 * sv + 8 * keys + 8 * point + 12 * sighash
+print(f"htlc_lifecycle: {life:,.0f} Ir = {life / life_floor:.3f} x its floor (6 sign + 6 verify + 8 key sets + 8 points + 12 sighashes)")
 PY

@@ -1,4 +1,3 @@
-
 //! Instruction-count harness for the Lightning benchmarks (run it under callgrind; see
 //! `benches/perf-channels.md`). Each measured operation is one `#[inline(never)]` function, so
 //! `callgrind_annotate --inclusive=yes` gives its exact cost; the floor primitives are called
@@ -14,7 +13,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::secp256k1::{Message, PublicKey, Secp256k1};
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
-use paychan::core::commitment::ChannelType;
+use paychan::core::commitment::{ChannelType, CommitmentKeys, CommitmentNumber};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::{MilliSats, PaymentPreimage};
@@ -146,6 +145,39 @@ fn floor_verify(
     }
 }
 
+#[inline(never)]
+fn floor_key_set(
+    secp: &Secp256k1<bitcoin::secp256k1::All>,
+    point: &paychan::core::keys::PerCommitmentPoint,
+    k1: &paychan::core::keys::ChannelPubkeys,
+    k2: &paychan::core::keys::ChannelPubkeys,
+) {
+    for _ in 0..FLOOR_N {
+        let _ = black_box(CommitmentKeys::derive(secp, black_box(point), k1, k2));
+    }
+}
+
+#[inline(never)]
+fn floor_point(secp: &Secp256k1<bitcoin::secp256k1::All>, secrets: &ChannelSecrets) {
+    for i in 0..FLOOR_N {
+        let _ =
+            black_box(secrets.per_commitment_point(secp, CommitmentNumber::new(black_box(77 + i as u64)).expect("n")));
+    }
+}
+
+#[inline(never)]
+fn floor_sighash(tx: &Transaction, ws: &paychan::core::script::WitnessScript) {
+    for _ in 0..FLOOR_N {
+        let _ = black_box(paychan::core::sign::p2wsh_sighash(
+            black_box(tx),
+            0,
+            ws.as_script(),
+            Amount::from_sat(2_000),
+            bitcoin::EcdsaSighashType::All,
+        ));
+    }
+}
+
 /// One `lightning/htlc_lifecycle` iteration.
 #[inline(never)]
 fn measured_lifecycle(p: &mut Pair, n: u64) {
@@ -163,6 +195,9 @@ fn measured_commit_a(p: &mut Pair) -> Effects {
 fn measured_commit_b(fx: Effects, p: &mut Pair) -> Vec<Effects> {
     deliver(fx, &mut p.b)
 }
+
+/// One user action of the lifecycle: its effects, and whether A acted.
+type Step = Box<dyn FnMut(&mut Pair) -> (Effects, bool)>;
 
 fn persisted(fx: &Effects) -> usize {
     fx.update.as_ref().map_or(0, |u| u.snapshot.len() + u.records.iter().map(Vec::len).sum::<usize>())
@@ -195,6 +230,21 @@ fn floor_part() {
     let sig = secp.sign_ecdsa(&msg, &sk);
     floor_sign(&secp, &msg, &sk);
     floor_verify(&secp, &msg, &sig, &pk);
+    let other = ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0);
+    let (k1, k2) = (secrets.pubkeys(&secp), other.pubkeys(&secp));
+    let point = secrets.per_commitment_point(&secp, CommitmentNumber::new(5).expect("n")).expect("point");
+    floor_key_set(&secp, &point, &k1, &k2);
+    floor_point(&secp, &secrets);
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn::default()],
+        output: vec![TxOut {
+            value: Amount::from_sat(1_000),
+            script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros()),
+        }],
+    };
+    floor_sighash(&tx, &paychan::core::script::funding(&k1.funding, &k2.funding));
 }
 
 fn lifecycle_part() {
@@ -230,7 +280,8 @@ fn commit100_part() {
     }
 }
 
-fn bytes_part() {    // Persisted bytes of each update of one HTLC's life (both sides).
+fn bytes_part() {
+    // Persisted bytes of each update of one HTLC's life (both sides).
     let mut p = open();
     let pre = PaymentPreimage([9; 32]);
     let mut total = 0usize;
@@ -241,10 +292,11 @@ fn bytes_part() {    // Persisted bytes of each update of one HTLC's life (both 
             count += 1;
         }
     };
-    let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
+    let (id, fx) =
+        p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
     log(&fx);
     let mut queue = vec![(fx, true)];
-    let mut steps: Vec<Box<dyn FnMut(&mut Pair) -> (Effects, bool)>> = vec![
+    let mut steps: Vec<Step> = vec![
         Box::new(|p: &mut Pair| (p.a.ch.commit(&p.a.signer).expect("commit"), true)),
         Box::new(move |p: &mut Pair| (p.b.ch.fulfill_htlc(id, pre).expect("fulfill"), false)),
         Box::new(|p: &mut Pair| (p.b.ch.commit(&p.b.signer).expect("commit"), false)),

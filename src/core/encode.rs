@@ -393,9 +393,15 @@ pub struct TlvWriter {
 impl TlvWriter {
     /// Starts an object of `kind`, encoding `version`.
     pub fn new(kind: u8, version: u8) -> Self {
-        let mut w = Writer::with_capacity(256);
+        Self::with_capacity(kind, version, 256, 128)
+    }
+
+    /// As [`TlvWriter::new`], sized for an object of about `total` bytes whose largest record
+    /// is about `largest_record` bytes (so that a large object is not copied while it grows).
+    pub fn with_capacity(kind: u8, version: u8, total: usize, largest_record: usize) -> Self {
+        let mut w = Writer::with_capacity(total);
         w.u8(kind).u8(version);
-        TlvWriter { w, last: None, scratch: Writer::with_capacity(128) }
+        TlvWriter { w, last: None, scratch: Writer::with_capacity(largest_record) }
     }
 
     /// Appends record `ty`, whose value `f` writes. Types must be strictly increasing (a bug in
