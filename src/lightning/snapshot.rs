@@ -351,11 +351,11 @@ const HTLC_RECORD_LEN: usize = 128;
 
 pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     // Sized up front: with many HTLCs (each with its 1,366-byte onion) the state is large, and
-    // growing the buffers would copy it several times.
+    // growing the buffer would copy it several times.
     let onions = c.htlcs.iter().filter(|h| h.onion.is_some()).count();
     let htlcs = c.htlcs.len() * HTLC_RECORD_LEN + onions * (ONION_PACKET_LEN + 1);
     let sigs = c.holder_signatures.as_ref().map_or(0, |s| s.htlcs.len() * 64);
-    let mut t = TlvWriter::with_capacity(KIND_CHANNEL, VERSION, 2_048 + htlcs + sigs, 512 + htlcs.max(sigs));
+    let mut t = TlvWriter::with_capacity(KIND_CHANNEL, VERSION, 2_048 + htlcs + sigs);
     t.record(0, |w| {
         w.u64(c.update_id);
     })
