@@ -321,3 +321,54 @@ fn picture_shows_both_commitments() {
         assert_eq!(dot.matches('"').count() % 2, 0, "quotes balanced");
     }
 }
+
+/// A channel restored from its snapshot in the middle of a commitment dance answers the next
+/// `commitment_signed` exactly as the live channel does (the live one remembers the
+/// per-commitment point it sent; the restored one asks its signer again).
+#[test]
+fn restored_mid_dance_answers_commitment_signed_like_the_live_channel() {
+    use paychan::driving::{ChainTip, RestoreCheck};
+    use paychan::lightning::{Channel, Msg};
+    let tip = ChainTip::at(1_000);
+    let deliver = |msgs: Vec<Msg>, to: &mut common::ln::Peer| -> Vec<Msg> {
+        let mut out = Vec::new();
+        for m in msgs {
+            let m = Msg::decode(&m.encode()).unwrap();
+            out.extend(to.ch.handle_message(m, &to.signer, tip).unwrap().send);
+        }
+        out
+    };
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let (_, fx) =
+            p.a.ch.add_htlc(MilliSats::from_msat(20_000_000), PaymentPreimage([3; 32]).hash(), 2_000, onion()).unwrap();
+        let mut to_b = fx.send;
+        to_b.extend(p.a.ch.commit(&p.a.signer).unwrap().send);
+        let to_a = deliver(to_b, &mut p.b);
+        let to_b = deliver(to_a, &mut p.a);
+        assert!(deliver(to_b, &mut p.b).is_empty(), "the dance is over");
+        // B has sent its revocation (and with it the point of its next commitment).
+        let (_, fx) =
+            p.a.ch.add_htlc(MilliSats::from_msat(30_000_000), PaymentPreimage([4; 32]).hash(), 2_000, onion()).unwrap();
+        let mut to_b = fx.send;
+        to_b.extend(p.a.ch.commit(&p.a.signer).unwrap().send);
+        let mut restored = common::ln::Peer {
+            ch: Channel::restore(&p.b.ch.snapshot(), RestoreCheck::default()).unwrap(),
+            signer: p.b.signer.clone(),
+            events: Vec::new(),
+            persisted: Vec::new(),
+            records: Vec::new(),
+        };
+        let live_answer = deliver(to_b.clone(), &mut p.b);
+        let restored_answer = deliver(to_b, &mut restored);
+        assert_eq!(
+            live_answer.iter().map(Msg::encode).collect::<Vec<_>>(),
+            restored_answer.iter().map(Msg::encode).collect::<Vec<_>>()
+        );
+        assert!(live_answer.iter().any(|m| matches!(m, Msg::RevokeAndAck { .. })));
+        assert!(p.b.ch.snapshot() == restored.ch.snapshot());
+        let to_b = deliver(live_answer, &mut p.a);
+        assert!(deliver(to_b, &mut p.b).is_empty());
+        p.verify_commitments();
+    }
+}

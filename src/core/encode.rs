@@ -387,15 +387,20 @@ impl<'a> Reader<'a> {
 pub struct TlvWriter {
     w: Writer,
     last: Option<u64>,
-    scratch: Writer,
 }
 
 impl TlvWriter {
     /// Starts an object of `kind`, encoding `version`.
     pub fn new(kind: u8, version: u8) -> Self {
-        let mut w = Writer::with_capacity(256);
+        Self::with_capacity(kind, version, 256)
+    }
+
+    /// As [`TlvWriter::new`], sized for an object of about `total` bytes (so that a large object
+    /// is not copied while it grows).
+    pub fn with_capacity(kind: u8, version: u8, total: usize) -> Self {
+        let mut w = Writer::with_capacity(total);
         w.u8(kind).u8(version);
-        TlvWriter { w, last: None, scratch: Writer::with_capacity(128) }
+        TlvWriter { w, last: None }
     }
 
     /// Appends record `ty`, whose value `f` writes. Types must be strictly increasing (a bug in
@@ -403,10 +408,20 @@ impl TlvWriter {
     pub fn record(&mut self, ty: u64, f: impl FnOnce(&mut Writer)) -> &mut Self {
         debug_assert!(self.last.is_none_or(|l| l < ty), "TLV types must increase");
         self.last = Some(ty);
-        self.scratch.buf.clear();
-        f(&mut self.scratch);
-        self.w.bigsize(ty).bigsize(self.scratch.buf.len() as u64);
-        self.w.buf.extend_from_slice(&self.scratch.buf);
+        self.w.bigsize(ty);
+        // The value is written in place and its BigSize length slid in before it afterwards:
+        // no scratch buffer, and a large value is moved once within the buffer, not copied.
+        let at = self.w.buf.len();
+        f(&mut self.w);
+        let len = self.w.buf.len() - at;
+        let mut prefix = Writer::with_capacity(9);
+        prefix.bigsize(len as u64);
+        let n = prefix.buf.len();
+        self.w.buf.resize(at + len + n, 0);
+        self.w.buf.copy_within(at..at + len, at + n);
+        if let Some(slot) = self.w.buf.get_mut(at..at + n) {
+            slot.copy_from_slice(&prefix.buf);
+        }
         self
     }
 

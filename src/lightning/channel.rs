@@ -136,6 +136,10 @@ pub struct Channel {
     pub(crate) onchain: Option<super::onchain::OnChain>,
     /// One context for the channel's life (creating one costs about a point multiplication).
     pub(crate) secp: Secp256k1<All>,
+    /// The per-commitment point we last sent for our next commitment, with its number, so that
+    /// `commitment_signed` need not ask the signer again. A cache: not in the snapshot (a
+    /// restored channel asks the signer).
+    pub(crate) holder_next_point: Option<(u64, PublicKey)>,
 }
 
 impl PartialEq for Channel {

@@ -14,7 +14,7 @@ use super::snapshot::PenaltyRecord;
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::commitment::fees::is_htlc_trimmed;
 use crate::core::commitment::signatures::{
-    sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures,
+    sign_counterparty_commitment, verify_holder_signatures, CommitmentSignatures,
 };
 use crate::core::commitment::{CommitmentNumber, FeeratePerKw, HtlcDirection};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
@@ -454,9 +454,12 @@ impl Channel {
         }
         let number = next.holder_commitment + 1;
         let n = CommitmentNumber::new(number).ok_or(peer_error(Misbehaviour::UnexpectedMessage))?;
-        let point = signer.per_commitment_point(n).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
+        let point = match self.holder_next_point {
+            Some((m, point)) if m == number => point,
+            _ => *signer.per_commitment_point(n).map_err(|e| peer_error(Misbehaviour::Signer(e)))?.public_key(),
+        };
         let view = next.view(Side::Holder);
-        let built = next.build(Side::Holder, number, point.public_key(), &view).map_err(peer_error)?;
+        let built = next.build(Side::Holder, number, &point, &view).map_err(peer_error)?;
         let htlc_type = if self.channel_type.has_anchors() {
             EcdsaSighashType::SinglePlusAnyoneCanPay
         } else {
@@ -470,9 +473,9 @@ impl Channel {
                 .collect(),
         };
         let funding = next.counterparty_params()?.pubkeys.funding;
-        let verified = verify_holder_commitment(&self.secp, built, &funding, sigs)
+        verify_holder_signatures(&self.secp, &built, &funding, &sigs)
             .map_err(|e| peer_error(Misbehaviour::BadSignature(e)))?;
-        next.holder_signatures = Some(verified.signatures().clone());
+        next.holder_signatures = Some(sigs);
         next.holder_commitment = number;
         // Revoke the previous commitment.
         let raa = next.revoke_previous(signer).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
@@ -505,6 +508,7 @@ impl Channel {
             f.progress.advance(Step::SentRevoke);
         }
         self.revoke_sent_last = true;
+        self.holder_next_point = Some((next.to_u64(), *point.public_key()));
         Ok(Msg::RevokeAndAck {
             channel_id: self.channel_id,
             per_commitment_secret: secret,

@@ -154,6 +154,7 @@ impl Channel {
             preimages: Vec::new(),
             onchain: None,
             secp: Secp256k1::new(),
+            holder_next_point: None,
         })
     }
 
@@ -477,6 +478,7 @@ impl Channel {
             return Effects::none();
         };
         self.channel_ready_sent = true;
+        self.holder_next_point = Some((1, *point.public_key()));
         let ready = self.channel_ready_received;
         if ready {
             self.phase = Phase::Normal;

@@ -346,8 +346,16 @@ fn write_opt_script(w: &mut Writer, s: &Option<ScriptBuf>) {
     };
 }
 
+/// Bytes of one HTLC in record 20, onion excluded (an upper bound for a short failure reason).
+const HTLC_RECORD_LEN: usize = 128;
+
 pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
-    let mut t = TlvWriter::new(KIND_CHANNEL, VERSION);
+    // Sized up front: with many HTLCs (each with its 1,366-byte onion) the state is large, and
+    // growing the buffer would copy it several times.
+    let onions = c.htlcs.iter().filter(|h| h.onion.is_some()).count();
+    let htlcs = c.htlcs.len() * HTLC_RECORD_LEN + onions * (ONION_PACKET_LEN + 1);
+    let sigs = c.holder_signatures.as_ref().map_or(0, |s| s.htlcs.len() * 64);
+    let mut t = TlvWriter::with_capacity(KIND_CHANNEL, VERSION, 2_048 + htlcs + sigs);
     t.record(0, |w| {
         w.u64(c.update_id);
     })
@@ -736,5 +744,6 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         preimages,
         onchain,
         secp: Secp256k1::new(),
+        holder_next_point: None,
     })
 }

@@ -210,6 +210,8 @@ pub struct BuiltCommitment {
     countersignatory_funding: FundingPubkey,
     /// The broadcaster's revocable `to_local` script, also the output of every HTLC transaction.
     to_local_script: WitnessScript,
+    /// Its P2WSH scriptPubKey (hashed once, shared by every HTLC transaction).
+    to_local_p2wsh: ScriptBuf,
 }
 
 /// An HTLC-timeout or HTLC-success transaction spending one HTLC output of a commitment.
@@ -257,6 +259,7 @@ pub fn build_commitment(
     // (output, cltv tie-break) pairs, sorted at the end.
     let mut outs: Vec<(TxOut, CommitmentOutput, u32)> = Vec::with_capacity(state.htlcs.len() + 4);
     let mut untrimmed = 0usize;
+    let htlc_keys = script::HtlcScriptKeys::new(&keys.revocation, &keys.broadcaster_htlc, &keys.countersignatory_htlc);
     for (i, h) in state.htlcs.iter().enumerate() {
         let offered = h.direction == HtlcDirection::Offered;
         if fees::is_htlc_trimmed(ct, offered, h.amount, params.dust_limit, state.feerate) {
@@ -264,22 +267,9 @@ pub fn build_commitment(
         }
         untrimmed += 1;
         let ws = if offered {
-            script::offered_htlc(
-                &keys.revocation,
-                &keys.broadcaster_htlc,
-                &keys.countersignatory_htlc,
-                &h.payment_hash,
-                ct.has_anchors(),
-            )
+            htlc_keys.offered(&h.payment_hash, ct.has_anchors())
         } else {
-            script::received_htlc(
-                &keys.revocation,
-                &keys.broadcaster_htlc,
-                &keys.countersignatory_htlc,
-                &h.payment_hash,
-                h.cltv_expiry,
-                ct.has_anchors(),
-            )
+            htlc_keys.received(&h.payment_hash, h.cltv_expiry, ct.has_anchors())
         };
         let value = h.amount.to_amount_floor();
         outs.push((
@@ -301,9 +291,10 @@ pub fn build_commitment(
     let has_b = to_b >= params.dust_limit;
     let has_c = to_c >= params.dust_limit;
     let to_local_script = script::to_local(&keys.revocation, params.to_self_delay, &keys.broadcaster_delayed);
+    let to_local_p2wsh = to_local_script.to_p2wsh();
     if has_b {
         outs.push((
-            TxOut { value: to_b, script_pubkey: to_local_script.to_p2wsh() },
+            TxOut { value: to_b, script_pubkey: to_local_p2wsh.clone() },
             CommitmentOutput {
                 role: OutputRole::ToBroadcaster,
                 witness_script: Some(to_local_script.clone()),
@@ -388,6 +379,7 @@ pub fn build_commitment(
         broadcaster_funding: params.broadcaster.funding,
         countersignatory_funding: params.countersignatory.funding,
         to_local_script,
+        to_local_p2wsh,
     })
 }
 
@@ -484,38 +476,76 @@ impl BuiltCommitment {
 
     /// The second-stage transaction of HTLC `i`, or `None` if it is trimmed or unknown.
     pub fn htlc_tx(&self, i: usize) -> Option<HtlcTx> {
+        let mut tx = self.htlc_tx_template();
+        let (vout, out) = self.fill_htlc_tx(i, &mut tx)?;
+        Some(HtlcTx {
+            tx,
+            htlc_index: i,
+            vout,
+            htlc_script: out.witness_script.clone()?,
+            input_value: out.value,
+            direction: self.htlcs.get(i)?.direction,
+            output_script: self.to_local_script.clone(),
+        })
+    }
+
+    /// An HTLC transaction with the parts all of this commitment's share (version, sequence,
+    /// input txid, output script); [`BuiltCommitment::fill_htlc_tx`] sets the rest.
+    fn htlc_tx_template(&self) -> Transaction {
+        let sequence = if self.channel_type.has_anchors() { Sequence(1) } else { Sequence(0) };
+        Transaction {
+            version: Version::TWO,
+            lock_time: LockTime::ZERO,
+            input: alloc::vec![TxIn {
+                previous_output: OutPoint { txid: self.txid, vout: 0 },
+                script_sig: ScriptBuf::new(),
+                sequence,
+                witness: Witness::new(),
+            }],
+            output: alloc::vec![TxOut { value: Amount::ZERO, script_pubkey: self.to_local_p2wsh.clone() }],
+        }
+    }
+
+    /// Makes the template `tx` HTLC `i`'s second-stage transaction; returns the commitment output
+    /// it spends, or `None` if the HTLC is trimmed, unknown, or cannot pay its fee.
+    fn fill_htlc_tx(&self, i: usize, tx: &mut Transaction) -> Option<(u32, &CommitmentOutput)> {
         let h = self.htlcs.get(i)?;
         let vout = self.htlc_vout(i)?;
         let out = self.outputs.get(vout as usize)?;
-        let htlc_script = out.witness_script.clone()?;
         let (fee, lock_time) = match h.direction {
             HtlcDirection::Offered => {
                 (self.channel_type.htlc_timeout_fee(self.feerate), LockTime::from_consensus(h.cltv_expiry))
             }
             HtlcDirection::Received => (self.channel_type.htlc_success_fee(self.feerate), LockTime::ZERO),
         };
-        let output_script = self.to_local_script.clone();
         let value = out.value.checked_sub(fee)?;
-        let sequence = if self.channel_type.has_anchors() { Sequence(1) } else { Sequence(0) };
-        let tx = Transaction {
-            version: Version::TWO,
-            lock_time,
-            input: alloc::vec![TxIn {
-                previous_output: OutPoint { txid: self.txid, vout },
-                script_sig: ScriptBuf::new(),
-                sequence,
-                witness: Witness::new(),
-            }],
-            output: alloc::vec![TxOut { value, script_pubkey: output_script.to_p2wsh() }],
-        };
-        Some(HtlcTx {
-            tx,
-            htlc_index: i,
-            vout,
-            htlc_script,
-            input_value: out.value,
-            direction: h.direction,
-            output_script,
-        })
+        tx.lock_time = lock_time;
+        tx.input.first_mut()?.previous_output.vout = vout;
+        tx.output.first_mut()?.value = value;
+        Some((vout, out))
+    }
+
+    /// How many HTLC transactions the commitment has (the length of [`BuiltCommitment::htlc_txs`]).
+    pub(crate) fn untrimmed_htlc_count(&self) -> usize {
+        self.try_for_each_htlc_tx(|_, _, _| Ok::<(), core::convert::Infallible>(())).unwrap_or(0)
+    }
+
+    /// Calls `f` with each untrimmed HTLC's second-stage transaction, its witness script and
+    /// input value, in output order (as [`BuiltCommitment::htlc_txs`], without allocating a
+    /// transaction per HTLC: one is rewritten in place). Returns how many there were.
+    pub(crate) fn try_for_each_htlc_tx<E>(
+        &self,
+        mut f: impl FnMut(&Transaction, &WitnessScript, Amount) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let mut tx = self.htlc_tx_template();
+        let mut count = 0;
+        for o in &self.outputs {
+            let OutputRole::Htlc(i) = o.role else { continue };
+            let Some((_, out)) = self.fill_htlc_tx(i, &mut tx) else { continue };
+            let Some(script) = out.witness_script.as_ref() else { continue };
+            f(&tx, script, out.value)?;
+            count += 1;
+        }
+        Ok(count)
     }
 }

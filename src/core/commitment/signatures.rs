@@ -108,22 +108,20 @@ pub fn sign_counterparty_commitment<S: Signer + ?Sized>(
     let sig = sign_funding_spend(signer, commitment.tx(), 0, funding_script, funding_value)?;
     let sighash_type = countersignatory_htlc_sighash(commitment);
     let point = commitment.keys().per_commitment_point;
-    let htlcs = commitment
-        .htlc_txs()
-        .iter()
-        .map(|h| {
-            signer.sign(&SignRequest {
-                tx: &h.tx,
-                input: 0,
-                script_code: h.htlc_script.as_script(),
-                p2wpkh: false,
-                value: h.input_value,
-                sighash_type,
-                key: KeyId::Htlc,
-                tweak: Tweak::PerCommitment(point),
-            })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let mut htlcs = Vec::with_capacity(commitment.outputs().len());
+    commitment.try_for_each_htlc_tx(|tx, htlc_script, value| {
+        htlcs.push(signer.sign(&SignRequest {
+            tx,
+            input: 0,
+            script_code: htlc_script.as_script(),
+            p2wpkh: false,
+            value,
+            sighash_type,
+            key: KeyId::Htlc,
+            tweak: Tweak::PerCommitment(point),
+        })?);
+        Ok::<(), SignerError>(())
+    })?;
     Ok(CommitmentSignatures { commitment: sig, htlcs })
 }
 
@@ -146,25 +144,47 @@ pub fn verify_holder_commitment<C: Verification>(
     countersignatory_funding: &FundingPubkey,
     signatures: CommitmentSignatures,
 ) -> Result<VerifiedCommitment, CommitmentSigError> {
+    verify_holder_signatures(secp, &commitment, countersignatory_funding, &signatures)?;
+    let htlc_txs = commitment.htlc_txs();
+    Ok(VerifiedCommitment { commitment, signatures, htlc_txs })
+}
+
+/// The checks of [`verify_holder_commitment`], without building the [`VerifiedCommitment`]: for
+/// a holder that only needs to know the signatures are good (and keeps them), this saves building
+/// and keeping every HTLC transaction.
+///
+/// # Errors
+/// [`CommitmentSigError`] naming the first bad signature.
+pub fn verify_holder_signatures<C: Verification>(
+    secp: &Secp256k1<C>,
+    commitment: &BuiltCommitment,
+    countersignatory_funding: &FundingPubkey,
+    signatures: &CommitmentSignatures,
+) -> Result<(), CommitmentSigError> {
     let (funding_script, funding_value) = commitment.funding();
     let msg = sign::p2wsh_sighash(commitment.tx(), 0, funding_script.as_script(), funding_value, EcdsaSighashType::All)
         .map_err(CommitmentSigError::Commitment)?;
     let _valid =
         sign::verify(secp, &msg, &signatures.commitment, countersignatory_funding.public_key(), EcdsaSighashType::All)
             .map_err(CommitmentSigError::Commitment)?;
-    let htlc_txs = commitment.htlc_txs();
-    if htlc_txs.len() != signatures.htlcs.len() {
-        return Err(CommitmentSigError::HtlcCount { expected: htlc_txs.len(), got: signatures.htlcs.len() });
-    }
-    let ty = countersignatory_htlc_sighash(&commitment);
+    let ty = countersignatory_htlc_sighash(commitment);
     let key = commitment.keys().countersignatory_htlc;
-    for (position, (h, sig)) in htlc_txs.iter().zip(&signatures.htlcs).enumerate() {
-        let msg = sign::p2wsh_sighash(&h.tx, 0, h.htlc_script.as_script(), h.input_value, ty)
+    let expected = commitment.untrimmed_htlc_count();
+    if expected != signatures.htlcs.len() {
+        return Err(CommitmentSigError::HtlcCount { expected, got: signatures.htlcs.len() });
+    }
+    let mut sigs = signatures.htlcs.iter();
+    let mut position = 0;
+    commitment.try_for_each_htlc_tx(|tx, htlc_script, value| {
+        let sig = sigs.next().ok_or(CommitmentSigError::HtlcCount { expected, got: signatures.htlcs.len() })?;
+        let msg = sign::p2wsh_sighash(tx, 0, htlc_script.as_script(), value, ty)
             .map_err(|error| CommitmentSigError::Htlc { position, error })?;
         let _valid = sign::verify(secp, &msg, sig, key.public_key(), ty)
             .map_err(|error| CommitmentSigError::Htlc { position, error })?;
-    }
-    Ok(VerifiedCommitment { commitment, signatures, htlc_txs })
+        position += 1;
+        Ok(())
+    })?;
+    Ok(())
 }
 
 impl VerifiedCommitment {

@@ -1,0 +1,54 @@
+#!/bin/sh
+# Instruction-count ratios of the Lightning benchmarks (see benches/perf-channels.md).
+# Usage: benches/count_ratios.sh OUT_DIR   (builds benches/lightning_count.rs, runs it under
+# callgrind once per part, prints the ratios). Needs valgrind; deterministic up to the
+# randomised secp256k1 contexts (a few hundred instructions).
+set -eu
+out=${1:?out dir}
+mkdir -p "$out"
+cargo bench --bench lightning_count --no-run >/dev/null 2>&1
+bin=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/lightning_count-* | grep -v '\.d$' | head -1)
+for part in floor lifecycle commit100; do
+    valgrind --tool=callgrind --callgrind-out-file="$out/cg.$part" "$bin" "$part" >/dev/null 2>&1
+    callgrind_annotate --inclusive=yes --tree=caller "$out/cg.$part" >"$out/tree.$part" 2>/dev/null
+done
+"$bin" bytes
+python3 - "$out" <<'PY'
+import re, sys
+out = sys.argv[1]
+def incl(part, pattern, caller=None):
+    """Inclusive Ir of the function matching `pattern` (its `*` line), or of its calls from `caller`."""
+    text = open(f"{out}/tree.{part}").read()
+    total = 0
+    for block in text.split("\n\n"):
+        lines = block.strip().splitlines()
+        star = [l for l in lines if re.match(r"\s*[\d,]+ \([\s\d.]+%\)\s+\*", l)]
+        if not star or not re.search(pattern, star[0]):
+            continue
+        if caller is None:
+            return int(star[0].split()[0].replace(",", ""))
+        for l in lines:
+            if re.match(r"\s*[\d,]+ \([\s\d.]+%\)\s+<", l) and re.search(caller, l):
+                total += int(l.split()[0].replace(",", ""))
+        return total
+    return total
+N = 50
+sign = incl("floor", r"lightning_count::floor_sign \[") / N
+verify = incl("floor", r"lightning_count::floor_verify \[") / N
+life = incl("lifecycle", r"lightning_count::measured_lifecycle \[") / 3
+a = incl("commit100", r"lightning_count::measured_commit_a \[") / 3
+b = incl("commit100", r"lightning_count::measured_commit_b \[") / 3
+resign = incl("commit100", r"sign_next_counterparty \[", r"Channel::handle_message") / 3
+keys = incl("floor", r"lightning_count::floor_key_set \[") / N
+point = incl("floor", r"lightning_count::floor_point \[") / N
+sighash = incl("floor", r"lightning_count::floor_sighash \[") / N
+sv = sign + verify
+print(f"floor: sign {sign:,.0f} Ir, verify {verify:,.0f} Ir, key set {keys:,.0f} Ir, point {point:,.0f} Ir, sighash {sighash:,.0f} Ir")
+print(f"commit_100_htlcs: A commit {a:,.0f}, B receive {b:,.0f} (of which counter-signature {resign:,.0f})")
+print(f"  per HTLC, all of it, against sign+verify: {(a + b) / 100 / sv:.3f}")
+print(f"  per HTLC, without B's counter-signature, against sign+verify: {(a + b - resign) / 100 / sv:.3f}")
+print(f"  against 101 x (sign+verify) (commitment signature too): {(a + b - resign) / 101 / sv:.3f}")
+print(f"  all of it against 202 sign + 101 verify: {(a + b) / (202 * sign + 101 * verify):.3f}")
+life_floor = 6 * sv + 8 * keys + 8 * point + 12 * sighash
+print(f"htlc_lifecycle: {life:,.0f} Ir = {life / life_floor:.3f} x its floor (6 sign + 6 verify + 8 key sets + 8 points + 12 sighashes)")
+PY

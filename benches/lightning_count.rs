@@ -1,0 +1,320 @@
+//! Instruction-count harness for the Lightning benchmarks (run it under callgrind; see
+//! `benches/perf-channels.md`). Each measured operation is one `#[inline(never)]` function, so
+//! `callgrind_annotate --inclusive=yes` gives its exact cost; the floor primitives are called
+//! `FLOOR_N` times each in their own functions.
+//!
+//! ```sh
+//! valgrind --tool=callgrind --callgrind-out-file=cg.out $BIN
+//! callgrind_annotate --inclusive=yes --tree=caller cg.out
+//! ```
+use std::hint::black_box;
+
+use bitcoin::hashes::Hash;
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1};
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use paychan::core::commitment::{ChannelType, CommitmentKeys, CommitmentNumber};
+use paychan::core::keys::{ChannelSecrets, Seed};
+use paychan::core::sign::InMemorySigner;
+use paychan::core::{MilliSats, PaymentPreimage};
+use paychan::driving::{ChainEvent, ChainTip, ChannelId};
+use paychan::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams};
+
+#[derive(Clone)]
+struct Peer {
+    ch: Channel,
+    signer: InMemorySigner,
+}
+
+#[derive(Clone)]
+struct Pair {
+    a: Peer,
+    b: Peer,
+}
+
+fn deliver(fx: Effects, to: &mut Peer) -> Vec<Effects> {
+    let mut out = Vec::new();
+    for m in fx.send {
+        let m = Msg::decode(&m.encode()).expect("decode");
+        out.push(to.ch.handle_message(m, &to.signer, ChainTip::at(1_000)).expect("accepted"));
+    }
+    out
+}
+
+/// Delivers `fx` from `from_a` and every answer, back and forth, until quiet.
+fn run(p: &mut Pair, fx: Effects, from_a: bool) {
+    let mut queue = vec![(fx, from_a)];
+    while let Some((fx, from_a)) = queue.pop() {
+        let to = if from_a { &mut p.b } else { &mut p.a };
+        for answer in deliver(fx, to) {
+            queue.push((answer, !from_a));
+        }
+    }
+}
+
+fn config() -> ChannelConfig {
+    ChannelConfig {
+        max_accepted_htlcs: 483,
+        minimum_depth: 1,
+        max_dust_exposure: MilliSats::from_msat(u64::MAX / 2),
+        ..ChannelConfig::default_for([6; 32], ChannelType::AnchorsZeroFeeHtlc)
+    }
+}
+
+fn open() -> Pair {
+    let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0));
+    let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0));
+    let tip = ChainTip::at(1_000);
+    let params = OpenParams {
+        config: config(),
+        temporary_channel_id: ChannelId([7; 32]),
+        funding: Amount::from_sat(100_000_000),
+        push: MilliSats::from_msat(50_000_000_000),
+        feerate_per_kw: 1_000,
+    };
+    let (mut a, fx) = Channel::open(params, &sa, tip).expect("open");
+    let Some(Msg::OpenChannel(open)) = fx.send.into_iter().next() else { panic!("open") };
+    let (b, fx) = Channel::accept(&open, config(), &sb, tip).expect("accept");
+    let mut fx_a = Vec::new();
+    for m in fx.send {
+        fx_a.push(a.handle_message(m, &sa, tip).expect("accept_channel"));
+    }
+    let (script, value) = fx_a
+        .iter()
+        .flat_map(|f| f.events.iter())
+        .find_map(|e| match e {
+            Event::FundingGenerationReady { script_pubkey, value } => Some((script_pubkey.clone(), *value)),
+            _ => None,
+        })
+        .expect("funding");
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([3; 32]), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value, script_pubkey: script }],
+    };
+    let mut p = Pair { a: Peer { ch: a, signer: sa }, b: Peer { ch: b, signer: sb } };
+    let fx = p.a.ch.funding_tx(funding.clone(), &p.a.signer).expect("funding");
+    run(&mut p, fx, true);
+    let h = paychan::core::BlockHeight(1_001);
+    let fa = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &p.a.signer);
+    let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &p.b.signer);
+    run(&mut p, fa, true);
+    run(&mut p, fb, false);
+    p
+}
+
+fn lifecycle(p: &mut Pair, n: u64) {
+    let mut bytes = [0u8; 32];
+    bytes[..8].copy_from_slice(&n.to_be_bytes());
+    let pre = PaymentPreimage(bytes);
+    let (id, fx) =
+        p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
+    run(p, fx, true);
+    let fx = p.a.ch.commit(&p.a.signer).expect("commit");
+    run(p, fx, true);
+    let fx = p.b.ch.fulfill_htlc(id, pre).expect("fulfill");
+    run(p, fx, false);
+    let fx = p.b.ch.commit(&p.b.signer).expect("commit");
+    run(p, fx, false);
+}
+
+const FLOOR_N: usize = 50;
+
+#[inline(never)]
+fn floor_sign(secp: &Secp256k1<bitcoin::secp256k1::All>, msg: &Message, sk: &bitcoin::secp256k1::SecretKey) {
+    for _ in 0..FLOOR_N {
+        black_box(secp.sign_ecdsa(black_box(msg), sk));
+    }
+}
+
+#[inline(never)]
+fn floor_verify(
+    secp: &Secp256k1<bitcoin::secp256k1::All>,
+    msg: &Message,
+    sig: &bitcoin::secp256k1::ecdsa::Signature,
+    pk: &PublicKey,
+) {
+    for _ in 0..FLOOR_N {
+        let _ = black_box(secp.verify_ecdsa(black_box(msg), sig, pk));
+    }
+}
+
+#[inline(never)]
+fn floor_key_set(
+    secp: &Secp256k1<bitcoin::secp256k1::All>,
+    point: &paychan::core::keys::PerCommitmentPoint,
+    k1: &paychan::core::keys::ChannelPubkeys,
+    k2: &paychan::core::keys::ChannelPubkeys,
+) {
+    for _ in 0..FLOOR_N {
+        let _ = black_box(CommitmentKeys::derive(secp, black_box(point), k1, k2));
+    }
+}
+
+#[inline(never)]
+fn floor_point(secp: &Secp256k1<bitcoin::secp256k1::All>, secrets: &ChannelSecrets) {
+    for i in 0..FLOOR_N {
+        let _ =
+            black_box(secrets.per_commitment_point(secp, CommitmentNumber::new(black_box(77 + i as u64)).expect("n")));
+    }
+}
+
+#[inline(never)]
+fn floor_sighash(tx: &Transaction, ws: &paychan::core::script::WitnessScript) {
+    for _ in 0..FLOOR_N {
+        let _ = black_box(paychan::core::sign::p2wsh_sighash(
+            black_box(tx),
+            0,
+            ws.as_script(),
+            Amount::from_sat(2_000),
+            bitcoin::EcdsaSighashType::All,
+        ));
+    }
+}
+
+/// One `lightning/htlc_lifecycle` iteration.
+#[inline(never)]
+fn measured_lifecycle(p: &mut Pair, n: u64) {
+    lifecycle(p, n);
+}
+
+/// `lightning/commit_100_htlcs`, A's half: sign the commitment.
+#[inline(never)]
+fn measured_commit_a(p: &mut Pair) -> Effects {
+    p.a.ch.commit(&p.a.signer).expect("commit")
+}
+
+/// `lightning/commit_100_htlcs`, B's half: decode, verify, revoke, persist (and counter-sign).
+#[inline(never)]
+fn measured_commit_b(fx: Effects, p: &mut Pair) -> Vec<Effects> {
+    deliver(fx, &mut p.b)
+}
+
+/// One user action of the lifecycle: its effects, and whether A acted.
+type Step = Box<dyn FnMut(&mut Pair) -> (Effects, bool)>;
+
+fn persisted(fx: &Effects) -> usize {
+    fx.update.as_ref().map_or(0, |u| u.snapshot.len() + u.records.iter().map(Vec::len).sum::<usize>())
+}
+
+fn main() {
+    // Which part to run: `floor`, `lifecycle`, `commit100`, `bytes`, or all of them (no argument).
+    let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
+    if part("floor") {
+        floor_part();
+    }
+    if part("lifecycle") {
+        lifecycle_part();
+    }
+    if part("commit100") {
+        commit100_part();
+    }
+    if part("bytes") {
+        bytes_part();
+    }
+}
+
+fn floor_part() {
+    let secp = Secp256k1::new();
+    let secrets = ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0);
+    let sk = *secrets.funding.secret_key();
+    let pk = PublicKey::from_secret_key(&secp, &sk);
+    let msg = Message::from_digest([0x42; 32]);
+    let sig = secp.sign_ecdsa(&msg, &sk);
+    floor_sign(&secp, &msg, &sk);
+    floor_verify(&secp, &msg, &sig, &pk);
+    let other = ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0);
+    let (k1, k2) = (secrets.pubkeys(&secp), other.pubkeys(&secp));
+    let point = secrets.per_commitment_point(&secp, CommitmentNumber::new(5).expect("n")).expect("point");
+    floor_key_set(&secp, &point, &k1, &k2);
+    floor_point(&secp, &secrets);
+    let tx = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn::default()],
+        output: vec![TxOut {
+            value: Amount::from_sat(1_000),
+            script_pubkey: ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::all_zeros()),
+        }],
+    };
+    floor_sighash(&tx, &paychan::core::script::funding(&k1.funding, &k2.funding));
+}
+
+fn lifecycle_part() {
+    let mut p = open();
+    for n in 1..=2 {
+        lifecycle(&mut p, n);
+    }
+    for n in 3..=5 {
+        measured_lifecycle(&mut p, n);
+    }
+}
+
+fn commit100_part() {
+    let mut base = open();
+    for i in 0..100u64 {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(1_000_000 + i).to_be_bytes());
+        let (_, fx) = base
+            .a
+            .ch
+            .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage(bytes).hash(), 2_000, OnionPacket::zeroed())
+            .expect("add");
+        let _ = deliver(fx, &mut base.b);
+    }
+    for _ in 0..3 {
+        let mut p = base.clone();
+        let fx = measured_commit_a(&mut p);
+        let a_bytes = persisted(&fx);
+        let out = measured_commit_b(fx, &mut p);
+        let b_bytes: usize = out.iter().map(persisted).sum();
+        println!("commit_100_htlcs: persisted bytes A {a_bytes}, B {b_bytes}");
+        black_box(p);
+    }
+}
+
+fn bytes_part() {
+    // Persisted bytes of each update of one HTLC's life (both sides).
+    let mut p = open();
+    let pre = PaymentPreimage([9; 32]);
+    let mut total = 0usize;
+    let mut count = 0usize;
+    let mut log = |fx: &Effects| {
+        if fx.update.is_some() {
+            total += persisted(fx);
+            count += 1;
+        }
+    };
+    let (id, fx) =
+        p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, OnionPacket::zeroed()).expect("add");
+    log(&fx);
+    let mut queue = vec![(fx, true)];
+    let mut steps: Vec<Step> = vec![
+        Box::new(|p: &mut Pair| (p.a.ch.commit(&p.a.signer).expect("commit"), true)),
+        Box::new(move |p: &mut Pair| (p.b.ch.fulfill_htlc(id, pre).expect("fulfill"), false)),
+        Box::new(|p: &mut Pair| (p.b.ch.commit(&p.b.signer).expect("commit"), false)),
+    ];
+    loop {
+        while let Some((fx, from_a)) = queue.pop() {
+            let to = if from_a { &mut p.b } else { &mut p.a };
+            for answer in deliver(fx, to) {
+                log(&answer);
+                queue.push((answer, !from_a));
+            }
+        }
+        if steps.is_empty() {
+            break;
+        }
+        let (fx, from_a) = steps.remove(0)(&mut p);
+        log(&fx);
+        queue.push((fx, from_a));
+    }
+    println!("htlc_lifecycle: {count} updates, {total} persisted bytes, {} per update", total / count.max(1));
+}
