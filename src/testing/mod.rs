@@ -15,6 +15,22 @@
 //!
 //! Everything here panics on a broken expectation: it is meant for tests only.
 //!
+//! # Example
+//!
+//! An embedder's test can run the crate's seeded simulations (the same ones `tests/simulate.rs`
+//! runs) and use the simulated chain for its own transactions:
+//!
+//! ```
+//! use paychan::testing::{chain::Chain, sim};
+//!
+//! let summary = sim::run_many("spilman", 0..3, sim::spilman::run);
+//! assert!(summary.failed.is_empty(), "failing seeds: {:?}", summary.failed);
+//!
+//! let mut chain = Chain::at(800_000);
+//! assert!(chain.mine_block().is_empty());
+//! assert_eq!(chain.height, 800_001);
+//! ```
+//!
 //! With the `proptest` feature, [`strategies`] holds proptest strategies for the crate's public
 //! inputs.
 
