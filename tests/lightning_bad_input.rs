@@ -1214,7 +1214,7 @@ impl Reestablish {
             channel_id,
             next_commitment_number,
             next_revocation_number,
-            your_last_per_commitment_secret,
+            your_last_per_commitment_secret: your_last_per_commitment_secret.to_bytes(),
             my_current_per_commitment_point,
         }
     }
@@ -1224,7 +1224,7 @@ impl Reestablish {
             channel_id: self.channel_id,
             next_commitment_number: self.next_commitment_number,
             next_revocation_number: self.next_revocation_number,
-            your_last_per_commitment_secret: self.your_last_per_commitment_secret,
+            your_last_per_commitment_secret: PerCommitmentSecret::from_bytes(self.your_last_per_commitment_secret),
             my_current_per_commitment_point: self.my_current_per_commitment_point,
         }
     }

@@ -148,7 +148,7 @@ fn hand_checked_encodings_of_the_update_messages() {
             channel_id: CID,
             next_commitment_number: 5,
             next_revocation_number: 4,
-            your_last_per_commitment_secret: [0x33; 32],
+            your_last_per_commitment_secret: PerCommitmentSecret::from_bytes([0x33; 32]),
             my_current_per_commitment_point: g(),
         },
         &format!("0088{}00000000000000050000000000000004{}{G}", cid_hex(), rep("33", 32)),

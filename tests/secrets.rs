@@ -74,6 +74,16 @@ fn secrets_never_print() {
                 next_per_commitment_point: pcs.point(&secp).unwrap().public_key().to_owned(),
             }
         ),
+        format!(
+            "{:?}",
+            paychan::lightning::Msg::ChannelReestablish {
+                channel_id: paychan::driving::ChannelId([0; 32]),
+                next_commitment_number: 4,
+                next_revocation_number: 3,
+                your_last_per_commitment_secret: pcs,
+                my_current_per_commitment_point: pcs.point(&secp).unwrap().public_key().to_owned(),
+            }
+        ),
     ];
     for t in &texts {
         for s in &secret_bytes {

@@ -186,7 +186,7 @@ pub enum Msg {
         channel_id: ChannelId,
         next_commitment_number: u64,
         next_revocation_number: u64,
-        your_last_per_commitment_secret: [u8; 32],
+        your_last_per_commitment_secret: PerCommitmentSecret,
         my_current_per_commitment_point: PublicKey,
     },
 }
@@ -370,7 +370,7 @@ impl Msg {
                 my_current_per_commitment_point,
             } => {
                 w.bytes(&channel_id.0).u64(*next_commitment_number).u64(*next_revocation_number);
-                w.bytes(your_last_per_commitment_secret).pubkey(my_current_per_commitment_point);
+                w.bytes(your_last_per_commitment_secret.as_bytes()).pubkey(my_current_per_commitment_point);
             }
         }
         w.into_bytes()
@@ -559,7 +559,7 @@ impl Msg {
                 channel_id: channel_id(&mut r)?,
                 next_commitment_number: r.u64()?,
                 next_revocation_number: r.u64()?,
-                your_last_per_commitment_secret: r.array()?,
+                your_last_per_commitment_secret: PerCommitmentSecret::from_bytes(r.array()?),
                 my_current_per_commitment_point: r.pubkey("my_current_per_commitment_point")?,
             },
             other => return Err(DecodeError::WrongKind { expected: 0, got: other as u8 }),

@@ -9,6 +9,7 @@ use super::htlc::{Resolution, Side, Stage};
 use super::msgs::Msg;
 use super::{peer_error, Effects, Event, Misbehaviour, PeerError};
 use crate::core::commitment::CommitmentNumber;
+use crate::core::keys::PerCommitmentSecret;
 use crate::core::sign::Signer;
 
 impl Channel {
@@ -59,7 +60,7 @@ impl Channel {
         let last_secret = revocations_received
             .checked_sub(1)
             .and_then(|n| self.secrets.get(crate::core::shachain::MAX_INDEX - n))
-            .map_or([0u8; 32], |s| s.to_bytes());
+            .unwrap_or(PerCommitmentSecret::from_bytes([0u8; 32]));
         let point = signer
             .per_commitment_point(CommitmentNumber::new(self.holder_commitment).unwrap_or(CommitmentNumber::ZERO))?;
         Ok(Msg::ChannelReestablish {
@@ -75,7 +76,7 @@ impl Channel {
         &mut self,
         next_commitment_number: u64,
         next_revocation_number: u64,
-        your_last_secret: [u8; 32],
+        your_last_secret: PerCommitmentSecret,
         their_point: PublicKey,
         signer: &S,
     ) -> Result<Effects, PeerError> {
@@ -87,7 +88,7 @@ impl Channel {
             let claimed = next_revocation_number - 1;
             let ours = CommitmentNumber::new(claimed).map(|n| signer.release_per_commitment_secret(n));
             if let Some(Ok(secret)) = ours {
-                if secret.to_bytes() == your_last_secret {
+                if secret == your_last_secret {
                     let mut fx = Effects::none();
                     fx.events.push(Event::LostState);
                     return Ok(fx);
@@ -99,7 +100,7 @@ impl Channel {
             let n = CommitmentNumber::new(next_revocation_number - 1)
                 .ok_or(peer_error(Misbehaviour::ReestablishMismatch))?;
             let ours = signer.release_per_commitment_secret(n).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
-            if ours.to_bytes() != your_last_secret {
+            if ours != your_last_secret {
                 return Err(peer_error(Misbehaviour::ReestablishMismatch));
             }
         }

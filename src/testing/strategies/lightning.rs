@@ -232,7 +232,7 @@ pub fn any_msg() -> impl Strategy<Value = Msg> {
                     channel_id,
                     next_commitment_number,
                     next_revocation_number,
-                    your_last_per_commitment_secret: secret,
+                    your_last_per_commitment_secret: PerCommitmentSecret::from_bytes(secret),
                     my_current_per_commitment_point: point,
                 }
             })
