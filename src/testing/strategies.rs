@@ -3,7 +3,9 @@
 //! Valid values come from the crate's own constructors; hostile byte strings are valid
 //! encodings mutated (truncated, extended, bytes flipped), which is what a decoder must survive.
 
+pub mod duplex;
 pub mod lightning;
+pub mod spilman;
 
 use std::vec::Vec;
 

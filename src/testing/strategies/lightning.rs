@@ -35,7 +35,6 @@ pub fn pubkey() -> impl Strategy<Value = PublicKey> {
 }
 
 /// A signature of a random digest by a random key (low S, as any signer produces).
-/// Any compact ECDSA signature (valid encoding, signing nothing in particular).
 pub fn signature() -> impl Strategy<Value = Signature> {
     (any::<[u8; 32]>(), any::<[u8; 32]>()).prop_map(|(k, d)| secp().sign_ecdsa(&Message::from_digest(d), &secret(k)))
 }
@@ -60,7 +59,7 @@ pub fn bytes(max: usize) -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(any::<u8>(), 0..=max)
 }
 
-/// A P2WPKH script of a random key hash.
+/// A script of up to 80 random bytes.
 pub fn script() -> impl Strategy<Value = ScriptBuf> {
     bytes(80).prop_map(ScriptBuf::from_bytes)
 }
