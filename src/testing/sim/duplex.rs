@@ -523,10 +523,10 @@ impl Sim {
         // A party that lost data or went silent may leave its own HTLC outputs unclaimed.
         let loose = if self.bad.is_some() { u64::MAX } else { 0 };
         settled.check_resolved(funding_value, &[&scripts[0], &scripts[1]], loose)?;
-        for i in 0..2 {
+        for (i, script) in scripts.iter().enumerate() {
             if self.is_honest(i) {
                 let owed = self.owed_to(i);
-                check_not_robbed(&format!("party {i}"), settled.paid_to(&scripts[i]), owed, settled.fees)?;
+                check_not_robbed(&format!("party {i}"), settled.paid_to(script), owed, settled.fees)?;
             }
         }
         for tx in &self.deferred {

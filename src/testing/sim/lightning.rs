@@ -466,13 +466,11 @@ impl Sim {
                 }
             }
             88..=90 => self.crash(i)?,
-            91 => {
-                if self.bad == Some(Bad::Cheater(i)) {
-                    let node = &self.nodes[i];
-                    if let Ok(tx) = node.ch.holder_commitment_tx(&node.signer) {
-                        if !self.kept.contains(&tx) {
-                            self.kept.push(tx);
-                        }
+            91 if self.bad == Some(Bad::Cheater(i)) => {
+                let node = &self.nodes[i];
+                if let Ok(tx) = node.ch.holder_commitment_tx(&node.signer) {
+                    if !self.kept.contains(&tx) {
+                        self.kept.push(tx);
                     }
                 }
             }
