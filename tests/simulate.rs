@@ -9,7 +9,8 @@
 //! cargo test --release --test simulate -- --ignored --nocapture
 //! ```
 //!
-//! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`.
+//! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
+//! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block).
 
 use paychan::testing::sim::{duplex, lightning, run_many, spilman, Outcome};
 
@@ -73,6 +74,9 @@ fn regressions() {
     assert_all_pass("duplex regressions", 409..410, duplex::run);
     assert_all_pass("duplex regressions", 1047..1048, duplex::run);
     assert_all_pass("duplex regressions", 1883..1884, duplex::run);
+    // A reorg took the pending branch's changed node off the chain while a reset waited for its
+    // finish: the shared level above it confirmed again and was taken for an old branch.
+    assert_all_pass("duplex regressions", 7567..7568, duplex::run);
     for seed in [5152, 5526, 6440, 8109] {
         assert_all_pass("lightning regressions", seed..seed + 1, lightning::run);
     }

@@ -864,7 +864,10 @@ impl Channel {
                 self.chain.refund_sent = false;
                 self.chain.htlcs.clear();
             }
-            if self.chain.tree.is_empty() {
+            // Back on the shared part of both branches (a reorg removed the pending branch's
+            // changed node): follow the current branch again until a pending node confirms.
+            let pending_level = self.branches().pending.map(|(_, lvl)| lvl);
+            if self.chain.tree.is_empty() || pending_level.is_some_and(|lvl| self.chain.tree.len() <= lvl) {
                 self.chain.on_pending = false;
             }
             if self.phase == Phase::Closed {

@@ -11,6 +11,14 @@
 //! particular never revoke the commitment it broadcast). Either side may start a `shutdown` at
 //! any step, so the closing negotiation runs through drops, crashes and reconnections; the
 //! funder may try `update_fee` at any time (the channel refuses it once closing is under way).
+//!
+//! In some runs one peer misbehaves (the other is honest and must get what it was owed):
+//! * a **cheater** keeps old signed commitments and, at the close, broadcasts one that was
+//!   revoked, then goes silent: the honest peer's penalty must take the cheater's balance;
+//! * a **lossy** peer restarts from an older snapshot it believes current (its storage lost the
+//!   newer writes). It must never broadcast a revoked commitment: on reconnection the honest
+//!   peer's `channel_reestablish` proves the loss ([`Event::LostState`]), after which the
+//!   embedder (this simulation) never force-closes it and waits for the peer's commitment.
 
 use std::collections::HashMap;
 use std::format;
@@ -38,7 +46,23 @@ use super::Outcome;
 /// in the honest-party check.
 const UNECONOMICAL: u64 = 1_000;
 
+/// How one peer misbehaves in a run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bad {
+    /// Broadcasts a revoked commitment at the close.
+    Cheater(usize),
+    /// Restarts from older snapshots.
+    Lossy(usize),
+}
+
 struct Sim {
+    bad: Option<Bad>,
+    /// Old signed commitments the cheater kept.
+    kept: Vec<Transaction>,
+    /// A peer told it lost state (it must not broadcast its commitment).
+    lost_state: [bool; 2],
+    /// A peer that went silent (the cheater, after cheating).
+    offline: [bool; 2],
     rng: Rng,
     nodes: [Peer; 2],
     net: Network<Msg>,
@@ -77,7 +101,16 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     chain.advance(1);
     let funding = OutPoint { txid: pair.funding.compute_txid(), vout: 0 };
     let Pair { a, b, .. } = pair;
+    let bad = match rng.below(10) {
+        0..=1 => Some(Bad::Cheater(rng.below(2) as usize)),
+        2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
+        _ => None,
+    };
     let mut sim = Sim {
+        bad,
+        kept: Vec::new(),
+        lost_state: [false; 2],
+        offline: [false; 2],
         rng,
         nodes: [a, b],
         net: Network::new(faults),
@@ -94,10 +127,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         reliable: false,
     };
     let steps = sim.rng.range(10, 60);
-    for _ in 0..steps {
-        sim.step()?;
-    }
-    sim.finish()?;
+    let run = (0..steps).try_for_each(|_| sim.step()).and_then(|()| sim.finish());
+    run.map_err(|e| format!("{e} (misbehaving peer: {:?})", sim.bad))?;
     sim.out.net = sim.net.stats;
     Ok(sim.out)
 }
@@ -116,7 +147,20 @@ impl Sim {
     }
 
     /// Persists, queues messages, checks and submits broadcasts.
+    fn is_honest(&self, i: usize) -> bool {
+        !matches!(self.bad, Some(Bad::Cheater(b) | Bad::Lossy(b)) if b == i)
+    }
+
     fn absorb(&mut self, i: usize, fx: Effects) -> Result<(), String> {
+        if self.offline[i] {
+            return Ok(());
+        }
+        if fx.events.iter().any(|e| matches!(e, Event::LostState)) {
+            if self.is_honest(i) {
+                return Err(format!("honest peer {i} was told it lost state"));
+            }
+            self.lost_state[i] = true;
+        }
         if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("peer {i} sent or broadcast without persisting first"));
         }
@@ -182,7 +226,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
-        if self.onchain {
+        if self.onchain || self.offline[to] {
             return Ok(());
         }
         let tip = self.tip();
@@ -201,6 +245,10 @@ impl Sim {
     }
 
     fn force_close(&mut self, i: usize) -> Result<(), String> {
+        if self.lost_state[i] || self.offline[i] {
+            // Told it lost state: its commitment may be revoked; it waits for the peer's.
+            return Ok(());
+        }
         if self.owed.is_none() {
             self.owed = Some([self.owed_to(0), self.owed_to(1)]);
         }
@@ -217,6 +265,10 @@ impl Sim {
     fn stop_offchain(&mut self) {
         if self.owed.is_none() {
             self.owed = Some([self.owed_to(0), self.owed_to(1)]);
+        }
+        if !self.onchain {
+            let live = self.nodes.iter().map(|n| n.ch.htlcs().iter().filter(|h| !h.is_removed()).count());
+            self.out.htlcs_on_chain += live.max().unwrap_or(0) as u32;
         }
         self.onchain = true;
         self.net.clear();
@@ -252,11 +304,33 @@ impl Sim {
     }
 
     fn crash(&mut self, i: usize) -> Result<(), String> {
-        self.out.crashes += 1;
+        if self.offline[i] {
+            return Ok(());
+        }
+        let lossy = self.bad == Some(Bad::Lossy(i)) && !self.closing_on_chain() && self.rng.chance(400);
+        let n = self.nodes[i].persisted.len();
+        // Snapshots of the running channel (not of its opening: a restart from before
+        // `channel_ready` is not simulated).
+        let id = Some(self.nodes[i].ch.channel_id());
+        let first = self.nodes[i].persisted.iter().position(|(_, b)| {
+            Channel::restore(b, RestoreCheck { channel_id: id, min_update_id: 0 })
+                .is_ok_and(|c| !matches!(c.phase(), Phase::AwaitingFundingSigned | Phase::AwaitingChannelReady))
+        });
+        match first {
+            Some(f) if lossy && f + 1 < n => {
+                // Restart from an older snapshot, believing it current: the newer writes are lost.
+                let k = f + self.rng.below((n - 1 - f) as u64) as usize;
+                self.nodes[i].persisted.truncate(k + 1);
+                self.out.lost_data += 1;
+            }
+            _ => self.out.crashes += 1,
+        }
         let node = &self.nodes[i];
         let Some((latest, bytes)) = node.persisted.last().cloned() else { return Ok(()) };
         let check = RestoreCheck { channel_id: Some(node.ch.channel_id()), min_update_id: latest };
-        if let Some((old_id, old)) = node.persisted.iter().rev().find(|(id, _)| *id < latest) {
+        let lost = self.out.lost_data > 0 && self.bad == Some(Bad::Lossy(i));
+        let older = node.persisted.iter().rev().find(|(id, _)| *id < latest).filter(|_| !lost);
+        if let Some((old_id, old)) = older {
             match Channel::restore(old, check) {
                 Err(crate::driving::RestoreError::Stale { .. }) => self.out.stale_refused += 1,
                 other => {
@@ -305,6 +379,9 @@ impl Sim {
 
     fn notify(&mut self, ev: ChainEvent<'_>) -> Result<(), String> {
         for i in 0..2 {
+            if self.offline[i] {
+                continue;
+            }
             let records = self.records(i)?;
             let node = &mut self.nodes[i];
             let fx = node.ch.handle_chain_with_history(ev, &records, &node.signer);
@@ -326,6 +403,9 @@ impl Sim {
         }
         let h = self.chain.height;
         for i in 0..2 {
+            if self.lost_state[i] || self.offline[i] {
+                continue;
+            }
             let ch = &self.nodes[i].ch;
             let urgent = ch.htlcs().iter().any(|x| {
                 !x.is_removed()
@@ -358,6 +438,7 @@ impl Sim {
                 let amount = MilliSats::from_msat(self.rng.range(1_000, self.capacity * 200));
                 let expiry = tip + self.rng.range(40, 300) as u32;
                 if let Ok((_, fx)) = self.nodes[i].ch.add_htlc(amount, pre.hash(), expiry, onion()) {
+                    self.out.htlcs += 1;
                     self.absorb(i, fx)?;
                 }
             }
@@ -384,7 +465,15 @@ impl Sim {
                     self.absorb(0, fx)?;
                 }
             }
-            88..=91 => self.crash(i)?,
+            88..=90 => self.crash(i)?,
+            91 if self.bad == Some(Bad::Cheater(i)) => {
+                let node = &self.nodes[i];
+                if let Ok(tx) = node.ch.holder_commitment_tx(&node.signer) {
+                    if !self.kept.contains(&tx) {
+                        self.kept.push(tx);
+                    }
+                }
+            }
             92..=93 => self.broken = true,
             94 => {
                 let depth = self.rng.range(1, 3) as u32;
@@ -500,6 +589,11 @@ impl Sim {
             self.reconnect()?;
             self.quiesce()?;
         }
+        if let Some(Bad::Cheater(c)) = self.bad {
+            if !self.closing_on_chain() {
+                self.cheat(c)?;
+            }
+        }
         if !self.closing_on_chain() && self.rng.chance(600) {
             self.owed = Some([self.owed_to(0), self.owed_to(1)]);
             let fee_range = (Amount::from_sat(1_000), Amount::from_sat(20_000));
@@ -516,6 +610,7 @@ impl Sim {
         }
         if !self.closing_on_chain() && self.nodes.iter().all(|n| n.ch.phase() != Phase::Closed) {
             let i = self.rng.below(2) as usize;
+            let i = if self.lost_state[i] { 1 - i } else { i };
             self.force_close(i)?;
         }
         self.onchain = true;
@@ -523,7 +618,7 @@ impl Sim {
             self.mine()?;
             let settled = Settlement::of(&self.chain, self.funding);
             let coop = self.nodes.iter().any(|n| n.ch.closing_kind() == Some(ClosingKind::Cooperative));
-            let resolved = self.nodes.iter().all(|n| n.ch.is_fully_resolved())
+            let resolved = (0..2).all(|i| !self.is_honest(i) || self.nodes[i].ch.is_fully_resolved())
                 || (coop && !settled.txs.is_empty() && self.chain.mempool().is_empty());
             if resolved && self.chain.mempool().is_empty() {
                 break;
@@ -532,11 +627,36 @@ impl Sim {
         self.check_end()
     }
 
+    /// The cheater broadcasts a revoked commitment it kept, and goes silent.
+    fn cheat(&mut self, c: usize) -> Result<(), String> {
+        let node = &self.nodes[c];
+        let current = node.ch.holder_commitment_tx(&node.signer).ok();
+        let Some(old) = self.kept.iter().find(|t| Some(*t) != current.as_ref()).cloned() else { return Ok(()) };
+        if self.chain.submit(&old).is_err() {
+            return Ok(());
+        }
+        if self.owed.is_none() {
+            self.owed = Some([self.owed_to(0), self.owed_to(1)]);
+        }
+        self.out.cheats += 1;
+        self.out.unilateral = true;
+        self.offline[c] = true;
+        self.onchain = true;
+        self.net.clear();
+        Ok(())
+    }
+
     fn check_end(&mut self) -> Result<(), String> {
         for (i, n) in self.nodes.iter().enumerate() {
+            if !self.is_honest(i) {
+                // The cheater went silent; a peer that lost data may not recognise the close.
+                continue;
+            }
             match n.ch.closing_kind() {
+                // The penalty case: what the cheater is there for.
+                Some(ClosingKind::Revoked(_)) if self.bad == Some(Bad::Cheater(1 - i)) => {}
                 Some(ClosingKind::Revoked(k)) => {
-                    return Err(format!("peer {i} saw the honest peer's revoked commitment {k}"))
+                    return Err(format!("peer {i} saw the other peer's revoked commitment {k}"))
                 }
                 Some(ClosingKind::Unknown) => return Err(format!("peer {i} cannot interpret the close")),
                 None => return Err(format!("peer {i} never saw the channel close")),
@@ -552,10 +672,15 @@ impl Sim {
         let settled = Settlement::of(&self.chain, self.funding);
         let scripts = [self.nodes[0].ch.sweep_destination(), self.nodes[1].ch.sweep_destination()];
         let owners = [&scripts[0], &scripts[1]];
-        settled.check_resolved(self.capacity, &owners, UNECONOMICAL)?;
+        // A peer that lost data or went silent may leave its own outputs unclaimed.
+        let loose = if self.bad.is_some() { u64::MAX } else { UNECONOMICAL };
+        settled.check_resolved(self.capacity, &owners, loose)?;
         let owed = self.owed.unwrap_or_default();
         let allowance = settled.fees + settled.loose(&owners);
         for i in 0..2 {
+            if !self.is_honest(i) {
+                continue;
+            }
             check_not_robbed(&format!("peer {i}"), settled.paid_to(&scripts[i]), owed[i], allowance)?;
         }
         Ok(())

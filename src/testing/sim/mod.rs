@@ -3,7 +3,10 @@
 //! Each run draws everything from its seed: the channel's terms, the network's fault rates
 //! ([`super::net::Faults`]), the commands of two honest embedders, crashes of either peer at
 //! any step (restored from the last state it was told to persist, after checking that an older
-//! snapshot is refused as stale), block production and reorgs. At the end the channel is
+//! snapshot is refused as stale), restarts from an older snapshot the peer believes current (its
+//! storage lost the newer writes), HTLCs added, fulfilled, failed or left to time out (some still
+//! pending at the close, so resolved on chain), a cheating peer publishing an old state it kept,
+//! block production and reorgs. At the end the channel is
 //! closed (cooperatively or not), blocks are mined until everything is resolved, and the
 //! [`invariants`](super::invariants) are checked: no panic, value conserved and owned, each
 //! honest party paid at least what it was owed less fees, no revoked state broadcast, every
@@ -38,6 +41,14 @@ pub struct Outcome {
     pub payments: u32,
     /// `shutdown`s started while the channel was running (not in the final close).
     pub shutdowns: u32,
+    /// HTLCs offered.
+    pub htlcs: u32,
+    /// HTLCs still pending when the channel left the off-chain phase (resolved on chain).
+    pub htlcs_on_chain: u32,
+    /// Restarts from an older snapshot the peer did not know was stale (lost writes).
+    pub lost_data: u32,
+    /// Old states published by a cheating peer.
+    pub cheats: u32,
     /// Messages (sent, dropped, duplicated, reordered).
     pub net: [u64; 4],
 }
@@ -63,6 +74,10 @@ impl Summary {
         t.unilateral |= o.unilateral;
         t.payments += o.payments;
         t.shutdowns += o.shutdowns;
+        t.htlcs += o.htlcs;
+        t.htlcs_on_chain += o.htlcs_on_chain;
+        t.lost_data += o.lost_data;
+        t.cheats += o.cheats;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -95,14 +110,18 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} crashes, {} stale snapshots refused, {} reorgs, messages sent/dropped/duplicated/reordered {:?}",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, messages sent/dropped/duplicated/reordered {:?}",
         summary.passed,
         summary.failed.len(),
         unilateral,
         summary.total.payments,
         summary.total.shutdowns,
+        summary.total.htlcs,
+        summary.total.htlcs_on_chain,
         summary.total.crashes,
         summary.total.stale_refused,
+        summary.total.lost_data,
+        summary.total.cheats,
         summary.total.reorgs,
         summary.total.net
     );
