@@ -299,7 +299,8 @@ fn with_channel_id(msg: &Msg, id: ChannelId) -> Option<Msg> {
         | Msg::RevokeAndAck { channel_id, .. }
         | Msg::UpdateFee { channel_id, .. }
         | Msg::UpdateFailMalformedHtlc { channel_id, .. }
-        | Msg::ChannelReestablish { channel_id, .. } => *channel_id = id,
+        | Msg::ChannelReestablish { channel_id, .. }
+        | Msg::Error { channel_id, .. } => *channel_id = id,
     }
     Some(m)
 }
@@ -1331,14 +1332,55 @@ fn stale_snapshot_learns_it_lost_state_and_broadcasts_nothing() {
         let ra = p.a.ch.reestablish(&p.a.signer).unwrap();
         let rb = old_b.reestablish(&p.b.signer).unwrap();
         // The stale side sees a's proof (its own secret of a commitment it does not know it revoked).
-        let before = old_b.snapshot();
         let fx = old_b.handle_message(ra, &p.b.signer, tip()).expect("a proof is not an error");
         assert_eq!(fx.events, vec![Event::LostState]);
-        assert!(fx.broadcast.is_empty() && fx.send.is_empty(), "the stale side must not act on its old state: {fx:?}");
-        assert!(old_b.snapshot() == before);
+        assert!(fx.broadcast.is_empty(), "the stale side must not broadcast its old state: {fx:?}");
+        let [error @ Msg::Error { .. }] = &fx.send[..] else { panic!("an error asks the peer to close: {fx:?}") };
+        let error = error.clone();
+        // It remembers (persisted) that it must never broadcast its commitment, even restored.
+        let update = fx.update.expect("the loss is persisted");
+        assert!(old_b.has_lost_state());
+        let check = RestoreCheck { channel_id: Some(p.b.ch.channel_id()), min_update_id: update.update_id };
+        let mut old_b = Channel::restore(&update.snapshot, check).expect("restores");
+        assert!(old_b.has_lost_state());
+        refuse_cmd(&mut old_b, CommandError::StateLost, |c| c.force_close(&signer_b()));
+        refuse_cmd(&mut old_b, CommandError::WrongPhase, |c| {
+            c.add_htlc(MilliSats::from_msat(1_000_000), paychan::core::PaymentHash([1; 32]), 2_000, onion())
+        });
+        // A reestablish after the loss gets the `error` again (the first may have been lost).
+        let fx = old_b.handle_message(rb.clone(), &p.b.signer, tip()).unwrap();
+        assert!(fx.broadcast.is_empty() && matches!(&fx.send[..], [Msg::Error { .. }]), "{fx:?}");
+        refuse(
+            &mut old_b,
+            &p.b.signer,
+            Msg::UpdateFee { channel_id: p.b.ch.channel_id(), feerate_per_kw: 3_000 },
+            Misbehaviour::UnexpectedMessage,
+        );
         // The up-to-date side refuses the stale numbers and closes.
         let err = refuse(&mut p.a.ch, &p.a.signer, rb, Misbehaviour::ReestablishMismatch);
         assert_eq!(err.action, Action::Close);
+        // The stale side's `error` makes the peer fail the channel: it broadcasts its commitment.
+        let fx = p.a.ch.handle_message(Msg::decode(&error.encode()).unwrap(), &p.a.signer, tip()).unwrap();
+        assert!(matches!(fx.events.last(), Some(Event::FailedByPeer { .. })));
+        let commitment = fx.broadcast[0].clone();
+        assert_eq!(commitment, p.a.ch.holder_commitment_tx(&p.a.signer).unwrap());
+        // An `error` to the stale side changes nothing and broadcasts nothing.
+        let fx = old_b.handle_message(error, &p.b.signer, tip()).unwrap();
+        assert!(fx.broadcast.is_empty() && fx.update.is_none());
+        // The stale side still gets its own output of the peer's commitment.
+        let h = paychan::core::BlockHeight(tip().height.0 + 1);
+        let mut swept = old_b.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.b.signer).broadcast;
+        for k in 1..=3 {
+            let at = ChainTip { height: paychan::core::BlockHeight(h.0 + k) };
+            swept.extend(old_b.handle_chain(ChainEvent::Tip(at), &p.b.signer).broadcast);
+        }
+        assert!(swept.iter().all(|t| t.input.iter().all(|i| i.previous_output.txid == commitment.compute_txid())));
+        let b_balance = p.b.ch.balances(Side::Holder).holder.to_sat_floor();
+        // Its to_remote output (after its one-block CSV with anchors) goes to its sweep script.
+        let claim = swept.iter().find(|t| t.input.len() == 1).expect("to_remote swept");
+        let spent = commitment.output[claim.input[0].previous_output.vout as usize].clone();
+        assert_eq!(spent.value.to_sat(), b_balance);
+        common::verify_spend(claim, &[spent]).expect("Core accepts the sweep");
     }
 }
 
@@ -1637,7 +1679,7 @@ fn every_message_kind_rejects_truncation_unknown_even_tlvs_and_garbage() {
                     assert!(Msg::decode(&with(&[b])).is_err(), "type {ty}: trailing {b:#04x} accepted");
                 }
                 // The same body under an unknown message type.
-                for unknown in [0u16, 1, 16, 17, 18, 19, 31, 37, 40, 129, 137, 255, 0x8000 | ty, 0xffff] {
+                for unknown in [0u16, 1, 16, 18, 19, 31, 37, 40, 129, 137, 255, 0x8000 | ty, 0xffff] {
                     let mut bytes = full.clone();
                     bytes[..2].copy_from_slice(&unknown.to_be_bytes());
                     assert!(matches!(Msg::decode(&bytes), Err(DecodeError::WrongKind { .. })), "type {unknown}");

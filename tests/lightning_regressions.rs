@@ -149,3 +149,98 @@ fn closing_negotiation_survives_reconnections() {
         assert_eq!(p.b.ch.closing_transaction(), Some(&tx));
     }
 }
+
+/// The snapshot `peer` persisted while in `phase`.
+fn persisted_in(peer: &common::ln::Peer, phase: paychan::lightning::Phase) -> paychan::lightning::Channel {
+    use paychan::driving::RestoreCheck;
+    peer.persisted
+        .iter()
+        .filter_map(|(_, b)| paychan::lightning::Channel::restore(b, RestoreCheck::default()).ok())
+        .find(|c| c.phase() == phase)
+        .expect("a snapshot in that phase")
+}
+
+/// Found by the `simulate` test (lossy restarts): an opener restored from before
+/// `funding_signed` while the peer runs the channel used to refuse every message forever. It now
+/// knows it lost state, asks the peer to close with `error`, and sweeps its output of the
+/// peer's commitment.
+#[test]
+fn an_opener_that_lost_funding_signed_asks_the_peer_to_close() {
+    use paychan::lightning::Phase;
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let mut old_a = persisted_in(&p.a, Phase::AwaitingFundingSigned);
+        let fx = p.b.ch.handle_disconnect();
+        assert!(fx.send.is_empty());
+        let rb = p.b.ch.reestablish(&p.b.signer).unwrap();
+        let fx = old_a.handle_message(rb.clone(), &p.a.signer, ChainTip::at(p.tip)).expect("not an error");
+        assert_eq!(fx.events, vec![Event::LostState]);
+        assert!(fx.broadcast.is_empty() && fx.update.is_some());
+        let [error @ Msg::Error { .. }] = &fx.send[..] else { panic!("{fx:?}") };
+        assert!(old_a.has_lost_state());
+        // Asked again after another reconnection.
+        let again = old_a.handle_message(rb, &p.a.signer, ChainTip::at(p.tip)).unwrap();
+        assert_eq!(again.send, vec![error.clone()]);
+        // The peer fails the channel; the opener sweeps its balance from the peer's commitment.
+        let fx = p.b.ch.handle_message(error.clone(), &p.b.signer, ChainTip::at(p.tip)).unwrap();
+        assert!(matches!(fx.events.last(), Some(Event::FailedByPeer { .. })));
+        let commitment = fx.broadcast.first().expect("b broadcasts its commitment").clone();
+        common::verify_spend(&commitment, &[p.funding_output()]).expect("Core accepts it");
+        let h = BlockHeight(p.tip + 1);
+        let mut swept = old_a.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.a.signer).broadcast;
+        for k in 1..=3 {
+            swept.extend(old_a.handle_chain(ChainEvent::Tip(ChainTip::at(h.0 + k)), &p.a.signer).broadcast);
+        }
+        let claim = swept.iter().find(|t| t.input.len() == 1).expect("a's output swept");
+        let spent = commitment.output[claim.input[0].previous_output.vout as usize].clone();
+        assert!(spent.value > Amount::from_sat(790_000), "a's balance less the commitment fee: {}", spent.value);
+        common::verify_spend(claim, &[spent]).expect("Core accepts the sweep");
+    }
+}
+
+/// Found by the `simulate` test: a peer restored from before it sent `channel_ready`, while the
+/// other side had already sent an HTLC and its signature, could never catch up: the other side
+/// did not retransmit `channel_ready` (BOLT #2: when both `next_commitment_number`s are 1), so
+/// every update was refused.
+#[test]
+fn channel_ready_is_retransmitted_to_a_peer_that_lost_it() {
+    use paychan::lightning::Phase;
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let pre = PaymentPreimage([6; 32]);
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(30_000_000), pre.hash(), 2_000, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        let fx = p.a.ch.commit(&p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        // b's storage lost everything since `funding_signed`; it rescans the chain.
+        p.b.ch = persisted_in(&p.b, Phase::AwaitingChannelReady);
+        let kept = p.b.persisted.iter().position(|(id, _)| *id == p.b.ch.update_id()).unwrap();
+        p.b.persisted.truncate(kept + 1);
+        let funding = p.funding.clone();
+        let fx = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &funding, height: BlockHeight(p.tip) }, &p.b.signer);
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.reconnect();
+        p.settle();
+        assert_eq!(p.b.ch.phase(), Phase::Normal);
+        assert_eq!(p.b.ch.htlcs().len(), 1, "b has the HTLC");
+        p.verify_commitments();
+    }
+}
+
+/// `error` before the opener holds a signed commitment: the channel is over, nothing to
+/// broadcast (the funding transaction was never broadcast).
+#[test]
+fn error_before_funding_signed_ends_the_channel() {
+    use paychan::lightning::Phase;
+    for ct in TYPES {
+        let p = Pair::open(ct, 1_000_000, 0);
+        let mut a = persisted_in(&p.a, Phase::AwaitingFundingSigned);
+        let error = Msg::Error { channel_id: a.channel_id(), data: b"no".to_vec() };
+        let fx = a.handle_message(error, &p.a.signer, ChainTip::at(p.tip)).unwrap();
+        assert!(fx.broadcast.is_empty());
+        assert!(matches!(fx.events.last(), Some(Event::FailedByPeer { data }) if data == b"no"));
+        assert_eq!(a.phase(), Phase::Closed);
+        let other = Msg::Error { channel_id: paychan::driving::ChannelId([9; 32]), data: vec![] };
+        assert!(a.handle_message(other, &p.a.signer, ChainTip::at(p.tip)).is_err(), "another channel's error");
+    }
+}

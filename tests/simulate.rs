@@ -16,8 +16,10 @@ use paychan::testing::sim::{duplex, lightning, run_many, spilman, Outcome};
 
 /// Seeds run by plain `cargo test`, per layer.
 const QUICK: u64 = 60;
-/// Seeds of the on-demand run, per layer.
-const LONG: u64 = 10_000;
+/// Seeds of the on-demand run, per layer (`PAYCHAN_SIM_SEEDS` overrides it).
+fn long() -> u64 {
+    std::env::var("PAYCHAN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000)
+}
 
 fn assert_all_pass(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result<Outcome, String>) {
     let summary = run_many(name, seeds, run);
@@ -42,19 +44,19 @@ fn lightning_quick() {
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn spilman_long() {
-    assert_all_pass("spilman", 0..LONG, spilman::run);
+    assert_all_pass("spilman", 0..long(), spilman::run);
 }
 
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn duplex_long() {
-    assert_all_pass("duplex", 0..LONG, duplex::run);
+    assert_all_pass("duplex", 0..long(), duplex::run);
 }
 
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn lightning_long() {
-    assert_all_pass("lightning", 0..LONG, lightning::run);
+    assert_all_pass("lightning", 0..long(), lightning::run);
 }
 
 /// Replays `PAYCHAN_SIM_SEED` on every layer (does nothing without it).

@@ -130,6 +130,9 @@ pub struct Channel {
     pub(crate) sweep_feerate: u32,
     /// We broadcast our commitment.
     pub(crate) force_closed: bool,
+    /// The peer proved a newer state than ours (`channel_reestablish`): our commitment is revoked,
+    /// so we must never broadcast it; we wait for the peer's.
+    pub(crate) lost_state: bool,
     /// Preimages learnt for HTLCs (on chain, or given by the embedder after removal).
     pub(crate) preimages: Vec<(Side, u64, crate::core::hashlock::PaymentPreimage)>,
     /// The on-chain state once the funding output is spent.
@@ -421,6 +424,19 @@ impl Channel {
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
         let _ = tip;
+        if let Msg::Error { channel_id, data } = msg {
+            if channel_id != self.channel_id && channel_id != ChannelId::ZERO && channel_id != self.temporary_channel_id
+            {
+                return Err(peer_error(Misbehaviour::WrongChannel));
+            }
+            return Ok(self.on_error(data, signer));
+        }
+        if self.lost_state && self.onchain.is_none() && matches!(msg, Msg::ChannelReestablish { .. }) {
+            // After each reconnection, ask again: the first `error` may have been lost.
+            let mut fx = self.persist();
+            fx.send.push(self.lost_state_error());
+            return Ok(fx);
+        }
         // Once we broadcast a commitment (or the funding output is spent) the off-chain protocol
         // is over: revoking, signing or agreeing to anything now could only hurt us.
         if self.is_off_chain_over() {
@@ -490,14 +506,47 @@ impl Channel {
                 self.check_channel(channel_id)?;
                 self.on_closing_signed(fee_satoshis, signature, fee_range, signer)
             }
-            Msg::OpenChannel(_) => Err(peer_error(Misbehaviour::UnexpectedMessage)),
+            Msg::OpenChannel(_) | Msg::Error { .. } => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
     }
 
     /// Whether the off-chain protocol is over: we broadcast our commitment
     /// ([`Channel::force_close`]) or the funding output was spent.
     pub fn is_off_chain_over(&self) -> bool {
-        self.force_closed || self.onchain.is_some()
+        self.force_closed || self.lost_state || self.onchain.is_some()
+    }
+
+    /// Whether we learnt that our state is stale (the peer proved a newer one in
+    /// `channel_reestablish`, [`Event::LostState`](super::Event::LostState)). Such a channel takes
+    /// no more updates and refuses [`Channel::force_close`]: our latest commitment is revoked, and
+    /// broadcasting it would hand the peer everything. Wait for the peer to close; the chain
+    /// events then pay us our `to_remote` output.
+    pub fn has_lost_state(&self) -> bool {
+        self.lost_state
+    }
+
+    /// The peer failed the channel: close on chain with our latest commitment if we may.
+    fn on_error<S: crate::core::sign::Signer + ?Sized>(&mut self, data: Vec<u8>, signer: &S) -> Effects {
+        let event = Event::FailedByPeer { data };
+        if self.is_off_chain_over() {
+            let mut fx = Effects::none();
+            fx.events.push(event);
+            return fx;
+        }
+        match self.force_close(signer) {
+            Ok(mut fx) => {
+                fx.events.push(event);
+                fx
+            }
+            Err(_) => {
+                // No commitment of ours is signed yet (before `funding_signed`): the funding was
+                // never broadcast by us, so the channel is simply over.
+                self.phase = Phase::Closed;
+                let mut fx = self.persist();
+                fx.events.push(event);
+                fx
+            }
+        }
     }
 
     pub(crate) fn check_channel(&self, id: ChannelId) -> Result<(), PeerError> {

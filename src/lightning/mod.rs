@@ -196,6 +196,13 @@ pub enum Event {
     /// The peer proved it holds a newer state than ours: our data is stale. Do **not** broadcast
     /// our commitment; ask the peer to close and wait for its commitment on chain.
     LostState,
+    /// The peer sent `error`: it failed the channel. We broadcast our latest commitment (unless
+    /// our state is stale or the channel is already closing on chain); `data` is the peer's
+    /// untrusted text.
+    FailedByPeer {
+        /// The peer's text.
+        data: alloc::vec::Vec<u8>,
+    },
 }
 
 /// What was wrong with a peer message.
@@ -303,6 +310,8 @@ pub enum CommandError {
     Signer(crate::core::sign::SignerError),
     /// A key derivation failed.
     Keys,
+    /// Our state is stale ([`Channel::has_lost_state`]): our commitment must not be broadcast.
+    StateLost,
 }
 
 impl fmt::Display for CommandError {

@@ -181,6 +181,9 @@ pub enum Msg {
     UpdateFee { channel_id: ChannelId, feerate_per_kw: u32 },
     /// `update_fail_malformed_htlc` (135).
     UpdateFailMalformedHtlc { channel_id: ChannelId, id: u64, sha256_of_onion: [u8; 32], failure_code: u16 },
+    /// `error` (17, BOLT #1): the sender failed the channel (all channels for the zero id). `data`
+    /// is the peer's free text, untrusted.
+    Error { channel_id: ChannelId, data: Vec<u8> },
     /// `channel_reestablish` (136).
     ChannelReestablish {
         channel_id: ChannelId,
@@ -194,6 +197,7 @@ pub enum Msg {
 /// Message type numbers.
 pub mod types {
     #![allow(missing_docs)]
+    pub const ERROR: u16 = 17;
     pub const OPEN_CHANNEL: u16 = 32;
     pub const ACCEPT_CHANNEL: u16 = 33;
     pub const FUNDING_CREATED: u16 = 34;
@@ -271,6 +275,7 @@ impl Msg {
             Msg::UpdateFee { .. } => UPDATE_FEE,
             Msg::UpdateFailMalformedHtlc { .. } => UPDATE_FAIL_MALFORMED_HTLC,
             Msg::ChannelReestablish { .. } => CHANNEL_REESTABLISH,
+            Msg::Error { .. } => ERROR,
         }
     }
 
@@ -371,6 +376,11 @@ impl Msg {
             } => {
                 w.bytes(&channel_id.0).u64(*next_commitment_number).u64(*next_revocation_number);
                 w.bytes(your_last_per_commitment_secret.as_bytes()).pubkey(my_current_per_commitment_point);
+            }
+            Msg::Error { channel_id, data } => {
+                // At most 65,535 bytes fit the length field; longer text is cut.
+                let data = data.get(..usize::from(u16::MAX)).unwrap_or(data);
+                w.bytes(&channel_id.0).u16(data.len() as u16).bytes(data);
             }
         }
         w.into_bytes()
@@ -562,6 +572,11 @@ impl Msg {
                 your_last_per_commitment_secret: PerCommitmentSecret::from_bytes(r.array()?),
                 my_current_per_commitment_point: r.pubkey("my_current_per_commitment_point")?,
             },
+            ERROR => {
+                let channel_id = channel_id(&mut r)?;
+                let len = r.u16()?;
+                Msg::Error { channel_id, data: r.take(usize::from(len))?.to_vec() }
+            }
             other => return Err(DecodeError::WrongKind { expected: 0, got: other as u8 }),
         };
         read_empty_tlvs(r)?;

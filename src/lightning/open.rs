@@ -151,6 +151,7 @@ impl Channel {
             sweep_destination: None,
             sweep_feerate: 1_000,
             force_closed: false,
+            lost_state: false,
             preimages: Vec::new(),
             onchain: None,
             secp: Secp256k1::new(),
@@ -496,8 +497,12 @@ impl Channel {
         self.check_channel(channel_id)?;
         match self.phase {
             Phase::AwaitingChannelReady => {}
-            // A retransmission after reconnection: harmless if it repeats what we know.
-            Phase::Normal | Phase::ShuttingDown | Phase::Closed if self.counterparty_commitment == 0 => {
+            // A retransmission after reconnection (BOLT #2: sent while both sides'
+            // `next_commitment_number` is 1, so while we hold no commitment beyond the first):
+            // harmless if it repeats what we know.
+            Phase::Normal | Phase::ShuttingDown | Phase::Closed
+                if self.holder_commitment == 0 || self.counterparty_commitment == 0 =>
+            {
                 return if self.counterparty_next_point == Some(point) || self.counterparty_point == Some(point) {
                     Ok(Effects::none())
                 } else {

@@ -72,6 +72,21 @@ impl Channel {
         })
     }
 
+    /// Our data is stale: remember it (we must never broadcast our commitment), tell the embedder
+    /// and ask the peer to fail the channel.
+    fn lost(&mut self) -> Effects {
+        self.lost_state = true;
+        let mut fx = self.persist();
+        fx.events.push(Event::LostState);
+        fx.send.push(self.lost_state_error());
+        fx
+    }
+
+    /// The `error` a channel that lost state sends: the peer should broadcast its commitment.
+    pub(crate) fn lost_state_error(&self) -> Msg {
+        Msg::Error { channel_id: self.channel_id, data: b"we lost state: please close the channel".to_vec() }
+    }
+
     pub(crate) fn on_reestablish<S: Signer + ?Sized>(
         &mut self,
         next_commitment_number: u64,
@@ -83,15 +98,19 @@ impl Channel {
         if matches!(self.phase, Phase::AwaitingAccept | Phase::AwaitingFundingTx | Phase::AwaitingFundingCreated) {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
+        if self.phase == Phase::AwaitingFundingSigned {
+            // The peer speaks as of an established channel, so it sent `funding_signed`, which we
+            // do not have: our data is stale. We have no commitment to broadcast; ask the peer to
+            // close.
+            return Ok(self.lost());
+        }
         // Does the peer prove it holds a newer state of ours than we do?
         if next_revocation_number > self.holder_commitment {
             let claimed = next_revocation_number - 1;
             let ours = CommitmentNumber::new(claimed).map(|n| signer.release_per_commitment_secret(n));
             if let Some(Ok(secret)) = ours {
                 if secret == your_last_secret {
-                    let mut fx = Effects::none();
-                    fx.events.push(Event::LostState);
-                    return Ok(fx);
+                    return Ok(self.lost());
                 }
             }
             return Err(peer_error(Misbehaviour::ReestablishMismatch));
@@ -125,7 +144,8 @@ impl Channel {
         }
 
         let mut send = Vec::new();
-        if self.holder_commitment == 0 && self.counterparty_commitment == 0 && self.channel_ready_sent {
+        // BOLT #2: `channel_ready` again when both sides' `next_commitment_number` is 1.
+        if self.holder_commitment == 0 && next_commitment_number == 1 && self.channel_ready_sent {
             let point = signer
                 .per_commitment_point(CommitmentNumber::new(1).unwrap_or(CommitmentNumber::ZERO))
                 .map_err(|e| peer_error(Misbehaviour::Signer(e)))?;

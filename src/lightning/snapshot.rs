@@ -430,7 +430,9 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
             w.u8(side_byte(*side)).u64(*id).bytes(&p.0);
         }
     })
-    .optional(28, c.onchain.as_ref(), write_onchain);
+    .optional(28, c.onchain.as_ref(), write_onchain)
+    // Even: a reader that does not know it must not restore a channel that may not broadcast.
+    .optional(30, c.lost_state.then_some(()), |_, ()| {});
     t.finish()
 }
 
@@ -549,6 +551,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut chain = None;
     let mut sweep = None;
     let mut onchain = None;
+    let mut lost_state = false;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -671,6 +674,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
                 sweep = Some((dest, feerate, force_closed, pre));
             }
             28 => onchain = Some(read_onchain(r)?),
+            30 => lost_state = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -741,6 +745,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         sweep_destination,
         sweep_feerate,
         force_closed,
+        lost_state,
         preimages,
         onchain,
         secp: Secp256k1::new(),

@@ -133,6 +133,11 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     Ok(sim.out)
 }
 
+/// Whether `PAYCHAN_SIM_TRACE` asks for a trace of refusals.
+fn trace() -> bool {
+    std::env::var_os("PAYCHAN_SIM_TRACE").is_some()
+}
+
 fn wire(m: &Msg) -> Result<Msg, String> {
     Msg::decode(&m.encode()).map_err(|e| format!("own message does not decode: {e:?}"))
 }
@@ -231,9 +236,17 @@ impl Sim {
         }
         let tip = self.tip();
         let node = &mut self.nodes[to];
+        let shown = trace().then(|| format!("{m:?}"));
         match node.ch.handle_message(m, &node.signer, tip) {
             Ok(fx) => self.absorb(to, fx),
             Err(e) => match e.action {
+                _ if shown.is_some() && {
+                    std::eprintln!("peer {to} ({:?}) refused {:?}: {e:?}", node.ch.phase(), shown);
+                    false
+                } =>
+                {
+                    unreachable!()
+                }
                 Action::Ignore => Ok(()),
                 Action::Warn => {
                     self.broken = true;
@@ -309,13 +322,12 @@ impl Sim {
         }
         let lossy = self.bad == Some(Bad::Lossy(i)) && !self.closing_on_chain() && self.rng.chance(400);
         let n = self.nodes[i].persisted.len();
-        // Snapshots of the running channel (not of its opening: a restart from before
-        // `channel_ready` is not simulated).
+        // Any snapshot under the channel's final id (from `funding_signed` on).
         let id = Some(self.nodes[i].ch.channel_id());
-        let first = self.nodes[i].persisted.iter().position(|(_, b)| {
-            Channel::restore(b, RestoreCheck { channel_id: id, min_update_id: 0 })
-                .is_ok_and(|c| !matches!(c.phase(), Phase::AwaitingFundingSigned | Phase::AwaitingChannelReady))
-        });
+        let first = self.nodes[i]
+            .persisted
+            .iter()
+            .position(|(_, b)| Channel::restore(b, RestoreCheck { channel_id: id, min_update_id: 0 }).is_ok());
         match first {
             Some(f) if lossy && f + 1 < n => {
                 // Restart from an older snapshot, believing it current: the newer writes are lost.
@@ -346,9 +358,12 @@ impl Sim {
             return Err(format!("peer {i}: restore is not byte-identical"));
         }
         self.nodes[i].ch = restored;
-        // The restarted node rescans the chain: every channel transaction and the tip.
-        let txs: Vec<Transaction> =
-            Settlement::of(&self.chain, self.funding).txs.iter().filter_map(|t| self.chain.tx(t).cloned()).collect();
+        // The restarted node rescans the chain: the funding transaction, every channel
+        // transaction and the tip.
+        let txs: Vec<Transaction> = core::iter::once(self.funding.txid)
+            .chain(Settlement::of(&self.chain, self.funding).txs)
+            .filter_map(|t| self.chain.tx(&t).cloned())
+            .collect();
         let records = self.records(i)?;
         for tx in &txs {
             let height = crate::core::BlockHeight(self.chain.confirmation(&tx.compute_txid()).unwrap_or(0));
