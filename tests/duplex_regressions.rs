@@ -4,8 +4,8 @@
 mod common;
 
 use bitcoin::Txid;
-use paychan::core::BlockHeight;
 use common::duplex::Pair;
+use paychan::core::BlockHeight;
 use paychan::driving::ChainEvent;
 use paychan::duplex::{Event, Msg, Phase, Role};
 

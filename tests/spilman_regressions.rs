@@ -85,7 +85,7 @@ impl Two {
             ],
         };
         let fx = two.payer.fund(funding.clone(), &two.signers[0]).expect("fund");
-        two.from_payer(fx.send);
+        two.deliver_to_payee(fx.send);
         two.chain.credit(&funding);
         two.chain.advance(1);
         two.confirm(&funding);
@@ -96,17 +96,17 @@ impl Two {
         ChainTip::at(self.chain.height)
     }
 
-    fn from_payer(&mut self, msgs: Vec<Msg>) {
+    fn deliver_to_payee(&mut self, msgs: Vec<Msg>) {
         for m in msgs {
             let fx = self.payee.handle_message(wire(&m), &self.signers[1], self.tip()).expect("payee accepts");
-            self.from_payee(fx.send);
+            self.deliver_to_payer(fx.send);
         }
     }
 
-    fn from_payee(&mut self, msgs: Vec<Msg>) {
+    fn deliver_to_payer(&mut self, msgs: Vec<Msg>) {
         for m in msgs {
             let fx = self.payer.handle_message(wire(&m), &self.signers[0], self.tip()).expect("payer accepts");
-            self.from_payer(fx.send);
+            self.deliver_to_payee(fx.send);
         }
     }
 
@@ -132,7 +132,7 @@ fn payee_does_not_claim_an_htlc_after_a_refund_closed_the_channel() {
             .payer
             .add_htlc(Amount::from_sat(20_000), preimage.hash(), BlockHeight(EXPIRY - 50), &two.signers[0], tip)
             .expect("add HTLC");
-        two.from_payer(fx.send);
+        two.deliver_to_payee(fx.send);
         assert_eq!(two.payee.state().expect("held").htlcs.len(), 1);
 
         // The payee is offline until after expiry; the payer refunds.

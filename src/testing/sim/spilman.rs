@@ -383,7 +383,8 @@ impl Sim {
             let in_time = self.chain.height.saturating_add(2) < h.expiry.0;
             let Some(preimage) = self.preimages.get(&h.payment_hash).copied() else { continue };
             if in_time && self.rng.chance(600) {
-                let fx = self.payee.fulfill_htlc(h.id, preimage, &self.signers[1]).map_err(|e| format!("claim: {e:?}"))?;
+                let fx =
+                    self.payee.fulfill_htlc(h.id, preimage, &self.signers[1]).map_err(|e| format!("claim: {e:?}"))?;
                 self.revealed.insert(h.id);
                 self.absorb(PAYEE, fx)?;
             }
