@@ -445,7 +445,9 @@ impl Payee {
     /// close, claims the HTLC on chain instead.
     ///
     /// # Errors
-    /// [`CommandError`] if the HTLC is unknown or the preimage wrong.
+    /// [`CommandError`] if the HTLC is unknown or the preimage wrong;
+    /// [`CommandError::WrongPhase`] if the channel closed by a transaction that does not carry
+    /// the HTLC (the payer's refund): there is nothing left to claim.
     pub fn fulfill_htlc<S: Signer + ?Sized>(
         &mut self,
         id: u64,
@@ -460,7 +462,13 @@ impl Payee {
             return Ok(Effects::none());
         }
         let claim = match (self.phase, self.closing_txid) {
-            (PayeePhase::Closed, Some(txid)) => Some(self.claim_tx(txid, &htlc, &preimage, signer)?),
+            (PayeePhase::Closed, Some(txid)) => {
+                // Only our own payment carries the HTLC output; after a refund there is nothing.
+                if self.closing_tx(signer).ok().map(|c| c.compute_txid()) != Some(txid) {
+                    return Err(CommandError::WrongPhase);
+                }
+                Some(self.claim_tx(txid, &htlc, &preimage, signer)?)
+            }
             _ => None,
         };
         self.preimages.push((id, preimage));

@@ -1,12 +1,25 @@
 //! The Spilman simulation: a payer streams payments to a payee over a network that drops,
 //! duplicates, reorders and delays messages (each payment carries the whole state, so a lost one
-//! is superseded by the next and a replay is refused); either side crashes and restores; the
-//! payee closes with its best payment before the channel's deadline, or the payer refunds after
-//! expiry.
+//! is superseded by the next and a replay is refused); the payer offers HTLCs within the payee's
+//! window, the payee fulfils some (reveals the preimage, only while it can still claim on chain
+//! in time), fails some and lets some expire (the payer then times them out off chain); either
+//! side crashes and restores; the payee closes with its best payment before the channel's
+//! deadline, or the payer refunds after expiry. HTLCs still pending at the close are resolved on
+//! chain: the payee claims with the preimage before expiry, the payer times out the rest.
+//!
+//! In some runs one side misbehaves (the other is honest and must get what it was owed):
+//! * a **cheating payee** keeps older payments and, at the close, publishes one (valid, but
+//!   paying it less), then goes silent: harmless to the payer;
+//! * a **lossy** side restarts from an older snapshot it believes current (its storage lost the
+//!   newer writes). A lossy payee may only hurt itself (it may close with an older payment); a
+//!   lossy payer signs payments from its older state, which the payee refuses (numbers and
+//!   amounts only grow), so the payee keeps what it accepted.
 
+use std::collections::{HashMap, HashSet};
 use std::format;
 use std::string::String;
 use std::vec;
+use std::vec::Vec;
 
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
@@ -14,9 +27,9 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, T
 
 use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
-use crate::core::BlockHeight;
+use crate::core::{BlockHeight, PaymentHash, PaymentPreimage};
 use crate::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError, StateUpdate};
-use crate::spilman::{Effects, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
+use crate::spilman::{Effects, Msg, Payee, PayeeConfig, Payer, PayerConfig, PaymentHtlc, Variant};
 use crate::testing::chain::Chain;
 use crate::testing::invariants::{check_broadcast, check_not_robbed, BroadcastCheck, Settlement};
 use crate::testing::net::{Faults, Network};
@@ -25,6 +38,20 @@ use crate::testing::rng::Rng;
 use super::Outcome;
 
 const START: u32 = 500;
+const PAYER: usize = 0;
+const PAYEE: usize = 1;
+
+/// How one side misbehaves in a run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Bad {
+    /// The payee publishes an older payment at the close.
+    Cheater,
+    /// Side `i` restarts from older snapshots.
+    Lossy(usize),
+}
+
+/// A side's view of the channel: the total paid to the payee and the pending HTLCs.
+type View = (u64, Vec<PaymentHtlc>);
 
 fn p2wpkh(n: u8) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
@@ -47,6 +74,21 @@ struct Sim {
     capacity: u64,
     deferred: std::vec::Vec<Transaction>,
     out: Outcome,
+    /// The payee's close margin (it reveals a preimage only well before that margin).
+    close_margin: u32,
+    counter: u64,
+    preimages: HashMap<PaymentHash, PaymentPreimage>,
+    /// HTLC ids whose preimage the payee revealed (off chain or in an on-chain claim).
+    revealed: HashSet<u64>,
+    /// HTLCs pending at the close whose on-chain fate the payee already decided.
+    decided: HashSet<u64>,
+    /// Each side's view when the channel left the off-chain phase (payer, payee).
+    frozen: Option<[View; 2]>,
+    bad: Option<Bad>,
+    /// Older signed payments the cheating payee kept.
+    kept: Vec<Transaction>,
+    /// A side that went silent (the cheater, after cheating).
+    offline: [bool; 2],
 }
 
 /// Runs one seeded simulation.
@@ -63,6 +105,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes(rng.bytes32()), 0)),
     ];
     let tip = ChainTip::at(START);
+    let close_margin = rng.range(6, 30) as u32;
     let (payee, fx) = Payee::new(
         PayeeConfig {
             variant,
@@ -71,7 +114,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
             min_first_payment: Amount::from_sat(1_000),
             dust_limit: Amount::from_sat(546),
             payment_fee: Amount::from_sat(300),
-            close_margin: rng.range(6, 30) as u32,
+            close_margin,
             htlc_min_blocks: 12,
             min_depth: rng.below(2) as u32,
             claim_fee: Amount::from_sat(300),
@@ -96,6 +139,11 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     )
     .map_err(|e| format!("offer refused: {e:?}"))?;
     let faults = Faults::random(&mut rng, 150);
+    let bad = match rng.below(10) {
+        0..=1 => Some(Bad::Cheater),
+        2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
+        _ => None,
+    };
     let mut sim = Sim {
         rng,
         payer,
@@ -108,6 +156,15 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         capacity,
         deferred: vec![],
         out: Outcome::default(),
+        close_margin,
+        counter: seed << 20,
+        preimages: HashMap::new(),
+        revealed: HashSet::new(),
+        decided: HashSet::new(),
+        frozen: None,
+        bad,
+        kept: vec![],
+        offline: [false; 2],
     };
     if let Some(u) = fx.update {
         sim.stored[1].push(u);
@@ -135,10 +192,8 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     sim.notify_all(&funding, BlockHeight(START))?;
     sim.net.faults = faults;
     let steps = sim.rng.range(10, 80);
-    for _ in 0..steps {
-        sim.step()?;
-    }
-    sim.finish()?;
+    let run = (0..steps).try_for_each(|_| sim.step()).and_then(|()| sim.finish());
+    run.map_err(|e| format!("{e} (misbehaving side: {:?})", sim.bad))?;
     sim.out.net = sim.net.stats;
     Ok(sim.out)
 }
@@ -148,7 +203,18 @@ impl Sim {
         ChainTip::at(self.chain.height)
     }
 
+    fn is_honest(&self, i: usize) -> bool {
+        match self.bad {
+            Some(Bad::Cheater) => i != PAYEE,
+            Some(Bad::Lossy(b)) => i != b,
+            None => true,
+        }
+    }
+
     fn absorb(&mut self, i: usize, fx: Effects) -> Result<(), String> {
+        if self.offline[i] {
+            return Ok(());
+        }
         if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("side {i} sent or broadcast without persisting first"));
         }
@@ -163,7 +229,7 @@ impl Sim {
             self.net.send(1 - i, m, &mut self.rng);
         }
         for tx in fx.broadcast {
-            if tx.input.iter().any(|inp| inp.previous_output == self.funding) && i == 1 {
+            if tx.input.iter().any(|inp| inp.previous_output == self.funding) && i == PAYEE {
                 // The payee closes with the best payment it holds.
                 let best = self.payee.closing_tx(&self.signers[1]).map_err(|e| format!("payee: {e:?}"))?;
                 if best.compute_txid() != tx.compute_txid() {
@@ -179,8 +245,11 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
+        if self.offline[to] {
+            return Ok(());
+        }
         let tip = self.tip();
-        let result = if to == 0 {
+        let result = if to == PAYER {
             self.payer.handle_message(m, &self.signers[0], tip)
         } else {
             self.payee.handle_message(m, &self.signers[1], tip)
@@ -198,11 +267,64 @@ impl Sim {
         Ok(())
     }
 
+    fn notify(&mut self, i: usize, ev: ChainEvent<'_>) -> Result<(), String> {
+        if self.offline[i] {
+            return Ok(());
+        }
+        let fx = if i == PAYER {
+            self.payer.handle_chain(ev, &self.signers[0])
+        } else {
+            self.payee.handle_chain(ev, &self.signers[1])
+        };
+        self.absorb(i, fx)
+    }
+
     fn notify_all(&mut self, tx: &Transaction, height: BlockHeight) -> Result<(), String> {
-        let fx = self.payer.handle_chain(ChainEvent::Confirmed { tx, height }, &self.signers[0]);
-        self.absorb(0, fx)?;
-        let fx = self.payee.handle_chain(ChainEvent::Confirmed { tx, height }, &self.signers[1]);
-        self.absorb(1, fx)
+        if tx.input.iter().any(|i| i.previous_output == self.funding) {
+            self.stop_offchain();
+        }
+        self.notify(PAYER, ChainEvent::Confirmed { tx, height })?;
+        self.notify(PAYEE, ChainEvent::Confirmed { tx, height })
+    }
+
+    fn notify_tip(&mut self) -> Result<(), String> {
+        let tip = self.tip();
+        self.notify(PAYER, ChainEvent::Tip(tip))?;
+        self.notify(PAYEE, ChainEvent::Tip(tip))
+    }
+
+    /// Records each side's view the first time the channel output is spent.
+    fn stop_offchain(&mut self) {
+        if self.frozen.is_none() {
+            let payer = (self.payer.state().to_payee.to_sat(), self.payer.state().htlcs.clone());
+            let payee = self.payee.state().map(|s| (s.to_payee.to_sat(), s.htlcs.clone())).unwrap_or_default();
+            self.out.htlcs_on_chain += payer.1.len().max(payee.1.len()) as u32;
+            self.frozen = Some([payer, payee]);
+        }
+    }
+
+    fn view(&self, viewer: usize) -> View {
+        match &self.frozen {
+            Some(views) => views[viewer].clone(),
+            None if viewer == PAYER => (self.payer.state().to_payee.to_sat(), self.payer.state().htlcs.clone()),
+            None => self.payee.state().map(|s| (s.to_payee.to_sat(), s.htlcs.clone())).unwrap_or_default(),
+        }
+    }
+
+    /// What `viewer`'s state says the payee is owed: the total paid plus the pending HTLCs whose
+    /// preimage it revealed. The payer is owed the rest of the capacity.
+    fn payee_owed_in_view(&self, viewer: usize) -> u64 {
+        let (to_payee, htlcs) = self.view(viewer);
+        let revealed: u64 = htlcs.iter().filter(|h| self.revealed.contains(&h.id)).map(|h| h.amount.to_sat()).sum();
+        to_payee + revealed
+    }
+
+    /// The payer is owed its capacity less what the payee is owed in either view (the most it
+    /// may lose). The payee is owed what its own state says: payments it accepted stay accepted
+    /// whatever the payer forgets.
+    fn owed(&self) -> [u64; 2] {
+        let payee_max = self.payee_owed_in_view(PAYER).max(self.payee_owed_in_view(PAYEE));
+        [self.capacity.saturating_sub(payee_max), self.payee_owed_in_view(PAYEE)]
     }
 
     fn mine(&mut self) -> Result<(), String> {
@@ -215,28 +337,95 @@ impl Sim {
             self.deferred.retain(|t| t != tx);
             self.notify_all(tx, height)?;
         }
-        let tip = self.tip();
-        let fx = self.payer.handle_chain(ChainEvent::Tip(tip), &self.signers[0]);
-        self.absorb(0, fx)?;
-        let fx = self.payee.handle_chain(ChainEvent::Tip(tip), &self.signers[1]);
-        self.absorb(1, fx)?;
+        self.notify_tip()?;
         // The payer's wallet resubmits its refund once valid (the mempool refuses it before).
-        if let Ok(refund) = self.payer.refund_tx(&self.signers[0]) {
-            if self.chain.is_unspent(&self.funding) && self.chain.check(&refund).is_ok() {
-                check_broadcast(&self.chain, &refund)?;
-                let _ = self.chain.submit(&refund);
+        if !self.offline[PAYER] {
+            if let Ok(refund) = self.payer.refund_tx(&self.signers[0]) {
+                if self.chain.is_unspent(&self.funding) && self.chain.check(&refund).is_ok() {
+                    check_broadcast(&self.chain, &refund)?;
+                    let _ = self.chain.submit(&refund);
+                }
+            }
+        }
+        self.timeout_htlcs()?;
+        self.claim_on_chain()
+    }
+
+    /// The payer takes expired HTLCs out of its next payment.
+    fn timeout_htlcs(&mut self) -> Result<(), String> {
+        let tip = self.tip();
+        let expired: Vec<u64> =
+            self.payer.state().htlcs.iter().filter(|h| h.expiry.0 <= tip.height.0).map(|h| h.id).collect();
+        for id in expired {
+            if let Ok(fx) = self.payer.timeout_htlc(id, &self.signers[0], tip) {
+                self.absorb(PAYER, fx)?;
             }
         }
         Ok(())
     }
 
+    /// Once its own payment closed the channel, the payee decides once per HTLC still pending
+    /// whether to claim it with the preimage (only while the claim can confirm before expiry) or
+    /// to let the payer time it out.
+    fn claim_on_chain(&mut self) -> Result<(), String> {
+        if self.offline[PAYEE] || !self.payee.is_closed() {
+            return Ok(());
+        }
+        let Ok(own) = self.payee.closing_tx(&self.signers[1]) else { return Ok(()) };
+        if self.chain.confirmation(&own.compute_txid()).is_none() {
+            return Ok(());
+        }
+        let pending: Vec<PaymentHtlc> = self.payee.state().map(|s| s.htlcs.clone()).unwrap_or_default();
+        for h in pending {
+            if self.revealed.contains(&h.id) || !self.decided.insert(h.id) {
+                continue;
+            }
+            let in_time = self.chain.height.saturating_add(2) < h.expiry.0;
+            let Some(preimage) = self.preimages.get(&h.payment_hash).copied() else { continue };
+            if in_time && self.rng.chance(600) {
+                let fx =
+                    self.payee.fulfill_htlc(h.id, preimage, &self.signers[1]).map_err(|e| format!("claim: {e:?}"))?;
+                self.revealed.insert(h.id);
+                self.absorb(PAYEE, fx)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn rescan(&mut self, i: usize) -> Result<(), String> {
+        let settled = Settlement::of(&self.chain, self.funding);
+        let mut txs = vec![self.funding.txid];
+        txs.extend(settled.txs);
+        for txid in &txs {
+            if let (Some(tx), Some(h)) = (self.chain.tx(txid).cloned(), self.chain.confirmation(txid)) {
+                let height = BlockHeight(h);
+                self.notify(i, ChainEvent::Confirmed { tx: &tx, height })?;
+            }
+        }
+        let tip = self.tip();
+        self.notify(i, ChainEvent::Tip(tip))
+    }
+
+    fn channel_id(&self, i: usize) -> Option<crate::driving::ChannelId> {
+        if i == PAYER {
+            self.payer.channel_id()
+        } else {
+            self.payee.channel_id()
+        }
+    }
+
     fn crash(&mut self, i: usize) -> Result<(), String> {
+        if self.offline[i] {
+            return Ok(());
+        }
+        if self.bad == Some(Bad::Lossy(i)) && self.rng.chance(400) {
+            return self.lose_data(i);
+        }
         self.out.crashes += 1;
         let Some(latest) = self.stored[i].last().cloned() else { return Ok(()) };
-        let channel_id = if i == 0 { self.payer.channel_id() } else { self.payee.channel_id() };
-        let check = RestoreCheck { channel_id, min_update_id: latest.update_id };
+        let check = RestoreCheck { channel_id: self.channel_id(i), min_update_id: latest.update_id };
         if let Some(old) = self.stored[i].iter().rev().find(|u| u.update_id < latest.update_id) {
-            let refused = if i == 0 {
+            let refused = if i == PAYER {
                 matches!(Payer::restore(&old.snapshot, check), Err(RestoreError::Stale { .. }))
             } else {
                 matches!(Payee::restore(&old.snapshot, check), Err(RestoreError::Stale { .. }))
@@ -246,52 +435,125 @@ impl Sim {
             }
             self.out.stale_refused += 1;
         }
-        let restored = if i == 0 {
-            let p = Payer::restore(&latest.snapshot, check).map_err(|e| format!("payer restore: {e}"))?;
-            let same = p.snapshot() == latest.snapshot;
+        self.restore(i, &latest.snapshot, check)?;
+        self.rescan(i)
+    }
+
+    fn restore(&mut self, i: usize, snapshot: &[u8], check: RestoreCheck) -> Result<(), String> {
+        let same = if i == PAYER {
+            let p = Payer::restore(snapshot, check).map_err(|e| format!("payer restore: {e}"))?;
+            let same = p.snapshot() == snapshot;
             self.payer = p;
             same
         } else {
-            let p = Payee::restore(&latest.snapshot, check).map_err(|e| format!("payee restore: {e}"))?;
-            let same = p.snapshot() == latest.snapshot;
+            let p = Payee::restore(snapshot, check).map_err(|e| format!("payee restore: {e}"))?;
+            let same = p.snapshot() == snapshot;
             self.payee = p;
             same
         };
-        if !restored {
+        if !same {
             return Err(format!("side {i}: restore is not byte-identical"));
         }
-        // Rescan: the channel's transactions and the tip.
-        let settled = Settlement::of(&self.chain, self.funding);
-        for txid in &settled.txs {
-            if let (Some(tx), Some(h)) = (self.chain.tx(txid).cloned(), self.chain.confirmation(txid)) {
-                self.notify_all(&tx, BlockHeight(h))?;
-            }
+        Ok(())
+    }
+
+    /// Side `i` restarts from an older snapshot, believing it current: the newer writes are lost.
+    fn lose_data(&mut self, i: usize) -> Result<(), String> {
+        let n = self.stored[i].len();
+        if n < 2 {
+            return Ok(());
+        }
+        let k = self.rng.below(n as u64 - 1) as usize;
+        let Some(old) = self.stored[i].get(k).cloned() else { return Ok(()) };
+        // The snapshot's own update id: the embedder believes it is the newest.
+        let check = RestoreCheck { channel_id: None, min_update_id: old.update_id };
+        self.restore(i, &old.snapshot, check)?;
+        self.out.lost_data += 1;
+        self.stored[i].truncate(k + 1);
+        self.rescan(i)
+    }
+
+    /// The payer offers an HTLC expiring somewhere in the payee's window.
+    fn add_htlc(&mut self) -> Result<(), String> {
+        let tip = self.tip();
+        self.counter += 1;
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&self.counter.to_be_bytes());
+        let preimage = PaymentPreimage(bytes);
+        self.preimages.insert(preimage.hash(), preimage);
+        let amount = Amount::from_sat(self.rng.range(1_000, (self.capacity / 30).max(1_001)));
+        let earliest = tip.height.0.saturating_add(12);
+        let latest = self.payer.refund_height().0.saturating_sub(self.close_margin);
+        let expiry = BlockHeight(earliest.saturating_add(self.rng.below(80) as u32).min(latest));
+        if let Ok((_, fx)) = self.payer.add_htlc(amount, preimage.hash(), expiry, &self.signers[0], tip) {
+            self.out.htlcs += 1;
+            self.absorb(PAYER, fx)?;
         }
         Ok(())
+    }
+
+    /// The payee settles an HTLC it holds: reveals the preimage (only while, if the payer never
+    /// folds it in, it can still close and claim before expiry, as an honest payee must) or fails
+    /// it.
+    fn settle_htlc(&mut self) -> Result<(), String> {
+        let held: Vec<PaymentHtlc> = self.payee.state().map(|s| s.htlcs.clone()).unwrap_or_default();
+        let Some(h) = self.rng.index(held.len()).and_then(|k| held.get(k).copied()) else { return Ok(()) };
+        let in_time = self.chain.height.saturating_add(2) < h.expiry.0.saturating_sub(self.close_margin);
+        let preimage = self.preimages.get(&h.payment_hash).copied();
+        let fx = match preimage {
+            Some(pre) if in_time && self.rng.chance(650) => {
+                let fx = self.payee.fulfill_htlc(h.id, pre, &self.signers[1]);
+                if fx.is_ok() {
+                    self.revealed.insert(h.id);
+                    self.out.payments += 1;
+                }
+                fx
+            }
+            _ if self.revealed.contains(&h.id) => return Ok(()),
+            _ => self.payee.fail_htlc(h.id),
+        };
+        if let Ok(fx) = fx {
+            self.absorb(PAYEE, fx)?;
+        }
+        Ok(())
+    }
+
+    /// The cheating payee keeps a copy of its best signed payment.
+    fn keep_payment(&mut self) {
+        if self.bad != Some(Bad::Cheater) {
+            return;
+        }
+        if let Ok(tx) = self.payee.closing_tx(&self.signers[1]) {
+            if self.kept.last() != Some(&tx) {
+                self.kept.push(tx);
+            }
+        }
     }
 
     fn step(&mut self) -> Result<(), String> {
         self.out.steps += 1;
         match self.rng.below(100) {
-            0..=34 => {
+            0..=27 => {
                 let amount = Amount::from_sat(self.rng.range(1, self.capacity / 20));
                 if let Ok(fx) = self.payer.pay(amount, &self.signers[0]) {
                     self.out.payments += 1;
-                    self.absorb(0, fx)?;
+                    self.absorb(PAYER, fx)?;
                 }
             }
-            35..=69 => {
+            28..=31 => self.add_htlc()?,
+            32..=34 => self.settle_htlc()?,
+            35..=66 => {
                 for _ in 0..self.rng.range(1, 4) {
                     let Some((to, m)) = self.net.next(&mut self.rng) else { break };
                     self.deliver(to, m)?;
                 }
             }
-            70..=84 => self.mine()?,
-            85..=91 => {
+            67..=81 => self.mine()?,
+            82..=88 => {
                 let i = self.rng.below(2) as usize;
                 self.crash(i)?;
             }
-            92..=93 => {
+            89..=90 => {
                 self.out.reorgs += 1;
                 let depth = self.rng.range(1, 3) as u32;
                 for tx in self.deferred.clone() {
@@ -299,39 +561,51 @@ impl Sim {
                 }
                 let (gone, mined) = self.chain.reorg_to_longer(depth);
                 for txid in gone {
-                    let fx = self.payer.handle_chain(ChainEvent::Unconfirmed(txid), &self.signers[0]);
-                    self.absorb(0, fx)?;
-                    let fx = self.payee.handle_chain(ChainEvent::Unconfirmed(txid), &self.signers[1]);
-                    self.absorb(1, fx)?;
+                    self.notify(PAYER, ChainEvent::Unconfirmed(txid))?;
+                    self.notify(PAYEE, ChainEvent::Unconfirmed(txid))?;
                 }
                 for (tx, h) in &mined {
                     self.deferred.retain(|t| t != tx);
                     self.notify_all(tx, BlockHeight(*h))?;
                 }
-                let tip = self.tip();
-                let fx = self.payer.handle_chain(ChainEvent::Tip(tip), &self.signers[0]);
-                self.absorb(0, fx)?;
-                let fx = self.payee.handle_chain(ChainEvent::Tip(tip), &self.signers[1]);
-                self.absorb(1, fx)?;
+                self.notify_tip()?;
             }
-            94 => {
+            91 => {
                 if let Ok(fx) = self.payee.close(&self.signers[1]) {
-                    self.absorb(1, fx)?;
+                    self.absorb(PAYEE, fx)?;
                 }
             }
+            92..=95 => self.keep_payment(),
             _ => {}
         }
         Ok(())
     }
 
+    /// The cheating payee publishes the oldest payment it kept that pays it less than its best,
+    /// and goes silent.
+    fn cheat(&mut self) -> Result<bool, String> {
+        let best = self.payee.closing_tx(&self.signers[1]).ok();
+        let Some(old) = self.kept.iter().find(|t| Some(*t) != best.as_ref()).cloned() else { return Ok(false) };
+        check_broadcast(&self.chain, &old).map_err(|e| format!("cheater: {e}"))?;
+        if self.chain.submit(&old).is_err() {
+            return Ok(false);
+        }
+        self.stop_offchain();
+        self.out.cheats += 1;
+        self.out.unilateral = true;
+        self.offline[PAYEE] = true;
+        Ok(true)
+    }
+
     fn finish(&mut self) -> Result<(), String> {
+        self.net.faults = Faults::NONE;
         self.drain()?;
-        let owed_payee = self.payee.received().to_sat();
-        let sent = self.payer.state().to_payee.to_sat();
+        let unspent = self.chain.is_unspent(&self.funding) && self.chain.mempool().is_empty();
+        let cheated = self.bad == Some(Bad::Cheater) && unspent && self.cheat()?;
         let expiry = self.payer.refund_height().0;
-        if self.rng.chance(700) {
+        if !cheated && self.rng.chance(700) {
             if let Ok(fx) = self.payee.close(&self.signers[1]) {
-                self.absorb(1, fx)?;
+                self.absorb(PAYEE, fx)?;
             }
         }
         while self.chain.height < expiry + 20 || !self.chain.mempool().is_empty() {
@@ -344,13 +618,23 @@ impl Sim {
         if settled.txs.is_empty() {
             return Err("the channel never closed".into());
         }
-        if !(self.payer.is_closed() && self.payee.is_closed()) {
-            return Err("a side does not know the channel closed".into());
+        for (i, closed) in [self.payer.is_closed(), self.payee.is_closed()].into_iter().enumerate() {
+            // A side that lost data may have forgotten the channel.
+            if self.is_honest(i) && !closed {
+                return Err(format!("side {i} does not know the channel closed"));
+            }
         }
         let (payer_script, payee_script) = (p2wpkh(1), p2wpkh(2));
-        settled.check_resolved(self.capacity, &[&payer_script, &payee_script], 0)?;
-        check_not_robbed("payee", settled.paid_to(&payee_script), owed_payee, settled.fees)?;
-        check_not_robbed("payer", settled.paid_to(&payer_script), self.capacity.saturating_sub(sent), settled.fees)?;
+        // A side that lost data or went silent may leave its own HTLC outputs unclaimed.
+        let loose = if self.bad.is_some() { u64::MAX } else { 0 };
+        settled.check_resolved(self.capacity, &[&payer_script, &payee_script], loose)?;
+        let owed = self.owed();
+        for (i, script) in [payer_script, payee_script].iter().enumerate() {
+            if self.is_honest(i) {
+                let who = if i == PAYER { "payer" } else { "payee" };
+                check_not_robbed(who, settled.paid_to(script), owed[i], settled.fees)?;
+            }
+        }
         for tx in &self.deferred {
             if tx.input.iter().all(|i| self.chain.is_unspent(&i.previous_output)) {
                 return Err(format!("broadcast {} never became valid", tx.compute_txid()));

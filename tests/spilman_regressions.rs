@@ -1,0 +1,152 @@
+//! Regressions found by the Spilman simulator (`tests/simulate.rs`), replayed through the public
+//! API on a simulated chain that checks every script with Bitcoin Core's interpreter.
+
+mod common;
+
+use bitcoin::hashes::Hash;
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+use common::chain::Chain;
+use paychan::core::keys::{ChannelSecrets, Seed};
+use paychan::core::sign::InMemorySigner;
+use paychan::core::{BlockHeight, PaymentPreimage};
+use paychan::driving::{ChainEvent, ChainTip};
+use paychan::spilman::{CommandError, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
+
+const START: u32 = 100;
+const EXPIRY: u32 = 300;
+
+fn p2wpkh(n: u8) -> ScriptBuf {
+    ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
+}
+
+fn wire(m: &Msg) -> Msg {
+    Msg::decode(&m.encode()).expect("own encoding decodes")
+}
+
+struct Two {
+    chain: Chain,
+    payer: Payer,
+    payee: Payee,
+    signers: [InMemorySigner; 2],
+}
+
+impl Two {
+    /// An open, funded channel (`variant`), funding confirmed.
+    fn open(variant: Variant) -> Two {
+        let signers = [
+            InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([1; 32]), 0)),
+            InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([2; 32]), 0)),
+        ];
+        let chain = Chain::at(START);
+        let (payee, fx) = Payee::new(
+            PayeeConfig {
+                variant,
+                payee_script: p2wpkh(2),
+                expiry: BlockHeight(EXPIRY),
+                min_first_payment: Amount::from_sat(10_000),
+                dust_limit: Amount::from_sat(546),
+                payment_fee: Amount::from_sat(500),
+                close_margin: 6,
+                htlc_min_blocks: 12,
+                min_depth: 0,
+                claim_fee: Amount::from_sat(300),
+            },
+            &signers[1],
+        );
+        let Some(Msg::Offer(offer)) = fx.send.first().map(wire) else { panic!("offer") };
+        let payer = Payer::new(
+            offer,
+            PayerConfig {
+                capacity: Amount::from_sat(1_000_000),
+                payer_script: p2wpkh(1),
+                refund_fee: Amount::from_sat(500),
+                claim_fee: Amount::from_sat(300),
+                first_payment: Amount::from_sat(10_000),
+                max_lifetime: 10_000,
+            },
+            &signers[0],
+            ChainTip::at(START),
+        )
+        .expect("offer acceptable");
+        let mut two = Two { chain, payer, payee, signers };
+        let funding = Transaction {
+            version: Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![TxIn {
+                previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence::MAX,
+                witness: Witness::new(),
+            }],
+            output: vec![
+                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) },
+                two.payer.funding_output(),
+            ],
+        };
+        let fx = two.payer.fund(funding.clone(), &two.signers[0]).expect("fund");
+        two.deliver_to_payee(fx.send);
+        two.chain.credit(&funding);
+        two.chain.advance(1);
+        two.confirm(&funding);
+        two
+    }
+
+    fn tip(&self) -> ChainTip {
+        ChainTip::at(self.chain.height)
+    }
+
+    fn deliver_to_payee(&mut self, msgs: Vec<Msg>) {
+        for m in msgs {
+            let fx = self.payee.handle_message(wire(&m), &self.signers[1], self.tip()).expect("payee accepts");
+            self.deliver_to_payer(fx.send);
+        }
+    }
+
+    fn deliver_to_payer(&mut self, msgs: Vec<Msg>) {
+        for m in msgs {
+            let fx = self.payer.handle_message(wire(&m), &self.signers[0], self.tip()).expect("payer accepts");
+            self.deliver_to_payee(fx.send);
+        }
+    }
+
+    fn confirm(&mut self, tx: &Transaction) {
+        let height = BlockHeight(self.chain.height);
+        let _ = self.payer.handle_chain(ChainEvent::Confirmed { tx, height }, &self.signers[0]);
+        let _ = self.payee.handle_chain(ChainEvent::Confirmed { tx, height }, &self.signers[1]);
+    }
+}
+
+/// The payee went silent past its close margin while holding an HTLC; the payer refunded after
+/// expiry. The payee comes back, sees the refund, and then learns the HTLC's preimage: the HTLC
+/// never reached the chain, so there is nothing to claim. Before the fix the payee built a
+/// "claim" spending an output of the refund, broadcast it (invalid: the refund has no such
+/// output) and reported `HtlcClaimBroadcast`.
+#[test]
+fn payee_does_not_claim_an_htlc_after_a_refund_closed_the_channel() {
+    for variant in [Variant::Cltv, Variant::PresignedRefund] {
+        let mut two = Two::open(variant);
+        let preimage = PaymentPreimage([7; 32]);
+        let tip = two.tip();
+        let (id, fx) = two
+            .payer
+            .add_htlc(Amount::from_sat(20_000), preimage.hash(), BlockHeight(EXPIRY - 50), &two.signers[0], tip)
+            .expect("add HTLC");
+        two.deliver_to_payee(fx.send);
+        assert_eq!(two.payee.state().expect("held").htlcs.len(), 1);
+
+        // The payee is offline until after expiry; the payer refunds.
+        two.chain.advance(EXPIRY - two.chain.height);
+        let fx = two.payer.handle_chain(ChainEvent::Tip(two.tip()), &two.signers[0]);
+        let [refund] = fx.broadcast.as_slice() else { panic!("the payer refunds at expiry") };
+        let refund = refund.clone();
+        two.chain.mine(&refund).expect("refund valid");
+        two.confirm(&refund);
+        assert!(two.payee.is_closed() && two.payer.is_closed());
+
+        let before = two.payee.snapshot();
+        let got = two.payee.fulfill_htlc(id, preimage, &two.signers[1]);
+        assert_eq!(got.err(), Some(CommandError::WrongPhase), "{variant:?}: nothing on chain to claim");
+        assert_eq!(two.payee.snapshot(), before, "state unchanged on error");
+    }
+}
