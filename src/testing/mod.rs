@@ -31,7 +31,7 @@
 //! assert_eq!(chain.height, 800_001);
 //! ```
 //!
-//! With the `proptest` feature, [`strategies`] holds proptest strategies for the crate's public
+//! With the `proptest` feature, `strategies` holds proptest strategies for the crate's public
 //! inputs.
 
 pub mod chain;
