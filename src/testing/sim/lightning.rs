@@ -554,8 +554,10 @@ impl Sim {
     }
 
     /// Whether the channel is being closed on chain (broadcast or confirmed).
+    /// (A side that only lost state is not closing: it waits for the other side, which its
+    /// `error` asks to close.)
     fn closing_on_chain(&self) -> bool {
-        self.onchain || self.nodes.iter().any(|n| n.ch.is_off_chain_over())
+        self.onchain || self.nodes.iter().any(|n| n.ch.is_off_chain_over() && !n.ch.has_lost_state())
     }
 
     fn quiesce(&mut self) -> Result<(), String> {
