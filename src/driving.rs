@@ -175,7 +175,10 @@ impl<M, E> Effects<M, E> {
 pub enum Action {
     /// Drop the message; nothing else.
     Ignore,
-    /// Drop the message and tell the peer (it may be out of sync).
+    /// Drop the message, tell the peer (a warning) and **disconnect**: the peer may be out of
+    /// sync, and the messages that follow on this connection may build on the one refused (a
+    /// Lightning `commitment_signed` covering a refused trimmed HTLC still verifies). Reconnecting
+    /// (`channel_reestablish`) resynchronises both sides.
     Warn,
     /// Stop using the channel and close it cooperatively if possible.
     Close,

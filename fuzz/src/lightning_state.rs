@@ -261,6 +261,12 @@ impl Pair {
                     eprintln!("    refused: {e:?}");
                 }
                 assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
+                // A careful embedder disconnects after a refusal (`Action::Warn` and worse): what
+                // follows on this connection may build on the refused message.
+                if e.action != paychan::driving::Action::Ignore {
+                    self.wire.q[to].clear();
+                    self.wire.broken[to] = true;
+                }
             }
         }
     }

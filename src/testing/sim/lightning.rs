@@ -249,6 +249,9 @@ impl Sim {
                 }
                 Action::Ignore => Ok(()),
                 Action::Warn => {
+                    // Disconnect: what follows on this connection may build on the refused
+                    // message.
+                    self.net.clear();
                     self.broken = true;
                     Ok(())
                 }
