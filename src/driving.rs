@@ -244,6 +244,9 @@ pub enum RestoreError {
         /// The minimum the embedder expected.
         expected_at_least: u64,
     },
+    /// The snapshot refers to an append-only record (such as an HTLC's onion) that was not
+    /// among the records given: the log is incomplete.
+    MissingRecord,
 }
 
 impl fmt::Display for RestoreError {
@@ -254,6 +257,7 @@ impl fmt::Display for RestoreError {
             RestoreError::Stale { snapshot, expected_at_least } => {
                 write!(f, "stale snapshot: update {snapshot}, expected at least {expected_at_least}")
             }
+            RestoreError::MissingRecord => f.write_str("a record the snapshot refers to is missing"),
         }
     }
 }

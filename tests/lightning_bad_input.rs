@@ -17,7 +17,7 @@ use bitcoin::secp256k1::ecdsa::Signature;
 use bitcoin::secp256k1::{Message, Secp256k1, SecretKey};
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
-use common::ln::{config, onion, Pair, Peer, Rng};
+use common::ln::{config, onion, onion_records, Pair, Peer, Rng};
 use paychan::core::commitment::signatures::CommitmentSigError;
 use paychan::core::commitment::{ChannelType, CommitmentNumber};
 use paychan::core::encode::DecodeError;
@@ -28,7 +28,7 @@ use paychan::driving::{Action, ChainEvent, ChainTip, ChannelId, RestoreCheck, Re
 use paychan::lightning::msgs::{types, OpenChannel};
 use paychan::lightning::{
     Channel, ChannelConfig, CommandError, Event, Misbehaviour, Msg, OpenError, OpenParams, PeerError, PenaltyRecord,
-    Phase, Side,
+    Phase, Record, Side,
 };
 
 const TYPES: [ChannelType; 2] = [ChannelType::StaticRemoteKey, ChannelType::AnchorsZeroFeeHtlc];
@@ -1504,9 +1504,12 @@ fn assert_prefix_refused(snap: &[u8], len: usize) {
 /// of each TLV record boundary (a cut anywhere inside a record fails at that record's header).
 fn damaged_snapshots_and_records_are_refused(ct: ChannelType) {
     let log = scenario(ct);
-    let mut snapshots: Vec<Vec<u8>> = log.iter().filter_map(|d| d.receiver.as_ref().map(Channel::snapshot)).collect();
+    // Each snapshot with the onion records its HTLCs in flight refer to.
+    let mut snapshots: Vec<(Vec<u8>, Vec<Vec<u8>>)> =
+        log.iter().filter_map(|d| d.receiver.as_ref().map(|c| (c.snapshot(), onion_records(c)))).collect();
     snapshots.sort();
     snapshots.dedup();
+    assert!(snapshots.iter().any(|(_, r)| !r.is_empty()), "some snapshots refer to onion records");
     assert!(snapshots.len() >= 20, "{}", snapshots.len());
     let normal = |r: &&Delivered| r.receiver.as_ref().is_some_and(|c| c.phase() == Phase::Normal);
     let quiescent = log.iter().filter(normal).find(|d| d.receiver.as_ref().unwrap().htlcs().is_empty()).unwrap();
@@ -1517,9 +1520,23 @@ fn damaged_snapshots_and_records_are_refused(ct: ChannelType) {
             assert_prefix_refused(&snap, len);
         }
     }
-    for snap in &snapshots {
-        let restored = Channel::restore(snap, RestoreCheck::default()).expect("valid snapshot");
+    for (snap, records) in &snapshots {
+        let restored = Channel::restore_with_records(snap, records, RestoreCheck::default()).expect("valid snapshot");
         assert!(restored.snapshot() == *snap, "restore is exact");
+        if let Some(last) = records.last() {
+            // An incomplete or damaged log is refused, not restored without the onion.
+            let all_but_one = &records[..records.len() - 1];
+            assert_eq!(
+                Channel::restore_with_records(snap, all_but_one, RestoreCheck::default()).err(),
+                Some(RestoreError::MissingRecord)
+            );
+            assert_eq!(Channel::restore(snap, RestoreCheck::default()).err(), Some(RestoreError::MissingRecord));
+            let damaged: Vec<Vec<u8>> = all_but_one.iter().cloned().chain([last[..last.len() - 1].to_vec()]).collect();
+            assert!(matches!(
+                Channel::restore_with_records(snap, &damaged, RestoreCheck::default()),
+                Err(RestoreError::Decode(_))
+            ));
+        }
         for bound in record_bounds(snap) {
             for len in bound.saturating_sub(3)..(bound + 4).min(snap.len()) {
                 assert_prefix_refused(snap, len);
@@ -1538,14 +1555,14 @@ fn damaged_snapshots_and_records_are_refused(ct: ChannelType) {
         let id = restored.channel_id();
         let update_id = restored.update_id();
         let wrong = RestoreCheck { channel_id: Some(OTHER_ID), min_update_id: 0 };
-        assert_eq!(Channel::restore(snap, wrong).err(), Some(RestoreError::WrongChannel));
+        assert_eq!(Channel::restore_with_records(snap, records, wrong).err(), Some(RestoreError::WrongChannel));
         let newer = RestoreCheck { channel_id: Some(id), min_update_id: update_id + 1 };
         assert_eq!(
-            Channel::restore(snap, newer).err(),
+            Channel::restore_with_records(snap, records, newer).err(),
             Some(RestoreError::Stale { snapshot: update_id, expected_at_least: update_id + 1 })
         );
         let exact = RestoreCheck { channel_id: Some(id), min_update_id: update_id };
-        assert!(Channel::restore(snap, exact).is_ok());
+        assert!(Channel::restore_with_records(snap, records, exact).is_ok());
     }
     // Every byte value appended to one snapshot.
     let snap = quiescent.receiver.as_ref().unwrap().snapshot();
@@ -1557,11 +1574,22 @@ fn damaged_snapshots_and_records_are_refused(ct: ChannelType) {
             "+{b:#04x}"
         );
     }
-    // Penalty records: one per HTLC, refused when truncated or extended.
+    // Records: per HTLC one onion record and one penalty record, refused when truncated or
+    // extended.
     let mut p = Pair::open(ct, CAPACITY, PUSH);
     pay(&mut p, 10_000_000, 1);
-    assert_eq!((p.a.records.len(), p.b.records.len()), (1, 1));
-    let record = p.a.records[0].clone();
+    assert_eq!((p.a.records.len(), p.b.records.len()), (2, 2));
+    let onion_record = p.a.records[0].clone();
+    assert!(matches!(Record::decode(&onion_record), Ok(Record::Onion(_))));
+    for len in 0..onion_record.len() {
+        assert!(Record::decode(&onion_record[..len]).is_err(), "onion record prefix {len}");
+    }
+    for b in [0x00, 0x01, 0x7f, 0xff] {
+        let mut longer = onion_record.clone();
+        longer.push(b);
+        assert!(Record::decode(&longer).is_err(), "onion record +{b:#04x}");
+    }
+    let record = p.a.records[1].clone();
     assert!(matches!(
         Channel::restore(&record, RestoreCheck::default()),
         Err(RestoreError::Decode(DecodeError::WrongKind { .. }))
@@ -1593,14 +1621,15 @@ fn damaged_snapshots_and_records_are_refused_anchors() {
 #[test]
 fn mutated_snapshots_never_panic() {
     let log = scenario(ChannelType::AnchorsZeroFeeHtlc);
-    let snap = log.iter().rev().find_map(|d| d.receiver.as_ref().filter(|r| r.htlcs().len() >= 2)).unwrap().snapshot();
+    let ch = log.iter().rev().find_map(|d| d.receiver.as_ref().filter(|r| r.htlcs().len() >= 2)).unwrap();
+    let (snap, records) = (ch.snapshot(), onion_records(ch));
     let mut rng = Rng(0x05ee_d5a9);
     let mut restored = 0;
     for _ in 0..500 {
         let mut bytes = snap.clone();
         let i = rng.below(bytes.len() as u64) as usize;
         bytes[i] ^= 1 + rng.below(255) as u8;
-        if let Ok(ch) = Channel::restore(&bytes, RestoreCheck::default()) {
+        if let Ok(ch) = Channel::restore_with_records(&bytes, &records, RestoreCheck::default()) {
             // Whatever restores, re-encodes and answers questions without panicking.
             let _ = ch.snapshot();
             let _ = ch.balances(Side::Holder);

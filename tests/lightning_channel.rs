@@ -7,6 +7,7 @@ mod common;
 use common::ln::{onion, Pair};
 use paychan::core::commitment::ChannelType;
 use paychan::core::{MilliSats, PaymentPreimage};
+use paychan::driving::RestoreError;
 use paychan::lightning::{Event, Side};
 
 const TYPES: [ChannelType; 2] = [ChannelType::StaticRemoteKey, ChannelType::AnchorsZeroFeeHtlc];
@@ -36,7 +37,9 @@ fn open_and_one_htlc_each_way() {
         assert_eq!(a.counterparty, MilliSats::from_msat(250_000_000));
         assert_eq!(a.holder, MilliSats::from_msat(750_000_000));
         assert_eq!(p.b.ch.balances(Side::Holder).holder, MilliSats::from_msat(250_000_000));
-        assert_eq!(p.a.records.len(), 1, "one penalty record per HTLC, once it is gone");
+        let penalties = paychan::lightning::records::penalty_records(&p.a.records).unwrap();
+        assert_eq!(penalties.len(), 1, "one penalty record per HTLC, once it is gone");
+        assert_eq!(p.a.records.len(), 2, "and one onion record, when it was added");
     }
 }
 
@@ -353,7 +356,12 @@ fn restored_mid_dance_answers_commitment_signed_like_the_live_channel() {
         let mut to_b = fx.send;
         to_b.extend(p.a.ch.commit(&p.a.signer).unwrap().send);
         let mut restored = common::ln::Peer {
-            ch: Channel::restore(&p.b.ch.snapshot(), RestoreCheck::default()).unwrap(),
+            ch: Channel::restore_with_records(
+                &p.b.ch.snapshot(),
+                common::ln::onion_records(&p.b.ch),
+                RestoreCheck::default(),
+            )
+            .unwrap(),
             signer: p.b.signer.clone(),
             events: Vec::new(),
             persisted: Vec::new(),
@@ -371,4 +379,101 @@ fn restored_mid_dance_answers_commitment_signed_like_the_live_channel() {
         assert!(deliver(to_b, &mut p.b).is_empty());
         p.verify_commitments();
     }
+}
+
+/// Onions are persisted once, as records, never in a snapshot. A channel restored from its
+/// snapshot and records holds each HTLC's own onion and retransmits it after a reconnection; the
+/// onion of an HTLC the peer irrevocably has is dropped, and its record may be compacted away.
+#[test]
+fn onions_are_records_restored_and_retransmitted() {
+    use paychan::driving::RestoreCheck;
+    use paychan::lightning::{Channel, Msg, OnionPacket, OnionRecord};
+    let onion_n = |n: u64| {
+        let mut o = OnionPacket::zeroed();
+        o.bytes_mut().iter_mut().enumerate().for_each(|(i, b)| *b = (i as u8) ^ (n as u8 + 1));
+        o
+    };
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let quiet = p.a.ch.snapshot().len();
+        for n in 0..3 {
+            let hash = PaymentPreimage([n as u8; 32]).hash();
+            let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(10_000_000 + n), hash, 2_000, onion_n(n)).unwrap();
+            assert_eq!(id, n);
+            let u = fx.update.clone().unwrap();
+            assert_eq!(u.records, vec![OnionRecord { offerer: Side::Holder, id, onion: onion_n(n) }.encode()]);
+            assert!(u.snapshot.len() < quiet + 200 * (n as usize + 1), "the snapshot carries no onion");
+            p.a.absorb_pub(fx, &mut p.to_b);
+        }
+        let fx = p.a.ch.commit(&p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        // B gets the adds but not the signature; both restart from what they persisted.
+        while matches!(p.to_b.front(), Some(Msg::UpdateAddHtlc { .. })) {
+            assert!(p.deliver_to_b());
+        }
+        assert_eq!(p.b.records.len(), 3, "one onion record per received add");
+        for peer in [&mut p.a, &mut p.b] {
+            let (_, snapshot) = peer.persisted.last().unwrap();
+            assert_eq!(Channel::restore(snapshot, RestoreCheck::default()).err(), Some(RestoreError::MissingRecord));
+            let restored = Channel::restore_with_records(snapshot, &peer.records, RestoreCheck::default()).unwrap();
+            assert_eq!(restored.htlcs(), peer.ch.htlcs());
+            assert!(restored.htlcs().iter().all(|h| h.onion == Some(onion_n(h.id))));
+            peer.ch = restored;
+        }
+        // A retransmits its adds, each with its own onion, then signs again.
+        p.reconnect();
+        let adds: Vec<(u64, OnionPacket)> = p
+            .to_b
+            .iter()
+            .filter_map(|m| match m {
+                Msg::UpdateAddHtlc { id, onion_routing_packet, .. } => Some((*id, onion_routing_packet.clone())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(adds, (0..3).map(|n| (n, onion_n(n))).collect::<Vec<_>>());
+        p.settle();
+        p.verify_commitments();
+        // A's onions are gone (B irrevocably has the adds), B's stay until the HTLCs are gone.
+        assert!(p.a.ch.htlcs().iter().all(|h| h.onion.is_none()));
+        assert!(p.b.ch.htlcs().iter().all(|h| h.onion == Some(onion_n(h.id))));
+        assert!(p.a.records.iter().all(|r| !p.a.ch.keeps_record(r)), "A may compact its onion records");
+        assert!(p.b.records.iter().all(|r| p.b.ch.keeps_record(r)), "B needs its onion records");
+        let compacted: Vec<_> = p.a.records.iter().filter(|r| p.a.ch.keeps_record(r)).collect();
+        let a = Channel::restore_with_records(&p.a.ch.snapshot(), compacted, RestoreCheck::default()).unwrap();
+        assert_eq!(a.snapshot(), p.a.ch.snapshot());
+        for n in 0..3 {
+            let fx = p.b.ch.fulfill_htlc(n, PaymentPreimage([n as u8; 32])).unwrap();
+            p.b.absorb_pub(fx, &mut p.to_a);
+        }
+        p.settle();
+        assert!(p.a.ch.htlcs().is_empty() && p.b.ch.htlcs().is_empty());
+        let onions = |records: &[Vec<u8>]| records.iter().filter(|r| OnionRecord::decode(r).is_ok()).count();
+        // B received each add twice (before and after the reconnection): a record each time.
+        assert_eq!((onions(&p.a.records), onions(&p.b.records)), (3, 6));
+        for peer in [&p.a, &p.b] {
+            let penalties = paychan::lightning::records::penalty_records(&peer.records).unwrap();
+            assert_eq!(penalties.len(), 3);
+            assert!(peer.records.iter().all(|r| peer.ch.keeps_record(r) == penalties.iter().any(|p| p.encode() == *r)));
+        }
+    }
+}
+
+/// A version-1 snapshot (written before onions moved to records, with each onion inline) still
+/// restores with its onions; its re-encoding is version 2 and needs the onion records.
+#[test]
+fn version_1_snapshots_still_restore() {
+    use paychan::driving::RestoreCheck;
+    use paychan::lightning::Channel;
+    let v1 = include_bytes!("vectors/snapshots/lightning_v1_two_htlcs.bin");
+    assert_eq!(v1[1], 1, "a version-1 snapshot");
+    let c = Channel::restore(v1, RestoreCheck::default()).expect("version 1 restores");
+    assert_eq!(c.htlcs().len(), 2);
+    assert!(c.htlcs().iter().all(|h| h.onion.is_some()));
+    let v2 = c.snapshot();
+    assert_eq!(v2[1], 2, "re-encoded as version 2");
+    assert!(v2.len() + 2 * 1_366 <= v1.len(), "without the onions");
+    assert_eq!(Channel::restore(&v2, RestoreCheck::default()).err(), Some(RestoreError::MissingRecord));
+    let again = Channel::restore_with_records(&v2, common::ln::onion_records(&c), RestoreCheck::default()).unwrap();
+    assert_eq!(again.htlcs(), c.htlcs());
+    assert_eq!(again.snapshot(), v2);
 }

@@ -96,7 +96,7 @@ fn history(ct: ChannelType, updates: usize) -> (Pair, Vec<Old>) {
 }
 
 fn records(p: &Pair) -> Vec<PenaltyRecord> {
-    p.a.records.iter().map(|r| PenaltyRecord::decode(r).expect("record")).collect()
+    paychan::lightning::records::penalty_records(&p.a.records).expect("records")
 }
 
 /// Mines every transaction in `txs` in its own block, asserting the chain accepts each.
@@ -317,7 +317,9 @@ fn reorgs_duplicates_and_garbage_change_nothing_they_should_not() {
         assert!(fx.update.is_some());
         let after_close = p.a.ch.snapshot();
         // The on-chain state survives a snapshot round trip.
-        let restored = paychan::lightning::Channel::restore(&after_close, RestoreCheck::default()).unwrap();
+        let restored =
+            paychan::lightning::Channel::restore_with_records(&after_close, &p.a.records, RestoreCheck::default())
+                .unwrap();
         assert_eq!(restored.snapshot(), after_close);
         // Duplicates, unrelated transactions, garbage witnesses and absurd heights.
         assert!(p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.a.signer).is_empty());

@@ -278,7 +278,7 @@ fn hand_checked_encodings_of_establishment_and_close() {
 #[test]
 fn update_add_htlc_field_offsets() {
     let mut packet = OnionPacket::zeroed();
-    for (i, b) in packet.0.iter_mut().enumerate() {
+    for (i, b) in packet.bytes_mut().iter_mut().enumerate() {
         *b = (i % 251) as u8;
     }
     let m = Msg::UpdateAddHtlc {
@@ -299,7 +299,7 @@ fn update_add_htlc_field_offsets() {
     assert_eq!(hex::encode(&bytes[42..50]), "0000000005f5e100");
     assert_eq!(bytes[50..82], [0x88; 32]);
     assert_eq!(hex::encode(&bytes[82..86]), "000927c0");
-    assert_eq!(&bytes[86..], &packet.0[..]);
+    assert_eq!(&bytes[86..], &packet.as_bytes()[..]);
     assert_eq!(Msg::decode(&bytes), Ok(m));
 }
 
@@ -566,14 +566,17 @@ fn live_state_size_is_constant(ct: ChannelType, payments: u64, checkpoints: &[u6
         assert_eq!((a, b), (a0, b0), "live state size after {n} payments");
     }
     assert!(a0 <= 4_096 && b0 <= 4_096, "live state {a0} / {b0} bytes");
-    // One penalty record per HTLC, on both sides, and nothing else appended.
-    assert_eq!(p.a.records.len() as u64, payments);
-    assert_eq!(p.b.records.len() as u64, payments);
+    // One onion record and one penalty record per HTLC, on both sides, and nothing else appended.
+    for records in [&p.a.records, &p.b.records] {
+        let penalties = paychan::lightning::records::penalty_records(records).expect("records decode");
+        assert_eq!(penalties.len() as u64, payments);
+        assert_eq!(records.len() as u64, 2 * payments);
+    }
     let moved: u64 = (1..=payments).map(|n| AMOUNT + n).sum();
     assert_eq!(p.b.ch.balances(Side::Holder).holder.to_msat(), PUSH_MSAT + moved);
     eprintln!(
         "{ct:?}: live state {a0} bytes (opener) / {b0} bytes (acceptor) at payments {checkpoints:?}; \
-         {} + {} penalty records",
+         {} + {} records",
         p.a.records.len(),
         p.b.records.len()
     );

@@ -18,7 +18,7 @@ use paychan::core::sign::InMemorySigner;
 use paychan::core::{BlockHeight, MilliSats};
 use paychan::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck};
 use paychan::lightning::{
-    Balances, Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams, PenaltyRecord, Phase, Side,
+    Balances, Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams, PenaltyRecord, Phase, Record, Side,
 };
 
 use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
@@ -64,6 +64,8 @@ pub struct Pair {
     pub last_id: [u64; 2],
     /// Penalty records each party appended.
     pub records: [Vec<PenaltyRecord>; 2],
+    /// Every record each party appended, as bytes (what a restore reads).
+    pub raw_records: [Vec<Vec<u8>>; 2],
     /// A corrupted or duplicated message was accepted and changed a party: the peers may
     /// legitimately disagree from now on.
     pub corrupt: bool,
@@ -110,6 +112,7 @@ impl Pair {
             mined: Vec::new(),
             last_id: [0, 0],
             records: [Vec::new(), Vec::new()],
+            raw_records: [Vec::new(), Vec::new()],
             corrupt: false,
             awaiting_reestablish: [false, false],
             force_closed: [false, false],
@@ -166,8 +169,12 @@ impl Pair {
         }
         if let Some(u) = &fx.update {
             for r in &u.records {
-                let rec = PenaltyRecord::decode(r).expect("own penalty record decodes");
-                self.records[who].push(rec);
+                match Record::decode(r).expect("own record decodes") {
+                    Record::Penalty(rec) => self.records[who].push(rec),
+                    Record::Onion(_) => {}
+                    _ => unreachable!("a record kind this harness does not know"),
+                }
+                self.raw_records[who].push(r.clone());
             }
             if let Some(l) = &mut self.log {
                 l.snapshots.push(u.snapshot.clone());
@@ -337,7 +344,7 @@ impl Pair {
         let snap = self.ch[who].snapshot();
         let check =
             RestoreCheck { channel_id: Some(self.ch[who].channel_id()), min_update_id: self.ch[who].update_id() };
-        let r = Channel::restore(&snap, check).expect("own snapshot restores");
+        let r = Channel::restore_with_records(&snap, &self.raw_records[who], check).expect("own snapshot restores");
         assert!(r.snapshot() == snap, "restore round trip");
         self.ch[who] = r;
     }

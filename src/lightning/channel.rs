@@ -402,15 +402,63 @@ impl Channel {
         super::snapshot::encode_channel(self)
     }
 
-    /// Restores a channel from [`Channel::snapshot`] bytes.
+    /// Restores a channel from [`Channel::snapshot`] bytes alone: enough when no HTLC is in flight
+    /// (the onions of HTLCs in flight are in [`records`](super::records); use
+    /// [`Channel::restore_with_records`] then).
     ///
     /// # Errors
-    /// [`RestoreError`] if the bytes are invalid, of another channel, or older than
-    /// `check.min_update_id`.
+    /// [`RestoreError`] if the bytes are invalid, of another channel, older than
+    /// `check.min_update_id`, or refer to an onion record ([`RestoreError::MissingRecord`]).
     pub fn restore(bytes: &[u8], check: RestoreCheck) -> Result<Self, RestoreError> {
-        let c = super::snapshot::decode_channel(bytes)?;
+        Self::restore_with_records(bytes, core::iter::empty::<&[u8]>(), check)
+    }
+
+    /// Restores a channel from [`Channel::snapshot`] bytes and the records appended so far (every
+    /// [`StateUpdate::records`](crate::driving::StateUpdate::records) entry, in order, of any
+    /// kind). The onions of the HTLCs in flight are taken from the [`OnionRecord`]s
+    /// (the last one wins if an HTLC was added twice, as after a reconnection).
+    ///
+    /// # Errors
+    /// [`RestoreError::Decode`] if the snapshot or any record is malformed,
+    /// [`RestoreError::WrongChannel`] / [`RestoreError::Stale`] as [`RestoreCheck`] says, and
+    /// [`RestoreError::MissingRecord`] if an HTLC's onion is not among the records.
+    ///
+    /// [`OnionRecord`]: super::OnionRecord
+    pub fn restore_with_records<I>(bytes: &[u8], records: I, check: RestoreCheck) -> Result<Self, RestoreError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<[u8]>,
+    {
+        let (mut c, mut wanted) = super::snapshot::decode_channel(bytes)?;
         check.check(Some(c.channel_id), c.update_id)?;
+        let key = |side: Side, id: u64| (side == Side::Counterparty, id);
+        let mut found: alloc::collections::BTreeMap<(bool, u64), Option<super::OnionPacket>> =
+            wanted.drain(..).map(|(side, id)| (key(side, id), None)).collect();
+        for r in records {
+            if let super::Record::Onion(o) = super::Record::decode(r.as_ref())? {
+                if let Some(slot) = found.get_mut(&key(o.offerer, o.id)) {
+                    *slot = Some(o.onion);
+                }
+            }
+        }
+        for h in &mut c.htlcs {
+            if let Some(slot) = found.get_mut(&key(h.offerer, h.id)) {
+                h.onion = Some(slot.take().ok_or(RestoreError::MissingRecord)?);
+            }
+        }
         Ok(c)
+    }
+
+    /// Whether the channel still needs a record it appended (bytes of a
+    /// [`StateUpdate::records`](crate::driving::StateUpdate::records) entry). A log compaction may
+    /// drop the records for which this is `false`: the onion of an HTLC that is gone, or that
+    /// the peer has irrevocably received from us. Penalty records, and records this version
+    /// cannot decode, are always kept. Compact against the channel of the snapshot you keep.
+    pub fn keeps_record(&self, record: &[u8]) -> bool {
+        match super::Record::decode(record) {
+            Ok(super::Record::Onion(o)) => self.find_htlc(o.offerer, o.id).is_some_and(|h| h.onion.is_some()),
+            _ => true,
+        }
     }
 
     /// Handles a message from the peer. On error nothing changed.

@@ -145,7 +145,9 @@ pub struct Htlc {
     pub payment_hash: PaymentHash,
     /// Absolute expiry height.
     pub cltv_expiry: u32,
-    /// The onion (kept for retransmission of our adds and for forwarding received ones).
+    /// The onion: of an HTLC we offered, until the peer irrevocably has it (for retransmission);
+    /// of one offered to us, until it is gone (for forwarding). Persisted once, as an
+    /// [`OnionRecord`](super::OnionRecord), not in the snapshot.
     pub onion: Option<OnionPacket>,
     /// The addition's progress.
     pub add: Progress,
@@ -187,6 +189,11 @@ impl Htlc {
 
     pub(crate) fn advance(&mut self, step: Step) {
         self.add.advance(step);
+        // The peer revoked a commitment with our addition: it has the `update_add_htlc`, which
+        // is never retransmitted again, so the onion is not needed any more.
+        if self.offerer == Side::Holder && self.add.stage >= Stage::ReceiverRevoked {
+            self.onion = None;
+        }
         if let Some((_, p)) = &mut self.remove {
             p.advance(step);
         }

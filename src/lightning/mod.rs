@@ -27,10 +27,14 @@
 //!
 //! # Persistence
 //! The snapshot holds the live state: parameters, keys, the peer's revocation secrets in the
-//! constant-size shachain store, the HTLCs in flight and our latest commitment's signatures. What
-//! penalties need about HTLCs that are gone is emitted once per HTLC as an append-only record
-//! ([`PenaltyRecord`]) in [`StateUpdate::records`](crate::driving::StateUpdate::records), so the
-//! bytes persisted per update do not grow with the channel's history.
+//! constant-size shachain store, the HTLCs in flight (≈ 100 bytes each) and our latest
+//! commitment's signatures. What is written once and never changes goes into append-only
+//! [`records`] in [`StateUpdate::records`](crate::driving::StateUpdate::records): an HTLC's
+//! 1,366-byte onion when it is added ([`OnionRecord`]), and what penalties need about an HTLC once
+//! it is gone ([`PenaltyRecord`]). So the bytes persisted per update do not grow with the
+//! channel's history, nor carry the onions again. Restore with
+//! [`Channel::restore_with_records`]; [`Channel::keeps_record`] tells which records a compaction
+//! of the log may drop.
 
 mod channel;
 mod close;
@@ -41,13 +45,14 @@ mod normal;
 pub mod onchain;
 mod open;
 pub mod penalty;
+pub mod records;
 mod reestablish;
 mod snapshot;
 
 pub use channel::{Balances, Channel, Phase};
 pub use htlc::{Resolution, Side};
 pub use msgs::{Msg, OnionPacket};
-pub use snapshot::PenaltyRecord;
+pub use records::{OnionRecord, PenaltyRecord, Record};
 
 use core::fmt;
 

@@ -4,6 +4,7 @@
 //! onion of `update_add_htlc` is carried opaque.
 
 use alloc::boxed::Box;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use bitcoin::hashes::Hash;
@@ -20,13 +21,50 @@ use crate::driving::ChannelId;
 pub const ONION_PACKET_LEN: usize = 1366;
 
 /// The opaque onion routing packet (BOLT #4), 1366 bytes.
+///
+/// Shared, not copied: cloning one (as a channel does for each HTLC when it validates an update
+/// on a copy of its state) only counts a reference.
+///
+/// ```
+/// use paychan::lightning::{msgs::ONION_PACKET_LEN, OnionPacket};
+/// let mut a = OnionPacket::new([7; ONION_PACKET_LEN]);
+/// let b = a.clone();
+/// a.bytes_mut()[0] = 8; // copy on write: `b` is unchanged
+/// assert_eq!((a.as_bytes()[0], b.as_bytes()[0]), (8, 7));
+/// assert!(OnionPacket::from_slice(&[0; ONION_PACKET_LEN - 1]).is_none());
+/// ```
 #[derive(Clone, PartialEq, Eq)]
-pub struct OnionPacket(pub Box<[u8; ONION_PACKET_LEN]>);
+pub struct OnionPacket(Arc<[u8; ONION_PACKET_LEN]>);
 
 impl OnionPacket {
+    /// A packet of these bytes.
+    pub fn new(bytes: [u8; ONION_PACKET_LEN]) -> Self {
+        OnionPacket(Arc::new(bytes))
+    }
+
+    /// A packet of these bytes, if there are exactly [`ONION_PACKET_LEN`] of them.
+    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() != ONION_PACKET_LEN {
+            return None;
+        }
+        let mut packet = Self::zeroed();
+        packet.bytes_mut().copy_from_slice(bytes);
+        Some(packet)
+    }
+
     /// An all-zero packet (for tests and final hops that carry no onion).
     pub fn zeroed() -> Self {
-        OnionPacket(Box::new([0u8; ONION_PACKET_LEN]))
+        OnionPacket(Arc::new([0u8; ONION_PACKET_LEN]))
+    }
+
+    /// Its bytes.
+    pub fn as_bytes(&self) -> &[u8; ONION_PACKET_LEN] {
+        &self.0
+    }
+
+    /// Its bytes, to change (copied first if the packet is shared).
+    pub fn bytes_mut(&mut self) -> &mut [u8; ONION_PACKET_LEN] {
+        Arc::make_mut(&mut self.0)
     }
 }
 
@@ -344,7 +382,7 @@ impl Msg {
             }
             Msg::UpdateAddHtlc { channel_id, id, amount_msat, payment_hash, cltv_expiry, onion_routing_packet } => {
                 w.bytes(&channel_id.0).u64(*id).u64(amount_msat.to_msat()).bytes(&payment_hash.0).u32(*cltv_expiry);
-                w.bytes(&onion_routing_packet.0[..]);
+                w.bytes(onion_routing_packet.as_bytes());
             }
             Msg::UpdateFulfillHtlc { channel_id, id, payment_preimage } => {
                 w.bytes(&channel_id.0).u64(*id).bytes(&payment_preimage.0);
@@ -517,15 +555,14 @@ impl Msg {
                 let amount_msat = msat(&mut r)?;
                 let payment_hash = PaymentHash(r.array()?);
                 let cltv_expiry = r.u32()?;
-                let mut onion = Box::new([0u8; ONION_PACKET_LEN]);
-                onion.copy_from_slice(r.take(ONION_PACKET_LEN)?);
+                let onion = OnionPacket::from_slice(r.take(ONION_PACKET_LEN)?).ok_or(DecodeError::Truncated)?;
                 Msg::UpdateAddHtlc {
                     channel_id,
                     id,
                     amount_msat,
                     payment_hash,
                     cltv_expiry,
-                    onion_routing_packet: OnionPacket(onion),
+                    onion_routing_packet: onion,
                 }
             }
             UPDATE_FULFILL_HTLC => Msg::UpdateFulfillHtlc {

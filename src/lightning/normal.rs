@@ -10,7 +10,7 @@ use bitcoin::{ecdsa, Amount};
 use super::channel::{Channel, Phase, View};
 use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage, Step};
 use super::msgs::{Msg, OnionPacket};
-use super::snapshot::PenaltyRecord;
+use super::records::{OnionRecord, PenaltyRecord};
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::commitment::fees::is_htlc_trimmed;
 use crate::core::commitment::signatures::{
@@ -160,7 +160,8 @@ impl Channel {
         next.next_seq = seq;
         next.next_holder_htlc_id += 1;
         *self = next;
-        let mut fx = self.persist();
+        let record = OnionRecord { offerer: Side::Holder, id, onion: onion.clone() };
+        let mut fx = self.persist_with(alloc::vec![record.encode()]);
         fx.send.push(Msg::UpdateAddHtlc {
             channel_id: self.channel_id,
             id,
@@ -371,7 +372,7 @@ impl Channel {
             amount,
             payment_hash,
             cltv_expiry,
-            onion: Some(onion),
+            onion: Some(onion.clone()),
             add: Progress::new(Side::Counterparty),
             remove: None,
             add_seq: seq,
@@ -383,7 +384,8 @@ impl Channel {
         next.next_seq = seq;
         next.next_counterparty_htlc_id += 1;
         *self = next;
-        Ok(self.persist())
+        let record = OnionRecord { offerer: Side::Counterparty, id, onion };
+        Ok(self.persist_with(alloc::vec![record.encode()]))
     }
 
     pub(crate) fn on_remove(&mut self, id: u64, resolution: Resolution) -> Result<Effects, PeerError> {

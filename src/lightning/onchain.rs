@@ -15,7 +15,7 @@ use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, T
 use super::channel::{Channel, Phase};
 use super::htlc::Side;
 use super::penalty::PenaltyKit;
-use super::snapshot::PenaltyRecord;
+use super::records::PenaltyRecord;
 use super::{CommandError, Effects, Event};
 use crate::core::commitment::{CommitmentNumber, FeeratePerKw};
 use crate::core::hashlock::PaymentPreimage;

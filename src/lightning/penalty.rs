@@ -17,7 +17,7 @@ use bitcoin::transaction::Version;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
 
 use super::htlc::Side;
-use super::snapshot::PenaltyRecord;
+use super::records::PenaltyRecord;
 use crate::core::commitment::{ChannelType, FeeratePerKw, ObscuringFactor};
 use crate::core::encode::{read_header, required, DecodeError, TlvWriter};
 use crate::core::keys::{

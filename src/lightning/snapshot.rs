@@ -1,4 +1,4 @@
-//! The Lightning channel's live-state snapshot and its append-only penalty records.
+//! The Lightning channel's live-state snapshot (its append-only records are in `records`).
 
 use alloc::vec::Vec;
 
@@ -10,6 +10,7 @@ use super::channel::{Channel, Phase, Shutdown, SideParams};
 use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage};
 use super::msgs::{OnionPacket, ONION_PACKET_LEN};
 use super::onchain::{Claim, ClaimKind, ClosingKind, OnChain};
+use super::records::{read_side, side_byte};
 use super::ChannelConfig;
 use crate::core::commitment::signatures::CommitmentSignatures;
 use crate::core::commitment::ChannelType;
@@ -24,84 +25,9 @@ use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::ChannelId;
 
 const KIND_CHANNEL: u8 = 0x4c;
-const KIND_RECORD: u8 = 0x4d;
-const VERSION: u8 = 1;
-
-/// What a penalty needs to know about one HTLC that is gone from the channel: enough to
-/// recognise and sweep its output on any revoked counterparty commitment in
-/// `first_commitment..=last_commitment`. One record per HTLC, appended once.
-#[derive(Clone, PartialEq, Eq, Debug)]
-pub struct PenaltyRecord {
-    /// Who offered it.
-    pub offerer: Side,
-    /// Its id.
-    pub id: u64,
-    /// Amount.
-    pub amount: MilliSats,
-    /// Payment hash.
-    pub payment_hash: PaymentHash,
-    /// Expiry.
-    pub cltv_expiry: u32,
-    /// First counterparty commitment carrying it.
-    pub first_commitment: u64,
-    /// Last counterparty commitment carrying it.
-    pub last_commitment: u64,
-}
-
-fn side_byte(s: Side) -> u8 {
-    match s {
-        Side::Holder => 0,
-        Side::Counterparty => 1,
-    }
-}
-
-fn read_side(r: &mut Reader<'_>) -> Result<Side, DecodeError> {
-    match r.u8()? {
-        0 => Ok(Side::Holder),
-        1 => Ok(Side::Counterparty),
-        _ => Err(DecodeError::InvalidValue("side")),
-    }
-}
-
-impl PenaltyRecord {
-    /// Encodes the record (kind, version, TLV).
-    pub fn encode(&self) -> Vec<u8> {
-        let mut t = TlvWriter::new(KIND_RECORD, VERSION);
-        t.record(0, |w| {
-            w.u8(side_byte(self.offerer)).u64(self.id).u64(self.amount.to_msat()).bytes(&self.payment_hash.0);
-            w.u32(self.cltv_expiry).u64(self.first_commitment).u64(self.last_commitment);
-        });
-        t.finish()
-    }
-
-    /// Decodes a record.
-    ///
-    /// # Errors
-    /// [`DecodeError`] for malformed bytes.
-    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, tlv) = read_header(bytes, KIND_RECORD)?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let mut rec = None;
-        tlv.for_each(|ty, r| {
-            if ty != 0 {
-                return Ok(false);
-            }
-            rec = Some(PenaltyRecord {
-                offerer: read_side(r)?,
-                id: r.u64()?,
-                amount: MilliSats::from_msat(r.u64()?),
-                payment_hash: PaymentHash(r.array()?),
-                cltv_expiry: r.u32()?,
-                first_commitment: r.u64()?,
-                last_commitment: r.u64()?,
-            });
-            Ok(true)
-        })?;
-        required(rec, "record")
-    }
-}
+/// Version 2 keeps onions out of the snapshot (in [`OnionRecord`](super::records::OnionRecord)s);
+/// version 1 carried them inline and is still read.
+const VERSION: u8 = 2;
 
 fn write_pubkeys(w: &mut Writer, k: &ChannelPubkeys) {
     w.pubkey(k.funding.public_key());
@@ -220,10 +146,8 @@ fn write_htlc(w: &mut Writer, h: &Htlc) {
     w.u64(h.add_seq).u64(h.remove_seq);
     write_opt_u64(w, h.first_remote_commitment);
     write_opt_u64(w, h.removed_from_remote);
-    match &h.onion {
-        Some(o) => w.u8(1).bytes(&o.0[..]),
-        None => w.u8(0),
-    };
+    // 2: the onion is in an `OnionRecord` (appended when the HTLC was added).
+    w.u8(if h.onion.is_some() { 2 } else { 0 });
     match &h.remove {
         None => {
             w.u8(0);
@@ -241,7 +165,8 @@ fn write_htlc(w: &mut Writer, h: &Htlc) {
     }
 }
 
-fn read_htlc(r: &mut Reader<'_>) -> Result<Htlc, DecodeError> {
+/// Reads one HTLC; `Ok((htlc, true))` when its onion is to be found in the records.
+fn read_htlc(r: &mut Reader<'_>, version: u8) -> Result<(Htlc, bool), DecodeError> {
     let id = r.u64()?;
     let offerer = read_side(r)?;
     let amount = MilliSats::from_msat(r.u64()?);
@@ -252,12 +177,13 @@ fn read_htlc(r: &mut Reader<'_>) -> Result<Htlc, DecodeError> {
     let remove_seq = r.u64()?;
     let first_remote_commitment = read_opt_u64(r)?;
     let removed_from_remote = read_opt_u64(r)?;
-    let onion = match r.u8()? {
-        0 => None,
-        1 => {
-            let mut b = alloc::boxed::Box::new([0u8; ONION_PACKET_LEN]);
-            b.copy_from_slice(r.take(ONION_PACKET_LEN)?);
-            Some(OnionPacket(b))
+    let mut in_record = false;
+    let onion = match (version, r.u8()?) {
+        (_, 0) => None,
+        (1, 1) => Some(OnionPacket::from_slice(r.take(ONION_PACKET_LEN)?).ok_or(DecodeError::Truncated)?),
+        (2, 2) => {
+            in_record = true;
+            None
         }
         _ => return Err(DecodeError::InvalidValue("onion")),
     };
@@ -273,7 +199,7 @@ fn read_htlc(r: &mut Reader<'_>) -> Result<Htlc, DecodeError> {
             Some((res, read_progress(r)?))
         }
     };
-    Ok(Htlc {
+    let htlc = Htlc {
         id,
         offerer,
         amount,
@@ -286,7 +212,8 @@ fn read_htlc(r: &mut Reader<'_>) -> Result<Htlc, DecodeError> {
         remove_seq,
         first_remote_commitment,
         removed_from_remote,
-    })
+    };
+    Ok((htlc, in_record))
 }
 
 fn phase_byte(p: Phase) -> u8 {
@@ -346,14 +273,17 @@ fn write_opt_script(w: &mut Writer, s: &Option<ScriptBuf>) {
     };
 }
 
-/// Bytes of one HTLC in record 20, onion excluded (an upper bound for a short failure reason).
+/// The fewest bytes one HTLC takes in record 20: id, side, amount, hash, expiry, progress, two
+/// sequence numbers, two absent commitment numbers, the onion flag and no removal.
+const MIN_HTLC_LEN: usize = 8 + 1 + 8 + 32 + 4 + 2 + 8 + 8 + 1 + 1 + 1 + 1;
+
+/// Bytes of one HTLC in record 20 (an upper bound for a short failure reason).
 const HTLC_RECORD_LEN: usize = 128;
 
 pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
-    // Sized up front: with many HTLCs (each with its 1,366-byte onion) the state is large, and
-    // growing the buffer would copy it several times.
-    let onions = c.htlcs.iter().filter(|h| h.onion.is_some()).count();
-    let htlcs = c.htlcs.len() * HTLC_RECORD_LEN + onions * (ONION_PACKET_LEN + 1);
+    // Sized up front: with many HTLCs the state is large, and growing the buffer would copy it
+    // several times.
+    let htlcs = c.htlcs.len() * HTLC_RECORD_LEN;
     let sigs = c.holder_signatures.as_ref().map_or(0, |s| s.htlcs.len() * 64);
     let mut t = TlvWriter::with_capacity(KIND_CHANNEL, VERSION, 2_048 + htlcs + sigs);
     t.record(0, |w| {
@@ -530,12 +460,15 @@ fn read_onchain(r: &mut Reader<'_>) -> Result<OnChain, DecodeError> {
     Ok(OnChain { closing_tx, kind, height, claims })
 }
 
+/// Decodes a snapshot. Returns the channel and the HTLCs (offerer, id) whose onions are in
+/// records, to be attached by the caller.
 #[allow(clippy::too_many_lines)]
-pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
+pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>), DecodeError> {
     let (version, tlv) = read_header(bytes, KIND_CHANNEL)?;
-    if version != VERSION {
+    if version != 1 && version != VERSION {
         return Err(DecodeError::UnknownVersion(version));
     }
+    let mut onions_in_records = Vec::new();
     let mut update_id = None;
     let mut ident = None;
     let mut funding_outpoint = None;
@@ -622,12 +555,16 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
             }
             20 => {
                 let n = r.bigsize()?;
-                if n > (r.remaining() / 80) as u64 {
+                if n > (r.remaining() / MIN_HTLC_LEN) as u64 {
                     return Err(DecodeError::Truncated);
                 }
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
-                    v.push(read_htlc(r)?);
+                    let (h, in_record) = read_htlc(r, version)?;
+                    if in_record {
+                        onions_in_records.push((h.offerer, h.id));
+                    }
+                    v.push(h);
                 }
                 htlcs = Some(v);
             }
@@ -705,7 +642,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
                     .collect(),
             }
         });
-    Ok(Channel {
+    let channel = Channel {
         is_funder,
         config,
         channel_type: ct,
@@ -750,5 +687,6 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<Channel, DecodeError> {
         onchain,
         secp: Secp256k1::new(),
         holder_next_point: None,
-    })
+    };
+    Ok((channel, onions_in_records))
 }

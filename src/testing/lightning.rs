@@ -252,6 +252,18 @@ pub fn onion() -> crate::lightning::OnionPacket {
     crate::lightning::OnionPacket::zeroed()
 }
 
+/// The onion records a channel's HTLCs in flight refer to, as the channel appended them: what
+/// [`Channel::restore_with_records`] needs beside a snapshot taken from `ch` itself.
+pub fn onion_records(ch: &Channel) -> Vec<Vec<u8>> {
+    ch.htlcs()
+        .iter()
+        .filter_map(|h| {
+            let onion = h.onion.clone()?;
+            Some(crate::lightning::OnionRecord { offerer: h.offerer, id: h.id, onion }.encode())
+        })
+        .collect()
+}
+
 pub use super::rng::Rng;
 
 impl Pair {

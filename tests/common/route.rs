@@ -110,6 +110,8 @@ pub struct Route {
     pub d_events: Vec<lightning::Event>,
     pub b_out_events: Vec<duplex::Event>,
     pub c_out_events: Vec<lightning::Event>,
+    /// The records C's Lightning channel appended (onions of its HTLCs, penalty records).
+    pub c_out_records: Vec<Vec<u8>>,
     pub final_mode: Final,
     /// Links cut the moment D fulfils (the preimage's way back is blocked there).
     pub cut_on_fulfil: Vec<Link>,
@@ -273,6 +275,7 @@ impl Route {
             d_events: Vec::new(),
             b_out_events: Vec::new(),
             c_out_events: Vec::new(),
+            c_out_records: Vec::new(),
             final_mode,
             cut_on_fulfil: Vec::new(),
             d_goes_on_chain: false,
@@ -441,6 +444,9 @@ impl Route {
         }
         assert!(fx.events.is_empty() || fx.state.is_some(), "C persists what it did");
         self.c_out_events.extend(fx.outgoing.events.iter().cloned());
+        if let Some(u) = &fx.outgoing.update {
+            self.c_out_records.extend(u.records.iter().cloned());
+        }
         for e in &fx.events {
             self.log.push(format!("C: {e:?}"));
             if let ForwardEvent::FailedUpstream { incoming_id, .. } = e {
@@ -509,8 +515,8 @@ impl Route {
         let b_out = duplex::Channel::restore(&self.b.outgoing().snapshot(), any).expect("B's duplex side restores");
         self.b = Forwarder::restore(b_in, b_out, *self.b.config(), &self.b.snapshot()).expect("B restores");
         let c_in = duplex::Channel::restore(&self.c.incoming().snapshot(), any).expect("C's duplex side restores");
-        let c_out =
-            lightning::Channel::restore(&self.c.outgoing().snapshot(), any).expect("C's Lightning side restores");
+        let c_out = lightning::Channel::restore_with_records(&self.c.outgoing().snapshot(), &self.c_out_records, any)
+            .expect("C's Lightning side restores");
         self.c = Forwarder::restore(c_in, c_out, *self.c.config(), &self.c.snapshot()).expect("C restores");
     }
 

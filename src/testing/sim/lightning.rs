@@ -148,7 +148,7 @@ impl Sim {
     }
 
     fn records(&self, i: usize) -> Result<Vec<PenaltyRecord>, String> {
-        self.nodes[i].records.iter().map(|r| PenaltyRecord::decode(r).map_err(|e| format!("record: {e:?}"))).collect()
+        crate::lightning::records::penalty_records(&self.nodes[i].records).map_err(|e| format!("record: {e:?}"))
     }
 
     /// Persists, queues messages, checks and submits broadcasts.
@@ -327,10 +327,10 @@ impl Sim {
         let n = self.nodes[i].persisted.len();
         // Any snapshot under the channel's final id (from `funding_signed` on).
         let id = Some(self.nodes[i].ch.channel_id());
-        let first = self.nodes[i]
-            .persisted
-            .iter()
-            .position(|(_, b)| Channel::restore(b, RestoreCheck { channel_id: id, min_update_id: 0 }).is_ok());
+        let first = self.nodes[i].persisted.iter().position(|(_, b)| {
+            Channel::restore_with_records(b, &self.nodes[i].records, RestoreCheck { channel_id: id, min_update_id: 0 })
+                .is_ok()
+        });
         match first {
             Some(f) if lossy && f + 1 < n => {
                 // Restart from an older snapshot, believing it current: the newer writes are lost.
@@ -346,7 +346,7 @@ impl Sim {
         let lost = self.out.lost_data > 0 && self.bad == Some(Bad::Lossy(i));
         let older = node.persisted.iter().rev().find(|(id, _)| *id < latest).filter(|_| !lost);
         if let Some((old_id, old)) = older {
-            match Channel::restore(old, check) {
+            match Channel::restore_with_records(old, &node.records, check) {
                 Err(crate::driving::RestoreError::Stale { .. }) => self.out.stale_refused += 1,
                 other => {
                     return Err(format!(
@@ -356,7 +356,8 @@ impl Sim {
                 }
             }
         }
-        let restored = Channel::restore(&bytes, check).map_err(|e| format!("peer {i}: restore failed: {e}"))?;
+        let restored = Channel::restore_with_records(&bytes, &node.records, check)
+            .map_err(|e| format!("peer {i}: restore failed: {e}"))?;
         if restored.snapshot() != bytes {
             return Err(format!("peer {i}: restore is not byte-identical"));
         }

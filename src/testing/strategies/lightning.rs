@@ -140,11 +140,8 @@ pub fn accept_channel() -> impl Strategy<Value = Msg> {
 
 /// A random 1,366-byte onion packet.
 pub fn onion_packet() -> impl Strategy<Value = OnionPacket> {
-    prop::collection::vec(any::<u8>(), ONION_PACKET_LEN).prop_map(|v| {
-        let mut o = OnionPacket::zeroed();
-        o.0.copy_from_slice(&v);
-        o
-    })
+    prop::collection::vec(any::<u8>(), ONION_PACKET_LEN)
+        .prop_filter_map("a whole packet", |v| OnionPacket::from_slice(&v))
 }
 
 /// Every Lightning message type, with random field values (each encodes and decodes).
