@@ -8,7 +8,7 @@ out=${1:?out dir}
 mkdir -p "$out"
 cargo bench --bench lightning_count --no-run >/dev/null 2>&1
 bin=$(ls -t "${CARGO_TARGET_DIR:-target}"/release/deps/lightning_count-* | grep -v '\.d$' | head -1)
-for part in floor lifecycle commit100; do
+for part in floor lifecycle commit100 commit1; do
     valgrind --tool=callgrind --callgrind-out-file="$out/cg.$part" "$bin" "$part" >/dev/null 2>&1
     callgrind_annotate --inclusive=yes --tree=caller "$out/cg.$part" >"$out/tree.$part" 2>/dev/null
 done
@@ -39,6 +39,9 @@ life = incl("lifecycle", r"lightning_count::measured_lifecycle \[") / 3
 a = incl("commit100", r"lightning_count::measured_commit_a \[") / 3
 b = incl("commit100", r"lightning_count::measured_commit_b \[") / 3
 resign = incl("commit100", r"sign_next_counterparty \[", r"Channel::handle_message|on_commitment_signed") / 3
+a1 = incl("commit1", r"lightning_count::measured_commit_a \[") / 3
+b1 = incl("commit1", r"lightning_count::measured_commit_b \[") / 3
+resign1 = incl("commit1", r"sign_next_counterparty \[", r"Channel::handle_message|on_commitment_signed") / 3
 keys = incl("floor", r"lightning_count::floor_key_set \[") / N
 point = incl("floor", r"lightning_count::floor_point \[") / N
 sighash = incl("floor", r"lightning_count::floor_sighash \[") / N
@@ -49,6 +52,9 @@ print(f"  per HTLC, all of it, against sign+verify: {(a + b) / 100 / sv:.3f}")
 print(f"  per HTLC, without B's counter-signature, against sign+verify: {(a + b - resign) / 100 / sv:.3f}")
 print(f"  against 101 x (sign+verify) (commitment signature too): {(a + b - resign) / 101 / sv:.3f}")
 print(f"  all of it against 202 sign + 101 verify: {(a + b) / (202 * sign + 101 * verify):.3f}")
+marginal = ((a + b - resign) - (a1 + b1 - resign1)) / 99
+print(f"commit_1_htlc: A commit {a1:,.0f}, B receive {b1:,.0f} (of which counter-signature {resign1:,.0f})")
+print(f"  marginal per HTLC ((100 HTLCs - 1 HTLC) / 99), without B's counter-signature, against sign+verify: {marginal / sv:.3f}")
 life_floor = 6 * sv + 8 * keys + 8 * point + 12 * sighash
 print(f"htlc_lifecycle: {life:,.0f} Ir = {life / life_floor:.3f} x its floor (6 sign + 6 verify + 8 key sets + 8 points + 12 sighashes)")
 PY

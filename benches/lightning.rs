@@ -90,6 +90,25 @@ fn channel(c: &mut Criterion) {
             .expect("add");
         let _ = deliver(fx, &mut base.b);
     }
+    // The same dance with one HTLC: (commit_100_htlcs - commit_1_htlc) / 99 is what one more
+    // HTLC in a commitment costs.
+    let mut one = open();
+    let (_, fx) = one
+        .a
+        .ch
+        .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage([0x51; 32]).hash(), 2_000, OnionPacket::zeroed())
+        .expect("add");
+    let _ = deliver(fx, &mut one.b);
+    g.bench_function("commit_1_htlc", |b| {
+        b.iter_batched(
+            || one.clone(),
+            |mut p| {
+                let fx = p.a.ch.commit(&p.a.signer).expect("commit");
+                black_box(deliver(fx, &mut p.b));
+            },
+            BatchSize::LargeInput,
+        )
+    });
     g.bench_function("commit_100_htlcs", |b| {
         b.iter_batched(
             || base.clone(),

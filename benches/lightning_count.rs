@@ -113,6 +113,9 @@ fn main() {
     if part("commit100") {
         commit100_part();
     }
+    if part("commit1") {
+        commit1_part();
+    }
     if part("bytes") {
         bytes_part();
     }
@@ -154,9 +157,10 @@ fn lifecycle_part() {
     }
 }
 
-fn commit100_part() {
+/// A pair with `n` HTLCs announced by A and delivered to B, not yet signed.
+fn with_announced(n: u64) -> Pair {
     let mut base = open();
-    for i in 0..100u64 {
+    for i in 0..n {
         let mut bytes = [0u8; 32];
         bytes[..8].copy_from_slice(&(1_000_000 + i).to_be_bytes());
         let (_, fx) = base
@@ -166,6 +170,11 @@ fn commit100_part() {
             .expect("add");
         let _ = deliver(fx, &mut base.b);
     }
+    base
+}
+
+fn commit100_part() {
+    let base = with_announced(100);
     for _ in 0..3 {
         let mut p = base.clone();
         let fx = measured_commit_a(&mut p);
@@ -173,6 +182,19 @@ fn commit100_part() {
         let out = measured_commit_b(fx, &mut p);
         let b_bytes: usize = out.iter().map(persisted).sum();
         println!("commit_100_htlcs: persisted bytes A {a_bytes}, B {b_bytes}");
+        black_box(p);
+    }
+}
+
+/// The same dance with one HTLC (run on its own under callgrind, so the same measured functions
+/// can be used): what `commit_100_htlcs` costs beyond this, ÷ 99, is the marginal cost of an HTLC
+/// (the per-commitment work cancels out).
+fn commit1_part() {
+    let base = with_announced(1);
+    for _ in 0..3 {
+        let mut p = base.clone();
+        let fx = measured_commit_a(&mut p);
+        black_box(measured_commit_b(fx, &mut p));
         black_box(p);
     }
 }
