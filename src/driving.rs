@@ -178,7 +178,8 @@ pub enum Action {
     /// Drop the message, tell the peer (a warning) and **disconnect**: the peer may be out of
     /// sync, and the messages that follow on this connection may build on the one refused (a
     /// Lightning `commitment_signed` covering a refused trimmed HTLC still verifies). Reconnecting
-    /// (`channel_reestablish`) resynchronises both sides.
+    /// (`channel_reestablish`) resynchronises both sides. The Lightning channel enforces it: it
+    /// refuses everything after a refusal until it is told of the disconnection.
     Warn,
     /// Stop using the channel and close it cooperatively if possible.
     Close,

@@ -194,17 +194,25 @@ fn logged(log: &[Delivered], ty: u16) -> Delivered {
     log.iter().find(|d| d.msg.type_number() == ty).unwrap_or_else(|| panic!("no message of type {ty}")).clone()
 }
 
-/// Feeds `msg` to `ch` and expects a refusal of `kind`, the channel unchanged to the byte.
+/// Feeds `msg` to a copy of `ch` and expects a refusal of `kind`, the channel unchanged to the
+/// byte; then the connection is done: the next message is refused too, as `AfterRefusal`. `ch`
+/// itself is left as it was, on a connection that refused nothing, so a test can go on with it.
 #[track_caller]
-fn refuse<S: Signer + ?Sized>(ch: &mut Channel, signer: &S, msg: Msg, kind: Misbehaviour) -> PeerError {
+fn refuse<S: Signer + ?Sized>(ch: &Channel, signer: &S, msg: Msg, kind: Misbehaviour) -> PeerError {
     let before = ch.snapshot();
     let shown = format!("{msg:?}");
-    let err = match ch.handle_message(msg, signer, tip()) {
+    let mut probe = ch.clone();
+    let err = match probe.handle_message(msg.clone(), signer, tip()) {
         Ok(fx) => panic!("accepted {shown}: {fx:?}"),
         Err(e) => e,
     };
     assert_eq!(err.kind, kind, "refusal of {shown}");
-    assert!(ch.snapshot() == before, "refusing {shown} changed the state");
+    assert!(probe.snapshot() == before, "refusing {shown} changed the state");
+    if err.action != Action::Ignore && !matches!(msg, Msg::Error { .. }) {
+        let again = probe.handle_message(msg, signer, tip()).expect_err("nothing after a refusal");
+        assert_eq!((again.kind, again.action), (Misbehaviour::AfterRefusal, Action::Warn));
+        assert!(probe.snapshot() == before);
+    }
     err
 }
 

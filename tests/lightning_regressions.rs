@@ -244,3 +244,49 @@ fn error_before_funding_signed_ends_the_channel() {
         assert!(a.handle_message(other, &p.a.signer, ChainTip::at(p.tip)).is_err(), "another channel's error");
     }
 }
+
+/// `lightning_state-refused-add-then-commitment`: an `update_add_htlc` is refused (here: it
+/// arrives with another channel's id), and the `commitment_signed` that follows on the same
+/// connection covers it and an earlier HTLC. The refused HTLC is below a satoshi and changes no
+/// output, so that signature still verifies: taking it would leave the peers disagreeing on the
+/// HTLC set. The channel now takes nothing more on a connection after a refusal; reconnecting
+/// resynchronises both sides.
+#[test]
+fn nothing_is_taken_after_a_refusal_until_reconnection() {
+    use paychan::driving::{Action, ChannelId};
+    use paychan::lightning::Misbehaviour;
+    for ct in TYPES {
+        // a's balance ends in 900 msat, so a 600-msat HTLC changes no output's satoshis.
+        let mut p = Pair::open(ct, 1_000_000, 200_000_100);
+        let tip = ChainTip::at(p.tip);
+        let (first, fx) =
+            p.a.ch
+                .add_htlc(MilliSats::from_msat(30_000_000), PaymentPreimage([0x43; 32]).hash(), 2_000, onion())
+                .unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        assert!(p.deliver_to_b());
+        let (second, fx) =
+            p.a.ch.add_htlc(MilliSats::from_msat(600), PaymentPreimage([0x44; 32]).hash(), 2_000, onion()).unwrap();
+        let mut add = fx.send.into_iter().next().unwrap();
+        if let Msg::UpdateAddHtlc { channel_id, .. } = &mut add {
+            *channel_id = ChannelId([0xee; 32]);
+        }
+        let before = p.b.ch.snapshot();
+        let err = p.b.ch.handle_message(add, &p.b.signer, tip).unwrap_err();
+        assert_eq!((err.kind, err.action), (Misbehaviour::WrongChannel, Action::Warn));
+        let fx = p.a.ch.commit(&p.a.signer).unwrap();
+        let commitment = fx.send.into_iter().next().unwrap();
+        assert!(matches!(commitment, Msg::CommitmentSigned { .. }));
+        let err = p.b.ch.handle_message(commitment, &p.b.signer, tip).unwrap_err();
+        assert_eq!((err.kind, err.action), (Misbehaviour::AfterRefusal, Action::Warn));
+        assert!(p.b.ch.snapshot() == before, "b took nothing");
+        // The embedder disconnects; on reconnection a retransmits both adds and its signature.
+        p.reconnect();
+        p.settle();
+        let held = |ch: &paychan::lightning::Channel| ch.htlcs().iter().map(|h| (h.id, h.amount)).collect::<Vec<_>>();
+        let both = vec![(first, MilliSats::from_msat(30_000_000)), (second, MilliSats::from_msat(600))];
+        assert_eq!((held(&p.a.ch), held(&p.b.ch)), (both.clone(), both));
+        assert!(p.b.ch.htlcs().iter().all(|h| h.is_irrevocably_committed()));
+        p.verify_commitments();
+    }
+}

@@ -143,6 +143,10 @@ pub struct Channel {
     /// `commitment_signed` need not ask the signer again. A cache: not in the snapshot (a
     /// restored channel asks the signer).
     pub(crate) holder_next_point: Option<(u64, PublicKey)>,
+    /// We refused a peer message since the last [`Channel::handle_disconnect`]: nothing more is
+    /// taken on this connection (what follows may build on the refused message). Connection
+    /// state, not channel state: not in the snapshot.
+    pub(crate) refused_on_this_connection: bool,
 }
 
 impl PartialEq for Channel {
@@ -461,11 +465,36 @@ impl Channel {
         }
     }
 
-    /// Handles a message from the peer. On error nothing changed.
+    /// Handles a message from the peer. On error the channel state is unchanged.
+    ///
+    /// Once a message is refused (with any action but [`Action::Ignore`]), the connection is
+    /// done: every later message except `error` is refused with
+    /// [`Misbehaviour::AfterRefusal`] until [`Channel::handle_disconnect`], because the peer's
+    /// next messages may build on the refused one (a `commitment_signed` covering a refused
+    /// trimmed HTLC still verifies). Reconnecting resynchronises both sides.
     ///
     /// # Errors
     /// [`PeerError`] with what was wrong and what to do about it.
+    ///
+    /// [`Action::Ignore`]: crate::driving::Action::Ignore
+    /// [`Misbehaviour::AfterRefusal`]: super::Misbehaviour::AfterRefusal
     pub fn handle_message<S: crate::core::sign::Signer + ?Sized>(
+        &mut self,
+        msg: Msg,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        if self.refused_on_this_connection && !matches!(msg, Msg::Error { .. }) {
+            return Err(peer_error(Misbehaviour::AfterRefusal));
+        }
+        let result = self.handle_message_on_connection(msg, signer, tip);
+        if result.as_ref().is_err_and(|e| e.action != crate::driving::Action::Ignore) {
+            self.refused_on_this_connection = true;
+        }
+        result
+    }
+
+    fn handle_message_on_connection<S: crate::core::sign::Signer + ?Sized>(
         &mut self,
         msg: Msg,
         signer: &S,

@@ -262,6 +262,8 @@ pub enum Misbehaviour {
     Keys,
     /// The message could not be decoded (when fed as bytes).
     Decode(crate::core::encode::DecodeError),
+    /// A message after one we refused on the same connection: disconnect and reconnect first.
+    AfterRefusal,
 }
 
 impl fmt::Display for Misbehaviour {
@@ -278,7 +280,7 @@ impl fmt::Display for Misbehaviour {
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     use Misbehaviour::*;
     let action = match kind {
-        UnexpectedMessage | WrongChannel | Decode(_) => Action::Warn,
+        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal => Action::Warn,
         Signer(_) => Action::Ignore,
         ReestablishMismatch => Action::Close,
         _ => Action::ForceClose,

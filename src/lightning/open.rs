@@ -156,6 +156,7 @@ impl Channel {
             onchain: None,
             secp: Secp256k1::new(),
             holder_next_point: None,
+            refused_on_this_connection: false,
         })
     }
 

@@ -16,6 +16,7 @@ impl Channel {
     /// The connection dropped: forget the peer's updates that no `commitment_signed` covered
     /// (it will forget them too, BOLT #2). Ours are kept and sent again on reconnection.
     pub fn handle_disconnect(&mut self) -> Effects {
+        self.refused_on_this_connection = false;
         let before = self.htlcs.len() + self.fee_updates.len();
         let mut lowest_dropped = None;
         self.htlcs.retain(|h| {

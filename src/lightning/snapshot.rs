@@ -687,6 +687,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         onchain,
         secp: Secp256k1::new(),
         holder_next_point: None,
+        refused_on_this_connection: false,
     };
     Ok((channel, onions_in_records))
 }
