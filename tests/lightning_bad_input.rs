@@ -464,7 +464,7 @@ fn commitment_signed_with_bad_signatures_is_refused() {
         p.settle();
         p.verify_commitments();
         // Replaying it now signs nothing new.
-        refuse(&mut p.b.ch, &p.b.signer, cs(signature, htlc_signatures), Misbehaviour::NoChanges);
+        refuse(&p.b.ch, &p.b.signer, cs(signature, htlc_signatures), Misbehaviour::NoChanges);
     }
 }
 
@@ -475,15 +475,15 @@ fn commitment_signed_without_changes_or_out_of_turn_is_refused() {
         let id = p.a.ch.channel_id();
         let cs = Msg::CommitmentSigned { channel_id: id, signature: junk_sig(1), htlc_signatures: vec![] };
         // Nothing happened at all.
-        let err = refuse(&mut p.a.ch, &p.a.signer, cs.clone(), Misbehaviour::NoChanges);
+        let err = refuse(&p.a.ch, &p.a.signer, cs.clone(), Misbehaviour::NoChanges);
         assert_eq!(err.action, Action::ForceClose);
-        refuse(&mut p.b.ch, &p.b.signer, cs.clone(), Misbehaviour::NoChanges);
+        refuse(&p.b.ch, &p.b.signer, cs.clone(), Misbehaviour::NoChanges);
         // Only the receiver's own update is pending: the sender may not sign it into the
         // receiver's commitment before the receiver signed it into the sender's.
         let (_, fx) =
             p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage([1; 32]).hash(), 2_000, onion()).unwrap();
         p.a.absorb_pub(fx, &mut p.to_b);
-        refuse(&mut p.a.ch, &p.a.signer, cs.clone(), Misbehaviour::NoChanges);
+        refuse(&p.a.ch, &p.a.signer, cs.clone(), Misbehaviour::NoChanges);
         // a signed; b revoked and signed back; the same signature again before b's answer
         // arrives covers nothing new.
         p.deliver_to_b();
@@ -491,10 +491,10 @@ fn commitment_signed_without_changes_or_out_of_turn_is_refused() {
         p.a.absorb_pub(fx, &mut p.to_b);
         let genuine = p.to_b.front().cloned().expect("commitment_signed");
         p.deliver_to_b();
-        refuse(&mut p.b.ch, &p.b.signer, genuine, Misbehaviour::NoChanges);
+        refuse(&p.b.ch, &p.b.signer, genuine, Misbehaviour::NoChanges);
         p.settle();
-        refuse(&mut p.a.ch, &p.a.signer, cs.clone(), Misbehaviour::NoChanges);
-        refuse(&mut p.b.ch, &p.b.signer, cs, Misbehaviour::NoChanges);
+        refuse(&p.a.ch, &p.a.signer, cs.clone(), Misbehaviour::NoChanges);
+        refuse(&p.b.ch, &p.b.signer, cs, Misbehaviour::NoChanges);
     }
 }
 
@@ -556,14 +556,14 @@ fn update_add_htlc_the_sender_cannot_afford_is_refused() {
         let mut p = Pair::open(ct, CAPACITY, PUSH);
         let cid = p.a.ch.channel_id();
         // a (funder) has 800,000 sat: it must keep b's 1,000-sat reserve and pay the fee.
-        refuse(&mut p.b.ch, &p.b.signer, add_msg(cid, 0, 799_000_000, 2_000), Misbehaviour::CannotAfford);
-        refuse(&mut p.b.ch, &p.b.signer, add_msg(cid, 0, 800_000_000, 2_000), Misbehaviour::CannotAfford);
-        refuse(&mut p.b.ch, &p.b.signer, add_msg(cid, 0, u64::MAX, 2_000), Misbehaviour::CannotAfford);
+        refuse(&p.b.ch, &p.b.signer, add_msg(cid, 0, 799_000_000, 2_000), Misbehaviour::CannotAfford);
+        refuse(&p.b.ch, &p.b.signer, add_msg(cid, 0, 800_000_000, 2_000), Misbehaviour::CannotAfford);
+        refuse(&p.b.ch, &p.b.signer, add_msg(cid, 0, u64::MAX, 2_000), Misbehaviour::CannotAfford);
         // b has 200,000 sat and must keep a's 1,000-sat reserve.
-        refuse(&mut p.a.ch, &p.a.signer, add_msg(cid, 0, 199_000_001, 2_000), Misbehaviour::CannotAfford);
-        refuse(&mut p.a.ch, &p.a.signer, add_msg(cid, 0, 200_000_000, 2_000), Misbehaviour::CannotAfford);
+        refuse(&p.a.ch, &p.a.signer, add_msg(cid, 0, 199_000_001, 2_000), Misbehaviour::CannotAfford);
+        refuse(&p.a.ch, &p.a.signer, add_msg(cid, 0, 200_000_000, 2_000), Misbehaviour::CannotAfford);
         let _ = p.a.ch.handle_message(add_msg(cid, 0, 199_000_000, 2_000), &p.a.signer, tip()).expect("to the reserve");
-        refuse(&mut p.a.ch, &p.a.signer, add_msg(cid, 1, 1, 2_000), Misbehaviour::CannotAfford);
+        refuse(&p.a.ch, &p.a.signer, add_msg(cid, 1, 1, 2_000), Misbehaviour::CannotAfford);
         // And the commands.
         let pre = PaymentPreimage([9; 32]);
         refuse_cmd(&mut p.a.ch, CommandError::CannotAfford, |c| {
@@ -615,8 +615,8 @@ fn removals_of_wrong_unknown_or_uncommitted_htlcs_are_refused() {
         let pre1 = PaymentPreimage([4; 32]);
         let (id1, fx) = p.a.ch.add_htlc(MilliSats::from_msat(20_000_000), pre1.hash(), 2_000, onion()).unwrap();
         p.a.absorb_pub(fx, &mut p.to_b);
-        refuse(&mut p.a.ch, &p.a.signer, fulfill(id1, pre1), Misbehaviour::UnknownHtlc);
-        refuse(&mut p.a.ch, &p.a.signer, fail(id1), Misbehaviour::UnknownHtlc);
+        refuse(&p.a.ch, &p.a.signer, fulfill(id1, pre1), Misbehaviour::UnknownHtlc);
+        refuse(&p.a.ch, &p.a.signer, fail(id1), Misbehaviour::UnknownHtlc);
         let fx = p.a.ch.commit(&p.a.signer).unwrap();
         p.a.absorb_pub(fx, &mut p.to_b);
         p.deliver_to_b();
@@ -625,8 +625,8 @@ fn removals_of_wrong_unknown_or_uncommitted_htlcs_are_refused() {
         assert!(matches!(p.to_a.front(), Some(Msg::RevokeAndAck { .. })));
         p.deliver_to_a();
         assert!(!p.a.ch.is_htlc_irrevocably_committed(Side::Holder, id1));
-        refuse(&mut p.a.ch, &p.a.signer, fulfill(id1, pre1), Misbehaviour::UnknownHtlc);
-        refuse(&mut p.a.ch, &p.a.signer, malformed(id1, 0xc005), Misbehaviour::UnknownHtlc);
+        refuse(&p.a.ch, &p.a.signer, fulfill(id1, pre1), Misbehaviour::UnknownHtlc);
+        refuse(&p.a.ch, &p.a.signer, malformed(id1, 0xc005), Misbehaviour::UnknownHtlc);
         // b's command refuses the same.
         refuse_cmd(&mut p.b.ch, CommandError::UnknownHtlc, |c| c.fulfill_htlc(id1, pre1));
         refuse_cmd(&mut p.b.ch, CommandError::UnknownHtlc, |c| c.fail_htlc(id1, vec![]));
@@ -634,8 +634,8 @@ fn removals_of_wrong_unknown_or_uncommitted_htlcs_are_refused() {
         // A removal once; the second is refused.
         let fx = p.a.ch.handle_message(fulfill(id0, pre0), &p.a.signer, tip()).expect("genuine fulfil");
         assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcFulfilled { id, .. } if *id == id0)));
-        refuse(&mut p.a.ch, &p.a.signer, fulfill(id0, pre0), Misbehaviour::UnknownHtlc);
-        refuse(&mut p.a.ch, &p.a.signer, fail(id0), Misbehaviour::UnknownHtlc);
+        refuse(&p.a.ch, &p.a.signer, fulfill(id0, pre0), Misbehaviour::UnknownHtlc);
+        refuse(&p.a.ch, &p.a.signer, fail(id0), Misbehaviour::UnknownHtlc);
     }
 }
 
@@ -656,9 +656,9 @@ fn revoke_and_ack_with_wrong_secret_or_out_of_turn_is_refused() {
         };
         let b0 = signer_b().release_per_commitment_secret(CommitmentNumber::ZERO).unwrap().to_bytes();
         // Nothing signed: no revocation is due, even a genuine-looking one.
-        let err = refuse(&mut p.a.ch, &p.a.signer, raa(b0), Misbehaviour::BadRevocation);
+        let err = refuse(&p.a.ch, &p.a.signer, raa(b0), Misbehaviour::BadRevocation);
         assert_eq!(err.action, Action::ForceClose);
-        refuse(&mut p.b.ch, &p.b.signer, raa(b0), Misbehaviour::BadRevocation);
+        refuse(&p.b.ch, &p.b.signer, raa(b0), Misbehaviour::BadRevocation);
         let (_, fx) =
             p.a.ch.add_htlc(MilliSats::from_msat(20_000_000), PaymentPreimage([1; 32]).hash(), 2_000, onion()).unwrap();
         p.a.absorb_pub(fx, &mut p.to_b);
@@ -673,16 +673,16 @@ fn revoke_and_ack_with_wrong_secret_or_out_of_turn_is_refused() {
         let mut flipped = b0;
         flipped[31] ^= 1;
         for secret in [[0x42; 32], b1, flipped, [0; 32], CURVE_ORDER, [0xff; 32]] {
-            refuse(&mut p.a.ch, &p.a.signer, raa(secret), Misbehaviour::BadRevocation);
+            refuse(&p.a.ch, &p.a.signer, raa(secret), Misbehaviour::BadRevocation);
         }
-        refuse(&mut p.a.ch, &p.a.signer, elsewhere(&genuine), Misbehaviour::WrongChannel);
+        refuse(&p.a.ch, &p.a.signer, elsewhere(&genuine), Misbehaviour::WrongChannel);
         // a's own revocation is not b's.
         let a0 = signer_a().release_per_commitment_secret(CommitmentNumber::ZERO).unwrap().to_bytes();
-        refuse(&mut p.a.ch, &p.a.signer, raa(a0), Misbehaviour::BadRevocation);
+        refuse(&p.a.ch, &p.a.signer, raa(a0), Misbehaviour::BadRevocation);
         let fx = p.a.ch.handle_message(genuine.clone(), &p.a.signer, tip()).expect("genuine revocation");
         p.a.absorb_pub(fx, &mut p.to_b);
         // Twice is out of turn.
-        refuse(&mut p.a.ch, &p.a.signer, genuine, Misbehaviour::BadRevocation);
+        refuse(&p.a.ch, &p.a.signer, genuine, Misbehaviour::BadRevocation);
         p.settle();
         p.verify_commitments();
     }
@@ -763,7 +763,7 @@ fn revocation_secret_matching_its_point_but_not_the_shachain_is_refused() {
                     // The secret matches the point a was told: only the shachain can tell.
                     assert!(announced, "a accepted the forged point earlier");
                     assert_eq!(p.a.ch.counterparty_commitment_number(), 4, "b revokes commitment 3 for 4");
-                    refused = Some(refuse(&mut p.a.ch, &p.a.signer, m, Misbehaviour::BadRevocation));
+                    refused = Some(refuse(&p.a.ch, &p.a.signer, m, Misbehaviour::BadRevocation));
                     break 'payments;
                 }
                 let fx = p.a.ch.handle_message(m, &p.a.signer, tip()).expect("a takes b's honest messages");
@@ -784,11 +784,11 @@ fn update_fee_from_the_wrong_side_out_of_bounds_or_unaffordable_is_refused() {
         let mut p = Pair::open(ct, CAPACITY, PUSH);
         let cid = p.a.ch.channel_id();
         let fee = |feerate_per_kw| Msg::UpdateFee { channel_id: cid, feerate_per_kw };
-        refuse(&mut p.a.ch, &p.a.signer, fee(3_000), Misbehaviour::NotFunder);
+        refuse(&p.a.ch, &p.a.signer, fee(3_000), Misbehaviour::NotFunder);
         for rate in [0, 252, 100_001, u32::MAX] {
-            refuse(&mut p.b.ch, &p.b.signer, fee(rate), Misbehaviour::Feerate);
+            refuse(&p.b.ch, &p.b.signer, fee(rate), Misbehaviour::Feerate);
         }
-        refuse(&mut p.b.ch, &p.b.signer, elsewhere(&fee(3_000)), Misbehaviour::WrongChannel);
+        refuse(&p.b.ch, &p.b.signer, elsewhere(&fee(3_000)), Misbehaviour::WrongChannel);
         let _ = p.b.ch.handle_message(fee(100_000), &p.b.signer, tip()).expect("the highest fee rate b accepts");
         refuse_cmd(&mut p.b.ch, CommandError::Fee, |c| c.update_fee(3_000));
         refuse_cmd(&mut p.a.ch, CommandError::Fee, |c| c.update_fee(252));
@@ -798,7 +798,7 @@ fn update_fee_from_the_wrong_side_out_of_bounds_or_unaffordable_is_refused() {
         let cid = p.a.ch.channel_id();
         let fee = |feerate_per_kw| Msg::UpdateFee { channel_id: cid, feerate_per_kw };
         for rate in [30_000, 100_000] {
-            refuse(&mut p.b.ch, &p.b.signer, fee(rate), Misbehaviour::Feerate);
+            refuse(&p.b.ch, &p.b.signer, fee(rate), Misbehaviour::Feerate);
             refuse_cmd(&mut p.a.ch, CommandError::Fee, |c| c.update_fee(rate));
         }
         let _ = p.b.ch.handle_message(fee(10_000), &p.b.signer, tip()).expect("affordable");
@@ -824,35 +824,35 @@ fn messages_in_the_wrong_phase_are_refused() {
         let state_of = |d: &Delivered| d.receiver.clone().expect("a receiver state");
 
         // open_channel is for Channel::accept only.
-        refuse(&mut state_of(&accept), &sa, open.msg.clone(), Misbehaviour::UnexpectedMessage);
-        refuse(&mut state_of(&created), &sb, open.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&accept), &sa, open.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&created), &sb, open.msg.clone(), Misbehaviour::UnexpectedMessage);
         // funding_created to the opener, before and after it sent its own.
-        refuse(&mut state_of(&accept), &sa, created.msg.clone(), Misbehaviour::UnexpectedMessage);
-        refuse(&mut state_of(&signed), &sa, created.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&accept), &sa, created.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&signed), &sa, created.msg.clone(), Misbehaviour::UnexpectedMessage);
         // accept_channel twice.
         let mut a = state_of(&accept);
         let _ = a.handle_message(accept.msg.clone(), &sa, tip()).expect("first accept_channel");
         assert_eq!(a.phase(), Phase::AwaitingFundingTx);
-        refuse(&mut a, &sa, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
-        refuse(&mut state_of(&signed), &sa, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&a, &sa, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&signed), &sa, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
         // accept_channel or funding_signed to the acceptor.
-        refuse(&mut state_of(&created), &sb, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
-        refuse(&mut state_of(&created), &sb, signed.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&created), &sb, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&created), &sb, signed.msg.clone(), Misbehaviour::UnexpectedMessage);
         // funding_signed before funding_created was sent.
-        refuse(&mut state_of(&accept), &sa, signed.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&state_of(&accept), &sa, signed.msg.clone(), Misbehaviour::UnexpectedMessage);
         // funding_created twice.
         let mut b = state_of(&created);
         let _ = b.handle_message(created.msg.clone(), &sb, tip()).expect("first funding_created");
-        refuse(&mut b, &sb, created.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&b, &sb, created.msg.clone(), Misbehaviour::UnexpectedMessage);
 
         // Normal operation before channel_ready, in both directions.
         let cid = p.a.ch.channel_id();
         for (d, s) in [(&ready_to_b, &sb), (&ready_to_a, &sa)] {
             let mut ch = state_of(d);
             assert_eq!(ch.phase(), Phase::AwaitingChannelReady);
-            refuse(&mut ch, s, add_msg(cid, 0, 10_000_000, 2_000), Misbehaviour::UnexpectedMessage);
+            refuse(&ch, s, add_msg(cid, 0, 10_000_000, 2_000), Misbehaviour::UnexpectedMessage);
             let cs = Msg::CommitmentSigned { channel_id: cid, signature: junk_sig(1), htlc_signatures: vec![] };
-            refuse(&mut ch, s, cs, Misbehaviour::UnexpectedMessage);
+            refuse(&ch, s, cs, Misbehaviour::UnexpectedMessage);
             refuse(
                 &mut ch,
                 s,
@@ -860,21 +860,21 @@ fn messages_in_the_wrong_phase_are_refused() {
                 Misbehaviour::UnexpectedMessage,
             );
             let fulfill = Msg::UpdateFulfillHtlc { channel_id: cid, id: 0, payment_preimage: PaymentPreimage([1; 32]) };
-            refuse(&mut ch, s, fulfill, Misbehaviour::UnexpectedMessage);
+            refuse(&ch, s, fulfill, Misbehaviour::UnexpectedMessage);
             let point = *sb.per_commitment_point(CommitmentNumber::new(2).unwrap()).unwrap().public_key();
             let raa = Msg::RevokeAndAck {
                 channel_id: cid,
                 per_commitment_secret: sb.release_per_commitment_secret(CommitmentNumber::ZERO).unwrap(),
                 next_per_commitment_point: point,
             };
-            refuse(&mut ch, s, raa, Misbehaviour::BadRevocation);
+            refuse(&ch, s, raa, Misbehaviour::BadRevocation);
             let closing = Msg::ClosingSigned {
                 channel_id: cid,
                 fee_satoshis: Amount::from_sat(1_000),
                 signature: junk_sig(2),
                 fee_range: None,
             };
-            refuse(&mut ch, s, closing, Misbehaviour::UnexpectedMessage);
+            refuse(&ch, s, closing, Misbehaviour::UnexpectedMessage);
         }
 
         // channel_ready again: harmless if it repeats the point, refused otherwise.
@@ -885,13 +885,13 @@ fn messages_in_the_wrong_phase_are_refused() {
         let Msg::ChannelReady { channel_id, .. } = ready_to_b.msg else { unreachable!() };
         let other_point = *sa.per_commitment_point(CommitmentNumber::new(5).unwrap()).unwrap().public_key();
         let ready = Msg::ChannelReady { channel_id, second_per_commitment_point: other_point };
-        refuse(&mut pair.b.ch, &pair.b.signer, ready, Misbehaviour::UnexpectedMessage);
+        refuse(&pair.b.ch, &pair.b.signer, ready, Misbehaviour::UnexpectedMessage);
         pay(&mut pair, 1_000_000, 1);
-        refuse(&mut pair.b.ch, &pair.b.signer, ready_to_b.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&pair.b.ch, &pair.b.signer, ready_to_b.msg.clone(), Misbehaviour::UnexpectedMessage);
         // Funding messages once open.
-        refuse(&mut pair.a.ch, &pair.a.signer, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
-        refuse(&mut pair.b.ch, &pair.b.signer, created.msg.clone(), Misbehaviour::UnexpectedMessage);
-        refuse(&mut pair.a.ch, &pair.a.signer, signed.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&pair.a.ch, &pair.a.signer, accept.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&pair.b.ch, &pair.b.signer, created.msg.clone(), Misbehaviour::UnexpectedMessage);
+        refuse(&pair.a.ch, &pair.a.signer, signed.msg.clone(), Misbehaviour::UnexpectedMessage);
     }
 }
 
@@ -907,12 +907,12 @@ fn shutdown_and_closing_signed_out_of_order_are_refused() {
             fee_range: Some((Amount::from_sat(100), Amount::from_sat(5_000))),
         };
         // closing_signed before any shutdown.
-        refuse(&mut p.a.ch, &p.a.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
-        refuse(&mut p.b.ch, &p.b.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
+        refuse(&p.a.ch, &p.a.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
+        refuse(&p.b.ch, &p.b.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
         // A shutdown script nobody can relay.
         let op_return = ScriptBuf::new_op_return([1u8; 10]);
         let bad = Msg::Shutdown { channel_id: cid, scriptpubkey: op_return.clone() };
-        refuse(&mut p.a.ch, &p.a.signer, bad.clone(), Misbehaviour::Shutdown);
+        refuse(&p.a.ch, &p.a.signer, bad.clone(), Misbehaviour::Shutdown);
         refuse(
             &mut p.a.ch,
             &p.a.signer,
@@ -932,13 +932,13 @@ fn shutdown_and_closing_signed_out_of_order_are_refused() {
         assert!(p.a.take_events().contains(&Event::ShutdownReceived));
         // No update_add_htlc from the side that sent shutdown, and no second shutdown with
         // another script; the same one again (a retransmission) changes nothing.
-        refuse(&mut p.a.ch, &p.a.signer, add_msg(cid, 0, 10_000_000, 2_000), Misbehaviour::Shutdown);
+        refuse(&p.a.ch, &p.a.signer, add_msg(cid, 0, 10_000_000, 2_000), Misbehaviour::Shutdown);
         let other = Msg::Shutdown { channel_id: cid, scriptpubkey: p2wpkh(0xbc) };
-        refuse(&mut p.a.ch, &p.a.signer, other, Misbehaviour::UnexpectedMessage);
+        refuse(&p.a.ch, &p.a.signer, other, Misbehaviour::UnexpectedMessage);
         let before = p.a.ch.snapshot();
         let fx = p.a.ch.handle_message(shutdown.clone(), &p.a.signer, tip()).expect("a retransmitted shutdown");
         assert!(fx.is_empty() && p.a.ch.snapshot() == before, "{fx:?}");
-        refuse(&mut p.a.ch, &p.a.signer, elsewhere(&shutdown), Misbehaviour::WrongChannel);
+        refuse(&p.a.ch, &p.a.signer, elsewhere(&shutdown), Misbehaviour::WrongChannel);
         // Local commands: no new HTLCs either way.
         for peer in [&mut p.a, &mut p.b] {
             refuse_cmd(&mut peer.ch, CommandError::WrongPhase, |c| {
@@ -950,16 +950,16 @@ fn shutdown_and_closing_signed_out_of_order_are_refused() {
         p.run();
         // Both shut down, but the HTLC is still there: no fee negotiation yet.
         assert!(p.to_a.is_empty() && p.to_b.is_empty());
-        refuse(&mut p.a.ch, &p.a.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
-        refuse(&mut p.b.ch, &p.b.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
+        refuse(&p.a.ch, &p.a.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
+        refuse(&p.b.ch, &p.b.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
         let fx = p.b.ch.fulfill_htlc(id, pre).unwrap();
         p.b.absorb_pub(fx, &mut p.to_a);
         p.settle();
         let closed = p.a.ch.closing_transaction().cloned().expect("closed");
         assert_eq!(p.b.ch.closing_transaction(), Some(&closed));
         // After the close: nothing more.
-        refuse(&mut p.a.ch, &p.a.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
-        refuse(&mut p.b.ch, &p.b.signer, add_msg(cid, 1, 10_000_000, 2_000), Misbehaviour::Shutdown);
+        refuse(&p.a.ch, &p.a.signer, closing(1_000), Misbehaviour::UnexpectedMessage);
+        refuse(&p.b.ch, &p.b.signer, add_msg(cid, 1, 10_000_000, 2_000), Misbehaviour::Shutdown);
     }
 }
 
@@ -1002,7 +1002,7 @@ fn wrong_channel_id_is_refused_for_every_message_kind() {
         let mut seen = std::collections::BTreeSet::new();
         for d in &log {
             let (Some(receiver), Some(msg)) = (&d.receiver, with_channel_id(&d.msg, OTHER_ID)) else { continue };
-            let err = refuse(&mut receiver.clone(), &d.signer(), msg, Misbehaviour::WrongChannel);
+            let err = refuse(&receiver.clone(), &d.signer(), msg, Misbehaviour::WrongChannel);
             assert_eq!(err.action, Action::Warn);
             seen.insert(d.msg.type_number());
         }
@@ -1097,7 +1097,7 @@ fn dust_limit_above_the_acceptors_reserve_is_refused() {
         let d = logged(&log, types::ACCEPT_CHANNEL);
         let Msg::AcceptChannel(mut m) = d.msg.clone() else { unreachable!() };
         m.dust_limit_satoshis = Amount::from_sat(5_000);
-        refuse(&mut d.receiver.clone().unwrap(), &signer_a(), Msg::AcceptChannel(m), Misbehaviour::BadParameters);
+        refuse(&d.receiver.clone().unwrap(), &signer_a(), Msg::AcceptChannel(m), Misbehaviour::BadParameters);
     }
 }
 
@@ -1111,7 +1111,7 @@ fn accept_channel_dust_limit_above_our_reserve_is_refused() {
         // Our open_channel asked the acceptor to keep 1,000 sat.
         m.dust_limit_satoshis = Amount::from_sat(5_000);
         m.channel_reserve_satoshis = Amount::from_sat(6_000);
-        refuse(&mut d.receiver.clone().unwrap(), &signer_a(), Msg::AcceptChannel(m), Misbehaviour::BadParameters);
+        refuse(&d.receiver.clone().unwrap(), &signer_a(), Msg::AcceptChannel(m), Misbehaviour::BadParameters);
     }
 }
 
@@ -1142,7 +1142,7 @@ fn accept_channel_with_bad_parameters_is_refused() {
         for (change, kind) in cases {
             let mut m = base.clone();
             change(&mut m);
-            refuse(&mut d.receiver.clone().unwrap(), &signer_a(), Msg::AcceptChannel(m), kind);
+            refuse(&d.receiver.clone().unwrap(), &signer_a(), Msg::AcceptChannel(m), kind);
         }
     }
 }
@@ -1168,10 +1168,10 @@ fn funding_messages_with_invalid_signatures_are_refused() {
         };
         let mut b = created.receiver.clone().unwrap();
         for sig in [sig_s, junk_sig(4), high_s(&sig_c)] {
-            refuse(&mut b, &signer_b(), fc(sig, funding_output_index), Misbehaviour::BadFundingSignature);
+            refuse(&b, &signer_b(), fc(sig, funding_output_index), Misbehaviour::BadFundingSignature);
         }
         // The signature is over the outpoint: another output index invalidates it.
-        refuse(&mut b, &signer_b(), fc(sig_c, funding_output_index + 1), Misbehaviour::BadFundingSignature);
+        refuse(&b, &signer_b(), fc(sig_c, funding_output_index + 1), Misbehaviour::BadFundingSignature);
         let fx = b.handle_message(fc(sig_c, funding_output_index), &signer_b(), tip()).expect("genuine");
         assert!(fx.broadcast.is_empty());
         let mut a = signed.receiver.clone().unwrap();
@@ -1293,10 +1293,10 @@ fn channel_reestablish_with_impossible_numbers_is_refused() {
             variants.push(Reestablish { my_current_per_commitment_point: point, ..Reestablish::of(genuine) });
             let peer = if to_b { &mut p.b } else { &mut p.a };
             for v in variants {
-                let err = refuse(&mut peer.ch, &peer.signer, v.msg(), mismatch);
+                let err = refuse(&peer.ch, &peer.signer, v.msg(), mismatch);
                 assert_eq!(err.action, Action::Close);
             }
-            refuse(&mut peer.ch, &peer.signer, elsewhere(genuine), Misbehaviour::WrongChannel);
+            refuse(&peer.ch, &peer.signer, elsewhere(genuine), Misbehaviour::WrongChannel);
         }
         // The genuine messages still reconnect the channel.
         let fx = p.b.ch.handle_message(ra, &p.b.signer, tip()).expect("genuine");
@@ -1316,7 +1316,7 @@ fn channel_reestablish_claiming_unsigned_commitments_without_proof_is_refused() 
         for extra in [2, 5, 1 << 40] {
             let lie =
                 Reestablish { next_commitment_number: base.next_commitment_number + extra, ..Reestablish::of(&ra) };
-            refuse(&mut p.b.ch, &p.b.signer, lie.msg(), Misbehaviour::ReestablishMismatch);
+            refuse(&p.b.ch, &p.b.signer, lie.msg(), Misbehaviour::ReestablishMismatch);
         }
     }
 }
@@ -1365,7 +1365,7 @@ fn stale_snapshot_learns_it_lost_state_and_broadcasts_nothing() {
             Misbehaviour::UnexpectedMessage,
         );
         // The up-to-date side refuses the stale numbers and closes.
-        let err = refuse(&mut p.a.ch, &p.a.signer, rb, Misbehaviour::ReestablishMismatch);
+        let err = refuse(&p.a.ch, &p.a.signer, rb, Misbehaviour::ReestablishMismatch);
         assert_eq!(err.action, Action::Close);
         // The stale side's `error` makes the peer fail the channel: it broadcasts its commitment.
         let fx = p.a.ch.handle_message(Msg::decode(&error.encode()).unwrap(), &p.a.signer, tip()).unwrap();
