@@ -848,17 +848,12 @@ fn messages_in_the_wrong_phase_are_refused() {
         // Normal operation before channel_ready, in both directions.
         let cid = p.a.ch.channel_id();
         for (d, s) in [(&ready_to_b, &sb), (&ready_to_a, &sa)] {
-            let mut ch = state_of(d);
+            let ch = state_of(d);
             assert_eq!(ch.phase(), Phase::AwaitingChannelReady);
             refuse(&ch, s, add_msg(cid, 0, 10_000_000, 2_000), Misbehaviour::UnexpectedMessage);
             let cs = Msg::CommitmentSigned { channel_id: cid, signature: junk_sig(1), htlc_signatures: vec![] };
             refuse(&ch, s, cs, Misbehaviour::UnexpectedMessage);
-            refuse(
-                &mut ch,
-                s,
-                Msg::UpdateFee { channel_id: cid, feerate_per_kw: 3_000 },
-                Misbehaviour::UnexpectedMessage,
-            );
+            refuse(&ch, s, Msg::UpdateFee { channel_id: cid, feerate_per_kw: 3_000 }, Misbehaviour::UnexpectedMessage);
             let fulfill = Msg::UpdateFulfillHtlc { channel_id: cid, id: 0, payment_preimage: PaymentPreimage([1; 32]) };
             refuse(&ch, s, fulfill, Misbehaviour::UnexpectedMessage);
             let point = *sb.per_commitment_point(CommitmentNumber::new(2).unwrap()).unwrap().public_key();
@@ -914,7 +909,7 @@ fn shutdown_and_closing_signed_out_of_order_are_refused() {
         let bad = Msg::Shutdown { channel_id: cid, scriptpubkey: op_return.clone() };
         refuse(&p.a.ch, &p.a.signer, bad.clone(), Misbehaviour::Shutdown);
         refuse(
-            &mut p.a.ch,
+            &p.a.ch,
             &p.a.signer,
             Msg::Shutdown { channel_id: cid, scriptpubkey: ScriptBuf::new() },
             Misbehaviour::Shutdown,
@@ -1177,14 +1172,14 @@ fn funding_messages_with_invalid_signatures_are_refused() {
         let mut a = signed.receiver.clone().unwrap();
         for sig in [sig_c, junk_sig(5), high_s(&sig_s)] {
             refuse(
-                &mut a,
+                &a,
                 &signer_a(),
                 Msg::FundingSigned { channel_id, signature: sig },
                 Misbehaviour::BadFundingSignature,
             );
         }
         refuse(
-            &mut a,
+            &a,
             &signer_a(),
             Msg::FundingSigned { channel_id: OTHER_ID, signature: sig_s },
             Misbehaviour::WrongChannel,
@@ -1311,7 +1306,7 @@ fn channel_reestablish_with_impossible_numbers_is_refused() {
 #[test]
 fn channel_reestablish_claiming_unsigned_commitments_without_proof_is_refused() {
     for ct in TYPES {
-        let (mut p, ra, _) = disconnected_pair(ct);
+        let (p, ra, _) = disconnected_pair(ct);
         let base = Reestablish::of(&ra);
         for extra in [2, 5, 1 << 40] {
             let lie =
@@ -1359,7 +1354,7 @@ fn stale_snapshot_learns_it_lost_state_and_broadcasts_nothing() {
         let fx = old_b.handle_message(rb.clone(), &p.b.signer, tip()).unwrap();
         assert!(fx.broadcast.is_empty() && matches!(&fx.send[..], [Msg::Error { .. }]), "{fx:?}");
         refuse(
-            &mut old_b,
+            &old_b,
             &p.b.signer,
             Msg::UpdateFee { channel_id: p.b.ch.channel_id(), feerate_per_kw: 3_000 },
             Misbehaviour::UnexpectedMessage,
