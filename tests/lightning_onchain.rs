@@ -467,3 +467,102 @@ fn timeout_race_reorg_and_anchor_bump() {
         chain.mine(again).expect("A's timeout confirms after the reorg");
     }
 }
+
+/// Anchors: our zero-fee HTLC-timeout and HTLC-success transactions are paid for with a wallet
+/// input (`htlc_fee_bump`). The peer's `SINGLE|ANYONECANPAY` signature survives, the result passes
+/// Core's interpreter with the wallet's input signed and pays the fee rate asked for, and the
+/// channel takes the bumped transaction for its own: its output is swept after `to_self_delay`.
+#[test]
+fn anchors_htlc_transactions_are_paid_for_with_a_fee_input() {
+    use common::wallet::Wallet;
+    use paychan::core::commitment::FeeratePerKw;
+    use paychan::driving::ChainTip;
+    use paychan::lightning::CommandError;
+    const FEERATE: FeeratePerKw = FeeratePerKw(2_500);
+    for a_closes in [true, false] {
+        let mut p = Pair::open(ChannelType::AnchorsZeroFeeHtlc, 10_000_000, 4_000_000_000);
+        // Two HTLCs from A: B fulfils one (the removal never reaches A), the other times out.
+        let pre = PaymentPreimage([0x71; 32]);
+        let (paid, fx) = p.a.ch.add_htlc(MilliSats::from_msat(40_000_000), pre.hash(), 1_100, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        let (expired, fx) =
+            p.a.ch
+                .add_htlc(MilliSats::from_msat(50_000_000), PaymentPreimage([0x72; 32]).hash(), 1_100, onion())
+                .unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        let fx = p.b.ch.fulfill_htlc(paid, pre).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.to_a.clear();
+        // The closer's second stage: A's HTLC-timeout of `expired`, or B's HTLC-success of `paid`.
+        let (closer, value, ready) = if a_closes { (&mut p.a, 50_000, 1_101) } else { (&mut p.b, 40_000, 1_052) };
+        let commitment = closer.ch.force_close(&closer.signer).unwrap().broadcast[0].clone();
+        let mut chain = Chain::at(1_050);
+        chain.credit(&p.funding);
+        chain.mine(&commitment).unwrap();
+        let h = BlockHeight(chain.height);
+        let mut broadcast =
+            closer.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &closer.signer).broadcast;
+        chain.height = ready;
+        broadcast.extend(closer.ch.handle_chain(ChainEvent::Tip(ChainTip::at(ready)), &closer.signer).broadcast);
+        let zero_fee = broadcast
+            .iter()
+            .find(|t| {
+                t.input[0].previous_output.txid == commitment.compute_txid() && t.output[0].value.to_sat() == value
+            })
+            .cloned()
+            .expect("the second-stage transaction");
+        assert_eq!(zero_fee.output.iter().map(|o| o.value).sum::<Amount>().to_sat(), value, "it pays no fee");
+        let htlc_out = commitment.output[zero_fee.input[0].previous_output.vout as usize].clone();
+
+        let mut wallet = Wallet::new(0x5a);
+        let small = wallet.fund(&mut chain, Amount::from_sat(1_000));
+        assert_eq!(
+            closer.ch.htlc_fee_bump(&zero_fee, small, wallet.script(), FEERATE, &closer.signer).unwrap_err(),
+            CommandError::Amount,
+            "an input that cannot pay the fee and leave change above dust"
+        );
+        assert_eq!(
+            closer
+                .ch
+                .htlc_fee_bump(
+                    &commitment,
+                    wallet.fund(&mut chain, Amount::from_sat(50_000)),
+                    wallet.script(),
+                    FEERATE,
+                    &closer.signer
+                )
+                .unwrap_err(),
+            CommandError::WrongPhase,
+            "not one of our HTLC transactions"
+        );
+        let (op, txout) = wallet.fund(&mut chain, Amount::from_sat(50_000));
+        let mut bumped =
+            closer.ch.htlc_fee_bump(&zero_fee, (op, txout.clone()), wallet.script(), FEERATE, &closer.signer).unwrap();
+        wallet.sign_input(&mut bumped, 1, &txout);
+        assert_eq!((bumped.input.len(), bumped.output.len()), (2, 2));
+        assert_eq!(bumped.output[0], zero_fee.output[0], "the HTLC output is unchanged");
+        assert_eq!(bumped.input[1].previous_output, op);
+        let fee = htlc_out.value + txout.value - bumped.output.iter().map(|o| o.value).sum::<Amount>();
+        let needed = FEERATE.fee_for_weight(bumped.weight().to_wu());
+        assert!(fee >= needed && fee <= needed * 11 / 10, "fee {fee} for {needed}");
+        paychan::testing::consensus::verify_spend(&bumped, &[htlc_out, txout]).expect("Core's interpreter");
+        chain.mine(&bumped).expect("the bumped transaction confirms");
+        let fx = closer
+            .ch
+            .handle_chain(ChainEvent::Confirmed { tx: &bumped, height: BlockHeight(chain.height) }, &closer.signer);
+        if a_closes {
+            assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcFailed { id, .. } if *id == expired)));
+        }
+        // Its output is ours after the delay: the channel sweeps it.
+        let later = chain.height + 1_000;
+        chain.height = later;
+        let fx = closer.ch.handle_chain(ChainEvent::Tip(ChainTip::at(later)), &closer.signer);
+        let sweep = fx
+            .broadcast
+            .iter()
+            .find(|t| t.input.iter().any(|i| i.previous_output.txid == bumped.compute_txid()))
+            .expect("the second-stage output is swept");
+        chain.mine(sweep).expect("the sweep confirms");
+    }
+}

@@ -191,6 +191,62 @@ impl Channel {
         Ok(tx)
     }
 
+    /// With anchors: pays for one of our zero-fee HTLC transactions. `htlc_tx` is the HTLC-timeout
+    /// or HTLC-success transaction the channel broadcast (it only says which HTLC); the result is
+    /// the same transaction with the wallet's `fee_input` appended (index 1, left unsigned for the
+    /// wallet, whose weight is estimated as P2WPKH) and `change` (output 1) receiving what the fee
+    /// at `feerate` leaves. The peer's signature on the HTLC input (`SINGLE|ANYONECANPAY`) stays
+    /// valid; ours is made again over the new transaction. When it confirms, the channel knows it
+    /// for its own (its first output pays our delayed second-stage script) and sweeps that output
+    /// after `to_self_delay`, as it would the zero-fee one.
+    ///
+    /// # Errors
+    /// [`CommandError::WrongPhase`] without anchors, or if `htlc_tx` does not spend one of our
+    /// HTLC outputs that we can claim now (an HTLC-success needs its preimage);
+    /// [`CommandError::Amount`] if `fee_input` cannot pay the fee and a change output above dust.
+    pub fn htlc_fee_bump<S: Signer + ?Sized>(
+        &self,
+        htlc_tx: &Transaction,
+        fee_input: (OutPoint, TxOut),
+        change: ScriptBuf,
+        feerate: FeeratePerKw,
+        signer: &S,
+    ) -> Result<Transaction, CommandError> {
+        if !self.channel_type.has_anchors() {
+            return Err(CommandError::WrongPhase);
+        }
+        let on = self.onchain.as_ref().ok_or(CommandError::WrongPhase)?;
+        let spent = htlc_tx.input.first().ok_or(CommandError::WrongPhase)?.previous_output;
+        let claim = on.claims.iter().find(|c| c.outpoint == spent).ok_or(CommandError::WrongPhase)?;
+        let ClaimKind::HolderHtlc { position, offerer, id, .. } = &claim.kind else {
+            return Err(CommandError::WrongPhase);
+        };
+        let preimage = match offerer {
+            Side::Holder => None,
+            Side::Counterparty => Some(self.known_preimage(Side::Counterparty, *id).ok_or(CommandError::WrongPhase)?),
+        };
+        let v = self.holder_commitment(signer)?;
+        let zero_fee = v.finalize_htlc_tx(signer, *position, preimage.as_ref())?.ok_or(CommandError::WrongPhase)?;
+        // The final weight: the zero-fee transaction, one P2WPKH input (outpoint, empty script,
+        // sequence; a witness of a signature and a key) and the change output.
+        let input_weight = 4 * (32 + 4 + 1 + 4) + (1 + 1 + 73 + 1 + 33);
+        let output_weight = 4 * (8 + 1 + change.len() as u64);
+        let fee = feerate.fee_for_weight(zero_fee.weight().to_wu() + input_weight + output_weight);
+        let change_value = fee_input.1.value.checked_sub(fee).ok_or(CommandError::Amount)?;
+        if change_value < change.minimal_non_dust() {
+            return Err(CommandError::Amount);
+        }
+        let input = TxIn {
+            previous_output: fee_input.0,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        };
+        let output = TxOut { value: change_value, script_pubkey: change };
+        v.finalize_htlc_tx_with_input(signer, *position, preimage.as_ref(), input, output)?
+            .ok_or(CommandError::WrongPhase)
+    }
+
     /// The kit a watchtower needs to punish any revoked commitment of this channel (see
     /// [`PenaltyKit`]); `revocation_base` is our revocation base secret, which only the signer
     /// holds. Its size grows with the number of HTLCs ever offered, not with updates.
@@ -780,6 +836,11 @@ impl Channel {
     ) -> Effects {
         let txid = tx.compute_txid();
         let Some(on) = self.onchain.clone() else { return Effects::none() };
+        let second_stage_spk = if on.claims.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
+            self.holder_commitment(signer).ok().map(|v| v.commitment().to_local_script().to_p2wsh())
+        } else {
+            None
+        };
         let mut events = Vec::new();
         let mut new_claims = Vec::new();
         let mut penalties = Vec::new();
@@ -787,7 +848,12 @@ impl Channel {
             let Some(c) = on.claims.iter().find(|c| c.outpoint == input.previous_output && c.spent_by.is_none()) else {
                 continue;
             };
-            let ours = c.claim_txid == Some(txid);
+            // Ours: the transaction we broadcast, or, for an HTLC output of our commitment, any
+            // transaction paying our delayed second-stage script first (the same HTLC
+            // transaction with a fee input added, `htlc_fee_bump`).
+            let ours = c.claim_txid == Some(txid)
+                || (matches!(c.kind, ClaimKind::HolderHtlc { .. })
+                    && tx.output.first().is_some_and(|o| Some(&o.script_pubkey) == second_stage_spk.as_ref()));
             // A preimage in the witness settles the HTLC we offered, whoever spent it.
             let htlc = match &c.kind {
                 ClaimKind::HolderHtlc { offerer, id, .. } | ClaimKind::RemoteHtlc { offerer, id, .. } => {

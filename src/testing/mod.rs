@@ -10,6 +10,7 @@
 //!   and check the persistence contract on every step;
 //! * [`invariants`]: the checks every simulation runs (funds conserved and owned, honest
 //!   balances protected, broadcasts valid);
+//! * [`wallet`]: a one-key P2WPKH wallet for fee inputs;
 //! * [`sim`]: seeded whole-channel simulations of each layer with crashes, stale restores, a
 //!   faulty network and reorgs, run by the `simulate` test (see its docs for the long run).
 //!
@@ -44,3 +45,4 @@ pub mod rng;
 pub mod sim;
 #[cfg(feature = "proptest")]
 pub mod strategies;
+pub mod wallet;

@@ -10,7 +10,7 @@ pub mod route;
 
 pub use paychan::testing::consensus::*;
 pub use paychan::testing::lightning as ln;
-pub use paychan::testing::{chain, duplex};
+pub use paychan::testing::{chain, duplex, wallet};
 
 use bitcoin::absolute::LockTime;
 use bitcoin::hashes::{hash160, sha256, Hash};

@@ -234,11 +234,57 @@ impl VerifiedCommitment {
         position: usize,
         preimage: Option<&PaymentPreimage>,
     ) -> Result<Option<Transaction>, SignerError> {
+        self.finalize_htlc_tx_with(signer, position, preimage, None)
+    }
+
+    /// As [`finalize_htlc_tx`](Self::finalize_htlc_tx), with one more input and output: how an
+    /// anchors channel pays for its zero-fee HTLC transactions. The countersignatory signed input
+    /// 0 `SIGHASH_SINGLE|ANYONECANPAY` (it covers only that input and output 0), so `input` and
+    /// `output` can be appended; our own signature (`SIGHASH_ALL`) covers them. `input` is left
+    /// as given (its owner signs it afterwards). `None` as for `finalize_htlc_tx`, and for a
+    /// commitment without anchors (the countersignature would not survive the change).
+    ///
+    /// # Errors
+    /// [`SignerError`] from the signer.
+    pub fn finalize_htlc_tx_with_input<S: Signer + ?Sized>(
+        &self,
+        signer: &S,
+        position: usize,
+        preimage: Option<&PaymentPreimage>,
+        input: bitcoin::TxIn,
+        output: bitcoin::TxOut,
+    ) -> Result<Option<Transaction>, SignerError> {
+        let single_acp = self
+            .signatures
+            .htlcs
+            .get(position)
+            .is_some_and(|s| s.sighash_type == EcdsaSighashType::SinglePlusAnyoneCanPay);
+        if !single_acp {
+            return Ok(None);
+        }
+        self.finalize_htlc_tx_with(signer, position, preimage, Some((input, output)))
+    }
+
+    fn finalize_htlc_tx_with<S: Signer + ?Sized>(
+        &self,
+        signer: &S,
+        position: usize,
+        preimage: Option<&PaymentPreimage>,
+        extra: Option<(bitcoin::TxIn, bitcoin::TxOut)>,
+    ) -> Result<Option<Transaction>, SignerError> {
         let (Some(h), Some(counter_sig)) = (self.htlc_txs.get(position), self.signatures.htlcs.get(position)) else {
             return Ok(None);
         };
+        if h.direction == HtlcDirection::Received && preimage.is_none() {
+            return Ok(None);
+        }
+        let mut tx = h.tx.clone();
+        if let Some((input, output)) = extra {
+            tx.input.push(input);
+            tx.output.push(output);
+        }
         let ours = signer.sign(&SignRequest {
-            tx: &h.tx,
+            tx: &tx,
             input: 0,
             script_code: h.htlc_script.as_script(),
             p2wpkh: false,
@@ -254,7 +300,6 @@ impl VerifiedCommitment {
             }
             (HtlcDirection::Received, None) => return Ok(None),
         };
-        let mut tx = h.tx.clone();
         if let Some(input) = tx.input.first_mut() {
             input.witness = witness;
         }
