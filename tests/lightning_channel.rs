@@ -476,4 +476,15 @@ fn version_1_snapshots_still_restore() {
     let again = Channel::restore_with_records(&v2, common::ln::onion_records(&c), RestoreCheck::default()).unwrap();
     assert_eq!(again.htlcs(), c.htlcs());
     assert_eq!(again.snapshot(), v2);
+    // The first update after the upgrade appends the onions the version-2 snapshot refers to,
+    // so that the embedder's log alone restores it.
+    let mut c = c;
+    let sweep_to = || common::ln::p2wpkh_script();
+    let feerate = paychan::core::commitment::FeeratePerKw(1_000);
+    let update = c.set_sweep_policy(sweep_to(), feerate).update.expect("persisted");
+    assert_eq!(update.records, common::ln::onion_records(&c));
+    let restored = Channel::restore_with_records(&update.snapshot, &update.records, RestoreCheck::default()).unwrap();
+    assert_eq!(restored.htlcs(), c.htlcs());
+    let fx = c.set_sweep_policy(sweep_to(), feerate);
+    assert!(fx.update.is_none_or(|u| u.records.is_empty()), "appended once");
 }

@@ -147,6 +147,9 @@ pub struct Channel {
     /// taken on this connection (what follows may build on the refused message). Connection
     /// state, not channel state: not in the snapshot.
     pub(crate) refused_on_this_connection: bool,
+    /// Restored from a version-1 snapshot, whose onions were inline: the next update appends
+    /// them as records (the version-2 snapshot it persists refers to them). Not in the snapshot.
+    pub(crate) onions_to_append: bool,
 }
 
 impl PartialEq for Channel {
@@ -389,7 +392,14 @@ impl Channel {
     }
 
     /// A state update of the live state, plus `records` to append.
-    pub(crate) fn persist_with(&mut self, records: Vec<Vec<u8>>) -> Effects {
+    pub(crate) fn persist_with(&mut self, mut records: Vec<Vec<u8>>) -> Effects {
+        if core::mem::take(&mut self.onions_to_append) {
+            let migrated = self.htlcs.iter().filter_map(|h| {
+                let onion = h.onion.clone()?;
+                Some(super::OnionRecord { offerer: h.offerer, id: h.id, onion }.encode())
+            });
+            records.splice(0..0, migrated);
+        }
         self.update_id += 1;
         let mut fx = Effects::none();
         fx.update = Some(StateUpdate::with_records(self.update_id, self.snapshot(), records));

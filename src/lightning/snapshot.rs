@@ -642,6 +642,8 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
                     .collect(),
             }
         });
+    let htlcs = required(htlcs, "htlcs")?;
+    let htlcs_have_onions = htlcs.iter().any(|h: &Htlc| h.onion.is_some());
     let channel = Channel {
         is_funder,
         config,
@@ -668,7 +670,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         settled_counterparty,
         feerate,
         fee_updates,
-        htlcs: required(htlcs, "htlcs")?,
+        htlcs,
         next_holder_htlc_id,
         next_counterparty_htlc_id,
         next_seq,
@@ -688,6 +690,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         secp: Secp256k1::new(),
         holder_next_point: None,
         refused_on_this_connection: false,
+        onions_to_append: version == 1 && htlcs_have_onions,
     };
     Ok((channel, onions_in_records))
 }
