@@ -591,23 +591,37 @@ fn persistence_section() -> Result<(), Error> {
     let (_, mut fx) = p.a.add_htlc(MilliSats::from_msat(7_000_000), pre.hash(), 800_200, OnionPacket::zeroed())?;
     fx.merge(p.a.commit(&p.sa)?);
     for m in fx.send {
-        let mut wire = m.encode();
-        if matches!(m, LnMsg::CommitmentSigned { .. }) {
-            let before = p.b.snapshot();
-            let mut forged = wire.clone();
-            forged[40] ^= 1; // a bit of the signature
-            let err = p.b.handle_message(LnMsg::decode(&forged)?, &p.sb, p.tip).expect_err("forged");
-            println!(
-                "   a forged commitment_signed: refused ({:?}, advice {:?}); bob's state byte-identical: {}",
-                err.kind,
-                err.action,
-                p.b.snapshot() == before
-            );
-            wire = m.encode();
+        let wire = m.encode();
+        if !matches!(m, LnMsg::CommitmentSigned { .. }) {
+            let fx = p.b.handle_message(LnMsg::decode(&wire)?, &p.sb, p.tip)?;
+            p.deliver(fx, false)?;
+            continue;
         }
-        let fx = p.b.handle_message(LnMsg::decode(&wire)?, &p.sb, p.tip)?;
-        p.deliver(fx, false)?;
+        let before = p.b.snapshot();
+        let mut forged = wire.clone();
+        forged[40] ^= 1; // a bit of the signature
+        let err = p.b.handle_message(LnMsg::decode(&forged)?, &p.sb, p.tip).expect_err("forged");
+        println!(
+            "   a forged commitment_signed: refused ({:?}, advice {:?}); bob's state byte-identical: {}",
+            err.kind,
+            err.action,
+            p.b.snapshot() == before
+        );
+        let err = p.b.handle_message(LnMsg::decode(&wire)?, &p.sb, p.tip).expect_err("after a refusal");
+        println!("   the genuine one on the same connection: refused too ({:?}): the connection is done", err.kind);
     }
-    println!("   the genuine messages then go through: {} HTLC(s) in flight\n", p.b.htlcs().len());
+    // The embedder drops the connection; on the next one both sides resynchronise.
+    let (fa, fb) = (p.a.handle_disconnect(), p.b.handle_disconnect());
+    p.meter.persist(&fa.update);
+    p.meter.persist(&fb.update);
+    let (ra, rb) = (p.a.reestablish(&p.sa)?, p.b.reestablish(&p.sb)?);
+    let fx = p.b.handle_message(ra, &p.sb, p.tip)?;
+    p.deliver(fx, false)?;
+    let fx = p.a.handle_message(rb, &p.sa, p.tip)?;
+    p.deliver(fx, true)?;
+    println!(
+        "   after a reconnection alice retransmits, and the genuine messages go through: {} HTLC(s) in flight\n",
+        p.b.htlcs().len()
+    );
     Ok(())
 }

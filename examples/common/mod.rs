@@ -81,7 +81,7 @@ pub struct Meter {
 }
 
 impl Meter {
-    fn persist(&mut self, update: &Option<StateUpdate>) {
+    pub fn persist(&mut self, update: &Option<StateUpdate>) {
         if let Some(u) = update {
             self.persisted_bytes += u.snapshot.len() + u.records.iter().map(Vec::len).sum::<usize>();
         }
