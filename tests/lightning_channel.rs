@@ -488,3 +488,18 @@ fn version_1_snapshots_still_restore() {
     let fx = c.set_sweep_policy(sweep_to(), feerate);
     assert!(fx.update.is_none_or(|u| u.records.is_empty()), "appended once");
 }
+
+/// A snapshot with two HTLCs of the same offerer and id (a `decode_lightning_snapshot` find) is
+/// refused: each HTLC's onion record is found by (offerer, id), and a channel with two such HTLCs
+/// could never restore again from its own snapshot and records.
+#[test]
+fn a_snapshot_with_a_duplicate_htlc_id_is_refused() {
+    use paychan::core::encode::DecodeError;
+    use paychan::driving::RestoreCheck;
+    use paychan::lightning::Channel;
+    let bytes = include_bytes!("vectors/snapshots/lightning_duplicate_htlc_id.bin");
+    assert_eq!(
+        Channel::restore(bytes, RestoreCheck::default()).err(),
+        Some(RestoreError::Decode(DecodeError::InvalidValue("duplicate HTLC")))
+    );
+}

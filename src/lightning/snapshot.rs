@@ -561,6 +561,9 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
                 let mut v = Vec::with_capacity(n as usize);
                 for _ in 0..n {
                     let (h, in_record) = read_htlc(r, version)?;
+                    if v.iter().any(|o: &Htlc| o.offerer == h.offerer && o.id == h.id) {
+                        return Err(DecodeError::InvalidValue("duplicate HTLC"));
+                    }
                     if in_record {
                         onions_in_records.push((h.offerer, h.id));
                     }
