@@ -67,8 +67,9 @@ pub enum Watch {
 ///
 /// The embedder MUST durably store `snapshot` (replacing the previous one) and append `records`
 /// (in order, after any earlier records of the channel) before sending or broadcasting anything of
-/// the same [`Effects`]. Records are the append-only history some layers need (the Lightning layer
-/// keeps one per HTLC for penalties); the snapshot is the bounded live state.
+/// the same [`Effects`]. Records are what some layers write once instead of in every snapshot
+/// (the Lightning layer appends an HTLC's onion when it is added and a penalty record when it is
+/// gone); the snapshot is the bounded live state.
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StateUpdate {
