@@ -1,4 +1,4 @@
-//! A one-key P2WPKH wallet: funds outputs on the simulated [`Chain`](super::chain::Chain) and
+//! A one-key P2WPKH wallet: funds outputs on the simulated [`Chain`] and
 //! signs its inputs, for the fee inputs an anchors channel's transactions need.
 
 use std::vec;
