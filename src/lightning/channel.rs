@@ -437,6 +437,29 @@ impl Channel {
     /// [`RestoreError::WrongChannel`] / [`RestoreError::Stale`] as [`RestoreCheck`] says, and
     /// [`RestoreError::MissingRecord`] if an HTLC's onion is not among the records.
     ///
+    /// # Examples
+    /// What an embedder keeps, and how it comes back after a restart:
+    /// ```
+    /// use paychan::core::{commitment::ChannelType, MilliSats, PaymentPreimage};
+    /// use paychan::driving::{RestoreCheck, RestoreError};
+    /// use paychan::lightning::Channel;
+    /// use paychan::testing::lightning::{onion, Pair};
+    /// let mut p = Pair::open(ChannelType::StaticRemoteKey, 1_000_000, 0);
+    /// let hash = PaymentPreimage([1; 32]).hash();
+    /// let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), hash, 2_000, onion())?;
+    /// // Persist first: replace the snapshot, append the records (here: the HTLC's onion).
+    /// let update = fx.update.clone().expect("an update to persist");
+    /// let (snapshot, log) = (update.snapshot, update.records);
+    /// // After a restart the snapshot alone is not enough while the HTLC is in flight.
+    /// let check = RestoreCheck { channel_id: Some(p.a.ch.channel_id()), min_update_id: update.update_id };
+    /// assert_eq!(Channel::restore(&snapshot, check).err(), Some(RestoreError::MissingRecord));
+    /// let restored = Channel::restore_with_records(&snapshot, &log, check)?;
+    /// assert_eq!(restored.htlcs()[0].onion, Some(onion()));
+    /// // A compaction of the log keeps what the channel still needs.
+    /// assert!(log.iter().all(|r| restored.keeps_record(r)));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
     /// [`OnionRecord`]: super::OnionRecord
     pub fn restore_with_records<I>(bytes: &[u8], records: I, check: RestoreCheck) -> Result<Self, RestoreError>
     where
