@@ -433,6 +433,16 @@ fn onions_are_records_restored_and_retransmitted() {
         assert_eq!(adds, (0..3).map(|n| (n, onion_n(n))).collect::<Vec<_>>());
         p.settle();
         p.verify_commitments();
+        // B is told of each HTLC with its own onion, to forward it.
+        let received: Vec<(u64, Option<OnionPacket>)> =
+            p.b.take_events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::HtlcReceived { id, onion, .. } => Some((id, onion)),
+                    _ => None,
+                })
+                .collect();
+        assert_eq!(received, (0..3).map(|n| (n, Some(onion_n(n)))).collect::<Vec<_>>());
         // A's onions are gone (B irrevocably has the adds), B's stay until the HTLCs are gone.
         assert!(p.a.ch.htlcs().iter().all(|h| h.onion.is_none()));
         assert!(p.b.ch.htlcs().iter().all(|h| h.onion == Some(onion_n(h.id))));

@@ -165,6 +165,9 @@ pub enum Event {
         payment_hash: PaymentHash,
         /// Expiry height.
         cltv_expiry: u32,
+        /// The onion it came with, to peel and forward (shared, not copied; always present for
+        /// an HTLC received over the wire).
+        onion: Option<OnionPacket>,
     },
     /// The peer revealed the preimage of an HTLC we offered: claim upstream now.
     HtlcFulfilled {

@@ -551,6 +551,7 @@ impl Channel {
                     amount: h.amount,
                     payment_hash: h.payment_hash,
                     cltv_expiry: h.cltv_expiry,
+                    onion: h.onion.clone(),
                 });
             }
             if h.offerer == Side::Holder && !was_removed && h.is_removed() {

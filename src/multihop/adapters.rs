@@ -417,7 +417,7 @@ impl HtlcChannel for lightning::Channel {
 
     fn signal(event: &lightning::Event) -> Option<HtlcSignal> {
         match *event {
-            lightning::Event::HtlcReceived { id, amount, payment_hash, cltv_expiry } => {
+            lightning::Event::HtlcReceived { id, amount, payment_hash, cltv_expiry, .. } => {
                 Some(HtlcSignal::Received { id, amount, payment_hash, expiry: BlockHeight(cltv_expiry) })
             }
             lightning::Event::HtlcFulfilled { id, preimage, .. } => Some(HtlcSignal::Fulfilled { id, preimage }),
