@@ -65,6 +65,9 @@ struct Sim {
     offline: [bool; 2],
     rng: Rng,
     nodes: [Peer; 2],
+    /// The length of each node's record log after each of its persisted updates (what lost
+    /// writes take back together with the snapshot).
+    records_at: [Vec<usize>; 2],
     net: Network<Msg>,
     chain: Chain,
     funding: OutPoint,
@@ -113,6 +116,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         offline: [false; 2],
         rng,
         nodes: [a, b],
+        records_at: [Vec::new(), Vec::new()],
         net: Network::new(faults),
         chain,
         funding,
@@ -176,6 +180,7 @@ impl Sim {
             }
             node.persisted.push((u.update_id, u.snapshot));
             node.records.extend(u.records);
+            self.records_at[i].push(node.records.len());
         }
         for e in &fx.events {
             if let Event::HtlcFulfilled { preimage, .. } = e {
@@ -336,6 +341,11 @@ impl Sim {
                 // Restart from an older snapshot, believing it current: the newer writes are lost.
                 let k = f + self.rng.below((n - 1 - f) as u64) as usize;
                 self.nodes[i].persisted.truncate(k + 1);
+                // The records appended by the lost writes are lost with them.
+                if let Some(&len) = self.records_at[i].get(k) {
+                    self.nodes[i].records.truncate(len);
+                }
+                self.records_at[i].truncate(k + 1);
                 self.out.lost_data += 1;
             }
             _ => self.out.crashes += 1,
@@ -360,6 +370,15 @@ impl Sim {
             .map_err(|e| format!("peer {i}: restore failed: {e}"))?;
         if restored.snapshot() != bytes {
             return Err(format!("peer {i}: restore is not byte-identical"));
+        }
+        if self.bad != Some(Bad::Lossy(i)) && self.rng.chance(500) {
+            // The embedder compacts its log against the snapshot it restored from. (Not for a
+            // lossy node: its older snapshots, which it may fall back to, need the full log.)
+            let node = &mut self.nodes[i];
+            node.records.retain(|r| restored.keeps_record(r));
+            let len = node.records.len();
+            self.records_at[i].iter_mut().for_each(|l| *l = (*l).min(len));
+            self.out.compactions += 1;
         }
         self.nodes[i].ch = restored;
         // The restarted node rescans the chain: the funding transaction, every channel

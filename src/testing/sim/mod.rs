@@ -49,6 +49,8 @@ pub struct Outcome {
     pub lost_data: u32,
     /// Old states published by a cheating peer.
     pub cheats: u32,
+    /// Record logs compacted (Lightning: the records `keeps_record` keeps) before a restore.
+    pub compactions: u32,
     /// Messages (sent, dropped, duplicated, reordered).
     pub net: [u64; 4],
 }
@@ -78,6 +80,7 @@ impl Summary {
         t.htlcs_on_chain += o.htlcs_on_chain;
         t.lost_data += o.lost_data;
         t.cheats += o.cheats;
+        t.compactions += o.compactions;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -110,7 +113,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, messages sent/dropped/duplicated/reordered {:?}",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, messages sent/dropped/duplicated/reordered {:?}",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -123,6 +126,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.lost_data,
         summary.total.cheats,
         summary.total.reorgs,
+        summary.total.compactions,
         summary.total.net
     );
     summary
