@@ -441,6 +441,16 @@ fn timeout_race_reorg_and_anchor_bump() {
             .find(|t| t.lock_time.to_consensus_u32() == 1_100)
             .cloned()
             .expect("HTLC-timeout at expiry");
+        if ct == ChannelType::StaticRemoteKey {
+            // Its HTLC transactions carry their fee; a fee input would break the peer's signature.
+            let wallet = (
+                OutPoint { txid: Txid::from_byte_array([5; 32]), vout: 0 },
+                TxOut { value: Amount::from_sat(50_000), script_pubkey: common::ln::p2wpkh_script() },
+            );
+            let bump =
+                p.a.ch.htlc_fee_bump(&timeout, wallet, common::ln::p2wpkh_script(), FeeratePerKw(5_000), &p.a.signer);
+            assert_eq!(bump.unwrap_err(), paychan::lightning::CommandError::WrongPhase);
+        }
         let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.b.signer);
         let success = fb
             .broadcast
