@@ -21,12 +21,10 @@ use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use paychan::core::commitment::{CommitmentKeys, CommitmentNumber};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::Signer;
-use paychan::core::{MilliSats, PaymentPreimage};
-use paychan::lightning::OnionPacket;
 
 #[path = "common/ln_pair.rs"]
 mod ln_pair;
-use ln_pair::{deliver, lifecycle, open};
+use ln_pair::{deliver, lifecycle, open, with_announced};
 fn floor(c: &mut Criterion) {
     let secp = Secp256k1::new();
     let secrets = ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0);
@@ -78,47 +76,21 @@ fn channel(c: &mut Criterion) {
             lifecycle(&mut p, n);
         })
     });
-    // A pair with 100 HTLCs announced by A and delivered to B, not yet signed.
-    let mut base = open();
-    for i in 0..100u64 {
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&(1_000_000 + i).to_be_bytes());
-        let (_, fx) = base
-            .a
-            .ch
-            .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage(bytes).hash(), 2_000, OnionPacket::zeroed())
-            .expect("add");
-        let _ = deliver(fx, &mut base.b);
+    // A signs `n` announced HTLCs; B verifies, revokes and counter-signs. With one HTLC too:
+    // (commit_100_htlcs - commit_1_htlc) / 99 is what one more HTLC in a commitment costs.
+    for (name, n) in [("commit_1_htlc", 1), ("commit_100_htlcs", 100)] {
+        let base = with_announced(n);
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || base.clone(),
+                |mut p| {
+                    let fx = p.a.ch.commit(&p.a.signer).expect("commit");
+                    black_box(deliver(fx, &mut p.b));
+                },
+                BatchSize::LargeInput,
+            )
+        });
     }
-    // The same dance with one HTLC: (commit_100_htlcs - commit_1_htlc) / 99 is what one more
-    // HTLC in a commitment costs.
-    let mut one = open();
-    let (_, fx) = one
-        .a
-        .ch
-        .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage([0x51; 32]).hash(), 2_000, OnionPacket::zeroed())
-        .expect("add");
-    let _ = deliver(fx, &mut one.b);
-    g.bench_function("commit_1_htlc", |b| {
-        b.iter_batched(
-            || one.clone(),
-            |mut p| {
-                let fx = p.a.ch.commit(&p.a.signer).expect("commit");
-                black_box(deliver(fx, &mut p.b));
-            },
-            BatchSize::LargeInput,
-        )
-    });
-    g.bench_function("commit_100_htlcs", |b| {
-        b.iter_batched(
-            || base.clone(),
-            |mut p| {
-                let fx = p.a.ch.commit(&p.a.signer).expect("commit");
-                black_box(deliver(fx, &mut p.b));
-            },
-            BatchSize::LargeInput,
-        )
-    });
     g.finish();
     let _ = Signer::pubkeys(&p.a.signer);
 }

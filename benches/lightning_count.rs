@@ -20,7 +20,7 @@ use paychan::lightning::{Effects, OnionPacket};
 
 #[path = "common/ln_pair.rs"]
 mod ln_pair;
-use ln_pair::{deliver, lifecycle, open, Pair};
+use ln_pair::{deliver, lifecycle, open, with_announced, Pair};
 const FLOOR_N: usize = 50;
 
 #[inline(never)]
@@ -155,22 +155,6 @@ fn lifecycle_part() {
     for n in 3..=5 {
         measured_lifecycle(&mut p, n);
     }
-}
-
-/// A pair with `n` HTLCs announced by A and delivered to B, not yet signed.
-fn with_announced(n: u64) -> Pair {
-    let mut base = open();
-    for i in 0..n {
-        let mut bytes = [0u8; 32];
-        bytes[..8].copy_from_slice(&(1_000_000 + i).to_be_bytes());
-        let (_, fx) = base
-            .a
-            .ch
-            .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage(bytes).hash(), 2_000, OnionPacket::zeroed())
-            .expect("add");
-        let _ = deliver(fx, &mut base.b);
-    }
-    base
 }
 
 fn commit100_part() {

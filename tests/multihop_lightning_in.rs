@@ -6,10 +6,9 @@
 
 mod common;
 
-use bitcoin::{Amount, ScriptBuf, Transaction, TxIn, WPubkeyHash};
+use bitcoin::{Amount, Transaction};
 use common::chain::Chain;
 use common::ln::{onion, Pair};
-use paychan::bitcoin::hashes::Hash;
 use paychan::core::commitment::ChannelType;
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
@@ -18,52 +17,9 @@ use paychan::driving::{ChainEvent, ChainTip};
 use paychan::lightning;
 use paychan::multihop::{FeePolicy, ForwardEvent, Forwarder, ForwarderConfig, HtlcTerms, Requirement, Route};
 use paychan::multihop::{NodeEffects, SafetyMargins};
-use paychan::spilman::{self, Payee, PayeeConfig, Payer, PayerConfig, Variant};
+use paychan::spilman::{self, Payee, Payer};
 
 type Y = Forwarder<lightning::Channel, Payer>;
-
-fn script(n: u8) -> ScriptBuf {
-    ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
-}
-
-/// Opens a Spilman channel Y → Z refundable at `expiry` (funding confirmed out of band).
-fn open_spilman(y_keys: &InMemorySigner, z_keys: &InMemorySigner, expiry: u32, tip: ChainTip) -> (Payer, Payee) {
-    let config = PayeeConfig {
-        variant: Variant::Cltv,
-        payee_script: script(9),
-        expiry: BlockHeight(expiry),
-        min_first_payment: Amount::from_sat(1_000),
-        dust_limit: Amount::from_sat(546),
-        payment_fee: Amount::from_sat(300),
-        close_margin: 36,
-        htlc_min_blocks: 24,
-        min_depth: 0,
-        claim_fee: Amount::from_sat(300),
-    };
-    let (mut payee, fx) = Payee::new(config, z_keys);
-    let Some(spilman::Msg::Offer(offer)) = fx.send.into_iter().next() else { panic!("offer") };
-    let config = PayerConfig {
-        capacity: Amount::from_sat(1_000_000),
-        payer_script: script(8),
-        refund_fee: Amount::from_sat(300),
-        claim_fee: Amount::from_sat(300),
-        first_payment: Amount::from_sat(1_000),
-        max_lifetime: 4_320,
-    };
-    let mut payer = Payer::new(offer, config, y_keys, tip).expect("offer acceptable");
-    let funding = Transaction {
-        version: bitcoin::transaction::Version::TWO,
-        lock_time: bitcoin::absolute::LockTime::ZERO,
-        input: vec![TxIn::default()],
-        output: vec![payer.funding_output()],
-    };
-    for m in payer.fund(funding, y_keys).expect("fund").send {
-        for ack in payee.handle_message(m, z_keys, tip).expect("payee takes").send {
-            let _ = payer.handle_message(ack, y_keys, tip).expect("payer takes");
-        }
-    }
-    (payer, payee)
-}
 
 struct Route3 {
     x: lightning::Channel,
@@ -87,7 +43,7 @@ impl Route3 {
         let tip = ChainTip::at(p.tip);
         let keys = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
         let (y_out_keys, z_keys) = (keys(0x33), keys(0x34));
-        let (y_out, z) = open_spilman(&y_out_keys, &z_keys, p.tip + 1_008, tip);
+        let (y_out, z, _funding) = common::route::open_spilman(&y_out_keys, &z_keys, p.tip + 1_008, tip);
         let config = ForwarderConfig {
             margins: SafetyMargins::default(),
             fee: FeePolicy { base: MilliSats::from_msat(1_000), proportional_millionths: 0 },

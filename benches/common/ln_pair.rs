@@ -116,3 +116,19 @@ pub(crate) fn lifecycle(p: &mut Pair, n: u64) {
     let fx = p.b.ch.commit(&p.b.signer).expect("commit");
     run(p, fx, false);
 }
+
+/// A pair with `n` HTLCs announced by A and delivered to B, not yet signed.
+pub(crate) fn with_announced(n: u64) -> Pair {
+    let mut base = open();
+    for i in 0..n {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&(1_000_000 + i).to_be_bytes());
+        let (_, fx) = base
+            .a
+            .ch
+            .add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage(bytes).hash(), 2_000, OnionPacket::zeroed())
+            .expect("add");
+        let _ = deliver(fx, &mut base.b);
+    }
+    base
+}

@@ -83,6 +83,20 @@ pub(crate) struct OnChain {
 /// Weight of a one-input, one-output sweep besides its witness.
 const SWEEP_BASE_WEIGHT: u64 = 4 * (4 + 1 + 41 + 1 + 8 + 1 + 34 + 4) + 2;
 
+/// Weight of a wallet's P2WPKH fee input once signed: outpoint, empty script and sequence, and a
+/// witness of a signature and a key.
+const WALLET_INPUT_WEIGHT: u64 = 4 * (32 + 4 + 1 + 4) + (1 + 1 + 73 + 1 + 33);
+
+/// A wallet's fee input, left unsigned for the wallet.
+fn wallet_input(outpoint: OutPoint) -> TxIn {
+    TxIn {
+        previous_output: outpoint,
+        script_sig: ScriptBuf::new(),
+        sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+        witness: Witness::new(),
+    }
+}
+
 impl Channel {
     /// Where sweeps pay (by default P2WPKH of our payment basepoint, a key we hold).
     pub fn sweep_destination(&self) -> ScriptBuf {
@@ -152,7 +166,8 @@ impl Channel {
         let vout = commitment.output.iter().position(|o| o.script_pubkey == spk).ok_or(CommandError::WrongPhase)?;
         let anchor_value = commitment.output.get(vout).map(|o| o.value).ok_or(CommandError::WrongPhase)?;
         // Parent and child are paid for together.
-        let package_weight = commitment.weight().to_wu() + SWEEP_BASE_WEIGHT + 4 * 41 + 200 + 110;
+        // The anchor input's witness is below 200 weight units.
+        let package_weight = commitment.weight().to_wu() + SWEEP_BASE_WEIGHT + 200 + WALLET_INPUT_WEIGHT;
         let fee = feerate.fee_for_weight(package_weight);
         let value =
             anchor_value.checked_add(fee_input.1.value).and_then(|v| v.checked_sub(fee)).ok_or(CommandError::Amount)?;
@@ -166,12 +181,7 @@ impl Channel {
                     sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
                     witness: Witness::new(),
                 },
-                TxIn {
-                    previous_output: fee_input.0,
-                    script_sig: ScriptBuf::new(),
-                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                    witness: Witness::new(),
-                },
+                wallet_input(fee_input.0),
             ],
             output: alloc::vec![TxOut { value, script_pubkey: change }],
         };
@@ -226,24 +236,21 @@ impl Channel {
             Side::Counterparty => Some(self.known_preimage(Side::Counterparty, *id).ok_or(CommandError::WrongPhase)?),
         };
         let v = self.holder_commitment(signer)?;
-        let zero_fee = v.finalize_htlc_tx(signer, *position, preimage.as_ref())?.ok_or(CommandError::WrongPhase)?;
-        // The final weight: the zero-fee transaction, one P2WPKH input (outpoint, empty script,
-        // sequence; a witness of a signature and a key) and the change output.
-        let input_weight = 4 * (32 + 4 + 1 + 4) + (1 + 1 + 73 + 1 + 33);
+        let h = v.htlc_txs().get(*position).ok_or(CommandError::WrongPhase)?;
+        // The final weight: the unsigned HTLC transaction; its witness (segwit marker and flag,
+        // item count, the empty element, two signatures, the preimage or an empty element, the
+        // script, shorter than 253 bytes); the wallet's input and the change output.
+        let htlc_witness =
+            2 + 1 + 1 + 2 * (1 + 73) + if preimage.is_some() { 33 } else { 1 } + 1 + h.htlc_script.as_script().len();
         let output_weight = 4 * (8 + 1 + change.len() as u64);
-        let fee = feerate.fee_for_weight(zero_fee.weight().to_wu() + input_weight + output_weight);
+        let weight = h.tx.weight().to_wu() + htlc_witness as u64 + WALLET_INPUT_WEIGHT + output_weight;
+        let fee = feerate.fee_for_weight(weight);
         let change_value = fee_input.1.value.checked_sub(fee).ok_or(CommandError::Amount)?;
         if change_value < change.minimal_non_dust() {
             return Err(CommandError::Amount);
         }
-        let input = TxIn {
-            previous_output: fee_input.0,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-            witness: Witness::new(),
-        };
         let output = TxOut { value: change_value, script_pubkey: change };
-        v.finalize_htlc_tx_with_input(signer, *position, preimage.as_ref(), input, output)?
+        v.finalize_htlc_tx_with_input(signer, *position, preimage.as_ref(), wallet_input(fee_input.0), output)?
             .ok_or(CommandError::WrongPhase)
     }
 
@@ -836,8 +843,13 @@ impl Channel {
     ) -> Effects {
         let txid = tx.compute_txid();
         let Some(on) = self.onchain.clone() else { return Effects::none() };
-        let second_stage_spk = if on.claims.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
-            self.holder_commitment(signer).ok().map(|v| v.commitment().to_local_script().to_p2wsh())
+        // The script our HTLC transactions pay (that of our commitment's `to_local`), and its P2WSH.
+        let second_stage = if on.claims.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
+            self.holder_commitment(signer).ok().map(|v| {
+                let script = v.commitment().to_local_script().clone();
+                let spk = script.to_p2wsh();
+                (script, spk)
+            })
         } else {
             None
         };
@@ -853,7 +865,10 @@ impl Channel {
             // transaction with a fee input added, `htlc_fee_bump`).
             let ours = c.claim_txid == Some(txid)
                 || (matches!(c.kind, ClaimKind::HolderHtlc { .. })
-                    && tx.output.first().is_some_and(|o| Some(&o.script_pubkey) == second_stage_spk.as_ref()));
+                    && tx
+                        .output
+                        .first()
+                        .is_some_and(|o| second_stage.as_ref().is_some_and(|(_, spk)| o.script_pubkey == *spk)));
             // A preimage in the witness settles the HTLC we offered, whoever spent it.
             let htlc = match &c.kind {
                 ClaimKind::HolderHtlc { offerer, id, .. } | ClaimKind::RemoteHtlc { offerer, id, .. } => {
@@ -874,14 +889,11 @@ impl Channel {
             }
             if let (ClaimKind::HolderHtlc { .. }, true) = (&c.kind, ours) {
                 // Our second-stage transaction: its output is ours after the delay.
-                if let (Ok(v), Some(out)) = (self.holder_commitment(signer), tx.output.first()) {
+                if let (Some((script, _)), Some(out)) = (&second_stage, tx.output.first()) {
                     new_claims.push(Claim {
                         outpoint: OutPoint { txid, vout: 0 },
                         value: out.value,
-                        kind: ClaimKind::HolderSecondStage {
-                            n: self.holder_commitment,
-                            script: v.commitment().to_local_script().clone(),
-                        },
+                        kind: ClaimKind::HolderSecondStage { n: self.holder_commitment, script: script.clone() },
                         created: height,
                         claim_txid: None,
                         spent_by: None,

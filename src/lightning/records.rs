@@ -41,6 +41,27 @@ pub(super) fn read_side(r: &mut Reader<'_>) -> Result<Side, DecodeError> {
     }
 }
 
+/// A record of `kind`: the header, then TLV record 0 read by `read` (unknown odd types skipped).
+fn decode_record<T>(
+    bytes: &[u8],
+    kind: u8,
+    mut read: impl FnMut(&mut Reader<'_>) -> Result<T, DecodeError>,
+) -> Result<T, DecodeError> {
+    let (version, tlv) = read_header(bytes, kind)?;
+    if version != VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    let mut rec = None;
+    tlv.for_each(|ty, r| {
+        if ty != 0 {
+            return Ok(false);
+        }
+        rec = Some(read(r)?);
+        Ok(true)
+    })?;
+    required(rec, "record")
+}
+
 /// What a penalty needs to know about one HTLC that is gone from the channel: enough to
 /// recognise and sweep its output on any revoked counterparty commitment in
 /// `first_commitment..=last_commitment`. One record per HTLC, appended once.
@@ -79,16 +100,8 @@ impl PenaltyRecord {
     /// [`DecodeError`] for malformed bytes, and [`DecodeError::WrongKind`] for a record of another
     /// kind (an [`OnionRecord`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, tlv) = read_header(bytes, KIND_PENALTY)?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let mut rec = None;
-        tlv.for_each(|ty, r| {
-            if ty != 0 {
-                return Ok(false);
-            }
-            rec = Some(PenaltyRecord {
+        decode_record(bytes, KIND_PENALTY, |r| {
+            Ok(PenaltyRecord {
                 offerer: read_side(r)?,
                 id: r.u64()?,
                 amount: MilliSats::from_msat(r.u64()?),
@@ -96,10 +109,8 @@ impl PenaltyRecord {
                 cltv_expiry: r.u32()?,
                 first_commitment: r.u64()?,
                 last_commitment: r.u64()?,
-            });
-            Ok(true)
-        })?;
-        required(rec, "record")
+            })
+        })
     }
 }
 
@@ -131,22 +142,12 @@ impl OnionRecord {
     /// [`DecodeError`] for malformed bytes, and [`DecodeError::WrongKind`] for a record of another
     /// kind (a [`PenaltyRecord`]).
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, tlv) = read_header(bytes, KIND_ONION)?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
-        let mut rec = None;
-        tlv.for_each(|ty, r| {
-            if ty != 0 {
-                return Ok(false);
-            }
+        decode_record(bytes, KIND_ONION, |r| {
             let offerer = read_side(r)?;
             let id = r.u64()?;
             let onion = OnionPacket::from_slice(r.take(ONION_PACKET_LEN)?).ok_or(DecodeError::Truncated)?;
-            rec = Some(OnionRecord { offerer, id, onion });
-            Ok(true)
-        })?;
-        required(rec, "record")
+            Ok(OnionRecord { offerer, id, onion })
+        })
     }
 }
 

@@ -162,6 +162,66 @@ fn check_fx<M, E>(fx: &Effects<M, E>, snapshot: Vec<u8>, what: &str) {
     }
 }
 
+/// Opens a Spilman channel (CLTV variant, 1,000,000 sat) from `payer_keys` to `payee_keys`,
+/// refundable at `expiry`, through the wire encoding. Returns the payer, the payee and the funding
+/// transaction (not yet on any chain).
+pub fn open_spilman(
+    payer_keys: &InMemorySigner,
+    payee_keys: &InMemorySigner,
+    expiry: u32,
+    tip: ChainTip,
+) -> (spilman::Payer, spilman::Payee, Transaction) {
+    let (mut payee, fx) = spilman::Payee::new(
+        spilman::PayeeConfig {
+            variant: spilman::Variant::Cltv,
+            payee_script: spilman_script(false),
+            expiry: BlockHeight(expiry),
+            min_first_payment: Amount::from_sat(10_000),
+            dust_limit: Amount::from_sat(546),
+            payment_fee: Amount::from_sat(500),
+            close_margin: CLOSE_MARGIN,
+            htlc_min_blocks: 12,
+            min_depth: 0,
+            claim_fee: Amount::from_sat(300),
+        },
+        payee_keys,
+    );
+    let Some(spilman::Msg::Offer(offer)) = fx.send.first().map(sp_wire) else { panic!("offer") };
+    let mut payer = spilman::Payer::new(
+        offer,
+        spilman::PayerConfig {
+            capacity: Amount::from_sat(1_000_000),
+            payer_script: spilman_script(true),
+            refund_fee: Amount::from_sat(500),
+            claim_fee: Amount::from_sat(300),
+            first_payment: Amount::from_sat(10_000),
+            max_lifetime: 10_000,
+        },
+        payer_keys,
+        tip,
+    )
+    .expect("offer acceptable");
+    let funding = Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([0x51; 32]), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![payer.funding_output()],
+    };
+    let fx = payer.fund(funding.clone(), payer_keys).expect("fund");
+    for m in fx.send {
+        let reply = payee.handle_message(sp_wire(&m), payee_keys, tip).expect("payee opens");
+        for r in reply.send {
+            let _ack = payer.handle_message(sp_wire(&r), payer_keys, tip).expect("payer takes ack");
+        }
+    }
+    (payer, payee, funding)
+}
+
 /// Sum of `fee(out)` plus `out`, rounded up to whole satoshis (what a sender puts on a
 /// satoshi-denominated channel).
 pub fn with_fee_sat(out: MilliSats, fee: FeePolicy) -> MilliSats {
@@ -187,54 +247,7 @@ impl Route {
         // Spilman A (payer) → B (payee).
         let (sa, sb_in) = (signer(0x1a, 0), signer(0x1b, 0));
         let tip = ChainTip::at(chain.height);
-        let (mut payee, fx) = spilman::Payee::new(
-            spilman::PayeeConfig {
-                variant: spilman::Variant::Cltv,
-                payee_script: spilman_script(false),
-                expiry: BlockHeight(SPILMAN_EXPIRY),
-                min_first_payment: Amount::from_sat(10_000),
-                dust_limit: Amount::from_sat(546),
-                payment_fee: Amount::from_sat(500),
-                close_margin: CLOSE_MARGIN,
-                htlc_min_blocks: 12,
-                min_depth: 0,
-                claim_fee: Amount::from_sat(300),
-            },
-            &sb_in,
-        );
-        let Some(spilman::Msg::Offer(offer)) = fx.send.first().map(sp_wire) else { panic!("offer") };
-        let mut payer = spilman::Payer::new(
-            offer,
-            spilman::PayerConfig {
-                capacity: Amount::from_sat(1_000_000),
-                payer_script: spilman_script(true),
-                refund_fee: Amount::from_sat(500),
-                claim_fee: Amount::from_sat(300),
-                first_payment: Amount::from_sat(10_000),
-                max_lifetime: 10_000,
-            },
-            &sa,
-            tip,
-        )
-        .expect("offer acceptable");
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([0x51; 32]), vout: 0 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![payer.funding_output()],
-        };
-        let fx = payer.fund(funding.clone(), &sa).expect("fund");
-        for m in fx.send {
-            let reply = payee.handle_message(sp_wire(&m), &sb_in, tip).expect("payee opens");
-            for r in reply.send {
-                let _ack = payer.handle_message(sp_wire(&r), &sa, tip).expect("payer takes ack");
-            }
-        }
+        let (payer, payee, funding) = open_spilman(&sa, &sb_in, SPILMAN_EXPIRY, tip);
         chain.credit(&funding);
 
         // Lightning C (funder) ↔ D.

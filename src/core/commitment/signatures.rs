@@ -275,9 +275,12 @@ impl VerifiedCommitment {
         let (Some(h), Some(counter_sig)) = (self.htlc_txs.get(position), self.signatures.htlcs.get(position)) else {
             return Ok(None);
         };
-        if h.direction == HtlcDirection::Received && preimage.is_none() {
-            return Ok(None);
-        }
+        // HTLC-success needs the preimage; HTLC-timeout takes none.
+        let preimage = match (h.direction, preimage) {
+            (HtlcDirection::Offered, _) => None,
+            (HtlcDirection::Received, Some(p)) => Some(p),
+            (HtlcDirection::Received, None) => return Ok(None),
+        };
         let mut tx = h.tx.clone();
         if let Some((input, output)) = extra {
             tx.input.push(input);
@@ -293,12 +296,9 @@ impl VerifiedCommitment {
             key: KeyId::Htlc,
             tweak: Tweak::PerCommitment(self.commitment.keys().per_commitment_point),
         })?;
-        let witness = match (h.direction, preimage) {
-            (HtlcDirection::Offered, _) => script::offered_htlc_timeout_witness(&h.htlc_script, counter_sig, &ours),
-            (HtlcDirection::Received, Some(p)) => {
-                script::received_htlc_success_witness(&h.htlc_script, counter_sig, &ours, p)
-            }
-            (HtlcDirection::Received, None) => return Ok(None),
+        let witness = match preimage {
+            None => script::offered_htlc_timeout_witness(&h.htlc_script, counter_sig, &ours),
+            Some(p) => script::received_htlc_success_witness(&h.htlc_script, counter_sig, &ours, p),
         };
         if let Some(input) = tx.input.first_mut() {
             input.witness = witness;
