@@ -91,19 +91,19 @@ fn htlcs(n: usize) -> Vec<CommitmentHtlc> {
         .map(|i| {
             let mut preimage = [0u8; 32];
             preimage[..8].copy_from_slice(&(i as u64).to_be_bytes());
-            CommitmentHtlc {
-                direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
-                amount: MilliSats::from_msat(5_000_000 + 1_000 * i as u64),
-                payment_hash: PaymentPreimage(preimage).hash(),
-                cltv_expiry: 800_000 + (i as u32 % 50),
-            }
+            CommitmentHtlc::new(
+                if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
+                MilliSats::from_msat(5_000_000 + 1_000 * i as u64),
+                PaymentPreimage(preimage).hash(),
+                800_000 + (i as u32 % 50),
+            )
         })
         .collect()
 }
 
 /// Builds the holder's commitment with `htlcs`; the rest of the capacity is split 60/40.
 fn build(params: &CommitmentParams, keys: &CommitmentKeys, htlcs: &[CommitmentHtlc]) -> BuiltCommitment {
-    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount.to_msat()).sum();
+    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount().to_msat()).sum();
     let rest = params.funding_value.to_sat() * 1000 - in_htlcs;
     let to_broadcaster = rest / 10 * 6;
     let state = CommitmentState {

@@ -98,14 +98,16 @@ fn commitment_section() -> Result<(), Error> {
     let htlcs: Vec<CommitmentHtlc> = preimages
         .iter()
         .enumerate()
-        .map(|(i, p)| CommitmentHtlc {
-            direction: if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
-            amount: MilliSats::from_msat(if i == 3 { 200_000 } else { 20_000_000 + i as u64 * 1_000_000 }),
-            payment_hash: p.hash(),
-            cltv_expiry: 800_000 + i as u32,
+        .map(|(i, p)| {
+            CommitmentHtlc::new(
+                if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
+                MilliSats::from_msat(if i == 3 { 200_000 } else { 20_000_000 + i as u64 * 1_000_000 }),
+                p.hash(),
+                800_000 + i as u32,
+            )
         })
         .collect();
-    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount.to_msat()).sum();
+    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount().to_msat()).sum();
     let state = CommitmentState {
         number,
         to_broadcaster: MilliSats::from_msat(600_000_000 - in_htlcs),
@@ -135,7 +137,7 @@ fn commitment_section() -> Result<(), Error> {
             OutputRole::ToCountersignatory => "to_remote (bob)".to_string(),
             OutputRole::BroadcasterAnchor => "anchor (alice)".to_string(),
             OutputRole::CountersignatoryAnchor => "anchor (bob)".to_string(),
-            OutputRole::Htlc(i) => format!("{:?} HTLC #{i}", htlcs[i].direction).to_lowercase(),
+            OutputRole::Htlc(i) => format!("{:?} HTLC #{i}", htlcs[i].direction()).to_lowercase(),
         };
         println!("     [{vout}] {:>9} sat  {role}", out.value.to_sat());
     }

@@ -112,7 +112,7 @@ proptest! {
             if amount <= left {
                 left -= amount;
                 let direction = if offered { HtlcDirection::Offered } else { HtlcDirection::Received };
-                list.push(CommitmentHtlc { direction, amount: MilliSats::from_msat(amount), payment_hash: PaymentHash([hash; 32]), cltv_expiry: expiry });
+                list.push(CommitmentHtlc::new(direction, MilliSats::from_msat(amount), PaymentHash([hash; 32]), expiry));
             }
         }
         let to_local = left * local_share / 1000;
@@ -143,7 +143,7 @@ proptest! {
 
         // The model.
         let dust_amt = Amount::from_sat(dust);
-        let untrimmed: Vec<&CommitmentHtlc> = list.iter().filter(|h| !is_htlc_trimmed(channel_type, h.direction == HtlcDirection::Offered, h.amount, dust_amt, feerate)).collect();
+        let untrimmed: Vec<&CommitmentHtlc> = list.iter().filter(|h| !is_htlc_trimmed(channel_type, h.direction() == HtlcDirection::Offered, h.amount(), dust_amt, feerate)).collect();
         let weight = if anchors { 1124 } else { 724 } + 172 * untrimmed.len() as u64;
         let base_fee = u64::from(feerate.0) * weight / 1000;
         let anchor_cost = if anchors { 2 * ANCHOR_OUTPUT_VALUE.to_sat() } else { 0 };
@@ -152,7 +152,7 @@ proptest! {
         let other_after = other / 1000;
         let funder_out = if funder_after >= dust { funder_after } else { 0 };
         let other_out = if other_after >= dust { other_after } else { 0 };
-        let htlc_out: u64 = untrimmed.iter().map(|h| h.amount.to_sat_floor()).sum();
+        let htlc_out: u64 = untrimmed.iter().map(|h| h.amount().to_sat_floor()).sum();
         let n_anchors = if anchors { u64::from(funder_out > 0 || !untrimmed.is_empty()) + u64::from(other_out > 0 || !untrimmed.is_empty()) } else { 0 };
         let expected_outputs = funder_out + other_out + htlc_out + n_anchors * ANCHOR_OUTPUT_VALUE.to_sat();
 
@@ -163,7 +163,7 @@ proptest! {
         prop_assert_eq!(built.htlc_txs().len(), untrimmed.len());
         // When the funder can pay, the fee is exactly the base fee plus what was trimmed.
         if funder >= (base_fee + anchor_cost) * 1000 {
-            let trimmed: u64 = list.iter().map(|h| h.amount.to_msat()).sum::<u64>() - htlc_out * 1000;
+            let trimmed: u64 = list.iter().map(|h| h.amount().to_msat()).sum::<u64>() - htlc_out * 1000;
             let dropped = (funder - (base_fee + anchor_cost) * 1000 - funder_out * 1000) + (other - other_out * 1000);
             let paid_msat = capacity_msat - outputs * 1000;
             // The funder pays for two anchors even when fewer appear; an absent anchor's value
@@ -174,7 +174,7 @@ proptest! {
         // BIP-0069 order with the cltv tie-break.
         let outs = &built.tx().output;
         for (i, pair) in outs.windows(2).enumerate() {
-            let key = |o: &bitcoin::TxOut, role: &OutputRole| (o.value, o.script_pubkey.as_bytes().to_vec(), match role { OutputRole::Htlc(h) => list[*h].cltv_expiry, _ => 0 });
+            let key = |o: &bitcoin::TxOut, role: &OutputRole| (o.value, o.script_pubkey.as_bytes().to_vec(), match role { OutputRole::Htlc(h) => list[*h].cltv_expiry(), _ => 0 });
             prop_assert!(key(&pair[0], &built.outputs()[i].role) <= key(&pair[1], &built.outputs()[i + 1].role));
         }
     }

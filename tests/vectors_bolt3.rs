@@ -220,12 +220,12 @@ fn appendix_c_and_f_commitment_and_htlc_transactions() {
                 "received" => HtlcDirection::Received,
                 other => panic!("unknown kind {other}"),
             };
-            let htlc = CommitmentHtlc {
+            let htlc = CommitmentHtlc::new(
                 direction,
-                amount: MilliSats::from_msat(u(h, "amount_msat")),
-                payment_hash: preimage.hash(),
-                cltv_expiry: u(h, "cltv_expiry") as u32,
-            };
+                MilliSats::from_msat(u(h, "amount_msat")),
+                preimage.hash(),
+                u(h, "cltv_expiry") as u32,
+            );
             (htlc, preimage)
         })
         .collect();

@@ -24,7 +24,7 @@ use bitcoin::opcodes::all::{
 };
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::PublicKey;
-use bitcoin::{ecdsa, Script, ScriptBuf, WPubkeyHash, Witness};
+use bitcoin::{ecdsa, Opcode, Script, ScriptBuf, WPubkeyHash, Witness};
 
 use super::hashlock::{PaymentHash, PaymentPreimage};
 use super::keys::{DelayedPaymentPubkey, FundingPubkey, HtlcPubkey, RevocationPubkey};
@@ -52,7 +52,12 @@ impl WitnessScript {
 
     /// The P2WSH scriptPubKey paying to this script.
     pub fn to_p2wsh(&self) -> ScriptBuf {
-        ScriptBuf::new_p2wsh(&self.0.wscript_hash())
+        // `OP_0 <32-byte SHA256(script)>`, written directly (as `ScriptBuf::new_p2wsh`, without
+        // the builder's growth steps).
+        let mut spk = alloc::vec::Vec::with_capacity(34);
+        spk.extend_from_slice(&[0x00, 0x20]);
+        spk.extend_from_slice(self.0.wscript_hash().as_byte_array());
+        ScriptBuf::from_bytes(spk)
     }
 
     /// Unwraps the script.
@@ -128,92 +133,130 @@ pub fn anchor(funding_key: &FundingPubkey) -> WitnessScript {
     )
 }
 
-/// The parts of the BOLT #3 HTLC scripts shared by every HTLC of one commitment: HASH160 of the
-/// revocation key and both HTLC keys' serialisations. Computing them once per commitment instead
-/// of once per HTLC output saves a HASH160 and three key serialisations per HTLC.
+/// The parts of the BOLT #3 HTLC scripts shared by every HTLC of one commitment: everything up
+/// to the first branch on the preimage size (HASH160 of the revocation key, the remote HTLC key)
+/// and the local HTLC key. Computed once per commitment, each HTLC script is then written as
+/// bytes into a buffer of its exact size.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct HtlcScriptKeys {
-    revocation_hash: [u8; 20],
+    prefix: [u8; HTLC_PREFIX_LEN],
     local_htlc: [u8; 33],
-    remote_htlc: [u8; 33],
 }
 
+/// `OP_DUP OP_HASH160 <20> OP_EQUAL OP_IF OP_CHECKSIG OP_ELSE <33> OP_SWAP OP_SIZE 32 OP_EQUAL`.
+const HTLC_PREFIX_LEN: usize = 66;
 /// Length of the longest BOLT #3 HTLC script (received, anchors, 5-byte `cltv_expiry` push).
-const HTLC_SCRIPT_MAX_LEN: usize = 145;
+const HTLC_SCRIPT_MAX_LEN: usize = 144;
+
+/// A script written byte by byte into a fixed buffer (the HTLC scripts' lengths are bounded).
+struct ScriptBytes {
+    buf: [u8; HTLC_SCRIPT_MAX_LEN],
+    len: usize,
+}
+
+impl ScriptBytes {
+    fn put(&mut self, bytes: &[u8]) {
+        let end = self.len + bytes.len();
+        // The HTLC scripts never exceed HTLC_SCRIPT_MAX_LEN (checked by the tests for the
+        // longest case); a miss would truncate the script, which every signature check catches.
+        debug_assert!(end <= HTLC_SCRIPT_MAX_LEN);
+        if let Some(dst) = self.buf.get_mut(self.len..end) {
+            dst.copy_from_slice(bytes);
+            self.len = end;
+        }
+    }
+
+    fn opcodes(&mut self, ops: &[Opcode]) {
+        for op in ops {
+            self.put(&[op.to_u8()]);
+        }
+    }
+
+    /// `n` as the minimal push of `Builder::push_int`.
+    fn int(&mut self, n: u32) {
+        match n {
+            0 => self.put(&[0]),
+            1..=16 => self.put(&[OP_PUSHNUM_1.to_u8() + (n as u8 - 1)]),
+            _ => {
+                let mut num = [0u8; 8];
+                let len = bitcoin::script::write_scriptint(&mut num, i64::from(n));
+                self.put(&[len as u8]);
+                self.put(num.get(..len).unwrap_or_default());
+            }
+        }
+    }
+
+    fn finish(self, anchors: bool) -> WitnessScript {
+        let mut s = self;
+        if anchors {
+            s.opcodes(&[OP_PUSHNUM_1, OP_CSV, OP_DROP]);
+        }
+        s.opcodes(&[OP_ENDIF]);
+        WitnessScript(ScriptBuf::from_bytes(s.buf.get(..s.len).unwrap_or_default().to_vec()))
+    }
+}
 
 impl HtlcScriptKeys {
     /// The shared parts for the commitment with these keys.
     pub fn new(revocation: &RevocationPubkey, local_htlc: &HtlcPubkey, remote_htlc: &HtlcPubkey) -> Self {
-        HtlcScriptKeys {
-            revocation_hash: hash160::Hash::hash(&revocation.serialize()).to_byte_array(),
-            local_htlc: local_htlc.serialize(),
-            remote_htlc: remote_htlc.serialize(),
-        }
+        let mut s = ScriptBytes { buf: [0; HTLC_SCRIPT_MAX_LEN], len: 0 };
+        s.opcodes(&[OP_DUP, OP_HASH160]);
+        s.put(&[20]);
+        s.put(hash160::Hash::hash(&revocation.serialize()).as_byte_array());
+        s.opcodes(&[OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE]);
+        s.put(&[33]);
+        s.put(&remote_htlc.serialize());
+        s.opcodes(&[OP_SWAP, OP_SIZE]);
+        s.int(32);
+        s.opcodes(&[OP_EQUAL]);
+        let mut prefix = [0; HTLC_PREFIX_LEN];
+        prefix.copy_from_slice(s.buf.get(..HTLC_PREFIX_LEN).unwrap_or(&[0; HTLC_PREFIX_LEN]));
+        HtlcScriptKeys { prefix, local_htlc: local_htlc.serialize() }
     }
 
-    fn prefix(&self) -> Builder {
-        Builder::from(alloc::vec::Vec::with_capacity(HTLC_SCRIPT_MAX_LEN))
-            .push_opcode(OP_DUP)
-            .push_opcode(OP_HASH160)
-            .push_slice(self.revocation_hash)
-            .push_opcode(OP_EQUAL)
-            .push_opcode(OP_IF)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ELSE)
-            .push_slice(self.remote_htlc)
-            .push_opcode(OP_SWAP)
-            .push_opcode(OP_SIZE)
-            .push_int(32)
-            .push_opcode(OP_EQUAL)
+    fn start(&self) -> ScriptBytes {
+        let mut s = ScriptBytes { buf: [0; HTLC_SCRIPT_MAX_LEN], len: 0 };
+        s.put(&self.prefix);
+        s
     }
 
     /// The offered-HTLC script (see [`offered_htlc`]).
     pub fn offered(&self, payment_hash: &PaymentHash, anchors: bool) -> WitnessScript {
-        let b = self
-            .prefix()
-            .push_opcode(OP_NOTIF)
-            .push_opcode(OP_DROP)
-            .push_opcode(OP_PUSHNUM_2)
-            .push_opcode(OP_SWAP)
-            .push_slice(self.local_htlc)
-            .push_opcode(OP_PUSHNUM_2)
-            .push_opcode(OP_CHECKMULTISIG)
-            .push_opcode(OP_ELSE)
-            .push_opcode(OP_HASH160)
-            .push_slice(payment_hash.ripemd160())
-            .push_opcode(OP_EQUALVERIFY)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ENDIF);
-        htlc_suffix(b, anchors)
+        self.offered_with(&payment_hash.ripemd160(), anchors)
+    }
+
+    /// [`HtlcScriptKeys::offered`] with `RIPEMD160(payment_hash)` already computed.
+    pub(crate) fn offered_with(&self, payment_ripemd: &[u8; 20], anchors: bool) -> WitnessScript {
+        let mut s = self.start();
+        s.opcodes(&[OP_NOTIF, OP_DROP, OP_PUSHNUM_2, OP_SWAP]);
+        s.put(&[33]);
+        s.put(&self.local_htlc);
+        s.opcodes(&[OP_PUSHNUM_2, OP_CHECKMULTISIG, OP_ELSE, OP_HASH160]);
+        s.put(&[20]);
+        s.put(payment_ripemd);
+        s.opcodes(&[OP_EQUALVERIFY, OP_CHECKSIG, OP_ENDIF]);
+        s.finish(anchors)
     }
 
     /// The received-HTLC script (see [`received_htlc`]).
     pub fn received(&self, payment_hash: &PaymentHash, cltv_expiry: u32, anchors: bool) -> WitnessScript {
-        let b = self
-            .prefix()
-            .push_opcode(OP_IF)
-            .push_opcode(OP_HASH160)
-            .push_slice(payment_hash.ripemd160())
-            .push_opcode(OP_EQUALVERIFY)
-            .push_opcode(OP_PUSHNUM_2)
-            .push_opcode(OP_SWAP)
-            .push_slice(self.local_htlc)
-            .push_opcode(OP_PUSHNUM_2)
-            .push_opcode(OP_CHECKMULTISIG)
-            .push_opcode(OP_ELSE)
-            .push_opcode(OP_DROP)
-            .push_int(i64::from(cltv_expiry))
-            .push_opcode(OP_CLTV)
-            .push_opcode(OP_DROP)
-            .push_opcode(OP_CHECKSIG)
-            .push_opcode(OP_ENDIF);
-        htlc_suffix(b, anchors)
+        self.received_with(&payment_hash.ripemd160(), cltv_expiry, anchors)
     }
-}
 
-fn htlc_suffix(b: Builder, anchors: bool) -> WitnessScript {
-    let b = if anchors { b.push_opcode(OP_PUSHNUM_1).push_opcode(OP_CSV).push_opcode(OP_DROP) } else { b };
-    WitnessScript(b.push_opcode(OP_ENDIF).into_script())
+    /// [`HtlcScriptKeys::received`] with `RIPEMD160(payment_hash)` already computed.
+    pub(crate) fn received_with(&self, payment_ripemd: &[u8; 20], cltv_expiry: u32, anchors: bool) -> WitnessScript {
+        let mut s = self.start();
+        s.opcodes(&[OP_IF, OP_HASH160]);
+        s.put(&[20]);
+        s.put(payment_ripemd);
+        s.opcodes(&[OP_EQUALVERIFY, OP_PUSHNUM_2, OP_SWAP]);
+        s.put(&[33]);
+        s.put(&self.local_htlc);
+        s.opcodes(&[OP_PUSHNUM_2, OP_CHECKMULTISIG, OP_ELSE, OP_DROP]);
+        s.int(cltv_expiry);
+        s.opcodes(&[OP_CLTV, OP_DROP, OP_CHECKSIG, OP_ENDIF]);
+        s.finish(anchors)
+    }
 }
 
 /// The BOLT #3 offered-HTLC script of the broadcaster's commitment. `anchors` adds the
@@ -411,4 +454,103 @@ pub fn hashlock_success_witness(
 /// Spends a [`hashlock_htlc`] by the payer after expiry: `<payer_sig> <>`.
 pub fn hashlock_timeout_witness(script: &WitnessScript, payer_sig: &ecdsa::Signature) -> Witness {
     witness([&payer_sig.serialize(), FALSE], script)
+}
+
+#[cfg(test)]
+mod tests {
+    use bitcoin::secp256k1::{Secp256k1, SecretKey};
+
+    use super::*;
+
+    /// The HTLC scripts as `Builder` pushes, as BOLT #3 writes them: the reference for the
+    /// byte-template writer.
+    fn reference(
+        keys: (&RevocationPubkey, &HtlcPubkey, &HtlcPubkey),
+        hash: &PaymentHash,
+        cltv: Option<u32>,
+        anchors: bool,
+    ) -> ScriptBuf {
+        let (rev, local, remote) = keys;
+        let b = Builder::new()
+            .push_opcode(OP_DUP)
+            .push_opcode(OP_HASH160)
+            .push_slice(hash160::Hash::hash(&rev.serialize()).to_byte_array())
+            .push_opcode(OP_EQUAL)
+            .push_opcode(OP_IF)
+            .push_opcode(OP_CHECKSIG)
+            .push_opcode(OP_ELSE)
+            .push_slice(remote.serialize())
+            .push_opcode(OP_SWAP)
+            .push_opcode(OP_SIZE)
+            .push_int(32)
+            .push_opcode(OP_EQUAL);
+        let b = match cltv {
+            None => b
+                .push_opcode(OP_NOTIF)
+                .push_opcode(OP_DROP)
+                .push_opcode(OP_PUSHNUM_2)
+                .push_opcode(OP_SWAP)
+                .push_slice(local.serialize())
+                .push_opcode(OP_PUSHNUM_2)
+                .push_opcode(OP_CHECKMULTISIG)
+                .push_opcode(OP_ELSE)
+                .push_opcode(OP_HASH160)
+                .push_slice(hash.ripemd160())
+                .push_opcode(OP_EQUALVERIFY)
+                .push_opcode(OP_CHECKSIG)
+                .push_opcode(OP_ENDIF),
+            Some(cltv) => b
+                .push_opcode(OP_IF)
+                .push_opcode(OP_HASH160)
+                .push_slice(hash.ripemd160())
+                .push_opcode(OP_EQUALVERIFY)
+                .push_opcode(OP_PUSHNUM_2)
+                .push_opcode(OP_SWAP)
+                .push_slice(local.serialize())
+                .push_opcode(OP_PUSHNUM_2)
+                .push_opcode(OP_CHECKMULTISIG)
+                .push_opcode(OP_ELSE)
+                .push_opcode(OP_DROP)
+                .push_int(i64::from(cltv))
+                .push_opcode(OP_CLTV)
+                .push_opcode(OP_DROP)
+                .push_opcode(OP_CHECKSIG)
+                .push_opcode(OP_ENDIF),
+        };
+        let b = if anchors { b.push_opcode(OP_PUSHNUM_1).push_opcode(OP_CSV).push_opcode(OP_DROP) } else { b };
+        b.push_opcode(OP_ENDIF).into_script()
+    }
+
+    #[test]
+    fn htlc_scripts_match_the_builder_for_every_push_size() {
+        let secp = Secp256k1::new();
+        let pk = |b: u8| PublicKey::from_secret_key(&secp, &SecretKey::from_slice(&[b; 32]).expect("valid key"));
+        let rev = RevocationPubkey::from_public_key(pk(1));
+        let local = HtlcPubkey::from_public_key(pk(2));
+        let remote = HtlcPubkey::from_public_key(pk(3));
+        let keys = HtlcScriptKeys::new(&rev, &local, &remote);
+        let hash = PaymentHash([7; 32]);
+        let mut longest = 0;
+        for anchors in [false, true] {
+            let offered = keys.offered(&hash, anchors);
+            assert_eq!(offered.as_script(), reference((&rev, &local, &remote), &hash, None, anchors).as_script());
+            assert_eq!(offered, offered_htlc(&rev, &local, &remote, &hash, anchors));
+            for cltv in [0, 1, 16, 17, 127, 128, 255, 256, 32_767, 32_768, 500_000, 8_388_607, 8_388_608]
+                .into_iter()
+                .chain([i32::MAX as u32, i32::MAX as u32 + 1, u32::MAX])
+            {
+                let received = keys.received(&hash, cltv, anchors);
+                let want = reference((&rev, &local, &remote), &hash, Some(cltv), anchors);
+                assert_eq!(received.as_script(), want.as_script(), "cltv {cltv}, anchors {anchors}");
+                longest = longest.max(received.as_bytes().len());
+            }
+        }
+        assert_eq!(longest, HTLC_SCRIPT_MAX_LEN);
+    }
+
+    #[test]
+    fn p2wsh_matches_the_library() {
+        let ws = WitnessScript::from_script(ScriptBuf::from_bytes(alloc::vec![0x51; 40]));
+        assert_eq!(ws.to_p2wsh(), ScriptBuf::new_p2wsh(&ws.as_script().wscript_hash()));
+    }
 }

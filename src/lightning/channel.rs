@@ -261,8 +261,8 @@ impl Channel {
         let mut b = Balances { holder, counterparty, ..Balances::default() };
         for (h, (offerer, _)) in v.state_htlcs.iter().zip(&v.ids) {
             match offerer {
-                Side::Holder => b.offered = b.offered.saturating_add(h.amount),
-                Side::Counterparty => b.received = b.received.saturating_add(h.amount),
+                Side::Holder => b.offered = b.offered.saturating_add(h.amount()),
+                Side::Counterparty => b.received = b.received.saturating_add(h.amount()),
             }
         }
         b
@@ -315,12 +315,13 @@ impl Channel {
                 },
                 _ => {
                     let direction = if h.offerer == owner { HtlcDirection::Offered } else { HtlcDirection::Received };
-                    state_htlcs.push(CommitmentHtlc {
+                    state_htlcs.push(CommitmentHtlc::with_ripemd(
                         direction,
-                        amount: h.amount,
-                        payment_hash: h.payment_hash,
-                        cltv_expiry: h.cltv_expiry,
-                    });
+                        h.amount,
+                        h.payment_hash,
+                        h.payment_ripemd,
+                        h.cltv_expiry,
+                    ));
                     ids.push((h.offerer, h.id));
                 }
             }

@@ -52,22 +52,22 @@ fn write_commitment(o: &mut String, id: &str, title: &str, c: &BuiltCommitment, 
             }
             OutputRole::Htlc(i) => {
                 let Some(h) = c.htlcs().get(i) else { continue };
-                let (kind, second, direct) = match h.direction {
+                let (kind, second, direct) = match h.direction() {
                     HtlcDirection::Offered => (
                         format!("offered by {me}"),
-                        format!("HTLC-timeout\\nnLockTime {}", h.cltv_expiry),
+                        format!("HTLC-timeout\\nnLockTime {}", h.cltv_expiry()),
                         format!("{peer} claims\\npreimage"),
                     ),
                     HtlcDirection::Received => (
                         format!("offered to {me}"),
                         String::from("HTLC-success\\npreimage"),
-                        format!("{peer} times out\\nnLockTime {}", h.cltv_expiry),
+                        format!("{peer} times out\\nnLockTime {}", h.cltv_expiry()),
                     ),
                 };
                 writeln!(
                     o,
                     "  {node} [label=\"HTLC {kind}\\n{value} sat, expiry {}\", shape=ellipse];",
-                    h.cltv_expiry
+                    h.cltv_expiry()
                 )?;
                 writeln!(o, "  {id} -> {node};")?;
                 writeln!(o, "  {node}_s [label=\"{second}\\n→ delayed output\"];")?;

@@ -161,6 +161,8 @@ pub struct Htlc {
     pub first_remote_commitment: Option<u64>,
     /// The first counterparty commitment number that no longer has it.
     pub removed_from_remote: Option<u64>,
+    /// `RIPEMD160(payment_hash)`, for its scripts in every commitment it appears in.
+    pub(crate) payment_ripemd: [u8; 20],
 }
 
 impl Htlc {

@@ -45,9 +45,9 @@ impl Channel {
         let mut untrimmed = 0usize;
         let mut dust = MilliSats::ZERO;
         for h in &view.state_htlcs {
-            let offered = h.direction == HtlcDirection::Offered;
-            if is_htlc_trimmed(self.channel_type, offered, h.amount, params.dust_limit, FeeratePerKw(view.feerate)) {
-                dust = dust.saturating_add(h.amount);
+            let offered = h.direction() == HtlcDirection::Offered;
+            if is_htlc_trimmed(self.channel_type, offered, h.amount(), params.dust_limit, FeeratePerKw(view.feerate)) {
+                dust = dust.saturating_add(h.amount());
             } else {
                 untrimmed += 1;
             }
@@ -86,7 +86,7 @@ impl Channel {
                 .iter()
                 .zip(&view.state_htlcs)
                 .filter(|((o, _), _)| *o == offerer)
-                .fold((0usize, MilliSats::ZERO), |(c, v), (_, h)| (c + 1, v.saturating_add(h.amount)));
+                .fold((0usize, MilliSats::ZERO), |(c, v), (_, h)| (c + 1, v.saturating_add(h.amount())));
             if count > usize::from(receiver.max_accepted_htlcs) || value > receiver.max_htlc_value_in_flight {
                 return Err(Misbehaviour::HtlcLimits);
             }
@@ -150,6 +150,7 @@ impl Channel {
             remove_seq: 0,
             first_remote_commitment: None,
             removed_from_remote: None,
+            payment_ripemd: payment_hash.ripemd160(),
         };
         let mut next = self.clone();
         next.htlcs.push(htlc);
@@ -379,6 +380,7 @@ impl Channel {
             remove_seq: 0,
             first_remote_commitment: None,
             removed_from_remote: None,
+            payment_ripemd: payment_hash.ripemd160(),
         });
         next.check_offer_limits(Side::Counterparty, 1).map_err(peer_error)?;
         next.next_seq = seq;

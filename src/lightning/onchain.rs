@@ -465,7 +465,7 @@ impl Channel {
                     };
                     let view = self.view(Side::Holder);
                     let Some(&(offerer, id)) = view.ids.get(i) else { continue };
-                    let cltv_expiry = built.htlcs().get(i).map_or(0, |h| h.cltv_expiry);
+                    let cltv_expiry = built.htlcs().get(i).map_or(0, |h| h.cltv_expiry());
                     ClaimKind::HolderHtlc { position, offerer, id, cltv_expiry }
                 }
                 _ => continue,

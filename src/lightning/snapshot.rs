@@ -212,6 +212,7 @@ fn read_htlc(r: &mut Reader<'_>, version: u8) -> Result<(Htlc, bool), DecodeErro
         remove_seq,
         first_remote_commitment,
         removed_from_remote,
+        payment_ripemd: payment_hash.ripemd160(),
     };
     Ok((htlc, in_record))
 }

@@ -45,16 +45,58 @@ pub enum HtlcDirection {
 }
 
 /// An HTLC as it appears in one commitment.
+///
+/// It keeps `RIPEMD160(payment_hash)` (the 20 bytes its script compares against), computed once
+/// in [`CommitmentHtlc::new`], so that building the many commitments an HTLC lives through does
+/// not hash it again each time.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 pub struct CommitmentHtlc {
+    direction: HtlcDirection,
+    amount: MilliSats,
+    payment_hash: PaymentHash,
+    cltv_expiry: u32,
+    payment_ripemd: [u8; 20],
+}
+
+impl CommitmentHtlc {
+    /// An HTLC of `amount` locked to `payment_hash` until block `cltv_expiry`, `direction` seen
+    /// from the commitment's broadcaster.
+    pub fn new(direction: HtlcDirection, amount: MilliSats, payment_hash: PaymentHash, cltv_expiry: u32) -> Self {
+        Self::with_ripemd(direction, amount, payment_hash, payment_hash.ripemd160(), cltv_expiry)
+    }
+
+    /// As [`CommitmentHtlc::new`], with `payment_ripemd` = `payment_hash.ripemd160()` kept by the
+    /// caller.
+    pub(crate) fn with_ripemd(
+        direction: HtlcDirection,
+        amount: MilliSats,
+        payment_hash: PaymentHash,
+        payment_ripemd: [u8; 20],
+        cltv_expiry: u32,
+    ) -> Self {
+        debug_assert_eq!(payment_ripemd, payment_hash.ripemd160());
+        CommitmentHtlc { direction, amount, payment_hash, cltv_expiry, payment_ripemd }
+    }
+
     /// Direction, from the broadcaster's point of view.
-    pub direction: HtlcDirection,
+    pub fn direction(&self) -> HtlcDirection {
+        self.direction
+    }
+
     /// Amount (rounded down to whole satoshi on chain).
-    pub amount: MilliSats,
+    pub fn amount(&self) -> MilliSats {
+        self.amount
+    }
+
     /// The payment hash.
-    pub payment_hash: PaymentHash,
+    pub fn payment_hash(&self) -> PaymentHash {
+        self.payment_hash
+    }
+
     /// The absolute expiry height (`cltv_expiry`).
-    pub cltv_expiry: u32,
+    pub fn cltv_expiry(&self) -> u32 {
+        self.cltv_expiry
+    }
 }
 
 /// The static parameters of one party's commitments: everything that does not change from one
@@ -267,9 +309,9 @@ pub fn build_commitment(
         }
         untrimmed += 1;
         let ws = if offered {
-            htlc_keys.offered(&h.payment_hash, ct.has_anchors())
+            htlc_keys.offered_with(&h.payment_ripemd, ct.has_anchors())
         } else {
-            htlc_keys.received(&h.payment_hash, h.cltv_expiry, ct.has_anchors())
+            htlc_keys.received_with(&h.payment_ripemd, h.cltv_expiry, ct.has_anchors())
         };
         let value = h.amount.to_amount_floor();
         outs.push((
