@@ -15,6 +15,7 @@
 //! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
 
+mod bip143;
 pub mod commitment;
 pub mod encode;
 pub mod hashlock;

@@ -70,10 +70,9 @@ pub fn p2wsh_sighash(
     value: Amount,
     sighash_type: EcdsaSighashType,
 ) -> Result<Message, SignatureError> {
-    let hash = SighashCache::new(tx)
-        .p2wsh_signature_hash(input, witness_script, value, sighash_type)
-        .map_err(|_| SignatureError::Sighash)?;
-    Ok(Message::from_digest(hash.to_raw_hash().to_byte_array()))
+    super::bip143::segwit_v0_sighash(tx, input, witness_script.as_bytes(), value, sighash_type)
+        .map(Message::from_digest)
+        .ok_or(SignatureError::Sighash)
 }
 
 /// The BIP-0143 digest of input `input` spending a P2WPKH output with `script_pubkey`.
