@@ -229,10 +229,10 @@ impl fmt::Debug for Seed {
 }
 
 fn tweak_hash(first: &PublicKey, second: &PublicKey) -> Result<Scalar, DerivationError> {
-    let mut engine = sha256::Hash::engine();
-    engine.input(&first.serialize());
-    engine.input(&second.serialize());
-    Scalar::from_be_bytes(sha256::Hash::from_engine(engine).to_byte_array()).map_err(|_| DerivationError)
+    let mut both = [0u8; 66];
+    both[..33].copy_from_slice(&first.serialize());
+    both[33..].copy_from_slice(&second.serialize());
+    Scalar::from_be_bytes(sha256::Hash::hash(&both).to_byte_array()).map_err(|_| DerivationError)
 }
 
 /// BOLT #3 `pubkey = basepoint + SHA256(per_commitment_point ‖ basepoint)·G`.
