@@ -376,15 +376,32 @@ pub fn build_commitment(
         }
     }
 
-    outs.sort_by(|a, b| {
-        (a.0.value, a.0.script_pubkey.as_bytes(), a.2).cmp(&(b.0.value, b.0.script_pubkey.as_bytes(), b.2))
+    // BOLT #3 order: value, then scriptPubKey, then cltv_expiry; equal outputs keep the order
+    // they were added in. Small keys are sorted (not whole outputs), and the scripts are first
+    // compared by their first 8 bytes as one integer: zero-padded, that order agrees with the
+    // byte-wise order whenever it is strict, and only ties compare the whole scripts.
+    let head8 = |spk: &[u8]| {
+        let mut head = [0u8; 8];
+        for (d, s) in head.iter_mut().zip(spk) {
+            *d = *s;
+        }
+        u64::from_be_bytes(head)
+    };
+    let full_key = |i: usize| outs.get(i).map(|(o, _, cltv)| (o.script_pubkey.as_bytes(), *cltv));
+    let mut order: Vec<(Amount, u64, usize)> =
+        outs.iter().enumerate().map(|(i, (o, _, _))| (o.value, head8(o.script_pubkey.as_bytes()), i)).collect();
+    order.sort_unstable_by(|a, b| {
+        (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| full_key(a.2).cmp(&full_key(b.2))).then(a.2.cmp(&b.2))
     });
+    let mut slots: Vec<Option<(TxOut, CommitmentOutput, u32)>> = outs.into_iter().map(Some).collect();
 
     let (locktime, sequence) = params.obscuring_factor.encode(state.number);
     let mut htlc_vouts = alloc::vec![None; state.htlcs.len()];
-    let mut tx_outs = Vec::with_capacity(outs.len());
-    let mut outputs = Vec::with_capacity(outs.len());
-    for (vout, (txout, info, _)) in outs.into_iter().enumerate() {
+    let mut tx_outs = Vec::with_capacity(order.len());
+    let mut outputs = Vec::with_capacity(order.len());
+    for (vout, (txout, info, _)) in
+        order.iter().filter_map(|&(_, _, i)| slots.get_mut(i).and_then(Option::take)).enumerate()
+    {
         if let OutputRole::Htlc(i) = info.role {
             if let Some(slot) = htlc_vouts.get_mut(i) {
                 *slot = Some(vout as u32);
