@@ -79,6 +79,11 @@ fn regressions() {
     // A reorg took the pending branch's changed node off the chain while a reset waited for its
     // finish: the shared level above it confirmed again and was taken for an old branch.
     assert_all_pass("duplex regressions", 7567..7568, duplex::run);
+    // Reconnection while the responder waited for step (3) and the proposer had already proposed
+    // the next reset: the proposer took the responder for one that lost state.
+    for seed in [710, 1872] {
+        assert_all_pass("duplex regressions", seed..seed + 1, duplex::run);
+    }
     // Lossy restarts from before `channel_ready`/`funding_signed` (the channel now detects the
     // loss and asks the peer to close; the peer retransmits `channel_ready`).
     for seed in [5152, 5526, 6440, 8109, 41, 270, 551, 617, 7091] {

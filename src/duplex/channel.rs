@@ -112,6 +112,8 @@ pub struct Channel {
     pub(super) chain: OnChain,
     pub(super) tip: BlockHeight,
     pub(super) update_id: u64,
+    /// A [`Reestablish`](super::Reestablish) showed our data older than what we signed.
+    pub(super) lost_state: bool,
     /// Scripts and the current branch, derived from the above (not persisted; rebuilt on
     /// restore).
     pub(super) derived: Derived,
@@ -177,6 +179,7 @@ impl Channel {
             chain: OnChain::default(),
             tip: tip.height,
             update_id: 0,
+            lost_state: false,
             derived: Derived::default(),
             secp: Secp256k1::verification_only(),
         })
@@ -687,6 +690,9 @@ impl Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
+        if self.lost_state && !matches!(msg, Msg::Reestablish(_)) {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
         match msg {
             Msg::Accept(a) => self.on_accept(a),
             Msg::FundingCreated(f) => self.on_funding_created(f, signer),
@@ -700,6 +706,7 @@ impl Channel {
             Msg::ResetFinish(f) => self.on_reset_finish(f, signer),
             Msg::CloseProposal(c) => self.on_close_proposal(c, signer),
             Msg::CloseSigned(c) => self.on_close_signed(c, signer),
+            Msg::Reestablish(r) => self.on_reestablish(r, signer),
             Msg::Open(_) => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
     }
@@ -719,6 +726,9 @@ impl Channel {
     }
 
     fn ready_to_pay(&self) -> Result<(), CommandError> {
+        if self.lost_state {
+            return Err(CommandError::LostState);
+        }
         if self.phase != Phase::Open || self.coop.is_some() {
             return Err(CommandError::WrongPhase);
         }
@@ -874,6 +884,10 @@ impl Channel {
         let ch = &self.channels[self.role.index()];
         if !matches!(self.phase, Phase::Open) || number > ch.number {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        if number == ch.acked && number == ch.number {
+            // Our newest payment, acknowledged again (it was sent again on reconnection).
+            return Ok(Effects::none());
         }
         if number <= ch.acked {
             return Err(peer_error(Misbehaviour::Payment(crate::spilman::payment::UpdateError::Replay)));

@@ -214,6 +214,9 @@ impl Channel {
     /// failed ones); [`CommandError::ResetInProgress`]; [`CommandError::NotQuiescent`] if our last
     /// payment is unacknowledged; [`CommandError::WrongPhase`] once the leaf confirmed.
     pub fn close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        if self.lost_state {
+            return Err(CommandError::LostState);
+        }
         if !self.coop_allowed() || self.coop.is_some() {
             return Err(CommandError::WrongPhase);
         }

@@ -41,7 +41,8 @@
 //! # Driving
 //! As every layer of this crate ([`crate::driving`]): commands ([`Channel::pay`],
 //! [`Channel::add_htlc`], [`Channel::fulfill_htlc`], [`Channel::fail_htlc`], [`Channel::reset`],
-//! [`Channel::close`], [`Channel::force_close`]), peer messages ([`Channel::handle_message`]) and
+//! [`Channel::close`], [`Channel::force_close`]), the [`Channel::reestablish`] message of a new
+//! connection, peer messages ([`Channel::handle_message`]) and
 //! chain events ([`Channel::handle_chain`]) each return [`Effects`]: persist the update, then send,
 //! then broadcast, watch, and call back by the deadline. A refused input returns a typed error and
 //! leaves the channel byte-for-byte unchanged.
@@ -60,6 +61,7 @@
 //!   |------- ResetFinish ---------->|             |  (3) A's sig N_i'
 //!   |------- CloseProposal -------->|             |  cooperative close
 //!   |<------ CloseSigned -----------|             |
+//!   |<------ Reestablish ---------->|             |  first on every new connection, both ways
 //! ```
 //!
 //! # Storage
@@ -79,16 +81,33 @@
 //! * A failed HTLC stays in its leaf channel until the next reset drops it (the offerer does not
 //!   sign a payment removing it: such a removal would not be irrevocable anyway).
 //!
+//! # Reconnection
+//! Both parties send [`Channel::reestablish`]'s [`Reestablish`] first on every new connection (after
+//! a restart too) and feed the other's to [`Channel::handle_message`]. Each then sends again what
+//! the other missed: the newest payment of its leaf channel (the payee keeps the best), the
+//! fulfilments and failures the offerer does not list as received, and the step of a reset in
+//! progress that was lost (the same bytes: signing is deterministic). A party that holds a payment
+//! as acknowledged by the other's numbers counts it as acknowledged. A party whose counterparty
+//! shows a newer committed counter (other than the reset it is finishing), or a payment of its
+//! own it does not remember signing, lost state: [`Event::LostState`], and it signs nothing new
+//! after that ([`CommandError::LostState`]); the counterparty gets
+//! [`Event::CounterpartyLostState`] and should close. A payee that lost received payments only is
+//! made whole by the payer sending its newest payment again.
+//!
 //! # Limitations
-//! * No reconnection protocol: messages are assumed delivered in order. If a reset's step (2) is
-//!   lost, the proposer may [`Channel::cancel_reset`] and propose again (at a higher counter
-//!   value); the responder then replaces its pending branch by the new one. A proposer that *did*
-//!   receive step (2) and still re-proposes could later publish the older pending branch: it moves
-//!   no value (the responder was frozen in between), but the responder's state machine no longer
-//!   tracks it ([`Event::StaleBranchConfirmed`]) and its own leaf channel must then be refunded by
-//!   hand.
+//! * A proposer may still [`Channel::cancel_reset`] a proposal that was never answered and propose
+//!   again (at a higher counter value); the responder then replaces its pending branch by the new
+//!   one. A proposer that *did* receive step (2) and still re-proposes could later publish the
+//!   older pending branch: it moves no value (the responder was frozen in between), but the
+//!   responder's state machine no longer tracks it ([`Event::StaleBranchConfirmed`]) and its own
+//!   leaf channel must then be refunded by hand.
 //! * A cooperative close that the counterparty never signs leaves the channel closing: publish the
 //!   tree with [`Channel::force_close`].
+//! * A party that lost state does not follow a newer branch it never saw. When its counterparty's
+//!   unilateral close puts that branch on chain, the party's own leaf channel there (its netted
+//!   balance) must be refunded by hand after `T_r` (its script is the `S_csv` of the two funding
+//!   keys), and the payments it received in the other leaf channel after its data ends are lost
+//!   unless the embedder kept them elsewhere.
 
 mod channel;
 mod close;
@@ -96,6 +115,7 @@ pub mod dot;
 mod leaf;
 mod msgs;
 pub mod params;
+mod reestablish;
 mod reset;
 mod snapshot;
 pub mod tree;
@@ -103,8 +123,8 @@ pub mod tree;
 pub use channel::{Balances, Channel, Phase};
 pub use close::ScheduledTx;
 pub use msgs::{
-    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, Removal, ResetAccept,
-    ResetFinish, ResetPropose,
+    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, PendingReset,
+    Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose,
 };
 pub use params::{Params, ParamsError, Terms, TermsError};
 
@@ -296,6 +316,14 @@ pub enum Event {
         /// How.
         kind: CloseKind,
     },
+    /// The counterparty's [`Reestablish`] shows that our data is older than what we signed (a
+    /// restored backup, lost writes). The channel signs nothing new from now on
+    /// ([`CommandError::LostState`]); ask the counterparty to close, and keep feeding chain
+    /// events.
+    LostState,
+    /// The counterparty's [`Reestablish`] shows that it lost data: it will sign nothing new.
+    /// Close the channel ([`Channel::force_close`]; a cooperative close needs its signature).
+    CounterpartyLostState,
 }
 
 /// Why a channel closes unilaterally.
@@ -434,6 +462,8 @@ pub enum CommandError {
     MalleableFunding,
     /// The signer could not sign.
     Signer(crate::core::sign::SignerError),
+    /// The channel lost state ([`Event::LostState`]): it signs nothing new.
+    LostState,
 }
 
 impl fmt::Display for CommandError {
@@ -456,6 +486,7 @@ impl fmt::Display for CommandError {
             CommandError::NoFundingOutput => f.write_str("no funding output in the transaction"),
             CommandError::MalleableFunding => f.write_str("funding input with a scriptSig"),
             CommandError::Signer(e) => write!(f, "signer: {e}"),
+            CommandError::LostState => f.write_str("the channel lost state"),
         }
     }
 }

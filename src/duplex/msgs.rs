@@ -137,6 +137,31 @@ pub struct CloseSigned {
     pub signature: ecdsa::Signature,
 }
 
+/// A reset in progress, as a [`Reestablish`] reports it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum PendingReset {
+    /// The sender proposed these digits (step 1 sent) and waits for step 2.
+    Proposed(Vec<u16>),
+    /// The sender accepted a proposal of these digits (step 2 sent) and waits for step 3.
+    Accepted(Vec<u16>),
+}
+
+/// Sent by both parties first on every new connection: what each holds, so that each can send
+/// again what the other missed, and tell whether it lost data itself.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Reestablish {
+    /// The sender's committed counter digits.
+    pub digits: Vec<u16>,
+    /// The newest payment number the sender holds, by payer role (initiator's channel first):
+    /// signed, in its own leaf channel; received, in the other.
+    pub numbers: [u64; 2],
+    /// The sender's reset in progress, if any.
+    pub pending: Option<PendingReset>,
+    /// The HTLCs the sender offered (ids in its own leaf channel) whose fulfilment or failure it
+    /// has received: the other party sends the rest again.
+    pub resolved: Vec<u64>,
+}
+
 /// A duplex message.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Msg {
@@ -177,6 +202,8 @@ pub enum Msg {
     CloseProposal(CloseProposal),
     /// Cooperative close signature.
     CloseSigned(CloseSigned),
+    /// First message on a new connection.
+    Reestablish(Reestablish),
 }
 
 const VERSION: u8 = 1;
@@ -193,6 +220,7 @@ const K_RESET_ACCEPT: u8 = 0x69;
 const K_RESET_FINISH: u8 = 0x6a;
 const K_CLOSE_PROPOSAL: u8 = 0x6b;
 const K_CLOSE_SIGNED: u8 = 0x6c;
+const K_REESTABLISH: u8 = 0x6d;
 
 /// Size of an encoded HTLC.
 pub(crate) const HTLC_LEN: usize = 52;
@@ -407,6 +435,28 @@ impl Msg {
             Msg::CloseSigned(c) => single(K_CLOSE_SIGNED, |w| {
                 w.bitcoin_signature(&c.signature);
             }),
+            Msg::Reestablish(r) => {
+                let mut t = TlvWriter::new(K_REESTABLISH, VERSION);
+                t.record(0, |w| write_digits(w, &r.digits))
+                    .record(2, |w| {
+                        w.u64(r.numbers[0]).u64(r.numbers[1]);
+                    })
+                    .optional(4, r.pending.as_ref(), |w, p| {
+                        let (stage, digits) = match p {
+                            PendingReset::Proposed(d) => (1, d),
+                            PendingReset::Accepted(d) => (2, d),
+                        };
+                        w.u8(stage);
+                        write_digits(w, digits);
+                    })
+                    .record(6, |w| {
+                        w.bigsize(r.resolved.len() as u64);
+                        for id in &r.resolved {
+                            w.u64(*id);
+                        }
+                    });
+                t.finish()
+            }
         }
     }
 
@@ -612,6 +662,38 @@ impl Msg {
                     Ok(true)
                 })?;
                 Ok(Msg::CloseSigned(CloseSigned { signature: required(f.sig, "signature")? }))
+            }
+            K_REESTABLISH => {
+                let (mut digits, mut numbers, mut pending, mut resolved) = (None, None, None, None);
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => digits = Some(read_digits(r)?),
+                        2 => numbers = Some([r.u64()?, r.u64()?]),
+                        4 => {
+                            pending = Some(match r.u8()? {
+                                1 => PendingReset::Proposed(read_digits(r)?),
+                                2 => PendingReset::Accepted(read_digits(r)?),
+                                _ => return Err(DecodeError::InvalidValue("pending reset")),
+                            })
+                        }
+                        6 => {
+                            let n = read_count(r, 8, usize::MAX)?;
+                            let mut ids = Vec::with_capacity(n);
+                            for _ in 0..n {
+                                ids.push(r.u64()?);
+                            }
+                            resolved = Some(ids);
+                        }
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Msg::Reestablish(Reestablish {
+                    digits: required(digits, "digits")?,
+                    numbers: required(numbers, "numbers")?,
+                    pending,
+                    resolved: required(resolved, "resolved")?,
+                }))
             }
             other => Err(DecodeError::WrongKind { expected: K_OPEN, got: other }),
         }

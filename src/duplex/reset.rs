@@ -91,7 +91,7 @@ fn netting_error(e: NettingError) -> CommandError {
 
 impl Channel {
     /// The highest counter value used so far (committed or reserved).
-    fn counter_floor(&self) -> &[u16] {
+    pub(super) fn counter_floor(&self) -> &[u16] {
         match &self.reserved {
             Some((r, _)) if tree::compare(r, &self.digits).is_gt() => r,
             _ => &self.digits,
@@ -199,6 +199,9 @@ impl Channel {
     /// [`CommandError::ResetInProgress`]; [`CommandError::Netting`] if the new leaf would have an
     /// output below dust or cannot carry the pending HTLCs; [`CommandError::Signer`].
     pub fn reset<S: Signer + ?Sized>(&mut self, signer: &S, tip: ChainTip) -> Result<Effects, CommandError> {
+        if self.lost_state {
+            return Err(CommandError::LostState);
+        }
         if self.phase != super::Phase::Open || self.coop.is_some() {
             return Err(CommandError::WrongPhase);
         }
@@ -215,31 +218,57 @@ impl Channel {
         let removed = self.removals(tip.height);
         let netted = leaf::net(&self.terms, self.values, [&self.channels[0].state, &self.channels[1].state], &removed)
             .map_err(netting_error)?;
-        let path = self.build_path(&digits, netted.values).ok_or(CommandError::Netting)?;
-        let leaf_txid = path.leaf_txid().ok_or(CommandError::Netting)?;
-        let base_sig = self.sign_base(signer, leaf_txid, netted.values, &netted.bases[me])?;
-        let d = params.depth();
-        let node_sigs = self.sign_nodes(signer, &path.txs, level + 1..=d)?;
         let proposal = Proposal {
             digits: digits.clone(),
             level,
             numbers: [self.channels[0].number, self.channels[1].number],
-            removed: removed.clone(),
+            removed,
             values: netted.values,
             bases: netted.bases,
         };
-        self.reserved = Some((digits.clone(), leaf_txid));
+        let (msg, leaf_txid) = self.propose_msg(&proposal, signer)?;
+        self.reserved = Some((digits, leaf_txid));
         self.reset = ResetState::Proposed(proposal);
         let mut fx = self.persist();
-        fx.send.push(Msg::ResetPropose(ResetPropose {
-            digits,
-            numbers: [self.channels[0].number, self.channels[1].number],
-            removed,
-            values: netted.values,
+        fx.send.push(Msg::ResetPropose(msg));
+        Ok(fx)
+    }
+
+    /// Step (1) for `proposal`, and the new leaf's txid. Signing is deterministic, so sending it
+    /// again on reconnection repeats the same bytes.
+    pub(super) fn propose_msg<S: Signer + ?Sized>(
+        &self,
+        proposal: &Proposal,
+        signer: &S,
+    ) -> Result<(ResetPropose, Txid), CommandError> {
+        let path = self.build_path(&proposal.digits, proposal.values).ok_or(CommandError::Netting)?;
+        let leaf_txid = path.leaf_txid().ok_or(CommandError::Netting)?;
+        let base_sig = self.sign_base(signer, leaf_txid, proposal.values, &proposal.bases[self.role.index()])?;
+        let d = self.terms.params.depth();
+        let node_sigs = self.sign_nodes(signer, &path.txs, proposal.level + 1..=d)?;
+        let msg = ResetPropose {
+            digits: proposal.digits.clone(),
+            numbers: proposal.numbers,
+            removed: proposal.removed.clone(),
+            values: proposal.values,
             base_sig,
             node_sigs,
-        }));
-        Ok(fx)
+        };
+        Ok((msg, leaf_txid))
+    }
+
+    /// Step (2) for `proposal` (deterministic, as [`Channel::propose_msg`]).
+    pub(super) fn accept_msg<S: Signer + ?Sized>(
+        &self,
+        proposal: &Proposal,
+        signer: &S,
+    ) -> Result<ResetAccept, CommandError> {
+        let path = self.build_path(&proposal.digits, proposal.values).ok_or(CommandError::Netting)?;
+        let leaf_txid = path.leaf_txid().ok_or(CommandError::Netting)?;
+        let d = self.terms.params.depth();
+        let node_sigs = self.sign_nodes(signer, &path.txs, proposal.level..=d)?;
+        let base_sig = self.sign_base(signer, leaf_txid, proposal.values, &proposal.bases[self.role.index()])?;
+        Ok(ResetAccept { node_sigs, base_sig })
     }
 
     /// Abandons a reset we proposed and that the counterparty has not answered. Its counter value
@@ -339,8 +368,6 @@ impl Channel {
             CommandError::Signer(s) => peer_error(Misbehaviour::Signer(s)),
             _ => peer_error(Misbehaviour::WrongBalances),
         };
-        let node_sigs = self.sign_nodes(signer, &path.txs, level..=d).map_err(signer_error)?;
-        let base_sig = self.sign_base(signer, leaf_txid, netted.values, &netted.bases[me]).map_err(signer_error)?;
         let abandoned = matches!(self.reset, ResetState::Proposed(_));
         let proposal = Proposal {
             digits: p.digits.clone(),
@@ -350,13 +377,14 @@ impl Channel {
             values: netted.values,
             bases: netted.bases,
         };
+        let accept = self.accept_msg(&proposal, signer).map_err(signer_error)?;
         self.reserved = Some((p.digits, leaf_txid));
         self.reset = ResetState::AwaitingFinish { proposal, node_sigs: their_node_sigs, base_sig: p.base_sig };
         let mut fx = self.persist();
         if abandoned {
             fx.events.push(Event::ResetAbandoned);
         }
-        fx.send.push(Msg::ResetAccept(ResetAccept { node_sigs, base_sig }));
+        fx.send.push(Msg::ResetAccept(accept));
         Ok(fx)
     }
 

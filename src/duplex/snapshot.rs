@@ -307,7 +307,10 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     .optional(26, c.coop.as_ref(), |w, k| {
         w.u8(k.spend).txid(&k.txid).bool(k.complete);
     })
-    .record(28, |w| write_chain(w, &c.chain));
+    .record(28, |w| write_chain(w, &c.chain))
+    // Even: a decoder that does not know it must refuse the snapshot rather than restore a
+    // channel that lost state as a healthy one.
+    .optional(30, c.lost_state.then_some(()), |_, ()| {});
     t.finish()
 }
 
@@ -330,6 +333,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut reset = ResetState::Idle;
     let mut coop = None;
     let mut chain = None;
+    let mut lost_state = false;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -370,6 +374,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
                 let depth = role_terms.as_ref().ok_or(DecodeError::MissingField("terms"))?.1.params.depth();
                 chain = Some(read_chain(r, depth)?);
             }
+            30 => lost_state = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -408,6 +413,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         chain: required(chain, "chain")?,
         tip,
         update_id: required(update_id, "update_id")?,
+        lost_state,
         derived: Default::default(),
         secp: Secp256k1::verification_only(),
     };

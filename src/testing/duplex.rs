@@ -236,6 +236,24 @@ impl Pair {
         }
     }
 
+    /// A new connection: drops every message in flight and exchanges [`Msg::Reestablish`]; the
+    /// retransmissions are queued (deliver them with [`Pair::run`]).
+    pub fn reconnect(&mut self) {
+        self.queue.clear();
+        let tip = self.tip();
+        let msgs = [self.a().reestablish(), self.b().reestablish()];
+        for (from, m) in [Role::Initiator, Role::Acceptor].into_iter().zip(msgs) {
+            let to = !from;
+            let p = &mut self.parties[to.index()];
+            if p.offline {
+                continue;
+            }
+            let fx =
+                p.ch.handle_message(wire(&m), &p.signer, tip).unwrap_or_else(|e| panic!("{to:?} refused {m:?}: {e}"));
+            self.absorb(to, fx);
+        }
+    }
+
     /// `from` pays `sats`.
     pub fn pay(&mut self, from: Role, sats: u64) {
         let p = &mut self.parties[from.index()];

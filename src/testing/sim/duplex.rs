@@ -8,8 +8,15 @@
 //! * a **cheater** keeps old signed branches and, at the close, publishes one that a reset
 //!   replaced, then goes silent: the honest party's newer branch must win by its shorter locks;
 //! * a **lossy** party restarts from an older snapshot it believes current (its storage lost the
-//!   newer writes). The protocol has no reestablish message, so it cannot tell: if it closes
-//!   unilaterally it publishes the branch it knows, which the honest party's newer one beats.
+//!   newer writes). On the reconnection that follows, the honest party sends again what the lossy
+//!   one is missing (payments it received) or the `Reestablish` proves the loss (a reset or a
+//!   payment it signed and forgot, [`Event::LostState`]); the honest party is then told
+//!   ([`Event::CounterpartyLostState`]) and closes unilaterally. A lossy party that closes first
+//!   publishes the branch it knows, which the honest party's newer one beats.
+//!
+//! Both parties reconnect (`Reestablish`) after every restart and at random other times (a new
+//! connection drops the messages in flight); an honest party must never be told that it lost
+//! state.
 
 use std::collections::{HashMap, HashSet};
 use std::format;
@@ -71,6 +78,8 @@ struct Sim {
     cheat: Vec<Transaction>,
     /// A party that went silent (the cheater, after cheating).
     offline: [bool; 2],
+    /// An honest party learned that its counterparty lost state: it closes unilaterally.
+    close_now: Option<usize>,
 }
 
 /// Runs one seeded simulation.
@@ -108,6 +117,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         kept: vec![],
         cheat: vec![],
         offline: [false; 2],
+        close_now: None,
     };
     for i in 0..2 {
         let ch = &sim.pair.parties[i].ch;
@@ -149,6 +159,18 @@ impl Sim {
         }
         if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
             std::println!("h{} party {i}: {:?}", self.pair.chain.height, fx.events);
+        }
+        if fx.events.contains(&Event::LostState) {
+            if self.is_honest(i) {
+                return Err(format!("honest party {i} was told it lost state"));
+            }
+            self.out.lost_state += 1;
+        }
+        if fx.events.contains(&Event::CounterpartyLostState) {
+            if self.bad != Some(Bad::Lossy(1 - i)) {
+                return Err(format!("party {i} was told that party {} lost state", 1 - i));
+            }
+            self.close_now.get_or_insert(i);
         }
         if self.is_honest(i) {
             // An old branch must never beat the honest party's newer one.
@@ -320,7 +342,23 @@ impl Sim {
             return Err(format!("party {i}: restore is not byte-identical"));
         }
         self.pair.parties[i].ch = ch;
-        self.rescan(i)
+        self.rescan(i)?;
+        self.reconnect()
+    }
+
+    /// A new connection: the messages in flight are lost, and both parties send `Reestablish`.
+    fn reconnect(&mut self) -> Result<(), String> {
+        self.out.reconnections += 1;
+        self.net.clear();
+        let msgs = [self.pair.parties[0].ch.reestablish(), self.pair.parties[1].ch.reestablish()];
+        if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
+            std::println!("h{} reconnect: {msgs:?}", self.pair.chain.height);
+        }
+        for (i, m) in msgs.iter().enumerate() {
+            let m = wire(m)?;
+            self.deliver(1 - i, m)?;
+        }
+        Ok(())
     }
 
     /// Party `i` restarts from an older snapshot, believing it current: the newer writes are lost.
@@ -336,7 +374,8 @@ impl Sim {
         self.out.lost_data += 1;
         self.stored[i].truncate(k + 1);
         self.pair.parties[i].ch = ch;
-        self.rescan(i)
+        self.rescan(i)?;
+        self.reconnect()
     }
 
     fn add_htlc(&mut self, i: usize) -> Result<(), String> {
@@ -389,6 +428,13 @@ impl Sim {
 
     fn step(&mut self) -> Result<(), String> {
         self.out.steps += 1;
+        if let Some(i) = self.close_now.take() {
+            self.stop_offchain();
+            self.out.unilateral = true;
+            let p = &mut self.pair.parties[i];
+            let fx = p.ch.force_close(&p.signer);
+            return self.absorb(i, fx);
+        }
         let i = self.rng.below(2) as usize;
         match self.rng.below(100) {
             0..=27 => {
@@ -442,6 +488,7 @@ impl Sim {
                 self.absorb(i, fx)?;
             }
             94..=97 => self.keep_branch(),
+            98 => self.reconnect()?,
             _ => {}
         }
         Ok(())

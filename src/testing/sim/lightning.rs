@@ -169,6 +169,7 @@ impl Sim {
                 return Err(format!("honest peer {i} was told it lost state"));
             }
             self.lost_state[i] = true;
+            self.out.lost_state += 1;
         }
         if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("peer {i} sent or broadcast without persisting first"));

@@ -53,6 +53,10 @@ pub struct Outcome {
     pub compactions: u32,
     /// Messages (sent, dropped, duplicated, reordered).
     pub net: [u64; 4],
+    /// Reconnections (`Reestablish` exchanged; duplex).
+    pub reconnections: u32,
+    /// Times a party learned from its peer's `Reestablish` that it lost state.
+    pub lost_state: u32,
 }
 
 /// Totals over many runs.
@@ -81,6 +85,8 @@ impl Summary {
         t.lost_data += o.lost_data;
         t.cheats += o.cheats;
         t.compactions += o.compactions;
+        t.reconnections += o.reconnections;
+        t.lost_state += o.lost_state;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -113,7 +119,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, messages sent/dropped/duplicated/reordered {:?}",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -127,6 +133,8 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.cheats,
         summary.total.reorgs,
         summary.total.compactions,
+        summary.total.reconnections,
+        summary.total.lost_state,
         summary.total.net
     );
     summary

@@ -13,8 +13,8 @@ use super::spilman::{bitcoin_signature, outpoint, payment};
 use crate::core::PaymentPreimage;
 use crate::duplex::params::MAX_DEPTH;
 use crate::duplex::{
-    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, Params, Removal,
-    ResetAccept, ResetFinish, ResetPropose, Role, Terms,
+    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, Params, PendingReset,
+    Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose, Role, Terms,
 };
 
 /// Tree parameters the decoder accepts: 1 to 6 levels of radix 1 to 8, `Δ` and `T_r` non-zero.
@@ -121,7 +121,19 @@ pub fn any_msg() -> impl Strategy<Value = Msg> {
             .prop_map(|(spend, signature)| Msg::CloseProposal(CloseProposal { spend, signature }))
             .boxed(),
         bitcoin_signature().prop_map(|signature| Msg::CloseSigned(CloseSigned { signature })).boxed(),
+        reestablish().prop_map(Msg::Reestablish).boxed(),
     ])
+}
+
+/// A reestablish with random digits, numbers, pending reset and resolved ids.
+pub fn reestablish() -> impl Strategy<Value = Reestablish> {
+    let digits = || prop::collection::vec(any::<u16>(), 0..=6);
+    let pending = prop::option::of(prop_oneof![
+        digits().prop_map(PendingReset::Proposed),
+        digits().prop_map(PendingReset::Accepted),
+    ]);
+    (digits(), any::<[u64; 2]>(), pending, prop::collection::vec(any::<u64>(), 0..5))
+        .prop_map(|(digits, numbers, pending, resolved)| Reestablish { digits, numbers, pending, resolved })
 }
 
 /// Hostile encodings: a random message truncated, extended or with bytes changed.

@@ -1,0 +1,235 @@
+//! Reconnection: both parties send a [`Reestablish`] first on every new connection, then each
+//! sends again what the other missed, and each learns from the other's message whether it lost
+//! data itself.
+//!
+//! What is compared:
+//!
+//! * **The committed counter.** A counterparty that committed a newer one completed a reset with
+//!   us; unless we are waiting for that very reset's step (3), our data is older than what we
+//!   signed: we lost state ([`Event::LostState`]). A counterparty with an older one lost state
+//!   ([`Event::CounterpartyLostState`]), unless it is waiting for the step (3) of the reset we
+//!   committed: we send it again.
+//! * **The reset in progress.** A proposal the counterparty has not accepted is proposed again; an
+//!   acceptance the proposer has not received is sent again. Signatures are deterministic, so
+//!   these are the same bytes as the first time, and the lock rule still holds.
+//! * **Payments.** The payer sends its newest payment again if the payee holds an older one (the
+//!   payee keeps the best); a payer whose counterparty holds a newer payment of it than it
+//!   remembers signing lost state. A payee that already holds the payer's newest payment counts
+//!   as its acknowledgement.
+//! * **HTLC resolutions.** The receiver sends again the fulfilments and failures of HTLCs still in
+//!   the offerer's leaf channel that the offerer does not list as resolved.
+//!
+//! A channel that lost state takes no more commands that sign or commit anything new (it could
+//! sign over an old state); it keeps following the chain. Its counterparty is told by the
+//! `Reestablish` that follows, and should close.
+
+use super::channel::{Channel, Phase};
+use super::leaf::HtlcStatus;
+use super::msgs::{Msg, PendingReset, Reestablish, ResetFinish};
+use super::reset::ResetState;
+use super::tree;
+use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, Role};
+use crate::core::sign::Signer;
+use crate::spilman::Payment;
+
+use bitcoin::hashes::Hash as _;
+use bitcoin::Txid;
+
+impl Channel {
+    /// The [`Msg::Reestablish`] to send first on a new connection (then handle the
+    /// counterparty's with [`Channel::handle_message`]).
+    pub fn reestablish(&self) -> Msg {
+        let pending = match &self.reset {
+            ResetState::Idle => None,
+            ResetState::Proposed(p) => Some(PendingReset::Proposed(p.digits.clone())),
+            ResetState::AwaitingFinish { proposal, .. } => Some(PendingReset::Accepted(proposal.digits.clone())),
+        };
+        let own = &self.channels[self.role.index()];
+        let resolved = own.status.iter().filter(|(_, s)| !matches!(s, HtlcStatus::Live)).map(|(id, _)| *id).collect();
+        Msg::Reestablish(Reestablish {
+            digits: self.digits.clone(),
+            numbers: [self.channels[0].number, self.channels[1].number],
+            pending,
+            resolved,
+        })
+    }
+
+    /// Whether a [`Msg::Reestablish`] showed that this channel's data is older than what it
+    /// signed ([`Event::LostState`]).
+    pub fn has_lost_state(&self) -> bool {
+        self.lost_state
+    }
+
+    /// Marks our data as lost: persisted, reported, and every later command refused.
+    fn lost(&mut self) -> Effects {
+        self.lost_state = true;
+        let mut fx = self.persist();
+        fx.events.push(Event::LostState);
+        fx
+    }
+
+    pub(super) fn on_reestablish<S: Signer + ?Sized>(
+        &mut self,
+        r: Reestablish,
+        signer: &S,
+    ) -> Result<Effects, PeerError> {
+        if !matches!(self.phase, Phase::Open | Phase::CoopClosing) {
+            return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        let params = &self.terms.params;
+        let pending_digits = match &r.pending {
+            None => None,
+            Some(PendingReset::Proposed(d) | PendingReset::Accepted(d)) => Some(d),
+        };
+        if !tree::is_valid(params, &r.digits) || pending_digits.is_some_and(|d| !tree::is_valid(params, d)) {
+            return Err(peer_error(Misbehaviour::BadDigits));
+        }
+        if self.lost_state {
+            return Ok(Effects::none());
+        }
+        let signed = |e: CommandError| match e {
+            CommandError::Signer(s) => peer_error(Misbehaviour::Signer(s)),
+            _ => peer_error(Misbehaviour::BadDigits),
+        };
+        match tree::compare(&r.digits, &self.digits) {
+            core::cmp::Ordering::Greater => {
+                let awaiting_it = matches!(&self.reset,
+                    ResetState::AwaitingFinish { proposal, .. } if proposal.digits == r.digits);
+                if awaiting_it {
+                    // The proposer committed; its step (3) follows.
+                    Ok(Effects::none())
+                } else {
+                    Ok(self.lost())
+                }
+            }
+            core::cmp::Ordering::Less => {
+                let waits_for_ours = matches!(&r.pending, Some(PendingReset::Accepted(d)) if *d == self.digits);
+                if !waits_for_ours || matches!(self.reset, ResetState::AwaitingFinish { .. }) {
+                    let mut fx = Effects::none();
+                    fx.events.push(Event::CounterpartyLostState);
+                    return Ok(fx);
+                }
+                // We committed the reset it accepted: step (3) again, then what followed it (its
+                // numbers move on by one when it commits), and our next proposal if we made one.
+                let level =
+                    tree::first_difference(&r.digits, &self.digits).ok_or(peer_error(Misbehaviour::BadDigits))?;
+                let tx = self.derived.branch.txs.get(level).ok_or(peer_error(Misbehaviour::BadDigits))?;
+                let node_sig = self.sign_tree(signer, tx, level).map_err(|e| peer_error(Misbehaviour::Signer(e)))?;
+                let after = [r.numbers[0].saturating_add(1), r.numbers[1].saturating_add(1)];
+                let mut fx = Effects::none();
+                fx.send.push(Msg::ResetFinish(ResetFinish { node_sig }));
+                let changed = self.sync_payments(after, &r.resolved, signer, &mut fx).map_err(signed)?;
+                if let ResetState::Proposed(p) = &self.reset {
+                    // We proposed again since: it follows the step (3) and what came with it.
+                    let (msg, _) = self.propose_msg(p, signer).map_err(signed)?;
+                    fx.send.push(Msg::ResetPropose(msg));
+                }
+                Ok(self.persist_if(changed, fx))
+            }
+            core::cmp::Ordering::Equal => self.on_same_branch(&r, signer).map_err(signed),
+        }
+    }
+
+    /// Both parties hold the same committed branch: resume the reset in progress, then the
+    /// payments and HTLC resolutions.
+    fn on_same_branch<S: Signer + ?Sized>(&mut self, r: &Reestablish, signer: &S) -> Result<Effects, CommandError> {
+        let me = self.role.index();
+        if r.numbers[me] > self.channels[me].number {
+            // The counterparty holds a payment of ours newer than any we remember signing.
+            return Ok(self.lost());
+        }
+        let mut fx = Effects::none();
+        let mut changed = false;
+        let them = (!self.role).index();
+        if r.numbers[them] < self.channels[them].number {
+            // It signed a payment it no longer remembers.
+            fx.events.push(Event::CounterpartyLostState);
+        }
+        match (&self.reset, &r.pending) {
+            (ResetState::Proposed(p), Some(PendingReset::Accepted(d))) if *d == p.digits => {
+                // It accepted; its step (2) follows.
+            }
+            (ResetState::Proposed(p), _) if r.numbers == p.numbers => {
+                let (msg, _) = self.propose_msg(p, signer)?;
+                fx.send.push(Msg::ResetPropose(msg));
+            }
+            (ResetState::Proposed(_), _) => {
+                // It paid since: its payment follows, and abandons the proposal.
+            }
+            (ResetState::AwaitingFinish { proposal, .. }, Some(PendingReset::Proposed(d))) if *d == proposal.digits => {
+                fx.send.push(Msg::ResetAccept(self.accept_msg(proposal, signer)?));
+            }
+            (ResetState::Idle, Some(PendingReset::Accepted(d))) if tree::compare(d, self.counter_floor()).is_gt() => {
+                // It accepted a proposal of ours that we no longer have (a lost write, before we
+                // released anything that invalidates a node): never propose those locks again.
+                self.reserved = Some((d.clone(), Txid::all_zeros()));
+                changed = true;
+            }
+            _ => {}
+        }
+        if !self.is_resetting() {
+            changed |= self.sync_payments(r.numbers, &r.resolved, signer, &mut fx)?;
+        }
+        Ok(self.persist_if(changed, fx))
+    }
+
+    /// `fx`, with the state persisted first if it changed or anything is sent (every send
+    /// follows a persisted update, as everywhere in the crate).
+    fn persist_if(&mut self, changed: bool, fx: Effects) -> Effects {
+        if !changed && fx.send.is_empty() {
+            return fx;
+        }
+        let mut persisted = self.persist();
+        persisted.send = fx.send;
+        persisted.events = fx.events;
+        persisted
+    }
+
+    /// Sends our newest payment again if the counterparty holds an older one (or counts its
+    /// holding ours as the acknowledgement), and the resolutions of its HTLCs it has not
+    /// received. `theirs` are the counterparty's payment numbers, by payer role. Returns whether
+    /// the state changed.
+    fn sync_payments<S: Signer + ?Sized>(
+        &mut self,
+        theirs: [u64; 2],
+        resolved: &[u64],
+        signer: &S,
+        fx: &mut Effects,
+    ) -> Result<bool, CommandError> {
+        let me = self.role.index();
+        let own = &self.channels[me];
+        let mut changed = false;
+        if theirs[me] < own.number {
+            if let Some(payment) = self.resend_own(signer)? {
+                fx.send.push(Msg::Payment(payment));
+            }
+        } else if theirs[me] == own.number && own.acked < own.number {
+            let number = own.number;
+            self.channels[me].acked = number;
+            fx.events.push(Event::PaymentAcknowledged { number });
+            changed = true;
+        }
+        let payer: Role = !self.role;
+        for (id, status) in &self.channels[payer.index()].status {
+            if resolved.contains(id) {
+                continue;
+            }
+            match status {
+                HtlcStatus::Fulfilled(preimage) => fx.send.push(Msg::Fulfill { id: *id, preimage: *preimage }),
+                HtlcStatus::Failed => fx.send.push(Msg::Fail { id: *id }),
+                HtlcStatus::Live => {}
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Our newest payment, signed again (the same bytes: RFC6979), if it is a payment at all
+    /// (a fresh leaf channel's empty state is not).
+    fn resend_own<S: Signer + ?Sized>(&self, signer: &S) -> Result<Option<Payment>, CommandError> {
+        let ch = &self.channels[self.role.index()];
+        let Some(template) = self.template(self.role) else { return Ok(None) };
+        let Ok(built) = template.build(&ch.state) else { return Ok(None) };
+        let signature = template.sign(signer, &built)?;
+        Ok(Some(Payment { number: ch.number, to_payee: ch.state.to_payee, htlcs: ch.state.htlcs.clone(), signature }))
+    }
+}
