@@ -231,17 +231,41 @@ fn a_bad_reestablish_is_refused_and_changes_nothing() {
         Msg::Reestablish(r) => r,
         other => panic!("{other:?}"),
     };
+    let mut newer = p.a().digits().to_vec();
+    *newer.last_mut().expect("digits") += 1;
+    let b_paid = p.b().leaf_state(B).to_payee;
+    let mut forged_payment = good.your_payment.clone().expect("A holds B's payment");
+    forged_payment.number += 5;
+    forged_payment.to_payee = b_paid + bitcoin::Amount::from_sat(1_000);
+    let numbers_ahead = |n: u64| {
+        let mut numbers = good.numbers;
+        numbers[B.index()] += n;
+        numbers
+    };
     let bad = [
-        Reestablish { digits: vec![9, 9, 9], ..good.clone() },
-        Reestablish { digits: vec![0, 0], ..good.clone() },
-        Reestablish { pending: Some(PendingReset::Proposed(vec![7, 0, 0])), ..good.clone() },
+        (Reestablish { digits: vec![9, 9, 9], ..good.clone() }, Misbehaviour::BadDigits),
+        (Reestablish { digits: vec![0, 0], ..good.clone() }, Misbehaviour::BadDigits),
+        (Reestablish { pending: Some(PendingReset::Proposed(vec![7, 0, 0])), ..good.clone() }, Misbehaviour::BadDigits),
+        // A newer branch "proven" by signatures on the current one.
+        (Reestablish { digits: newer.clone(), ..good.clone() }, Misbehaviour::UnprovenReestablish),
+        (Reestablish { digits: newer, your_branch_sigs: vec![], ..good.clone() }, Misbehaviour::UnprovenReestablish),
+        // A newer payment of B's with no payment, or with a signature B never made on it.
+        (
+            Reestablish { numbers: numbers_ahead(5), your_payment: None, ..good.clone() },
+            Misbehaviour::UnprovenReestablish,
+        ),
+        (
+            Reestablish { numbers: numbers_ahead(5), your_payment: Some(forged_payment), ..good.clone() },
+            Misbehaviour::UnprovenReestablish,
+        ),
     ];
-    for r in bad {
+    for (r, kind) in bad {
         let tip = p.tip();
         let b = &mut p.parties[1];
         let before = (b.ch.snapshot(), format!("{:?}", b.ch));
         let err = b.ch.handle_message(Msg::Reestablish(r.clone()), &b.signer, tip).expect_err("refused");
-        assert_eq!(err.kind, Misbehaviour::BadDigits, "{r:?}");
+        assert_eq!(err.kind, kind, "{r:?}");
         assert_eq!((b.ch.snapshot(), format!("{:?}", b.ch)), before);
+        assert!(!b.ch.has_lost_state());
     }
 }

@@ -2,7 +2,8 @@
 //! and B, driven by a fuzz-chosen sequence of payments, HTLCs, resets, closes, deliveries, wire
 //! faults, blocks and restarts.
 //!
-//! The duplex protocol has no reconnection handshake, so a dropped message is simply lost.
+//! A reconnection action drops what is in flight and exchanges `Reestablish` (then each side
+//! sends again what the other missed); a message dropped without one is simply lost.
 //!
 //! Checked after every step: no panic; a refused call (`Err`) leaves the snapshot byte for byte
 //! unchanged; a persisted update carries the state after the call with an increasing id; a
@@ -200,6 +201,21 @@ impl Pair {
         }
     }
 
+    /// A new connection: what is in flight is lost; both parties send `Reestablish` first.
+    fn reconnect(&mut self) {
+        if !self.wire.q[A].is_empty() || !self.wire.q[B].is_empty() {
+            self.lossy = true;
+        }
+        self.wire.q[A].clear();
+        self.wire.q[B].clear();
+        let msgs = [self.ch[A].reestablish(), self.ch[B].reestablish()];
+        for (from, m) in msgs.into_iter().enumerate() {
+            let to = 1 - from;
+            self.wire.q[to].push_front(m);
+            self.deliver(to, None, false);
+        }
+    }
+
     /// Delivers messages until none is in flight (at most `limit`).
     pub fn run_until_quiet(&mut self, limit: usize) {
         for _ in 0..limit {
@@ -346,6 +362,7 @@ impl Pair {
                     self.chain_event(ChainEvent::Unconfirmed(txid));
                 }
             }
+            103 | 104 => self.reconnect(),
             _ => self.run_until_quiet(24),
         }
         self.check_quiescent();

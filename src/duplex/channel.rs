@@ -474,10 +474,22 @@ impl Channel {
 
     /// Checks the counterparty's signature on the tree transaction at `level`.
     pub(super) fn verify_tree(&self, tx: &Transaction, level: usize, sig: &ecdsa::Signature) -> Result<(), PeerError> {
+        let key = self.counterparty_keys().map(|k| k.funding);
+        self.verify_tree_by(tx, level, sig, key)
+    }
+
+    /// Checks `key`'s signature on the tree transaction at `level`.
+    pub(super) fn verify_tree_by(
+        &self,
+        tx: &Transaction,
+        level: usize,
+        sig: &ecdsa::Signature,
+        key: Option<bitcoin::secp256k1::PublicKey>,
+    ) -> Result<(), PeerError> {
         let bad = || peer_error(Misbehaviour::NodeSignature { level });
         let ws = self.node_script().ok_or_else(bad)?;
         let value = self.tree_input_value(level).ok_or_else(bad)?;
-        let key = self.counterparty_keys().ok_or_else(bad)?.funding;
+        let key = key.ok_or_else(bad)?;
         let msg = sign::p2wsh_sighash(tx, 0, ws.as_script(), value, EcdsaSighashType::All).map_err(|_| bad())?;
         let _valid = sign::verify(&self.secp, &msg, sig, &key, EcdsaSighashType::All).map_err(|_| bad())?;
         Ok(())

@@ -384,6 +384,8 @@ pub enum Misbehaviour {
     CloseNotAllowed,
     /// The signer could not sign.
     Signer(crate::core::sign::SignerError),
+    /// A [`Reestablish`] claims a newer state of ours than we hold without our signature on it.
+    UnprovenReestablish,
 }
 
 impl fmt::Display for Misbehaviour {
@@ -408,6 +410,9 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::BadClose => f.write_str("bad cooperative close"),
             Misbehaviour::CloseNotAllowed => f.write_str("cooperative close not allowed now"),
             Misbehaviour::Signer(e) => write!(f, "signer: {e}"),
+            Misbehaviour::UnprovenReestablish => {
+                f.write_str("reestablish claims a state of ours without our signature")
+            }
         }
     }
 }

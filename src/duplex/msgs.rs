@@ -160,6 +160,15 @@ pub struct Reestablish {
     /// The HTLCs the sender offered (ids in its own leaf channel) whose fulfilment or failure it
     /// has received: the other party sends the rest again.
     pub resolved: Vec<u64>,
+    /// The leaf channel values of the sender's committed branch, by payer role: with
+    /// `your_branch_sigs`, what lets the receiver rebuild that branch.
+    pub branch_values: [Amount; 2],
+    /// The receiver's signatures on the sender's committed branch, `N_1` first: a receiver behind
+    /// that branch checks its own signature there before it believes it lost state.
+    pub your_branch_sigs: Vec<ecdsa::Signature>,
+    /// The receiver's newest payment the sender holds (its own signature on it): a receiver that
+    /// does not remember signing it checks the signature before it believes it lost state.
+    pub your_payment: Option<Payment>,
 }
 
 /// A duplex message.
@@ -454,6 +463,15 @@ impl Msg {
                         for id in &r.resolved {
                             w.u64(*id);
                         }
+                    })
+                    .record(8, |w| {
+                        w.amount(r.branch_values[0]).amount(r.branch_values[1]);
+                    })
+                    .record(10, |w| write_sigs(w, &r.your_branch_sigs))
+                    .optional(12, r.your_payment.as_ref(), |w, p| {
+                        w.u64(p.number).amount(p.to_payee);
+                        write_htlcs(w, &p.htlcs);
+                        w.bitcoin_signature(&p.signature);
                     });
                 t.finish()
             }
@@ -665,6 +683,7 @@ impl Msg {
             }
             K_REESTABLISH => {
                 let (mut digits, mut numbers, mut pending, mut resolved) = (None, None, None, None);
+                let (mut values, mut payment) = (None, None);
                 tlv.for_each(|ty, r| {
                     match ty {
                         0 => digits = Some(read_digits(r)?),
@@ -684,6 +703,14 @@ impl Msg {
                             }
                             resolved = Some(ids);
                         }
+                        8 => values = Some([r.amount("value")?, r.amount("value")?]),
+                        10 => f.sigs = Some(read_sigs(r, "branch signature")?),
+                        12 => {
+                            let (number, to_payee) = (r.u64()?, r.amount("to_payee")?);
+                            let htlcs = read_htlcs(r)?;
+                            let signature = r.bitcoin_signature("payment signature")?;
+                            payment = Some(Payment { number, to_payee, htlcs, signature });
+                        }
                         _ => return Ok(false),
                     }
                     Ok(true)
@@ -693,6 +720,9 @@ impl Msg {
                     numbers: required(numbers, "numbers")?,
                     pending,
                     resolved: required(resolved, "resolved")?,
+                    branch_values: required(values, "branch_values")?,
+                    your_branch_sigs: required(f.sigs, "your_branch_sigs")?,
+                    your_payment: payment,
                 }))
             }
             other => Err(DecodeError::WrongKind { expected: K_OPEN, got: other }),

@@ -6,7 +6,10 @@
 //!
 //! * **The committed counter.** A counterparty that committed a newer one completed a reset with
 //!   us; unless we are waiting for that very reset's step (3), our data is older than what we
-//!   signed: we lost state ([`Event::LostState`]). A counterparty with an older one lost state
+//!   signed: we lost state ([`Event::LostState`]). We believe it only with proof: the message
+//!   carries the newer branch's leaf values and our signatures on it, and our signature on the
+//!   node that replaced our branch must verify ([`Misbehaviour::UnprovenReestablish`] otherwise,
+//!   nothing changed). A counterparty with an older one lost state
 //!   ([`Event::CounterpartyLostState`]), unless it is waiting for the step (3) of the reset we
 //!   committed: we send it again.
 //! * **The reset in progress.** A proposal the counterparty has not accepted is proposed again; an
@@ -14,8 +17,9 @@
 //!   these are the same bytes as the first time, and the lock rule still holds.
 //! * **Payments.** The payer sends its newest payment again if the payee holds an older one (the
 //!   payee keeps the best); a payer whose counterparty holds a newer payment of it than it
-//!   remembers signing lost state. A payee that already holds the payer's newest payment counts
-//!   as its acknowledgement.
+//!   remembers signing lost state, once its own signature on that payment (carried in the
+//!   message) verifies. A payee that already holds the payer's newest payment counts as its
+//!   acknowledgement.
 //! * **HTLC resolutions.** The receiver sends again the fulfilments and failures of HTLCs still in
 //!   the offerer's leaf channel that the offerer does not list as resolved.
 //!
@@ -46,11 +50,21 @@ impl Channel {
         };
         let own = &self.channels[self.role.index()];
         let resolved = own.status.iter().filter(|(_, s)| !matches!(s, HtlcStatus::Live)).map(|(id, _)| *id).collect();
+        let theirs = &self.channels[(!self.role).index()];
+        let your_payment = theirs.signature.map(|signature| Payment {
+            number: theirs.number,
+            to_payee: theirs.state.to_payee,
+            htlcs: theirs.state.htlcs.clone(),
+            signature,
+        });
         Msg::Reestablish(Reestablish {
             digits: self.digits.clone(),
             numbers: [self.channels[0].number, self.channels[1].number],
             pending,
             resolved,
+            branch_values: self.values,
+            your_branch_sigs: self.node_sigs.clone(),
+            your_payment,
         })
     }
 
@@ -99,6 +113,7 @@ impl Channel {
                     // The proposer committed; its step (3) follows.
                     Ok(Effects::none())
                 } else {
+                    self.check_branch_proof(&r)?;
                     Ok(self.lost())
                 }
             }
@@ -126,18 +141,49 @@ impl Channel {
                 }
                 Ok(self.persist_if(changed, fx))
             }
-            core::cmp::Ordering::Equal => self.on_same_branch(&r, signer).map_err(signed),
+            core::cmp::Ordering::Equal => self.on_same_branch(&r, signer),
         }
     }
 
     /// Both parties hold the same committed branch: resume the reset in progress, then the
     /// payments and HTLC resolutions.
-    fn on_same_branch<S: Signer + ?Sized>(&mut self, r: &Reestablish, signer: &S) -> Result<Effects, CommandError> {
+    fn on_same_branch<S: Signer + ?Sized>(&mut self, r: &Reestablish, signer: &S) -> Result<Effects, PeerError> {
         let me = self.role.index();
         if r.numbers[me] > self.channels[me].number {
             // The counterparty holds a payment of ours newer than any we remember signing.
+            self.check_payment_proof(r)?;
             return Ok(self.lost());
         }
+        self.resync(r, signer).map_err(|e| match e {
+            CommandError::Signer(s) => peer_error(Misbehaviour::Signer(s)),
+            _ => peer_error(Misbehaviour::BadDigits),
+        })
+    }
+
+    /// Our signature on the node of the counterparty's newer branch that replaced ours: proof
+    /// that we completed (or accepted) that reset and lost it.
+    fn check_branch_proof(&self, r: &Reestablish) -> Result<(), PeerError> {
+        let unproven = || peer_error(Misbehaviour::UnprovenReestablish);
+        let level = tree::first_difference(&self.digits, &r.digits).ok_or_else(unproven)?;
+        let path = self.build_path(&r.digits, r.branch_values).ok_or_else(unproven)?;
+        let tx = path.txs.get(level).ok_or_else(unproven)?;
+        let sig = r.your_branch_sigs.get(level - 1).ok_or_else(unproven)?;
+        self.verify_tree_by(tx, level, sig, Some(self.holder_keys.funding)).map_err(|_| unproven())
+    }
+
+    /// Our signature on the payment the counterparty says is our newest.
+    fn check_payment_proof(&self, r: &Reestablish) -> Result<(), PeerError> {
+        let unproven = || peer_error(Misbehaviour::UnprovenReestablish);
+        let p = r.your_payment.as_ref().filter(|p| p.number == r.numbers[self.role.index()]).ok_or_else(unproven)?;
+        let template = self.template(self.role).ok_or_else(unproven)?;
+        let state = crate::spilman::payment::PaymentState { to_payee: p.to_payee, htlcs: p.htlcs.clone() };
+        let built = template.build(&state).map_err(|_| unproven())?;
+        let _valid = template.verify(&self.secp, &built, &p.signature).map_err(|_| unproven())?;
+        Ok(())
+    }
+
+    /// Resumes the reset in progress, then the payments and HTLC resolutions.
+    fn resync<S: Signer + ?Sized>(&mut self, r: &Reestablish, signer: &S) -> Result<Effects, CommandError> {
         let mut fx = Effects::none();
         let mut changed = false;
         let them = (!self.role).index();

@@ -132,8 +132,19 @@ pub fn reestablish() -> impl Strategy<Value = Reestablish> {
         digits().prop_map(PendingReset::Proposed),
         digits().prop_map(PendingReset::Accepted),
     ]);
-    (digits(), any::<[u64; 2]>(), pending, prop::collection::vec(any::<u64>(), 0..5))
-        .prop_map(|(digits, numbers, pending, resolved)| Reestablish { digits, numbers, pending, resolved })
+    (
+        (digits(), any::<[u64; 2]>(), pending, prop::collection::vec(any::<u64>(), 0..5)),
+        (sats(), sats(), node_sigs(), prop::option::of(payment(3))),
+    )
+        .prop_map(|((digits, numbers, pending, resolved), (a, b, your_branch_sigs, your_payment))| Reestablish {
+            digits,
+            numbers,
+            pending,
+            resolved,
+            branch_values: [a, b],
+            your_branch_sigs,
+            your_payment,
+        })
 }
 
 /// Hostile encodings: a random message truncated, extended or with bytes changed.
