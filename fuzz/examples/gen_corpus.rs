@@ -195,6 +195,8 @@ const DUPLEX: &[&[u8]] = &[
         98,
         0,
     ],
+    // Reconnections: a dropped payment sent again, a reset interrupted at step (2) and at (3).
+    &[0, 1, 10, 0x80 | 80, 103, 127, 38, 0x80 | 50, 80, 103, 127, 0x80 | 38, 50, 0x80 | 50, 80, 103, 127],
     // A reset racing a payment, a cancelled reset, a force close and its schedule.
     &[0, 2, 50, 38, 0x80, 1, 1, 127, 38, 46, 127, 15, 1, 2, 0, 127, 49, 98, 0, 88, 0x90, 98, 1, 98, 2, 88, 0xff, 98, 3],
     // Faults: drop, duplicate, mutate; restarts.

@@ -209,6 +209,9 @@ impl Pair {
         self.wire.q[A].clear();
         self.wire.q[B].clear();
         let msgs = [self.ch[A].reestablish(), self.ch[B].reestablish()];
+        if let Some(l) = &mut self.log {
+            l.msgs.extend(msgs.iter().map(Msg::encode));
+        }
         for (from, m) in msgs.into_iter().enumerate() {
             let to = 1 - from;
             self.wire.q[to].push_front(m);

@@ -225,32 +225,28 @@ impl Pair {
     /// Delivers every queued message (and the replies), panicking on a refusal.
     pub fn run(&mut self) {
         while let Some((to, m)) = self.queue.pop_front() {
-            let tip = self.tip();
-            let p = &mut self.parties[to.index()];
-            if p.offline {
-                continue;
-            }
-            let fx =
-                p.ch.handle_message(wire(&m), &p.signer, tip).unwrap_or_else(|e| panic!("{to:?} refused {m:?}: {e}"));
-            self.absorb(to, fx);
+            self.deliver(to, &m);
         }
+    }
+
+    /// Delivers `m` to `to` (unless it is offline), panicking on a refusal.
+    fn deliver(&mut self, to: Role, m: &Msg) {
+        let tip = self.tip();
+        let p = &mut self.parties[to.index()];
+        if p.offline {
+            return;
+        }
+        let fx = p.ch.handle_message(wire(m), &p.signer, tip).unwrap_or_else(|e| panic!("{to:?} refused {m:?}: {e}"));
+        self.absorb(to, fx);
     }
 
     /// A new connection: drops every message in flight and exchanges [`Msg::Reestablish`]; the
     /// retransmissions are queued (deliver them with [`Pair::run`]).
     pub fn reconnect(&mut self) {
         self.queue.clear();
-        let tip = self.tip();
         let msgs = [self.a().reestablish(), self.b().reestablish()];
         for (from, m) in [Role::Initiator, Role::Acceptor].into_iter().zip(msgs) {
-            let to = !from;
-            let p = &mut self.parties[to.index()];
-            if p.offline {
-                continue;
-            }
-            let fx =
-                p.ch.handle_message(wire(&m), &p.signer, tip).unwrap_or_else(|e| panic!("{to:?} refused {m:?}: {e}"));
-            self.absorb(to, fx);
+            self.deliver(!from, &m);
         }
     }
 
