@@ -6,8 +6,7 @@
 mod common;
 
 use bitcoin::hashes::Hash;
-use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 use common::chain::{Chain, Reject};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
@@ -93,20 +92,10 @@ impl Harness {
             payee_events: vec![],
             broadcasts: vec![],
         };
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![
-                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) },
-                h.payer.funding_output(),
-            ],
-        };
+        let funding = common::wallet::unsigned_funding(
+            OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+            vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, h.payer.funding_output()],
+        );
         let fx = h.payer.fund(funding.clone(), &h.payer_signer).unwrap();
         h.deliver_from_payer(fx);
         // The funding transaction is broadcast only once the payer holds its refund.

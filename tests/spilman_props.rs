@@ -14,8 +14,7 @@
 mod common;
 
 use bitcoin::hashes::Hash;
-use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 use common::chain::Chain;
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
@@ -149,20 +148,10 @@ impl Sim {
             ChainTip::at(START),
         )
         .expect("offer acceptable");
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![
-                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(9) },
-                payer.funding_output(),
-            ],
-        };
+        let funding = common::wallet::unsigned_funding(
+            OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+            vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(9) }, payer.funding_output()],
+        );
         let mut sim = Sim {
             chain: Chain::default(),
             payer,

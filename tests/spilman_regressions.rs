@@ -4,8 +4,7 @@
 mod common;
 
 use bitcoin::hashes::Hash;
-use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 use common::chain::Chain;
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
@@ -70,20 +69,10 @@ impl Two {
         )
         .expect("offer acceptable");
         let mut two = Two { chain, payer, payee, signers };
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![
-                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) },
-                two.payer.funding_output(),
-            ],
-        };
+        let funding = common::wallet::unsigned_funding(
+            OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+            vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, two.payer.funding_output()],
+        );
         let fx = two.payer.fund(funding.clone(), &two.signers[0]).expect("fund");
         two.deliver_to_payee(fx.send);
         two.chain.credit(&funding);

@@ -13,8 +13,7 @@
 //! reset is in progress.
 
 use paychan::bitcoin::hashes::Hash;
-use paychan::bitcoin::transaction::Version;
-use paychan::bitcoin::{absolute, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use paychan::bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::BlockHeight;
 use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
@@ -108,20 +107,13 @@ impl Pair {
         p.absorb(B, fxb);
         p.run_until_quiet(64);
         assert_eq!(p.ch[A].phase(), Phase::AwaitingFunding);
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![
+        let funding = crate::unsigned_funding(
+            OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
+            vec![
                 TxOut { value: Amount::from_sat(4_000_000), script_pubkey: p2wpkh(0xa2) },
                 p.ch[A].funding_output().expect("keys known"),
             ],
-        };
+        );
         let fx = p.ch[A].fund(&funding, sa).expect("fund");
         p.absorb(A, fx);
         p.run_until_quiet(64);

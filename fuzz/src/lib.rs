@@ -13,7 +13,9 @@ pub mod spilman_state;
 use std::collections::VecDeque;
 
 use paychan::bitcoin::hashes::Hash;
-use paychan::bitcoin::{ScriptBuf, Transaction, WPubkeyHash};
+use paychan::bitcoin::{
+    absolute, transaction, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, WPubkeyHash, Witness,
+};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::PaymentPreimage;
@@ -88,6 +90,22 @@ pub fn signer(seed: u8, index: u64) -> &'static InMemorySigner {
 /// The P2WPKH script `[n; 20]`.
 pub fn p2wpkh(n: u8) -> ScriptBuf {
     ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]))
+}
+
+/// An unsigned funding transaction: one native segwit input spending `prevout`, then `outputs`
+/// (as `paychan::testing::wallet::unsigned_funding`, which this crate does not build with).
+pub fn unsigned_funding(prevout: OutPoint, outputs: Vec<TxOut>) -> Transaction {
+    Transaction {
+        version: transaction::Version::TWO,
+        lock_time: absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: prevout,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: outputs,
+    }
 }
 
 /// The preimages HTLCs are locked to: index 0..4 (the fuzzer picks one; index 4 is never used

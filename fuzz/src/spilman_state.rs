@@ -7,8 +7,7 @@
 //! payment transaction, and the payer's newest, spend exactly the capacity: outputs + fee.
 
 use paychan::bitcoin::hashes::Hash;
-use paychan::bitcoin::transaction::Version;
-use paychan::bitcoin::{absolute, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use paychan::bitcoin::{Amount, OutPoint, Transaction, TxOut, Txid};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::BlockHeight;
 use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
@@ -104,20 +103,10 @@ impl Pair {
         if let Some(l) = &mut p.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
         }
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![
-                TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) },
-                p.payer.funding_output(),
-            ],
-        };
+        let funding = crate::unsigned_funding(
+            OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+            vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, p.payer.funding_output()],
+        );
         let fx = p.payer.fund(funding.clone(), p.payer_signer).expect("fund");
         p.absorb(PAYER, fx);
         p.run_until_quiet(64);

@@ -14,7 +14,7 @@ use crate::driving::{ChainEvent, ChainTip, RestoreCheck};
 use crate::duplex::{Channel, Effects, Event, Msg, Params, Phase, Role, Terms};
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 
 use super::chain::{Chain, Reject};
 
@@ -141,20 +141,13 @@ impl Pair {
         pair.run();
         assert_eq!(pair.a().phase(), Phase::AwaitingFunding);
         // The wallet builds the funding transaction, unsigned (native segwit input).
-        let funding = Transaction {
-            version: Version::TWO,
-            lock_time: bitcoin::absolute::LockTime::ZERO,
-            input: vec![TxIn {
-                previous_output: OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            }],
-            output: vec![
+        let funding = super::wallet::unsigned_funding(
+            OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
+            vec![
                 TxOut { value: Amount::from_sat(4_000_000), script_pubkey: p2wpkh(0xa2) },
                 pair.a().funding_output().expect("keys known"),
             ],
-        };
+        );
         let fx = pair.parties[0].ch.fund(&funding, &pair.parties[0].signer).expect("fund");
         pair.absorb(Role::Initiator, fx);
         pair.run();

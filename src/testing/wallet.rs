@@ -10,6 +10,23 @@ use bitcoin::{Amount, CompressedPublicKey, OutPoint, ScriptBuf, Sequence, Transa
 
 use super::chain::Chain;
 
+/// What an embedder's wallet hands a channel to fund: version 2, one native segwit input
+/// spending `prevout` (empty `scriptSig`, so the txid is final before signing), `outputs` in
+/// order. Unsigned: the channel only needs its txid and outputs.
+pub fn unsigned_funding(prevout: OutPoint, outputs: std::vec::Vec<TxOut>) -> Transaction {
+    Transaction {
+        version: Version::TWO,
+        lock_time: bitcoin::absolute::LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: prevout,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: outputs,
+    }
+}
+
 /// A wallet of one key.
 pub struct Wallet {
     secp: Secp256k1<All>,

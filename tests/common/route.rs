@@ -201,17 +201,10 @@ pub fn open_spilman(
         tip,
     )
     .expect("offer acceptable");
-    let funding = Transaction {
-        version: Version::TWO,
-        lock_time: bitcoin::absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array([0x51; 32]), vout: 0 },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![payer.funding_output()],
-    };
+    let funding = paychan::testing::wallet::unsigned_funding(
+        OutPoint { txid: Txid::from_byte_array([0x51; 32]), vout: 0 },
+        vec![payer.funding_output()],
+    );
     let fx = payer.fund(funding.clone(), payer_keys).expect("fund");
     for m in fx.send {
         let reply = payee.handle_message(sp_wire(&m), payee_keys, tip).expect("payee opens");

@@ -22,8 +22,7 @@ use std::vec;
 use std::vec::Vec;
 
 use bitcoin::hashes::Hash;
-use bitcoin::transaction::Version;
-use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 
 use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
@@ -169,20 +168,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     if let Some(u) = fx.update {
         sim.stored[1].push(u);
     }
-    let funding = Transaction {
-        version: Version::TWO,
-        lock_time: bitcoin::absolute::LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![
-            TxOut { value: Amount::from_sat(9_000_000), script_pubkey: p2wpkh(0x55) },
-            sim.payer.funding_output(),
-        ],
-    };
+    let funding = crate::testing::wallet::unsigned_funding(
+        OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+        vec![TxOut { value: Amount::from_sat(9_000_000), script_pubkey: p2wpkh(0x55) }, sim.payer.funding_output()],
+    );
     sim.funding = OutPoint { txid: funding.compute_txid(), vout: 1 };
     let fx = sim.payer.fund(funding.clone(), &sim.signers[0]).map_err(|e| format!("fund: {e:?}"))?;
     sim.absorb(0, fx)?;
