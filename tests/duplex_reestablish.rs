@@ -269,3 +269,21 @@ fn a_bad_reestablish_is_refused_and_changes_nothing() {
         assert!(!b.ch.has_lost_state());
     }
 }
+
+#[test]
+fn a_claimed_acceptance_burns_at_most_the_next_counter_value() {
+    let mut p = open();
+    let honest = match p.b().reestablish() {
+        Msg::Reestablish(r) => r,
+        other => panic!("{other:?}"),
+    };
+    // B claims to have accepted a proposal of A's far ahead: A cannot have proposed it.
+    let far = Reestablish { pending: Some(PendingReset::Accepted(vec![2, 2, 2])), ..honest };
+    let tip = p.tip();
+    let a = &mut p.parties[0];
+    let before = a.ch.snapshot();
+    let fx = a.ch.handle_message(Msg::Reestablish(far), &a.signer, tip).expect("taken");
+    assert!(fx.update.is_none() && fx.send.is_empty());
+    assert_eq!(a.ch.snapshot(), before, "no counter value reserved");
+    assert_eq!(p.reset(A), 3, "the next reset still advances the deepest level");
+}

@@ -205,9 +205,13 @@ impl Channel {
             (ResetState::AwaitingFinish { proposal, .. }, Some(PendingReset::Proposed(d))) if *d == proposal.digits => {
                 fx.send.push(Msg::ResetAccept(self.accept_msg(proposal, signer)?));
             }
-            (ResetState::Idle, Some(PendingReset::Accepted(d))) if tree::compare(d, self.counter_floor()).is_gt() => {
+            (ResetState::Idle, Some(PendingReset::Accepted(d)))
+                if tree::successor(&self.terms.params, self.counter_floor()).is_some_and(|(next, _)| next == *d) =>
+            {
                 // It accepted a proposal of ours that we no longer have (a lost write, before we
                 // released anything that invalidates a node): never propose those locks again.
+                // Only the counter value our next proposal would take can be such a proposal, so
+                // a false claim costs at most that one value.
                 self.reserved = Some((d.clone(), Txid::all_zeros()));
                 changed = true;
             }
