@@ -173,13 +173,11 @@ impl Channel {
 
     /// Our signature on the payment the counterparty says is our newest.
     fn check_payment_proof(&self, r: &Reestablish) -> Result<(), PeerError> {
-        let unproven = || peer_error(Misbehaviour::UnprovenReestablish);
-        let p = r.your_payment.as_ref().filter(|p| p.number == r.numbers[self.role.index()]).ok_or_else(unproven)?;
-        let template = self.template(self.role).ok_or_else(unproven)?;
-        let state = crate::spilman::payment::PaymentState { to_payee: p.to_payee, htlcs: p.htlcs.clone() };
-        let built = template.build(&state).map_err(|_| unproven())?;
-        let _valid = template.verify(&self.secp, &built, &p.signature).map_err(|_| unproven())?;
-        Ok(())
+        let p = r.your_payment.as_ref().filter(|p| p.number == r.numbers[self.role.index()]);
+        match (p, self.template(self.role)) {
+            (Some(p), Some(t)) if t.is_signed(&self.secp, p) => Ok(()),
+            _ => Err(peer_error(Misbehaviour::UnprovenReestablish)),
+        }
     }
 
     /// Resumes the reset in progress, then the payments and HTLC resolutions.
@@ -278,8 +276,6 @@ impl Channel {
     fn resend_own<S: Signer + ?Sized>(&self, signer: &S) -> Result<Option<Payment>, CommandError> {
         let ch = &self.channels[self.role.index()];
         let Some(template) = self.template(self.role) else { return Ok(None) };
-        let Ok(built) = template.build(&ch.state) else { return Ok(None) };
-        let signature = template.sign(signer, &built)?;
-        Ok(Some(Payment { number: ch.number, to_payee: ch.state.to_payee, htlcs: ch.state.htlcs.clone(), signature }))
+        Ok(template.resend(signer, ch.number, &ch.state)?)
     }
 }

@@ -31,6 +31,17 @@
 //! has ended; [`Payer::is_fail_irrevocable`] says which, and [`Event::HtlcFailIrrevocable`] reports
 //! it.
 //!
+//! # Reconnection
+//! Both sides send their `reestablish()` ([`Payer::reestablish`], [`Payee::reestablish`]) first
+//! on every new connection and feed the other's to `handle_message`. The payer sends its newest
+//! payment again if the payee holds an older one (a payee restored from an older snapshot gets
+//! its payments back), and counts a payee holding its newest as the acknowledgement; the payee
+//! sends again the fulfilments and failures the payer does not list as received. A payer shown a
+//! newer payment of its own, with its own valid signature, lost state: [`Event::LostState`], and
+//! it signs nothing new ([`CommandError::LostState`]); the payee gets
+//! [`Event::CounterpartyLostState`] and closes with its best payment. A claim without a valid
+//! signature is refused ([`Misbehaviour::UnprovenReestablish`]) and changes nothing.
+//!
 //! # Deadlines
 //! The payee must get its payment confirmed before `expiry`: it stops accepting payments and
 //! closes automatically at [`Payee::close_by`] = `expiry - close_margin`. The refund is valid from
@@ -41,9 +52,10 @@ mod msgs;
 mod payee;
 mod payer;
 pub mod payment;
+mod reestablish;
 mod snapshot;
 
-pub use msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};
+pub use msgs::{Msg, Offer, Open, Payment, Reestablish, RefundRequest, RefundSigned, Variant};
 pub use payee::{Payee, PayeeConfig};
 pub use payer::{Payer, PayerConfig};
 pub use payment::{PaymentHtlc, PaymentState};
@@ -135,6 +147,14 @@ pub enum Event {
         /// The claim's txid.
         txid: Txid,
     },
+    /// (Payer) the payee's [`Reestablish`] proves that our data is older than what we signed (a
+    /// restored backup, lost writes): we sign nothing new ([`CommandError::LostState`]). The
+    /// payee holds our newest payment and will close with it; the refund stays ours after
+    /// expiry.
+    LostState,
+    /// (Payee) the payer's [`Reestablish`] shows that it lost state: close with the best payment
+    /// ([`Payee::close`]).
+    CounterpartyLostState,
 }
 
 /// What was wrong with a peer message.
@@ -180,6 +200,8 @@ pub enum Misbehaviour {
     RefundSignature(crate::core::sign::SignatureError),
     /// The signer could not sign.
     Signer(crate::core::sign::SignerError),
+    /// A [`Reestablish`] claims a newer payment of ours without our signature on it.
+    UnprovenReestablish,
 }
 
 impl fmt::Display for Misbehaviour {
@@ -231,6 +253,8 @@ pub enum CommandError {
     BadTerms,
     /// The signer could not sign.
     Signer(crate::core::sign::SignerError),
+    /// The payer lost state ([`Event::LostState`]): it signs nothing new.
+    LostState,
 }
 
 impl fmt::Display for CommandError {

@@ -152,6 +152,22 @@ pub enum Msg {
         /// Its txid.
         txid: Txid,
     },
+    /// First message on a new connection, both ways.
+    Reestablish(Reestablish),
+}
+
+/// Sent by both parties first on every new connection: each then sends again what the other
+/// missed, and a payer learns whether it lost state.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Reestablish {
+    /// The newest payment number the sender holds: signed (payer) or received (payee).
+    pub number: u64,
+    /// (Payer) the HTLCs whose fulfilment or failure it has received: the payee sends the rest
+    /// again. Empty from the payee.
+    pub resolved: Vec<u64>,
+    /// (Payee) the newest payment it holds: a payer that does not remember signing it checks its
+    /// signature before it believes it lost state. `None` from the payer.
+    pub your_payment: Option<Payment>,
 }
 
 const VERSION: u8 = 1;
@@ -165,6 +181,7 @@ const K_FULFILL: u8 = 0x57;
 const K_FAIL: u8 = 0x58;
 const K_CLOSE_REQUEST: u8 = 0x59;
 const K_CLOSED: u8 = 0x5a;
+const K_REESTABLISH: u8 = 0x5b;
 
 fn write_htlcs(w: &mut Writer, htlcs: &[PaymentHtlc]) {
     w.bigsize(htlcs.len() as u64);
@@ -347,6 +364,22 @@ impl Msg {
                 });
                 t.finish()
             }
+            Msg::Reestablish(r) => {
+                let mut t = TlvWriter::new(K_REESTABLISH, VERSION);
+                t.record(0, |w| {
+                    w.u64(r.number);
+                })
+                .record(2, |w| {
+                    w.bigsize(r.resolved.len() as u64);
+                    for id in &r.resolved {
+                        w.u64(*id);
+                    }
+                });
+                if let Some(p) = &r.your_payment {
+                    write_payment(&mut t, p, 4);
+                }
+                t.finish()
+            }
         }
     }
 
@@ -508,6 +541,39 @@ impl Msg {
                     Ok(true)
                 })?;
                 Ok(Msg::Closed { txid: required(txid, "txid")? })
+            }
+            K_REESTABLISH => {
+                let (mut number, mut resolved) = (None, None);
+                let mut payment = PaymentFields::default();
+                let mut has_payment = false;
+                tlv.for_each(|ty, r| {
+                    match ty {
+                        0 => number = Some(r.u64()?),
+                        2 => {
+                            let n = r.bigsize()?;
+                            if n > (r.remaining() / 8) as u64 {
+                                return Err(DecodeError::Truncated);
+                            }
+                            let mut ids = Vec::with_capacity(n as usize);
+                            for _ in 0..n {
+                                ids.push(r.u64()?);
+                            }
+                            resolved = Some(ids);
+                        }
+                        4.. => {
+                            let known = payment.read(ty - 4, r)?;
+                            has_payment |= known;
+                            return Ok(known);
+                        }
+                        _ => return Ok(false),
+                    }
+                    Ok(true)
+                })?;
+                Ok(Msg::Reestablish(Reestablish {
+                    number: required(number, "number")?,
+                    resolved: required(resolved, "resolved")?,
+                    your_payment: if has_payment { Some(payment.finish()?) } else { None },
+                }))
             }
             _ => Err(DecodeError::WrongKind { expected: K_OFFER, got: kind }),
         }

@@ -231,6 +231,7 @@ impl Payee {
                 PayeePhase::Open => self.close(signer).map_err(|_| peer_error(Misbehaviour::UnexpectedMessage)),
                 _ => Err(peer_error(Misbehaviour::UnexpectedMessage)),
             },
+            Msg::Reestablish(r) => self.on_reestablish(r),
             _ => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
     }

@@ -100,6 +100,8 @@ pub struct Payer {
     pub(super) closing_txid: Option<Txid>,
     pub(super) onchain: Vec<OnChainHtlc>,
     pub(super) update_id: u64,
+    /// A [`Reestablish`](super::Reestablish) proved our data older than what we signed.
+    pub(super) lost_state: bool,
     pub(super) secp: Secp256k1<VerifyOnly>,
 }
 
@@ -154,6 +156,7 @@ impl Payer {
             closing_txid: None,
             onchain: Vec::new(),
             update_id: 0,
+            lost_state: false,
             secp: Secp256k1::verification_only(),
         })
     }
@@ -258,7 +261,7 @@ impl Payer {
         Ok(payer)
     }
 
-    fn persist(&mut self) -> Effects {
+    pub(super) fn persist(&mut self) -> Effects {
         self.update_id += 1;
         let mut fx = Effects::none();
         fx.update = Some(StateUpdate::snapshot(self.update_id, self.snapshot()));
@@ -374,6 +377,9 @@ impl Payer {
     ) -> Result<(Payment, Effects), CommandError> {
         if self.phase != PayerPhase::Open {
             return Err(CommandError::WrongPhase);
+        }
+        if self.lost_state {
+            return Err(CommandError::LostState);
         }
         let template = self.template.as_ref().ok_or(CommandError::WrongPhase)?;
         let number = self.number.checked_add(1).ok_or(CommandError::InvalidAmount)?;
@@ -541,6 +547,10 @@ impl Payer {
                 if self.phase == PayerPhase::AwaitingFunding || number > self.number {
                     return Err(peer_error(Misbehaviour::UnexpectedMessage));
                 }
+                if number == self.acked && number == self.number {
+                    // Our newest payment, acknowledged again (it was sent again on reconnection).
+                    return Ok(Effects::none());
+                }
                 if number <= self.acked {
                     return Err(peer_error(Misbehaviour::Replay));
                 }
@@ -561,6 +571,7 @@ impl Payer {
                 })
             }
             Msg::Closed { .. } => Ok(Effects::none()),
+            Msg::Reestablish(r) => self.on_reestablish(r, signer),
             _ => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
     }
@@ -580,7 +591,7 @@ impl Payer {
         }
         let event = Event::HtlcFulfilled { id, payment_hash: h.htlc.payment_hash, preimage };
         let in_state = self.state.htlcs.iter().any(|x| x.id == id);
-        if self.phase == PayerPhase::Open && in_state {
+        if self.phase == PayerPhase::Open && in_state && !self.lost_state {
             // Fold the HTLC into the payee's output.
             let mut state = self.state.clone();
             state.htlcs.retain(|x| x.id != id);

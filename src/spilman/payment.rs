@@ -326,6 +326,30 @@ impl PaymentTemplate {
         self.sign_channel_input(signer, &built.tx)
     }
 
+    /// `state` signed as payment `number` — on reconnection, the newest payment sent again (the
+    /// same signature as the first time: RFC6979). `None` if `state` is not a payment (a fresh
+    /// channel's empty state).
+    ///
+    /// # Errors
+    /// [`SignerError`] from the signer.
+    pub fn resend<S: Signer + ?Sized>(
+        &self,
+        signer: &S,
+        number: u64,
+        state: &PaymentState,
+    ) -> Result<Option<super::Payment>, SignerError> {
+        let Ok(built) = self.build(state) else { return Ok(None) };
+        let signature = self.sign(signer, &built)?;
+        Ok(Some(super::Payment { number, to_payee: state.to_payee, htlcs: state.htlcs.clone(), signature }))
+    }
+
+    /// Whether `payment` carries a valid payer signature over its state (on reconnection, a payer
+    /// checks that a payment the payee holds and the payer does not remember is its own).
+    pub fn is_signed<C: Verification>(&self, secp: &Secp256k1<C>, payment: &super::Payment) -> bool {
+        let state = PaymentState { to_payee: payment.to_payee, htlcs: payment.htlcs.clone() };
+        self.build(&state).is_ok_and(|built| self.verify(secp, &built, &payment.signature).is_ok())
+    }
+
     /// Checks the payer's signature on `built` (exactly `SIGHASH_ALL`, low S, valid for the payer
     /// key over the payee's own reconstruction).
     ///

@@ -339,7 +339,10 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
                 None => w.u8(0),
             };
         }
-    });
+    })
+    // Even: a decoder that does not know it must refuse the snapshot rather than restore a payer
+    // that lost state as a healthy one.
+    .optional(22, p.lost_state.then_some(()), |_, ()| {});
     t.finish()
 }
 
@@ -359,6 +362,7 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
     let mut htlcs = None;
     let mut closing_txid = None;
     let mut onchain = None;
+    let mut lost_state = false;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -425,6 +429,7 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
                 }
                 onchain = Some(v);
             }
+            22 => lost_state = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -452,6 +457,7 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
         closing_txid,
         onchain: required(onchain, "onchain")?,
         update_id: required(update_id, "update_id")?,
+        lost_state,
         secp: Secp256k1::verification_only(),
     })
 }

@@ -11,9 +11,13 @@
 //! * a **cheating payee** keeps older payments and, at the close, publishes one (valid, but
 //!   paying it less), then goes silent: harmless to the payer;
 //! * a **lossy** side restarts from an older snapshot it believes current (its storage lost the
-//!   newer writes). A lossy payee may only hurt itself (it may close with an older payment); a
-//!   lossy payer signs payments from its older state, which the payee refuses (numbers and
-//!   amounts only grow), so the payee keeps what it accepted.
+//!   newer writes). On the reconnection that follows, the payer sends a lossy payee its newest
+//!   payment again (a lossy payee may only hurt itself: it may close with an older payment when
+//!   it cannot take the newest back); a lossy payer is shown its own newer payment and learns
+//!   it lost state, after which it signs nothing; either way the payee keeps what it accepted.
+//!
+//! Both sides reconnect (`Reestablish`) after every restart and at random other times (a new
+//! connection drops the messages in flight); an honest side must never be told it lost state.
 
 use std::collections::{HashMap, HashSet};
 use std::format;
@@ -28,7 +32,7 @@ use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
 use crate::core::{BlockHeight, PaymentHash, PaymentPreimage};
 use crate::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError, StateUpdate};
-use crate::spilman::{Effects, Msg, Payee, PayeeConfig, Payer, PayerConfig, PaymentHtlc, Variant};
+use crate::spilman::{Effects, Event, Msg, Payee, PayeeConfig, Payer, PayerConfig, PaymentHtlc, Variant};
 use crate::testing::chain::Chain;
 use crate::testing::invariants::{check_broadcast, check_not_robbed, BroadcastCheck, Settlement};
 use crate::testing::net::{Faults, Network};
@@ -88,6 +92,8 @@ struct Sim {
     kept: Vec<Transaction>,
     /// A side that went silent (the cheater, after cheating).
     offline: [bool; 2],
+    /// The payee learned that the payer lost state: it closes with its best payment.
+    close_now: bool,
 }
 
 /// Runs one seeded simulation.
@@ -164,6 +170,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         bad,
         kept: vec![],
         offline: [false; 2],
+        close_now: false,
     };
     if let Some(u) = fx.update {
         sim.stored[1].push(u);
@@ -212,6 +219,18 @@ impl Sim {
                 return Err(format!("side {i}: update id {} does not increase", u.update_id));
             }
             self.stored[i].push(u);
+        }
+        if fx.events.contains(&Event::LostState) {
+            if self.is_honest(i) {
+                return Err(format!("honest side {i} was told it lost state"));
+            }
+            self.out.lost_state += 1;
+        }
+        if fx.events.contains(&Event::CounterpartyLostState) {
+            if self.bad != Some(Bad::Lossy(PAYER)) {
+                return Err("the payee was told that an honest payer lost state".into());
+            }
+            self.close_now = true;
         }
         for m in fx.send {
             let m = wire(&m)?;
@@ -425,7 +444,17 @@ impl Sim {
             self.out.stale_refused += 1;
         }
         self.restore(i, &latest.snapshot, check)?;
-        self.rescan(i)
+        self.rescan(i)?;
+        self.reconnect()
+    }
+
+    /// A new connection: the messages in flight are lost, and both sides send `Reestablish`.
+    fn reconnect(&mut self) -> Result<(), String> {
+        self.out.reconnections += 1;
+        self.net.clear();
+        let (to_payee, to_payer) = (wire(&self.payer.reestablish())?, wire(&self.payee.reestablish())?);
+        self.deliver(PAYEE, to_payee)?;
+        self.deliver(PAYER, to_payer)
     }
 
     fn restore(&mut self, i: usize, snapshot: &[u8], check: RestoreCheck) -> Result<(), String> {
@@ -459,7 +488,8 @@ impl Sim {
         self.restore(i, &old.snapshot, check)?;
         self.out.lost_data += 1;
         self.stored[i].truncate(k + 1);
-        self.rescan(i)
+        self.rescan(i)?;
+        self.reconnect()
     }
 
     /// The payer offers an HTLC expiring somewhere in the payee's window.
@@ -521,6 +551,12 @@ impl Sim {
 
     fn step(&mut self) -> Result<(), String> {
         self.out.steps += 1;
+        if std::mem::take(&mut self.close_now) {
+            if let Ok(fx) = self.payee.close(&self.signers[1]) {
+                self.absorb(PAYEE, fx)?;
+            }
+            return Ok(());
+        }
         match self.rng.below(100) {
             0..=27 => {
                 let amount = Amount::from_sat(self.rng.range(1, self.capacity / 20));
@@ -565,6 +601,7 @@ impl Sim {
                 }
             }
             92..=95 => self.keep_payment(),
+            96 => self.reconnect()?,
             _ => {}
         }
         Ok(())

@@ -135,6 +135,11 @@ pub fn any_msg() -> impl Strategy<Value = Msg> {
         any::<u64>().prop_map(|id| Msg::Fail { id }).boxed(),
         Just(Msg::CloseRequest).boxed(),
         any::<[u8; 32]>().prop_map(|t| Msg::Closed { txid: Txid::from_byte_array(t) }).boxed(),
+        (any::<u64>(), prop::collection::vec(any::<u64>(), 0..5), prop::option::of(payment(3)))
+            .prop_map(|(number, resolved, your_payment)| {
+                Msg::Reestablish(crate::spilman::Reestablish { number, resolved, your_payment })
+            })
+            .boxed(),
     ])
 }
 
