@@ -14,6 +14,13 @@
 //! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest.
 //!
 //! A call that fails returns a typed error and leaves the channel exactly as it was.
+//!
+//! **Connections.** On every new connection (and after every restart) each side first sends its
+//! channel's reestablish message (`reestablish()` of every layer: Spilman, duplex, Lightning's
+//! `channel_reestablish`) and feeds the peer's to `handle_message`; the channel then sends again
+//! whatever the peer missed. Each layer also learns there whether its own data is older than
+//! what it signed (a restored backup) and reports it as a `LostState` event; its peer gets
+//! told (`CounterpartyLostState` in Spilman and duplex, an `error` in Lightning).
 
 use alloc::vec::Vec;
 use core::fmt;
