@@ -1,5 +1,6 @@
 //! The Spilman state-machine target: a funded payer/payee pair (either variant) driven by a
-//! fuzz-chosen sequence of commands, deliveries, faults, blocks and restarts.
+//! fuzz-chosen sequence of commands, deliveries, faults (a dropped message is lost until the
+//! next reconnection, which exchanges `Reestablish`), blocks and restarts.
 //!
 //! Checked after every step: no panic; a refused call (`Err`) leaves the snapshot byte for byte
 //! unchanged; a persisted update carries the state after the call with an increasing id; a
@@ -191,6 +192,20 @@ impl Pair {
         });
     }
 
+    /// A new connection: what is in flight is lost; both sides send `Reestablish` first.
+    fn reconnect(&mut self) {
+        self.wire.q[PAYER].clear();
+        self.wire.q[PAYEE].clear();
+        let msgs = [(PAYEE, self.payer.reestablish()), (PAYER, self.payee.reestablish())];
+        if let Some(l) = &mut self.log {
+            l.msgs.extend(msgs.iter().map(|(_, m)| m.encode()));
+        }
+        for (to, m) in msgs {
+            self.wire.q[to].push_front(m);
+            self.deliver(to, None, false);
+        }
+    }
+
     /// Delivers messages until none is in flight (at most `limit`).
     pub fn run_until_quiet(&mut self, limit: usize) {
         for _ in 0..limit {
@@ -313,9 +328,13 @@ impl Pair {
             }
             7..=9 => self.deliver(usize::from(op & 1), None, false),
             10 => {
-                let to = usize::from(input.u8() & 1);
-                // No reconnection handshake in Spilman: a dropped message is just lost.
-                self.wire.q[to].pop_front();
+                let b = input.u8();
+                if b & 0x80 == 0 {
+                    // A dropped message, lost until the next reconnection.
+                    self.wire.q[usize::from(b & 1)].pop_front();
+                } else {
+                    self.reconnect();
+                }
             }
             11 => self.deliver(usize::from(input.u8() & 1), None, true),
             12 => {
