@@ -120,6 +120,15 @@ impl Writer {
         self
     }
 
+    /// A BigSize count, then each value as 8 bytes.
+    pub fn u64_list(&mut self, values: &[u64]) -> &mut Self {
+        self.bigsize(values.len() as u64);
+        for v in values {
+            self.u64(*v);
+        }
+        self
+    }
+
     /// A BigSize integer (BOLT #1): 1, 3, 5 or 9 bytes.
     pub fn bigsize(&mut self, v: u64) -> &mut Self {
         match v {
@@ -275,6 +284,19 @@ impl<'a> Reader<'a> {
     /// [`DecodeError::Truncated`].
     pub fn u64(&mut self) -> Result<u64, DecodeError> {
         Ok(u64::from_be_bytes(self.array()?))
+    }
+
+    /// A list written by [`Writer::u64_list`]. The count is checked against the bytes left
+    /// before anything is allocated.
+    ///
+    /// # Errors
+    /// [`DecodeError::Truncated`].
+    pub fn u64_list(&mut self) -> Result<alloc::vec::Vec<u64>, DecodeError> {
+        let n = self.bigsize()?;
+        if n > (self.remaining() / 8) as u64 {
+            return Err(DecodeError::Truncated);
+        }
+        (0..n).map(|_| self.u64()).collect()
     }
 
     /// A BigSize integer, rejecting non-minimal encodings.

@@ -459,10 +459,7 @@ impl Msg {
                         write_digits(w, digits);
                     })
                     .record(6, |w| {
-                        w.bigsize(r.resolved.len() as u64);
-                        for id in &r.resolved {
-                            w.u64(*id);
-                        }
+                        w.u64_list(&r.resolved);
                     })
                     .record(8, |w| {
                         w.amount(r.branch_values[0]).amount(r.branch_values[1]);
@@ -695,14 +692,7 @@ impl Msg {
                                 _ => return Err(DecodeError::InvalidValue("pending reset")),
                             })
                         }
-                        6 => {
-                            let n = read_count(r, 8, usize::MAX)?;
-                            let mut ids = Vec::with_capacity(n);
-                            for _ in 0..n {
-                                ids.push(r.u64()?);
-                            }
-                            resolved = Some(ids);
-                        }
+                        6 => resolved = Some(r.u64_list()?),
                         8 => values = Some([r.amount("value")?, r.amount("value")?]),
                         10 => f.sigs = Some(read_sigs(r, "branch signature")?),
                         12 => {

@@ -370,10 +370,7 @@ impl Msg {
                     w.u64(r.number);
                 })
                 .record(2, |w| {
-                    w.bigsize(r.resolved.len() as u64);
-                    for id in &r.resolved {
-                        w.u64(*id);
-                    }
+                    w.u64_list(&r.resolved);
                 });
                 if let Some(p) = &r.your_payment {
                     write_payment(&mut t, p, 4);
@@ -549,17 +546,7 @@ impl Msg {
                 tlv.for_each(|ty, r| {
                     match ty {
                         0 => number = Some(r.u64()?),
-                        2 => {
-                            let n = r.bigsize()?;
-                            if n > (r.remaining() / 8) as u64 {
-                                return Err(DecodeError::Truncated);
-                            }
-                            let mut ids = Vec::with_capacity(n as usize);
-                            for _ in 0..n {
-                                ids.push(r.u64()?);
-                            }
-                            resolved = Some(ids);
-                        }
+                        2 => resolved = Some(r.u64_list()?),
                         4.. => {
                             let known = payment.read(ty - 4, r)?;
                             has_payment |= known;
