@@ -144,18 +144,18 @@ fn run(seed: &[u8; 32]) -> Result<[u8; 64], u32> {
         countersignatory: theirs,
     };
     let htlcs = [
-        CommitmentHtlc {
-            direction: HtlcDirection::Offered,
-            amount: MilliSats::from_msat(50_000_000),
-            payment_hash: PaymentPreimage([1; 32]).hash(),
-            cltv_expiry: 500_000,
-        },
-        CommitmentHtlc {
-            direction: HtlcDirection::Received,
-            amount: MilliSats::from_msat(70_000_000),
-            payment_hash: PaymentPreimage([2; 32]).hash(),
-            cltv_expiry: 500_100,
-        },
+        CommitmentHtlc::new(
+            HtlcDirection::Offered,
+            MilliSats::from_msat(50_000_000),
+            PaymentPreimage([1; 32]).hash(),
+            500_000,
+        ),
+        CommitmentHtlc::new(
+            HtlcDirection::Received,
+            MilliSats::from_msat(70_000_000),
+            PaymentPreimage([2; 32]).hash(),
+            500_100,
+        ),
     ];
     let state = CommitmentState {
         number,
