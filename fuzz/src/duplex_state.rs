@@ -209,6 +209,12 @@ impl Pair {
             self.wire.q[to].push_front(m);
             self.deliver(to, None, false);
         }
+        // Losses are what reconnection repairs: while both channels run off chain (no close
+        // started), from here on they must agree again once quiet.
+        let off_chain = self.ch.iter().all(|c| c.phase() == Phase::Open);
+        if off_chain {
+            self.lossy = false;
+        }
     }
 
     /// Delivers messages until none is in flight (at most `limit`).
