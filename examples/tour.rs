@@ -4,7 +4,8 @@
 //!    peer, completed, and checked by Bitcoin Core's script interpreter.
 //! 2. A Spilman channel: open, stream 1,000 payments, close, its on-chain footprint and picture.
 //! 3. A Lightning channel: open, HTLC payments both ways, a cheater punished, cooperative close.
-//! 4. A duplex channel: the tree's parameters, payments both ways, resets, picture, closes.
+//! 4. A duplex channel: the tree's parameters, payments both ways, resets (one completed after
+//!    a reconnection), picture, closes.
 //! 5. Persistence and hostile input: restore, a stale snapshot refused, a forged message refused
 //!    with the state unchanged.
 //! 6. One payment hash across a Spilman, a duplex and a Lightning channel: success, failure, and
@@ -525,6 +526,27 @@ fn duplex_section() -> Result<(), Error> {
     let fx = ch[1].pay(too_much, &signers[1])?;
     deliver(&mut ch, Role::Initiator, fx.send)?;
     show(&ch, "now bob pays it:");
+    // The connection drops in the middle of a reset: alice holds the new branch, bob never gets
+    // step (3). On the new connection both send `Reestablish` first; alice sends step (3) again.
+    let fx = ch[0].reset(&signers[0], tip)?;
+    let mut accepted = Vec::new();
+    for m in fx.send {
+        accepted.extend(ch[1].handle_message(m, &signers[1], tip)?.send);
+    }
+    let mut lost = 0;
+    for m in accepted {
+        lost += ch[0].handle_message(m, &signers[0], tip)?.send.len();
+    }
+    println!(
+        "   connection lost with {lost} message in flight: bob still waits for the reset ({})",
+        ch[1].is_resetting()
+    );
+    let (from_alice, from_bob) = (ch[0].reestablish(), ch[1].reestablish());
+    let again = ch[0].handle_message(from_bob, &signers[0], tip)?.send;
+    let _ = ch[1].handle_message(from_alice, &signers[1], tip)?;
+    deliver(&mut ch, Role::Acceptor, again)?;
+    show(&ch, "reconnected, step (3) sent again:");
+    println!("   bob's counter {:?}, still waiting: {}", ch[1].digits(), ch[1].is_resetting());
     println!("   {} bytes on the wire; alice's snapshot is {} bytes\n", bytes, ch[0].snapshot().len());
 
     write_picture("duplex", &ch[0].to_dot())?;
