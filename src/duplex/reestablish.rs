@@ -101,10 +101,6 @@ impl Channel {
         if self.lost_state {
             return Ok(Effects::none());
         }
-        let signed = |e: CommandError| match e {
-            CommandError::Signer(s) => peer_error(Misbehaviour::Signer(s)),
-            _ => peer_error(Misbehaviour::BadDigits),
-        };
         match tree::compare(&r.digits, &self.digits) {
             core::cmp::Ordering::Greater => {
                 let awaiting_it = matches!(&self.reset,
@@ -133,10 +129,10 @@ impl Channel {
                 let after = [r.numbers[0].saturating_add(1), r.numbers[1].saturating_add(1)];
                 let mut fx = Effects::none();
                 fx.send.push(Msg::ResetFinish(ResetFinish { node_sig }));
-                let changed = self.sync_payments(after, &r.resolved, signer, &mut fx).map_err(signed)?;
+                let changed = self.sync_payments(after, &r.resolved, signer, &mut fx).map_err(refused)?;
                 if let ResetState::Proposed(p) = &self.reset {
                     // We proposed again since: it follows the step (3) and what came with it.
-                    let (msg, _) = self.propose_msg(p, signer).map_err(signed)?;
+                    let (msg, _) = self.propose_msg(p, signer).map_err(refused)?;
                     fx.send.push(Msg::ResetPropose(msg));
                 }
                 Ok(self.persist_if(changed, fx))
@@ -154,10 +150,7 @@ impl Channel {
             self.check_payment_proof(r)?;
             return Ok(self.lost());
         }
-        self.resync(r, signer).map_err(|e| match e {
-            CommandError::Signer(s) => peer_error(Misbehaviour::Signer(s)),
-            _ => peer_error(Misbehaviour::BadDigits),
-        })
+        self.resync(r, signer).map_err(refused)
     }
 
     /// Our signature on the node of the counterparty's newer branch that replaced ours: proof
@@ -167,7 +160,7 @@ impl Channel {
         let level = tree::first_difference(&self.digits, &r.digits).ok_or_else(unproven)?;
         let path = self.build_path(&r.digits, r.branch_values).ok_or_else(unproven)?;
         let tx = path.txs.get(level).ok_or_else(unproven)?;
-        let sig = r.your_branch_sigs.get(level - 1).ok_or_else(unproven)?;
+        let sig = level.checked_sub(1).and_then(|i| r.your_branch_sigs.get(i)).ok_or_else(unproven)?;
         self.verify_tree_by(tx, level, sig, Some(self.holder_keys.funding)).map_err(|_| unproven())
     }
 
@@ -277,5 +270,14 @@ impl Channel {
         let ch = &self.channels[self.role.index()];
         let Some(template) = self.template(self.role) else { return Ok(None) };
         Ok(template.resend(signer, ch.number, &ch.state)?)
+    }
+}
+
+/// A step of the resynchronisation that could not be made: the signer's refusal, or a claimed
+/// state whose branch cannot be built.
+fn refused(e: CommandError) -> PeerError {
+    match e {
+        CommandError::Signer(s) => peer_error(Misbehaviour::Signer(s)),
+        _ => peer_error(Misbehaviour::BadDigits),
     }
 }
