@@ -5,7 +5,7 @@
 mod common;
 
 use bitcoin::Amount;
-use common::route::open_spilman;
+use common::route::{open_spilman, spilman_payee_config, spilman_payer_config};
 use paychan::core::{BlockHeight, PaymentPreimage};
 use paychan::driving::{ChainTip, RestoreCheck};
 use paychan::spilman::{CommandError, Effects, Event, Misbehaviour, Msg, Payee, Payer, Reestablish};
@@ -194,4 +194,30 @@ fn a_forged_newer_payment_is_refused_and_changes_nothing() {
         assert_eq!(p.payer.snapshot(), before);
         assert!(!p.payer.has_lost_state());
     }
+}
+
+#[test]
+fn a_reestablish_before_the_channel_is_open_is_refused_and_changes_nothing() {
+    let keys = [
+        common::duplex::signer(paychan::duplex::Role::Initiator),
+        common::duplex::signer(paychan::duplex::Role::Acceptor),
+    ];
+    let (open_payer, open_payee, _) = open_spilman(&keys[0], &keys[1], EXPIRY, ChainTip::at(START));
+    let (Msg::Reestablish(from_payer), Msg::Reestablish(from_payee)) =
+        (open_payer.reestablish(), open_payee.reestablish())
+    else {
+        panic!("reestablish messages")
+    };
+    // A payee that only made its offer, and a payer that has not funded yet.
+    let (mut payee, fx) = Payee::new(spilman_payee_config(EXPIRY), &keys[1]);
+    let Some(Msg::Offer(offer)) = fx.send.first().cloned() else { panic!("offer") };
+    let before = payee.snapshot();
+    let err = payee.handle_message(Msg::Reestablish(from_payer), &keys[1], ChainTip::at(START)).expect_err("refused");
+    assert_eq!(err.kind, Misbehaviour::UnexpectedMessage);
+    assert_eq!(payee.snapshot(), before);
+    let mut payer = Payer::new(offer, spilman_payer_config(), &keys[0], ChainTip::at(START)).expect("offer acceptable");
+    let before = payer.snapshot();
+    let err = payer.handle_message(Msg::Reestablish(from_payee), &keys[0], ChainTip::at(START)).expect_err("refused");
+    assert_eq!(err.kind, Misbehaviour::UnexpectedMessage);
+    assert_eq!(payer.snapshot(), before);
 }

@@ -162,6 +162,34 @@ fn check_fx<M, E>(fx: &Effects<M, E>, snapshot: Vec<u8>, what: &str) {
     }
 }
 
+/// The payee terms of [`open_spilman`]: CLTV variant, refundable at `expiry`.
+pub fn spilman_payee_config(expiry: u32) -> spilman::PayeeConfig {
+    spilman::PayeeConfig {
+        variant: spilman::Variant::Cltv,
+        payee_script: spilman_script(false),
+        expiry: BlockHeight(expiry),
+        min_first_payment: Amount::from_sat(10_000),
+        dust_limit: Amount::from_sat(546),
+        payment_fee: Amount::from_sat(500),
+        close_margin: CLOSE_MARGIN,
+        htlc_min_blocks: 12,
+        min_depth: 0,
+        claim_fee: Amount::from_sat(300),
+    }
+}
+
+/// The payer choices of [`open_spilman`]: 1,000,000 sat, a first payment of 10,000.
+pub fn spilman_payer_config() -> spilman::PayerConfig {
+    spilman::PayerConfig {
+        capacity: Amount::from_sat(1_000_000),
+        payer_script: spilman_script(true),
+        refund_fee: Amount::from_sat(500),
+        claim_fee: Amount::from_sat(300),
+        first_payment: Amount::from_sat(10_000),
+        max_lifetime: 10_000,
+    }
+}
+
 /// Opens a Spilman channel (CLTV variant, 1,000,000 sat) from `payer_keys` to `payee_keys`,
 /// refundable at `expiry`, through the wire encoding. Returns the payer, the payee and the funding
 /// transaction (not yet on any chain).
@@ -171,36 +199,9 @@ pub fn open_spilman(
     expiry: u32,
     tip: ChainTip,
 ) -> (spilman::Payer, spilman::Payee, Transaction) {
-    let (mut payee, fx) = spilman::Payee::new(
-        spilman::PayeeConfig {
-            variant: spilman::Variant::Cltv,
-            payee_script: spilman_script(false),
-            expiry: BlockHeight(expiry),
-            min_first_payment: Amount::from_sat(10_000),
-            dust_limit: Amount::from_sat(546),
-            payment_fee: Amount::from_sat(500),
-            close_margin: CLOSE_MARGIN,
-            htlc_min_blocks: 12,
-            min_depth: 0,
-            claim_fee: Amount::from_sat(300),
-        },
-        payee_keys,
-    );
+    let (mut payee, fx) = spilman::Payee::new(spilman_payee_config(expiry), payee_keys);
     let Some(spilman::Msg::Offer(offer)) = fx.send.first().map(sp_wire) else { panic!("offer") };
-    let mut payer = spilman::Payer::new(
-        offer,
-        spilman::PayerConfig {
-            capacity: Amount::from_sat(1_000_000),
-            payer_script: spilman_script(true),
-            refund_fee: Amount::from_sat(500),
-            claim_fee: Amount::from_sat(300),
-            first_payment: Amount::from_sat(10_000),
-            max_lifetime: 10_000,
-        },
-        payer_keys,
-        tip,
-    )
-    .expect("offer acceptable");
+    let mut payer = spilman::Payer::new(offer, spilman_payer_config(), payer_keys, tip).expect("offer acceptable");
     let funding = paychan::testing::wallet::unsigned_funding(
         OutPoint { txid: Txid::from_byte_array([0x51; 32]), vout: 0 },
         vec![payer.funding_output()],
