@@ -186,13 +186,12 @@ impl ScriptBytes {
         }
     }
 
-    fn finish(self, anchors: bool) -> WitnessScript {
-        let mut s = self;
+    fn finish(mut self, anchors: bool) -> WitnessScript {
         if anchors {
-            s.opcodes(&[OP_PUSHNUM_1, OP_CSV, OP_DROP]);
+            self.opcodes(&[OP_PUSHNUM_1, OP_CSV, OP_DROP]);
         }
-        s.opcodes(&[OP_ENDIF]);
-        WitnessScript(ScriptBuf::from_bytes(s.buf.get(..s.len).unwrap_or_default().to_vec()))
+        self.opcodes(&[OP_ENDIF]);
+        WitnessScript(ScriptBuf::from_bytes(self.buf.get(..self.len).unwrap_or_default().to_vec()))
     }
 }
 

@@ -194,7 +194,8 @@ impl Channel {
                 // It paid since: its payment follows, and abandons the proposal.
             }
             (ResetState::AwaitingFinish { proposal, .. }, Some(PendingReset::Proposed(d))) if *d == proposal.digits => {
-                fx.send.push(Msg::ResetAccept(self.accept_msg(proposal, signer)?));
+                let path = self.build_path(&proposal.digits, proposal.values).ok_or(CommandError::Netting)?;
+                fx.send.push(Msg::ResetAccept(self.accept_msg(proposal, &path, signer)?));
             }
             (ResetState::Idle, Some(PendingReset::Accepted(d)))
                 if tree::successor(&self.terms.params, self.counter_floor()).is_some_and(|(next, _)| next == *d) =>
@@ -221,8 +222,7 @@ impl Channel {
             return fx;
         }
         let mut persisted = self.persist();
-        persisted.send = fx.send;
-        persisted.events = fx.events;
+        persisted.merge(fx);
         persisted
     }
 

@@ -257,13 +257,14 @@ impl Channel {
         Ok((msg, leaf_txid))
     }
 
-    /// Step (2) for `proposal` (deterministic, as [`Channel::propose_msg`]).
+    /// Step (2) for `proposal`, whose new branch is `path` (deterministic, as
+    /// [`Channel::propose_msg`]).
     pub(super) fn accept_msg<S: Signer + ?Sized>(
         &self,
         proposal: &Proposal,
+        path: &BuiltBranch,
         signer: &S,
     ) -> Result<ResetAccept, CommandError> {
-        let path = self.build_path(&proposal.digits, proposal.values).ok_or(CommandError::Netting)?;
         let leaf_txid = path.leaf_txid().ok_or(CommandError::Netting)?;
         let d = self.terms.params.depth();
         let node_sigs = self.sign_nodes(signer, &path.txs, proposal.level..=d)?;
@@ -377,7 +378,7 @@ impl Channel {
             values: netted.values,
             bases: netted.bases,
         };
-        let accept = self.accept_msg(&proposal, signer).map_err(signer_error)?;
+        let accept = self.accept_msg(&proposal, &path, signer).map_err(signer_error)?;
         self.reserved = Some((p.digits, leaf_txid));
         self.reset = ResetState::AwaitingFinish { proposal, node_sigs: their_node_sigs, base_sig: p.base_sig };
         let mut fx = self.persist();

@@ -120,8 +120,7 @@ impl Payee {
         }
         // Every send follows a persisted update.
         let mut persisted = self.persist();
-        persisted.send = fx.send;
-        persisted.events = fx.events;
+        persisted.merge(fx);
         Ok(persisted)
     }
 }
