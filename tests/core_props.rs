@@ -8,8 +8,8 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use bitcoin::{Amount, OutPoint, Txid};
 use paychan::core::commitment::fees::{is_htlc_trimmed, ANCHOR_OUTPUT_VALUE};
 use paychan::core::commitment::{
-    build_commitment, ChannelType, CommitmentHtlc, CommitmentKeys, CommitmentNumber, CommitmentParams, CommitmentState,
-    FeeratePerKw, HtlcDirection, ObscuringFactor, OutputRole,
+    build_commitment, build_commitment_capping_fee, ChannelType, CommitmentError, CommitmentHtlc, CommitmentKeys,
+    CommitmentNumber, CommitmentParams, CommitmentState, FeeratePerKw, HtlcDirection, ObscuringFactor, OutputRole,
 };
 use paychan::core::keys::*;
 use paychan::core::shachain::{generate_from_seed, SecretStore, ShachainError, MAX_INDEX};
@@ -139,8 +139,6 @@ proptest! {
             feerate,
             htlcs: &list,
         };
-        let built = build_commitment(&params, &keys, &state).unwrap();
-
         // The model.
         let dust_amt = Amount::from_sat(dust);
         let untrimmed: Vec<&CommitmentHtlc> = list.iter().filter(|h| !is_htlc_trimmed(channel_type, h.direction() == HtlcDirection::Offered, h.amount(), dust_amt, feerate)).collect();
@@ -148,6 +146,20 @@ proptest! {
         let base_fee = u64::from(feerate.0) * weight / 1000;
         let anchor_cost = if anchors { 2 * ANCHOR_OUTPUT_VALUE.to_sat() } else { 0 };
         let (funder, other) = if local_is_funder { (to_local, to_remote) } else { (to_remote, to_local) };
+        // A funder that cannot pay the fee is refused (typed error), never silently capped; BOLT
+        // #3's capped rule is the other builder.
+        let pays = funder >= (base_fee + anchor_cost) * 1000;
+        let built = match build_commitment(&params, &keys, &state) {
+            Ok(built) => {
+                prop_assert!(pays);
+                built
+            }
+            Err(CommitmentError::FunderCannotPayFee) => {
+                prop_assert!(!pays);
+                build_commitment_capping_fee(&params, &keys, &state).unwrap()
+            }
+            Err(e) => return Err(TestCaseError::fail(format!("{e}"))),
+        };
         let funder_after = funder.saturating_sub((base_fee + anchor_cost) * 1000) / 1000;
         let other_after = other / 1000;
         let funder_out = if funder_after >= dust { funder_after } else { 0 };

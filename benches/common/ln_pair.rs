@@ -11,7 +11,7 @@ use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::{MilliSats, PaymentPreimage};
 use paychan::driving::{ChainEvent, ChainTip, ChannelId};
-use paychan::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams};
+use paychan::lightning::{Channel, ChannelConfig, DustExposure, Effects, Event, Msg, OnionPacket, OpenParams};
 
 #[derive(Clone)]
 pub(crate) struct Peer {
@@ -49,7 +49,7 @@ pub(crate) fn config() -> ChannelConfig {
     ChannelConfig {
         max_accepted_htlcs: 483,
         minimum_depth: 1,
-        max_dust_exposure: MilliSats::from_msat(u64::MAX / 2),
+        max_dust_exposure: DustExposure::Fixed(MilliSats::from_msat(u64::MAX / 2)),
         ..ChannelConfig::default_for([6; 32], ChannelType::AnchorsZeroFeeHtlc)
     }
 }

@@ -18,7 +18,7 @@ use paychan::core::sign::InMemorySigner;
 use paychan::core::{BlockHeight, MilliSats};
 use paychan::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck};
 use paychan::lightning::{
-    Balances, Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams, PenaltyRecord, Phase, Record, Side,
+    Balances, Channel, ChannelConfig, DustExposure, Effects, Event, Msg, OnionPacket, OpenParams, PenaltyRecord, Phase, Record, Side,
 };
 
 use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
@@ -39,7 +39,7 @@ const B: usize = 1;
 pub fn config(channel_type: ChannelType) -> ChannelConfig {
     ChannelConfig {
         max_accepted_htlcs: 30,
-        max_dust_exposure: MilliSats::from_msat(50_000_000),
+        max_dust_exposure: DustExposure::Fixed(MilliSats::from_msat(50_000_000)),
         minimum_depth: 1,
         ..ChannelConfig::default_for(CHAIN, channel_type)
     }

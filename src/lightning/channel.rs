@@ -147,6 +147,9 @@ pub struct Channel {
     /// taken on this connection (what follows may build on the refused message). Connection
     /// state, not channel state: not in the snapshot.
     pub(crate) refused_on_this_connection: bool,
+    /// The embedder's latest fee estimate for commitments ([`Channel::handle_fee_estimate`]). An
+    /// input like the connection: not in the snapshot (feed it again after a restore).
+    pub(crate) fee_estimate: Option<u32>,
     /// Restored from a version-1 snapshot, whose onions were inline: the next update appends
     /// them as records (the version-2 snapshot it persists refers to them). Not in the snapshot.
     pub(crate) onions_to_append: bool,

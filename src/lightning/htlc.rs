@@ -163,6 +163,8 @@ pub struct Htlc {
     pub removed_from_remote: Option<u64>,
     /// `RIPEMD160(payment_hash)`, for its scripts in every commitment it appears in.
     pub(crate) payment_ripemd: [u8; 20],
+    /// (Offered to us) it breaks our policy: fail it back once irrevocably committed.
+    pub(crate) refusal: Option<super::HtlcRefusal>,
 }
 
 impl Htlc {

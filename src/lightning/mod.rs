@@ -40,6 +40,7 @@ mod channel;
 mod close;
 mod dot;
 pub mod htlc;
+mod limits;
 pub mod msgs;
 mod normal;
 pub mod onchain;
@@ -70,6 +71,10 @@ pub type Effects = driving::Effects<Msg, Event>;
 pub type PeerError = driving::PeerError<Misbehaviour>;
 
 /// This node's channel policy: what it announces and what it accepts.
+///
+/// Every bound here is a defence against a peer that sends only well-formed, validly signed
+/// messages but picks hostile values; each field names the attack it stops. Start from
+/// [`ChannelConfig::default_for`] and change what you need.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct ChannelConfig {
     /// Genesis block hash of the chain (`chain_hash`).
@@ -78,31 +83,91 @@ pub struct ChannelConfig {
     pub channel_type: ChannelType,
     /// Our dust limit (outputs of our commitments below it are trimmed).
     pub dust_limit: Amount,
-    /// Most value the peer may have in HTLCs offered to us at once.
+    /// Most value the peer may have in HTLCs offered to us at once (channel jamming by value).
     pub max_htlc_value_in_flight: MilliSats,
-    /// Reserve the peer must keep on its side.
+    /// Reserve the peer must keep on its side: what it loses if it publishes a revoked
+    /// commitment, so that cheating always costs something.
     pub channel_reserve: Amount,
     /// Smallest HTLC we accept.
     pub htlc_minimum: MilliSats,
-    /// Delay we impose on the peer's own outputs.
+    /// Delay we impose on the peer's own outputs: our time to punish a revoked commitment.
     pub to_self_delay: u16,
-    /// Most HTLCs the peer may offer us at once (at most 483).
+    /// Most HTLCs the peer may offer us at once, at most 483 (channel jamming by count).
     pub max_accepted_htlcs: u16,
-    /// Confirmations of the funding transaction before the channel is used.
+    /// Confirmations of the funding transaction before the channel is used (a funding
+    /// transaction reorganised away after the channel was used loses what was paid to us).
     pub minimum_depth: u32,
-    /// Largest delay we accept on our own outputs.
+    /// Largest delay we accept on our own outputs: a peer asking more would lock our money for
+    /// that long after every unilateral close.
     pub max_to_self_delay: u16,
-    /// Lowest fee rate we accept in the peer's `open_channel`/`update_fee`.
+    /// Most reserve the peer may ask us to keep, in millionths of the capacity (never less than
+    /// [`RESERVE_FLOOR`]). A peer asking for the whole capacity as reserve would make our balance
+    /// unspendable, and a reserve that large is what lets a hostile dust limit pass BOLT #2's
+    /// `dust_limit <= reserve` rule. Default 10,000 (1 %, as BOLT #2 recommends).
+    pub max_peer_reserve_ppm: u32,
+    /// Lowest fee rate (sat per 1000 weight) we accept in the peer's `open_channel` or
+    /// `update_fee`, whatever the estimate: a commitment below it may never confirm.
     pub min_feerate: u32,
-    /// Highest fee rate we accept.
+    /// Highest fee rate we accept, whatever the estimate: a funder paying absurd fees burns
+    /// the channel's value (ours too, since our HTLCs are trimmed into fees as the rate rises).
     pub max_feerate: u32,
-    /// Most value we accept in HTLCs that would be trimmed (dust) on either commitment.
-    pub max_dust_exposure: MilliSats,
+    /// Once the embedder gave a fee estimate ([`Channel::handle_fee_estimate`]): lowest fee rate
+    /// we accept from the peer, in percent of the estimate (a commitment that cannot confirm in
+    /// time cannot protect our HTLCs or punish a revoked state). Default 50.
+    pub min_feerate_percent_of_estimate: u32,
+    /// Once the embedder gave a fee estimate: highest fee rate we accept from the peer, as a
+    /// multiple of the estimate (a funder inflating the rate siphons our HTLCs into fees when
+    /// they become dust). Default 10.
+    pub max_feerate_multiple_of_estimate: u32,
+    /// (Funder) how far the estimate must move from the commitment's fee rate, in percent of that
+    /// rate, before the channel sends `update_fee` by itself. Default 20.
+    pub fee_update_margin_percent: u32,
+    /// Most value in HTLCs trimmed to dust (so paid to miners if the channel goes on chain) on
+    /// either commitment, counting HTLCs in both directions (BOLT #2
+    /// `max_dust_htlc_exposure_msat`). Stops dust floods and fee updates that trim our HTLCs.
+    pub max_dust_exposure: DustExposure,
+}
+
+/// The smallest reserve [`ChannelConfig::max_peer_reserve_ppm`] always allows (what LDK asks
+/// of small channels).
+pub const RESERVE_FLOOR: Amount = Amount::from_sat(1_000);
+
+/// The limit on HTLC value trimmed to dust ([`ChannelConfig::max_dust_exposure`]).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum DustExposure {
+    /// A fixed limit.
+    Fixed(MilliSats),
+    /// This many msat per sat/kw of fee rate: the higher of the embedder's estimate and the
+    /// channel's fee rate (as LDK's default: more HTLCs are dust when fees are high, so the limit
+    /// follows the fee market).
+    FeerateMultiplier(u64),
+}
+
+impl DustExposure {
+    /// The limit at `feerate_per_kw`.
+    pub fn limit_at(self, feerate_per_kw: u32) -> MilliSats {
+        match self {
+            DustExposure::Fixed(limit) => limit,
+            DustExposure::FeerateMultiplier(m) => MilliSats::from_msat(m.saturating_mul(u64::from(feerate_per_kw))),
+        }
+    }
 }
 
 impl ChannelConfig {
-    /// A sensible policy for `chain_hash` and `channel_type`: 354-sat dust limit, 1% reserve is
-    /// set per channel by the opener, 144-block delays, 30 HTLCs, 3 confirmations.
+    /// A sensible policy for `chain_hash` and `channel_type`: 354-sat dust limit, a 1,000-sat
+    /// reserve asked of the peer and at most 1 % (or 1,000 sat) accepted from it, 144-block
+    /// delays, 30 HTLCs, 3 confirmations, fee rates within 253..=100,000 sat/kw and within
+    /// 50 %..10× of the estimate, dust exposure 10,000 msat per sat/kw.
+    ///
+    /// ```
+    /// use paychan::core::commitment::ChannelType;
+    /// use paychan::lightning::{ChannelConfig, DustExposure};
+    ///
+    /// let config = ChannelConfig::default_for([0; 32], ChannelType::AnchorsZeroFeeHtlc);
+    /// // At 2,500 sat/kw up to 25,000 sat may sit in dust HTLCs.
+    /// assert_eq!(config.max_dust_exposure.limit_at(2_500).to_msat(), 25_000_000);
+    /// assert_eq!(config.max_dust_exposure, DustExposure::FeerateMultiplier(10_000));
+    /// ```
     pub fn default_for(chain_hash: [u8; 32], channel_type: ChannelType) -> Self {
         ChannelConfig {
             chain_hash,
@@ -115,10 +180,20 @@ impl ChannelConfig {
             max_accepted_htlcs: 30,
             minimum_depth: 3,
             max_to_self_delay: 2016,
+            max_peer_reserve_ppm: 10_000,
             min_feerate: 253,
             max_feerate: 100_000,
-            max_dust_exposure: MilliSats::from_msat(5_000_000),
+            min_feerate_percent_of_estimate: 50,
+            max_feerate_multiple_of_estimate: 10,
+            fee_update_margin_percent: 20,
+            max_dust_exposure: DustExposure::FeerateMultiplier(10_000),
         }
+    }
+
+    /// The most reserve we accept to keep in a channel of `capacity`.
+    pub(crate) fn max_peer_reserve(&self, capacity: Amount) -> Amount {
+        let share = u128::from(capacity.to_sat()) * u128::from(self.max_peer_reserve_ppm) / 1_000_000;
+        Amount::from_sat(u64::try_from(share).unwrap_or(u64::MAX)).max(RESERVE_FLOOR)
     }
 }
 
@@ -192,6 +267,18 @@ pub enum Event {
         /// Its id.
         id: u64,
     },
+    /// An HTLC offered to us is irrevocably committed but breaks our policy in a way the peer
+    /// could not know when it offered it: the channel fails it back by itself (the
+    /// `update_fail_htlc` is in the same [`Effects`]) and it is never reported as
+    /// [`Event::HtlcReceived`]: do not forward or settle it.
+    HtlcRefused {
+        /// Its id.
+        id: u64,
+        /// Payment hash.
+        payment_hash: PaymentHash,
+        /// Why.
+        reason: HtlcRefusal,
+    },
     /// The peer asked to close; no new HTLCs will be accepted.
     ShutdownReceived,
     /// The cooperative closing transaction was agreed and broadcast.
@@ -211,6 +298,51 @@ pub enum Event {
         /// The peer's text.
         data: alloc::vec::Vec<u8>,
     },
+}
+
+/// Why the channel fails back an HTLC offered to it ([`Event::HtlcRefused`]).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+#[non_exhaustive]
+pub enum HtlcRefusal {
+    /// Taking it would put more value in dust HTLCs than
+    /// [`ChannelConfig::max_dust_exposure`] allows: on chain, that value goes to miners, so a
+    /// peer flooding us with dust HTLCs could make us lose what we forwarded downstream.
+    DustExposure,
+    /// We fund the channel and, with it, could no longer pay the commitment fee at twice the fee
+    /// rate (BOLT #2's fee-spike buffer): a fee rise would leave the channel stuck.
+    FeeSpikeBuffer,
+}
+
+impl HtlcRefusal {
+    /// The BOLT #4 failure code the channel fails the HTLC with.
+    pub fn failure_code(self) -> u16 {
+        match self {
+            // temporary_channel_failure (UPDATE | 7)
+            HtlcRefusal::DustExposure | HtlcRefusal::FeeSpikeBuffer => 0x1007,
+        }
+    }
+
+    /// The failure reason sent in `update_fail_htlc`: the BOLT #4 failure message (code and an
+    /// empty `channel_update`), not yet wrapped in the onion's failure encryption.
+    pub(crate) fn reason(self) -> alloc::vec::Vec<u8> {
+        let code = self.failure_code().to_be_bytes();
+        alloc::vec![code[0], code[1], 0, 0]
+    }
+
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            HtlcRefusal::DustExposure => 1,
+            HtlcRefusal::FeeSpikeBuffer => 2,
+        }
+    }
+
+    pub(crate) fn from_byte(b: u8) -> Option<Self> {
+        match b {
+            1 => Some(HtlcRefusal::DustExposure),
+            2 => Some(HtlcRefusal::FeeSpikeBuffer),
+            _ => None,
+        }
+    }
 }
 
 /// What was wrong with a peer message.
@@ -233,8 +365,11 @@ pub enum Misbehaviour {
     HtlcId,
     /// An HTLC is below our minimum or zero.
     HtlcBelowMinimum,
-    /// Too many HTLCs, too much in flight, or too much dust exposure.
+    /// Too many HTLCs or too much in flight.
     HtlcLimits,
+    /// A fee update that would put more value in dust HTLCs than our limit
+    /// ([`ChannelConfig::max_dust_exposure`]).
+    DustExposure,
     /// The sender cannot afford the HTLC (reserve, fee).
     CannotAfford,
     /// `cltv_expiry` is not a block height.
@@ -283,7 +418,9 @@ impl fmt::Display for Misbehaviour {
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     use Misbehaviour::*;
     let action = match kind {
-        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal => Action::Warn,
+        // A refused fee update keeps our commitment at the old rate: no money at risk, so warn
+        // (BOLT #2 allows either) rather than pay for a force close the peer provoked.
+        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal | DustExposure => Action::Warn,
         Signer(_) => Action::Ignore,
         ReestablishMismatch => Action::Close,
         _ => Action::ForceClose,
@@ -300,10 +437,15 @@ pub enum CommandError {
     WrongPhase,
     /// Below the peer's `htlc_minimum_msat`, zero, or above what we can send.
     Amount,
-    /// The peer's HTLC count, in-flight or dust-exposure limits would be exceeded.
+    /// The peer's HTLC count or in-flight limits would be exceeded.
     Limits,
+    /// Our dust exposure limit ([`ChannelConfig::max_dust_exposure`]) would be exceeded.
+    DustExposure,
     /// We could not afford it while keeping the reserve (and, as funder, the fee buffer).
     CannotAfford,
+    /// The peer funds the channel and could not pay the commitment fee our HTLC adds while
+    /// keeping its reserve (BOLT #2: the peer would have to fail the channel).
+    PeerCannotPayFee,
     /// The expiry is not a block height.
     BadExpiry,
     /// Unknown HTLC id, not irrevocably committed yet, or already being removed.

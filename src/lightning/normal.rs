@@ -7,25 +7,21 @@ use bitcoin::secp256k1::{ecdsa::Signature, PublicKey};
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{ecdsa, Amount};
 
-use super::channel::{Channel, Phase, View};
+use super::channel::{Channel, Phase};
 use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage, Step};
+use super::limits::{Breach, FEE_SPIKE_MULTIPLE};
 use super::msgs::{Msg, OnionPacket};
 use super::records::{OnionRecord, PenaltyRecord};
-use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError};
-use crate::core::commitment::fees::is_htlc_trimmed;
+use super::{peer_error, CommandError, Effects, Event, HtlcRefusal, Misbehaviour, PeerError};
 use crate::core::commitment::signatures::{
     sign_counterparty_commitment, verify_holder_signatures, CommitmentSignatures,
 };
-use crate::core::commitment::{CommitmentNumber, FeeratePerKw, HtlcDirection};
+use crate::core::commitment::CommitmentNumber;
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::keys::PerCommitmentSecret;
 use crate::core::shachain::MAX_INDEX;
 use crate::core::sign::Signer;
 use crate::core::units::MilliSats;
-
-/// A funder keeps enough to pay the commitment fee at this multiple of the current fee rate
-/// (BOLT #2's "fee spike buffer"), so a fee rise cannot strand its HTLCs.
-const FEE_SPIKE_MULTIPLE: u64 = 2;
 
 impl Channel {
     /// Whether updates may still be offered or accepted: the channel is open, no closing fee was
@@ -35,77 +31,6 @@ impl Channel {
         matches!(self.phase, Phase::Normal | Phase::ShuttingDown)
             && self.shutdown.last_fee_sent.is_none()
             && !self.is_off_chain_over()
-    }
-
-    /// The base fee plus anchors `owner`'s commitment in `view` charges its funder, and the total
-    /// of HTLCs trimmed in it.
-    fn fee_and_dust(&self, owner: Side, view: &View, feerate_multiple: u64) -> (MilliSats, MilliSats) {
-        let Some(params) = self.commitment_params(owner) else { return (MilliSats::ZERO, MilliSats::ZERO) };
-        let feerate = FeeratePerKw(view.feerate.saturating_mul(feerate_multiple as u32));
-        let mut untrimmed = 0usize;
-        let mut dust = MilliSats::ZERO;
-        for h in &view.state_htlcs {
-            let offered = h.direction() == HtlcDirection::Offered;
-            if is_htlc_trimmed(self.channel_type, offered, h.amount(), params.dust_limit, FeeratePerKw(view.feerate)) {
-                dust = dust.saturating_add(h.amount());
-            } else {
-                untrimmed += 1;
-            }
-        }
-        let fee = feerate.fee_for_weight(self.channel_type.commitment_weight(untrimmed))
-            + self.channel_type.anchor_value() * 2;
-        (MilliSats::from_amount(fee).unwrap_or(MilliSats::from_msat(u64::MAX)), dust)
-    }
-
-    fn balance_in(view: &View, owner: Side, side: Side) -> MilliSats {
-        if side == owner {
-            view.to_owner
-        } else {
-            view.to_other
-        }
-    }
-
-    /// Checks the limits the receiver of `offerer`'s HTLCs set, on both projected commitments.
-    fn check_offer_limits(&self, offerer: Side, fee_multiple: u64) -> Result<(), Misbehaviour> {
-        let (Some(cp), holder) = (self.counterparty.as_ref(), &self.holder) else {
-            return Err(Misbehaviour::UnexpectedMessage);
-        };
-        // The receiver's announced limits apply to what the offerer sends it.
-        let receiver = if offerer == Side::Holder { cp } else { holder };
-        let funder = if self.is_funder { Side::Holder } else { Side::Counterparty };
-        let mut dust_total = MilliSats::ZERO;
-        for owner in [Side::Holder, Side::Counterparty] {
-            // As receiver, judge the peer by what it could know when it offered.
-            let view = if offerer == Side::Counterparty {
-                self.peer_projected_view(owner)
-            } else {
-                self.projected_view(owner)
-            };
-            let (count, value) = view
-                .ids
-                .iter()
-                .zip(&view.state_htlcs)
-                .filter(|((o, _), _)| *o == offerer)
-                .fold((0usize, MilliSats::ZERO), |(c, v), (_, h)| (c + 1, v.saturating_add(h.amount())));
-            if count > usize::from(receiver.max_accepted_htlcs) || value > receiver.max_htlc_value_in_flight {
-                return Err(Misbehaviour::HtlcLimits);
-            }
-            let (fee, dust) = self.fee_and_dust(owner, &view, if offerer == funder { fee_multiple } else { 1 });
-            dust_total = dust_total.max(dust);
-            let mut balance = Self::balance_in(&view, owner, offerer);
-            if offerer == funder {
-                balance = balance.checked_sub(fee).ok_or(Misbehaviour::CannotAfford)?;
-            }
-            let reserve = MilliSats::from_amount(receiver.channel_reserve).unwrap_or(MilliSats::ZERO);
-            if balance < reserve {
-                return Err(Misbehaviour::CannotAfford);
-            }
-        }
-        // Dust exposure is our own policy on what we offer; the peer's is not announced.
-        if offerer == Side::Holder && dust_total > self.config.max_dust_exposure {
-            return Err(Misbehaviour::HtlcLimits);
-        }
-        Ok(())
     }
 
     /// Offers an HTLC to the peer and sends `update_add_htlc`; call [`Channel::commit`] to sign it.
@@ -151,12 +76,16 @@ impl Channel {
             first_remote_commitment: None,
             removed_from_remote: None,
             payment_ripemd: payment_hash.ripemd160(),
+            refusal: None,
         };
+        let before = self.dust_exposure(Side::Holder);
         let mut next = self.clone();
         next.htlcs.push(htlc);
-        next.check_offer_limits(Side::Holder, FEE_SPIKE_MULTIPLE).map_err(|e| match e {
-            Misbehaviour::HtlcLimits => CommandError::Limits,
-            _ => CommandError::CannotAfford,
+        next.check_update(Side::Holder, FEE_SPIKE_MULTIPLE, before).map_err(|e| match e {
+            Breach::HtlcLimits => CommandError::Limits,
+            Breach::DustExposure => CommandError::DustExposure,
+            Breach::OffererCannotAfford | Breach::FeeSpikeBuffer => CommandError::CannotAfford,
+            Breach::FunderCannotPayFee => CommandError::PeerCannotPayFee,
         })?;
         next.next_seq = seq;
         next.next_holder_htlc_id += 1;
@@ -255,10 +184,14 @@ impl Channel {
             return Err(CommandError::Fee);
         }
         let seq = self.next_seq + 1;
+        let before = self.dust_exposure(Side::Holder);
         let mut next = self.clone();
         next.supersede_fee_updates(Side::Holder);
         next.fee_updates.push(FeeUpdate { feerate_per_kw, progress: Progress::new(Side::Holder), seq });
-        next.check_offer_limits(Side::Holder, 1).map_err(|_| CommandError::Fee)?;
+        next.check_update(Side::Holder, 1, before).map_err(|e| match e {
+            Breach::DustExposure => CommandError::DustExposure,
+            _ => CommandError::Fee,
+        })?;
         next.next_seq = seq;
         *self = next;
         let mut fx = self.persist();
@@ -366,6 +299,7 @@ impl Channel {
             return Err(peer_error(Misbehaviour::BadExpiry));
         }
         let seq = self.next_seq + 1;
+        let before = self.dust_exposure(Side::Counterparty);
         let mut next = self.clone();
         next.htlcs.push(Htlc {
             id,
@@ -381,8 +315,20 @@ impl Channel {
             first_remote_commitment: None,
             removed_from_remote: None,
             payment_ripemd: payment_hash.ripemd160(),
+            refusal: None,
         });
-        next.check_offer_limits(Side::Counterparty, 1).map_err(peer_error)?;
+        // A hard limit broken is a protocol violation; our own policy (dust exposure, the fee
+        // spike buffer we keep as funder) the peer could not know: the HTLC is taken and failed
+        // back once irrevocably committed, never forwarded or settled.
+        match next.check_update(Side::Counterparty, 1, before) {
+            Ok(()) => {}
+            Err(Breach::DustExposure) => next.mark_refused(id, HtlcRefusal::DustExposure),
+            Err(Breach::FeeSpikeBuffer) => next.mark_refused(id, HtlcRefusal::FeeSpikeBuffer),
+            Err(Breach::HtlcLimits) => return Err(peer_error(Misbehaviour::HtlcLimits)),
+            Err(Breach::OffererCannotAfford | Breach::FunderCannotPayFee) => {
+                return Err(peer_error(Misbehaviour::CannotAfford))
+            }
+        }
         next.next_seq = seq;
         next.next_counterparty_htlc_id += 1;
         *self = next;
@@ -424,14 +370,20 @@ impl Channel {
         if self.is_funder {
             return Err(peer_error(Misbehaviour::NotFunder));
         }
-        if feerate_per_kw < self.config.min_feerate || feerate_per_kw > self.config.max_feerate {
+        if !self.acceptable_feerate(feerate_per_kw) {
             return Err(peer_error(Misbehaviour::Feerate));
         }
         let seq = self.next_seq + 1;
+        let before = self.dust_exposure(Side::Counterparty);
         let mut next = self.clone();
         next.supersede_fee_updates(Side::Counterparty);
         next.fee_updates.push(FeeUpdate { feerate_per_kw, progress: Progress::new(Side::Counterparty), seq });
-        next.check_offer_limits(Side::Counterparty, 1).map_err(|_| peer_error(Misbehaviour::Feerate))?;
+        next.check_update(Side::Counterparty, 1, before).map_err(|e| {
+            peer_error(match e {
+                Breach::DustExposure => Misbehaviour::DustExposure,
+                _ => Misbehaviour::Feerate,
+            })
+        })?;
         next.next_seq = seq;
         *self = next;
         Ok(self.persist())
@@ -543,11 +495,16 @@ impl Channel {
         next.counterparty_prev_point = None;
         next.counterparty_next_point = Some(next_point);
         let mut events = Vec::new();
+        let mut refused = Vec::new();
         for h in &mut next.htlcs {
             let was_committed = h.is_irrevocably_committed();
             let was_removed = h.is_removed();
             h.advance(Step::RecvRevoke);
             if h.offerer == Side::Counterparty && !was_committed && h.is_irrevocably_committed() {
+                if let Some(reason) = h.refusal {
+                    refused.push((h.id, reason));
+                    continue;
+                }
                 events.push(Event::HtlcReceived {
                     id: h.id,
                     amount: h.amount,
@@ -568,6 +525,10 @@ impl Channel {
         let (records, more) = next.forget_resolved();
         events.extend(more);
         let mut send = Vec::new();
+        for (id, reason) in refused {
+            send.push(next.fail_back(id, reason));
+            events.push(Event::HtlcRefused { id, payment_hash: next.payment_hash_of(id), reason });
+        }
         if next.has_pending_for(Side::Counterparty) {
             send.push(next.sign_next_counterparty(signer).map_err(|_| peer_error(Misbehaviour::Keys))?);
         }
@@ -624,20 +585,66 @@ impl Channel {
         (records, events)
     }
 
-    /// Our balance we could still offer now (after reserve and, as funder, fees), an estimate.
-    pub fn available_to_send(&self) -> MilliSats {
-        let view = self.projected_view(Side::Counterparty);
-        let (fee, _) = self.fee_and_dust(Side::Counterparty, &view, FEE_SPIKE_MULTIPLE);
-        let reserve = self
-            .counterparty
-            .as_ref()
-            .and_then(|c| MilliSats::from_amount(c.channel_reserve))
-            .unwrap_or(MilliSats::ZERO);
-        let mut b = view.to_other.saturating_sub(reserve);
-        if self.is_funder {
-            b = b.saturating_sub(fee);
+    /// Marks an HTLC offered to us to be failed back once committed.
+    fn mark_refused(&mut self, id: u64, reason: HtlcRefusal) {
+        if let Some(h) = self.find_htlc_mut(Side::Counterparty, id) {
+            h.refusal = Some(reason);
         }
-        b
+    }
+
+    fn payment_hash_of(&self, id: u64) -> PaymentHash {
+        self.find_htlc(Side::Counterparty, id).map_or(PaymentHash([0; 32]), |h| h.payment_hash)
+    }
+
+    /// Starts failing back a refused HTLC offered to us (now irrevocably committed); returns the
+    /// `update_fail_htlc` to send before the `commitment_signed` that covers it.
+    fn fail_back(&mut self, id: u64, reason: HtlcRefusal) -> Msg {
+        let seq = self.next_seq();
+        let bytes = reason.reason();
+        if let Some(h) = self.find_htlc_mut(Side::Counterparty, id) {
+            h.remove = Some((Resolution::Fail(bytes.clone()), Progress::new(Side::Holder)));
+            h.remove_seq = seq;
+        }
+        Msg::UpdateFailHtlc { channel_id: self.channel_id, id, reason: bytes }
+    }
+
+    /// Whether the peer's fee rate is acceptable: within the configured bounds and, once we have
+    /// an estimate, within the configured share and multiple of it.
+    pub(crate) fn acceptable_feerate(&self, feerate_per_kw: u32) -> bool {
+        let c = &self.config;
+        let absolute = feerate_per_kw >= c.min_feerate && feerate_per_kw <= c.max_feerate;
+        absolute
+            && self.fee_estimate.is_none_or(|e| {
+                let (f, e) = (u64::from(feerate_per_kw), u64::from(e));
+                f * 100 >= e * u64::from(c.min_feerate_percent_of_estimate)
+                    && f <= e.saturating_mul(u64::from(c.max_feerate_multiple_of_estimate))
+            })
+    }
+
+    /// Takes the embedder's current fee estimate for commitment transactions (sat per 1000
+    /// weight): a sans-I/O input like the chain tip. Feed it when the channel is created, after
+    /// every restore and whenever the estimate moves.
+    ///
+    /// The peer's `update_fee` is then judged against it
+    /// ([`ChannelConfig::min_feerate_percent_of_estimate`](super::ChannelConfig::min_feerate_percent_of_estimate)
+    /// and [`max_feerate_multiple_of_estimate`](super::ChannelConfig::max_feerate_multiple_of_estimate)),
+    /// the dust-exposure limit follows it, and, as funder, the channel sends `update_fee` by itself
+    /// (returned here; call [`Channel::commit`] to sign it) once the estimate, kept within
+    /// `min_feerate..=max_feerate`, is more than
+    /// [`fee_update_margin_percent`](super::ChannelConfig::fee_update_margin_percent) away from the
+    /// rate of our latest fee update, if we can afford it.
+    pub fn handle_fee_estimate(&mut self, feerate_per_kw: u32) -> Effects {
+        self.fee_estimate = Some(feerate_per_kw);
+        if !self.is_funder || !self.is_open_for_updates() {
+            return Effects::none();
+        }
+        let target = feerate_per_kw.clamp(self.config.min_feerate.max(253), self.config.max_feerate.max(253));
+        let current = u64::from(self.projected_view(Side::Counterparty).feerate);
+        let margin = current * u64::from(self.config.fee_update_margin_percent) / 100;
+        if u64::from(target).abs_diff(current) <= margin {
+            return Effects::none();
+        }
+        self.update_fee(target).unwrap_or_else(|_| Effects::none())
     }
 
     /// The fee rate of our latest commitment.

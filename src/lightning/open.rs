@@ -12,7 +12,7 @@ use super::channel::{Channel, Phase, Shutdown, SideParams};
 use super::htlc::Side;
 use super::msgs::{AcceptChannel, Msg, OpenChannel, OpenTlvs, FEATURE_ANCHORS_ZERO_FEE_HTLC, FEATURE_STATIC_REMOTEKEY};
 use super::{peer_error, ChannelConfig, CommandError, Effects, Event, Misbehaviour, OpenError, OpenParams, PeerError};
-use crate::core::commitment::fees::MIN_DUST_LIMIT;
+use crate::core::commitment::fees::{MAX_DUST_LIMIT, MIN_DUST_LIMIT};
 use crate::core::commitment::signatures::{
     sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures,
 };
@@ -63,6 +63,11 @@ fn pubkeys_of(
 
 /// Checks what the peer announced about itself against our policy. `acceptor_reserve` is the
 /// reserve `open_channel` asks of the acceptor: the dust limits must not exceed it (BOLT #2).
+///
+/// The peer's dust limit must be a standard one (354 to 546 sat): outputs of its commitment below
+/// it are dropped into fees, so a peer announcing a huge dust limit (allowed by BOLT #2 as long as
+/// it is below the reserve) would burn our balance on its commitment and in the cooperative close.
+/// The reserve it asks of us is bounded by [`ChannelConfig::max_peer_reserve_ppm`].
 fn check_peer_side(
     config: &ChannelConfig,
     p: &SideParams,
@@ -71,7 +76,9 @@ fn check_peer_side(
     acceptor_reserve: Amount,
 ) -> Result<(), Misbehaviour> {
     let ok = p.dust_limit >= MIN_DUST_LIMIT
+        && p.dust_limit <= MAX_DUST_LIMIT
         && p.dust_limit <= acceptor_reserve
+        && p.channel_reserve <= config.max_peer_reserve(funding)
         && p.to_self_delay <= config.max_to_self_delay
         && p.max_accepted_htlcs >= 1
         && p.max_accepted_htlcs <= MAX_ACCEPTED_HTLCS
@@ -158,6 +165,7 @@ impl Channel {
             holder_next_point: None,
             refused_on_this_connection: false,
             onions_to_append: false,
+            fee_estimate: None,
         })
     }
 

@@ -11,7 +11,7 @@ use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage};
 use super::msgs::{OnionPacket, ONION_PACKET_LEN};
 use super::onchain::{Claim, ClaimKind, ClosingKind, OnChain};
 use super::records::{read_side, side_byte};
-use super::ChannelConfig;
+use super::{ChannelConfig, DustExposure, HtlcRefusal};
 use crate::core::commitment::signatures::CommitmentSignatures;
 use crate::core::commitment::ChannelType;
 use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
@@ -69,7 +69,49 @@ fn write_config(w: &mut Writer, c: &ChannelConfig) {
     w.bytes(&c.chain_hash).bool(c.channel_type.has_anchors()).amount(c.dust_limit);
     w.u64(c.max_htlc_value_in_flight.to_msat()).amount(c.channel_reserve).u64(c.htlc_minimum.to_msat());
     w.u16(c.to_self_delay).u16(c.max_accepted_htlcs).u32(c.minimum_depth).u16(c.max_to_self_delay);
-    w.u32(c.min_feerate).u32(c.max_feerate).u64(c.max_dust_exposure.to_msat());
+    w.u32(c.min_feerate).u32(c.max_feerate).u64(encode_dust_exposure(c.max_dust_exposure));
+}
+
+/// The dust-exposure limit in one u64, as older snapshots had a fixed limit in msat: a feerate
+/// multiplier has the top bit set (no fixed limit reaches 2^63 msat, more than all bitcoin).
+const DUST_MULTIPLIER_TAG: u64 = 1 << 63;
+
+fn encode_dust_exposure(d: DustExposure) -> u64 {
+    match d {
+        DustExposure::Fixed(v) => v.to_msat().min(DUST_MULTIPLIER_TAG - 1),
+        DustExposure::FeerateMultiplier(m) => (m & !DUST_MULTIPLIER_TAG) | DUST_MULTIPLIER_TAG,
+    }
+}
+
+fn decode_dust_exposure(v: u64) -> DustExposure {
+    if v & DUST_MULTIPLIER_TAG == 0 {
+        DustExposure::Fixed(MilliSats::from_msat(v))
+    } else {
+        DustExposure::FeerateMultiplier(v & !DUST_MULTIPLIER_TAG)
+    }
+}
+
+/// The fee-policy fields added after version 2 (record 3: odd, so older readers skip it), written
+/// only when they differ from [`ChannelConfig::default_for`]'s, which a snapshot without it gets.
+fn policy_fields(c: &ChannelConfig) -> Option<[u32; 4]> {
+    let fields = |c: &ChannelConfig| {
+        [
+            c.max_peer_reserve_ppm,
+            c.min_feerate_percent_of_estimate,
+            c.max_feerate_multiple_of_estimate,
+            c.fee_update_margin_percent,
+        ]
+    };
+    let ours = fields(c);
+    (ours != fields(&ChannelConfig::default_for(c.chain_hash, c.channel_type))).then_some(ours)
+}
+
+fn read_policy(r: &mut Reader<'_>, c: &mut ChannelConfig) -> Result<(), DecodeError> {
+    c.max_peer_reserve_ppm = r.u32()?;
+    c.min_feerate_percent_of_estimate = r.u32()?;
+    c.max_feerate_multiple_of_estimate = r.u32()?;
+    c.fee_update_margin_percent = r.u32()?;
+    Ok(())
 }
 
 fn channel_type(anchors: bool) -> ChannelType {
@@ -81,21 +123,20 @@ fn channel_type(anchors: bool) -> ChannelType {
 }
 
 fn read_config(r: &mut Reader<'_>) -> Result<ChannelConfig, DecodeError> {
-    Ok(ChannelConfig {
-        chain_hash: r.array()?,
-        channel_type: channel_type(r.bool("channel_type")?),
-        dust_limit: r.amount("dust_limit")?,
-        max_htlc_value_in_flight: MilliSats::from_msat(r.u64()?),
-        channel_reserve: r.amount("channel_reserve")?,
-        htlc_minimum: MilliSats::from_msat(r.u64()?),
-        to_self_delay: r.u16()?,
-        max_accepted_htlcs: r.u16()?,
-        minimum_depth: r.u32()?,
-        max_to_self_delay: r.u16()?,
-        min_feerate: r.u32()?,
-        max_feerate: r.u32()?,
-        max_dust_exposure: MilliSats::from_msat(r.u64()?),
-    })
+    let chain_hash = r.array()?;
+    let mut c = ChannelConfig::default_for(chain_hash, channel_type(r.bool("channel_type")?));
+    c.dust_limit = r.amount("dust_limit")?;
+    c.max_htlc_value_in_flight = MilliSats::from_msat(r.u64()?);
+    c.channel_reserve = r.amount("channel_reserve")?;
+    c.htlc_minimum = MilliSats::from_msat(r.u64()?);
+    c.to_self_delay = r.u16()?;
+    c.max_accepted_htlcs = r.u16()?;
+    c.minimum_depth = r.u32()?;
+    c.max_to_self_delay = r.u16()?;
+    c.min_feerate = r.u32()?;
+    c.max_feerate = r.u32()?;
+    c.max_dust_exposure = decode_dust_exposure(r.u64()?);
+    Ok(c)
 }
 
 fn stage_byte(s: Stage) -> u8 {
@@ -213,6 +254,7 @@ fn read_htlc(r: &mut Reader<'_>, version: u8) -> Result<(Htlc, bool), DecodeErro
         first_remote_commitment,
         removed_from_remote,
         payment_ripemd: payment_hash.ripemd160(),
+        refusal: None,
     };
     Ok((htlc, in_record))
 }
@@ -281,6 +323,12 @@ const MIN_HTLC_LEN: usize = 8 + 1 + 8 + 32 + 4 + 2 + 8 + 8 + 1 + 1 + 1 + 1;
 /// Bytes of one HTLC in record 20 (an upper bound for a short failure reason).
 const HTLC_RECORD_LEN: usize = 128;
 
+/// The HTLCs offered to us that we will fail back, if any.
+fn refusals(c: &Channel) -> Option<Vec<(u64, HtlcRefusal)>> {
+    let list: Vec<_> = c.htlcs.iter().filter_map(|h| h.refusal.map(|why| (h.id, why))).collect();
+    (!list.is_empty()).then_some(list)
+}
+
 pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     // Sized up front: with many HTLCs the state is large, and growing the buffer would copy it
     // several times.
@@ -295,6 +343,11 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
         write_config(w, &c.config);
         w.bool(c.channel_type.has_anchors()).bytes(&c.temporary_channel_id.0).bytes(&c.channel_id.0);
         w.amount(c.capacity).u64(c.push.to_msat()).u32(c.minimum_depth);
+    })
+    .optional(3, policy_fields(&c.config), |w, f| {
+        for v in f {
+            w.u32(v);
+        }
     })
     .optional(4, c.funding_outpoint.as_ref(), |w, o| {
         w.outpoint(o);
@@ -333,6 +386,13 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
         w.bigsize(c.htlcs.len() as u64);
         for h in &c.htlcs {
             write_htlc(w, h);
+        }
+    })
+    .optional(21, refusals(c).as_deref(), |w, list| {
+        // HTLCs offered to us that we fail back once committed (odd: older readers skip it).
+        w.bigsize(list.len() as u64);
+        for (id, why) in list {
+            w.u64(*id).u8(why.to_byte());
         }
     })
     .record(22, |w| {
@@ -506,6 +566,11 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
                     r.u32()?,
                 ));
             }
+            3 => {
+                // Follows record 2 (types increase), so the config is there to complete.
+                let (_, config, ..) = ident.as_mut().ok_or(DecodeError::MissingField("identity"))?;
+                read_policy(r, config)?;
+            }
             4 => funding_outpoint = Some(r.outpoint()?),
             6 => funding_tx = Some(r.transaction("funding_tx")?),
             8 => holder = Some(read_side_params(r)?),
@@ -571,6 +636,21 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
                     v.push(h);
                 }
                 htlcs = Some(v);
+            }
+            21 => {
+                let list = htlcs.as_mut().ok_or(DecodeError::MissingField("htlcs"))?;
+                let n = r.bigsize()?;
+                for _ in 0..n {
+                    let (id, why) = (r.u64()?, r.u8()?);
+                    let why = HtlcRefusal::from_byte(why).ok_or(DecodeError::InvalidValue("htlc refusal"))?;
+                    let h = list
+                        .iter_mut()
+                        .find(|h: &&mut Htlc| h.offerer == Side::Counterparty && h.id == id)
+                        .ok_or(DecodeError::InvalidValue("refusal of an unknown HTLC"))?;
+                    if h.refusal.replace(why).is_some() {
+                        return Err(DecodeError::InvalidValue("duplicate htlc refusal"));
+                    }
+                }
             }
             22 => {
                 let holder_script = read_opt_script(r)?;
@@ -695,6 +775,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         holder_next_point: None,
         refused_on_this_connection: false,
         onions_to_append: version == 1 && htlcs_have_onions,
+        fee_estimate: None,
     };
     Ok((channel, onions_in_records))
 }

@@ -11,7 +11,7 @@ use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
 use crate::core::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, ChannelId};
-use crate::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OpenParams, Phase};
+use crate::lightning::{Channel, ChannelConfig, DustExposure, Effects, Event, Msg, OpenParams, Phase};
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
@@ -49,11 +49,12 @@ pub struct Pair {
 /// The chain hash of the test network.
 pub const CHAIN: [u8; 32] = [6; 32];
 
-/// A channel configuration for tests: many HTLCs, a large dust exposure, depth 1.
+/// A channel configuration for tests: many HTLCs, a large fixed dust exposure (500,000 sat, so
+/// that random fee updates over dust-heavy traffic are not refused), depth 1.
 pub fn config(channel_type: ChannelType) -> ChannelConfig {
     ChannelConfig {
         max_accepted_htlcs: 483,
-        max_dust_exposure: MilliSats::from_msat(50_000_000),
+        max_dust_exposure: DustExposure::Fixed(MilliSats::from_msat(500_000_000)),
         minimum_depth: 1,
         ..ChannelConfig::default_for(CHAIN, channel_type)
     }

@@ -70,6 +70,9 @@ pub const ANCHOR_OUTPUT_VALUE: Amount = Amount::from_sat(330);
 /// The smallest dust limit BOLT #2 allows (Bitcoin Core's P2WSH dust threshold at 3 sat/vB,
 /// rounded up).
 pub const MIN_DUST_LIMIT: Amount = Amount::from_sat(354);
+/// The largest dust limit a channel accepts from its peer: Bitcoin Core's largest standard dust
+/// threshold (P2PKH at 3 sat/vB). Anything above it only lets the peer drop outputs into fees.
+pub const MAX_DUST_LIMIT: Amount = Amount::from_sat(546);
 
 /// A fee rate in satoshi per 1000 weight units (BOLT `feerate_per_kw`).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug, Default)]

@@ -193,6 +193,10 @@ pub enum CommitmentError {
     ValueMismatch,
     /// An amount overflowed.
     Overflow,
+    /// The funder's balance cannot pay the commitment fee and anchors. BOLT #3 would cap the fee
+    /// at what the funder has ([`build_commitment_capping_fee`]); a channel must never sign such a
+    /// commitment, since it would not pay the fee rate both sides agreed on.
+    FunderCannotPayFee,
 }
 
 impl fmt::Display for CommitmentError {
@@ -200,6 +204,7 @@ impl fmt::Display for CommitmentError {
         f.write_str(match self {
             CommitmentError::ValueMismatch => "balances and HTLCs do not add up to the channel capacity",
             CommitmentError::Overflow => "amount overflow",
+            CommitmentError::FunderCannotPayFee => "the funder cannot pay the commitment fee",
         })
     }
 }
@@ -278,16 +283,40 @@ pub struct HtlcTx {
 /// Builds the BOLT #3 commitment transaction.
 ///
 /// Outputs below the broadcaster's dust limit are left out, HTLCs that would not pay for their
-/// second-stage transaction are trimmed into the fee, the funder pays the fee (capped at what it
-/// has) and, with anchors, two 330-sat anchors; outputs are in BIP-0069 order with HTLC ties
-/// broken by `cltv_expiry`.
+/// second-stage transaction are trimmed into the fee, the funder pays the fee and, with anchors,
+/// two 330-sat anchors; outputs are in BIP-0069 order with HTLC ties broken by `cltv_expiry`.
 ///
 /// # Errors
-/// [`CommitmentError::ValueMismatch`] if balances plus HTLCs are not the funding value.
+/// [`CommitmentError::ValueMismatch`] if balances plus HTLCs are not the funding value;
+/// [`CommitmentError::FunderCannotPayFee`] if the funder's balance is below the fee plus anchors
+/// (never silently underpaid).
 pub fn build_commitment(
     params: &CommitmentParams,
     keys: &CommitmentKeys,
     state: &CommitmentState<'_>,
+) -> Result<BuiltCommitment, CommitmentError> {
+    build(params, keys, state, false)
+}
+
+/// [`build_commitment`] with BOLT #3's rule for a funder that cannot pay the whole fee: the fee
+/// is capped at what the funder has (its output disappears). Only for reproducing BOLT #3's test
+/// vectors and commitments built by others; a channel never signs such a commitment.
+///
+/// # Errors
+/// [`CommitmentError::ValueMismatch`] if balances plus HTLCs are not the funding value.
+pub fn build_commitment_capping_fee(
+    params: &CommitmentParams,
+    keys: &CommitmentKeys,
+    state: &CommitmentState<'_>,
+) -> Result<BuiltCommitment, CommitmentError> {
+    build(params, keys, state, true)
+}
+
+fn build(
+    params: &CommitmentParams,
+    keys: &CommitmentKeys,
+    state: &CommitmentState<'_>,
+    cap_fee: bool,
 ) -> Result<BuiltCommitment, CommitmentError> {
     let ct = params.channel_type;
     let mut total = state.to_broadcaster.checked_add(state.to_countersignatory).ok_or(CommitmentError::Overflow)?;
@@ -327,7 +356,11 @@ pub fn build_commitment(
         .ok_or(CommitmentError::Overflow)?;
     let (mut to_b, mut to_c) = (state.to_broadcaster, state.to_countersignatory);
     let funder = if params.broadcaster_is_funder { &mut to_b } else { &mut to_c };
-    *funder = funder.saturating_sub(funder_cost);
+    *funder = match funder.checked_sub(funder_cost) {
+        Some(left) => left,
+        None if cap_fee => MilliSats::ZERO,
+        None => return Err(CommitmentError::FunderCannotPayFee),
+    };
     let (to_b, to_c) = (to_b.to_amount_floor(), to_c.to_amount_floor());
 
     let has_b = to_b >= params.dust_limit;
