@@ -100,23 +100,34 @@ impl Pair {
     /// Opens a channel of `capacity` sat (a funds it, pushing `push_msat` to b) and runs it to
     /// `Normal`.
     pub fn open(channel_type: ChannelType, capacity: u64, push_msat: u64) -> Pair {
+        Self::open_with(config(channel_type), config(channel_type), capacity, push_msat, 2_500)
+    }
+
+    /// As [`Pair::open`] with each side's own policy and the initial fee rate.
+    pub fn open_with(
+        a_config: ChannelConfig,
+        b_config: ChannelConfig,
+        capacity: u64,
+        push_msat: u64,
+        feerate_per_kw: u32,
+    ) -> Pair {
         let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0));
         let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0));
         let tip = ChainTip::at(1_000);
         let (cha, fx) = Channel::open(
             OpenParams {
-                config: config(channel_type),
+                config: a_config,
                 temporary_channel_id: ChannelId([7; 32]),
                 funding: Amount::from_sat(capacity),
                 push: MilliSats::from_msat(push_msat),
-                feerate_per_kw: 2_500,
+                feerate_per_kw,
             },
             &sa,
             tip,
         )
         .expect("open");
         let Msg::OpenChannel(open) = wire(&fx.send[0]) else { panic!("open_channel") };
-        let (chb, fxb) = Channel::accept(&open, config(channel_type), &sb, tip).expect("accept");
+        let (chb, fxb) = Channel::accept(&open, b_config, &sb, tip).expect("accept");
         let a = Peer { ch: cha, signer: sa, events: vec![], persisted: vec![], records: vec![] };
         let mut b = Peer { ch: chb, signer: sb, events: vec![], persisted: vec![], records: vec![] };
         let mut to_a = VecDeque::new();
