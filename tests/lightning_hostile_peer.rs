@@ -235,7 +235,7 @@ fn dust_exposure_limit_scales_with_the_fee_estimate() {
     let ct = ChannelType::AnchorsZeroFeeHtlc;
     let many = ChannelConfig { max_accepted_htlcs: 483, ..honest(ct) };
     let mut p = Pair::open_with(config(ct), many, 1_000_000, 0, 2_500);
-    p.b.ch.handle_fee_estimate(10_000);
+    assert!(p.b.ch.handle_fee_estimate(10_000).send.is_empty(), "the fundee sends no update_fee");
     for n in 0..100u8 {
         let (_, fx) =
             p.a.ch.add_htlc(MilliSats::from_msat(350_000), PaymentPreimage([n; 32]).hash(), 2_000, onion()).unwrap();
@@ -350,7 +350,7 @@ fn non_funder_cannot_drain_the_funders_fee_and_reserve() {
 fn update_fee_far_from_our_estimate_is_refused() {
     let ct = ChannelType::AnchorsZeroFeeHtlc;
     let mut p = Pair::open_with(config(ct), honest(ct), 1_000_000, 300_000_000, 2_500);
-    p.b.ch.handle_fee_estimate(2_500);
+    assert!(p.b.ch.handle_fee_estimate(2_500).send.is_empty(), "the fundee sends no update_fee");
     let channel_id = p.b.ch.channel_id();
     for (rate, ok) in [(1_249, false), (1_250, true), (25_000, true), (25_001, false)] {
         let before = p.b.ch.snapshot();
@@ -364,7 +364,7 @@ fn update_fee_far_from_our_estimate_is_refused() {
             assert_eq!(e.kind, Misbehaviour::Feerate);
             assert_eq!(p.b.ch.snapshot(), before, "state byte-identical");
         }
-        p.b.ch.handle_disconnect();
+        let _ = p.b.ch.handle_disconnect();
     }
 }
 
