@@ -60,6 +60,7 @@ use bitcoin::{Amount, ScriptBuf, Txid};
 
 use crate::core::commitment::ChannelType;
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::standard::PayoutPolicy;
 use crate::core::units::MilliSats;
 use crate::driving::{self, Action, ChannelId};
 
@@ -98,6 +99,11 @@ pub struct ChannelConfig {
     pub max_feerate: u32,
     /// Most value we accept in HTLCs that would be trimmed (dust) on either commitment.
     pub max_dust_exposure: MilliSats,
+    /// BOLT #2 `option_shutdown_anysegwit`: `shutdown` scripts (ours and the peer's) may be any
+    /// witness program of versions 1..=16 with 2..=40 bytes, P2TR included. The crate does not
+    /// negotiate `init` features: set it to what the peer's `init` offered (LDK, CLN and LND all
+    /// offer it). Without it only P2PKH, P2SH, P2WPKH and P2WSH are accepted.
+    pub shutdown_anysegwit: bool,
 }
 
 impl ChannelConfig {
@@ -118,7 +124,13 @@ impl ChannelConfig {
             min_feerate: 253,
             max_feerate: 100_000,
             max_dust_exposure: MilliSats::from_msat(5_000_000),
+            shutdown_anysegwit: true,
         }
+    }
+
+    /// The payout scripts `shutdown` (and `upfront_shutdown_script`) may carry under this policy.
+    pub fn shutdown_policy(&self) -> PayoutPolicy {
+        PayoutPolicy { any_segwit: self.shutdown_anysegwit, op_return: false }
     }
 }
 
@@ -253,8 +265,11 @@ pub enum Misbehaviour {
     BadFundingSignature,
     /// `revoke_and_ack` with a secret that does not match, or when none is due.
     BadRevocation,
-    /// No new adds after `shutdown`; or an unacceptable shutdown script.
+    /// No new adds after `shutdown`.
     Shutdown,
+    /// A `shutdown` or `upfront_shutdown_script` that is not a standard payout script under
+    /// [`ChannelConfig::shutdown_policy`]: a closing transaction paying it would not relay.
+    NonStandardScript,
     /// Closing fee unacceptable or ranges do not overlap.
     ClosingFee,
     /// `channel_reestablish` numbers that show the peer lost state, or lies.
@@ -283,7 +298,8 @@ impl fmt::Display for Misbehaviour {
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     use Misbehaviour::*;
     let action = match kind {
-        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal => Action::Warn,
+        // BOLT #2: a non-standard `shutdown` script gets a warning, not a failed channel.
+        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal | NonStandardScript => Action::Warn,
         Signer(_) => Action::Ignore,
         ReestablishMismatch => Action::Close,
         _ => Action::ForceClose,
@@ -322,6 +338,9 @@ pub enum CommandError {
     Keys,
     /// Our state is stale ([`Channel::has_lost_state`]): our commitment must not be broadcast.
     StateLost,
+    /// The `shutdown` script is not a standard payout script under
+    /// [`ChannelConfig::shutdown_policy`]: no node would relay the closing transaction.
+    NonStandardScript,
 }
 
 impl fmt::Display for CommandError {

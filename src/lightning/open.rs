@@ -63,6 +63,15 @@ fn pubkeys_of(
 
 /// Checks what the peer announced about itself against our policy. `acceptor_reserve` is the
 /// reserve `open_channel` asks of the acceptor: the dust limits must not exceed it (BOLT #2).
+/// A peer's `upfront_shutdown_script`, if it sends a non-empty one, binds its later `shutdown`
+/// (BOLT #2): one we would refuse there is refused now, before any money is committed.
+fn check_upfront_shutdown_script(config: &ChannelConfig, tlvs: &OpenTlvs) -> Result<(), Misbehaviour> {
+    match &tlvs.upfront_shutdown_script {
+        Some(s) if !s.is_empty() && !config.shutdown_policy().allows(s) => Err(Misbehaviour::NonStandardScript),
+        _ => Ok(()),
+    }
+}
+
 fn check_peer_side(
     config: &ChannelConfig,
     p: &SideParams,
@@ -237,6 +246,7 @@ impl Channel {
         if open.tlvs.channel_type.as_deref() != Some(&channel_type_bits(config.channel_type)[..]) {
             return Err(OpenError(Misbehaviour::ChannelType));
         }
+        check_upfront_shutdown_script(&config, &open.tlvs).map_err(OpenError)?;
         if open.feerate_per_kw < config.min_feerate || open.feerate_per_kw > config.max_feerate {
             return Err(OpenError(Misbehaviour::Feerate));
         }
@@ -323,6 +333,7 @@ impl Channel {
         if m.tlvs.channel_type.as_deref() != Some(&channel_type_bits(self.channel_type)[..]) {
             return Err(peer_error(Misbehaviour::ChannelType));
         }
+        check_upfront_shutdown_script(&self.config, &m.tlvs).map_err(peer_error)?;
         let theirs = SideParams {
             dust_limit: m.dust_limit_satoshis,
             max_htlc_value_in_flight: m.max_htlc_value_in_flight_msat,

@@ -99,12 +99,17 @@ impl Pair {
     /// Opens a channel of `capacity` sat (a funds it, pushing `push_msat` to b) and runs it to
     /// `Normal`.
     pub fn open(channel_type: ChannelType, capacity: u64, push_msat: u64) -> Pair {
+        Pair::open_with(config(channel_type), config(channel_type), capacity, push_msat)
+    }
+
+    /// As [`Pair::open`], with each side's policy (both of `config_a.channel_type`).
+    pub fn open_with(config_a: ChannelConfig, config_b: ChannelConfig, capacity: u64, push_msat: u64) -> Pair {
         let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0));
         let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0));
         let tip = ChainTip::at(1_000);
         let (cha, fx) = Channel::open(
             OpenParams {
-                config: config(channel_type),
+                config: config_a,
                 temporary_channel_id: ChannelId([7; 32]),
                 funding: Amount::from_sat(capacity),
                 push: MilliSats::from_msat(push_msat),
@@ -115,7 +120,7 @@ impl Pair {
         )
         .expect("open");
         let Msg::OpenChannel(open) = wire(&fx.send[0]) else { panic!("open_channel") };
-        let (chb, fxb) = Channel::accept(&open, config(channel_type), &sb, tip).expect("accept");
+        let (chb, fxb) = Channel::accept(&open, config_b, &sb, tip).expect("accept");
         let a = Peer { ch: cha, signer: sa, events: vec![], persisted: vec![], records: vec![] };
         let mut b = Peer { ch: chb, signer: sb, events: vec![], persisted: vec![], records: vec![] };
         let mut to_a = VecDeque::new();
