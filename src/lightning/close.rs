@@ -22,9 +22,10 @@ impl Channel {
     /// on no new HTLCs are added; once none remain, the funder proposes a fee within
     /// `fee_range` (satoshi, inclusive) and the sides agree on a closing transaction.
     ///
-    /// `script` must be a standard payout script under [`ChannelConfig::shutdown_policy`](super::ChannelConfig::shutdown_policy)
-    /// (BOLT #2: P2PKH, P2SH, P2WPKH, P2WSH, and with `shutdown_anysegwit` every witness program
-    /// of versions 1..=16, P2TR included).
+    /// `script` must be a standard payout script under
+    /// [`ChannelConfig::shutdown_policy`](super::ChannelConfig::shutdown_policy) (BOLT #2: P2PKH,
+    /// P2SH, P2WPKH, P2WSH, and with `shutdown_anysegwit` every witness program of versions
+    /// 1..=16, P2TR included).
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::NonStandardScript`]

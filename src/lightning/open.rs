@@ -61,8 +61,6 @@ fn pubkeys_of(
     }
 }
 
-/// Checks what the peer announced about itself against our policy. `acceptor_reserve` is the
-/// reserve `open_channel` asks of the acceptor: the dust limits must not exceed it (BOLT #2).
 /// A peer's `upfront_shutdown_script`, if it sends a non-empty one, binds its later `shutdown`
 /// (BOLT #2): one we would refuse there is refused now, before any money is committed.
 fn check_upfront_shutdown_script(config: &ChannelConfig, tlvs: &OpenTlvs) -> Result<(), Misbehaviour> {
@@ -72,6 +70,8 @@ fn check_upfront_shutdown_script(config: &ChannelConfig, tlvs: &OpenTlvs) -> Res
     }
 }
 
+/// Checks what the peer announced about itself against our policy. `acceptor_reserve` is the
+/// reserve `open_channel` asks of the acceptor: the dust limits must not exceed it (BOLT #2).
 fn check_peer_side(
     config: &ChannelConfig,
     p: &SideParams,
