@@ -907,14 +907,14 @@ fn shutdown_and_closing_signed_out_of_order_are_refused() {
         // A shutdown script nobody can relay.
         let op_return = ScriptBuf::new_op_return([1u8; 10]);
         let bad = Msg::Shutdown { channel_id: cid, scriptpubkey: op_return.clone() };
-        refuse(&p.a.ch, &p.a.signer, bad.clone(), Misbehaviour::Shutdown);
+        refuse(&p.a.ch, &p.a.signer, bad.clone(), Misbehaviour::NonStandardScript);
         refuse(
             &p.a.ch,
             &p.a.signer,
             Msg::Shutdown { channel_id: cid, scriptpubkey: ScriptBuf::new() },
-            Misbehaviour::Shutdown,
+            Misbehaviour::NonStandardScript,
         );
-        refuse_cmd(&mut p.b.ch, CommandError::Amount, |c| {
+        refuse_cmd(&mut p.b.ch, CommandError::NonStandardScript, |c| {
             c.shutdown(op_return, (Amount::from_sat(100), Amount::from_sat(1_000)), &signer_b())
         });
         // An HTLC is in flight when b starts closing.

@@ -1634,12 +1634,12 @@ fn non_standard_payer_script_is_refused() {
         let close = accepted.closing_tx(&s.payee_signer).unwrap();
         assert!(!close.output.iter().all(|o| is_standard_output(&o.script_pubkey)), "the only close is non-standard");
     }
-    payee_refuses(&mut s, Msg::Open(open), Misbehaviour::BadTerms);
+    payee_refuses(&mut s, Msg::Open(open), Misbehaviour::NonStandardScript);
 
     // Pre-signed: the script arrives in RefundRequest.
     let mut s = Setup::funded(Variant::PresignedRefund);
     let r = RefundRequest { payer_script: non_standard_script(), ..s.refund_request.clone().unwrap() };
-    payee_refuses(&mut s, Msg::RefundRequest(r), Misbehaviour::BadTerms);
+    payee_refuses(&mut s, Msg::RefundRequest(r), Misbehaviour::NonStandardScript);
 }
 
 #[test]

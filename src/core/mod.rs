@@ -12,6 +12,7 @@
 //! | [`hashlock`] | payment hash / preimage, preimage extraction from witnesses |
 //! | [`script`] | witness scripts and witnesses for every spending path the crate uses |
 //! | [`sign`] | BIP-0143 sighashes, deterministic RFC6979 signing, verification, the [`sign::Signer`] seam |
+//! | [`standard`] | which payout scripts are standard (Bitcoin Core's output templates), one policy for every layer |
 //! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
 
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod script;
 pub mod shachain;
 pub mod sign;
+pub mod standard;
 pub mod units;
 
 pub use hashlock::{PaymentHash, PaymentPreimage};

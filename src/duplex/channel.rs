@@ -20,7 +20,7 @@ use crate::core::script::{self, WitnessScript};
 use crate::core::sign::{self, KeyId, SignRequest, Signer, SignerError, Tweak};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
-use crate::spilman::payment::{PaymentError, PaymentHtlc, PaymentState, PaymentTemplate, UpdateRules};
+use crate::spilman::payment::{PaymentError, PaymentHtlc, PaymentState, PaymentTemplate, UpdateRules, PAYOUT_POLICY};
 use crate::spilman::Payment;
 
 /// Where a channel is in its life.
@@ -191,9 +191,12 @@ impl Channel {
     }
 
     /// Opens a channel as initiator with these terms; returns the [`Open`] to send.
+    /// `payout_script` must be a standard payout script (the Spilman leaves' rule,
+    /// [`PAYOUT_POLICY`](crate::spilman::payment::PAYOUT_POLICY)).
     ///
     /// # Errors
-    /// [`CommandError::BadTerms`] if the terms are inconsistent.
+    /// [`CommandError::BadTerms`] if the terms are inconsistent; [`CommandError::NonStandardScript`]
+    /// if `payout_script` is not standard (no node would relay a leaf or close paying it).
     pub fn open<S: Signer + ?Sized>(
         terms: Terms,
         payout_script: ScriptBuf,
@@ -201,6 +204,9 @@ impl Channel {
         tip: ChainTip,
     ) -> Result<(Self, Effects), CommandError> {
         terms.validate().map_err(CommandError::BadTerms)?;
+        if !PAYOUT_POLICY.allows(&payout_script) {
+            return Err(CommandError::NonStandardScript);
+        }
         let keys = Self::own_keys(signer, payout_script);
         let mut ch = Self::blank(Role::Initiator, terms, keys, tip).ok_or(CommandError::InvalidAmount)?;
         let mut fx = ch.persist();
@@ -217,7 +223,10 @@ impl Channel {
     /// beforehand whether the terms suit it (capacity, push, fees, tree shape, HTLC policy).
     ///
     /// # Errors
-    /// [`Misbehaviour::BadTerms`] if the terms are inconsistent.
+    /// [`Misbehaviour::BadTerms`] if the terms are inconsistent; [`Misbehaviour::NonStandardScript`]
+    /// if the initiator's payout script is not a standard payout script
+    /// ([`PAYOUT_POLICY`](crate::spilman::payment::PAYOUT_POLICY)); [`Misbehaviour::OwnNonStandardScript`]
+    /// if ours (`payout_script`) is not (nothing to tell the peer: the refusal is ours).
     pub fn accept<S: Signer + ?Sized>(
         open: Open,
         payout_script: ScriptBuf,
@@ -225,6 +234,12 @@ impl Channel {
         tip: ChainTip,
     ) -> Result<(Self, Effects), PeerError> {
         open.terms.validate().map_err(|e| peer_error(Misbehaviour::BadTerms(e)))?;
+        if !PAYOUT_POLICY.allows(&open.payout_script) {
+            return Err(peer_error(Misbehaviour::NonStandardScript));
+        }
+        if !PAYOUT_POLICY.allows(&payout_script) {
+            return Err(peer_error(Misbehaviour::OwnNonStandardScript));
+        }
         let holder = Self::own_keys(signer, payout_script);
         let initiator = PartyKeys { funding: open.funding_key, htlc: open.htlc_key, payout: open.payout_script };
         if initiator.funding == holder.funding {
@@ -642,6 +657,9 @@ impl Channel {
         }
         if a.funding_key == self.holder_keys.funding {
             return Err(peer_error(Misbehaviour::WrongFunding));
+        }
+        if !PAYOUT_POLICY.allows(&a.payout_script) {
+            return Err(peer_error(Misbehaviour::NonStandardScript));
         }
         let acceptor = PartyKeys { funding: a.funding_key, htlc: a.htlc_key, payout: a.payout_script };
         self.keys = Some([self.holder_keys.clone(), acceptor]);

@@ -386,6 +386,13 @@ pub enum Misbehaviour {
     Signer(crate::core::sign::SignerError),
     /// A [`Reestablish`] claims a newer state of ours than we hold without our signature on it.
     UnprovenReestablish,
+    /// The peer's payout script (in [`Open`] or [`Accept`]) is not a standard payout script
+    /// ([`PAYOUT_POLICY`](crate::spilman::payment::PAYOUT_POLICY)): no node would relay a leaf
+    /// or a cooperative close paying it, and our own payout would be stuck with it.
+    NonStandardScript,
+    /// (Not the peer's doing) the payout script given to [`Channel::accept`] is not a standard
+    /// payout script; nothing was sent.
+    OwnNonStandardScript,
 }
 
 impl fmt::Display for Misbehaviour {
@@ -413,15 +420,18 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::UnprovenReestablish => {
                 f.write_str("reestablish claims a state of ours without our signature")
             }
+            Misbehaviour::NonStandardScript => f.write_str("the peer's payout script is not standard"),
+            Misbehaviour::OwnNonStandardScript => f.write_str("our payout script is not standard"),
         }
     }
 }
 
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     let action = match kind {
-        Misbehaviour::UnexpectedMessage | Misbehaviour::NotQuiescent | Misbehaviour::Signer(_) => {
-            driving::Action::Ignore
-        }
+        Misbehaviour::UnexpectedMessage
+        | Misbehaviour::NotQuiescent
+        | Misbehaviour::Signer(_)
+        | Misbehaviour::OwnNonStandardScript => driving::Action::Ignore,
         Misbehaviour::Payment(UpdateError::Replay) => driving::Action::Ignore,
         _ => driving::Action::Warn,
     };
@@ -469,6 +479,9 @@ pub enum CommandError {
     Signer(crate::core::sign::SignerError),
     /// The channel lost state ([`Event::LostState`]): it signs nothing new.
     LostState,
+    /// Our payout script is not a standard payout script
+    /// ([`PAYOUT_POLICY`](crate::spilman::payment::PAYOUT_POLICY)).
+    NonStandardScript,
 }
 
 impl fmt::Display for CommandError {
@@ -492,6 +505,7 @@ impl fmt::Display for CommandError {
             CommandError::MalleableFunding => f.write_str("funding input with a scriptSig"),
             CommandError::Signer(e) => write!(f, "signer: {e}"),
             CommandError::LostState => f.write_str("the channel lost state"),
+            CommandError::NonStandardScript => f.write_str("our payout script is not standard"),
         }
     }
 }

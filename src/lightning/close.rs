@@ -17,18 +17,20 @@ use crate::core::sign::{self, Signer};
 /// Weight of a closing transaction with two P2WSH-sized outputs (an upper bound used for the fee).
 const CLOSING_WEIGHT: u64 = 4 * (4 + 1 + 36 + 1 + 4 + 1 + 2 * 43 + 4) + (1 + 1 + 1 + 73 + 73 + 72) + 2;
 
-fn is_acceptable_shutdown_script(s: &ScriptBuf) -> bool {
-    s.is_p2pkh() || s.is_p2sh() || s.is_p2wpkh() || s.is_p2wsh() || s.is_p2tr() || s.is_witness_program()
-}
-
 impl Channel {
     /// Starts (or answers) a cooperative close: sends `shutdown` with our payout script. From now
     /// on no new HTLCs are added; once none remain, the funder proposes a fee within
     /// `fee_range` (satoshi, inclusive) and the sides agree on a closing transaction.
     ///
+    /// `script` must be a standard payout script under
+    /// [`ChannelConfig::shutdown_policy`](super::ChannelConfig::shutdown_policy) (BOLT #2: P2PKH,
+    /// P2SH, P2WPKH, P2WSH, and with `shutdown_anysegwit` every witness program of versions
+    /// 1..=16, P2TR included).
+    ///
     /// # Errors
-    /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::Amount`] for a
-    /// non-standard script or an empty fee range.
+    /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::NonStandardScript`]
+    /// for a script nodes would not relay (the close could never confirm);
+    /// [`CommandError::Amount`] for an empty fee range.
     pub fn shutdown<S: Signer + ?Sized>(
         &mut self,
         script: ScriptBuf,
@@ -41,7 +43,10 @@ impl Channel {
         {
             return Err(CommandError::WrongPhase);
         }
-        if !is_acceptable_shutdown_script(&script) || fee_range.0 > fee_range.1 {
+        if !self.config.shutdown_policy().allows(&script) {
+            return Err(CommandError::NonStandardScript);
+        }
+        if fee_range.0 > fee_range.1 {
             return Err(CommandError::Amount);
         }
         self.shutdown.holder_script = Some(script.clone());
@@ -67,8 +72,8 @@ impl Channel {
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.counterparty_script.is_some() {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
-        if !is_acceptable_shutdown_script(&script) {
-            return Err(peer_error(Misbehaviour::Shutdown));
+        if !self.config.shutdown_policy().allows(&script) {
+            return Err(peer_error(Misbehaviour::NonStandardScript));
         }
         self.shutdown.counterparty_script = Some(script);
         self.phase = Phase::ShuttingDown;

@@ -61,6 +61,7 @@ use bitcoin::{Amount, ScriptBuf, Txid};
 
 use crate::core::commitment::ChannelType;
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::standard::PayoutPolicy;
 use crate::core::units::MilliSats;
 use crate::driving::{self, Action, ChannelId};
 
@@ -126,6 +127,11 @@ pub struct ChannelConfig {
     /// either commitment, counting HTLCs in both directions (BOLT #2
     /// `max_dust_htlc_exposure_msat`). Stops dust floods and fee updates that trim our HTLCs.
     pub max_dust_exposure: DustExposure,
+    /// BOLT #2 `option_shutdown_anysegwit`: `shutdown` scripts (ours and the peer's) may be any
+    /// witness program of versions 1..=16 with 2..=40 bytes, P2TR included. The crate does not
+    /// negotiate `init` features: set it to what the peer's `init` offered (LDK, CLN and LND all
+    /// offer it). Without it only P2PKH, P2SH, P2WPKH and P2WSH are accepted.
+    pub shutdown_anysegwit: bool,
 }
 
 /// The smallest reserve [`ChannelConfig::max_peer_reserve_ppm`] always allows (what LDK asks
@@ -187,7 +193,13 @@ impl ChannelConfig {
             max_feerate_multiple_of_estimate: 10,
             fee_update_margin_percent: 20,
             max_dust_exposure: DustExposure::FeerateMultiplier(10_000),
+            shutdown_anysegwit: true,
         }
+    }
+
+    /// The payout scripts `shutdown` (and `upfront_shutdown_script`) may carry under this policy.
+    pub fn shutdown_policy(&self) -> PayoutPolicy {
+        PayoutPolicy { any_segwit: self.shutdown_anysegwit, op_return: false }
     }
 
     /// The most reserve we accept to keep in a channel of `capacity`.
@@ -388,8 +400,11 @@ pub enum Misbehaviour {
     BadFundingSignature,
     /// `revoke_and_ack` with a secret that does not match, or when none is due.
     BadRevocation,
-    /// No new adds after `shutdown`; or an unacceptable shutdown script.
+    /// No new adds after `shutdown`.
     Shutdown,
+    /// A `shutdown` or `upfront_shutdown_script` that is not a standard payout script under
+    /// [`ChannelConfig::shutdown_policy`]: a closing transaction paying it would not relay.
+    NonStandardScript,
     /// Closing fee unacceptable or ranges do not overlap.
     ClosingFee,
     /// `channel_reestablish` numbers that show the peer lost state, or lies.
@@ -419,8 +434,9 @@ pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     use Misbehaviour::*;
     let action = match kind {
         // A refused fee update keeps our commitment at the old rate: no money at risk, so warn
-        // (BOLT #2 allows either) rather than pay for a force close the peer provoked.
-        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal | DustExposure => Action::Warn,
+        // (BOLT #2 allows either) rather than pay for a force close the peer provoked. BOLT #2: a
+        // non-standard `shutdown` script gets a warning, not a failed channel.
+        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal | DustExposure | NonStandardScript => Action::Warn,
         Signer(_) => Action::Ignore,
         ReestablishMismatch => Action::Close,
         _ => Action::ForceClose,
@@ -464,6 +480,9 @@ pub enum CommandError {
     Keys,
     /// Our state is stale ([`Channel::has_lost_state`]): our commitment must not be broadcast.
     StateLost,
+    /// The `shutdown` script is not a standard payout script under
+    /// [`ChannelConfig::shutdown_policy`]: no node would relay the closing transaction.
+    NonStandardScript,
 }
 
 impl fmt::Display for CommandError {

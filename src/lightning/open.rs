@@ -61,6 +61,15 @@ fn pubkeys_of(
     }
 }
 
+/// A peer's `upfront_shutdown_script`, if it sends a non-empty one, binds its later `shutdown`
+/// (BOLT #2): one we would refuse there is refused now, before any money is committed.
+fn check_upfront_shutdown_script(config: &ChannelConfig, tlvs: &OpenTlvs) -> Result<(), Misbehaviour> {
+    match &tlvs.upfront_shutdown_script {
+        Some(s) if !s.is_empty() && !config.shutdown_policy().allows(s) => Err(Misbehaviour::NonStandardScript),
+        _ => Ok(()),
+    }
+}
+
 /// Checks what the peer announced about itself against our policy. `acceptor_reserve` is the
 /// reserve `open_channel` asks of the acceptor: the dust limits must not exceed it (BOLT #2).
 ///
@@ -245,6 +254,7 @@ impl Channel {
         if open.tlvs.channel_type.as_deref() != Some(&channel_type_bits(config.channel_type)[..]) {
             return Err(OpenError(Misbehaviour::ChannelType));
         }
+        check_upfront_shutdown_script(&config, &open.tlvs).map_err(OpenError)?;
         if open.feerate_per_kw < config.min_feerate || open.feerate_per_kw > config.max_feerate {
             return Err(OpenError(Misbehaviour::Feerate));
         }
@@ -331,6 +341,7 @@ impl Channel {
         if m.tlvs.channel_type.as_deref() != Some(&channel_type_bits(self.channel_type)[..]) {
             return Err(peer_error(Misbehaviour::ChannelType));
         }
+        check_upfront_shutdown_script(&self.config, &m.tlvs).map_err(peer_error)?;
         let theirs = SideParams {
             dust_limit: m.dust_limit_satoshis,
             max_htlc_value_in_flight: m.max_htlc_value_in_flight_msat,

@@ -423,7 +423,9 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     })
     .optional(28, c.onchain.as_ref(), write_onchain)
     // Even: a reader that does not know it must not restore a channel that may not broadcast.
-    .optional(30, c.lost_state.then_some(()), |_, ()| {});
+    .optional(30, c.lost_state.then_some(()), |_, ()| {})
+    // Odd and written only when off: older snapshots (and readers) keep the default, on.
+    .optional(33, (!c.config.shutdown_anysegwit).then_some(()), |_, ()| {});
     t.finish()
 }
 
@@ -546,6 +548,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
     let mut sweep = None;
     let mut onchain = None;
     let mut lost_state = false;
+    let mut no_anysegwit = false;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -696,13 +699,15 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             }
             28 => onchain = Some(read_onchain(r)?),
             30 => lost_state = true,
+            33 => no_anysegwit = true,
             _ => return Ok(false),
         }
         Ok(true)
     })?;
     let (sweep_destination, sweep_feerate, force_closed, preimages) = required(sweep, "sweep")?;
-    let (is_funder, config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
+    let (is_funder, mut config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
         required(ident, "identity")?;
+    config.shutdown_anysegwit = !no_anysegwit;
     let (phase, holder_commitment, counterparty_commitment, awaiting_revoke, revoke_sent_last, cp, cnp, cpp) =
         required(commitments, "commitments")?;
     let (

@@ -202,6 +202,9 @@ pub enum Misbehaviour {
     Signer(crate::core::sign::SignerError),
     /// A [`Reestablish`] claims a newer payment of ours without our signature on it.
     UnprovenReestablish,
+    /// The payer's script (in [`Open`] or [`RefundRequest`]) is not a standard payout script
+    /// ([`payment::PAYOUT_POLICY`]): no node would relay a payment transaction paying it.
+    NonStandardScript,
 }
 
 impl fmt::Display for Misbehaviour {
@@ -255,6 +258,8 @@ pub enum CommandError {
     Signer(crate::core::sign::SignerError),
     /// The payer lost state ([`Event::LostState`]): it signs nothing new.
     LostState,
+    /// The payee's or our script is not a standard payout script ([`payment::PAYOUT_POLICY`]).
+    NonStandardScript,
 }
 
 impl fmt::Display for CommandError {

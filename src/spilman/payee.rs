@@ -6,7 +6,9 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
 
 use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};
-use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, UpdateError, UpdateRules};
+use super::payment::{
+    ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, UpdateError, UpdateRules, PAYOUT_POLICY,
+};
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::sign::Signer;
@@ -270,10 +272,10 @@ impl Payee {
         if self.config.variant != Variant::PresignedRefund {
             return Err(peer_error(Misbehaviour::WrongVariant));
         }
-        if r.capacity < self.config.min_first_payment
-            || r.capacity > Amount::MAX_MONEY
-            || !super::payment::is_standard_output(&r.payer_script)
-        {
+        if !PAYOUT_POLICY.allows(&r.payer_script) {
+            return Err(peer_error(Misbehaviour::NonStandardScript));
+        }
+        if r.capacity < self.config.min_first_payment || r.capacity > Amount::MAX_MONEY {
             return Err(peer_error(Misbehaviour::BadTerms));
         }
         let template = self.template_for(r.payer_key, r.payer_htlc_key, r.payer_script, r.funding_outpoint, r.capacity);
@@ -315,8 +317,8 @@ impl Payee {
             (PayeePhase::Offered, _) => return Err(peer_error(Misbehaviour::WrongVariant)),
             _ => return Err(peer_error(Misbehaviour::UnexpectedMessage)),
         };
-        if !super::payment::is_standard_output(&template.payer_script) {
-            return Err(peer_error(Misbehaviour::BadTerms));
+        if !PAYOUT_POLICY.allows(&template.payer_script) {
+            return Err(peer_error(Misbehaviour::NonStandardScript));
         }
         if self.config.variant == Variant::PresignedRefund && o.refund_fee != self.refund_fee {
             return Err(peer_error(Misbehaviour::WrongFunding));

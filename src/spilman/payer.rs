@@ -6,7 +6,7 @@ use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 
 use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, Variant};
-use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate};
+use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, PAYOUT_POLICY};
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::sign::Signer;
@@ -115,8 +115,11 @@ impl Payer {
     /// Checks the payee's offer against the payer's own choices.
     ///
     /// # Errors
-    /// [`CommandError::BadTerms`] if the offer is unusable: expiry in the past or too far, first
-    /// payment below the payee's minimum or above capacity, dust or fee too large.
+    /// [`CommandError::NonStandardScript`] if the offer's `payee_script` or our `payer_script` is
+    /// not a standard payout script ([`PAYOUT_POLICY`](super::payment::PAYOUT_POLICY)): no node
+    /// would relay a payment or refund paying it. [`CommandError::BadTerms`] if the offer is
+    /// otherwise unusable: expiry in the past or too far, first payment below the payee's minimum
+    /// or above capacity, dust or fee too large.
     pub fn new<S: Signer + ?Sized>(
         offer: Offer,
         config: PayerConfig,
@@ -127,13 +130,14 @@ impl Payer {
         let ok = margin_end.is_some_and(|m| m < offer.expiry)
             && offer.expiry.to_locktime().is_some()
             && tip.height.checked_add(config.max_lifetime).is_some_and(|m| offer.expiry <= m)
-            && super::payment::is_standard_output(&offer.payee_script)
-            && super::payment::is_standard_output(&config.payer_script)
             && config.first_payment >= offer.min_first_payment
             && config.capacity <= Amount::MAX_MONEY
             && config.first_payment <= config.capacity
             && offer.payment_fee.checked_add(offer.dust_limit).is_some_and(|m| m <= config.first_payment)
             && config.refund_fee.checked_add(offer.dust_limit).is_some_and(|m| m <= config.capacity);
+        if !PAYOUT_POLICY.allows(&offer.payee_script) || !PAYOUT_POLICY.allows(&config.payer_script) {
+            return Err(CommandError::NonStandardScript);
+        }
         if !ok {
             return Err(CommandError::BadTerms);
         }

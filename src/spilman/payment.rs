@@ -28,6 +28,7 @@ use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::keys::FundingPubkey;
 use crate::core::script::{self, WitnessScript};
 use crate::core::sign::{self, KeyId, SignRequest, SignatureError, Signer, SignerError, Tweak};
+use crate::core::standard::PayoutPolicy;
 use crate::core::units::BlockHeight;
 
 /// How the channel output is locked, which decides the witness of a payment.
@@ -91,10 +92,10 @@ pub enum PaymentError {
 /// keeps every payment transaction far below the 400,000-weight standardness limit.
 pub const MAX_HTLCS: usize = 483;
 
-/// Whether `script` is an output type every node relays: P2PKH, P2SH or a witness program.
-pub fn is_standard_output(script: &bitcoin::Script) -> bool {
-    script.is_p2pkh() || script.is_p2sh() || script.is_witness_program()
-}
+/// The payout scripts a Spilman channel accepts for the payer and the payee: every template
+/// Bitcoin Core relays as a payout ([`PayoutPolicy::RELAY`]: P2PKH, P2SH, P2WPKH, P2WSH, P2TR and
+/// other witness programs of versions 1..=16), never `OP_RETURN`.
+pub const PAYOUT_POLICY: PayoutPolicy = PayoutPolicy::RELAY;
 
 impl fmt::Display for PaymentError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
