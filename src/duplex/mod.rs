@@ -324,6 +324,10 @@ pub enum Event {
     /// The counterparty's [`Reestablish`] shows that it lost data: it will sign nothing new.
     /// Close the channel ([`Channel::force_close`]; a cooperative close needs its signature).
     CounterpartyLostState,
+    /// A chain event or [`Channel::force_close`] was refused because it was given a signer that
+    /// is not the channel's: nothing changed (no update to persist). Call again with the
+    /// channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 /// Why a channel closes unilaterally.
@@ -386,6 +390,10 @@ pub enum Misbehaviour {
     Signer(crate::core::sign::SignerError),
     /// A [`Reestablish`] claims a newer state of ours than we hold without our signature on it.
     UnprovenReestablish,
+    /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
+    /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
+    /// again with the channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for Misbehaviour {
@@ -413,15 +421,17 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::UnprovenReestablish => {
                 f.write_str("reestablish claims a state of ours without our signature")
             }
+            Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
         }
     }
 }
 
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     let action = match kind {
-        Misbehaviour::UnexpectedMessage | Misbehaviour::NotQuiescent | Misbehaviour::Signer(_) => {
-            driving::Action::Ignore
-        }
+        Misbehaviour::UnexpectedMessage
+        | Misbehaviour::NotQuiescent
+        | Misbehaviour::Signer(_)
+        | Misbehaviour::WrongSigner(_) => driving::Action::Ignore,
         Misbehaviour::Payment(UpdateError::Replay) => driving::Action::Ignore,
         _ => driving::Action::Warn,
     };
@@ -469,6 +479,8 @@ pub enum CommandError {
     Signer(crate::core::sign::SignerError),
     /// The channel lost state ([`Event::LostState`]): it signs nothing new.
     LostState,
+    /// The signer is not the channel's (its public keys are not the ones recorded at open).
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for CommandError {
@@ -492,6 +504,7 @@ impl fmt::Display for CommandError {
             CommandError::MalleableFunding => f.write_str("funding input with a scriptSig"),
             CommandError::Signer(e) => write!(f, "signer: {e}"),
             CommandError::LostState => f.write_str("the channel lost state"),
+            CommandError::WrongSigner(e) => write!(f, "{e}"),
         }
     }
 }
@@ -502,4 +515,25 @@ impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
     }
+}
+
+impl From<crate::core::sign::WrongSigner> for CommandError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        CommandError::WrongSigner(e)
+    }
+}
+
+impl From<crate::core::sign::WrongSigner> for PeerError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        peer_error(Misbehaviour::WrongSigner(e))
+    }
+}
+
+/// The effects of a call refused for a wrong signer that has no error to return: nothing to
+/// persist or do, the [`Event::WrongSigner`] to report, and the channel's unchanged deadline.
+fn wrong_signer_effects(e: crate::core::sign::WrongSigner, next_deadline: Option<BlockHeight>) -> Effects {
+    let mut fx = Effects::none();
+    fx.events.push(Event::WrongSigner(e));
+    fx.next_deadline = next_deadline;
+    fx
 }

@@ -28,13 +28,15 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::Amount`] for a
-    /// non-standard script or an empty fee range.
+    /// non-standard script or an empty fee range;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn shutdown<S: Signer + ?Sized>(
         &mut self,
         script: ScriptBuf,
         fee_range: (Amount, Amount),
         signer: &S,
     ) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown)
             || self.shutdown.holder_sent
             || self.is_off_chain_over()
