@@ -728,3 +728,119 @@ fn multihop_forwarder_with_another_channels_signer_refuses_without_failing_upstr
     let gains: Vec<i128> = now.iter().zip(start).map(|(n, s)| n - s).collect();
     assert_eq!(gains, vec![-ab, ab - bc, bc - cd, cd]);
 }
+
+#[test]
+fn lightning_funding_tx_with_another_channels_signer_is_refused() {
+    use lightning::{Channel, Msg, OpenParams};
+    let (sa, sb) = (
+        InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0)),
+        InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0)),
+    );
+    let tip = ChainTip::at(1_000);
+    let config = ln::config(ChannelType::AnchorsZeroFeeHtlc);
+    let params = OpenParams {
+        config: config.clone(),
+        temporary_channel_id: paychan::driving::ChannelId([7; 32]),
+        funding: Amount::from_sat(1_000_000),
+        push: MilliSats::from_msat(200_000_000),
+        feerate_per_kw: 2_500,
+    };
+    let (mut a, fx) = Channel::open(params, &sa, tip).unwrap();
+    let Msg::OpenChannel(open) = fx.send[0].clone() else { panic!("open_channel") };
+    let (mut b, fx) = Channel::accept(&open, config, &sb, tip).unwrap();
+    let fx = a.handle_message(fx.send[0].clone(), &sa, tip).unwrap();
+    let Some(lightning::Event::FundingGenerationReady { script_pubkey, value }) = fx.events.first().cloned() else {
+        panic!("funding requested")
+    };
+    let funding = common::wallet::unsigned_funding(
+        OutPoint { txid: Txid::from_byte_array([3; 32]), vout: 0 },
+        vec![TxOut { value, script_pubkey }],
+    );
+    let before = a.snapshot();
+    let err = a.funding_tx(funding.clone(), &ln_wrong()).unwrap_err();
+    assert_eq!(err, lightning::CommandError::WrongSigner(WRONG));
+    assert_eq!(a.snapshot(), before, "no funding_created with a signature b would refuse");
+
+    let fx = a.funding_tx(funding.clone(), &sa).expect("the channel's signer");
+    let fx = b.handle_message(fx.send[0].clone(), &sb, tip).expect("b takes funding_created");
+    let fx = a.handle_message(fx.send[0].clone(), &sa, tip).expect("a takes funding_signed");
+    assert_eq!(fx.broadcast, vec![funding.clone()], "the funding goes out once a holds b's signature");
+    let commitment = a.holder_commitment_tx(&sa).unwrap();
+    verify_spend(&commitment, &[funding.output[0].clone()]).expect("a's first commitment is valid");
+    let ty = ChannelType::AnchorsZeroFeeHtlc;
+    let a_out = 800_000 - 2_500 * ty.commitment_weight(0) / 1_000 - 2 * ty.anchor_value().to_sat();
+    let mut values: Vec<u64> = commitment.output.iter().map(|o| o.value.to_sat()).collect();
+    values.sort_unstable();
+    assert_eq!(values, vec![330, 330, 200_000, a_out], "b's push and a's balance less fees, exactly");
+}
+
+#[test]
+fn duplex_fund_with_another_channels_signer_is_refused() {
+    use duplex::{Channel, Role};
+    let (sa, sb) = (dx::signer(Role::Initiator), dx::signer(Role::Acceptor));
+    let tip = ChainTip::at(500);
+    let (mut a, fx) = Channel::open(dx::terms(vec![3, 3]), dx::payout(Role::Initiator), &sa, tip).unwrap();
+    let duplex::Msg::Open(open) = fx.send[0].clone() else { panic!("open") };
+    let (mut b, fx) = Channel::accept(open, dx::payout(Role::Acceptor), &sb, tip).unwrap();
+    let _ = a.handle_message(fx.send[0].clone(), &sa, tip).expect("a takes accept");
+    let funding = common::wallet::unsigned_funding(
+        OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
+        vec![a.funding_output().expect("keys known")],
+    );
+    let before = a.snapshot();
+    let err = a.fund(&funding, &duplex_wrong()).unwrap_err();
+    assert_eq!(err, duplex::CommandError::WrongSigner(WRONG));
+    assert_eq!(a.snapshot(), before, "no tree signatures b would refuse");
+
+    let mut to_b = a.fund(&funding, &sa).expect("the channel's signer").send;
+    let mut signable = false;
+    while !to_b.is_empty() {
+        let mut to_a = Vec::new();
+        for m in to_b.drain(..) {
+            to_a.extend(b.handle_message(m, &sb, tip).expect("b takes it").send);
+        }
+        for m in to_a {
+            let fx = a.handle_message(m, &sa, tip).expect("a takes it");
+            signable |= fx.events.iter().any(|e| matches!(e, duplex::Event::FundingSignable { .. }));
+            to_b.extend(fx.send);
+        }
+    }
+    assert!(signable, "a may sign the funding now");
+    assert_eq!((a.phase(), b.phase()), (duplex::Phase::Open, duplex::Phase::Open));
+    let branch = a.signed_branch(&sa).unwrap();
+    verify_spend(&branch[0], &[funding.output[0].clone()]).expect("the kickoff is valid");
+    let bal = a.balances();
+    assert_eq!(
+        (bal.holder, bal.counterparty),
+        (a.terms().channel_value().unwrap() - Amount::from_sat(200_000), Amount::from_sat(200_000))
+    );
+}
+
+#[test]
+fn lightning_anchor_bump_with_another_channels_signer_is_refused() {
+    let mut p = ln_pair();
+    p.settle();
+    let fx = p.a.ch.force_close(&p.a.signer).unwrap();
+    let commitment = fx.broadcast[0].clone();
+    let fee_input = (
+        OutPoint { txid: Txid::from_byte_array([8; 32]), vout: 0 },
+        TxOut { value: Amount::from_sat(100_000), script_pubkey: ln::p2wpkh_script() },
+    );
+    let feerate = paychan::core::commitment::FeeratePerKw(5_000);
+    let err =
+        p.a.ch.anchor_bump(&commitment, fee_input.clone(), ln::p2wpkh_script(), feerate, &ln_wrong()).unwrap_err();
+    assert_eq!(err, lightning::CommandError::WrongSigner(WRONG));
+    let child = p.a.ch.anchor_bump(&commitment, fee_input, ln::p2wpkh_script(), feerate, &p.a.signer).unwrap();
+    let anchor = child.input[0].previous_output;
+    let spent = commitment.output[anchor.vout as usize].clone();
+    assert_eq!(spent.value.to_sat(), 330);
+    // The anchor input carries a valid signature of the channel's funding key.
+    let funding = p.a.signer.pubkeys().funding;
+    let ws = paychan::core::script::anchor(&funding);
+    let all = bitcoin::sighash::EcdsaSighashType::All;
+    let msg = paychan::core::sign::p2wsh_sighash(&child, 0, ws.as_script(), spent.value, all).unwrap();
+    let sig = bitcoin::ecdsa::Signature::from_slice(child.input[0].witness.nth(0).expect("signature")).unwrap();
+    let _valid = paychan::core::sign::verify(&common::secp(), &msg, &sig, funding.public_key(), all)
+        .expect("valid anchor signature");
+    assert_eq!(child.input[0].witness.nth(1), Some(ws.as_bytes()));
+}
