@@ -844,3 +844,29 @@ fn lightning_anchor_bump_with_another_channels_signer_is_refused() {
         .expect("valid anchor signature");
     assert_eq!(child.input[0].witness.nth(1), Some(ws.as_bytes()));
 }
+
+#[test]
+fn spilman_payee_fulfill_htlc_on_chain_with_another_channels_signer_is_refused() {
+    // After the close confirmed, fulfilling an HTLC signs its on-chain claim.
+    let mut sp = Sp::open();
+    let pre = PaymentPreimage([7; 32]);
+    let (id, fx) = sp.payer.add_htlc(Amount::from_sat(3_000), pre.hash(), BlockHeight(500), &sp.ps, sp.tip).unwrap();
+    sp.deliver_from_payer(fx);
+    let close = sp.payee.close(&sp.qs).unwrap().broadcast.remove(0);
+    let _ = sp.payee.handle_chain(ChainEvent::Confirmed { tx: &close, height: BlockHeight(START + 1) }, &sp.qs);
+    assert!(sp.payee.is_closed());
+    let before = sp.payee.snapshot();
+    let err = sp.payee.fulfill_htlc(id, pre, &payee_wrong()).unwrap_err();
+    assert_eq!(err, spilman::CommandError::WrongSigner(WRONG));
+    assert_eq!(sp.payee.snapshot(), before, "no claim recorded or broadcast");
+
+    let fx = sp.payee.fulfill_htlc(id, pre, &sp.qs).expect("the channel's signer claims");
+    assert_eq!(fx.broadcast.len(), 1);
+    let claim = &fx.broadcast[0];
+    let vout = claim.input[0].previous_output.vout as usize;
+    let htlc_out = close.output[vout].clone();
+    assert_eq!(htlc_out.value.to_sat(), 3_000);
+    verify_spend(claim, &[htlc_out]).expect("the claim is valid");
+    assert_eq!(claim.output[0].value.to_sat(), 3_000 - 300, "the HTLC less the claim fee");
+    assert_eq!(claim.output[0].script_pubkey, p2wpkh(2));
+}
