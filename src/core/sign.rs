@@ -212,6 +212,15 @@ impl From<DerivationError> for SignerError {
 /// Implementations MUST sign deterministically with RFC6979 (no low-R grinding) if byte-exact
 /// BOLT #3 transactions are expected, and MUST never release the per-commitment secret of a
 /// commitment the layer has not asked to revoke.
+///
+/// Every channel call that takes a signer first compares [`Signer::pubkeys`] with the keys the
+/// channel recorded for its own side ([`check_signer`]) and refuses another channel's signer with
+/// [`WrongSigner`], changing nothing: as `WrongSigner` in the layer's command error, as a
+/// `WrongSigner` misbehaviour with [`Action::Ignore`](crate::driving::Action::Ignore) from
+/// `handle_message` (the peer is not blamed), and as a lone `WrongSigner` event from the calls
+/// that return plain effects (`handle_chain`, duplex `force_close`). The per-commitment secrets
+/// are not covered by the check: a signer with the channel's base keys but another commitment
+/// seed is not detected.
 pub trait Signer {
     /// The party's public channel keys.
     fn pubkeys(&self) -> &ChannelPubkeys;
@@ -233,6 +242,65 @@ pub trait Signer {
     /// # Errors
     /// [`SignerError`] if the signer cannot answer now.
     fn release_per_commitment_secret(&self, n: CommitmentNumber) -> Result<PerCommitmentSecret, SignerError>;
+}
+
+/// The signer given to a channel is not the one the channel was opened with: one of the public
+/// keys the channel recorded for its own side differs from the signer's. Signing with it would
+/// produce signatures the peer and the chain refuse (invalid transactions, a peer that force
+/// closes), so every layer refuses the call with this error and changes nothing. It is always the
+/// embedder's mistake (it passed another channel's or another party's signer), never the peer's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WrongSigner {
+    /// The first recorded key that the signer does not have.
+    pub key: KeyId,
+}
+
+impl fmt::Display for WrongSigner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "the signer's {:?} public key is not the channel's: another channel's signer?", self.key)
+    }
+}
+
+impl core::error::Error for WrongSigner {}
+
+/// The public key of `keys` that signs as `id`.
+fn pubkey_of(keys: &ChannelPubkeys, id: KeyId) -> &PublicKey {
+    match id {
+        KeyId::Funding => keys.funding.public_key(),
+        KeyId::RevocationBase => keys.revocation_basepoint.public_key(),
+        KeyId::Payment => keys.payment_basepoint.public_key(),
+        KeyId::DelayedPayment => keys.delayed_payment_basepoint.public_key(),
+        KeyId::Htlc => keys.htlc_basepoint.public_key(),
+    }
+}
+
+/// The one check every channel layer makes before a call that signs: the public keys the channel
+/// recorded for its own side (`recorded`, each with the [`KeyId`] it signs as) must be the
+/// signer's ([`Signer::pubkeys`], which a signer keeps; nothing is derived here). A layer passes
+/// the subset it uses: the funding and HTLC keys for Spilman and duplex, all five for Lightning
+/// ([`check_signer_pubkeys`]).
+///
+/// # Errors
+/// [`WrongSigner`] naming the first key that differs.
+pub fn check_signer<S: Signer + ?Sized>(signer: &S, recorded: &[(KeyId, &PublicKey)]) -> Result<(), WrongSigner> {
+    let keys = signer.pubkeys();
+    match recorded.iter().find(|(id, key)| pubkey_of(keys, *id) != *key) {
+        Some((id, _)) => Err(WrongSigner { key: *id }),
+        None => Ok(()),
+    }
+}
+
+/// [`check_signer`] over all five of a party's recorded base keys (a Lightning channel's).
+///
+/// # Errors
+/// [`WrongSigner`] naming the first key that differs.
+pub fn check_signer_pubkeys<S: Signer + ?Sized>(signer: &S, recorded: &ChannelPubkeys) -> Result<(), WrongSigner> {
+    let ids = [KeyId::Funding, KeyId::RevocationBase, KeyId::Payment, KeyId::DelayedPayment, KeyId::Htlc];
+    let keys = signer.pubkeys();
+    match ids.into_iter().find(|id| pubkey_of(keys, *id) != pubkey_of(recorded, *id)) {
+        Some(key) => Err(WrongSigner { key }),
+        None => Ok(()),
+    }
 }
 
 /// A [`Signer`] holding [`ChannelSecrets`] in memory. `Debug` is redacted.

@@ -17,7 +17,7 @@ use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, R
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::keys::FundingPubkey;
 use crate::core::script::{self, WitnessScript};
-use crate::core::sign::{self, KeyId, SignRequest, Signer, SignerError, Tweak};
+use crate::core::sign::{self, KeyId, SignRequest, Signer, SignerError, Tweak, WrongSigner};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
 use crate::spilman::payment::{PaymentError, PaymentHtlc, PaymentState, PaymentTemplate, UpdateRules, PAYOUT_POLICY};
@@ -537,8 +537,10 @@ impl Channel {
     /// unilateral close publishes, level by level.
     ///
     /// # Errors
-    /// [`CommandError::WrongPhase`] before the path is signed; [`CommandError::Signer`].
+    /// [`CommandError::WrongPhase`] before the path is signed; [`CommandError::Signer`];
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn signed_branch<S: Signer + ?Sized>(&self, signer: &S) -> Result<Vec<Transaction>, CommandError> {
+        self.check_signer(signer)?;
         let path = self.current_branch().ok_or(CommandError::WrongPhase)?;
         let kick = self.kickoff_sig.as_ref().ok_or(CommandError::WrongPhase)?;
         let mut out = Vec::with_capacity(path.len());
@@ -549,6 +551,17 @@ impl Channel {
             out.push(self.complete_2of2(tx, &ours, theirs));
         }
         Ok(out)
+    }
+
+    /// Checks that `signer` is the one this channel was opened with: its funding and HTLC base
+    /// public keys are the holder's keys in the channel. Every call that signs makes this check
+    /// first and refuses a wrong signer with nothing changed.
+    ///
+    /// # Errors
+    /// [`WrongSigner`] naming the first key that differs.
+    pub fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        let k = &self.holder_keys;
+        sign::check_signer(signer, &[(KeyId::Funding, &k.funding), (KeyId::Htlc, &k.htlc)])
     }
 
     // ------------------------------------------------------------------ persistence
@@ -585,8 +598,10 @@ impl Channel {
     /// # Errors
     /// [`CommandError::WrongPhase`] unless the acceptor's keys are known and funding was not
     /// given yet; [`CommandError::NoFundingOutput`] if no output pays [`Channel::funding_output`];
-    /// [`CommandError::MalleableFunding`] if an input carries a `scriptSig`.
+    /// [`CommandError::MalleableFunding`] if an input carries a `scriptSig`;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn fund<S: Signer + ?Sized>(&mut self, funding_tx: &Transaction, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if self.phase != Phase::AwaitingFunding {
             return Err(CommandError::WrongPhase);
         }
@@ -713,13 +728,17 @@ impl Channel {
     /// Handles a message from the counterparty. On error nothing changed.
     ///
     /// # Errors
-    /// [`PeerError`] describing the misbehaviour and what to do about it.
+    /// [`PeerError`] describing the misbehaviour and what to do about it;
+    /// [`Misbehaviour::WrongSigner`] (not the peer's fault,
+    /// [`Action::Ignore`](crate::driving::Action::Ignore)) if `signer` is not the channel's: feed
+    /// the message again with the right one.
     pub fn handle_message<S: Signer + ?Sized>(
         &mut self,
         msg: Msg,
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
+        self.check_signer(signer)?;
         if self.lost_state && !matches!(msg, Msg::Reestablish(_)) {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
@@ -818,8 +837,10 @@ impl Channel {
     /// [`CommandError::ResetNeeded`] if our leaf channel is dry but our balance is not;
     /// [`CommandError::InsufficientBalance`]; [`CommandError::Payment`] if the result is not
     /// payable (the payee's first amount must cover the payment fee plus dust; our change must be
-    /// zero or above dust); [`CommandError::ResetInProgress`], [`CommandError::WrongPhase`].
+    /// zero or above dust); [`CommandError::ResetInProgress`], [`CommandError::WrongPhase`];
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn pay<S: Signer + ?Sized>(&mut self, amount: Amount, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         self.ready_to_pay()?;
         if amount == Amount::ZERO {
             return Err(CommandError::InvalidAmount);
@@ -847,6 +868,7 @@ impl Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<(u64, Effects), CommandError> {
+        self.check_signer(signer)?;
         self.ready_to_pay()?;
         let (earliest, latest) = self.htlc_expiry_window(tip);
         if earliest.is_none_or(|e| expiry < e) || expiry > latest {
@@ -935,13 +957,15 @@ impl Channel {
     /// claims it there instead.
     ///
     /// # Errors
-    /// [`CommandError::UnknownHtlc`], [`CommandError::WrongPreimage`].
+    /// [`CommandError::UnknownHtlc`], [`CommandError::WrongPreimage`];
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn fulfill_htlc<S: Signer + ?Sized>(
         &mut self,
         id: u64,
         preimage: PaymentPreimage,
         signer: &S,
     ) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         let payer = !self.role;
         let htlc = self.known_htlc(payer, id).ok_or(CommandError::UnknownHtlc)?;
         if !htlc.payment_hash.is_unlocked_by(&preimage) {

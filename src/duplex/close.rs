@@ -212,8 +212,10 @@ impl Channel {
     /// # Errors
     /// [`CommandError::HtlcsPending`] while HTLCs are pending (resolve them, and reset to drop
     /// failed ones); [`CommandError::ResetInProgress`]; [`CommandError::NotQuiescent`] if our last
-    /// payment is unacknowledged; [`CommandError::WrongPhase`] once the leaf confirmed.
+    /// payment is unacknowledged; [`CommandError::WrongPhase`] once the leaf confirmed;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if self.lost_state {
             return Err(CommandError::LostState);
         }
@@ -301,7 +303,13 @@ impl Channel {
 
     /// Starts a unilateral close: broadcasts the kickoff now; every node follows when its lock
     /// matures (drive [`Channel::handle_chain`] with every new tip). Does nothing once closing.
+    ///
+    /// With a signer that is not the channel's nothing changes, and the effects carry only
+    /// [`Event::WrongSigner`].
     pub fn force_close<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
+        if let Err(e) = self.check_signer(signer) {
+            return super::wrong_signer_effects(e, self.next_deadline());
+        }
         self.start_force_close(ForceCloseReason::Requested, signer).unwrap_or_default()
     }
 
@@ -564,7 +572,13 @@ impl Channel {
     ///
     /// Deliver every new tip, the funding transaction's confirmation, and every transaction that
     /// spends a watched outpoint (in block order).
+    ///
+    /// With a signer that is not the channel's the event is refused: nothing changes, and the
+    /// effects carry only [`Event::WrongSigner`] (deliver the event again with the right signer).
     pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+        if let Err(e) = self.check_signer(signer) {
+            return super::wrong_signer_effects(e, self.next_deadline());
+        }
         match event {
             ChainEvent::Tip(tip) => self.on_tip(tip.height, signer),
             ChainEvent::Confirmed { tx, height } => self.on_confirmed(tx, height, signer),

@@ -324,6 +324,10 @@ pub enum Event {
     /// The counterparty's [`Reestablish`] shows that it lost data: it will sign nothing new.
     /// Close the channel ([`Channel::force_close`]; a cooperative close needs its signature).
     CounterpartyLostState,
+    /// A chain event or [`Channel::force_close`] was refused because it was given a signer that
+    /// is not the channel's: nothing changed (no update to persist). Call again with the
+    /// channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 /// Why a channel closes unilaterally.
@@ -393,6 +397,10 @@ pub enum Misbehaviour {
     /// (Not the peer's doing) the payout script given to [`Channel::accept`] is not a standard
     /// payout script; nothing was sent.
     OwnNonStandardScript,
+    /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
+    /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
+    /// again with the channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for Misbehaviour {
@@ -422,6 +430,7 @@ impl fmt::Display for Misbehaviour {
             }
             Misbehaviour::NonStandardScript => f.write_str("the peer's payout script is not standard"),
             Misbehaviour::OwnNonStandardScript => f.write_str("our payout script is not standard"),
+            Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
         }
     }
 }
@@ -431,7 +440,8 @@ pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
         Misbehaviour::UnexpectedMessage
         | Misbehaviour::NotQuiescent
         | Misbehaviour::Signer(_)
-        | Misbehaviour::OwnNonStandardScript => driving::Action::Ignore,
+        | Misbehaviour::OwnNonStandardScript
+        | Misbehaviour::WrongSigner(_) => driving::Action::Ignore,
         Misbehaviour::Payment(UpdateError::Replay) => driving::Action::Ignore,
         _ => driving::Action::Warn,
     };
@@ -482,6 +492,8 @@ pub enum CommandError {
     /// Our payout script is not a standard payout script
     /// ([`PAYOUT_POLICY`](crate::spilman::payment::PAYOUT_POLICY)).
     NonStandardScript,
+    /// The signer is not the channel's (its public keys are not the ones recorded at open).
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for CommandError {
@@ -506,6 +518,7 @@ impl fmt::Display for CommandError {
             CommandError::Signer(e) => write!(f, "signer: {e}"),
             CommandError::LostState => f.write_str("the channel lost state"),
             CommandError::NonStandardScript => f.write_str("our payout script is not standard"),
+            CommandError::WrongSigner(e) => write!(f, "{e}"),
         }
     }
 }
@@ -516,4 +529,25 @@ impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
     }
+}
+
+impl From<crate::core::sign::WrongSigner> for CommandError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        CommandError::WrongSigner(e)
+    }
+}
+
+impl From<crate::core::sign::WrongSigner> for PeerError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        peer_error(Misbehaviour::WrongSigner(e))
+    }
+}
+
+/// The effects of a call refused for a wrong signer that has no error to return: nothing to
+/// persist or do, the [`Event::WrongSigner`] to report, and the channel's unchanged deadline.
+fn wrong_signer_effects(e: crate::core::sign::WrongSigner, next_deadline: Option<BlockHeight>) -> Effects {
+    let mut fx = Effects::none();
+    fx.events.push(Event::WrongSigner(e));
+    fx.next_deadline = next_deadline;
+    fx
 }

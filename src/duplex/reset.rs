@@ -197,8 +197,11 @@ impl Channel {
     /// [`CommandError::Exhausted`] when no counter value is left (close cooperatively);
     /// [`CommandError::NotQuiescent`] if our last payment is not acknowledged;
     /// [`CommandError::ResetInProgress`]; [`CommandError::Netting`] if the new leaf would have an
-    /// output below dust or cannot carry the pending HTLCs; [`CommandError::Signer`].
+    /// output below dust or cannot carry the pending HTLCs; [`CommandError::Signer`];
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's
+    /// ([`Channel::check_signer`](super::Channel::check_signer)).
     pub fn reset<S: Signer + ?Sized>(&mut self, signer: &S, tip: ChainTip) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if self.lost_state {
             return Err(CommandError::LostState);
         }

@@ -511,16 +511,20 @@ impl Channel {
     /// trimmed HTLC still verifies). Reconnecting resynchronises both sides.
     ///
     /// # Errors
-    /// [`PeerError`] with what was wrong and what to do about it.
+    /// [`PeerError`] with what was wrong and what to do about it;
+    /// [`Misbehaviour::WrongSigner`] (not the peer's fault, [`Action::Ignore`]: the connection
+    /// stays usable) if `signer` is not the channel's: feed the message again with the right one.
     ///
     /// [`Action::Ignore`]: crate::driving::Action::Ignore
     /// [`Misbehaviour::AfterRefusal`]: super::Misbehaviour::AfterRefusal
+    /// [`Misbehaviour::WrongSigner`]: super::Misbehaviour::WrongSigner
     pub fn handle_message<S: crate::core::sign::Signer + ?Sized>(
         &mut self,
         msg: Msg,
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
+        self.check_signer(signer)?;
         if self.refused_on_this_connection && !matches!(msg, Msg::Error { .. }) {
             return Err(peer_error(Misbehaviour::AfterRefusal));
         }
@@ -685,12 +689,20 @@ impl Channel {
     }
 
     /// As [`Channel::handle_chain`], with the penalty records the embedder appended so far.
+    ///
+    /// With a signer that is not the channel's the event is refused: nothing changes, and the
+    /// effects carry only [`Event::WrongSigner`] (deliver the event again with the right signer).
     pub fn handle_chain_with_history<S: crate::core::sign::Signer + ?Sized>(
         &mut self,
         event: ChainEvent<'_>,
         history: &[super::PenaltyRecord],
         signer: &S,
     ) -> Effects {
+        if let Err(e) = self.check_signer(signer) {
+            let mut fx = Effects::none();
+            fx.events.push(Event::WrongSigner(e));
+            return fx;
+        }
         if let Some(fx) = self.handle_onchain(event, history, signer) {
             return fx;
         }
@@ -732,11 +744,14 @@ impl Channel {
     /// Our latest commitment, verified against the peer's signatures we hold.
     ///
     /// # Errors
-    /// [`CommandError`](super::CommandError) before the first commitment is signed, or if the signer fails.
+    /// [`CommandError`](super::CommandError) before the first commitment is signed, or if the signer fails;
+    /// [`CommandError::WrongSigner`](super::CommandError::WrongSigner) if `signer` is not the
+    /// channel's ([`Channel::check_signer`]).
     pub fn holder_commitment<S: crate::core::sign::Signer + ?Sized>(
         &self,
         signer: &S,
     ) -> Result<crate::core::commitment::signatures::VerifiedCommitment, super::CommandError> {
+        self.check_signer(signer)?;
         let sigs = self.holder_signatures.clone().ok_or(super::CommandError::WrongPhase)?;
         let n = CommitmentNumber::new(self.holder_commitment).ok_or(super::CommandError::WrongPhase)?;
         let point = signer.per_commitment_point(n)?;
@@ -758,6 +773,20 @@ impl Channel {
         signer: &S,
     ) -> Result<Transaction, super::CommandError> {
         Ok(self.holder_commitment(signer)?.finalize(signer)?)
+    }
+
+    /// Checks that `signer` is the one this channel was opened or accepted with: its five base
+    /// public keys ([`Signer::pubkeys`](crate::core::sign::Signer::pubkeys)) are the ones the
+    /// channel announced and recorded. Every call that signs makes this check first and refuses a
+    /// wrong signer with nothing changed.
+    ///
+    /// # Errors
+    /// [`WrongSigner`](crate::core::sign::WrongSigner) naming the first key that differs.
+    pub fn check_signer<S: crate::core::sign::Signer + ?Sized>(
+        &self,
+        signer: &S,
+    ) -> Result<(), crate::core::sign::WrongSigner> {
+        crate::core::sign::check_signer_pubkeys(signer, &self.holder.pubkeys)
     }
 
     /// The peer's latest commitment as we signed it (unsigned by the peer).

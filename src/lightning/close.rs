@@ -31,12 +31,14 @@ impl Channel {
     /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::NonStandardScript`]
     /// for a script nodes would not relay (the close could never confirm);
     /// [`CommandError::Amount`] for an empty fee range.
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn shutdown<S: Signer + ?Sized>(
         &mut self,
         script: ScriptBuf,
         fee_range: (Amount, Amount),
         signer: &S,
     ) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown)
             || self.shutdown.holder_sent
             || self.is_off_chain_over()

@@ -310,6 +310,10 @@ pub enum Event {
         /// The peer's text.
         data: alloc::vec::Vec<u8>,
     },
+    /// A chain event was refused because `handle_chain` was given a signer that is not the
+    /// channel's: nothing changed (no update to persist). Deliver the same event again with the
+    /// channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 /// Why the channel fails back an HTLC offered to it ([`Event::HtlcRefused`]).
@@ -417,6 +421,10 @@ pub enum Misbehaviour {
     Decode(crate::core::encode::DecodeError),
     /// A message after one we refused on the same connection: disconnect and reconnect first.
     AfterRefusal,
+    /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
+    /// message was not processed ([`Action::Ignore`]: the peer is not blamed and the connection
+    /// stays usable); feed it again with the channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for Misbehaviour {
@@ -425,6 +433,7 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::BadSignature(e) => write!(f, "bad signature: {e}"),
             Misbehaviour::Signer(e) => write!(f, "signer: {e}"),
             Misbehaviour::Decode(e) => write!(f, "decode: {e}"),
+            Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
             other => fmt::Debug::fmt(other, f),
         }
     }
@@ -437,7 +446,7 @@ pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
         // (BOLT #2 allows either) rather than pay for a force close the peer provoked. BOLT #2: a
         // non-standard `shutdown` script gets a warning, not a failed channel.
         UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal | DustExposure | NonStandardScript => Action::Warn,
-        Signer(_) => Action::Ignore,
+        Signer(_) | WrongSigner(_) => Action::Ignore,
         ReestablishMismatch => Action::Close,
         _ => Action::ForceClose,
     };
@@ -483,6 +492,8 @@ pub enum CommandError {
     /// The `shutdown` script is not a standard payout script under
     /// [`ChannelConfig::shutdown_policy`]: no node would relay the closing transaction.
     NonStandardScript,
+    /// The signer is not the channel's (its public keys are not the ones recorded at open).
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for CommandError {
@@ -510,3 +521,15 @@ impl fmt::Display for OpenError {
 }
 
 impl core::error::Error for OpenError {}
+
+impl From<crate::core::sign::WrongSigner> for CommandError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        CommandError::WrongSigner(e)
+    }
+}
+
+impl From<crate::core::sign::WrongSigner> for PeerError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        peer_error(Misbehaviour::WrongSigner(e))
+    }
+}

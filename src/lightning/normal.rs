@@ -221,8 +221,10 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] while waiting for the peer's revocation;
-    /// [`CommandError::NothingToCommit`] if nothing changed.
+    /// [`CommandError::NothingToCommit`] if nothing changed;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn commit<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if !self.is_open_for_updates() || self.awaiting_revoke {
             return Err(CommandError::WrongPhase);
         }

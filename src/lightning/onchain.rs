@@ -127,8 +127,10 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] before we hold a signed commitment; [`CommandError::StateLost`]
-    /// once the peer proved our state stale (our commitment is revoked: never broadcast it).
+    /// once the peer proved our state stale (our commitment is revoked: never broadcast it);
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn force_close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if self.lost_state {
             return Err(CommandError::StateLost);
         }
@@ -149,7 +151,8 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError`] without anchors, if the commitment has no anchor of ours, or if the input
-    /// cannot pay the fee.
+    /// cannot pay the fee;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn anchor_bump<S: Signer + ?Sized>(
         &self,
         commitment: &Transaction,
@@ -158,6 +161,7 @@ impl Channel {
         feerate: FeeratePerKw,
         signer: &S,
     ) -> Result<Transaction, CommandError> {
+        self.check_signer(signer)?;
         if !self.channel_type.has_anchors() {
             return Err(CommandError::WrongPhase);
         }
@@ -213,7 +217,8 @@ impl Channel {
     /// # Errors
     /// [`CommandError::WrongPhase`] without anchors, or if `htlc_tx` does not spend one of our
     /// HTLC outputs that we can claim now (an HTLC-success needs its preimage);
-    /// [`CommandError::Amount`] if `fee_input` cannot pay the fee and a change output above dust.
+    /// [`CommandError::Amount`] if `fee_input` cannot pay the fee and a change output above dust;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn htlc_fee_bump<S: Signer + ?Sized>(
         &self,
         htlc_tx: &Transaction,
@@ -222,6 +227,7 @@ impl Channel {
         feerate: FeeratePerKw,
         signer: &S,
     ) -> Result<Transaction, CommandError> {
+        self.check_signer(signer)?;
         if !self.channel_type.has_anchors() {
             return Err(CommandError::WrongPhase);
         }

@@ -381,8 +381,10 @@ impl Channel {
     /// signature on our first commitment arrives (`funding_signed`).
     ///
     /// # Errors
-    /// [`CommandError`] if not expected now or no output pays the channel.
+    /// [`CommandError`] if not expected now or no output pays the channel;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn funding_tx<S: Signer + ?Sized>(&mut self, tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if self.phase != Phase::AwaitingFundingTx {
             return Err(CommandError::WrongPhase);
         }

@@ -51,8 +51,12 @@ impl Channel {
     /// The `channel_reestablish` to send on reconnection.
     ///
     /// # Errors
-    /// [`crate::core::sign::SignerError`] if the signer cannot answer.
-    pub fn reestablish<S: Signer + ?Sized>(&self, signer: &S) -> Result<Msg, crate::core::sign::SignerError> {
+    /// [`CommandError::Signer`](super::CommandError::Signer) if the signer cannot answer;
+    /// [`CommandError::WrongSigner`](super::CommandError::WrongSigner) if `signer` is not the
+    /// channel's ([`Channel::check_signer`]): its per-commitment point would make the peer think
+    /// we lie about our state.
+    pub fn reestablish<S: Signer + ?Sized>(&self, signer: &S) -> Result<Msg, super::CommandError> {
+        self.check_signer(signer)?;
         let revocations_received = if self.awaiting_revoke {
             self.counterparty_commitment.saturating_sub(1)
         } else {

@@ -13,7 +13,7 @@ use bitcoin::Amount;
 use super::channel::{HtlcChannel, HtlcError, HtlcSignal};
 use super::{HopKind, SafetyMargins};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
-use crate::core::sign::Signer;
+use crate::core::sign::{Signer, WrongSigner};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip};
 use crate::{duplex, lightning, spilman};
@@ -38,6 +38,7 @@ fn msat(amount: Amount) -> MilliSats {
 fn spilman_err(e: spilman::CommandError) -> HtlcError {
     use spilman::CommandError as E;
     HtlcError::Refused(match e {
+        E::WrongSigner(w) => return HtlcError::WrongSigner(w),
         E::WrongPhase => "wrong phase",
         E::Payment(_) => "payment does not fit",
         E::InvalidAmount => "invalid amount",
@@ -52,6 +53,7 @@ fn spilman_err(e: spilman::CommandError) -> HtlcError {
 fn duplex_err(e: duplex::CommandError) -> HtlcError {
     use duplex::CommandError as E;
     HtlcError::Refused(match e {
+        E::WrongSigner(w) => return HtlcError::WrongSigner(w),
         E::WrongPhase => "wrong phase",
         E::ResetInProgress => "reset in progress",
         E::ResetNeeded => "leaf channel dry: reset first",
@@ -68,6 +70,7 @@ fn duplex_err(e: duplex::CommandError) -> HtlcError {
 fn lightning_err(e: lightning::CommandError) -> HtlcError {
     use lightning::CommandError as E;
     HtlcError::Refused(match e {
+        E::WrongSigner(w) => return HtlcError::WrongSigner(w),
         E::WrongPhase => "wrong phase",
         E::Amount => "amount",
         E::Limits => "channel limits",
@@ -84,6 +87,10 @@ impl HtlcChannel for spilman::Payee {
     type Msg = spilman::Msg;
     type Event = spilman::Event;
     type PeerError = spilman::PeerError;
+
+    fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        spilman::Payee::check_signer(self, signer)
+    }
 
     fn hop_kind(&self, _margins: SafetyMargins) -> HopKind {
         HopKind::Spilman { expiry: self.offer().expiry }
@@ -120,6 +127,7 @@ impl HtlcChannel for spilman::Payee {
         signer: &S,
         _tip: ChainTip,
     ) -> Result<spilman::Effects, HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         spilman::Payee::fulfill_htlc(self, id, preimage, signer).map_err(spilman_err)
     }
 
@@ -157,6 +165,10 @@ impl HtlcChannel for spilman::Payer {
     type Event = spilman::Event;
     type PeerError = spilman::PeerError;
 
+    fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        spilman::Payer::check_signer(self, signer)
+    }
+
     fn hop_kind(&self, _margins: SafetyMargins) -> HopKind {
         HopKind::Spilman { expiry: self.refund_height() }
     }
@@ -182,6 +194,7 @@ impl HtlcChannel for spilman::Payer {
         signer: &S,
         tip: ChainTip,
     ) -> Result<(u64, spilman::Effects), HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         let amount = whole_sats(amount)?;
         spilman::Payer::add_htlc(self, amount, payment_hash, expiry, signer, tip).map_err(spilman_err)
     }
@@ -241,6 +254,10 @@ impl HtlcChannel for duplex::Channel {
     type Event = duplex::Event;
     type PeerError = duplex::PeerError;
 
+    fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        duplex::Channel::check_signer(self, signer)
+    }
+
     fn hop_kind(&self, margins: SafetyMargins) -> HopKind {
         let params = self.params();
         HopKind::Duplex {
@@ -276,6 +293,7 @@ impl HtlcChannel for duplex::Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<(u64, duplex::Effects), HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         let amount = whole_sats(amount)?;
         duplex::Channel::add_htlc(self, amount, payment_hash, expiry, signer, tip).map_err(duplex_err)
     }
@@ -287,6 +305,7 @@ impl HtlcChannel for duplex::Channel {
         signer: &S,
         _tip: ChainTip,
     ) -> Result<duplex::Effects, HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         duplex::Channel::fulfill_htlc(self, id, preimage, signer).map_err(duplex_err)
     }
 
@@ -336,6 +355,10 @@ impl HtlcChannel for lightning::Channel {
     type Event = lightning::Event;
     type PeerError = lightning::PeerError;
 
+    fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        lightning::Channel::check_signer(self, signer)
+    }
+
     fn hop_kind(&self, _margins: SafetyMargins) -> HopKind {
         HopKind::Lightning
     }
@@ -363,6 +386,7 @@ impl HtlcChannel for lightning::Channel {
         signer: &S,
         _tip: ChainTip,
     ) -> Result<(u64, lightning::Effects), HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         let onion = lightning::OnionPacket::zeroed();
         let (id, mut fx) =
             lightning::Channel::add_htlc(self, amount, payment_hash, expiry.0, onion).map_err(lightning_err)?;
@@ -377,6 +401,7 @@ impl HtlcChannel for lightning::Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<lightning::Effects, HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         let known = self.htlcs().iter().find(|h| h.offerer == lightning::Side::Counterparty && h.id == id);
         match known {
             Some(h) if !h.payment_hash.is_unlocked_by(&preimage) => return Err(HtlcError::Refused("wrong preimage")),
@@ -397,6 +422,7 @@ impl HtlcChannel for lightning::Channel {
     }
 
     fn fail_htlc<S: Signer + ?Sized>(&mut self, id: u64, signer: &S) -> Result<lightning::Effects, HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
         let mut fx =
             lightning::Channel::fail_htlc(self, id, TEMPORARY_CHANNEL_FAILURE.to_vec()).map_err(lightning_err)?;
         lightning_commit(self, signer, &mut fx);

@@ -5,7 +5,7 @@
 use core::fmt;
 
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
-use crate::core::sign::Signer;
+use crate::core::sign::{Signer, WrongSigner};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, Effects};
 
@@ -58,6 +58,8 @@ pub enum HtlcError {
     Amount,
     /// The channel refused the command (its own error, flattened for logs).
     Refused(&'static str),
+    /// The signer given is not the channel's (the embedder's mistake; nothing changed).
+    WrongSigner(WrongSigner),
 }
 
 impl fmt::Display for HtlcError {
@@ -66,6 +68,7 @@ impl fmt::Display for HtlcError {
             HtlcError::WrongDirection => f.write_str("the channel carries no HTLC in this direction"),
             HtlcError::Amount => f.write_str("amount not representable on this channel"),
             HtlcError::Refused(why) => write!(f, "refused by the channel: {why}"),
+            HtlcError::WrongSigner(e) => write!(f, "{e}"),
         }
     }
 }
@@ -84,8 +87,16 @@ pub trait HtlcChannel {
     type Msg;
     /// The layer's event.
     type Event;
-    /// The layer's refusal of a peer message.
-    type PeerError: fmt::Debug;
+    /// The layer's refusal of a peer message (including its refusal of a wrong signer, which
+    /// blames nobody but the embedder).
+    type PeerError: fmt::Debug + From<WrongSigner>;
+
+    /// The layer's own check that `signer` is the channel's (e.g.
+    /// [`lightning::Channel::check_signer`](crate::lightning::Channel::check_signer)).
+    ///
+    /// # Errors
+    /// [`WrongSigner`] if it is not.
+    fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner>;
 
     /// The channel's type and timing parameters, for the PROTOCOLS §4 deltas.
     fn hop_kind(&self, margins: SafetyMargins) -> HopKind;

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 use super::channel::{HtlcChannel, HtlcError, HtlcSignal};
 use super::{check_forward, e_in, FeePolicy, ForwardError, HtlcTerms, SafetyMargins};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
-use crate::core::sign::Signer;
+use crate::core::sign::{Signer, WrongSigner};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, Effects};
 
@@ -122,6 +122,14 @@ pub enum ForwardEvent {
         /// `true` for the incoming channel (to claim with the preimage before the upstream
         /// timeout), `false` for the outgoing one (to time the HTLC out).
         incoming: bool,
+    },
+    /// A chain event was refused, nothing changed: the signer given for one channel is not that
+    /// channel's (the embedder's mistake). Deliver the event again with the right signers.
+    WrongSigner {
+        /// `true` for the incoming channel's signer, `false` for the outgoing one's.
+        incoming: bool,
+        /// Which key differs.
+        error: WrongSigner,
     },
 }
 
@@ -392,7 +400,8 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
     /// A message from the upstream peer (on the incoming channel).
     ///
     /// # Errors
-    /// The channel's refusal; nothing changed.
+    /// The channel's refusal; nothing changed. Either signer not its channel's: the incoming
+    /// layer's wrong-signer refusal (which blames nobody but the embedder).
     pub fn handle_incoming_message<SI: Signer + ?Sized, SO: Signer + ?Sized>(
         &mut self,
         msg: I::Msg,
@@ -400,6 +409,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         out_signer: &SO,
         tip: ChainTip,
     ) -> Result<NodeEffects<I, O>, I::PeerError> {
+        self.check_signers(in_signer, out_signer).map_err(|(_, e)| I::PeerError::from(e))?;
         let before = self.snapshot();
         let fx = self.incoming.handle_message(msg, in_signer, tip)?;
         self.tip = self.tip.max(tip.height);
@@ -413,7 +423,8 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
     /// A message from the downstream peer (on the outgoing channel).
     ///
     /// # Errors
-    /// The channel's refusal; nothing changed.
+    /// The channel's refusal; nothing changed. Either signer not its channel's: the outgoing
+    /// layer's wrong-signer refusal (which blames nobody but the embedder).
     pub fn handle_outgoing_message<SI: Signer + ?Sized, SO: Signer + ?Sized>(
         &mut self,
         msg: O::Msg,
@@ -421,6 +432,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         out_signer: &SO,
         tip: ChainTip,
     ) -> Result<NodeEffects<I, O>, O::PeerError> {
+        self.check_signers(in_signer, out_signer).map_err(|(_, e)| O::PeerError::from(e))?;
         let before = self.snapshot();
         let fx = self.outgoing.handle_message(msg, out_signer, tip)?;
         self.tip = self.tip.max(tip.height);
@@ -432,12 +444,20 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
     }
 
     /// A chain event, for both channels; on a new tip, the HTLC deadlines are checked.
+    ///
+    /// If either signer is not its channel's, nothing changes and the only effect is
+    /// [`ForwardEvent::WrongSigner`]: deliver the event again with the right signers.
     pub fn handle_chain<SI: Signer + ?Sized, SO: Signer + ?Sized>(
         &mut self,
         event: ChainEvent<'_>,
         in_signer: &SI,
         out_signer: &SO,
     ) -> NodeEffects<I, O> {
+        if let Err((incoming, error)) = self.check_signers(in_signer, out_signer) {
+            let mut nfx = NodeEffects::none();
+            nfx.events.push(ForwardEvent::WrongSigner { incoming, error });
+            return nfx;
+        }
         let before = self.snapshot();
         let mut nfx = NodeEffects::none();
         nfx.incoming = self.incoming.handle_chain(event, in_signer);
@@ -454,6 +474,17 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         }
         self.note_state(&before, &mut nfx);
         nfx
+    }
+
+    /// Both channels' signer checks, before anything changes: `(true, _)` if the incoming
+    /// channel's signer is wrong, `(false, _)` if the outgoing one's.
+    fn check_signers<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &self,
+        in_signer: &SI,
+        out_signer: &SO,
+    ) -> Result<(), (bool, WrongSigner)> {
+        self.incoming.check_signer(in_signer).map_err(|e| (true, e))?;
+        self.outgoing.check_signer(out_signer).map_err(|e| (false, e))
     }
 
     /// Acts on every signal in `nfx`'s channel events, including those its own actions add.

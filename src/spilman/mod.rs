@@ -155,6 +155,10 @@ pub enum Event {
     /// (Payee) the payer's [`Reestablish`] shows that it lost state: close with the best payment
     /// ([`Payee::close`]).
     CounterpartyLostState,
+    /// A chain event was refused because `handle_chain` was given a signer that is not the
+    /// channel's: nothing changed (no update to persist). Deliver the same event again with the
+    /// channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 /// What was wrong with a peer message.
@@ -205,6 +209,10 @@ pub enum Misbehaviour {
     /// The payer's script (in [`Open`] or [`RefundRequest`]) is not a standard payout script
     /// ([`payment::PAYOUT_POLICY`]): no node would relay a payment transaction paying it.
     NonStandardScript,
+    /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
+    /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
+    /// again with the channel's signer.
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for Misbehaviour {
@@ -214,6 +222,7 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::Signature(e) => write!(f, "payment signature: {e}"),
             Misbehaviour::RefundSignature(e) => write!(f, "refund signature: {e}"),
             Misbehaviour::Signer(e) => write!(f, "signer: {e}"),
+            Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
             other => fmt::Debug::fmt(other, f),
         }
     }
@@ -224,7 +233,7 @@ fn peer_error(kind: Misbehaviour) -> PeerError {
         Misbehaviour::UnexpectedMessage | Misbehaviour::Replay | Misbehaviour::NotAcceptingPayments => {
             driving::Action::Ignore
         }
-        Misbehaviour::Signer(_) => driving::Action::Ignore,
+        Misbehaviour::Signer(_) | Misbehaviour::WrongSigner(_) => driving::Action::Ignore,
         _ => driving::Action::Warn,
     };
     driving::PeerError { kind, action }
@@ -260,6 +269,8 @@ pub enum CommandError {
     LostState,
     /// The payee's or our script is not a standard payout script ([`payment::PAYOUT_POLICY`]).
     NonStandardScript,
+    /// The signer is not the channel's (its public keys are not the ones recorded at setup).
+    WrongSigner(crate::core::sign::WrongSigner),
 }
 
 impl fmt::Display for CommandError {
@@ -267,6 +278,7 @@ impl fmt::Display for CommandError {
         match self {
             CommandError::Payment(e) => write!(f, "payment: {e}"),
             CommandError::Signer(e) => write!(f, "signer: {e}"),
+            CommandError::WrongSigner(e) => write!(f, "{e}"),
             other => fmt::Debug::fmt(other, f),
         }
     }
@@ -278,4 +290,25 @@ impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
     }
+}
+
+impl From<crate::core::sign::WrongSigner> for CommandError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        CommandError::WrongSigner(e)
+    }
+}
+
+impl From<crate::core::sign::WrongSigner> for PeerError {
+    fn from(e: crate::core::sign::WrongSigner) -> Self {
+        peer_error(Misbehaviour::WrongSigner(e))
+    }
+}
+
+/// The effects of a chain event refused for a wrong signer: nothing to persist or do, the
+/// [`Event::WrongSigner`] to report, and the channel's unchanged deadline.
+fn wrong_signer_effects(e: crate::core::sign::WrongSigner, next_deadline: Option<BlockHeight>) -> Effects {
+    let mut fx = Effects::none();
+    fx.events.push(Event::WrongSigner(e));
+    fx.next_deadline = next_deadline;
+    fx
 }

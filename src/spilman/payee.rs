@@ -11,7 +11,7 @@ use super::payment::{
 };
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::hashlock::PaymentPreimage;
-use crate::core::sign::Signer;
+use crate::core::sign::{self, KeyId, Signer, WrongSigner};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
 
@@ -121,6 +121,16 @@ impl Payee {
         (payee, fx)
     }
 
+    /// Checks that `signer` is the one this payee was created with: its funding and HTLC base
+    /// public keys are the payee's keys in the channel. Every call that signs makes this check
+    /// first and refuses a wrong signer with nothing changed.
+    ///
+    /// # Errors
+    /// [`WrongSigner`] naming the first key that differs.
+    pub fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        sign::check_signer(signer, &[(KeyId::Funding, &self.payee_key), (KeyId::Htlc, &self.payee_htlc_key)])
+    }
+
     /// The terms this payee offers.
     pub fn offer(&self) -> Offer {
         let c = &self.config;
@@ -218,13 +228,17 @@ impl Payee {
     /// Handles a message from the payer. On error nothing changed.
     ///
     /// # Errors
-    /// [`PeerError`] describing the misbehaviour and what to do about it.
+    /// [`PeerError`] describing the misbehaviour and what to do about it;
+    /// [`Misbehaviour::WrongSigner`] (not the peer's fault,
+    /// [`Action::Ignore`](crate::driving::Action::Ignore)) if `signer` is not the channel's: feed
+    /// the message again with the right one.
     pub fn handle_message<S: Signer + ?Sized>(
         &mut self,
         msg: Msg,
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
+        self.check_signer(signer)?;
         match msg {
             Msg::RefundRequest(r) => self.on_refund_request(r, signer),
             Msg::Open(o) => self.on_open(o, tip),
@@ -450,13 +464,15 @@ impl Payee {
     /// # Errors
     /// [`CommandError`] if the HTLC is unknown or the preimage wrong;
     /// [`CommandError::WrongPhase`] if the channel closed by a transaction that does not carry
-    /// the HTLC (the payer's refund): there is nothing left to claim.
+    /// the HTLC (the payer's refund): there is nothing left to claim;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payee::check_signer`]).
     pub fn fulfill_htlc<S: Signer + ?Sized>(
         &mut self,
         id: u64,
         preimage: PaymentPreimage,
         signer: &S,
     ) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         let htlc = self.held_htlc(id).ok_or(CommandError::UnknownHtlc)?;
         if !htlc.payment_hash.is_unlocked_by(&preimage) {
             return Err(CommandError::WrongPreimage);
@@ -515,8 +531,10 @@ impl Payee {
     /// The fully signed best payment transaction (what [`Payee::close`] broadcasts).
     ///
     /// # Errors
-    /// [`CommandError`] if there is no payment yet or the signer fails.
+    /// [`CommandError`] if there is no payment yet or the signer fails;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payee::check_signer`]).
     pub fn closing_tx<S: Signer + ?Sized>(&self, signer: &S) -> Result<Transaction, CommandError> {
+        self.check_signer(signer)?;
         let (Some(t), Some(best)) = (&self.template, &self.best) else {
             return Err(CommandError::WrongPhase);
         };
@@ -527,8 +545,10 @@ impl Payee {
     /// Closes the channel now: completes and broadcasts the best payment transaction.
     ///
     /// # Errors
-    /// [`CommandError`] if the channel is not open or the signer fails.
+    /// [`CommandError`] if the channel is not open or the signer fails;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payee::check_signer`]).
     pub fn close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if !matches!(self.phase, PayeePhase::Open | PayeePhase::Closing) {
             return Err(CommandError::WrongPhase);
         }
@@ -564,7 +584,13 @@ impl Payee {
     }
 
     /// Handles a chain event. Idempotent; unrelated or garbage transactions change nothing.
+    ///
+    /// With a signer that is not the channel's the event is refused: nothing changes, and the
+    /// effects carry only [`Event::WrongSigner`] (deliver the event again with the right signer).
     pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+        if let Err(e) = self.check_signer(signer) {
+            return super::wrong_signer_effects(e, self.next_deadline());
+        }
         match event {
             ChainEvent::Tip(tip) => {
                 let due = self.next_deadline().is_some_and(|d| tip.height >= d);

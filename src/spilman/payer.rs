@@ -9,7 +9,7 @@ use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, Variant};
 use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, PAYOUT_POLICY};
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
-use crate::core::sign::Signer;
+use crate::core::sign::{self, KeyId, Signer, WrongSigner};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
 
@@ -250,6 +250,16 @@ impl Payer {
         }
     }
 
+    /// Checks that `signer` is the one this payer was created with: its funding and HTLC base
+    /// public keys are the payer's keys in the channel. Every call that signs makes this check
+    /// first and refuses a wrong signer with nothing changed.
+    ///
+    /// # Errors
+    /// [`WrongSigner`] naming the first key that differs.
+    pub fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner> {
+        sign::check_signer(signer, &[(KeyId::Funding, &self.payer_key), (KeyId::Htlc, &self.payer_htlc_key)])
+    }
+
     /// Encodes the full state (see [`Payer::restore`]).
     pub fn snapshot(&self) -> Vec<u8> {
         super::snapshot::encode_payer(self)
@@ -294,8 +304,10 @@ impl Payer {
     ///
     /// # Errors
     /// [`CommandError::NoFundingOutput`] if no output pays [`Payer::funding_output`];
-    /// [`CommandError::MalleableFunding`] if a pre-signed funding has a `scriptSig`.
+    /// [`CommandError::MalleableFunding`] if a pre-signed funding has a `scriptSig`;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payer::check_signer`]).
     pub fn fund<S: Signer + ?Sized>(&mut self, funding_tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if self.phase != PayerPhase::AwaitingFunding {
             return Err(CommandError::WrongPhase);
         }
@@ -420,8 +432,10 @@ impl Payer {
     ///
     /// # Errors
     /// [`CommandError`] if the channel is not open, the amount is zero, or the resulting payment
-    /// does not fit (capacity exceeded, or change left below dust: pay it all instead).
+    /// does not fit (capacity exceeded, or change left below dust: pay it all instead);
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payer::check_signer`]).
     pub fn pay<S: Signer + ?Sized>(&mut self, amount: Amount, signer: &S) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         if amount == Amount::ZERO {
             return Err(CommandError::InvalidAmount);
         }
@@ -435,7 +449,8 @@ impl Payer {
     ///
     /// # Errors
     /// [`CommandError`] if the channel is not open, the expiry is outside the payee's window
-    /// (`tip + htlc_min_blocks ..= expiry - close_margin`), or the payment does not fit.
+    /// (`tip + htlc_min_blocks ..= expiry - close_margin`), or the payment does not fit;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payer::check_signer`]).
     pub fn add_htlc<S: Signer + ?Sized>(
         &mut self,
         amount: Amount,
@@ -444,6 +459,7 @@ impl Payer {
         signer: &S,
         tip: ChainTip,
     ) -> Result<(u64, Effects), CommandError> {
+        self.check_signer(signer)?;
         let earliest = tip.height.checked_add(self.offer.htlc_min_blocks).ok_or(CommandError::HtlcExpiry)?;
         if expiry < earliest || expiry > self.offer.expiry.saturating_sub(self.offer.close_margin) {
             return Err(CommandError::HtlcExpiry);
@@ -464,13 +480,15 @@ impl Payer {
     /// [`Payer::is_fail_irrevocable`] says so.
     ///
     /// # Errors
-    /// [`CommandError::NotExpired`] if neither expired nor failed by the payee.
+    /// [`CommandError::NotExpired`] if neither expired nor failed by the payee;
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payer::check_signer`]).
     pub fn timeout_htlc<S: Signer + ?Sized>(
         &mut self,
         id: u64,
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, CommandError> {
+        self.check_signer(signer)?;
         let h = self
             .htlcs
             .iter()
@@ -509,8 +527,10 @@ impl Payer {
     /// The fully signed refund: valid from [`Payer::refund_height`] on.
     ///
     /// # Errors
-    /// [`CommandError`] if not funded yet (or, pre-signed, before the payee's signature).
+    /// [`CommandError`] if not funded yet (or, pre-signed, before the payee's signature);
+    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payer::check_signer`]).
     pub fn refund_tx<S: Signer + ?Sized>(&self, signer: &S) -> Result<Transaction, CommandError> {
+        self.check_signer(signer)?;
         let t = self.template.as_ref().ok_or(CommandError::WrongPhase)?;
         let refund = t.refund_tx(self.config.refund_fee, self.offer.expiry).ok_or(CommandError::BadTerms)?;
         let ours = t.sign_refund(signer, &refund)?;
@@ -520,13 +540,16 @@ impl Payer {
     /// Handles a message from the payee. On error nothing changed.
     ///
     /// # Errors
-    /// [`PeerError`] describing the misbehaviour.
+    /// [`PeerError`] describing the misbehaviour; [`Misbehaviour::WrongSigner`] (not the peer's
+    /// fault, [`Action::Ignore`](crate::driving::Action::Ignore)) if `signer` is not the
+    /// channel's: feed the message again with the right one.
     pub fn handle_message<S: Signer + ?Sized>(
         &mut self,
         msg: Msg,
         signer: &S,
         _tip: ChainTip,
     ) -> Result<Effects, PeerError> {
+        self.check_signer(signer)?;
         match msg {
             Msg::RefundSigned(r) => {
                 if self.phase != PayerPhase::AwaitingRefundSignature {
@@ -624,7 +647,13 @@ impl Payer {
     }
 
     /// Handles a chain event. Idempotent; unrelated or garbage transactions change nothing.
+    ///
+    /// With a signer that is not the channel's the event is refused: nothing changes, and the
+    /// effects carry only [`Event::WrongSigner`] (deliver the event again with the right signer).
     pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
+        if let Err(e) = self.check_signer(signer) {
+            return super::wrong_signer_effects(e, self.next_deadline());
+        }
         match event {
             ChainEvent::Tip(tip) => self.on_tip(tip.height, signer),
             ChainEvent::Confirmed { tx, height } => self.on_confirmed(tx, height, signer),
