@@ -215,13 +215,18 @@ fn a_proposer_that_forgot_its_proposal_never_reuses_its_locks() {
     assert!(p.b().is_resetting());
     let fx = p.parties[0].ch.reset(&p.parties[0].signer, p.tip()).expect("propose again");
     p.absorb(A, fx);
-    let Some((_, Msg::ResetPropose(second))) = p.queue.front().cloned() else { panic!("a proposal") };
+    let Some((_, Msg::ResetPropose(second))) = p.queue.pop_front() else { panic!("a proposal") };
     assert!(second.digits > first.digits, "{:?} after {:?}", second.digits, first.digits);
-    // It replaces the pending one at B.
-    p.run();
-    assert!(!p.a().is_resetting() && !p.b().is_resetting());
-    assert_eq!(p.a().digits(), &second.digits[..]);
-    p.assert_views_agree();
+    // B signed step (2) of the first proposal: it keeps that branch until a newer one is
+    // complete, so it refuses the new proposal, unchanged (it cannot tell a proposer that lost its
+    // proposal from one that holds the branch and would publish it once B forgot it:
+    // duplex_hostile.rs). The channel waits for the first reset's step (3), or is closed.
+    let before = p.b().snapshot();
+    let tip = p.tip();
+    let e = p.parties[1].ch.handle_message(Msg::ResetPropose(second), &p.parties[1].signer, tip).expect_err("refused");
+    assert_eq!(e.kind, Misbehaviour::NotQuiescent);
+    assert_eq!(p.b().snapshot(), before);
+    assert!(p.b().is_resetting());
 }
 
 #[test]

@@ -21,7 +21,9 @@
 //!
 //! Between (2) and (3) only the proposer can enforce the new branch. The netting is value-neutral,
 //! and the responder keeps its old leaf payments and also the pending branch (fully signed below
-//! `N_i'`), so it follows whichever of the two appears on chain. It accepts no payment until (3).
+//! `N_i'`, with the proposer's signature on its new first payment), so it follows whichever of the
+//! two appears on chain. It accepts no payment and no other proposal until (3): a proposer that
+//! holds the pending branch could otherwise make it forget that branch, then publish it.
 
 use alloc::vec::Vec;
 
@@ -273,7 +275,8 @@ impl Channel {
     }
 
     /// Abandons a reset we proposed and that the counterparty has not answered. Its counter value
-    /// stays used.
+    /// stays used. If the counterparty did answer (its step (2) crossed the cancellation), it keeps
+    /// waiting for step (3) and refuses other proposals: the channel then needs a close.
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] unless a proposal of ours is pending.
@@ -326,6 +329,13 @@ impl Channel {
         // Crossing proposals: the initiator's wins.
         if matches!(self.reset, ResetState::Proposed(_)) && self.role == Role::Initiator {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        // We signed step (2) of a branch the proposer can publish: we keep it, and everything we
+        // need to follow it on chain, until a newer branch is complete. A proposer that holds it
+        // and proposes again (after restoring an older copy of its state and cancelling) would
+        // otherwise make us forget a branch it can still publish.
+        if matches!(self.reset, ResetState::AwaitingFinish { .. }) {
+            return Err(peer_error(Misbehaviour::NotQuiescent));
         }
         let (me, them) = (self.role.index(), (!self.role).index());
         let mine = &self.channels[me];

@@ -1,0 +1,148 @@
+//! A hostile duplex peer that sends only well-formed, validly signed messages: the honest party
+//! stays whole to the satoshi, on the transactions it can broadcast.
+
+mod common;
+
+use common::duplex::{signer, terms, Pair, CLAIM_FEE, PAYMENT_FEE, REFUND_FEE};
+use paychan::core::PaymentPreimage;
+use paychan::driving::RestoreCheck;
+use paychan::duplex::{tree, Channel, CommandError, Event, Misbehaviour, Msg, Phase, Role};
+
+use bitcoin::{Amount, OutPoint};
+
+const A: Role = Role::Initiator;
+const B: Role = Role::Acceptor;
+
+/// Takes the next message in flight and hands it to its recipient, who must take it.
+fn deliver_next(p: &mut Pair) -> Msg {
+    let (to, m) = p.queue.pop_front().expect("a message in flight");
+    let tip = p.tip();
+    let party = &mut p.parties[to.index()];
+    let fx = party.ch.handle_message(m.clone(), &party.signer, tip).unwrap_or_else(|e| panic!("{to:?}: {e}"));
+    p.absorb(to, fx);
+    m
+}
+
+/// Issue item 11. The proposer receives the responder's step (2), withholds step (3), restores
+/// its own older snapshot (its proposal still unanswered there), cancels, and sends a newer valid
+/// proposal. Had the responder accepted it, it would have forgotten the branch it signed; the
+/// proposer then publishes that branch (its changed node has the shorter lock, so it wins) and
+/// refunds its whole leaf channel, HTLC included, although the responder revealed the HTLC's
+/// preimage. The responder refuses the new proposal, keeps the branch, follows it on chain, and
+/// ends with exactly its balance in that branch plus the HTLC, less the fees of what it broadcast.
+#[test]
+fn reproposal_after_step_two_does_not_strand_the_responder() {
+    let mut p = Pair::open(terms(vec![3, 3, 3]));
+    p.pay(A, 30_000);
+    p.pay(B, 10_000);
+    let preimage = PaymentPreimage([0x5e; 32]);
+    let htlc_sats = 50_000;
+    let id = p.add_htlc(A, htlc_sats, preimage, 300);
+    let b_balance = p.b().balances().holder.to_sat();
+
+    // (1) A proposes; it keeps a copy of its state with the proposal unanswered.
+    let tip = p.tip();
+    let fx = p.parties[0].ch.reset(&signer(A), tip).expect("A proposes");
+    p.absorb(A, fx);
+    let unanswered = p.a().snapshot();
+    assert!(matches!(deliver_next(&mut p), Msg::ResetPropose(_)));
+    // (2) B accepts; A takes it (A now holds the whole new branch) and withholds step (3).
+    assert!(matches!(deliver_next(&mut p), Msg::ResetAccept(_)));
+    assert!(matches!(p.queue.pop_front(), Some((B, Msg::ResetFinish(_)))));
+    p.queue.clear();
+    assert!(p.b().is_resetting(), "B waits for step (3)");
+    let holds_new_branch = p.a().clone();
+    assert_ne!(holds_new_branch.digits(), p.b().digits());
+
+    // B reveals the HTLC's preimage (it may have claimed upstream already).
+    let fx = p.parties[1].ch.fulfill_htlc(id, preimage, &signer(B)).expect("B fulfils");
+    assert!(fx.send.iter().any(|m| matches!(m, Msg::Fulfill { .. })), "the preimage goes out");
+    p.absorb(B, fx);
+    p.queue.clear();
+
+    // A restores its older snapshot, cancels the proposal and proposes again, validly signed.
+    let mut a_old = Channel::restore(&unanswered, RestoreCheck::default()).expect("restores");
+    let _ = a_old.cancel_reset().expect("cancel");
+    let tip = p.tip();
+    let fx = a_old.reset(&signer(A), tip).expect("A proposes again");
+    let Some(Msg::ResetPropose(again)) = fx.send.into_iter().next() else { panic!("a proposal") };
+    let before = p.b().snapshot();
+    let answer = p.parties[1].ch.handle_message(Msg::ResetPropose(again), &signer(B), tip);
+    let refused = match answer {
+        Ok(fx) => {
+            // (The unsafe behaviour: B signs the newer branch and forgets the one it signed.)
+            p.absorb(B, fx);
+            p.queue.clear();
+            None
+        }
+        Err(e) => Some((e.kind, p.b().snapshot() == before)),
+    };
+
+    // A publishes the branch B signed in step (2), and settles its side of it.
+    p.parties[0].ch = holds_new_branch.clone();
+    let fx = p.parties[0].ch.force_close(&signer(A));
+    p.absorb(A, fx);
+    for _ in 0..80 {
+        p.mine();
+    }
+
+    // What B got on chain, and what it could still take by hand: its own leaf channel of the
+    // published leaf, if unspent, refunded (less the refund fee).
+    let leaf = holds_new_branch.current_branch().expect("branch").pop().expect("leaf");
+    let leaf_txid = leaf.compute_txid();
+    assert!(p.chain.confirmation(&leaf_txid).is_some(), "the branch B signed in step (2) confirmed");
+    let [_, b_vout] = tree::leaf_vouts(holds_new_branch.leaf_value(A), holds_new_branch.leaf_value(B));
+    let by_hand = b_vout
+        .map(|vout| OutPoint { txid: leaf_txid, vout })
+        .filter(|o| p.chain.is_unspent(o))
+        .and_then(|o| p.chain.utxo(&o))
+        .map_or(0, |out| out.value.to_sat() - REFUND_FEE);
+    let received = p.paid_to(B) + by_hand;
+    // Owed: B's balance in the newest branch both signed (the netting moves no value), plus the
+    // HTLC whose preimage it revealed, less the fees of A's payment, the claim and its refund.
+    let owed = b_balance + htlc_sats - PAYMENT_FEE - CLAIM_FEE - REFUND_FEE;
+    assert_eq!(received, owed, "B short by {} sat", owed as i64 - received as i64);
+    assert_eq!(by_hand, 0, "nothing left for B to do by hand");
+    assert_eq!(p.b().phase(), Phase::Closed);
+    assert!(!p.parties[1].events.iter().any(|e| matches!(e, Event::StaleBranchConfirmed { .. })));
+    assert!(p.parties[1].events.iter().any(|e| matches!(e, Event::HtlcClaimBroadcast { id: i, .. } if *i == id)));
+    assert_eq!(refused, Some((Misbehaviour::NotQuiescent, true)), "refused, B's state byte-identical");
+}
+
+/// The refused re-proposal does not block the honest way on: the proposer's step (3), sent
+/// again after a reconnection, completes the reset B signed, and B takes proposals again.
+#[test]
+fn refused_reproposal_leaves_the_pending_reset_completable() {
+    let mut p = Pair::open(terms(vec![3, 3, 3]));
+    p.pay(A, 30_000);
+    let tip = p.tip();
+    let fx = p.parties[0].ch.reset(&signer(A), tip).expect("A proposes");
+    p.absorb(A, fx);
+    let unanswered = p.a().snapshot();
+    deliver_next(&mut p);
+    deliver_next(&mut p);
+    p.queue.clear();
+    let mut a_old = Channel::restore(&unanswered, RestoreCheck::default()).expect("restores");
+    let _ = a_old.cancel_reset().expect("cancel");
+    let fx = a_old.reset(&signer(A), tip).expect("A proposes again");
+    let Some(Msg::ResetPropose(again)) = fx.send.into_iter().next() else { panic!("a proposal") };
+    let before = p.b().snapshot();
+    let e = p.parties[1].ch.handle_message(Msg::ResetPropose(again), &signer(B), tip).expect_err("refused");
+    assert_eq!(e.kind, Misbehaviour::NotQuiescent);
+    assert_eq!(p.b().snapshot(), before);
+    // B, restored from its snapshot, still waits for the same step (3).
+    let restored = Channel::restore(&before, RestoreCheck::default()).expect("restores");
+    assert_eq!(restored.snapshot(), before);
+    assert!(restored.is_resetting());
+    // Payments and a cooperative close wait for it too.
+    let mut b = p.b().clone();
+    assert_eq!(b.pay(Amount::from_sat(1_000), &signer(B)).unwrap_err(), CommandError::ResetInProgress);
+    assert_eq!(b.close(&signer(B)).unwrap_err(), CommandError::ResetInProgress);
+    // A reconnects with the state that holds the branch: step (3) again, and the reset completes.
+    p.reconnect();
+    p.run();
+    assert!(!p.b().is_resetting());
+    assert_eq!(p.a().digits(), p.b().digits());
+    p.reset(B);
+    p.pay(A, 1_000);
+}
