@@ -4,9 +4,11 @@
 mod common;
 
 use common::duplex::{signer, terms, Pair, CLAIM_FEE, PAYMENT_FEE, REFUND_FEE};
-use paychan::core::PaymentPreimage;
+use paychan::core::{BlockHeight, PaymentPreimage};
 use paychan::driving::RestoreCheck;
 use paychan::duplex::{tree, Channel, CommandError, Event, Misbehaviour, Msg, Phase, Role};
+use paychan::spilman::payment::{PaymentHtlc, PaymentState, UpdateError};
+use paychan::spilman::Payment;
 
 use bitcoin::{Amount, OutPoint};
 
@@ -145,4 +147,67 @@ fn refused_reproposal_leaves_the_pending_reset_completable() {
     assert_eq!(p.a().digits(), p.b().digits());
     p.reset(B);
     p.pay(A, 1_000);
+}
+
+/// A payment in `payer`'s leaf channel adding `ids` as HTLCs to its newest state, numbered
+/// `number`, signed with the payer's key exactly as its channel signs (a hostile payer may pick
+/// any id).
+fn hostile_payment(p: &Pair, payer: Role, number: u64, state: &PaymentState, ids: &[u64]) -> Payment {
+    let ch = p.ch(payer);
+    let (earliest, _) = p.ch(!payer).htlc_expiry_window(p.tip());
+    let expiry = BlockHeight(earliest.expect("window").0 + 10);
+    let mut state = state.clone();
+    for &id in ids {
+        let hash = PaymentPreimage([id as u8; 32]).hash();
+        state.htlcs.push(PaymentHtlc { id, amount: Amount::from_sat(5_000), payment_hash: hash, expiry });
+    }
+    let t = ch.template(payer).expect("leaf channel");
+    let signature = t.sign(&signer(payer), &t.build(&state).expect("buildable")).expect("signs");
+    Payment { number, to_payee: state.to_payee, htlcs: state.htlcs, signature }
+}
+
+fn refused_unchanged(p: &mut Pair, to: Role, m: Msg, want: Misbehaviour) {
+    let before = p.ch(to).snapshot();
+    let tip = p.tip();
+    let party = &mut p.parties[to.index()];
+    let e = party.ch.handle_message(m, &party.signer, tip).expect_err("refused");
+    assert_eq!(e.kind, want);
+    assert_eq!(p.ch(to).snapshot(), before, "a refused message changed the channel");
+}
+
+/// Issue item 12, duplex leaf channels. An HTLC at id `u64::MAX` left `next_htlc_id` saturated
+/// at `u64::MAX`, so a later HTLC could carry the same id again (preimages, failures and upstream
+/// links are keyed by id). Refused, as is a payment numbered `u64::MAX`; the largest id with a
+/// successor is taken, and then no new HTLC can follow it.
+#[test]
+fn htlc_id_at_u64_max_is_refused_so_ids_are_never_reused() {
+    let mut p = Pair::open(terms(vec![3, 3, 3]));
+    p.pay(A, 30_000);
+    let Msg::Reestablish(r) = p.a().reestablish() else { panic!("reestablish") };
+    let n = r.numbers[A.index()] + 1;
+    let held = p.a().leaf_state(A).clone();
+    let exhausted = Misbehaviour::Payment(UpdateError::Exhausted);
+    let at_max = hostile_payment(&p, A, n, &held, &[u64::MAX]);
+    refused_unchanged(&mut p, B, Msg::Payment(at_max), exhausted);
+    let both = hostile_payment(&p, A, n, &held, &[7, u64::MAX]);
+    refused_unchanged(&mut p, B, Msg::Payment(both), exhausted);
+    // The largest id that has a successor is taken.
+    let below = hostile_payment(&p, A, n, &held, &[u64::MAX - 1]);
+    let tip = p.tip();
+    let fx = p.parties[1].ch.handle_message(Msg::Payment(below.clone()), &signer(B), tip).expect("u64::MAX - 1");
+    assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcOffered(h) if h.id == u64::MAX - 1)));
+    p.absorb(B, fx);
+    p.queue.clear();
+    // Nothing may follow it.
+    let state = PaymentState { to_payee: below.to_payee, htlcs: below.htlcs.clone() };
+    let after = hostile_payment(&p, A, n + 1, &state, &[u64::MAX]);
+    refused_unchanged(&mut p, B, Msg::Payment(after), exhausted);
+    // A payment numbered u64::MAX leaves no next number (a reset takes the next one).
+    let more = PaymentState { to_payee: state.to_payee + Amount::from_sat(1_000), ..state.clone() };
+    let last = hostile_payment(&p, A, u64::MAX, &more, &[]);
+    refused_unchanged(&mut p, B, Msg::Payment(last), exhausted);
+    let tip = p.tip();
+    let mut b = p.b().clone();
+    let taken = b.handle_message(Msg::Payment(hostile_payment(&p, A, u64::MAX - 1, &more, &[])), &signer(B), tip);
+    assert!(taken.is_ok(), "u64::MAX - 1 is a valid number");
 }

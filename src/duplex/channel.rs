@@ -819,8 +819,8 @@ impl Channel {
     /// [`Channel::pay`]); a reset that carries HTLCs keeps that much with the payee.
     ///
     /// # Errors
-    /// [`CommandError::HtlcExpiry`] outside [`Channel::htlc_expiry_window`]; otherwise as
-    /// [`Channel::pay`].
+    /// [`CommandError::HtlcExpiry`] outside [`Channel::htlc_expiry_window`];
+    /// [`CommandError::InvalidAmount`] if no HTLC id is left; otherwise as [`Channel::pay`].
     pub fn add_htlc<S: Signer + ?Sized>(
         &mut self,
         amount: Amount,
@@ -835,6 +835,11 @@ impl Channel {
             return Err(CommandError::HtlcExpiry);
         }
         let ch = &self.channels[self.role.index()];
+        // An id without a successor is never used (the counterparty refuses it): ids are never
+        // reused.
+        if ch.next_htlc_id.checked_add(1).is_none() {
+            return Err(CommandError::InvalidAmount);
+        }
         let htlc = PaymentHtlc { id: ch.next_htlc_id, amount, payment_hash, expiry };
         let mut state = ch.state.clone();
         state.htlcs.push(htlc);

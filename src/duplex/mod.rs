@@ -452,7 +452,7 @@ pub enum CommandError {
     ResetNeeded,
     /// Our balance cannot carry this payment.
     InsufficientBalance,
-    /// An amount is zero or overflowed.
+    /// An amount is zero or overflowed, or no payment number or HTLC id is left (`u64::MAX`).
     InvalidAmount,
     /// Unknown HTLC id.
     UnknownHtlc,

@@ -37,7 +37,7 @@ use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, R
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 use crate::driving::ChainTip;
-use crate::spilman::payment::{PaymentHtlc, PaymentState};
+use crate::spilman::payment::{PaymentHtlc, PaymentState, UpdateError};
 use crate::spilman::Payment;
 
 /// A reset in the making: the new counter value, the level that changes, what is netted, and the
@@ -199,7 +199,8 @@ impl Channel {
     /// [`CommandError::Exhausted`] when no counter value is left (close cooperatively);
     /// [`CommandError::NotQuiescent`] if our last payment is not acknowledged;
     /// [`CommandError::ResetInProgress`]; [`CommandError::Netting`] if the new leaf would have an
-    /// output below dust or cannot carry the pending HTLCs; [`CommandError::Signer`].
+    /// output below dust or cannot carry the pending HTLCs; [`CommandError::InvalidAmount`] if a
+    /// payment number has no successor left; [`CommandError::Signer`].
     pub fn reset<S: Signer + ?Sized>(&mut self, signer: &S, tip: ChainTip) -> Result<Effects, CommandError> {
         if self.lost_state {
             return Err(CommandError::LostState);
@@ -213,6 +214,9 @@ impl Channel {
         let me = self.role.index();
         if self.channels[me].acked != self.channels[me].number {
             return Err(CommandError::NotQuiescent);
+        }
+        if self.channels.iter().any(|c| c.number.checked_add(1).is_none()) {
+            return Err(CommandError::InvalidAmount);
         }
         let params = &self.terms.params;
         let (digits, _) = tree::successor(params, self.counter_floor()).ok_or(CommandError::Exhausted)?;
@@ -341,6 +345,9 @@ impl Channel {
         let mine = &self.channels[me];
         if mine.acked != mine.number || p.numbers[me] != mine.number || p.numbers[them] != self.channels[them].number {
             return Err(peer_error(Misbehaviour::NotQuiescent));
+        }
+        if self.channels.iter().any(|c| c.number.checked_add(1).is_none()) {
+            return Err(peer_error(Misbehaviour::Payment(UpdateError::Exhausted)));
         }
         let params = &self.terms.params;
         if !tree::is_valid(params, &p.digits) {
@@ -479,7 +486,10 @@ impl Channel {
         self.derived.branch = path;
         for payer in [Role::Initiator, Role::Acceptor] {
             let ch = &mut self.channels[payer.index()];
-            ch.number = ch.number.saturating_add(1);
+            // Both parties checked that every number has a successor before signing.
+            if let Some(next) = ch.number.checked_add(1) {
+                ch.number = next;
+            }
             ch.state = proposal.bases[payer.index()].clone();
             ch.signature = if payer == self.role { None } else { their_base_sig };
             if payer == self.role {

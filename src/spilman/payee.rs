@@ -359,8 +359,9 @@ impl Payee {
     ) -> Effects {
         let number = held.number;
         let to_payee = held.state.to_payee;
-        if let Some(max) = held.state.htlcs.iter().map(|h| h.id).max() {
-            self.next_htlc_id = self.next_htlc_id.max(max + 1);
+        // `check_update` refuses an id without a successor: every held id has one.
+        if let Some(next) = held.state.htlcs.iter().map(|h| h.id).max().and_then(|max| max.checked_add(1)) {
+            self.next_htlc_id = self.next_htlc_id.max(next);
         }
         let old_ids: Vec<u64> = self.best.iter().flat_map(|b| b.state.htlcs.iter().map(|h| h.id)).collect();
         let removed: Vec<u64> =
@@ -436,6 +437,7 @@ impl Payee {
                     UpdateError::Payment(e) => Misbehaviour::Payment(e),
                     UpdateError::Signature(e) => Misbehaviour::Signature(e),
                     UpdateError::HtlcRemovedUnfairly => Misbehaviour::HtlcRemovedUnfairly,
+                    UpdateError::Exhausted => Misbehaviour::Exhausted,
                 })
             })?;
         Ok((Held { number: p.number, state, signature: p.signature }, new_htlcs))
