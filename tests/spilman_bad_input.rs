@@ -1737,3 +1737,25 @@ fn htlc_id_at_u64_max_is_refused_so_ids_are_never_reused() {
         payee_accepts(&s, Msg::Payment(s.signed(u64::MAX - 1, more)));
     }
 }
+
+/// Issue item 13. The CLTV-variant payee took a funding output above 21,000,000 BTC (the
+/// pre-signed variant refused it): its first payment could never confirm. Refused now, by the
+/// same check for both variants; 21,000,000 BTC exactly is the boundary.
+#[test]
+fn cltv_funding_above_21m_btc_is_refused() {
+    let mut s = Setup::funded(Variant::Cltv);
+    let open = s.open.clone().expect("the CLTV payer opens at once");
+    let hostile = |capacity: Amount| {
+        let mut funding_tx = open.funding_tx.clone();
+        funding_tx.output[open.funding_vout as usize].value = capacity;
+        let mut t = s.template();
+        t.capacity = capacity;
+        t.outpoint = OutPoint { txid: funding_tx.compute_txid(), vout: open.funding_vout };
+        let state = PaymentState { to_payee: open.first_payment.to_payee, htlcs: vec![] };
+        let signature = t.sign(&s.payer_signer, &t.build(&state).expect("buildable")).unwrap();
+        Open { funding_tx, first_payment: Payment { signature, ..open.first_payment.clone() }, ..open.clone() }
+    };
+    let above = hostile(Amount::MAX_MONEY + Amount::from_sat(1));
+    payee_accepts(&s, Msg::Open(hostile(Amount::MAX_MONEY)));
+    payee_refuses(&mut s, Msg::Open(above), Misbehaviour::BadTerms);
+}

@@ -263,6 +263,12 @@ impl Payee {
         }
     }
 
+    /// The channel's capacity is at most 21,000,000 BTC, for both variants: above it, no
+    /// transaction spending the funding output could ever confirm.
+    fn capacity_acceptable(capacity: Amount) -> bool {
+        capacity <= Amount::MAX_MONEY
+    }
+
     fn on_refund_request<S: Signer + ?Sized>(&mut self, r: RefundRequest, signer: &S) -> Result<Effects, PeerError> {
         if self.phase != PayeePhase::Offered {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
@@ -271,7 +277,7 @@ impl Payee {
             return Err(peer_error(Misbehaviour::WrongVariant));
         }
         if r.capacity < self.config.min_first_payment
-            || r.capacity > Amount::MAX_MONEY
+            || !Self::capacity_acceptable(r.capacity)
             || !super::payment::is_standard_output(&r.payer_script)
         {
             return Err(peer_error(Misbehaviour::BadTerms));
@@ -315,7 +321,8 @@ impl Payee {
             (PayeePhase::Offered, _) => return Err(peer_error(Misbehaviour::WrongVariant)),
             _ => return Err(peer_error(Misbehaviour::UnexpectedMessage)),
         };
-        if !super::payment::is_standard_output(&template.payer_script) {
+        if !Self::capacity_acceptable(template.capacity) || !super::payment::is_standard_output(&template.payer_script)
+        {
             return Err(peer_error(Misbehaviour::BadTerms));
         }
         if self.config.variant == Variant::PresignedRefund && o.refund_fee != self.refund_fee {
