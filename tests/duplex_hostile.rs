@@ -149,6 +149,38 @@ fn refused_reproposal_leaves_the_pending_reset_completable() {
     p.pay(A, 1_000);
 }
 
+/// A proposer that cancels while the responder's answer is on its way no longer holds the
+/// proposal, and the late answer finds nothing to finish. The responder keeps the branch it
+/// signed; on the next connection its `Reestablish` carries the proposal's terms, the proposer
+/// takes the same proposal up again, and the answer sent again completes it.
+#[test]
+fn a_cancel_crossing_the_answer_is_resumed_on_reconnection() {
+    let mut p = Pair::open(terms(vec![3, 3, 3]));
+    p.pay(A, 30_000);
+    p.pay(B, 8_000);
+    let tip = p.tip();
+    let fx = p.parties[0].ch.reset(&signer(A), tip).expect("A proposes");
+    p.absorb(A, fx);
+    let Msg::ResetPropose(first) = deliver_next(&mut p) else { panic!("a proposal") };
+    let fx = p.parties[0].ch.cancel_reset().expect("cancel");
+    p.absorb(A, fx);
+    let Some((A, late)) = p.queue.pop_front() else { panic!("B's answer in flight") };
+    let before = p.a().snapshot();
+    let e = p.parties[0].ch.handle_message(late, &signer(A), tip).expect_err("nothing to finish");
+    assert_eq!(e.kind, Misbehaviour::UnexpectedMessage);
+    assert_eq!(p.a().snapshot(), before);
+    assert!(p.b().is_resetting() && !p.a().is_resetting());
+    p.reconnect();
+    p.run();
+    assert!(!p.a().is_resetting() && !p.b().is_resetting());
+    assert_eq!(p.a().digits(), &first.digits[..]);
+    assert_eq!(p.b().digits(), &first.digits[..]);
+    p.assert_views_agree();
+    p.pay(B, 1_000);
+    p.reset(B);
+    p.assert_views_agree();
+}
+
 /// A payment in `payer`'s leaf channel adding `ids` as HTLCs to its newest state, numbered
 /// `number`, signed with the payer's key exactly as its channel signs (a hostile payer may pick
 /// any id).

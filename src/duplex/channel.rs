@@ -718,7 +718,7 @@ impl Channel {
             Msg::ResetFinish(f) => self.on_reset_finish(f, signer),
             Msg::CloseProposal(c) => self.on_close_proposal(c, signer),
             Msg::CloseSigned(c) => self.on_close_signed(c, signer),
-            Msg::Reestablish(r) => self.on_reestablish(r, signer),
+            Msg::Reestablish(r) => self.on_reestablish(r, signer, tip),
             Msg::Open(_) => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
     }

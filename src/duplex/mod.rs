@@ -101,10 +101,12 @@
 //!   proposal meanwhile ([`Misbehaviour::NotQuiescent`], nothing changed), because the proposer
 //!   may hold the branch fully signed and publish it later (with its shorter lock it wins), and
 //!   a responder that forgot it would lose its payment and the HTLCs there, even those whose
-//!   preimage it revealed. So a proposer that [`Channel::cancel_reset`]s (or loses) a proposal the
-//!   responder had already answered cannot reset again on that channel: it sends step (3) if it
-//!   still holds the answer (after a reconnection too), or the channel is closed
-//!   ([`Channel::force_close`]; the responder follows whichever branch confirms).
+//!   preimage it revealed. A proposer that [`Channel::cancel_reset`]s (or loses) a proposal the
+//!   responder had already answered takes it up again on the next connection: the responder's
+//!   [`Reestablish`] carries its terms ([`AcceptedTerms`]) and step (2) is sent again. A
+//!   proposer that proposed anew in between (a counter value above the answered one) cannot go
+//!   back to it: that channel can only be closed ([`Channel::force_close`]; the responder
+//!   follows whichever branch confirms).
 //! * A cooperative close that the counterparty never signs leaves the channel closing: publish the
 //!   tree with [`Channel::force_close`].
 //! * A party that lost state does not follow a newer branch it never saw. When its counterparty's
@@ -127,8 +129,8 @@ pub mod tree;
 pub use channel::{Balances, Channel, Phase};
 pub use close::ScheduledTx;
 pub use msgs::{
-    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, PendingReset,
-    Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose,
+    Accept, AcceptedTerms, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open,
+    PendingReset, Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose,
 };
 pub use params::{Params, ParamsError, Terms, TermsError};
 

@@ -27,11 +27,12 @@
 
 use alloc::vec::Vec;
 
+use bitcoin::hashes::Hash as _;
 use bitcoin::{ecdsa, Amount, Transaction, Txid};
 
 use super::channel::{BuiltBranch, Channel};
 use super::leaf::{self, HtlcStatus, NettingError};
-use super::msgs::{HtlcRemoval, Msg, Removal, ResetAccept, ResetFinish, ResetPropose};
+use super::msgs::{AcceptedTerms, HtlcRemoval, Msg, Removal, ResetAccept, ResetFinish, ResetPropose};
 use super::tree::{self, Digits};
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, Role};
 use crate::core::sign::Signer;
@@ -292,6 +293,60 @@ impl Channel {
         let mut fx = self.persist();
         fx.events.push(Event::ResetAbandoned);
         Ok(fx)
+    }
+
+    /// A proposal of ours at `digits` with `terms` that the counterparty accepted (its
+    /// [`Reestablish`](super::Reestablish) says so) while we no longer hold it, if it is exactly one
+    /// we could propose now: it nets our current numbers, its removals are fair to us, its values
+    /// are the netting, and its counter value is above our committed one and not below any value
+    /// we released a signature for (equal only with the same leaf, or the unknown leaf a lost
+    /// proposal left). Returns it with its new leaf's txid.
+    pub(super) fn resumable(
+        &self,
+        digits: &[u16],
+        terms: &AcceptedTerms,
+        tip: BlockHeight,
+    ) -> Option<(Proposal, Txid)> {
+        if self.lost_state || self.phase != super::Phase::Open || self.coop.is_some() || self.is_resetting() {
+            return None;
+        }
+        let me = &self.channels[self.role.index()];
+        if me.acked != me.number || terms.numbers != [self.channels[0].number, self.channels[1].number] {
+            return None;
+        }
+        if self.channels.iter().any(|c| c.number.checked_add(1).is_none()) {
+            return None;
+        }
+        if !tree::is_valid(&self.terms.params, digits) || !tree::compare(digits, &self.digits).is_gt() {
+            return None;
+        }
+        let level = tree::first_difference(&self.digits, digits)?;
+        self.check_removals(&terms.removed, tip).ok()?;
+        let states = [&self.channels[0].state, &self.channels[1].state];
+        let netted = leaf::net(&self.terms, self.values, states, &terms.removed).ok()?;
+        if netted.values != terms.values {
+            return None;
+        }
+        let leaf_txid = self.build_path(digits, netted.values)?.leaf_txid()?;
+        if let Some((r, r_leaf)) = &self.reserved {
+            let ok = match tree::compare(digits, r) {
+                core::cmp::Ordering::Greater => true,
+                core::cmp::Ordering::Equal => *r_leaf == leaf_txid || *r_leaf == Txid::all_zeros(),
+                core::cmp::Ordering::Less => false,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        let proposal = Proposal {
+            digits: digits.to_vec(),
+            level,
+            numbers: terms.numbers,
+            removed: terms.removed.clone(),
+            values: netted.values,
+            bases: netted.bases,
+        };
+        Some((proposal, leaf_txid))
     }
 
     /// Checks that the removals of a proposal are fair to the holder.
