@@ -6,7 +6,7 @@ mod common;
 use common::duplex::{signer, terms, Pair, CLAIM_FEE, PAYMENT_FEE, REFUND_FEE};
 use paychan::core::{BlockHeight, PaymentPreimage};
 use paychan::driving::RestoreCheck;
-use paychan::duplex::{tree, Channel, CommandError, Event, Misbehaviour, Msg, Phase, Role};
+use paychan::duplex::{tree, Channel, CommandError, Event, Misbehaviour, Msg, PendingReset, Phase, Role};
 use paychan::spilman::payment::{PaymentHtlc, PaymentState, UpdateError};
 use paychan::spilman::Payment;
 
@@ -170,6 +170,15 @@ fn a_cancel_crossing_the_answer_is_resumed_on_reconnection() {
     assert_eq!(e.kind, Misbehaviour::UnexpectedMessage);
     assert_eq!(p.a().snapshot(), before);
     assert!(p.b().is_resetting() && !p.a().is_resetting());
+    // A claimed acceptance at a counter value A never proposed is not taken up: a hostile
+    // counterparty cannot make A jump its counter (and burn its resets) this way.
+    let left = p.a().resets_left();
+    let Msg::Reestablish(mut forged) = p.b().reestablish() else { panic!("reestablish") };
+    forged.pending = Some(PendingReset::Accepted(vec![2, 2, 2]));
+    let mut a = p.a().clone();
+    let _ = a.handle_message(Msg::Reestablish(forged), &signer(A), tip).expect("taken");
+    assert!(!a.is_resetting());
+    assert_eq!(a.resets_left(), left);
     p.reconnect();
     p.run();
     assert!(!p.a().is_resetting() && !p.b().is_resetting());

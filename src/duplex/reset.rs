@@ -298,9 +298,9 @@ impl Channel {
     /// A proposal of ours at `digits` with `terms` that the counterparty accepted (its
     /// [`Reestablish`](super::Reestablish) says so) while we no longer hold it, if it is exactly one
     /// we could propose now: it nets our current numbers, its removals are fair to us, its values
-    /// are the netting, and its counter value is above our committed one and not below any value
-    /// we released a signature for (equal only with the same leaf, or the unknown leaf a lost
-    /// proposal left). Returns it with its new leaf's txid.
+    /// are the netting, and its counter value is the one we reserved last (with the same leaf, or
+    /// the unknown leaf a lost proposal left) or the next one. Returns it with its new leaf's
+    /// txid.
     pub(super) fn resumable(
         &self,
         digits: &[u16],
@@ -318,6 +318,14 @@ impl Channel {
             return None;
         }
         if !tree::is_valid(&self.terms.params, digits) || !tree::compare(digits, &self.digits).is_gt() {
+            return None;
+        }
+        // Only a value we proposed ourselves can be ours: the one we reserved last, or (a lost
+        // proposal) the next one. A false claim costs at most that value, as with
+        // `PendingReset::Accepted` alone.
+        let ours = self.reserved.as_ref().is_some_and(|(r, _)| r.as_slice() == digits)
+            || tree::successor(&self.terms.params, self.counter_floor()).is_some_and(|(next, _)| next == digits);
+        if !ours {
             return None;
         }
         let level = tree::first_difference(&self.digits, digits)?;
