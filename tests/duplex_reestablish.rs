@@ -208,20 +208,48 @@ fn a_proposer_that_forgot_its_proposal_never_reuses_its_locks() {
     p.absorb(A, fx);
     let Msg::ResetPropose(first) = step(&mut p, true) else { panic!("a proposal") };
     p.queue.clear();
-    // B accepted (it released its signature on the new node); A lost the proposal. A cannot
-    // know what it proposed, so no later proposal may use those locks again.
+    let accepted = p.b().snapshot();
+    // B accepted (it released its signature on the new node); A lost the proposal. B keeps the
+    // branch it signed until that reset completes (it takes no other proposal), and its
+    // Reestablish carries the proposal's terms: A takes the very same proposal up again (the same
+    // locks, nothing new signed below them) and B's step (2), sent again, completes it.
     lose_writes(&mut p, A, &old);
     p.reconnect();
-    assert!(p.b().is_resetting());
-    let fx = p.parties[0].ch.reset(&p.parties[0].signer, p.tip()).expect("propose again");
-    p.absorb(A, fx);
-    let Some((_, Msg::ResetPropose(second))) = p.queue.front().cloned() else { panic!("a proposal") };
-    assert!(second.digits > first.digits, "{:?} after {:?}", second.digits, first.digits);
-    // It replaces the pending one at B.
     p.run();
     assert!(!p.a().is_resetting() && !p.b().is_resetting());
-    assert_eq!(p.a().digits(), &second.digits[..]);
+    assert_eq!(p.a().digits(), &first.digits[..]);
+    assert_eq!(p.b().digits(), &first.digits[..]);
     p.assert_views_agree();
+    p.reset(B);
+    p.assert_views_agree();
+
+    // From a B that does not send the terms (an older version), A only learns that the counter
+    // value is used: its next proposal is above it, and B, still waiting for step (3) of the
+    // first one, refuses it unchanged (it cannot tell a proposer that lost its proposal from one
+    // that holds the branch and would publish it once B forgot it: duplex_hostile.rs).
+    let mut p = open();
+    let fx = p.parties[0].ch.reset(&p.parties[0].signer, p.tip()).expect("propose");
+    p.absorb(A, fx);
+    step(&mut p, true);
+    p.queue.clear();
+    assert_eq!(p.b().snapshot(), accepted);
+    lose_writes(&mut p, A, &old);
+    let Msg::Reestablish(mut from_b) = p.b().reestablish() else { panic!("reestablish") };
+    assert!(from_b.accepted_terms.is_some());
+    from_b.accepted_terms = None;
+    let tip = p.tip();
+    let fx = p.parties[0].ch.handle_message(Msg::Reestablish(from_b), &p.parties[0].signer, tip).expect("taken");
+    p.absorb(A, fx);
+    assert!(!p.a().is_resetting());
+    let fx = p.parties[0].ch.reset(&p.parties[0].signer, p.tip()).expect("propose again");
+    p.absorb(A, fx);
+    let Some((_, Msg::ResetPropose(second))) = p.queue.pop_front() else { panic!("a proposal") };
+    assert!(second.digits > first.digits, "{:?} after {:?}", second.digits, first.digits);
+    let before = p.b().snapshot();
+    let e = p.parties[1].ch.handle_message(Msg::ResetPropose(second), &p.parties[1].signer, tip).expect_err("refused");
+    assert_eq!(e.kind, Misbehaviour::NotQuiescent);
+    assert_eq!(p.b().snapshot(), before);
+    assert!(p.b().is_resetting());
 }
 
 #[test]

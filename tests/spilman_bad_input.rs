@@ -1701,3 +1701,61 @@ fn presigned_open_must_restate_the_signed_refund_fee() {
         payee_refuses(&mut s, Msg::Open(open), Misbehaviour::WrongFunding);
     }
 }
+
+/// Issue item 12. A validly signed payment of a hostile payer may carry any HTLC id. An HTLC at
+/// `u64::MAX` would leave no next id to require, so a later HTLC could take the same id again
+/// (preimages, failures and upstream links are keyed by id), and a payee built with overflow
+/// checks panicked on it (`max + 1`). It is refused, as is a payment numbered `u64::MAX`; the
+/// largest id with a successor is taken, and then no new HTLC can follow it.
+#[test]
+fn htlc_id_at_u64_max_is_refused_so_ids_are_never_reused() {
+    for v in VARIANTS {
+        let mut s = Setup::open(v);
+        let expiry = s.tip.height.0 + 50;
+        let n = s.next_number();
+        let with = |state: &PaymentState, id: u64| {
+            let mut state = state.clone();
+            state.htlcs.push(htlc(id, 20_000, preimage(3).hash(), expiry));
+            state
+        };
+        let held = s.state();
+        let at_max = s.signed(n, with(&held, u64::MAX));
+        payee_refuses(&mut s, Msg::Payment(at_max), Misbehaviour::Exhausted);
+        // The largest id that has a successor is taken.
+        let below = with(&held, u64::MAX - 1);
+        let p = s.signed(n, below.clone());
+        let fx = s.payee.handle_message(wire(&Msg::Payment(p)), &s.payee_signer, s.tip).expect("id u64::MAX - 1");
+        assert!(fx.events.iter().any(|e| matches!(e, paychan::spilman::Event::HtlcOffered(h) if h.id == u64::MAX - 1)));
+        // Nothing may follow it.
+        let after = s.signed(n + 1, with(&below, u64::MAX));
+        payee_refuses(&mut s, Msg::Payment(after), Misbehaviour::Exhausted);
+        // A payment numbered u64::MAX leaves no next number either.
+        let mut more = below.clone();
+        more.to_payee += Amount::from_sat(1_000);
+        let last = s.signed(u64::MAX, more.clone());
+        payee_refuses(&mut s, Msg::Payment(last), Misbehaviour::Exhausted);
+        payee_accepts(&s, Msg::Payment(s.signed(u64::MAX - 1, more)));
+    }
+}
+
+/// Issue item 13. The CLTV-variant payee took a funding output above 21,000,000 BTC (the
+/// pre-signed variant refused it): its first payment could never confirm. Refused now, by the
+/// same check for both variants; 21,000,000 BTC exactly is the boundary.
+#[test]
+fn cltv_funding_above_21m_btc_is_refused() {
+    let mut s = Setup::funded(Variant::Cltv);
+    let open = s.open.clone().expect("the CLTV payer opens at once");
+    let hostile = |capacity: Amount| {
+        let mut funding_tx = open.funding_tx.clone();
+        funding_tx.output[open.funding_vout as usize].value = capacity;
+        let mut t = s.template();
+        t.capacity = capacity;
+        t.outpoint = OutPoint { txid: funding_tx.compute_txid(), vout: open.funding_vout };
+        let state = PaymentState { to_payee: open.first_payment.to_payee, htlcs: vec![] };
+        let signature = t.sign(&s.payer_signer, &t.build(&state).expect("buildable")).unwrap();
+        Open { funding_tx, first_payment: Payment { signature, ..open.first_payment.clone() }, ..open.clone() }
+    };
+    let above = hostile(Amount::MAX_MONEY + Amount::from_sat(1));
+    payee_accepts(&s, Msg::Open(hostile(Amount::MAX_MONEY)));
+    payee_refuses(&mut s, Msg::Open(above), Misbehaviour::BadTerms);
+}

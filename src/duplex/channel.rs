@@ -755,7 +755,7 @@ impl Channel {
             Msg::ResetFinish(f) => self.on_reset_finish(f, signer),
             Msg::CloseProposal(c) => self.on_close_proposal(c, signer),
             Msg::CloseSigned(c) => self.on_close_signed(c, signer),
-            Msg::Reestablish(r) => self.on_reestablish(r, signer),
+            Msg::Reestablish(r) => self.on_reestablish(r, signer, tip),
             Msg::Open(_) => Err(peer_error(Misbehaviour::UnexpectedMessage)),
         }
     }
@@ -858,8 +858,8 @@ impl Channel {
     /// [`Channel::pay`]); a reset that carries HTLCs keeps that much with the payee.
     ///
     /// # Errors
-    /// [`CommandError::HtlcExpiry`] outside [`Channel::htlc_expiry_window`]; otherwise as
-    /// [`Channel::pay`].
+    /// [`CommandError::HtlcExpiry`] outside [`Channel::htlc_expiry_window`];
+    /// [`CommandError::InvalidAmount`] if no HTLC id is left; otherwise as [`Channel::pay`].
     pub fn add_htlc<S: Signer + ?Sized>(
         &mut self,
         amount: Amount,
@@ -875,6 +875,11 @@ impl Channel {
             return Err(CommandError::HtlcExpiry);
         }
         let ch = &self.channels[self.role.index()];
+        // An id without a successor is never used (the counterparty refuses it): ids are never
+        // reused.
+        if ch.next_htlc_id.checked_add(1).is_none() {
+            return Err(CommandError::InvalidAmount);
+        }
         let htlc = PaymentHtlc { id: ch.next_htlc_id, amount, payment_hash, expiry };
         let mut state = ch.state.clone();
         state.htlcs.push(htlc);

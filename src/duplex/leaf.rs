@@ -86,8 +86,10 @@ impl LeafChannel {
                 self.status.push((h.id, HtlcStatus::Live));
             }
         }
-        if let Some(max) = state.htlcs.iter().map(|h| h.id).max() {
-            self.next_htlc_id = self.next_htlc_id.max(max.saturating_add(1));
+        // Ids without a successor are refused (`check_update`, `Channel::add_htlc`), so every
+        // id held has one.
+        if let Some(next) = state.htlcs.iter().map(|h| h.id).max().and_then(|max| max.checked_add(1)) {
+            self.next_htlc_id = self.next_htlc_id.max(next);
         }
     }
 

@@ -95,12 +95,18 @@
 //! made whole by the payer sending its newest payment again.
 //!
 //! # Limitations
-//! * A proposer may still [`Channel::cancel_reset`] a proposal that was never answered and propose
-//!   again (at a higher counter value); the responder then replaces its pending branch by the new
-//!   one. A proposer that *did* receive step (2) and still re-proposes could later publish the
-//!   older pending branch: it moves no value (the responder was frozen in between), but the
-//!   responder's state machine no longer tracks it ([`Event::StaleBranchConfirmed`]) and its own
-//!   leaf channel must then be refunded by hand.
+//! * A responder that sent step (2) keeps the branch it signed, and everything it needs to follow
+//!   it on chain (the proposer's signatures below the changed node and on its first leaf
+//!   payment, the HTLC states and preimages), until that reset completes: it refuses every other
+//!   proposal meanwhile ([`Misbehaviour::NotQuiescent`], nothing changed), because the proposer
+//!   may hold the branch fully signed and publish it later (with its shorter lock it wins), and
+//!   a responder that forgot it would lose its payment and the HTLCs there, even those whose
+//!   preimage it revealed. A proposer that [`Channel::cancel_reset`]s (or loses) a proposal the
+//!   responder had already answered takes it up again on the next connection: the responder's
+//!   [`Reestablish`] carries its terms ([`AcceptedTerms`]) and step (2) is sent again. A
+//!   proposer that proposed anew in between (a counter value above the answered one) cannot go
+//!   back to it: that channel can only be closed ([`Channel::force_close`]; the responder
+//!   follows whichever branch confirms).
 //! * A cooperative close that the counterparty never signs leaves the channel closing: publish the
 //!   tree with [`Channel::force_close`].
 //! * A party that lost state does not follow a newer branch it never saw. When its counterparty's
@@ -123,8 +129,8 @@ pub mod tree;
 pub use channel::{Balances, Channel, Phase};
 pub use close::ScheduledTx;
 pub use msgs::{
-    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, PendingReset,
-    Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose,
+    Accept, AcceptedTerms, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open,
+    PendingReset, Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose,
 };
 pub use params::{Params, ParamsError, Terms, TermsError};
 
@@ -365,8 +371,8 @@ pub enum Misbehaviour {
     Payment(UpdateError),
     /// The signature on a new leaf's first payment does not verify.
     BasePaymentSignature,
-    /// A payment or reset came while the channel is not quiescent (a reset in progress, or the
-    /// proposal nets payment numbers other than ours).
+    /// A payment or reset came while the channel is not quiescent (a reset in progress, among
+    /// them one whose step (2) we sent, or the proposal nets payment numbers other than ours).
     NotQuiescent,
     /// A reset proposes a counter value at or below one already used: its locks would repeat.
     LockReused,
@@ -468,7 +474,7 @@ pub enum CommandError {
     ResetNeeded,
     /// Our balance cannot carry this payment.
     InsufficientBalance,
-    /// An amount is zero or overflowed.
+    /// An amount is zero or overflowed, or no payment number or HTLC id is left (`u64::MAX`).
     InvalidAmount,
     /// Unknown HTLC id.
     UnknownHtlc,

@@ -146,6 +146,19 @@ pub enum PendingReset {
     Accepted(Vec<u16>),
 }
 
+/// The terms of a reset the sender accepted (step 2 sent) and waits to finish: with the digits of
+/// [`PendingReset::Accepted`], what lets a proposer that no longer holds its proposal (it
+/// cancelled it after the answer left, or lost it) take it up again and finish it.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct AcceptedTerms {
+    /// The payment numbers netted, by payer role (initiator's channel first).
+    pub numbers: [u64; 2],
+    /// HTLCs folded or dropped; every other pending HTLC is carried.
+    pub removed: Vec<HtlcRemoval>,
+    /// The new leaf's channel values, by payer role.
+    pub values: [Amount; 2],
+}
+
 /// Sent by both parties first on every new connection: what each holds, so that each can send
 /// again what the other missed, and tell whether it lost data itself.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -169,6 +182,9 @@ pub struct Reestablish {
     /// The receiver's newest payment the sender holds (its own signature on it): a receiver that
     /// does not remember signing it checks the signature before it believes it lost state.
     pub your_payment: Option<Payment>,
+    /// With [`PendingReset::Accepted`], the terms of the accepted proposal (an optional field:
+    /// older senders omit it).
+    pub accepted_terms: Option<AcceptedTerms>,
 }
 
 /// A duplex message.
@@ -302,6 +318,32 @@ pub(crate) fn read_role(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
     Role::from_index(r.u8()?).ok_or(DecodeError::InvalidValue("role"))
 }
 
+pub(crate) fn write_removals(w: &mut Writer, removed: &[HtlcRemoval]) {
+    w.bigsize(removed.len() as u64);
+    for r in removed {
+        w.u8(r.offerer.index() as u8).u64(r.id).u8(match r.how {
+            Removal::Folded => 0,
+            Removal::Dropped => 1,
+        });
+    }
+}
+
+pub(crate) fn read_removals(r: &mut Reader<'_>) -> Result<Vec<HtlcRemoval>, DecodeError> {
+    let n = read_count(r, 10, usize::MAX)?;
+    let mut v = Vec::with_capacity(n);
+    for _ in 0..n {
+        let offerer = read_role(r)?;
+        let id = r.u64()?;
+        let how = match r.u8()? {
+            0 => Removal::Folded,
+            1 => Removal::Dropped,
+            _ => return Err(DecodeError::InvalidValue("removal")),
+        };
+        v.push(HtlcRemoval { offerer, id, how });
+    }
+    Ok(v)
+}
+
 pub(crate) fn write_terms(w: &mut Writer, t: &Terms) {
     w.bigsize(t.params.radix().len() as u64);
     for k in t.params.radix() {
@@ -410,15 +452,7 @@ impl Msg {
                     .record(2, |w| {
                         w.u64(p.numbers[0]).u64(p.numbers[1]);
                     })
-                    .record(4, |w| {
-                        w.bigsize(p.removed.len() as u64);
-                        for r in &p.removed {
-                            w.u8(r.offerer.index() as u8).u64(r.id).u8(match r.how {
-                                Removal::Folded => 0,
-                                Removal::Dropped => 1,
-                            });
-                        }
-                    })
+                    .record(4, |w| write_removals(w, &p.removed))
                     .record(6, |w| {
                         w.amount(p.values[0]).amount(p.values[1]);
                     })
@@ -469,6 +503,11 @@ impl Msg {
                         w.u64(p.number).amount(p.to_payee);
                         write_htlcs(w, &p.htlcs);
                         w.bitcoin_signature(&p.signature);
+                    })
+                    .optional(13, r.accepted_terms.as_ref(), |w, a| {
+                        w.u64(a.numbers[0]).u64(a.numbers[1]);
+                        write_removals(w, &a.removed);
+                        w.amount(a.values[0]).amount(a.values[1]);
                     });
                 t.finish()
             }
@@ -604,21 +643,7 @@ impl Msg {
                     match ty {
                         0 => digits = Some(read_digits(r)?),
                         2 => numbers = Some([r.u64()?, r.u64()?]),
-                        4 => {
-                            let n = read_count(r, 10, usize::MAX)?;
-                            let mut v = Vec::with_capacity(n);
-                            for _ in 0..n {
-                                let offerer = read_role(r)?;
-                                let id = r.u64()?;
-                                let how = match r.u8()? {
-                                    0 => Removal::Folded,
-                                    1 => Removal::Dropped,
-                                    _ => return Err(DecodeError::InvalidValue("removal")),
-                                };
-                                v.push(HtlcRemoval { offerer, id, how });
-                            }
-                            removed = Some(v);
-                        }
+                        4 => removed = Some(read_removals(r)?),
                         6 => values = Some([r.amount("value")?, r.amount("value")?]),
                         8 => f.sig = Some(r.bitcoin_signature("base signature")?),
                         10 => f.sigs = Some(read_sigs(r, "node signature")?),
@@ -680,7 +705,7 @@ impl Msg {
             }
             K_REESTABLISH => {
                 let (mut digits, mut numbers, mut pending, mut resolved) = (None, None, None, None);
-                let (mut values, mut payment) = (None, None);
+                let (mut values, mut payment, mut accepted_terms) = (None, None, None);
                 tlv.for_each(|ty, r| {
                     match ty {
                         0 => digits = Some(read_digits(r)?),
@@ -701,6 +726,12 @@ impl Msg {
                             let signature = r.bitcoin_signature("payment signature")?;
                             payment = Some(Payment { number, to_payee, htlcs, signature });
                         }
+                        13 => {
+                            let numbers = [r.u64()?, r.u64()?];
+                            let removed = read_removals(r)?;
+                            let values = [r.amount("value")?, r.amount("value")?];
+                            accepted_terms = Some(AcceptedTerms { numbers, removed, values });
+                        }
                         _ => return Ok(false),
                     }
                     Ok(true)
@@ -713,6 +744,7 @@ impl Msg {
                     branch_values: required(values, "branch_values")?,
                     your_branch_sigs: required(f.sigs, "your_branch_sigs")?,
                     your_payment: payment,
+                    accepted_terms,
                 }))
             }
             other => Err(DecodeError::WrongKind { expected: K_OPEN, got: other }),

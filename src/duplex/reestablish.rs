@@ -14,7 +14,12 @@
 //!   committed: we send it again.
 //! * **The reset in progress.** A proposal the counterparty has not accepted is proposed again; an
 //!   acceptance the proposer has not received is sent again. Signatures are deterministic, so
-//!   these are the same bytes as the first time, and the lock rule still holds.
+//!   these are the same bytes as the first time, and the lock rule still holds. A responder keeps
+//!   the branch it accepted until that reset completes, whatever the proposer does: when the
+//!   proposer no longer holds the proposal (cancelled after the acceptance left, or lost), the
+//!   responder's message carries the proposal's terms, and the proposer takes it up again if it is
+//!   exactly one it could make now (its numbers, fair removals, the netting, a counter value not
+//!   below any it released a signature for); the acceptance sent again completes it.
 //! * **Payments.** The payer sends its newest payment again if the payee holds an older one (the
 //!   payee keeps the best); a payer whose counterparty holds a newer payment of it than it
 //!   remembers signing lost state, once its own signature on that payment (carried in the
@@ -29,11 +34,13 @@
 
 use super::channel::{Channel, Phase};
 use super::leaf::HtlcStatus;
-use super::msgs::{Msg, PendingReset, Reestablish, ResetFinish};
+use super::msgs::{AcceptedTerms, Msg, PendingReset, Reestablish, ResetFinish};
 use super::reset::ResetState;
 use super::tree;
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, Role};
 use crate::core::sign::Signer;
+use crate::core::units::BlockHeight;
+use crate::driving::ChainTip;
 use crate::spilman::Payment;
 
 use bitcoin::hashes::Hash as _;
@@ -47,6 +54,14 @@ impl Channel {
             ResetState::Idle => None,
             ResetState::Proposed(p) => Some(PendingReset::Proposed(p.digits.clone())),
             ResetState::AwaitingFinish { proposal, .. } => Some(PendingReset::Accepted(proposal.digits.clone())),
+        };
+        let accepted_terms = match &self.reset {
+            ResetState::AwaitingFinish { proposal, .. } => Some(AcceptedTerms {
+                numbers: proposal.numbers,
+                removed: proposal.removed.clone(),
+                values: proposal.values,
+            }),
+            _ => None,
         };
         let own = &self.channels[self.role.index()];
         let resolved = own.status.iter().filter(|(_, s)| !matches!(s, HtlcStatus::Live)).map(|(id, _)| *id).collect();
@@ -65,6 +80,7 @@ impl Channel {
             branch_values: self.values,
             your_branch_sigs: self.node_sigs.clone(),
             your_payment,
+            accepted_terms,
         })
     }
 
@@ -86,6 +102,7 @@ impl Channel {
         &mut self,
         r: Reestablish,
         signer: &S,
+        tip: ChainTip,
     ) -> Result<Effects, PeerError> {
         if !matches!(self.phase, Phase::Open | Phase::CoopClosing) {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
@@ -137,20 +154,25 @@ impl Channel {
                 }
                 Ok(self.persist_if(changed, fx))
             }
-            core::cmp::Ordering::Equal => self.on_same_branch(&r, signer),
+            core::cmp::Ordering::Equal => self.on_same_branch(&r, signer, tip.height),
         }
     }
 
     /// Both parties hold the same committed branch: resume the reset in progress, then the
     /// payments and HTLC resolutions.
-    fn on_same_branch<S: Signer + ?Sized>(&mut self, r: &Reestablish, signer: &S) -> Result<Effects, PeerError> {
+    fn on_same_branch<S: Signer + ?Sized>(
+        &mut self,
+        r: &Reestablish,
+        signer: &S,
+        tip: BlockHeight,
+    ) -> Result<Effects, PeerError> {
         let me = self.role.index();
         if r.numbers[me] > self.channels[me].number {
             // The counterparty holds a payment of ours newer than any we remember signing.
             self.check_payment_proof(r)?;
             return Ok(self.lost());
         }
-        self.resync(r, signer).map_err(refused)
+        self.resync(r, signer, tip).map_err(refused)
     }
 
     /// Our signature on the node of the counterparty's newer branch that replaced ours: proof
@@ -174,7 +196,12 @@ impl Channel {
     }
 
     /// Resumes the reset in progress, then the payments and HTLC resolutions.
-    fn resync<S: Signer + ?Sized>(&mut self, r: &Reestablish, signer: &S) -> Result<Effects, CommandError> {
+    fn resync<S: Signer + ?Sized>(
+        &mut self,
+        r: &Reestablish,
+        signer: &S,
+        tip: BlockHeight,
+    ) -> Result<Effects, CommandError> {
         let mut fx = Effects::none();
         let mut changed = false;
         let them = (!self.role).index();
@@ -182,6 +209,10 @@ impl Channel {
             // It signed a payment it no longer remembers.
             fx.events.push(Event::CounterpartyLostState);
         }
+        let resumed = match (&self.reset, &r.pending, &r.accepted_terms) {
+            (ResetState::Idle, Some(PendingReset::Accepted(d)), Some(t)) => self.resumable(d, t, tip),
+            _ => None,
+        };
         match (&self.reset, &r.pending) {
             (ResetState::Proposed(p), Some(PendingReset::Accepted(d))) if *d == p.digits => {
                 // It accepted; its step (2) follows.
@@ -196,6 +227,23 @@ impl Channel {
             (ResetState::AwaitingFinish { proposal, .. }, Some(PendingReset::Proposed(d))) if *d == proposal.digits => {
                 let path = self.build_path(&proposal.digits, proposal.values).ok_or(CommandError::Netting)?;
                 fx.send.push(Msg::ResetAccept(self.accept_msg(proposal, &path, signer)?));
+            }
+            (ResetState::AwaitingFinish { proposal, .. }, None) => {
+                // The proposer no longer holds its proposal (it cancelled it after our answer
+                // left, or lost it). We keep the branch we signed until that reset completes (we
+                // take no other proposal); our Reestablish carries its terms, so the proposer can
+                // take it up again: step (2) again, for it to finish.
+                let path = self.build_path(&proposal.digits, proposal.values).ok_or(CommandError::Netting)?;
+                fx.send.push(Msg::ResetAccept(self.accept_msg(proposal, &path, signer)?));
+            }
+            (ResetState::Idle, Some(PendingReset::Accepted(d))) if resumed.is_some() => {
+                // It accepted a proposal of ours that we no longer hold, and it is exactly one we
+                // could make now: take it up again; its step (2), sent again, completes it.
+                if let Some((proposal, leaf_txid)) = resumed {
+                    self.reserved = Some((d.clone(), leaf_txid));
+                    self.reset = ResetState::Proposed(proposal);
+                    changed = true;
+                }
             }
             (ResetState::Idle, Some(PendingReset::Accepted(d)))
                 if tree::successor(&self.terms.params, self.counter_floor()).is_some_and(|(next, _)| next == *d) =>

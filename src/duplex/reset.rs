@@ -21,21 +21,24 @@
 //!
 //! Between (2) and (3) only the proposer can enforce the new branch. The netting is value-neutral,
 //! and the responder keeps its old leaf payments and also the pending branch (fully signed below
-//! `N_i'`), so it follows whichever of the two appears on chain. It accepts no payment until (3).
+//! `N_i'`, with the proposer's signature on its new first payment), so it follows whichever of the
+//! two appears on chain. It accepts no payment and no other proposal until (3): a proposer that
+//! holds the pending branch could otherwise make it forget that branch, then publish it.
 
 use alloc::vec::Vec;
 
+use bitcoin::hashes::Hash as _;
 use bitcoin::{ecdsa, Amount, Transaction, Txid};
 
 use super::channel::{BuiltBranch, Channel};
 use super::leaf::{self, HtlcStatus, NettingError};
-use super::msgs::{HtlcRemoval, Msg, Removal, ResetAccept, ResetFinish, ResetPropose};
+use super::msgs::{AcceptedTerms, HtlcRemoval, Msg, Removal, ResetAccept, ResetFinish, ResetPropose};
 use super::tree::{self, Digits};
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, Role};
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 use crate::driving::ChainTip;
-use crate::spilman::payment::{PaymentHtlc, PaymentState};
+use crate::spilman::payment::{PaymentHtlc, PaymentState, UpdateError};
 use crate::spilman::Payment;
 
 /// A reset in the making: the new counter value, the level that changes, what is netted, and the
@@ -197,7 +200,8 @@ impl Channel {
     /// [`CommandError::Exhausted`] when no counter value is left (close cooperatively);
     /// [`CommandError::NotQuiescent`] if our last payment is not acknowledged;
     /// [`CommandError::ResetInProgress`]; [`CommandError::Netting`] if the new leaf would have an
-    /// output below dust or cannot carry the pending HTLCs; [`CommandError::Signer`];
+    /// output below dust or cannot carry the pending HTLCs; [`CommandError::InvalidAmount`] if a
+    /// payment number has no successor left; [`CommandError::Signer`];
     /// [`CommandError::WrongSigner`] if `signer` is not the channel's
     /// ([`Channel::check_signer`](super::Channel::check_signer)).
     pub fn reset<S: Signer + ?Sized>(&mut self, signer: &S, tip: ChainTip) -> Result<Effects, CommandError> {
@@ -214,6 +218,9 @@ impl Channel {
         let me = self.role.index();
         if self.channels[me].acked != self.channels[me].number {
             return Err(CommandError::NotQuiescent);
+        }
+        if self.channels.iter().any(|c| c.number.checked_add(1).is_none()) {
+            return Err(CommandError::InvalidAmount);
         }
         let params = &self.terms.params;
         let (digits, _) = tree::successor(params, self.counter_floor()).ok_or(CommandError::Exhausted)?;
@@ -276,7 +283,8 @@ impl Channel {
     }
 
     /// Abandons a reset we proposed and that the counterparty has not answered. Its counter value
-    /// stays used.
+    /// stays used. If the counterparty did answer (its step (2) crossed the cancellation), it keeps
+    /// waiting for step (3) and refuses other proposals: the channel then needs a close.
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] unless a proposal of ours is pending.
@@ -288,6 +296,68 @@ impl Channel {
         let mut fx = self.persist();
         fx.events.push(Event::ResetAbandoned);
         Ok(fx)
+    }
+
+    /// A proposal of ours at `digits` with `terms` that the counterparty accepted (its
+    /// [`Reestablish`](super::Reestablish) says so) while we no longer hold it, if it is exactly one
+    /// we could propose now: it nets our current numbers, its removals are fair to us, its values
+    /// are the netting, and its counter value is the one we reserved last (with the same leaf, or
+    /// the unknown leaf a lost proposal left) or the next one. Returns it with its new leaf's
+    /// txid.
+    pub(super) fn resumable(
+        &self,
+        digits: &[u16],
+        terms: &AcceptedTerms,
+        tip: BlockHeight,
+    ) -> Option<(Proposal, Txid)> {
+        if self.lost_state || self.phase != super::Phase::Open || self.coop.is_some() || self.is_resetting() {
+            return None;
+        }
+        let me = &self.channels[self.role.index()];
+        if me.acked != me.number || terms.numbers != [self.channels[0].number, self.channels[1].number] {
+            return None;
+        }
+        if self.channels.iter().any(|c| c.number.checked_add(1).is_none()) {
+            return None;
+        }
+        if !tree::is_valid(&self.terms.params, digits) || !tree::compare(digits, &self.digits).is_gt() {
+            return None;
+        }
+        // Only a value we proposed ourselves can be ours: the one we reserved last, or (a lost
+        // proposal) the next one. A false claim costs at most that value, as with
+        // `PendingReset::Accepted` alone.
+        let ours = self.reserved.as_ref().is_some_and(|(r, _)| r.as_slice() == digits)
+            || tree::successor(&self.terms.params, self.counter_floor()).is_some_and(|(next, _)| next == digits);
+        if !ours {
+            return None;
+        }
+        let level = tree::first_difference(&self.digits, digits)?;
+        self.check_removals(&terms.removed, tip).ok()?;
+        let states = [&self.channels[0].state, &self.channels[1].state];
+        let netted = leaf::net(&self.terms, self.values, states, &terms.removed).ok()?;
+        if netted.values != terms.values {
+            return None;
+        }
+        let leaf_txid = self.build_path(digits, netted.values)?.leaf_txid()?;
+        if let Some((r, r_leaf)) = &self.reserved {
+            let ok = match tree::compare(digits, r) {
+                core::cmp::Ordering::Greater => true,
+                core::cmp::Ordering::Equal => *r_leaf == leaf_txid || *r_leaf == Txid::all_zeros(),
+                core::cmp::Ordering::Less => false,
+            };
+            if !ok {
+                return None;
+            }
+        }
+        let proposal = Proposal {
+            digits: digits.to_vec(),
+            level,
+            numbers: terms.numbers,
+            removed: terms.removed.clone(),
+            values: netted.values,
+            bases: netted.bases,
+        };
+        Some((proposal, leaf_txid))
     }
 
     /// Checks that the removals of a proposal are fair to the holder.
@@ -330,10 +400,20 @@ impl Channel {
         if matches!(self.reset, ResetState::Proposed(_)) && self.role == Role::Initiator {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
+        // We signed step (2) of a branch the proposer can publish: we keep it, and everything we
+        // need to follow it on chain, until a newer branch is complete. A proposer that holds it
+        // and proposes again (after restoring an older copy of its state and cancelling) would
+        // otherwise make us forget a branch it can still publish.
+        if matches!(self.reset, ResetState::AwaitingFinish { .. }) {
+            return Err(peer_error(Misbehaviour::NotQuiescent));
+        }
         let (me, them) = (self.role.index(), (!self.role).index());
         let mine = &self.channels[me];
         if mine.acked != mine.number || p.numbers[me] != mine.number || p.numbers[them] != self.channels[them].number {
             return Err(peer_error(Misbehaviour::NotQuiescent));
+        }
+        if self.channels.iter().any(|c| c.number.checked_add(1).is_none()) {
+            return Err(peer_error(Misbehaviour::Payment(UpdateError::Exhausted)));
         }
         let params = &self.terms.params;
         if !tree::is_valid(params, &p.digits) {
@@ -472,7 +552,10 @@ impl Channel {
         self.derived.branch = path;
         for payer in [Role::Initiator, Role::Acceptor] {
             let ch = &mut self.channels[payer.index()];
-            ch.number = ch.number.saturating_add(1);
+            // Both parties checked that every number has a successor before signing.
+            if let Some(next) = ch.number.checked_add(1) {
+                ch.number = next;
+            }
             ch.state = proposal.bases[payer.index()].clone();
             ch.signature = if payer == self.role { None } else { their_base_sig };
             if payer == self.role {

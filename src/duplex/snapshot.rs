@@ -11,8 +11,8 @@ use super::channel::{Channel, Phase};
 use super::close::{CoopClose, OnChain, OnChainHtlc};
 use super::leaf::{HtlcStatus, LeafChannel, PartyKeys};
 use super::msgs::{
-    read_count, read_digits, read_htlc, read_htlcs, read_role, read_sigs, read_terms, write_digits, write_htlc,
-    write_htlcs, write_sigs, write_terms, HtlcRemoval, Removal,
+    read_count, read_digits, read_htlc, read_htlcs, read_removals, read_role, read_sigs, read_terms, write_digits,
+    write_htlc, write_htlcs, write_removals, write_sigs, write_terms,
 };
 use super::params::Terms;
 use super::reset::{Proposal, ResetState};
@@ -97,36 +97,10 @@ fn read_channel(r: &mut Reader<'_>) -> Result<LeafChannel, DecodeError> {
     Ok(LeafChannel { number, state, signature, acked, next_htlc_id, status })
 }
 
-fn write_removed(w: &mut Writer, removed: &[HtlcRemoval]) {
-    w.bigsize(removed.len() as u64);
-    for r in removed {
-        w.u8(r.offerer.index() as u8).u64(r.id).u8(match r.how {
-            Removal::Folded => 0,
-            Removal::Dropped => 1,
-        });
-    }
-}
-
-fn read_removed(r: &mut Reader<'_>) -> Result<Vec<HtlcRemoval>, DecodeError> {
-    let n = read_count(r, 10, usize::MAX)?;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
-        let offerer = read_role(r)?;
-        let id = r.u64()?;
-        let how = match r.u8()? {
-            0 => Removal::Folded,
-            1 => Removal::Dropped,
-            _ => return Err(DecodeError::InvalidValue("removal")),
-        };
-        v.push(HtlcRemoval { offerer, id, how });
-    }
-    Ok(v)
-}
-
 fn write_proposal(w: &mut Writer, p: &Proposal) {
     write_digits(w, &p.digits);
     w.u8(p.level as u8).u64(p.numbers[0]).u64(p.numbers[1]);
-    write_removed(w, &p.removed);
+    write_removals(w, &p.removed);
     w.amount(p.values[0]).amount(p.values[1]);
     write_state(w, &p.bases[0]);
     write_state(w, &p.bases[1]);
@@ -142,7 +116,7 @@ fn read_proposal(r: &mut Reader<'_>, terms: &Terms) -> Result<Proposal, DecodeEr
         digits,
         level,
         numbers: [r.u64()?, r.u64()?],
-        removed: read_removed(r)?,
+        removed: read_removals(r)?,
         values: [r.amount("value")?, r.amount("value")?],
         bases: [read_state(r)?, read_state(r)?],
     })

@@ -194,6 +194,9 @@ pub enum Misbehaviour {
     HtlcRemovedUnfairly,
     /// A new HTLC reuses an id or has an id below the next expected one.
     HtlcIdReused,
+    /// The payment number, or a new HTLC's id, is `u64::MAX`: nothing could follow it, so
+    /// numbers or ids would be reused after it.
+    Exhausted,
     /// A new HTLC's expiry is too soon or too late for the channel.
     HtlcExpiry,
     /// Unknown HTLC id.
@@ -247,7 +250,7 @@ pub enum CommandError {
     WrongPhase,
     /// The payment does not fit the channel.
     Payment(payment::PaymentError),
-    /// An amount overflowed or is zero.
+    /// An amount overflowed or is zero, or no payment number or HTLC id is left (`u64::MAX`).
     InvalidAmount,
     /// Unknown HTLC id.
     UnknownHtlc,

@@ -279,6 +279,12 @@ impl Payee {
         }
     }
 
+    /// The channel's capacity is at most 21,000,000 BTC, for both variants: above it, no
+    /// transaction spending the funding output could ever confirm.
+    fn capacity_acceptable(capacity: Amount) -> bool {
+        capacity <= Amount::MAX_MONEY
+    }
+
     fn on_refund_request<S: Signer + ?Sized>(&mut self, r: RefundRequest, signer: &S) -> Result<Effects, PeerError> {
         if self.phase != PayeePhase::Offered {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
@@ -289,7 +295,7 @@ impl Payee {
         if !PAYOUT_POLICY.allows(&r.payer_script) {
             return Err(peer_error(Misbehaviour::NonStandardScript));
         }
-        if r.capacity < self.config.min_first_payment || r.capacity > Amount::MAX_MONEY {
+        if r.capacity < self.config.min_first_payment || !Self::capacity_acceptable(r.capacity) {
             return Err(peer_error(Misbehaviour::BadTerms));
         }
         let template = self.template_for(r.payer_key, r.payer_htlc_key, r.payer_script, r.funding_outpoint, r.capacity);
@@ -334,6 +340,9 @@ impl Payee {
         if !PAYOUT_POLICY.allows(&template.payer_script) {
             return Err(peer_error(Misbehaviour::NonStandardScript));
         }
+        if !Self::capacity_acceptable(template.capacity) {
+            return Err(peer_error(Misbehaviour::BadTerms));
+        }
         if self.config.variant == Variant::PresignedRefund && o.refund_fee != self.refund_fee {
             return Err(peer_error(Misbehaviour::WrongFunding));
         }
@@ -375,8 +384,9 @@ impl Payee {
     ) -> Effects {
         let number = held.number;
         let to_payee = held.state.to_payee;
-        if let Some(max) = held.state.htlcs.iter().map(|h| h.id).max() {
-            self.next_htlc_id = self.next_htlc_id.max(max + 1);
+        // `check_update` refuses an id without a successor: every held id has one.
+        if let Some(next) = held.state.htlcs.iter().map(|h| h.id).max().and_then(|max| max.checked_add(1)) {
+            self.next_htlc_id = self.next_htlc_id.max(next);
         }
         let old_ids: Vec<u64> = self.best.iter().flat_map(|b| b.state.htlcs.iter().map(|h| h.id)).collect();
         let removed: Vec<u64> =
@@ -452,6 +462,7 @@ impl Payee {
                     UpdateError::Payment(e) => Misbehaviour::Payment(e),
                     UpdateError::Signature(e) => Misbehaviour::Signature(e),
                     UpdateError::HtlcRemovedUnfairly => Misbehaviour::HtlcRemovedUnfairly,
+                    UpdateError::Exhausted => Misbehaviour::Exhausted,
                 })
             })?;
         Ok((Held { number: p.number, state, signature: p.signature }, new_htlcs))

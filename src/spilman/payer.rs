@@ -464,11 +464,13 @@ impl Payer {
         if expiry < earliest || expiry > self.offer.expiry.saturating_sub(self.offer.close_margin) {
             return Err(CommandError::HtlcExpiry);
         }
+        // An id without a successor is never used: the payee would refuse it.
+        let next_id = self.next_htlc_id.checked_add(1).ok_or(CommandError::InvalidAmount)?;
         let htlc = PaymentHtlc { id: self.next_htlc_id, amount, payment_hash, expiry };
         let mut state = self.state.clone();
         state.htlcs.push(htlc);
         let (payment, fx) = self.commit(state, signer)?;
-        self.next_htlc_id += 1;
+        self.next_htlc_id = next_id;
         let max_exposure =
             self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee)).unwrap_or(Amount::MAX_MONEY);
         self.htlcs.push(PayerHtlc { htlc, status: HtlcStatus::Live, max_exposure });

@@ -133,6 +133,9 @@ pub enum UpdateError {
     Payment(PaymentError),
     /// The payer's signature is wrong.
     Signature(SignatureError),
+    /// The payment number, or a new HTLC's id, is `u64::MAX`: nothing could follow it, so the
+    /// rule that numbers and ids are never reused could not hold after it.
+    Exhausted,
 }
 
 impl fmt::Display for UpdateError {
@@ -391,6 +394,9 @@ impl PaymentTemplate {
         if number <= held_number && held_number != 0 || number == 0 {
             return Err(UpdateError::Replay);
         }
+        if number.checked_add(1).is_none() {
+            return Err(UpdateError::Exhausted);
+        }
         if state.to_payee < best.to_payee {
             return Err(UpdateError::AmountDecreased);
         }
@@ -425,6 +431,9 @@ impl PaymentTemplate {
             }
             if h.id < rules.next_htlc_id {
                 return Err(UpdateError::HtlcIdReused);
+            }
+            if h.id.checked_add(1).is_none() {
+                return Err(UpdateError::Exhausted);
             }
             if rules.earliest_expiry.is_none_or(|e| h.expiry < e) || h.expiry > rules.latest_expiry {
                 return Err(UpdateError::HtlcExpiry);

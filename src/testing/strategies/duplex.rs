@@ -13,8 +13,8 @@ use super::spilman::{bitcoin_signature, outpoint, payment};
 use crate::core::PaymentPreimage;
 use crate::duplex::params::MAX_DEPTH;
 use crate::duplex::{
-    Accept, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, Params, PendingReset,
-    Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose, Role, Terms,
+    Accept, AcceptedTerms, CloseProposal, CloseSigned, FundingCreated, FundingSigned, HtlcRemoval, Msg, Open, Params,
+    PendingReset, Reestablish, Removal, ResetAccept, ResetFinish, ResetPropose, Role, Terms,
 };
 
 /// Tree parameters the decoder accepts: 1 to 6 levels of radix 1 to 8, `Δ` and `T_r` non-zero.
@@ -132,19 +132,30 @@ pub fn reestablish() -> impl Strategy<Value = Reestablish> {
         digits().prop_map(PendingReset::Proposed),
         digits().prop_map(PendingReset::Accepted),
     ]);
+    let accepted = prop::option::of(reset_propose().prop_map(|p| AcceptedTerms {
+        numbers: p.numbers,
+        removed: p.removed,
+        values: p.values,
+    }));
     (
         (digits(), any::<[u64; 2]>(), pending, prop::collection::vec(any::<u64>(), 0..5)),
         (sats(), sats(), node_sigs(), prop::option::of(payment(3))),
+        accepted,
     )
-        .prop_map(|((digits, numbers, pending, resolved), (a, b, your_branch_sigs, your_payment))| Reestablish {
-            digits,
-            numbers,
-            pending,
-            resolved,
-            branch_values: [a, b],
-            your_branch_sigs,
-            your_payment,
-        })
+        .prop_map(
+            |((digits, numbers, pending, resolved), (a, b, your_branch_sigs, your_payment), accepted_terms)| {
+                Reestablish {
+                    digits,
+                    numbers,
+                    pending,
+                    resolved,
+                    branch_values: [a, b],
+                    your_branch_sigs,
+                    your_payment,
+                    accepted_terms,
+                }
+            },
+        )
 }
 
 /// Hostile encodings: a random message truncated, extended or with bytes changed.
