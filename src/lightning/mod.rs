@@ -25,6 +25,12 @@
 //! upstream at once); [`Event::HtlcFailed`] only once the failure is irrevocably committed (fail
 //! upstream then, not before).
 //!
+//! # Deadlines
+//! The channel enforces its HTLCs' expiries by itself ([`HtlcDeadlines`]): it closes on chain
+//! when the peer leaves an HTLC we offered in the commitments past its expiry, or one whose
+//! preimage we revealed too close to its expiry; it fails back HTLCs offered with too little time
+//! left, and refuses to offer or fulfil such HTLCs. Every [`Effects`] carries the next deadline.
+//!
 //! # Persistence
 //! The snapshot holds the live state: parameters, keys, the peer's revocation secrets in the
 //! constant-size shachain store, the HTLCs in flight (≈ 100 bytes each) and our latest
@@ -38,6 +44,7 @@
 
 mod channel;
 mod close;
+mod deadlines;
 mod dot;
 pub mod htlc;
 pub mod msgs;
@@ -98,11 +105,62 @@ pub struct ChannelConfig {
     pub max_feerate: u32,
     /// Most value we accept in HTLCs that would be trimmed (dust) on either commitment.
     pub max_dust_exposure: MilliSats,
+    /// When the channel acts by itself on its HTLCs' expiries (kept apart from the policy above).
+    pub htlc_deadlines: HtlcDeadlines,
+}
+
+/// When a channel acts by itself on its HTLCs' expiries (BOLT #2 "`cltv_expiry_delta`
+/// Selection"), so that a peer that stops answering cannot take an HTLC's value. The channel
+/// checks them at every tip ([`Channel::handle_chain`]) and reports the next one in every
+/// [`Effects::next_deadline`](crate::driving::Effects::next_deadline).
+///
+/// With `R` blocks of reorg to survive, `G` of grace and `S` to get a transaction confirmed
+/// (BOLT #2's example `R = 2`, `G = 2`, `S = 12`), the defaults are `G` and `2R + G + S`. Neither
+/// depends on `to_self_delay`: an HTLC output is claimed by a transaction spending the
+/// commitment directly (its delay only locks the second-stage output, which is ours either way).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct HtlcDeadlines {
+    /// `G`: blocks past an HTLC's `cltv_expiry` after which an HTLC **we offered**, still in
+    /// either commitment, makes the channel close on chain and time it out there.
+    ///
+    /// Attack stopped: a peer that never fails nor fulfils our HTLC (never sends the removal, or
+    /// never signs it) would keep it open past its expiry until the peer could claim it with a
+    /// preimage learnt later, or until our own upstream HTLC timed out: we would pay upstream
+    /// and never be refunded.
+    pub offered_grace: u32,
+    /// Blocks an HTLC **offered to us** must have left before its `cltv_expiry` to be settled
+    /// off chain (BOLT #2's fulfilment deadline, and its minimum final expiry). Once fewer are
+    /// left (`tip > cltv_expiry - claim_margin`):
+    ///
+    /// * if we know its preimage (we revealed it with [`Channel::fulfill_htlc`], or were given it
+    ///   with [`Channel::provide_preimage`]) and it is still in either commitment, the channel
+    ///   closes on chain and claims it with the preimage;
+    /// * [`Channel::fulfill_htlc`] is refused: the preimage is not revealed off chain when the
+    ///   peer could time the HTLC out before the fulfilment is signed.
+    ///
+    /// An HTLC offered to us that becomes irrevocably committed with fewer blocks left
+    /// (`cltv_expiry < tip + claim_margin`) is failed back at once
+    /// ([`Event::HtlcExpiryTooSoon`]) instead of reported as received; our own
+    /// [`Channel::add_htlc`] refuses such expiries (a peer with our policy would fail them back).
+    ///
+    /// Attack stopped: a peer that takes our preimage but never removes the HTLC (never signs
+    /// the fulfilment) waits until `cltv_expiry` and times the HTLC out on chain, taking back
+    /// what it owed us while already knowing the preimage; or it offers an HTLC so close to its
+    /// expiry that any fulfilment could be outrun that way.
+    pub claim_margin: u32,
+}
+
+impl Default for HtlcDeadlines {
+    /// `offered_grace = 2`, `claim_margin = 18` (BOLT #2's `G` and `2R + G + S`).
+    fn default() -> Self {
+        HtlcDeadlines { offered_grace: 2, claim_margin: 18 }
+    }
 }
 
 impl ChannelConfig {
     /// A sensible policy for `chain_hash` and `channel_type`: 354-sat dust limit, 1% reserve is
-    /// set per channel by the opener, 144-block delays, 30 HTLCs, 3 confirmations.
+    /// set per channel by the opener, 144-block delays, 30 HTLCs, 3 confirmations, the default
+    /// [`HtlcDeadlines`].
     pub fn default_for(chain_hash: [u8; 32], channel_type: ChannelType) -> Self {
         ChannelConfig {
             chain_hash,
@@ -118,6 +176,7 @@ impl ChannelConfig {
             min_feerate: 253,
             max_feerate: 100_000,
             max_dust_exposure: MilliSats::from_msat(5_000_000),
+            htlc_deadlines: HtlcDeadlines::default(),
         }
     }
 }
@@ -204,6 +263,30 @@ pub enum Event {
     /// The peer proved it holds a newer state than ours: our data is stale. Do **not** broadcast
     /// our commitment; ask the peer to close and wait for its commitment on chain.
     LostState,
+    /// An HTLC deadline came ([`HtlcDeadlines`]): the peer left an HTLC in the commitments too
+    /// long, so the channel closes on chain (the force close is in the same effects) and
+    /// resolves it there: times out an HTLC we offered, or claims one offered to us with its
+    /// preimage. Reported before the close, once per HTLC due.
+    HtlcDeadline {
+        /// Who offered the HTLC.
+        offerer: Side,
+        /// Its id.
+        id: u64,
+        /// Its expiry.
+        cltv_expiry: u32,
+    },
+    /// An HTLC offered to us became irrevocably committed with too little time left to be
+    /// settled safely (`cltv_expiry < tip + claim_margin`, [`HtlcDeadlines::claim_margin`]). It
+    /// is not reported as [`Event::HtlcReceived`]: the channel failed it back at once (BOLT #4
+    /// `expiry_too_soon`, `0x100e`, in clear like every failure reason of the crate).
+    HtlcExpiryTooSoon {
+        /// Its id.
+        id: u64,
+        /// Payment hash.
+        payment_hash: PaymentHash,
+        /// Its expiry.
+        cltv_expiry: u32,
+    },
     /// The peer sent `error`: it failed the channel. We broadcast our latest commitment (unless
     /// our state is stale or the channel is already closing on chain); `data` is the peer's
     /// untrusted text.
@@ -322,6 +405,11 @@ pub enum CommandError {
     Keys,
     /// Our state is stale ([`Channel::has_lost_state`]): our commitment must not be broadcast.
     StateLost,
+    /// The HTLC's expiry is too close to the tip ([`HtlcDeadlines::claim_margin`]): an HTLC we
+    /// would offer expiring before `tip + claim_margin`, or a fulfilment once the tip passed
+    /// `cltv_expiry - claim_margin` (the peer could time the HTLC out before the fulfilment is
+    /// settled; the preimage is not revealed).
+    HtlcExpiry,
 }
 
 impl fmt::Display for CommandError {

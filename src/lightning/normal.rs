@@ -27,6 +27,10 @@ use crate::core::units::MilliSats;
 /// (BOLT #2's "fee spike buffer"), so a fee rise cannot strand its HTLCs.
 const FEE_SPIKE_MULTIPLE: u64 = 2;
 
+/// BOLT #4 `expiry_too_soon` (UPDATE|14): the reason an HTLC offered too close to its expiry is
+/// failed back with (in clear: the crate does not encrypt failure reasons).
+const EXPIRY_TOO_SOON: [u8; 2] = [0x10, 0x0e];
+
 impl Channel {
     /// Whether updates may still be offered or accepted: the channel is open, no closing fee was
     /// proposed yet (BOLT #2: no update once `closing_signed` is under way) and the channel is not
@@ -113,7 +117,9 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError`] if the channel cannot take it now, the amount or expiry is invalid, or a
-    /// limit of the peer (count, in flight, reserve, dust exposure) or our fee buffer would break.
+    /// limit of the peer (count, in flight, reserve, dust exposure) or our fee buffer would break;
+    /// [`CommandError::HtlcExpiry`] if `cltv_expiry` is below the last tip given to
+    /// [`Channel::handle_chain`] plus [`HtlcDeadlines::claim_margin`](super::HtlcDeadlines::claim_margin).
     pub fn add_htlc(
         &mut self,
         amount: MilliSats,
@@ -134,6 +140,9 @@ impl Channel {
         }
         if cltv_expiry >= 500_000_000 {
             return Err(CommandError::BadExpiry);
+        }
+        if self.expires_too_soon(cltv_expiry, self.tip) {
+            return Err(CommandError::HtlcExpiry);
         }
         let id = self.next_holder_htlc_id;
         let seq = self.next_seq + 1;
@@ -205,15 +214,24 @@ impl Channel {
         Ok(fx)
     }
 
-    /// Fulfils an HTLC offered to us (sends `update_fulfill_htlc`).
+    /// Fulfils an HTLC offered to us (sends `update_fulfill_htlc`). Until the peer has signed the
+    /// removal away, the channel claims the HTLC on chain by itself once the tip passes
+    /// `cltv_expiry - claim_margin` ([`HtlcDeadlines`](super::HtlcDeadlines)).
     ///
     /// # Errors
     /// [`CommandError::UnknownHtlc`] unless the HTLC is irrevocably committed and not yet removed;
-    /// [`CommandError::WrongPreimage`].
+    /// [`CommandError::WrongPreimage`]; [`CommandError::HtlcExpiry`] once the last tip given to
+    /// [`Channel::handle_chain`] passed `cltv_expiry - claim_margin`: the peer could time the
+    /// HTLC out before the fulfilment is signed, so the preimage is not revealed (fail the HTLC
+    /// instead, or, having paid for the preimage downstream, hand it to
+    /// [`Channel::provide_preimage`]: the channel then claims the HTLC on chain).
     pub fn fulfill_htlc(&mut self, id: u64, preimage: PaymentPreimage) -> Result<Effects, CommandError> {
         let h = self.find_htlc(Side::Counterparty, id).ok_or(CommandError::UnknownHtlc)?;
         if !h.payment_hash.is_unlocked_by(&preimage) {
             return Err(CommandError::WrongPreimage);
+        }
+        if self.removable(Side::Counterparty, id) && self.expires_too_soon(h.cltv_expiry, self.tip) {
+            return Err(CommandError::HtlcExpiry);
         }
         self.remove_htlc(id, Resolution::Fulfill(preimage))
     }
@@ -525,6 +543,7 @@ impl Channel {
         secret: PerCommitmentSecret,
         next_point: PublicKey,
         signer: &S,
+        tip: crate::core::units::BlockHeight,
     ) -> Result<Effects, PeerError> {
         if !self.is_open_for_updates() || !self.awaiting_revoke {
             return Err(peer_error(Misbehaviour::BadRevocation));
@@ -543,11 +562,16 @@ impl Channel {
         next.counterparty_prev_point = None;
         next.counterparty_next_point = Some(next_point);
         let mut events = Vec::new();
+        let mut too_soon = Vec::new();
         for h in &mut next.htlcs {
             let was_committed = h.is_irrevocably_committed();
             let was_removed = h.is_removed();
             h.advance(Step::RecvRevoke);
             if h.offerer == Side::Counterparty && !was_committed && h.is_irrevocably_committed() {
+                if self.expires_too_soon(h.cltv_expiry, tip) {
+                    too_soon.push(h.id);
+                    continue;
+                }
                 events.push(Event::HtlcReceived {
                     id: h.id,
                     amount: h.amount,
@@ -567,7 +591,7 @@ impl Channel {
         }
         let (records, more) = next.forget_resolved();
         events.extend(more);
-        let mut send = Vec::new();
+        let mut send = next.fail_back_too_soon(&too_soon, &mut events);
         if next.has_pending_for(Side::Counterparty) {
             send.push(next.sign_next_counterparty(signer).map_err(|_| peer_error(Misbehaviour::Keys))?);
         }
@@ -577,6 +601,23 @@ impl Channel {
         fx.events = events;
         self.after_update(&mut fx, signer);
         Ok(fx)
+    }
+
+    /// Fails back at once the HTLCs offered to us that became irrevocably committed too close to
+    /// their expiry ([`Channel::expires_too_soon`]): they are not reported as received, and the
+    /// failures go with the `commitment_signed` that follows. Returns the messages to send.
+    fn fail_back_too_soon(&mut self, ids: &[u64], events: &mut Vec<Event>) -> Vec<Msg> {
+        let mut send = Vec::new();
+        for &id in ids {
+            let seq = self.next_seq();
+            let Some(h) = self.find_htlc_mut(Side::Counterparty, id) else { continue };
+            let reason = EXPIRY_TOO_SOON.to_vec();
+            h.remove = Some((Resolution::Fail(reason.clone()), Progress::new(Side::Holder)));
+            h.remove_seq = seq;
+            events.push(Event::HtlcExpiryTooSoon { id, payment_hash: h.payment_hash, cltv_expiry: h.cltv_expiry });
+            send.push(Msg::UpdateFailHtlc { channel_id: self.channel_id, id, reason });
+        }
+        send
     }
 
     /// Drops HTLCs whose removal is irrevocable on both sides (settling their value) and fee

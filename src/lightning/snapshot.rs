@@ -95,6 +95,8 @@ fn read_config(r: &mut Reader<'_>) -> Result<ChannelConfig, DecodeError> {
         min_feerate: r.u32()?,
         max_feerate: r.u32()?,
         max_dust_exposure: MilliSats::from_msat(r.u64()?),
+        // Record 41 (absent: the defaults).
+        htlc_deadlines: super::HtlcDeadlines::default(),
     })
 }
 
@@ -363,7 +365,11 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     })
     .optional(28, c.onchain.as_ref(), write_onchain)
     // Even: a reader that does not know it must not restore a channel that may not broadcast.
-    .optional(30, c.lost_state.then_some(()), |_, ()| {});
+    .optional(30, c.lost_state.then_some(()), |_, ()| {})
+    // Odd: an older reader keeps its default deadlines. Written only when not the defaults.
+    .optional(41, Some(&c.config.htlc_deadlines).filter(|d| **d != super::HtlcDeadlines::default()), |w, d| {
+        w.u32(d.offered_grace).u32(d.claim_margin);
+    });
     t.finish()
 }
 
@@ -486,6 +492,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
     let mut sweep = None;
     let mut onchain = None;
     let mut lost_state = false;
+    let mut htlc_deadlines = None;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -616,13 +623,19 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             }
             28 => onchain = Some(read_onchain(r)?),
             30 => lost_state = true,
+            41 => {
+                htlc_deadlines = Some(super::HtlcDeadlines { offered_grace: r.u32()?, claim_margin: r.u32()? });
+            }
             _ => return Ok(false),
         }
         Ok(true)
     })?;
     let (sweep_destination, sweep_feerate, force_closed, preimages) = required(sweep, "sweep")?;
-    let (is_funder, config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
+    let (is_funder, mut config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
         required(ident, "identity")?;
+    if let Some(d) = htlc_deadlines {
+        config.htlc_deadlines = d;
+    }
     let (phase, holder_commitment, counterparty_commitment, awaiting_revoke, revoke_sent_last, cp, cnp, cpp) =
         required(commitments, "commitments")?;
     let (

@@ -99,12 +99,17 @@ impl Pair {
     /// Opens a channel of `capacity` sat (a funds it, pushing `push_msat` to b) and runs it to
     /// `Normal`.
     pub fn open(channel_type: ChannelType, capacity: u64, push_msat: u64) -> Pair {
+        Self::open_with(config(channel_type), capacity, push_msat)
+    }
+
+    /// As [`Pair::open`], both sides with `config` (its channel type).
+    pub fn open_with(config: ChannelConfig, capacity: u64, push_msat: u64) -> Pair {
         let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xa0; 32]), 0));
         let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0));
         let tip = ChainTip::at(1_000);
         let (cha, fx) = Channel::open(
             OpenParams {
-                config: config(channel_type),
+                config: config.clone(),
                 temporary_channel_id: ChannelId([7; 32]),
                 funding: Amount::from_sat(capacity),
                 push: MilliSats::from_msat(push_msat),
@@ -115,7 +120,7 @@ impl Pair {
         )
         .expect("open");
         let Msg::OpenChannel(open) = wire(&fx.send[0]) else { panic!("open_channel") };
-        let (chb, fxb) = Channel::accept(&open, config(channel_type), &sb, tip).expect("accept");
+        let (chb, fxb) = Channel::accept(&open, config, &sb, tip).expect("accept");
         let a = Peer { ch: cha, signer: sa, events: vec![], persisted: vec![], records: vec![] };
         let mut b = Peer { ch: chb, signer: sb, events: vec![], persisted: vec![], records: vec![] };
         let mut to_a = VecDeque::new();
