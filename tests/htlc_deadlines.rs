@@ -365,3 +365,50 @@ fn fee_of_a_transaction_is_inputs_minus_outputs() {
     assert_eq!(w.fee(&commitment), CAPACITY - outputs);
     assert!(w.fee(&commitment) > 0 && Amount::from_sat(w.fee(&commitment)) < Amount::from_sat(10_000));
 }
+
+/// A forwarder (through the `HtlcChannel` adapter) learns the preimage downstream when fewer than
+/// `claim_margin` blocks are left on its incoming Lightning HTLC: it must not hand the preimage
+/// to the upstream peer off chain (which could take it and time the HTLC out), but claim on chain
+/// at once, and it gets the HTLC's value before the expiry.
+#[test]
+fn preimage_learnt_too_late_is_claimed_on_chain_not_revealed_off_chain() {
+    use paychan::lightning::Msg;
+    use paychan::multihop::HtlcChannel;
+    for ct in TYPES {
+        let pre = PaymentPreimage([0x44; 32]);
+        let (mut p, id) = pair_with_htlc(ct, pre);
+        let owed = p.b.ch.balances(Side::Holder).holder.to_msat() / 1_000 + HTLC_SAT;
+        let mut w = World::new(&p);
+        let late = EXPIRY - deadlines().claim_margin + 1;
+        for h in START..=late {
+            w.chain.height = h;
+            let (b, _, _) = tip(&mut p.b, h);
+            assert!(b.is_empty());
+        }
+        let fx = HtlcChannel::fulfill_htlc(&mut p.b.ch, id, pre, &p.b.signer, ChainTip::at(late)).unwrap();
+        assert!(
+            !fx.send.iter().any(|m| matches!(m, Msg::UpdateFulfillHtlc { .. })),
+            "revealed off chain: {:?}",
+            fx.send
+        );
+        assert!(fx.events.contains(&Event::HtlcDeadline { offerer: Side::Counterparty, id, cltv_expiry: EXPIRY }));
+        assert!(fx.update.is_some());
+        assert_eq!(fx.broadcast.len(), 1, "B's commitment");
+        w.submit(1, fx.broadcast, 1);
+        w.run_to(&mut p, late + 400, 1);
+        assert!(p.b.ch.is_fully_resolved(), "B left something unclaimed");
+        let success = w
+            .confirmed_by(1)
+            .into_iter()
+            .find(|t| t.input.iter().any(|i| i.witness.iter().any(|e| e == &pre.0[..])))
+            .expect("B claimed with the preimage");
+        assert!(w.mined[&success.compute_txid()] <= EXPIRY);
+        let fees: u64 = w
+            .confirmed_by(1)
+            .iter()
+            .filter(|t| t.input[0].previous_output.txid != p.funding.compute_txid())
+            .map(|t| w.fee(t))
+            .sum();
+        assert_eq!(w.unspent_to(&p.b.ch.sweep_destination()), owed - fees, "{ct:?}");
+    }
+}
