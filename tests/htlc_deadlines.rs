@@ -412,3 +412,123 @@ fn preimage_learnt_too_late_is_claimed_on_chain_not_revealed_off_chain() {
         assert_eq!(w.unspent_to(&p.b.ch.sweep_destination()), owed - fees, "{ct:?}");
     }
 }
+
+/// Spilman counterpart: the payee revealed an HTLC's preimage and the payer (hostile) never folds
+/// it into a newer payment. The payee closes `close_margin` blocks before the HTLC's expiry
+/// (its `next_deadline` says when), claims the HTLC with the preimage before the payer's timeout
+/// path opens, and holds everything it was paid plus the HTLC, less the fees of its payment
+/// transaction and its claim. (This behaviour predates the Lightning deadlines: the payee already
+/// tracked it; the test covers it end to end on the chain.)
+#[test]
+fn spilman_payer_never_folds_fulfilled_htlc_payee_claims_on_chain() {
+    use common::route::{open_spilman, spilman_script, CLOSE_MARGIN};
+    use paychan::core::keys::{ChannelSecrets, Seed};
+    use paychan::core::sign::InMemorySigner;
+    use paychan::spilman::{Event as SpEvent, Msg as SpMsg};
+    let keys = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
+    let (payer_keys, payee_keys) = (keys(0x71), keys(0x72));
+    let start = 100;
+    let mut chain = Chain::at(start);
+    let (mut payer, mut payee, funding) = open_spilman(&payer_keys, &payee_keys, 1_000, ChainTip::at(start));
+    chain.credit(&funding);
+    let pre = PaymentPreimage([0x55; 32]);
+    let htlc_expiry = start + 100;
+    let sats = 50_000;
+    let (id, fx) = payer
+        .add_htlc(Amount::from_sat(sats), pre.hash(), BlockHeight(htlc_expiry), &payer_keys, ChainTip::at(start))
+        .unwrap();
+    for m in fx.send {
+        for ack in payee.handle_message(m, &payee_keys, ChainTip::at(start)).unwrap().send {
+            let _ = payer.handle_message(ack, &payer_keys, ChainTip::at(start)).unwrap();
+        }
+    }
+    let paid = payee.received().to_sat();
+    // The payee reveals the preimage; the payer takes it and never folds the HTLC in.
+    let fx = payee.fulfill_htlc(id, pre, &payee_keys).unwrap();
+    assert!(matches!(fx.send.as_slice(), [SpMsg::Fulfill { .. }]));
+    let due = htlc_expiry - CLOSE_MARGIN;
+    assert_eq!(fx.next_deadline, Some(BlockHeight(due)));
+    let _ = payer.handle_message(fx.send[0].clone(), &payer_keys, ChainTip::at(start)).unwrap();
+    let mut payee_sent: HashSet<Txid> = HashSet::new();
+    let mut mined_at: HashMap<Txid, u32> = HashMap::new();
+    let mut close_at = None;
+    while chain.height < htlc_expiry + 20 {
+        let block = chain.mine_block();
+        let h = chain.height;
+        let mut out: Vec<(bool, Transaction)> = Vec::new();
+        for tx in &block {
+            mined_at.insert(tx.compute_txid(), h);
+            let ev = ChainEvent::Confirmed { tx, height: BlockHeight(h) };
+            out.extend(payee.handle_chain(ev, &payee_keys).broadcast.into_iter().map(|t| (true, t)));
+            out.extend(payer.handle_chain(ev, &payer_keys).broadcast.into_iter().map(|t| (false, t)));
+        }
+        let fx = payee.handle_chain(ChainEvent::Tip(ChainTip::at(h)), &payee_keys);
+        if !fx.broadcast.is_empty() && close_at.is_none() {
+            close_at = Some(h);
+            assert!(fx.events.iter().any(|e| matches!(e, SpEvent::CloseBroadcast { .. })));
+        }
+        out.extend(fx.broadcast.into_iter().map(|t| (true, t)));
+        out.extend(
+            payer.handle_chain(ChainEvent::Tip(ChainTip::at(h)), &payer_keys).broadcast.into_iter().map(|t| (false, t)),
+        );
+        for (by_payee, tx) in out {
+            let r = chain.submit(&tx);
+            if by_payee {
+                payee_sent.insert(tx.compute_txid());
+                r.unwrap_or_else(|e| panic!("the payee broadcast an invalid transaction: {e:?}"));
+            }
+        }
+    }
+    assert_eq!(close_at, Some(due), "the payee closed at its deadline");
+    let ours: Vec<&Transaction> =
+        chain.confirmed_txs().into_iter().filter(|t| payee_sent.contains(&t.compute_txid())).collect();
+    let claim = ours
+        .iter()
+        .find(|t| t.input.iter().any(|i| i.witness.iter().any(|e| e == &pre.0[..])))
+        .expect("the payee claimed with the preimage");
+    assert!(mined_at[&claim.compute_txid()] < htlc_expiry, "claimed before the timeout path opens");
+    let fee = |tx: &Transaction| -> u64 {
+        let inputs: u64 = tx
+            .input
+            .iter()
+            .map(|i| chain.tx(&i.previous_output.txid).unwrap().output[i.previous_output.vout as usize].value.to_sat())
+            .sum();
+        inputs - tx.output.iter().map(|o| o.value.to_sat()).sum::<u64>()
+    };
+    let fees: u64 = ours.iter().map(|t| fee(t)).sum();
+    let script = spilman_script(false);
+    let mut got = 0;
+    for tx in chain.confirmed_txs() {
+        let txid = tx.compute_txid();
+        for (vout, o) in tx.output.iter().enumerate() {
+            if o.script_pubkey == script && chain.is_unspent(&OutPoint { txid, vout: vout as u32 }) {
+                got += o.value.to_sat();
+            }
+        }
+    }
+    assert_eq!(got, paid + sats - fees, "paid {paid} + HTLC {sats} - fees {fees}");
+}
+
+/// Deadlines other than the defaults are part of the channel's snapshot: a restarted channel
+/// keeps acting on them.
+#[test]
+fn custom_deadlines_survive_a_restart() {
+    use paychan::driving::RestoreCheck;
+    let custom = HtlcDeadlines { offered_grace: 7, claim_margin: 30 };
+    let config = paychan::lightning::ChannelConfig { htlc_deadlines: custom, ..common::ln::config(TYPES[0]) };
+    let mut p = Pair::open_with(config, CAPACITY, PUSH_MSAT);
+    let pre = PaymentPreimage([0x66; 32]);
+    let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(HTLC_SAT * 1_000), pre.hash(), EXPIRY, onion()).unwrap();
+    p.a.absorb_pub(fx, &mut p.to_b);
+    p.settle();
+    let fx = p.b.ch.fulfill_htlc(id, pre).unwrap();
+    p.b.absorb_pub(fx, &mut p.to_a);
+    assert_eq!(p.a.ch.next_deadline(), Some(BlockHeight(EXPIRY + 7)));
+    assert_eq!(p.b.ch.next_deadline(), Some(BlockHeight(EXPIRY - 30 + 1)));
+    for peer in [&p.a, &p.b] {
+        let check = RestoreCheck { channel_id: Some(peer.ch.channel_id()), min_update_id: 0 };
+        let records = common::ln::onion_records(&peer.ch);
+        let restored = paychan::lightning::Channel::restore_with_records(&peer.ch.snapshot(), &records, check).unwrap();
+        assert_eq!(restored.next_deadline(), peer.ch.next_deadline());
+    }
+}
