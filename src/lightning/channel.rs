@@ -407,6 +407,7 @@ impl Channel {
         self.update_id += 1;
         let mut fx = Effects::none();
         fx.update = Some(StateUpdate::with_records(self.update_id, self.snapshot(), records));
+        fx.next_deadline = self.next_deadline();
         fx
     }
 
@@ -528,9 +529,12 @@ impl Channel {
         if self.refused_on_this_connection && !matches!(msg, Msg::Error { .. }) {
             return Err(peer_error(Misbehaviour::AfterRefusal));
         }
-        let result = self.handle_message_on_connection(msg, signer, tip);
+        let mut result = self.handle_message_on_connection(msg, signer, tip);
         if result.as_ref().is_err_and(|e| e.action != crate::driving::Action::Ignore) {
             self.refused_on_this_connection = true;
+        }
+        if let Ok(fx) = &mut result {
+            fx.next_deadline = super::deadlines::earliest(fx.next_deadline, self.next_deadline());
         }
         result
     }
@@ -541,7 +545,8 @@ impl Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
-        let _ = tip;
+        // The tip as the embedder sees it now, if it is ahead of the last one we were given.
+        let tip = self.tip.max(tip.height);
         if let Msg::Error { channel_id, data } = msg {
             if channel_id != self.channel_id && channel_id != ChannelId::ZERO && channel_id != self.temporary_channel_id
             {
@@ -598,7 +603,7 @@ impl Channel {
             }
             Msg::RevokeAndAck { channel_id, per_commitment_secret, next_per_commitment_point } => {
                 self.check_channel(channel_id)?;
-                self.on_revoke_and_ack(per_commitment_secret, next_per_commitment_point, signer)
+                self.on_revoke_and_ack(per_commitment_secret, next_per_commitment_point, signer, tip)
             }
             Msg::ChannelReestablish {
                 channel_id,
@@ -675,7 +680,11 @@ impl Channel {
     }
 
     /// Handles a chain event: funding confirmations lead to `channel_ready`; a spend of the
-    /// funding output starts the on-chain resolution ([`super::onchain`]). Idempotent; events for
+    /// funding output starts the on-chain resolution ([`super::onchain`]); at every tip the HTLC
+    /// deadlines are checked ([`HtlcDeadlines`](super::HtlcDeadlines)): one that came makes the
+    /// channel report it ([`Event::HtlcDeadline`](super::Event::HtlcDeadline)) and close on
+    /// chain. Give it every new tip, and at the latest the one at
+    /// [`Effects::next_deadline`](crate::driving::Effects::next_deadline). Idempotent; events for
     /// unrelated transactions change nothing.
     ///
     /// Punishing a revoked commitment that carried HTLCs which are gone from the channel needs
@@ -703,6 +712,20 @@ impl Channel {
             fx.events.push(Event::WrongSigner(e));
             return fx;
         }
+        let mut fx = self.handle_chain_event(event, history, signer);
+        if matches!(event, ChainEvent::Tip(_) | ChainEvent::Confirmed { .. }) {
+            fx.merge(self.check_htlc_deadlines(signer));
+        }
+        fx.next_deadline = super::deadlines::earliest(fx.next_deadline, self.next_deadline());
+        fx
+    }
+
+    fn handle_chain_event<S: crate::core::sign::Signer + ?Sized>(
+        &mut self,
+        event: ChainEvent<'_>,
+        history: &[super::PenaltyRecord],
+        signer: &S,
+    ) -> Effects {
         if let Some(fx) = self.handle_onchain(event, history, signer) {
             return fx;
         }

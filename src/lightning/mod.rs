@@ -25,6 +25,12 @@
 //! upstream at once); [`Event::HtlcFailed`] only once the failure is irrevocably committed (fail
 //! upstream then, not before).
 //!
+//! # Deadlines
+//! The channel enforces its HTLCs' expiries by itself ([`HtlcDeadlines`]): it closes on chain
+//! when the peer leaves an HTLC we offered in the commitments past its expiry, or one whose
+//! preimage we revealed too close to its expiry; it fails back HTLCs offered with too little time
+//! left, and refuses to offer or fulfil such HTLCs. Every [`Effects`] carries the next deadline.
+//!
 //! # Persistence
 //! The snapshot holds the live state: parameters, keys, the peer's revocation secrets in the
 //! constant-size shachain store, the HTLCs in flight (≈ 100 bytes each) and our latest
@@ -38,6 +44,7 @@
 
 mod channel;
 mod close;
+mod deadlines;
 mod dot;
 pub mod htlc;
 mod limits;
@@ -132,6 +139,8 @@ pub struct ChannelConfig {
     /// negotiate `init` features: set it to what the peer's `init` offered (LDK, CLN and LND all
     /// offer it). Without it only P2PKH, P2SH, P2WPKH and P2WSH are accepted.
     pub shutdown_anysegwit: bool,
+    /// When the channel acts by itself on its HTLCs' expiries (kept apart from the policy above).
+    pub htlc_deadlines: HtlcDeadlines,
 }
 
 /// The smallest reserve [`ChannelConfig::max_peer_reserve_ppm`] always allows (what LDK asks
@@ -159,11 +168,60 @@ impl DustExposure {
     }
 }
 
+/// When a channel acts by itself on its HTLCs' expiries (BOLT #2 "`cltv_expiry_delta`
+/// Selection"), so that a peer that stops answering cannot take an HTLC's value. The channel
+/// checks them at every tip ([`Channel::handle_chain`]) and reports the next one in every
+/// [`Effects::next_deadline`](crate::driving::Effects::next_deadline).
+///
+/// With `R` blocks of reorg to survive, `G` of grace and `S` to get a transaction confirmed
+/// (BOLT #2's example `R = 2`, `G = 2`, `S = 12`), the defaults are `G` and `2R + G + S`. Neither
+/// depends on `to_self_delay`: an HTLC output is claimed by a transaction spending the
+/// commitment directly (its delay only locks the second-stage output, which is ours either way).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct HtlcDeadlines {
+    /// `G`: blocks past an HTLC's `cltv_expiry` after which an HTLC **we offered**, still in
+    /// either commitment, makes the channel close on chain and time it out there.
+    ///
+    /// Attack stopped: a peer that never fails nor fulfils our HTLC (never sends the removal, or
+    /// never signs it) would keep it open past its expiry until the peer could claim it with a
+    /// preimage learnt later, or until our own upstream HTLC timed out: we would pay upstream
+    /// and never be refunded.
+    pub offered_grace: u32,
+    /// Blocks an HTLC **offered to us** must have left before its `cltv_expiry` to be settled
+    /// off chain (BOLT #2's fulfilment deadline, and its minimum final expiry). Once fewer are
+    /// left (`tip > cltv_expiry - claim_margin`):
+    ///
+    /// * if we know its preimage (we revealed it with [`Channel::fulfill_htlc`], or were given it
+    ///   with [`Channel::provide_preimage`]) and it is still in either commitment, the channel
+    ///   closes on chain and claims it with the preimage;
+    /// * [`Channel::fulfill_htlc`] is refused: the preimage is not revealed off chain when the
+    ///   peer could time the HTLC out before the fulfilment is signed.
+    ///
+    /// An HTLC offered to us that becomes irrevocably committed with fewer blocks left
+    /// (`cltv_expiry < tip + claim_margin`) is failed back at once
+    /// ([`Event::HtlcRefused`] with [`HtlcRefusal::ExpiryTooSoon`]) instead of reported as received; our own
+    /// [`Channel::add_htlc`] refuses such expiries (a peer with our policy would fail them back).
+    ///
+    /// Attack stopped: a peer that takes our preimage but never removes the HTLC (never signs
+    /// the fulfilment) waits until `cltv_expiry` and times the HTLC out on chain, taking back
+    /// what it owed us while already knowing the preimage; or it offers an HTLC so close to its
+    /// expiry that any fulfilment could be outrun that way.
+    pub claim_margin: u32,
+}
+
+impl Default for HtlcDeadlines {
+    /// `offered_grace = 2`, `claim_margin = 18` (BOLT #2's `G` and `2R + G + S`).
+    fn default() -> Self {
+        HtlcDeadlines { offered_grace: 2, claim_margin: 18 }
+    }
+}
+
 impl ChannelConfig {
     /// A sensible policy for `chain_hash` and `channel_type`: 354-sat dust limit, a 1,000-sat
     /// reserve asked of the peer and at most 1 % (or 1,000 sat) accepted from it, 144-block
     /// delays, 30 HTLCs, 3 confirmations, fee rates within 253..=100,000 sat/kw and within
-    /// 50 %..10× of the estimate, dust exposure 10,000 msat per sat/kw.
+    /// 50 %..10× of the estimate, dust exposure 10,000 msat per sat/kw, the default
+    /// [`HtlcDeadlines`].
     ///
     /// ```
     /// use paychan::core::commitment::ChannelType;
@@ -194,6 +252,7 @@ impl ChannelConfig {
             fee_update_margin_percent: 20,
             max_dust_exposure: DustExposure::FeerateMultiplier(10_000),
             shutdown_anysegwit: true,
+            htlc_deadlines: HtlcDeadlines::default(),
         }
     }
 
@@ -303,6 +362,18 @@ pub enum Event {
     /// The peer proved it holds a newer state than ours: our data is stale. Do **not** broadcast
     /// our commitment; ask the peer to close and wait for its commitment on chain.
     LostState,
+    /// An HTLC deadline came ([`HtlcDeadlines`]): the peer left an HTLC in the commitments too
+    /// long, so the channel closes on chain (the force close is in the same effects) and
+    /// resolves it there: times out an HTLC we offered, or claims one offered to us with its
+    /// preimage. Reported before the close, once per HTLC due.
+    HtlcDeadline {
+        /// Who offered the HTLC.
+        offerer: Side,
+        /// Its id.
+        id: u64,
+        /// Its expiry.
+        cltv_expiry: u32,
+    },
     /// The peer sent `error`: it failed the channel. We broadcast our latest commitment (unless
     /// our state is stale or the channel is already closing on chain); `data` is the peer's
     /// untrusted text.
@@ -327,6 +398,10 @@ pub enum HtlcRefusal {
     /// We fund the channel and, with it, could no longer pay the commitment fee at twice the fee
     /// rate (BOLT #2's fee-spike buffer): a fee rise would leave the channel stuck.
     FeeSpikeBuffer,
+    /// It became irrevocably committed with too little time left to be settled safely
+    /// (`cltv_expiry < tip + claim_margin`, [`HtlcDeadlines::claim_margin`]): the peer could time
+    /// it out on chain before a fulfilment is signed.
+    ExpiryTooSoon,
 }
 
 impl HtlcRefusal {
@@ -335,6 +410,8 @@ impl HtlcRefusal {
         match self {
             // temporary_channel_failure (UPDATE | 7)
             HtlcRefusal::DustExposure | HtlcRefusal::FeeSpikeBuffer => 0x1007,
+            // expiry_too_soon (UPDATE | 14)
+            HtlcRefusal::ExpiryTooSoon => 0x100e,
         }
     }
 
@@ -349,6 +426,7 @@ impl HtlcRefusal {
         match self {
             HtlcRefusal::DustExposure => 1,
             HtlcRefusal::FeeSpikeBuffer => 2,
+            HtlcRefusal::ExpiryTooSoon => 3,
         }
     }
 
@@ -356,6 +434,7 @@ impl HtlcRefusal {
         match b {
             1 => Some(HtlcRefusal::DustExposure),
             2 => Some(HtlcRefusal::FeeSpikeBuffer),
+            3 => Some(HtlcRefusal::ExpiryTooSoon),
             _ => None,
         }
     }
@@ -494,6 +573,11 @@ pub enum CommandError {
     NonStandardScript,
     /// The signer is not the channel's (its public keys are not the ones recorded at open).
     WrongSigner(crate::core::sign::WrongSigner),
+    /// The HTLC's expiry is too close to the tip ([`HtlcDeadlines::claim_margin`]): an HTLC we
+    /// would offer expiring before `tip + claim_margin`, or a fulfilment once the tip passed
+    /// `cltv_expiry - claim_margin` (the peer could time the HTLC out before the fulfilment is
+    /// settled; the preimage is not revealed).
+    HtlcExpiry,
 }
 
 impl fmt::Display for CommandError {

@@ -38,7 +38,9 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError`] if the channel cannot take it now, the amount or expiry is invalid, or a
-    /// limit of the peer (count, in flight, reserve, dust exposure) or our fee buffer would break.
+    /// limit of the peer (count, in flight, reserve, dust exposure) or our fee buffer would break;
+    /// [`CommandError::HtlcExpiry`] if `cltv_expiry` is below the last tip given to
+    /// [`Channel::handle_chain`] plus [`HtlcDeadlines::claim_margin`](super::HtlcDeadlines::claim_margin).
     pub fn add_htlc(
         &mut self,
         amount: MilliSats,
@@ -59,6 +61,9 @@ impl Channel {
         }
         if cltv_expiry >= 500_000_000 {
             return Err(CommandError::BadExpiry);
+        }
+        if self.expires_too_soon(cltv_expiry, self.tip) {
+            return Err(CommandError::HtlcExpiry);
         }
         let id = self.next_holder_htlc_id;
         let seq = self.next_seq + 1;
@@ -134,15 +139,24 @@ impl Channel {
         Ok(fx)
     }
 
-    /// Fulfils an HTLC offered to us (sends `update_fulfill_htlc`).
+    /// Fulfils an HTLC offered to us (sends `update_fulfill_htlc`). Until the peer has signed the
+    /// removal away, the channel claims the HTLC on chain by itself once the tip passes
+    /// `cltv_expiry - claim_margin` ([`HtlcDeadlines`](super::HtlcDeadlines)).
     ///
     /// # Errors
     /// [`CommandError::UnknownHtlc`] unless the HTLC is irrevocably committed and not yet removed;
-    /// [`CommandError::WrongPreimage`].
+    /// [`CommandError::WrongPreimage`]; [`CommandError::HtlcExpiry`] once the last tip given to
+    /// [`Channel::handle_chain`] passed `cltv_expiry - claim_margin`: the peer could time the
+    /// HTLC out before the fulfilment is signed, so the preimage is not revealed (fail the HTLC
+    /// instead, or, having paid for the preimage downstream, hand it to
+    /// [`Channel::provide_preimage`]: the channel then claims the HTLC on chain).
     pub fn fulfill_htlc(&mut self, id: u64, preimage: PaymentPreimage) -> Result<Effects, CommandError> {
         let h = self.find_htlc(Side::Counterparty, id).ok_or(CommandError::UnknownHtlc)?;
         if !h.payment_hash.is_unlocked_by(&preimage) {
             return Err(CommandError::WrongPreimage);
+        }
+        if self.removable(Side::Counterparty, id) && self.expires_too_soon(h.cltv_expiry, self.tip) {
+            return Err(CommandError::HtlcExpiry);
         }
         self.remove_htlc(id, Resolution::Fulfill(preimage))
     }
@@ -479,6 +493,7 @@ impl Channel {
         secret: PerCommitmentSecret,
         next_point: PublicKey,
         signer: &S,
+        tip: crate::core::units::BlockHeight,
     ) -> Result<Effects, PeerError> {
         if !self.is_open_for_updates() || !self.awaiting_revoke {
             return Err(peer_error(Misbehaviour::BadRevocation));
@@ -503,7 +518,10 @@ impl Channel {
             let was_removed = h.is_removed();
             h.advance(Step::RecvRevoke);
             if h.offerer == Side::Counterparty && !was_committed && h.is_irrevocably_committed() {
-                if let Some(reason) = h.refusal {
+                if let Some(reason) = h
+                    .refusal
+                    .or_else(|| self.expires_too_soon(h.cltv_expiry, tip).then_some(HtlcRefusal::ExpiryTooSoon))
+                {
                     refused.push((h.id, reason));
                     continue;
                 }

@@ -425,7 +425,11 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     // Even: a reader that does not know it must not restore a channel that may not broadcast.
     .optional(30, c.lost_state.then_some(()), |_, ()| {})
     // Odd and written only when off: older snapshots (and readers) keep the default, on.
-    .optional(33, (!c.config.shutdown_anysegwit).then_some(()), |_, ()| {});
+    .optional(33, (!c.config.shutdown_anysegwit).then_some(()), |_, ()| {})
+    // Odd: an older reader keeps its default deadlines. Written only when not the defaults.
+    .optional(41, Some(&c.config.htlc_deadlines).filter(|d| **d != super::HtlcDeadlines::default()), |w, d| {
+        w.u32(d.offered_grace).u32(d.claim_margin);
+    });
     t.finish()
 }
 
@@ -549,6 +553,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
     let mut onchain = None;
     let mut lost_state = false;
     let mut no_anysegwit = false;
+    let mut htlc_deadlines = None;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -700,6 +705,9 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             28 => onchain = Some(read_onchain(r)?),
             30 => lost_state = true,
             33 => no_anysegwit = true,
+            41 => {
+                htlc_deadlines = Some(super::HtlcDeadlines { offered_grace: r.u32()?, claim_margin: r.u32()? });
+            }
             _ => return Ok(false),
         }
         Ok(true)
@@ -708,6 +716,9 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
     let (is_funder, mut config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
         required(ident, "identity")?;
     config.shutdown_anysegwit = !no_anysegwit;
+    if let Some(d) = htlc_deadlines {
+        config.htlc_deadlines = d;
+    }
     let (phase, holder_commitment, counterparty_commitment, awaiting_revoke, revoke_sent_last, cp, cnp, cpp) =
         required(commitments, "commitments")?;
     let (

@@ -78,6 +78,7 @@ fn lightning_err(e: lightning::CommandError) -> HtlcError {
         E::BadExpiry => "bad expiry",
         E::UnknownHtlc => "unknown HTLC",
         E::WrongPreimage => "wrong preimage",
+        E::HtlcExpiry => "HTLC expiry too close to the tip",
         E::Signer(_) => "signer",
         _ => "refused",
     })
@@ -415,7 +416,17 @@ impl HtlcChannel for lightning::Channel {
             return Ok(fx);
         }
         // Off chain, signed at once; the on-chain claims learn it too, should the channel close.
-        let mut fx = lightning::Channel::fulfill_htlc(self, id, preimage).map_err(lightning_err)?;
+        let mut fx = match lightning::Channel::fulfill_htlc(self, id, preimage) {
+            Ok(fx) => fx,
+            Err(lightning::CommandError::HtlcExpiry) => {
+                // Too late to settle off chain (the peer could time the HTLC out first), but the
+                // preimage is paid for downstream: claim it on chain (the channel's deadline).
+                let mut fx = self.provide_preimage(id, preimage);
+                fx.merge(self.check_htlc_deadlines(signer));
+                return Ok(fx);
+            }
+            Err(e) => return Err(lightning_err(e)),
+        };
         lightning_commit(self, signer, &mut fx);
         fx.merge(self.provide_preimage(id, preimage));
         Ok(fx)
@@ -438,6 +449,10 @@ impl HtlcChannel for lightning::Channel {
     }
 
     fn go_on_chain<S: Signer + ?Sized>(&mut self, signer: &S) -> lightning::Effects {
+        // The channel may have gone on chain at its own HTLC deadline already.
+        if self.is_off_chain_over() {
+            return lightning::Effects::none();
+        }
         self.force_close(signer).unwrap_or_default()
     }
 

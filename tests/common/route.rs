@@ -245,7 +245,15 @@ impl Route {
         chain.credit(&funding);
 
         // Lightning C (funder) ↔ D.
-        let ln = super::ln::Pair::open(ChannelType::StaticRemoteKey, 1_000_000, 100_000_000);
+        // Its HTLC deadlines on the same (short) chain assumptions as the forwarders'.
+        let config = lightning::ChannelConfig {
+            htlc_deadlines: lightning::HtlcDeadlines {
+                offered_grace: MARGINS.grace,
+                claim_margin: min_final_cltv_expiry_delta(HopKind::Lightning, MARGINS),
+            },
+            ..super::ln::config(ChannelType::StaticRemoteKey)
+        };
+        let ln = super::ln::Pair::open_with(config.clone(), config, 1_000_000, 100_000_000, 2_500);
         chain.advance(1);
         chain.credit(&ln.funding);
         let (lc, ld) = (ln.a, ln.b);
