@@ -33,7 +33,8 @@ pub enum Phase {
     AwaitingChannelReady,
     /// Open: HTLCs flow.
     Normal,
-    /// `shutdown` sent or received: no new HTLCs; closing once none remain.
+    /// `shutdown` sent, held until our updates are signed, or received: no new HTLCs; closing
+    /// once none remain.
     ShuttingDown,
     /// The cooperative closing transaction was agreed.
     Closed,
@@ -69,6 +70,8 @@ pub struct Balances {
 pub(crate) struct Shutdown {
     pub holder_script: Option<ScriptBuf>,
     pub counterparty_script: Option<ScriptBuf>,
+    /// Our `shutdown` went out; with `holder_script` set and this false it is held until our
+    /// updates are signed (BOLT #2).
     pub holder_sent: bool,
     /// Our acceptable closing fee range.
     pub fee_range: Option<(Amount, Amount)>,
@@ -147,6 +150,9 @@ pub struct Channel {
     /// taken on this connection (what follows may build on the refused message). Connection
     /// state, not channel state: not in the snapshot.
     pub(crate) refused_on_this_connection: bool,
+    /// The funding transaction confirmed without paying the channel at the agreed outpoint
+    /// (wrong script or amount, or no such output): the channel is failed and never used.
+    pub(crate) funding_invalid: bool,
     /// Restored from a version-1 snapshot, whose onions were inline: the next update appends
     /// them as records (the version-2 snapshot it persists refers to them). Not in the snapshot.
     pub(crate) onions_to_append: bool,
@@ -499,7 +505,9 @@ impl Channel {
         }
     }
 
-    /// Handles a message from the peer. On error the channel state is unchanged.
+    /// Handles a message from the peer. On error the channel state is unchanged; for a refusal
+    /// whose action is [`Action::Warn`], send the peer [`PeerError::warning`] and disconnect. A
+    /// peer's `warning` changes nothing and closes nothing.
     ///
     /// Once a message is refused (with any action but [`Action::Ignore`]), the connection is
     /// done: every later message except `error` is refused with
@@ -511,6 +519,8 @@ impl Channel {
     /// [`PeerError`] with what was wrong and what to do about it.
     ///
     /// [`Action::Ignore`]: crate::driving::Action::Ignore
+    /// [`Action::Warn`]: crate::driving::Action::Warn
+    /// [`PeerError::warning`]: crate::driving::PeerError::warning
     /// [`Misbehaviour::AfterRefusal`]: super::Misbehaviour::AfterRefusal
     pub fn handle_message<S: crate::core::sign::Signer + ?Sized>(
         &mut self,
@@ -518,6 +528,10 @@ impl Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
+        if let Msg::Warning { .. } = msg {
+            // BOLT #1: a warning fails nothing. Its text is the peer's, for the logs.
+            return Ok(Effects::none());
+        }
         if self.refused_on_this_connection && !matches!(msg, Msg::Error { .. }) {
             return Err(peer_error(Misbehaviour::AfterRefusal));
         }
@@ -598,14 +612,13 @@ impl Channel {
                 next_commitment_number,
                 next_revocation_number,
                 your_last_per_commitment_secret,
-                my_current_per_commitment_point,
+                my_current_per_commitment_point: _,
             } => {
                 self.check_channel(channel_id)?;
                 self.on_reestablish(
                     next_commitment_number,
                     next_revocation_number,
                     your_last_per_commitment_secret,
-                    my_current_per_commitment_point,
                     signer,
                 )
             }
@@ -617,14 +630,24 @@ impl Channel {
                 self.check_channel(channel_id)?;
                 self.on_closing_signed(fee_satoshis, signature, fee_range, signer)
             }
-            Msg::OpenChannel(_) | Msg::Error { .. } => Err(peer_error(Misbehaviour::UnexpectedMessage)),
+            Msg::OpenChannel(_) | Msg::Error { .. } | Msg::Warning { .. } => {
+                Err(peer_error(Misbehaviour::UnexpectedMessage))
+            }
         }
     }
 
     /// Whether the off-chain protocol is over: we broadcast our commitment
-    /// ([`Channel::force_close`]) or the funding output was spent.
+    /// ([`Channel::force_close`]), the funding output was spent, or the funding transaction does
+    /// not pay the channel ([`Channel::has_invalid_funding`]).
     pub fn is_off_chain_over(&self) -> bool {
-        self.force_closed || self.lost_state || self.onchain.is_some()
+        self.force_closed || self.lost_state || self.onchain.is_some() || self.funding_invalid
+    }
+
+    /// Whether the funding transaction confirmed without paying the channel at the agreed
+    /// outpoint ([`Event::InvalidFunding`](super::Event::InvalidFunding)): the channel is failed
+    /// and is never used (no `channel_ready`, no update, no commitment broadcast).
+    pub fn has_invalid_funding(&self) -> bool {
+        self.funding_invalid
     }
 
     /// Whether we learnt that our state is stale (the peer proved a newer one in
@@ -701,11 +724,17 @@ impl Channel {
             }
             ChainEvent::Confirmed { tx, height } => {
                 let Some(op) = self.funding_outpoint else { return Effects::none() };
+                if tx.compute_txid() != op.txid || self.funding_invalid {
+                    return Effects::none();
+                }
                 let pays = tx.output.get(op.vout as usize).is_some_and(|o| {
                     self.commitment_params(Side::Holder)
                         .is_some_and(|p| o.value == self.capacity && o.script_pubkey == p.funding_script().to_p2wsh())
                 });
-                if tx.compute_txid() != op.txid || !pays || self.funding_height == Some(height) {
+                if !pays {
+                    return self.fail_invalid_funding(op.txid);
+                }
+                if self.funding_height == Some(height) {
                     return Effects::none();
                 }
                 self.funding_height = Some(height);
@@ -724,6 +753,22 @@ impl Channel {
                 Effects::none()
             }
         }
+    }
+
+    /// The transaction with the agreed funding txid does not pay the channel (CVE-2019-12998):
+    /// no `channel_ready` is ever sent, nothing is signed or taken from now on, and the peer is
+    /// told with an `error`. The signatures we gave commit to the agreed script and amount, so
+    /// they spend nothing that exists; the opener's `push` was never real.
+    fn fail_invalid_funding(&mut self, txid: bitcoin::Txid) -> Effects {
+        self.funding_invalid = true;
+        self.phase = Phase::Closed;
+        let mut fx = self.persist();
+        fx.send.push(Msg::Error {
+            channel_id: self.channel_id,
+            data: b"funding transaction does not pay the channel".to_vec(),
+        });
+        fx.events.push(Event::InvalidFunding { txid });
+        fx
     }
 
     /// Our latest commitment, verified against the peer's signatures we hold.

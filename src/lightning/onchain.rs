@@ -126,11 +126,15 @@ impl Channel {
     /// [`Channel::handle_chain`] as it confirms and matures.
     ///
     /// # Errors
-    /// [`CommandError::WrongPhase`] before we hold a signed commitment; [`CommandError::StateLost`]
+    /// [`CommandError::WrongPhase`] before we hold a signed commitment or once the funding proved
+    /// invalid ([`Channel::has_invalid_funding`]); [`CommandError::StateLost`]
     /// once the peer proved our state stale (our commitment is revoked: never broadcast it).
     pub fn force_close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
         if self.lost_state {
             return Err(CommandError::StateLost);
+        }
+        if self.funding_invalid {
+            return Err(CommandError::WrongPhase);
         }
         let tx = self.holder_commitment_tx(signer)?;
         self.force_closed = true;

@@ -363,7 +363,9 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     })
     .optional(28, c.onchain.as_ref(), write_onchain)
     // Even: a reader that does not know it must not restore a channel that may not broadcast.
-    .optional(30, c.lost_state.then_some(()), |_, ()| {});
+    .optional(30, c.lost_state.then_some(()), |_, ()| {})
+    // Odd: a reader that does not know it still never sees the funding pay the channel.
+    .optional(33, c.funding_invalid.then_some(()), |_, ()| {});
     t.finish()
 }
 
@@ -486,6 +488,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
     let mut sweep = None;
     let mut onchain = None;
     let mut lost_state = false;
+    let mut funding_invalid = false;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -616,6 +619,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             }
             28 => onchain = Some(read_onchain(r)?),
             30 => lost_state = true,
+            33 => funding_invalid = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -694,6 +698,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         secp: Secp256k1::new(),
         holder_next_point: None,
         refused_on_this_connection: false,
+        funding_invalid,
         onions_to_append: version == 1 && htlcs_have_onions,
     };
     Ok((channel, onions_in_records))
