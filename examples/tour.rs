@@ -631,14 +631,6 @@ fn persistence_section() -> Result<(), Error> {
             err.action,
             p.b.snapshot() == before
         );
-        // Bob tells alice with a BOLT #1 `warning` (it fails nothing) and disconnects.
-        let warning = err.warning(p.b.channel_id()).ok_or("a refusal that warns")?;
-        let fx = p.a.handle_message(LnMsg::decode(&warning.encode())?, &p.sa, p.tip)?;
-        println!(
-            "   bob sends alice a `warning` (type {}); it changes nothing: {}",
-            warning.type_number(),
-            fx.is_empty()
-        );
         let err = p.b.handle_message(LnMsg::decode(&wire)?, &p.sb, p.tip).expect_err("after a refusal");
         println!("   the genuine one on the same connection: refused too ({:?}): the connection is done", err.kind);
     }

@@ -492,23 +492,15 @@ fn protocol_slips_get_a_warning_not_a_force_close() {
             Misbehaviour::NotFunder,
         );
         slip_gets_a_warning(&mut p, true, Msg::UpdateFee { channel_id: cid, feerate_per_kw: 1 }, Misbehaviour::Feerate);
-        // A signature over nothing new, and a bad signature over something new.
+        // A signature over nothing new.
         let key = SecretKey::from_slice(&[1; 32]).unwrap();
         let sig = Secp256k1::signing_only().sign_ecdsa(&Message::from_digest([1; 32]), &key);
         let cs = Msg::CommitmentSigned { channel_id: cid, signature: sig, htlc_signatures: vec![] };
-        slip_gets_a_warning(&mut p, true, cs.clone(), Misbehaviour::NoChanges);
-        // An HTLC of a's that b received: a forged signature on it.
+        slip_gets_a_warning(&mut p, true, cs, Misbehaviour::NoChanges);
+        // An HTLC of a's, committed, and the wrong preimage for it.
         let (id, fx) =
             p.a.ch.add_htlc(MilliSats::from_msat(3_000_000), PaymentPreimage([4; 32]).hash(), 2_000, onion()).unwrap();
         p.a.absorb_pub(fx, &mut p.to_b);
-        p.deliver_to_b();
-        let before = p.b.ch.snapshot();
-        let mut probe = p.b.ch.clone();
-        let err = probe.handle_message(cs, &p.b.signer, tip_of(&p)).expect_err("a forged signature");
-        assert!(matches!(err.kind, Misbehaviour::BadSignature(_)), "{err}");
-        assert_eq!(err.action, Action::Warn);
-        assert!(probe.snapshot() == before);
-        // The wrong preimage for it, once committed.
         p.settle();
         let wrong = Msg::UpdateFulfillHtlc { channel_id: cid, id, payment_preimage: PaymentPreimage([5; 32]) };
         slip_gets_a_warning(&mut p, false, wrong, Misbehaviour::WrongPreimage);
@@ -524,8 +516,9 @@ fn protocol_slips_get_a_warning_not_a_force_close() {
 }
 
 #[test]
-fn a_revocation_that_does_not_match_still_forces_a_close() {
-    // The one slip that leaves the channel unsafe: the peer keeps a commitment it did not revoke.
+fn a_revocation_that_does_not_match_or_a_bad_commitment_signature_still_forces_a_close() {
+    // What reconnecting cannot mend: the peer keeps a commitment it did not revoke, or the sides
+    // disagree on what they signed (the same signature comes back after a reconnection).
     for ct in TYPES {
         let mut p = Pair::open(ct, CAPACITY, PUSH);
         let (_, fx) =
@@ -534,6 +527,22 @@ fn a_revocation_that_does_not_match_still_forces_a_close() {
         let fx = p.a.ch.commit(&p.a.signer).unwrap();
         p.a.absorb_pub(fx, &mut p.to_b);
         p.deliver_to_b();
+        let Some(Msg::CommitmentSigned { channel_id, signature, htlc_signatures }) = p.to_b.front().cloned() else {
+            panic!()
+        };
+        let mut forged = signature.serialize_compact();
+        forged[20] ^= 1;
+        let forged = Msg::CommitmentSigned {
+            channel_id,
+            signature: bitcoin::secp256k1::ecdsa::Signature::from_compact(&forged).unwrap(),
+            htlc_signatures,
+        };
+        let before = p.b.ch.snapshot();
+        let mut probe = p.b.ch.clone();
+        let err = probe.handle_message(forged, &p.b.signer, tip_of(&p)).expect_err("a forged signature");
+        assert!(matches!(err.kind, Misbehaviour::BadSignature(_)), "{err}");
+        assert_eq!((err.action, err.warning(channel_id)), (Action::ForceClose, None));
+        assert!(probe.snapshot() == before);
         p.deliver_to_b();
         let Some(Msg::RevokeAndAck { channel_id, next_per_commitment_point, .. }) = p.to_a.pop_front() else {
             panic!()

@@ -294,8 +294,10 @@ impl fmt::Display for Misbehaviour {
 /// at risk: a `warning` and a disconnection (BOLT #2 allows it for them) resynchronise both sides
 /// at `channel_reestablish`, where the peer's unsigned updates are forgotten; the HTLC deadlines
 /// still take the channel on chain if the peer never makes progress. Closing at the peer's whim
-/// would make us pay the fees and wait out our delay, so only what leaves the channel unsafe to
-/// continue (a revocation we cannot trust, keys we cannot derive) closes it on chain.
+/// would make us pay the fees and wait out our delay, so only what reconnecting cannot mend
+/// closes it on chain: a revocation we cannot trust, keys we cannot derive, and a commitment
+/// signature that does not verify (the sides disagree on signed state, and the same signature
+/// comes back after every reconnection, RFC6979).
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     use Misbehaviour::*;
     let action = match kind {
@@ -311,14 +313,13 @@ pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
         | WrongPreimage
         | MalformedWithoutBadOnion
         | NoChanges
-        | BadSignature(_)
         | Shutdown
         | ClosingFee => Action::Warn,
         Signer(_) => Action::Ignore,
         // Before the funding is broadcast (or where the peer contradicts what we hold) there is
         // nothing to broadcast: stop using the channel.
         ReestablishMismatch | BadParameters | Misbehaviour::ChannelType | BadFundingSignature => Action::Close,
-        BadRevocation | Keys => Action::ForceClose,
+        BadRevocation | Keys | BadSignature(_) => Action::ForceClose,
     };
     driving::PeerError { kind, action }
 }
