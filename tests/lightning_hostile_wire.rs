@@ -695,6 +695,16 @@ fn fundee_refuses_to_use(ct: ChannelType, bad: Transaction, vout: u32) {
         CommandError::WrongPhase
     );
     assert!(b.ch.snapshot() == before);
+    // Each reconnection tells the opener again (the first `error` may have been lost).
+    let reestablish = Msg::ChannelReestablish {
+        channel_id: cid,
+        next_commitment_number: 1,
+        next_revocation_number: 0,
+        your_last_per_commitment_secret: PerCommitmentSecret::from_bytes([0; 32]),
+        my_current_per_commitment_point: point,
+    };
+    let fx = b.ch.clone().handle_message(reestablish, &b.signer, ChainTip::at(1_020)).unwrap();
+    assert!(matches!(&fx.send[..], [Msg::Error { .. }]) && fx.broadcast.is_empty(), "{fx:?}");
     // Restored, it remembers.
     let restored =
         Channel::restore(&b.persisted.last().unwrap().1, RestoreCheck { channel_id: Some(cid), min_update_id: 0 })

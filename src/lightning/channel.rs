@@ -562,6 +562,12 @@ impl Channel {
             fx.send.push(self.lost_state_error());
             return Ok(fx);
         }
+        if self.funding_invalid && matches!(msg, Msg::ChannelReestablish { .. }) {
+            // The opener may have missed our `error`: tell it again on each reconnection.
+            let mut fx = self.persist();
+            fx.send.push(self.invalid_funding_error());
+            return Ok(fx);
+        }
         // Once we broadcast a commitment (or the funding output is spent) the off-chain protocol
         // is over: revoking, signing or agreeing to anything now could only hurt us.
         if self.is_off_chain_over() {
@@ -763,12 +769,13 @@ impl Channel {
         self.funding_invalid = true;
         self.phase = Phase::Closed;
         let mut fx = self.persist();
-        fx.send.push(Msg::Error {
-            channel_id: self.channel_id,
-            data: b"funding transaction does not pay the channel".to_vec(),
-        });
+        fx.send.push(self.invalid_funding_error());
         fx.events.push(Event::InvalidFunding { txid });
         fx
+    }
+
+    fn invalid_funding_error(&self) -> Msg {
+        Msg::Error { channel_id: self.channel_id, data: b"funding transaction does not pay the channel".to_vec() }
     }
 
     /// Our latest commitment, verified against the peer's signatures we hold.
