@@ -42,6 +42,9 @@ pub enum DecodeError {
     MissingField(&'static str),
     /// A field's value is invalid (named by the field).
     InvalidValue(&'static str),
+    /// A wire message of a type this crate does not know (the full BOLT #1 type number: odd
+    /// types may be ignored, even ones must not).
+    UnknownMessageType(u16),
 }
 
 impl fmt::Display for DecodeError {
@@ -55,6 +58,7 @@ impl fmt::Display for DecodeError {
             DecodeError::UnorderedTypes => f.write_str("field types not strictly increasing"),
             DecodeError::MissingField(name) => write!(f, "missing field {name}"),
             DecodeError::InvalidValue(name) => write!(f, "invalid value for {name}"),
+            DecodeError::UnknownMessageType(t) => write!(f, "unknown message type {t}"),
         }
     }
 }

@@ -33,7 +33,8 @@ pub enum Phase {
     AwaitingChannelReady,
     /// Open: HTLCs flow.
     Normal,
-    /// `shutdown` sent or received: no new HTLCs; closing once none remain.
+    /// `shutdown` sent, held until our updates are signed, or received: no new HTLCs; closing
+    /// once none remain.
     ShuttingDown,
     /// The cooperative closing transaction was agreed.
     Closed,
@@ -69,6 +70,8 @@ pub struct Balances {
 pub(crate) struct Shutdown {
     pub holder_script: Option<ScriptBuf>,
     pub counterparty_script: Option<ScriptBuf>,
+    /// Our `shutdown` went out; with `holder_script` set and this false it is held until our
+    /// updates are signed (BOLT #2).
     pub holder_sent: bool,
     /// Our acceptable closing fee range.
     pub fee_range: Option<(Amount, Amount)>,
@@ -150,6 +153,9 @@ pub struct Channel {
     /// The embedder's latest fee estimate for commitments ([`Channel::handle_fee_estimate`]). An
     /// input like the connection: not in the snapshot (feed it again after a restore).
     pub(crate) fee_estimate: Option<u32>,
+    /// The funding transaction confirmed without paying the channel at the agreed outpoint
+    /// (wrong script or amount, or no such output): the channel is failed and never used.
+    pub(crate) funding_invalid: bool,
     /// Restored from a version-1 snapshot, whose onions were inline: the next update appends
     /// them as records (the version-2 snapshot it persists refers to them). Not in the snapshot.
     pub(crate) onions_to_append: bool,
@@ -503,7 +509,9 @@ impl Channel {
         }
     }
 
-    /// Handles a message from the peer. On error the channel state is unchanged.
+    /// Handles a message from the peer. On error the channel state is unchanged; for a refusal
+    /// whose action is [`Action::Warn`], send the peer [`PeerError::warning`] and disconnect. A
+    /// peer's `warning` changes nothing and closes nothing.
     ///
     /// Once a message is refused (with any action but [`Action::Ignore`]), the connection is
     /// done: every later message except `error` is refused with
@@ -517,6 +525,8 @@ impl Channel {
     /// stays usable) if `signer` is not the channel's: feed the message again with the right one.
     ///
     /// [`Action::Ignore`]: crate::driving::Action::Ignore
+    /// [`Action::Warn`]: crate::driving::Action::Warn
+    /// [`PeerError::warning`]: crate::driving::PeerError::warning
     /// [`Misbehaviour::AfterRefusal`]: super::Misbehaviour::AfterRefusal
     /// [`Misbehaviour::WrongSigner`]: super::Misbehaviour::WrongSigner
     pub fn handle_message<S: crate::core::sign::Signer + ?Sized>(
@@ -526,6 +536,10 @@ impl Channel {
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
         self.check_signer(signer)?;
+        if let Msg::Warning { .. } = msg {
+            // BOLT #1: a warning fails nothing. Its text is the peer's, for the logs.
+            return Ok(Effects::none());
+        }
         if self.refused_on_this_connection && !matches!(msg, Msg::Error { .. }) {
             return Err(peer_error(Misbehaviour::AfterRefusal));
         }
@@ -558,6 +572,12 @@ impl Channel {
             // After each reconnection, ask again: the first `error` may have been lost.
             let mut fx = self.persist();
             fx.send.push(self.lost_state_error());
+            return Ok(fx);
+        }
+        if self.funding_invalid && matches!(msg, Msg::ChannelReestablish { .. }) {
+            // The opener may have missed our `error`: tell it again on each reconnection.
+            let mut fx = self.persist();
+            fx.send.push(self.invalid_funding_error());
             return Ok(fx);
         }
         // Once we broadcast a commitment (or the funding output is spent) the off-chain protocol
@@ -610,14 +630,13 @@ impl Channel {
                 next_commitment_number,
                 next_revocation_number,
                 your_last_per_commitment_secret,
-                my_current_per_commitment_point,
+                my_current_per_commitment_point: _,
             } => {
                 self.check_channel(channel_id)?;
                 self.on_reestablish(
                     next_commitment_number,
                     next_revocation_number,
                     your_last_per_commitment_secret,
-                    my_current_per_commitment_point,
                     signer,
                 )
             }
@@ -629,14 +648,24 @@ impl Channel {
                 self.check_channel(channel_id)?;
                 self.on_closing_signed(fee_satoshis, signature, fee_range, signer)
             }
-            Msg::OpenChannel(_) | Msg::Error { .. } => Err(peer_error(Misbehaviour::UnexpectedMessage)),
+            Msg::OpenChannel(_) | Msg::Error { .. } | Msg::Warning { .. } => {
+                Err(peer_error(Misbehaviour::UnexpectedMessage))
+            }
         }
     }
 
     /// Whether the off-chain protocol is over: we broadcast our commitment
-    /// ([`Channel::force_close`]) or the funding output was spent.
+    /// ([`Channel::force_close`]), the funding output was spent, or the funding transaction does
+    /// not pay the channel ([`Channel::has_invalid_funding`]).
     pub fn is_off_chain_over(&self) -> bool {
-        self.force_closed || self.lost_state || self.onchain.is_some()
+        self.force_closed || self.lost_state || self.onchain.is_some() || self.funding_invalid
+    }
+
+    /// Whether the funding transaction confirmed without paying the channel at the agreed
+    /// outpoint ([`Event::InvalidFunding`](super::Event::InvalidFunding)): the channel is failed
+    /// and is never used (no `channel_ready`, no update, no commitment broadcast).
+    pub fn has_invalid_funding(&self) -> bool {
+        self.funding_invalid
     }
 
     /// Whether we learnt that our state is stale (the peer proved a newer one in
@@ -739,11 +768,17 @@ impl Channel {
             }
             ChainEvent::Confirmed { tx, height } => {
                 let Some(op) = self.funding_outpoint else { return Effects::none() };
+                if tx.compute_txid() != op.txid || self.funding_invalid {
+                    return Effects::none();
+                }
                 let pays = tx.output.get(op.vout as usize).is_some_and(|o| {
                     self.commitment_params(Side::Holder)
                         .is_some_and(|p| o.value == self.capacity && o.script_pubkey == p.funding_script().to_p2wsh())
                 });
-                if tx.compute_txid() != op.txid || !pays || self.funding_height == Some(height) {
+                if !pays {
+                    return self.fail_invalid_funding(op.txid);
+                }
+                if self.funding_height == Some(height) {
                     return Effects::none();
                 }
                 self.funding_height = Some(height);
@@ -762,6 +797,23 @@ impl Channel {
                 Effects::none()
             }
         }
+    }
+
+    /// The transaction with the agreed funding txid does not pay the channel (CVE-2019-12998):
+    /// no `channel_ready` is ever sent, nothing is signed or taken from now on, and the peer is
+    /// told with an `error`. The signatures we gave commit to the agreed script and amount, so
+    /// they spend nothing that exists; the opener's `push` was never real.
+    fn fail_invalid_funding(&mut self, txid: bitcoin::Txid) -> Effects {
+        self.funding_invalid = true;
+        self.phase = Phase::Closed;
+        let mut fx = self.persist();
+        fx.send.push(self.invalid_funding_error());
+        fx.events.push(Event::InvalidFunding { txid });
+        fx
+    }
+
+    fn invalid_funding_error(&self) -> Msg {
+        Msg::Error { channel_id: self.channel_id, data: b"funding transaction does not pay the channel".to_vec() }
     }
 
     /// Our latest commitment, verified against the peer's signatures we hold.

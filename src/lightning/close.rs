@@ -22,15 +22,23 @@ impl Channel {
     /// on no new HTLCs are added; once none remain, the funder proposes a fee within
     /// `fee_range` (satoshi, inclusive) and the sides agree on a closing transaction.
     ///
+    /// BOLT #2 forbids a `shutdown` while updates we sent are not yet covered by our
+    /// `commitment_signed` (LDK fails the channel). So if some are, they are signed first (the
+    /// `commitment_signed` goes out before the `shutdown`), or, while we wait for the peer's
+    /// `revoke_and_ack`, the `shutdown` is held (persisted in the snapshot) and sent right after
+    /// the `commitment_signed` that follows that revocation. Nothing more is needed from the
+    /// caller.
+    ///
     /// `script` must be a standard payout script under
     /// [`ChannelConfig::shutdown_policy`](super::ChannelConfig::shutdown_policy) (BOLT #2: P2PKH,
     /// P2SH, P2WPKH, P2WSH, and with `shutdown_anysegwit` every witness program of versions
     /// 1..=16, P2TR included).
     ///
     /// # Errors
-    /// [`CommandError::WrongPhase`] if the channel is not open; [`CommandError::NonStandardScript`]
-    /// for a script nodes would not relay (the close could never confirm);
-    /// [`CommandError::Amount`] for an empty fee range.
+    /// [`CommandError::WrongPhase`] if the channel is not open or our `shutdown` was already
+    /// requested; [`CommandError::NonStandardScript`] for a script nodes would not relay (the
+    /// close could never confirm); [`CommandError::Amount`] for an empty fee range;
+    /// [`CommandError::Signer`] if signing our pending updates fails;
     /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn shutdown<S: Signer + ?Sized>(
         &mut self,
@@ -40,7 +48,7 @@ impl Channel {
     ) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown)
-            || self.shutdown.holder_sent
+            || self.shutdown.holder_script.is_some()
             || self.is_off_chain_over()
         {
             return Err(CommandError::WrongPhase);
@@ -51,14 +59,43 @@ impl Channel {
         if fee_range.0 > fee_range.1 {
             return Err(CommandError::Amount);
         }
-        self.shutdown.holder_script = Some(script.clone());
+        let mut next = self.clone();
+        // Held (`holder_sent` false) until none of our updates waits for our signature.
+        next.shutdown.holder_script = Some(script);
+        next.shutdown.fee_range = Some(fee_range);
+        next.phase = Phase::ShuttingDown;
+        let mut fx = if next.has_own_unsigned_updates() && !next.awaiting_revoke {
+            next.commit(signer)?
+        } else {
+            next.persist()
+        };
+        next.after_update(&mut fx, signer);
+        *self = next;
+        Ok(fx)
+    }
+
+    /// Whether updates we sent wait for our `commitment_signed` (BOLT #2: "updates pending on the
+    /// receiving node's commitment transaction").
+    pub(crate) fn has_own_unsigned_updates(&self) -> bool {
+        self.has_unsigned_updates_from(Side::Holder)
+    }
+
+    fn has_unsigned_updates_from(&self, sender: Side) -> bool {
+        let announced = |p: &super::htlc::Progress| p.sender == sender && p.stage == super::htlc::Stage::Announced;
+        self.htlcs.iter().any(|h| announced(&h.add) || h.remove.as_ref().is_some_and(|(_, p)| announced(p)))
+            || self.fee_updates.iter().any(|f| announced(&f.progress))
+    }
+
+    /// Sends our held `shutdown` once every update we sent is signed.
+    fn release_shutdown(&mut self) -> Effects {
+        let Some(script) = self.shutdown.holder_script.clone() else { return Effects::none() };
+        if self.shutdown.holder_sent || self.has_own_unsigned_updates() || self.is_off_chain_over() {
+            return Effects::none();
+        }
         self.shutdown.holder_sent = true;
-        self.shutdown.fee_range = Some(fee_range);
-        self.phase = Phase::ShuttingDown;
         let mut fx = self.persist();
         fx.send.push(Msg::Shutdown { channel_id: self.channel_id, scriptpubkey: script });
-        fx.merge(self.maybe_propose_closing(signer));
-        Ok(fx)
+        fx
     }
 
     pub(crate) fn on_shutdown<S: Signer + ?Sized>(
@@ -73,6 +110,12 @@ impl Channel {
         }
         if !matches!(self.phase, Phase::Normal | Phase::ShuttingDown) || self.shutdown.counterparty_script.is_some() {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
+        }
+        if self.has_unsigned_updates_from(Side::Counterparty) {
+            // BOLT #2: no `shutdown` while the sender's updates are not yet signed. Nothing is at
+            // stake: refuse it (warning and disconnection); reconnecting forgets those updates
+            // and the peer sends its `shutdown` again.
+            return Err(peer_error(Misbehaviour::Shutdown));
         }
         if !self.config.shutdown_policy().allows(&script) {
             return Err(peer_error(Misbehaviour::NonStandardScript));
@@ -155,9 +198,12 @@ impl Channel {
         fx
     }
 
-    /// Called after each update so a pending shutdown proceeds once the channel is empty.
+    /// Called after each update so a pending shutdown proceeds: our held `shutdown` goes out once
+    /// our updates are signed, the fee negotiation once the channel is empty.
     pub(crate) fn after_update<S: Signer + ?Sized>(&mut self, fx: &mut Effects, signer: &S) {
         if self.phase == Phase::ShuttingDown {
+            let released = self.release_shutdown();
+            fx.merge(released);
             let more = self.maybe_propose_closing(signer);
             fx.merge(more);
         }

@@ -374,6 +374,15 @@ pub enum Event {
         /// Its expiry.
         cltv_expiry: u32,
     },
+    /// The transaction with the agreed funding txid confirmed, but its output at the agreed
+    /// index is missing or does not pay exactly the channel's 2-of-2 P2WSH script and capacity
+    /// (CVE-2019-12998). The channel is failed: we never sent `channel_ready`, it takes no update
+    /// and broadcasts nothing; an `error` tells the peer. As acceptor we put nothing in, and the
+    /// opener's `push` was never real. [`Channel::has_invalid_funding`] stays true.
+    InvalidFunding {
+        /// The funding transaction.
+        txid: Txid,
+    },
     /// The peer sent `error`: it failed the channel. We broadcast our latest commitment (unless
     /// our state is stale or the channel is already closing on chain); `data` is the peer's
     /// untrusted text.
@@ -483,7 +492,8 @@ pub enum Misbehaviour {
     BadFundingSignature,
     /// `revoke_and_ack` with a secret that does not match, or when none is due.
     BadRevocation,
-    /// No new adds after `shutdown`.
+    /// An add after the peer's `shutdown`, or a `shutdown` sent while the peer's own updates are
+    /// not yet signed (BOLT #2 forbids it).
     Shutdown,
     /// A `shutdown` or `upfront_shutdown_script` that is not a standard payout script under
     /// [`ChannelConfig::shutdown_policy`]: a closing transaction paying it would not relay.
@@ -518,18 +528,66 @@ impl fmt::Display for Misbehaviour {
     }
 }
 
+/// What to do about each refusal. A refused message changes nothing, so most slips put no money
+/// at risk: a `warning` and a disconnection (BOLT #2 allows it for them) resynchronise both sides
+/// at `channel_reestablish`, where the peer's unsigned updates are forgotten; the HTLC deadlines
+/// still take the channel on chain if the peer never makes progress. Closing at the peer's whim
+/// would make us pay the fees and wait out our delay, so only what reconnecting cannot mend
+/// closes it on chain: a revocation we cannot trust, keys we cannot derive, and a commitment
+/// signature that does not verify (the sides disagree on signed state, and the same signature
+/// comes back after every reconnection, RFC6979).
 pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
     use Misbehaviour::*;
     let action = match kind {
-        // A refused fee update keeps our commitment at the old rate: no money at risk, so warn
-        // (BOLT #2 allows either) rather than pay for a force close the peer provoked. BOLT #2: a
-        // non-standard `shutdown` script gets a warning, not a failed channel.
-        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal | DustExposure | NonStandardScript => Action::Warn,
+        // No money at risk: the update is refused and our commitment unchanged, so warn and
+        // disconnect (BOLT #2 allows it) rather than pay for a force close the peer provoked.
+        // A refused fee update keeps the old rate; a non-standard `shutdown` script gets a
+        // warning (BOLT #2).
+        UnexpectedMessage | WrongChannel | Decode(_) | AfterRefusal => Action::Warn,
+        Feerate
+        | NotFunder
+        | HtlcId
+        | HtlcBelowMinimum
+        | HtlcLimits
+        | DustExposure
+        | CannotAfford
+        | BadExpiry
+        | UnknownHtlc
+        | WrongPreimage
+        | MalformedWithoutBadOnion
+        | NoChanges
+        | Shutdown
+        | NonStandardScript
+        | ClosingFee => Action::Warn,
+        // Our own problem (or the embedder's): never the peer's fault.
         Signer(_) | WrongSigner(_) => Action::Ignore,
-        ReestablishMismatch => Action::Close,
-        _ => Action::ForceClose,
+        // Before the funding is broadcast (or where the peer contradicts what we hold) there is
+        // nothing to broadcast: stop using the channel.
+        ReestablishMismatch | BadParameters | Misbehaviour::ChannelType | BadFundingSignature => Action::Close,
+        BadRevocation | Keys | BadSignature(_) => Action::ForceClose,
     };
     driving::PeerError { kind, action }
+}
+
+impl driving::PeerError<Misbehaviour> {
+    /// The BOLT #1 `warning` to send the peer for a refusal whose action is
+    /// [`Action::Warn`] (then disconnect), or `None` for other actions. `channel_id` is the
+    /// channel's id ([`Channel::channel_id`]), or [`ChannelId::ZERO`] for a problem with the
+    /// connection rather than one channel. The text names the problem and carries no secret.
+    ///
+    /// ```
+    /// use paychan::driving::{Action, ChannelId, PeerError};
+    /// use paychan::lightning::{Misbehaviour, Msg};
+    /// let refusal = PeerError { kind: Misbehaviour::HtlcId, action: Action::Warn };
+    /// let Some(Msg::Warning { channel_id, data }) = refusal.warning(ChannelId::ZERO) else { panic!() };
+    /// assert_eq!((channel_id, &data[..]), (ChannelId::ZERO, &b"HtlcId"[..]));
+    /// ```
+    pub fn warning(&self, channel_id: ChannelId) -> Option<Msg> {
+        if self.action != Action::Warn {
+            return None;
+        }
+        Some(Msg::Warning { channel_id, data: alloc::format!("{}", self.kind).into_bytes() })
+    }
 }
 
 /// Why a local command was refused. The channel is unchanged.

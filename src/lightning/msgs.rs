@@ -222,6 +222,10 @@ pub enum Msg {
     /// `error` (17, BOLT #1): the sender failed the channel (all channels for the zero id). `data`
     /// is the peer's free text, untrusted.
     Error { channel_id: ChannelId, data: Vec<u8> },
+    /// `warning` (1, BOLT #1): the sender tells of a problem but fails nothing; usually it
+    /// disconnects next and the channel resumes with `channel_reestablish`. The zero id means the
+    /// connection rather than one channel. `data` is free text, untrusted.
+    Warning { channel_id: ChannelId, data: Vec<u8> },
     /// `channel_reestablish` (136).
     ChannelReestablish {
         channel_id: ChannelId,
@@ -235,6 +239,7 @@ pub enum Msg {
 /// Message type numbers.
 pub mod types {
     #![allow(missing_docs)]
+    pub const WARNING: u16 = 1;
     pub const ERROR: u16 = 17;
     pub const OPEN_CHANNEL: u16 = 32;
     pub const ACCEPT_CHANNEL: u16 = 33;
@@ -314,6 +319,7 @@ impl Msg {
             Msg::UpdateFailMalformedHtlc { .. } => UPDATE_FAIL_MALFORMED_HTLC,
             Msg::ChannelReestablish { .. } => CHANNEL_REESTABLISH,
             Msg::Error { .. } => ERROR,
+            Msg::Warning { .. } => WARNING,
         }
     }
 
@@ -415,7 +421,7 @@ impl Msg {
                 w.bytes(&channel_id.0).u64(*next_commitment_number).u64(*next_revocation_number);
                 w.bytes(your_last_per_commitment_secret.as_bytes()).pubkey(my_current_per_commitment_point);
             }
-            Msg::Error { channel_id, data } => {
+            Msg::Error { channel_id, data } | Msg::Warning { channel_id, data } => {
                 // At most 65,535 bytes fit the length field; longer text is cut.
                 let data = data.get(..usize::from(u16::MAX)).unwrap_or(data);
                 w.bytes(&channel_id.0).u16(data.len() as u16).bytes(data);
@@ -429,7 +435,8 @@ impl Msg {
     ///
     /// # Errors
     /// [`DecodeError`] naming the problem. An unknown message type is
-    /// [`DecodeError::WrongKind`] with the low byte of the type.
+    /// [`DecodeError::UnknownMessageType`] with the full type number (BOLT #1: ignore it if odd,
+    /// fail the connection if even).
     pub fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
         use types::*;
         let mut r = Reader::new(bytes);
@@ -609,12 +616,17 @@ impl Msg {
                 your_last_per_commitment_secret: PerCommitmentSecret::from_bytes(r.array()?),
                 my_current_per_commitment_point: r.pubkey("my_current_per_commitment_point")?,
             },
-            ERROR => {
+            ERROR | WARNING => {
                 let channel_id = channel_id(&mut r)?;
                 let len = r.u16()?;
-                Msg::Error { channel_id, data: r.take(usize::from(len))?.to_vec() }
+                let data = r.take(usize::from(len))?.to_vec();
+                if ty == ERROR {
+                    Msg::Error { channel_id, data }
+                } else {
+                    Msg::Warning { channel_id, data }
+                }
             }
-            other => return Err(DecodeError::WrongKind { expected: 0, got: other as u8 }),
+            other => return Err(DecodeError::UnknownMessageType(other)),
         };
         read_empty_tlvs(r)?;
         Ok(msg)

@@ -250,6 +250,7 @@ impl Channel {
         *self = next;
         let mut fx = self.persist();
         fx.send.push(msg);
+        self.after_update(&mut fx, signer);
         Ok(fx)
     }
 

@@ -126,13 +126,17 @@ impl Channel {
     /// [`Channel::handle_chain`] as it confirms and matures.
     ///
     /// # Errors
-    /// [`CommandError::WrongPhase`] before we hold a signed commitment; [`CommandError::StateLost`]
-    /// once the peer proved our state stale (our commitment is revoked: never broadcast it);
-    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
+    /// [`CommandError::WrongPhase`] before we hold a signed commitment or once the funding proved
+    /// invalid ([`Channel::has_invalid_funding`]); [`CommandError::StateLost`] once the peer proved
+    /// our state stale (our commitment is revoked: never broadcast it); [`CommandError::WrongSigner`]
+    /// if `signer` is not the channel's ([`Channel::check_signer`]).
     pub fn force_close<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
         if self.lost_state {
             return Err(CommandError::StateLost);
+        }
+        if self.funding_invalid {
+            return Err(CommandError::WrongPhase);
         }
         let tx = self.holder_commitment_tx(signer)?;
         self.force_closed = true;

@@ -2,8 +2,6 @@
 
 use alloc::vec::Vec;
 
-use bitcoin::secp256k1::PublicKey;
-
 use super::channel::{Channel, Phase};
 use super::htlc::{Resolution, Side, Stage};
 use super::msgs::Msg;
@@ -92,12 +90,14 @@ impl Channel {
         Msg::Error { channel_id: self.channel_id, data: b"we lost state: please close the channel".to_vec() }
     }
 
+    /// `my_current_per_commitment_point` is not an argument: every channel type of this crate is
+    /// `option_static_remotekey` (or anchors), where BOLT #2 has the receiver ignore it (LDK sends
+    /// a fixed dummy point). Lost state is proven by `your_last_per_commitment_secret` alone.
     pub(crate) fn on_reestablish<S: Signer + ?Sized>(
         &mut self,
         next_commitment_number: u64,
         next_revocation_number: u64,
         your_last_secret: PerCommitmentSecret,
-        their_point: PublicKey,
         signer: &S,
     ) -> Result<Effects, PeerError> {
         if matches!(self.phase, Phase::AwaitingAccept | Phase::AwaitingFundingTx | Phase::AwaitingFundingCreated) {
@@ -142,11 +142,6 @@ impl Channel {
             // ours would, checked above): the peer lies or lost state.
             return Err(peer_error(Misbehaviour::ReestablishMismatch));
         };
-        // The peer's current commitment is the one we signed last, unless that signature was lost.
-        let expected_point = if resend_commit { self.counterparty_prev_point } else { self.counterparty_point };
-        if self.counterparty_commitment > 0 && expected_point.is_some_and(|p| p != their_point) {
-            return Err(peer_error(Misbehaviour::ReestablishMismatch));
-        }
 
         let mut send = Vec::new();
         // BOLT #2: `channel_ready` again when both sides' `next_commitment_number` is 1.
@@ -171,13 +166,16 @@ impl Channel {
                 send.extend(c.into_iter().flatten());
             }
         }
-        // Updates we announced but never signed: the peer forgot them; send them again.
-        send.extend(self.updates_at(Stage::Announced));
+        // Our `shutdown` went out when none of our updates was unsigned, so those unsigned now
+        // (removals and fee updates only: no add follows a shutdown) came after it: it goes first,
+        // as BOLT #2 allows no `shutdown` after unsigned updates. A held one waits for them.
         if self.shutdown.holder_sent {
             if let Some(script) = &self.shutdown.holder_script {
                 send.push(Msg::Shutdown { channel_id: self.channel_id, scriptpubkey: script.clone() });
             }
         }
+        // Updates we announced but never signed: the peer forgot them; send them again.
+        send.extend(self.updates_at(Stage::Announced));
         // Everything resent is derived from the persisted state; the update marks the
         // reconnection in the embedder's log.
         let mut fx = if send.is_empty() { Effects::none() } else { self.persist() };

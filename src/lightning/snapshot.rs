@@ -426,6 +426,8 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     .optional(30, c.lost_state.then_some(()), |_, ()| {})
     // Odd and written only when off: older snapshots (and readers) keep the default, on.
     .optional(33, (!c.config.shutdown_anysegwit).then_some(()), |_, ()| {})
+    // Odd: a reader that does not know it still never sees the funding pay the channel.
+    .optional(35, c.funding_invalid.then_some(()), |_, ()| {})
     // Odd: an older reader keeps its default deadlines. Written only when not the defaults.
     .optional(41, Some(&c.config.htlc_deadlines).filter(|d| **d != super::HtlcDeadlines::default()), |w, d| {
         w.u32(d.offered_grace).u32(d.claim_margin);
@@ -554,6 +556,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
     let mut lost_state = false;
     let mut no_anysegwit = false;
     let mut htlc_deadlines = None;
+    let mut funding_invalid = false;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -705,6 +708,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             28 => onchain = Some(read_onchain(r)?),
             30 => lost_state = true,
             33 => no_anysegwit = true,
+            35 => funding_invalid = true,
             41 => {
                 htlc_deadlines = Some(super::HtlcDeadlines { offered_grace: r.u32()?, claim_margin: r.u32()? });
             }
@@ -790,6 +794,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         secp: Secp256k1::new(),
         holder_next_point: None,
         refused_on_this_connection: false,
+        funding_invalid,
         onions_to_append: version == 1 && htlcs_have_onions,
         fee_estimate: None,
     };

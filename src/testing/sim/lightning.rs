@@ -255,8 +255,22 @@ impl Sim {
                 }
                 Action::Ignore => Ok(()),
                 Action::Warn => {
-                    // Disconnect: what follows on this connection may build on the refused
+                    // Tell the peer with a BOLT #1 `warning` (which must change nothing there),
+                    // then disconnect: what follows on this connection may build on the refused
                     // message.
+                    let warning = e.warning(self.nodes[to].ch.channel_id());
+                    let from = 1 - to;
+                    if let (Some(w), false) = (warning, self.offline[from]) {
+                        let peer = &mut self.nodes[from];
+                        let before = peer.ch.snapshot();
+                        let fx = peer
+                            .ch
+                            .handle_message(w, &peer.signer, tip)
+                            .map_err(|e| format!("warning refused: {e}"))?;
+                        if !fx.is_empty() || peer.ch.snapshot() != before {
+                            return Err(format!("a warning changed peer {from}"));
+                        }
+                    }
                     self.net.clear();
                     self.broken = true;
                     Ok(())

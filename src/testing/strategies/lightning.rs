@@ -234,5 +234,6 @@ pub fn any_msg() -> impl Strategy<Value = Msg> {
             })
             .boxed(),
         (channel_id(), bytes(200)).prop_map(|(channel_id, data)| Msg::Error { channel_id, data }).boxed(),
+        (channel_id(), bytes(200)).prop_map(|(channel_id, data)| Msg::Warning { channel_id, data }).boxed(),
     ])
 }
