@@ -31,6 +31,38 @@
 //! preimage we revealed too close to its expiry; it fails back HTLCs offered with too little time
 //! left, and refuses to offer or fulfil such HTLCs. Every [`Effects`] carries the next deadline.
 //!
+//! # Against a hostile peer: what the channel enforces, what you must do
+//! The threat model is a peer that sends only well-formed, validly signed messages but picks
+//! hostile values. The channel enforces by itself, with [`ChannelConfig`] as the policy:
+//!
+//! * **parameters at open**: a standard dust limit (354 to 546 sat), a bounded reserve
+//!   ([`ChannelConfig::max_peer_reserve_ppm`]), delays, HTLC counts, the chain and channel type;
+//!   an invalid funding output fails the channel before `channel_ready` ([`Event::InvalidFunding`]);
+//! * **every update**, on both commitments: the receiver's count and in-flight limits, the
+//!   offerer's reserve, the funder's ability to pay the commitment fee whoever offers (never an
+//!   underpaid commitment), and our dust exposure ([`ChannelConfig::max_dust_exposure`]); an HTLC
+//!   offered to us that breaks our own policy (dust exposure, the fee-spike buffer we keep as
+//!   funder, too little time left) is failed back once committed ([`Event::HtlcRefused`]), never
+//!   reported for forwarding;
+//! * **fee rates**: the peer's `update_fee` within [`ChannelConfig::min_feerate`]..=
+//!   [`ChannelConfig::max_feerate`] and, once you feed estimates, within a share and a multiple of
+//!   your estimate; as funder the channel follows the estimate by itself;
+//! * **payout scripts**: `shutdown` scripts must be standard ([`ChannelConfig::shutdown_policy`]);
+//! * **deadlines** (below) and **signers**: a signer that is not the channel's is refused
+//!   ([`CommandError::WrongSigner`]) before anything changes.
+//!
+//! A refused peer input leaves the state byte-identical and says what to do
+//! ([`PeerError::action`](crate::driving::PeerError::action)): protocol slips that put no money
+//! at risk get a BOLT #1 `warning` and a disconnection (a peer must not be able to make us pay for
+//! a force close at will); only what endangers money (a bad revocation or commitment signature)
+//! asks for a force close.
+//!
+//! What remains the embedder's job: feed every block ([`Channel::handle_chain`]) and call back by
+//! [`Effects::next_deadline`](crate::driving::Effects::next_deadline) at the latest; feed fee
+//! estimates ([`Channel::handle_fee_estimate`]) at start, after every restore and when they move;
+//! persist before sending or broadcasting; broadcast (and fee-bump) what the channel asks, and
+//! keep a watchtower or stay online within `to_self_delay` blocks to punish a revoked commitment.
+//!
 //! # Persistence
 //! The snapshot holds the live state: parameters, keys, the peer's revocation secrets in the
 //! constant-size shachain store, the HTLCs in flight (≈ 100 bytes each) and our latest
