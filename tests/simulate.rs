@@ -9,6 +9,10 @@
 //! cargo test --release --test simulate -- --ignored --nocapture
 //! ```
 //!
+//! Every run checks the exact accounting (each honest party ends with what it was owed less the
+//! fees of its own transactions, to the satoshi); `tests/sim_sabotage.rs` shows those checks
+//! fail when the honest embedders are sabotaged.
+//!
 //! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
 //! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block).
 

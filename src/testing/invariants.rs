@@ -20,6 +20,8 @@ pub struct Settlement {
     pub unspent: Vec<(OutPoint, TxOut)>,
     /// The channel's confirmed transactions, parents first.
     pub txs: Vec<Txid>,
+    /// The fee each of [`Settlement::txs`] paid (inputs minus outputs), in sat.
+    pub tx_fees: HashMap<Txid, u64>,
 }
 
 impl Settlement {
@@ -54,6 +56,7 @@ impl Settlement {
                 .sum();
             let value_out: u64 = tx.output.iter().map(|o| o.value.to_sat()).sum();
             out.fees += value_in.saturating_sub(value_out);
+            out.tx_fees.insert(txid, value_in.saturating_sub(value_out));
             frontier.extend((0..tx.output.len()).map(|vout| OutPoint { txid, vout: vout as u32 }));
         }
         out
@@ -63,39 +66,99 @@ impl Settlement {
     pub fn paid_to(&self, script: &ScriptBuf) -> u64 {
         self.unspent.iter().filter(|(_, o)| &o.script_pubkey == script).map(|(_, o)| o.value.to_sat()).sum()
     }
+}
 
-    /// Checks that the value is conserved (`unspent + fees == value`) and that every unspent
-    /// output pays one of `owners` or is at most `loose_max` sat (anchors, which anyone may
-    /// sweep eventually): nothing is left locked in a channel script nobody will claim.
-    ///
-    /// # Errors
-    /// A description of the violation.
-    pub fn check_resolved(&self, value: u64, owners: &[&ScriptBuf], loose_max: u64) -> Result<(), String> {
-        let unspent: u64 = self.unspent.iter().map(|(_, o)| o.value.to_sat()).sum();
-        if unspent + self.fees != value {
-            return Err(format!("value not conserved: {unspent} unspent + {} fees != {value}", self.fees));
+/// Which party broadcast which transaction, to charge each confirmed transaction's fee to the
+/// party that paid it.
+///
+/// The rule: a transaction's fee is charged to the party that broadcast it. A transaction both
+/// parties broadcast (a duplex tree node, a Spilman payment the payee and a restarted payer both
+/// know) is charged to the party it pays the most (the one that needed it). A layer whose
+/// protocol fixes who pays a transaction whoever broadcasts it (a Lightning commitment: the
+/// funder, BOLT 3; a duplex tree node: the channel value, before either balance) leaves it out
+/// with `skip`.
+#[derive(Clone, Debug, Default)]
+pub struct Broadcasts {
+    by: HashMap<Txid, [bool; 2]>,
+}
+
+impl Broadcasts {
+    /// Records that party `i` broadcast `tx`.
+    pub fn record(&mut self, i: usize, tx: &Transaction) {
+        if let Some(b) = self.by.get_mut(&tx.compute_txid()).and_then(|b| b.get_mut(i)) {
+            *b = true;
+        } else {
+            let mut b = [false; 2];
+            b[i] = true;
+            self.by.insert(tx.compute_txid(), b);
         }
-        for (op, o) in &self.unspent {
-            if !owners.contains(&&o.script_pubkey) && o.value.to_sat() > loose_max {
-                return Err(format!("{} sat at {op} left in a script no party owns", o.value.to_sat()));
-            }
-        }
-        Ok(())
     }
 
-    /// The unspent value of small outputs no party owns (anchors).
-    pub fn loose(&self, owners: &[&ScriptBuf]) -> u64 {
-        self.unspent.iter().filter(|(_, o)| !owners.contains(&&o.script_pubkey)).map(|(_, o)| o.value.to_sat()).sum()
+    /// Whether party `i` broadcast `txid`.
+    pub fn did(&self, i: usize, txid: &Txid) -> bool {
+        self.by.get(txid).is_some_and(|b| b[i])
+    }
+
+    /// The party charged with a confirmed transaction's fee (`None`: nobody broadcast it through
+    /// an embedder, e.g. a cheater's own publication).
+    pub fn payer_of(&self, chain: &Chain, txid: &Txid, scripts: [&ScriptBuf; 2]) -> Option<usize> {
+        match self.by.get(txid)? {
+            [true, false] => Some(0),
+            [false, true] => Some(1),
+            [true, true] => {
+                let tx = chain.tx(txid)?;
+                let paid = |s: &ScriptBuf| -> u64 {
+                    tx.output.iter().filter(|o| &o.script_pubkey == s).map(|o| o.value.to_sat()).sum()
+                };
+                Some(usize::from(paid(scripts[1]) > paid(scripts[0])))
+            }
+            [false, false] => None,
+        }
+    }
+
+    /// The fees of the settlement's transactions charged to party `i`, except those `skip` says
+    /// the protocol charges otherwise.
+    pub fn fees_of(
+        &self,
+        chain: &Chain,
+        settled: &Settlement,
+        i: usize,
+        scripts: [&ScriptBuf; 2],
+        skip: impl Fn(&Txid) -> bool,
+    ) -> u64 {
+        settled
+            .txs
+            .iter()
+            .filter(|t| !skip(t) && self.payer_of(chain, t, scripts) == Some(i))
+            .map(|t| settled.tx_fees.get(t).copied().unwrap_or(0))
+            .sum()
     }
 }
 
-/// An honest party got at least what it was owed, less what went to fees and ownerless dust.
+/// An honest party ends with at least what it was owed, less the fees of the transactions it
+/// broadcast, to the satoshi.
 ///
 /// # Errors
 /// A description of the loss.
-pub fn check_not_robbed(who: &str, got: u64, owed: u64, fee_allowance: u64) -> Result<(), String> {
-    if got.saturating_add(fee_allowance) < owed {
-        return Err(format!("{who} lost funds: got {got} sat, owed {owed} sat (fee allowance {fee_allowance})"));
+pub fn check_owed(who: &str, got: u64, owed: u64, own_fees: u64) -> Result<(), String> {
+    if got.saturating_add(own_fees) < owed {
+        return Err(format!(
+            "{who} lost funds: got {got} sat on chain, owed {owed} sat less its own fees {own_fees} sat (short by {} sat)",
+            owed - got - own_fees
+        ));
+    }
+    Ok(())
+}
+
+/// A cheater ends with at most what the protocol leaves it.
+///
+/// # Errors
+/// A description of the gain.
+pub fn check_cheater(who: &str, got: u64, allowed: u64) -> Result<(), String> {
+    if got > allowed {
+        return Err(format!(
+            "cheater {who} gained: got {got} sat on chain, the protocol leaves it at most {allowed} sat"
+        ));
     }
     Ok(())
 }

@@ -31,11 +31,15 @@ use crate::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError, StateUpda
 use crate::duplex::{Channel, Effects, Event, Msg, Phase, Role};
 use crate::testing::chain::Chain;
 use crate::testing::duplex::{payout, terms, Pair, CAPACITY};
-use crate::testing::invariants::{check_broadcast, check_not_robbed, BroadcastCheck, Settlement};
+use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, BroadcastCheck, Broadcasts, Settlement};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
 
-use super::Outcome;
+use super::{Config, Outcome, Sabotage};
+
+/// The sabotages this layer applies ([`Sabotage`]).
+pub const SABOTAGES: &[Sabotage] =
+    &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline];
 
 const ROLES: [Role; 2] = [Role::Initiator, Role::Acceptor];
 
@@ -56,6 +60,9 @@ enum Bad {
 }
 
 struct Sim {
+    sabotage: Sabotage,
+    /// Who broadcast what (fee attribution).
+    broadcasts: Broadcasts,
     rng: Rng,
     pair: Pair,
     stored: [Vec<StateUpdate>; 2],
@@ -87,6 +94,14 @@ struct Sim {
 /// # Errors
 /// The first invariant violated.
 pub fn run(seed: u64) -> Result<Outcome, String> {
+    run_with(seed, Config::default())
+}
+
+/// Runs one seeded simulation with `config` (a [`Sabotage`] of the honest parties' embedders).
+///
+/// # Errors
+/// The first invariant violated.
+pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
     let radix = match rng.below(3) {
         0 => vec![2, 2],
@@ -97,11 +112,14 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let funding = pair.a().funding_outpoint().ok_or("no funding outpoint")?;
     let faults = Faults::random(&mut rng, 150);
     let bad = match rng.below(10) {
+        _ if config.cheater => Some(Bad::Cheater(rng.below(2) as usize)),
         0..=1 => Some(Bad::Cheater(rng.below(2) as usize)),
         2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
         _ => None,
     };
     let mut sim = Sim {
+        sabotage: config.sabotage,
+        broadcasts: Broadcasts::default(),
         rng,
         pair,
         stored: [vec![], vec![]],
@@ -185,6 +203,11 @@ impl Sim {
             self.net.send(1 - i, m, &mut self.rng);
         }
         for tx in fx.broadcast {
+            if self.is_honest(i) && self.sabotaged(&tx) {
+                self.out.sabotaged += 1;
+                continue;
+            }
+            self.broadcasts.record(i, &tx);
             if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
                 let ch = &self.pair.parties[i].ch;
                 let in_branch =
@@ -199,6 +222,38 @@ impl Sim {
             let _ = self.pair.chain.submit(&tx);
         }
         Ok(())
+    }
+
+    /// Whether a transaction pays a party's payout script (a leaf transaction or the
+    /// cooperative close; tree transactions pay the next level's multisig).
+    fn pays_out(tx: &Transaction) -> bool {
+        let scripts = [payout(ROLES[0]), payout(ROLES[1])];
+        tx.output.iter().any(|o| scripts.contains(&o.script_pubkey))
+    }
+
+    /// Whether spending `prev` claims an HTLC: an output of a leaf transaction not paying a
+    /// party (the leaf's HTLC outputs).
+    fn is_htlc_output(&self, prev: &OutPoint) -> bool {
+        let parent = self
+            .chain()
+            .tx(&prev.txid)
+            .or_else(|| self.chain().mempool().iter().find(|t| t.compute_txid() == prev.txid));
+        let scripts = [payout(ROLES[0]), payout(ROLES[1])];
+        parent.is_some_and(|p| {
+            prev.txid != self.funding.txid
+                && Self::pays_out(p)
+                && p.output.get(prev.vout as usize).is_some_and(|o| !scripts.contains(&o.script_pubkey))
+        })
+    }
+
+    /// Whether the [`Sabotage`] drops this broadcast of an honest party.
+    fn sabotaged(&self, tx: &Transaction) -> bool {
+        let claim = tx.input.iter().any(|inp| self.is_htlc_output(&inp.previous_output));
+        match self.sabotage {
+            Sabotage::DropHtlcClaims => claim,
+            Sabotage::DropRefundOrClose => !claim,
+            _ => false,
+        }
     }
 
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
@@ -223,6 +278,10 @@ impl Sim {
     fn notify(&mut self, ev: ChainEvent<'_>) -> Result<(), String> {
         for i in 0..2 {
             if self.offline[i] {
+                continue;
+            }
+            if matches!(ev, ChainEvent::Tip(_)) && self.sabotage == Sabotage::IgnoreNextDeadline && self.is_honest(i) {
+                self.out.sabotaged += 1;
                 continue;
             }
             let p = &mut self.pair.parties[i];
@@ -281,8 +340,10 @@ impl Sim {
         owed
     }
 
+    /// What honest party `i` is owed: what its own view says (the newest state it holds the
+    /// peer's signatures for, or signed away itself), whatever the peer's view says.
     fn owed_to(&self, i: usize) -> u64 {
-        self.owed_in_view(i, i).min(self.owed_in_view(1 - i, i))
+        self.owed_in_view(i, i)
     }
 
     fn stop_offchain(&mut self) {
@@ -567,13 +628,41 @@ impl Sim {
             .and_then(|t| t.output.get(self.funding.vout as usize))
             .map(|o| o.value.to_sat())
             .unwrap_or(0);
-        // A party that lost data or went silent may leave its own HTLC outputs unclaimed.
-        let loose = if self.bad.is_some() { u64::MAX } else { 0 };
-        settled.check_resolved(funding_value, &[&scripts[0], &scripts[1]], loose)?;
+        let unspent: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum();
+        if unspent + settled.fees != funding_value {
+            return Err(format!("value not conserved: {unspent} unspent + {} fees != {funding_value}", settled.fees));
+        }
+        // Tree transactions pay their fixed fee out of the capacity, before either balance, and
+        // the cooperative close pays the tree fees it saves: neither is charged to a party. A
+        // leaf transaction's fee is charged to the party that broadcast it (the payee of a
+        // payment, the payer of a refund, the claimant of an HTLC).
+        let leaf = |t: &bitcoin::Txid| {
+            self.chain()
+                .tx(t)
+                .is_some_and(|tx| Self::pays_out(tx) && !tx.input.iter().any(|inp| inp.previous_output == self.funding))
+        };
         for (i, script) in scripts.iter().enumerate() {
             if self.is_honest(i) {
                 let owed = self.owed_to(i);
-                check_not_robbed(&format!("party {i}"), settled.paid_to(script), owed, settled.fees)?;
+                let fees = self.broadcasts.fees_of(self.chain(), &settled, i, [&scripts[0], &scripts[1]], |t| !leaf(t));
+                check_owed(&format!("party {i}"), settled.paid_to(script), owed, fees)?;
+                if self.bad == Some(Bad::Cheater(1 - i)) {
+                    // An old branch loses against the newest: the cheater gets at most what the
+                    // honest party's state leaves it.
+                    check_cheater(
+                        &format!("party {}", 1 - i),
+                        settled.paid_to(&scripts[1 - i]),
+                        self.owed_in_view(i, 1 - i),
+                    )?;
+                }
+            }
+        }
+        for (op, o) in &settled.unspent {
+            // Nothing may stay in a channel script, except what a misbehaving party leaves
+            // unclaimed of its own (its leaf outputs and HTLC outputs): an honest party's
+            // unclaimed output is a loss its exact check above counts.
+            if !scripts.contains(&o.script_pubkey) && self.bad.is_none() {
+                return Err(format!("{} sat at {op} left in a script no party owns", o.value.to_sat()));
             }
         }
         for tx in &self.deferred {

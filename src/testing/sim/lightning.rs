@@ -20,31 +20,50 @@
 //!   peer's `channel_reestablish` proves the loss ([`Event::LostState`]), after which the
 //!   embedder (this simulation) never force-closes it and waits for the peer's commitment.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::format;
 use std::string::String;
 use std::vec;
 use std::vec::Vec;
 
-use bitcoin::{Amount, OutPoint, Transaction};
+use bitcoin::{Amount, OutPoint, Transaction, Txid};
 
-use crate::core::commitment::ChannelType;
+use crate::core::commitment::{BuiltCommitment, ChannelType, HtlcDirection, OutputRole};
 use crate::core::{MilliSats, PaymentHash, PaymentPreimage};
 use crate::driving::{Action, ChainEvent, ChainTip, RestoreCheck};
 use crate::lightning::onchain::ClosingKind;
 use crate::lightning::{Channel, Effects, Event, Msg, PenaltyRecord, Phase, Side};
 use crate::testing::chain::Chain;
-use crate::testing::invariants::{check_broadcast, check_not_robbed, BroadcastCheck, Settlement};
+use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, BroadcastCheck, Broadcasts, Settlement};
 use crate::testing::lightning::{onion, Pair, Peer};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
 
-use super::Outcome;
+use super::{Config, Outcome, Sabotage};
 
-/// Outputs up to this value (sat) may stay unswept: anchors (330 sat) and HTLC or `to_local`
-/// outputs whose sweep would cost more than they hold at the sweep feerate. They count as fees
-/// in the honest-party check.
-const UNECONOMICAL: u64 = 1_000;
+/// The sabotages this layer applies ([`Sabotage`]).
+pub const SABOTAGES: &[Sabotage] = &[Sabotage::DropPenalties, Sabotage::DropSweeps, Sabotage::DropHtlcClaims];
+
+/// An output of a party's own worth at most this (sat) may stay unswept: the channel does not
+/// sweep an output its sweep would cost more than (`value < fee`, at the channel's default sweep
+/// feerate of 1,000 sat/kW and at most 378 + 322 weight units for a one-input sweep). Such an
+/// output counts as a fee of the party it belongs to, and only of that party.
+const UNECONOMICAL: u64 = 700;
+
+/// What an honest party's broadcast is, for the [`Sabotage`] knob.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum TxKind {
+    /// A commitment or the closing transaction.
+    Close,
+    /// Spends a revoked commitment or a cheater's second-stage transaction.
+    Penalty,
+    /// Spends the party's own `to_local`, `to_remote` or second-stage output.
+    Sweep,
+    /// Spends an HTLC output of a commitment (second-stage transaction, or a claim of the peer's).
+    HtlcClaim,
+    /// Anything else (an anchor spend).
+    Other,
+}
 
 /// How one peer misbehaves in a run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -57,6 +76,16 @@ enum Bad {
 
 struct Sim {
     bad: Option<Bad>,
+    sabotage: Sabotage,
+    /// Every commitment either peer signed for the other, by txid, with the index of the peer
+    /// that can broadcast it (its owner).
+    known: HashMap<Txid, (usize, BuiltCommitment)>,
+    /// The counterparty commitment number last recorded into `known`, per peer.
+    recorded: [Option<u64>; 2],
+    /// Who broadcast what (fee attribution).
+    broadcasts: Broadcasts,
+    /// Payment hashes of the HTLCs each peer fulfilled (it knows the preimage and may claim).
+    fulfilled: [HashSet<PaymentHash>; 2],
     /// Old signed commitments the cheater kept.
     kept: Vec<Transaction>,
     /// A peer told it lost state (it must not broadcast its commitment).
@@ -82,8 +111,6 @@ struct Sim {
     onchain: bool,
     /// Transactions broadcast whose parents were unconfirmed, to check again.
     deferred: Vec<Transaction>,
-    /// Each side's owed balance (sat) when the channel stopped operating off chain.
-    owed: Option<[u64; 2]>,
     out: Outcome,
     reliable: bool,
 }
@@ -93,6 +120,14 @@ struct Sim {
 /// # Errors
 /// The first invariant violated.
 pub fn run(seed: u64) -> Result<Outcome, String> {
+    run_with(seed, Config::default())
+}
+
+/// Runs one seeded simulation with `config` (a [`Sabotage`] of the honest peers' embedders).
+///
+/// # Errors
+/// The first invariant violated.
+pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
     let ct = if rng.chance(500) { ChannelType::StaticRemoteKey } else { ChannelType::AnchorsZeroFeeHtlc };
     let capacity = rng.range(300_000, 5_000_000);
@@ -105,12 +140,18 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     let funding = OutPoint { txid: pair.funding.compute_txid(), vout: 0 };
     let Pair { a, b, .. } = pair;
     let bad = match rng.below(10) {
+        _ if config.cheater => Some(Bad::Cheater(rng.below(2) as usize)),
         0..=1 => Some(Bad::Cheater(rng.below(2) as usize)),
         2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
         _ => None,
     };
     let mut sim = Sim {
         bad,
+        sabotage: config.sabotage,
+        known: HashMap::new(),
+        recorded: [None; 2],
+        broadcasts: Broadcasts::default(),
+        fulfilled: [HashSet::new(), HashSet::new()],
         kept: Vec::new(),
         lost_state: [false; 2],
         offline: [false; 2],
@@ -126,10 +167,10 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         broken: false,
         onchain: false,
         deferred: Vec::new(),
-        owed: None,
         out: Outcome::default(),
         reliable: false,
     };
+    sim.record_commitments();
     let steps = sim.rng.range(10, 60);
     let run = (0..steps).try_for_each(|_| sim.step()).and_then(|()| sim.finish());
     run.map_err(|e| format!("{e} (misbehaving peer: {:?})", sim.bad))?;
@@ -204,13 +245,100 @@ impl Sim {
                 }
             }
         }
+        self.record_commitments();
         for tx in fx.broadcast {
             self.broadcast(i, tx)?;
         }
         Ok(())
     }
 
+    /// Records the commitments each peer signed for the other (what either may broadcast).
+    fn record_commitments(&mut self) {
+        for i in 0..2 {
+            let n = self.nodes[i].ch.counterparty_commitment_number();
+            if self.recorded[i] == Some(n) {
+                continue;
+            }
+            if let Some(built) = self.nodes[i].ch.counterparty_commitment() {
+                self.recorded[i] = Some(n);
+                self.known.entry(built.txid()).or_insert((1 - i, built));
+            }
+        }
+    }
+
+    /// Whether an HTLC output of commitment `built` (owned by `owner`) is `i`'s: offered to `i`
+    /// and fulfilled by `i` (it knows the preimage), or offered by `i` and never fulfilled by
+    /// the peer (it times out back to `i`).
+    fn htlc_favours(&self, i: usize, owner: usize, built: &BuiltCommitment, k: usize) -> bool {
+        let Some(h) = built.htlcs().get(k) else { return false };
+        let offerer = match h.direction() {
+            HtlcDirection::Offered => owner,
+            HtlcDirection::Received => 1 - owner,
+        };
+        if offerer == i {
+            !self.fulfilled[1 - i].contains(&h.payment_hash())
+        } else {
+            self.fulfilled[i].contains(&h.payment_hash())
+        }
+    }
+
+    /// Whether output `vout` of the commitment `txid` belongs to peer `i` (by the protocol:
+    /// its balance output, or an HTLC resolved in its favour; every output but the anchors of a
+    /// revoked commitment goes to the peer that punishes it).
+    fn commitment_output_of(&self, i: usize, txid: &Txid, vout: u32, revoked: bool) -> bool {
+        let Some((owner, built)) = self.known.get(txid) else { return false };
+        let Some(role) = built.outputs().get(vout as usize).map(|o| o.role) else { return false };
+        match role {
+            OutputRole::BroadcasterAnchor | OutputRole::CountersignatoryAnchor => false,
+            _ if revoked => *owner != i,
+            OutputRole::ToBroadcaster => *owner == i,
+            OutputRole::ToCountersignatory => *owner != i,
+            OutputRole::Htlc(k) => self.htlc_favours(i, *owner, built, k),
+        }
+    }
+
+    /// What transaction `tx`, broadcast by peer `i`, is.
+    fn classify(&self, i: usize, tx: &Transaction) -> TxKind {
+        let Some(prev) = tx.input.first().map(|inp| inp.previous_output) else { return TxKind::Other };
+        if prev == self.funding {
+            return TxKind::Close;
+        }
+        let revoked = matches!(self.nodes[i].ch.closing_kind(), Some(ClosingKind::Revoked(_)));
+        if let Some((owner, built)) = self.known.get(&prev.txid) {
+            let role = built.outputs().get(prev.vout as usize).map(|o| o.role);
+            return match role {
+                Some(OutputRole::ToCountersignatory) if *owner != i => TxKind::Sweep,
+                Some(OutputRole::BroadcasterAnchor | OutputRole::CountersignatoryAnchor) | None => TxKind::Other,
+                Some(_) if revoked && *owner != i => TxKind::Penalty,
+                Some(OutputRole::Htlc(_)) => TxKind::HtlcClaim,
+                Some(_) => TxKind::Sweep,
+            };
+        }
+        // The output of a second-stage transaction: ours after the delay, or the cheater's.
+        let parent =
+            self.chain.tx(&prev.txid).or_else(|| self.chain.mempool().iter().find(|t| t.compute_txid() == prev.txid));
+        let grandparent = parent.and_then(|p| p.input.first()).map(|inp| inp.previous_output.txid);
+        match grandparent.and_then(|g| self.known.get(&g)) {
+            Some((owner, _)) if revoked && *owner != i => TxKind::Penalty,
+            Some(_) => TxKind::Sweep,
+            None => TxKind::Other,
+        }
+    }
+
     fn broadcast(&mut self, i: usize, tx: Transaction) -> Result<(), String> {
+        if self.is_honest(i) {
+            let dropped = matches!(
+                (self.sabotage, self.classify(i, &tx)),
+                (Sabotage::DropPenalties, TxKind::Penalty)
+                    | (Sabotage::DropSweeps, TxKind::Sweep)
+                    | (Sabotage::DropHtlcClaims, TxKind::HtlcClaim)
+            );
+            if dropped {
+                self.out.sabotaged += 1;
+                return Ok(());
+            }
+        }
+        self.broadcasts.record(i, &tx);
         if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
             let closing = self.nodes[i].ch.closing_transaction().map(Transaction::compute_txid);
             if closing != Some(tx.compute_txid()) {
@@ -285,9 +413,6 @@ impl Sim {
             // Told it lost state: its commitment may be revoked; it waits for the peer's.
             return Ok(());
         }
-        if self.owed.is_none() {
-            self.owed = Some([self.owed_to(0), self.owed_to(1)]);
-        }
         let node = &mut self.nodes[i];
         match node.ch.force_close(&node.signer) {
             Ok(fx) => {
@@ -299,23 +424,12 @@ impl Sim {
     }
 
     fn stop_offchain(&mut self) {
-        if self.owed.is_none() {
-            self.owed = Some([self.owed_to(0), self.owed_to(1)]);
-        }
         if !self.onchain {
             let live = self.nodes.iter().map(|n| n.ch.htlcs().iter().filter(|h| !h.is_removed()).count());
             self.out.htlcs_on_chain += live.max().unwrap_or(0) as u32;
         }
         self.onchain = true;
         self.net.clear();
-    }
-
-    /// What peer `i` owns outright in both latest commitments (the smaller), in sat.
-    fn owed_to(&self, i: usize) -> u64 {
-        let ch = &self.nodes[i].ch;
-        let a = ch.balances(Side::Holder).holder;
-        let b = ch.balances(Side::Counterparty).holder;
-        a.min(b).to_msat() / 1_000
     }
 
     fn reconnect(&mut self) -> Result<(), String> {
@@ -580,7 +694,11 @@ impl Sim {
             let fx = match self.preimages.get(&hash) {
                 Some(pre) if self.rng.chance(800) => {
                     self.out.payments += 1;
-                    self.nodes[i].ch.fulfill_htlc(id, *pre)
+                    let fx = self.nodes[i].ch.fulfill_htlc(id, *pre);
+                    if fx.is_ok() {
+                        self.fulfilled[i].insert(hash);
+                    }
+                    fx
                 }
                 _ => self.nodes[i].ch.fail_htlc(id, vec![1; 8]),
             };
@@ -650,7 +768,6 @@ impl Sim {
             }
         }
         if !self.closing_on_chain() && self.rng.chance(600) {
-            self.owed = Some([self.owed_to(0), self.owed_to(1)]);
             let fee_range = (Amount::from_sat(1_000), Amount::from_sat(20_000));
             for i in 0..2 {
                 let node = &mut self.nodes[i];
@@ -690,9 +807,6 @@ impl Sim {
         if self.chain.submit(&old).is_err() {
             return Ok(());
         }
-        if self.owed.is_none() {
-            self.owed = Some([self.owed_to(0), self.owed_to(1)]);
-        }
         self.out.cheats += 1;
         self.out.unilateral = true;
         self.offline[c] = true;
@@ -724,19 +838,117 @@ impl Sim {
                 return Err(format!("broadcast {} never became valid: {:?}", tx.compute_txid(), self.chain.check(tx)));
             }
         }
+        self.check_money()
+    }
+
+    /// The exact accounting: each honest peer ends with at least what it was owed less the fees
+    /// of the transactions it broadcast; a cheater with at most what the protocol leaves it.
+    ///
+    /// What a peer is owed depends on what closed the channel (the funding output's spender `C`):
+    /// * the cooperative close: its balance (sat, rounded down), less the closing fee if it is
+    ///   the funder (BOLT 2), or nothing if that is below the dust limit (the output is left out);
+    /// * a commitment that was not revoked (its own latest, or one of the peer's it signed and
+    ///   the peer did not revoke): its balance output of `C` and every HTLC output of `C`
+    ///   resolved in its favour (offered to it and fulfilled by it, or offered by it and never
+    ///   fulfilled by the peer). The funder pays `C`'s fee and the anchors out of its balance
+    ///   (BOLT 3); an HTLC or balance below the dust limit is trimmed into `C`'s fee, a loss
+    ///   for the peer it would have gone to; `C`'s outputs (built by the channel, checked
+    ///   against the BOLT 3 vectors elsewhere) are the state's amounts after those rules;
+    /// * a revoked commitment of the peer (the cheater): every output of `C` but the anchors.
+    ///
+    /// The fees of every other transaction are charged to the peer that broadcast it
+    /// ([`Broadcasts`]). An output of the peer's own that it does not claim because claiming it
+    /// would cost more than it holds ([`UNECONOMICAL`]: left unspent, or taken by the peer
+    /// once its timeout passed) counts as its fee.
+    fn check_money(&self) -> Result<(), String> {
         let settled = Settlement::of(&self.chain, self.funding);
         let scripts = [self.nodes[0].ch.sweep_destination(), self.nodes[1].ch.sweep_destination()];
-        let owners = [&scripts[0], &scripts[1]];
-        // A peer that lost data or went silent may leave its own outputs unclaimed.
-        let loose = if self.bad.is_some() { u64::MAX } else { UNECONOMICAL };
-        settled.check_resolved(self.capacity, &owners, loose)?;
-        let owed = self.owed.unwrap_or_default();
-        let allowance = settled.fees + settled.loose(&owners);
+        let c = *settled.txs.first().ok_or("the funding output was never spent")?;
+        let c_tx = self.chain.tx(&c).ok_or("the funding spender is not confirmed")?;
+        let revoked = |i: usize| {
+            self.bad == Some(Bad::Cheater(1 - i))
+                && matches!(self.nodes[i].ch.closing_kind(), Some(ClosingKind::Revoked(_)))
+        };
+        // Who each unspent output belongs to (by the rules above), for the unswept outputs.
+        let owner_of = |op: &OutPoint| -> Option<usize> {
+            if op.txid == c {
+                let owns = |i: usize| self.commitment_output_of(i, &c, op.vout, revoked(i));
+                (0..2).find(|&i| self.is_honest(i) && owns(i)).or_else(|| (0..2).find(|&i| owns(i)))
+            } else {
+                self.broadcasts.payer_of(&self.chain, &op.txid, [&scripts[0], &scripts[1]])
+            }
+        };
+        let conserved: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum::<u64>() + settled.fees;
+        if conserved != self.capacity {
+            return Err(format!("value not conserved: {conserved} != {}", self.capacity));
+        }
+        for (op, o) in &settled.unspent {
+            let v = o.value.to_sat();
+            // Left unclaimed: an anchor or an uneconomical output; or a peer's own (an honest
+            // peer's loss is counted below; a misbehaving peer may leave its own unclaimed).
+            if !scripts.contains(&o.script_pubkey) && v > UNECONOMICAL && owner_of(op).is_none() {
+                return Err(format!("{v} sat at {op} left in a script no party owns"));
+            }
+        }
         for i in 0..2 {
             if !self.is_honest(i) {
                 continue;
             }
-            check_not_robbed(&format!("peer {i}"), settled.paid_to(&scripts[i]), owed[i], allowance)?;
+            let ch = &self.nodes[i].ch;
+            let owed = match ch.closing_kind() {
+                Some(ClosingKind::Cooperative) => {
+                    let balance = ch.balances(Side::Holder).holder.to_msat() / 1_000;
+                    let fee = settled.tx_fees.get(&c).copied().unwrap_or(0);
+                    let owed = if ch.is_funder() { balance.saturating_sub(fee) } else { balance };
+                    if owed
+                        < crate::lightning::ChannelConfig::default_for([0; 32], ch.channel_type()).dust_limit.to_sat()
+                    {
+                        0
+                    } else {
+                        owed
+                    }
+                }
+                Some(_) if self.known.contains_key(&c) => (0..c_tx.output.len() as u32)
+                    .filter(|&vout| self.commitment_output_of(i, &c, vout, revoked(i)))
+                    .filter_map(|vout| c_tx.output.get(vout as usize))
+                    .map(|o| o.value.to_sat())
+                    .sum(),
+                kind => return Err(format!("peer {i}: the channel closed by {c}, which no peer signed ({kind:?})")),
+            };
+            let fees = self.broadcasts.fees_of(&self.chain, &settled, i, [&scripts[0], &scripts[1]], |t| *t == c);
+            // Outputs of its own it did not claim because the claim would cost more than they
+            // hold: outputs of `C` it left to the peer or unspent, and unspent outputs of its
+            // own transactions.
+            let claimed_by_i = |op: OutPoint| {
+                settled.txs.iter().any(|t| {
+                    self.broadcasts.did(i, t)
+                        && self.chain.tx(t).is_some_and(|tx| tx.input.iter().any(|inp| inp.previous_output == op))
+                })
+            };
+            let given_up: u64 = (0..c_tx.output.len() as u32)
+                .filter(|&vout| self.commitment_output_of(i, &c, vout, revoked(i)))
+                .filter_map(|vout| Some((vout, c_tx.output.get(vout as usize)?.value.to_sat())))
+                .filter(|&(vout, v)| v <= UNECONOMICAL && !claimed_by_i(OutPoint { txid: c, vout }))
+                .map(|(_, v)| v)
+                .sum();
+            let unswept: u64 = settled
+                .unspent
+                .iter()
+                .filter(|(op, o)| {
+                    op.txid != c
+                        && o.script_pubkey != scripts[i]
+                        && o.value.to_sat() <= UNECONOMICAL
+                        && owner_of(op) == Some(i)
+                })
+                .map(|(_, o)| o.value.to_sat())
+                .sum();
+            check_owed(&format!("peer {i}"), settled.paid_to(&scripts[i]), owed, fees + given_up + unswept)?;
+            if let Some(Bad::Cheater(k)) = self.bad {
+                if revoked(i) {
+                    // The penalty leaves the cheater nothing from its revoked commitment.
+                    check_cheater(&format!("peer {k}"), settled.paid_to(&scripts[k]), 0)?;
+                }
+            }
         }
         Ok(())
     }

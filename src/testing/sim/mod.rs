@@ -8,9 +8,16 @@
 //! pending at the close, so resolved on chain), a cheating peer publishing an old state it kept,
 //! block production and reorgs. At the end the channel is
 //! closed (cooperatively or not), blocks are mined until everything is resolved, and the
-//! [`invariants`](super::invariants) are checked: no panic, value conserved and owned, each
-//! honest party paid at least what it was owed less fees, no revoked state broadcast, every
-//! broadcast consensus-valid (Bitcoin Core's interpreter, lock times) when it was broadcast.
+//! [`invariants`](super::invariants) are checked: no panic, value conserved and owned, no
+//! revoked state broadcast, every broadcast consensus-valid (Bitcoin Core's interpreter, lock
+//! times) when it was broadcast, and the exact accounting: each honest party ends with at least
+//! what it was owed (its balance in the newest state the peer cannot deny, plus every HTLC
+//! resolved in its favour) less the fees of the transactions *it* broadcast, to the satoshi,
+//! whatever the peer did; a cheater ends with at most what the protocol leaves it. Each layer documents what
+//! "owed" is for it and who pays which fee. There is no allowance.
+//!
+//! A [`Sabotage`] of the honest embedders (`run_with`) shows that these checks can fail
+//! (`tests/sim_sabotage.rs`).
 //!
 //! [`run_many`] runs a range of seeds, catching panics, and reports every failing seed so that
 //! it can be replayed alone.
@@ -23,6 +30,42 @@ use std::format;
 use std::println;
 use std::string::{String, ToString};
 use std::vec::Vec;
+
+/// A fault the simulation injects into every *honest* party's embedder, to show that the
+/// simulation's checks can fail: each one must make some seeds report a loss
+/// (`tests/sim_sabotage.rs`). Each layer applies the ones that make sense for it
+/// ([`spilman::SABOTAGES`], [`duplex::SABOTAGES`], [`lightning::SABOTAGES`]); the others change
+/// nothing.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Sabotage {
+    /// No sabotage: the embedder does everything the channel asks.
+    #[default]
+    None,
+    /// Penalty transactions (spending a revoked Lightning commitment, or a cheater's second-stage
+    /// transaction) are never broadcast.
+    DropPenalties,
+    /// Sweeps of the party's own outputs (`to_local`, `to_remote`, second-stage outputs) are
+    /// never broadcast.
+    DropSweeps,
+    /// On-chain HTLC claims (with the preimage, or after the timeout) are never broadcast.
+    DropHtlcClaims,
+    /// The close and the refund are never broadcast: a Spilman payee's closing payment and the
+    /// payer's refund; a duplex party's kickoff and tree transactions.
+    DropRefundOrClose,
+    /// The embedder never calls the channel back at its `next_deadline`: it is not told of new
+    /// blocks (only of confirmations of the transactions it watches).
+    IgnoreNextDeadline,
+}
+
+/// What a run is told beyond its seed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// The fault injected into the honest parties' embedders.
+    pub sabotage: Sabotage,
+    /// Every run has a cheating party (one that publishes an old state at the close) instead
+    /// of one run in five: to reach the penalty and old-branch paths in a few seeds.
+    pub cheater: bool,
+}
 
 /// What one run did (for coverage statistics).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,6 +100,8 @@ pub struct Outcome {
     pub reconnections: u32,
     /// Times a party learned from its peer's `Reestablish` that it lost state.
     pub lost_state: u32,
+    /// Broadcasts (or chain notifications) the [`Sabotage`] took away from an honest party.
+    pub sabotaged: u32,
 }
 
 /// Totals over many runs.
@@ -87,6 +132,7 @@ impl Summary {
         t.compactions += o.compactions;
         t.reconnections += o.reconnections;
         t.lost_state += o.lost_state;
+        t.sabotaged += o.sabotaged;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }

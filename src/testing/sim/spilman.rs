@@ -34,11 +34,15 @@ use crate::core::{BlockHeight, PaymentHash, PaymentPreimage};
 use crate::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError, StateUpdate};
 use crate::spilman::{Effects, Event, Msg, Payee, PayeeConfig, Payer, PayerConfig, PaymentHtlc, Variant};
 use crate::testing::chain::Chain;
-use crate::testing::invariants::{check_broadcast, check_not_robbed, BroadcastCheck, Settlement};
+use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, BroadcastCheck, Broadcasts, Settlement};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
 
-use super::Outcome;
+use super::{Config, Outcome, Sabotage};
+
+/// The sabotages this layer applies ([`Sabotage`]).
+pub const SABOTAGES: &[Sabotage] =
+    &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline];
 
 const START: u32 = 500;
 const PAYER: usize = 0;
@@ -65,6 +69,9 @@ fn wire(m: &Msg) -> Result<Msg, String> {
 }
 
 struct Sim {
+    sabotage: Sabotage,
+    /// Who broadcast what (fee attribution).
+    broadcasts: Broadcasts,
     rng: Rng,
     payer: Payer,
     payee: Payee,
@@ -87,6 +94,8 @@ struct Sim {
     decided: HashSet<u64>,
     /// Each side's view when the channel left the off-chain phase (payer, payee).
     frozen: Option<[View; 2]>,
+    /// Every payment the payer signed (by payment number): the payee may close with any.
+    signed: Vec<(u64, View)>,
     bad: Option<Bad>,
     /// Older signed payments the cheating payee kept.
     kept: Vec<Transaction>,
@@ -101,6 +110,14 @@ struct Sim {
 /// # Errors
 /// The first invariant violated.
 pub fn run(seed: u64) -> Result<Outcome, String> {
+    run_with(seed, Config::default())
+}
+
+/// Runs one seeded simulation with `config` (a [`Sabotage`] of the honest parties' embedders).
+///
+/// # Errors
+/// The first invariant violated.
+pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
     let variant = if rng.chance(500) { Variant::Cltv } else { Variant::PresignedRefund };
     let capacity = rng.range(50_000, 2_000_000);
@@ -145,11 +162,14 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
     .map_err(|e| format!("offer refused: {e:?}"))?;
     let faults = Faults::random(&mut rng, 150);
     let bad = match rng.below(10) {
+        _ if config.cheater => Some(Bad::Cheater),
         0..=1 => Some(Bad::Cheater),
         2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
         _ => None,
     };
     let mut sim = Sim {
+        sabotage: config.sabotage,
+        broadcasts: Broadcasts::default(),
         rng,
         payer,
         payee,
@@ -167,6 +187,7 @@ pub fn run(seed: u64) -> Result<Outcome, String> {
         revealed: HashSet::new(),
         decided: HashSet::new(),
         frozen: None,
+        signed: vec![],
         bad,
         kept: vec![],
         offline: [false; 2],
@@ -220,6 +241,12 @@ impl Sim {
             }
             self.stored[i].push(u);
         }
+        if i == PAYER && self.frozen.is_none() {
+            let n = self.payer.payment_number();
+            if self.signed.last().is_none_or(|(m, _)| *m != n) {
+                self.signed.push((n, (self.payer.state().to_payee.to_sat(), self.payer.state().htlcs.clone())));
+            }
+        }
         if fx.events.contains(&Event::LostState) {
             if self.is_honest(i) {
                 return Err(format!("honest side {i} was told it lost state"));
@@ -237,6 +264,11 @@ impl Sim {
             self.net.send(1 - i, m, &mut self.rng);
         }
         for tx in fx.broadcast {
+            if self.is_honest(i) && self.sabotaged(&tx) {
+                self.out.sabotaged += 1;
+                continue;
+            }
+            self.broadcasts.record(i, &tx);
             if tx.input.iter().any(|inp| inp.previous_output == self.funding) && i == PAYEE {
                 // The payee closes with the best payment it holds.
                 let best = self.payee.closing_tx(&self.signers[1]).map_err(|e| format!("payee: {e:?}"))?;
@@ -250,6 +282,17 @@ impl Sim {
             let _ = self.chain.submit(&tx);
         }
         Ok(())
+    }
+
+    /// Whether the [`Sabotage`] drops this broadcast of an honest side: the close or the
+    /// refund spends the channel output; everything else claims an HTLC output of the close.
+    fn sabotaged(&self, tx: &Transaction) -> bool {
+        let close = tx.input.iter().any(|inp| inp.previous_output == self.funding);
+        match self.sabotage {
+            Sabotage::DropHtlcClaims => !close,
+            Sabotage::DropRefundOrClose => close,
+            _ => false,
+        }
     }
 
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
@@ -277,6 +320,10 @@ impl Sim {
 
     fn notify(&mut self, i: usize, ev: ChainEvent<'_>) -> Result<(), String> {
         if self.offline[i] {
+            return Ok(());
+        }
+        if matches!(ev, ChainEvent::Tip(_)) && self.sabotage == Sabotage::IgnoreNextDeadline && self.is_honest(i) {
+            self.out.sabotaged += 1;
             return Ok(());
         }
         let fx = if i == PAYER {
@@ -327,12 +374,23 @@ impl Sim {
         to_payee + revealed
     }
 
-    /// The payer is owed its capacity less what the payee is owed in either view (the most it
-    /// may lose). The payee is owed what its own state says: payments it accepted stay accepted
-    /// whatever the payer forgets.
+    /// The payee is owed what its own state says: its best payment and the HTLCs it revealed
+    /// (payments it accepted stay accepted whatever the payer forgets). The payer is owed its
+    /// capacity less the most the payee can take: the payee may close with any payment the
+    /// payer signed, and claim each of its HTLCs whose preimage it revealed (a `Fail` the payee
+    /// sent does not bind it while it holds an older payment carrying the HTLC).
     fn owed(&self) -> [u64; 2] {
-        let payee_max = self.payee_owed_in_view(PAYER).max(self.payee_owed_in_view(PAYEE));
-        [self.capacity.saturating_sub(payee_max), self.payee_owed_in_view(PAYEE)]
+        let worst = self
+            .signed
+            .iter()
+            .map(|(_, (to_payee, htlcs))| {
+                to_payee
+                    + htlcs.iter().filter(|h| self.revealed.contains(&h.id)).map(|h| h.amount.to_sat()).sum::<u64>()
+            })
+            .chain([self.payee_owed_in_view(PAYER)])
+            .max()
+            .unwrap_or(0);
+        [self.capacity.saturating_sub(worst), self.payee_owed_in_view(PAYEE)]
     }
 
     fn mine(&mut self) -> Result<(), String> {
@@ -351,7 +409,12 @@ impl Sim {
             if let Ok(refund) = self.payer.refund_tx(&self.signers[0]) {
                 if self.chain.is_unspent(&self.funding) && self.chain.check(&refund).is_ok() {
                     check_broadcast(&self.chain, &refund)?;
-                    let _ = self.chain.submit(&refund);
+                    if self.is_honest(PAYER) && self.sabotaged(&refund) {
+                        self.out.sabotaged += 1;
+                    } else {
+                        self.broadcasts.record(PAYER, &refund);
+                        let _ = self.chain.submit(&refund);
+                    }
                 }
             }
         }
@@ -651,14 +714,31 @@ impl Sim {
             }
         }
         let (payer_script, payee_script) = (p2wpkh(1), p2wpkh(2));
-        // A side that lost data or went silent may leave its own HTLC outputs unclaimed.
-        let loose = if self.bad.is_some() { u64::MAX } else { 0 };
-        settled.check_resolved(self.capacity, &[&payer_script, &payee_script], loose)?;
+        let scripts = [payer_script, payee_script];
+        let unspent: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum();
+        if unspent + settled.fees != self.capacity {
+            return Err(format!("value not conserved: {unspent} unspent + {} fees != {}", settled.fees, self.capacity));
+        }
         let owed = self.owed();
-        for (i, script) in [payer_script, payee_script].iter().enumerate() {
+        for (i, script) in scripts.iter().enumerate() {
             if self.is_honest(i) {
                 let who = if i == PAYER { "payer" } else { "payee" };
-                check_not_robbed(who, settled.paid_to(script), owed[i], settled.fees)?;
+                // Each transaction's fee is charged to the side that broadcast it (the payee's
+                // closing payment, the payer's refund, each side's HTLC claims).
+                let fees = self.broadcasts.fees_of(&self.chain, &settled, i, [&scripts[0], &scripts[1]], |_| false);
+                check_owed(who, settled.paid_to(script), owed[i], fees)?;
+            }
+        }
+        if self.bad == Some(Bad::Cheater) {
+            // An older payment loses against the newest: the cheater gets at most the best
+            // payment the payer signed (with the HTLCs whose preimage it revealed).
+            check_cheater("payee", settled.paid_to(&scripts[PAYEE]), self.capacity - owed[PAYER])?;
+        }
+        for (op, o) in &settled.unspent {
+            // A misbehaving side may leave an HTLC output of the close unclaimed (an honest
+            // side's own loss is counted by its check below).
+            if !scripts.contains(&o.script_pubkey) && (self.bad.is_none() || op.txid != settled.txs[0]) {
+                return Err(format!("{} sat at {op} left in a script no side owns", o.value.to_sat()));
             }
         }
         for tx in &self.deferred {

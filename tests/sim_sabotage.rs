@@ -1,0 +1,96 @@
+//! The simulators can fail: each [`Sabotage`] of the honest parties' embedders (a penalty, a
+//! sweep, an HTLC claim, a close or refund never broadcast; deadlines never called back) must
+//! make the simulator of every layer it applies to report a loss within a bounded number of
+//! seeds, while the unsabotaged simulator passes the same seeds. A simulator that cannot fail
+//! would be no evidence that the channels keep the honest party whole.
+//!
+//! Each check runs the seeds `0..BOUND` in order and stops at the first failing one (the seeds
+//! are deterministic: the first catching seed is printed with the simulator's message).
+
+use paychan::testing::sim::{duplex, lightning, spilman, Config, Outcome, Sabotage};
+
+/// The most seeds a sabotage may take to be caught.
+const BOUND: u64 = 500;
+
+type Run = fn(u64, Config) -> Result<Outcome, String>;
+
+/// Runs seeds from 0 with `sabotage` until one fails; checks the unsabotaged runs of the same
+/// seeds pass; returns the first failing seed.
+fn first_caught(layer: &str, run: Run, sabotage: Sabotage, cheater: bool) -> u64 {
+    let sabotaged = Config { sabotage, cheater };
+    let honest = Config { sabotage: Sabotage::None, cheater };
+    for seed in 0..BOUND {
+        if let Err(e) = run(seed, honest) {
+            panic!("{layer}: the unsabotaged simulation fails seed {seed}: {e}");
+        }
+        match run(seed, sabotaged) {
+            Err(e) => {
+                println!("{layer} {sabotage:?}: caught by seed {seed}: {e}");
+                return seed;
+            }
+            Ok(o) => {
+                let _ = o.sabotaged;
+            }
+        }
+    }
+    panic!("{layer} {sabotage:?}: no loss reported in {BOUND} seeds: the simulator cannot see this sabotage");
+}
+
+#[test]
+fn lightning_drop_penalties_is_caught() {
+    first_caught("lightning", lightning::run_with, Sabotage::DropPenalties, true);
+}
+
+#[test]
+fn lightning_drop_sweeps_is_caught() {
+    first_caught("lightning", lightning::run_with, Sabotage::DropSweeps, false);
+}
+
+#[test]
+fn lightning_drop_htlc_claims_is_caught() {
+    first_caught("lightning", lightning::run_with, Sabotage::DropHtlcClaims, false);
+}
+
+#[test]
+fn duplex_drop_htlc_claims_is_caught() {
+    first_caught("duplex", duplex::run_with, Sabotage::DropHtlcClaims, false);
+}
+
+#[test]
+fn duplex_drop_close_is_caught() {
+    first_caught("duplex", duplex::run_with, Sabotage::DropRefundOrClose, false);
+}
+
+#[test]
+fn duplex_drop_close_against_a_cheater_is_caught() {
+    first_caught("duplex", duplex::run_with, Sabotage::DropRefundOrClose, true);
+}
+
+#[test]
+fn duplex_ignore_next_deadline_is_caught() {
+    first_caught("duplex", duplex::run_with, Sabotage::IgnoreNextDeadline, false);
+}
+
+#[test]
+fn spilman_drop_htlc_claims_is_caught() {
+    first_caught("spilman", spilman::run_with, Sabotage::DropHtlcClaims, false);
+}
+
+#[test]
+fn spilman_drop_refund_or_close_is_caught() {
+    first_caught("spilman", spilman::run_with, Sabotage::DropRefundOrClose, false);
+}
+
+#[test]
+fn spilman_ignore_next_deadline_is_caught() {
+    first_caught("spilman", spilman::run_with, Sabotage::IgnoreNextDeadline, false);
+}
+
+/// Every sabotage a layer lists is tested above.
+#[test]
+fn every_listed_sabotage_is_tested() {
+    use Sabotage::*;
+    assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims]);
+    assert_eq!(duplex::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
+    assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
+}
