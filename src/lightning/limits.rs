@@ -103,26 +103,22 @@ impl Channel {
         self.config.max_dust_exposure.limit_at(self.fee_estimate.unwrap_or(self.feerate))
     }
 
-    /// The value in dust HTLCs on each commitment (holder's, counterparty's) as `sender` sees it.
-    pub(crate) fn dust_exposure(&self, sender: Side) -> [MilliSats; 2] {
-        [Side::Holder, Side::Counterparty].map(|owner| self.costs(owner, &self.limit_view(owner, sender), 1, 0).dust)
+    /// The value in dust HTLCs on `owner`'s commitment as `sender` sees it.
+    fn dust_exposure(&self, owner: Side, sender: Side) -> MilliSats {
+        self.costs(owner, &self.limit_view(owner, sender), 1, 0).dust
     }
 
     /// Checks the state after an update by `sender` (an HTLC it offered, or its fee update)
-    /// against every limit, on both commitments; `before` is the dust exposure before the update.
-    /// `offerer_fee_multiple` is the fee multiple a funder must afford on its own updates.
-    pub(crate) fn check_update(
-        &self,
-        sender: Side,
-        offerer_fee_multiple: u64,
-        before: [MilliSats; 2],
-    ) -> Result<(), Breach> {
+    /// against every limit, on both commitments; `prior` is the state before the update (the
+    /// dust limit only refuses an update that adds dust). `offerer_fee_multiple` is the fee
+    /// multiple a funder must afford on its own updates.
+    pub(crate) fn check_update(&self, sender: Side, offerer_fee_multiple: u64, prior: &Channel) -> Result<(), Breach> {
         let cp = self.counterparty.as_ref().ok_or(Breach::HtlcLimits)?;
         // The receiver's announced limits apply to what the sender offers it.
         let receiver = if sender == Side::Holder { cp } else { &self.holder };
         let funder = self.funder();
         let mut soft = None;
-        for (i, owner) in [Side::Holder, Side::Counterparty].into_iter().enumerate() {
+        for owner in [Side::Holder, Side::Counterparty] {
             let view = self.limit_view(owner, sender);
             let (count, value) = view
                 .ids
@@ -161,8 +157,8 @@ impl Channel {
                     }
                 }
             }
-            let dust_before = before.get(i).copied().unwrap_or(MilliSats::ZERO);
-            if costs.dust > self.dust_exposure_limit() && costs.dust > dust_before {
+            // Only over the limit is the exposure before the update worth computing.
+            if costs.dust > self.dust_exposure_limit() && costs.dust > prior.dust_exposure(owner, sender) {
                 soft = Some(Breach::DustExposure);
             }
         }

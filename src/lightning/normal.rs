@@ -83,10 +83,9 @@ impl Channel {
             payment_ripemd: payment_hash.ripemd160(),
             refusal: None,
         };
-        let before = self.dust_exposure(Side::Holder);
         let mut next = self.clone();
         next.htlcs.push(htlc);
-        next.check_update(Side::Holder, FEE_SPIKE_MULTIPLE, before).map_err(|e| match e {
+        next.check_update(Side::Holder, FEE_SPIKE_MULTIPLE, self).map_err(|e| match e {
             Breach::HtlcLimits => CommandError::Limits,
             Breach::DustExposure => CommandError::DustExposure,
             Breach::OffererCannotAfford | Breach::FeeSpikeBuffer => CommandError::CannotAfford,
@@ -198,11 +197,10 @@ impl Channel {
             return Err(CommandError::Fee);
         }
         let seq = self.next_seq + 1;
-        let before = self.dust_exposure(Side::Holder);
         let mut next = self.clone();
         next.supersede_fee_updates(Side::Holder);
         next.fee_updates.push(FeeUpdate { feerate_per_kw, progress: Progress::new(Side::Holder), seq });
-        next.check_update(Side::Holder, 1, before).map_err(|e| match e {
+        next.check_update(Side::Holder, 1, self).map_err(|e| match e {
             Breach::DustExposure => CommandError::DustExposure,
             _ => CommandError::Fee,
         })?;
@@ -316,7 +314,6 @@ impl Channel {
             return Err(peer_error(Misbehaviour::BadExpiry));
         }
         let seq = self.next_seq + 1;
-        let before = self.dust_exposure(Side::Counterparty);
         let mut next = self.clone();
         next.htlcs.push(Htlc {
             id,
@@ -337,7 +334,7 @@ impl Channel {
         // A hard limit broken is a protocol violation; our own policy (dust exposure, the fee
         // spike buffer we keep as funder) the peer could not know: the HTLC is taken and failed
         // back once irrevocably committed, never forwarded or settled.
-        match next.check_update(Side::Counterparty, 1, before) {
+        match next.check_update(Side::Counterparty, 1, self) {
             Ok(()) => {}
             Err(Breach::DustExposure) => next.mark_refused(id, HtlcRefusal::DustExposure),
             Err(Breach::FeeSpikeBuffer) => next.mark_refused(id, HtlcRefusal::FeeSpikeBuffer),
@@ -391,11 +388,10 @@ impl Channel {
             return Err(peer_error(Misbehaviour::Feerate));
         }
         let seq = self.next_seq + 1;
-        let before = self.dust_exposure(Side::Counterparty);
         let mut next = self.clone();
         next.supersede_fee_updates(Side::Counterparty);
         next.fee_updates.push(FeeUpdate { feerate_per_kw, progress: Progress::new(Side::Counterparty), seq });
-        next.check_update(Side::Counterparty, 1, before).map_err(|e| {
+        next.check_update(Side::Counterparty, 1, self).map_err(|e| {
             peer_error(match e {
                 Breach::DustExposure => Misbehaviour::DustExposure,
                 _ => Misbehaviour::Feerate,
