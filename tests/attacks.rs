@@ -28,19 +28,23 @@ use paychan::spilman;
 const A: Role = Role::Initiator;
 const B: Role = Role::Acceptor;
 
-/// The same signature with S replaced by n − S (the negation of S as a scalar): the same point
-/// on the curve, valid to libsecp256k1 once normalised and to consensus, but high-S, which
-/// BIP-0146 `LOW_S` makes non-standard: a transaction carrying it does not relay.
-fn high_s(sig: &ecdsa::Signature) -> ecdsa::Signature {
-    let compact = sig.signature.serialize_compact();
-    let s = SecretKey::from_slice(&compact[32..]).expect("S is a valid non-zero scalar").negate();
-    let mut bytes = compact;
+/// The same signature with S replaced by n − S (the negation of S as a scalar): valid to
+/// libsecp256k1 once normalised and to consensus, but high-S, which BIP-0146 `LOW_S` makes
+/// non-standard: a transaction carrying it does not relay.
+fn negate_s(sig: &secp256k1::ecdsa::Signature) -> secp256k1::ecdsa::Signature {
+    let mut bytes = sig.serialize_compact();
+    let s = SecretKey::from_slice(&bytes[32..]).expect("S is a valid non-zero scalar").negate();
     bytes[32..].copy_from_slice(&s.secret_bytes());
-    let signature = secp256k1::ecdsa::Signature::from_compact(&bytes).expect("n - S is a valid scalar");
-    let mut normalized = signature;
+    let high = secp256k1::ecdsa::Signature::from_compact(&bytes).expect("n - S is a valid scalar");
+    let mut normalized = high;
     normalized.normalize_s();
-    assert!(signature != sig.signature && normalized == sig.signature, "the high-S twin of a low-S signature");
-    ecdsa::Signature { signature, sighash_type: sig.sighash_type }
+    assert!(high != *sig && normalized == *sig, "the high-S twin of a low-S signature");
+    high
+}
+
+/// [`negate_s`] on a signature with its sighash type.
+fn high_s(sig: &ecdsa::Signature) -> ecdsa::Signature {
+    ecdsa::Signature { signature: negate_s(&sig.signature), sighash_type: sig.sighash_type }
 }
 
 /// Hands `msg` to a copy of `ch`: it must be refused with `want`, and the copy's encoded state
@@ -289,6 +293,41 @@ fn cve_2020_26895_high_s_duplex_signatures_are_refused() {
     assert!(p.parties[1].events.iter().any(|e| matches!(e, Event::CloseBroadcast { .. })));
 }
 
+/// The one Lightning signature the high-S checks of the other suites leave out: `closing_signed`.
+/// The funder's proposal with its signature in high-S form is refused with the state
+/// byte-identical; the genuine one closes the channel, paying the acceptor its 200,000 sat.
+#[test]
+fn cve_2020_26895_high_s_lightning_closing_signed_is_refused() {
+    use paychan::core::commitment::signatures::CommitmentSigError;
+    use paychan::core::commitment::ChannelType;
+    use paychan::core::sign::SignatureError;
+    use paychan::lightning::{Misbehaviour as LnMisbehaviour, Msg as LnMsg};
+    for ct in [ChannelType::StaticRemoteKey, ChannelType::AnchorsZeroFeeHtlc] {
+        let mut p = common::ln::Pair::open(ct, 1_000_000, 200_000_000);
+        let range = (Amount::from_sat(1_000), Amount::from_sat(5_000));
+        let fx = p.a.ch.shutdown(dx::p2wpkh(0xaa), range, &p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.run();
+        let fx = p.b.ch.shutdown(dx::p2wpkh(0xbb), range, &p.b.signer).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.deliver_to_a();
+        let Some(LnMsg::ClosingSigned { channel_id, fee_satoshis, signature, fee_range }) = p.to_b.front().cloned()
+        else {
+            panic!("closing_signed")
+        };
+        let hostile = LnMsg::ClosingSigned { channel_id, fee_satoshis, signature: negate_s(&signature), fee_range };
+        let mut b = p.b.ch.clone();
+        let before = b.snapshot();
+        let err = b.handle_message(hostile, &p.b.signer, ChainTip::at(1_000)).unwrap_err();
+        assert_eq!(err.kind, LnMisbehaviour::BadSignature(CommitmentSigError::Commitment(SignatureError::HighS)));
+        assert!(b.snapshot() == before && b.closing_transaction().is_none());
+        p.run();
+        let close = p.b.ch.closing_transaction().cloned().expect("closed with the genuine signature");
+        let to_b = close.output.iter().find(|o| o.script_pubkey == dx::p2wpkh(0xbb)).map(|o| o.value);
+        assert_eq!(to_b, Some(Amount::from_sat(200_000)));
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Stale-state publication: Spilman
 // ---------------------------------------------------------------------------------------------
@@ -381,4 +420,58 @@ fn stale_state_spilman_older_or_smaller_payment_never_replaces_the_newest() {
         assert_eq!(paid(&dx::p2wpkh(1)), Some(SP_CAPACITY - newest));
         common::verify_spend(&close, &[payer.funding_output()]).expect("valid on the funding output");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Channel jamming: HTLC count in a duplex leaf channel
+// ---------------------------------------------------------------------------------------------
+
+/// A duplex peer jams the channel with HTLCs: the leaf channels share the Spilman payment code,
+/// whose hard limit is 483 HTLC outputs (what keeps the payment transaction relayable, as in
+/// Lightning). A payment adding a 484th is refused, whatever its signature, with the receiver's
+/// state byte-identical; one with exactly 483, validly signed, is taken, and the receiver's
+/// newest payment then pays it its balance and holds each HTLC as an output of its own value.
+/// (Lightning's configurable count and value limits: `lightning_bad_input::
+/// update_add_htlc_ids_amounts_expiry_and_limits`.)
+#[test]
+fn channel_jamming_duplex_payment_with_more_than_483_htlcs_is_refused() {
+    use paychan::core::PaymentPreimage;
+    use paychan::spilman::payment::{PaymentError, UpdateError, MAX_HTLCS};
+    let mut p = dx::Pair::open(dx::terms(vec![2, 2]));
+    p.pay(A, 10_000);
+    let (sa, sb) = (dx::signer(A), dx::signer(B));
+    let (earliest, _) = p.b().htlc_expiry_window(p.tip());
+    let expiry = BlockHeight(earliest.unwrap().0 + 10);
+    let held = p.b().leaf_state(A).clone();
+    let with = |n: usize| {
+        let mut state = held.clone();
+        let next = p.a().next_htlc_id();
+        for i in 0..n as u64 {
+            let hash = PaymentPreimage([(i % 251) as u8 + 1; 32]).hash();
+            let htlc =
+                spilman::PaymentHtlc { id: next + i, amount: Amount::from_sat(1_000), payment_hash: hash, expiry };
+            state.htlcs.push(htlc);
+        }
+        state
+    };
+    let t = p.a().template(A).unwrap();
+    let full = with(MAX_HTLCS);
+    let built = t.build(&full).expect("483 HTLCs is the most a payment carries");
+    let signature = t.sign(&sa, &built).unwrap();
+    let over = with(MAX_HTLCS + 1);
+    assert_eq!(t.build(&over).unwrap_err(), PaymentError::TooManyHtlcs);
+    let jam = spilman::Payment { number: 1_000, to_payee: over.to_payee, htlcs: over.htlcs, signature };
+    duplex_refuses(
+        p.b(),
+        &sb,
+        Msg::Payment(jam),
+        Misbehaviour::Payment(UpdateError::Payment(PaymentError::TooManyHtlcs)),
+    );
+    // The largest legitimate set is taken.
+    let mut b = p.b().clone();
+    let ok = spilman::Payment { number: 1_000, to_payee: full.to_payee, htlcs: full.htlcs.clone(), signature };
+    let _ = b.handle_message(Msg::Payment(ok), &sb, p.tip()).expect("483 HTLCs");
+    assert_eq!(b.leaf_state(A).htlcs.len(), MAX_HTLCS);
+    assert_eq!(b.balances().received, Amount::from_sat(1_000 * MAX_HTLCS as u64));
+    assert_eq!(b.balances().holder, p.b().balances().holder);
 }
