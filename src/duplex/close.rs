@@ -685,6 +685,20 @@ impl Channel {
         let txid = tx.compute_txid();
         let mut fx = Effects::none();
         if txid == funding.txid {
+            if tx.output.get(funding.vout as usize) != self.funding_output().as_ref() {
+                if self.phase == Phase::Closed {
+                    return Effects::none();
+                }
+                // The agreed txid, but its output at the agreed index does not pay exactly the
+                // 2-of-2 and the capacity (CVE-2019-12999/13000 class): every signature of the
+                // tree commits to that script and value, so nothing we hold spends anything
+                // that exists. The channel is failed and never used again.
+                self.phase = Phase::Closed;
+                fx.events.push(Event::InvalidFunding { txid });
+                let mut persisted = self.persist();
+                persisted.merge(fx);
+                return persisted;
+            }
             if self.funding_height == Some(height) {
                 return Effects::none();
             }

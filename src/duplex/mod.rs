@@ -221,6 +221,16 @@ pub enum Event {
         /// Its height.
         height: BlockHeight,
     },
+    /// The transaction with the agreed funding txid confirmed, but its output at the agreed
+    /// index is missing or does not pay exactly the 2-of-2 P2WSH script and the capacity
+    /// (CVE-2019-12999/13000 class). Every tree signature commits to that script and value, so
+    /// the signed branch spends nothing that exists: the channel is failed ([`Phase::Closed`]),
+    /// takes no payment, HTLC or reset and broadcasts nothing. What the counterparty paid in it
+    /// was never real.
+    InvalidFunding {
+        /// The funding transaction.
+        txid: Txid,
+    },
     /// The counterparty paid: a payment in its leaf channel was checked and stored.
     PaymentReceived {
         /// The payment number.
