@@ -187,7 +187,10 @@ pub enum Action {
     /// sync, and the messages that follow on this connection may build on the one refused (a
     /// Lightning `commitment_signed` covering a refused trimmed HTLC still verifies). Reconnecting
     /// (`channel_reestablish`) resynchronises both sides. The Lightning channel enforces it: it
-    /// refuses everything after a refusal until it is told of the disconnection.
+    /// refuses everything after a refusal until it is told of the disconnection. If the same
+    /// refusal comes back after every reconnection, the peer's state diverged from ours and the
+    /// channel cannot progress: close it (unilaterally if the peer does not cooperate); the
+    /// simulators do so after the fourth reconnection in a row that ends in a refusal.
     Warn,
     /// Stop using the channel and close it cooperatively if possible.
     Close,

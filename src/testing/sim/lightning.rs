@@ -107,6 +107,8 @@ struct Sim {
     counter: u64,
     /// The connection broke (a dropped message or a warning): reconnect before going on.
     broken: bool,
+    /// Who refused a message with `Action::Warn` last.
+    warned_by: Option<usize>,
     /// A side closed unilaterally: no more messages.
     onchain: bool,
     /// Transactions broadcast whose parents were unconfirmed, to check again.
@@ -165,6 +167,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         preimages: HashMap::new(),
         counter: seed << 20,
         broken: false,
+        warned_by: None,
         onchain: false,
         deferred: Vec::new(),
         out: Outcome::default(),
@@ -401,6 +404,7 @@ impl Sim {
                     }
                     self.net.clear();
                     self.broken = true;
+                    self.warned_by = Some(to);
                     Ok(())
                 }
                 Action::Close | Action::ForceClose => self.force_close(to),
@@ -717,11 +721,23 @@ impl Sim {
     }
 
     fn quiesce(&mut self) -> Result<(), String> {
+        let mut refused_again = 0;
         for _ in 0..200 {
             if self.closing_on_chain() {
                 return Ok(());
             }
             if self.broken {
+                // Embedder policy (`Action::Warn`): a peer whose messages are refused again after
+                // every reconnection has a state that diverged from ours; the channel cannot
+                // progress, so the refusing side closes it on chain.
+                refused_again += 1;
+                if refused_again > 3 {
+                    if let Some(i) = self.warned_by.take() {
+                        self.out.unilateral = true;
+                        self.force_close(i)?;
+                        continue;
+                    }
+                }
                 self.reconnect()?;
             }
             while let Some((to, m)) = self.net.next(&mut self.rng) {
