@@ -141,9 +141,17 @@ impl Channel {
             if sender != funder {
                 // Whoever offers, the funder pays the fee the HTLC adds: it must still afford it
                 // at the current rate while keeping its reserve (BOLT #2), or the commitment
-                // would underpay its fee.
+                // would underpay its fee. When we offer, we leave it the fee-spike buffer too
+                // (as LDK does): a fee update crossing our HTLC must not make it unaffordable,
+                // or two honest sides would refuse each other's signed updates at every
+                // reconnection.
                 let funder_balance = Self::balance_in(&view, owner, funder);
-                let enough = costs.fee.checked_add(self.reserve_of(funder));
+                let fee = if sender == Side::Holder {
+                    self.costs(owner, &view, FEE_SPIKE_MULTIPLE, 1).fee
+                } else {
+                    costs.fee
+                };
+                let enough = fee.checked_add(self.reserve_of(funder));
                 if enough.is_none_or(|e| funder_balance < e) {
                     return Err(Breach::FunderCannotPayFee);
                 }
