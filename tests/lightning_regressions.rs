@@ -290,3 +290,101 @@ fn nothing_is_taken_after_a_refusal_until_reconnection() {
         p.verify_commitments();
     }
 }
+
+/// Both sides hold the same two latest commitments: each one's view of its own matches the
+/// other's view of it, to the msat.
+fn assert_same_commitments(p: &Pair) {
+    use paychan::lightning::Side;
+    let (a_own, b_of_a) = (p.a.ch.balances(Side::Holder), p.b.ch.balances(Side::Counterparty));
+    let (b_own, a_of_b) = (p.b.ch.balances(Side::Holder), p.a.ch.balances(Side::Counterparty));
+    for (own, seen) in [(a_own, b_of_a), (b_own, a_of_b)] {
+        assert_eq!((own.holder, own.counterparty), (seen.counterparty, seen.holder));
+        assert_eq!((own.offered, own.received), (seen.received, seen.offered));
+    }
+    p.verify_commitments();
+}
+
+/// Simulator seeds 45 and 50 (`tests/simulate.rs`), delivered in order as BOLT 8 guarantees. A
+/// signs its HTLC while B offers one; B revokes and signs A's next commitment (both HTLCs, its
+/// `revoke_and_ack` first); A, meanwhile, proposes a fee update. Taken in order, A accepts B's
+/// signature. The simulator used to hand A the `commitment_signed` before the `revoke_and_ack`
+/// (which no BOLT 8 connection can do): A then cannot know B has its HTLC in A's commitment, and
+/// refuses the signature, changing nothing.
+#[test]
+fn crossed_updates_and_a_fee_update_in_flight_agree_on_the_commitment() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let amounts = [(7_852_423, PaymentPreimage([5; 32])), (35_010_776, PaymentPreimage([6; 32]))];
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(amounts[0].0), amounts[0].1.hash(), 2_000, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        let fx = p.a.ch.commit(&p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        let (_, fx) = p.b.ch.add_htlc(MilliSats::from_msat(amounts[1].0), amounts[1].1.hash(), 2_000, onion()).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        // B takes A's add and signature, revokes, and signs A's next commitment.
+        assert!(p.deliver_to_b() && p.deliver_to_b());
+        if !p.b.ch.is_awaiting_revoke() {
+            let fx = p.b.ch.commit(&p.b.signer).unwrap();
+            p.b.absorb_pub(fx, &mut p.to_a);
+        }
+        assert_eq!(p.to_a.len(), 3);
+        assert!(matches!(p.to_a[0], Msg::UpdateAddHtlc { .. }));
+        assert!(matches!(p.to_a[1], Msg::RevokeAndAck { .. }) && matches!(p.to_a[2], Msg::CommitmentSigned { .. }));
+        // A takes B's add, then proposes a fee update.
+        assert!(p.deliver_to_a());
+        let fx = p.a.ch.update_fee(2_120).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+
+        // Out of order (the simulator's old network): refused, nothing changed.
+        let mut early = p.a.ch.clone();
+        let before = early.snapshot();
+        let err = early.handle_message(p.to_a[1].clone(), &p.a.signer, ChainTip::at(p.tip)).unwrap_err();
+        assert!(matches!(err.kind, paychan::lightning::Misbehaviour::BadSignature(_)), "{err:?}");
+        assert_eq!(early.snapshot(), before);
+
+        // In order: accepted, and both sides end on the same commitments.
+        assert!(p.deliver_to_a() && p.deliver_to_a());
+        assert_same_commitments(&p);
+        p.settle();
+        assert_same_commitments(&p);
+        assert_eq!(p.a.ch.htlcs().iter().filter(|h| h.is_irrevocably_committed()).count(), 2);
+    }
+}
+
+/// Simulator seed 145, delivered in order. B's `commitment_signed` is lost; B then takes A's HTLC
+/// and signature and revokes. On BOLT 8 the loss breaks the connection, so A never sees that
+/// `revoke_and_ack` before the reconnection; B retransmits its signature (which did not cover A's
+/// HTLC) and then its revocation, and both sides agree. (The simulator used to deliver the
+/// revocation after the lost signature on the same connection: A then counted its HTLC in its
+/// own next commitment, which B's retransmitted signature rightly does not cover.)
+#[test]
+fn a_revocation_after_a_lost_signature_is_retransmitted_in_order() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 400_000_000);
+        let (_, fx) =
+            p.b.ch
+                .add_htlc(MilliSats::from_msat(150_864_460), PaymentPreimage([7; 32]).hash(), 2_000, onion())
+                .unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        let fx = p.b.ch.commit(&p.b.signer).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        let (_, fx) =
+            p.a.ch
+                .add_htlc(MilliSats::from_msat(280_122_340), PaymentPreimage([8; 32]).hash(), 2_000, onion())
+                .unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        let fx = p.a.ch.commit(&p.a.signer).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        // A gets B's add; B's signature is lost (and with it the connection, and whatever B
+        // sends after it).
+        assert!(p.deliver_to_a());
+        let lost = p.to_a.pop_front();
+        assert!(matches!(lost, Some(Msg::CommitmentSigned { .. })));
+        assert!(p.deliver_to_b() && p.deliver_to_b());
+        assert!(p.to_a.iter().any(|m| matches!(m, Msg::RevokeAndAck { .. })));
+        p.reconnect();
+        p.settle();
+        assert_same_commitments(&p);
+        assert_eq!(p.a.ch.htlcs().iter().filter(|h| h.is_irrevocably_committed()).count(), 2);
+    }
+}

@@ -1,10 +1,12 @@
 //! The Lightning simulation: two honest peers over a faulty connection.
 //!
-//! Lightning assumes a reliable, ordered transport within a connection (BOLT 8), so here a
-//! dropped message breaks the connection: both peers are told of the disconnection and exchange
-//! `channel_reestablish`. Duplicated and reordered messages are delivered as they come; a peer
-//! that refuses one acts on the refusal's [`Action`] (a warning reconnects, a close fails the
-//! channel on chain).
+//! Lightning runs over BOLT 8, which authenticates each message under its position in the
+//! stream (the nonce): a dropped, duplicated or reordered message fails there and breaks the
+//! connection, so a channel only ever receives, on each connection, a prefix of what its peer sent,
+//! in order. Here every fault of the network breaks the connection likewise (the receiver takes
+//! the messages before the fault, then nothing more): both peers are told of the disconnection
+//! and exchange `channel_reestablish`. A peer that refuses a message acts on the refusal's
+//! [`Action`] (a warning reconnects, a close fails the channel on chain).
 //!
 //! A unilateral close does not stop the connection: messages in flight still arrive, and the
 //! peer goes on until the commitment confirms (the closer must refuse everything, and in
@@ -97,7 +99,12 @@ struct Sim {
     /// The length of each node's record log after each of its persisted updates (what lost
     /// writes take back together with the snapshot).
     records_at: [Vec<usize>; 2],
-    net: Network<Msg>,
+    /// Messages in flight, each with its position in its direction's stream on the current
+    /// connection (the BOLT 8 nonce).
+    net: Network<(u64, Msg)>,
+    /// Per direction (by receiver): messages sent and messages received on this connection.
+    stream_sent: [u64; 2],
+    stream_received: [u64; 2],
     chain: Chain,
     funding: OutPoint,
     capacity: u64,
@@ -161,6 +168,8 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         nodes: [a, b],
         records_at: [Vec::new(), Vec::new()],
         net: Network::new(faults),
+        stream_sent: [0; 2],
+        stream_received: [0; 2],
         chain,
         funding,
         capacity,
@@ -238,6 +247,9 @@ impl Sim {
             if self.onchain {
                 continue;
             }
+            let seq = self.stream_sent[1 - i];
+            self.stream_sent[1 - i] += 1;
+            let m = (seq, m);
             if self.reliable {
                 self.net.send_reliably(1 - i, m);
             } else {
@@ -372,10 +384,17 @@ impl Sim {
             return Ok(());
         }
         let tip = self.tip();
+        let lossy = matches!(self.bad, Some(Bad::Lossy(_)));
         let node = &mut self.nodes[to];
         let shown = trace().then(|| format!("{m:?}"));
         match node.ch.handle_message(m, &node.signer, tip) {
             Ok(fx) => self.absorb(to, fx),
+            Err(e) if !lossy && matches!(e.kind, crate::lightning::Misbehaviour::BadSignature(_)) => {
+                // Peers that follow the protocol (the cheater does until it cheats, then goes
+                // silent) never disagree on a commitment: a signature one refuses is a bug, which
+                // the force close it leads to must not hide.
+                Err(format!("peer {to} refused its peer's signature: {e}"))
+            }
             Err(e) => match e.action {
                 _ if shown.is_some() && {
                     std::eprintln!("peer {to} ({:?}) refused {:?}: {e:?}", node.ch.phase(), shown);
@@ -412,6 +431,21 @@ impl Sim {
         }
     }
 
+    /// The next message the receiver's BOLT 8 transport hands its channel. The transport
+    /// authenticates each message under its position in the stream (the nonce), so a lost,
+    /// duplicated or reordered message fails there and drops the connection: the channel only
+    /// ever sees, on each connection, a prefix of what the peer sent, in order.
+    fn next_msg(&mut self) -> Option<(usize, Msg)> {
+        let (to, (seq, m)) = self.net.next(&mut self.rng)?;
+        if seq != self.stream_received[to] {
+            self.net.clear();
+            self.broken = true;
+            return None;
+        }
+        self.stream_received[to] += 1;
+        Some((to, m))
+    }
+
     fn force_close(&mut self, i: usize) -> Result<(), String> {
         if self.lost_state[i] || self.offline[i] {
             // Told it lost state: its commitment may be revoked; it waits for the peer's.
@@ -442,6 +476,9 @@ impl Sim {
             return Ok(());
         }
         self.net.clear();
+        // A new connection: a new BOLT 8 session.
+        self.stream_sent = [0; 2];
+        self.stream_received = [0; 2];
         for i in 0..2 {
             let fx = self.nodes[i].ch.handle_disconnect();
             self.absorb(i, fx)?;
@@ -624,7 +661,7 @@ impl Sim {
             35..=44 if !self.onchain => self.settle_some(i, false)?,
             45..=74 => {
                 for _ in 0..self.rng.range(1, 6) {
-                    let Some((to, m)) = self.net.next(&mut self.rng) else { break };
+                    let Some((to, m)) = self.next_msg() else { break };
                     self.deliver(to, m)?;
                 }
             }
@@ -740,7 +777,7 @@ impl Sim {
                 }
                 self.reconnect()?;
             }
-            while let Some((to, m)) = self.net.next(&mut self.rng) {
+            while let Some((to, m)) = self.next_msg() {
                 self.deliver(to, m)?;
             }
             let mut acted = false;
@@ -791,7 +828,7 @@ impl Sim {
                 if let Ok(fx) = node.ch.shutdown(script, fee_range, &node.signer) {
                     self.absorb(i, fx)?;
                 }
-                while let Some((to, m)) = self.net.next(&mut self.rng) {
+                while let Some((to, m)) = self.next_msg() {
                     self.deliver(to, m)?;
                 }
             }
