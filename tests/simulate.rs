@@ -101,4 +101,11 @@ fn regressions() {
     for seed in [45, 50, 145] {
         assert_all_pass("lightning regressions", seed..seed + 1, lightning::run);
     }
+    // A fee update crossing the peer's HTLC additions made each side refuse the other's signed
+    // updates at every reconnection (the funder now keeps room for concurrent HTLCs, the
+    // non-funder leaves it its fee-spike buffer); a lossy peer re-adding an HTLC after its
+    // forgotten `shutdown` is refused at every reconnection, and the honest side closes.
+    for seed in [8195, 464] {
+        assert_all_pass("lightning regressions", seed..seed + 1, lightning::run);
+    }
 }

@@ -12,6 +12,10 @@ use crate::core::units::MilliSats;
 /// multiple of the fee rate (with one more HTLC) so that a fee rise cannot strand the channel.
 pub(crate) const FEE_SPIKE_MULTIPLE: u64 = 2;
 
+/// HTLCs the peer may be adding while our fee update is in flight, which the new fee must still
+/// cover (LDK's `CONCURRENT_INBOUND_HTLC_FEE_BUFFER`).
+pub(crate) const CONCURRENT_HTLCS: usize = 4;
+
 /// Which limit an update would break. The first three are hard limits (a peer breaking them
 /// breaks the protocol; a command breaking them is refused); the last two are our own policy on
 /// what the peer could not know (an HTLC offered to us that breaks them is failed back once
@@ -171,6 +175,19 @@ impl Channel {
             }
         }
         soft.map_or(Ok(()), Err)
+    }
+
+    /// (Funder, after our own fee update) whether we could still pay the new fee with
+    /// [`CONCURRENT_HTLCS`] more HTLCs offered to us, on both commitments: HTLCs the peer is
+    /// adding while our `update_fee` is in flight must not become unaffordable (each side would
+    /// refuse the other's signed updates at every reconnection). LDK keeps the same room.
+    pub(crate) fn fee_update_leaves_room(&self) -> bool {
+        [Side::Holder, Side::Counterparty].into_iter().all(|owner| {
+            let view = self.projected_view(owner);
+            let fee = self.costs(owner, &view, 1, CONCURRENT_HTLCS).fee;
+            fee.checked_add(self.reserve_of(Side::Holder))
+                .is_some_and(|need| Self::balance_in(&view, owner, Side::Holder) >= need)
+        })
     }
 
     /// Our balance we could still offer now (after reserve and, as funder, fees), an estimate.

@@ -204,6 +204,9 @@ impl Channel {
             Breach::DustExposure => CommandError::DustExposure,
             _ => CommandError::Fee,
         })?;
+        if !next.fee_update_leaves_room() {
+            return Err(CommandError::Fee);
+        }
         next.next_seq = seq;
         *self = next;
         let mut fx = self.persist();

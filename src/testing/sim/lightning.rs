@@ -768,6 +768,11 @@ impl Sim {
                 // every reconnection has a state that diverged from ours; the channel cannot
                 // progress, so the refusing side closes it on chain.
                 refused_again += 1;
+                if refused_again > 3 && self.bad.is_none() {
+                    return Err(
+                        "peers following the protocol refuse each other's messages at every reconnection".into()
+                    );
+                }
                 if refused_again > 3 {
                     if let Some(i) = self.warned_by.take() {
                         self.out.unilateral = true;
