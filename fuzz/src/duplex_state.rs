@@ -19,7 +19,9 @@ use paychan::core::BlockHeight;
 use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
 use paychan::duplex::{Balances, Channel, Effects, Msg, Params, Phase, Role, Terms};
 
-use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
+use crate::{
+    check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Deviation, Input, Log, Wire, MAX_ACTIONS,
+};
 
 /// Height at open.
 pub const START: u32 = 1_000;
@@ -71,9 +73,9 @@ pub struct Pair {
     pub last_id: [u64; 2],
     /// A message was dropped.
     pub lossy: bool,
-    /// A corrupted or duplicated message was acted on, or a message was refused (crossing
-    /// messages are refused legitimately, e.g. a payment during a reset): the parties may
-    /// disagree from now on.
+    /// A corrupted or duplicated message was acted on ([`Deviation::ActedOnCorruptMessage`]), or
+    /// a message was refused ([`Deviation::DuplexRefusedMessage`]): the parties may disagree from
+    /// now on.
     pub corrupt: bool,
     /// Every message and snapshot produced (the corpus generator collects them).
     pub log: Option<Log>,
@@ -181,14 +183,19 @@ impl Pair {
         let before = self.ch[to].snapshot();
         match self.ch[to].handle_message(m, self.signers[to], tip) {
             Ok(fx) => {
-                if suspicious && (self.ch[to].snapshot() != before || !fx.send.is_empty() || !fx.events.is_empty()) {
+                if suspicious
+                    && (self.ch[to].snapshot() != before || !fx.send.is_empty() || !fx.events.is_empty())
+                    && crate::accepted(Deviation::ActedOnCorruptMessage)
+                {
                     self.corrupt = true;
                 }
                 self.absorb(to, fx);
             }
             Err(e) => {
                 assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
-                self.corrupt = true;
+                if crate::accepted(Deviation::DuplexRefusedMessage) {
+                    self.corrupt = true;
+                }
             }
         }
     }
