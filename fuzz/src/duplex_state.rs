@@ -19,7 +19,9 @@ use paychan::core::BlockHeight;
 use paychan::driving::{ChainEvent, ChainTip, RestoreCheck};
 use paychan::duplex::{Balances, Channel, Effects, Msg, Params, Phase, Role, Terms};
 
-use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
+use crate::{
+    check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Deviation, Input, Log, Wire, MAX_ACTIONS,
+};
 
 /// Height at open.
 pub const START: u32 = 1_000;
@@ -69,11 +71,16 @@ pub struct Pair {
     pub mined: Vec<Txid>,
     /// Last update id per party.
     pub last_id: [u64; 2],
-    /// A message was dropped.
+    /// A message was dropped, or one was refused ([`Deviation::DuplexRefusedMessage`]): the
+    /// agreement check waits for the next reconnection, which must repair it.
     pub lossy: bool,
-    /// A corrupted or duplicated message was acted on, or a message was refused (crossing
-    /// messages are refused legitimately, e.g. a payment during a reset): the parties may
-    /// disagree from now on.
+    /// How many messages at the front of `wire.q[i]` a party sent again in answer to the
+    /// peer's `Reestablish` (refusing one is [`Deviation::DuplexRefusedResend`], not
+    /// [`Deviation::DuplexRefusedMessage`]).
+    pub resent: [usize; 2],
+    /// A corrupted or duplicated message was acted on ([`Deviation::ActedOnCorruptMessage`]), or
+    /// a message sent again after a reconnection was refused ([`Deviation::DuplexRefusedResend`]):
+    /// the parties may disagree from now on.
     pub corrupt: bool,
     /// Every message and snapshot produced (the corpus generator collects them).
     pub log: Option<Log>,
@@ -97,6 +104,7 @@ impl Pair {
             mined: Vec::new(),
             last_id: [0, 0],
             lossy: false,
+            resent: [0, 0],
             corrupt: false,
             log: log.then(Log::default),
         };
@@ -166,6 +174,10 @@ impl Pair {
             self.wire.q[to].push_front(m.clone());
         }
         let suspicious = mutation.is_some() || duplicate;
+        let resent = !suspicious && self.resent[to] > 0;
+        if !duplicate {
+            self.resent[to] = self.resent[to].saturating_sub(1);
+        }
         if mutation.is_some() {
             // The original message is lost (replaced by the corrupted one, or by nothing).
             self.lossy = true;
@@ -181,14 +193,23 @@ impl Pair {
         let before = self.ch[to].snapshot();
         match self.ch[to].handle_message(m, self.signers[to], tip) {
             Ok(fx) => {
-                if suspicious && (self.ch[to].snapshot() != before || !fx.send.is_empty() || !fx.events.is_empty()) {
+                if suspicious
+                    && (self.ch[to].snapshot() != before || !fx.send.is_empty() || !fx.events.is_empty())
+                    && crate::accepted(Deviation::ActedOnCorruptMessage)
+                {
                     self.corrupt = true;
                 }
                 self.absorb(to, fx);
             }
             Err(e) => {
                 assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
-                self.corrupt = true;
+                if resent {
+                    if crate::accepted(Deviation::DuplexRefusedResend) {
+                        self.corrupt = true;
+                    }
+                } else if crate::accepted(Deviation::DuplexRefusedMessage) {
+                    self.lossy = true;
+                }
             }
         }
     }
@@ -200,6 +221,7 @@ impl Pair {
         }
         self.wire.q[A].clear();
         self.wire.q[B].clear();
+        self.resent = [0, 0];
         let msgs = [self.ch[A].reestablish(), self.ch[B].reestablish()];
         if let Some(l) = &mut self.log {
             l.msgs.extend(msgs.iter().map(Msg::encode));
@@ -209,6 +231,9 @@ impl Pair {
             self.wire.q[to].push_front(m);
             self.deliver(to, None, false);
         }
+        // What each side sent in answer to the other's `Reestablish` (B's answers went out
+        // before A's `Reestablish` was queued in front of them, and were not counted).
+        self.resent = [self.wire.q[A].len(), self.wire.q[B].len()];
         // Losses are what reconnection repairs: while both channels run off chain (no close
         // started), from here on they must agree again once quiet.
         let off_chain = self.ch.iter().all(|c| c.phase() == Phase::Open);
@@ -331,6 +356,7 @@ impl Pair {
             50..=79 => self.deliver(who, None, false),
             80 | 81 => {
                 if self.wire.q[who].pop_front().is_some() {
+                    self.resent[who] = self.resent[who].saturating_sub(1);
                     self.lossy = true;
                 }
             }

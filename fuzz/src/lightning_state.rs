@@ -7,8 +7,10 @@
 //! snapshot restores to the same state; `LostState` never happens (no party ever loses data
 //! here). At quiescent points (nothing in flight) each party's view of each commitment
 //! conserves value: holder + counterparty + HTLCs offered + HTLCs received == capacity (msat),
-//! and, unless a corrupted or duplicated message was accepted, when A's latest commitment is the
-//! one B signed last (and vice versa) both describe it with the same balances.
+//! and, unless a corrupted or duplicated message was accepted (`Deviation::ActedOnCorruptMessage`,
+//! the only deviation this target accepts), when A's latest commitment is the one B signed last
+//! (and vice versa) both describe it with the same balances. A party that force-closed keeps
+//! receiving messages and commands: the channel must refuse them.
 
 use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::transaction::Version;
@@ -18,10 +20,13 @@ use paychan::core::sign::InMemorySigner;
 use paychan::core::{BlockHeight, MilliSats};
 use paychan::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck};
 use paychan::lightning::{
-    Balances, Channel, ChannelConfig, DustExposure, Effects, Event, Msg, OnionPacket, OpenParams, PenaltyRecord, Phase, Record, Side,
+    Balances, Channel, ChannelConfig, DustExposure, Effects, Event, Msg, OnionPacket, OpenParams, PenaltyRecord, Phase,
+    Record, Side,
 };
 
-use crate::{check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Input, Log, Wire, MAX_ACTIONS};
+use crate::{
+    check_update, mutate, p2wpkh, pool_add, preimage, preimage_for, signer, Deviation, Input, Log, Wire, MAX_ACTIONS,
+};
 
 /// Chain of the test channels.
 pub const CHAIN: [u8; 32] = [6; 32];
@@ -66,17 +71,12 @@ pub struct Pair {
     pub records: [Vec<PenaltyRecord>; 2],
     /// Every record each party appended, as bytes (what a restore reads).
     pub raw_records: [Vec<Vec<u8>>; 2],
-    /// A corrupted or duplicated message was accepted and changed a party: the peers may
-    /// legitimately disagree from now on.
+    /// A corrupted or duplicated message was accepted and changed a party
+    /// ([`Deviation::ActedOnCorruptMessage`]): the peers may legitimately disagree from now on.
     pub corrupt: bool,
     /// After a reconnection, a party sends nothing but its `channel_reestablish` until it has
     /// received the peer's (BOLT #2): commands on it are skipped until then.
     pub awaiting_reestablish: [bool; 2],
-    /// The party force-closed: its embedder stops talking to the peer (known issue: the
-    /// channel itself keeps accepting updates and revokes the commitment it broadcast).
-    pub force_closed: [bool; 2],
-    /// Cooperative closing transactions either party broadcast.
-    pub coop_closes: Vec<Txid>,
     /// The funding output A's wallet was asked for.
     pub funding_request: Option<(ScriptBuf, Amount)>,
     /// Every message and snapshot produced, encoded (the corpus generator collects them).
@@ -115,8 +115,6 @@ impl Pair {
             raw_records: [Vec::new(), Vec::new()],
             corrupt: false,
             awaiting_reestablish: [false, false],
-            force_closed: [false, false],
-            coop_closes: Vec::new(),
             funding_request: None,
             log: log.then(Log::default),
         };
@@ -159,12 +157,8 @@ impl Pair {
             assert!(!fx.events.iter().any(|e| matches!(e, Event::LostState)), "LostState without any data loss");
         }
         for e in &fx.events {
-            match e {
-                Event::FundingGenerationReady { script_pubkey, value } => {
-                    self.funding_request = Some((script_pubkey.clone(), *value));
-                }
-                Event::ClosingBroadcast { txid, .. } => self.coop_closes.push(*txid),
-                _ => {}
+            if let Event::FundingGenerationReady { script_pubkey, value } = e {
+                self.funding_request = Some((script_pubkey.clone(), *value));
             }
         }
         if let Some(u) = &fx.update {
@@ -217,9 +211,6 @@ impl Pair {
     /// Delivers one message to `to`, optionally mutated first or left in the queue again.
     fn deliver(&mut self, to: usize, mutation: Option<(u16, u8)>, duplicate: bool) {
         let Some(m) = self.wire.q[to].pop_front() else { return };
-        if self.force_closed[to] && !crate::strict() {
-            return;
-        }
         if duplicate {
             self.wire.q[to].push_front(m.clone());
         }
@@ -252,13 +243,13 @@ impl Pair {
                         fx.events
                     );
                 }
-                // A corrupted or replayed message that the recipient acted on may make the peers
-                // disagree legitimately from now on; it may also claim a future commitment
-                // number, which `channel_reestablish` answers with `LostState` (unverifiable).
                 if reestablish {
                     self.awaiting_reestablish[to] = false;
                 }
-                if suspicious && (self.ch[to].snapshot() != before || !fx.events.is_empty() || !fx.send.is_empty()) {
+                if suspicious
+                    && (self.ch[to].snapshot() != before || !fx.events.is_empty() || !fx.send.is_empty())
+                    && crate::accepted(Deviation::ActedOnCorruptMessage)
+                {
                     self.corrupt = true;
                 }
                 self.absorb(to, fx);
@@ -292,14 +283,6 @@ impl Pair {
     }
 
     fn chain_event(&mut self, ev: ChainEvent<'_>) {
-        // Known issue (artifacts-found/lightning_state-coop-close-unrecognized): a funder whose
-        // `closing_signed` was accepted but never answered takes the confirmed cooperative close
-        // for an unknown commitment and reports `LostState`.
-        if let ChainEvent::Confirmed { tx, .. } = ev {
-            if !crate::strict() && self.coop_closes.contains(&tx.compute_txid()) {
-                self.corrupt = true;
-            }
-        }
         for who in [A, B] {
             let fx = self.ch[who].handle_chain_with_history(ev, &self.records[who], self.signers[who]);
             if crate::trace() && !fx.is_empty() {
@@ -394,9 +377,6 @@ impl Pair {
         }
         // Commands (actions 0..=50 and 104..=105) wait for the peer's `channel_reestablish`.
         let command = matches!(op & 0x7f, 0..=50 | 104 | 105);
-        if command && self.force_closed[who] && !crate::strict() {
-            return;
-        }
         if command && self.awaiting_reestablish[who] {
             if crate::trace() {
                 eprintln!("  skipped: {} awaits channel_reestablish", NAMES[who]);
@@ -477,9 +457,7 @@ impl Pair {
                 self.guarded(who, |c, s| c.shutdown(script, range, s).map(|fx| ((), fx)));
             }
             106 => {
-                if self.guarded(who, |c, s| c.force_close(s).map(|fx| ((), fx))).is_some() {
-                    self.force_closed[who] = true;
-                }
+                self.guarded(who, |c, s| c.force_close(s).map(|fx| ((), fx)));
             }
             107 | 108 => {
                 let i = input.u8();
