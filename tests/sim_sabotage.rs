@@ -17,8 +17,8 @@ type Run = fn(u64, Config) -> Result<Outcome, String>;
 /// Runs seeds from 0 with `sabotage` until one fails; checks the unsabotaged runs of the same
 /// seeds pass; returns the first failing seed.
 fn first_caught(layer: &str, run: Run, sabotage: Sabotage, cheater: bool) -> u64 {
-    let sabotaged = Config { sabotage, cheater };
-    let honest = Config { sabotage: Sabotage::None, cheater };
+    let sabotaged = Config { sabotage, cheater, hostile: false };
+    let honest = Config { sabotage: Sabotage::None, cheater, hostile: false };
     for seed in 0..BOUND {
         if let Err(e) = run(seed, honest) {
             panic!("{layer}: the unsabotaged simulation fails seed {seed}: {e}");

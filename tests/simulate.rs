@@ -16,7 +16,7 @@
 //! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
 //! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block).
 
-use paychan::testing::sim::{duplex, lightning, run_many, spilman, Outcome};
+use paychan::testing::sim::{duplex, lightning, run_many, spilman, Config, Outcome};
 
 /// Seeds run by plain `cargo test`, per layer.
 const QUICK: u64 = 60;
@@ -43,6 +43,34 @@ fn duplex_quick() {
 #[test]
 fn lightning_quick() {
     assert_all_pass("lightning", 0..QUICK, lightning::run);
+}
+
+/// Seeds run by plain `cargo test` with a hostile-but-valid peer in every run, per layer.
+const HOSTILE: u64 = 40;
+
+fn hostile_lightning(seed: u64) -> Result<Outcome, String> {
+    lightning::run_with(seed, Config { hostile: true, ..Config::default() })
+}
+
+/// A hostile-but-valid peer in every run (extreme open parameters, `update_fee` at the bounds,
+/// dust and maximum-count floods, HTLCs at the deadlines' edges, late or on-chain-only preimages,
+/// stale reestablish claims, edge payout scripts, withheld messages, silence): the honest peer
+/// refuses or survives each move and ends with what it is owed, to the satoshi.
+#[test]
+fn lightning_hostile_quick() {
+    let summary = run_many("lightning hostile", 0..HOSTILE, hostile_lightning);
+    assert!(summary.failed.is_empty(), "lightning hostile: failing seeds {:?}", summary.failed);
+    // The hostile moves happened and the honest peer refused some (the runs are not vacuous).
+    let t = &summary.total;
+    assert_eq!(u64::from(t.hostile), HOSTILE);
+    assert!(
+        t.hostile_moves > 0
+            && t.hostile_refused > 0
+            && t.fees_refused > 0
+            && t.failed_back > 0
+            && t.deadline_closes > 0,
+        "{t:?}"
+    );
 }
 
 #[test]
