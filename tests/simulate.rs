@@ -52,25 +52,37 @@ fn hostile_lightning(seed: u64) -> Result<Outcome, String> {
     lightning::run_with(seed, Config { hostile: true, ..Config::default() })
 }
 
+fn hostile_spilman(seed: u64) -> Result<Outcome, String> {
+    spilman::run_with(seed, Config { hostile: true, ..Config::default() })
+}
+
+/// Runs `HOSTILE` seeds with a hostile peer in every run: all pass, and the hostile moves
+/// happened (the runs are not vacuous). Returns the totals.
+fn hostile_quick(name: &str, run: fn(u64) -> Result<Outcome, String>) -> Outcome {
+    let summary = run_many(name, 0..HOSTILE, run);
+    assert!(summary.failed.is_empty(), "{name}: failing seeds {:?}", summary.failed);
+    let t = summary.total;
+    assert_eq!(u64::from(t.hostile), HOSTILE);
+    assert!(t.hostile_moves > 0, "{t:?}");
+    t
+}
+
 /// A hostile-but-valid peer in every run (extreme open parameters, `update_fee` at the bounds,
 /// dust and maximum-count floods, HTLCs at the deadlines' edges, late or on-chain-only preimages,
 /// stale reestablish claims, edge payout scripts, withheld messages, silence): the honest peer
 /// refuses or survives each move and ends with what it is owed, to the satoshi.
 #[test]
 fn lightning_hostile_quick() {
-    let summary = run_many("lightning hostile", 0..HOSTILE, hostile_lightning);
-    assert!(summary.failed.is_empty(), "lightning hostile: failing seeds {:?}", summary.failed);
-    // The hostile moves happened and the honest peer refused some (the runs are not vacuous).
-    let t = &summary.total;
-    assert_eq!(u64::from(t.hostile), HOSTILE);
-    assert!(
-        t.hostile_moves > 0
-            && t.hostile_refused > 0
-            && t.fees_refused > 0
-            && t.failed_back > 0
-            && t.deadline_closes > 0,
-        "{t:?}"
-    );
+    let t = hostile_quick("lightning hostile", hostile_lightning);
+    assert!(t.hostile_refused > 0 && t.fees_refused > 0 && t.failed_back > 0 && t.deadline_closes > 0, "{t:?}");
+}
+
+/// A hostile-but-valid payer or payee in every run (payments at the extremes of what is
+/// available, HTLCs at the edges of the payee's window, expired HTLCs never timed out, preimages
+/// at the last block, no close, stale reestablish claims, silence).
+#[test]
+fn spilman_hostile_quick() {
+    hostile_quick("spilman hostile", hostile_spilman);
 }
 
 #[test]
