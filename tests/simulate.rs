@@ -56,6 +56,10 @@ fn hostile_spilman(seed: u64) -> Result<Outcome, String> {
     spilman::run_with(seed, Config { hostile: true, ..Config::default() })
 }
 
+fn hostile_duplex(seed: u64) -> Result<Outcome, String> {
+    duplex::run_with(seed, Config { hostile: true, ..Config::default() })
+}
+
 /// Runs `HOSTILE` seeds with a hostile peer in every run: all pass, and the hostile moves
 /// happened (the runs are not vacuous). Returns the totals.
 fn hostile_quick(name: &str, run: fn(u64) -> Result<Outcome, String>) -> Outcome {
@@ -83,6 +87,17 @@ fn lightning_hostile_quick() {
 #[test]
 fn spilman_hostile_quick() {
     hostile_quick("spilman hostile", hostile_spilman);
+}
+
+/// A hostile-but-valid duplex party in every run (payments at the extremes, HTLCs at the edges
+/// of the expiry window, resets shifting the new leaf's values or netting an older payment,
+/// resets abandoned at once, steps of every reset or acknowledgements withheld, HTLCs never
+/// settled, stale reestablish claims, silence): no reset it proposes changes what the honest party
+/// is owed, and the honest party ends with what it is owed.
+#[test]
+fn duplex_hostile_quick() {
+    let t = hostile_quick("duplex hostile", hostile_duplex);
+    assert!(t.hostile_refused > 0, "{t:?}");
 }
 
 #[test]
