@@ -9,6 +9,9 @@
 //! cargo test --release --test simulate -- --ignored --nocapture
 //! ```
 //!
+//! A hostile-but-valid peer is in a fifth of the runs (`Config::hostile` forces one: the
+//! `*_hostile_quick` tests and `hostile_long`).
+//!
 //! Every run checks the exact accounting (each honest party ends with what it was owed less the
 //! fees of its own transactions, to the satoshi); `tests/sim_sabotage.rs` shows those checks
 //! fail when the honest embedders are sabotaged.
@@ -116,6 +119,15 @@ fn duplex_long() {
 #[ignore = "long: run with --release -- --ignored"]
 fn lightning_long() {
     assert_all_pass("lightning", 0..long(), lightning::run);
+}
+
+/// Every run with a hostile peer (the runs above have one in a fifth of them).
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn hostile_long() {
+    assert_all_pass("lightning hostile", 0..long(), hostile_lightning);
+    assert_all_pass("spilman hostile", 0..long(), hostile_spilman);
+    assert_all_pass("duplex hostile", 0..long(), hostile_duplex);
 }
 
 /// Replays `PAYCHAN_SIM_SEED` on every layer (does nothing without it).

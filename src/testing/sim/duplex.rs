@@ -15,7 +15,7 @@
 //!   publishes the branch it knows, which the honest party's newer one beats.
 //!
 //! * a **hostile** party signs everything validly but picks extreme values, proposes resets that
-//!   try to move money it does not own, and refuses to cooperate when it likes ([`hostile`]).
+//!   try to move money it does not own, and refuses to cooperate when it likes (module `hostile`).
 //!
 //! Both parties reconnect (`Reestablish`) after every restart and at random other times (a new
 //! connection drops the messages in flight); an honest party must never be told that it lost
@@ -63,7 +63,7 @@ enum Bad {
     Cheater(usize),
     /// Restarts from older snapshots.
     Lossy(usize),
-    /// Picks hostile-but-valid values ([`hostile`]).
+    /// Picks hostile-but-valid values (module `hostile`).
     Hostile(usize),
 }
 

@@ -20,7 +20,7 @@
 //!   peer's `channel_reestablish` proves the loss ([`Event::LostState`]), after which the
 //!   embedder (this simulation) never force-closes it and waits for the peer's commitment;
 //! * a **hostile** peer sends only well-formed, validly signed messages but picks extreme
-//!   values and refuses to cooperate when it likes ([`hostile`]).
+//!   values and refuses to cooperate when it likes (module `hostile`).
 
 use std::collections::{HashMap, HashSet};
 use std::format;
@@ -77,7 +77,7 @@ enum Bad {
     Cheater(usize),
     /// Restarts from older snapshots.
     Lossy(usize),
-    /// Picks hostile-but-valid values ([`hostile`]).
+    /// Picks hostile-but-valid values (module `hostile`).
     Hostile(usize),
 }
 

@@ -6,7 +6,9 @@
 //! snapshot is refused as stale), restarts from an older snapshot the peer believes current (its
 //! storage lost the newer writes), HTLCs added, fulfilled, failed or left to time out (some still
 //! pending at the close, so resolved on chain), a cheating peer publishing an old state it kept,
-//! block production and reorgs. At the end the channel is
+//! a hostile-but-valid peer (one run in five, [`Config::hostile`]: well-formed, validly signed
+//! messages with extreme values, floods, edge expiries, stale claims, abandoned resets, silence;
+//! each layer's `hostile` module lists its moves), block production and reorgs. At the end the channel is
 //! closed (cooperatively or not), blocks are mined until everything is resolved, and the
 //! [`invariants`](super::invariants) are checked: no panic, value conserved and owned, no
 //! revoked state broadcast, every broadcast consensus-valid (Bitcoin Core's interpreter, lock

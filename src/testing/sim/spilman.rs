@@ -17,7 +17,7 @@
 //!   it lost state, after which it signs nothing; either way the payee keeps what it accepted.
 //!
 //! * a **hostile** side signs everything validly but picks extreme values and refuses to
-//!   cooperate when it likes ([`hostile`]).
+//!   cooperate when it likes (module `hostile`).
 //!
 //! Both sides reconnect (`Reestablish`) after every restart and at random other times (a new
 //! connection drops the messages in flight); an honest side must never be told it lost state.
@@ -61,7 +61,7 @@ enum Bad {
     Cheater,
     /// Side `i` restarts from older snapshots.
     Lossy(usize),
-    /// Side `i` picks hostile-but-valid values ([`hostile`]).
+    /// Side `i` picks hostile-but-valid values (module `hostile`).
     Hostile(usize),
 }
 
