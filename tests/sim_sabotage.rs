@@ -17,8 +17,13 @@ type Run = fn(u64, Config) -> Result<Outcome, String>;
 /// Runs seeds from 0 with `sabotage` until one fails; checks the unsabotaged runs of the same
 /// seeds pass; returns the first failing seed.
 fn first_caught(layer: &str, run: Run, sabotage: Sabotage, cheater: bool) -> u64 {
-    let sabotaged = Config { sabotage, cheater };
-    let honest = Config { sabotage: Sabotage::None, cheater };
+    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, hostile: false })
+}
+
+/// As [`first_caught`], with the other knobs of `base` (a hostile peer in every run).
+fn first_caught_with(layer: &str, run: Run, sabotage: Sabotage, base: Config) -> u64 {
+    let sabotaged = Config { sabotage, ..base };
+    let honest = Config { sabotage: Sabotage::None, ..base };
     for seed in 0..BOUND {
         if let Err(e) = run(seed, honest) {
             panic!("{layer}: the unsabotaged simulation fails seed {seed}: {e}");
@@ -84,6 +89,16 @@ fn spilman_drop_refund_or_close_is_caught() {
 #[test]
 fn spilman_ignore_next_deadline_is_caught() {
     first_caught("spilman", spilman::run_with, Sabotage::IgnoreNextDeadline, false);
+}
+
+/// The accounting stays live against a hostile-but-valid peer: a sabotaged honest party is
+/// caught there too (the hostile runs' passing is evidence).
+#[test]
+fn sabotage_against_a_hostile_peer_is_caught() {
+    let hostile = Config { sabotage: Sabotage::None, cheater: false, hostile: true };
+    first_caught_with("lightning hostile", lightning::run_with, Sabotage::DropSweeps, hostile);
+    first_caught_with("spilman hostile", spilman::run_with, Sabotage::DropRefundOrClose, hostile);
+    first_caught_with("duplex hostile", duplex::run_with, Sabotage::DropRefundOrClose, hostile);
 }
 
 /// Every sabotage a layer lists is tested above.

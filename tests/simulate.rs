@@ -9,6 +9,9 @@
 //! cargo test --release --test simulate -- --ignored --nocapture
 //! ```
 //!
+//! A hostile-but-valid peer is in a fifth of the runs (`Config::hostile` forces one: the
+//! `*_hostile_quick` tests and `hostile_long`).
+//!
 //! Every run checks the exact accounting (each honest party ends with what it was owed less the
 //! fees of its own transactions, to the satoshi); `tests/sim_sabotage.rs` shows those checks
 //! fail when the honest embedders are sabotaged.
@@ -16,7 +19,7 @@
 //! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
 //! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block).
 
-use paychan::testing::sim::{duplex, lightning, run_many, spilman, Outcome};
+use paychan::testing::sim::{duplex, lightning, run_many, spilman, Config, Outcome};
 
 /// Seeds run by plain `cargo test`, per layer.
 const QUICK: u64 = 60;
@@ -45,6 +48,61 @@ fn lightning_quick() {
     assert_all_pass("lightning", 0..QUICK, lightning::run);
 }
 
+/// Seeds run by plain `cargo test` with a hostile-but-valid peer in every run, per layer.
+const HOSTILE: u64 = 40;
+
+fn hostile_lightning(seed: u64) -> Result<Outcome, String> {
+    lightning::run_with(seed, Config { hostile: true, ..Config::default() })
+}
+
+fn hostile_spilman(seed: u64) -> Result<Outcome, String> {
+    spilman::run_with(seed, Config { hostile: true, ..Config::default() })
+}
+
+fn hostile_duplex(seed: u64) -> Result<Outcome, String> {
+    duplex::run_with(seed, Config { hostile: true, ..Config::default() })
+}
+
+/// Runs `HOSTILE` seeds with a hostile peer in every run: all pass, and the hostile moves
+/// happened (the runs are not vacuous). Returns the totals.
+fn hostile_quick(name: &str, run: fn(u64) -> Result<Outcome, String>) -> Outcome {
+    let summary = run_many(name, 0..HOSTILE, run);
+    assert!(summary.failed.is_empty(), "{name}: failing seeds {:?}", summary.failed);
+    let t = summary.total;
+    assert_eq!(u64::from(t.hostile), HOSTILE);
+    assert!(t.hostile_moves > 0, "{t:?}");
+    t
+}
+
+/// A hostile-but-valid peer in every run (extreme open parameters, `update_fee` at the bounds,
+/// dust and maximum-count floods, HTLCs at the deadlines' edges, late or on-chain-only preimages,
+/// stale reestablish claims, edge payout scripts, withheld messages, silence): the honest peer
+/// refuses or survives each move and ends with what it is owed, to the satoshi.
+#[test]
+fn lightning_hostile_quick() {
+    let t = hostile_quick("lightning hostile", hostile_lightning);
+    assert!(t.hostile_refused > 0 && t.fees_refused > 0 && t.failed_back > 0 && t.deadline_closes > 0, "{t:?}");
+}
+
+/// A hostile-but-valid payer or payee in every run (payments at the extremes of what is
+/// available, HTLCs at the edges of the payee's window, expired HTLCs never timed out, preimages
+/// at the last block, no close, stale reestablish claims, silence).
+#[test]
+fn spilman_hostile_quick() {
+    hostile_quick("spilman hostile", hostile_spilman);
+}
+
+/// A hostile-but-valid duplex party in every run (payments at the extremes, HTLCs at the edges
+/// of the expiry window, resets shifting the new leaf's values or netting an older payment,
+/// resets abandoned at once, steps of every reset or acknowledgements withheld, HTLCs never
+/// settled, stale reestablish claims, silence): no reset it proposes changes what the honest party
+/// is owed, and the honest party ends with what it is owed.
+#[test]
+fn duplex_hostile_quick() {
+    let t = hostile_quick("duplex hostile", hostile_duplex);
+    assert!(t.hostile_refused > 0, "{t:?}");
+}
+
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn spilman_long() {
@@ -61,6 +119,15 @@ fn duplex_long() {
 #[ignore = "long: run with --release -- --ignored"]
 fn lightning_long() {
     assert_all_pass("lightning", 0..long(), lightning::run);
+}
+
+/// Every run with a hostile peer (the runs above have one in a fifth of them).
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn hostile_long() {
+    assert_all_pass("lightning hostile", 0..long(), hostile_lightning);
+    assert_all_pass("spilman hostile", 0..long(), hostile_spilman);
+    assert_all_pass("duplex hostile", 0..long(), hostile_duplex);
 }
 
 /// Replays `PAYCHAN_SIM_SEED` on every layer (does nothing without it).

@@ -4,6 +4,7 @@
 //! encodings mutated (truncated, extended, bytes flipped), which is what a decoder must survive.
 
 pub mod duplex;
+pub mod hostile;
 pub mod lightning;
 pub mod spilman;
 

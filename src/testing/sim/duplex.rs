@@ -14,6 +14,9 @@
 //!   ([`Event::CounterpartyLostState`]) and closes unilaterally. A lossy party that closes first
 //!   publishes the branch it knows, which the honest party's newer one beats.
 //!
+//! * a **hostile** party signs everything validly but picks extreme values, proposes resets that
+//!   try to move money it does not own, and refuses to cooperate when it likes (module `hostile`).
+//!
 //! Both parties reconnect (`Reestablish`) after every restart and at random other times (a new
 //! connection drops the messages in flight); an honest party must never be told that it lost
 //! state.
@@ -37,6 +40,9 @@ use crate::testing::rng::Rng;
 
 use super::{Config, Outcome, Sabotage};
 
+mod hostile;
+use hostile::Hostile;
+
 /// The sabotages this layer applies ([`Sabotage`]).
 pub const SABOTAGES: &[Sabotage] =
     &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline];
@@ -57,6 +63,8 @@ enum Bad {
     Cheater(usize),
     /// Restarts from older snapshots.
     Lossy(usize),
+    /// Picks hostile-but-valid values (module `hostile`).
+    Hostile(usize),
 }
 
 struct Sim {
@@ -79,6 +87,8 @@ struct Sim {
     /// HTLCs whose receiver revealed the preimage: (offerer index, id).
     revealed: HashSet<(usize, u64)>,
     bad: Option<Bad>,
+    /// The hostile party's strategy, in a run with one.
+    hostile: Option<Hostile>,
     /// Old signed branches the cheater kept.
     kept: Vec<Vec<Transaction>>,
     /// The old branch being published by the cheater, next transaction first.
@@ -117,6 +127,8 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
         _ => None,
     };
+    let hostile = super::hostile_rng(seed, config).map(Hostile::draw);
+    let bad = hostile.as_ref().map_or(bad, |h| Some(Bad::Hostile(h.idx)));
     let mut sim = Sim {
         sabotage: config.sabotage,
         broadcasts: Broadcasts::default(),
@@ -132,6 +144,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         preimages: HashMap::new(),
         revealed: HashSet::new(),
         bad,
+        hostile,
         kept: vec![],
         cheat: vec![],
         offline: [false; 2],
@@ -142,6 +155,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         sim.stored[i].push(StateUpdate::snapshot(ch.update_id(), ch.snapshot()));
     }
     sim.keep_branch();
+    sim.out.hostile = u32::from(sim.hostile.is_some());
     let steps = sim.rng.range(10, 60);
     let run = (0..steps).try_for_each(|_| sim.step()).and_then(|()| sim.finish());
     run.map_err(|e| format!("{e} (misbehaving party: {:?})", sim.bad))?;
@@ -159,13 +173,15 @@ impl Sim {
     }
 
     fn is_honest(&self, i: usize) -> bool {
-        !matches!(self.bad, Some(Bad::Cheater(b) | Bad::Lossy(b)) if b == i)
+        !matches!(self.bad, Some(Bad::Cheater(b) | Bad::Lossy(b) | Bad::Hostile(b)) if b == i)
     }
 
     fn absorb(&mut self, i: usize, fx: Effects) -> Result<(), String> {
         if self.offline[i] {
             return Ok(());
         }
+        let mut fx = fx;
+        self.hostile_filter(i, &mut fx);
         if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("party {i} sent or broadcast without persisting first"));
         }
@@ -185,7 +201,8 @@ impl Sim {
             self.out.lost_state += 1;
         }
         if fx.events.contains(&Event::CounterpartyLostState) {
-            if self.bad != Some(Bad::Lossy(1 - i)) {
+            // (A hostile party may claim a stale state: the honest one then closes, as it must.)
+            if !matches!(self.bad, Some(Bad::Lossy(b) | Bad::Hostile(b)) if b == 1 - i) {
                 return Err(format!("party {i} was told that party {} lost state", 1 - i));
             }
             self.close_now.get_or_insert(i);
@@ -257,14 +274,29 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
-        if self.offline[to] {
+        if self.offline[to] || self.is_silent(to) {
             return Ok(());
         }
         let tip = self.tip();
+        let reset = match &m {
+            Msg::ResetPropose(_) => Some("ResetPropose"),
+            Msg::ResetAccept(_) => Some("ResetAccept"),
+            Msg::ResetFinish(_) => Some("ResetFinish"),
+            _ => None,
+        };
+        let before = self.owed_in_view(to, to);
         let p = &mut self.pair.parties[to];
         match p.ch.handle_message(m, &p.signer, tip) {
-            Ok(fx) => self.absorb(to, fx),
-            Err(_) => Ok(()),
+            Ok(fx) => {
+                if let (Some(kind), true) = (reset, self.hostile.is_some() && self.is_honest(to)) {
+                    self.check_reset(to, before, kind)?;
+                }
+                self.absorb(to, fx)
+            }
+            Err(_) => {
+                self.hostile_refused(to);
+                Ok(())
+            }
         }
     }
 
@@ -411,11 +443,17 @@ impl Sim {
     fn reconnect(&mut self) -> Result<(), String> {
         self.out.reconnections += 1;
         self.net.clear();
-        let msgs = [self.pair.parties[0].ch.reestablish(), self.pair.parties[1].ch.reestablish()];
+        let msgs = [
+            self.hostile_reestablish(0).unwrap_or_else(|| self.pair.parties[0].ch.reestablish()),
+            self.hostile_reestablish(1).unwrap_or_else(|| self.pair.parties[1].ch.reestablish()),
+        ];
         if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
             std::println!("h{} reconnect: {msgs:?}", self.pair.chain.height);
         }
         for (i, m) in msgs.iter().enumerate() {
+            if self.is_silent(i) {
+                continue;
+            }
             let m = wire(m)?;
             self.deliver(1 - i, m)?;
         }
@@ -460,6 +498,9 @@ impl Sim {
     /// Party `i` settles an HTLC offered to it: reveals the preimage (only while it can still
     /// claim on chain in time, as an honest receiver must) or fails it.
     fn settle_htlc(&mut self, i: usize) -> Result<(), String> {
+        if self.hostile_settle(i) {
+            return Ok(());
+        }
         let offerer = ROLES[1 - i];
         let tip = self.pair.chain.height;
         let p = &self.pair.parties[i];
@@ -497,6 +538,9 @@ impl Sim {
             return self.absorb(i, fx);
         }
         let i = self.rng.below(2) as usize;
+        if self.hostile_turn(i) {
+            return self.hostile_step(i);
+        }
         match self.rng.below(100) {
             0..=27 => {
                 let amount = Amount::from_sat(self.rng.range(1, CAPACITY / 40));

@@ -20,7 +20,9 @@
 //! * a **lossy** peer restarts from an older snapshot it believes current (its storage lost the
 //!   newer writes). It must never broadcast a revoked commitment: on reconnection the honest
 //!   peer's `channel_reestablish` proves the loss ([`Event::LostState`]), after which the
-//!   embedder (this simulation) never force-closes it and waits for the peer's commitment.
+//!   embedder (this simulation) never force-closes it and waits for the peer's commitment;
+//! * a **hostile** peer sends only well-formed, validly signed messages but picks extreme
+//!   values and refuses to cooperate when it likes (module `hostile`).
 
 use std::collections::{HashMap, HashSet};
 use std::format;
@@ -42,6 +44,9 @@ use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
 
 use super::{Config, Outcome, Sabotage};
+
+mod hostile;
+use hostile::Hostile;
 
 /// The sabotages this layer applies ([`Sabotage`]).
 pub const SABOTAGES: &[Sabotage] = &[Sabotage::DropPenalties, Sabotage::DropSweeps, Sabotage::DropHtlcClaims];
@@ -74,10 +79,14 @@ enum Bad {
     Cheater(usize),
     /// Restarts from older snapshots.
     Lossy(usize),
+    /// Picks hostile-but-valid values (module `hostile`).
+    Hostile(usize),
 }
 
 struct Sim {
     bad: Option<Bad>,
+    /// The hostile peer's strategy, in a run with one.
+    hostile: Option<Hostile>,
     sabotage: Sabotage,
     /// Every commitment either peer signed for the other, by txid, with the index of the peer
     /// that can broadcast it (its owner).
@@ -141,7 +150,11 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     let ct = if rng.chance(500) { ChannelType::StaticRemoteKey } else { ChannelType::AnchorsZeroFeeHtlc };
     let capacity = rng.range(300_000, 5_000_000);
     let push = rng.below(capacity / 2) * 1_000;
-    let pair = Pair::open(ct, capacity, push);
+    let hostile = super::hostile_rng(seed, config).map(|hrng| Hostile::draw(hrng, ct, capacity));
+    let pair = match &hostile {
+        Some(h) => h.open(capacity, push),
+        None => Pair::open(ct, capacity, push),
+    };
     let faults = Faults::random(&mut rng, 60);
     let mut chain = Chain::at(pair.tip - 1);
     chain.credit(&pair.funding);
@@ -154,8 +167,10 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
         _ => None,
     };
+    let bad = hostile.as_ref().map_or(bad, |h| Some(Bad::Hostile(h.idx)));
     let mut sim = Sim {
         bad,
+        hostile,
         sabotage: config.sabotage,
         known: HashMap::new(),
         recorded: [None; 2],
@@ -183,6 +198,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         reliable: false,
     };
     sim.record_commitments();
+    sim.hostile_start()?;
     let steps = sim.rng.range(10, 60);
     let run = (0..steps).try_for_each(|_| sim.step()).and_then(|()| sim.finish());
     run.map_err(|e| format!("{e} (misbehaving peer: {:?})", sim.bad))?;
@@ -210,7 +226,7 @@ impl Sim {
 
     /// Persists, queues messages, checks and submits broadcasts.
     fn is_honest(&self, i: usize) -> bool {
-        !matches!(self.bad, Some(Bad::Cheater(b) | Bad::Lossy(b)) if b == i)
+        !matches!(self.bad, Some(Bad::Cheater(b) | Bad::Lossy(b) | Bad::Hostile(b)) if b == i)
     }
 
     fn absorb(&mut self, i: usize, fx: Effects) -> Result<(), String> {
@@ -227,6 +243,8 @@ impl Sim {
         if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("peer {i} sent or broadcast without persisting first"));
         }
+        let mut fx = fx;
+        self.hostile_filter(i, &mut fx);
         let node = &mut self.nodes[i];
         if let Some(u) = fx.update {
             if node.persisted.last().is_some_and(|(last, _)| u.update_id <= *last) {
@@ -247,18 +265,7 @@ impl Sim {
             if self.onchain {
                 continue;
             }
-            let seq = self.stream_sent[1 - i];
-            self.stream_sent[1 - i] += 1;
-            let m = (seq, m);
-            if self.reliable {
-                self.net.send_reliably(1 - i, m);
-            } else {
-                let dropped = self.net.stats[1];
-                self.net.send(1 - i, m, &mut self.rng);
-                if self.net.stats[1] != dropped {
-                    self.broken = true;
-                }
-            }
+            self.transmit(i, m);
         }
         self.record_commitments();
         for tx in fx.broadcast {
@@ -379,15 +386,40 @@ impl Sim {
         Ok(())
     }
 
+    /// Puts `m` from `from` on the connection, numbered in its stream (BOLT 8: a message lost
+    /// breaks the connection).
+    fn transmit(&mut self, from: usize, m: Msg) {
+        let seq = self.stream_sent[1 - from];
+        self.stream_sent[1 - from] += 1;
+        let m = (seq, m);
+        if self.reliable {
+            self.net.send_reliably(1 - from, m);
+        } else {
+            let dropped = self.net.stats[1];
+            self.net.send(1 - from, m, &mut self.rng);
+            if self.net.stats[1] != dropped {
+                self.broken = true;
+            }
+        }
+    }
+
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
-        if self.onchain || self.offline[to] {
+        if self.onchain || self.offline[to] || self.is_silent(to) {
             return Ok(());
         }
         let tip = self.tip();
-        let lossy = matches!(self.bad, Some(Bad::Lossy(_)));
+        // A lossy or hostile peer may send what an honest one refuses as a bad signature.
+        let lossy = matches!(self.bad, Some(Bad::Lossy(_) | Bad::Hostile(_)));
+        let fee = matches!(m, Msg::UpdateFee { .. });
         let node = &mut self.nodes[to];
         let shown = trace().then(|| format!("{m:?}"));
-        match node.ch.handle_message(m, &node.signer, tip) {
+        let result = node.ch.handle_message(m, &node.signer, tip);
+        if result.is_err() && matches!(self.bad, Some(Bad::Hostile(h)) if h != to) {
+            self.out.hostile_refused += 1;
+            self.out.fees_refused += u32::from(fee);
+        }
+        let node = &self.nodes[to];
+        match result {
             Ok(fx) => self.absorb(to, fx),
             Err(e) if !lossy && matches!(e.kind, crate::lightning::Misbehaviour::BadSignature(_)) => {
                 // Peers that follow the protocol (the cheater does until it cheats, then goes
@@ -410,7 +442,7 @@ impl Sim {
                     // message.
                     let warning = e.warning(self.nodes[to].ch.channel_id());
                     let from = 1 - to;
-                    if let (Some(w), false) = (warning, self.offline[from]) {
+                    if let (Some(w), false) = (warning, self.offline[from] || self.is_silent(from)) {
                         let peer = &mut self.nodes[from];
                         let before = peer.ch.snapshot();
                         let fx = peer
@@ -484,10 +516,15 @@ impl Sim {
             self.absorb(i, fx)?;
         }
         let mut msgs = Vec::new();
-        for node in &self.nodes {
-            msgs.push(node.ch.reestablish(&node.signer).map_err(|e| format!("reestablish: {e:?}"))?);
+        for i in 0..2 {
+            let node = &self.nodes[i];
+            let m = node.ch.reestablish(&node.signer).map_err(|e| format!("reestablish: {e:?}"))?;
+            msgs.push(self.hostile_reestablish(i).unwrap_or(m));
         }
         for (i, m) in msgs.into_iter().enumerate() {
+            if self.is_silent(i) {
+                continue;
+            }
             let m = wire(&m)?;
             self.deliver(1 - i, m)?;
         }
@@ -551,6 +588,7 @@ impl Sim {
             self.out.compactions += 1;
         }
         self.nodes[i].ch = restored;
+        self.hostile_restored(i)?;
         // The restarted node rescans the chain: the funding transaction, every channel
         // transaction and the tip.
         let txs: Vec<Transaction> = core::iter::once(self.funding.txid)
@@ -611,7 +649,8 @@ impl Sim {
         }
         let h = self.chain.height;
         for i in 0..2 {
-            if self.lost_state[i] || self.offline[i] {
+            // Against a hostile peer the channel's own deadlines (`HtlcDeadlines`) must do.
+            if self.lost_state[i] || self.offline[i] || self.hostile.is_some() {
                 continue;
             }
             let ch = &self.nodes[i].ch;
@@ -635,6 +674,9 @@ impl Sim {
             self.reconnect()?;
         }
         let i = self.rng.below(2) as usize;
+        if self.hostile_turn(i) {
+            return self.hostile_step();
+        }
         match self.rng.below(100) {
             0..=19 if !self.onchain => {
                 let tip = self.chain.height;
@@ -644,7 +686,7 @@ impl Sim {
                 let pre = PaymentPreimage(bytes);
                 self.preimages.insert(pre.hash(), pre);
                 let amount = MilliSats::from_msat(self.rng.range(1_000, self.capacity * 200));
-                let expiry = tip + self.rng.range(40, 300) as u32;
+                let expiry = tip + self.expiry_delta() as u32;
                 if let Ok((_, fx)) = self.nodes[i].ch.add_htlc(amount, pre.hash(), expiry, onion()) {
                     self.out.htlcs += 1;
                     self.absorb(i, fx)?;
@@ -721,6 +763,9 @@ impl Sim {
 
     /// Fulfils or fails HTLCs offered to `i` that are irrevocably committed.
     fn settle_some(&mut self, i: usize, all: bool) -> Result<(), String> {
+        if self.hostile.as_ref().is_some_and(|h| h.idx == i) {
+            return self.hostile_settle();
+        }
         let ready: Vec<(u64, PaymentHash)> = self.nodes[i]
             .ch
             .htlcs()
@@ -818,7 +863,9 @@ impl Sim {
         self.reliable = true;
         if !self.closing_on_chain() {
             self.reconnect()?;
-            self.quiesce()?;
+            if let Err(e) = self.quiesce() {
+                self.give_up(e)?;
+            }
         }
         if let Some(Bad::Cheater(c)) = self.bad {
             if !self.closing_on_chain() {
@@ -844,7 +891,8 @@ impl Sim {
             self.force_close(i)?;
         }
         self.onchain = true;
-        for _ in 0..2_000 {
+        // (A hostile peer may impose the longest `to_self_delay` the honest peer accepts: 2,016.)
+        for _ in 0..4_500 {
             self.mine()?;
             let settled = Settlement::of(&self.chain, self.funding);
             let coop = self.nodes.iter().any(|n| n.ch.closing_kind() == Some(ClosingKind::Cooperative));
@@ -944,7 +992,12 @@ impl Sim {
             let v = o.value.to_sat();
             // Left unclaimed: an anchor or an uneconomical output; or a peer's own (an honest
             // peer's loss is counted below; a misbehaving peer may leave its own unclaimed).
-            if !scripts.contains(&o.script_pubkey) && v > UNECONOMICAL && owner_of(op).is_none() {
+            let hostiles = self.hostile.as_ref().map_or(&[][..], |h| &h.scripts[..]);
+            if !scripts.contains(&o.script_pubkey)
+                && !hostiles.contains(&o.script_pubkey)
+                && v > UNECONOMICAL
+                && owner_of(op).is_none()
+            {
                 return Err(format!("{v} sat at {op} left in a script no party owns"));
             }
         }

@@ -6,7 +6,9 @@
 //! snapshot is refused as stale), restarts from an older snapshot the peer believes current (its
 //! storage lost the newer writes), HTLCs added, fulfilled, failed or left to time out (some still
 //! pending at the close, so resolved on chain), a cheating peer publishing an old state it kept,
-//! block production and reorgs. At the end the channel is
+//! a hostile-but-valid peer (one run in five, [`Config::hostile`]: well-formed, validly signed
+//! messages with extreme values, floods, edge expiries, stale claims, abandoned resets, silence;
+//! each layer's `hostile` module lists its moves), block production and reorgs. At the end the channel is
 //! closed (cooperatively or not), blocks are mined until everything is resolved, and the
 //! [`invariants`](super::invariants) are checked: no panic, value conserved and owned, no
 //! revoked state broadcast, every broadcast consensus-valid (Bitcoin Core's interpreter, lock
@@ -65,6 +67,11 @@ pub struct Config {
     /// Every run has a cheating party (one that publishes an old state at the close) instead
     /// of one run in five: to reach the penalty and old-branch paths in a few seeds.
     pub cheater: bool,
+    /// Every run has a hostile-but-valid peer (instead of one run in five): a party that sends
+    /// only well-formed, validly signed messages but picks extreme values at every step (see
+    /// each layer's `hostile` module), and refuses to cooperate when it likes. It replaces the
+    /// run's cheater or lossy party.
+    pub hostile: bool,
 }
 
 /// What one run did (for coverage statistics).
@@ -102,6 +109,24 @@ pub struct Outcome {
     pub lost_state: u32,
     /// Broadcasts (or chain notifications) the [`Sabotage`] took away from an honest party.
     pub sabotaged: u32,
+    /// Runs with a hostile-but-valid peer ([`Config::hostile`]).
+    pub hostile: u32,
+    /// Hostile moves tried (extreme values, floods, edge expiries, stale claims, edge payout
+    /// scripts, abandoned resets, messages withheld or silence).
+    pub hostile_moves: u32,
+    /// Messages of the hostile peer the honest party refused with a typed error (then warned and
+    /// reconnected, or closed, as its embedder is told).
+    pub hostile_refused: u32,
+    /// Of those, fee updates (Lightning `update_fee`).
+    pub fees_refused: u32,
+    /// HTLCs the honest party failed back by itself once committed (dust exposure, expiry too
+    /// soon, fee-spike buffer).
+    pub failed_back: u32,
+    /// HTLC deadlines that took an honest party on chain.
+    pub deadline_closes: u32,
+    /// Unilateral closes by an honest party because the hostile peer would not cooperate (the
+    /// channel did not settle over a perfect connection, or the peer went silent).
+    pub gave_up: u32,
 }
 
 /// Totals over many runs.
@@ -133,10 +158,27 @@ impl Summary {
         t.reconnections += o.reconnections;
         t.lost_state += o.lost_state;
         t.sabotaged += o.sabotaged;
+        t.hostile += o.hostile;
+        t.hostile_moves += o.hostile_moves;
+        t.hostile_refused += o.hostile_refused;
+        t.fees_refused += o.fees_refused;
+        t.failed_back += o.failed_back;
+        t.deadline_closes += o.deadline_closes;
+        t.gave_up += o.gave_up;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
     }
+}
+
+/// The generator of a run's hostile-but-valid peer, if the run has one (one run in five, or
+/// every run with [`Config::hostile`]). It is apart from the run's own generator, so the runs
+/// without a hostile peer draw exactly what they drew before hostile peers existed (failing seeds
+/// found earlier replay the same; the constant is one under which none of the regression seeds
+/// of `tests/simulate.rs` draws a hostile peer).
+pub(crate) fn hostile_rng(seed: u64, config: Config) -> Option<super::rng::Rng> {
+    let mut rng = super::rng::Rng::new(seed ^ 0x686f_7374_696c_6580);
+    (rng.below(5) == 0 || config.hostile).then_some(rng)
 }
 
 /// Runs `run` on every seed of `seeds`, catching panics; prints and collects every failing seed.
@@ -165,7 +207,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -181,7 +223,14 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.compactions,
         summary.total.reconnections,
         summary.total.lost_state,
-        summary.total.net
+        summary.total.net,
+        summary.total.hostile,
+        summary.total.hostile_moves,
+        summary.total.hostile_refused,
+        summary.total.fees_refused,
+        summary.total.failed_back,
+        summary.total.deadline_closes,
+        summary.total.gave_up
     );
     summary
 }

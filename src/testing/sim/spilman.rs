@@ -16,6 +16,9 @@
 //!   it cannot take the newest back); a lossy payer is shown its own newer payment and learns
 //!   it lost state, after which it signs nothing; either way the payee keeps what it accepted.
 //!
+//! * a **hostile** side signs everything validly but picks extreme values and refuses to
+//!   cooperate when it likes (module `hostile`).
+//!
 //! Both sides reconnect (`Reestablish`) after every restart and at random other times (a new
 //! connection drops the messages in flight); an honest side must never be told it lost state.
 
@@ -40,6 +43,9 @@ use crate::testing::rng::Rng;
 
 use super::{Config, Outcome, Sabotage};
 
+mod hostile;
+use hostile::Hostile;
+
 /// The sabotages this layer applies ([`Sabotage`]).
 pub const SABOTAGES: &[Sabotage] =
     &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline];
@@ -55,6 +61,8 @@ enum Bad {
     Cheater,
     /// Side `i` restarts from older snapshots.
     Lossy(usize),
+    /// Side `i` picks hostile-but-valid values (module `hostile`).
+    Hostile(usize),
 }
 
 /// A side's view of the channel: the total paid to the payee and the pending HTLCs.
@@ -97,6 +105,8 @@ struct Sim {
     /// Every payment the payer signed (by payment number): the payee may close with any.
     signed: Vec<(u64, View)>,
     bad: Option<Bad>,
+    /// The hostile side's strategy, in a run with one.
+    hostile: Option<Hostile>,
     /// Older signed payments the cheating payee kept.
     kept: Vec<Transaction>,
     /// A side that went silent (the cheater, after cheating).
@@ -167,6 +177,8 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         2..=3 => Some(Bad::Lossy(rng.below(2) as usize)),
         _ => None,
     };
+    let hostile = super::hostile_rng(seed, config).map(Hostile::draw);
+    let bad = hostile.as_ref().map_or(bad, |h| Some(Bad::Hostile(h.idx)));
     let mut sim = Sim {
         sabotage: config.sabotage,
         broadcasts: Broadcasts::default(),
@@ -189,6 +201,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         frozen: None,
         signed: vec![],
         bad,
+        hostile,
         kept: vec![],
         offline: [false; 2],
         close_now: false,
@@ -208,6 +221,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     sim.chain.advance(1);
     sim.notify_all(&funding, BlockHeight(START))?;
     sim.net.faults = faults;
+    sim.out.hostile = u32::from(sim.hostile.is_some());
     let steps = sim.rng.range(10, 80);
     let run = (0..steps).try_for_each(|_| sim.step()).and_then(|()| sim.finish());
     run.map_err(|e| format!("{e} (misbehaving side: {:?})", sim.bad))?;
@@ -223,7 +237,7 @@ impl Sim {
     fn is_honest(&self, i: usize) -> bool {
         match self.bad {
             Some(Bad::Cheater) => i != PAYEE,
-            Some(Bad::Lossy(b)) => i != b,
+            Some(Bad::Lossy(b) | Bad::Hostile(b)) => i != b,
             None => true,
         }
     }
@@ -232,6 +246,8 @@ impl Sim {
         if self.offline[i] {
             return Ok(());
         }
+        let mut fx = fx;
+        self.hostile_filter(i, &mut fx);
         if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("side {i} sent or broadcast without persisting first"));
         }
@@ -254,7 +270,8 @@ impl Sim {
             self.out.lost_state += 1;
         }
         if fx.events.contains(&Event::CounterpartyLostState) {
-            if self.bad != Some(Bad::Lossy(PAYER)) {
+            // (A hostile payer may claim a stale state: the payee then closes, as it must.)
+            if !matches!(self.bad, Some(Bad::Lossy(PAYER) | Bad::Hostile(PAYER))) {
                 return Err("the payee was told that an honest payer lost state".into());
             }
             self.close_now = true;
@@ -296,7 +313,7 @@ impl Sim {
     }
 
     fn deliver(&mut self, to: usize, m: Msg) -> Result<(), String> {
-        if self.offline[to] {
+        if self.offline[to] || self.is_silent(to) {
             return Ok(());
         }
         let tip = self.tip();
@@ -307,7 +324,11 @@ impl Sim {
         };
         match result {
             Ok(fx) => self.absorb(to, fx),
-            Err(_) => Ok(()), // refused (a replay, a duplicate, too late): nothing changes
+            Err(_) => {
+                // Refused (a replay, a duplicate, too late): nothing changes.
+                self.hostile_refused(to);
+                Ok(())
+            }
         }
     }
 
@@ -425,6 +446,9 @@ impl Sim {
     /// The payer takes expired HTLCs out of its next payment.
     fn timeout_htlcs(&mut self) -> Result<(), String> {
         let tip = self.tip();
+        if self.keeps_expired() {
+            return Ok(());
+        }
         let expired: Vec<u64> =
             self.payer.state().htlcs.iter().filter(|h| h.expiry.0 <= tip.height.0).map(|h| h.id).collect();
         for id in expired {
@@ -515,9 +539,16 @@ impl Sim {
     fn reconnect(&mut self) -> Result<(), String> {
         self.out.reconnections += 1;
         self.net.clear();
-        let (to_payee, to_payer) = (wire(&self.payer.reestablish())?, wire(&self.payee.reestablish())?);
-        self.deliver(PAYEE, to_payee)?;
-        self.deliver(PAYER, to_payer)
+        let to_payee = self.hostile_reestablish(PAYER).unwrap_or_else(|| self.payer.reestablish());
+        let to_payer = self.hostile_reestablish(PAYEE).unwrap_or_else(|| self.payee.reestablish());
+        let (to_payee, to_payer) = (wire(&to_payee)?, wire(&to_payer)?);
+        if !self.is_silent(PAYER) {
+            self.deliver(PAYEE, to_payee)?;
+        }
+        if !self.is_silent(PAYEE) {
+            self.deliver(PAYER, to_payer)?;
+        }
+        Ok(())
     }
 
     fn restore(&mut self, i: usize, snapshot: &[u8], check: RestoreCheck) -> Result<(), String> {
@@ -620,6 +651,9 @@ impl Sim {
             }
             return Ok(());
         }
+        if self.hostile_turn() {
+            return self.hostile_step();
+        }
         match self.rng.below(100) {
             0..=27 => {
                 let amount = Amount::from_sat(self.rng.range(1, self.capacity / 20));
@@ -692,7 +726,7 @@ impl Sim {
         let unspent = self.chain.is_unspent(&self.funding) && self.chain.mempool().is_empty();
         let cheated = self.bad == Some(Bad::Cheater) && unspent && self.cheat()?;
         let expiry = self.payer.refund_height().0;
-        if !cheated && self.rng.chance(700) {
+        if !cheated && !self.withholds_close() && self.rng.chance(700) {
             if let Ok(fx) = self.payee.close(&self.signers[1]) {
                 self.absorb(PAYEE, fx)?;
             }
