@@ -171,10 +171,24 @@ impl<M, E> Effects<M, E> {
         self.broadcast.extend(other.broadcast);
         self.watch.extend(other.watch);
         self.events.extend(other.events);
-        self.next_deadline = match (self.next_deadline, other.next_deadline) {
+        self.keep_deadline(other.next_deadline);
+    }
+
+    /// Lowers [`Effects::next_deadline`] to `deadline` if that is earlier.
+    pub(crate) fn keep_deadline(&mut self, deadline: Option<BlockHeight>) {
+        self.next_deadline = match (self.next_deadline, deadline) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+    }
+
+    /// Nothing to persist or do but report `event`, with the unchanged `next_deadline`: an input
+    /// refused where the call has no error to return (a chain event with a wrong signer).
+    pub(crate) fn only_event(event: E, next_deadline: Option<BlockHeight>) -> Self {
+        let mut fx = Self::none();
+        fx.events.push(event);
+        fx.next_deadline = next_deadline;
+        fx
     }
 }
 

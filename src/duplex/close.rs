@@ -308,7 +308,7 @@ impl Channel {
     /// [`Event::WrongSigner`].
     pub fn force_close<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
         if let Err(e) = self.check_signer(signer) {
-            return super::wrong_signer_effects(e, self.next_deadline());
+            return Effects::only_event(Event::WrongSigner(e), self.next_deadline());
         }
         self.start_force_close(ForceCloseReason::Requested, signer).unwrap_or_default()
     }
@@ -577,7 +577,7 @@ impl Channel {
     /// effects carry only [`Event::WrongSigner`] (deliver the event again with the right signer).
     pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
         if let Err(e) = self.check_signer(signer) {
-            return super::wrong_signer_effects(e, self.next_deadline());
+            return Effects::only_event(Event::WrongSigner(e), self.next_deadline());
         }
         match event {
             ChainEvent::Tip(tip) => self.on_tip(tip.height, signer),

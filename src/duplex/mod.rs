@@ -558,12 +558,3 @@ impl From<crate::core::sign::WrongSigner> for PeerError {
         peer_error(Misbehaviour::WrongSigner(e))
     }
 }
-
-/// The effects of a call refused for a wrong signer that has no error to return: nothing to
-/// persist or do, the [`Event::WrongSigner`] to report, and the channel's unchanged deadline.
-fn wrong_signer_effects(e: crate::core::sign::WrongSigner, next_deadline: Option<BlockHeight>) -> Effects {
-    let mut fx = Effects::none();
-    fx.events.push(Event::WrongSigner(e));
-    fx.next_deadline = next_deadline;
-    fx
-}

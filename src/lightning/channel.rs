@@ -548,7 +548,7 @@ impl Channel {
             self.refused_on_this_connection = true;
         }
         if let Ok(fx) = &mut result {
-            fx.next_deadline = super::deadlines::earliest(fx.next_deadline, self.next_deadline());
+            fx.keep_deadline(self.next_deadline());
         }
         result
     }
@@ -737,15 +737,13 @@ impl Channel {
         signer: &S,
     ) -> Effects {
         if let Err(e) = self.check_signer(signer) {
-            let mut fx = Effects::none();
-            fx.events.push(Event::WrongSigner(e));
-            return fx;
+            return Effects::only_event(Event::WrongSigner(e), self.next_deadline());
         }
         let mut fx = self.handle_chain_event(event, history, signer);
         if matches!(event, ChainEvent::Tip(_) | ChainEvent::Confirmed { .. }) {
             fx.merge(self.check_htlc_deadlines(signer));
         }
-        fx.next_deadline = super::deadlines::earliest(fx.next_deadline, self.next_deadline());
+        fx.keep_deadline(self.next_deadline());
         fx
     }
 

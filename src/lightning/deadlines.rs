@@ -18,14 +18,6 @@ use super::{Effects, Event};
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 
-/// The earlier of two optional deadlines.
-pub(crate) fn earliest(a: Option<BlockHeight>, b: Option<BlockHeight>) -> Option<BlockHeight> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
-}
-
 impl Channel {
     /// The height at which `h` makes the channel go on chain, if it has such a deadline.
     fn htlc_deadline(&self, h: &Htlc) -> Option<u32> {

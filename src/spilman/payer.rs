@@ -654,7 +654,7 @@ impl Payer {
     /// effects carry only [`Event::WrongSigner`] (deliver the event again with the right signer).
     pub fn handle_chain<S: Signer + ?Sized>(&mut self, event: ChainEvent<'_>, signer: &S) -> Effects {
         if let Err(e) = self.check_signer(signer) {
-            return super::wrong_signer_effects(e, self.next_deadline());
+            return Effects::only_event(Event::WrongSigner(e), self.next_deadline());
         }
         match event {
             ChainEvent::Tip(tip) => self.on_tip(tip.height, signer),
