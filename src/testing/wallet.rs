@@ -87,3 +87,112 @@ impl Wallet {
         tx.input[index].witness = Witness::p2wpkh(&sig, &self.public.0);
     }
 }
+
+/// A [`FeeWallet`](crate::core::feebump::FeeWallet) over a [`Wallet`]'s coins on the simulated
+/// chain: it hands out its largest unreserved coins first, signs them, and keeps them reserved
+/// until released. Call [`FeeCoins::sync`] each block to forget coins spent on chain and pick up
+/// the change the bumps paid back.
+#[derive(Debug)]
+pub struct FeeCoins {
+    wallet: Wallet,
+    coins: std::vec::Vec<(OutPoint, TxOut)>,
+    reserved: std::vec::Vec<OutPoint>,
+    /// How many times `select_coins` was asked (tests check that replacements reuse coins).
+    pub selections: u32,
+}
+
+impl FeeCoins {
+    /// A wallet of one key, with no coins yet.
+    pub fn new(wallet: Wallet) -> Self {
+        FeeCoins { wallet, coins: std::vec::Vec::new(), reserved: std::vec::Vec::new(), selections: 0 }
+    }
+
+    /// Funds a coin of `value` on `chain`.
+    pub fn add_coin(&mut self, chain: &mut Chain, value: Amount) -> OutPoint {
+        let (op, out) = self.wallet.fund(chain, value);
+        self.coins.push((op, out));
+        op
+    }
+
+    /// The wallet's script (change goes there).
+    pub fn script(&self) -> ScriptBuf {
+        self.wallet.script()
+    }
+
+    /// Drops coins no longer unspent on `chain` and adopts unspent outputs to the wallet's script
+    /// created by confirmed transactions it has not seen.
+    pub fn sync(&mut self, chain: &Chain) {
+        self.coins.retain(|(op, _)| chain.is_unspent(op));
+        self.reserved.retain(|op| chain.is_unspent(op));
+        let script = self.wallet.script();
+        for tx in chain.confirmed_txs() {
+            let txid = tx.compute_txid();
+            for (vout, out) in tx.output.iter().enumerate() {
+                let op = OutPoint { txid, vout: vout as u32 };
+                if out.script_pubkey == script && chain.is_unspent(&op) && !self.coins.iter().any(|(c, _)| *c == op) {
+                    self.coins.push((op, out.clone()));
+                }
+            }
+        }
+    }
+
+    /// Total value of the coins it holds (reserved or not).
+    pub fn balance(&self) -> Amount {
+        self.coins.iter().map(|(_, o)| o.value).sum()
+    }
+
+    /// The coins currently reserved by a bumper.
+    pub fn reserved(&self) -> &[OutPoint] {
+        &self.reserved
+    }
+}
+
+impl crate::core::feebump::FeeWallet for FeeCoins {
+    fn select_coins(
+        &mut self,
+        amount: Amount,
+        exclude: &[OutPoint],
+    ) -> Result<std::vec::Vec<crate::core::feebump::WalletCoin>, crate::core::feebump::WalletError> {
+        self.selections += 1;
+        let mut free: std::vec::Vec<&(OutPoint, TxOut)> =
+            self.coins.iter().filter(|(op, _)| !self.reserved.contains(op) && !exclude.contains(op)).collect();
+        free.sort_by_key(|c| core::cmp::Reverse(c.1.value));
+        let mut picked = std::vec::Vec::new();
+        let mut total = Amount::ZERO;
+        for (op, out) in free {
+            if total >= amount {
+                break;
+            }
+            total += out.value;
+            picked.push(crate::core::feebump::WalletCoin { outpoint: *op, txout: out.clone(), witness_weight: 109 });
+        }
+        if total < amount {
+            return Err(crate::core::feebump::WalletError::InsufficientFunds);
+        }
+        self.reserved.extend(picked.iter().map(|c| c.outpoint));
+        Ok(picked)
+    }
+
+    fn change_script(&mut self) -> ScriptBuf {
+        self.wallet.script()
+    }
+
+    fn sign_coins(
+        &self,
+        tx: &mut Transaction,
+        first_input: usize,
+        coins: &[crate::core::feebump::WalletCoin],
+    ) -> Result<(), crate::core::feebump::WalletError> {
+        for (i, c) in coins.iter().enumerate() {
+            if tx.input.get(first_input + i).is_none() {
+                return Err(crate::core::feebump::WalletError::Signing);
+            }
+            self.wallet.sign_input(tx, first_input + i, &c.txout);
+        }
+        Ok(())
+    }
+
+    fn release_coins(&mut self, coins: &[OutPoint]) {
+        self.reserved.retain(|op| !coins.contains(op));
+    }
+}

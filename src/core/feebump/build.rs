@@ -1,0 +1,170 @@
+//! Building and signing a transaction from [`InputTemplate`]s and wallet coins.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use bitcoin::absolute::LockTime;
+use bitcoin::sighash::EcdsaSighashType;
+use bitcoin::transaction::Version;
+use bitcoin::{Amount, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
+
+use super::bumper::{FeeWallet, WalletCoin, WalletError};
+use super::{InputTemplate, WitnessPart};
+use crate::core::sign::{SignRequest, Signer, SignerError};
+
+/// Why a bump could not be built.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The channel's signer refused a template input.
+    Signer(SignerError),
+    /// The wallet could not provide or sign coins.
+    Wallet(WalletError),
+    /// What is left for the destination or change would be dust or negative.
+    Amount,
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::Signer(e) => write!(f, "signer: {e}"),
+            BuildError::Wallet(e) => write!(f, "wallet: {e}"),
+            BuildError::Amount => f.write_str("the fee leaves the output below dust"),
+        }
+    }
+}
+
+impl core::error::Error for BuildError {}
+
+impl From<SignerError> for BuildError {
+    fn from(e: SignerError) -> Self {
+        BuildError::Signer(e)
+    }
+}
+
+impl From<WalletError> for BuildError {
+    fn from(e: WalletError) -> Self {
+        BuildError::Wallet(e)
+    }
+}
+
+/// The longest ECDSA signature with its sighash byte.
+const MAX_SIG: u64 = 73;
+
+const fn varint_len(n: u64) -> u64 {
+    if n < 0xfd {
+        1
+    } else if n <= 0xffff {
+        3
+    } else if n <= 0xffff_ffff {
+        5
+    } else {
+        9
+    }
+}
+
+/// The largest serialized witness of `t` (item count, items, signatures at their longest).
+pub(crate) fn witness_weight(t: &InputTemplate) -> u64 {
+    let mut w = varint_len(t.witness.len() as u64);
+    for part in &t.witness {
+        let len = match part {
+            WitnessPart::Signature => MAX_SIG,
+            WitnessPart::Bytes(b) => b.len() as u64,
+            WitnessPart::WitnessScript => t.script_code.len() as u64,
+        };
+        w += varint_len(len) + len;
+    }
+    w
+}
+
+/// Weight of `tx` once its inputs carry witnesses of the given sizes (segwit marker included).
+pub(crate) fn weight_with(tx: &Transaction, witness_weights: impl Iterator<Item = u64>) -> u64 {
+    4 * tx.base_size() as u64 + 2 + witness_weights.sum::<u64>()
+}
+
+/// A transaction spending `templates` (index-aligned with their paired outputs) then `coins`,
+/// paying `outputs` after the paired ones; unsigned.
+pub(crate) fn assemble(
+    templates: &[&InputTemplate],
+    coins: &[WalletCoin],
+    outputs: Vec<TxOut>,
+    lock_time: u32,
+    version: Version,
+) -> Transaction {
+    let mut input: Vec<TxIn> = templates
+        .iter()
+        .map(|t| TxIn {
+            previous_output: t.outpoint,
+            script_sig: ScriptBuf::new(),
+            sequence: t.sequence,
+            witness: Witness::new(),
+        })
+        .collect();
+    input.extend(coins.iter().map(|c| TxIn {
+        previous_output: c.outpoint,
+        script_sig: ScriptBuf::new(),
+        sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+        witness: Witness::new(),
+    }));
+    let mut output: Vec<TxOut> = templates.iter().filter_map(|t| t.paired_output.clone()).collect();
+    output.extend(outputs);
+    Transaction { version, lock_time: LockTime::from_consensus(lock_time), input, output }
+}
+
+/// The weight `tx` (from [`assemble`]) will have once signed.
+pub(crate) fn signed_weight(tx: &Transaction, templates: &[&InputTemplate], coins: &[WalletCoin]) -> u64 {
+    weight_with(tx, templates.iter().map(|t| witness_weight(t)).chain(coins.iter().map(|c| c.witness_weight)))
+}
+
+/// Signs the template inputs (indices `0..templates.len()`) with `signer` and the coins after
+/// them with `wallet`.
+pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
+    tx: &mut Transaction,
+    templates: &[&InputTemplate],
+    coins: &[WalletCoin],
+    signer: &S,
+    wallet: &W,
+) -> Result<(), BuildError> {
+    let mut witnesses = Vec::with_capacity(templates.len());
+    for (i, t) in templates.iter().enumerate() {
+        let sig = match t.key {
+            Some((key, tweak)) => Some(signer.sign(&SignRequest {
+                tx,
+                input: i,
+                script_code: t.script_code.as_script(),
+                p2wpkh: t.p2wpkh,
+                value: t.value,
+                sighash_type: EcdsaSighashType::All,
+                key,
+                tweak,
+            })?),
+            None => None,
+        };
+        let mut w = Witness::new();
+        for part in &t.witness {
+            match part {
+                WitnessPart::Signature => w.push(sig.ok_or(BuildError::Signer(SignerError::UnsupportedKey))?.to_vec()),
+                WitnessPart::Bytes(b) => w.push(b),
+                WitnessPart::WitnessScript => w.push(t.script_code.as_bytes()),
+            }
+        }
+        witnesses.push(w);
+    }
+    for (input, w) in tx.input.iter_mut().zip(witnesses) {
+        input.witness = w;
+    }
+    if !coins.is_empty() {
+        let start = templates.len();
+        wallet.sign_coins(tx, start, coins)?;
+    }
+    Ok(())
+}
+
+/// Sum of the template values and coin values.
+pub(crate) fn input_value(templates: &[&InputTemplate], coins: &[WalletCoin]) -> Option<Amount> {
+    let mut total = Amount::ZERO;
+    for v in templates.iter().map(|t| t.value).chain(coins.iter().map(|c| c.txout.value)) {
+        total = total.checked_add(v)?;
+    }
+    Some(total)
+}
