@@ -8,7 +8,9 @@
 //! 1. persist [`Effects::update`] durably (a crash after sending but before persisting could lose
 //!    money: a sent message may carry a signature or secret the restored state does not know);
 //! 2. send [`Effects::send`] to the peer, in order;
-//! 3. broadcast [`Effects::broadcast`];
+//! 3. broadcast [`Effects::broadcast`], and hand [`Effects::bumps`] to the channel's
+//!    [`Bumper`](crate::core::feebump::Bumper) (which re-broadcasts them at rising fees until they
+//!    confirm, see [`core::feebump`](crate::core::feebump));
 //! 4. watch [`Effects::watch`] and report matching transactions with [`ChainEvent::Confirmed`];
 //! 5. handle [`Effects::events`];
 //! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest.
@@ -121,6 +123,10 @@ pub struct Effects<M, E> {
     pub send: Vec<M>,
     /// Transactions to broadcast.
     pub broadcast: Vec<Transaction>,
+    /// Time-critical transactions among them (or paid for through them), with their deadlines
+    /// and how to bump their fees: give each to the channel's
+    /// [`Bumper`](crate::core::feebump::Bumper).
+    pub bumps: Vec<crate::core::feebump::BumpRequest>,
     /// Outpoints and transactions to watch.
     pub watch: Vec<Watch>,
     /// Things the embedder may want to know.
@@ -135,6 +141,7 @@ impl<M, E> Default for Effects<M, E> {
             update: None,
             send: Vec::new(),
             broadcast: Vec::new(),
+            bumps: Vec::new(),
             watch: Vec::new(),
             events: Vec::new(),
             next_deadline: None,
@@ -153,6 +160,7 @@ impl<M, E> Effects<M, E> {
         self.update.is_none()
             && self.send.is_empty()
             && self.broadcast.is_empty()
+            && self.bumps.is_empty()
             && self.watch.is_empty()
             && self.events.is_empty()
     }
@@ -169,6 +177,7 @@ impl<M, E> Effects<M, E> {
         };
         self.send.extend(other.send);
         self.broadcast.extend(other.broadcast);
+        self.bumps.extend(other.bumps);
         self.watch.extend(other.watch);
         self.events.extend(other.events);
         self.keep_deadline(other.next_deadline);
