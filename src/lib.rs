@@ -98,6 +98,8 @@ extern crate std;
 pub extern crate bitcoin;
 
 pub mod core;
+#[cfg(feature = "std")]
+pub mod driver;
 pub mod driving;
 pub mod duplex;
 pub mod lightning;
