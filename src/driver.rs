@@ -138,6 +138,9 @@ impl<SE> fmt::Display for PersistFailed<SE> {
 
 impl<SE> std::error::Error for PersistFailed<SE> {}
 
+/// What [`Driver::apply`] returns.
+pub type ApplyResult<E, TE, SE> = Result<Applied<E, TE>, PersistFailed<SE>>;
+
 /// Applies one channel's effects and runs its bumper (see the [module docs](self)).
 #[derive(Debug)]
 pub struct Driver<S, T, C> {
@@ -188,10 +191,7 @@ impl<S: Storage, T, C: Chain> Driver<S, T, C> {
     /// # Errors
     /// [`PersistFailed`] if the storage refused the channel's or the bumper's update; nothing
     /// after it was acted on.
-    pub fn apply<M, E>(
-        &mut self,
-        fx: Effects<M, E>,
-    ) -> Result<Applied<E, <T as Transport<M>>::Error>, PersistFailed<S::Error>>
+    pub fn apply<M, E>(&mut self, fx: Effects<M, E>) -> ApplyResult<E, <T as Transport<M>>::Error, S::Error>
     where
         T: Transport<M>,
     {
