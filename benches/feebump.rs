@@ -49,7 +49,12 @@ fn setup() -> Setup {
         let presigned = Transaction {
             version: Version::TWO,
             lock_time: LockTime::ZERO,
-            input: vec![TxIn { previous_output: op, script_sig: ScriptBuf::new(), sequence: Sequence(1), witness: Witness::new() }],
+            input: vec![TxIn {
+                previous_output: op,
+                script_sig: ScriptBuf::new(),
+                sequence: Sequence(1),
+                witness: Witness::new(),
+            }],
             output: vec![paired.clone()],
         };
         let peer_sig = peer
