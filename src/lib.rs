@@ -104,6 +104,7 @@ pub mod driving;
 pub mod duplex;
 pub mod lightning;
 pub mod multihop;
+pub mod network;
 pub mod spilman;
 #[cfg(feature = "test-utils")]
 pub mod testing;
