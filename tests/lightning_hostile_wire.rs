@@ -20,7 +20,6 @@ use paychan::core::sign::{InMemorySigner, Signer};
 use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
 use paychan::driving::{Action, ChainEvent, ChainTip, ChannelId, RestoreCheck};
 use paychan::lightning::htlc::Stage;
-use paychan::lightning::msgs::channel_id_of;
 use paychan::lightning::{Channel, CommandError, Event, Misbehaviour, Msg, OpenParams, PeerError, Phase, Side};
 
 const TYPES: [ChannelType; 2] = [ChannelType::StaticRemoteKey, ChannelType::AnchorsZeroFeeHtlc];
@@ -620,8 +619,10 @@ fn fundee_of_bad_funding(ct: ChannelType, bad: &Transaction, vout: u32) -> (Peer
     let _created = a.funding_tx(good.clone(), &sa).unwrap();
     // …so the hostile opener signs b's first commitment over `bad`'s outpoint by hand.
     let mut snapshot = a.snapshot();
-    let (good_id, bad_id) =
-        (channel_id_of(&good.compute_txid(), vout as u16), channel_id_of(&bad.compute_txid(), vout as u16));
+    let (good_id, bad_id) = (
+        ChannelId::from_funding(&OutPoint { txid: good.compute_txid(), vout }),
+        ChannelId::from_funding(&OutPoint { txid: bad.compute_txid(), vout }),
+    );
     assert!(replace_all(&mut snapshot, good.compute_txid().as_byte_array(), bad.compute_txid().as_byte_array()) >= 1);
     replace_all(&mut snapshot, &good_id.0, &bad_id.0);
     let forged = Channel::restore(&snapshot, RestoreCheck { channel_id: None, min_update_id: 0 }).unwrap();

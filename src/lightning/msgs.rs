@@ -299,6 +299,40 @@ fn sat(r: &mut Reader<'_>, field: &'static str) -> Result<Amount, DecodeError> {
 }
 
 impl Msg {
+    /// The channel the message is for, so that an embedder with many channels per peer can
+    /// route it without matching every variant: the `temporary_channel_id` for
+    /// `open_channel`, `accept_channel` and `funding_created`, the channel id otherwise
+    /// ([`ChannelId::ZERO`] in an `error` or `warning` about the whole connection).
+    ///
+    /// ```
+    /// use paychan::driving::ChannelId;
+    /// use paychan::lightning::Msg;
+    ///
+    /// let m = Msg::UpdateFee { channel_id: ChannelId([7; 32]), feerate_per_kw: 253 };
+    /// assert_eq!(m.channel_id(), ChannelId([7; 32]));
+    /// ```
+    pub fn channel_id(&self) -> ChannelId {
+        match self {
+            Msg::OpenChannel(m) => m.temporary_channel_id,
+            Msg::AcceptChannel(m) => m.temporary_channel_id,
+            Msg::FundingCreated { temporary_channel_id, .. } => *temporary_channel_id,
+            Msg::FundingSigned { channel_id, .. }
+            | Msg::ChannelReady { channel_id, .. }
+            | Msg::Shutdown { channel_id, .. }
+            | Msg::ClosingSigned { channel_id, .. }
+            | Msg::UpdateAddHtlc { channel_id, .. }
+            | Msg::UpdateFulfillHtlc { channel_id, .. }
+            | Msg::UpdateFailHtlc { channel_id, .. }
+            | Msg::CommitmentSigned { channel_id, .. }
+            | Msg::RevokeAndAck { channel_id, .. }
+            | Msg::UpdateFee { channel_id, .. }
+            | Msg::UpdateFailMalformedHtlc { channel_id, .. }
+            | Msg::ChannelReestablish { channel_id, .. }
+            | Msg::Error { channel_id, .. }
+            | Msg::Warning { channel_id, .. } => *channel_id,
+        }
+    }
+
     /// The BOLT message type number.
     pub fn type_number(&self) -> u16 {
         use types::*;
@@ -636,12 +670,6 @@ impl Msg {
 impl ChannelId {
     /// The all-zero id (used by messages that concern every channel).
     pub const ZERO: ChannelId = ChannelId([0; 32]);
-}
-
-/// The channel id of a funding txid and output (BOLT #2), a convenience over
-/// [`ChannelId::from_funding`].
-pub fn channel_id_of(txid: &Txid, vout: u16) -> ChannelId {
-    ChannelId::from_funding(&bitcoin::OutPoint { txid: *txid, vout: u32::from(vout) })
 }
 
 /// A txid's bytes in internal order (as in `funding_created`).
