@@ -133,6 +133,15 @@ impl Writer {
         self
     }
 
+    /// A BOLT #1 truncated integer (`tu64`, `tu32`, `tu16`): big-endian without leading zero
+    /// bytes (zero is written as nothing). Only valid as the last field of a TLV record.
+    pub fn tu64(&mut self, v: u64) -> &mut Self {
+        let bytes = v.to_be_bytes();
+        let skip = (v.leading_zeros() / 8) as usize;
+        self.buf.extend_from_slice(bytes.get(skip..).unwrap_or_default());
+        self
+    }
+
     /// A BigSize integer (BOLT #1): 1, 3, 5 or 9 bytes.
     pub fn bigsize(&mut self, v: u64) -> &mut Self {
         match v {
@@ -301,6 +310,23 @@ impl<'a> Reader<'a> {
             return Err(DecodeError::Truncated);
         }
         (0..n).map(|_| self.u64()).collect()
+    }
+
+    /// A BOLT #1 truncated integer of at most `max_bytes` bytes (8 for `tu64`, 4 for `tu32`, 2
+    /// for `tu16`) taking the rest of the record: big-endian, rejecting a leading zero byte.
+    ///
+    /// # Errors
+    /// [`DecodeError::InvalidValue`] if longer than `max_bytes` or not minimal.
+    pub fn truncated_int(&mut self, max_bytes: usize) -> Result<u64, DecodeError> {
+        let n = self.remaining();
+        if n > max_bytes.min(8) {
+            return Err(DecodeError::InvalidValue("truncated integer too long"));
+        }
+        let bytes = self.take(n)?;
+        if bytes.first() == Some(&0) {
+            return Err(DecodeError::InvalidValue("truncated integer not minimal"));
+        }
+        Ok(bytes.iter().fold(0u64, |acc, b| (acc << 8) | u64::from(*b)))
     }
 
     /// A BigSize integer, rejecting non-minimal encodings.

@@ -1,4 +1,12 @@
-//! Reaching real Lightning nodes: the BOLT #8 transport ([`noise`]). Sans-I/O like the channels:
-//! the embedder owns the socket and moves bytes between it and these state machines.
+//! Reaching real Lightning nodes, sans-I/O like the channels: the embedder owns the socket and
+//! moves bytes between it and these state machines.
+//!
+//! | module | BOLT | concern |
+//! |---|---|---|
+//! | [`noise`] | 8 | the encrypted, authenticated transport and its handshake |
+//! | [`features`] | 9 | feature bits and their negotiation |
+//! | [`peer`] | 1 | `init`, `ping`/`pong`, routing channel messages by channel id |
 
+pub mod features;
 pub mod noise;
+pub mod peer;
