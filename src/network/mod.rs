@@ -6,9 +6,11 @@
 //! | [`noise`] | 8 | the encrypted, authenticated transport and its handshake |
 //! | [`features`] | 9 | feature bits and their negotiation |
 //! | [`onion`] | 4 | Sphinx onions: build, peel, failures |
+//! | [`payload`] | 4 | hop payloads and the forwarding and final-hop checks |
 //! | [`peer`] | 1 | `init`, `ping`/`pong`, routing channel messages by channel id |
 
 pub mod features;
 pub mod noise;
 pub mod onion;
+pub mod payload;
 pub mod peer;
