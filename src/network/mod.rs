@@ -3,6 +3,7 @@
 //!
 //! | module | BOLT | concern |
 //! |---|---|---|
+//! | [`invoice`] | 11 | invoices (LDK's `lightning-invoice`) with the payer's checks |
 //! | [`noise`] | 8 | the encrypted, authenticated transport and its handshake |
 //! | [`features`] | 9 | feature bits and their negotiation |
 //! | [`onion`] | 4 | Sphinx onions: build, peel, failures |
@@ -10,6 +11,7 @@
 //! | [`peer`] | 1 | `init`, `ping`/`pong`, routing channel messages by channel id |
 
 pub mod features;
+pub mod invoice;
 pub mod noise;
 pub mod onion;
 pub mod payload;

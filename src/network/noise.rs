@@ -32,7 +32,8 @@ use core::fmt;
 use bitcoin::hashes::hmac::{Hmac, HmacEngine};
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::secp256k1::ecdh::SharedSecret;
-use bitcoin::secp256k1::{All, PublicKey, Secp256k1, SecretKey};
+use bitcoin::secp256k1::ecdsa::RecoverableSignature;
+use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
 use chacha20_poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 const PROTOCOL_NAME: &[u8] = b"Noise_XK_secp256k1_ChaChaPoly_SHA256";
@@ -59,6 +60,12 @@ pub trait NodeSigner {
     /// # Errors
     /// [`NoiseError::Signer`] if the signer cannot answer.
     fn ecdh(&self, point: &PublicKey) -> Result<[u8; 32], NoiseError>;
+
+    /// A recoverable signature over a BOLT #11 invoice's hash with the node key.
+    ///
+    /// # Errors
+    /// [`NoiseError::Signer`] if the signer cannot answer.
+    fn sign_invoice(&self, hash: &Message) -> Result<RecoverableSignature, NoiseError>;
 }
 
 /// A node key held in memory.
@@ -88,6 +95,10 @@ impl NodeSigner for InMemoryNodeSigner {
 
     fn ecdh(&self, point: &PublicKey) -> Result<[u8; 32], NoiseError> {
         Ok(SharedSecret::new(point, &self.secret).secret_bytes())
+    }
+
+    fn sign_invoice(&self, hash: &Message) -> Result<RecoverableSignature, NoiseError> {
+        Ok(Secp256k1::signing_only().sign_ecdsa_recoverable(hash, &self.secret))
     }
 }
 
