@@ -168,10 +168,10 @@ fn add(total: &mut Meter, m: &Meter) {
 // -------------------------------------------------------------------------------------- duplex
 
 /// The duplex terms of the comparison: a 4-level tree of radix 4 (256 states, 255 resets),
-/// Δ = 6 blocks, T_r = 144 blocks.
+/// Δ = 18 blocks (> S + R), T_r = 144 blocks.
 pub fn duplex_terms() -> Result<duplex::Terms, Error> {
     Ok(duplex::Terms {
-        params: duplex::Params::uniform(4, 4, 6, 144)?,
+        params: duplex::Params::uniform(4, 4, 18, 144)?,
         capacity: CAPACITY,
         push: CAPACITY / 2,
         tree_fee: Amount::from_sat(500),

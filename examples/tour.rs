@@ -421,10 +421,10 @@ fn duplex_section() -> Result<(), Error> {
     use paychan::duplex::{self, Channel, Params, Role, Terms};
 
     println!("4. A duplex channel (Decker–Wattenhofer, relative-timelock invalidation tree)\n");
-    let params = Params::uniform(3, 3, 6, 36)?;
+    let params = Params::uniform(3, 3, 18, 36)?;
     let s = 6; // blocks to get a transaction confirmed
     println!(
-        "   d=3, k=3, Δ=6, T_r=36: {} states, {} resets, a unilateral close puts {} transactions on chain,",
+        "   d=3, k=3, Δ=18, T_r=36: {} states, {} resets, a unilateral close puts {} transactions on chain,",
         params.states(),
         params.resets(),
         params.unilateral_close_txs(0)

@@ -272,6 +272,15 @@ pub enum TermsError {
     RefundDelayTooShort,
     /// The HTLC expiry window is empty (`max_htlc_expiry_delta` is below the minimum §4 demands).
     HtlcWindow,
+    /// `S` is zero: no transaction confirms in zero blocks, and every other margin is derived from
+    /// it.
+    ZeroConfirmBlocks,
+    /// The step `Δ` is not longer than `S + R` (PROTOCOLS §2.3): once a node's parent confirmed
+    /// at `h`, an older sibling (lock at least `Δ` longer) could be mined before the honest
+    /// party gets the current node confirmed and buried `R` deep, and the stale branch's
+    /// balances would win. A current node with lock 0 can only be broadcast once its parent is
+    /// seen at `h`, and confirms at `h + S` at worst, so `Δ` must exceed `S + R`, as `T_r` must.
+    StepTooShort,
 }
 
 impl fmt::Display for TermsError {
@@ -283,6 +292,8 @@ impl fmt::Display for TermsError {
             TermsError::Fees => f.write_str("a fee leaves no room above dust"),
             TermsError::RefundDelayTooShort => f.write_str("refund delay not longer than S + R"),
             TermsError::HtlcWindow => f.write_str("HTLC expiry window is empty"),
+            TermsError::ZeroConfirmBlocks => f.write_str("confirmation time S is zero"),
+            TermsError::StepTooShort => f.write_str("step Δ not longer than S + R"),
         }
     }
 }
@@ -358,7 +369,11 @@ impl Terms {
         self.params.htlc_receive_blocks(u32::from(self.confirm_blocks)).saturating_add(u32::from(self.reorg_blocks))
     }
 
-    /// Checks the terms for internal consistency.
+    /// Checks the terms for internal consistency and safety (PROTOCOLS §2.3–§2.5): the tree
+    /// parameters, the amounts and fees against the dust limit, `S ≥ 1`, the step `Δ > S + R` (a watching party gets the current node
+    /// confirmed, `R` deep, before any older sibling matures), the refund delay `T_r > S + R` (the
+    /// payee's payment confirms before the payer's refund is valid), and a non-empty HTLC expiry
+    /// window.
     ///
     /// # Errors
     /// [`TermsError`] naming the first problem.
@@ -385,7 +400,14 @@ impl Terms {
         {
             return Err(TermsError::Fees);
         }
-        if u32::from(p.refund_delay) <= u32::from(self.confirm_blocks) + u32::from(self.reorg_blocks) {
+        if self.confirm_blocks == 0 {
+            return Err(TermsError::ZeroConfirmBlocks);
+        }
+        let margin = u32::from(self.confirm_blocks) + u32::from(self.reorg_blocks);
+        if u32::from(p.step) <= margin {
+            return Err(TermsError::StepTooShort);
+        }
+        if u32::from(p.refund_delay) <= margin {
             return Err(TermsError::RefundDelayTooShort);
         }
         if self.max_htlc_expiry_delta < self.min_htlc_expiry_delta() {
