@@ -221,13 +221,17 @@ impl Params {
     }
 
     /// PROTOCOLS §4 `F_out` of a duplex channel: blocks the offerer of an HTLC needs, once it gives
-    /// up on the peer, until the HTLC is resolved on chain, `D_tree_max + T_r + S`.
+    /// up on the peer, until the HTLC is resolved on chain, `D_tree_max + T_r + 2S`: the tree,
+    /// then the refund, valid at `leaf + T_r`, can take `S` blocks to confirm, during which the
+    /// payee's payment (carrying the HTLC output) can still win the race; the offerer's timeout
+    /// claim of that output then needs another `S`.
     pub fn htlc_offer_blocks(&self, confirm_blocks: u32) -> u32 {
-        self.payer_funds_delay(confirm_blocks)
+        self.payer_funds_delay(confirm_blocks).saturating_add(confirm_blocks)
     }
 
     /// PROTOCOLS §4 smallest final-hop expiry delta for a payee on this channel:
-    /// `2R + G + D_tree_max + 2S`.
+    /// `2R + G + E_in = 2R + G + D_tree_max + 2S` (the payee's side of the race: its payment,
+    /// then its claim; the offerer's `F_out` does not enter it).
     pub fn min_final_expiry_delta(&self, confirm_blocks: u32, reorg_blocks: u32, grace_blocks: u32) -> u32 {
         reorg_blocks
             .saturating_mul(2)
@@ -237,7 +241,8 @@ impl Params {
 
     /// PROTOCOLS §4 `cltv_expiry_delta` a node must advertise to forward from a channel whose
     /// receiver needs `incoming_receive_blocks` (`E_in` of the incoming channel type) out over this
-    /// duplex channel: `3R + 2G + F_out + E_in`.
+    /// duplex channel: `3R + 2G + F_out + E_in` with `F_out = D_tree_max + T_r + 2S`
+    /// ([`Params::htlc_offer_blocks`]).
     pub fn forward_expiry_delta(
         &self,
         confirm_blocks: u32,
