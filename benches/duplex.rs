@@ -50,7 +50,6 @@ impl Pair {
             params: Params::new(radix, 2, 144).expect("params"),
             capacity: Amount::from_sat(10_000_000_000),
             push: Amount::from_sat(4_000_000_000),
-            tree_fee: Amount::from_sat(500),
             payment_fee: Amount::from_sat(300),
             refund_fee: Amount::from_sat(300),
             claim_fee: Amount::from_sat(300),

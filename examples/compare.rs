@@ -174,7 +174,6 @@ pub fn duplex_terms() -> Result<duplex::Terms, Error> {
         params: duplex::Params::uniform(4, 4, 18, 144)?,
         capacity: CAPACITY,
         push: CAPACITY / 2,
-        tree_fee: Amount::from_sat(500),
         payment_fee: Amount::from_sat(300),
         refund_fee: Amount::from_sat(300),
         claim_fee: Amount::from_sat(300),

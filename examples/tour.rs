@@ -438,7 +438,6 @@ fn duplex_section() -> Result<(), Error> {
         params,
         capacity: Amount::from_sat(1_000_000),
         push: Amount::from_sat(300_000),
-        tree_fee: Amount::from_sat(500),
         payment_fee: Amount::from_sat(300),
         refund_fee: Amount::from_sat(300),
         claim_fee: Amount::from_sat(300),

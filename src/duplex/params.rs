@@ -264,8 +264,7 @@ impl Params {
 pub enum TermsError {
     /// The tree parameters are invalid.
     Params(ParamsError),
-    /// The capacity does not cover the tree fees and leave a non-dust channel value, or exceeds
-    /// 21 million bitcoin.
+    /// The capacity is zero or below the dust limit, or exceeds 21 million bitcoin.
     Capacity,
     /// The push amount exceeds the channel value, or leaves one side with a non-zero amount below
     /// dust.
@@ -292,7 +291,7 @@ impl fmt::Display for TermsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TermsError::Params(e) => write!(f, "tree parameters: {e}"),
-            TermsError::Capacity => f.write_str("capacity does not cover the tree fees"),
+            TermsError::Capacity => f.write_str("capacity below dust or above 21 million bitcoin"),
             TermsError::Push => f.write_str("push amount leaves a side below dust"),
             TermsError::Fees => f.write_str("a fee leaves no room above dust"),
             TermsError::RefundDelayTooShort => f.write_str("refund delay not longer than S + R"),
@@ -315,10 +314,19 @@ impl From<ParamsError> for TermsError {
 /// [`Open`](super::Open); the acceptor's embedder inspects them before calling
 /// [`Channel::accept`](super::Channel::accept).
 ///
-/// Fees are fixed in advance: every pre-signed tree transaction (kickoff and nodes) pays
-/// `tree_fee`, taken from the capacity, so the leaf carries the channel value
-/// `capacity − (d + 1)·tree_fee` ([`Terms::channel_value`]). A cooperative close pays as its fee
-/// exactly the tree fees it saves, so both parties receive their balances to the satoshi.
+/// The pre-signed transactions that spend the funding output or a tree output — the kickoff,
+/// the nodes, the leaf and the cooperative close — pay **no fee**: each is version 3 (TRUC) with
+/// one zero-value pay-to-anchor output ([`p2a_output`](crate::core::script::p2a_output)), and
+/// whoever publishes it pays the fee the chain asks for then, by a child spending that anchor
+/// (CPFP, in a one-parent-one-child package). So the leaf carries the whole capacity
+/// ([`Terms::channel_value`]), and every close pays both parties their balances to the satoshi.
+/// Only the leaf channels' own transactions (payments, refunds, HTLC claims) pay the fixed fees
+/// below, as in Spilman.
+///
+/// (Encoding version 1 of these terms also carried a `tree_fee`, the fixed fee of each tree
+/// transaction; its messages and snapshots are refused with
+/// [`DecodeError::UnknownVersion`](crate::core::encode::DecodeError::UnknownVersion)`(1)`,
+/// since their signatures cover the old transactions.)
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Terms {
     /// The tree shape.
@@ -327,8 +335,6 @@ pub struct Terms {
     pub capacity: Amount,
     /// Initial balance of the acceptor.
     pub push: Amount,
-    /// Fee of each pre-signed tree transaction.
-    pub tree_fee: Amount,
     /// Fee of each leaf payment transaction (paid by its payee, as in Spilman).
     pub payment_fee: Amount,
     /// Fee of a leaf refund transaction (paid by its payer).
@@ -351,17 +357,10 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// The value the leaf carries: `capacity − (d + 1)·tree_fee`, or `None` if the fees exceed
-    /// the capacity.
-    pub fn channel_value(&self) -> Option<Amount> {
-        let fees = self.tree_fee.checked_mul(self.params.depth() as u64 + 1)?;
-        self.capacity.checked_sub(fees)
-    }
-
-    /// The value of the 2-of-2 output of the tree transaction at `level` (0 = kickoff):
-    /// `capacity − (level + 1)·tree_fee`.
-    pub(crate) fn node_value(&self, level: usize) -> Option<Amount> {
-        self.capacity.checked_sub(self.tree_fee.checked_mul(level as u64 + 1)?)
+    /// The value the leaf carries, and the 2-of-2 output of every tree transaction: the whole
+    /// capacity (tree transactions pay no fee).
+    pub fn channel_value(&self) -> Amount {
+        self.capacity
     }
 
     /// The smallest valid amount to the payee of a leaf payment: its fee plus the dust limit.
@@ -389,7 +388,7 @@ impl Terms {
         if self.capacity > Amount::MAX_MONEY {
             return Err(TermsError::Capacity);
         }
-        let value = self.channel_value().ok_or(TermsError::Capacity)?;
+        let value = self.channel_value();
         if value < self.dust_limit || value == Amount::ZERO {
             return Err(TermsError::Capacity);
         }
