@@ -47,16 +47,16 @@ impl Pair {
         let tip = ChainTip::at(800_000);
         let signers = [InMemorySigner::new(secrets(1)), InMemorySigner::new(secrets(2))];
         let terms = Terms {
-            params: Params::new(radix, 1, 144).expect("params"),
+            params: Params::new(radix, 2, 144).expect("params"),
             capacity: Amount::from_sat(10_000_000_000),
             push: Amount::from_sat(4_000_000_000),
-            tree_fee: Amount::from_sat(500),
             payment_fee: Amount::from_sat(300),
             refund_fee: Amount::from_sat(300),
             claim_fee: Amount::from_sat(300),
             dust_limit: Amount::from_sat(546),
-            confirm_blocks: 6,
-            reorg_blocks: 6,
+            // Δ = 2 (to fit 32,768 locks in one level) is only safe with S + R < Δ.
+            confirm_blocks: 1,
+            reorg_blocks: 0,
             htlc_grace_blocks: 6,
             max_htlc_expiry_delta: 200_000,
             reset_warning: 0,
@@ -163,7 +163,7 @@ fn duplex(c: &mut Criterion) {
         g.bench_function(name, |b| b.iter(|| p.pay(from, 1)));
     }
     for level in 1..=3usize {
-        let radix = |level: usize| (1..=3).map(|j| if j == level { 65_536 } else { 1 }).collect::<Vec<u32>>();
+        let radix = |level: usize| (1..=3).map(|j| if j == level { 32_768 } else { 1 }).collect::<Vec<u32>>();
         let mut p = Pair::open(radix(level));
         let mut from = Role::Initiator;
         g.bench_function(format!("reset_level_{level}"), |b| {

@@ -168,13 +168,14 @@ fn add(total: &mut Meter, m: &Meter) {
 // -------------------------------------------------------------------------------------- duplex
 
 /// The duplex terms of the comparison: a 4-level tree of radix 4 (256 states, 255 resets),
-/// Δ = 6 blocks, T_r = 144 blocks.
+/// Δ = 144 blocks (a day to react to a stale branch, like Lightning's default `to_self_delay`;
+/// safe needs only Δ > S + R = 12), T_r = 144 blocks. The price is the worst-case delay:
+/// `5S + 4·3·Δ + T_r + S` = 1,908 blocks for the payer side.
 pub fn duplex_terms() -> Result<duplex::Terms, Error> {
     Ok(duplex::Terms {
-        params: duplex::Params::uniform(4, 4, 6, 144)?,
+        params: duplex::Params::uniform(4, 4, 144, 144)?,
         capacity: CAPACITY,
         push: CAPACITY / 2,
-        tree_fee: Amount::from_sat(500),
         payment_fee: Amount::from_sat(300),
         refund_fee: Amount::from_sat(300),
         claim_fee: Amount::from_sat(300),

@@ -421,10 +421,10 @@ fn duplex_section() -> Result<(), Error> {
     use paychan::duplex::{self, Channel, Params, Role, Terms};
 
     println!("4. A duplex channel (Decker–Wattenhofer, relative-timelock invalidation tree)\n");
-    let params = Params::uniform(3, 3, 6, 36)?;
+    let params = Params::uniform(3, 3, 144, 144)?;
     let s = 6; // blocks to get a transaction confirmed
     println!(
-        "   d=3, k=3, Δ=6, T_r=36: {} states, {} resets, a unilateral close puts {} transactions on chain,",
+        "   d=3, k=3, Δ=144, T_r=144: {} states, {} resets, a unilateral close puts {} transactions on chain,",
         params.states(),
         params.resets(),
         params.unilateral_close_txs(0)
@@ -438,7 +438,6 @@ fn duplex_section() -> Result<(), Error> {
         params,
         capacity: Amount::from_sat(1_000_000),
         push: Amount::from_sat(300_000),
-        tree_fee: Amount::from_sat(500),
         payment_fee: Amount::from_sat(300),
         refund_fee: Amount::from_sat(300),
         claim_fee: Amount::from_sat(300),
@@ -557,6 +556,14 @@ fn duplex_section() -> Result<(), Error> {
         branch.len() - 1,
         branch.iter().map(vsize).sum::<u64>(),
         locks
+    );
+    let anchored = branch.iter().all(|t| {
+        t.version.0 == 3
+            && t.output.iter().filter(|o| paychan::core::script::is_p2a(&o.script_pubkey)).count() == 1
+            && t.output.iter().map(|o| o.value).sum::<Amount>() == ch[0].terms().capacity
+    });
+    println!(
+        "   each of them version 3, zero fee, one pay-to-anchor output: {anchored} (the publisher pays the fee then, by CPFP)"
     );
     let fx = ch[0].close(&signers[0])?;
     let mut close = None;

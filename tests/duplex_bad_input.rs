@@ -419,7 +419,7 @@ fn bad_terms_are_refused() {
         CommandError::BadTerms(TermsError::Push)
     );
     let mut open = open_msg();
-    open.terms.capacity = Amount::from_sat(1_000);
+    open.terms.capacity = Amount::from_sat(500);
     let e = Channel::accept(open, ScriptBuf::new(), &signer(B), tip).unwrap_err();
     assert_eq!(e.kind, Misbehaviour::BadTerms(TermsError::Capacity));
     let mut open = open_msg();
@@ -509,8 +509,8 @@ fn truncated_and_extended_encodings() {
             assert!(Msg::decode(&long).is_err(), "extended by {extra:#x} accepted");
         }
         let mut v = bytes.clone();
-        v[1] = 2;
-        assert_eq!(Msg::decode(&v), Err(DecodeError::UnknownVersion(2)));
+        v[1] = 3;
+        assert_eq!(Msg::decode(&v), Err(DecodeError::UnknownVersion(3)));
         let mut k = bytes.clone();
         k[0] = 0x7f;
         assert!(Msg::decode(&k).is_err());

@@ -70,7 +70,7 @@ proptest! {
     #[test]
     fn random_operations_conserve_value(ops in proptest::collection::vec(op(), 1..40)) {
         let mut p = Pair::open(common::duplex::terms(vec![4, 4, 4]));
-        let value = p.a().terms().channel_value().unwrap();
+        let value = p.a().terms().channel_value();
         for op in ops {
             let tip = p.tip();
             match op {

@@ -575,6 +575,8 @@ impl Duplex {
             vec![
                 TxOut { value: balances.holder, script_pubkey: payout_a.clone() },
                 TxOut { value: balances.counterparty, script_pubkey: payout_b.clone() },
+                // Zero fee: the anchor a CPFP child spends.
+                paychan::core::script::p2a_output(),
             ]
         );
         assert_eq!(balances.counterparty, Amount::from_sat(200_000), "the push, whole");

@@ -812,7 +812,7 @@ fn duplex_fund_with_another_channels_signer_is_refused() {
     let bal = a.balances();
     assert_eq!(
         (bal.holder, bal.counterparty),
-        (a.terms().channel_value().unwrap() - Amount::from_sat(200_000), Amount::from_sat(200_000))
+        (a.terms().channel_value() - Amount::from_sat(200_000), Amount::from_sat(200_000))
     );
 }
 

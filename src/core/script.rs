@@ -15,6 +15,13 @@
 //! | [`received_htlc`] | [`htlc_revocation_witness`], [`received_htlc_success_witness`], [`received_htlc_timeout_witness`] |
 //! | [`spilman_cltv`], [`spilman_csv`] (payer → payee channel) | [`spilman_payment_witness`], [`spilman_refund_witness`] |
 //! | [`hashlock_htlc`] (non-revocable HTLC) | [`hashlock_success_witness`], [`hashlock_timeout_witness`] |
+//! | [`p2a`] (pay-to-anchor, not P2WSH: `OP_1 <0x4e73>`) | [`p2a_input`] (empty witness, anyone) |
+//!
+//! **Pay-to-anchor.** A zero-fee version-3 (TRUC, BIP 431) transaction carries one [`p2a_output`]
+//! of value 0 (Bitcoin Core 29's ephemeral dust: relayed only in a package whose child spends
+//! it); anyone confirms it by that child, a CPFP that spends the anchor with [`p2a_input`] and
+//! brings its own coins and fee. Consensus treats the 2-byte witness v1 program as
+//! anyone-can-spend; Bitcoin Core 28+ relays its spends when the witness is empty.
 
 use bitcoin::hashes::{hash160, Hash};
 use bitcoin::opcodes::all::{
@@ -24,7 +31,8 @@ use bitcoin::opcodes::all::{
 };
 use bitcoin::script::Builder;
 use bitcoin::secp256k1::PublicKey;
-use bitcoin::{ecdsa, Opcode, Script, ScriptBuf, WPubkeyHash, Witness};
+use bitcoin::transaction::Version;
+use bitcoin::{ecdsa, Amount, Opcode, OutPoint, Script, ScriptBuf, Sequence, TxIn, TxOut, WPubkeyHash, Witness};
 
 use super::hashlock::{PaymentHash, PaymentPreimage};
 use super::keys::{DelayedPaymentPubkey, FundingPubkey, HtlcPubkey, RevocationPubkey};
@@ -382,6 +390,37 @@ pub fn anchor_anyone_witness(script: &WitnessScript) -> Witness {
     witness([FALSE], script)
 }
 
+/// The transaction version of zero-fee transactions bumped through a [`p2a`] output: 3 (TRUC,
+/// BIP 431), which Bitcoin Core 28+ relays in a one-parent-one-child package.
+pub const TRUC_VERSION: Version = Version(3);
+
+/// The pay-to-anchor scriptPubKey `OP_1 <0x4e73>` (a witness v1 program of 2 bytes).
+pub fn p2a() -> ScriptBuf {
+    ScriptBuf::new_p2a()
+}
+
+/// Whether `script` is the [`p2a`] scriptPubKey.
+pub fn is_p2a(script: &Script) -> bool {
+    script.as_bytes() == [0x51, 0x02, 0x4e, 0x73]
+}
+
+/// The zero-value [`p2a`] output of a zero-fee TRUC transaction.
+pub fn p2a_output() -> TxOut {
+    TxOut { value: Amount::ZERO, script_pubkey: p2a() }
+}
+
+/// The input of a child spending the [`p2a`] output at `anchor`: empty scriptSig, empty witness
+/// (anyone can spend it), nSequence `0xFFFFFFFD` (no lock; replaceable, as every TRUC
+/// transaction is anyway).
+pub fn p2a_input(anchor: OutPoint) -> TxIn {
+    TxIn {
+        previous_output: anchor,
+        script_sig: ScriptBuf::new(),
+        sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+        witness: Witness::new(),
+    }
+}
+
 /// Spends an [`offered_htlc`] or [`received_htlc`] output by the revocation key:
 /// `<revocation_sig> <revocationpubkey>`.
 pub fn htlc_revocation_witness(
@@ -460,6 +499,15 @@ mod tests {
     use bitcoin::secp256k1::{Secp256k1, SecretKey};
 
     use super::*;
+
+    #[test]
+    fn p2a_is_op_1_push_4e73() {
+        assert_eq!(p2a().as_bytes(), &[0x51, 0x02, 0x4e, 0x73]);
+        assert!(is_p2a(&p2a()) && p2a().is_witness_program());
+        assert!(!is_p2a(&ScriptBuf::new_op_return([0x4e, 0x73])));
+        assert_eq!(p2a_output().value, Amount::ZERO);
+        assert!(p2a_input(OutPoint::null()).witness.is_empty());
+    }
 
     /// The HTLC scripts as `Builder` pushes, as BOLT #3 writes them: the reference for the
     /// byte-template writer.

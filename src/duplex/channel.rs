@@ -158,7 +158,7 @@ impl PartialEq for Channel {
 
 impl Channel {
     fn blank(role: Role, terms: Terms, holder_keys: PartyKeys, tip: ChainTip) -> Option<Self> {
-        let value = terms.channel_value()?;
+        let value = terms.channel_value();
         let values = [value.checked_sub(terms.push)?, terms.push];
         Some(Channel {
             role,
@@ -388,8 +388,8 @@ impl Channel {
         self.derived.node_ws = Some(ws);
         self.derived.leaf_spks =
             [leaf::channel_spk(k, Role::Initiator, delay), leaf::channel_spk(k, Role::Acceptor, delay)];
-        self.derived.node_values =
-            (0..self.terms.params.depth()).map(|l| self.terms.node_value(l)).collect::<Option<_>>().unwrap_or_default();
+        // Tree transactions pay no fee: every 2-of-2 output carries the whole capacity.
+        self.derived.node_values = alloc::vec![self.terms.channel_value(); self.terms.params.depth()];
     }
 
     /// Rebuilds the cached current branch from scratch (after the funding outpoint is known, or

@@ -1,5 +1,7 @@
 //! Closing: cooperatively with one transaction, or unilaterally by publishing the tree; and the
-//! chain events that drive both.
+//! chain events that drive both. Every transaction spending the funding output or a tree output
+//! (the tree and the cooperative close) is a zero-fee version-3 transaction with a pay-to-anchor
+//! output, confirmed by the publisher's CPFP child ([`tree`](super::tree)).
 //!
 //! **Unilateral close.** The kickoff first; then each node `N_j` of the current branch exactly when
 //! its BIP-0068 lock matures: its parent confirmed at height `h`, so it can be mined from block
@@ -17,7 +19,6 @@ use alloc::vec::Vec;
 
 use bitcoin::absolute::LockTime;
 use bitcoin::sighash::EcdsaSighashType;
-use bitcoin::transaction::Version;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
 use super::channel::{BuiltBranch, Channel, Phase};
@@ -27,6 +28,7 @@ use super::reset::ResetState;
 use super::tree;
 use super::{peer_error, CloseKind, CommandError, Effects, Event, ForceCloseReason, Misbehaviour, PeerError, Role};
 use crate::core::hashlock::PaymentPreimage;
+use crate::core::script;
 use crate::core::sign::{self, KeyId, SignRequest, Signer, Tweak};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, Watch};
@@ -152,7 +154,7 @@ impl Channel {
                 return None;
             }
             let txid = *self.derived.branch.txids.get(level)?;
-            (OutPoint { txid, vout: 0 }, self.terms.node_value(level)?)
+            (OutPoint { txid, vout: 0 }, self.terms.channel_value())
         };
         let keys = self.keys.as_ref()?;
         let raw = leaf::balances(self.values, [&self.channels[0].state, &self.channels[1].state])?;
@@ -163,8 +165,12 @@ impl Channel {
                 output.push(TxOut { value: v, script_pubkey: keys[role.index()].payout.clone() });
             }
         }
+        // Zero fee, like the tree: a balance below dust is left out and its value goes to the
+        // anchor, which whoever wants the close confirmed spends by CPFP.
+        let paid = output.iter().try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.value))?;
+        output.push(TxOut { value: value.checked_sub(paid)?, ..script::p2a_output() });
         let tx = Transaction {
-            version: Version::TWO,
+            version: script::TRUC_VERSION,
             lock_time: LockTime::ZERO,
             input: alloc::vec![TxIn {
                 previous_output: outpoint,
@@ -207,7 +213,9 @@ impl Channel {
 
     /// Proposes a cooperative close: one transaction paying both balances, spending the funding
     /// output, or output 0 of the deepest confirmed tree transaction if the tree is being
-    /// published. Its fee is the tree fees it saves.
+    /// published. It pays no fee (version 3, a pay-to-anchor output last, which also takes any
+    /// balance below dust): both parties receive their balances to the satoshi, and whoever
+    /// wants it confirmed pays the fee by a child spending the anchor (CPFP).
     ///
     /// # Errors
     /// [`CommandError::HtlcsPending`] while HTLCs are pending (resolve them, and reset to drop

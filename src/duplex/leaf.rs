@@ -273,7 +273,6 @@ mod tests {
             params: Params::uniform(2, 3, 2, 10).unwrap(),
             capacity: Amount::from_sat(1_000_000),
             push: Amount::ZERO,
-            tree_fee: Amount::from_sat(500),
             payment_fee: Amount::from_sat(300),
             refund_fee: Amount::from_sat(300),
             claim_fee: Amount::from_sat(300),

@@ -71,8 +71,12 @@
 //! happened (PROTOCOLS §2.7). No revocation data exists.
 //!
 //! # Departures from PROTOCOLS §2
-//! * Tree transactions pay a fixed fee agreed at open and carry no anchors (no CPFP): `Δ` must
-//!   leave room for confirming at that fee.
+//! * Tree transactions (and the cooperative close) follow sidepool's option of §2.2: version 3
+//!   (TRUC), zero fee, one zero-value pay-to-anchor output each ([`tree`]); the publisher pays
+//!   the fee by a CPFP child when it publishes, so the leaf carries the whole capacity and a
+//!   node's confirmation within `Δ` does not depend on a fee guessed at signing. The channel
+//!   asks the embedder to broadcast the parent; building and re-bumping the child is the
+//!   embedder's (or a fee-bumping engine's) job. [`Terms::validate`] requires `Δ > S + R`.
 //! * When a reset carries HTLCs in a direction, the new leaf's first payment in that direction
 //!   keeps `payment_fee + dust_limit` with the payee (the smallest payable amount of the Spilman
 //!   template, whose payee output is mandatory); the payee's own channel shrinks by the same

@@ -231,7 +231,9 @@ pub enum Msg {
     Reestablish(Reestablish),
 }
 
-const VERSION: u8 = 1;
+/// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output; [`Terms`] without
+/// the tree fee. Version 1 (fixed-fee version-2 tree transactions) is refused.
+const VERSION: u8 = 2;
 const K_OPEN: u8 = 0x60;
 const K_ACCEPT: u8 = 0x61;
 const K_FUNDING_CREATED: u8 = 0x62;
@@ -350,7 +352,7 @@ pub(crate) fn write_terms(w: &mut Writer, t: &Terms) {
         w.u32(*k);
     }
     w.u16(t.params.step()).u16(t.params.refund_delay());
-    w.amount(t.capacity).amount(t.push).amount(t.tree_fee).amount(t.payment_fee);
+    w.amount(t.capacity).amount(t.push).amount(t.payment_fee);
     w.amount(t.refund_fee).amount(t.claim_fee).amount(t.dust_limit);
     w.u16(t.confirm_blocks).u16(t.reorg_blocks).u16(t.htlc_grace_blocks);
     w.u32(t.max_htlc_expiry_delta).u64(t.reset_warning);
@@ -365,7 +367,6 @@ pub(crate) fn read_terms(r: &mut Reader<'_>) -> Result<Terms, DecodeError> {
         params,
         capacity: r.amount("capacity")?,
         push: r.amount("push")?,
-        tree_fee: r.amount("tree_fee")?,
         payment_fee: r.amount("payment_fee")?,
         refund_fee: r.amount("refund_fee")?,
         claim_fee: r.amount("claim_fee")?,

@@ -221,13 +221,17 @@ impl Params {
     }
 
     /// PROTOCOLS §4 `F_out` of a duplex channel: blocks the offerer of an HTLC needs, once it gives
-    /// up on the peer, until the HTLC is resolved on chain, `D_tree_max + T_r + S`.
+    /// up on the peer, until the HTLC is resolved on chain, `D_tree_max + T_r + 2S`: the tree,
+    /// then the refund, valid at `leaf + T_r`, can take `S` blocks to confirm, during which the
+    /// payee's payment (carrying the HTLC output) can still win the race; the offerer's timeout
+    /// claim of that output then needs another `S`.
     pub fn htlc_offer_blocks(&self, confirm_blocks: u32) -> u32 {
-        self.payer_funds_delay(confirm_blocks)
+        self.payer_funds_delay(confirm_blocks).saturating_add(confirm_blocks)
     }
 
     /// PROTOCOLS §4 smallest final-hop expiry delta for a payee on this channel:
-    /// `2R + G + D_tree_max + 2S`.
+    /// `2R + G + E_in = 2R + G + D_tree_max + 2S` (the payee's side of the race: its payment,
+    /// then its claim; the offerer's `F_out` does not enter it).
     pub fn min_final_expiry_delta(&self, confirm_blocks: u32, reorg_blocks: u32, grace_blocks: u32) -> u32 {
         reorg_blocks
             .saturating_mul(2)
@@ -237,7 +241,8 @@ impl Params {
 
     /// PROTOCOLS §4 `cltv_expiry_delta` a node must advertise to forward from a channel whose
     /// receiver needs `incoming_receive_blocks` (`E_in` of the incoming channel type) out over this
-    /// duplex channel: `3R + 2G + F_out + E_in`.
+    /// duplex channel: `3R + 2G + F_out + E_in` with `F_out = D_tree_max + T_r + 2S`
+    /// ([`Params::htlc_offer_blocks`]).
     pub fn forward_expiry_delta(
         &self,
         confirm_blocks: u32,
@@ -259,8 +264,7 @@ impl Params {
 pub enum TermsError {
     /// The tree parameters are invalid.
     Params(ParamsError),
-    /// The capacity does not cover the tree fees and leave a non-dust channel value, or exceeds
-    /// 21 million bitcoin.
+    /// The capacity is zero or below the dust limit, or exceeds 21 million bitcoin.
     Capacity,
     /// The push amount exceeds the channel value, or leaves one side with a non-zero amount below
     /// dust.
@@ -272,17 +276,28 @@ pub enum TermsError {
     RefundDelayTooShort,
     /// The HTLC expiry window is empty (`max_htlc_expiry_delta` is below the minimum §4 demands).
     HtlcWindow,
+    /// `S` is zero: no transaction confirms in zero blocks, and every other margin is derived from
+    /// it.
+    ZeroConfirmBlocks,
+    /// The step `Δ` is not longer than `S + R` (PROTOCOLS §2.3): once a node's parent confirmed
+    /// at `h`, an older sibling (lock at least `Δ` longer) could be mined before the honest
+    /// party gets the current node confirmed and buried `R` deep, and the stale branch's
+    /// balances would win. A current node with lock 0 can only be broadcast once its parent is
+    /// seen at `h`, and confirms at `h + S` at worst, so `Δ` must exceed `S + R`, as `T_r` must.
+    StepTooShort,
 }
 
 impl fmt::Display for TermsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TermsError::Params(e) => write!(f, "tree parameters: {e}"),
-            TermsError::Capacity => f.write_str("capacity does not cover the tree fees"),
+            TermsError::Capacity => f.write_str("capacity below dust or above 21 million bitcoin"),
             TermsError::Push => f.write_str("push amount leaves a side below dust"),
             TermsError::Fees => f.write_str("a fee leaves no room above dust"),
             TermsError::RefundDelayTooShort => f.write_str("refund delay not longer than S + R"),
             TermsError::HtlcWindow => f.write_str("HTLC expiry window is empty"),
+            TermsError::ZeroConfirmBlocks => f.write_str("confirmation time S is zero"),
+            TermsError::StepTooShort => f.write_str("step Δ not longer than S + R"),
         }
     }
 }
@@ -299,10 +314,19 @@ impl From<ParamsError> for TermsError {
 /// [`Open`](super::Open); the acceptor's embedder inspects them before calling
 /// [`Channel::accept`](super::Channel::accept).
 ///
-/// Fees are fixed in advance: every pre-signed tree transaction (kickoff and nodes) pays
-/// `tree_fee`, taken from the capacity, so the leaf carries the channel value
-/// `capacity − (d + 1)·tree_fee` ([`Terms::channel_value`]). A cooperative close pays as its fee
-/// exactly the tree fees it saves, so both parties receive their balances to the satoshi.
+/// The pre-signed transactions that spend the funding output or a tree output — the kickoff,
+/// the nodes, the leaf and the cooperative close — pay **no fee**: each is version 3 (TRUC) with
+/// one zero-value pay-to-anchor output ([`p2a_output`](crate::core::script::p2a_output)), and
+/// whoever publishes it pays the fee the chain asks for then, by a child spending that anchor
+/// (CPFP, in a one-parent-one-child package). So the leaf carries the whole capacity
+/// ([`Terms::channel_value`]), and every close pays both parties their balances to the satoshi.
+/// Only the leaf channels' own transactions (payments, refunds, HTLC claims) pay the fixed fees
+/// below, as in Spilman.
+///
+/// (Encoding version 1 of these terms also carried a `tree_fee`, the fixed fee of each tree
+/// transaction; its messages and snapshots are refused with
+/// [`DecodeError::UnknownVersion`](crate::core::encode::DecodeError::UnknownVersion)`(1)`,
+/// since their signatures cover the old transactions.)
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub struct Terms {
     /// The tree shape.
@@ -311,8 +335,6 @@ pub struct Terms {
     pub capacity: Amount,
     /// Initial balance of the acceptor.
     pub push: Amount,
-    /// Fee of each pre-signed tree transaction.
-    pub tree_fee: Amount,
     /// Fee of each leaf payment transaction (paid by its payee, as in Spilman).
     pub payment_fee: Amount,
     /// Fee of a leaf refund transaction (paid by its payer).
@@ -335,17 +357,10 @@ pub struct Terms {
 }
 
 impl Terms {
-    /// The value the leaf carries: `capacity − (d + 1)·tree_fee`, or `None` if the fees exceed
-    /// the capacity.
-    pub fn channel_value(&self) -> Option<Amount> {
-        let fees = self.tree_fee.checked_mul(self.params.depth() as u64 + 1)?;
-        self.capacity.checked_sub(fees)
-    }
-
-    /// The value of the 2-of-2 output of the tree transaction at `level` (0 = kickoff):
-    /// `capacity − (level + 1)·tree_fee`.
-    pub(crate) fn node_value(&self, level: usize) -> Option<Amount> {
-        self.capacity.checked_sub(self.tree_fee.checked_mul(level as u64 + 1)?)
+    /// The value the leaf carries, and the 2-of-2 output of every tree transaction: the whole
+    /// capacity (tree transactions pay no fee).
+    pub fn channel_value(&self) -> Amount {
+        self.capacity
     }
 
     /// The smallest valid amount to the payee of a leaf payment: its fee plus the dust limit.
@@ -358,7 +373,11 @@ impl Terms {
         self.params.htlc_receive_blocks(u32::from(self.confirm_blocks)).saturating_add(u32::from(self.reorg_blocks))
     }
 
-    /// Checks the terms for internal consistency.
+    /// Checks the terms for internal consistency and safety (PROTOCOLS §2.3–§2.5): the tree
+    /// parameters, the amounts and fees against the dust limit, `S ≥ 1`, the step `Δ > S + R` (a watching party gets the current node
+    /// confirmed, `R` deep, before any older sibling matures), the refund delay `T_r > S + R` (the
+    /// payee's payment confirms before the payer's refund is valid), and a non-empty HTLC expiry
+    /// window.
     ///
     /// # Errors
     /// [`TermsError`] naming the first problem.
@@ -369,7 +388,7 @@ impl Terms {
         if self.capacity > Amount::MAX_MONEY {
             return Err(TermsError::Capacity);
         }
-        let value = self.channel_value().ok_or(TermsError::Capacity)?;
+        let value = self.channel_value();
         if value < self.dust_limit || value == Amount::ZERO {
             return Err(TermsError::Capacity);
         }
@@ -385,7 +404,14 @@ impl Terms {
         {
             return Err(TermsError::Fees);
         }
-        if u32::from(p.refund_delay) <= u32::from(self.confirm_blocks) + u32::from(self.reorg_blocks) {
+        if self.confirm_blocks == 0 {
+            return Err(TermsError::ZeroConfirmBlocks);
+        }
+        let margin = u32::from(self.confirm_blocks) + u32::from(self.reorg_blocks);
+        if u32::from(p.step) <= margin {
+            return Err(TermsError::StepTooShort);
+        }
+        if u32::from(p.refund_delay) <= margin {
             return Err(TermsError::RefundDelayTooShort);
         }
         if self.max_htlc_expiry_delta < self.min_htlc_expiry_delta() {

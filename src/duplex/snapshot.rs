@@ -24,7 +24,11 @@ use crate::core::units::BlockHeight;
 use crate::spilman::payment::PaymentState;
 
 const KIND: u8 = 0x5f;
-const VERSION: u8 = 1;
+/// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output (the signatures held
+/// cover those), terms without the tree fee. A version-1 snapshot (fixed-fee tree) is refused
+/// with [`DecodeError::UnknownVersion`]: its signatures are on transactions this crate no longer
+/// builds; close such a channel with the release that wrote it.
+const VERSION: u8 = 2;
 
 fn write_keys(w: &mut Writer, k: &PartyKeys) {
     w.pubkey(&k.funding).pubkey(&k.htlc).script(&k.payout);

@@ -13,8 +13,16 @@
 //!   blocks). Node scripts are the plain 2-of-2 [`funding`](crate::core::script::funding) script
 //!   of the two funding keys: the relative lock lives only in the nSequence, which both BIP-0143
 //!   signatures commit to. Reusing the keys is safe: every signature commits to its outpoint.
-//! * Every tree transaction is version 2 with `nLockTime` 0 and pays the fixed `tree_fee`.
-//! * The leaf's outputs are the two unidirectional channels, A→B first, each omitted when empty.
+//! * Every tree transaction is version 3 (TRUC, BIP 431) with `nLockTime` 0, pays **no fee**
+//!   (its outputs sum to its input: the capacity), and carries one zero-value pay-to-anchor
+//!   output ([`p2a_output`]) last. Whoever publishes it gets it mined by a child spending that
+//!   anchor ([`p2a_input`](crate::core::script::p2a_input)) with enough fee for both (CPFP, a
+//!   one-parent-one-child package under Bitcoin Core 28+ relay policy; the zero-value anchor is
+//!   Core 29's ephemeral dust, allowed because the parent pays no fee and the child spends it).
+//!   A node is only published once its parent confirmed (TRUC allows one unconfirmed ancestor,
+//!   and the anchor's child is that descendant).
+//! * Output 0 of the kickoff and of every inner node is the 2-of-2; the leaf's outputs are the
+//!   two unidirectional channels, A→B first, each omitted when empty, then the anchor.
 //!
 //! **Counter.** The digits `v_1 … v_d` advance like an odometer: the deepest level whose digit is
 //! below `k_j − 1` goes up by one (its lock drops by `Δ`) and every deeper level restarts at 0
@@ -24,10 +32,10 @@ use alloc::vec::Vec;
 use core::cmp::Ordering;
 
 use bitcoin::absolute::LockTime;
-use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
 use super::params::Params;
+use crate::core::script::{p2a_output, TRUC_VERSION};
 
 /// The counter digits `v_1 … v_d`, level 1 first.
 pub type Digits = Vec<u16>;
@@ -88,26 +96,31 @@ pub fn locks(params: &Params, digits: &[u16]) -> Option<Vec<u16>> {
     digits.iter().enumerate().map(|(j, &v)| params.lock(j + 1, u32::from(v))).collect()
 }
 
-fn one_input(previous_output: OutPoint, sequence: Sequence, output: Vec<TxOut>) -> Transaction {
+/// A zero-fee TRUC transaction with one input and `output` followed by the anchor.
+fn one_input(previous_output: OutPoint, sequence: Sequence, mut output: Vec<TxOut>) -> Transaction {
+    output.push(p2a_output());
     Transaction {
-        version: Version::TWO,
+        version: TRUC_VERSION,
         lock_time: LockTime::ZERO,
         input: alloc::vec![TxIn { previous_output, script_sig: ScriptBuf::new(), sequence, witness: Witness::new() }],
         output,
     }
 }
 
-/// The kickoff `K`: spends the funding output, nSequence `0xFFFFFFFF`, one 2-of-2 output.
+/// The kickoff `K`: spends the funding output, nSequence `0xFFFFFFFF`, a 2-of-2 output of
+/// `value` (the capacity) and the anchor.
 pub fn kickoff_tx(funding: OutPoint, value: Amount, node_spk: &ScriptBuf) -> Transaction {
     one_input(funding, Sequence::MAX, alloc::vec![TxOut { value, script_pubkey: node_spk.clone() }])
 }
 
-/// An inner node `N_j` (`j < d`): spends its parent's output 0 with the relative lock `lock`.
+/// An inner node `N_j` (`j < d`): spends its parent's output 0 with the relative lock `lock`; a
+/// 2-of-2 output of `value` and the anchor.
 pub fn node_tx(parent: OutPoint, lock: u16, value: Amount, node_spk: &ScriptBuf) -> Transaction {
     one_input(parent, Sequence::from_height(lock), alloc::vec![TxOut { value, script_pubkey: node_spk.clone() }])
 }
 
-/// The leaf outputs: A→B channel then B→A channel, each omitted when zero.
+/// The leaf channel outputs: A→B channel then B→A channel, each omitted when zero (the anchor
+/// follows them in [`leaf_tx`]).
 pub fn leaf_outputs(ab: Amount, ba: Amount, ab_spk: &ScriptBuf, ba_spk: &ScriptBuf) -> Vec<TxOut> {
     let mut out = Vec::with_capacity(2);
     if ab > Amount::ZERO {
@@ -129,7 +142,8 @@ pub fn leaf_vouts(ab: Amount, ba: Amount) -> [Option<u32>; 2] {
     }
 }
 
-/// The leaf `N_d`: spends its parent's output 0 with the relative lock `lock`.
+/// The leaf `N_d`: spends its parent's output 0 with the relative lock `lock`; `outputs` (from
+/// [`leaf_outputs`]) and the anchor.
 pub fn leaf_tx(parent: OutPoint, lock: u16, outputs: Vec<TxOut>) -> Transaction {
     one_input(parent, Sequence::from_height(lock), outputs)
 }
@@ -141,7 +155,8 @@ pub struct Branch<'a> {
     pub params: &'a Params,
     /// The funding outpoint.
     pub funding: OutPoint,
-    /// The value of each tree transaction's 2-of-2 output, by level (0 = kickoff), `d` entries.
+    /// The value of each tree transaction's 2-of-2 output, by level (0 = kickoff), `d` entries
+    /// (the capacity: tree transactions pay no fee).
     pub node_values: &'a [Amount],
     /// The scriptPubKey of every 2-of-2 node output.
     pub node_spk: &'a ScriptBuf,

@@ -12,11 +12,13 @@
 //! | channel type | `F_out` | `E_in` | final hop minimum |
 //! |---|---|---|---|
 //! | Lightning | `S` | `S` | `2R + G + S` |
-//! | duplex leaf | `D + T_r + S` | `D + 2S` | `2R + G + D + 2S` |
+//! | duplex leaf | `D + T_r + 2S` | `D + 2S` | `2R + G + D + 2S` |
 //! | Spilman (expiry `X`) | until `X + S`: the outgoing HTLC can outlive any delta | `2S` | `2R + G + 2S` |
 //!
 //! `D` is the duplex channel's worst-case time to get its leaf confirmed and `T_r` its leaf
-//! refund delay. Over Spilman, only the payee can publish payment transactions, so a payer that
+//! refund delay. The duplex `F_out` counts `S` twice after `T_r`: the offerer's refund, valid at
+//! `leaf + T_r`, may wait `S` blocks to confirm, and until it does the payee's payment (with the
+//! HTLC output) can confirm instead; the offerer's timeout claim of that output needs another `S`. Over Spilman, only the payee can publish payment transactions, so a payer that
 //! forwards is safe only if its incoming HTLC outlives the channel's refund: the requirement is an
 //! absolute height, not a delta.
 //!
@@ -102,7 +104,7 @@ pub fn f_out(kind: HopKind, m: SafetyMargins) -> Option<u32> {
     match kind {
         HopKind::Lightning => Some(m.confirm),
         HopKind::Duplex { tree_delay, refund_delay } => {
-            Some(tree_delay.saturating_add(refund_delay).saturating_add(m.confirm))
+            Some(tree_delay.saturating_add(refund_delay).saturating_add(m.confirm.saturating_mul(2)))
         }
         HopKind::Spilman { .. } => None,
     }
@@ -228,7 +230,7 @@ mod tests {
     fn duplex_and_spilman_need_more() {
         let m = SafetyMargins::default();
         let dmc = HopKind::Duplex { tree_delay: 1_000, refund_delay: 144 };
-        assert_eq!(min_cltv_expiry_delta(HopKind::Lightning, dmc, m), Requirement::Delta(10 + 12 + 1_000 + 144 + 12));
+        assert_eq!(min_cltv_expiry_delta(HopKind::Lightning, dmc, m), Requirement::Delta(10 + 12 + 1_000 + 144 + 24));
         assert_eq!(min_cltv_expiry_delta(dmc, HopKind::Lightning, m), Requirement::Delta(10 + 1_024 + 12));
         assert_eq!(min_final_cltv_expiry_delta(dmc, m), 6 + 1_024);
         let sp = HopKind::Spilman { expiry: BlockHeight(900_000) };

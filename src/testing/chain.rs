@@ -34,7 +34,7 @@ pub enum Reject {
     ValueCreated,
     /// Bitcoin Core's interpreter refused an input.
     Script(String),
-    /// Not version 2.
+    /// Not version 2 or 3 (TRUC).
     Version,
     /// A time-based relative lock (this crate never uses them).
     TimeBasedRelativeLock,
@@ -92,7 +92,7 @@ impl Chain {
 
     /// Checks whether `tx` could be mined in the next block.
     pub fn check(&self, tx: &Transaction) -> Result<(), Reject> {
-        if tx.version != bitcoin::transaction::Version::TWO {
+        if tx.version != bitcoin::transaction::Version::TWO && tx.version != crate::core::script::TRUC_VERSION {
             return Err(Reject::Version);
         }
         let next = self.height + 1;

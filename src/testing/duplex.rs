@@ -22,8 +22,6 @@ use super::chain::{Chain, Reject};
 pub const START: u32 = 1_000;
 /// Channel capacity.
 pub const CAPACITY: u64 = 1_000_000;
-/// Tree fee.
-pub const TREE_FEE: u64 = 500;
 /// Payment fee (paid by the payee of a leaf payment).
 pub const PAYMENT_FEE: u64 = 300;
 /// Refund fee.
@@ -52,7 +50,6 @@ pub fn terms(radix: Vec<u32>) -> Terms {
         params: Params::new(radix, 4, 6).expect("valid params"),
         capacity: Amount::from_sat(CAPACITY),
         push: Amount::from_sat(200_000),
-        tree_fee: Amount::from_sat(TREE_FEE),
         payment_fee: Amount::from_sat(PAYMENT_FEE),
         refund_fee: Amount::from_sat(REFUND_FEE),
         claim_fee: Amount::from_sat(CLAIM_FEE),
@@ -305,7 +302,7 @@ impl Pair {
             (a.holder, a.counterparty, a.offered, a.received),
             (b.counterparty, b.holder, b.received, b.offered)
         );
-        let value = self.a().terms().channel_value().expect("value");
+        let value = self.a().terms().channel_value();
         assert_eq!(a.total(), Some(value), "channel value conserved");
     }
 

@@ -27,7 +27,7 @@ pub fn params() -> impl Strategy<Value = Params> {
 pub fn terms() -> impl Strategy<Value = Terms> {
     (
         params(),
-        (sats(), sats(), sats(), sats()),
+        (sats(), sats(), sats()),
         (sats(), sats(), sats()),
         (any::<u16>(), any::<u16>(), any::<u16>()),
         (any::<u32>(), any::<u64>()),
@@ -35,7 +35,7 @@ pub fn terms() -> impl Strategy<Value = Terms> {
         .prop_map(
             |(
                 params,
-                (capacity, push, tree_fee, payment_fee),
+                (capacity, push, payment_fee),
                 (refund_fee, claim_fee, dust_limit),
                 (confirm_blocks, reorg_blocks, htlc_grace_blocks),
                 (max_htlc_expiry_delta, reset_warning),
@@ -43,7 +43,6 @@ pub fn terms() -> impl Strategy<Value = Terms> {
                 params,
                 capacity,
                 push,
-                tree_fee,
                 payment_fee,
                 refund_fee,
                 claim_fee,
