@@ -259,7 +259,7 @@ impl Bumper {
 
     /// Feeds a chain event: a confirmed transaction resolves the requests it confirms or
     /// conflicts with; an unconfirmed one reopens them; a tip forgets requests resolved
-    /// [`FORGET_AFTER`] blocks deep (their coins are released at the next [`Bumper::bump`]).
+    /// `FORGET_AFTER` (6) blocks deep (their coins are released at the next [`Bumper::bump`]).
     pub fn handle_chain(&mut self, event: &ChainEvent<'_>) -> BumpEffects {
         let mut fx = BumpEffects::none();
         let mut changed = false;

@@ -29,8 +29,8 @@
 //! - **Never more than what is at stake**: the fee of a bump never exceeds
 //!   [`BumpRequest::at_stake`]; a request that would need more is paid up to it and reported
 //!   ([`BumpEvent::Capped`]).
-//! - **No key leaves the signer**: templates name keys by [`KeyId`](super::sign::KeyId) and
-//!   [`Tweak`](super::sign::Tweak); the channel's [`Signer`](super::sign::Signer) signs. Wallet
+//! - **No key leaves the signer**: templates name keys by [`KeyId`] and
+//!   [`Tweak`]; the channel's [`Signer`](super::sign::Signer) signs. Wallet
 //!   coins are signed by the embedder's [`FeeWallet`].
 //!
 //! The schedule itself is a pure function ([`schedule`]), so an embedder that bumps by other means
