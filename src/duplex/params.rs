@@ -1,4 +1,4 @@
-//! Tree parameters and what they imply (PROTOCOLS §2.3), and the channel terms both parties
+//! Tree parameters and what they imply (docs/duplex.md §3), and the channel terms both parties
 //! agree on when the channel opens.
 //!
 //! A user picks the tree shape before opening: depth `d`, radix `k_j` per level (locks per
@@ -213,20 +213,20 @@ impl Params {
         self.payee_funds_delay(confirm_blocks).saturating_add(u32::from(self.refund_delay))
     }
 
-    /// PROTOCOLS §4 `E_in` of a duplex channel: blocks the receiver of an HTLC needs to get it
+    /// `E_in` of a duplex channel (docs/multihop.md §2): blocks the receiver of an HTLC needs to get it
     /// claimed on chain, `D_tree_max + 2S`. An incoming HTLC must expire at least
     /// `E_in + R` blocks after it is accepted.
     pub fn htlc_receive_blocks(&self, confirm_blocks: u32) -> u32 {
         self.max_close_delay(confirm_blocks).saturating_add(confirm_blocks.saturating_mul(2))
     }
 
-    /// PROTOCOLS §4 `F_out` of a duplex channel: blocks the offerer of an HTLC needs, once it gives
+    /// `F_out` of a duplex channel (docs/multihop.md §2): blocks the offerer of an HTLC needs, once it gives
     /// up on the peer, until the HTLC is resolved on chain, `D_tree_max + T_r + S`.
     pub fn htlc_offer_blocks(&self, confirm_blocks: u32) -> u32 {
         self.payer_funds_delay(confirm_blocks)
     }
 
-    /// PROTOCOLS §4 smallest final-hop expiry delta for a payee on this channel:
+    /// The smallest final-hop expiry delta (docs/multihop.md §2) for a payee on this channel:
     /// `2R + G + D_tree_max + 2S`.
     pub fn min_final_expiry_delta(&self, confirm_blocks: u32, reorg_blocks: u32, grace_blocks: u32) -> u32 {
         reorg_blocks
@@ -235,7 +235,7 @@ impl Params {
             .saturating_add(self.htlc_receive_blocks(confirm_blocks))
     }
 
-    /// PROTOCOLS §4 `cltv_expiry_delta` a node must advertise to forward from a channel whose
+    /// The `cltv_expiry_delta` (docs/multihop.md §2) a node must advertise to forward from a channel whose
     /// receiver needs `incoming_receive_blocks` (`E_in` of the incoming channel type) out over this
     /// duplex channel: `3R + 2G + F_out + E_in`.
     pub fn forward_expiry_delta(
@@ -353,7 +353,7 @@ impl Terms {
         self.payment_fee.checked_add(self.dust_limit)
     }
 
-    /// The earliest expiry a new HTLC may have at `tip`: `tip + E_in + R` (PROTOCOLS §4).
+    /// The earliest expiry a new HTLC may have at `tip`: `tip + E_in + R` (docs/duplex.md §3).
     pub fn min_htlc_expiry_delta(&self) -> u32 {
         self.params.htlc_receive_blocks(u32::from(self.confirm_blocks)).saturating_add(u32::from(self.reorg_blocks))
     }
