@@ -34,7 +34,7 @@ fn delta(req: Requirement) -> String {
 
 pub fn main() {
     println!(
-        "== The route and its expiry deltas (PROTOCOLS §4, R={}, G={}, S={})",
+        "== The route and its expiry deltas (docs/multihop.md §2, R={}, G={}, S={})",
         MARGINS.reorg_depth, MARGINS.grace, MARGINS.confirm
     );
     let mut r = Route::open(Final::Fulfill);

@@ -155,7 +155,9 @@ impl<M, E> Effects<M, E> {
         Self::default()
     }
 
-    /// Whether there is nothing to do.
+    /// Whether there is nothing to act on: no update, message, transaction, bump request, watch
+    /// or event. [`Effects::next_deadline`] is not counted: a call that changes nothing may still
+    /// return the channel's standing deadline (keep calling back by it whatever this says).
     pub fn is_empty(&self) -> bool {
         self.update.is_none()
             && self.send.is_empty()

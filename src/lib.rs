@@ -13,9 +13,10 @@
 //!
 //! [`core`] holds what they share: typed keys and BOLT #3 derivations, scripts and witnesses,
 //! BIP-0143 signing with deterministic RFC6979, hashlocks, the per-commitment secret chain,
-//! BOLT #3 commitment/HTLC/closing transactions and the crate's versioned encoding. Every
-//! transaction is segwit v0 (P2WSH), version 2, and the test suite runs each spending path through
-//! Bitcoin Core's script interpreter.
+//! BOLT #3 commitment/HTLC/closing transactions and the crate's versioned encoding. Every output
+//! the crate locks with a script is segwit v0 P2WSH, except a Lightning commitment's `to_remote`
+//! without anchors (P2WPKH); payouts go to the standard script each party chose. The test suite runs
+//! each spending path through Bitcoin Core's script interpreter. The protocol book is `docs/`.
 //!
 //! ## Sans-I/O
 //! Nothing here touches a socket, a file, a clock or a random number generator. A channel is a

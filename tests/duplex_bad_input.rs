@@ -363,7 +363,7 @@ fn payments_with_too_little_balance() {
     // The genuine one is accepted.
     let tip = p.tip();
     let _ = p.parties[1].ch.handle_message(Msg::Payment(capture), &signer(B), tip).unwrap();
-    // HTLCs too early or too late for the channel's close delay (PROTOCOLS §4).
+    // HTLCs too early or too late for the channel's close delay (docs/duplex.md §3).
     let min = p.a().terms().min_htlc_expiry_delta();
     let tip = p.tip();
     command_fails(&mut p, A, CommandError::HtlcExpiry, |c, s| {

@@ -424,7 +424,7 @@ fn responder_follows_the_new_branch_when_the_last_signature_is_lost() {
     lost_reset_finish(B);
 }
 
-/// PROTOCOLS §4: the receiver of an HTLC whose preimage it revealed, but that the offerer never
+/// docs/duplex.md §6: the receiver of an HTLC whose preimage it revealed, but that the offerer never
 /// folded, goes on chain by itself at `expiry − E_in` and gets the HTLC claimed before the
 /// offerer's timeout path opens; the offerer learns the preimage from the chain.
 #[test]

@@ -1,4 +1,4 @@
-//! The duplex `F_out` (PROTOCOLS §4): once the offerer of an HTLC gives up on its peer and closes,
+//! The duplex `F_out` (docs/multihop.md §2): once the offerer of an HTLC gives up on its peer and closes,
 //! how long until the HTLC is resolved on chain. The payee can hold its payment (which carries the
 //! HTLC output) back until the offerer's refund, valid at `leaf + T_r`, is about to confirm, and
 //! publish it first; the offerer's timeout claim of the HTLC output then needs `S` more blocks,

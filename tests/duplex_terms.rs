@@ -1,4 +1,4 @@
-//! Unsafe duplex terms (PROTOCOLS §2.3–§2.5). The invalidation tree is only safe if, once a
+//! Unsafe duplex terms (docs/duplex.md §3, §7). The invalidation tree is only safe if, once a
 //! node's parent confirmed, the honest party gets the current node confirmed (and `R` blocks deep)
 //! before any older sibling — whose lock is at least `Δ` longer — can be mined: `Δ > S + R`. A
 //! peer proposing a shorter step is refused; the race below shows, on the simulated chain, what a

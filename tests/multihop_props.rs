@@ -2,7 +2,7 @@
 //! messages delivered in random interleavings (each link in order), blocks mined at random
 //! moments, links cut when D fulfils, D fulfilling or failing, and expiry deltas around each
 //! hop's minimum. Whatever happens, a forwarder never forwards an HTLC whose incoming expiry
-//! leaves less than the PROTOCOLS §4 delta, and never fails upstream before the downstream failure
+//! leaves less than the docs/multihop.md §2 delta, and never fails upstream before the downstream failure
 //! is irrevocable (both checked by the harness after every step); every broadcast is valid on the
 //! simulated chain (Core's interpreter, lock times enforced).
 

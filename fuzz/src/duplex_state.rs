@@ -37,7 +37,6 @@ pub fn terms() -> Terms {
         params: Params::new(vec![3, 3], 4, 6).expect("valid params"),
         capacity: Amount::from_sat(CAPACITY),
         push: Amount::from_sat(200_000),
-        tree_fee: Amount::from_sat(500),
         payment_fee: Amount::from_sat(300),
         refund_fee: Amount::from_sat(400),
         claim_fee: Amount::from_sat(350),

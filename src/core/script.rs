@@ -1,9 +1,10 @@
 //! Witness scripts and witnesses for every spending path the crate uses.
 //!
-//! Every output the crate creates is P2WSH (or P2WPKH for the BOLT #3 `to_remote` output without
-//! anchors). A [`WitnessScript`] is the script that the witness reveals; [`WitnessScript::to_p2wsh`]
-//! gives the output's scriptPubKey. Each builder has matching witness builders, one per spending
-//! path, that put the script last and obey the MINIMALIF (`<>` / `0x01`) and NULLDUMMY rules.
+//! Every script-locked output the crate creates is P2WSH (or P2WPKH for the BOLT #3 `to_remote`
+//! output without anchors); payouts go to the script each party chose. A [`WitnessScript`] is the
+//! script that the witness reveals; [`WitnessScript::to_p2wsh`] gives the output's scriptPubKey.
+//! Each builder has matching witness builders, one per spending path, that put the script last and
+//! obey the MINIMALIF (`<>` / `0x01`) and NULLDUMMY rules.
 //!
 //! | script | paths |
 //! |---|---|
@@ -303,20 +304,20 @@ fn spilman(payer: &PublicKey, payee: &PublicKey, lock: i64, lock_op: bitcoin::Op
     WitnessScript(push_key(b, payer).push_opcode(OP_CHECKSIG).into_script())
 }
 
-/// The Spilman CLTV channel script (PROTOCOLS §1b, bitcoinj
+/// The Spilman CLTV channel script (docs/core.md §2.2, bitcoinj
 /// `createCLTVPaymentChannelOutput`): payer and payee together at any time, the payer alone from
 /// block `expiry` on.
 pub fn spilman_cltv(payer: &PublicKey, payee: &PublicKey, expiry: BlockHeight) -> WitnessScript {
     spilman(payer, payee, i64::from(expiry.0), OP_CLTV)
 }
 
-/// The duplex leaf channel script `S_csv` (PROTOCOLS §2.2): as [`spilman_cltv`], with a relative
+/// The duplex leaf channel script `S_csv` (docs/core.md §2.2): as [`spilman_cltv`], with a relative
 /// lock of `refund_delay` blocks (`OP_CSV`) in place of the absolute expiry.
 pub fn spilman_csv(payer: &PublicKey, payee: &PublicKey, refund_delay: u16) -> WitnessScript {
     spilman(payer, payee, i64::from(refund_delay), OP_CSV)
 }
 
-/// The non-revocable hashlock HTLC of the Spilman and duplex layers (PROTOCOLS §0): the payee with
+/// The non-revocable hashlock HTLC of the Spilman and duplex layers (docs/core.md §2.3): the payee with
 /// the 32-byte preimage of `payment_hash`, or the payer from block `expiry` on.
 pub fn hashlock_htlc(
     payee: &PublicKey,

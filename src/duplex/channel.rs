@@ -762,7 +762,7 @@ impl Channel {
 
     // ------------------------------------------------------------------ payments
 
-    /// The expiry window for new HTLCs at `tip` (PROTOCOLS §4): from `tip + E_in + R` to
+    /// The expiry window for new HTLCs at `tip` (docs/multihop.md §2): from `tip + E_in + R` to
     /// `tip + max_htlc_expiry_delta`.
     pub fn htlc_expiry_window(&self, tip: ChainTip) -> (Option<BlockHeight>, BlockHeight) {
         let earliest = tip.height.checked_add(self.terms.min_htlc_expiry_delta());

@@ -7,7 +7,7 @@
 //! its BIP-0068 lock matures: its parent confirmed at height `h`, so it can be mined from block
 //! `h + s_j` on and is broadcast when the tip reaches `h + s_j − 1` ([`Channel::close_schedule`]).
 //! Every older sibling has a lock at least `Δ` longer, so it cannot be mined before the current
-//! node (PROTOCOLS §2.5). When the leaf confirms, the holder publishes its best payment in the
+//! node (docs/duplex.md §7). When the leaf confirms, the holder publishes its best payment in the
 //! counterparty's leaf channel at once (it must confirm before `leaf + T_r`), claims the HTLCs it
 //! knows preimages of, and refunds its own leaf channel at `leaf + T_r` if the counterparty has not
 //! published a payment by then; HTLCs it offered are timed out from their expiry on.
@@ -617,7 +617,7 @@ impl Channel {
         self.finish_chain(changed, Effects::none(), signer)
     }
 
-    /// Whether an HTLC deadline forces a unilateral close now (PROTOCOLS §4).
+    /// Whether an HTLC deadline forces a unilateral close now (docs/duplex.md §6).
     fn htlc_force_reason(&self) -> Option<ForceCloseReason> {
         let s = u32::from(self.terms.confirm_blocks);
         let e_in = self.terms.params.htlc_receive_blocks(s);

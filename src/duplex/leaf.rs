@@ -191,7 +191,7 @@ pub(crate) enum NettingError {
     CannotCarry,
 }
 
-/// Nets the two channels of the current leaf into a new leaf (PROTOCOLS §2.4): each party's
+/// Nets the two channels of the current leaf into a new leaf (docs/duplex.md §5): each party's
 /// balance goes into its own channel; removed HTLCs are folded to the receiver or returned to the
 /// offerer; pending ones are carried into the new channel's first payment, which keeps
 /// `payment_fee + dust_limit` with the payee (taken from the payee's own channel).

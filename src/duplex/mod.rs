@@ -1,4 +1,4 @@
-//! Decker–Wattenhofer duplex micropayment channels (PROTOCOLS §2): a bidirectional channel that
+//! Decker–Wattenhofer duplex micropayment channels (docs/duplex.md): a bidirectional channel that
 //! needs no revocation secrets, because every old state is invalidated by a newer one with a
 //! shorter relative timelock.
 //!
@@ -27,7 +27,7 @@
 //!   next reset drops it; the failure is irrevocable for the offerer once it holds the fully
 //!   signed new branch ([`Event::HtlcFailIrrevocable`]). Pending HTLCs are carried into the new
 //!   leaf by every reset. Expiries are checked against the channel's worst-case close delay
-//!   (PROTOCOLS §4, [`Params::htlc_receive_blocks`]).
+//!   (docs/duplex.md §3, [`Params::htlc_receive_blocks`]).
 //! * **Close**: cooperatively with one transaction spending the funding output, or the output of
 //!   the deepest confirmed tree node ([`Channel::close`]); unilaterally by publishing `K` and then
 //!   each node of the current branch exactly when its lock matures ([`Channel::force_close`],
@@ -68,10 +68,10 @@
 //! A snapshot holds the keys, the terms, the current counter digits, the counterparty's
 //! signatures on `K` and on the current branch, the leaf balances, the newest payment of each
 //! direction, the HTLCs, and an in-progress reset: O(d + #HTLC) bytes, however many resets
-//! happened (PROTOCOLS §2.7). No revocation data exists.
+//! happened (docs/duplex.md §8). No revocation data exists.
 //!
-//! # Departures from PROTOCOLS §2
-//! * Tree transactions (and the cooperative close) follow sidepool's option of §2.2: version 3
+//! # Departures from the paper (docs/duplex.md §10)
+//! * Tree transactions (and the cooperative close) follow sidepool's option (docs/duplex.md): version 3
 //!   (TRUC), zero fee, one zero-value pay-to-anchor output each ([`tree`]); the publisher pays
 //!   the fee by a CPFP child when it publishes, so the leaf carries the whole capacity and a
 //!   node's confirmation within `Δ` does not depend on a fee guessed at signing. The channel
@@ -494,7 +494,7 @@ pub enum CommandError {
     UnknownHtlc,
     /// The preimage does not match.
     WrongPreimage,
-    /// The HTLC expiry is outside the channel's window (PROTOCOLS §4).
+    /// The HTLC expiry is outside the channel's window (docs/duplex.md §3).
     HtlcExpiry,
     /// HTLCs are pending: resolve them before closing cooperatively.
     HtlcsPending,

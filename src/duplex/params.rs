@@ -1,4 +1,4 @@
-//! Tree parameters and what they imply (PROTOCOLS §2.3), and the channel terms both parties
+//! Tree parameters and what they imply (docs/duplex.md §3), and the channel terms both parties
 //! agree on when the channel opens.
 //!
 //! A user picks the tree shape before opening: depth `d`, radix `k_j` per level (locks per
@@ -213,14 +213,14 @@ impl Params {
         self.payee_funds_delay(confirm_blocks).saturating_add(u32::from(self.refund_delay))
     }
 
-    /// PROTOCOLS §4 `E_in` of a duplex channel: blocks the receiver of an HTLC needs to get it
+    /// `E_in` of a duplex channel (docs/multihop.md §2): blocks the receiver of an HTLC needs to get it
     /// claimed on chain, `D_tree_max + 2S`. An incoming HTLC must expire at least
     /// `E_in + R` blocks after it is accepted.
     pub fn htlc_receive_blocks(&self, confirm_blocks: u32) -> u32 {
         self.max_close_delay(confirm_blocks).saturating_add(confirm_blocks.saturating_mul(2))
     }
 
-    /// PROTOCOLS §4 `F_out` of a duplex channel: blocks the offerer of an HTLC needs, once it gives
+    /// `F_out` of a duplex channel (docs/multihop.md §2): blocks the offerer of an HTLC needs, once it gives
     /// up on the peer, until the HTLC is resolved on chain, `D_tree_max + T_r + 2S`: the tree,
     /// then the refund, valid at `leaf + T_r`, can take `S` blocks to confirm, during which the
     /// payee's payment (carrying the HTLC output) can still win the race; the offerer's timeout
@@ -229,7 +229,7 @@ impl Params {
         self.payer_funds_delay(confirm_blocks).saturating_add(confirm_blocks)
     }
 
-    /// PROTOCOLS §4 smallest final-hop expiry delta for a payee on this channel:
+    /// The smallest final-hop expiry delta (docs/multihop.md §2) for a payee on this channel:
     /// `2R + G + E_in = 2R + G + D_tree_max + 2S` (the payee's side of the race: its payment,
     /// then its claim; the offerer's `F_out` does not enter it).
     pub fn min_final_expiry_delta(&self, confirm_blocks: u32, reorg_blocks: u32, grace_blocks: u32) -> u32 {
@@ -239,7 +239,7 @@ impl Params {
             .saturating_add(self.htlc_receive_blocks(confirm_blocks))
     }
 
-    /// PROTOCOLS §4 `cltv_expiry_delta` a node must advertise to forward from a channel whose
+    /// The `cltv_expiry_delta` (docs/multihop.md §2) a node must advertise to forward from a channel whose
     /// receiver needs `incoming_receive_blocks` (`E_in` of the incoming channel type) out over this
     /// duplex channel: `3R + 2G + F_out + E_in` with `F_out = D_tree_max + T_r + 2S`
     /// ([`Params::htlc_offer_blocks`]).
@@ -279,7 +279,7 @@ pub enum TermsError {
     /// `S` is zero: no transaction confirms in zero blocks, and every other margin is derived from
     /// it.
     ZeroConfirmBlocks,
-    /// The step `Δ` is not longer than `S + R` (PROTOCOLS §2.3): once a node's parent confirmed
+    /// The step `Δ` is not longer than `S + R` (docs/duplex.md §3, §7): once a node's parent confirmed
     /// at `h`, an older sibling (lock at least `Δ` longer) could be mined before the honest
     /// party gets the current node confirmed and buried `R` deep, and the stale branch's
     /// balances would win. A current node with lock 0 can only be broadcast once its parent is
@@ -368,12 +368,12 @@ impl Terms {
         self.payment_fee.checked_add(self.dust_limit)
     }
 
-    /// The earliest expiry a new HTLC may have at `tip`: `tip + E_in + R` (PROTOCOLS §4).
+    /// The earliest expiry a new HTLC may have at `tip`: `tip + E_in + R` (docs/duplex.md §3).
     pub fn min_htlc_expiry_delta(&self) -> u32 {
         self.params.htlc_receive_blocks(u32::from(self.confirm_blocks)).saturating_add(u32::from(self.reorg_blocks))
     }
 
-    /// Checks the terms for internal consistency and safety (PROTOCOLS §2.3–§2.5): the tree
+    /// Checks the terms for internal consistency and safety (docs/duplex.md §3, §7): the tree
     /// parameters, the amounts and fees against the dust limit, `S ≥ 1`, the step `Δ > S + R` (a watching party gets the current node
     /// confirmed, `R` deep, before any older sibling matures), the refund delay `T_r > S + R` (the
     /// payee's payment confirms before the payer's refund is valid), and a non-empty HTLC expiry

@@ -1,4 +1,4 @@
-//! Resets (PROTOCOLS §2.4): net both leaf channels into new balances and sign a new branch from
+//! Resets (docs/duplex.md §5): net both leaf channels into new balances and sign a new branch from
 //! the level the counter advances at.
 //!
 //! ```text
@@ -19,8 +19,8 @@
 //! before the release), or equal to it with the identical leaf: so no two different transactions
 //! with the same lock ever spend the same parent.
 //!
-//! Between (2) and (3) only the proposer can enforce the new branch. The netting is value-neutral,
-//! and the responder keeps its old leaf payments and also the pending branch (fully signed below
+//! Between (2) and (3) only the proposer can enforce the new branch, whose netting moves only HTLCs
+//! the responder agreed to remove. The responder keeps its old leaf payments and the pending branch (fully signed below
 //! `N_i'`, with the proposer's signature on its new first payment), so it follows whichever of the
 //! two appears on chain. It accepts no payment and no other proposal until (3): a proposer that
 //! holds the pending branch could otherwise make it forget that branch, then publish it.

@@ -1,4 +1,4 @@
-//! The invalidation tree (PROTOCOLS §2.2): the odometer counter, the lock of each level, and the
+//! The invalidation tree (docs/duplex.md §1–§2): the odometer counter, the lock of each level, and the
 //! pure builders of the kickoff, node and leaf transactions. Everything here is a function of its
 //! arguments; the state machine decides what to sign.
 //!

@@ -249,8 +249,9 @@ impl Default for HtlcDeadlines {
 }
 
 impl ChannelConfig {
-    /// A sensible policy for `chain_hash` and `channel_type`: 354-sat dust limit, a 1,000-sat
-    /// reserve asked of the peer and at most 1 % (or 1,000 sat) accepted from it, 144-block
+    /// A sensible policy for `chain_hash` and `channel_type`: 354-sat dust limit, a fixed 1,000-sat
+    /// reserve asked of the peer (`channel_reserve`; not BOLT #2's suggested 1 % of the capacity),
+    /// and at most 1 % of the capacity, or [`RESERVE_FLOOR`] if more, accepted from it, 144-block
     /// delays, 30 HTLCs, 3 confirmations, fee rates within 253..=100,000 sat/kw and within
     /// 50 %..10× of the estimate, dust exposure 10,000 msat per sat/kw, the default
     /// [`HtlcDeadlines`].
@@ -260,6 +261,9 @@ impl ChannelConfig {
     /// use paychan::lightning::{ChannelConfig, DustExposure};
     ///
     /// let config = ChannelConfig::default_for([0; 32], ChannelType::AnchorsZeroFeeHtlc);
+    /// // The peer is asked to keep 1,000 sat; we keep at most 1 % of the capacity (or 1,000 sat).
+    /// assert_eq!(config.channel_reserve.to_sat(), 1_000);
+    /// assert_eq!(config.max_peer_reserve_ppm, 10_000);
     /// // At 2,500 sat/kw up to 25,000 sat may sit in dust HTLCs.
     /// assert_eq!(config.max_dust_exposure.limit_at(2_500).to_msat(), 25_000_000);
     /// assert_eq!(config.max_dust_exposure, DustExposure::FeerateMultiplier(10_000));
@@ -382,7 +386,10 @@ pub enum Event {
         /// Why.
         reason: HtlcRefusal,
     },
-    /// The peer asked to close; no new HTLCs will be accepted.
+    /// The peer sent `shutdown`: no new HTLCs will be accepted. Answer with
+    /// [`Channel::shutdown`] (our payout script and fee range), as BOLT #2 requires: the closing
+    /// fee negotiation starts only once both sides have sent `shutdown`. Not raised when our own
+    /// `shutdown` went first.
     ShutdownReceived,
     /// The cooperative closing transaction was agreed and broadcast.
     ClosingBroadcast {

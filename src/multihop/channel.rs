@@ -1,5 +1,5 @@
-//! The one interface a forwarding node sees of a channel, whatever its type (PROTOCOLS §4 "One
-//! hash, many channel types"): offer, fulfil, fail, go on chain, and the HTLC facts the channel
+//! The one interface a forwarding node sees of a channel, whatever its type (docs/multihop.md
+//! §3): offer, fulfil, fail, go on chain, and the HTLC facts the channel
 //! reports through its own events, translated to [`HtlcSignal`]s.
 
 use core::fmt;
@@ -98,7 +98,7 @@ pub trait HtlcChannel {
     /// [`WrongSigner`] if it is not.
     fn check_signer<S: Signer + ?Sized>(&self, signer: &S) -> Result<(), WrongSigner>;
 
-    /// The channel's type and timing parameters, for the PROTOCOLS §4 deltas.
+    /// The channel's type and timing parameters, for the deltas of docs/multihop.md §2.
     fn hop_kind(&self, margins: SafetyMargins) -> HopKind;
 
     /// Hands a peer message to the channel (and does what the adapter must do next, e.g. sign

@@ -1,4 +1,4 @@
-//! The forwarding node: one incoming and one outgoing channel, any types, and the PROTOCOLS §4
+//! The forwarding node: one incoming and one outgoing channel, any types, and the docs/multihop.md §4
 //! rules between them.
 
 use alloc::vec::Vec;
@@ -17,7 +17,7 @@ pub struct ForwarderConfig {
     pub margins: SafetyMargins,
     /// The fee charged on the outgoing channel.
     pub fee: FeePolicy,
-    /// The advertised `cltv_expiry_delta`; the node never uses less than the PROTOCOLS §4 minimum
+    /// The advertised `cltv_expiry_delta`; the node never uses less than the docs/multihop.md §2 minimum
     /// for its two channel types, whatever is configured here.
     pub cltv_expiry_delta: u32,
 }
@@ -73,7 +73,7 @@ pub struct Tracked {
 pub enum RefuseReason {
     /// No forwarding instructions for its hash (BOLT 4 `unknown_next_peer`).
     NoRoute,
-    /// A PROTOCOLS §4 check failed (fee, expiry delta, expiry too soon).
+    /// A check of docs/multihop.md §2 failed (fee, expiry delta, expiry too soon).
     Check(ForwardError),
     /// The outgoing channel refused the HTLC (capacity, its own expiry window, …).
     Channel(HtlcError),
@@ -190,7 +190,7 @@ where
 ///
 /// * It forwards an HTLC only once the incoming channel reports it irrevocably committed
 ///   ([`HtlcSignal::Received`]), only with forwarding instructions for its hash ([`Route`]), and
-///   only if [`check_forward`] passes: fee, the PROTOCOLS §4 expiry delta for the two channel
+///   only if [`check_forward`] passes: fee, the docs/multihop.md §2 expiry delta for the two channel
 ///   types (or the Spilman absolute floor), and enough blocks left to claim the incoming HTLC on
 ///   chain. Otherwise it fails the incoming HTLC back at once.
 /// * It fulfils the incoming HTLC as soon as the outgoing channel reports the preimage, whether
@@ -390,7 +390,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         &self.tracked
     }
 
-    /// The smallest expiry delta this node accepts between its two channels (PROTOCOLS §4), or
+    /// The smallest expiry delta this node accepts between its two channels (docs/multihop.md §2), or
     /// the absolute floor on the incoming expiry for a Spilman outgoing channel.
     pub fn requirement(&self) -> super::Requirement {
         let m = self.config.margins;

@@ -1,4 +1,4 @@
-//! Multi-hop rules across channel types (PROTOCOLS §4): the expiry deltas a forwarding node
+//! Multi-hop rules across channel types (docs/multihop.md): the expiry deltas a forwarding node
 //! needs between an incoming and an outgoing HTLC, derived from each channel type's on-chain
 //! resolution time, and the forwarding checks that use them.
 //!
@@ -65,7 +65,7 @@ pub enum HopKind {
     /// A Poon–Dryja channel.
     Lightning,
     /// A duplex channel: `tree_delay` is its worst-case time to get the leaf confirmed from the
-    /// decision to close (PROTOCOLS §2.3 `D_tree_max`), `refund_delay` its leaf `T_r`.
+    /// decision to close (`D_tree_max`, docs/duplex.md §3), `refund_delay` its leaf `T_r`.
     Duplex {
         /// `D_tree_max` in blocks.
         tree_delay: u32,

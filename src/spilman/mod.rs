@@ -1,4 +1,4 @@
-//! Spilman unidirectional payment channels (PROTOCOLS §1): a payer streams payments to a payee,
+//! Spilman unidirectional payment channels (docs/spilman.md): a payer streams payments to a payee,
 //! each one a payer-signed transaction the payee keeps; the payee closes with the best one before
 //! the channel expires, or the payer takes everything back after expiry.
 //!

@@ -428,7 +428,7 @@ impl Payee {
         Ok(self.accept(held, new_htlcs, None, outpoint))
     }
 
-    /// The PROTOCOLS §1b checks of a payment against the best one held
+    /// The checks (docs/spilman.md §4) of a payment against the best one held
     /// ([`PaymentTemplate::check_update`], shared with the duplex leaf channels). Pure.
     #[allow(clippy::too_many_arguments)]
     fn check_payment(

@@ -114,6 +114,9 @@ impl PartialEq for Payer {
 impl Payer {
     /// Checks the payee's offer against the payer's own choices.
     ///
+    /// Unlike every other constructor of the crate it returns no [`Effects`]: the payer has
+    /// nothing to persist or send before [`Payer::fund`], whose effects carry its first snapshot.
+    ///
     /// # Errors
     /// [`CommandError::NonStandardScript`] if the offer's `payee_script` or our `payer_script` is
     /// not a standard payout script ([`PAYOUT_POLICY`](super::payment::PAYOUT_POLICY)): no node

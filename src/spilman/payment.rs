@@ -1,4 +1,4 @@
-//! The payment transaction template of a unidirectional channel (PROTOCOLS §1b), shared by the
+//! The payment transaction template of a unidirectional channel (docs/spilman.md §2), shared by the
 //! Spilman layer and the duplex leaf channels.
 //!
 //! Both parties build every payment transaction from the same [`PaymentTemplate`] and a
@@ -111,7 +111,7 @@ impl fmt::Display for PaymentError {
 
 impl core::error::Error for PaymentError {}
 
-/// Why a payee refuses a new payment state (the PROTOCOLS §1b checks against the newest payment it
+/// Why a payee refuses a new payment state (the docs/spilman.md §4 checks against the newest payment it
 /// holds, [`PaymentTemplate::check_update`]).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -370,8 +370,8 @@ impl PaymentTemplate {
         sign::verify(secp, &msg, payer_sig, &self.payer_key, EcdsaSighashType::All)
     }
 
-    /// The payee's checks of a new payment state against the one it holds (PROTOCOLS §1b, items
-    /// 2–4 and 7): the number goes up, the payee's amount never goes down, every held HTLC is kept
+    /// The payee's checks of a new payment state against the one it holds (docs/spilman.md
+    /// §4): the number goes up, the payee's amount never goes down, every held HTLC is kept
     /// unchanged or removed fairly (a fulfilled one folded into the payee's amount, a failed or
     /// expired one dropped), new HTLCs have fresh increasing ids and an expiry inside the window,
     /// something changed, the state is payable, and the payer's signature verifies over the

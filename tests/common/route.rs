@@ -314,7 +314,7 @@ impl Route {
 
     /// The route a sender builds from the tip: D gets [`AMOUNT_D`] with `final_slack` blocks more
     /// than D's minimum; each hop gets its fee and the smallest expiry delta its two channel types
-    /// allow (PROTOCOLS §4) plus `slack`.
+    /// allow (docs/multihop.md §2) plus `slack`.
     pub fn plan(&self, final_slack: u32, slack: u32) -> Plan {
         self.plan_with(final_slack, slack as i32, slack as i32)
     }
@@ -503,7 +503,7 @@ impl Route {
         }
     }
 
-    /// Every forwarded HTLC left at least the PROTOCOLS §4 delta.
+    /// Every forwarded HTLC left at least the docs/multihop.md §2 delta.
     fn check_forwarded_deltas(&mut self) {
         for (name, req, tracked) in
             [("B", self.b.requirement(), self.b.tracked()), ("C", self.c.requirement(), self.c.tracked())]

@@ -1,5 +1,5 @@
-//! The cooperative closing transaction (BOLT #3 "Closing Transaction"), also used by the Spilman
-//! and duplex layers to settle a 2-of-2 output.
+//! The cooperative closing transaction (BOLT #3 "Closing Transaction") of the Lightning layer (the
+//! Spilman and duplex layers build their own closes: docs/spilman.md §2, docs/duplex.md §2).
 
 use alloc::vec::Vec;
 

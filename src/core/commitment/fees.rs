@@ -67,8 +67,9 @@ pub const HTLC_TIMEOUT_WEIGHT: u64 = 663;
 pub const HTLC_SUCCESS_WEIGHT: u64 = 703;
 /// Value of an anchor output.
 pub const ANCHOR_OUTPUT_VALUE: Amount = Amount::from_sat(330);
-/// The smallest dust limit BOLT #2 allows (Bitcoin Core's P2WSH dust threshold at 3 sat/vB,
-/// rounded up).
+/// The smallest dust limit BOLT #2 allows: Bitcoin Core's dust threshold at 3 sat/vB for an output
+/// to a witness program of an unknown version (40 bytes), the largest of the segwit thresholds
+/// (P2WSH and P2TR: 330 sat; P2WPKH: 294 sat).
 pub const MIN_DUST_LIMIT: Amount = Amount::from_sat(354);
 /// The largest dust limit a channel accepts from its peer: Bitcoin Core's largest standard dust
 /// threshold (P2PKH at 3 sat/vB). Anything above it only lets the peer drop outputs into fees.
