@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use bitcoin::absolute::LockTime;
-use bitcoin::secp256k1::{Secp256k1, Verification};
+use bitcoin::secp256k1::{Secp256k1, Signing, Verification};
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
@@ -150,7 +150,7 @@ impl CommitmentKeys {
     ///
     /// # Errors
     /// [`DerivationError`] with negligible probability (or for hostile points).
-    pub fn derive<C: Verification>(
+    pub fn derive<C: Signing + Verification>(
         secp: &Secp256k1<C>,
         per_commitment_point: &PerCommitmentPoint,
         broadcaster: &ChannelPubkeys,
