@@ -629,15 +629,44 @@ impl BuiltCommitment {
         &self,
         mut f: impl FnMut(&Transaction, &WitnessScript, Amount) -> Result<(), E>,
     ) -> Result<usize, E> {
-        let mut tx = self.htlc_tx_template();
+        let mut cursor = self.htlc_tx_cursor();
         let mut count = 0;
-        for o in &self.outputs {
-            let OutputRole::Htlc(i) = o.role else { continue };
-            let Some((_, out)) = self.fill_htlc_tx(i, &mut tx) else { continue };
-            let Some(script) = out.witness_script.as_ref() else { continue };
-            f(&tx, script, out.value)?;
+        while let Some((tx, script, value)) = cursor.next_tx() {
+            f(tx, script, value)?;
             count += 1;
         }
         Ok(count)
+    }
+
+    /// The untrimmed HTLCs' second-stage transactions one at a time, in output order, in one
+    /// transaction rewritten in place.
+    pub(crate) fn htlc_tx_cursor(&self) -> HtlcTxCursor<'_> {
+        HtlcTxCursor { commitment: self, outputs: self.outputs.iter(), tx: self.htlc_tx_template() }
+    }
+}
+
+/// See [`BuiltCommitment::htlc_tx_cursor`].
+pub(crate) struct HtlcTxCursor<'c> {
+    commitment: &'c BuiltCommitment,
+    outputs: core::slice::Iter<'c, CommitmentOutput>,
+    tx: Transaction,
+}
+
+impl<'c> HtlcTxCursor<'c> {
+    /// The next HTLC transaction, with the witness script and value of the output it spends.
+    pub(crate) fn next_tx(&mut self) -> Option<(&Transaction, &'c WitnessScript, Amount)> {
+        let commitment: &'c BuiltCommitment = self.commitment;
+        for o in self.outputs.by_ref() {
+            let OutputRole::Htlc(i) = o.role else { continue };
+            let Some((_, out)) = commitment.fill_htlc_tx(i, &mut self.tx) else { continue };
+            let Some(script) = out.witness_script.as_ref() else { continue };
+            return Some((&self.tx, script, out.value));
+        }
+        None
+    }
+
+    /// At most this many transactions are left (the outputs not yet looked at).
+    pub(crate) fn remaining_hint(&self) -> usize {
+        self.outputs.len()
     }
 }
