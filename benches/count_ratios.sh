@@ -73,7 +73,9 @@ print(f"commit_0_htlcs: A commit {a0:,.0f} = {a0 / fa0:.3f} x (raw key set + sig
 print(f"  B receive without its counter-signature {b0 - resign0:,.0f} = {(b0 - resign0) / fb0:.3f} x (raw key set + verify + sighash + point); counter-signature {resign0:,.0f} = {resign0 / fa0:.3f} x A's floor")
 build = incl("core483", r"lightning_count::measured_build \[") / 3
 signs = incl("core483", r"lightning_count::measured_sign \[") / 2
+htlc_txs = incl("core483", r"lightning_count::measured_htlc_txs \[") / 3
 blocks = int(open(f"{out}/blocks483").read().split()[1])
 print(f"core 483 HTLCs: build_commitment {build:,.0f} Ir = {build / (blocks * block):.3f} x its hashing floor ({blocks} SHA-256 blocks)")
+print(f"  htlc_txs (483 HTLC transactions) {htlc_txs:,.0f} Ir = {htlc_txs / 483:,.0f} per HTLC transaction")
 print(f"  sign_counterparty_commitment {signs:,.0f} Ir = {signs / (484 * (sign + sighash)):.4f} x 484 (sign + sighash), {signs / (484 * sign):.4f} x 484 sign")
 PY

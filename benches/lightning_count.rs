@@ -136,6 +136,13 @@ fn measured_build(params: &CommitmentParams, keys: &CommitmentKeys, state: &Comm
     build_commitment(params, keys, state).expect("commitment")
 }
 
+/// The 483 HTLC-timeout/-success transactions of that commitment (`BuiltCommitment::htlc_txs`,
+/// what `verify_holder_commitment` keeps for a force close).
+#[inline(never)]
+fn measured_htlc_txs(built: &BuiltCommitment) -> usize {
+    black_box(built.htlc_txs()).len()
+}
+
 /// `sign_counterparty_commitment` of that commitment: the funding signature and 483 HTLC
 /// signatures.
 #[inline(never)]
@@ -313,7 +320,7 @@ fn core483_state(htlcs: &[CommitmentHtlc]) -> CommitmentState<'_> {
     }
 }
 
-/// `build_commitment` with 483 HTLCs three times, then signing its 483 HTLC transactions twice.
+/// `build_commitment` with 483 HTLCs three times, its HTLC transactions three times, then signing its 483 HTLC transactions twice.
 fn core483_part() {
     let (peer, params, keys, htlcs) = core483_setup();
     let state = core483_state(&htlcs);
@@ -322,7 +329,9 @@ fn core483_part() {
         built = Some(measured_build(&params, &keys, &state));
     }
     let built = built.expect("built");
-    assert_eq!(built.htlc_txs().len(), 483, "every HTLC is untrimmed");
+    for _ in 0..3 {
+        assert_eq!(measured_htlc_txs(&built), 483, "every HTLC is untrimmed");
+    }
     for _ in 0..2 {
         black_box(measured_sign(&peer, &built));
     }
