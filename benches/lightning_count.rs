@@ -9,12 +9,17 @@
 //! ```
 use std::hint::black_box;
 
-use bitcoin::hashes::Hash;
-use bitcoin::secp256k1::{Message, PublicKey, Secp256k1};
+use bitcoin::hashes::{sha256, Hash};
+use bitcoin::secp256k1::{Message, PublicKey, Scalar, Secp256k1};
 use bitcoin::transaction::Version;
-use bitcoin::{Amount, ScriptBuf, Transaction, TxIn, TxOut};
-use paychan::core::commitment::{CommitmentKeys, CommitmentNumber};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxIn, TxOut, Txid};
+use paychan::core::commitment::signatures::{sign_counterparty_commitment, CommitmentSignatures};
+use paychan::core::commitment::{
+    build_commitment, BuiltCommitment, ChannelType, CommitmentHtlc, CommitmentKeys, CommitmentNumber, CommitmentParams,
+    CommitmentState, FeeratePerKw, HtlcDirection, ObscuringFactor,
+};
 use paychan::core::keys::{ChannelSecrets, Seed};
+use paychan::core::sign::{InMemorySigner, Signer};
 use paychan::core::{MilliSats, PaymentPreimage};
 use paychan::lightning::{Effects, OnionPacket};
 
@@ -51,6 +56,38 @@ fn floor_key_set(
 ) {
     for _ in 0..FLOOR_N {
         let _ = black_box(CommitmentKeys::derive(secp, black_box(point), k1, k2));
+    }
+}
+
+/// A commitment key set from the raw secp256k1 calls of BOLT #3's formulas (revocation key: 2
+/// `mul_tweak` + `combine`; three `add_exp_tweak`; five SHA-256 of 66 bytes): a fixed reference
+/// that does not move when `CommitmentKeys::derive` changes how it computes the same keys.
+#[inline(never)]
+fn floor_key_set_raw(secp: &Secp256k1<bitcoin::secp256k1::All>, point: &PublicKey, bases: &[PublicKey; 4]) {
+    let tweak = |a: &PublicKey, b: &PublicKey| {
+        let mut both = [0u8; 66];
+        both[..33].copy_from_slice(&a.serialize());
+        both[33..].copy_from_slice(&b.serialize());
+        Scalar::from_be_bytes(sha256::Hash::hash(&both).to_byte_array()).expect("tweak")
+    };
+    for _ in 0..FLOOR_N {
+        let p = black_box(point);
+        let r = &bases[0];
+        let a = r.mul_tweak(secp, &tweak(r, p)).expect("a");
+        let b = p.mul_tweak(secp, &tweak(p, r)).expect("b");
+        black_box(a.combine(&b).expect("revocation"));
+        for base in &bases[1..] {
+            black_box(base.add_exp_tweak(secp, &tweak(p, base)).expect("tweaked"));
+        }
+    }
+}
+
+/// SHA-256 of 1 KiB: 17 compressions (16 blocks and the padding block).
+#[inline(never)]
+fn floor_sha256_1k() {
+    let data = [0x5au8; 1024];
+    for _ in 0..FLOOR_N {
+        black_box(sha256::Hash::hash(black_box(&data)));
     }
 }
 
@@ -93,6 +130,26 @@ fn measured_commit_b(fx: Effects, p: &mut Pair) -> Vec<Effects> {
     deliver(fx, &mut p.b)
 }
 
+/// `build_commitment` of a 483-HTLC commitment (the BOLT #2 maximum per direction).
+#[inline(never)]
+fn measured_build(params: &CommitmentParams, keys: &CommitmentKeys, state: &CommitmentState<'_>) -> BuiltCommitment {
+    build_commitment(params, keys, state).expect("commitment")
+}
+
+/// The 483 HTLC-timeout/-success transactions of that commitment (`BuiltCommitment::htlc_txs`,
+/// what `verify_holder_commitment` keeps for a force close).
+#[inline(never)]
+fn measured_htlc_txs(built: &BuiltCommitment) -> usize {
+    black_box(built.htlc_txs()).len()
+}
+
+/// `sign_counterparty_commitment` of that commitment: the funding signature and 483 HTLC
+/// signatures.
+#[inline(never)]
+fn measured_sign(signer: &InMemorySigner, built: &BuiltCommitment) -> CommitmentSignatures {
+    sign_counterparty_commitment(signer, built).expect("signatures")
+}
+
 /// One user action of the lifecycle: its effects, and whether A acted.
 type Step = Box<dyn FnMut(&mut Pair) -> (Effects, bool)>;
 
@@ -101,7 +158,8 @@ fn persisted(fx: &Effects) -> usize {
 }
 
 fn main() {
-    // Which part to run: `floor`, `lifecycle`, `commit100`, `bytes`, or all of them (no argument).
+    // Which part to run: `floor`, `lifecycle`, `commit100`, `commit1`, `commit0`, `core483`,
+    // `bytes`, `blocks483`, or all of them (no argument).
     let only: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let part = |name: &str| only.as_deref().is_none_or(|o| o == name);
     if part("floor") {
@@ -116,8 +174,17 @@ fn main() {
     if part("commit1") {
         commit1_part();
     }
+    if part("commit0") {
+        commit0_part();
+    }
+    if part("core483") {
+        core483_part();
+    }
     if part("bytes") {
         bytes_part();
+    }
+    if part("blocks483") {
+        blocks483_part();
     }
 }
 
@@ -135,6 +202,14 @@ fn floor_part() {
     let point = secrets.per_commitment_point(&secp, CommitmentNumber::new(5).expect("n")).expect("point");
     floor_key_set(&secp, &point, &k1, &k2);
     floor_point(&secp, &secrets);
+    let bases = [
+        *k2.revocation_basepoint.public_key(),
+        *k1.delayed_payment_basepoint.public_key(),
+        *k1.htlc_basepoint.public_key(),
+        *k2.htlc_basepoint.public_key(),
+    ];
+    floor_key_set_raw(&secp, point.public_key(), &bases);
+    floor_sha256_1k();
     let tx = Transaction {
         version: Version::TWO,
         lock_time: bitcoin::absolute::LockTime::ZERO,
@@ -181,6 +256,97 @@ fn commit1_part() {
         black_box(measured_commit_b(fx, &mut p));
         black_box(p);
     }
+}
+
+/// A commitment with no HTLC: A (the funder) changes the fee rate, then signs (`measured_commit_a`)
+/// and B receives it (`measured_commit_b`: verify, revoke, counter-sign).
+fn commit0_part() {
+    let mut base = open();
+    let fx = base.a.ch.update_fee(2_000).expect("update_fee");
+    let _ = deliver(fx, &mut base.b);
+    for _ in 0..3 {
+        let mut p = base.clone();
+        let fx = measured_commit_a(&mut p);
+        black_box(measured_commit_b(fx, &mut p));
+        black_box(p);
+    }
+}
+
+/// The parties, keys and 483 HTLCs of the `core483` part (as `benches/core.rs`:
+/// static_remotekey, alternately offered and received, every HTLC untrimmed).
+fn core483_setup() -> (InMemorySigner, CommitmentParams, CommitmentKeys, Vec<CommitmentHtlc>) {
+    let seed = Seed::from_bytes([0x5a; 32]);
+    let holder = InMemorySigner::new(ChannelSecrets::from_seed(&seed, 0));
+    let peer = InMemorySigner::new(ChannelSecrets::from_seed(&seed, 1));
+    let (hk, pk) = (*holder.pubkeys(), *peer.pubkeys());
+    let number = CommitmentNumber::new(1000).expect("n");
+    let point = holder.per_commitment_point(number).expect("point");
+    let keys = CommitmentKeys::derive(holder.secp(), &point, &hk, &pk).expect("keys");
+    let params = CommitmentParams {
+        channel_type: ChannelType::StaticRemoteKey,
+        funding_outpoint: OutPoint { txid: Txid::from_byte_array([0x11; 32]), vout: 1 },
+        funding_value: Amount::from_sat(10_000_000),
+        broadcaster_is_funder: true,
+        to_self_delay: 144,
+        dust_limit: Amount::from_sat(546),
+        obscuring_factor: ObscuringFactor::new(&hk.payment_basepoint, &pk.payment_basepoint),
+        broadcaster: hk,
+        countersignatory: pk,
+    };
+    let htlcs = (0..483u64)
+        .map(|i| {
+            let mut preimage = [0u8; 32];
+            preimage[..8].copy_from_slice(&i.to_be_bytes());
+            CommitmentHtlc::new(
+                if i % 2 == 0 { HtlcDirection::Offered } else { HtlcDirection::Received },
+                MilliSats::from_msat(5_000_000 + 1_000 * i),
+                PaymentPreimage(preimage).hash(),
+                800_000 + (i as u32 % 50),
+            )
+        })
+        .collect();
+    (peer, params, keys, htlcs)
+}
+
+fn core483_state(htlcs: &[CommitmentHtlc]) -> CommitmentState<'_> {
+    let in_htlcs: u64 = htlcs.iter().map(|h| h.amount().to_msat()).sum();
+    let rest = 10_000_000_000 - in_htlcs;
+    CommitmentState {
+        number: CommitmentNumber::new(1000).expect("n"),
+        to_broadcaster: MilliSats::from_msat(rest / 10 * 6),
+        to_countersignatory: MilliSats::from_msat(rest - rest / 10 * 6),
+        feerate: FeeratePerKw(2_500),
+        htlcs,
+    }
+}
+
+/// `build_commitment` with 483 HTLCs three times, its HTLC transactions three times, then signing its 483 HTLC transactions twice.
+fn core483_part() {
+    let (peer, params, keys, htlcs) = core483_setup();
+    let state = core483_state(&htlcs);
+    let mut built = None;
+    for _ in 0..3 {
+        built = Some(measured_build(&params, &keys, &state));
+    }
+    let built = built.expect("built");
+    for _ in 0..3 {
+        assert_eq!(measured_htlc_txs(&built), 483, "every HTLC is untrimmed");
+    }
+    for _ in 0..2 {
+        black_box(measured_sign(&peer, &built));
+    }
+}
+
+/// The SHA-256 compressions the 483-HTLC build cannot avoid: one hash of each witness script (its
+/// P2WSH output) and the double hash of the transaction (its txid).
+fn blocks483_part() {
+    let blocks = |len: usize| (len + 9).div_ceil(64);
+    let (_, params, keys, htlcs) = core483_setup();
+    let built = build_commitment(&params, &keys, &core483_state(&htlcs)).expect("commitment");
+    let scripts: usize =
+        built.outputs().iter().filter_map(|o| o.witness_script.as_ref()).map(|s| blocks(s.as_bytes().len())).sum();
+    let tx_len = bitcoin::consensus::encode::serialize(built.tx()).len();
+    println!("core483: {} SHA-256 blocks", scripts + blocks(tx_len) + 1);
 }
 
 fn bytes_part() {

@@ -6,6 +6,7 @@
 //! saving. Verification rejects high-S signatures (BIP-0146 `LOW_S` is standard policy) and any
 //! sighash type other than the one the protocol step prescribes.
 
+use alloc::vec::Vec;
 use core::fmt;
 
 use bitcoin::secp256k1::{self, All, Message, PublicKey, Secp256k1, SecretKey, Verification};
@@ -171,6 +172,19 @@ pub struct SignRequest<'a> {
     pub tweak: Tweak,
 }
 
+/// A batch of [`SignRequest`]s for [`Signer::sign_batch`], handed out one at a time. Each request
+/// may borrow from the batch itself, so a batch can rewrite one transaction in place for every
+/// request (as the HTLC transactions of a commitment are made) instead of holding all of them.
+pub trait SignRequests {
+    /// The next request, or `None` once the batch is exhausted.
+    fn next_request(&mut self) -> Option<SignRequest<'_>>;
+
+    /// How many requests are left, if known (only a capacity hint; 0 if unknown).
+    fn remaining_hint(&self) -> usize {
+        0
+    }
+}
+
 /// Why a signer did not sign.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -230,6 +244,22 @@ pub trait Signer {
     /// # Errors
     /// [`SignerError`] if the signer cannot sign now or at all.
     fn sign(&self, request: &SignRequest<'_>) -> Result<ecdsa::Signature, SignerError>;
+
+    /// Signs every request of `requests`, in order, and returns the signatures in that order (how
+    /// a commitment's HTLC transactions are signed: all with the same key and tweak). The default
+    /// calls [`Signer::sign`] for each request; an implementation may share work between requests,
+    /// as [`InMemorySigner`] does by deriving a tweaked key once for consecutive requests that
+    /// use the same key and tweak. It must return the same signatures as `sign` would.
+    ///
+    /// # Errors
+    /// The first [`SignerError`] (then no signature is returned).
+    fn sign_batch(&self, requests: &mut dyn SignRequests) -> Result<Vec<ecdsa::Signature>, SignerError> {
+        let mut signatures = Vec::with_capacity(requests.remaining_hint());
+        while let Some(request) = requests.next_request() {
+            signatures.push(self.sign(&request)?);
+        }
+        Ok(signatures)
+    }
 
     /// The per-commitment point of the holder's commitment `n`.
     ///
@@ -330,6 +360,17 @@ impl InMemorySigner {
         &self.secp
     }
 
+    /// Signs request `r` with `key` (already derived for `r.key` and `r.tweak`).
+    fn sign_with(&self, key: &SecretKey, r: &SignRequest<'_>) -> Result<ecdsa::Signature, SignerError> {
+        let msg = if r.p2wpkh {
+            p2wpkh_sighash(r.tx, r.input, r.script_code, r.value, r.sighash_type)
+        } else {
+            p2wsh_sighash(r.tx, r.input, r.script_code, r.value, r.sighash_type)
+        }
+        .map_err(|_| SignerError::Sighash)?;
+        Ok(sign(&self.secp, &msg, key, r.sighash_type))
+    }
+
     fn key(&self, id: KeyId, tweak: &Tweak) -> Result<SecretKey, SignerError> {
         let k = &self.pubkeys;
         let (base, basepoint) = match id {
@@ -362,13 +403,26 @@ impl Signer for InMemorySigner {
 
     fn sign(&self, r: &SignRequest<'_>) -> Result<ecdsa::Signature, SignerError> {
         let key = self.key(r.key, &r.tweak)?;
-        let msg = if r.p2wpkh {
-            p2wpkh_sighash(r.tx, r.input, r.script_code, r.value, r.sighash_type)
-        } else {
-            p2wsh_sighash(r.tx, r.input, r.script_code, r.value, r.sighash_type)
+        self.sign_with(&key, r)
+    }
+
+    /// As the default, but the tweaked key is derived once for a run of requests with the same
+    /// key and tweak (one derivation for all the HTLC transactions of a commitment).
+    fn sign_batch(&self, requests: &mut dyn SignRequests) -> Result<Vec<ecdsa::Signature>, SignerError> {
+        let mut signatures = Vec::with_capacity(requests.remaining_hint());
+        let mut last: Option<(KeyId, Tweak, SecretKey)> = None;
+        while let Some(r) = requests.next_request() {
+            let key = match last {
+                Some((id, tweak, key)) if id == r.key && tweak == r.tweak => key,
+                _ => {
+                    let key = self.key(r.key, &r.tweak)?;
+                    last = Some((r.key, r.tweak, key));
+                    key
+                }
+            };
+            signatures.push(self.sign_with(&key, &r)?);
         }
-        .map_err(|_| SignerError::Sighash)?;
-        Ok(sign(&self.secp, &msg, &key, r.sighash_type))
+        Ok(signatures)
     }
 
     fn per_commitment_point(&self, n: CommitmentNumber) -> Result<PerCommitmentPoint, SignerError> {
@@ -386,4 +440,92 @@ impl Signer for InMemorySigner {
 /// If the bytes are not a valid compact signature.
 pub fn from_compact(bytes: &[u8; 64], sighash_type: EcdsaSighashType) -> Result<ecdsa::Signature, secp256k1::Error> {
     Ok(ecdsa::Signature { signature: secp256k1::ecdsa::Signature::from_compact(bytes)?, sighash_type })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::keys::Seed;
+    use alloc::vec;
+    use bitcoin::{ScriptBuf, TxIn, TxOut};
+
+    /// The requests of a slice, one at a time (as the HTLC transactions of a commitment are).
+    struct Listed<'a>(core::slice::Iter<'a, SignRequest<'a>>);
+
+    impl SignRequests for Listed<'_> {
+        fn next_request(&mut self) -> Option<SignRequest<'_>> {
+            self.0.next().copied()
+        }
+    }
+
+    /// A signer with only `sign`: it gets the default `sign_batch`.
+    struct OneByOne(InMemorySigner);
+
+    impl Signer for OneByOne {
+        fn pubkeys(&self) -> &ChannelPubkeys {
+            self.0.pubkeys()
+        }
+        fn sign(&self, request: &SignRequest<'_>) -> Result<ecdsa::Signature, SignerError> {
+            self.0.sign(request)
+        }
+        fn per_commitment_point(&self, n: CommitmentNumber) -> Result<PerCommitmentPoint, SignerError> {
+            self.0.per_commitment_point(n)
+        }
+        fn release_per_commitment_secret(&self, n: CommitmentNumber) -> Result<PerCommitmentSecret, SignerError> {
+            self.0.release_per_commitment_secret(n)
+        }
+    }
+
+    fn signer() -> InMemorySigner {
+        InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([3; 32]), 0))
+    }
+
+    #[test]
+    fn batch_reuses_a_key_only_while_key_and_tweak_stay_the_same() {
+        let s = signer();
+        let tx = Transaction {
+            version: bitcoin::transaction::Version::TWO,
+            lock_time: bitcoin::absolute::LockTime::ZERO,
+            input: vec![TxIn::default()],
+            output: vec![TxOut { value: Amount::from_sat(1_000), script_pubkey: ScriptBuf::new() }],
+        };
+        let script = ScriptBuf::from_bytes(vec![0x51]);
+        let n = |i| CommitmentNumber::new(i).unwrap();
+        let (p1, p2) = (s.per_commitment_point(n(1)).unwrap(), s.per_commitment_point(n(2)).unwrap());
+        let secret = s.release_per_commitment_secret(n(1)).unwrap();
+        let request = |key, tweak, sats| SignRequest {
+            tx: &tx,
+            input: 0,
+            script_code: &script,
+            p2wpkh: false,
+            value: Amount::from_sat(sats),
+            sighash_type: EcdsaSighashType::All,
+            key,
+            tweak,
+        };
+        // Runs of the same key and tweak, then changes of tweak, of key, and back.
+        let requests = [
+            request(KeyId::Htlc, Tweak::PerCommitment(p1), 1),
+            request(KeyId::Htlc, Tweak::PerCommitment(p1), 2),
+            request(KeyId::Htlc, Tweak::PerCommitment(p2), 3),
+            request(KeyId::DelayedPayment, Tweak::PerCommitment(p2), 4),
+            request(KeyId::Funding, Tweak::None, 5),
+            request(KeyId::RevocationBase, Tweak::Revocation(secret), 6),
+            request(KeyId::Htlc, Tweak::PerCommitment(p1), 7),
+        ];
+        let one_by_one: Vec<_> = requests.iter().map(|r| s.sign(r).unwrap()).collect();
+        assert_eq!(s.sign_batch(&mut Listed(requests.iter())).unwrap(), one_by_one);
+        assert_eq!(OneByOne(s.clone()).sign_batch(&mut Listed(requests.iter())).unwrap(), one_by_one);
+        // Each signature verifies under the key its own request names.
+        let secp = Secp256k1::new();
+        let key_of = |r: &SignRequest<'_>| s.key(r.key, &r.tweak).unwrap().public_key(&secp);
+        for (r, sig) in requests.iter().zip(&one_by_one) {
+            let msg = p2wsh_sighash(r.tx, 0, r.script_code, r.value, r.sighash_type).unwrap();
+            assert!(verify(&secp, &msg, sig, &key_of(r), EcdsaSighashType::All).is_ok());
+        }
+        // A request the signer refuses fails the whole batch, with the same error as `sign`.
+        let bad = [requests[0], request(KeyId::Payment, Tweak::Revocation(secret), 8)];
+        assert_eq!(s.sign_batch(&mut Listed(bad.iter())), Err(SignerError::UnsupportedKey));
+        assert_eq!(OneByOne(s).sign_batch(&mut Listed(bad.iter())), Err(SignerError::UnsupportedKey));
+    }
 }

@@ -19,7 +19,7 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use bitcoin::absolute::LockTime;
-use bitcoin::secp256k1::{Secp256k1, Verification};
+use bitcoin::secp256k1::{Secp256k1, Signing, Verification};
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
@@ -150,7 +150,7 @@ impl CommitmentKeys {
     ///
     /// # Errors
     /// [`DerivationError`] with negligible probability (or for hostile points).
-    pub fn derive<C: Verification>(
+    pub fn derive<C: Signing + Verification>(
         secp: &Secp256k1<C>,
         per_commitment_point: &PerCommitmentPoint,
         broadcaster: &ChannelPubkeys,
@@ -276,8 +276,6 @@ pub struct HtlcTx {
     pub input_value: Amount,
     /// Offered (HTLC-timeout) or received (HTLC-success).
     pub direction: HtlcDirection,
-    /// The witness script of its own (to_local-shaped) output.
-    pub output_script: WitnessScript,
 }
 
 /// Builds the BOLT #3 commitment transaction.
@@ -327,8 +325,8 @@ fn build(
         return Err(CommitmentError::ValueMismatch);
     }
 
-    // (output, cltv tie-break) pairs, sorted at the end.
-    let mut outs: Vec<(TxOut, CommitmentOutput, u32)> = Vec::with_capacity(state.htlcs.len() + 4);
+    // The outputs, their roles and cltv tie-breaks, sorted in place at the end.
+    let mut outs = Outputs::with_capacity(state.htlcs.len() + 4);
     let mut untrimmed = 0usize;
     let htlc_keys = script::HtlcScriptKeys::new(&keys.revocation, &keys.broadcaster_htlc, &keys.countersignatory_htlc);
     for (i, h) in state.htlcs.iter().enumerate() {
@@ -343,11 +341,11 @@ fn build(
             htlc_keys.received_with(&h.payment_ripemd, h.cltv_expiry, ct.has_anchors())
         };
         let value = h.amount.to_amount_floor();
-        outs.push((
+        outs.push(
             TxOut { value, script_pubkey: ws.to_p2wsh() },
             CommitmentOutput { role: OutputRole::Htlc(i), witness_script: Some(ws), value },
             h.cltv_expiry,
-        ));
+        );
     }
 
     let base_fee = state.feerate.fee_for_weight(ct.commitment_weight(untrimmed));
@@ -368,7 +366,7 @@ fn build(
     let to_local_script = script::to_local(&keys.revocation, params.to_self_delay, &keys.broadcaster_delayed);
     let to_local_p2wsh = to_local_script.to_p2wsh();
     if has_b {
-        outs.push((
+        outs.push(
             TxOut { value: to_b, script_pubkey: to_local_p2wsh.clone() },
             CommitmentOutput {
                 role: OutputRole::ToBroadcaster,
@@ -376,7 +374,7 @@ fn build(
                 value: to_b,
             },
             0,
-        ));
+        );
     }
     if has_c {
         let remote = params.countersignatory.payment_basepoint.public_key();
@@ -386,11 +384,11 @@ fn build(
         } else {
             (script::to_remote_p2wpkh(remote), None)
         };
-        outs.push((
+        outs.push(
             TxOut { value: to_c, script_pubkey: spk },
             CommitmentOutput { role: OutputRole::ToCountersignatory, witness_script: ws, value: to_c },
             0,
-        ));
+        );
     }
     if ct.has_anchors() {
         let v = ct.anchor_value();
@@ -400,11 +398,11 @@ fn build(
         ] {
             if present {
                 let ws = script::anchor(key);
-                outs.push((
+                outs.push(
                     TxOut { value: v, script_pubkey: ws.to_p2wsh() },
                     CommitmentOutput { role, witness_script: Some(ws), value: v },
                     0,
-                ));
+                );
             }
         }
     }
@@ -420,28 +418,23 @@ fn build(
         }
         u64::from_be_bytes(head)
     };
-    let full_key = |i: usize| outs.get(i).map(|(o, _, cltv)| (o.script_pubkey.as_bytes(), *cltv));
+    let full_key = |i: usize| outs.tx.get(i).map(|o| (o.script_pubkey.as_bytes(), outs.cltv.get(i)));
     let mut order: Vec<(Amount, u64, usize)> =
-        outs.iter().enumerate().map(|(i, (o, _, _))| (o.value, head8(o.script_pubkey.as_bytes()), i)).collect();
+        outs.tx.iter().enumerate().map(|(i, o)| (o.value, head8(o.script_pubkey.as_bytes()), i)).collect();
     order.sort_unstable_by(|a, b| {
         (a.0, a.1).cmp(&(b.0, b.1)).then_with(|| full_key(a.2).cmp(&full_key(b.2))).then(a.2.cmp(&b.2))
     });
-    let mut slots: Vec<Option<(TxOut, CommitmentOutput, u32)>> = outs.into_iter().map(Some).collect();
+    let Outputs { tx: mut tx_outs, info: mut outputs, .. } = outs;
+    apply_order(&mut order, &mut tx_outs, &mut outputs);
 
     let (locktime, sequence) = params.obscuring_factor.encode(state.number);
     let mut htlc_vouts = alloc::vec![None; state.htlcs.len()];
-    let mut tx_outs = Vec::with_capacity(order.len());
-    let mut outputs = Vec::with_capacity(order.len());
-    for (vout, (txout, info, _)) in
-        order.iter().filter_map(|&(_, _, i)| slots.get_mut(i).and_then(Option::take)).enumerate()
-    {
+    for (vout, info) in outputs.iter().enumerate() {
         if let OutputRole::Htlc(i) = info.role {
             if let Some(slot) = htlc_vouts.get_mut(i) {
                 *slot = Some(vout as u32);
             }
         }
-        tx_outs.push(txout);
-        outputs.push(info);
     }
     let tx = Transaction {
         version: Version::TWO,
@@ -473,6 +466,46 @@ fn build(
         to_local_script,
         to_local_p2wsh,
     })
+}
+
+/// A commitment's outputs while it is built: the transaction outputs, their roles and scripts, and
+/// their cltv tie-breaks, in three parallel vectors (so that the first two become the
+/// transaction's and the [`BuiltCommitment`]'s without being copied).
+struct Outputs {
+    tx: Vec<TxOut>,
+    info: Vec<CommitmentOutput>,
+    cltv: Vec<u32>,
+}
+
+impl Outputs {
+    fn with_capacity(n: usize) -> Self {
+        Outputs { tx: Vec::with_capacity(n), info: Vec::with_capacity(n), cltv: Vec::with_capacity(n) }
+    }
+
+    fn push(&mut self, tx: TxOut, info: CommitmentOutput, cltv: u32) {
+        self.tx.push(tx);
+        self.info.push(info);
+        self.cltv.push(cltv);
+    }
+}
+
+/// Puts `tx` and `info` in the sorted `order` in place: position `k` receives the element at
+/// `order[k].2` (a permutation of the positions). Each cycle of the permutation is walked once
+/// with swaps; `order`'s indices are overwritten on the way.
+fn apply_order(order: &mut [(Amount, u64, usize)], tx: &mut [TxOut], info: &mut [CommitmentOutput]) {
+    for start in 0..order.len() {
+        let mut k = start;
+        // Position `k` still needs its element; `start`'s original element travels along the cycle.
+        while let Some(slot) = order.get_mut(k) {
+            let src = core::mem::replace(&mut slot.2, k);
+            if src == k || src == start {
+                break;
+            }
+            tx.swap(k, src);
+            info.swap(k, src);
+            k = src;
+        }
+    }
 }
 
 impl BuiltCommitment {
@@ -555,20 +588,26 @@ impl BuiltCommitment {
     }
 
     /// The HTLC-timeout/-success transactions of every untrimmed HTLC, in output order (the order
-    /// of `commitment_signed`'s HTLC signatures).
+    /// of `commitment_signed`'s HTLC signatures). Their output script is the commitment's
+    /// [`to_local_script`](Self::to_local_script).
     pub fn htlc_txs(&self) -> Vec<HtlcTx> {
-        self.outputs
-            .iter()
-            .filter_map(|o| match o.role {
-                OutputRole::Htlc(i) => self.htlc_tx(i),
-                _ => None,
-            })
-            .collect()
+        let template = self.htlc_tx_template();
+        let mut txs = Vec::with_capacity(self.outputs.len());
+        for o in &self.outputs {
+            if let OutputRole::Htlc(i) = o.role {
+                txs.extend(self.htlc_tx_from(i, template.clone()));
+            }
+        }
+        txs
     }
 
     /// The second-stage transaction of HTLC `i`, or `None` if it is trimmed or unknown.
     pub fn htlc_tx(&self, i: usize) -> Option<HtlcTx> {
-        let mut tx = self.htlc_tx_template();
+        self.htlc_tx_from(i, self.htlc_tx_template())
+    }
+
+    /// [`BuiltCommitment::htlc_tx`] from a copy of the template.
+    fn htlc_tx_from(&self, i: usize, mut tx: Transaction) -> Option<HtlcTx> {
         let (vout, out) = self.fill_htlc_tx(i, &mut tx)?;
         Some(HtlcTx {
             tx,
@@ -577,7 +616,6 @@ impl BuiltCommitment {
             htlc_script: out.witness_script.clone()?,
             input_value: out.value,
             direction: self.htlcs.get(i)?.direction,
-            output_script: self.to_local_script.clone(),
         })
     }
 
@@ -629,15 +667,72 @@ impl BuiltCommitment {
         &self,
         mut f: impl FnMut(&Transaction, &WitnessScript, Amount) -> Result<(), E>,
     ) -> Result<usize, E> {
-        let mut tx = self.htlc_tx_template();
+        let mut cursor = self.htlc_tx_cursor();
         let mut count = 0;
-        for o in &self.outputs {
-            let OutputRole::Htlc(i) = o.role else { continue };
-            let Some((_, out)) = self.fill_htlc_tx(i, &mut tx) else { continue };
-            let Some(script) = out.witness_script.as_ref() else { continue };
-            f(&tx, script, out.value)?;
+        while let Some((tx, script, value)) = cursor.next_tx() {
+            f(tx, script, value)?;
             count += 1;
         }
         Ok(count)
+    }
+
+    /// The untrimmed HTLCs' second-stage transactions one at a time, in output order, in one
+    /// transaction rewritten in place.
+    pub(crate) fn htlc_tx_cursor(&self) -> HtlcTxCursor<'_> {
+        HtlcTxCursor { commitment: self, outputs: self.outputs.iter(), tx: self.htlc_tx_template() }
+    }
+}
+
+/// See [`BuiltCommitment::htlc_tx_cursor`].
+pub(crate) struct HtlcTxCursor<'c> {
+    commitment: &'c BuiltCommitment,
+    outputs: core::slice::Iter<'c, CommitmentOutput>,
+    tx: Transaction,
+}
+
+impl<'c> HtlcTxCursor<'c> {
+    /// The next HTLC transaction, with the witness script and value of the output it spends.
+    pub(crate) fn next_tx(&mut self) -> Option<(&Transaction, &'c WitnessScript, Amount)> {
+        let commitment: &'c BuiltCommitment = self.commitment;
+        for o in self.outputs.by_ref() {
+            let OutputRole::Htlc(i) = o.role else { continue };
+            let Some((_, out)) = commitment.fill_htlc_tx(i, &mut self.tx) else { continue };
+            let Some(script) = out.witness_script.as_ref() else { continue };
+            return Some((&self.tx, script, out.value));
+        }
+        None
+    }
+
+    /// At most this many transactions are left (the outputs not yet looked at).
+    pub(crate) fn remaining_hint(&self) -> usize {
+        self.outputs.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// The in-place reordering gives what collecting the elements in `order` would.
+        #[test]
+        fn apply_order_is_the_permutation(keys in proptest::collection::vec(0u64..8, 0..40)) {
+            let tx: Vec<TxOut> = keys
+                .iter()
+                .enumerate()
+                .map(|(i, k)| TxOut { value: Amount::from_sat(*k), script_pubkey: ScriptBuf::from_bytes(alloc::vec![i as u8]) })
+                .collect();
+            let info: Vec<CommitmentOutput> = (0..keys.len())
+                .map(|i| CommitmentOutput { role: OutputRole::Htlc(i), witness_script: None, value: Amount::from_sat(i as u64) })
+                .collect();
+            let mut order: Vec<(Amount, u64, usize)> = keys.iter().enumerate().map(|(i, k)| (Amount::from_sat(*k), 0, i)).collect();
+            order.sort();
+            let expected_tx: Vec<TxOut> = order.iter().map(|o| tx[o.2].clone()).collect();
+            let expected_info: Vec<CommitmentOutput> = order.iter().map(|o| info[o.2].clone()).collect();
+            let (mut tx, mut info) = (tx, info);
+            apply_order(&mut order, &mut tx, &mut info);
+            proptest::prop_assert_eq!(tx, expected_tx);
+            proptest::prop_assert_eq!(info, expected_info);
+        }
     }
 }

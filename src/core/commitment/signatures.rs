@@ -12,11 +12,11 @@ use bitcoin::secp256k1::{Secp256k1, Verification};
 use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{ecdsa, Amount, Transaction};
 
-use super::{BuiltCommitment, HtlcDirection, HtlcTx};
+use super::{BuiltCommitment, HtlcDirection, HtlcTx, HtlcTxCursor};
 use crate::core::hashlock::PaymentPreimage;
-use crate::core::keys::FundingPubkey;
+use crate::core::keys::{FundingPubkey, PerCommitmentPoint};
 use crate::core::script::{self, WitnessScript};
-use crate::core::sign::{self, KeyId, SignRequest, SignatureError, Signer, SignerError, Tweak};
+use crate::core::sign::{self, KeyId, SignRequest, SignRequests, SignatureError, Signer, SignerError, Tweak};
 
 /// The countersignatory's signatures on one commitment: the funding input and every HTLC
 /// transaction in output order (the `commitment_signed` payload).
@@ -106,23 +106,40 @@ pub fn sign_counterparty_commitment<S: Signer + ?Sized>(
 ) -> Result<CommitmentSignatures, SignerError> {
     let (funding_script, funding_value) = commitment.funding();
     let sig = sign_funding_spend(signer, commitment.tx(), 0, funding_script, funding_value)?;
-    let sighash_type = countersignatory_htlc_sighash(commitment);
-    let point = commitment.keys().per_commitment_point;
-    let mut htlcs = Vec::with_capacity(commitment.outputs().len());
-    commitment.try_for_each_htlc_tx(|tx, htlc_script, value| {
-        htlcs.push(signer.sign(&SignRequest {
+    let htlcs = signer.sign_batch(&mut HtlcSignRequests {
+        cursor: commitment.htlc_tx_cursor(),
+        sighash_type: countersignatory_htlc_sighash(commitment),
+        point: commitment.keys().per_commitment_point,
+    })?;
+    Ok(CommitmentSignatures { commitment: sig, htlcs })
+}
+
+/// The countersignatory's signing requests for a commitment's HTLC transactions, in output order:
+/// one [`Signer::sign_batch`] call, all with the HTLC key and the commitment's tweak.
+struct HtlcSignRequests<'c> {
+    cursor: HtlcTxCursor<'c>,
+    sighash_type: EcdsaSighashType,
+    point: PerCommitmentPoint,
+}
+
+impl SignRequests for HtlcSignRequests<'_> {
+    fn next_request(&mut self) -> Option<SignRequest<'_>> {
+        let (tx, htlc_script, value) = self.cursor.next_tx()?;
+        Some(SignRequest {
             tx,
             input: 0,
             script_code: htlc_script.as_script(),
             p2wpkh: false,
             value,
-            sighash_type,
+            sighash_type: self.sighash_type,
             key: KeyId::Htlc,
-            tweak: Tweak::PerCommitment(point),
-        })?);
-        Ok::<(), SignerError>(())
-    })?;
-    Ok(CommitmentSignatures { commitment: sig, htlcs })
+            tweak: Tweak::PerCommitment(self.point),
+        })
+    }
+
+    fn remaining_hint(&self) -> usize {
+        self.cursor.remaining_hint()
+    }
 }
 
 /// A holder commitment whose countersignatures were checked: the only thing the holder may
