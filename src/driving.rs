@@ -11,7 +11,8 @@
 //! 3. broadcast [`Effects::broadcast`], and hand [`Effects::bumps`] to the channel's
 //!    [`Bumper`](crate::core::feebump::Bumper) (which re-broadcasts them at rising fees until they
 //!    confirm, see [`core::feebump`](crate::core::feebump));
-//! 4. watch [`Effects::watch`] and report matching transactions with [`ChainEvent::Confirmed`];
+//! 4. watch [`Effects::watch`] and report matching transactions with [`ChainEvent::Confirmed`]
+//!    (and, as soon as it sees one in its mempool, with [`ChainEvent::Seen`]);
 //! 5. handle [`Effects::events`];
 //! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest.
 //!
@@ -61,6 +62,22 @@ pub enum ChainEvent<'a> {
     },
     /// A previously confirmed transaction left the best chain (reorg).
     Unconfirmed(Txid),
+    /// An unconfirmed transaction the embedder saw (in its mempool, or relayed to it) that
+    /// spends something the channel watches ([`Watch::Spend`]).
+    ///
+    /// It changes none of the channel's on-chain state: nothing is taken as spent or confirmed,
+    /// and the claims the channel broadcast stay due (they are broadcast again on every new tip
+    /// until a spend of their output confirms). It only lets the channel learn what the witness
+    /// reveals: the preimage of an HTLC the channel offered, spent through its success path,
+    /// reported at once (the layer's `HtlcFulfilled` event) so that an upstream HTLC can be
+    /// claimed even if this transaction never confirms (a peer that reveals a preimage in a
+    /// transaction it then replaces, *replacement cycling*). Report every such transaction as
+    /// soon as it is seen, including one that is replaced later; reporting one twice, or an
+    /// unrelated one, changes nothing.
+    Seen {
+        /// The transaction.
+        tx: &'a Transaction,
+    },
 }
 
 /// Something the embedder must watch the chain for.

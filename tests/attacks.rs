@@ -475,3 +475,272 @@ fn channel_jamming_duplex_payment_with_more_than_483_htlcs_is_refused() {
     assert_eq!(b.balances().received, Amount::from_sat(1_000 * MAX_HTLCS as u64));
     assert_eq!(b.balances().holder, p.b().balances().holder);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Replacement cycling / late preimage (Riard, 2023): the preimage shown only unconfirmed
+// ---------------------------------------------------------------------------------------------
+
+/// The route A –Spilman→ B –duplex→ C –Lightning→ D, D silent once it holds the HTLC, C closes
+/// on chain at its deadline and times the HTLC out.
+fn silent_route() -> (common::route::Route, common::route::Plan) {
+    let mut r = common::route::Route::open(common::route::Final::Silent);
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    r.send(&plan);
+    r.run();
+    (r, plan)
+}
+
+/// Whether `tx` spends `op`.
+fn spends(tx: &Transaction, op: OutPoint) -> bool {
+    tx.input.iter().any(|i| i.previous_output == op)
+}
+
+/// The attacker of the replacement-cycling tests: a node of the route that holds the preimage,
+/// keeps its spends that reveal it off the honest broadcast path, and cycles them through the
+/// mempool against its peer's timeout.
+struct Cycler {
+    /// The attacking node ('B', 'C' or 'D').
+    attacker: char,
+    hash: paychan::core::PaymentHash,
+    preimage: paychan::core::PaymentPreimage,
+    /// Cycles still to play (none: it does nothing, the control run).
+    cycles: u32,
+    played: u32,
+    /// Its latest spend revealing the preimage, kept from the mempool.
+    reveal: Option<Transaction>,
+    first_seen_at: Option<u32>,
+}
+
+impl Cycler {
+    fn new(attacker: char, preimage: paychan::core::PaymentPreimage, cycles: u32) -> Cycler {
+        Cycler { attacker, hash: preimage.hash(), preimage, cycles, played: 0, reveal: None, first_seen_at: None }
+    }
+
+    fn reveals(&self, tx: &Transaction) -> bool {
+        tx.input.iter().any(|i| self.hash.find_preimage_in(&i.witness).is_some())
+    }
+
+    /// Before a block: the attacker's claims are taken off the honest broadcast path. D (which
+    /// never fulfils) has its channel given the preimage once C's commitment confirmed, so that
+    /// it builds its claim.
+    fn before_submit(&mut self, r: &mut common::route::Route) {
+        if self.cycles == 0 {
+            return;
+        }
+        if self.attacker == 'D' && self.reveal.is_none() && r.d.closing_kind().is_some() {
+            let id = r.d.htlcs().iter().find(|h| h.offerer == paychan::lightning::Side::Counterparty).map(|h| h.id);
+            if let Some(id) = id {
+                let _ = r.d.provide_preimage(id, self.preimage);
+                // D's embedder has its channel build the claim at once.
+                let tip = r.tip();
+                let fx = paychan::multihop::HtlcChannel::handle_chain(&mut r.d, ChainEvent::Tip(tip), &r.sd);
+                r.pending.extend(fx.broadcast.into_iter().map(|t| ('D', t)));
+            }
+        }
+        let attacker = self.attacker;
+        let (held, rest): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut r.pending).into_iter().partition(|(w, t)| *w == attacker && self.reveals(t));
+        r.pending = rest;
+        if let Some((_, t)) = held.into_iter().last() {
+            self.reveal = Some(t);
+        }
+    }
+
+    /// Once the broadcasts reached the mempool: if the victim's timeout waits there, the
+    /// attacker replaces it with its preimage spend (every embedder sees it), then replaces
+    /// that with a spend of its own other input (modelled as an eviction): the HTLC output
+    /// stays unspent.
+    fn before_block(&mut self, r: &mut common::route::Route) {
+        let Some(reveal) = self.reveal.clone() else { return };
+        let htlc_output = reveal.input[0].previous_output;
+        let timeout_waiting = r.chain.mempool().iter().any(|t| spends(t, htlc_output) && !self.reveals(t));
+        if self.played >= self.cycles || !timeout_waiting {
+            return;
+        }
+        self.played += 1;
+        let evicted = r.chain.replace(&reveal).expect("the preimage spend is valid");
+        assert!(!evicted.is_empty(), "the preimage spend evicted the timeout");
+        let before = snapshots(r);
+        r.seen(&reveal);
+        if self.played > 1 {
+            // The same spend seen again (the attacker's next cycle): nothing changes anywhere.
+            assert!(snapshots(r) == before, "a spend seen again changed a node");
+        }
+        self.first_seen_at.get_or_insert(r.chain.height);
+        assert_eq!(r.chain.evict(&reveal.compute_txid()).len(), 1, "the attacker replaces its own spend in turn");
+    }
+
+    /// The confirmed spend of the cycled output, if any.
+    fn timeout_confirmed_opt(&self, r: &common::route::Route) -> Option<Transaction> {
+        let op = self.reveal.as_ref()?.input[0].previous_output;
+        r.chain.confirmed_txs().into_iter().find(|t| spends(t, op)).cloned()
+    }
+
+    /// The victim's timeout claim that confirmed: the confirmed spend of the cycled output,
+    /// which does not reveal the preimage.
+    fn timeout_confirmed(&self, r: &common::route::Route) -> Transaction {
+        let tx = self.timeout_confirmed_opt(r).expect("the HTLC output was claimed");
+        assert!(!self.reveals(&tx), "the preimage never confirmed");
+        tx
+    }
+}
+
+/// Every encoded state of the route: A, B and C (each forwarder and both its channels), D.
+fn snapshots(r: &common::route::Route) -> Vec<Vec<u8>> {
+    vec![
+        r.a.snapshot(),
+        r.b.snapshot(),
+        r.b.incoming().snapshot(),
+        r.b.outgoing().snapshot(),
+        r.c.snapshot(),
+        r.c.incoming().snapshot(),
+        r.c.outgoing().snapshot(),
+        r.d.snapshot(),
+    ]
+}
+
+/// Mines until `done` (and nothing waits to be broadcast or mined), the attacker playing.
+fn resolve_until(r: &mut common::route::Route, d: &mut Cycler, done: impl Fn(&common::route::Route, &Cycler) -> bool) {
+    for _ in 0..400 {
+        d.before_submit(r);
+        if done(r, d) && r.pending.is_empty() && r.chain.mempool().is_empty() {
+            return;
+        }
+        r.mine_with(|r| d.before_block(r));
+    }
+    panic!("not resolved:\n{}", r.log.join("\n"));
+}
+
+/// Mines until C's Lightning channel has nothing left to claim.
+fn resolve(r: &mut common::route::Route, d: &mut Cycler) {
+    resolve_until(r, d, |r, _| r.c.outgoing().is_fully_resolved());
+}
+
+/// The attacker D (downstream of the honest forwarder C) holds the preimage but never fulfils.
+/// C closes on chain at its deadline and broadcasts its HTLC-timeout after the expiry; D evicts
+/// it from the mempool with a spend of the same HTLC output through the success path (its
+/// witness carries the preimage), then evicts that one in turn with a transaction spending only
+/// an output of its own: the HTLC output is unspent again, and neither spend confirms. D
+/// repeats this against C's rebroadcasts for three blocks, hoping C's incoming HTLC expires
+/// first (then B, an accomplice upstream, would take it back by timeout and D could still claim
+/// downstream). C's embedder reports each unconfirmed spend it saw (`ChainEvent::Seen`): C
+/// learns the preimage from the first one and fulfils upstream at once, off chain; its channel
+/// broadcasts its HTLC-timeout again on every block while the output is unspent, and it
+/// confirms once D stops. C ends whole to the satoshi across both channels: on chain exactly
+/// what the same close pays it when D reveals nothing, and upstream the whole incoming HTLC.
+/// Before the fix C could not hear of an unconfirmed spend, and never broadcast its timeout
+/// again once it was evicted.
+#[test]
+fn replacement_cycling_preimage_shown_only_unconfirmed_is_claimed_upstream_and_the_timeout_still_confirms() {
+    let preimage = silent_route().0.preimage;
+    let cycler = |cycles| Cycler::new('D', preimage, cycles);
+    // The same close without the attack: C times the HTLC out, D reveals nothing.
+    let (mut base, plan) = silent_route();
+    resolve(&mut base, &mut cycler(0));
+    let c_script = base.c.outgoing().sweep_destination();
+    let d_script = base.d.sweep_destination();
+    let (c_base, d_base) = (base.paid_on_chain(&c_script), base.paid_on_chain(&d_script));
+    assert!(c_base > 0 && !base.settled('C') && !base.sender_has_preimage());
+
+    let (mut r, plan2) = silent_route();
+    assert_eq!(plan, plan2);
+    // An unconfirmed transaction that spends nothing a node watches changes nothing.
+    let unrelated = r.chain.confirmed_txs()[0].clone();
+    let before = snapshots(&r);
+    r.seen(&unrelated);
+    assert!(snapshots(&r) == before && r.pending.is_empty());
+    let c_duplex_before = i128::from(r.c.incoming().balances().holder.to_sat()) * 1_000;
+    let b_before = r.positions()[1];
+    let mut d = cycler(3);
+    resolve(&mut r, &mut d);
+    assert_eq!(d.played, 3, "D cycled C's HTLC-timeout out of the mempool three times:\n{}", r.log.join("\n"));
+    let first_seen_at = d.first_seen_at.expect("seen");
+
+    // C learnt the preimage from the unconfirmed spend and fulfilled upstream before its
+    // incoming HTLC expired; the preimage reached the sender; nothing that reveals it confirmed.
+    assert!(r.settled('C') && r.settled('B') && r.sender_has_preimage(), "{}", r.log.join("\n"));
+    assert!(first_seen_at < plan.bc.expiry.0);
+    assert!(r.chain.confirmed_txs().iter().all(|t| !d.reveals(t)), "the preimage never confirmed");
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+    let learnt = |e: &paychan::lightning::Event| matches!(e, paychan::lightning::Event::HtlcFulfilled { preimage: p, .. } if *p == preimage);
+    assert_eq!(r.c_out_events.iter().filter(|e| learnt(e)).count(), 1);
+    assert!(!r.c_out_events.iter().any(|e| matches!(e, paychan::lightning::Event::HtlcFailed { .. })));
+    // C's HTLC-timeout confirmed after the cycles (C broadcast it again on each block).
+    let timeout = r
+        .chain
+        .confirmed_txs()
+        .into_iter()
+        .find(|t| t.lock_time.to_consensus_u32() == plan.cd.expiry.0)
+        .expect("C's HTLC-timeout confirmed")
+        .clone();
+    assert!(r.chain.confirmation(&timeout.compute_txid()).expect("confirmed") > first_seen_at + 2);
+    // Whole to the satoshi: on chain, C and D get exactly what the close without the attack
+    // pays them; upstream, C's duplex balance grew by the whole incoming HTLC, B earned its fee.
+    assert_eq!(r.paid_on_chain(&c_script), c_base);
+    assert_eq!(r.paid_on_chain(&d_script), d_base);
+    let c_duplex = i128::from(r.c.incoming().balances().holder.to_sat()) * 1_000;
+    assert_eq!(c_duplex - c_duplex_before, i128::from(plan.bc.amount.to_msat()));
+    assert_eq!(r.positions()[1] - b_before, i128::from(plan.ab.amount.to_msat() - plan.bc.amount.to_msat()));
+}
+
+/// The same attack one hop up, on the duplex channel B → C: C learnt the preimage off chain but
+/// its fulfil never reaches B, so C claims B's HTLC on chain; C (here the attacker) shows that
+/// claim only in the mempool, each time in place of B's timeout, and evicts it, three times. B
+/// learns the preimage from the first unconfirmed spend and settles upstream (the sender gets
+/// it) at once; its duplex channel broadcasts the timeout again on each block, and it confirms,
+/// paying B the whole HTLC less the claim fee. Before the fix B learnt nothing until a spend
+/// confirmed, and once its timeout was evicted it was never broadcast again.
+#[test]
+fn replacement_cycling_duplex_preimage_shown_only_unconfirmed_is_learnt_and_the_timeout_still_confirms() {
+    let mut r = common::route::Route::open(common::route::Final::Fulfill);
+    r.cut_on_fulfil = vec![common::route::Link::CB];
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    r.send(&plan);
+    r.run();
+    assert!(r.settled('C') && !r.settled('B'));
+    let mut c = Cycler::new('C', r.preimage, 3);
+    resolve_until(&mut r, &mut c, |r, c| r.settled('B') && c.timeout_confirmed_opt(r).is_some());
+    assert_eq!(c.played, 3, "{}", r.log.join("\n"));
+    let first_seen_at = c.first_seen_at.expect("seen");
+    assert!(r.settled('B') && r.sender_has_preimage(), "{}", r.log.join("\n"));
+    assert!(first_seen_at < plan.ab.expiry.0, "B settled upstream before its incoming HTLC expired");
+    assert!(!r.b_out_events.iter().any(|e| matches!(e, duplex::Event::HtlcFailIrrevocable { .. })));
+    let timeout = c.timeout_confirmed(&r);
+    assert!(r.chain.confirmation(&timeout.compute_txid()).expect("confirmed") > first_seen_at + 2);
+    assert_eq!(timeout.output[0].script_pubkey, dx::payout(Role::Initiator));
+    assert_eq!(timeout.output[0].value.to_sat(), plan.bc.amount.to_msat() / 1_000 - dx::CLAIM_FEE);
+    assert!(r.violations.is_empty(), "{:?}", r.violations);
+}
+
+/// The same attack on the Spilman channel A → B: B learnt the preimage but its fulfil never
+/// reaches A, so B claims A's HTLC on chain; B shows that claim only in the mempool, each time in
+/// place of A's timeout, and evicts it, three times. A (the sender) learns the preimage, its
+/// proof of payment, from the first unconfirmed spend; its timeout is broadcast again on each
+/// block and confirms, paying A the whole HTLC less the claim fee. Before the fix A learnt
+/// nothing, and an A that already knew the preimage never timed the HTLC out at all.
+#[test]
+fn replacement_cycling_spilman_preimage_shown_only_unconfirmed_is_learnt_and_the_timeout_still_confirms() {
+    let mut r = common::route::Route::open(common::route::Final::Fulfill);
+    r.cut_on_fulfil = vec![common::route::Link::BA];
+    let plan = r.plan(6, 0);
+    r.install(&plan);
+    r.send(&plan);
+    r.run();
+    assert!(r.settled('B') && !r.sender_has_preimage());
+    let mut b = Cycler::new('B', r.preimage, 3);
+    resolve_until(&mut r, &mut b, |r, b| r.sender_has_preimage() && b.timeout_confirmed_opt(r).is_some());
+    assert_eq!(b.played, 3, "{}", r.log.join("\n"));
+    let first_seen_at = b.first_seen_at.expect("seen");
+    assert!(r.sender_has_preimage());
+    assert!(first_seen_at <= plan.ab.expiry.0 + 1);
+    let timeout = b.timeout_confirmed(&r);
+    assert!(r.chain.confirmation(&timeout.compute_txid()).expect("confirmed") > first_seen_at + 2);
+    assert_eq!(timeout.output[0].script_pubkey, common::route::spilman_script(true));
+    assert_eq!(
+        timeout.output[0].value.to_sat(),
+        plan.ab.amount.to_msat() / 1_000 - common::route::spilman_payer_config().claim_fee.to_sat()
+    );
+    assert!(!r.a_events.iter().any(|e| matches!(e, spilman::Event::HtlcFailIrrevocable { .. })));
+}

@@ -82,6 +82,7 @@ fn hostile_quick(name: &str, run: fn(u64) -> Result<Outcome, String>) -> Outcome
 fn lightning_hostile_quick() {
     let t = hostile_quick("lightning hostile", hostile_lightning);
     assert!(t.hostile_refused > 0 && t.fees_refused > 0 && t.failed_back > 0 && t.deadline_closes > 0, "{t:?}");
+    assert!(t.mempool_reveals > 0, "no preimage shown only in the mempool: {t:?}");
 }
 
 /// A hostile-but-valid payer or payee in every run (payments at the extremes of what is

@@ -81,6 +81,9 @@ pub struct Pair {
     /// a message sent again after a reconnection was refused ([`Deviation::DuplexRefusedResend`]):
     /// the parties may disagree from now on.
     pub corrupt: bool,
+    /// The last few snapshots each party persisted (what a hostile party's stale `Reestablish`
+    /// is built from).
+    pub past: [Vec<Vec<u8>>; 2],
     /// Every message and snapshot produced (the corpus generator collects them).
     pub log: Option<Log>,
 }
@@ -105,6 +108,7 @@ impl Pair {
             lossy: false,
             resent: [0, 0],
             corrupt: false,
+            past: [Vec::new(), Vec::new()],
             log: log.then(Log::default),
         };
         p.last_id[A] = p.ch[A].update_id();
@@ -141,6 +145,13 @@ impl Pair {
         if let Some(l) = &mut self.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
             l.snapshots.extend(fx.update.as_ref().map(|u| u.snapshot.clone()));
+        }
+        if let Some(u) = &fx.update {
+            let past = &mut self.past[who];
+            if past.len() >= 4 {
+                past.remove(0);
+            }
+            past.push(u.snapshot.clone());
         }
         self.wire.send(1 - who, fx.send);
         pool_add(&mut self.pool, fx.broadcast);
@@ -389,9 +400,68 @@ impl Pair {
                 }
             }
             103 | 104 => self.reconnect(),
+            105..=110 => self.hostile(who, op & 0x7f, input),
             _ => self.run_until_quiet(24),
         }
         self.check_quiescent();
+    }
+
+    /// A move of the hostile-but-valid party (the values of `paychan::testing::hostile`, as the
+    /// duplex simulator's hostile party picks them): a payment at the extremes of its balance, an
+    /// HTLC at the edges of the expiry window, a reset that tries to move money it does not own
+    /// (or claims the peer's channel older than it is), a stale `Reestablish` from an older
+    /// snapshot, and a transaction shown only unconfirmed (`ChainEvent::Seen`: nothing may be
+    /// taken as on chain). The honest party must refuse what is not its due; a refusal is
+    /// checked as any other (state unchanged; `Deviation::DuplexRefusedMessage`).
+    fn hostile(&mut self, who: usize, action: u8, input: &mut Input<'_>) {
+        use paychan::testing::hostile;
+        let tip = ChainTip::at(self.tip);
+        let x = input.u8();
+        match action {
+            105 => {
+                let amounts = hostile::edge_amounts(self.ch[who].available().to_sat());
+                let amount = amounts[usize::from(x) % amounts.len()].max(1);
+                self.guarded(who, |c, s| c.pay(Amount::from_sat(amount), s).map(|fx| ((), fx)));
+            }
+            106 => {
+                let (Some(earliest), latest) = self.ch[who].htlc_expiry_window(tip) else { return };
+                let edges = hostile::edge_expiries(earliest.0, latest.0);
+                let expiry = BlockHeight(edges[usize::from(x) % edges.len()]);
+                let amount = if x & 0x80 == 0 { 1 } else { self.ch[who].available().to_sat().max(1) };
+                let hash = preimage(x % 4).hash();
+                self.guarded(who, |c, s| c.add_htlc(Amount::from_sat(amount), hash, expiry, s, tip));
+            }
+            107 | 108 => {
+                let before = self.ch[who].snapshot();
+                match self.ch[who].reset(self.signers[who], tip) {
+                    Ok(mut fx) => {
+                        let shift = [1, 546, 10_000][usize::from(x) % 3];
+                        hostile::duplex_hostile_reset(&mut fx.send, 1 - who, shift, x & 0x80 != 0);
+                        self.absorb(who, fx);
+                    }
+                    Err(e) => assert!(self.ch[who].snapshot() == before, "refused reset ({e:?}) changed the state"),
+                }
+            }
+            109 => {
+                let past = &self.past[who];
+                let Some(old) = past.get(usize::from(x) % past.len().max(1)).cloned() else { return };
+                let check = RestoreCheck { channel_id: self.ch[who].channel_id(), min_update_id: 0 };
+                let Ok(old) = Channel::restore(&old, check) else { return };
+                let m = old.reestablish();
+                if let Some(l) = &mut self.log {
+                    l.msgs.push(m.encode());
+                }
+                self.wire.q[1 - who].push_front(m);
+                self.deliver(1 - who, None, false);
+            }
+            _ => {
+                let Some(tx) = self.pool.get(usize::from(x) % self.pool.len().max(1)).cloned() else { return };
+                let before: Vec<_> = self.ch.iter().map(|c| c.phase()).collect();
+                self.chain_event(ChainEvent::Seen { tx: &tx });
+                let after: Vec<_> = self.ch.iter().map(|c| c.phase()).collect();
+                assert_eq!(before, after, "an unconfirmed transaction changed a party's phase");
+            }
+        }
     }
 }
 

@@ -79,6 +79,11 @@ pub struct Pair {
     pub awaiting_reestablish: [bool; 2],
     /// The funding output A's wallet was asked for.
     pub funding_request: Option<(ScriptBuf, Amount)>,
+    /// The last few snapshots each party persisted (what a hostile peer's stale
+    /// `channel_reestablish` is built from).
+    pub past: [Vec<Vec<u8>>; 2],
+    /// The next delivery is of a message the hostile peer crafted (not its channel's).
+    pub crafted: bool,
     /// Every message and snapshot produced, encoded (the corpus generator collects them).
     pub log: Option<Log>,
 }
@@ -116,6 +121,8 @@ impl Pair {
             corrupt: false,
             awaiting_reestablish: [false, false],
             funding_request: None,
+            past: [Vec::new(), Vec::new()],
+            crafted: false,
             log: log.then(Log::default),
         };
         p.last_id[A] = p.ch[A].update_id();
@@ -162,6 +169,11 @@ impl Pair {
             }
         }
         if let Some(u) = &fx.update {
+            let past = &mut self.past[who];
+            if past.len() >= 4 {
+                past.remove(0);
+            }
+            past.push(u.snapshot.clone());
             for r in &u.records {
                 match Record::decode(r).expect("own record decodes") {
                     Record::Penalty(rec) => self.records[who].push(rec),
@@ -214,7 +226,7 @@ impl Pair {
         if duplicate {
             self.wire.q[to].push_front(m.clone());
         }
-        let suspicious = mutation.is_some() || duplicate;
+        let suspicious = mutation.is_some() || duplicate || std::mem::take(&mut self.crafted);
         if mutation.is_some() {
             // The original message is lost (replaced by the corrupted one, or by nothing): the
             // connection is as good as dead until the next reconnection.
@@ -482,9 +494,102 @@ impl Pair {
                 let fx = self.ch[who].provide_preimage(id, preimage(k));
                 self.absorb(who, fx);
             }
+            111..=118 => self.hostile(who, op & 0x7f, input),
             _ => self.run_until_quiet(24),
         }
         self.check_quiescent();
+        let _ = tip;
+    }
+
+    /// Delivers `m`, which the hostile party `from` crafted (its own channel would not send
+    /// it), to the other party at once. Acting on it is [`Deviation::ActedOnCorruptMessage`]:
+    /// it carries data the crafting side's channel does not share.
+    fn deliver_crafted(&mut self, from: usize, m: Msg) {
+        let to = 1 - from;
+        if self.wire.broken[to] {
+            return;
+        }
+        if let Some(l) = &mut self.log {
+            l.msgs.push(m.encode());
+        }
+        self.wire.q[to].push_front(m);
+        self.crafted = true;
+        self.deliver(to, None, false);
+        self.crafted = false;
+    }
+
+    /// A move of the hostile-but-valid peer (the values of `paychan::testing::hostile`, as the
+    /// Lightning simulator's hostile peer picks them): `update_fee` at the bounds of the peer's
+    /// acceptance (crafted when its own channel refuses the rate), `shutdown` to a payout script
+    /// at the edge of standardness (crafted likewise), an HTLC expiring at the edge of the peer's
+    /// `claim_margin`, a stale `channel_reestablish` from an older snapshot, and a transaction
+    /// shown only unconfirmed (`ChainEvent::Seen`: nothing may be taken as spent or confirmed).
+    fn hostile(&mut self, who: usize, action: u8, input: &mut Input<'_>) {
+        use paychan::testing::hostile;
+        let tip = ChainTip::at(self.tip);
+        let cid = self.ch[who].channel_id();
+        let ct = self.ch[who].channel_type();
+        if crate::trace() {
+            eprintln!("  hostile move {action}");
+        }
+        match action {
+            111 | 112 => {
+                let x = input.u8();
+                let rates = hostile::lightning_fee_edges(2_500, &config(ct));
+                let rate = rates[usize::from(x) % rates.len()];
+                if self.awaiting_reestablish[who] {
+                    return;
+                }
+                if self.guarded(who, |c, _| c.update_fee(rate).map(|fx| ((), fx))).is_none() {
+                    self.deliver_crafted(who, Msg::UpdateFee { channel_id: cid, feerate_per_kw: rate });
+                }
+            }
+            113 => {
+                let k = input.u8();
+                let script = hostile::edge_script(u64::from(k));
+                if self.awaiting_reestablish[who] {
+                    return;
+                }
+                let range = (Amount::from_sat(1), Amount::from_sat(CAPACITY));
+                let ours = script.clone();
+                if self.guarded(who, |c, s| c.shutdown(ours, range, s).map(|fx| ((), fx))).is_none() {
+                    self.deliver_crafted(who, Msg::Shutdown { channel_id: cid, scriptpubkey: script });
+                }
+            }
+            114 | 115 => {
+                let (x, k, d) = (input.u8(), input.u8(), input.u8());
+                if self.awaiting_reestablish[who] {
+                    return;
+                }
+                let margin = config(ct).htlc_deadlines.claim_margin;
+                let deltas = hostile::edge_expiry_deltas(margin);
+                let cltv = self.tip + deltas[usize::from(d) % deltas.len()];
+                let amount = (u64::from(x) + 1) * 100_000;
+                let hash = preimage(k % 4).hash();
+                self.guarded(who, |c, _| c.add_htlc(MilliSats::from_msat(amount), hash, cltv, OnionPacket::zeroed()));
+            }
+            116 => {
+                let k = input.u8();
+                let past = &self.past[who];
+                let Some(old) = past.get(usize::from(k) % past.len().max(1)).cloned() else { return };
+                let check = RestoreCheck { channel_id: Some(cid), min_update_id: 0 };
+                let Ok(old) = Channel::restore_with_records(&old, &self.raw_records[who], check) else { return };
+                if let Ok(m) = old.reestablish(self.signers[who]) {
+                    self.deliver_crafted(who, m);
+                }
+            }
+            _ => {
+                // A pool transaction shown only unconfirmed to both parties.
+                let i = input.u8();
+                let Some(tx) = self.pool.get(usize::from(i) % self.pool.len().max(1)).cloned() else { return };
+                let before: Vec<_> =
+                    self.ch.iter().map(|c| (c.closing_kind(), c.is_fully_resolved(), c.phase())).collect();
+                self.chain_event(ChainEvent::Seen { tx: &tx });
+                let after: Vec<_> =
+                    self.ch.iter().map(|c| (c.closing_kind(), c.is_fully_resolved(), c.phase())).collect();
+                assert_eq!(before, after, "an unconfirmed transaction changed what a party takes as on chain");
+            }
+        }
         let _ = tip;
     }
 }

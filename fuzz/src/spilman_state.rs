@@ -51,6 +51,9 @@ pub struct Pair {
     pub last_id: [u64; 2],
     /// Every message and snapshot produced (the corpus generator collects them).
     pub log: Option<Log>,
+    /// The last few snapshots each side persisted (what a hostile side's stale `Reestablish` is
+    /// built from).
+    pub past: [Vec<Vec<u8>>; 2],
 }
 
 fn payee_config(variant: Variant) -> PayeeConfig {
@@ -99,6 +102,7 @@ impl Pair {
             mined: Vec::new(),
             last_id: [0, 0],
             log: log.then(Log::default),
+            past: [Vec::new(), Vec::new()],
         };
         p.last_id[PAYEE] = p.payee.update_id();
         if let Some(l) = &mut p.log {
@@ -144,6 +148,13 @@ impl Pair {
         if let Some(l) = &mut self.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
             l.snapshots.extend(fx.update.as_ref().map(|u| u.snapshot.clone()));
+        }
+        if let Some(u) = &fx.update {
+            let past = &mut self.past[who];
+            if past.len() >= 4 {
+                past.remove(0);
+            }
+            past.push(u.snapshot.clone());
         }
         self.wire.send(1 - who, fx.send);
         pool_add(&mut self.pool, fx.broadcast);
@@ -281,6 +292,12 @@ impl Pair {
     pub fn step(&mut self, input: &mut Input<'_>) {
         let op = input.u8();
         let tip = ChainTip::at(self.tip);
+        if op >= 238 {
+            // One op value of each of the 18 actions below goes to the hostile moves.
+            self.hostile(op - 238, input);
+            self.check_quiescent();
+            return;
+        }
         match op % 18 {
             0 => {
                 let (kind, x) = (input.u8(), input.u8());
@@ -368,6 +385,61 @@ impl Pair {
             _ => self.run_until_quiet(16),
         }
         self.check_quiescent();
+    }
+
+    /// A move of the hostile-but-valid side (the values of `paychan::testing::hostile`, as the
+    /// Spilman simulator's hostile side picks them): the payer pays at the extremes of what is
+    /// available, or offers an HTLC at the edges of the payee's window (`tip + htlc_min_blocks`
+    /// and `expiry - close_margin`, one block inside and outside); either side claims a stale
+    /// state (a `Reestablish` from an older snapshot of its own); a transaction is shown only
+    /// unconfirmed (`ChainEvent::Seen`: nothing may be taken as on chain).
+    fn hostile(&mut self, action: u8, input: &mut Input<'_>) {
+        use paychan::testing::hostile;
+        let tip = ChainTip::at(self.tip);
+        let x = input.u8();
+        let s = self.payer_signer;
+        match action {
+            0..=5 => {
+                let amounts = hostile::edge_amounts(self.payer.available().to_sat());
+                let amount = amounts[usize::from(x) % amounts.len()].max(1);
+                self.guarded(PAYER, |p| p.payer.pay(Amount::from_sat(amount), s).map(|fx| ((), fx)));
+            }
+            6..=10 => {
+                let config = payee_config(Variant::Cltv);
+                let earliest = self.tip.saturating_add(config.htlc_min_blocks);
+                let latest = self.payer.refund_height().0.saturating_sub(config.close_margin);
+                let edges = hostile::edge_expiries(earliest, latest);
+                let expiry = BlockHeight(edges[usize::from(x) % edges.len()]);
+                let amount = if x & 0x80 == 0 { 1 } else { self.payer.available().to_sat().max(1) };
+                let hash = preimage(x % 4).hash();
+                self.guarded(PAYER, |p| p.payer.add_htlc(Amount::from_sat(amount), hash, expiry, s, tip));
+            }
+            11..=13 => {
+                let who = usize::from(x & 1);
+                let past = &self.past[who];
+                let Some(old) = past.get(usize::from(x >> 1) % past.len().max(1)).cloned() else { return };
+                let m = if who == PAYER {
+                    let check = RestoreCheck { channel_id: self.payer.channel_id(), min_update_id: 0 };
+                    Payer::restore(&old, check).map(|o| o.reestablish())
+                } else {
+                    let check = RestoreCheck { channel_id: self.payee.channel_id(), min_update_id: 0 };
+                    Payee::restore(&old, check).map(|o| o.reestablish())
+                };
+                let Ok(m) = m else { return };
+                if let Some(l) = &mut self.log {
+                    l.msgs.push(m.encode());
+                }
+                self.wire.q[1 - who].push_front(m);
+                self.deliver(1 - who, None, false);
+            }
+            _ => {
+                let Some(tx) = self.pool.get(usize::from(x) % self.pool.len().max(1)).cloned() else { return };
+                let before = (self.payer.is_closed(), self.payee.is_closed());
+                self.chain_event(ChainEvent::Seen { tx: &tx });
+                let after = (self.payer.is_closed(), self.payee.is_closed());
+                assert_eq!(before, after, "an unconfirmed transaction closed a side");
+            }
+        }
     }
 }
 

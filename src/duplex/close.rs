@@ -532,37 +532,81 @@ impl Channel {
     /// HTLC claims due now (recorded in the state): with a preimage at once, timeouts of our own
     /// from their expiry on.
     pub(super) fn due_claims<S: Signer + ?Sized>(&mut self, signer: &S) -> Vec<(u64, Transaction)> {
-        let Some(keys) = self.keys.clone() else { return Vec::new() };
         let mut out = Vec::new();
-        let tip = self.tip;
         for i in 0..self.chain.htlcs.len() {
             let Some(h) = self.chain.htlcs.get(i).copied() else { continue };
             if h.resolved || h.claim.is_some() {
                 continue;
             }
-            let mine = h.offerer == self.role;
-            let by_payee = match (mine, h.preimage) {
-                (false, Some(_)) => true,
-                (true, None) if tip >= h.htlc.expiry => false,
-                _ => continue,
-            };
-            // The HTLC script depends only on keys, hash and expiry: any template of the channel.
-            let t = leaf::template(&self.terms, &keys, h.offerer, h.outpoint, Amount::ZERO);
-            let dest = keys[self.role.index()].payout.clone();
-            let Some(claim) =
-                t.htlc_claim_tx(h.outpoint.txid, h.outpoint.vout, &h.htlc, by_payee, dest, self.terms.claim_fee)
-            else {
-                continue;
-            };
-            let Ok(tx) = t.complete_htlc_claim(signer, claim, &h.htlc, h.preimage.as_ref().filter(|_| by_payee)) else {
-                continue;
-            };
+            let Some(tx) = self.htlc_claim(&h, signer) else { continue };
             if let Some(entry) = self.chain.htlcs.get_mut(i) {
                 entry.claim = Some(tx.compute_txid());
             }
             out.push((h.htlc.id, tx));
         }
         out
+    }
+
+    /// Our HTLC claims already broadcast whose output is still unspent on chain, built again
+    /// (the same transactions): on each new block they are broadcast again, since a conflicting
+    /// spend the peer replaced in turn may have evicted them (replacement cycling).
+    fn claims_again<S: Signer + ?Sized>(&self, signer: &S) -> Vec<Transaction> {
+        self.chain
+            .htlcs
+            .iter()
+            .filter(|h| !h.resolved && h.claim.is_some())
+            .filter_map(|h| self.htlc_claim(h, signer).filter(|tx| Some(tx.compute_txid()) == h.claim))
+            .collect()
+    }
+
+    /// Our claim of the on-chain HTLC `h` if one is valid now: with its preimage if it was
+    /// offered to us; back to us from its expiry on if we offered it (even if we learnt its
+    /// preimage: the output is still ours to take if the peer never claimed it).
+    fn htlc_claim<S: Signer + ?Sized>(&self, h: &OnChainHtlc, signer: &S) -> Option<Transaction> {
+        let keys = self.keys.as_ref()?;
+        let mine = h.offerer == self.role;
+        let by_payee = match (mine, h.preimage) {
+            (false, Some(_)) => true,
+            (true, _) if self.tip >= h.htlc.expiry => false,
+            _ => return None,
+        };
+        // The HTLC script depends only on keys, hash and expiry: any template of the channel.
+        let t = leaf::template(&self.terms, keys, h.offerer, h.outpoint, Amount::ZERO);
+        let dest = keys[self.role.index()].payout.clone();
+        let claim = t.htlc_claim_tx(h.outpoint.txid, h.outpoint.vout, &h.htlc, by_payee, dest, self.terms.claim_fee)?;
+        t.complete_htlc_claim(signer, claim, &h.htlc, h.preimage.as_ref().filter(|_| by_payee)).ok()
+    }
+
+    /// An unconfirmed spend of an on-chain HTLC output ([`ChainEvent::Seen`]): the preimage of
+    /// one we offered, if its witness reveals it, is learnt at once ([`Event::HtlcFulfilled`]);
+    /// nothing is taken as spent.
+    fn on_seen(&mut self, tx: &Transaction) -> Effects {
+        let mut events = Vec::new();
+        for input in &tx.input {
+            let role = self.role;
+            let Some(entry) = self
+                .chain
+                .htlcs
+                .iter_mut()
+                .find(|h| h.outpoint == input.previous_output && !h.resolved && h.offerer == role)
+            else {
+                continue;
+            };
+            if entry.preimage.is_some() {
+                continue;
+            }
+            if let Some(preimage) = entry.htlc.payment_hash.find_preimage_in(&input.witness) {
+                entry.preimage = Some(preimage);
+                let htlc = entry.htlc;
+                events.push(Event::HtlcFulfilled { id: htlc.id, payment_hash: htlc.payment_hash, preimage });
+            }
+        }
+        if events.is_empty() {
+            return Effects::none();
+        }
+        let mut fx = self.persist();
+        fx.events = events;
+        fx
     }
 
     pub(super) fn emit_claims(fx: &mut Effects, claims: Vec<(u64, Transaction)>) {
@@ -591,6 +635,7 @@ impl Channel {
             ChainEvent::Tip(tip) => self.on_tip(tip.height, signer),
             ChainEvent::Confirmed { tx, height } => self.on_confirmed(tx, height, signer),
             ChainEvent::Unconfirmed(txid) => self.on_unconfirmed(txid, signer),
+            ChainEvent::Seen { tx } => self.on_seen(tx),
         }
     }
 
@@ -614,7 +659,11 @@ impl Channel {
                 }
             }
         }
-        self.finish_chain(changed, Effects::none(), signer)
+        let mut fx = Effects::none();
+        if changed {
+            fx.broadcast.extend(self.claims_again(signer));
+        }
+        self.finish_chain(changed, fx, signer)
     }
 
     /// Whether an HTLC deadline forces a unilateral close now (docs/duplex.md §6).
@@ -681,7 +730,7 @@ impl Channel {
             _ => {}
         }
         for h in &self.chain.htlcs {
-            if h.offerer == self.role && !h.resolved && h.claim.is_none() && h.preimage.is_none() {
+            if h.offerer == self.role && !h.resolved && h.claim.is_none() {
                 consider(Some(h.htlc.expiry));
             }
         }
@@ -882,6 +931,9 @@ impl Channel {
                     fx.events.push(Event::HtlcFulfilled { id: htlc.id, payment_hash: htlc.payment_hash, preimage });
                 }
                 Some(_) => {}
+                // Our timeout confirmed after the peer showed the preimage in a spend that did
+                // not (`ChainEvent::Seen`): reported fulfilled then, and it stays so.
+                None if entry.preimage.is_some() => {}
                 None => fx.events.push(Event::HtlcFailIrrevocable { id: htlc.id }),
             }
         }

@@ -249,8 +249,9 @@ pub enum Event {
     },
     /// (Receiver) the counterparty offered an HTLC; it is enforceable now.
     HtlcOffered(PaymentHtlc),
-    /// (Offerer) the preimage of one of our HTLCs became known (off chain or from a witness):
-    /// claim upstream now.
+    /// (Offerer) the preimage of one of our HTLCs became known (off chain or from a witness, of
+    /// a confirmed spend or of an unconfirmed one reported with
+    /// [`ChainEvent::Seen`](crate::driving::ChainEvent::Seen)): claim upstream now.
     HtlcFulfilled {
         /// HTLC id.
         id: u64,

@@ -787,6 +787,8 @@ impl Channel {
                 }
                 fx
             }
+            // Before the close nothing of ours can be spent by an unconfirmed transaction.
+            ChainEvent::Seen { .. } => Effects::none(),
             ChainEvent::Unconfirmed(txid) => {
                 if self.funding_outpoint.is_some_and(|o| o.txid == txid) && self.funding_height.is_some() {
                     self.funding_height = None;

@@ -351,7 +351,9 @@ pub enum Event {
         /// an HTLC received over the wire).
         onion: Option<OnionPacket>,
     },
-    /// The peer revealed the preimage of an HTLC we offered: claim upstream now.
+    /// The peer revealed the preimage of an HTLC we offered (off chain, in a confirmed spend, or
+    /// in an unconfirmed one reported with [`ChainEvent::Seen`](crate::driving::ChainEvent::Seen)):
+    /// claim upstream now.
     HtlcFulfilled {
         /// Our HTLC id.
         id: u64,

@@ -334,8 +334,17 @@ impl Channel {
             }
             ChainEvent::Tip(t) => {
                 self.onchain.as_ref()?;
+                let new_block = t.height > self.tip;
                 self.tip = self.tip.max(t.height);
-                Some(self.claim_due(records, signer, Vec::new()))
+                let mut fx = self.claim_due(records, signer, Vec::new());
+                if new_block {
+                    fx.merge(self.rebroadcast_htlc_claims(signer));
+                }
+                Some(fx)
+            }
+            ChainEvent::Seen { tx } => {
+                self.onchain.as_ref()?;
+                Some(self.on_claim_seen(tx))
             }
             ChainEvent::Unconfirmed(txid) => {
                 let on = self.onchain.as_ref()?;
@@ -597,10 +606,6 @@ impl Channel {
         let Some(on) = self.onchain.clone() else { return Effects::none() };
         let mut broadcast = Vec::new();
         let mut done: Vec<(OutPoint, Txid)> = Vec::new();
-        let next_height = self.tip.0.saturating_add(1);
-        let matured = |c: &Claim, delay: u16| next_height >= c.created.0.saturating_add(u32::from(delay));
-        let delay_ours = self.counterparty.as_ref().map_or(0, |c| c.to_self_delay);
-        let anchors = self.channel_type.has_anchors();
         // Penalties: one transaction for everything still open on the revoked commitment.
         if let ClosingKind::Revoked(_) = on.kind {
             let open: Vec<&Claim> = on
@@ -622,60 +627,7 @@ impl Channel {
             }
         }
         for c in on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_none()) {
-            let tx = match &c.kind {
-                ClaimKind::HolderToLocal { n, script } | ClaimKind::HolderSecondStage { n, script } => {
-                    if !matured(c, delay_ours) {
-                        continue;
-                    }
-                    self.sweep_delayed(c, *n, script, delay_ours, signer)
-                }
-                ClaimKind::HolderHtlc { position, offerer, id, cltv_expiry } => {
-                    let preimage = match offerer {
-                        Side::Holder => {
-                            if next_height <= *cltv_expiry {
-                                continue;
-                            }
-                            None
-                        }
-                        Side::Counterparty => match self.known_preimage(Side::Counterparty, *id) {
-                            Some(p) => Some(p),
-                            None => continue,
-                        },
-                    };
-                    if anchors && !matured(c, 1) {
-                        continue;
-                    }
-                    self.holder_commitment(signer)
-                        .ok()
-                        .and_then(|v| v.finalize_htlc_tx(signer, *position, preimage.as_ref()).ok().flatten())
-                }
-                ClaimKind::ToRemote => {
-                    if anchors && !matured(c, 1) {
-                        continue;
-                    }
-                    self.sweep_to_remote(c, signer)
-                }
-                ClaimKind::RemoteHtlc { n, offerer, id, cltv_expiry, script } => {
-                    if anchors && !matured(c, 1) {
-                        continue;
-                    }
-                    match offerer {
-                        // Ours: take it back after expiry through their "received" script.
-                        Side::Holder => {
-                            if next_height <= *cltv_expiry {
-                                continue;
-                            }
-                            self.sweep_remote_htlc(c, *n, script, None, *cltv_expiry, signer)
-                        }
-                        Side::Counterparty => match self.known_preimage(Side::Counterparty, *id) {
-                            Some(p) => self.sweep_remote_htlc(c, *n, script, Some(&p), 0, signer),
-                            None => continue,
-                        },
-                    }
-                }
-                ClaimKind::Penalty => continue,
-            };
-            if let Some(tx) = tx {
+            if let Some(tx) = self.claim_tx(c, signer) {
                 done.push((c.outpoint, tx.compute_txid()));
                 broadcast.push(tx);
             }
@@ -694,6 +646,136 @@ impl Channel {
         fx.watch.extend(broadcast.iter().map(|t| Watch::Tx(t.compute_txid())));
         fx.broadcast = broadcast;
         fx.events = events;
+        fx
+    }
+
+    /// The transaction claiming `c` now, if one is due at the current tip (penalties are built
+    /// together in `claim_due`).
+    fn claim_tx<S: Signer + ?Sized>(&self, c: &Claim, signer: &S) -> Option<Transaction> {
+        let next_height = self.tip.0.saturating_add(1);
+        let matured = |c: &Claim, delay: u16| next_height >= c.created.0.saturating_add(u32::from(delay));
+        let delay_ours = self.counterparty.as_ref().map_or(0, |c| c.to_self_delay);
+        let anchors = self.channel_type.has_anchors();
+        match &c.kind {
+            ClaimKind::HolderToLocal { n, script } | ClaimKind::HolderSecondStage { n, script } => {
+                if !matured(c, delay_ours) {
+                    return None;
+                }
+                self.sweep_delayed(c, *n, script, delay_ours, signer)
+            }
+            ClaimKind::HolderHtlc { position, offerer, id, cltv_expiry } => {
+                let preimage = match offerer {
+                    Side::Holder => {
+                        if next_height <= *cltv_expiry {
+                            return None;
+                        }
+                        None
+                    }
+                    Side::Counterparty => Some(self.known_preimage(Side::Counterparty, *id)?),
+                };
+                if anchors && !matured(c, 1) {
+                    return None;
+                }
+                self.holder_commitment(signer)
+                    .ok()
+                    .and_then(|v| v.finalize_htlc_tx(signer, *position, preimage.as_ref()).ok().flatten())
+            }
+            ClaimKind::ToRemote => {
+                if anchors && !matured(c, 1) {
+                    return None;
+                }
+                self.sweep_to_remote(c, signer)
+            }
+            ClaimKind::RemoteHtlc { n, offerer, id, cltv_expiry, script } => {
+                if anchors && !matured(c, 1) {
+                    return None;
+                }
+                match offerer {
+                    // Ours: take it back after expiry through their "received" script.
+                    Side::Holder => {
+                        if next_height <= *cltv_expiry {
+                            return None;
+                        }
+                        self.sweep_remote_htlc(c, *n, script, None, *cltv_expiry, signer)
+                    }
+                    Side::Counterparty => {
+                        let p = self.known_preimage(Side::Counterparty, *id)?;
+                        self.sweep_remote_htlc(c, *n, script, Some(&p), 0, signer)
+                    }
+                }
+            }
+            ClaimKind::Penalty => None,
+        }
+    }
+
+    /// On a new block: broadcasts again every HTLC claim of ours that is not confirmed while its
+    /// output is unspent on chain. The peer may have evicted it from the mempools with a
+    /// conflicting spend that it then replaced in turn (replacement cycling): the output is
+    /// ours to take as long as nobody's spend of it confirmed. The claim is built again (the
+    /// same transaction unless the sweep policy changed, in which case the new one replaces it).
+    fn rebroadcast_htlc_claims<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
+        let Some(on) = self.onchain.as_ref() else { return Effects::none() };
+        let mut again: Vec<(OutPoint, Transaction)> = Vec::new();
+        for c in on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_some()) {
+            if !matches!(c.kind, ClaimKind::HolderHtlc { .. } | ClaimKind::RemoteHtlc { .. }) {
+                continue;
+            }
+            if let Some(tx) = self.claim_tx(c, signer) {
+                again.push((c.outpoint, tx));
+            }
+        }
+        if again.is_empty() {
+            return Effects::none();
+        }
+        if let Some(on) = self.onchain.as_mut() {
+            for (op, tx) in &again {
+                if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == *op) {
+                    c.claim_txid = Some(tx.compute_txid());
+                }
+            }
+        }
+        let mut fx = self.persist();
+        fx.watch.extend(again.iter().map(|(_, t)| Watch::Tx(t.compute_txid())));
+        fx.broadcast.extend(again.into_iter().map(|(_, t)| t));
+        fx
+    }
+
+    /// An unconfirmed transaction spending one of our tracked outputs ([`ChainEvent::Seen`]):
+    /// the preimage of an HTLC we offered, if its witness reveals it, is learnt at once
+    /// ([`Event::HtlcFulfilled`], as when such a spend confirms). Nothing is marked spent: our
+    /// claims stay due and are broadcast again on each block until a spend confirms.
+    fn on_claim_seen(&mut self, tx: &Transaction) -> Effects {
+        let Some(on) = self.onchain.as_ref() else { return Effects::none() };
+        let mut learnt = Vec::new();
+        for input in &tx.input {
+            let Some(c) = on.claims.iter().find(|c| c.outpoint == input.previous_output && c.spent_by.is_none()) else {
+                continue;
+            };
+            let id = match &c.kind {
+                ClaimKind::HolderHtlc { offerer: Side::Holder, id, .. }
+                | ClaimKind::RemoteHtlc { offerer: Side::Holder, id, .. } => *id,
+                _ => continue,
+            };
+            let Some(h) = self.find_htlc(Side::Holder, id) else { continue };
+            let Some(preimage) = h.payment_hash.find_preimage_in(&input.witness) else { continue };
+            let known = self.preimages.iter().any(|(o, i, _)| *o == Side::Holder && *i == id)
+                || learnt.iter().any(|(i, _, _)| *i == id);
+            if !known {
+                learnt.push((id, h.payment_hash, preimage));
+            }
+        }
+        if learnt.is_empty() {
+            return Effects::none();
+        }
+        for (id, _, preimage) in &learnt {
+            self.preimages.push((Side::Holder, *id, *preimage));
+        }
+        let mut fx = self.persist();
+        fx.events.extend(learnt.into_iter().map(|(id, payment_hash, preimage)| Event::HtlcFulfilled {
+            id,
+            payment_hash,
+            preimage,
+        }));
         fx
     }
 
@@ -888,10 +970,15 @@ impl Channel {
             };
             if let Some((Side::Holder, id)) = htlc {
                 if let Some(h) = self.find_htlc(Side::Holder, id) {
+                    let known = self.preimages.iter().any(|(o, i, _)| *o == Side::Holder && *i == id);
                     if let Some(preimage) = h.payment_hash.find_preimage_in(&input.witness) {
-                        if !self.preimages.iter().any(|(o, i, _)| *o == Side::Holder && *i == id) {
+                        if !known {
                             events.push(Event::HtlcFulfilled { id, payment_hash: h.payment_hash, preimage });
                         }
+                    } else if known {
+                        // Our timeout confirmed after the peer revealed the preimage in a spend
+                        // that did not (`ChainEvent::Seen`): the HTLC was reported fulfilled
+                        // then, and stays so; the output came back to us.
                     } else if ours || matches!(c.kind, ClaimKind::HolderHtlc { .. }) {
                         events.push(Event::HtlcFailed { id, payment_hash: h.payment_hash });
                     }

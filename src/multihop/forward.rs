@@ -465,7 +465,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         match event {
             ChainEvent::Tip(t) => self.tip = self.tip.max(t.height),
             ChainEvent::Confirmed { height, .. } => self.tip = self.tip.max(height),
-            ChainEvent::Unconfirmed(_) => {}
+            ChainEvent::Unconfirmed(_) | ChainEvent::Seen { .. } => {}
         }
         self.react(&mut nfx, in_signer, out_signer);
         if let ChainEvent::Tip(_) = event {

@@ -107,8 +107,9 @@ pub enum Event {
     /// (Payee) the payer offered an HTLC; it is enforceable now (the payee holds a payer-signed
     /// transaction carrying it).
     HtlcOffered(PaymentHtlc),
-    /// (Payer) the preimage of an HTLC became known, off chain or from a witness on chain: claim
-    /// upstream now.
+    /// (Payer) the preimage of an HTLC became known, off chain or from a witness on chain
+    /// (confirmed, or unconfirmed and reported with
+    /// [`ChainEvent::Seen`](crate::driving::ChainEvent::Seen)): claim upstream now.
     HtlcFulfilled {
         /// HTLC id.
         id: u64,

@@ -612,6 +612,8 @@ impl Payee {
             }
             ChainEvent::Confirmed { tx, height } => self.on_confirmed(tx, height, signer),
             ChainEvent::Unconfirmed(txid) => self.on_unconfirmed(txid, signer),
+            // The payee offers no HTLC: an unconfirmed spend has no preimage to teach it.
+            ChainEvent::Seen { .. } => Effects::none(),
         }
     }
 

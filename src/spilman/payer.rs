@@ -663,7 +663,35 @@ impl Payer {
             ChainEvent::Tip(tip) => self.on_tip(tip.height, signer),
             ChainEvent::Confirmed { tx, height } => self.on_confirmed(tx, height, signer),
             ChainEvent::Unconfirmed(txid) => self.on_unconfirmed(txid, signer),
+            ChainEvent::Seen { tx } => self.on_seen(tx),
         }
+    }
+
+    /// An unconfirmed spend of one of our on-chain HTLC outputs: a preimage in its witness is
+    /// learnt at once ([`Event::HtlcFulfilled`]); the output is not taken as spent, and our
+    /// timeout claim stays due (broadcast again on each block until a spend confirms).
+    fn on_seen(&mut self, tx: &Transaction) -> Effects {
+        let mut events = Vec::new();
+        for input in &tx.input {
+            let Some(o) = self.onchain.iter().find(|o| o.outpoint == input.previous_output && !o.resolved) else {
+                continue;
+            };
+            let id = o.id;
+            let Some(h) = self.htlcs.iter().find(|h| h.htlc.id == id).copied() else { continue };
+            if matches!(h.status, HtlcStatus::Fulfilled(_)) {
+                continue;
+            }
+            if let Some(preimage) = h.htlc.payment_hash.find_preimage_in(&input.witness) {
+                self.set_status(id, HtlcStatus::Fulfilled(preimage));
+                events.push(Event::HtlcFulfilled { id, payment_hash: h.htlc.payment_hash, preimage });
+            }
+        }
+        if events.is_empty() {
+            return Effects::none();
+        }
+        let mut fx = self.persist();
+        fx.events = events;
+        fx
     }
 
     fn on_tip<S: Signer + ?Sized>(&mut self, height: BlockHeight, signer: &S) -> Effects {
@@ -692,6 +720,14 @@ impl Payer {
             }
         }
         if self.phase == PayerPhase::Closed {
+            if changed {
+                // A new block: our timeout claims not confirmed yet are broadcast again while
+                // their output is unspent (a conflicting spend may have evicted them).
+                let again = self.timeout_claims_again(self.tip, signer);
+                if !again.is_empty() {
+                    fx.broadcast.extend(again);
+                }
+            }
             for (id, tx) in self.timeout_claims(self.tip, signer) {
                 let txid = tx.compute_txid();
                 if let Some(o) = self.onchain.iter_mut().find(|o| o.id == id) {
@@ -706,12 +742,38 @@ impl Payer {
         changed
     }
 
+    /// Our timeout claims already broadcast whose output is still unspent on chain, built again
+    /// (the same transactions).
+    fn timeout_claims_again<S: Signer + ?Sized>(&self, height: BlockHeight, signer: &S) -> Vec<Transaction> {
+        let pending: Vec<OnChainHtlc> =
+            self.onchain.iter().filter(|o| !o.resolved && o.claim.is_some()).copied().collect();
+        self.build_timeouts(&pending, height, signer)
+            .into_iter()
+            .filter(|(id, tx)| pending.iter().any(|o| o.id == *id && o.claim == Some(tx.compute_txid())))
+            .map(|(_, tx)| tx)
+            .collect()
+    }
+
     fn timeout_claims<S: Signer + ?Sized>(&self, height: BlockHeight, signer: &S) -> Vec<(u64, Transaction)> {
+        let open: Vec<OnChainHtlc> =
+            self.onchain.iter().filter(|o| !o.resolved && o.claim.is_none()).copied().collect();
+        self.build_timeouts(&open, height, signer)
+    }
+
+    /// Timeout claims of `outputs` valid at `height`. An HTLC whose preimage we know is timed
+    /// out too once it expired: the output is still ours to take if the payee never claimed it
+    /// (it may have shown the preimage only in a spend that never confirmed).
+    fn build_timeouts<S: Signer + ?Sized>(
+        &self,
+        outputs: &[OnChainHtlc],
+        height: BlockHeight,
+        signer: &S,
+    ) -> Vec<(u64, Transaction)> {
         let Some(t) = &self.template else { return Vec::new() };
         let mut out = Vec::new();
-        for o in self.onchain.iter().filter(|o| !o.resolved && o.claim.is_none()) {
+        for o in outputs {
             let Some(h) = self.htlcs.iter().find(|h| h.htlc.id == o.id) else { continue };
-            if matches!(h.status, HtlcStatus::Fulfilled(_)) || height < h.htlc.expiry {
+            if height < h.htlc.expiry {
                 continue;
             }
             let claim = t.htlc_claim_tx(

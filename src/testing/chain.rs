@@ -240,6 +240,50 @@ impl Chain {
         Ok(())
     }
 
+    /// Accepts `tx` into the mempool in place of every waiting transaction that spends one of
+    /// its inputs (a replacement, as Bitcoin Core's RBF would take a better-paying one; the fee
+    /// rules are not modelled), and of their descendants. Returns the txids evicted.
+    ///
+    /// # Errors
+    /// As [`Chain::submit`].
+    pub fn replace(&mut self, tx: &Transaction) -> Result<Vec<Txid>, Reject> {
+        self.check(tx)?;
+        let spent: Vec<OutPoint> = tx.input.iter().map(|i| i.previous_output).collect();
+        let conflicts: Vec<Txid> = self
+            .mempool
+            .iter()
+            .filter(|m| m.input.iter().any(|i| spent.contains(&i.previous_output)))
+            .map(Transaction::compute_txid)
+            .collect();
+        let mut evicted = Vec::new();
+        for txid in conflicts {
+            evicted.extend(self.evict(&txid));
+        }
+        self.submit(tx)?;
+        Ok(evicted)
+    }
+
+    /// Removes `txid` and its descendants from the mempool (replaced by a transaction that
+    /// spends none of our outputs, or dropped). Returns the txids removed.
+    pub fn evict(&mut self, txid: &Txid) -> Vec<Txid> {
+        let mut gone = Vec::new();
+        let mut queue = vec![*txid];
+        while let Some(t) = queue.pop() {
+            let before = self.mempool.len();
+            self.mempool.retain(|m| m.compute_txid() != t);
+            if self.mempool.len() != before {
+                gone.push(t);
+            }
+            queue.extend(
+                self.mempool
+                    .iter()
+                    .filter(|m| m.input.iter().any(|i| i.previous_output.txid == t))
+                    .map(Transaction::compute_txid),
+            );
+        }
+        gone
+    }
+
     /// Every confirmed transaction (credited ones included).
     pub fn confirmed_txs(&self) -> Vec<&Transaction> {
         self.confirmed.values().map(|(t, _)| t).collect()

@@ -38,6 +38,7 @@
 pub mod chain;
 pub mod consensus;
 pub mod duplex;
+pub mod hostile;
 pub mod invariants;
 pub mod lightning;
 pub mod net;

@@ -618,6 +618,12 @@ impl Route {
     /// refusal is a bug), the block is mined, every node sees its transactions and the new tip,
     /// and messages are delivered.
     pub fn mine(&mut self) -> Vec<Transaction> {
+        self.mine_with(|_| {})
+    }
+
+    /// As [`Route::mine`], with `before_block` run once the pending broadcasts reached the
+    /// mempool and before the block is mined (what a third party does to the mempool meanwhile).
+    pub fn mine_with(&mut self, before_block: impl FnOnce(&mut Route)) -> Vec<Transaction> {
         let pending = std::mem::take(&mut self.pending);
         for (who, tx) in &pending {
             let txid = tx.compute_txid();
@@ -641,6 +647,7 @@ impl Route {
                 Err(e) => panic!("{who} broadcast an invalid transaction {}: {e:?}", tx.compute_txid()),
             }
         }
+        before_block(self);
         let mined = self.chain.mine_block();
         let height = BlockHeight(self.chain.height);
         for tx in &mined {
@@ -669,6 +676,22 @@ impl Route {
         self.tip_all();
         self.run();
         mined
+    }
+
+    /// Every node's embedder saw `tx` unconfirmed in its mempool ([`ChainEvent::Seen`]); messages
+    /// are delivered.
+    pub fn seen(&mut self, tx: &Transaction) {
+        self.log.push(format!("mempool: {} seen unconfirmed", tx.compute_txid()));
+        let ev = ChainEvent::Seen { tx };
+        let fx = self.a.handle_chain(ev, &self.sa);
+        self.absorb_a(fx);
+        let fx = self.b.handle_chain(ev, &self.sb_in, &self.sb_out);
+        self.absorb_b(fx);
+        let fx = self.c.handle_chain(ev, &self.sc_in, &self.sc_out);
+        self.absorb_c(fx);
+        let fx = HtlcChannel::handle_chain(&mut self.d, ev, &self.sd);
+        self.absorb_d(fx);
+        self.run();
     }
 
     /// Mines until `done` holds (at most `max` blocks); panics otherwise.

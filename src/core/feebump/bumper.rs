@@ -284,7 +284,9 @@ impl Bumper {
                     }
                 }
             }
-            ChainEvent::Tip(_) => {}
+            // A spend seen only in a mempool resolves nothing: it may be replaced (replacement
+            // cycling), so the request keeps being bumped until a spend confirms.
+            ChainEvent::Tip(_) | ChainEvent::Seen { .. } => {}
         }
         if changed {
             self.persist(&mut fx);

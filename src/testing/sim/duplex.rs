@@ -78,6 +78,8 @@ struct Sim {
     net: Network<Msg>,
     funding: OutPoint,
     deferred: Vec<Transaction>,
+    /// Mempool transactions already reported to the parties ([`ChainEvent::Seen`]).
+    seen: HashSet<bitcoin::Txid>,
     /// Each party's view (balances and pending HTLCs) when the channel stopped operating off
     /// chain; what each is owed is computed from it at the end, once every preimage revealed is
     /// known.
@@ -139,6 +141,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         net: Network::new(faults),
         funding,
         deferred: vec![],
+        seen: HashSet::new(),
         frozen: None,
         out: Outcome::default(),
         counter: seed << 20,
@@ -340,6 +343,13 @@ impl Sim {
                 // Its parent's output went to the honest party's newer branch: the cheat failed.
                 self.cheat.clear();
             }
+        }
+        // The embedders report what they see in the mempool, each transaction once.
+        let fresh: Vec<Transaction> =
+            self.pair.chain.mempool().iter().filter(|t| !self.seen.contains(&t.compute_txid())).cloned().collect();
+        for tx in &fresh {
+            self.seen.insert(tx.compute_txid());
+            self.notify(ChainEvent::Seen { tx })?;
         }
         let mined = self.pair.chain.mine_block();
         let height = BlockHeight(self.pair.chain.height);

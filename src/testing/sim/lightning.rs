@@ -129,6 +129,8 @@ struct Sim {
     onchain: bool,
     /// Transactions broadcast whose parents were unconfirmed, to check again.
     deferred: Vec<Transaction>,
+    /// Mempool transactions already reported to the parties ([`ChainEvent::Seen`]).
+    seen: HashSet<Txid>,
     out: Outcome,
     reliable: bool,
 }
@@ -194,6 +196,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         warned_by: None,
         onchain: false,
         deferred: Vec::new(),
+        seen: HashSet::new(),
         out: Outcome::default(),
         reliable: false,
     };
@@ -359,6 +362,9 @@ impl Sim {
                 self.out.sabotaged += 1;
                 return Ok(());
             }
+        }
+        if self.hostile_mempool_only(i, &tx)? {
+            return Ok(());
         }
         self.broadcasts.record(i, &tx);
         if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
@@ -613,6 +619,7 @@ impl Sim {
         for tx in self.deferred.clone() {
             let _ = self.chain.submit(&tx);
         }
+        self.report_mempool()?;
         let mined = self.chain.mine_block();
         let height = crate::core::BlockHeight(self.chain.height);
         for tx in &mined {
@@ -621,6 +628,18 @@ impl Sim {
         }
         self.notify(ChainEvent::Tip(self.tip()))?;
         self.police_htlcs()
+    }
+
+    /// The embedders report what they see in the mempool ([`ChainEvent::Seen`]), each
+    /// transaction once.
+    fn report_mempool(&mut self) -> Result<(), String> {
+        let fresh: Vec<Transaction> =
+            self.chain.mempool().iter().filter(|t| !self.seen.contains(&t.compute_txid())).cloned().collect();
+        for tx in &fresh {
+            self.seen.insert(tx.compute_txid());
+            self.notify(ChainEvent::Seen { tx })?;
+        }
+        Ok(())
     }
 
     fn notify(&mut self, ev: ChainEvent<'_>) -> Result<(), String> {

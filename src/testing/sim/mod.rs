@@ -127,6 +127,9 @@ pub struct Outcome {
     /// Unilateral closes by an honest party because the hostile peer would not cooperate (the
     /// channel did not settle over a perfect connection, or the peer went silent).
     pub gave_up: u32,
+    /// Spends revealing a preimage that the hostile peer put in the mempool only to evict them
+    /// at once (replacement cycling; the honest party is told with `ChainEvent::Seen`).
+    pub mempool_reveals: u32,
 }
 
 /// Totals over many runs.
@@ -165,6 +168,7 @@ impl Summary {
         t.failed_back += o.failed_back;
         t.deadline_closes += o.deadline_closes;
         t.gave_up += o.gave_up;
+        t.mempool_reveals += o.mempool_reveals;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -207,7 +211,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -230,7 +234,8 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.fees_refused,
         summary.total.failed_back,
         summary.total.deadline_closes,
-        summary.total.gave_up
+        summary.total.gave_up,
+        summary.total.mempool_reveals
     );
     summary
 }

@@ -91,6 +91,8 @@ struct Sim {
     funding: OutPoint,
     capacity: u64,
     deferred: std::vec::Vec<Transaction>,
+    /// Mempool transactions already reported to the parties ([`ChainEvent::Seen`]).
+    seen: HashSet<bitcoin::Txid>,
     out: Outcome,
     /// The payee's close margin (it reveals a preimage only well before that margin).
     close_margin: u32,
@@ -192,6 +194,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         funding: OutPoint::null(),
         capacity,
         deferred: vec![],
+        seen: HashSet::new(),
         out: Outcome::default(),
         close_margin,
         counter: seed << 20,
@@ -417,6 +420,14 @@ impl Sim {
     fn mine(&mut self) -> Result<(), String> {
         for tx in self.deferred.clone() {
             let _ = self.chain.submit(&tx);
+        }
+        // The embedders report what they see in the mempool, each transaction once.
+        let fresh: Vec<Transaction> =
+            self.chain.mempool().iter().filter(|t| !self.seen.contains(&t.compute_txid())).cloned().collect();
+        for tx in &fresh {
+            self.seen.insert(tx.compute_txid());
+            self.notify(PAYER, ChainEvent::Seen { tx })?;
+            self.notify(PAYEE, ChainEvent::Seen { tx })?;
         }
         let mined = self.chain.mine_block();
         let height = BlockHeight(self.chain.height);

@@ -147,7 +147,7 @@ impl Sim {
             // Payments at the extremes of its balance.
             0 => {
                 let bal = self.pair.parties[h].ch.balances().holder.to_sat();
-                let amounts = [1, 545, 546, bal.saturating_sub(1), bal, bal + 1];
+                let amounts = crate::testing::hostile::edge_amounts(bal);
                 let amount = amounts[self.rng.index(amounts.len()).unwrap_or(0)].max(1);
                 let p = &mut self.pair.parties[h];
                 if let Ok(fx) = p.ch.pay(Amount::from_sat(amount), &p.signer) {
@@ -164,7 +164,7 @@ impl Sim {
                 self.preimages.insert(pre.hash(), pre);
                 let (Some(earliest), latest) = self.pair.parties[h].ch.htlc_expiry_window(tip) else { return Ok(()) };
                 let (e, l) = (earliest.0, latest.0);
-                let edges = [e - 1, e, e + 1, l - 1, l, l + 1];
+                let edges = crate::testing::hostile::edge_expiries(e, l);
                 let expiry = BlockHeight(edges[self.rng.index(edges.len()).unwrap_or(0)]);
                 let bal = self.pair.parties[h].ch.balances().holder.to_sat();
                 let amount = if self.rng.chance(500) { 1 } else { bal };
@@ -181,16 +181,7 @@ impl Sim {
                 let Ok(mut fx) = p.ch.reset(&p.signer, tip) else { return Ok(()) };
                 let shift = [1, 546, 10_000][self.rng.index(3).unwrap_or(0)];
                 let older = self.rng.chance(500);
-                for m in &mut fx.send {
-                    if let Msg::ResetPropose(r) = m {
-                        if older {
-                            r.numbers[g] = r.numbers[g].saturating_sub(1);
-                        } else {
-                            r.values[h] += Amount::from_sat(shift);
-                            r.values[g] = r.values[g].checked_sub(Amount::from_sat(shift)).unwrap_or(Amount::ZERO);
-                        }
-                    }
-                }
+                crate::testing::hostile::duplex_hostile_reset(&mut fx.send, g, shift, older);
                 self.absorb(h, fx)?;
             }
             // A reset proposed and abandoned at once.

@@ -32,10 +32,8 @@
 
 use std::format;
 use std::string::String;
-use std::vec;
 use std::vec::Vec;
 
-use bitcoin::hashes::Hash;
 use bitcoin::{Amount, ScriptBuf};
 
 use crate::core::commitment::ChannelType;
@@ -56,6 +54,12 @@ enum Fulfil {
     LastMoment,
     /// Never off chain: its channel is given the preimage and claims on chain.
     OnChainOnly,
+    /// Never off chain, and on chain only in the mempool (replacement cycling): its channel is
+    /// given the preimage, and each claim it broadcasts is put in the mempool in place of the
+    /// honest side's timeout, reported to it, and evicted at once by a spend of the hostile
+    /// peer's own; after a few such cycles it stops broadcasting. The preimage never confirms:
+    /// the HTLC times out back to the honest side, which must keep broadcasting its timeout.
+    MempoolOnly,
     /// Never.
     Never,
 }
@@ -101,33 +105,12 @@ pub(super) struct Hostile {
     last_add: Option<u64>,
     /// The payout scripts it asked to close to (the honest side's checks must know them).
     pub(super) scripts: Vec<ScriptBuf>,
+    /// How many more preimage spends it cycles through the mempool ([`Fulfil::MempoolOnly`]).
+    cycles_left: u32,
 }
 
 fn pick<T: Copy>(rng: &mut Rng, xs: &[T]) -> T {
     xs[rng.index(xs.len()).unwrap_or(0)]
-}
-
-/// Payout scripts at the edge of standardness: just inside Core's templates (P2PKH, P2SH,
-/// P2WPKH, P2WSH, witness v1 with 2 bytes, v16 with 40) and just outside (v0 with 40 bytes, v1
-/// with 41, a bare `OP_TRUE`, `OP_RETURN`).
-fn edge_script(rng: &mut Rng) -> ScriptBuf {
-    let program = |version: u8, len: usize| {
-        let mut s = vec![version, len as u8];
-        s.extend(core::iter::repeat_n(0x5a, len));
-        ScriptBuf::from_bytes(s)
-    };
-    match rng.below(10) {
-        0 => ScriptBuf::new_p2pkh(&bitcoin::PubkeyHash::from_byte_array([0x5a; 20])),
-        1 => ScriptBuf::new_p2sh(&bitcoin::ScriptHash::from_byte_array([0x5a; 20])),
-        2 => ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([0x5a; 20])),
-        3 => ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_byte_array([0x5a; 32])),
-        4 => program(0x51, 2),
-        5 => program(0x60, 40),
-        6 => program(0x00, 40),
-        7 => program(0x51, 41),
-        8 => ScriptBuf::from_bytes(vec![0x51]),
-        _ => ScriptBuf::from_bytes(vec![0x6a, 1, 0x5a]),
-    }
 }
 
 impl Hostile {
@@ -150,8 +133,18 @@ impl Hostile {
         };
         let feerate = if idx == 0 { pick(&mut rng, &[253, 2_500, 25_000, 100_000]) } else { 2_500 };
         let estimate = pick(&mut rng, &[253, 1_000, 2_500, 10_000]);
-        let fulfil =
-            pick(&mut rng, &[Fulfil::Prompt, Fulfil::Prompt, Fulfil::LastMoment, Fulfil::OnChainOnly, Fulfil::Never]);
+        let fulfil = pick(
+            &mut rng,
+            &[
+                Fulfil::Prompt,
+                Fulfil::Prompt,
+                Fulfil::LastMoment,
+                Fulfil::OnChainOnly,
+                Fulfil::Never,
+                Fulfil::MempoolOnly,
+            ],
+        );
+        let cycles_left = rng.range(1, 6) as u32;
         let withhold = pick(
             &mut rng,
             &[None, None, None, Some(Withhold::Commitment), Some(Withhold::Revocation), Some(Withhold::Closing)],
@@ -170,6 +163,7 @@ impl Hostile {
             stale_claim: false,
             last_add: None,
             scripts: Vec::new(),
+            cycles_left,
         }
     }
 
@@ -320,10 +314,7 @@ impl Sim {
             // `update_fee` at the bounds of the honest side's acceptance.
             0 if h == 0 => {
                 let Some(s) = self.hostile.as_ref() else { return Ok(()) };
-                let (e, c) = (s.estimate, s.honest.clone());
-                let lo = c.min_feerate.max(e.div_ceil(2));
-                let hi = c.max_feerate.min(e.saturating_mul(c.max_feerate_multiple_of_estimate));
-                let rates = [lo - 1, lo, hi, hi + 1, 252, 253, c.max_feerate, c.max_feerate + 1, u32::MAX];
+                let rates = crate::testing::hostile::lightning_fee_edges(s.estimate, &s.honest);
                 let rate = pick(&mut self.rng, &rates);
                 match self.nodes[h].ch.update_fee(rate) {
                     Ok(fx) => {
@@ -372,7 +363,7 @@ impl Sim {
             // HTLCs expiring at the edge of the honest side's `claim_margin`.
             3 => {
                 let margin = self.hostile.as_ref().map_or(18, |s| s.honest.htlc_deadlines.claim_margin);
-                let delta = pick(&mut self.rng, &[0, 1, margin - 2, margin - 1, margin, margin + 1]);
+                let delta = pick(&mut self.rng, &crate::testing::hostile::edge_expiry_deltas(margin));
                 let amount = self.rng.range(546_000, self.capacity * 100);
                 self.hostile_add(h, amount, tip + delta)?;
                 self.hostile_commit(h)?;
@@ -386,7 +377,7 @@ impl Sim {
             }
             // `shutdown` to a payout script at the edge of standardness.
             5 => {
-                let script = edge_script(&mut self.rng);
+                let script = crate::testing::hostile::edge_script(self.rng.below(10));
                 if let Some(s) = self.hostile.as_mut() {
                     s.scripts.push(script.clone());
                 }
@@ -434,6 +425,9 @@ impl Sim {
         for (id, hash, expiry) in ready {
             let Some(pre) = self.preimages.get(&hash).copied() else { continue };
             let fx = match fulfil {
+                // The preimage will never confirm: the HTLC is not counted as the hostile
+                // peer's (the honest side is owed it back).
+                Fulfil::MempoolOnly => self.nodes[h].ch.provide_preimage(id, pre),
                 Fulfil::OnChainOnly => {
                     self.fulfilled[h].insert(hash);
                     let fx = self.nodes[h].ch.provide_preimage(id, pre);
@@ -456,6 +450,38 @@ impl Sim {
             self.absorb(h, fx)?;
         }
         Ok(())
+    }
+
+    /// [`Fulfil::MempoolOnly`]: a broadcast of the hostile peer that reveals a preimage takes
+    /// the place of whatever spends the same output in the mempool (the honest side's timeout),
+    /// is reported to both sides as seen, and is evicted at once (the hostile peer double-spends
+    /// its other input); once its cycles are spent it is dropped. Returns whether `tx` was
+    /// taken (not to be broadcast).
+    pub(super) fn hostile_mempool_only(&mut self, i: usize, tx: &bitcoin::Transaction) -> Result<bool, String> {
+        let Some(s) = self.hostile.as_ref().filter(|s| s.idx == i && s.fulfil == Fulfil::MempoolOnly) else {
+            return Ok(false);
+        };
+        let cycles_left = s.cycles_left;
+        let reveals = tx.input.iter().any(|inp| {
+            inp.witness
+                .iter()
+                .any(|e| <[u8; 32]>::try_from(e).is_ok_and(|b| self.preimages.contains_key(&PaymentPreimage(b).hash())))
+        });
+        if !reveals {
+            return Ok(false);
+        }
+        if cycles_left == 0 || self.chain.replace(tx).is_err() {
+            return Ok(true);
+        }
+        if let Some(s) = self.hostile.as_mut() {
+            s.cycles_left -= 1;
+        }
+        self.out.hostile_moves += 1;
+        self.out.mempool_reveals += 1;
+        self.seen.insert(tx.compute_txid());
+        self.notify(crate::driving::ChainEvent::Seen { tx })?;
+        self.chain.evict(&tx.compute_txid());
+        Ok(true)
     }
 
     /// The channel did not settle over a perfect connection: against a hostile peer the honest

@@ -121,7 +121,7 @@ impl Sim {
             // Payments at the extremes of what is available.
             (PAYER, 0) => {
                 let avail = self.payer.available().to_sat();
-                let amounts = [1, 545, 546, avail.saturating_sub(546), avail.saturating_sub(1), avail, avail + 1];
+                let amounts = crate::testing::hostile::edge_amounts(avail);
                 let amount = amounts[self.rng.index(amounts.len()).unwrap_or(0)];
                 if let Ok(fx) = self.payer.pay(Amount::from_sat(amount.max(1)), &self.signers[PAYER]) {
                     self.out.payments += 1;
@@ -137,7 +137,7 @@ impl Sim {
                 self.preimages.insert(pre.hash(), pre);
                 let earliest = tip.height.0.saturating_add(12);
                 let latest = self.payer.refund_height().0.saturating_sub(self.close_margin);
-                let edges = [earliest - 1, earliest, earliest + 1, latest - 1, latest, latest + 1];
+                let edges = crate::testing::hostile::edge_expiries(earliest, latest);
                 let expiry = BlockHeight(edges[self.rng.index(edges.len()).unwrap_or(0)]);
                 let avail = self.payer.available().to_sat();
                 let amount = if self.rng.chance(500) { 1 } else { avail };
