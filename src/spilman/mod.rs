@@ -48,6 +48,7 @@
 //! `expiry` on (its `nLockTime`; it can be mined in block `expiry + 1`).
 
 pub(crate) mod dot;
+mod fees;
 mod msgs;
 mod payee;
 mod payer;

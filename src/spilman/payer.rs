@@ -684,12 +684,15 @@ impl Payer {
                 self.closing_txid = Some(txid);
                 fx.events.push(Event::CloseBroadcast { txid });
                 fx.watch.push(Watch::Tx(txid));
+                if let Some(t) = &self.template {
+                    fx.bumps.extend(super::fees::refund_request(t, &refund, self.config.refund_fee, self.exposure()));
+                }
                 fx.broadcast.push(refund);
                 changed = true;
             }
         }
         if self.phase == PayerPhase::Closed {
-            for (id, tx) in self.timeout_claims(self.tip, signer) {
+            for (id, tx, bump) in self.timeout_claims(self.tip, signer) {
                 let txid = tx.compute_txid();
                 if let Some(o) = self.onchain.iter_mut().find(|o| o.id == id) {
                     o.claim = Some(txid);
@@ -697,13 +700,30 @@ impl Payer {
                 fx.events.push(Event::HtlcClaimBroadcast { id, txid });
                 fx.watch.push(Watch::Tx(txid));
                 fx.broadcast.push(tx);
+                fx.bumps.extend(bump);
                 changed = true;
             }
         }
         changed
     }
 
-    fn timeout_claims<S: Signer + ?Sized>(&self, height: BlockHeight, signer: &S) -> Vec<(u64, Transaction)> {
+    /// The most a payment the payee holds could give it, were it to learn every preimage: what
+    /// the refund protects (its fee-bump [`at_stake`](crate::core::feebump::BumpRequest::at_stake)).
+    fn exposure(&self) -> Amount {
+        let newest = self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee));
+        self.htlcs
+            .iter()
+            .map(|h| h.max_exposure)
+            .fold(newest.unwrap_or(self.config.capacity), Amount::max)
+            .min(self.config.capacity)
+    }
+
+    /// Timeout claims of the expired HTLC outputs not claimed yet, with their fee-bump requests.
+    fn timeout_claims<S: Signer + ?Sized>(
+        &self,
+        height: BlockHeight,
+        signer: &S,
+    ) -> Vec<(u64, Transaction, Option<crate::core::feebump::BumpRequest>)> {
         let Some(t) = &self.template else { return Vec::new() };
         let mut out = Vec::new();
         for o in self.onchain.iter().filter(|o| !o.resolved && o.claim.is_none()) {
@@ -721,7 +741,8 @@ impl Payer {
             );
             if let Some(claim) = claim {
                 if let Ok(tx) = t.complete_htlc_claim(signer, claim, &h.htlc, None) {
-                    out.push((o.id, tx));
+                    let bump = super::fees::claim_request(t, &tx, o.outpoint, &h.htlc, None, t.payer_script.clone());
+                    out.push((o.id, tx, bump));
                 }
             }
         }
@@ -736,7 +757,11 @@ impl Payer {
                 return Effects::none();
             }
             let refund = self.refund_tx(signer).ok().map(|r| r.compute_txid());
-            let kind = if refund == Some(txid) { CloseKind::Refund } else { CloseKind::Payment };
+            let kind = if refund == Some(txid) || Self::is_refund_spend(&t, tx) {
+                CloseKind::Refund
+            } else {
+                CloseKind::Payment
+            };
             self.phase = PayerPhase::Closed;
             self.closing_txid = Some(txid);
             let mut fx = Effects::none();
@@ -803,6 +828,17 @@ impl Payer {
         let mut fx = self.persist();
         fx.events = events;
         fx
+    }
+
+    /// Whether `tx` spends the channel output by the payer's refund branch of a script lock
+    /// (`<payer_sig> <>`): the refund as signed, or a fee-bumping replacement of it.
+    fn is_refund_spend(t: &PaymentTemplate, tx: &Transaction) -> bool {
+        if t.lock == ChannelLock::Multisig {
+            return false;
+        }
+        tx.input.iter().any(|i| {
+            i.previous_output == t.outpoint && i.witness.len() == 3 && i.witness.nth(1).is_some_and(<[u8]>::is_empty)
+        })
     }
 
     fn on_unconfirmed<S: Signer + ?Sized>(&mut self, txid: Txid, signer: &S) -> Effects {
