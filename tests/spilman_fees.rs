@@ -456,6 +456,11 @@ fn cltv_refund_is_replaced_at_rising_feerates_and_confirms_at_expiry() {
     let (tx, at) = h.confirmed_at(|t| t.input.iter().any(|i| i.previous_output == funding)).unwrap();
     assert_eq!(at, expiry + 1, "by its deadline");
     assert_ne!(tx.compute_txid(), refund.id(), "a replacement confirmed, not the fixed-fee refund");
+    // Both sides know the replacement for the refund it is.
+    for i in [PAYER, PAYEE] {
+        let closed = Event::Closed { txid: tx.compute_txid(), kind: CloseKind::Refund };
+        assert!(h.offline[i] || h.sides[i].events.contains(&closed), "side {i} saw the refund");
+    }
     assert_eq!(tx.input.len(), 1, "no wallet coin: the fee comes from the refund");
     let fee = fee_of(&h.chain, &tx);
     assert!(fee * 1000 >= 30_000 * tx.weight().to_wu(), "it paid the 100× rate");

@@ -1,30 +1,8 @@
 //! The [`BumpRequest`]s of a Spilman channel's time-critical transactions (see
 //! [`core::feebump`](crate::core::feebump)).
 //!
-//! | transaction | who | how it is bumped | deadline (must confirm by) | at stake |
-//! |---|---|---|---|---|
-//! | the payee's close (a payment, co-signed `SIGHASH_ALL`) | payee | CPFP: a child spends the payee's output, signed by the payee's wallet | the refund's `nLockTime` (`expiry`: the refund can be mined from `expiry + 1`); with a revealed HTLC, `htlc.expiry − ⌈close_margin / 2⌉` if sooner (the other half is the claim's) | the payee's output and the HTLCs it revealed |
-//! | the CLTV refund (the payer signs alone) | payer | RBF: re-signed at any feerate, fee taken from the refund | `expiry + 1`, the first block it can be in | the most the payee could take with a payment it holds |
-//! | the pre-signed refund (co-signed `SIGHASH_ALL`) | payer | CPFP through the payer's output, signed by the payer's wallet | `expiry + 1` | as above |
-//! | an HTLC claim with the preimage | payee | RBF | `htlc.expiry` (the payer's timeout claim can be mined from `expiry + 1`) | the HTLC |
-//! | an HTLC timeout claim | payer | RBF | `htlc.expiry + 1` (the payee may claim with the preimage at any time) | the HTLC |
-//!
-//! A payment and the payee's half of the co-signed refund commit to every output with
-//! `SIGHASH_ALL`: nobody can re-sign them at another feerate, so the only way to pay more is a
-//! child. A payment has no anchor; its child spends the payee's own output, and a pre-signed
-//! refund's child the payer's. That output pays a script of the party's wallet (the payee's
-//! `payee_script`, the payer's `payer_script`) which the channel's signer cannot sign: the child's
-//! template is signed by the embedder's [`FeeWallet`](crate::core::feebump::FeeWallet)
-//! ([`WitnessPart::Wallet`](crate::core::feebump::WitnessPart::Wallet)), which must therefore be
-//! the wallet that owns that script.
-//!
-//! **What cannot be bumped**: a close or pre-signed refund whose party's script is not P2WPKH or
-//! P2TR (P2PKH and P2SH need a `scriptSig`, a P2WSH witness is unknown to the bumper,
-//! [`InputTemplate::wallet_output`]): it carries no [`BumpRequest`] and confirms only at the fee
-//! it was signed with (`payment_fee`, `refund_fee`). The payer's own payouts in a close (its
-//! change, the HTLC outputs) cannot pay for the payee's close either: only the payee's output is
-//! the payee's. A close whose payee output is too small to cover a child's fee is bumped with
-//! wallet coins, up to its [`BumpRequest::at_stake`].
+//! The table of what is bumped how, and what cannot be, is in the [module docs](super)
+//! ("Fee bumping").
 
 use alloc::vec::Vec;
 

@@ -20,7 +20,10 @@ use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError
 pub struct PayeeConfig {
     /// Refund construction.
     pub variant: Variant,
-    /// Where the payee's output goes.
+    /// Where the payee's output goes. For the close to be bumpable (CPFP through this output,
+    /// see [the module docs](super#fee-bumping)) it must be a P2WPKH or P2TR script of the wallet
+    /// the embedder gives the payee's [`Bumper`](crate::core::feebump::Bumper) as its
+    /// [`FeeWallet`](crate::core::feebump::FeeWallet).
     pub payee_script: ScriptBuf,
     /// Height from which the payer may refund.
     pub expiry: BlockHeight,
@@ -568,7 +571,9 @@ impl Payee {
         Ok(t.complete(signer, &built, &best.signature)?)
     }
 
-    /// Closes the channel now: completes and broadcasts the best payment transaction.
+    /// Closes the channel now: completes and broadcasts the best payment transaction, with its
+    /// fee-bump request in [`Effects::bumps`](crate::driving::Effects::bumps) (deadline
+    /// [`Payee::close_deadline`]; none if `payee_script` cannot pay for a child).
     ///
     /// # Errors
     /// [`CommandError`] if the channel is not open or the signer fails;

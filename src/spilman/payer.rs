@@ -18,7 +18,11 @@ use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError
 pub struct PayerConfig {
     /// Value of the channel output.
     pub capacity: Amount,
-    /// Where change and the refund go.
+    /// Where change and the refund go. With [`Variant::PresignedRefund`] the refund is bumped
+    /// through this output (CPFP, see [the module docs](super#fee-bumping)): it must then be a
+    /// P2WPKH or P2TR script of the wallet the embedder gives the payer's
+    /// [`Bumper`](crate::core::feebump::Bumper) as its
+    /// [`FeeWallet`](crate::core::feebump::FeeWallet).
     pub payer_script: ScriptBuf,
     /// Fee of the refund transaction.
     pub refund_fee: Amount,
