@@ -36,11 +36,13 @@ const PAYEE: usize = 1;
 struct Market {
     /// The block at 10× (3,000 sat/kw); from the next one on, 100× (30,000 sat/kw).
     spike: u32,
+    /// The block from which the market is calm again.
+    calm: u32,
 }
 
 impl Market {
     fn min_rate(self, block: u32) -> FeeratePerKw {
-        if block < self.spike {
+        if block < self.spike || block >= self.calm {
             FeeratePerKw(300)
         } else if block == self.spike {
             FeeratePerKw(3_000)
@@ -67,6 +69,8 @@ struct Side {
     events: Vec<Event>,
     /// Coins the bumper used, per request id (replacements must reuse them).
     coins: Vec<(Txid, Vec<OutPoint>)>,
+    /// Attempts the bumper capped at what was at stake.
+    capped: u32,
 }
 
 struct H {
@@ -92,6 +96,7 @@ fn side(seed: u8, wallet_seed: u8, bumps: bool) -> Side {
         fixed: vec![],
         events: vec![],
         coins: vec![],
+        capped: 0,
     }
 }
 
@@ -284,6 +289,7 @@ impl H {
                         }
                     }
                     BumpEvent::Failed { error, .. } => panic!("a bump failed: {error:?}"),
+                    BumpEvent::Capped { .. } => s.capped += 1,
                     _ => {}
                 }
             }
@@ -378,7 +384,7 @@ fn payee_close_is_bumped_through_its_output(variant: Variant) {
     let expiry = 130;
     let close_by = expiry - CLOSE_MARGIN;
     // The market rises 10× the block after the payee closes, 100× two blocks later.
-    let market = Market { spike: close_by + 1 };
+    let market = Market { spike: close_by + 1, calm: u32::MAX };
     let paid = 200_000;
     let mut h = H::open(variant, expiry, market, [true, true], paid);
     h.run_until(expiry + 5, |h| h.payee.is_closed());
@@ -421,7 +427,7 @@ fn presigned_payee_close_is_bumped_through_its_output_and_beats_the_refund() {
 #[test]
 fn without_a_bumper_the_payee_close_misses_and_the_refund_takes_its_payment() {
     let expiry = 130;
-    let market = Market { spike: expiry - CLOSE_MARGIN + 1 };
+    let market = Market { spike: expiry - CLOSE_MARGIN + 1, calm: u32::MAX };
     let paid = 200_000;
     // The payer bumps (its refund follows the market); the payee's embedder does not.
     let mut h = H::open(Variant::Cltv, expiry, market, [true, false], paid);
@@ -440,7 +446,7 @@ fn without_a_bumper_the_payee_close_misses_and_the_refund_takes_its_payment() {
 fn cltv_refund_is_replaced_at_rising_feerates_and_confirms_at_expiry() {
     let expiry = 130;
     // The market spikes while the payer waits for expiry; the payee has vanished.
-    let market = Market { spike: expiry - 3 };
+    let market = Market { spike: expiry - 3, calm: u32::MAX };
     let paid = 150_000;
     let mut h = H::open(Variant::Cltv, expiry, market, [true, true], paid);
     // The payee's embedder is gone: it never closes.
@@ -473,7 +479,7 @@ fn cltv_refund_is_replaced_at_rising_feerates_and_confirms_at_expiry() {
 #[test]
 fn presigned_refund_is_bumped_through_the_payer_output() {
     let expiry = 130;
-    let market = Market { spike: expiry - 3 };
+    let market = Market { spike: expiry - 3, calm: u32::MAX };
     let paid = 150_000;
     let mut h = H::open(Variant::PresignedRefund, expiry, market, [true, true], paid);
     h.offline[PAYEE] = true;
@@ -500,7 +506,7 @@ fn htlc_claims_are_replaced_through_the_spike_and_confirm_by_their_deadlines() {
     let expiry = 300;
     let htlc_expiry = 160;
     // The spike starts while the payee's claim is pending.
-    let market = Market { spike: 141 };
+    let market = Market { spike: 141, calm: u32::MAX };
     let paid = 200_000;
     let mut h = H::open(Variant::Cltv, expiry, market, [true, true], paid);
     let preimage = PaymentPreimage([7; 32]);
@@ -558,4 +564,74 @@ fn htlc_claims_are_replaced_through_the_spike_and_confirm_by_their_deadlines() {
     assert_eq!(h.gained(PAYEE), (paid + 50_000 - payee_paid) as i64);
     assert_eq!(h.gained(PAYER), (CAPACITY - paid - 90_000 + 40_000 - t_fee) as i64);
     assert_eq!(h.paid[PAYER], t_fee);
+}
+
+/// A close worth less than the spike would cost to confirm: the bumper pays at most the payee's
+/// output (adding a wallet coin, the same one in every attempt, since the output alone would
+/// leave the child's change below dust) and no more; the payee loses the payment it could not
+/// afford to defend, never its wallet coin.
+#[test]
+fn a_close_worth_less_than_its_bump_pays_at_most_what_is_at_stake() {
+    let expiry = 130;
+    // The spike lasts until three blocks after expiry.
+    let market = Market { spike: expiry - CLOSE_MARGIN + 1, calm: expiry + 3 };
+    let paid = 10_000;
+    let mut h = H::open(Variant::Cltv, expiry, market, [true, true], paid);
+    h.run_until(expiry + 12, |_| false);
+    let close = h.request(PAYEE, Protects::SpilmanClose);
+    assert_eq!(close.at_stake, Amount::from_sat(paid - PAYMENT_FEE));
+    assert!(h.sides[PAYEE].capped > 0, "the schedule wanted more than was at stake");
+    let coins = &h.sides[PAYEE].coins.iter().find(|(id, _)| *id == close.id()).expect("bumped").1;
+    assert_eq!(coins.len(), 1, "one wallet coin, kept by every attempt after it was added");
+    assert_eq!(h.sides[PAYEE].wallet.selections, 1, "coins were selected once");
+    assert!(h.confirmed_at(|t| t.compute_txid() == close.id()).is_none(), "the close could not confirm");
+    // The payer's refund, also capped at what it protects, confirms once the market calms (the
+    // block takes the payer's candidates first; had the close won instead, its child would have
+    // spent the whole payee output on fees: the payee gains nothing either way).
+    let funding = h.funding();
+    let (refund, at) = h.confirmed_at(|t| t.input.iter().any(|i| i.previous_output == funding)).unwrap();
+    assert_eq!(at, expiry + 3);
+    assert!(fee_of(&h.chain, &refund) <= paid);
+    assert_eq!(h.gained(PAYEE), 0, "the payee keeps its wallet coin, and loses the payment");
+    assert_eq!(h.gained(PAYER), (CAPACITY - fee_of(&h.chain, &refund)) as i64);
+    // Six blocks after the refund resolved the close, the bumper gives the coin back.
+    assert!(h.sides[PAYEE].wallet.reserved().is_empty(), "the coin is released");
+}
+
+/// A payee that revealed a preimage the payer has not folded in must get its close confirmed
+/// early enough for the claim to confirm by the HTLC's expiry: the close's deadline leaves the
+/// claim half the close margin, and the HTLC counts in what the close protects.
+#[test]
+fn a_revealed_htlc_brings_the_close_deadline_forward() {
+    let expiry = 300;
+    let market = Market { spike: 1_000, calm: u32::MAX };
+    let mut h = H::open(Variant::PresignedRefund, expiry, market, [true, true], 100_000);
+    let preimage = PaymentPreimage([5; 32]);
+    let tip = ChainTip::at(h.chain.height);
+    let (id, fx) = h
+        .payer
+        .add_htlc(Amount::from_sat(30_000), preimage.hash(), BlockHeight(160), &h.sides[PAYER].signer, tip)
+        .unwrap();
+    h.deliver(PAYER, fx);
+    // The payer never hears of the preimage (it never folds the HTLC in).
+    let fx = h.payee.fulfill_htlc(id, preimage, &h.sides[PAYEE].signer).unwrap();
+    let _ = h.absorb(PAYEE, fx);
+    assert_eq!(h.payee.close_deadline(), BlockHeight(160 - CLOSE_MARGIN / 2));
+    h.run_until(200, |h| h.payee.is_closed());
+    let close = h.request(PAYEE, Protects::SpilmanClose);
+    assert_eq!(close.deadline, BlockHeight(160 - CLOSE_MARGIN / 2));
+    assert_eq!(close.at_stake, Amount::from_sat(100_000 - PAYMENT_FEE + 30_000));
+    let (_, at) = h.confirmed_at(|t| t.compute_txid() == close.id()).expect("the close confirmed");
+    assert!(at <= 160 - CLOSE_MARGIN / 2);
+    let claim = h.request(PAYEE, Protects::HtlcClaim);
+    assert_eq!(claim.deadline, BlockHeight(160));
+    h.run_until(200, |h| h.sides[PAYEE].bumper.as_ref().unwrap().pending().count() == 0);
+    let (_, at) = h
+        .confirmed_at(|t| {
+            t.input[0].previous_output.txid == close.id()
+                && t.input.len() == 1
+                && t.output[0].value < Amount::from_sat(30_000)
+        })
+        .expect("claimed");
+    assert!(at <= 160);
 }
