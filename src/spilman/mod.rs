@@ -46,8 +46,48 @@
 //! The payee must get its payment confirmed before `expiry`: it stops accepting payments and
 //! closes automatically at [`Payee::close_by`] = `expiry - close_margin`. The refund is valid from
 //! `expiry` on (its `nLockTime`; it can be mined in block `expiry + 1`).
+//!
+//! # Fee bumping
+//! Every time-critical transaction comes with a
+//! [`BumpRequest`](crate::core::feebump::BumpRequest) in
+//! [`Effects::bumps`](crate::driving::Effects::bumps): hand it to the party's
+//! [`Bumper`](crate::core::feebump::Bumper), which re-bumps it each block until it confirms.
+//!
+//! | transaction | who | how it is bumped | deadline (must confirm by) | at stake |
+//! |---|---|---|---|---|
+//! | the payee's close (a payment, co-signed `SIGHASH_ALL`) | payee | CPFP: a child spends the payee's output, signed by the payee's wallet | the refund's `nLockTime` (`expiry`: the refund can be mined from `expiry + 1`); with a revealed HTLC, `htlc.expiry − ⌈close_margin / 2⌉` if sooner (the other half is the claim's) | the payee's output and the HTLCs it revealed |
+//! | the CLTV refund (the payer signs alone) | payer | RBF: re-signed at any feerate, fee taken from the refund | `expiry + 1`, the first block it can be in | the most the payee could take with a payment it holds |
+//! | the pre-signed refund (co-signed `SIGHASH_ALL`) | payer | CPFP through the payer's output, signed by the payer's wallet | `expiry + 1` | as above |
+//! | an HTLC claim with the preimage | payee | RBF | `htlc.expiry` (the payer's timeout claim can be mined from `expiry + 1`) | the HTLC |
+//! | an HTLC timeout claim | payer | RBF | `htlc.expiry + 1` (the payee may claim with the preimage at any time) | the HTLC |
+//!
+//! A payment and a pre-signed refund carry both parties' signatures, each `SIGHASH_ALL` (over
+//! every output): neither party can re-sign them at another feerate alone, so the only way to pay
+//! more is a child. A payment has no anchor; its child spends the payee's own output, and a pre-signed
+//! refund's child the payer's. That output pays a script of the party's wallet (the payee's
+//! `payee_script`, the payer's `payer_script`) which the channel's signer cannot sign: the child's
+//! template is signed by the embedder's [`FeeWallet`](crate::core::feebump::FeeWallet)
+//! ([`WitnessPart::Wallet`](crate::core::feebump::WitnessPart::Wallet)), which must therefore be
+//! the wallet that owns that script.
+//!
+//! **What cannot be bumped**: a close or pre-signed refund whose party's script is not P2WPKH or
+//! P2TR (P2PKH and P2SH need a `scriptSig`, a P2WSH witness is unknown to the bumper,
+//! [`InputTemplate::wallet_output`](crate::core::feebump::InputTemplate::wallet_output)): it
+//! carries no bump request and confirms only at the fee
+//! it was signed with (`payment_fee`, `refund_fee`). The payer's own payouts in a close (its
+//! change, the HTLC outputs) cannot pay for the payee's close either: only the payee's output is
+//! the payee's. A close whose payee output is too small to cover a child's fee is bumped with
+//! wallet coins, its fee never above its
+//! [`at_stake`](crate::core::feebump::BumpRequest::at_stake).
+//!
+//! Deadlines carry no extra margin: the bumper's schedule aims to confirm within half the blocks
+//! left and pays the next-block estimate in the last one. A deadline of `expiry + 1` means the
+//! payer pays the next-block rate from the first block its refund or timeout claim is valid: any
+//! block it misses is one in which the payee's payment (or preimage claim) could confirm
+//! instead.
 
 pub(crate) mod dot;
+mod fees;
 mod msgs;
 mod payee;
 mod payer;

@@ -20,7 +20,10 @@ use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError
 pub struct PayeeConfig {
     /// Refund construction.
     pub variant: Variant,
-    /// Where the payee's output goes.
+    /// Where the payee's output goes. For the close to be bumpable (CPFP through this output,
+    /// see [the module docs](super#fee-bumping)) it must be a P2WPKH or P2TR script of the wallet
+    /// the embedder gives the payee's [`Bumper`](crate::core::feebump::Bumper) as its
+    /// [`FeeWallet`](crate::core::feebump::FeeWallet).
     pub payee_script: ScriptBuf,
     /// Height from which the payer may refund.
     pub expiry: BlockHeight,
@@ -151,6 +154,20 @@ impl Payee {
     /// The height at which the payee stops accepting payments and closes: `expiry - close_margin`.
     pub fn close_by(&self) -> BlockHeight {
         self.config.expiry.saturating_sub(self.config.close_margin)
+    }
+
+    /// The height by which the payee's close must confirm (its fee-bump deadline, see
+    /// [`core::feebump`](crate::core::feebump)): `expiry`, since the payer's refund can be mined
+    /// from `expiry + 1`; or, if the payee revealed the preimage of an HTLC its best payment
+    /// carries, that HTLC's expiry less half the close margin (rounded up) if sooner, leaving the
+    /// other half to the claim, which must confirm by the HTLC's expiry.
+    pub fn close_deadline(&self) -> BlockHeight {
+        let half = self.config.close_margin.div_ceil(2);
+        self.preimages
+            .iter()
+            .filter_map(|(id, _)| self.held_htlc(*id))
+            .map(|h| h.expiry.saturating_sub(half))
+            .fold(self.config.expiry, |a, b| a.min(b))
     }
 
     /// The channel id, once the funding outpoint is known.
@@ -503,15 +520,16 @@ impl Payee {
         };
         self.preimages.push((id, preimage));
         self.failed.retain(|f| *f != id);
-        if let Some((_, claim)) = &claim {
+        if let Some((_, claim, _)) = &claim {
             self.claims.push((id, claim.compute_txid()));
         }
         let mut fx = self.persist();
         fx.next_deadline = self.next_deadline();
         match claim {
-            Some((_, tx)) => {
+            Some((_, tx, bump)) => {
                 fx.events.push(Event::HtlcClaimBroadcast { id, txid: tx.compute_txid() });
                 fx.broadcast.push(tx);
+                fx.bumps.extend(bump);
             }
             None => fx.send.push(Msg::Fulfill { id, preimage }),
         }
@@ -553,7 +571,9 @@ impl Payee {
         Ok(t.complete(signer, &built, &best.signature)?)
     }
 
-    /// Closes the channel now: completes and broadcasts the best payment transaction.
+    /// Closes the channel now: completes and broadcasts the best payment transaction, with its
+    /// fee-bump request in [`Effects::bumps`](crate::driving::Effects::bumps) (deadline
+    /// [`Payee::close_deadline`]; none if `payee_script` cannot pay for a child).
     ///
     /// # Errors
     /// [`CommandError`] if the channel is not open or the signer fails;
@@ -565,23 +585,39 @@ impl Payee {
         }
         let tx = self.closing_tx(signer)?;
         let txid = tx.compute_txid();
+        let bump = self.close_bump(&tx);
         self.phase = PayeePhase::Closing;
         self.closing_txid = Some(txid);
         let mut fx = self.persist();
         fx.send.push(Msg::Closed { txid });
         fx.broadcast.push(tx);
+        fx.bumps.extend(bump);
         fx.watch.push(Watch::Tx(txid));
         fx.events.push(Event::CloseBroadcast { txid });
         Ok(fx)
     }
 
+    /// The fee-bump request of the close `tx` (the best payment): CPFP through the payee's
+    /// output, if its script is one the wallet can sign in a child (see the `fees` module).
+    fn close_bump(&self, tx: &Transaction) -> Option<crate::core::feebump::BumpRequest> {
+        let (t, best) = (self.template.as_ref()?, self.best.as_ref()?);
+        let revealed = self
+            .preimages
+            .iter()
+            .filter_map(|(id, _)| self.held_htlc(*id))
+            .try_fold(Amount::ZERO, |a, h| a.checked_add(h.amount))?;
+        super::fees::close_request(t, tx, best.state.to_payee, self.close_deadline(), revealed)
+    }
+
+    /// The claim of `htlc` with `preimage` from the payment `payment_txid`, and its fee-bump
+    /// request.
     fn claim_tx<S: Signer + ?Sized>(
         &self,
         payment_txid: Txid,
         htlc: &PaymentHtlc,
         preimage: &PaymentPreimage,
         signer: &S,
-    ) -> Result<(u64, Transaction), CommandError> {
+    ) -> Result<(u64, Transaction, Option<crate::core::feebump::BumpRequest>), CommandError> {
         let (Some(t), Some(best)) = (&self.template, &self.best) else {
             return Err(CommandError::WrongPhase);
         };
@@ -591,7 +627,10 @@ impl Payee {
         let claim = t
             .htlc_claim_tx(payment_txid, *vout, htlc, true, t.payee_script.clone(), self.config.claim_fee)
             .ok_or(CommandError::InvalidAmount)?;
-        Ok((htlc.id, t.complete_htlc_claim(signer, claim, htlc, Some(preimage))?))
+        let claim = t.complete_htlc_claim(signer, claim, htlc, Some(preimage))?;
+        let outpoint = OutPoint { txid: payment_txid, vout: *vout };
+        let bump = super::fees::claim_request(t, &claim, outpoint, htlc, Some(preimage), t.payee_script.clone());
+        Ok((htlc.id, claim, bump))
     }
 
     /// Handles a chain event. Idempotent; unrelated or garbage transactions change nothing.
@@ -648,12 +687,13 @@ impl Payee {
                 }
             }
         }
-        self.claims.extend(claims.iter().map(|(id, tx)| (*id, tx.compute_txid())));
+        self.claims.extend(claims.iter().map(|(id, tx, _)| (*id, tx.compute_txid())));
         let mut fx = self.persist();
         fx.events.push(Event::Closed { txid, kind });
-        for (id, claim) in claims {
+        for (id, claim, bump) in claims {
             fx.events.push(Event::HtlcClaimBroadcast { id, txid: claim.compute_txid() });
             fx.broadcast.push(claim);
+            fx.bumps.extend(bump);
         }
         fx
     }

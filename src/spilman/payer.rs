@@ -18,7 +18,11 @@ use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError
 pub struct PayerConfig {
     /// Value of the channel output.
     pub capacity: Amount,
-    /// Where change and the refund go.
+    /// Where change and the refund go. With [`Variant::PresignedRefund`] the refund is bumped
+    /// through this output (CPFP, see [the module docs](super#fee-bumping)): it must then be a
+    /// P2WPKH or P2TR script of the wallet the embedder gives the payer's
+    /// [`Bumper`](crate::core::feebump::Bumper) as its
+    /// [`FeeWallet`](crate::core::feebump::FeeWallet).
     pub payer_script: ScriptBuf,
     /// Fee of the refund transaction.
     pub refund_fee: Amount,
@@ -715,6 +719,9 @@ impl Payer {
                 self.closing_txid = Some(txid);
                 fx.events.push(Event::CloseBroadcast { txid });
                 fx.watch.push(Watch::Tx(txid));
+                if let Some(t) = &self.template {
+                    fx.bumps.extend(super::fees::refund_request(t, &refund, self.config.refund_fee, self.exposure()));
+                }
                 fx.broadcast.push(refund);
                 changed = true;
             }
@@ -728,7 +735,7 @@ impl Payer {
                     fx.broadcast.extend(again);
                 }
             }
-            for (id, tx) in self.timeout_claims(self.tip, signer) {
+            for (id, tx, bump) in self.timeout_claims(self.tip, signer) {
                 let txid = tx.compute_txid();
                 if let Some(o) = self.onchain.iter_mut().find(|o| o.id == id) {
                     o.claim = Some(txid);
@@ -736,6 +743,7 @@ impl Payer {
                 fx.events.push(Event::HtlcClaimBroadcast { id, txid });
                 fx.watch.push(Watch::Tx(txid));
                 fx.broadcast.push(tx);
+                fx.bumps.extend(bump);
                 changed = true;
             }
         }
@@ -749,26 +757,43 @@ impl Payer {
             self.onchain.iter().filter(|o| !o.resolved && o.claim.is_some()).copied().collect();
         self.build_timeouts(&pending, height, signer)
             .into_iter()
-            .filter(|(id, tx)| pending.iter().any(|o| o.id == *id && o.claim == Some(tx.compute_txid())))
-            .map(|(_, tx)| tx)
+            .filter(|(id, tx, _)| pending.iter().any(|o| o.id == *id && o.claim == Some(tx.compute_txid())))
+            .map(|(_, tx, _)| tx)
             .collect()
     }
 
-    fn timeout_claims<S: Signer + ?Sized>(&self, height: BlockHeight, signer: &S) -> Vec<(u64, Transaction)> {
+    /// Timeout claims of the expired HTLC outputs not claimed yet, with their fee-bump requests.
+    fn timeout_claims<S: Signer + ?Sized>(
+        &self,
+        height: BlockHeight,
+        signer: &S,
+    ) -> Vec<(u64, Transaction, Option<crate::core::feebump::BumpRequest>)> {
         let open: Vec<OnChainHtlc> =
             self.onchain.iter().filter(|o| !o.resolved && o.claim.is_none()).copied().collect();
         self.build_timeouts(&open, height, signer)
     }
 
-    /// Timeout claims of `outputs` valid at `height`. An HTLC whose preimage we know is timed
-    /// out too once it expired: the output is still ours to take if the payee never claimed it
-    /// (it may have shown the preimage only in a spend that never confirmed).
+    /// The most a payment the payee holds could give it, were it to learn every preimage: what
+    /// the refund protects (its fee-bump [`at_stake`](crate::core::feebump::BumpRequest::at_stake)).
+    fn exposure(&self) -> Amount {
+        let newest = self.state.htlc_total().and_then(|h| h.checked_add(self.state.to_payee));
+        self.htlcs
+            .iter()
+            .map(|h| h.max_exposure)
+            .fold(newest.unwrap_or(self.config.capacity), Amount::max)
+            .min(self.config.capacity)
+    }
+
+    /// Timeout claims of `outputs` valid at `height`, with their fee-bump requests. An HTLC whose
+    /// preimage we know is timed out too once it expired: the output is still ours to take if the
+    /// payee never claimed it (it may have shown the preimage only in a spend that never
+    /// confirmed).
     fn build_timeouts<S: Signer + ?Sized>(
         &self,
         outputs: &[OnChainHtlc],
         height: BlockHeight,
         signer: &S,
-    ) -> Vec<(u64, Transaction)> {
+    ) -> Vec<(u64, Transaction, Option<crate::core::feebump::BumpRequest>)> {
         let Some(t) = &self.template else { return Vec::new() };
         let mut out = Vec::new();
         for o in outputs {
@@ -786,7 +811,8 @@ impl Payer {
             );
             if let Some(claim) = claim {
                 if let Ok(tx) = t.complete_htlc_claim(signer, claim, &h.htlc, None) {
-                    out.push((o.id, tx));
+                    let bump = super::fees::claim_request(t, &tx, o.outpoint, &h.htlc, None, t.payer_script.clone());
+                    out.push((o.id, tx, bump));
                 }
             }
         }
@@ -801,7 +827,11 @@ impl Payer {
                 return Effects::none();
             }
             let refund = self.refund_tx(signer).ok().map(|r| r.compute_txid());
-            let kind = if refund == Some(txid) { CloseKind::Refund } else { CloseKind::Payment };
+            let kind = if refund == Some(txid) || Self::is_refund_spend(&t, tx) {
+                CloseKind::Refund
+            } else {
+                CloseKind::Payment
+            };
             self.phase = PayerPhase::Closed;
             self.closing_txid = Some(txid);
             let mut fx = Effects::none();
@@ -868,6 +898,17 @@ impl Payer {
         let mut fx = self.persist();
         fx.events = events;
         fx
+    }
+
+    /// Whether `tx` spends the channel output by the payer's refund branch of a script lock
+    /// (`<payer_sig> <>`): the refund as signed, or a fee-bumping replacement of it.
+    fn is_refund_spend(t: &PaymentTemplate, tx: &Transaction) -> bool {
+        if t.lock == ChannelLock::Multisig {
+            return false;
+        }
+        tx.input.iter().any(|i| {
+            i.previous_output == t.outpoint && i.witness.len() == 3 && i.witness.nth(1).is_some_and(<[u8]>::is_empty)
+        })
     }
 
     fn on_unconfirmed<S: Signer + ?Sized>(&mut self, txid: Txid, signer: &S) -> Effects {

@@ -65,12 +65,20 @@ const fn varint_len(n: u64) -> u64 {
 
 /// The largest serialized witness of `t` (item count, items, signatures at their longest).
 pub(crate) fn witness_weight(t: &InputTemplate) -> u64 {
+    if let Some(coin) = t.as_wallet_coin() {
+        return coin.witness_weight;
+    }
     let mut w = varint_len(t.witness.len() as u64);
     for part in &t.witness {
         let len = match part {
             WitnessPart::Signature => MAX_SIG,
             WitnessPart::Bytes(b) => b.len() as u64,
             WitnessPart::WitnessScript => t.script_code.len() as u64,
+            // Only ever alone (handled above); counted as its size otherwise.
+            WitnessPart::Wallet(size) => {
+                w += size;
+                continue;
+            }
         };
         w += varint_len(len) + len;
     }
@@ -116,8 +124,8 @@ pub(crate) fn signed_weight(tx: &Transaction, templates: &[&InputTemplate], coin
     weight_with(tx, templates.iter().map(|t| witness_weight(t)).chain(coins.iter().map(|c| c.witness_weight)))
 }
 
-/// Signs the template inputs (indices `0..templates.len()`) with `signer` and the coins after
-/// them with `wallet`.
+/// Signs the template inputs (indices `0..templates.len()`) with `signer`, except those the
+/// wallet signs ([`WitnessPart::Wallet`]), and the coins after them with `wallet`.
 pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
     tx: &mut Transaction,
     templates: &[&InputTemplate],
@@ -146,12 +154,19 @@ pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
                 WitnessPart::Signature => w.push(sig.ok_or(BuildError::Signer(SignerError::UnsupportedKey))?.to_vec()),
                 WitnessPart::Bytes(b) => w.push(b),
                 WitnessPart::WitnessScript => w.push(t.script_code.as_bytes()),
+                // Made by the wallet below (a template of its own output).
+                WitnessPart::Wallet(_) => {}
             }
         }
         witnesses.push(w);
     }
     for (input, w) in tx.input.iter_mut().zip(witnesses) {
         input.witness = w;
+    }
+    for (i, t) in templates.iter().enumerate() {
+        if let Some(coin) = t.as_wallet_coin() {
+            wallet.sign_coins(tx, i, core::slice::from_ref(&coin))?;
+        }
     }
     if !coins.is_empty() {
         let start = templates.len();

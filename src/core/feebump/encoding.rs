@@ -98,6 +98,9 @@ fn write_template(w: &mut Writer, t: &InputTemplate) {
             WitnessPart::WitnessScript => {
                 w.u8(2);
             }
+            WitnessPart::Wallet(size) => {
+                w.u8(3).u64(*size);
+            }
         }
     }
     match &t.paired_output {
@@ -137,6 +140,7 @@ fn read_template(r: &mut Reader<'_>) -> Result<InputTemplate, DecodeError> {
             0 => WitnessPart::Signature,
             1 => WitnessPart::Bytes(r.var_bytes()?.to_vec()),
             2 => WitnessPart::WitnessScript,
+            3 => WitnessPart::Wallet(r.u64()?),
             _ => return Err(DecodeError::InvalidValue("witness part")),
         });
     }

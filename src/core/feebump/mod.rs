@@ -31,7 +31,9 @@
 //!   ([`BumpEvent::Capped`]).
 //! - **No key leaves the signer**: templates name keys by [`KeyId`] and
 //!   [`Tweak`]; the channel's [`Signer`](crate::core::sign::Signer) signs. Wallet
-//!   coins are signed by the embedder's [`FeeWallet`].
+//!   coins are signed by the embedder's [`FeeWallet`], and so is a template input spending an
+//!   output that pays the wallet's own script ([`WitnessPart::Wallet`],
+//!   [`InputTemplate::wallet_output`]: a Spilman close bumped through the payee's payout).
 //!
 //! The schedule itself is a pure function ([`schedule`]), so an embedder that bumps by other means
 //! can reuse it.
@@ -150,6 +152,13 @@ pub enum WitnessPart {
     Bytes(Vec<u8>),
     /// The input's witness script ([`InputTemplate::script_code`]).
     WitnessScript,
+    /// The whole witness, made by the embedder's wallet ([`FeeWallet::sign_coins`], as for one of
+    /// its coins): the input spends an output paying the wallet's own script (a Spilman close's
+    /// payout to the payee, which the channel's signer cannot sign). It is the template's only
+    /// part, the template's `key` is `None` and its `script_code` is the spent output's
+    /// scriptPubKey; the number is the witness's largest serialized size, as
+    /// [`WalletCoin::witness_weight`]. See [`InputTemplate::wallet_output`].
+    Wallet(u64),
 }
 
 /// An input the bumper can sign again over any transaction: what it spends and how its witness
@@ -174,6 +183,60 @@ pub struct InputTemplate {
     /// An output that must sit at the same index as this input (a peer's
     /// `SIGHASH_SINGLE|ANYONECANPAY` signature commits to it).
     pub paired_output: Option<TxOut>,
+}
+
+impl InputTemplate {
+    /// A template for an output that pays the embedder's wallet, signed by the wallet
+    /// ([`WitnessPart::Wallet`]), for the scripts whose witness size is known: P2WPKH (at most
+    /// 109 bytes: item count, a 73-byte signature, a 33-byte key, with their lengths) and P2TR
+    /// spent by its key path (at most 67 bytes: a 65-byte signature with a sighash byte).
+    /// `None` for any other script (P2PKH and P2SH need a `scriptSig`, a P2WSH witness depends on
+    /// a script the bumper does not know): such an output cannot pay for a bump.
+    ///
+    /// # Example
+    /// ```
+    /// use bitcoin::{Amount, OutPoint, ScriptBuf, TxOut, WPubkeyHash};
+    /// use bitcoin::hashes::Hash;
+    /// use paychan::core::feebump::{InputTemplate, WitnessPart};
+    ///
+    /// let p2wpkh = ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([1; 20]));
+    /// let out = TxOut { value: Amount::from_sat(10_000), script_pubkey: p2wpkh };
+    /// let t = InputTemplate::wallet_output(OutPoint::null(), &out).unwrap();
+    /// assert_eq!(t.witness, vec![WitnessPart::Wallet(109)]);
+    /// assert!(t.key.is_none());
+    /// let p2sh = ScriptBuf::new_p2sh(&bitcoin::ScriptHash::from_byte_array([1; 20]));
+    /// assert!(InputTemplate::wallet_output(OutPoint::null(), &TxOut { script_pubkey: p2sh, ..out }).is_none());
+    /// ```
+    pub fn wallet_output(outpoint: OutPoint, output: &TxOut) -> Option<InputTemplate> {
+        use super::standard::{payout_kind, PayoutKind};
+        let (p2wpkh, size) = match payout_kind(&output.script_pubkey)? {
+            PayoutKind::P2wpkh => (true, 109),
+            PayoutKind::P2tr => (false, 67),
+            _ => return None,
+        };
+        Some(InputTemplate {
+            outpoint,
+            value: output.value,
+            script_code: output.script_pubkey.clone(),
+            p2wpkh,
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            key: None,
+            witness: alloc::vec![WitnessPart::Wallet(size)],
+            paired_output: None,
+        })
+    }
+
+    /// The wallet coin this template stands for, if it is signed by the wallet.
+    pub(crate) fn as_wallet_coin(&self) -> Option<WalletCoin> {
+        match self.witness.as_slice() {
+            [WitnessPart::Wallet(size)] => Some(WalletCoin {
+                outpoint: self.outpoint,
+                txout: TxOut { value: self.value, script_pubkey: self.script_code.clone() },
+                witness_weight: *size,
+            }),
+            _ => None,
+        }
+    }
 }
 
 /// How a request is paid for (see the [module docs](self)).

@@ -21,6 +21,13 @@
 //!
 //! Both sides reconnect (`Reestablish`) after every restart and at random other times (a new
 //! connection drops the messages in flight); an honest side must never be told it lost state.
+//!
+//! Each side's payout script is its own wallet's ([`FeeCoins`]), which also pays for fee bumps:
+//! every [`BumpRequest`](crate::core::feebump::BumpRequest) a side's channel returns goes to its
+//! [`Bumper`], which bumps each block at a flat estimate drawn for the run (a child of the
+//! payee's close spends the payee's output, signed by its wallet, and wallet coins if the output
+//! does not cover the fee). The accounting charges each side the fees of everything it broadcast,
+//! bumps included, and does not count the wallet coins a bump spent as channel value.
 
 use std::collections::{HashMap, HashSet};
 use std::format;
@@ -31,6 +38,8 @@ use std::vec::Vec;
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 
+use crate::core::commitment::FeeratePerKw;
+use crate::core::feebump::{Bumper, FeeEstimates};
 use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
 use crate::core::{BlockHeight, PaymentHash, PaymentPreimage};
@@ -40,6 +49,7 @@ use crate::testing::chain::Chain;
 use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, BroadcastCheck, Broadcasts, Settlement};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
+use crate::testing::wallet::{FeeCoins, Wallet};
 
 use super::{Config, Outcome, Sabotage};
 
@@ -115,7 +125,17 @@ struct Sim {
     offline: [bool; 2],
     /// The payee learned that the payer lost state: it closes with its best payment.
     close_now: bool,
+    /// Each side's fee bumper (kept across restarts, as its own store would).
+    bumpers: [Bumper; 2],
+    /// Each side's wallet: its payout script, and the coins a bump may add.
+    wallets: [FeeCoins; 2],
+    /// The flat feerate estimate of the run (253 to 20,000 sat/kw: above the channel's fixed
+    /// fees, so closes get children and claims replacements).
+    estimate: FeeratePerKw,
 }
+
+/// The value of each wallet's spare coin.
+const SPARE_COIN: u64 = 100_000;
 
 /// Runs one seeded simulation.
 ///
@@ -140,10 +160,12 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     ];
     let tip = ChainTip::at(START);
     let close_margin = rng.range(6, 30) as u32;
+    let wallets = [FeeCoins::new(Wallet::new(0x71)), FeeCoins::new(Wallet::new(0x72))];
+    let estimate = FeeratePerKw(rng.range(253, 20_000) as u32);
     let (payee, fx) = Payee::new(
         PayeeConfig {
             variant,
-            payee_script: p2wpkh(2),
+            payee_script: wallets[PAYEE].script(),
             expiry: BlockHeight(expiry),
             min_first_payment: Amount::from_sat(1_000),
             dust_limit: Amount::from_sat(546),
@@ -162,7 +184,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         offer,
         PayerConfig {
             capacity: Amount::from_sat(capacity),
-            payer_script: p2wpkh(1),
+            payer_script: wallets[PAYER].script(),
             refund_fee: Amount::from_sat(300),
             claim_fee: Amount::from_sat(300),
             first_payment: Amount::from_sat(rng.range(1_000, 5_000)),
@@ -208,7 +230,13 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         kept: vec![],
         offline: [false; 2],
         close_now: false,
+        bumpers: [Bumper::new(), Bumper::new()],
+        wallets,
+        estimate,
     };
+    for w in &mut sim.wallets {
+        w.add_coin(&mut sim.chain, Amount::from_sat(SPARE_COIN));
+    }
     if let Some(u) = fx.update {
         sim.stored[1].push(u);
     }
@@ -283,6 +311,7 @@ impl Sim {
             let m = wire(&m)?;
             self.net.send(1 - i, m, &mut self.rng);
         }
+        let fx_broadcast_ids: Vec<Txid> = fx.broadcast.iter().map(Transaction::compute_txid).collect();
         for tx in fx.broadcast {
             if self.is_honest(i) && self.sabotaged(&tx) {
                 self.out.sabotaged += 1;
@@ -297,6 +326,42 @@ impl Sim {
                 }
             }
             if check_broadcast(&self.chain, &tx).map_err(|e| format!("side {i}: {e}"))? == BroadcastCheck::Deferred {
+                self.deferred.push(tx.clone());
+            }
+            let _ = self.chain.submit(&tx);
+        }
+        for r in fx.bumps {
+            if !fx_broadcast_ids.contains(&r.id()) {
+                return Err(format!("side {i}: a bump request for a transaction it did not broadcast"));
+            }
+            let _ = self.bumpers[i].track(r);
+        }
+        Ok(())
+    }
+
+    /// Side `i`'s bumper's block work at the run's flat estimate; its broadcasts go out as the
+    /// side's own (the sabotage applies to them too).
+    fn bump(&mut self, i: usize) -> Result<(), String> {
+        if self.offline[i] {
+            return Ok(());
+        }
+        self.wallets[i].sync(&self.chain);
+        let est = FeeEstimates::flat(self.estimate);
+        let tip = BlockHeight(self.chain.height);
+        let fx = self.bumpers[i].bump(tip, &est, &mut self.wallets[i], &self.signers[i]);
+        if let Some(u) = &fx.update {
+            if Bumper::decode(&u.snapshot).as_ref() != Ok(&self.bumpers[i]) {
+                return Err(format!("side {i}: the bumper does not restore from its update"));
+            }
+        }
+        for tx in fx.broadcast {
+            if self.is_honest(i) && self.sabotaged(&tx) {
+                self.out.sabotaged += 1;
+                continue;
+            }
+            self.broadcasts.record(i, &tx);
+            let check = check_broadcast(&self.chain, &tx).map_err(|e| format!("side {i} bump: {e}"))?;
+            if check == BroadcastCheck::Deferred && !self.deferred.contains(&tx) {
                 self.deferred.push(tx.clone());
             }
             let _ = self.chain.submit(&tx);
@@ -349,6 +414,9 @@ impl Sim {
         if matches!(ev, ChainEvent::Tip(_)) && self.sabotage == Sabotage::IgnoreNextDeadline && self.is_honest(i) {
             self.out.sabotaged += 1;
             return Ok(());
+        }
+        if !matches!(ev, ChainEvent::Tip(_)) {
+            let _ = self.bumpers[i].handle_chain(&ev);
         }
         let fx = if i == PAYER {
             self.payer.handle_chain(ev, &self.signers[0])
@@ -451,7 +519,9 @@ impl Sim {
             }
         }
         self.timeout_htlcs()?;
-        self.claim_on_chain()
+        self.claim_on_chain()?;
+        self.bump(PAYER)?;
+        self.bump(PAYEE)
     }
 
     /// The payer takes expired HTLCs out of its next payment.
@@ -731,6 +801,29 @@ impl Sim {
         Ok(true)
     }
 
+    /// The value each side's wallet put into the channel's transactions (the inputs of a
+    /// settled transaction that are neither the funding output nor an output of a settled
+    /// transaction: the coins a bump added).
+    fn external_inputs(&self, settled: &Settlement, scripts: &[ScriptBuf; 2]) -> Result<[u64; 2], String> {
+        let mut external = [0u64; 2];
+        for txid in &settled.txs {
+            let Some(tx) = self.chain.tx(txid) else { continue };
+            for input in &tx.input {
+                let op = input.previous_output;
+                if op == self.funding || settled.txs.contains(&op.txid) {
+                    continue;
+                }
+                let prev = self.chain.tx(&op.txid).and_then(|t| t.output.get(op.vout as usize));
+                let Some(prev) = prev else { return Err(format!("{txid} spends an unknown output {op}")) };
+                match scripts.iter().position(|s| *s == prev.script_pubkey) {
+                    Some(i) => external[i] += prev.value.to_sat(),
+                    None => return Err(format!("{txid} spends {op}, which is no side's")),
+                }
+            }
+        }
+        Ok(external)
+    }
+
     fn finish(&mut self) -> Result<(), String> {
         self.net.faults = Faults::NONE;
         self.drain()?;
@@ -758,26 +851,34 @@ impl Sim {
                 return Err(format!("side {i} does not know the channel closed"));
             }
         }
-        let (payer_script, payee_script) = (p2wpkh(1), p2wpkh(2));
-        let scripts = [payer_script, payee_script];
+        let scripts = [self.wallets[PAYER].script(), self.wallets[PAYEE].script()];
+        // Wallet coins a bump spent (inputs of the channel's transactions from outside them):
+        // each side's own money, not the channel's.
+        let external = self.external_inputs(&settled, &scripts)?;
         let unspent: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum();
-        if unspent + settled.fees != self.capacity {
-            return Err(format!("value not conserved: {unspent} unspent + {} fees != {}", settled.fees, self.capacity));
+        if unspent + settled.fees != self.capacity + external[0] + external[1] {
+            return Err(format!(
+                "value not conserved: {unspent} unspent + {} fees != {} + {external:?} from the wallets",
+                settled.fees, self.capacity
+            ));
         }
+        let got = |i: usize| settled.paid_to(&scripts[i]).saturating_sub(external[i]);
         let owed = self.owed();
-        for (i, script) in scripts.iter().enumerate() {
+        for i in [PAYER, PAYEE] {
             if self.is_honest(i) {
                 let who = if i == PAYER { "payer" } else { "payee" };
                 // Each transaction's fee is charged to the side that broadcast it (the payee's
                 // closing payment, the payer's refund, each side's HTLC claims).
+                // Fee bumps are charged the same way: a child or a replacement is the side's own
+                // broadcast.
                 let fees = self.broadcasts.fees_of(&self.chain, &settled, i, [&scripts[0], &scripts[1]], |_| false);
-                check_owed(who, settled.paid_to(script), owed[i], fees)?;
+                check_owed(who, got(i), owed[i], fees)?;
             }
         }
         if self.bad == Some(Bad::Cheater) {
             // An older payment loses against the newest: the cheater gets at most the best
             // payment the payer signed (with the HTLCs whose preimage it revealed).
-            check_cheater("payee", settled.paid_to(&scripts[PAYEE]), self.capacity - owed[PAYER])?;
+            check_cheater("payee", got(PAYEE), self.capacity - owed[PAYER])?;
         }
         for (op, o) in &settled.unspent {
             // A misbehaving side may leave an HTLC output of the close unclaimed (an honest

@@ -80,6 +80,8 @@ impl Sim {
         if h.never_closes && i == PAYEE {
             let funding = self.funding;
             fx.broadcast.retain(|tx| !tx.input.iter().any(|inp| inp.previous_output == funding));
+            // Nor does it have its close bumped.
+            fx.bumps.retain(|r| !r.tx.input.iter().any(|inp| inp.previous_output == funding));
         }
         self.out.hostile_moves += (before - fx.send.len() - fx.broadcast.len()) as u32;
     }
