@@ -804,3 +804,74 @@ fn estimates_follow_the_curve() {
     assert_eq!(trailing.estimate(2_020, 1), sat_vb(20));
     assert_eq!(trailing.estimate(2_050, 1), base);
 }
+
+// ---------------------------------------------------------------- more shapes
+
+#[test]
+fn a_transaction_over_400_000_weight_units_is_refused() {
+    let t = T::policy();
+    let c = Coin { op: OutPoint::null(), out: t.out(0), key: Key::Anchor };
+    let fits = unsigned(2, &[&c], (0..3_200).map(|_| t.out(1_000)).collect());
+    assert!(fits.weight().to_wu() <= 400_000);
+    assert_eq!(check_standard(&fits, &Policy::CORE_29), Ok(()));
+    let big = unsigned(2, &[&c], (0..3_300).map(|_| t.out(1_000)).collect());
+    let weight = big.weight().to_wu();
+    assert_eq!(check_standard(&big, &Policy::CORE_29), Err(PolicyReject::TooLarge { weight }));
+}
+
+#[test]
+fn a_parent_with_more_than_24_unconfirmed_children_is_refused() {
+    let mut t = T::policy();
+    let c = t.fund(1_000_000);
+    let parent = t.pay(2, &[&c], (0..26).map(|_| t.out(10_000)).collect(), at_rate(1));
+    t.chain.submit(&parent).unwrap();
+    for vout in 0..24 {
+        let child = t.pay(2, &[&coin_of(&parent, vout, Key::Wallet)], vec![t.out(0)], at_rate(1));
+        t.chain.submit(&child).expect("25 in the parent's family");
+    }
+    let child = t.pay(2, &[&coin_of(&parent, 24, Key::Wallet)], vec![t.out(0)], at_rate(1));
+    assert_eq!(refuse(&mut t, &child), PolicyReject::TooLongChain);
+}
+
+#[test]
+fn a_package_child_with_another_unconfirmed_parent_or_a_conflict_is_refused() {
+    let Anchored { mut t, parent, fee_coin } = anchored(Policy::CORE_29, None);
+    let c = t.fund(100_000);
+    let other = t.pay(3, &[&c], vec![t.out(0)], at_rate(2));
+    t.chain.submit(&other).unwrap();
+    let anchor = coin_of(&parent, 0, Key::Anchor);
+    let child = t.pay(3, &[&anchor, &coin_of(&other, 0, Key::Wallet)], vec![t.out(0)], at_rate(20));
+    let r = refused(t.chain.submit_package(&[parent.clone(), child]));
+    assert_eq!(r, PolicyReject::Package(PackageReject::ChildHasOtherUnconfirmedParent { input: 1 }));
+    // A child spending the parent's own input as well.
+    let parent_input = Coin { op: parent.input[0].previous_output, out: t.out(50_000), key: Key::Wallet };
+    let child = t.pay(3, &[&anchor, &parent_input, &fee_coin], vec![t.out(0)], at_rate(20));
+    let r = refused(t.chain.submit_package(&[parent, child]));
+    assert_eq!(r, PolicyReject::Package(PackageReject::Conflicting));
+    assert_eq!(t.chain.mempool(), &[other]);
+}
+
+/// Two zero-fee version 3 transactions spending the same coin (two parties' versions of one
+/// unilateral close), each with an anchor child: the one whose package pays more replaces the
+/// other by package RBF, and one paying no more is refused.
+#[test]
+fn a_competing_anchored_package_replaces_the_first_only_if_it_pays_more() {
+    let mut t = T::new(Some(Policy::CORE_29), None);
+    let c = t.fund(50_000);
+    let anchor = TxOut { value: Amount::ZERO, script_pubkey: ScriptBuf::new_p2a() };
+    let theirs = t.pay(3, &[&c], vec![anchor.clone(), t.out(0)], |_| 0);
+    let ours = t.pay(3, &[&c], vec![anchor, t.out(20_000), t.out(0)], |_| 0);
+    let (f1, f2) = (t.fund(100_000), t.fund(100_000));
+    let their_child = cpfp(&t, &theirs, &f1, 5);
+    t.chain.submit_package(&[theirs.clone(), their_child.clone()]).unwrap();
+    // At the same package feerate: not better than what it evicts.
+    let same = cpfp(&t, &ours, &f2, 5);
+    let before = t.chain.mempool().to_vec();
+    let r = refused(t.chain.submit_package(&[ours.clone(), same]));
+    assert!(matches!(r, PolicyReject::Rbf(_)), "{r:?}");
+    assert_eq!(t.chain.mempool(), &before[..]);
+    // Paying more: both of theirs are evicted.
+    let better = cpfp(&t, &ours, &f2, 12);
+    t.chain.submit_package(&[ours.clone(), better.clone()]).expect("package RBF");
+    assert_eq!(t.chain.mempool(), &[ours, better]);
+}
