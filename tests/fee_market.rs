@@ -875,3 +875,25 @@ fn a_competing_anchored_package_replaces_the_first_only_if_it_pays_more() {
     t.chain.submit_package(&[ours.clone(), better.clone()]).expect("package RBF");
     assert_eq!(t.chain.mempool(), &[ours, better]);
 }
+
+#[test]
+fn a_stepped_curve_and_its_estimates() {
+    // Given out of order; the later entry for one height wins.
+    let curve = FeeCurve::steps(sat_vb(1), [(120, sat_vb(3)), (100, sat_vb(50)), (110, sat_vb(8)), (120, sat_vb(2))]);
+    let rates: Vec<FeeRate> = [99, 100, 109, 110, 119, 120, 1_000].iter().map(|h| curve.rate_at(*h)).collect();
+    let expected = [1, 50, 50, 8, 8, 2, 2].map(sat_vb);
+    assert_eq!(rates, expected);
+    assert_eq!(curve.lowest_in(100, 109), sat_vb(50));
+    assert_eq!(curve.lowest_in(100, 110), sat_vb(8));
+    let market = FeeMarket::new(curve);
+    assert_eq!(market.estimate(99, 1), sat_vb(50), "the next block is 100");
+    assert_eq!(market.estimate(99, 0), sat_vb(50), "a target of 0 is read as 1");
+    assert_eq!(market.estimate(99, 21), sat_vb(2));
+    // Trailing, window shorter than the target: the current block's minimum.
+    let short = market.clone().with_estimator(Estimator::Trailing { window: 3 });
+    assert_eq!(short.estimate(115, 6), sat_vb(8));
+    // Trailing over 20 blocks at 125: confirming within 6 blocks from 100..=119 cost up to 8.
+    let long = market.with_estimator(Estimator::Trailing { window: 20 });
+    assert_eq!(long.estimate(125, 6), sat_vb(8));
+    assert_eq!(long.estimate(125, 1), sat_vb(50));
+}
