@@ -819,17 +819,26 @@ fn a_transaction_over_400_000_weight_units_is_refused() {
     assert_eq!(check_standard(&big, &Policy::CORE_29), Err(PolicyReject::TooLarge { weight }));
 }
 
+/// A counterparty fills the descendant limit of a shared unconfirmed transaction with its own
+/// children (pinning): the CPFP carve-out still lets one more small child in, and no more.
 #[test]
-fn a_parent_with_more_than_24_unconfirmed_children_is_refused() {
+fn a_parent_with_its_descendant_limit_full_takes_one_carve_out_child() {
     let mut t = T::policy();
     let c = t.fund(1_000_000);
-    let parent = t.pay(2, &[&c], (0..26).map(|_| t.out(10_000)).collect(), at_rate(1));
+    let parent = t.pay(2, &[&c], (0..27).map(|_| t.out(10_000)).collect(), at_rate(1));
     t.chain.submit(&parent).unwrap();
+    let mut children = Vec::new();
     for vout in 0..24 {
         let child = t.pay(2, &[&coin_of(&parent, vout, Key::Wallet)], vec![t.out(0)], at_rate(1));
         t.chain.submit(&child).expect("25 in the parent's family");
+        children.push(child);
     }
-    let child = t.pay(2, &[&coin_of(&parent, 24, Key::Wallet)], vec![t.out(0)], at_rate(1));
+    // A grandchild has two ancestors: no carve-out for it.
+    let grandchild = t.pay(2, &[&coin_of(&children[0], 0, Key::Wallet)], vec![t.out(0)], at_rate(1));
+    assert_eq!(refuse(&mut t, &grandchild), PolicyReject::TooLongChain);
+    let carve_out = t.pay(2, &[&coin_of(&parent, 24, Key::Wallet)], vec![t.out(0)], at_rate(1));
+    t.chain.submit(&carve_out).expect("the carve-out child");
+    let child = t.pay(2, &[&coin_of(&parent, 25, Key::Wallet)], vec![t.out(0)], at_rate(1));
     assert_eq!(refuse(&mut t, &child), PolicyReject::TooLongChain);
 }
 

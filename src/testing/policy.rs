@@ -25,14 +25,13 @@
 //! | inputs spend standard types | `bad-txns-nonstandard-inputs` | [`PolicyReject::NonStandardInput`] |
 //! | standard witnesses | `bad-witness-nonstandard` | [`PolicyReject::NonStandardWitness`] |
 //! | min relay feerate 1 sat/vB | `min relay fee not met` | [`PolicyReject::BelowMinRelay`] |
-//! | 25 ancestors / 25 descendants | `too-long-mempool-chain` | [`PolicyReject::TooLongChain`] |
+//! | 25 ancestors / 25 descendants, CPFP carve-out | `too-long-mempool-chain` | [`PolicyReject::TooLongChain`] |
 //! | BIP125 rules 2–6, full RBF | `insufficient fee`, … | [`PolicyReject::Rbf`] |
 //! | TRUC (version 3) | `TRUC-violation` | [`PolicyReject::Truc`] |
 //! | 1-parent-1-child packages | `package-…` | [`PolicyReject::Package`] |
 //!
 //! Not modelled: the sigop limits and the sigop-adjusted vsize (vsize is `ceil(weight / 4)`),
-//! the size limits of ancestor and descendant packages (only their counts), the CPFP carve-out,
-//! the policy-only script flags (`MINIMALIF`, `NULLFAIL`, low S, …: Core's consensus library
+//! the size limits of ancestor and descendant packages (only their counts), the policy-only script flags (`MINIMALIF`, `NULLFAIL`, low S, …: Core's consensus library
 //! does not take them), P2PK and bare multisig outputs (refused here; the crate never makes
 //! them), the mempool's size limit and expiry, and the rolling mempool minimum feerate.
 
@@ -77,7 +76,8 @@ pub struct Policy {
     /// The most transactions a replacement may evict (BIP125 rule 5).
     pub max_replacements: usize,
     /// The most in-mempool ancestors (the transaction included) and descendants (the ancestor
-    /// included) of a non-TRUC transaction.
+    /// included) of a transaction; Core's CPFP carve-out allows one more descendant of at most
+    /// 10,000 vB with a single unconfirmed ancestor (not TRUC).
     pub max_chain: usize,
     /// Core 29's ephemeral dust: a transaction paying no fee may have one dust output, which
     /// every child must spend. Off in Core 28, where any dust output is refused.

@@ -177,7 +177,7 @@ impl Chain {
             let txid = view.txs[*a].compute_txid();
             return Err(policy_err(PolicyReject::Rbf(RbfReject::SpendsConflicting { txid })));
         }
-        self.check_chain_limits(view, &policy, &ancestors, &evicted)?;
+        self.check_chain_limits(view, &policy, tx, &ancestors, &evicted)?;
         if let Some(sibling) = self.check_truc(view, tx, vsize, &parents, &ancestors, &evicted)? {
             conflicts.insert(sibling);
             evicted = with_descendants(view, &conflicts);
@@ -200,19 +200,25 @@ impl Chain {
         Ok(Eval { fee, vsize, conflicts, evicted })
     }
 
+    /// The ancestor and descendant count limits, with Core's CPFP carve-out: a non-TRUC
+    /// transaction of at most 10,000 vB with a single unconfirmed ancestor may be one
+    /// descendant over the limit (so each party of a channel can always attach one child).
     fn check_chain_limits(
         &self,
         view: &View<'_>,
         policy: &Policy,
+        tx: &Transaction,
         ancestors: &BTreeSet<usize>,
         evicted: &BTreeSet<usize>,
     ) -> Result<(), Reject> {
         if ancestors.len() + 1 > policy.max_chain {
             return Err(policy_err(PolicyReject::TooLongChain));
         }
+        let carve_out = ancestors.len() == 1 && tx.version.0 != 3 && vsize(tx) <= TRUC_MAX_VSIZE;
+        let max_descendants = policy.max_chain + usize::from(carve_out);
         for a in ancestors {
             let staying = view.descendants(*a).difference(evicted).count();
-            if staying + 2 > policy.max_chain {
+            if staying + 2 > max_descendants {
                 return Err(policy_err(PolicyReject::TooLongChain));
             }
         }
