@@ -1,13 +1,25 @@
 //! A small simulated chain for tests: a UTXO set, absolute and relative (BIP-0068)
 //! lock times, double-spend detection, value conservation, and every input's script checked by
 //! Bitcoin Core's interpreter with all consensus flags.
+//!
+//! By default every valid transaction is mined by the next block and no relay policy applies.
+//! [`Chain::with_policy`] adds Bitcoin Core's relay policy ([`super::policy`]: standardness,
+//! dust, minimum relay feerate, replacement, TRUC, 1-parent-1-child packages) and
+//! [`Chain::with_market`] a fee market ([`super::market`]: each block mines only packages
+//! paying its minimum feerate); with either, the mempool holds chains of unconfirmed
+//! transactions and blocks are built by ancestor-package feerate (see [`Chain::submit`]).
 
 use std::collections::HashMap;
 use std::string::String;
 use std::vec;
 use std::vec::Vec;
 
-use bitcoin::{OutPoint, Transaction, TxOut, Txid};
+use bitcoin::{FeeRate, OutPoint, Transaction, TxOut, Txid};
+
+use super::market::FeeMarket;
+use super::policy::{Policy, PolicyReject};
+
+mod mempool;
 
 /// Why the chain refused a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +50,8 @@ pub enum Reject {
     Version,
     /// A time-based relative lock (this crate never uses them).
     TimeBasedRelativeLock,
+    /// Valid by consensus but refused by the relay policy ([`Chain::with_policy`]).
+    Policy(PolicyReject),
 }
 
 /// The simulated chain.
@@ -52,12 +66,53 @@ pub struct Chain {
     mempool: Vec<Transaction>,
     /// The txids of each block mined by [`Chain::mine`] or [`Chain::mine_block`], by height.
     blocks: Vec<(u32, Vec<Txid>)>,
+    /// The fee market, if any ([`Chain::with_market`]).
+    market: Option<FeeMarket>,
+    /// The relay policy, if any ([`Chain::with_policy`]).
+    policy: Option<Policy>,
 }
 
 impl Chain {
     /// A chain at `height` with no coins.
     pub fn at(height: u32) -> Self {
         Chain { height, ..Default::default() }
+    }
+
+    /// The same chain with a fee market: from now on a block mines a mempool transaction only
+    /// when its ancestor package's feerate reaches the block's minimum (see [`FeeMarket`]).
+    #[must_use]
+    pub fn with_market(mut self, market: FeeMarket) -> Self {
+        self.market = Some(market);
+        self
+    }
+
+    /// The same chain with Bitcoin Core's relay policy applied by [`Chain::submit`] and
+    /// [`Chain::submit_package`] (see [`Policy`]).
+    #[must_use]
+    pub fn with_policy(mut self, policy: Policy) -> Self {
+        self.policy = Some(policy);
+        self
+    }
+
+    /// The fee market, if any.
+    pub fn market(&self) -> Option<&FeeMarket> {
+        self.market.as_ref()
+    }
+
+    /// The relay policy, if any.
+    pub fn policy(&self) -> Option<&Policy> {
+        self.policy.as_ref()
+    }
+
+    /// The minimum package feerate of the next block, if there is a fee market.
+    pub fn next_block_min_feerate(&self) -> Option<FeeRate> {
+        self.market.as_ref().map(|m| m.min_feerate(self.height + 1))
+    }
+
+    /// What an embedder's fee estimator says now for confirming within `target` blocks
+    /// ([`FeeMarket::estimate`] at the current tip), if there is a fee market.
+    pub fn fee_estimate(&self, target: u32) -> Option<FeeRate> {
+        self.market.as_ref().map(|m| m.estimate(self.height, target))
     }
 
     /// Adds a transaction's outputs as confirmed at the current height without checks (a wallet
@@ -95,12 +150,21 @@ impl Chain {
         if tx.version != bitcoin::transaction::Version::TWO && tx.version != crate::core::script::TRUC_VERSION {
             return Err(Reject::Version);
         }
+        self.check_coins(tx, |o| self.utxos.get(o).cloned()).map(|_| ())
+    }
+
+    /// The checks of [`Chain::check`] but the version, with the spent outputs and the heights
+    /// that confirmed them given by `coin`. Returns the fee and the spent outputs.
+    fn check_coins(
+        &self,
+        tx: &Transaction,
+        coin: impl Fn(&OutPoint) -> Option<(TxOut, u32)>,
+    ) -> Result<(u64, Vec<TxOut>), Reject> {
         let next = self.height + 1;
         let mut spent = Vec::new();
         let mut total_in = 0u64;
         for (i, input) in tx.input.iter().enumerate() {
-            let (out, h) =
-                self.utxos.get(&input.previous_output).ok_or(Reject::MissingOrSpent(input.previous_output))?;
+            let (out, h) = coin(&input.previous_output).ok_or(Reject::MissingOrSpent(input.previous_output))?;
             total_in += out.value.to_sat();
             spent.push(out.clone());
             let seq = input.sequence.0;
@@ -128,7 +192,8 @@ impl Chain {
         if total_out > total_in {
             return Err(Reject::ValueCreated);
         }
-        super::consensus::verify_spend(tx, &spent).map_err(Reject::Script)
+        super::consensus::verify_spend(tx, &spent).map_err(Reject::Script)?;
+        Ok((total_in - total_out, spent))
     }
 
     /// Mines `tx` alone in the next block.
@@ -144,6 +209,9 @@ impl Chain {
         }
         self.confirmed.insert(txid, (tx.clone(), self.height));
         self.blocks.push((self.height, vec![txid]));
+        if self.node_mode() {
+            self.evict_invalid();
+        }
         Ok(self.height)
     }
 
@@ -230,7 +298,20 @@ impl Chain {
     /// mempool would (a non-final or BIP-0068-locked transaction is refused, and must be
     /// submitted again once valid). Transactions spending the same output may wait side by side;
     /// the first submitted that is valid wins the block. Submitting a transaction twice is a no-op.
+    ///
+    /// With a policy ([`Chain::with_policy`]) or a market ([`Chain::with_market`]) the mempool
+    /// is a node's: a transaction may spend outputs of mempool transactions (its inputs are
+    /// looked up in the chain, then in the mempool; an unconfirmed parent counts as confirmed
+    /// in the next block for BIP-0068), and with a policy it must pass every rule of
+    /// [`super::policy`], a conflicting transaction being a replacement. Without a policy,
+    /// conflicting transactions still wait side by side.
+    ///
+    /// # Errors
+    /// The first consensus rule ([`Chain::check`]) or policy rule ([`Reject::Policy`]) broken.
     pub fn submit(&mut self, tx: &Transaction) -> Result<(), Reject> {
+        if self.node_mode() {
+            return self.submit_node(tx);
+        }
         let txid = tx.compute_txid();
         if self.confirmed.contains_key(&txid) || self.mempool.iter().any(|m| m.compute_txid() == txid) {
             return Ok(());
@@ -298,7 +379,16 @@ impl Chain {
     /// follow its parent into the same block when its relative lock allows), each checked by
     /// [`Chain::check`]. Transactions left in the mempool that conflict with the block are
     /// evicted. Returns the block's transactions.
+    ///
+    /// With a policy or a market, the block is built as a miner would: repeatedly the mempool
+    /// transaction whose ancestor package (with its unconfirmed ancestors) has the highest
+    /// feerate, with those ancestors, as long as that feerate reaches the block's minimum
+    /// ([`FeeMarket::min_feerate`]; no minimum without a market); then the transactions the
+    /// block made invalid leave the mempool with their descendants.
     pub fn mine_block(&mut self) -> Vec<Transaction> {
+        if self.node_mode() {
+            return self.mine_block_node();
+        }
         let block_height = self.height + 1;
         let mut mined = Vec::new();
         loop {

@@ -5,6 +5,11 @@
 //!   consensus flag;
 //! * [`chain`]: a simulated chain (UTXO set, absolute and BIP-0068 relative lock times,
 //!   double-spends, value conservation, Core's interpreter, a mempool, reorgs);
+//! * [`policy`]: Bitcoin Core 28/29's relay policy (standardness, dust, minimum relay feerate,
+//!   replacement, TRUC, ephemeral dust, packages), applied by a chain built
+//!   [`with_policy`](chain::Chain::with_policy);
+//! * [`market`]: a fee market (each block's minimum feerate from a fee curve, with spikes, and
+//!   fee estimates), followed by a chain built [`with_market`](chain::Chain::with_market);
 //! * [`net`]: a seeded network that drops, duplicates, reorders and delays messages;
 //! * [`lightning`], [`duplex`]: two-peer harnesses that drive a channel over the wire encoding
 //!   and check the persistence contract on every step;
@@ -41,7 +46,9 @@ pub mod duplex;
 pub mod hostile;
 pub mod invariants;
 pub mod lightning;
+pub mod market;
 pub mod net;
+pub mod policy;
 pub mod rng;
 pub mod sim;
 #[cfg(feature = "proptest")]
