@@ -61,21 +61,40 @@ fn owner_template(outpoint: OutPoint, value: u64, ws: &script::WitnessScript) ->
     }
 }
 
-fn placeholder(inputs: &[OutPoint]) -> Transaction {
-    Transaction {
+/// The transaction a channel would have broadcast first: spending `input` (worth `value`, the
+/// owner path of `ws`) to `dest` at a 200-sat fee, signed.
+fn first_version(
+    s: &InMemorySigner,
+    ws: &script::WitnessScript,
+    input: OutPoint,
+    value: u64,
+    dest: &ScriptBuf,
+) -> Transaction {
+    let mut tx = Transaction {
         version: Version::TWO,
         lock_time: LockTime::ZERO,
-        input: inputs
-            .iter()
-            .map(|op| TxIn {
-                previous_output: *op,
-                script_sig: ScriptBuf::new(),
-                sequence: Sequence::MAX,
-                witness: Witness::new(),
-            })
-            .collect(),
-        output: vec![],
-    }
+        input: vec![TxIn {
+            previous_output: input,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: Amount::from_sat(value - 200), script_pubkey: dest.clone() }],
+    };
+    let sig = s
+        .sign(&SignRequest {
+            tx: &tx,
+            input: 0,
+            script_code: ws.as_script(),
+            p2wpkh: false,
+            value: Amount::from_sat(value),
+            sighash_type: EcdsaSighashType::All,
+            key: KeyId::Funding,
+            tweak: Tweak::None,
+        })
+        .unwrap();
+    tx.input[0].witness = script::anchor_owner_witness(ws, &sig);
+    tx
 }
 
 fn fee_of(chain: &Chain, tx: &Transaction) -> Amount {
@@ -102,7 +121,7 @@ fn a_sweep_is_replaced_as_the_market_spikes_and_confirms_before_its_deadline() {
     let mut wallet = FeeCoins::new(Wallet::new(9));
     let dest = ScriptBuf::new_p2wsh(&bitcoin::WScriptHash::from_raw_hash(bitcoin::hashes::Hash::all_zeros()));
     let req = BumpRequest {
-        tx: placeholder(&[op]),
+        tx: first_version(&s, &ws, op, 200_000, &dest),
         deadline: BlockHeight(1_010),
         at_stake: Amount::from_sat(200_000),
         protects: Protects::Sweep,
@@ -373,7 +392,7 @@ fn fees_never_exceed_what_is_at_stake_and_a_missed_deadline_is_reported() {
     let dest = Wallet::new(4).script();
     let mut b = Bumper::new();
     let _ = b.track(BumpRequest {
-        tx: placeholder(&[op]),
+        tx: first_version(&s, &ws, op, 50_000, &dest),
         deadline: BlockHeight(102),
         at_stake: Amount::from_sat(3_000),
         protects: Protects::Penalty,
@@ -396,7 +415,7 @@ fn a_restored_bumper_continues_exactly_where_it_stopped() {
     let mut w1 = FeeCoins::new(Wallet::new(3));
     let mut w2 = FeeCoins::new(Wallet::new(3));
     let req = BumpRequest {
-        tx: placeholder(&[op]),
+        tx: first_version(&s, &ws, op, 90_000, &w1.script()),
         deadline: BlockHeight(320),
         at_stake: Amount::from_sat(90_000),
         protects: Protects::HtlcClaim,

@@ -405,6 +405,16 @@ impl Bumper {
                 let weight = build::signed_weight(&tx, &templates, &[]);
                 let dust = destination.minimal_non_dust();
                 let cap = e.request.at_stake.min(total.checked_sub(dust).ok_or(BuildError::Amount)?);
+                // Before the first attempt, the transaction the channel broadcast is what a
+                // replacement must beat (if it spends the same outputs: its fee is known).
+                let previous = previous.or_else(|| {
+                    let same = e.request.tx.input.len() == inputs.len()
+                        && e.request.tx.input.iter().zip(inputs.iter()).all(|(i, t)| i.previous_output == t.outpoint);
+                    let out: Option<Amount> =
+                        e.request.tx.output.iter().try_fold(Amount::ZERO, |a, o| a.checked_add(o.value));
+                    let fee = out.and_then(|o| total.checked_sub(o));
+                    fee.filter(|_| same).map(|f| (f, e.request.tx.weight().to_wu()))
+                });
                 let Some((fee, capped)) = schedule::next_fee(feerate.fee_for_weight(weight), weight, previous, cap)
                 else {
                     return Ok(None);
