@@ -10,7 +10,7 @@ use bitcoin::{Amount, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
 
 use super::bumper::{FeeWallet, WalletCoin, WalletError};
 use super::{InputTemplate, WitnessPart};
-use crate::core::sign::{SignRequest, Signer, SignerError};
+use crate::core::sign::{SignRequest, SignRequests, Signer, SignerError};
 
 /// Why a bump could not be built.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -133,19 +133,13 @@ pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
     signer: &S,
     wallet: &W,
 ) -> Result<(), BuildError> {
+    // One batch for every keyed input: the signer may reuse the transaction's digests.
+    let mut signatures =
+        signer.sign_batch(&mut TemplateRequests { tx, templates, next: 0, started: false })?.into_iter();
     let mut witnesses = Vec::with_capacity(templates.len());
-    for (i, t) in templates.iter().enumerate() {
+    for t in templates {
         let sig = match t.key {
-            Some((key, tweak)) => Some(signer.sign(&SignRequest {
-                tx,
-                input: i,
-                script_code: t.script_code.as_script(),
-                p2wpkh: t.p2wpkh,
-                value: t.value,
-                sighash_type: EcdsaSighashType::All,
-                key,
-                tweak,
-            })?),
+            Some(_) => Some(signatures.next().ok_or(BuildError::Signer(SignerError::UnsupportedKey))?),
             None => None,
         };
         let mut w = Witness::new();
@@ -173,6 +167,47 @@ pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
         wallet.sign_coins(tx, start, coins)?;
     }
     Ok(())
+}
+
+/// The keyed template inputs of one unchanged transaction, as one signing batch.
+struct TemplateRequests<'a> {
+    tx: &'a Transaction,
+    templates: &'a [&'a InputTemplate],
+    next: usize,
+    started: bool,
+}
+
+impl SignRequests for TemplateRequests<'_> {
+    fn next_request(&mut self) -> Option<SignRequest<'_>> {
+        self.next_request_same_tx().map(|(r, _)| r)
+    }
+
+    fn remaining_hint(&self) -> usize {
+        self.templates.len().saturating_sub(self.next)
+    }
+
+    fn next_request_same_tx(&mut self) -> Option<(SignRequest<'_>, bool)> {
+        while let Some(t) = self.templates.get(self.next) {
+            let input = self.next;
+            self.next += 1;
+            if let Some((key, tweak)) = t.key {
+                let same_tx = self.started;
+                self.started = true;
+                let request = SignRequest {
+                    tx: self.tx,
+                    input,
+                    script_code: t.script_code.as_script(),
+                    p2wpkh: t.p2wpkh,
+                    value: t.value,
+                    sighash_type: EcdsaSighashType::All,
+                    key,
+                    tweak,
+                };
+                return Some((request, same_tx));
+            }
+        }
+        None
+    }
 }
 
 /// Sum of the template values and coin values.
