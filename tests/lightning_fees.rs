@@ -570,3 +570,66 @@ fn without_the_bumper_a_100x_spike_loses_the_htlc() {
     let lost = -preimage_claim_race(false);
     assert!(lost >= HTLC as i64 - 50_000, "A lost the HTLC: {lost}");
 }
+
+/// BOLT 5's split, the attack it stops: the cheater's HTLC-timeout of a revoked commitment
+/// becomes valid before the penalty's deadline and confirms first (here the test keeps A's claim
+/// on that output out of the blocks until then). Only the split-off claim is lost to it; the main
+/// penalty, already bumped, confirms unchanged, and the HTLC-timeout's output is punished in turn:
+/// A still gets every non-anchor output of the revoked commitment, less its fees, to the satoshi.
+#[test]
+fn a_cheaters_htlc_timeout_racing_the_penalty_invalidates_only_its_split_claim() {
+    let (mut p, _, _) = channel_with_htlcs(&[1_100], &[1_040, 1_200]);
+    let v = p.b.ch.holder_commitment(&p.b.signer).unwrap();
+    let revoked = v.finalize(&p.b.signer).unwrap();
+    let position = v
+        .htlc_txs()
+        .iter()
+        .position(|h| h.tx.lock_time.to_consensus_u32() == 1_040)
+        .expect("B's HTLC-timeout of the HTLC expiring at 1,040");
+    let cheat_timeout = v.finalize_htlc_tx(&p.b.signer, position, None).unwrap().unwrap();
+    let raced = cheat_timeout.input[0].previous_output;
+    let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), preimage(0x40).hash(), 1_100, onion()).unwrap();
+    p.a.absorb_pub(fx, &mut p.to_b);
+    p.settle();
+    let funding = funding_outpoint(&p);
+    let mut w = World::new(p, 1_030, [true, false], [true, false], 1_029, 1_150);
+    w.evict_until = Some((1_041, Box::new(move |t: &Transaction| t.input.iter().any(|i| i.previous_output == raced))));
+    let h = w.chain.height + 1;
+    World::mine_into(&mut w.chain, &revoked, h);
+    w.mined.push((revoked.clone(), h));
+    let fx = w.channel(0, ChainEvent::Confirmed { tx: &revoked, height: BlockHeight(h) });
+    let main_id = fx.bumps.iter().find(|r| r.tx.input.len() == 3).expect("the main penalty").id();
+    w.absorb(0, fx);
+    while w.chain.height < 1_040 {
+        w.block();
+    }
+    // The cheater's HTLC-timeout is valid in block 1,041 and confirms there.
+    World::mine_into(&mut w.chain, &cheat_timeout, 1_041);
+    w.mined.push((cheat_timeout.clone(), 1_041));
+    let fx = w.channel(0, ChainEvent::Confirmed { tx: &cheat_timeout, height: BlockHeight(1_041) });
+    let second = fx.bumps.clone();
+    w.absorb(0, fx);
+    let fx = w.parties[0]
+        .bumper
+        .as_mut()
+        .unwrap()
+        .handle_chain(&ChainEvent::Confirmed { tx: &cheat_timeout, height: BlockHeight(1_041) });
+    assert!(
+        fx.events.iter().all(|e| !matches!(e, BumpEvent::Resolved { id, .. } if *id == main_id)),
+        "the main penalty is not touched by the race"
+    );
+    let main = w.parties[0]
+        .resolved
+        .iter()
+        .find(|(id, _, _)| *id == main_id)
+        .copied()
+        .expect("the main penalty confirmed before the race");
+    assert!(main.1 <= 1_040);
+    assert_eq!(second.len(), 1, "the second-stage penalty");
+    assert_eq!(second[0].deadline, BlockHeight(1_041 + 144 - 1), "before the cheater's delayed output unlocks");
+    w.run_until(1_300, |w| w.settled(0));
+    let owed: u64 = revoked.output.iter().filter(|o| o.value.to_sat() != 330).map(|o| o.value.to_sat()).sum();
+    let (held, fees) = w.holdings(0, funding);
+    assert_eq!(held, w.parties[0].wallet_start.to_sat() + owed - fees, "owed {owed}, fees {fees}");
+    assert!(w.chain.confirmation(&cheat_timeout.compute_txid()).is_some());
+}
