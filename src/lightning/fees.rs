@@ -100,10 +100,12 @@ impl Channel {
         for h in v.htlc_txs() {
             let Some(&(offerer, id)) = view.ids.get(h.htlc_index) else { continue };
             let cltv = v.commitment().htlcs().get(h.htlc_index).map_or(0, |x| x.cltv_expiry());
-            let due = match (h.direction, offerer) {
-                (HtlcDirection::Offered, _) => self.timeout_deadline(cltv).0,
-                (HtlcDirection::Received, _) if self.known_preimage(Side::Counterparty, id).is_some() => cltv,
-                _ => continue,
+            let due = match h.direction {
+                // Fulfilled by the peer: we were paid, nothing of ours is at stake.
+                HtlcDirection::Offered if self.known_preimage(offerer, id).is_some() => continue,
+                HtlcDirection::Offered => self.timeout_deadline(cltv).0,
+                HtlcDirection::Received if self.known_preimage(offerer, id).is_some() => cltv,
+                HtlcDirection::Received => continue,
             };
             // The second stage needs one more block after the commitment.
             let due = due.saturating_sub(1);
