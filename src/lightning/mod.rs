@@ -78,6 +78,7 @@ mod channel;
 mod close;
 mod deadlines;
 mod dot;
+pub mod fees;
 pub mod htlc;
 mod limits;
 pub mod msgs;

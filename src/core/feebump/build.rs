@@ -218,3 +218,49 @@ pub(crate) fn input_value(templates: &[&InputTemplate], coins: &[WalletCoin]) ->
     }
     Some(total)
 }
+
+/// A wallet with no coins, for transactions that spend templates only.
+struct NoCoins;
+
+impl FeeWallet for NoCoins {
+    fn select_coins(&mut self, _: Amount, _: &[bitcoin::OutPoint]) -> Result<Vec<WalletCoin>, WalletError> {
+        Err(WalletError::InsufficientFunds)
+    }
+    fn change_script(&mut self) -> ScriptBuf {
+        ScriptBuf::new()
+    }
+    fn sign_coins(&self, _: &mut Transaction, _: usize, _: &[WalletCoin]) -> Result<(), WalletError> {
+        Err(WalletError::Signing)
+    }
+    fn release_coins(&mut self, _: &[bitcoin::OutPoint]) {}
+}
+
+/// The signed weight of a [`BumpMethod::Replace`](super::BumpMethod::Replace) transaction
+/// spending `templates` to `destination` (signatures at their longest).
+pub(crate) fn replace_weight(templates: &[&InputTemplate], destination: &ScriptBuf, lock_time: u32) -> u64 {
+    let out = TxOut { value: Amount::ZERO, script_pubkey: destination.clone() };
+    let tx = assemble(templates, &[], alloc::vec![out], lock_time, Version::TWO);
+    signed_weight(&tx, templates, &[])
+}
+
+/// The signed [`BumpMethod::Replace`](super::BumpMethod::Replace) transaction spending
+/// `templates` to `destination` and paying `fee`: how a channel builds the first version of a
+/// request, exactly as the [`Bumper`](super::Bumper) builds every replacement.
+///
+/// # Errors
+/// [`BuildError::Amount`] if what the fee leaves is below the destination's dust limit;
+/// [`BuildError::Signer`] if the signer refuses.
+pub(crate) fn replace_tx<S: Signer + ?Sized>(
+    templates: &[&InputTemplate],
+    destination: &ScriptBuf,
+    lock_time: u32,
+    fee: Amount,
+    signer: &S,
+) -> Result<Transaction, BuildError> {
+    let total = input_value(templates, &[]).ok_or(BuildError::Amount)?;
+    let value = total.checked_sub(fee).filter(|v| *v >= destination.minimal_non_dust()).ok_or(BuildError::Amount)?;
+    let out = TxOut { value, script_pubkey: destination.clone() };
+    let mut tx = assemble(templates, &[], alloc::vec![out], lock_time, Version::TWO);
+    sign(&mut tx, templates, &[], signer, &NoCoins)?;
+    Ok(tx)
+}

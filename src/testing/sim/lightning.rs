@@ -32,7 +32,9 @@ use std::vec::Vec;
 
 use bitcoin::{Amount, OutPoint, Transaction, Txid};
 
+use crate::core::commitment::FeeratePerKw;
 use crate::core::commitment::{BuiltCommitment, ChannelType, HtlcDirection, OutputRole};
+use crate::core::feebump::{Bumper, FeeEstimates};
 use crate::core::{MilliSats, PaymentHash, PaymentPreimage};
 use crate::driving::{Action, ChainEvent, ChainTip, RestoreCheck};
 use crate::lightning::onchain::ClosingKind;
@@ -42,6 +44,7 @@ use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, Bro
 use crate::testing::lightning::{onion, Pair, Peer};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
+use crate::testing::wallet::{FeeCoins, Wallet};
 
 use super::{Config, Outcome, Sabotage};
 
@@ -133,7 +136,20 @@ struct Sim {
     seen: HashSet<Txid>,
     out: Outcome,
     reliable: bool,
+    /// Each party's fee bumper, fed its channel's [`Effects::bumps`](crate::driving::Effects::bumps)
+    /// and called each block with flat estimates.
+    bumpers: [Bumper; 2],
+    /// Each party's fee wallet.
+    wallets: [FeeCoins; 2],
+    /// What each bumper broadcast already (the simulated mempool keeps what it was given).
+    bumped: [HashSet<Txid>; 2],
 }
+
+/// The flat estimate the simulation's embedders feed their bumpers: above the channels' sweep
+/// feerate (1,000 sat/kW) and commitment feerates, so that every request is bumped (children pay
+/// for their commitments, replacements conflict with the channel's first versions; the chain
+/// has no fee market yet: the first valid one submitted wins).
+const ESTIMATE: FeeratePerKw = FeeratePerKw(5_000);
 
 /// Runs one seeded simulation.
 ///
@@ -162,6 +178,12 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     chain.credit(&pair.funding);
     chain.advance(1);
     let funding = OutPoint { txid: pair.funding.compute_txid(), vout: 0 };
+    let mut wallets = [FeeCoins::new(Wallet::new(0xe0)), FeeCoins::new(Wallet::new(0xe1))];
+    for w in &mut wallets {
+        for _ in 0..3 {
+            w.add_coin(&mut chain, Amount::from_sat(1_000_000));
+        }
+    }
     let Pair { a, b, .. } = pair;
     let bad = match rng.below(10) {
         _ if config.cheater => Some(Bad::Cheater(rng.below(2) as usize)),
@@ -199,6 +221,9 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         seen: HashSet::new(),
         out: Outcome::default(),
         reliable: false,
+        bumpers: [Bumper::new(), Bumper::new()],
+        wallets,
+        bumped: [HashSet::new(), HashSet::new()],
     };
     sim.record_commitments();
     sim.hostile_start()?;
@@ -271,8 +296,38 @@ impl Sim {
             self.transmit(i, m);
         }
         self.record_commitments();
+        let mut dropped = HashSet::new();
         for tx in fx.broadcast {
-            self.broadcast(i, tx)?;
+            let txid = tx.compute_txid();
+            if !self.broadcast(i, tx)? {
+                dropped.insert(txid);
+            }
+        }
+        // The embedder hands each request to its bumper (a sabotaged broadcast's with it).
+        for r in fx.bumps {
+            if !dropped.contains(&r.id()) {
+                let _ = self.bumpers[i].track(r);
+            }
+        }
+        Ok(())
+    }
+
+    /// Each party's bumper works at the tip with flat estimates; what it makes is broadcast
+    /// (and its fees charged to the party).
+    fn bump(&mut self) -> Result<(), String> {
+        let tip = crate::core::BlockHeight(self.chain.height);
+        for i in 0..2 {
+            if self.offline[i] {
+                continue;
+            }
+            self.wallets[i].sync(&self.chain);
+            let fx =
+                self.bumpers[i].bump(tip, &FeeEstimates::flat(ESTIMATE), &mut self.wallets[i], &self.nodes[i].signer);
+            for tx in fx.broadcast {
+                if self.bumped[i].insert(tx.compute_txid()) && self.chain.confirmation(&tx.compute_txid()).is_none() {
+                    self.broadcast(i, tx)?;
+                }
+            }
         }
         Ok(())
     }
@@ -350,7 +405,8 @@ impl Sim {
         }
     }
 
-    fn broadcast(&mut self, i: usize, tx: Transaction) -> Result<(), String> {
+    /// Broadcasts `tx` for peer `i`; `false` if a sabotage dropped it.
+    fn broadcast(&mut self, i: usize, tx: Transaction) -> Result<bool, String> {
         if self.is_honest(i) {
             let dropped = matches!(
                 (self.sabotage, self.classify(i, &tx)),
@@ -360,11 +416,11 @@ impl Sim {
             );
             if dropped {
                 self.out.sabotaged += 1;
-                return Ok(());
+                return Ok(false);
             }
         }
         if self.hostile_mempool_only(i, &tx)? {
-            return Ok(());
+            return Ok(true);
         }
         self.broadcasts.record(i, &tx);
         if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
@@ -389,7 +445,7 @@ impl Sim {
             // Deferred or conflicted: the mempool takes it once its parent confirms.
             self.deferred.push(tx);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Puts `m` from `from` on the connection, numbered in its stream (BOLT 8: a message lost
@@ -616,6 +672,7 @@ impl Sim {
     }
 
     fn mine(&mut self) -> Result<(), String> {
+        self.bump()?;
         for tx in self.deferred.clone() {
             let _ = self.chain.submit(&tx);
         }
@@ -648,6 +705,7 @@ impl Sim {
                 continue;
             }
             let records = self.records(i)?;
+            let _ = self.bumpers[i].handle_chain(&ev);
             let node = &mut self.nodes[i];
             let fx = node.ch.handle_chain_with_history(ev, &records, &node.signer);
             if let ChainEvent::Confirmed { tx, .. } = ev {
@@ -1003,9 +1061,10 @@ impl Sim {
                 self.broadcasts.payer_of(&self.chain, &op.txid, [&scripts[0], &scripts[1]])
             }
         };
+        // Fee inputs of the bumps (wallet coins) came from outside the channel.
         let conserved: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum::<u64>() + settled.fees;
-        if conserved != self.capacity {
-            return Err(format!("value not conserved: {conserved} != {}", self.capacity));
+        if conserved != self.capacity + settled.external {
+            return Err(format!("value not conserved: {conserved} != {} + {}", self.capacity, settled.external));
         }
         for (op, o) in &settled.unspent {
             let v = o.value.to_sat();
@@ -1072,7 +1131,23 @@ impl Sim {
                 })
                 .map(|(_, o)| o.value.to_sat())
                 .sum();
-            check_owed(&format!("peer {i}"), settled.paid_to(&scripts[i]), owed, fees + given_up + unswept)?;
+            // Its wallet's coins spent by its bumps are owed back to it (less the bumps' fees,
+            // charged above); the change they left is part of what it got.
+            let wallet = self.wallets[i].script();
+            let coins_in: u64 = settled
+                .txs
+                .iter()
+                .filter_map(|t| self.chain.tx(t))
+                .flat_map(|tx| tx.input.iter())
+                .filter(|inp| !settled.txs.contains(&inp.previous_output.txid))
+                .filter_map(|inp| {
+                    self.chain.tx(&inp.previous_output.txid)?.output.get(inp.previous_output.vout as usize)
+                })
+                .filter(|o| o.script_pubkey == wallet)
+                .map(|o| o.value.to_sat())
+                .sum();
+            let got = settled.paid_to(&scripts[i]) + settled.paid_to(&wallet);
+            check_owed(&format!("peer {i}"), got, owed + coins_in, fees + given_up + unswept)?;
             if let Some(Bad::Cheater(k)) = self.bad {
                 if revoked(i) {
                     // The penalty leaves the cheater nothing from its revoked commitment.
