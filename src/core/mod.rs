@@ -15,9 +15,11 @@
 //! | [`standard`] | which payout scripts are standard (Bitcoin Core's output templates), one policy for every layer |
 //! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
+//! | [`delta`] | delta records: a state's changes as a patch of its encoding, and their replay |
 
 mod bip143;
 pub mod commitment;
+pub mod delta;
 pub mod encode;
 pub mod hashlock;
 pub mod keys;
