@@ -73,16 +73,18 @@ impl Net {
         }
     }
 
-    /// Persists `fx` for its node, then delivers its messages and every answer until quiet.
-    fn run(&mut self, fx: Effects, from_a: bool) {
-        let mut queue = vec![(fx, from_a)];
-        while let Some((fx, from_a)) = queue.pop() {
-            self.node(from_a).store.persist(fx.update);
-            let to = self.node(!from_a);
+    /// Persists `fx` for its node, then delivers its messages and every answer until quiet; each
+    /// answer is persisted as it is produced (the writes of a node stay in order).
+    fn run(&mut self, mut fx: Effects, from_a: bool) {
+        self.node(from_a).store.persist(fx.update.take());
+        let mut queue = std::collections::VecDeque::from([(fx, from_a)]);
+        while let Some((fx, from_a)) = queue.pop_front() {
             for m in fx.send {
                 let m = Msg::decode(&m.encode()).expect("decode");
-                let answer = to.peer.ch.handle_message(m, &to.peer.signer, ChainTip::at(1_000)).expect("accepted");
-                queue.push((answer, !from_a));
+                let to = self.node(!from_a);
+                let mut answer = to.peer.ch.handle_message(m, &to.peer.signer, ChainTip::at(1_000)).expect("accepted");
+                to.store.persist(answer.update.take());
+                queue.push_back((answer, !from_a));
             }
         }
     }
@@ -91,14 +93,14 @@ impl Net {
         (self.a.store.writes + self.b.store.writes, self.a.store.bytes + self.b.store.bytes)
     }
 
-    /// A adds `k` HTLCs and signs them; B fulfils them all and signs.
-    fn batch(&mut self, k: u64, n: &mut u64) {
+    /// A adds `k` HTLCs of `msat` and signs them; B fulfils them all and signs.
+    fn batch(&mut self, k: u64, n: &mut u64, msat: u64) {
         let mut ids = Vec::new();
         for _ in 0..k {
             *n += 1;
             let pre = preimage(*n);
             let (id, fx) =
-                self.a.peer.ch.add_htlc(MilliSats::from_msat(5_000_000), pre.hash(), 2_000, onion(*n)).expect("add");
+                self.a.peer.ch.add_htlc(MilliSats::from_msat(msat), pre.hash(), 2_000, onion(*n)).expect("add");
             ids.push((id, pre));
             self.run(fx, true);
         }
@@ -147,11 +149,11 @@ fn main() {
     // One payment, both sides, in the steady state (a few payments first).
     let mut net = Net::new(base.clone(), FULL_SNAPSHOT_INTERVAL);
     for _ in 0..3 {
-        net.batch(1, &mut n);
+        net.batch(1, &mut n, 5_000_000);
     }
     let (w0, b0) = net.totals();
     let (wa, ba, wb, bb) = (net.a.store.writes, net.a.store.bytes, net.b.store.writes, net.b.store.bytes);
-    net.batch(1, &mut n);
+    net.batch(1, &mut n, 5_000_000);
     let (w1, b1) = net.totals();
     println!("1-HTLC payment (add, commit, revoke, fulfil, commit, revoke), both sides:");
     println!(
@@ -172,18 +174,18 @@ fn main() {
         snap as f64 * (w1 - w0) as f64 / 2.0 / f64::from(FULL_SNAPSHOT_INTERVAL)
     );
     let mut old = Net::new(base.clone(), 0);
-    old.batch(1, &mut n);
+    old.batch(1, &mut n, 5_000_000);
     let (w0, b0) = old.totals();
-    old.batch(1, &mut n);
+    old.batch(1, &mut n, 5_000_000);
     let (w1, b1) = old.totals();
     println!("  (a full snapshot on every write, interval 0: {} writes, {} bytes)", w1 - w0, b1 - b0);
 
     println!("batches of k HTLCs (A adds k and signs, B fulfils k and signs), both sides:");
     for k in [1u64, 10, 100] {
         let mut net = Net::new(base.clone(), FULL_SNAPSHOT_INTERVAL);
-        net.batch(1, &mut n);
+        net.batch(1, &mut n, 5_000_000);
         let (w0, b0) = net.totals();
-        net.batch(k, &mut n);
+        net.batch(k, &mut n, 5_000_000);
         let (w1, b1) = net.totals();
         println!(
             "  k = {k:>3}: {:>3} writes, {:>7} bytes ({:.0} bytes per HTLC)",
@@ -198,7 +200,8 @@ fn main() {
         let mut net = Net::new(base.clone(), interval);
         let t = Instant::now();
         for _ in 0..payments {
-            net.batch(1, &mut n);
+            // 2,000 sat each (above the dust limit: an output with its HTLC signatures).
+            net.batch(1, &mut n, 2_000_000);
         }
         let elapsed = t.elapsed().as_secs_f64();
         println!("after {payments} payments, full snapshots {name}, log never compacted ({elapsed:.1} s to run):");
