@@ -23,7 +23,9 @@
 //!   [`StateUpdate::snapshot`] is `Some`, replace the stored snapshot with it. Only then act on
 //!   the rest of the [`Effects`]. A crash in the middle leaves the state of the previous update
 //!   (nothing of the new one was sent yet): records appended without the rest are ignored or
-//!   superseded on restore.
+//!   superseded on restore. (A write that merges several updates carries a delta for each; a
+//!   crash after some of them leaves the state of the last one appended: the channel was in it
+//!   and sent nothing of it either.)
 //! * **Update ids** strictly increase (by one per update in every layer of this crate). A
 //!   snapshot or delta record carries its update id; the embedder should keep the newest id it
 //!   persisted in its own metadata and pass it to `restore` ([`RestoreCheck::min_update_id`]),

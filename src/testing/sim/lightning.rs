@@ -270,7 +270,20 @@ impl Sim {
                 // The crash comes in the middle of this write, or right after it: some of its
                 // records are appended (a delta, last, only with all the others), nothing is
                 // sent or broadcast.
-                return self.torn_write(i, u);
+                // A commitment broadcast (the embedder's force close) is decided again after
+                // the restart.
+                let closes = fx.broadcast.iter().any(|t| {
+                    t.input.iter().any(|inp| inp.previous_output == self.funding)
+                        && self.nodes[i].ch.closing_transaction() != Some(t)
+                });
+                self.torn_write(i, u)?;
+                if closes {
+                    self.tearing = true;
+                    let result = self.force_close(i);
+                    self.tearing = false;
+                    result?;
+                }
+                return Ok(());
             }
             self.store(i, u)?;
         }
@@ -315,15 +328,31 @@ impl Sim {
     /// came before anything was sent.
     fn torn_write(&mut self, i: usize, u: crate::driving::StateUpdate) -> Result<(), String> {
         self.out.torn_writes += 1;
+        if trace() {
+            std::eprintln!("LN torn write of peer {i}: update {} ({} records)", u.update_id, u.records.len());
+        }
         let n = u.records.len();
         let complete = self.rng.chance(300);
         if complete {
             self.store(i, u)?;
         } else {
-            // A delta is the last record: with it the write is complete.
+            // A delta is the last record: with it the write is complete. A write merging several
+            // updates has a delta for each: the storage holds the state of the last one
+            // appended (one the channel was in, nothing of it sent).
             let upto = if u.is_full() { n } else { n - 1 };
             let j = self.rng.below(upto as u64 + 1) as usize;
-            self.nodes[i].records.extend(u.records.into_iter().take(j));
+            let prefix: Vec<Vec<u8>> = u.records.into_iter().take(j).collect();
+            let node = &mut self.nodes[i];
+            let (id, previous) = node.persisted.last().cloned().ok_or("a write before any snapshot")?;
+            let (state, reached) = crate::core::delta::replay(&previous, id, &prefix)
+                .map_err(|e| format!("peer {i}: a torn write does not replay: {e}"))?;
+            node.records.extend(prefix);
+            if reached > id {
+                node.persisted.push((reached, state));
+                self.records_at[i].push(node.records.len());
+                let full = self.full_at[i].last().copied().ok_or("no snapshot")?;
+                self.full_at[i].push(full);
+            }
         }
         self.tearing = true;
         let result = self.crash(i);
@@ -574,6 +603,15 @@ impl Sim {
     }
 
     fn reconnect(&mut self) -> Result<(), String> {
+        // No crash in the middle of a write during the reconnection itself: the embedder would
+        // not go on with the exchange it started before the crash.
+        let tearing = std::mem::replace(&mut self.tearing, true);
+        let result = self.reconnect_now();
+        self.tearing = tearing;
+        result
+    }
+
+    fn reconnect_now(&mut self) -> Result<(), String> {
         self.broken = false;
         if self.onchain {
             return Ok(());
@@ -651,7 +689,15 @@ impl Sim {
         let restored = Channel::restore_with_records(base.as_deref().unwrap_or(&[]), &node.records, check)
             .map_err(|e| format!("peer {i}: restore failed: {e}"))?;
         if restored.snapshot() != bytes {
-            return Err(format!("peer {i}: restore is not byte-identical"));
+            let now = restored.snapshot();
+            let at = now.iter().zip(&bytes).position(|(x, y)| x != y);
+            return Err(format!(
+                "peer {i}: restore is not byte-identical ({} / {} bytes, first difference at {at:?}, write {k}, base {:?}, tearing {})",
+                now.len(),
+                bytes.len(),
+                self.full_at[i].get(k),
+                self.tearing
+            ));
         }
         if self.bad != Some(Bad::Lossy(i)) && self.rng.chance(500) {
             // The embedder compacts its storage against the state it restored: that state as
@@ -706,6 +752,9 @@ impl Sim {
             .collect();
         for (id, pre) in lost {
             self.out.fulfilled_again += 1;
+            if trace() {
+                std::eprintln!("LN peer {i} fulfils {id} again");
+            }
             let node = &mut self.nodes[i];
             let fx = match node.ch.fulfill_htlc(id, pre) {
                 Ok(fx) => fx,
