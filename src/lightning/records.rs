@@ -7,7 +7,7 @@
 //!   as long as the HTLC may be retransmitted or forwarded (pass it to
 //!   [`Channel::restore_with_records`]).
 //!
-//! * [`DeltaRecord`](crate::core::delta::DeltaRecord): appended by a write that carries no
+//! * [`DeltaRecord`]: appended by a write that carries no
 //!   full snapshot (the [persistence contract](crate::driving#persistence)).
 //!
 //! Each kind has its own versioned encoding; [`Record::decode`] tells them apart, and
