@@ -68,8 +68,10 @@ pub trait Storage {
     /// Why a write failed.
     type Error;
 
-    /// Durably stores the channel's `update`: replaces the snapshot and appends the records (in
-    /// order), in one atomic write; returns only once it is durable.
+    /// Durably stores the channel's `update` in one atomic write, returning only once it is
+    /// durable: appends its records (in order) and, if it carries one, replaces the snapshot (a
+    /// Lightning update is usually a delta record only; see the
+    /// [persistence contract](crate::driving)).
     ///
     /// # Errors
     /// If the write failed (the driver then acts on nothing of the effects).

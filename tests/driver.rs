@@ -142,7 +142,7 @@ fn effects_are_applied_in_the_contract_order() {
         ]
     );
     assert_eq!(d.bumper().pending().count(), 1);
-    let restored = Bumper::decode(&d.storage().bumper[0].snapshot).unwrap();
+    let restored = Bumper::decode(d.storage().bumper[0].snapshot.as_deref().unwrap()).unwrap();
     assert_eq!(&restored, d.bumper());
 }
 

@@ -527,7 +527,10 @@ fn preimage_claim_race(a_bumps: bool) -> i64 {
     let funding = funding_outpoint(&p);
     let commitment = {
         let fx = p.b.ch.force_close(&p.b.signer).unwrap();
-        fx.broadcast[0].clone()
+        let tx = fx.broadcast[0].clone();
+        // B's storage takes the write (its later writes are deltas on it).
+        p.b.absorb_pub(fx, &mut p.to_a);
+        tx
     };
     let mut w = World::new(p, 1_030, [a_bumps, true], [true, true], 1_029, 1_200);
     let h = w.chain.height + 1;

@@ -15,10 +15,12 @@
 //! | [`standard`] | which payout scripts are standard (Bitcoin Core's output templates), one policy for every layer |
 //! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
+//! | [`delta`] | delta records: a state's changes as a patch of its encoding, and their replay |
 //! | [`feebump`] | deadline-aware fee bumping (RBF, CPFP, aggregation) shared by every layer |
 
 mod bip143;
 pub mod commitment;
+pub mod delta;
 pub mod encode;
 pub mod feebump;
 pub mod hashlock;

@@ -12,8 +12,9 @@
 //!   connection drops and [`Channel::reestablish`] when it is back;
 //! * **chain input**: [`Channel::handle_chain`].
 //!
-//! Each returns [`Effects`](crate::driving::Effects): persist `update` (snapshot + append
-//! `records`), then send, then broadcast. Updates you make are sent at once but only signed when
+//! Each returns [`Effects`](crate::driving::Effects): persist `update` (append `records`, then
+//! replace the snapshot if it carries one), then send, then broadcast. Updates you make are sent
+//! at once (and written only with the next signature: see *Persistence*) but only signed when
 //! you call [`Channel::commit`] (so several can share one signature); the answers to the peer's
 //! `commitment_signed` (our `revoke_and_ack`, and our own `commitment_signed` if the peer's
 //! updates need one) are produced automatically.
@@ -64,15 +65,27 @@
 //! keep a watchtower or stay online within `to_self_delay` blocks to punish a revoked commitment.
 //!
 //! # Persistence
-//! The snapshot holds the live state: parameters, keys, the peer's revocation secrets in the
-//! constant-size shachain store, the HTLCs in flight (≈ 100 bytes each) and our latest
-//! commitment's signatures. What is written once and never changes goes into append-only
-//! [`records`] in [`StateUpdate::records`](crate::driving::StateUpdate::records): an HTLC's
-//! 1,366-byte onion when it is added ([`OnionRecord`]), and what penalties need about an HTLC once
-//! it is gone ([`PenaltyRecord`]). So the bytes persisted per update do not grow with the
-//! channel's history, nor carry the onions again. Restore with
-//! [`Channel::restore_with_records`]; [`Channel::keeps_record`] tells which records a compaction
-//! of the log may drop.
+//! The contract is [`driving`'s](crate::driving#persistence). The channel writes only where the
+//! protocol needs it: before it sends `commitment_signed` or `revoke_and_ack` (and the funding,
+//! `shutdown` and closing messages), before a broadcast, and after it receives a
+//! `commitment_signed`, a `revoke_and_ack` or a chain event that changes it. An update no
+//! `commitment_signed` covers yet (`update_add_htlc`, `update_fulfill_htlc`, `update_fail_htlc`,
+//! `update_fee`, ours or the peer's) is kept in memory and goes with the next write; a crash loses
+//! it, and the reconnection (BOLT #2) or the embedder (a fulfilment again, a payment again or
+//! failed upstream) makes up for it. A 1-HTLC payment is 10 writes for both sides
+//! (`benches/persist.rs` prints the bytes).
+//!
+//! A write is a **delta** ([`crate::core::delta`]) against the state the storage holds, and a
+//! full snapshot on the first write, every [`Channel::set_full_snapshot_interval`] deltas and on
+//! [`Channel::compact`]. The snapshot holds the live state: parameters, keys, the peer's
+//! revocation secrets in the constant-size shachain store, the HTLCs in flight (≈ 100 bytes each)
+//! and our latest commitment's signatures. What is written once and never changes goes into
+//! append-only [`records`] in [`StateUpdate::records`](crate::driving::StateUpdate::records): an
+//! HTLC's 1,366-byte onion with the first write that includes the HTLC ([`OnionRecord`]), and what
+//! penalties need about an HTLC once it is gone ([`PenaltyRecord`]). So the bytes persisted per
+//! update grow neither with the channel's history nor with the HTLCs that did not change. Restore
+//! with [`Channel::restore_with_records`] (it replays the deltas after the snapshot);
+//! [`Channel::keeps_record`] tells which records a compaction of the log may drop.
 
 mod channel;
 mod close;

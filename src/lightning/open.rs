@@ -176,6 +176,10 @@ impl Channel {
             funding_invalid: false,
             onions_to_append: false,
             fee_estimate: None,
+            durable: None,
+            deltas_since_full: 0,
+            full_snapshot_interval: crate::driving::FULL_SNAPSHOT_INTERVAL,
+            pending_onions: Vec::new(),
         })
     }
 
