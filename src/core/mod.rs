@@ -15,6 +15,7 @@
 //! | [`standard`] | which payout scripts are standard (Bitcoin Core's output templates), one policy for every layer |
 //! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
+//! | [`wire`] | the one codec of the Spilman and duplex messages (header, one-record messages, counted lists) |
 //! | [`feebump`] | deadline-aware fee bumping (RBF, CPFP, aggregation) shared by every layer |
 
 mod bip143;
@@ -28,6 +29,7 @@ pub mod shachain;
 pub mod sign;
 pub mod standard;
 pub mod units;
+pub mod wire;
 
 pub use hashlock::{PaymentHash, PaymentPreimage};
 pub use units::{BlockHeight, MilliSats};

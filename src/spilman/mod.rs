@@ -88,7 +88,7 @@
 
 pub(crate) mod dot;
 mod fees;
-mod msgs;
+pub(crate) mod msgs;
 mod payee;
 mod payer;
 pub mod payment;
