@@ -64,6 +64,17 @@
 //!   |<------ Reestablish ---------->|             |  first on every new connection, both ways
 //! ```
 //!
+//! # Routing by channel id
+//! A node with many channels to the same peer sends every message addressed
+//! ([`Channel::address`]: a [`crate::core::wire::Addressed`] message, encoded with its channel
+//! id) and routes what it receives by [`Addressed::channel_id`] alone, to
+//! [`Channel::handle_addressed`]. [`Open`], [`Accept`] and [`FundingCreated`] go to the temporary
+//! id ([`Channel::temporary_channel_id`], from the initiator's keys in its `Open`), the others to
+//! the id of the funding outpoint ([`Channel::channel_id`]); a message addressed to another
+//! channel is refused ([`Misbehaviour::WrongChannel`]) with the channel unchanged.
+//!
+//! [`Addressed::channel_id`]: crate::core::wire::Addressed::channel_id
+//!
 //! # Example: open, pay, persist, restart, close
 //! Both parties in one process, the wire, the wallet and the disks played by local variables.
 //! Every [`Effects`] is persisted before its messages leave; the acceptor restarts from its
@@ -562,6 +573,9 @@ pub enum Misbehaviour {
     /// (Not the peer's doing) the payout script given to [`Channel::accept`] is not a standard
     /// payout script; nothing was sent.
     OwnNonStandardScript,
+    /// The message is addressed to another channel ([`Channel::handle_addressed`]): neither
+    /// this channel's temporary id nor its funded id. Nothing was looked at.
+    WrongChannel,
     /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
     /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
     /// again with the channel's signer.
@@ -595,6 +609,7 @@ impl fmt::Display for Misbehaviour {
             }
             Misbehaviour::NonStandardScript => f.write_str("the peer's payout script is not standard"),
             Misbehaviour::OwnNonStandardScript => f.write_str("our payout script is not standard"),
+            Misbehaviour::WrongChannel => f.write_str("message addressed to another channel"),
             Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
         }
     }

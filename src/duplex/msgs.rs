@@ -10,11 +10,16 @@ use alloc::vec::Vec;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf};
 
+use super::channel::Channel;
 use super::params::{Params, Terms, MAX_DEPTH};
-use super::Role;
-use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
+use super::{peer_error, Effects, Misbehaviour, PeerError, Role};
+use crate::core::encode::{required, DecodeError, Reader, TlvReader, TlvWriter, Writer};
 use crate::core::hashlock::PaymentPreimage;
-use crate::core::wire::{read_list, read_message, read_single_record, single_record, write_list};
+use crate::core::sign::Signer;
+use crate::core::wire::{
+    read_list, read_message, read_single_record, single_record, temporary_channel_id, write_list, Addressed, LayerMsg,
+};
+use crate::driving::{ChainTip, ChannelId};
 use crate::spilman::payment::PaymentHtlc;
 use crate::spilman::Payment;
 
@@ -473,6 +478,10 @@ impl Msg {
     /// field, a missing field or an invalid value.
     pub fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
         let (kind, tlv) = read_message(bytes, VERSION)?;
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Msg, DecodeError> {
         let mut f = Fields::default();
         match kind {
             K_OPEN => {
@@ -653,6 +662,63 @@ impl Msg {
             }
             other => Err(DecodeError::WrongKind { expected: K_OPEN, got: other }),
         }
+    }
+}
+
+impl crate::core::wire::sealed::Sealed for Msg {}
+
+impl LayerMsg for Msg {
+    /// Version 2 with the channel id after the header.
+    const ADDRESSED_VERSION: u8 = 3;
+
+    fn encode(&self) -> Vec<u8> {
+        Msg::encode(self)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Self, DecodeError> {
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn is_setup(&self) -> bool {
+        matches!(self, Msg::Open(_) | Msg::Accept(_) | Msg::FundingCreated(_))
+    }
+}
+
+impl Channel {
+    /// The channel's temporary id, used by the setup messages ([`Open`], [`Accept`],
+    /// [`FundingCreated`]): from the initiator's keys in its [`Open`]. [`Channel::channel_id`]
+    /// once the funding outpoint is known.
+    pub fn temporary_channel_id(&self) -> ChannelId {
+        let initiator = match (self.role, &self.keys) {
+            (Role::Acceptor, Some(keys)) => &keys[Role::Initiator.index()],
+            _ => &self.holder_keys,
+        };
+        temporary_channel_id("duplex", &[&initiator.funding, &initiator.htlc])
+    }
+
+    /// Addresses a message this party sends (from [`Effects::send`](crate::driving::Effects::send))
+    /// to its channel, for a peer that may share several channels: the temporary id for the
+    /// setup messages, the funding outpoint's afterwards.
+    pub fn address(&self, msg: Msg) -> Addressed<Msg> {
+        Addressed::new(msg, self.temporary_channel_id(), self.channel_id())
+    }
+
+    /// [`Channel::handle_message`] for an addressed message: one addressed to another channel
+    /// is refused before anything else.
+    ///
+    /// # Errors
+    /// [`Misbehaviour::WrongChannel`] (the channel unchanged) if `msg` is addressed to neither
+    /// this channel's temporary id nor its funded id; otherwise as [`Channel::handle_message`].
+    pub fn handle_addressed<S: Signer + ?Sized>(
+        &mut self,
+        msg: Addressed<Msg>,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        if !msg.is_for(self.temporary_channel_id(), self.channel_id()) {
+            return Err(peer_error(Misbehaviour::WrongChannel));
+        }
+        self.handle_message(msg.msg, signer, tip)
     }
 }
 

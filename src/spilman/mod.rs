@@ -21,6 +21,18 @@
 //! `handle_chain` for chain events. Each returns [`Effects`](crate::driving::Effects): persist the
 //! update, then send, then broadcast. A refused input returns a typed error and changes nothing.
 //!
+//! # Routing by channel id
+//! A node with many channels to the same peer sends every message addressed
+//! ([`Payer::address`], [`Payee::address`]: a [`crate::core::wire::Addressed`] message, encoded
+//! with its channel id) and routes what it receives by [`Addressed::channel_id`] alone, to
+//! [`Payer::handle_addressed`] or [`Payee::handle_addressed`]. The setup messages ([`Offer`],
+//! [`RefundRequest`], [`RefundSigned`], [`Open`]) go to the temporary id
+//! ([`Payee::temporary_channel_id`], from the payee's keys in the offer), the others to the id of
+//! the funding outpoint ([`Payer::channel_id`]); a message addressed to another channel is refused
+//! ([`Misbehaviour::WrongChannel`]) with the channel unchanged.
+//!
+//! [`Addressed::channel_id`]: crate::core::wire::Addressed::channel_id
+//!
 //! # Example: open, pay, persist, restart, close
 //! Everything an embedder does, with the peer, the wallet and the disk played by local
 //! variables. Each side keeps the newest [`StateUpdate`](crate::driving::StateUpdate) it was
@@ -394,6 +406,9 @@ pub enum Misbehaviour {
     /// The payer's script (in [`Open`] or [`RefundRequest`]) is not a standard payout script
     /// ([`payment::PAYOUT_POLICY`]): no node would relay a payment transaction paying it.
     NonStandardScript,
+    /// The message is addressed to another channel (`handle_addressed`): neither this
+    /// channel's temporary id nor its funded id. Nothing was looked at.
+    WrongChannel,
     /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
     /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
     /// again with the channel's signer.

@@ -19,11 +19,18 @@ use alloc::vec::Vec;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
 
+use super::payee::Payee;
+use super::payer::Payer;
 use super::payment::{PaymentHtlc, PaymentState};
-use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
+use super::{peer_error, Effects, Misbehaviour, PeerError};
+use crate::core::encode::{required, DecodeError, Reader, TlvReader, TlvWriter, Writer};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
-use crate::core::wire::{read_list, read_message, read_single_record, single_record, write_list};
+use crate::core::wire::{
+    read_list, read_message, read_single_record, single_record, temporary_channel_id, write_list, Addressed, LayerMsg,
+};
+use crate::driving::{ChainTip, ChannelId};
 
 /// Which refund construction the channel uses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -384,6 +391,10 @@ impl Msg {
     /// [`DecodeError`] naming the problem.
     pub fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
         let (kind, tlv) = read_message(bytes, VERSION)?;
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Msg, DecodeError> {
         match kind {
             K_OFFER => {
                 let (mut variant, mut payee_key, mut payee_htlc_key, mut payee_script, mut expiry) =
@@ -523,5 +534,98 @@ impl Msg {
             }
             _ => Err(DecodeError::WrongKind { expected: K_OFFER, got: kind }),
         }
+    }
+}
+
+impl crate::core::wire::sealed::Sealed for Msg {}
+
+impl LayerMsg for Msg {
+    /// Version 1 with the channel id after the header.
+    const ADDRESSED_VERSION: u8 = 2;
+
+    fn encode(&self) -> Vec<u8> {
+        Msg::encode(self)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Self, DecodeError> {
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn is_setup(&self) -> bool {
+        matches!(self, Msg::Offer(_) | Msg::RefundRequest(_) | Msg::RefundSigned(_) | Msg::Open(_))
+    }
+}
+
+/// The temporary id of a Spilman channel: from the payee's keys in its [`Offer`].
+fn temporary_id(payee_key: &PublicKey, payee_htlc_key: &PublicKey) -> ChannelId {
+    temporary_channel_id("spilman", &[payee_key, payee_htlc_key])
+}
+
+/// Refuses a message addressed to another channel.
+fn check_address(msg: &Addressed<Msg>, temporary: ChannelId, funded: Option<ChannelId>) -> Result<(), PeerError> {
+    if msg.is_for(temporary, funded) {
+        Ok(())
+    } else {
+        Err(peer_error(Misbehaviour::WrongChannel))
+    }
+}
+
+impl Payer {
+    /// The channel's temporary id, used by the setup messages (from the payee's keys in the
+    /// [`Offer`]); [`Payer::channel_id`] once funded.
+    pub fn temporary_channel_id(&self) -> ChannelId {
+        temporary_id(&self.offer.payee_key, &self.offer.payee_htlc_key)
+    }
+
+    /// Addresses a message this payer sends (from [`Effects::send`](crate::driving::Effects::send))
+    /// to its channel, for a peer that may share several channels.
+    pub fn address(&self, msg: Msg) -> Addressed<Msg> {
+        Addressed::new(msg, self.temporary_channel_id(), self.channel_id())
+    }
+
+    /// [`Payer::handle_message`] for an addressed message: one addressed to another channel
+    /// is refused before anything else.
+    ///
+    /// # Errors
+    /// [`Misbehaviour::WrongChannel`] (the channel unchanged) if `msg` is addressed to neither
+    /// this channel's temporary id nor its funded id; otherwise as [`Payer::handle_message`].
+    pub fn handle_addressed<S: Signer + ?Sized>(
+        &mut self,
+        msg: Addressed<Msg>,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        check_address(&msg, self.temporary_channel_id(), self.channel_id())?;
+        self.handle_message(msg.msg, signer, tip)
+    }
+}
+
+impl Payee {
+    /// The channel's temporary id, used by the setup messages (from this payee's keys in its
+    /// [`Offer`]); [`Payee::channel_id`] once the funding outpoint is known.
+    pub fn temporary_channel_id(&self) -> ChannelId {
+        temporary_id(&self.payee_key, &self.payee_htlc_key)
+    }
+
+    /// Addresses a message this payee sends (from [`Effects::send`](crate::driving::Effects::send))
+    /// to its channel, for a peer that may share several channels.
+    pub fn address(&self, msg: Msg) -> Addressed<Msg> {
+        Addressed::new(msg, self.temporary_channel_id(), self.channel_id())
+    }
+
+    /// [`Payee::handle_message`] for an addressed message: one addressed to another channel
+    /// is refused before anything else.
+    ///
+    /// # Errors
+    /// [`Misbehaviour::WrongChannel`] (the channel unchanged) if `msg` is addressed to neither
+    /// this channel's temporary id nor its funded id; otherwise as [`Payee::handle_message`].
+    pub fn handle_addressed<S: Signer + ?Sized>(
+        &mut self,
+        msg: Addressed<Msg>,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        check_address(&msg, self.temporary_channel_id(), self.channel_id())?;
+        self.handle_message(msg.msg, signer, tip)
     }
 }
