@@ -149,11 +149,20 @@ fn read_addressed(bytes: &[u8], addressed_version: u8) -> Result<(u8, ChannelId,
 /// unless the message is of `version`.
 pub fn read_message(bytes: &[u8], version: u8) -> Result<(u8, TlvReader<'_>), DecodeError> {
     let kind = *bytes.first().ok_or(DecodeError::Truncated)?;
+    Ok((kind, read_object(bytes, kind, version)?))
+}
+
+/// Reads the header of an object of a known `kind` (a snapshot, say) and returns its TLV records.
+///
+/// # Errors
+/// [`DecodeError::WrongKind`] for another kind, [`DecodeError::Truncated`] for a truncated
+/// header, [`DecodeError::UnknownVersion`] unless the object is of `version`.
+pub fn read_object(bytes: &[u8], kind: u8, version: u8) -> Result<TlvReader<'_>, DecodeError> {
     let (got, tlv) = read_header(bytes, kind)?;
     if got != version {
         return Err(DecodeError::UnknownVersion(got));
     }
-    Ok((kind, tlv))
+    Ok(tlv)
 }
 
 /// Encodes a message of `kind` whose only record is type 0, written by `f`.

@@ -18,9 +18,10 @@ use super::params::Terms;
 use super::reset::{Proposal, ResetState};
 use super::tree;
 use super::Role;
-use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
+use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::units::BlockHeight;
+use crate::core::wire::read_object;
 use crate::spilman::msgs::{read_payment_state, write_payment_state};
 
 const KIND: u8 = 0x5f;
@@ -284,10 +285,7 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
-    let (version, tlv) = read_header(bytes, KIND)?;
-    if version != VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let tlv = read_object(bytes, KIND, VERSION)?;
     let mut update_id = None;
     let mut role_terms: Option<(Role, Terms)> = None;
     let mut holder_keys = None;

@@ -9,10 +9,10 @@ use super::msgs::{read_htlc, read_payment_state, write_htlc, write_payment_state
 use super::payee::{Held, Payee, PayeeConfig, PayeePhase};
 use super::payer::{HtlcStatus, OnChainHtlc, Payer, PayerConfig, PayerHtlc, PayerPhase};
 use super::payment::{ChannelLock, PaymentTemplate};
-use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
+use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::units::BlockHeight;
-use crate::core::wire::read_count;
+use crate::core::wire::{read_count, read_object};
 
 const KIND_PAYER: u8 = 0x50;
 const KIND_PAYEE: u8 = 0x4f;
@@ -130,10 +130,7 @@ pub(super) fn encode_payee(p: &Payee) -> Vec<u8> {
 }
 
 pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
-    let (version, tlv) = read_header(bytes, KIND_PAYEE)?;
-    if version != VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let tlv = read_object(bytes, KIND_PAYEE, VERSION)?;
     let mut update_id = None;
     let mut config = None;
     let mut keys = None;
@@ -309,10 +306,7 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
 }
 
 pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
-    let (version, tlv) = read_header(bytes, KIND_PAYER)?;
-    if version != VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let tlv = read_object(bytes, KIND_PAYER, VERSION)?;
     let mut update_id = None;
     let mut offer = None;
     let mut config = None;
