@@ -93,8 +93,11 @@ impl Run {
 /// Runs the channel with `kills` SIGKILLs of a random party at random moments; returns how many
 /// kills hit a running process.
 fn run_with_kills(seed: u64, kills: u32, payments: u64) -> u32 {
+    // One directory per run (the two tests run in parallel in this process).
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let run_number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let node = node_binary();
-    let dir = std::env::temp_dir().join(format!("paychan-processes-{}-{seed}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("paychan-processes-{}-{run_number}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("temp dir");
     let addr_file = dir.join("chain.addr");
@@ -165,7 +168,7 @@ fn processes_killed_at_random_moments_end_with_exactly_what_they_are_owed() {
 }
 
 #[test]
-#[ignore = "long: about a minute; run with --ignored"]
+#[ignore = "long: 500 kills, 1 to 3 minutes; run with --ignored"]
 fn many_kills_over_many_seeds() {
     for s in 0..20 {
         let hits = run_with_kills(seed() + s, 25, 120);

@@ -1,10 +1,11 @@
 //! A wallet-shaped node: a Spilman channel between two OS processes on 127.0.0.1, each persisting
 //! to its own SQLite database, talking over TCP, settling on a simulated chain.
 //!
-//! `cargo run --example node` runs the whole demo: it starts a chain service in a thread,
-//! spawns this binary twice (the payee, then the payer), the payer opens a channel, pays
-//! `--payments` times, asks the payee to close; both processes exit once the close confirmed,
-//! and the demo checks that each wallet holds exactly what it is owed.
+//! `cargo run --example node` runs the whole demo (under a second once built): it starts a chain
+//! service in a thread, spawns this binary twice (the payee, then the payer); the payer opens a
+//! channel and pays 20 times, and is killed (SIGKILL) once on the way and started again from its
+//! database; it then asks the payee to close; both processes exit once the close confirmed, and
+//! the demo checks that each wallet holds exactly what it is owed.
 //!
 //! Roles (`node ROLE --flag value …`), each a process:
 //! * `chain --addr-file F`: the simulated chain ([`paychan::testing::chain::Chain`]: every
@@ -529,12 +530,13 @@ fn driver(db: Db, chain: ChainClient) -> Result<NodeDriver, Error> {
 }
 
 /// Applies a channel's effects; a refused write is fatal (the channel must be restored).
-fn apply(d: &mut NodeDriver, fx: spilman::Effects, who: &str) -> Result<(), Error> {
+/// Returns the events.
+fn apply(d: &mut NodeDriver, fx: spilman::Effects, who: &str) -> Result<Vec<spilman::Event>, Error> {
     let done = d.apply(fx).map_err(|e| format!("{e}"))?;
-    for e in done.events {
+    for e in &done.events {
         println!("{who}: {e:?}");
     }
-    Ok(())
+    Ok(done.events)
 }
 
 /// Either side of the channel, as far as chain events and messages go.
@@ -643,7 +645,15 @@ fn run_payee(flags: &Flags) -> Result<(), Error> {
         }
         while let Some(m) = d.transport_mut().receive() {
             match payee.handle_message(m, &signer, ChainTip::at(tip)) {
-                Ok(fx) => apply(&mut d, fx, "payee")?,
+                Ok(fx) => {
+                    let events = apply(&mut d, fx, "payee")?;
+                    if events.contains(&spilman::Event::CounterpartyLostState) {
+                        // The payer lost state: it will sign nothing new. Close with the best
+                        // payment we hold.
+                        let fx = payee.close(&signer)?;
+                        apply(&mut d, fx, "payee")?;
+                    }
+                }
                 Err(e) => refused(&mut d, e, "payee"),
             }
         }
@@ -737,14 +747,18 @@ fn run_payer(flags: &Flags) -> Result<(), Error> {
                     }
                 }
                 (m, Some(p)) => match p.handle_message(m, &signer, ChainTip::at(tip)) {
-                    Ok(fx) => apply(&mut d, fx, "payer")?,
+                    Ok(fx) => {
+                        apply(&mut d, fx, "payer")?;
+                    }
                     Err(e) => refused(&mut d, e, "payer"),
                 },
                 (_, None) => {}
             }
         }
         let Some(p) = payer.as_mut() else { continue };
-        if !d.transport().is_connected() || p.acknowledged() < p.payment_number() {
+        // A payer whose data proved older than what it signed (a restored backup) signs nothing
+        // new: the payee closes with the newest payment it holds; wait for that close.
+        if !d.transport().is_connected() || p.acknowledged() < p.payment_number() || p.has_lost_state() {
             std::thread::sleep(Duration::from_millis(2));
             continue;
         }
@@ -828,12 +842,22 @@ fn demo() -> Result<(), Error> {
             .args(["payee", "--db", &path("payee.db"), "--chain", &chain, "--addr-file", &path("payee.addr")])
             .spawn()?,
     );
-    let mut payer = Reaped(
+    let spawn_payer = || {
         Command::new(&me)
             .args(["payer", "--db", &path("payer.db"), "--chain", &chain, "--peer-file", &path("payee.addr")])
             .args(["--payments", payments, "--amount", amount])
-            .spawn()?,
-    );
+            .spawn()
+    };
+    let mut payer = Reaped(spawn_payer()?);
+    // Pull the plug on the payer mid-way (SIGKILL: no chance to clean up), then start it again
+    // from its database: it carries on where its last committed transaction left it.
+    std::thread::sleep(Duration::from_millis(150));
+    if payer.0.try_wait()?.is_none() {
+        payer.0.kill()?;
+        payer.0.wait()?;
+        println!("demo: killed the payer (SIGKILL); restarting it from payer.db");
+        payer = Reaped(spawn_payer()?);
+    }
     let deadline = Instant::now() + Duration::from_secs(60);
     wait_ok(&mut payer, deadline, "payer")?;
     wait_ok(&mut payee, deadline, "payee")?;
