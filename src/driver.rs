@@ -168,6 +168,13 @@ impl<S: Storage, T, C: Chain> Driver<S, T, C> {
         &self.storage
     }
 
+    /// The storage, for the embedder's own writes (an outbox, its bookkeeping) and reads
+    /// between calls. Anything it persists outside [`Storage::persist_channel`] is outside the
+    /// driver's ordering guarantee.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
     /// The transport.
     pub fn transport(&self) -> &T {
         &self.transport
@@ -181,6 +188,12 @@ impl<S: Storage, T, C: Chain> Driver<S, T, C> {
     /// The chain backend.
     pub fn chain(&self) -> &C {
         &self.chain
+    }
+
+    /// The chain backend, to poll it for new blocks and the transactions it watches (the
+    /// driver only broadcasts through it and registers watches).
+    pub fn chain_mut(&mut self) -> &mut C {
+        &mut self.chain
     }
 
     /// The bumper.
