@@ -112,7 +112,8 @@ fn appointments_never_carry_a_secret() {
     let a =
         p.a.ch.appointment(revoked.tx(), &records, &[FeeratePerKw(1_000), FeeratePerKw(4_000)], &p.a.signer).unwrap();
     let bytes = a.encode();
-    let ladder = a.open(&revoked.txid()).expect("opens with the breach txid");
+    let opened = a.open(&revoked.txid()).expect("opens with the breach txid");
+    let ladder: Vec<bitcoin::Transaction> = opened.ladder.iter().chain(&opened.fallback).cloned().collect();
     let mut tower = Tower::new();
     let c = tower.register(p.a.ch.sweep_destination());
     tower.add_appointment(c, &bytes).unwrap();

@@ -11,9 +11,9 @@ use std::collections::{BTreeMap, HashMap};
 use bitcoin::{Amount, Transaction};
 use common::chain::Chain;
 use common::ln::{onion, Pair};
-use paychan::core::commitment::{BuiltCommitment, ChannelType, FeeratePerKw, OutputRole};
+use paychan::core::commitment::{BuiltCommitment, ChannelType, FeeratePerKw, HtlcDirection, OutputRole};
 use paychan::core::tower::{Appointment, ClientId, Tower, TowerError};
-use paychan::core::{MilliSats, PaymentPreimage};
+use paychan::core::{MilliSats, PaymentHash, PaymentPreimage};
 use paychan::lightning::tower::{default_ladder, AppointmentError};
 use paychan::lightning::{PenaltyRecord, Side};
 
@@ -29,6 +29,8 @@ struct Revoked {
     signed: Transaction,
     /// The appointment A made right after the revocation.
     appointment: Vec<u8>,
+    /// B's HTLC-success transactions for this commitment (B knows the preimages).
+    htlc_success: Vec<Transaction>,
 }
 
 fn records(p: &Pair) -> Vec<PenaltyRecord> {
@@ -39,7 +41,8 @@ fn records(p: &Pair) -> Vec<PenaltyRecord> {
 /// appointment for every view A now holds the revocation secret of.
 fn capture(
     p: &Pair,
-    signed: &mut HashMap<u64, Transaction>,
+    preimages: &HashMap<PaymentHash, PaymentPreimage>,
+    signed: &mut HashMap<u64, (Transaction, Vec<Transaction>)>,
     views: &mut BTreeMap<u64, BuiltCommitment>,
     out: &mut BTreeMap<u64, Revoked>,
     client_work: &mut std::time::Duration,
@@ -47,7 +50,17 @@ fn capture(
     let n = p.b.ch.holder_commitment_number();
     if let std::collections::hash_map::Entry::Vacant(e) = signed.entry(n) {
         let v = p.b.ch.holder_commitment(&p.b.signer).expect("commitment");
-        e.insert(v.finalize(&p.b.signer).expect("signed"));
+        let success = v
+            .htlc_txs()
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.direction == HtlcDirection::Received)
+            .filter_map(|(pos, h)| {
+                let hash = v.commitment().htlcs()[h.htlc_index].payment_hash();
+                v.finalize_htlc_tx(&p.b.signer, pos, Some(&preimages[&hash])).ok().flatten()
+            })
+            .collect();
+        e.insert((v.finalize(&p.b.signer).expect("signed"), success));
     }
     if let Some(v) = p.a.ch.counterparty_commitment() {
         views.entry(p.a.ch.counterparty_commitment_number()).or_insert(v);
@@ -61,9 +74,9 @@ fn capture(
         match p.a.ch.appointment(view.tx(), &recs, &default_ladder(BASE_FEERATE), &p.a.signer) {
             Ok(a) => {
                 *client_work += started.elapsed();
-                let signed = signed.get(number).expect("B signed this commitment").clone();
+                let (signed, htlc_success) = signed.get(number).expect("B signed this commitment").clone();
                 assert_eq!(signed.compute_txid(), view.txid(), "both copies have one txid");
-                out.insert(*number, Revoked { view: view.clone(), signed, appointment: a.encode() });
+                out.insert(*number, Revoked { view: view.clone(), signed, appointment: a.encode(), htlc_success });
             }
             Err(AppointmentError::NotRevoked) => {}
             Err(e) => panic!("appointment for {number}: {e}"),
@@ -77,8 +90,8 @@ fn history(ct: ChannelType, rounds: u64) -> (Pair, Vec<Revoked>, std::time::Dura
     let mut p = Pair::open(ct, CAPACITY, 4_000_000_000);
     let (mut signed, mut views, mut out) = (HashMap::new(), BTreeMap::new(), BTreeMap::new());
     let mut work = std::time::Duration::ZERO;
-    capture(&p, &mut signed, &mut views, &mut out, &mut work);
     let mut preimages = HashMap::new();
+    capture(&p, &preimages, &mut signed, &mut views, &mut out, &mut work);
     for round in 0..rounds {
         for side in 0..2u64 {
             let (peer, queue) = if side == 0 { (&mut p.a, &mut p.to_b) } else { (&mut p.b, &mut p.to_a) };
@@ -102,7 +115,7 @@ fn history(ct: ChannelType, rounds: u64) -> (Pair, Vec<Revoked>, std::time::Dura
             }
             while p.deliver_to_b() || p.deliver_to_a() {
                 acted = true;
-                capture(&p, &mut signed, &mut views, &mut out, &mut work);
+                capture(&p, &preimages, &mut signed, &mut views, &mut out, &mut work);
             }
             if !acted {
                 break;
@@ -235,7 +248,7 @@ fn tower_ignores_tampered_blobs_unrelated_transactions_and_foreign_payouts() {
     // A blob sealed for the breach but holding a transaction that spends something else.
     let mut tower = Tower::new();
     let c = tower.register(destination.clone());
-    let unrelated = Appointment::seal(&r.signed.compute_txid(), std::slice::from_ref(&p.funding));
+    let unrelated = Appointment::seal(&r.signed.compute_txid(), std::slice::from_ref(&p.funding), &[]);
     tower.add_appointment(c, &unrelated.encode()).unwrap();
     assert!(tower.block(std::slice::from_ref(&r.signed)).is_empty());
     // Unknown client and malformed bytes are refused, nothing stored.
@@ -323,5 +336,51 @@ fn costs_appointments_versus_kit() {
         for (four, one) in sizes.iter().zip(&one_rung) {
             assert!(*four > 3 * (*one - 40) && *four < 4 * *one, "{four} vs {one}");
         }
+    }
+}
+
+/// The cheater takes an HTLC output of its revoked commitment through its HTLC-success
+/// transaction before the penalty confirms: the full penalty is now invalid, and a tower that
+/// stopped there would leave the cheater its `to_local`. The tower turns to the fallback ladder
+/// and takes `to_local` to the client, to the satoshi.
+#[test]
+fn tower_falls_back_to_to_local_when_the_cheater_escapes_through_an_htlc_transaction() {
+    for ct in TYPES {
+        let (p, revoked, _) = history(ct, 8);
+        let destination = p.a.ch.sweep_destination();
+        let mut escapes = 0;
+        for r in revoked.iter().filter(|r| !r.htlc_success.is_empty()) {
+            let mut tower = Tower::new();
+            let c = tower.register(destination.clone());
+            tower.add_appointment(c, &r.appointment).unwrap();
+            let mut chain = Chain::at(1_200);
+            chain.credit(&p.funding);
+            chain.mine(&r.signed).unwrap();
+            let first = tower.block(std::slice::from_ref(&r.signed));
+            assert_eq!(first.len(), 1);
+            // The HTLC-success confirms first (the penalty is outbid or delayed).
+            let escape = &r.htlc_success[0];
+            chain.mine(escape).unwrap_or_else(|e| panic!("the cheater's HTLC-success: {e:?}"));
+            assert!(chain.check(&first[0]).is_err(), "the full penalty can no longer confirm");
+            let out = tower.block(std::slice::from_ref(escape));
+            assert_eq!(out.len(), 1, "the tower keeps going with the fallback");
+            let fallback = &out[0];
+            chain.mine(fallback).unwrap_or_else(|e| panic!("fallback rejected: {e:?}"));
+            // It sweeps exactly the cheater's to_local, less its fee, to the client.
+            let to_local = r
+                .view
+                .outputs()
+                .iter()
+                .find(|o| o.role == OutputRole::ToBroadcaster)
+                .map(|o| o.value)
+                .expect("to_local");
+            assert_eq!(fallback.output.len(), 1);
+            assert_eq!(fallback.output[0].script_pubkey, destination);
+            assert_eq!(fallback.output[0].value + fee(fallback, &r.signed), to_local);
+            assert!(tower.block(std::slice::from_ref(fallback)).is_empty());
+            assert!(tower.active_breaches().is_empty());
+            escapes += 1;
+        }
+        assert!(escapes >= 3, "{escapes} states with an HTLC B could take");
     }
 }

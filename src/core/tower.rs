@@ -18,12 +18,15 @@
 //! wallet, an extra output in every penalty and the tower's trust in the client to be repaid; a
 //! ladder needs nothing from the tower and costs storage only: one signed penalty per rung (see
 //! the measurements in `tests/towers.rs`). The ladder is encrypted once, under one key and
-//! nonce: rungs are never encrypted separately under the same nonce.
+//! nonce: rungs are never encrypted separately under the same nonce. A second, optional ladder
+//! (the *fallback*) sweeps only the outputs the cheater cannot take at once: if the cheater
+//! spends one of the others first (an HTLC output, through its HTLC transaction), the full
+//! penalty can no longer confirm and the tower climbs the fallback instead.
 //!
 //! Everything here is sans-I/O: the embedder feeds [`Tower::block`] each block's transactions
 //! and broadcasts what it returns. The byte layout of an appointment is
 //! `kind ‖ version ‖ TLV(0: locator, 2: sealed blob)`; the blob's plaintext is
-//! `kind ‖ version ‖ TLV(0: ladder of transactions)`.
+//! `kind ‖ version ‖ TLV(0: ladder, 1: fallback ladder)`.
 
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
@@ -76,24 +79,24 @@ pub struct Appointment {
 }
 
 impl Appointment {
-    /// Seals `ladder` (penalties for `breach`, cheapest first) into an appointment.
-    pub fn seal(breach: &Txid, ladder: &[Transaction]) -> Self {
+    /// Seals `ladder` (penalties for `breach` at rising feerates) and `fallback` (the same for
+    /// the outputs the cheater cannot take at once, used if it spends others first; may be
+    /// empty) into an appointment.
+    pub fn seal(breach: &Txid, ladder: &[Transaction], fallback: &[Transaction]) -> Self {
         let mut t = TlvWriter::new(KIND_BLOB, VERSION);
-        t.record(0, |w| {
-            w.bigsize(ladder.len() as u64);
-            for tx in ladder {
-                w.transaction(tx);
-            }
-        });
+        t.record(0, |w| write_txs(w, ladder));
+        if !fallback.is_empty() {
+            t.record(1, |w| write_txs(w, fallback));
+        }
         let mut blob = t.finish();
         let tag = ChaCha20Poly1305::new(blob_key(breach), Nonce::new([0; 12])).encrypt(&mut blob, None);
         blob.extend_from_slice(&tag);
         Appointment { locator: Locator::of(breach), blob }
     }
 
-    /// Opens the blob with the txid of the transaction that matched the locator: the ladder, or
-    /// `None` if the blob was not sealed for `txid` (or was altered) or does not decode.
-    pub fn open(&self, txid: &Txid) -> Option<Vec<Transaction>> {
+    /// Opens the blob with the txid of the transaction that matched the locator, or `None` if
+    /// the blob was not sealed for `txid` (or was altered) or does not decode.
+    pub fn open(&self, txid: &Txid) -> Option<Penalties> {
         if Locator::of(txid) != self.locator || self.blob.len() < TAG_LEN {
             return None;
         }
@@ -101,7 +104,7 @@ impl Appointment {
         let mut buf = ct.to_vec();
         let tag: [u8; TAG_LEN] = tag.try_into().ok()?;
         ChaCha20Poly1305::new(blob_key(txid), Nonce::new([0; 12])).decrypt(&mut buf, tag, None).ok()?;
-        decode_ladder(&buf).ok()
+        decode_penalties(&buf).ok()
     }
 
     /// The versioned encoding (what the client sends the tower).
@@ -147,20 +150,31 @@ fn read_blob(r: &mut Reader<'_>) -> Result<Vec<u8>, DecodeError> {
     Ok(r.take(n)?.to_vec())
 }
 
-fn decode_ladder(bytes: &[u8]) -> Result<Vec<Transaction>, DecodeError> {
+/// What a blob holds.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct Penalties {
+    /// The penalty sweeping every output of the breach, at rising feerates.
+    pub ladder: Vec<Transaction>,
+    /// Penalties sweeping only the outputs the cheater cannot spend at once (its delayed
+    /// `to_local`), at rising feerates: broadcast instead if another output is spent first.
+    pub fallback: Vec<Transaction>,
+}
+
+fn decode_penalties(bytes: &[u8]) -> Result<Penalties, DecodeError> {
     let (version, tlv) = read_header(bytes, KIND_BLOB)?;
     if version != VERSION {
         return Err(DecodeError::UnknownVersion(version));
     }
-    let mut ladder = None;
+    let (mut ladder, mut fallback) = (None, Vec::new());
     tlv.for_each(|ty, r| {
         match ty {
             0 => ladder = Some(read_txs(r, MAX_LADDER)?),
+            1 => fallback = read_txs(r, MAX_LADDER)?,
             _ => return Ok(false),
         }
         Ok(true)
     })?;
-    required(ladder, "ladder")
+    Ok(Penalties { ladder: required(ladder, "ladder")?, fallback })
 }
 
 fn read_txs(r: &mut Reader<'_>, max: usize) -> Result<Vec<Transaction>, DecodeError> {
@@ -205,6 +219,8 @@ impl core::error::Error for TowerError {}
 struct Breach {
     txid: Txid,
     ladder: Vec<Transaction>,
+    /// Used if the cheater spends an output of `ladder` first (then emptied).
+    fallback: Vec<Transaction>,
     /// The rung to broadcast at the next block.
     next: usize,
 }
@@ -260,37 +276,57 @@ impl Tower {
 
     /// Shows the tower a block's transactions; returns what to broadcast: the first rung of the
     /// ladder of each breach found in it, and the next rung of each earlier breach none of whose
-    /// outputs was spent yet. An appointment whose blob does not open for the matching txid, or
-    /// whose transactions do not all spend only that transaction and pay only the client's
-    /// script, is dropped and answers nothing.
+    /// penalties confirmed yet. If the cheater spends an output the ladder sweeps (an HTLC
+    /// output, through its HTLC transaction), the tower turns to the fallback ladder (the
+    /// delayed `to_local` alone) and climbs it from the same rung. An appointment whose blob
+    /// does not open for the matching txid, or whose transactions do not all spend only that
+    /// transaction and pay only the client's script, is dropped and answers nothing.
     pub fn block(&mut self, txs: &[Transaction]) -> Vec<Transaction> {
-        let mut out = Vec::new();
-        // Breaches whose outputs this block spends are settled (by a penalty or by the cheater).
-        self.breaches.retain(|b| !txs.iter().any(|t| t.input.iter().any(|i| i.previous_output.txid == b.txid)));
-        for b in &mut self.breaches {
-            let i = b.next.min(b.ladder.len() - 1);
-            if let Some(tx) = b.ladder.get(i) {
-                out.push(tx.clone());
-            }
-            b.next = b.next.saturating_add(1);
-        }
         for tx in txs {
             let txid = tx.compute_txid();
             let Some(stored) = self.appointments.remove(&Locator::of(&txid)) else { continue };
             for (client, blob) in stored {
                 let Some(dest) = self.clients.get(client.0 as usize) else { continue };
                 let a = Appointment { locator: Locator::of(&txid), blob };
-                let Some(mut ladder) = a.open(&txid) else { continue };
-                if ladder.is_empty() || !ladder.iter().all(|p| pays_only(tx, &txid, p, dest).is_some()) {
+                let Some(Penalties { mut ladder, mut fallback }) = a.open(&txid) else { continue };
+                let valid = |p: &Transaction| pays_only(tx, &txid, p, dest).is_some();
+                if ladder.is_empty() || !ladder.iter().chain(&fallback).all(valid) {
                     continue;
                 }
                 ladder.sort_by_key(|p| pays_only(tx, &txid, p, dest));
+                fallback.sort_by_key(|p| pays_only(tx, &txid, p, dest));
                 if self.breaches.iter().any(|b| b.txid == txid && b.ladder == ladder) {
                     continue;
                 }
-                out.push(ladder[0].clone());
-                self.breaches.push(Breach { txid, ladder, next: 1 });
+                self.breaches.push(Breach { txid, ladder, fallback, next: 0 });
             }
+        }
+        let ids: Vec<Txid> = txs.iter().map(Transaction::compute_txid).collect();
+        self.breaches.retain_mut(|b| {
+            if b.ladder.iter().chain(&b.fallback).any(|p| ids.contains(&p.compute_txid())) {
+                return false; // a penalty confirmed
+            }
+            let spent: Vec<OutPoint> = txs
+                .iter()
+                .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+                .filter(|op| op.txid == b.txid)
+                .collect();
+            let conflicts =
+                |l: &[Transaction]| l.iter().any(|p| p.input.iter().any(|i| spent.contains(&i.previous_output)));
+            if conflicts(&b.ladder) {
+                if b.fallback.is_empty() || conflicts(&b.fallback) {
+                    return false; // nothing left to punish
+                }
+                b.ladder = core::mem::take(&mut b.fallback);
+            }
+            true
+        });
+        let mut out = Vec::new();
+        for b in &mut self.breaches {
+            if let Some(tx) = b.ladder.get(b.next.min(b.ladder.len().saturating_sub(1))) {
+                out.push(tx.clone());
+            }
+            b.next = b.next.saturating_add(1);
         }
         out
     }
@@ -317,6 +353,7 @@ impl Tower {
             for b in &self.breaches {
                 w.txid(&b.txid).u64(b.next as u64);
                 write_txs(w, &b.ladder);
+                write_txs(w, &b.fallback);
             }
         });
         t.finish()
@@ -356,10 +393,11 @@ impl Tower {
                         let txid = r.txid()?;
                         let next = usize::try_from(r.u64()?).map_err(|_| DecodeError::InvalidValue("next"))?;
                         let ladder = read_txs(r, MAX_LADDER)?;
+                        let fallback = read_txs(r, MAX_LADDER)?;
                         if ladder.is_empty() {
                             return Err(DecodeError::InvalidValue("ladder"));
                         }
-                        tower.breaches.push(Breach { txid, ladder, next });
+                        tower.breaches.push(Breach { txid, ladder, fallback, next });
                     }
                 }
                 _ => return Ok(false),

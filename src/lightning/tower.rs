@@ -5,6 +5,12 @@
 //! destination. Compare [`PenaltyKit`](super::penalty::PenaltyKit): a trusted tower holding our
 //! revocation base secret, O(HTLCs) storage, able to sign any penalty to any address.
 //!
+//! Each appointment also carries a fallback ladder sweeping the delayed `to_local` alone: a
+//! cheater that takes an HTLC output through its HTLC-success/-timeout transaction before the
+//! penalty confirms makes the full penalty invalid, and the tower turns to the fallback. The
+//! output of that HTLC transaction (revocable too) is not covered: with anchors its txid is not
+//! known in advance (the cheater may add inputs), so no penalty for it can be signed ahead.
+//!
 //! The caller keeps the peer's commitment it signed ([`Channel::counterparty_commitment`])
 //! until the peer revokes it, then asks for its appointment: the commitment's txid does not
 //! depend on the peer's signature, so the unsigned copy locates the signed one.
@@ -13,9 +19,10 @@ use alloc::vec::Vec;
 use core::fmt;
 
 use bitcoin::sighash::EcdsaSighashType;
-use bitcoin::Transaction;
+use bitcoin::{OutPoint, Transaction};
 
 use super::channel::Channel;
+use super::penalty::SweptOutput;
 use super::records::PenaltyRecord;
 use crate::core::commitment::FeeratePerKw;
 use crate::core::sign::{KeyId, SignRequest, Signer, Tweak};
@@ -55,8 +62,9 @@ impl core::error::Error for AppointmentError {}
 impl Channel {
     /// The blind appointment for `revoked`, a commitment of the peer it revoked: the penalty
     /// sweeping its `to_local` and every HTLC output to the sweep destination, signed at each
-    /// feerate of `ladder` (rising; a rung whose fee exceeds the swept value is left out), sealed
-    /// under `SHA256(txid)`. `records` are the channel's persisted penalty records (the HTLCs
+    /// feerate of `ladder` (rising; a rung whose fee exceeds the swept value is left out), and
+    /// when it has HTLC outputs the fallback sweeping `to_local` alone at the same feerates,
+    /// sealed under `SHA256(txid)`. `records` are the channel's persisted penalty records (the HTLCs
     /// already removed); `signer` signs with the revocation key (it must be the channel's).
     ///
     /// # Errors
@@ -90,13 +98,21 @@ impl Channel {
                 })
                 .ok()
         };
-        let txs: Vec<Transaction> = ladder
-            .iter()
-            .filter_map(|f| kit.penalty_tx_with(revoked, *f, &[], None, Some(&sign)).map(|p| p.tx))
-            .collect();
+        let rungs = |only: Option<&[OutPoint]>| -> Vec<Transaction> {
+            ladder
+                .iter()
+                .filter_map(|f| kit.penalty_tx_with(revoked, *f, &[], only, Some(&sign)).map(|p| p.tx))
+                .collect()
+        };
+        let txs = rungs(None);
         if txs.is_empty() {
             return Err(AppointmentError::NoPenalty);
         }
-        Ok(Appointment::seal(&revoked.compute_txid(), &txs))
+        // The fallback: the delayed to_local alone, for when the cheater takes an HTLC output
+        // through its HTLC transaction before the penalty confirms.
+        let outputs = kit.revoked_outputs(revoked, &[]);
+        let to_local: Vec<OutPoint> = outputs.iter().filter(|o| o.2 == SweptOutput::ToLocal).map(|o| o.0).collect();
+        let fallback = if outputs.len() > 1 && !to_local.is_empty() { rungs(Some(&to_local)) } else { Vec::new() };
+        Ok(Appointment::seal(&revoked.compute_txid(), &txs, &fallback))
     }
 }
