@@ -245,12 +245,27 @@ fn tower_ignores_tampered_blobs_unrelated_transactions_and_foreign_payouts() {
     let other = tower.register(common::ln::p2wpkh_script());
     tower.add_appointment(other, &r.appointment).unwrap();
     assert!(tower.block(std::slice::from_ref(&r.signed)).is_empty());
-    // A blob sealed for the breach but holding a transaction that spends something else.
+    // A blob sealed for the breach whose penalty pays the client but spends something else (the
+    // funding output, and an output the breach does not have).
+    let real = appointment.open(&r.signed.compute_txid()).expect("opens").ladder;
+    let funding_op = r.signed.input[0].previous_output;
+    let missing = bitcoin::OutPoint { txid: r.signed.compute_txid(), vout: r.signed.output.len() as u32 };
+    for op in [funding_op, missing] {
+        let mut elsewhere = real[0].clone();
+        elsewhere.input[0].previous_output = op;
+        // (Paying nothing, so that only the input check can refuse it.)
+        elsewhere.output[0].value = Amount::ZERO;
+        let mut tower = Tower::new();
+        let c = tower.register(destination.clone());
+        let sealed = Appointment::seal(&r.signed.compute_txid(), &[elsewhere], &[]);
+        tower.add_appointment(c, &sealed.encode()).unwrap();
+        assert!(tower.block(std::slice::from_ref(&r.signed)).is_empty(), "spends {op}");
+    }
+    // The untouched ladder, sealed the same way, is answered (the control).
     let mut tower = Tower::new();
     let c = tower.register(destination.clone());
-    let unrelated = Appointment::seal(&r.signed.compute_txid(), std::slice::from_ref(&p.funding), &[]);
-    tower.add_appointment(c, &unrelated.encode()).unwrap();
-    assert!(tower.block(std::slice::from_ref(&r.signed)).is_empty());
+    tower.add_appointment(c, &Appointment::seal(&r.signed.compute_txid(), &real, &[]).encode()).unwrap();
+    assert_eq!(tower.block(std::slice::from_ref(&r.signed)).len(), 1);
     // Unknown client and malformed bytes are refused, nothing stored.
     let mut tower = Tower::new();
     assert_eq!(tower.add_appointment(ClientId(0), &r.appointment), Err(TowerError::UnknownClient(ClientId(0))));
