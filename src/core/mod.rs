@@ -30,6 +30,7 @@ pub mod script;
 pub mod shachain;
 pub mod sign;
 pub mod standard;
+pub mod tower;
 pub mod units;
 pub mod wire;
 

@@ -284,6 +284,7 @@ pub mod params;
 mod reestablish;
 mod reset;
 mod snapshot;
+pub mod tower;
 pub mod tree;
 
 pub use channel::{Balances, Channel, Phase};

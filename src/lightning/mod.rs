@@ -266,6 +266,7 @@ pub mod penalty;
 pub mod records;
 mod reestablish;
 mod snapshot;
+pub mod tower;
 
 pub use channel::{Balances, Channel, Phase};
 pub use htlc::{Resolution, Side};

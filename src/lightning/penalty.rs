@@ -2,6 +2,13 @@
 //! Handling"), and the watchtower kit: everything needed to punish any revoked commitment of one
 //! channel, without the channel's other keys.
 //!
+//! The kit is the *trusted* tower option: with the revocation base secret and the peer's
+//! revealed secrets its holder can sign any penalty to any address (it can take the penalty
+//! money) and it learns every commitment of the channel. A tower that must not be trusted gets
+//! blind appointments instead ([`Channel::appointment`](super::Channel::appointment),
+//! [`crate::core::tower`]): one per revoked state, opaque until that state is broadcast, paying
+//! only the client.
+//!
 //! The kit holds the peer's revealed per-commitment secrets (the constant-size shachain store),
 //! one [`PenaltyRecord`] per HTLC the channel ever carried, the basepoints needed to rebuild the
 //! scripts, and the revocation base secret. Its size grows with the number of HTLCs, never with
