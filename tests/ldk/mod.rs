@@ -1,0 +1,447 @@
+//! A live LDK 0.2.7 node (its `PeerManager` and `ChannelManager` with in-memory components) and
+//! a paychan node, connected by a real TCP socket on 127.0.0.1.
+//!
+//! Everything runs on the test's thread: LDK writes through [`Desc::send_data`], which counts the
+//! bytes it wrote, and the paychan side reads exactly that many; paychan's writes are read back
+//! by their length before `read_event`. So no read ever waits for bytes that are not coming and
+//! no timeout is needed.
+
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::hash::{Hash, Hasher};
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bitcoin::block::{Header, Version as BlockVersion};
+use bitcoin::constants::genesis_block;
+use bitcoin::hashes::Hash as _;
+use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::{BlockHash, CompactTarget, Network, Transaction, TxMerkleNode};
+use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
+use lightning::chain::chainmonitor::{ChainMonitor, Persist};
+use lightning::chain::channelmonitor::{ChannelMonitor, ChannelMonitorUpdate};
+use lightning::chain::{BestBlock, ChannelMonitorUpdateStatus, Confirm, Filter};
+use lightning::events::{Event as LdkEvent, EventsProvider};
+use lightning::ln::channelmanager::{ChainParameters, ChannelManager};
+use lightning::ln::peer_handler::{IgnoringMessageHandler, MessageHandler, PeerManager, SocketDescriptor};
+use lightning::onion_message::messenger::DefaultMessageRouter;
+use lightning::routing::gossip::NetworkGraph;
+use lightning::routing::router::DefaultRouter;
+use lightning::routing::scoring::{
+    ProbabilisticScorer, ProbabilisticScoringDecayParameters, ProbabilisticScoringFeeParameters,
+};
+use lightning::sign::{InMemorySigner, KeysManager, NodeSigner as _};
+use lightning::util::config::UserConfig;
+use lightning::util::logger::{Logger, Record};
+use lightning::util::persist::MonitorName;
+
+use paychan::network::features::Features;
+use paychan::network::noise::{Handshake, InMemoryNodeSigner, NodeSigner};
+use paychan::network::peer::{Peer, PeerEvent};
+
+/// Both nodes' chain: regtest (LDK derives its chain hash from the network).
+pub const NETWORK: Network = Network::Regtest;
+
+/// The regtest genesis hash, as `init`'s `networks` and `open_channel`'s `chain_hash` carry it.
+pub fn chain_hash() -> [u8; 32] {
+    genesis_block(NETWORK).block_hash().to_byte_array()
+}
+
+/// The fee rate both nodes use (sat per 1000 weight).
+pub const FEERATE: u32 = 2_500;
+
+pub struct Log(pub &'static str);
+impl Logger for Log {
+    fn log(&self, record: Record) {
+        if std::env::var_os("LDK_LOG").is_some() {
+            eprintln!("[{} {}] {}", self.0, record.level, record.args);
+        }
+    }
+}
+
+pub struct Fees;
+impl FeeEstimator for Fees {
+    fn get_est_sat_per_1000_weight(&self, _: ConfirmationTarget) -> u32 {
+        FEERATE
+    }
+}
+
+#[derive(Default)]
+pub struct Broadcast(pub Mutex<Vec<Transaction>>);
+impl BroadcasterInterface for Broadcast {
+    fn broadcast_transactions(&self, txs: &[&Transaction]) {
+        self.0.lock().unwrap().extend(txs.iter().map(|t| (*t).clone()));
+    }
+}
+
+/// Monitors kept in memory only (the test never restarts LDK).
+pub struct NoPersist;
+impl Persist<InMemorySigner> for NoPersist {
+    fn persist_new_channel(&self, _: MonitorName, _: &ChannelMonitor<InMemorySigner>) -> ChannelMonitorUpdateStatus {
+        ChannelMonitorUpdateStatus::Completed
+    }
+    fn update_persisted_channel(
+        &self,
+        _: MonitorName,
+        _: Option<&ChannelMonitorUpdate>,
+        _: &ChannelMonitor<InMemorySigner>,
+    ) -> ChannelMonitorUpdateStatus {
+        ChannelMonitorUpdateStatus::Completed
+    }
+    fn archive_persisted_channel(&self, _: MonitorName) {}
+}
+
+type Graph = NetworkGraph<Arc<Log>>;
+type Scorer = ProbabilisticScorer<Arc<Graph>, Arc<Log>>;
+type Router = DefaultRouter<
+    Arc<Graph>,
+    Arc<Log>,
+    Arc<KeysManager>,
+    Arc<RwLock<Scorer>>,
+    ProbabilisticScoringFeeParameters,
+    Scorer,
+>;
+type MsgRouter = DefaultMessageRouter<Arc<Graph>, Arc<Log>, Arc<KeysManager>>;
+pub type Monitor = ChainMonitor<
+    InMemorySigner,
+    Arc<dyn Filter + Send + Sync>,
+    Arc<Broadcast>,
+    Arc<Fees>,
+    Arc<Log>,
+    Arc<NoPersist>,
+    Arc<KeysManager>,
+>;
+pub type Manager = ChannelManager<
+    Arc<Monitor>,
+    Arc<Broadcast>,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<KeysManager>,
+    Arc<Fees>,
+    Arc<Router>,
+    Arc<MsgRouter>,
+    Arc<Log>,
+>;
+pub type Pm = PeerManager<
+    Desc,
+    Arc<Manager>,
+    Arc<IgnoringMessageHandler>,
+    Arc<IgnoringMessageHandler>,
+    Arc<Log>,
+    Arc<IgnoringMessageHandler>,
+    Arc<KeysManager>,
+    Arc<IgnoringMessageHandler>,
+>;
+
+/// LDK's end of the socket: writes block until the kernel took the bytes, and count them so the
+/// paychan side knows how many to read.
+#[derive(Clone)]
+pub struct Desc {
+    id: u64,
+    stream: Arc<TcpStream>,
+    written: Arc<AtomicUsize>,
+    pub disconnected: Arc<AtomicUsize>,
+}
+
+impl PartialEq for Desc {
+    fn eq(&self, o: &Self) -> bool {
+        self.id == o.id
+    }
+}
+impl Eq for Desc {}
+impl Hash for Desc {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        self.id.hash(h)
+    }
+}
+
+impl SocketDescriptor for Desc {
+    fn send_data(&mut self, data: &[u8], _continue_read: bool) -> usize {
+        (&*self.stream).write_all(data).expect("write to the paychan side");
+        self.written.fetch_add(data.len(), Ordering::SeqCst);
+        data.len()
+    }
+    fn disconnect_socket(&mut self) {
+        self.disconnected.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// The LDK node.
+pub struct Ldk {
+    pub keys: Arc<KeysManager>,
+    pub monitor: Arc<Monitor>,
+    pub manager: Arc<Manager>,
+    pub peers: Arc<Pm>,
+    pub broadcast: Arc<Broadcast>,
+    /// The headers of the chain both nodes see (index = height).
+    pub headers: Vec<Header>,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Ldk {
+    /// A node with `seed` and `config`, at the regtest genesis.
+    pub fn new(seed: u8, config: UserConfig) -> Ldk {
+        let log = Arc::new(Log("ldk"));
+        let keys = Arc::new(KeysManager::new(&[seed; 32], 1_700_000_000, 0, true));
+        let broadcast = Arc::new(Broadcast::default());
+        let fees = Arc::new(Fees);
+        let monitor = Arc::new(ChainMonitor::new(
+            None,
+            broadcast.clone(),
+            log.clone(),
+            fees.clone(),
+            Arc::new(NoPersist),
+            keys.clone(),
+            keys.get_peer_storage_key(),
+        ));
+        let graph = Arc::new(NetworkGraph::new(NETWORK, log.clone()));
+        let scorer = Arc::new(RwLock::new(ProbabilisticScorer::new(
+            ProbabilisticScoringDecayParameters::default(),
+            graph.clone(),
+            log.clone(),
+        )));
+        let router = Arc::new(DefaultRouter::new(
+            graph.clone(),
+            log.clone(),
+            keys.clone(),
+            scorer,
+            ProbabilisticScoringFeeParameters::default(),
+        ));
+        let msg_router = Arc::new(DefaultMessageRouter::new(graph, keys.clone()));
+        let genesis = genesis_block(NETWORK).header;
+        let manager = Arc::new(ChannelManager::new(
+            fees,
+            monitor.clone(),
+            broadcast.clone(),
+            router,
+            msg_router,
+            log.clone(),
+            keys.clone(),
+            keys.clone(),
+            keys.clone(),
+            config,
+            ChainParameters { network: NETWORK, best_block: BestBlock::new(genesis.block_hash(), 0) },
+            1_700_000_000,
+        ));
+        let handlers = MessageHandler {
+            chan_handler: manager.clone(),
+            route_handler: Arc::new(IgnoringMessageHandler {}),
+            onion_message_handler: Arc::new(IgnoringMessageHandler {}),
+            custom_message_handler: Arc::new(IgnoringMessageHandler {}),
+            send_only_message_handler: Arc::new(IgnoringMessageHandler {}),
+        };
+        let peers = Arc::new(PeerManager::new(handlers, 1_700_000_000, &[seed ^ 0x55; 32], log, keys.clone()));
+        Ldk { keys, monitor, manager, peers, broadcast, headers: vec![genesis] }
+    }
+
+    /// LDK's node id.
+    pub fn node_id(&self) -> PublicKey {
+        self.manager.get_our_node_id()
+    }
+
+    /// Takes the events LDK raised.
+    pub fn events(&self) -> Vec<LdkEvent> {
+        let got = RefCell::new(Vec::new());
+        self.manager.process_pending_events(&|e| {
+            got.borrow_mut().push(e);
+            Ok(())
+        });
+        got.into_inner()
+    }
+
+    /// Mines a block holding `txs` and tells the channel manager and the monitors.
+    pub fn mine(&mut self, txs: &[Transaction]) -> u32 {
+        let prev = self.headers.last().unwrap();
+        let header = Header {
+            version: BlockVersion::TWO,
+            prev_blockhash: prev.block_hash(),
+            merkle_root: TxMerkleNode::all_zeros(),
+            time: prev.time + 600,
+            bits: CompactTarget::from_consensus(0x207fffff),
+            nonce: self.headers.len() as u32,
+        };
+        self.headers.push(header);
+        let height = (self.headers.len() - 1) as u32;
+        let confirmed: Vec<(usize, &Transaction)> = txs.iter().enumerate().collect();
+        self.manager.transactions_confirmed(&header, &confirmed, height);
+        self.monitor.transactions_confirmed(&header, &confirmed, height);
+        self.manager.best_block_updated(&header, height);
+        self.monitor.best_block_updated(&header, height);
+        height
+    }
+
+    pub fn tip_hash(&self) -> BlockHash {
+        self.headers.last().unwrap().block_hash()
+    }
+}
+
+use std::cell::RefCell;
+
+/// paychan's end of the connection: handshake, then a [`Peer`].
+pub enum Conn {
+    /// Initiator, waiting for act two.
+    AwaitActTwo(Handshake),
+    /// Responder, waiting for act one.
+    AwaitActOne(Handshake),
+    /// Responder, waiting for act three.
+    AwaitActThree(Handshake),
+    /// Connected.
+    Up(Peer),
+}
+
+/// A TCP connection between the two nodes, with paychan's side of it.
+pub struct Link {
+    pub ldk_desc: Desc,
+    pc_stream: TcpStream,
+    pub conn: Option<Conn>,
+    /// paychan's node key.
+    pub pc_node: InMemoryNodeSigner,
+    /// Everything paychan's `Peer` delivered, in order.
+    pub events: VecDeque<PeerEvent>,
+    /// The node id the responder learnt from act three.
+    pub learnt_initiator: Option<PublicKey>,
+}
+
+fn tcp_pair() -> (TcpStream, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let a = TcpStream::connect(listener.local_addr().unwrap()).expect("connect");
+    let (b, _) = listener.accept().expect("accept");
+    a.set_nodelay(true).unwrap();
+    b.set_nodelay(true).unwrap();
+    (a, b)
+}
+
+fn key(b: u8) -> SecretKey {
+    SecretKey::from_slice(&[b; 32]).unwrap()
+}
+
+impl Link {
+    fn new(pc_node: InMemoryNodeSigner, conn: Conn) -> Link {
+        let (ldk_stream, pc_stream) = tcp_pair();
+        let ldk_desc = Desc {
+            id: NEXT_ID.fetch_add(1, Ordering::SeqCst),
+            stream: Arc::new(ldk_stream),
+            written: Arc::new(AtomicUsize::new(0)),
+            disconnected: Arc::new(AtomicUsize::new(0)),
+        };
+        Link { ldk_desc, pc_stream, conn: Some(conn), pc_node, events: VecDeque::new(), learnt_initiator: None }
+    }
+
+    /// paychan dials LDK (paychan is the BOLT 8 initiator).
+    pub fn paychan_dials(ldk: &Ldk, pc_node: InMemoryNodeSigner, ephemeral: u8) -> Link {
+        let (hs, act1) = Handshake::initiator(&pc_node, ldk.node_id(), key(ephemeral)).expect("act one");
+        let mut link = Link::new(pc_node, Conn::AwaitActTwo(hs));
+        ldk.peers.new_inbound_connection(link.ldk_desc.clone(), None).expect("LDK takes the connection");
+        link.deliver(ldk, &act1);
+        link.pump(ldk);
+        link
+    }
+
+    /// LDK dials paychan (LDK is the BOLT 8 initiator).
+    pub fn ldk_dials(ldk: &Ldk, pc_node: InMemoryNodeSigner, ephemeral: u8) -> Link {
+        let link = Link::new(pc_node, Conn::AwaitActOne(Handshake::responder(key(ephemeral))));
+        let node_id = link.pc_node.node_id();
+        let act1 = ldk.peers.new_outbound_connection(node_id, link.ldk_desc.clone(), None).expect("act one");
+        let mut link = link;
+        // LDK returns act one instead of writing it.
+        let mut d = link.ldk_desc.clone();
+        d.send_data(&act1, true);
+        link.pump(ldk);
+        link
+    }
+
+    /// Bytes LDK wrote that paychan has not read yet.
+    pub fn pending_to_paychan(&self) -> usize {
+        self.ldk_desc.written.load(Ordering::SeqCst)
+    }
+
+    /// Writes paychan's bytes to the socket and has LDK read them.
+    pub fn deliver(&mut self, ldk: &Ldk, bytes: &[u8]) {
+        if bytes.is_empty() {
+            return;
+        }
+        self.pc_stream.write_all(bytes).expect("write to LDK");
+        let mut buf = vec![0u8; bytes.len()];
+        (&*self.ldk_desc.stream).read_exact(&mut buf).expect("LDK's side reads");
+        let mut d = self.ldk_desc.clone();
+        ldk.peers.read_event(&mut d, &buf).expect("LDK accepts paychan's bytes");
+        ldk.peers.process_events();
+    }
+
+    /// Sends an encrypted message from paychan.
+    pub fn send(&mut self, ldk: &Ldk, msg: &paychan::lightning::Msg) {
+        let Some(Conn::Up(peer)) = self.conn.as_mut() else { panic!("not connected") };
+        let bytes = peer.send(msg).expect("encrypt");
+        self.deliver(ldk, &bytes);
+    }
+
+    /// Moves bytes both ways until neither side has anything to say.
+    pub fn pump(&mut self, ldk: &Ldk) {
+        loop {
+            ldk.peers.process_events();
+            let n = self.ldk_desc.written.swap(0, Ordering::SeqCst);
+            if n == 0 {
+                return;
+            }
+            let mut buf = vec![0u8; n];
+            self.pc_stream.read_exact(&mut buf).expect("paychan's side reads");
+            let reply = self.paychan_reads(&buf);
+            self.deliver(ldk, &reply);
+        }
+    }
+
+    /// paychan's state machines take bytes from the socket; returns what to write back.
+    fn paychan_reads(&mut self, mut bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        loop {
+            if bytes.is_empty() && !matches!(self.conn, Some(Conn::Up(_))) {
+                return out;
+            }
+            match self.conn.take().expect("connection") {
+                Conn::AwaitActTwo(mut hs) => {
+                    let (act2, rest) = bytes.split_at(paychan::network::noise::ACT_TWO_LEN);
+                    let (transport, act3) = hs.read_act_two(act2, &self.pc_node).expect("act two");
+                    out.extend(act3);
+                    let (peer, init) = Peer::new(transport, Features::ours(), chain_hash());
+                    out.extend(init);
+                    self.conn = Some(Conn::Up(peer));
+                    bytes = rest;
+                }
+                Conn::AwaitActOne(mut hs) => {
+                    let (act1, rest) = bytes.split_at(paychan::network::noise::ACT_ONE_LEN);
+                    out.extend(hs.read_act_one(act1, &self.pc_node).expect("act one"));
+                    self.conn = Some(Conn::AwaitActThree(hs));
+                    bytes = rest;
+                }
+                Conn::AwaitActThree(mut hs) => {
+                    let (act3, rest) = bytes.split_at(paychan::network::noise::ACT_THREE_LEN);
+                    let (transport, theirs) = hs.read_act_three(act3, &self.pc_node).expect("act three");
+                    self.learnt_initiator = Some(theirs);
+                    let (peer, init) = Peer::new(transport, Features::ours(), chain_hash());
+                    out.extend(init);
+                    self.conn = Some(Conn::Up(peer));
+                    bytes = rest;
+                }
+                Conn::Up(mut peer) => {
+                    let got = peer.receive(bytes).expect("paychan accepts LDK's bytes");
+                    out.extend(got.reply);
+                    self.events.extend(got.events);
+                    self.conn = Some(Conn::Up(peer));
+                    return out;
+                }
+            }
+        }
+    }
+
+    /// paychan's `Peer`, once connected.
+    pub fn peer(&mut self) -> &mut Peer {
+        match self.conn.as_mut() {
+            Some(Conn::Up(p)) => p,
+            _ => panic!("handshake not done"),
+        }
+    }
+}
