@@ -33,11 +33,20 @@ use lightning::routing::router::DefaultRouter;
 use lightning::routing::scoring::{
     ProbabilisticScorer, ProbabilisticScoringDecayParameters, ProbabilisticScoringFeeParameters,
 };
-use lightning::sign::{InMemorySigner, KeysManager, NodeSigner as _};
+use lightning::sign::{InMemorySigner as LdkSigner, KeysManager, NodeSigner as _};
 use lightning::util::config::UserConfig;
 use lightning::util::logger::{Logger, Record};
 use lightning::util::persist::MonitorName;
 
+use bitcoin::absolute::LockTime;
+use bitcoin::transaction::Version as TxVersion;
+use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, TxIn, TxOut, Txid, Witness};
+use paychan::core::commitment::ChannelType;
+use paychan::core::keys::{ChannelSecrets, Seed};
+use paychan::core::sign::InMemorySigner;
+use paychan::core::{BlockHeight, MilliSats};
+use paychan::driving::{ChainEvent, ChainTip, ChannelId};
+use paychan::lightning::{Channel, ChannelConfig, Effects as PcEffects, Event as PcEvent, Msg, OpenParams};
 use paychan::network::features::Features;
 use paychan::network::noise::{Handshake, InMemoryNodeSigner, NodeSigner};
 use paychan::network::peer::{Peer, PeerEvent};
@@ -48,6 +57,24 @@ pub const NETWORK: Network = Network::Regtest;
 /// The regtest genesis hash, as `init`'s `networks` and `open_channel`'s `chain_hash` carry it.
 pub fn chain_hash() -> [u8; 32] {
     genesis_block(NETWORK).block_hash().to_byte_array()
+}
+
+/// paychan's policy for channels with LDK: depth 1 (the test mines one block).
+pub fn pc_config(channel_type: ChannelType) -> ChannelConfig {
+    ChannelConfig {
+        minimum_depth: 1,
+        shutdown_anysegwit: true,
+        ..ChannelConfig::default_for(chain_hash(), channel_type)
+    }
+}
+
+/// LDK's policy: depth 1, as the test mines one block.
+pub fn ldk_config(anchors: bool) -> UserConfig {
+    let mut c = UserConfig::default();
+    c.channel_handshake_config.minimum_depth = 1;
+    c.channel_handshake_config.negotiate_anchors_zero_fee_htlc_tx = anchors;
+    c.manually_accept_inbound_channels = anchors;
+    c
 }
 
 /// The fee rate both nodes use (sat per 1000 weight).
@@ -79,15 +106,15 @@ impl BroadcasterInterface for Broadcast {
 
 /// Monitors kept in memory only (the test never restarts LDK).
 pub struct NoPersist;
-impl Persist<InMemorySigner> for NoPersist {
-    fn persist_new_channel(&self, _: MonitorName, _: &ChannelMonitor<InMemorySigner>) -> ChannelMonitorUpdateStatus {
+impl Persist<LdkSigner> for NoPersist {
+    fn persist_new_channel(&self, _: MonitorName, _: &ChannelMonitor<LdkSigner>) -> ChannelMonitorUpdateStatus {
         ChannelMonitorUpdateStatus::Completed
     }
     fn update_persisted_channel(
         &self,
         _: MonitorName,
         _: Option<&ChannelMonitorUpdate>,
-        _: &ChannelMonitor<InMemorySigner>,
+        _: &ChannelMonitor<LdkSigner>,
     ) -> ChannelMonitorUpdateStatus {
         ChannelMonitorUpdateStatus::Completed
     }
@@ -106,7 +133,7 @@ type Router = DefaultRouter<
 >;
 type MsgRouter = DefaultMessageRouter<Arc<Graph>, Arc<Log>, Arc<KeysManager>>;
 pub type Monitor = ChainMonitor<
-    InMemorySigner,
+    LdkSigner,
     Arc<dyn Filter + Send + Sync>,
     Arc<Broadcast>,
     Arc<Fees>,
@@ -293,6 +320,140 @@ pub enum Conn {
     Up(Peer),
 }
 
+/// One paychan channel with its keys and what it reported.
+pub struct PcChannel {
+    pub ch: Channel,
+    pub signer: InMemorySigner,
+    pub events: Vec<PcEvent>,
+    pub records: Vec<Vec<u8>>,
+    pub snapshots: usize,
+}
+
+/// The paychan node: its channels with LDK, the chain it sees and what it broadcast.
+pub struct PcNode {
+    pub channels: Vec<PcChannel>,
+    pub config: ChannelConfig,
+    pub tip: u32,
+    pub broadcast: Vec<Transaction>,
+    /// Connection-level `warning`/`error` messages received (channel id zero or unknown).
+    pub unrouted: Vec<Msg>,
+    next_signer: u64,
+}
+
+impl PcNode {
+    pub fn new(config: ChannelConfig) -> PcNode {
+        PcNode { channels: vec![], config, tip: 0, broadcast: vec![], unrouted: vec![], next_signer: 0 }
+    }
+
+    /// A fresh channel signer.
+    pub fn signer(&mut self) -> InMemorySigner {
+        self.next_signer += 1;
+        InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0x5c; 32]), self.next_signer))
+    }
+
+    /// Applies a channel's effects: persists (counts), keeps events and broadcasts, returns the
+    /// messages to send.
+    fn absorb(&mut self, i: usize, fx: PcEffects) -> Vec<Msg> {
+        if !fx.send.is_empty() || !fx.broadcast.is_empty() {
+            assert!(fx.update.is_some(), "sent or broadcast without persisting first");
+        }
+        let c = &mut self.channels[i];
+        if let Some(u) = fx.update {
+            c.snapshots += 1;
+            c.records.extend(u.records);
+        }
+        c.events.extend(fx.events);
+        self.broadcast.extend(fx.broadcast);
+        fx.send
+    }
+
+    /// Routes one message from LDK to its channel (a new one for `open_channel`).
+    pub fn handle(&mut self, channel_id: ChannelId, msg: Msg) -> Vec<Msg> {
+        let tip = ChainTip::at(self.tip);
+        if let Msg::OpenChannel(open) = &msg {
+            let signer = self.signer();
+            let (ch, fx) =
+                Channel::accept(open, self.config.clone(), &signer, tip).expect("paychan accepts LDK's open_channel");
+            self.channels.push(PcChannel { ch, signer, events: vec![], records: vec![], snapshots: 0 });
+            return self.absorb(self.channels.len() - 1, fx);
+        }
+        let Some(i) = self.channels.iter().position(|c| c.ch.channel_id() == channel_id) else {
+            self.unrouted.push(msg);
+            return vec![];
+        };
+        let c = &mut self.channels[i];
+        let fx =
+            c.ch.handle_message(msg.clone(), &c.signer, tip)
+                .unwrap_or_else(|e| panic!("paychan refused {msg:?}: {e:?}"));
+        self.absorb(i, fx)
+    }
+
+    /// Opens a channel to LDK; returns the `open_channel`.
+    pub fn open(&mut self, temporary_channel_id: [u8; 32], funding_sat: u64, push_msat: u64) -> Vec<Msg> {
+        let signer = self.signer();
+        let (ch, fx) = Channel::open(
+            OpenParams {
+                config: self.config.clone(),
+                temporary_channel_id: ChannelId(temporary_channel_id),
+                funding: Amount::from_sat(funding_sat),
+                push: MilliSats::from_msat(push_msat),
+                feerate_per_kw: FEERATE,
+            },
+            &signer,
+            ChainTip::at(self.tip),
+        )
+        .expect("open");
+        self.channels.push(PcChannel { ch, signer, events: vec![], records: vec![], snapshots: 0 });
+        self.absorb(self.channels.len() - 1, fx)
+    }
+
+    /// Runs a command on channel `i` and returns the messages to send.
+    pub fn command(&mut self, i: usize, f: impl FnOnce(&mut Channel, &InMemorySigner) -> PcEffects) -> Vec<Msg> {
+        let c = &mut self.channels[i];
+        let fx = f(&mut c.ch, &c.signer);
+        self.absorb(i, fx)
+    }
+
+    /// A new block at the next height, holding `txs`, for every channel.
+    pub fn mine(&mut self, txs: &[Transaction]) -> Vec<Msg> {
+        self.tip += 1;
+        let h = BlockHeight(self.tip);
+        let mut out = vec![];
+        for i in 0..self.channels.len() {
+            for tx in txs {
+                let c = &mut self.channels[i];
+                let fx = c.ch.handle_chain(ChainEvent::Confirmed { tx, height: h }, &c.signer);
+                out.extend(self.absorb(i, fx));
+            }
+            let c = &mut self.channels[i];
+            let fx = c.ch.handle_chain(ChainEvent::Tip(ChainTip::at(self.tip)), &c.signer);
+            out.extend(self.absorb(i, fx));
+        }
+        out
+    }
+
+    /// Takes channel `i`'s events.
+    pub fn events(&mut self, i: usize) -> Vec<PcEvent> {
+        std::mem::take(&mut self.channels[i].events)
+    }
+}
+
+/// A funding transaction paying `value` to `script` (its input is made up, with a witness so
+/// LDK takes it as signed segwit).
+pub fn funding_tx(script: ScriptBuf, value: Amount, salt: u8) -> Transaction {
+    Transaction {
+        version: TxVersion::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: OutPoint { txid: Txid::from_byte_array([salt; 32]), vout: 0 },
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::from_slice(&[[1u8; 72].as_slice(), [2u8; 33].as_slice()]),
+        }],
+        output: vec![TxOut { value, script_pubkey: script }],
+    }
+}
+
 /// A TCP connection between the two nodes, with paychan's side of it.
 pub struct Link {
     pub ldk_desc: Desc,
@@ -304,6 +465,10 @@ pub struct Link {
     pub events: VecDeque<PeerEvent>,
     /// The node id the responder learnt from act three.
     pub learnt_initiator: Option<PublicKey>,
+    /// paychan's channels.
+    pub pc: PcNode,
+    /// Gossip messages LDK sent (type, payload).
+    pub gossip: Vec<(u16, Vec<u8>)>,
 }
 
 fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -328,7 +493,16 @@ impl Link {
             written: Arc::new(AtomicUsize::new(0)),
             disconnected: Arc::new(AtomicUsize::new(0)),
         };
-        Link { ldk_desc, pc_stream, conn: Some(conn), pc_node, events: VecDeque::new(), learnt_initiator: None }
+        Link {
+            ldk_desc,
+            pc_stream,
+            conn: Some(conn),
+            pc_node,
+            events: VecDeque::new(),
+            learnt_initiator: None,
+            gossip: vec![],
+            pc: PcNode::new(pc_config(paychan::core::commitment::ChannelType::StaticRemoteKey)),
+        }
     }
 
     /// paychan dials LDK (paychan is the BOLT 8 initiator).
@@ -373,7 +547,7 @@ impl Link {
     }
 
     /// Sends an encrypted message from paychan.
-    pub fn send(&mut self, ldk: &Ldk, msg: &paychan::lightning::Msg) {
+    pub fn send(&mut self, ldk: &Ldk, msg: &Msg) {
         let Some(Conn::Up(peer)) = self.conn.as_mut() else { panic!("not connected") };
         let bytes = peer.send(msg).expect("encrypt");
         self.deliver(ldk, &bytes);
@@ -391,6 +565,31 @@ impl Link {
             self.pc_stream.read_exact(&mut buf).expect("paychan's side reads");
             let reply = self.paychan_reads(&buf);
             self.deliver(ldk, &reply);
+            self.route(ldk);
+        }
+    }
+
+    /// Hands the channel messages paychan's `Peer` delivered to the channels and sends their
+    /// answers.
+    fn route(&mut self, ldk: &Ldk) {
+        let mut keep = VecDeque::new();
+        while let Some(e) = self.events.pop_front() {
+            match e {
+                PeerEvent::Channel { channel_id, msg } => {
+                    let answers = self.pc.handle(channel_id, msg);
+                    self.send_all(ldk, &answers);
+                }
+                PeerEvent::Gossip { msg_type, payload } => self.gossip.push((msg_type, payload)),
+                other => keep.push_back(other),
+            }
+        }
+        self.events = keep;
+    }
+
+    /// Sends paychan's messages and moves everything that follows.
+    pub fn send_all(&mut self, ldk: &Ldk, msgs: &[Msg]) {
+        for m in msgs {
+            self.send(ldk, m);
         }
     }
 
