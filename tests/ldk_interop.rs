@@ -223,3 +223,179 @@ fn paychan_opens_an_anchors_channel_to_ldk() {
     let i = paychan_opens(&mut ldk, &mut link);
     check_ready(&ldk, &mut link, i, true);
 }
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use lightning::ln::channelmanager::Retry;
+use lightning::ln::channelmanager::{Bolt11InvoiceParameters, PaymentId};
+use lightning::routing::router::RouteParametersConfig;
+use paychan::core::{MilliSats, PaymentHash, PaymentPreimage};
+use paychan::network::invoice::{create_invoice, parse_invoice, Currency, InvoiceRequest};
+use paychan::network::onion::{build_onion, peel, Peeled};
+use paychan::network::payload::HopPayload;
+
+const PC_SECRET: [u8; 32] = [0x42; 32];
+
+fn now() -> Duration {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap()
+}
+
+/// paychan's node secret (the onion's final layer is peeled with it).
+fn pc_secret() -> SecretKey {
+    SecretKey::from_slice(&PC_SECRET).unwrap()
+}
+
+/// The HTLCs paychan's channel `i` reported as received.
+fn received(link: &mut Link, i: usize) -> Vec<(u64, MilliSats, PaymentHash, u32, paychan::lightning::OnionPacket)> {
+    link.pc
+        .events(i)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::HtlcReceived { id, amount, payment_hash, cltv_expiry, onion } => {
+                Some((id, amount, payment_hash, cltv_expiry, onion.expect("over the wire")))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// LDK pays a BOLT 11 invoice made by paychan's `create_invoice`; paychan peels LDK's onion with
+/// `network::onion::peel`, checks the final hop and fulfils.
+fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
+    let preimage = PaymentPreimage([0x99; 32]);
+    let secret = [0x33; 32];
+    let amount = 50_000_000;
+    let request = InvoiceRequest {
+        currency: Currency::Regtest,
+        amount_msat: Some(amount),
+        payment_hash: preimage.hash().0,
+        payment_secret: secret,
+        description: "paychan coffee".into(),
+        created_at: now(),
+        expiry: Duration::from_secs(3_600),
+        min_final_cltv_expiry_delta: 40,
+        route_hints: vec![],
+    };
+    let invoice = create_invoice(&request, &link.pc_node).expect("invoice");
+    // LDK reads the invoice from its text, as a wallet would.
+    let invoice: lightning_invoice::Bolt11Invoice = invoice.to_string().parse().expect("LDK parses paychan's invoice");
+    ldk.manager
+        .pay_for_bolt11_invoice(
+            &invoice,
+            PaymentId([1; 32]),
+            None,
+            RouteParametersConfig::default(),
+            Retry::Attempts(0),
+        )
+        .expect("LDK pays");
+    link.pump(ldk);
+    let got = received(link, i);
+    let [(id, htlc_amount, hash, cltv_expiry, onion)] = &got[..] else { panic!("one HTLC: {got:?}") };
+    assert_eq!((htlc_amount.to_msat(), *hash), (amount, preimage.hash()));
+    let Peeled::Final { payload, .. } = peel(onion, &pc_secret(), &hash.0).expect("LDK's onion peels") else {
+        panic!("paychan is the final hop")
+    };
+    let hop = HopPayload::decode(&payload, true).expect("LDK's final payload");
+    assert!(matches!(hop, HopPayload::Final { amt_to_forward, payment_data: Some((s, total)), .. }
+        if amt_to_forward == amount && s == secret && total == amount));
+    hop.check_final(htlc_amount.to_msat(), *cltv_expiry, &secret, link.pc.tip).expect("final checks");
+    assert!(*cltv_expiry >= link.pc.tip + 40, "the invoice's min_final_cltv_expiry_delta");
+    let id = *id;
+    let msgs = link.pc.command(i, |ch, _| ch.fulfill_htlc(id, preimage).expect("fulfill"));
+    link.send_all(ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+    link.send_all(ldk, &msgs);
+    link.pump(ldk);
+    let sent = ldk.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentSent { payment_preimage, fee_paid_msat, .. } => Some((payment_preimage, fee_paid_msat)),
+        _ => None,
+    });
+    assert_eq!(sent, Some((lightning::types::payment::PaymentPreimage(preimage.0), Some(0))));
+    link.pump(ldk);
+    assert!(link.pc.channels[i].ch.htlcs().is_empty(), "{:?}", link.pc.channels[i].ch.htlcs());
+}
+
+/// paychan pays an invoice LDK made: `parse_invoice` gives the target, paychan builds the onion
+/// with `network::onion::build_onion` and offers the HTLC; LDK claims it.
+fn paychan_pays_ldk(ldk: &mut Ldk, link: &mut Link, i: usize) {
+    let amount = 30_000_000;
+    let params = Bolt11InvoiceParameters { amount_msats: Some(amount), ..Default::default() };
+    let invoice = ldk.manager.create_bolt11_invoice(params).expect("LDK's invoice");
+    let target = parse_invoice(&invoice.to_string(), Currency::Regtest, now()).expect("paychan parses LDK's invoice");
+    assert_eq!(target.payee, ldk.node_id());
+    assert_eq!(target.amount_msat, Some(amount));
+    // LDK is the channel's peer: a one-hop route.
+    let cltv = link.pc.tip + target.min_final_cltv_expiry_delta as u32 + 2;
+    let payload = HopPayload::Final {
+        amt_to_forward: amount,
+        outgoing_cltv_value: cltv,
+        payment_data: Some((target.payment_secret, amount)),
+        payment_metadata: None,
+    };
+    let session = SecretKey::from_slice(&[0x5e; 32]).unwrap();
+    let (onion, _secrets) =
+        build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).expect("onion");
+    let hash = PaymentHash(target.payment_hash);
+    let msgs = link.pc.command(i, |ch, _| ch.add_htlc(MilliSats::from_msat(amount), hash, cltv, onion).expect("add").1);
+    link.send_all(ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+    link.send_all(ldk, &msgs);
+    link.pump(ldk);
+    ldk.manager.process_pending_htlc_forwards();
+    link.pump(ldk);
+    let claimable = ldk.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentClaimable { payment_hash, amount_msat, purpose, .. } => {
+            Some((payment_hash, amount_msat, purpose))
+        }
+        _ => None,
+    });
+    let (h, got, purpose) = claimable.expect("LDK found its payment in paychan's onion");
+    assert_eq!((h.0, got), (target.payment_hash, amount));
+    let preimage = purpose.preimage().expect("LDK knows its preimage");
+    ldk.manager.claim_funds(preimage);
+    link.pump(ldk);
+    let fulfilled = link.pc.events(i).into_iter().find_map(|e| match e {
+        Event::HtlcFulfilled { preimage, payment_hash, .. } => Some((preimage, payment_hash)),
+        _ => None,
+    });
+    assert_eq!(fulfilled, Some((PaymentPreimage(preimage.0), hash)));
+    // The fulfilment's commitment dance completes.
+    link.pump(ldk);
+    assert!(ldk
+        .events()
+        .iter()
+        .any(|e| matches!(e, LdkEvent::PaymentClaimed { amount_msat, .. } if *amount_msat == amount)));
+    // LDK holds its last revoke_and_ack until the claim's event was handled.
+    link.pump(ldk);
+    assert!(link.pc.channels[i].ch.htlcs().is_empty(), "{:?}", link.pc.channels[i].ch.htlcs());
+}
+
+/// One payment each way on channel `i`; paychan's balances move by exactly the amounts (the
+/// payee is a direct peer: no fee).
+fn a_payment_each_way(ldk: &mut Ldk, link: &mut Link, i: usize) {
+    let before = link.pc.channels[i].ch.balances(Side::Holder);
+    ldk_pays_paychan(ldk, link, i);
+    paychan_pays_ldk(ldk, link, i);
+    let after = link.pc.channels[i].ch.balances(Side::Holder);
+    assert_eq!(after.holder.to_msat(), before.holder.to_msat() + 50_000_000 - 30_000_000);
+    assert_eq!(after.counterparty.to_msat(), before.counterparty.to_msat() - 50_000_000 + 30_000_000);
+    let details =
+        ldk.manager.list_channels().into_iter().find(|d| d.channel_id.0 == link.pc.channels[i].ch.channel_id().0);
+    assert!(details.expect("LDK's channel").is_usable);
+}
+
+#[test]
+fn a_payment_each_way_over_a_static_remotekey_channel_ldk_opened() {
+    let (mut ldk, mut link) = connected(ChannelType::StaticRemoteKey, 21);
+    let i = ldk_opens(&mut ldk, &mut link);
+    check_ready(&ldk, &mut link, i, false);
+    a_payment_each_way(&mut ldk, &mut link, i);
+}
+
+#[test]
+fn a_payment_each_way_over_an_anchors_channel_paychan_opened() {
+    let (mut ldk, mut link) = connected(ChannelType::AnchorsZeroFeeHtlc, 22);
+    let i = paychan_opens(&mut ldk, &mut link);
+    check_ready(&ldk, &mut link, i, true);
+    a_payment_each_way(&mut ldk, &mut link, i);
+}

@@ -369,6 +369,9 @@ impl PcNode {
 
     /// Routes one message from LDK to its channel (a new one for `open_channel`).
     pub fn handle(&mut self, channel_id: ChannelId, msg: Msg) -> Vec<Msg> {
+        if std::env::var_os("PC_LOG").is_some() {
+            eprintln!("[paychan <-] {}", msg_name(&msg));
+        }
         let tip = ChainTip::at(self.tip);
         if let Msg::OpenChannel(open) = &msg {
             let signer = self.signer();
@@ -548,6 +551,9 @@ impl Link {
 
     /// Sends an encrypted message from paychan.
     pub fn send(&mut self, ldk: &Ldk, msg: &Msg) {
+        if std::env::var_os("PC_LOG").is_some() {
+            eprintln!("[paychan ->] {}", msg_name(msg));
+        }
         let Some(Conn::Up(peer)) = self.conn.as_mut() else { panic!("not connected") };
         let bytes = peer.send(msg).expect("encrypt");
         self.deliver(ldk, &bytes);
@@ -643,4 +649,9 @@ impl Link {
             _ => panic!("handshake not done"),
         }
     }
+}
+
+fn msg_name(m: &Msg) -> String {
+    let s = format!("{m:?}");
+    s.chars().take_while(|c| c.is_alphanumeric()).collect()
 }
