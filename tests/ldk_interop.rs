@@ -136,6 +136,7 @@ fn ldk_opens(ldk: &mut Ldk, link: &mut Link) -> usize {
     link.pump(ldk);
     assert!(ldk.broadcast.0.lock().unwrap().contains(&funding), "LDK broadcasts after paychan's funding_signed");
     confirm(ldk, link, &funding);
+    link.pc.channels[i].funding = Some(funding);
     i
 }
 
@@ -163,6 +164,7 @@ fn paychan_opens(ldk: &mut Ldk, link: &mut Link) -> usize {
     link.pump(ldk);
     assert!(link.pc.broadcast.contains(&funding), "paychan broadcasts after LDK's funding_signed");
     confirm(ldk, link, &funding);
+    link.pc.channels[i].funding = Some(funding);
     i
 }
 
@@ -398,4 +400,91 @@ fn a_payment_each_way_over_an_anchors_channel_paychan_opened() {
     let i = paychan_opens(&mut ldk, &mut link);
     check_ready(&ldk, &mut link, i, true);
     a_payment_each_way(&mut ldk, &mut link, i);
+}
+
+use bitcoin::hashes::Hash as _;
+use paychan::testing::consensus::verify_spend;
+
+/// A standard P2WPKH payout script.
+fn payout_script(b: u8) -> bitcoin::ScriptBuf {
+    bitcoin::ScriptBuf::new_p2wpkh(&bitcoin::WPubkeyHash::from_byte_array([b; 20]))
+}
+
+/// The closing fee range paychan offers.
+const CLOSE_FEES: (bitcoin::Amount, bitcoin::Amount) =
+    (bitcoin::Amount::from_sat(500), bitcoin::Amount::from_sat(20_000));
+
+/// Runs the cooperative close to its end and checks both nodes broadcast the same closing
+/// transaction, valid under Bitcoin Core's interpreter, paying each side its balance less its
+/// share of the fee (the funder pays it).
+fn finish_close(ldk: &mut Ldk, link: &mut Link, i: usize, paychan_is_funder: bool) {
+    link.pump(ldk);
+    let balances = link.pc.channels[i].ch.balances(Side::Holder);
+    let closed = link.pc.events(i).into_iter().find_map(|e| match e {
+        Event::ClosingBroadcast { txid, fee } => Some((txid, fee)),
+        _ => None,
+    });
+    let (txid, fee) = closed.expect("paychan agreed on a closing transaction");
+    let pc_tx = link.pc.broadcast.iter().find(|t| t.compute_txid() == txid).expect("paychan broadcast it").clone();
+    assert!(ldk.broadcast.0.lock().unwrap().contains(&pc_tx), "LDK broadcast the identical closing transaction");
+    let funding = link.pc.channels[i].funding.clone().expect("funding");
+    verify_spend(&pc_tx, &[funding.output[0].clone()]).expect("the closing transaction passes Core's interpreter");
+    let paid_to = |s: &bitcoin::ScriptBuf| {
+        pc_tx.output.iter().filter(|o| o.script_pubkey == *s).map(|o| o.value).sum::<bitcoin::Amount>()
+    };
+    let ours = paid_to(&payout_script(0xc1));
+    let holder = balances.holder.to_amount_floor();
+    let theirs_total: bitcoin::Amount = pc_tx.output.iter().map(|o| o.value).sum::<bitcoin::Amount>() - ours;
+    if paychan_is_funder {
+        assert_eq!(ours, holder - fee, "paychan, the funder, pays the fee");
+        assert_eq!(theirs_total, balances.counterparty.to_amount_floor());
+    } else {
+        assert_eq!(ours, holder, "paychan gets its whole balance");
+        assert_eq!(theirs_total, balances.counterparty.to_amount_floor() - fee);
+    }
+    ldk.events(); // ChannelClosed (and anything else) handled
+    let still =
+        ldk.manager.list_channels().into_iter().any(|d| d.channel_id.0 == link.pc.channels[i].ch.channel_id().0);
+    assert!(!still, "LDK forgot the closed channel");
+    // The closing transaction confirms: paychan's channel is over, nothing left to watch.
+    ldk.mine(std::slice::from_ref(&pc_tx));
+    let msgs = link.pc.mine(std::slice::from_ref(&pc_tx));
+    assert!(msgs.is_empty());
+    assert!(link.pc.channels[i].ch.is_off_chain_over());
+    assert_eq!(link.pc.channels[i].ch.phase(), Phase::Closed);
+}
+
+/// paychan sends `shutdown` first.
+fn paychan_closes(ldk: &mut Ldk, link: &mut Link, i: usize, paychan_is_funder: bool) {
+    let msgs = link.pc.command(i, |ch, s| ch.shutdown(payout_script(0xc1), CLOSE_FEES, s).expect("shutdown"));
+    link.send_all(ldk, &msgs);
+    finish_close(ldk, link, i, paychan_is_funder);
+}
+
+/// LDK sends `shutdown` first; paychan answers with its own.
+fn ldk_closes(ldk: &mut Ldk, link: &mut Link, i: usize, paychan_is_funder: bool) {
+    let id = lightning::ln::types::ChannelId(link.pc.channels[i].ch.channel_id().0);
+    ldk.manager.close_channel(&id, &link.pc_node.node_id()).expect("LDK closes");
+    link.pump(ldk);
+    let asked = link.pc.channels[i].events.iter().any(|e| matches!(e, Event::ShutdownReceived));
+    assert!(asked, "paychan saw LDK's shutdown");
+    let msgs = link.pc.command(i, |ch, s| ch.shutdown(payout_script(0xc1), CLOSE_FEES, s).expect("shutdown"));
+    link.send_all(ldk, &msgs);
+    finish_close(ldk, link, i, paychan_is_funder);
+}
+
+#[test]
+fn cooperative_closes_with_ldk_either_side_first() {
+    for (ct, seed) in [(ChannelType::StaticRemoteKey, 31), (ChannelType::AnchorsZeroFeeHtlc, 32)] {
+        // LDK funds, paychan closes.
+        let (mut ldk, mut link) = connected(ct, seed);
+        let i = ldk_opens(&mut ldk, &mut link);
+        a_payment_each_way(&mut ldk, &mut link, i);
+        paychan_closes(&mut ldk, &mut link, i, false);
+        // paychan funds, LDK closes.
+        let (mut ldk, mut link) = connected(ct, seed + 10);
+        let i = paychan_opens(&mut ldk, &mut link);
+        a_payment_each_way(&mut ldk, &mut link, i);
+        ldk_closes(&mut ldk, &mut link, i, true);
+    }
 }

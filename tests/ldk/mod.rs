@@ -327,6 +327,8 @@ pub struct PcChannel {
     pub events: Vec<PcEvent>,
     pub records: Vec<Vec<u8>>,
     pub snapshots: usize,
+    /// The funding transaction, once known.
+    pub funding: Option<Transaction>,
 }
 
 /// The paychan node: its channels with LDK, the chain it sees and what it broadcast.
@@ -377,7 +379,7 @@ impl PcNode {
             let signer = self.signer();
             let (ch, fx) =
                 Channel::accept(open, self.config.clone(), &signer, tip).expect("paychan accepts LDK's open_channel");
-            self.channels.push(PcChannel { ch, signer, events: vec![], records: vec![], snapshots: 0 });
+            self.channels.push(PcChannel { ch, signer, events: vec![], records: vec![], snapshots: 0, funding: None });
             return self.absorb(self.channels.len() - 1, fx);
         }
         let Some(i) = self.channels.iter().position(|c| c.ch.channel_id() == channel_id) else {
@@ -406,7 +408,7 @@ impl PcNode {
             ChainTip::at(self.tip),
         )
         .expect("open");
-        self.channels.push(PcChannel { ch, signer, events: vec![], records: vec![], snapshots: 0 });
+        self.channels.push(PcChannel { ch, signer, events: vec![], records: vec![], snapshots: 0, funding: None });
         self.absorb(self.channels.len() - 1, fx)
     }
 
