@@ -77,7 +77,7 @@ use bitcoin::Transaction;
 use ldk::{funding_tx, ldk_config, pc_config};
 use lightning::events::Event as LdkEvent;
 use paychan::core::commitment::ChannelType;
-use paychan::lightning::{Event, Phase, Side};
+use paychan::lightning::{Event, Msg, Phase, Side};
 
 const CAPACITY: u64 = 1_000_000;
 const PUSH_MSAT: u64 = 200_000_000;
@@ -233,8 +233,9 @@ use lightning::ln::channelmanager::{Bolt11InvoiceParameters, PaymentId};
 use lightning::routing::router::RouteParametersConfig;
 use paychan::core::{MilliSats, PaymentHash, PaymentPreimage};
 use paychan::network::invoice::{create_invoice, parse_invoice, Currency, InvoiceRequest};
-use paychan::network::onion::{build_onion, peel, Peeled};
+use paychan::network::onion::{build_onion, failure, read_failure};
 use paychan::network::payload::HopPayload;
+use paychan::network::receive::{receive_final, ReceivedHtlc};
 
 const PC_SECRET: [u8; 32] = [0x42; 32];
 
@@ -294,14 +295,12 @@ fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
     let got = received(link, i);
     let [(id, htlc_amount, hash, cltv_expiry, onion)] = &got[..] else { panic!("one HTLC: {got:?}") };
     assert_eq!((htlc_amount.to_msat(), *hash), (amount, preimage.hash()));
-    let Peeled::Final { payload, .. } = peel(onion, &pc_secret(), &hash.0).expect("LDK's onion peels") else {
-        panic!("paychan is the final hop")
-    };
-    let hop = HopPayload::decode(&payload, true).expect("LDK's final payload");
+    // paychan's receive path: peel with the node key, check against the invoice.
+    let htlc = ReceivedHtlc { onion, payment_hash: *hash, amount: *htlc_amount, cltv_expiry: *cltv_expiry };
+    let hop =
+        receive_final(&htlc, &pc_secret(), &secret, 40, link.pc.tip).expect("LDK's onion passes the final checks");
     assert!(matches!(hop, HopPayload::Final { amt_to_forward, payment_data: Some((s, total)), .. }
         if amt_to_forward == amount && s == secret && total == amount));
-    hop.check_final(htlc_amount.to_msat(), *cltv_expiry, &secret, link.pc.tip).expect("final checks");
-    assert!(*cltv_expiry >= link.pc.tip + 40, "the invoice's min_final_cltv_expiry_delta");
     let id = *id;
     let msgs = link.pc.command(i, |ch, _| ch.fulfill_htlc(id, preimage).expect("fulfill"));
     link.send_all(ldk, &msgs);
@@ -487,4 +486,96 @@ fn cooperative_closes_with_ldk_either_side_first() {
         a_payment_each_way(&mut ldk, &mut link, i);
         ldk_closes(&mut ldk, &mut link, i, true);
     }
+}
+
+/// A payment the payee does not recognise, each way: paychan fails LDK's HTLC back through the
+/// receive path (LDK reads the wrapped failure as the recipient's rejection), and LDK fails
+/// paychan's HTLC carrying a wrong payment secret (paychan reads LDK's failure at hop 0). Nothing
+/// moves.
+#[test]
+fn refused_payments_each_way_reach_the_origin() {
+    let (mut ldk, mut link) = connected(ChannelType::StaticRemoteKey, 41);
+    let i = ldk_opens(&mut ldk, &mut link);
+    let _ = ldk.events();
+    let before = link.pc.channels[i].ch.balances(Side::Holder);
+    // LDK pays an invoice whose secret paychan does not hold (a forgotten or forged invoice).
+    let preimage = PaymentPreimage([0x98; 32]);
+    let request = InvoiceRequest {
+        currency: Currency::Regtest,
+        amount_msat: Some(20_000_000),
+        payment_hash: preimage.hash().0,
+        payment_secret: [0x34; 32],
+        description: "unknown".into(),
+        created_at: now(),
+        expiry: Duration::from_secs(3_600),
+        min_final_cltv_expiry_delta: 40,
+        route_hints: vec![],
+    };
+    let invoice: lightning_invoice::Bolt11Invoice =
+        create_invoice(&request, &link.pc_node).unwrap().to_string().parse().unwrap();
+    ldk.manager
+        .pay_for_bolt11_invoice(
+            &invoice,
+            PaymentId([2; 32]),
+            None,
+            RouteParametersConfig::default(),
+            Retry::Attempts(0),
+        )
+        .expect("LDK pays");
+    link.pump(&ldk);
+    let got = received(&mut link, i);
+    let [(id, amount, hash, cltv_expiry, onion)] = &got[..] else { panic!("one HTLC") };
+    let htlc = ReceivedHtlc { onion, payment_hash: *hash, amount: *amount, cltv_expiry: *cltv_expiry };
+    let answer = receive_final(&htlc, &pc_secret(), &[0x35; 32], 40, link.pc.tip).unwrap_err();
+    assert_eq!(answer.code(), failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS);
+    let id = *id;
+    let msgs = link.pc.command(i, |ch, _| answer.apply(ch, id).expect("fail"));
+    link.send_all(&ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+    link.send_all(&ldk, &msgs);
+    link.pump(&ldk);
+    let failed = ldk.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentFailed { reason, .. } => Some(reason),
+        _ => None,
+    });
+    assert_eq!(failed, Some(Some(lightning::events::PaymentFailureReason::RecipientRejected)));
+    link.pump(&ldk);
+
+    // paychan pays LDK's invoice with a wrong payment secret.
+    let amount = 10_000_000;
+    let params = Bolt11InvoiceParameters { amount_msats: Some(amount), ..Default::default() };
+    let invoice = ldk.manager.create_bolt11_invoice(params).unwrap();
+    let target = parse_invoice(&invoice.to_string(), Currency::Regtest, now()).unwrap();
+    let cltv = link.pc.tip + target.min_final_cltv_expiry_delta as u32 + 2;
+    let payload = HopPayload::Final {
+        amt_to_forward: amount,
+        outgoing_cltv_value: cltv,
+        payment_data: Some(([0xab; 32], amount)),
+        payment_metadata: None,
+    };
+    let session = SecretKey::from_slice(&[0x5f; 32]).unwrap();
+    let (onion, secrets) = build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).unwrap();
+    let hash = PaymentHash(target.payment_hash);
+    let msgs = link.pc.command(i, |ch, _| ch.add_htlc(MilliSats::from_msat(amount), hash, cltv, onion).unwrap().1);
+    link.send_all(&ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).unwrap());
+    link.send_all(&ldk, &msgs);
+    link.pump(&ldk);
+    // LDK decodes the HTLC on one forwarding pass and fails it back on the next.
+    for _ in 0..2 {
+        ldk.manager.process_pending_htlc_forwards();
+        link.pump(&ldk);
+    }
+    assert!(link
+        .pc
+        .events(i)
+        .iter()
+        .any(|e| matches!(e, Event::HtlcFailed { payment_hash, .. } if *payment_hash == hash)));
+    let Some(Msg::UpdateFailHtlc { reason, .. }) = link.pc.fails.last() else { panic!("LDK's update_fail_htlc") };
+    let got = read_failure(&secrets, reason).expect("paychan reads LDK's failure");
+    assert_eq!((got.hop, got.code()), (0, Some(failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)));
+    link.pump(&ldk);
+    assert!(link.pc.channels[i].ch.htlcs().is_empty());
+    let after = link.pc.channels[i].ch.balances(Side::Holder);
+    assert_eq!((after.holder, after.counterparty), (before.holder, before.counterparty), "nothing moved");
 }

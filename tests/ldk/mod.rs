@@ -339,12 +339,14 @@ pub struct PcNode {
     pub broadcast: Vec<Transaction>,
     /// Connection-level `warning`/`error` messages received (channel id zero or unknown).
     pub unrouted: Vec<Msg>,
+    /// The `update_fail_htlc` messages received (their reasons are read at the origin).
+    pub fails: Vec<Msg>,
     next_signer: u64,
 }
 
 impl PcNode {
     pub fn new(config: ChannelConfig) -> PcNode {
-        PcNode { channels: vec![], config, tip: 0, broadcast: vec![], unrouted: vec![], next_signer: 0 }
+        PcNode { channels: vec![], config, tip: 0, broadcast: vec![], unrouted: vec![], fails: vec![], next_signer: 0 }
     }
 
     /// A fresh channel signer.
@@ -375,6 +377,9 @@ impl PcNode {
             eprintln!("[paychan <-] {}", msg_name(&msg));
         }
         let tip = ChainTip::at(self.tip);
+        if matches!(msg, Msg::UpdateFailHtlc { .. } | Msg::UpdateFailMalformedHtlc { .. }) {
+            self.fails.push(msg.clone());
+        }
         if let Msg::OpenChannel(open) = &msg {
             let signer = self.signer();
             let (ch, fx) =
