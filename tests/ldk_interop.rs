@@ -265,7 +265,10 @@ fn received(link: &mut Link, i: usize) -> Vec<(u64, MilliSats, PaymentHash, u32,
 /// LDK pays a BOLT 11 invoice made by paychan's `create_invoice`; paychan peels LDK's onion with
 /// `network::onion::peel`, checks the final hop and fulfils.
 fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
-    let preimage = PaymentPreimage([0x99; 32]);
+    // A fresh payment each call (LDK refuses a payment id or hash it already paid).
+    static PAYMENTS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(100);
+    let n = PAYMENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let preimage = PaymentPreimage([n; 32]);
     let secret = [0x33; 32];
     let amount = 50_000_000;
     let request = InvoiceRequest {
@@ -285,7 +288,7 @@ fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
     ldk.manager
         .pay_for_bolt11_invoice(
             &invoice,
-            PaymentId([1; 32]),
+            PaymentId([n; 32]),
             None,
             RouteParametersConfig::default(),
             Retry::Attempts(0),
@@ -578,4 +581,23 @@ fn refused_payments_each_way_reach_the_origin() {
     assert!(link.pc.channels[i].ch.htlcs().is_empty());
     let after = link.pc.channels[i].ch.balances(Side::Holder);
     assert_eq!((after.holder, after.counterparty), (before.holder, before.counterparty), "nothing moved");
+}
+
+/// The connection drops after the channel is ready and again after a payment; each time the
+/// channel is reestablished with LDK on a new TCP connection and carries the next payment.
+#[test]
+fn reconnections_reestablish_the_channel_with_ldk() {
+    for (ct, seed) in [(ChannelType::StaticRemoteKey, 51), (ChannelType::AnchorsZeroFeeHtlc, 52)] {
+        let (mut ldk, mut link) = connected(ct, seed);
+        let i = paychan_opens(&mut ldk, &mut link);
+        check_ready(&ldk, &mut link, i, true);
+        let mut link = link.reconnect(&ldk, 60);
+        assert!(matches!(link.events.pop_front(), Some(PeerEvent::Ready { .. })));
+        assert!(link.pc.unrouted.is_empty(), "{:?}", link.pc.unrouted);
+        a_payment_each_way(&mut ldk, &mut link, i);
+        let mut link = link.reconnect(&ldk, 61);
+        assert!(matches!(link.events.pop_front(), Some(PeerEvent::Ready { .. })));
+        a_payment_each_way(&mut ldk, &mut link, i);
+        paychan_closes(&mut ldk, &mut link, i, true);
+    }
 }

@@ -442,6 +442,24 @@ impl PcNode {
         out
     }
 
+    /// Every open channel's `channel_reestablish`, for a new connection.
+    pub fn reestablish_all(&mut self) -> Vec<Msg> {
+        self.channels
+            .iter()
+            .filter(|c| c.ch.funding_outpoint().is_some() && !c.ch.is_off_chain_over())
+            .map(|c| c.ch.reestablish(&c.signer).expect("reestablish"))
+            .collect()
+    }
+
+    /// The connection dropped: every channel forgets the peer's unsigned updates.
+    pub fn disconnected(&mut self) {
+        for i in 0..self.channels.len() {
+            let fx = self.channels[i].ch.handle_disconnect();
+            let sent = self.absorb(i, fx);
+            assert!(sent.is_empty(), "nothing is sent on a dropped connection");
+        }
+    }
+
     /// Takes channel `i`'s events.
     pub fn events(&mut self, i: usize) -> Vec<PcEvent> {
         std::mem::take(&mut self.channels[i].events)
@@ -471,12 +489,15 @@ pub struct Link {
     pub conn: Option<Conn>,
     /// paychan's node key.
     pub pc_node: InMemoryNodeSigner,
-    /// Everything paychan's `Peer` delivered, in order.
+    /// What paychan's `Peer` delivered, in order, other than channel messages (routed to the
+    /// channels) and gossip.
     pub events: VecDeque<PeerEvent>,
     /// The node id the responder learnt from act three.
     pub learnt_initiator: Option<PublicKey>,
     /// paychan's channels.
     pub pc: PcNode,
+    /// What paychan's `Peer` delivered and the harness has not routed yet.
+    incoming: VecDeque<PeerEvent>,
     /// Gossip messages LDK sent (type, payload).
     pub gossip: Vec<(u16, Vec<u8>)>,
 }
@@ -510,6 +531,7 @@ impl Link {
             pc_node,
             events: VecDeque::new(),
             learnt_initiator: None,
+            incoming: VecDeque::new(),
             gossip: vec![],
             pc: PcNode::new(pc_config(paychan::core::commitment::ChannelType::StaticRemoteKey)),
         }
@@ -517,8 +539,24 @@ impl Link {
 
     /// paychan dials LDK (paychan is the BOLT 8 initiator).
     pub fn paychan_dials(ldk: &Ldk, pc_node: InMemoryNodeSigner, ephemeral: u8) -> Link {
+        let pc = PcNode::new(pc_config(ChannelType::StaticRemoteKey));
+        Link::paychan_dials_with(ldk, pc_node, ephemeral, pc)
+    }
+
+    /// The connection drops (both sides learn it) and paychan dials again with `ephemeral`,
+    /// keeping its channels; they reestablish.
+    pub fn reconnect(self, ldk: &Ldk, ephemeral: u8) -> Link {
+        ldk.peers.socket_disconnected(&self.ldk_desc);
+        let Link { mut pc, pc_node, .. } = self;
+        pc.disconnected();
+        Link::paychan_dials_with(ldk, pc_node, ephemeral, pc)
+    }
+
+    /// As [`Link::paychan_dials`], with paychan's channels.
+    pub fn paychan_dials_with(ldk: &Ldk, pc_node: InMemoryNodeSigner, ephemeral: u8, pc: PcNode) -> Link {
         let (hs, act1) = Handshake::initiator(&pc_node, ldk.node_id(), key(ephemeral)).expect("act one");
         let mut link = Link::new(pc_node, Conn::AwaitActTwo(hs));
+        link.pc = pc;
         ldk.peers.new_inbound_connection(link.ldk_desc.clone(), None).expect("LDK takes the connection");
         link.deliver(ldk, &act1);
         link.pump(ldk);
@@ -585,14 +623,21 @@ impl Link {
     /// Hands the channel messages paychan's `Peer` delivered to the channels and sends their
     /// answers.
     fn route(&mut self, ldk: &Ldk) {
-        let mut keep = VecDeque::new();
-        while let Some(e) = self.events.pop_front() {
+        let mut keep = std::mem::take(&mut self.events);
+        while let Some(e) = self.incoming.pop_front() {
             match e {
                 PeerEvent::Channel { channel_id, msg } => {
                     let answers = self.pc.handle(channel_id, msg);
                     self.send_all(ldk, &answers);
                 }
                 PeerEvent::Gossip { msg_type, payload } => self.gossip.push((msg_type, payload)),
+                PeerEvent::Ready { features } => {
+                    // The driving rule: on every new connection each channel sends its
+                    // `channel_reestablish` first.
+                    let msgs = self.pc.reestablish_all();
+                    self.send_all(ldk, &msgs);
+                    keep.push_back(PeerEvent::Ready { features });
+                }
                 other => keep.push_back(other),
             }
         }
@@ -641,7 +686,7 @@ impl Link {
                 Conn::Up(mut peer) => {
                     let got = peer.receive(bytes).expect("paychan accepts LDK's bytes");
                     out.extend(got.reply);
-                    self.events.extend(got.events);
+                    self.incoming.extend(got.events);
                     self.conn = Some(Conn::Up(peer));
                     return out;
                 }
