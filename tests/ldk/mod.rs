@@ -496,6 +496,9 @@ pub struct Link {
     pub learnt_initiator: Option<PublicKey>,
     /// paychan's channels.
     pub pc: PcNode,
+    /// How many more channel messages may cross (either way) before the connection is cut:
+    /// later ones are lost, as when a connection drops mid-dance. `None`: no limit.
+    pub budget: Option<usize>,
     /// What paychan's `Peer` delivered and the harness has not routed yet.
     incoming: VecDeque<PeerEvent>,
     /// Gossip messages LDK sent (type, payload).
@@ -532,6 +535,7 @@ impl Link {
             events: VecDeque::new(),
             learnt_initiator: None,
             incoming: VecDeque::new(),
+            budget: None,
             gossip: vec![],
             pc: PcNode::new(pc_config(paychan::core::commitment::ChannelType::StaticRemoteKey)),
         }
@@ -595,7 +599,22 @@ impl Link {
     }
 
     /// Sends an encrypted message from paychan.
+    /// Takes one message from the budget; `false` once the connection is cut.
+    fn spend_budget(&mut self) -> bool {
+        match self.budget.as_mut() {
+            Some(0) => false,
+            Some(n) => {
+                *n -= 1;
+                true
+            }
+            None => true,
+        }
+    }
+
     pub fn send(&mut self, ldk: &Ldk, msg: &Msg) {
+        if !self.spend_budget() {
+            return;
+        }
         if std::env::var_os("PC_LOG").is_some() {
             eprintln!("[paychan ->] {}", msg_name(msg));
         }
@@ -627,6 +646,9 @@ impl Link {
         while let Some(e) = self.incoming.pop_front() {
             match e {
                 PeerEvent::Channel { channel_id, msg } => {
+                    if !self.spend_budget() {
+                        continue;
+                    }
                     let answers = self.pc.handle(channel_id, msg);
                     self.send_all(ldk, &answers);
                 }
