@@ -386,6 +386,12 @@ fn a_payment_each_way(ldk: &mut Ldk, link: &mut Link, i: usize) {
     let details =
         ldk.manager.list_channels().into_iter().find(|d| d.channel_id.0 == link.pc.channels[i].ch.channel_id().0);
     assert!(details.expect("LDK's channel").is_usable);
+    // paychan's latest commitment, with LDK's signature, spends the funding under Core's
+    // interpreter: what a force close would broadcast is valid.
+    let c = &link.pc.channels[i];
+    let commitment = c.ch.holder_commitment_tx(&c.signer).expect("signed commitment");
+    let funding = c.funding.as_ref().expect("funding");
+    verify_spend(&commitment, &[funding.output[0].clone()]).expect("LDK's signature verifies under Core's interpreter");
 }
 
 #[test]
