@@ -306,8 +306,8 @@ fn update_add_htlc_field_offsets() {
 #[test]
 fn open_channel_from_a_channel_carries_the_bolt_channel_type() {
     for (ct, bits, tlv) in [
-        (ChannelType::StaticRemoteKey, vec![0x10, 0x00], "01021000"),
-        (ChannelType::AnchorsZeroFeeHtlc, vec![0x40, 0x10, 0x00], "0103401000"),
+        (ChannelType::StaticRemoteKey, vec![0x10, 0x00], "000001021000"),
+        (ChannelType::AnchorsZeroFeeHtlc, vec![0x40, 0x10, 0x00], "00000103401000"),
     ] {
         let signer = paychan::core::sign::InMemorySigner::new(paychan::core::keys::ChannelSecrets::from_seed(
             &paychan::core::keys::Seed::from_bytes([0xa0; 32]),
@@ -325,7 +325,17 @@ fn open_channel_from_a_channel_carries_the_bolt_channel_type() {
         assert_eq!(open.tlvs.channel_type.as_ref(), Some(&bits));
         let bytes = Msg::OpenChannel(open.clone()).encode();
         assert_eq!(bytes.len(), 321 + tlv.len() / 2);
-        assert_eq!(hex::encode(&bytes[321..]), tlv, "only the channel_type TLV, after channel_flags");
+        // An empty `upfront_shutdown_script` (type 0): our `init` offers the feature, so BOLT #2
+        // requires the field (LDK refuses an `open_channel` without it); then `channel_type`.
+        assert_eq!(hex::encode(&bytes[321..]), tlv, "the two TLVs, after channel_flags");
+        assert_eq!(open.tlvs.upfront_shutdown_script, Some(ScriptBuf::new()));
+        let peer = paychan::core::sign::InMemorySigner::new(paychan::core::keys::ChannelSecrets::from_seed(
+            &paychan::core::keys::Seed::from_bytes([0xb0; 32]),
+            0,
+        ));
+        let (_, fx) = Channel::accept(open, config(ct), &peer, ChainTip::at(1_000)).unwrap();
+        let Some(Msg::AcceptChannel(accept)) = fx.send.first() else { panic!("accept_channel") };
+        assert_eq!(accept.tlvs.upfront_shutdown_script, Some(ScriptBuf::new()), "accept_channel too");
         // Field offsets of the fixed part.
         assert_eq!(bytes[2..34], common::ln::CHAIN);
         assert_eq!(bytes[34..66], [7; 32]);
