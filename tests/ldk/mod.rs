@@ -356,11 +356,9 @@ impl PcNode {
     }
 
     /// Applies a channel's effects: persists (counts), keeps events and broadcasts, returns the
-    /// messages to send.
+    /// messages to send. A message may go out with no update: the channel writes only what the
+    /// protocol needs to survive (an `update_add_htlc` is written with the commitment that signs it).
     fn absorb(&mut self, i: usize, fx: PcEffects) -> Vec<Msg> {
-        if !fx.send.is_empty() || !fx.broadcast.is_empty() {
-            assert!(fx.update.is_some(), "sent or broadcast without persisting first");
-        }
         let c = &mut self.channels[i];
         if let Some(u) = fx.update {
             c.snapshots += 1;
