@@ -374,6 +374,11 @@ fn a_watchtower_punishes_from_the_blob_alone() {
     let blob = kit.encode();
     let tower = PenaltyKit::decode(&blob).expect("blob decodes");
     assert_eq!(tower, kit);
+    // Its kind byte is its own (it once shared the onion record's); the old byte still decodes.
+    assert_eq!(blob[0], paychan::core::kinds::PENALTY_KIT);
+    let mut legacy = blob.clone();
+    legacy[0] = paychan::core::kinds::PENALTY_KIT_LEGACY;
+    assert_eq!(PenaltyKit::decode(&legacy).expect("legacy kit decodes"), kit);
     assert!(!format!("{tower:?}").contains("secret"), "the blob's Debug hides the key");
     // Its size: constant part plus one record per HTLC, whatever the number of updates.
     let per_htlc = kit.htlcs.len();

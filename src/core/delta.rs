@@ -34,7 +34,7 @@ use core::fmt;
 use super::encode::DecodeError;
 
 /// The kind byte of a delta record.
-pub const KIND_DELTA: u8 = 0x44;
+pub const KIND_DELTA: u8 = crate::core::kinds::DELTA;
 const VERSION: u8 = 1;
 
 const COPY: u64 = 0;

@@ -26,6 +26,7 @@ pub mod encode;
 pub mod feebump;
 pub mod hashlock;
 pub mod keys;
+pub mod kinds;
 pub mod script;
 pub mod shachain;
 pub mod sign;

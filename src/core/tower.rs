@@ -38,9 +38,9 @@ use chacha20_poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 use super::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
 
-const KIND_APPOINTMENT: u8 = 0x74;
-const KIND_BLOB: u8 = 0x75;
-const KIND_TOWER: u8 = 0x76;
+const KIND_APPOINTMENT: u8 = crate::core::kinds::APPOINTMENT;
+const KIND_BLOB: u8 = crate::core::kinds::APPOINTMENT_BLOB;
+const KIND_TOWER: u8 = crate::core::kinds::TOWER;
 const VERSION: u8 = 1;
 
 /// The largest sealed blob a tower accepts (bytes): a few penalties of the largest standard size.

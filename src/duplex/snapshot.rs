@@ -24,7 +24,7 @@ use crate::core::units::BlockHeight;
 use crate::core::wire::read_object;
 use crate::spilman::msgs::{read_payment_state, write_payment_state};
 
-const KIND: u8 = 0x5f;
+const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output (the signatures held
 /// cover those), terms without the tree fee. A version-1 snapshot (fixed-fee tree) is refused
 /// with [`DecodeError::UnknownVersion`]: its signatures are on transactions this crate no longer

@@ -28,7 +28,7 @@ use crate::core::encode::{read_header, required, DecodeError, TlvWriter};
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 
-const KIND_PACKAGE: u8 = 0x77;
+const KIND_PACKAGE: u8 = crate::core::kinds::DUPLEX_TOWER_PACKAGE;
 const VERSION: u8 = 1;
 /// The most transactions a package may hold (a tree of depth 64, a payment and a refund).
 pub const MAX_PACKAGE_TXS: usize = 67;

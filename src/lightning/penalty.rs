@@ -128,7 +128,7 @@ struct RevokedKeys {
     ours: HtlcPubkey,
 }
 
-const KIND_KIT: u8 = 0x4e;
+const KIND_KIT: u8 = crate::core::kinds::PENALTY_KIT;
 const VERSION: u8 = 1;
 
 impl PenaltyKit {
@@ -469,7 +469,10 @@ impl PenaltyKit {
     /// # Errors
     /// [`DecodeError`] for malformed bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, tlv) = read_header(bytes, KIND_KIT)?;
+        // Kits written before the kind registry carry its legacy byte.
+        let legacy = crate::core::kinds::PENALTY_KIT_LEGACY;
+        let kind = if bytes.first() == Some(&legacy) { legacy } else { KIND_KIT };
+        let (version, tlv) = read_header(bytes, kind)?;
         if version != VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }

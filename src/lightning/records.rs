@@ -26,8 +26,8 @@ use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter}
 use crate::core::hashlock::PaymentHash;
 use crate::core::units::MilliSats;
 
-const KIND_PENALTY: u8 = 0x4d;
-const KIND_ONION: u8 = 0x4e;
+const KIND_PENALTY: u8 = crate::core::kinds::PENALTY_RECORD;
+const KIND_ONION: u8 = crate::core::kinds::ONION_RECORD;
 const VERSION: u8 = 1;
 
 pub(super) fn side_byte(s: Side) -> u8 {

@@ -24,7 +24,7 @@ use crate::core::shachain::SecretStore;
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::ChannelId;
 
-const KIND_CHANNEL: u8 = 0x4c;
+const KIND_CHANNEL: u8 = crate::core::kinds::LIGHTNING_CHANNEL;
 /// Version 2 keeps onions out of the snapshot (in [`OnionRecord`](super::records::OnionRecord)s);
 /// version 1 carried them inline and is still read.
 const VERSION: u8 = 2;

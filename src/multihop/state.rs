@@ -9,7 +9,7 @@ use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter,
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::units::{BlockHeight, MilliSats};
 
-const KIND_FORWARDER: u8 = 0x70;
+const KIND_FORWARDER: u8 = crate::core::kinds::FORWARDER;
 const VERSION: u8 = 1;
 
 /// The decoded state.

@@ -14,8 +14,8 @@ use crate::core::hashlock::PaymentPreimage;
 use crate::core::units::BlockHeight;
 use crate::core::wire::{read_count, read_object};
 
-const KIND_PAYER: u8 = 0x50;
-const KIND_PAYEE: u8 = 0x4f;
+const KIND_PAYER: u8 = crate::core::kinds::SPILMAN_PAYER;
+const KIND_PAYEE: u8 = crate::core::kinds::SPILMAN_PAYEE;
 const VERSION: u8 = 1;
 
 fn write_template(w: &mut Writer, t: &PaymentTemplate) {

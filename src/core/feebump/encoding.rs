@@ -11,7 +11,7 @@ use crate::core::keys::{PerCommitmentPoint, PerCommitmentSecret};
 use crate::core::sign::{KeyId, Tweak};
 use crate::core::units::BlockHeight;
 
-const KIND: u8 = 0x62;
+const KIND: u8 = crate::core::kinds::BUMPER;
 const VERSION: u8 = 1;
 
 fn protects_code(p: Protects) -> u8 {
@@ -308,7 +308,13 @@ impl Bumper {
     /// # Errors
     /// [`DecodeError`] for anything that is not such an encoding.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
-        let (version, records) = read_header(bytes, KIND)?;
+        // Bumpers written before the kind registry carry its legacy byte.
+        let kind = if bytes.first() == Some(&crate::core::kinds::BUMPER_LEGACY) {
+            crate::core::kinds::BUMPER_LEGACY
+        } else {
+            KIND
+        };
+        let (version, records) = read_header(bytes, kind)?;
         if version != VERSION {
             return Err(DecodeError::UnknownVersion(version));
         }
@@ -369,5 +375,16 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[1] = 9;
         assert_eq!(Bumper::decode(&wrong), Err(DecodeError::UnknownVersion(9)));
+    }
+
+    #[test]
+    fn a_bumper_written_with_the_legacy_kind_byte_still_decodes() {
+        let b = Bumper::new();
+        let mut bytes = b.encode();
+        assert_eq!(bytes[0], crate::core::kinds::BUMPER);
+        bytes[0] = crate::core::kinds::BUMPER_LEGACY;
+        assert_eq!(Bumper::decode(&bytes), Ok(b));
+        bytes[0] = crate::core::kinds::ONION_RECORD;
+        assert!(matches!(Bumper::decode(&bytes), Err(DecodeError::WrongKind { .. })));
     }
 }
