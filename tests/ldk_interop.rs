@@ -265,6 +265,16 @@ fn received(link: &mut Link, i: usize) -> Vec<(u64, MilliSats, PaymentHash, u32,
 /// LDK pays a BOLT 11 invoice made by paychan's `create_invoice`; paychan peels LDK's onion with
 /// `network::onion::peel`, checks the final hop and fulfils.
 fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
+    ldk_pays_paychan_with_hints(ldk, link, i, vec![]);
+}
+
+/// As [`ldk_pays_paychan`], the invoice carrying `route_hints`.
+fn ldk_pays_paychan_with_hints(
+    ldk: &mut Ldk,
+    link: &mut Link,
+    i: usize,
+    route_hints: Vec<paychan::network::invoice::RouteHint>,
+) {
     // A fresh payment each call (LDK refuses a payment id or hash it already paid).
     static PAYMENTS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(100);
     let n = PAYMENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -280,11 +290,12 @@ fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
         created_at: now(),
         expiry: Duration::from_secs(3_600),
         min_final_cltv_expiry_delta: 40,
-        route_hints: vec![],
+        route_hints,
     };
     let invoice = create_invoice(&request, &link.pc_node).expect("invoice");
     // LDK reads the invoice from its text, as a wallet would.
     let invoice: lightning_invoice::Bolt11Invoice = invoice.to_string().parse().expect("LDK parses paychan's invoice");
+    assert_eq!(invoice.route_hints(), request.route_hints, "the hints survive the encoding");
     ldk.manager
         .pay_for_bolt11_invoice(
             &invoice,
@@ -949,4 +960,56 @@ fn paychan_force_closes_anchors_and_both_resolve_on_chain() {
 #[test]
 fn ldk_force_closes_anchors_and_both_resolve_on_chain() {
     force_close_resolved_on_chain(ChannelType::AnchorsZeroFeeHtlc, false, 114);
+}
+
+use paychan::network::invoice::{InvoiceError, RouteHint, RouteHintHop, RoutingFees};
+
+/// For both channel types: LDK pays a paychan invoice carrying a route hint for the private
+/// channel (LDK's node → paychan over the channel's short channel id, as a wallet behind an LSP
+/// gives it), and paychan's `parse_invoice` refuses LDK invoices it must not pay (expired,
+/// another chain, a tampered signature) before an HTLC is offered; the channel then carries a
+/// payment each way.
+#[test]
+fn route_hinted_invoices_and_refused_invoices_for_both_channel_types() {
+    for (ct, seed) in [(ChannelType::StaticRemoteKey, 121), (ChannelType::AnchorsZeroFeeHtlc, 122)] {
+        let (mut ldk, mut link) = connected(ct, seed);
+        let i = ldk_opens(&mut ldk, &mut link);
+        let _ = ldk.events();
+        let id = link.pc.channels[i].ch.channel_id();
+        let details = ldk.manager.list_channels().into_iter().find(|d| d.channel_id.0 == id.0).expect("channel");
+        let scid = details.short_channel_id.expect("confirmed: a real short channel id");
+        let hint = RouteHint(vec![RouteHintHop {
+            src_node_id: ldk.node_id(),
+            short_channel_id: scid,
+            fees: RoutingFees { base_msat: 0, proportional_millionths: 0 },
+            cltv_expiry_delta: 40,
+            htlc_minimum_msat: None,
+            htlc_maximum_msat: None,
+        }]);
+        let before = link.pc.channels[i].ch.balances(Side::Holder);
+        ldk_pays_paychan_with_hints(&mut ldk, &mut link, i, vec![hint]);
+        let after = link.pc.channels[i].ch.balances(Side::Holder);
+        assert_eq!(after.holder.to_msat(), before.holder.to_msat() + 50_000_000, "{ct:?}");
+
+        // LDK's invoices paychan must not pay.
+        let params = Bolt11InvoiceParameters {
+            amount_msats: Some(10_000_000),
+            invoice_expiry_delta_secs: Some(600),
+            ..Default::default()
+        };
+        let text = ldk.manager.create_bolt11_invoice(params).unwrap().to_string();
+        let later = now() + Duration::from_secs(601);
+        assert_eq!(parse_invoice(&text, Currency::Regtest, later), Err(InvoiceError::Expired));
+        assert_eq!(parse_invoice(&text, Currency::Bitcoin, now()), Err(InvoiceError::WrongCurrency));
+        // One character of the signature changed (before the checksum): the checksum or the
+        // signature fails; either way it is refused.
+        let mut tampered = text.clone().into_bytes();
+        let at = tampered.len() - 10;
+        tampered[at] = if tampered[at] == b'q' { b'p' } else { b'q' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(parse_invoice(&tampered, Currency::Regtest, now()), Err(InvoiceError::Parse));
+        // Refused before anything was offered: the channel carries no HTLC.
+        assert!(link.pc.channels[i].ch.htlcs().is_empty());
+        a_payment_each_way(&mut ldk, &mut link, i);
+    }
 }
