@@ -265,6 +265,16 @@ fn received(link: &mut Link, i: usize) -> Vec<(u64, MilliSats, PaymentHash, u32,
 /// LDK pays a BOLT 11 invoice made by paychan's `create_invoice`; paychan peels LDK's onion with
 /// `network::onion::peel`, checks the final hop and fulfils.
 fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
+    ldk_pays_paychan_with_hints(ldk, link, i, vec![]);
+}
+
+/// As [`ldk_pays_paychan`], the invoice carrying `route_hints`.
+fn ldk_pays_paychan_with_hints(
+    ldk: &mut Ldk,
+    link: &mut Link,
+    i: usize,
+    route_hints: Vec<paychan::network::invoice::RouteHint>,
+) {
     // A fresh payment each call (LDK refuses a payment id or hash it already paid).
     static PAYMENTS: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(100);
     let n = PAYMENTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -280,11 +290,12 @@ fn ldk_pays_paychan(ldk: &mut Ldk, link: &mut Link, i: usize) {
         created_at: now(),
         expiry: Duration::from_secs(3_600),
         min_final_cltv_expiry_delta: 40,
-        route_hints: vec![],
+        route_hints,
     };
     let invoice = create_invoice(&request, &link.pc_node).expect("invoice");
     // LDK reads the invoice from its text, as a wallet would.
     let invoice: lightning_invoice::Bolt11Invoice = invoice.to_string().parse().expect("LDK parses paychan's invoice");
+    assert_eq!(invoice.route_hints(), request.route_hints, "the hints survive the encoding");
     ldk.manager
         .pay_for_bolt11_invoice(
             &invoice,
@@ -677,6 +688,328 @@ fn a_disconnection_at_each_step_of_the_dances_and_a_reconnection() {
         let fulfilled = link.pc.channels[i].events.iter().filter(|e| matches!(e, Event::HtlcFulfilled { .. })).count();
         assert!(fulfilled >= 1, "k = {k}");
         // And the channel goes on: a payment each way.
+        a_payment_each_way(&mut ldk, &mut link, i);
+    }
+}
+
+use bitcoin::{Amount, OutPoint};
+use ldk::chain::{Sim, Who};
+use lightning::sign::SpendableOutputDescriptor;
+use paychan::core::commitment::FeeratePerKw;
+
+/// LDK pays paychan's invoice and paychan holds the HTLC: it knows the preimage (its invoice) but
+/// the connection drops before it fulfils. Returns paychan's HTLC id and the preimage.
+fn ldk_pays_and_paychan_holds(ldk: &mut Ldk, link: &mut Link, i: usize, amount: u64, n: u8) -> (u64, PaymentPreimage) {
+    let preimage = PaymentPreimage([n; 32]);
+    let secret = [n ^ 0xff; 32];
+    let request = InvoiceRequest {
+        currency: Currency::Regtest,
+        amount_msat: Some(amount),
+        payment_hash: preimage.hash().0,
+        payment_secret: secret,
+        description: "held".into(),
+        created_at: now(),
+        expiry: Duration::from_secs(3_600),
+        min_final_cltv_expiry_delta: 40,
+        route_hints: vec![],
+    };
+    let invoice: lightning_invoice::Bolt11Invoice =
+        create_invoice(&request, &link.pc_node).unwrap().to_string().parse().unwrap();
+    ldk.manager
+        .pay_for_bolt11_invoice(
+            &invoice,
+            PaymentId([n; 32]),
+            None,
+            RouteParametersConfig::default(),
+            Retry::Attempts(0),
+        )
+        .expect("LDK pays");
+    link.pump(ldk);
+    let got = received(link, i);
+    let [(id, htlc_amount, hash, cltv_expiry, onion)] = &got[..] else { panic!("one HTLC: {got:?}") };
+    let htlc = ReceivedHtlc { onion, payment_hash: *hash, amount: *htlc_amount, cltv_expiry: *cltv_expiry };
+    receive_final(&htlc, &pc_secret(), &secret, 40, link.pc.tip).expect("final checks");
+    (*id, preimage)
+}
+
+/// paychan offers an HTLC paying an invoice LDK made; the commitment dance completes. Returns
+/// paychan's HTLC id.
+fn paychan_offers(ldk: &mut Ldk, link: &mut Link, i: usize, amount: u64, session: u8) -> (u64, PaymentHash) {
+    let params = Bolt11InvoiceParameters { amount_msats: Some(amount), ..Default::default() };
+    let invoice = ldk.manager.create_bolt11_invoice(params).expect("LDK's invoice");
+    let target = parse_invoice(&invoice.to_string(), Currency::Regtest, now()).expect("parse");
+    let cltv = link.pc.tip + target.min_final_cltv_expiry_delta as u32 + 2;
+    let payload = HopPayload::Final {
+        amt_to_forward: amount,
+        outgoing_cltv_value: cltv,
+        payment_data: Some((target.payment_secret, amount)),
+        payment_metadata: None,
+    };
+    let session = SecretKey::from_slice(&[session; 32]).unwrap();
+    let (onion, _) = build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).unwrap();
+    let hash = PaymentHash(target.payment_hash);
+    let mut id = 0;
+    let msgs = link.pc.command(i, |ch, _| {
+        let (got, fx) = ch.add_htlc(MilliSats::from_msat(amount), hash, cltv, onion).expect("add");
+        id = got;
+        fx
+    });
+    link.send_all(ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+    link.send_all(ldk, &msgs);
+    link.pump(ldk);
+    (id, hash)
+}
+
+fn descriptor_outpoint(d: &SpendableOutputDescriptor) -> (OutPoint, Amount) {
+    match d {
+        SpendableOutputDescriptor::StaticOutput { outpoint, output, .. } => {
+            (outpoint.into_bitcoin_outpoint(), output.value)
+        }
+        SpendableOutputDescriptor::DelayedPaymentOutput(d) => (d.outpoint.into_bitcoin_outpoint(), d.output.value),
+        SpendableOutputDescriptor::StaticPaymentOutput(d) => (d.outpoint.into_bitcoin_outpoint(), d.output.value),
+    }
+}
+
+const H_IN: u64 = 50_000;
+const H_CLAIMED: u64 = 20_000;
+const H_OUT: u64 = 30_000;
+
+/// A force close with three HTLCs in flight, by `closer`, resolved on the simulated chain by both
+/// nodes: LDK → paychan `H_IN` (paychan knows the preimage: claimed on chain), paychan → LDK
+/// `H_CLAIMED` (LDK claims it on chain after the close: paychan learns the preimage from the
+/// witness) and `H_OUT` (LDK never looks at it: it times out back to paychan). Every
+/// transaction passes Core's interpreter; paychan's sweeps add up to what it is owed to the
+/// satoshi, less the fees of its own claims.
+fn force_close_resolved_on_chain(ct: ChannelType, paychan_closes: bool, seed: u8) {
+    let (mut ldk, mut link) = connected(ct, seed);
+    // LDK funds when paychan closes, paychan funds when LDK closes: both funders pay the
+    // commitment fee once.
+    let paychan_funds = !paychan_closes;
+    let i = if paychan_funds { paychan_opens(&mut ldk, &mut link) } else { ldk_opens(&mut ldk, &mut link) };
+    let _ = ldk.events();
+    let funding = link.pc.channels[i].funding.clone().unwrap();
+    let destination = payout_script(0xd1);
+    let dest = destination.clone();
+    link.pc.command(i, |ch, _| ch.set_sweep_policy(dest, FeeratePerKw(ldk::FEERATE)));
+
+    let (in_id, in_pre) = ldk_pays_and_paychan_holds(&mut ldk, &mut link, i, H_IN * 1000, 0x90u8.wrapping_add(seed));
+    let (claimed_id, claimed_hash) = paychan_offers(&mut ldk, &mut link, i, H_CLAIMED * 1000, 0x71);
+    ldk.manager.process_pending_htlc_forwards();
+    link.pump(&ldk);
+    let claim_pre = ldk
+        .events()
+        .into_iter()
+        .find_map(|e| match e {
+            LdkEvent::PaymentClaimable { purpose, payment_hash, .. } if payment_hash.0 == claimed_hash.0 => {
+                purpose.preimage()
+            }
+            _ => None,
+        })
+        .expect("LDK can claim");
+    let (out_id, _) = paychan_offers(&mut ldk, &mut link, i, H_OUT * 1000, 0x72);
+    assert_eq!(link.pc.channels[i].ch.htlcs().len(), 3);
+
+    // The connection drops; paychan keeps the preimage of the HTLC it was paid.
+    ldk.peers.socket_disconnected(&link.ldk_desc);
+    link.pc.disconnected();
+    link.pc.command(i, |ch, _| ch.provide_preimage(in_id, in_pre));
+    let closer_side = if paychan_closes { Side::Holder } else { Side::Counterparty };
+    let bal = link.pc.channels[i].ch.balances(closer_side);
+
+    let mut sim = Sim::new(&ldk, &link, &funding, 5);
+    let channel_id = lightning::ln::types::ChannelId(link.pc.channels[i].ch.channel_id().0);
+    if paychan_closes {
+        link.pc.command(i, |ch, s| ch.force_close(s).expect("force close"));
+    } else {
+        ldk.manager
+            .force_close_broadcasting_latest_txn(&channel_id, &link.pc_node.node_id(), "test".into())
+            .expect("LDK force-closes");
+    }
+    // LDK learns the preimage after the close: it claims on chain.
+    ldk.manager.claim_funds(claim_pre);
+
+    let funding_op = OutPoint { txid: funding.compute_txid(), vout: 0 };
+    for _ in 0..800 {
+        sim.block(&mut ldk, &mut link);
+        let ldk_done = ldk.monitor.get_claimable_balances(&[]).is_empty();
+        if link.pc.channels[i].ch.is_fully_resolved() && ldk_done {
+            break;
+        }
+    }
+    let c = &link.pc.channels[i];
+    assert!(c.ch.is_fully_resolved(), "paychan left something unclaimed");
+    assert!(
+        ldk.monitor.get_claimable_balances(&[]).is_empty(),
+        "LDK left something: {:?}",
+        ldk.monitor.get_claimable_balances(&[])
+    );
+    let (who, commitment) = sim.spender(&funding_op).expect("the funding was spent");
+    let commitment = commitment.clone();
+    assert_eq!(who, if paychan_closes { Who::Paychan } else { Who::Ldk });
+    match c.ch.closing_kind() {
+        Some(paychan::lightning::onchain::ClosingKind::Holder(_)) => assert!(paychan_closes),
+        Some(paychan::lightning::onchain::ClosingKind::Counterparty(_)) => assert!(!paychan_closes),
+        other => panic!("{other:?}"),
+    }
+
+    // The commitment: paychan's balance, LDK's, three HTLCs (and two anchors).
+    let ctxid = commitment.compute_txid();
+    let fee = funding.output[0].value - commitment.output.iter().map(|o| o.value).sum::<Amount>();
+    let anchors = if ct == ChannelType::AnchorsZeroFeeHtlc { Amount::from_sat(660) } else { Amount::ZERO };
+    let funder_pays = fee + anchors;
+    let pc_bal = bal.holder.to_amount_floor() - if paychan_funds { funder_pays } else { Amount::ZERO };
+    let ldk_bal = bal.counterparty.to_amount_floor() - if paychan_funds { Amount::ZERO } else { funder_pays };
+    let find = |v: Amount| {
+        let at: Vec<u32> =
+            (0..commitment.output.len() as u32).filter(|&n| commitment.output[n as usize].value == v).collect();
+        assert_eq!(at.len(), 1, "one output of {v} in {commitment:?}");
+        OutPoint { txid: ctxid, vout: at[0] }
+    };
+    let (pc_out, ldk_out) = (find(pc_bal), find(ldk_bal));
+    let (h_in, h_claimed, h_out) =
+        (find(Amount::from_sat(H_IN)), find(Amount::from_sat(H_CLAIMED)), find(Amount::from_sat(H_OUT)));
+
+    // Who took each output.
+    let taker = |op: &OutPoint| sim.spender(op).map(|(w, _)| w);
+    assert_eq!(taker(&pc_out), Some(Who::Paychan), "paychan swept its balance");
+    assert_eq!(taker(&h_in), Some(Who::Paychan), "paychan claimed H_IN with the preimage");
+    assert_eq!(taker(&h_out), Some(Who::Paychan), "paychan took H_OUT back after its expiry");
+    assert_eq!(taker(&h_claimed), Some(Who::Ldk), "LDK claimed H_CLAIMED with the preimage");
+
+    // paychan's claims: they spend exactly its three outputs (and each other's), pay only the
+    // sweep destination, and destination + fees = what it is owed, to the satoshi.
+    let ours: Vec<&Transaction> =
+        sim.mined_by(Who::Paychan).into_iter().filter(|t| t.compute_txid() != ctxid).collect();
+    let txids: Vec<_> = ours.iter().map(|t| t.compute_txid()).collect();
+    let mut external: Vec<OutPoint> = ours
+        .iter()
+        .flat_map(|t| t.input.iter().map(|i| i.previous_output))
+        .filter(|op| !txids.contains(&op.txid))
+        .collect();
+    external.sort();
+    let mut expected = vec![pc_out, h_in, h_out];
+    expected.sort();
+    assert_eq!(external, expected, "paychan's claims spend its outputs and nothing else");
+    let owed = pc_bal + Amount::from_sat(H_IN + H_OUT);
+    let mut swept = Amount::ZERO;
+    let mut fees = Amount::ZERO;
+    for t in &ours {
+        let f = sim.fee(t);
+        let floor = Amount::from_sat(t.weight().to_wu() * ldk::FEERATE as u64 / 1000);
+        assert!(f <= floor * 12 / 10, "{} pays {f} for a floor of {floor}", t.compute_txid());
+        fees += f;
+        for (vout, o) in t.output.iter().enumerate() {
+            let op = OutPoint { txid: t.compute_txid(), vout: vout as u32 };
+            if o.script_pubkey == destination {
+                assert!(sim.chain.is_unspent(&op));
+                swept += o.value;
+            } else {
+                assert_eq!(taker(&op), Some(Who::Paychan), "an intermediate output paychan spends itself");
+            }
+        }
+    }
+    eprintln!(
+        "{ct:?} closer={}: paychan owed {owed}, swept {swept}, fees {fees} over {} claims",
+        if paychan_closes { "paychan" } else { "LDK" },
+        ours.len()
+    );
+    assert_eq!(swept + fees, owed, "to the satoshi");
+
+    // The HTLCs' outcomes as each side reports them.
+    let ev = &c.events;
+    assert!(
+        ev.iter().any(|e| matches!(e, Event::HtlcFulfilled { id, preimage, .. }
+        if *id == claimed_id && preimage.0 == claim_pre.0)),
+        "paychan learnt LDK's preimage on chain: {ev:?}"
+    );
+    assert!(ev.iter().any(|e| matches!(e, Event::HtlcFailed { id, .. } if *id == out_id)), "{ev:?}");
+    assert!(!ev.iter().any(|e| matches!(e, Event::HtlcFailed { id, .. } if *id == claimed_id)));
+    let _ = in_id;
+    assert!(
+        sim.ldk_events.iter().any(|e| matches!(e, LdkEvent::PaymentSent { payment_preimage, .. }
+            if payment_preimage.0 == in_pre.0)),
+        "LDK learnt paychan's preimage on chain"
+    );
+    // LDK is told it may spend its balance and the HTLC it claimed (through its second stage or
+    // directly).
+    let spendable: Vec<(OutPoint, Amount)> = sim.ldk_spendable.iter().map(descriptor_outpoint).collect();
+    assert!(spendable.contains(&(ldk_out, ldk_bal)), "LDK's balance {ldk_bal}: {spendable:?}");
+    let claimed_by = sim.spender(&h_claimed).unwrap().1.compute_txid();
+    assert!(
+        spendable.iter().any(|(op, _)| op.txid == claimed_by || sim.spender(op).is_none()),
+        "LDK's H_CLAIMED claim is spendable by LDK"
+    );
+}
+
+#[test]
+fn paychan_force_closes_static_remotekey_and_both_resolve_on_chain() {
+    force_close_resolved_on_chain(ChannelType::StaticRemoteKey, true, 111);
+}
+
+#[test]
+fn ldk_force_closes_static_remotekey_and_both_resolve_on_chain() {
+    force_close_resolved_on_chain(ChannelType::StaticRemoteKey, false, 112);
+}
+
+#[test]
+fn paychan_force_closes_anchors_and_both_resolve_on_chain() {
+    force_close_resolved_on_chain(ChannelType::AnchorsZeroFeeHtlc, true, 113);
+}
+
+#[test]
+fn ldk_force_closes_anchors_and_both_resolve_on_chain() {
+    force_close_resolved_on_chain(ChannelType::AnchorsZeroFeeHtlc, false, 114);
+}
+
+use paychan::network::invoice::{InvoiceError, RouteHint, RouteHintHop, RoutingFees};
+
+/// For both channel types: LDK pays a paychan invoice carrying a route hint for the private
+/// channel (LDK's node → paychan over the channel's short channel id, as a wallet behind an LSP
+/// gives it), and paychan's `parse_invoice` refuses LDK invoices it must not pay (expired,
+/// another chain, a tampered signature) before an HTLC is offered; the channel then carries a
+/// payment each way.
+#[test]
+fn route_hinted_invoices_and_refused_invoices_for_both_channel_types() {
+    for (ct, seed) in [(ChannelType::StaticRemoteKey, 121), (ChannelType::AnchorsZeroFeeHtlc, 122)] {
+        let (mut ldk, mut link) = connected(ct, seed);
+        let i = ldk_opens(&mut ldk, &mut link);
+        let _ = ldk.events();
+        let id = link.pc.channels[i].ch.channel_id();
+        let details = ldk.manager.list_channels().into_iter().find(|d| d.channel_id.0 == id.0).expect("channel");
+        let scid = details.short_channel_id.expect("confirmed: a real short channel id");
+        let hint = RouteHint(vec![RouteHintHop {
+            src_node_id: ldk.node_id(),
+            short_channel_id: scid,
+            fees: RoutingFees { base_msat: 0, proportional_millionths: 0 },
+            cltv_expiry_delta: 40,
+            htlc_minimum_msat: None,
+            htlc_maximum_msat: None,
+        }]);
+        let before = link.pc.channels[i].ch.balances(Side::Holder);
+        ldk_pays_paychan_with_hints(&mut ldk, &mut link, i, vec![hint]);
+        let after = link.pc.channels[i].ch.balances(Side::Holder);
+        assert_eq!(after.holder.to_msat(), before.holder.to_msat() + 50_000_000, "{ct:?}");
+
+        // LDK's invoices paychan must not pay.
+        let params = Bolt11InvoiceParameters {
+            amount_msats: Some(10_000_000),
+            invoice_expiry_delta_secs: Some(600),
+            ..Default::default()
+        };
+        let text = ldk.manager.create_bolt11_invoice(params).unwrap().to_string();
+        let later = now() + Duration::from_secs(601);
+        assert_eq!(parse_invoice(&text, Currency::Regtest, later), Err(InvoiceError::Expired));
+        assert_eq!(parse_invoice(&text, Currency::Bitcoin, now()), Err(InvoiceError::WrongCurrency));
+        // One character of the signature changed (before the checksum): the checksum or the
+        // signature fails; either way it is refused.
+        let mut tampered = text.clone().into_bytes();
+        let at = tampered.len() - 10;
+        tampered[at] = if tampered[at] == b'q' { b'p' } else { b'q' };
+        let tampered = String::from_utf8(tampered).unwrap();
+        assert_eq!(parse_invoice(&tampered, Currency::Regtest, now()), Err(InvoiceError::Parse));
+        // Refused before anything was offered: the channel carries no HTLC.
+        assert!(link.pc.channels[i].ch.htlcs().is_empty());
         a_payment_each_way(&mut ldk, &mut link, i);
     }
 }

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod chain;
+
 use std::collections::VecDeque;
 use std::hash::{Hash, Hasher};
 use std::io::{Read, Write};
@@ -356,9 +358,23 @@ impl PcNode {
     }
 
     /// Applies a channel's effects: persists (counts), keeps events and broadcasts, returns the
-    /// messages to send. A message may go out with no update: the channel writes only what the
-    /// protocol needs to survive (an `update_add_htlc` is written with the commitment that signs it).
+    /// messages to send.
     fn absorb(&mut self, i: usize, fx: PcEffects) -> Vec<Msg> {
+        // An update not covered by a `commitment_signed` yet (an add, a fulfilment, a failure)
+        // stays in memory and goes with the next durable write (the persistence contract);
+        // anything else sent or broadcast must follow a write.
+        let in_memory = |m: &Msg| {
+            matches!(
+                m,
+                Msg::UpdateAddHtlc { .. }
+                    | Msg::UpdateFulfillHtlc { .. }
+                    | Msg::UpdateFailHtlc { .. }
+                    | Msg::UpdateFailMalformedHtlc { .. }
+            )
+        };
+        if !fx.send.iter().all(in_memory) || !fx.broadcast.is_empty() {
+            assert!(fx.update.is_some(), "sent or broadcast without persisting first");
+        }
         let c = &mut self.channels[i];
         if let Some(u) = fx.update {
             c.snapshots += 1;
