@@ -70,6 +70,8 @@ pub struct Pair {
     pub mined: Vec<Txid>,
     /// Last update id per party.
     pub last_id: [u64; 2],
+    /// The state each party's storage holds (last snapshot with its deltas replayed).
+    pub stored: [Option<Vec<u8>>; 2],
     /// A message was dropped, or one was refused ([`Deviation::DuplexRefusedMessage`]): the
     /// agreement check waits for the next reconnection, which must repair it.
     pub lossy: bool,
@@ -105,6 +107,7 @@ impl Pair {
             pool: Vec::new(),
             mined: Vec::new(),
             last_id: [0, 0],
+            stored: [None, None],
             lossy: false,
             resent: [0, 0],
             corrupt: false,
@@ -112,6 +115,7 @@ impl Pair {
             log: log.then(Log::default),
         };
         p.last_id[A] = p.ch[A].update_id();
+        p.stored[A] = Some(p.ch[A].snapshot());
         if let Some(l) = &mut p.log {
             l.msgs.extend(fxa.send.iter().map(Msg::encode));
         }
@@ -141,17 +145,19 @@ impl Pair {
     /// Records a successful call's effects.
     fn absorb(&mut self, who: usize, fx: Effects) {
         let ch = &self.ch[who];
-        check_update(fx.update.as_ref(), || ch.snapshot(), &mut self.last_id[who], if who == A { "A" } else { "B" });
+        let who_name = if who == A { "A" } else { "B" };
+        let stored =
+            check_update(fx.update.as_ref(), || ch.snapshot(), &mut self.last_id[who], &mut self.stored[who], who_name);
         if let Some(l) = &mut self.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
-            l.snapshots.extend(fx.update.as_ref().map(|u| u.snapshot.clone()));
+            l.snapshots.extend(stored.clone());
         }
-        if let Some(u) = &fx.update {
+        if let Some(state) = stored {
             let past = &mut self.past[who];
             if past.len() >= 4 {
                 past.remove(0);
             }
-            past.push(u.snapshot.clone());
+            past.push(state);
         }
         self.wire.send(1 - who, fx.send);
         pool_add(&mut self.pool, fx.broadcast);

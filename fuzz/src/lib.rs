@@ -236,17 +236,32 @@ pub fn pool_add(pool: &mut Vec<Transaction>, txs: Vec<Transaction>) {
 }
 
 /// Checks the persistence contract of one successful call: an update carries the state after
-/// the call (so restoring it loses nothing) with a strictly increasing id. `snapshot_now` is only
-/// called when there is an update.
+/// the call (so restoring it loses nothing) with a strictly increasing id. `stored` is the state
+/// the embedder's storage holds (the last full snapshot with every delta since replayed): a full
+/// snapshot replaces it, a delta (Lightning) is replayed onto it, and either way the result must
+/// be the channel's state after the call. Returns that stored state when there is an update.
+/// `snapshot_now` is only called when there is an update.
 pub fn check_update(
     update: Option<&paychan::driving::StateUpdate>,
     snapshot_now: impl FnOnce() -> Vec<u8>,
     last_id: &mut u64,
+    stored: &mut Option<Vec<u8>>,
     who: &str,
-) {
-    if let Some(u) = update {
-        assert!(u.update_id > *last_id, "{who}: update id {} not above {}", u.update_id, last_id);
-        *last_id = u.update_id;
-        assert!(u.snapshot == snapshot_now(), "{who}: persisted snapshot differs from the state after the call");
-    }
+) -> Option<Vec<u8>> {
+    let u = update?;
+    assert!(u.update_id > *last_id, "{who}: update id {} not above {}", u.update_id, last_id);
+    let state = match &u.snapshot {
+        Some(s) => s.clone(),
+        None => {
+            let prev = stored.as_ref().unwrap_or_else(|| panic!("{who}: a delta with nothing stored before it"));
+            let (state, reached) = paychan::core::delta::replay(prev, *last_id, &u.records)
+                .unwrap_or_else(|e| panic!("{who}: delta {} does not replay: {e:?}", u.update_id));
+            assert_eq!(reached, u.update_id, "{who}: the delta does not reach its update id");
+            state
+        }
+    };
+    *last_id = u.update_id;
+    assert!(state == snapshot_now(), "{who}: persisted state differs from the state after the call");
+    *stored = Some(state.clone());
+    Some(state)
 }

@@ -67,6 +67,8 @@ pub struct Pair {
     pub mined: Vec<Txid>,
     /// Last update id per party.
     pub last_id: [u64; 2],
+    /// The state each party's storage holds (last snapshot with its deltas replayed).
+    pub stored: [Option<Vec<u8>>; 2],
     /// Penalty records each party appended.
     pub records: [Vec<PenaltyRecord>; 2],
     /// Every record each party appended, as bytes (what a restore reads).
@@ -116,6 +118,7 @@ impl Pair {
             pool: Vec::new(),
             mined: Vec::new(),
             last_id: [0, 0],
+            stored: [None, None],
             records: [Vec::new(), Vec::new()],
             raw_records: [Vec::new(), Vec::new()],
             corrupt: false,
@@ -126,6 +129,7 @@ impl Pair {
             log: log.then(Log::default),
         };
         p.last_id[A] = p.ch[A].update_id();
+        p.stored[A] = Some(p.ch[A].snapshot());
         if let Some(l) = &mut p.log {
             l.msgs.extend(fxa.send.iter().map(Msg::encode));
         }
@@ -159,7 +163,9 @@ impl Pair {
     /// Records a successful call's effects.
     fn absorb(&mut self, who: usize, fx: Effects) {
         let ch = &self.ch[who];
-        check_update(fx.update.as_ref(), || ch.snapshot(), &mut self.last_id[who], if who == A { "A" } else { "B" });
+        let who_name = if who == A { "A" } else { "B" };
+        let stored =
+            check_update(fx.update.as_ref(), || ch.snapshot(), &mut self.last_id[who], &mut self.stored[who], who_name);
         if !self.corrupt {
             assert!(!fx.events.iter().any(|e| matches!(e, Event::LostState)), "LostState without any data loss");
         }
@@ -168,22 +174,22 @@ impl Pair {
                 self.funding_request = Some((script_pubkey.clone(), *value));
             }
         }
-        if let Some(u) = &fx.update {
+        if let (Some(u), Some(state)) = (&fx.update, stored) {
             let past = &mut self.past[who];
             if past.len() >= 4 {
                 past.remove(0);
             }
-            past.push(u.snapshot.clone());
+            past.push(state.clone());
             for r in &u.records {
                 match Record::decode(r).expect("own record decodes") {
                     Record::Penalty(rec) => self.records[who].push(rec),
-                    Record::Onion(_) => {}
+                    Record::Onion(_) | Record::Delta(_) => {}
                     _ => unreachable!("a record kind this harness does not know"),
                 }
                 self.raw_records[who].push(r.clone());
             }
             if let Some(l) = &mut self.log {
-                l.snapshots.push(u.snapshot.clone());
+                l.snapshots.push(state);
                 l.records.extend(u.records.iter().cloned());
             }
         }
@@ -335,13 +341,20 @@ impl Pair {
         }
     }
 
+    /// A restart from what the party's storage holds. Updates the channel kept in memory (not
+    /// covered by a `commitment_signed` yet, so never written) are gone: the restart then comes
+    /// with a new connection, whose reestablish must repair it.
     fn restore(&mut self, who: usize) {
-        let snap = self.ch[who].snapshot();
-        let check =
-            RestoreCheck { channel_id: Some(self.ch[who].channel_id()), min_update_id: self.ch[who].update_id() };
-        let r = Channel::restore_with_records(&snap, &self.raw_records[who], check).expect("own snapshot restores");
-        assert!(r.snapshot() == snap, "restore round trip");
+        let Some(stored) = self.stored[who].clone() else { return };
+        let check = RestoreCheck { channel_id: Some(self.ch[who].channel_id()), min_update_id: self.last_id[who] };
+        let r =
+            Channel::restore_with_records(&stored, &self.raw_records[who], check).expect("own stored state restores");
+        assert!(r.snapshot() == stored, "restore round trip");
+        let lost = r.snapshot() != self.ch[who].snapshot();
         self.ch[who] = r;
+        if lost {
+            self.disconnect();
+        }
     }
 
     /// Value conservation (and agreement, when it must hold) at a quiescent point.
@@ -573,7 +586,9 @@ impl Pair {
                 let past = &self.past[who];
                 let Some(old) = past.get(usize::from(k) % past.len().max(1)).cloned() else { return };
                 let check = RestoreCheck { channel_id: Some(cid), min_update_id: 0 };
-                let Ok(old) = Channel::restore_with_records(&old, &self.raw_records[who], check) else { return };
+                // Without the deltas: replayed, they would bring the old state forward.
+                let records = self.raw_records[who].iter().filter(|r| !paychan::core::delta::is_delta(r));
+                let Ok(old) = Channel::restore_with_records(&old, records, check) else { return };
                 if let Ok(m) = old.reestablish(self.signers[who]) {
                     self.deliver_crafted(who, m);
                 }

@@ -49,6 +49,8 @@ pub struct Pair {
     pub mined: Vec<Txid>,
     /// Last update id seen per party.
     pub last_id: [u64; 2],
+    /// The state each party's storage holds (last snapshot with its deltas replayed).
+    pub stored: [Option<Vec<u8>>; 2],
     /// Every message and snapshot produced (the corpus generator collects them).
     pub log: Option<Log>,
     /// The last few snapshots each side persisted (what a hostile side's stale `Reestablish` is
@@ -101,10 +103,12 @@ impl Pair {
             pool: Vec::new(),
             mined: Vec::new(),
             last_id: [0, 0],
+            stored: [None, None],
             log: log.then(Log::default),
             past: [Vec::new(), Vec::new()],
         };
         p.last_id[PAYEE] = p.payee.update_id();
+        p.stored[PAYEE] = Some(p.payee.snapshot());
         if let Some(l) = &mut p.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
         }
@@ -139,22 +143,23 @@ impl Pair {
     fn absorb(&mut self, who: usize, fx: Effects) {
         let (payer, payee) = (&self.payer, &self.payee);
         let snapshot = || if who == PAYER { payer.snapshot() } else { payee.snapshot() };
-        check_update(
+        let stored = check_update(
             fx.update.as_ref(),
             snapshot,
             &mut self.last_id[who],
+            &mut self.stored[who],
             if who == PAYER { "payer" } else { "payee" },
         );
         if let Some(l) = &mut self.log {
             l.msgs.extend(fx.send.iter().map(Msg::encode));
-            l.snapshots.extend(fx.update.as_ref().map(|u| u.snapshot.clone()));
+            l.snapshots.extend(stored.clone());
         }
-        if let Some(u) = &fx.update {
+        if let Some(state) = stored {
             let past = &mut self.past[who];
             if past.len() >= 4 {
                 past.remove(0);
             }
-            past.push(u.snapshot.clone());
+            past.push(state);
         }
         self.wire.send(1 - who, fx.send);
         pool_add(&mut self.pool, fx.broadcast);
