@@ -17,7 +17,7 @@ type Run = fn(u64, Config) -> Result<Outcome, String>;
 /// Runs seeds from 0 with `sabotage` until one fails; checks the unsabotaged runs of the same
 /// seeds pass; returns the first failing seed.
 fn first_caught(layer: &str, run: Run, sabotage: Sabotage, cheater: bool) -> u64 {
-    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, hostile: false })
+    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, hostile: false, tower: false })
 }
 
 /// As [`first_caught`], with the other knobs of `base` (a hostile peer in every run).
@@ -91,11 +91,35 @@ fn spilman_ignore_next_deadline_is_caught() {
     first_caught("spilman", spilman::run_with, Sabotage::IgnoreNextDeadline, false);
 }
 
+/// Tower runs (`Config::tower`): the honest party is offline when the cheater publishes a revoked
+/// commitment (an old branch), and only its tower can defend it.
+const TOWER: Config = Config { sabotage: Sabotage::None, cheater: true, hostile: false, tower: true };
+
+#[test]
+fn lightning_tower_lagging_is_caught() {
+    first_caught_with("lightning tower", lightning::run_with, Sabotage::TowerLagging, TOWER);
+}
+
+#[test]
+fn lightning_tower_disabled_is_caught() {
+    first_caught_with("lightning tower", lightning::run_with, Sabotage::TowerDisabled, TOWER);
+}
+
+#[test]
+fn duplex_tower_lagging_is_caught() {
+    first_caught_with("duplex tower", duplex::run_with, Sabotage::TowerLagging, TOWER);
+}
+
+#[test]
+fn duplex_tower_disabled_is_caught() {
+    first_caught_with("duplex tower", duplex::run_with, Sabotage::TowerDisabled, TOWER);
+}
+
 /// The accounting stays live against a hostile-but-valid peer: a sabotaged honest party is
 /// caught there too (the hostile runs' passing is evidence).
 #[test]
 fn sabotage_against_a_hostile_peer_is_caught() {
-    let hostile = Config { sabotage: Sabotage::None, cheater: false, hostile: true };
+    let hostile = Config { sabotage: Sabotage::None, cheater: false, hostile: true, tower: false };
     first_caught_with("lightning hostile", lightning::run_with, Sabotage::DropSweeps, hostile);
     first_caught_with("spilman hostile", spilman::run_with, Sabotage::DropRefundOrClose, hostile);
     first_caught_with("duplex hostile", duplex::run_with, Sabotage::DropRefundOrClose, hostile);
@@ -105,7 +129,10 @@ fn sabotage_against_a_hostile_peer_is_caught() {
 #[test]
 fn every_listed_sabotage_is_tested() {
     use Sabotage::*;
-    assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims]);
-    assert_eq!(duplex::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
+    assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims, TowerLagging, TowerDisabled]);
+    assert_eq!(
+        duplex::SABOTAGES,
+        &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, TowerLagging, TowerDisabled]
+    );
     assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
 }

@@ -399,3 +399,80 @@ fn tower_falls_back_to_to_local_when_the_cheater_escapes_through_an_htlc_transac
         assert!(escapes >= 3, "{escapes} states with an HTLC B could take");
     }
 }
+
+/// A tower is a public service: a hostile client floods it with appointments (garbage, garbage
+/// under the locator of the victim's breach, oversized blobs) and is refused with typed errors
+/// past its quota, while the appointments stored (the victim's and its own) are untouched and the
+/// victim's breach is still answered, to the satoshi of the penalty it signed.
+#[test]
+fn tower_refuses_floods_and_keeps_what_it_stored() {
+    use paychan::core::tower::{TowerLimits, MAX_BLOB_LEN};
+    let (p, revoked, _) = history(ChannelType::AnchorsZeroFeeHtlc, 3);
+    let victim = p.a.ch.sweep_destination();
+    let largest = revoked.iter().map(|r| Appointment::decode(&r.appointment).unwrap().blob.len()).max().unwrap();
+    let limits = TowerLimits { max_appointments: revoked.len() as u32, max_blob_len: largest as u32 };
+    let mut tower = Tower::with_limits(limits);
+    let a = tower.register(victim.clone());
+    let mallory = tower.register(common::ln::p2wpkh_script());
+    for r in &revoked {
+        tower.add_appointment(a, &r.appointment).expect("within the quota");
+    }
+    // The same appointment again: nothing new stored, no slot taken.
+    tower.add_appointment(a, &revoked[0].appointment).unwrap();
+    assert_eq!(tower.appointments_of(a), revoked.len() as u32);
+    // The victim at its quota: one more is refused.
+    let extra = Appointment { locator: paychan::core::tower::Locator([7; 16]), blob: vec![0; 64] };
+    assert_eq!(
+        tower.add_appointment(a, &extra.encode()),
+        Err(TowerError::QuotaExceeded { client: a, limit: revoked.len() as u32 })
+    );
+    // Mallory (the cheater, say) fills its own quota with garbage, the first under the locator of
+    // the breach it plans, then keeps sending: each one past the quota is refused.
+    let target = &revoked[revoked.len() - 1];
+    let target_locator = Appointment::decode(&target.appointment).unwrap().locator;
+    let before = tower.encode();
+    let mut accepted = 0;
+    let mut refused = 0;
+    for n in 0..(3 * revoked.len() as u32) {
+        let mut locator = [0u8; 16];
+        locator[..4].copy_from_slice(&n.to_be_bytes());
+        let locator = if n == 0 { target_locator } else { paychan::core::tower::Locator(locator) };
+        let garbage = Appointment { locator, blob: vec![n as u8; 200] };
+        match tower.add_appointment(mallory, &garbage.encode()) {
+            Ok(()) => accepted += 1,
+            Err(TowerError::QuotaExceeded { client, .. }) => {
+                assert_eq!(client, mallory);
+                refused += 1
+            }
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    assert_eq!(accepted, revoked.len() as u32, "the quota, and no more");
+    assert!(refused > 0);
+    assert_eq!(tower.appointments_of(mallory), revoked.len() as u32);
+    assert_eq!(tower.appointments_of(a), revoked.len() as u32, "the victim's appointments are untouched");
+    assert_ne!(tower.encode(), before);
+    // An oversized blob is refused on its size alone, by a tower with room to spare.
+    let mut roomy = Tower::with_limits(limits);
+    let m = roomy.register(common::ln::p2wpkh_script());
+    let big = Appointment { locator: target_locator, blob: vec![1; largest + 1] };
+    assert_eq!(
+        roomy.add_appointment(m, &big.encode()),
+        Err(TowerError::BlobTooLarge { len: largest + 1, max: largest as u32 })
+    );
+    // Bytes far larger than any blob are refused before decoding (as garbage would not decode).
+    let huge = vec![0xffu8; MAX_BLOB_LEN + 4096];
+    assert!(matches!(roomy.add_appointment(m, &huge), Err(TowerError::BlobTooLarge { .. })));
+    assert_eq!(roomy.appointment_count(), 0);
+    // The breach appears: Mallory's garbage under its locator does not open; the victim's does.
+    let restored = Tower::decode(&tower.encode()).expect("decodes");
+    assert_eq!(restored, tower, "the quota state survives a restart");
+    let out = tower.block(std::slice::from_ref(&target.signed));
+    assert_eq!(out.len(), 1, "the victim's penalty, nothing for the garbage");
+    assert_eq!(out[0].output[0].script_pubkey, victim);
+    let real = Appointment::decode(&target.appointment).unwrap().open(&target.signed.compute_txid()).unwrap();
+    assert_eq!(out[0], real.ladder[0], "exactly the penalty the victim signed");
+    // The breach's appointments freed their slots: the victim may store one more.
+    assert_eq!(tower.appointments_of(a), revoked.len() as u32 - 1);
+    tower.add_appointment(a, &extra.encode()).expect("a slot freed");
+}

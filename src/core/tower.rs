@@ -23,6 +23,23 @@
 //! spends one of the others first (an HTLC output, through its HTLC transaction), the full
 //! penalty can no longer confirm and the tower climbs the fallback instead.
 //!
+//! # Resource limits
+//! A tower is a public service facing clients it cannot trust: any of them may flood it. It
+//! enforces [`TowerLimits`]: a quota of appointments stored per client and a largest sealed blob,
+//! refusing what exceeds them with a typed [`TowerError`] and storing nothing then; what it
+//! stored already (for that client or any other) is untouched. Appointments are kept per client:
+//! another client's blob under the same locator (a cheater who registers and sends garbage
+//! under the locator of its own revoked commitment, say) never replaces or hides a client's
+//! own; it costs the tower one failed decryption when the breach appears. A client re-sending the
+//! same appointment stores nothing new; sending another blob under a locator it used replaces
+//! its own (a new ladder for the same revoked state), within the quota.
+//!
+//! Storage per revoked state: [`LOCATOR_LEN`] + 4 (the client index) + the sealed blob, which is
+//! the encoded ladder and fallback (one signed penalty per rung: about 4× one penalty for the
+//! default 4-rung ladder) plus the 16-byte tag. `tests/towers.rs` measures and prints it
+//! (`cargo test --test towers costs -- --nocapture`): O(states), the price of not trusting the
+//! tower, against the trusted kit's O(HTLCs).
+//!
 //! Everything here is sans-I/O: the embedder feeds [`Tower::block`] each block's transactions
 //! and broadcasts what it returns. The byte layout of an appointment is
 //! `kind ‖ version ‖ TLV(0: locator, 2: sealed blob)`; the blob's plaintext is
@@ -43,8 +60,11 @@ const KIND_BLOB: u8 = crate::core::kinds::APPOINTMENT_BLOB;
 const KIND_TOWER: u8 = crate::core::kinds::TOWER;
 const VERSION: u8 = 1;
 
-/// The largest sealed blob a tower accepts (bytes): a few penalties of the largest standard size.
+/// The largest sealed blob an appointment may carry (bytes): a few penalties of the largest
+/// standard size. A tower may accept less ([`TowerLimits::max_blob_len`]).
 pub const MAX_BLOB_LEN: usize = 1 << 20;
+/// The default quota of appointments a tower stores per client ([`TowerLimits`]).
+pub const DEFAULT_MAX_APPOINTMENTS: u32 = 10_000;
 /// The most rungs a penalty ladder may have.
 pub const MAX_LADDER: usize = 16;
 /// The length of a locator in bytes.
@@ -193,6 +213,24 @@ fn read_txs(r: &mut Reader<'_>, max: usize) -> Result<Vec<Transaction>, DecodeEr
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Debug)]
 pub struct ClientId(pub u32);
 
+/// What a tower accepts from each client (see the module docs).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct TowerLimits {
+    /// The most appointments stored per client at once (an appointment answered or dropped when
+    /// its breach appears frees its slot).
+    pub max_appointments: u32,
+    /// The largest sealed blob accepted, in bytes (at most [`MAX_BLOB_LEN`], which no
+    /// appointment can exceed anyway).
+    pub max_blob_len: u32,
+}
+
+impl Default for TowerLimits {
+    /// [`DEFAULT_MAX_APPOINTMENTS`] per client, blobs up to [`MAX_BLOB_LEN`].
+    fn default() -> Self {
+        TowerLimits { max_appointments: DEFAULT_MAX_APPOINTMENTS, max_blob_len: MAX_BLOB_LEN as u32 }
+    }
+}
+
 /// Why a tower refused an appointment (nothing was stored).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -201,6 +239,21 @@ pub enum TowerError {
     UnknownClient(ClientId),
     /// The appointment does not decode.
     Decode(DecodeError),
+    /// The client already has [`TowerLimits::max_appointments`] appointments stored.
+    QuotaExceeded {
+        /// The client.
+        client: ClientId,
+        /// Its quota.
+        limit: u32,
+    },
+    /// The sealed blob (or, before decoding, the whole appointment) is larger than
+    /// [`TowerLimits::max_blob_len`].
+    BlobTooLarge {
+        /// Its size in bytes.
+        len: usize,
+        /// The largest accepted.
+        max: u32,
+    },
 }
 
 impl fmt::Display for TowerError {
@@ -208,6 +261,10 @@ impl fmt::Display for TowerError {
         match self {
             TowerError::UnknownClient(c) => write!(f, "unknown tower client {}", c.0),
             TowerError::Decode(e) => write!(f, "appointment does not decode: {e}"),
+            TowerError::QuotaExceeded { client, limit } => {
+                write!(f, "tower client {} has its {limit} appointments stored already", client.0)
+            }
+            TowerError::BlobTooLarge { len, max } => write!(f, "appointment of {len} bytes exceeds {max}"),
         }
     }
 }
@@ -225,6 +282,9 @@ struct Breach {
     next: usize,
 }
 
+/// The bytes an encoded appointment takes beyond its blob: header, two TLV headers, the locator.
+const APPOINTMENT_OVERHEAD: usize = 2 + 2 * 10 + LOCATOR_LEN;
+
 /// A blind watchtower (see the module docs). Holds no key; stores `(locator, blob)` per revoked
 /// state and the client's payout script.
 #[derive(Clone, PartialEq, Eq, Debug, Default)]
@@ -232,31 +292,74 @@ pub struct Tower {
     clients: Vec<ScriptBuf>,
     appointments: BTreeMap<Locator, Vec<(ClientId, Vec<u8>)>>,
     breaches: Vec<Breach>,
+    limits: TowerLimits,
+    /// Appointments stored per client (derived from `appointments`).
+    stored: Vec<u32>,
 }
 
 impl Tower {
-    /// An empty tower.
+    /// An empty tower with the default [`TowerLimits`].
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty tower enforcing `limits`.
+    pub fn with_limits(limits: TowerLimits) -> Self {
+        Tower { limits, ..Self::default() }
+    }
+
+    /// The limits it enforces.
+    pub fn limits(&self) -> TowerLimits {
+        self.limits
     }
 
     /// Registers a client whose penalties must pay `destination` (and nothing else).
     pub fn register(&mut self, destination: ScriptBuf) -> ClientId {
         self.clients.push(destination);
+        self.stored.push(0);
         ClientId(self.clients.len() as u32 - 1)
     }
 
-    /// Stores an encoded appointment for `client`.
+    /// Stores an encoded appointment for `client`. The same appointment sent again stores
+    /// nothing new; another blob under a locator the client used replaces its own.
     ///
     /// # Errors
-    /// [`TowerError`]; nothing is stored then.
+    /// [`TowerError`]: an unknown client, bytes that do not decode, a blob larger than the
+    /// limit (checked on the raw length first, before any decoding), a client at its quota.
+    /// Nothing is stored then, and nothing stored is changed.
     pub fn add_appointment(&mut self, client: ClientId, bytes: &[u8]) -> Result<(), TowerError> {
-        if self.clients.get(client.0 as usize).is_none() {
+        let Some(count) = self.stored.get(client.0 as usize).copied() else {
             return Err(TowerError::UnknownClient(client));
+        };
+        let max = self.limits.max_blob_len.min(MAX_BLOB_LEN as u32);
+        if bytes.len() > max as usize + APPOINTMENT_OVERHEAD {
+            return Err(TowerError::BlobTooLarge { len: bytes.len(), max });
         }
         let a = Appointment::decode(bytes).map_err(TowerError::Decode)?;
-        self.appointments.entry(a.locator).or_default().push((client, a.blob));
+        if a.blob.len() > max as usize {
+            return Err(TowerError::BlobTooLarge { len: a.blob.len(), max });
+        }
+        let entries = self.appointments.get(&a.locator);
+        let own = entries.and_then(|v| v.iter().position(|(c, _)| *c == client));
+        if own.is_none() && count >= self.limits.max_appointments {
+            return Err(TowerError::QuotaExceeded { client, limit: self.limits.max_appointments });
+        }
+        let entries = self.appointments.entry(a.locator).or_default();
+        match own.and_then(|k| entries.get_mut(k)) {
+            Some(entry) => entry.1 = a.blob,
+            None => {
+                entries.push((client, a.blob));
+                if let Some(n) = self.stored.get_mut(client.0 as usize) {
+                    *n += 1;
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// The number of appointments stored for `client`.
+    pub fn appointments_of(&self, client: ClientId) -> u32 {
+        self.stored.get(client.0 as usize).copied().unwrap_or(0)
     }
 
     /// The number of appointments stored.
@@ -285,6 +388,11 @@ impl Tower {
         for tx in txs {
             let txid = tx.compute_txid();
             let Some(stored) = self.appointments.remove(&Locator::of(&txid)) else { continue };
+            for (client, _) in &stored {
+                if let Some(n) = self.stored.get_mut(client.0 as usize) {
+                    *n = n.saturating_sub(1);
+                }
+            }
             for (client, blob) in stored {
                 let Some(dest) = self.clients.get(client.0 as usize) else { continue };
                 let a = Appointment { locator: Locator::of(&txid), blob };
@@ -355,11 +463,15 @@ impl Tower {
                 write_txs(w, &b.ladder);
                 write_txs(w, &b.fallback);
             }
+        })
+        .record(6, |w| {
+            w.u32(self.limits.max_appointments).u32(self.limits.max_blob_len);
         });
         t.finish()
     }
 
-    /// Decodes a tower's state.
+    /// Decodes a tower's state (a state without limits, from before they existed, gets the
+    /// default ones).
     ///
     /// # Errors
     /// [`DecodeError`] for malformed bytes (an appointment of an unknown client included).
@@ -385,7 +497,11 @@ impl Tower {
                             return Err(DecodeError::InvalidValue("client"));
                         }
                         let mut blob = Reader::new(r.var_bytes()?);
-                        tower.appointments.entry(l).or_default().push((c, read_blob(&mut blob)?));
+                        let entries = tower.appointments.entry(l).or_default();
+                        if entries.iter().any(|(e, _)| *e == c) {
+                            return Err(DecodeError::InvalidValue("appointment"));
+                        }
+                        entries.push((c, read_blob(&mut blob)?));
                     }
                 }
                 4 => {
@@ -400,6 +516,7 @@ impl Tower {
                         tower.breaches.push(Breach { txid, ladder, fallback, next });
                     }
                 }
+                6 => tower.limits = TowerLimits { max_appointments: r.u32()?, max_blob_len: r.u32()? },
                 _ => return Ok(false),
             }
             if let Some(s) = seen.get_mut(ty as usize / 2) {
@@ -409,6 +526,12 @@ impl Tower {
         })?;
         if !seen.iter().all(|s| *s) {
             return Err(DecodeError::MissingField("tower"));
+        }
+        tower.stored = alloc::vec![0; tower.clients.len()];
+        for (c, _) in tower.appointments.values().flatten() {
+            if let Some(n) = tower.stored.get_mut(c.0 as usize) {
+                *n += 1;
+            }
         }
         Ok(tower)
     }

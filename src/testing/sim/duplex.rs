@@ -43,10 +43,17 @@ use super::{Config, Outcome, Sabotage};
 
 mod hostile;
 use hostile::Hostile;
+mod tower;
+use tower::TowerRun;
 
 /// The sabotages this layer applies ([`Sabotage`]).
-pub const SABOTAGES: &[Sabotage] =
-    &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline];
+pub const SABOTAGES: &[Sabotage] = &[
+    Sabotage::DropHtlcClaims,
+    Sabotage::DropRefundOrClose,
+    Sabotage::IgnoreNextDeadline,
+    Sabotage::TowerLagging,
+    Sabotage::TowerDisabled,
+];
 
 const ROLES: [Role; 2] = [Role::Initiator, Role::Acceptor];
 
@@ -100,6 +107,8 @@ struct Sim {
     offline: [bool; 2],
     /// An honest party learned that its counterparty lost state: it closes unilaterally.
     close_now: Option<usize>,
+    /// A tower run (module `tower`).
+    tower: Option<TowerRun>,
 }
 
 /// Runs one seeded simulation.
@@ -153,7 +162,11 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         cheat: vec![],
         offline: [false; 2],
         close_now: None,
+        tower: None,
     };
+    if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
+        sim.tower = super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, 1 - c));
+    }
     for i in 0..2 {
         let ch = &sim.pair.parties[i].ch;
         sim.stored[i].push(StateUpdate::snapshot(ch.update_id(), ch.snapshot()));
@@ -246,7 +259,7 @@ impl Sim {
             }
             let _ = self.pair.chain.submit(&tx);
         }
-        Ok(())
+        self.tower_absorbed(i)
     }
 
     /// Whether a transaction pays a party's payout script (a leaf transaction or the
@@ -332,6 +345,7 @@ impl Sim {
     }
 
     fn mine(&mut self) -> Result<(), String> {
+        self.tower_before_block();
         for tx in self.deferred.clone() {
             let _ = self.pair.chain.submit(&tx);
         }
@@ -364,7 +378,8 @@ impl Sim {
             }
             self.notify(ChainEvent::Confirmed { tx, height })?;
         }
-        self.notify(ChainEvent::Tip(self.tip()))
+        self.notify(ChainEvent::Tip(self.tip()))?;
+        self.tower_after_block(&mined)
     }
 
     /// What `viewer`'s channel says party `i` is owed: its balance, the HTLCs it offered whose
@@ -550,6 +565,9 @@ impl Sim {
 
     fn step(&mut self) -> Result<(), String> {
         self.out.steps += 1;
+        if self.tower_step(false)? {
+            return Ok(());
+        }
         if let Some(i) = self.close_now.take() {
             self.stop_offchain();
             self.out.unilateral = true;
@@ -633,6 +651,20 @@ impl Sim {
 
     fn finish(&mut self) -> Result<(), String> {
         self.net.faults = Faults::NONE;
+        if self.tower.is_some() {
+            self.tower_step(true)?;
+        }
+        if !self.tower.as_ref().is_some_and(|t| t.offline) {
+            // (In a tower run both parties stopped: nobody closes; the cheater publishes when
+            // its time comes.)
+            self.close_at_end()?;
+        }
+        self.settle_at_end()
+    }
+
+    /// The end of the off-chain phase: the network drained, a reset under way cancelled, the
+    /// cheater's old branch, a cooperative close or a unilateral one.
+    fn close_at_end(&mut self) -> Result<(), String> {
         self.drain()?;
         // A reset the network starved is cancelled by both.
         for i in 0..2 {
@@ -665,22 +697,27 @@ impl Sim {
             let fx = p.ch.force_close(&p.signer);
             self.absorb(i, fx)?;
         }
+        Ok(())
+    }
+
+    /// Mines until everything is resolved, then checks the exact accounting.
+    fn settle_at_end(&mut self) -> Result<(), String> {
         let limit = self.chain().height + 600;
         while self.chain().height < limit {
             self.mine()?;
-            let done = self
-                .pair
-                .parties
-                .iter()
-                .enumerate()
-                .all(|(i, p)| self.offline[i] || (p.ch.phase() == Phase::Closed && p.ch.next_deadline().is_none()));
+            let done = self.pair.parties.iter().enumerate().all(|(i, p)| {
+                self.tower_settled(i).unwrap_or_else(|| {
+                    self.offline[i] || (p.ch.phase() == Phase::Closed && p.ch.next_deadline().is_none())
+                })
+            });
             if done && self.chain().mempool().is_empty() && self.cheat.is_empty() {
                 break;
             }
         }
         for (i, p) in self.pair.parties.iter().enumerate() {
             // A party that lost data may not recognise the newer branch that closed the channel.
-            if self.is_honest(i) && p.ch.phase() != Phase::Closed {
+            // (A party offline for good never saw the close: its tower did.)
+            if self.is_honest(i) && p.ch.phase() != Phase::Closed && !self.tower_offline(i) {
                 return Err(format!("party {i} not closed ({:?}) at height {}", p.ch.phase(), self.chain().height));
             }
         }

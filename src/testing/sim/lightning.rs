@@ -50,9 +50,17 @@ use super::{Config, Outcome, Sabotage};
 
 mod hostile;
 use hostile::Hostile;
+mod tower;
+use tower::TowerRun;
 
 /// The sabotages this layer applies ([`Sabotage`]).
-pub const SABOTAGES: &[Sabotage] = &[Sabotage::DropPenalties, Sabotage::DropSweeps, Sabotage::DropHtlcClaims];
+pub const SABOTAGES: &[Sabotage] = &[
+    Sabotage::DropPenalties,
+    Sabotage::DropSweeps,
+    Sabotage::DropHtlcClaims,
+    Sabotage::TowerLagging,
+    Sabotage::TowerDisabled,
+];
 
 /// An output of a party's own worth at most this (sat) may stay unswept: the channel does not
 /// sweep an output its sweep would cost more than (`value < fee`, at the channel's default sweep
@@ -149,6 +157,8 @@ struct Sim {
     wallets: [FeeCoins; 2],
     /// What each bumper broadcast already (the simulated mempool keeps what it was given).
     bumped: [HashSet<Txid>; 2],
+    /// A tower run (module `tower`).
+    tower: Option<TowerRun>,
 }
 
 /// The flat estimate the simulation's embedders feed their bumpers: above the channels' sweep
@@ -232,7 +242,13 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         bumpers: [Bumper::new(), Bumper::new()],
         wallets,
         bumped: [HashSet::new(), HashSet::new()],
+        tower: None,
     };
+    if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
+        let h = 1 - c;
+        sim.tower =
+            super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, h, sim.nodes[h].ch.sweep_destination()));
+    }
     for i in 0..2 {
         // The storage after the opening, as one full snapshot and the log.
         let node = &mut sim.nodes[i];
@@ -343,7 +359,7 @@ impl Sim {
                 let _ = self.bumpers[i].track(r);
             }
         }
-        Ok(())
+        self.tower_absorbed(i)
     }
 
     /// Each party's bumper works at the tip with flat estimates; what it makes is broadcast
@@ -828,6 +844,7 @@ impl Sim {
     }
 
     fn mine(&mut self) -> Result<(), String> {
+        self.tower_before_block()?;
         self.bump()?;
         for tx in self.deferred.clone() {
             let _ = self.chain.submit(&tx);
@@ -840,6 +857,7 @@ impl Sim {
             self.notify(ChainEvent::Confirmed { tx, height })?;
         }
         self.notify(ChainEvent::Tip(self.tip()))?;
+        self.tower_after_block(&mined)?;
         self.police_htlcs()
     }
 
@@ -903,6 +921,9 @@ impl Sim {
 
     fn step(&mut self) -> Result<(), String> {
         self.out.steps += 1;
+        if self.tower_step(false)? {
+            return Ok(());
+        }
         if self.broken {
             self.reconnect()?;
         }
@@ -1090,10 +1111,9 @@ impl Sim {
         ))
     }
 
-    fn finish(&mut self) -> Result<(), String> {
-        // The rest runs over a perfect connection.
-        self.net.faults = Faults::NONE;
-        self.reliable = true;
+    /// The end of the off-chain phase: a reconnection over a perfect connection, the cheater's
+    /// revoked commitment, a cooperative close or a unilateral one.
+    fn close_at_end(&mut self) -> Result<(), String> {
         if !self.closing_on_chain() {
             self.reconnect()?;
             if let Err(e) = self.quiesce() {
@@ -1123,13 +1143,29 @@ impl Sim {
             let i = if self.lost_state[i] { 1 - i } else { i };
             self.force_close(i)?;
         }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), String> {
+        // The rest runs over a perfect connection.
+        self.net.faults = Faults::NONE;
+        self.reliable = true;
+        if self.tower.is_some() {
+            self.tower_step(true)?;
+        }
+        if !self.tower.as_ref().is_some_and(|t| t.offline) {
+            // (In a tower run both peers stopped: nobody closes; the cheater publishes when its
+            // time comes.)
+            self.close_at_end()?;
+        }
         self.onchain = true;
         // (A hostile peer may impose the longest `to_self_delay` the honest peer accepts: 2,016.)
         for _ in 0..4_500 {
             self.mine()?;
             let settled = Settlement::of(&self.chain, self.funding);
             let coop = self.nodes.iter().any(|n| n.ch.closing_kind() == Some(ClosingKind::Cooperative));
-            let resolved = (0..2).all(|i| !self.is_honest(i) || self.nodes[i].ch.is_fully_resolved())
+            let resolved = (0..2)
+                .all(|i| !self.is_honest(i) || self.nodes[i].ch.is_fully_resolved() || self.tower_done(i))
                 || (coop && !settled.txs.is_empty() && self.chain.mempool().is_empty());
             if resolved && self.chain.mempool().is_empty() {
                 break;
@@ -1156,8 +1192,9 @@ impl Sim {
 
     fn check_end(&mut self) -> Result<(), String> {
         for (i, n) in self.nodes.iter().enumerate() {
-            if !self.is_honest(i) {
-                // The cheater went silent; a peer that lost data may not recognise the close.
+            if !self.is_honest(i) || self.tower_offline_breach(i).is_some() {
+                // The cheater went silent; a peer that lost data may not recognise the close; a
+                // peer offline for good never saw it (its tower did).
                 continue;
             }
             match n.ch.closing_kind() {
@@ -1206,7 +1243,8 @@ impl Sim {
         let c_tx = self.chain.tx(&c).ok_or("the funding spender is not confirmed")?;
         let revoked = |i: usize| {
             self.bad == Some(Bad::Cheater(1 - i))
-                && matches!(self.nodes[i].ch.closing_kind(), Some(ClosingKind::Revoked(_)))
+                && (matches!(self.nodes[i].ch.closing_kind(), Some(ClosingKind::Revoked(_)))
+                    || self.tower_breach(i) == Some(c))
         };
         // Who each unspent output belongs to (by the rules above), for the unswept outputs.
         let owner_of = |op: &OutPoint| -> Option<usize> {
@@ -1253,6 +1291,12 @@ impl Sim {
                         owed
                     }
                 }
+                _ if self.tower_offline_breach(i) == Some(c) && self.known.contains_key(&c) => (0..c_tx.output.len()
+                    as u32)
+                    .filter(|&vout| self.commitment_output_of(i, &c, vout, true))
+                    .filter_map(|vout| c_tx.output.get(vout as usize))
+                    .map(|o| o.value.to_sat())
+                    .sum(),
                 Some(_) if self.known.contains_key(&c) => (0..c_tx.output.len() as u32)
                     .filter(|&vout| self.commitment_output_of(i, &c, vout, revoked(i)))
                     .filter_map(|vout| c_tx.output.get(vout as usize))
@@ -1302,7 +1346,23 @@ impl Sim {
                 .filter(|o| o.script_pubkey == wallet)
                 .map(|o| o.value.to_sat())
                 .sum();
-            let got = settled.paid_to(&scripts[i]) + settled.paid_to(&wallet);
+            // A peer offline for good (its tower defended it) has not swept its own `to_remote`
+            // yet: in a script only its key spends, it is paid to it (an uneconomical one is
+            // counted with `given_up` above).
+            let held: u64 = match self.tower_offline_breach(i) {
+                Some(b) if b == c => settled
+                    .unspent
+                    .iter()
+                    .filter(|(op, o)| op.txid == c && o.script_pubkey != scripts[i] && o.value.to_sat() > UNECONOMICAL)
+                    .filter(|(op, _)| {
+                        self.known.get(&c).and_then(|(_, b)| b.outputs().get(op.vout as usize)).map(|o| o.role)
+                            == Some(OutputRole::ToCountersignatory)
+                    })
+                    .map(|(_, o)| o.value.to_sat())
+                    .sum(),
+                _ => 0,
+            };
+            let got = settled.paid_to(&scripts[i]) + settled.paid_to(&wallet) + held;
             check_owed(&format!("peer {i}"), got, owed + coins_in, fees + given_up + unswept)?;
             if let Some(Bad::Cheater(k)) = self.bad {
                 if revoked(i) {

@@ -57,6 +57,13 @@ pub enum Sabotage {
     /// The embedder never calls the channel back at its `next_deadline`: it is not told of new
     /// blocks (only of confirmations of the transactions it watches).
     IgnoreNextDeadline,
+    /// In a tower run ([`Config::tower`]): the tower is always one update behind, never given the
+    /// newest appointment (Lightning: the one for the commitment the peer revoked last; duplex:
+    /// the package of the latest payment or reset), as if the client went offline before sending
+    /// it and the embedder did not wait for the tower's acknowledgement.
+    TowerLagging,
+    /// In a tower run ([`Config::tower`]): the tower is fed everything but never broadcasts.
+    TowerDisabled,
 }
 
 /// What a run is told beyond its seed.
@@ -72,6 +79,14 @@ pub struct Config {
     /// each layer's `hostile` module), and refuses to cooperate when it likes. It replaces the
     /// run's cheater or lossy party.
     pub hostile: bool,
+    /// Every cheater run is a *tower run* (instead of one in three of them, drawn apart from the
+    /// run's own generator): the honest party hands every appointment (Lightning) or tower
+    /// package (duplex) to a tower the simulation runs, then at a random step goes offline for
+    /// good, or until the cheater's relative locks expired; the cheater publishes a revoked
+    /// commitment (an old branch) at a random later block, and the tower alone must defend the
+    /// honest party (each layer's `tower` module). Ignored in hostile runs; with
+    /// [`Config::cheater`], every run is a tower run.
+    pub tower: bool,
 }
 
 /// What one run did (for coverage statistics).
@@ -136,6 +151,16 @@ pub struct Outcome {
     /// Spends revealing a preimage that the hostile peer put in the mempool only to evict them
     /// at once (replacement cycling; the honest party is told with `ChainEvent::Seen`).
     pub mempool_reveals: u32,
+    /// Tower runs ([`Config::tower`]) in which the honest party went offline and the cheater
+    /// published an old state.
+    pub tower_breaches: u32,
+    /// Of those, runs where the honest party came back after the cheater's relative locks
+    /// expired (the others: offline for good).
+    pub tower_returns: u32,
+    /// Appointments (Lightning) or packages (duplex) handed to towers.
+    pub tower_fed: u32,
+    /// Transactions towers broadcast.
+    pub tower_broadcasts: u32,
 }
 
 /// Totals over many runs.
@@ -177,6 +202,10 @@ impl Summary {
         t.deadline_closes += o.deadline_closes;
         t.gave_up += o.gave_up;
         t.mempool_reveals += o.mempool_reveals;
+        t.tower_breaches += o.tower_breaches;
+        t.tower_returns += o.tower_returns;
+        t.tower_fed += o.tower_fed;
+        t.tower_broadcasts += o.tower_broadcasts;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -191,6 +220,15 @@ impl Summary {
 pub(crate) fn hostile_rng(seed: u64, config: Config) -> Option<super::rng::Rng> {
     let mut rng = super::rng::Rng::new(seed ^ 0x686f_7374_696c_6580);
     (rng.below(5) == 0 || config.hostile).then_some(rng)
+}
+
+/// The generator of a run's tower mode, if the run is a tower run ([`Config::tower`], or one
+/// cheater run in three; each layer applies it to its cheater runs only). Like [`hostile_rng`]
+/// it is apart from the run's own generator: a run that is not a tower run draws exactly what
+/// it drew before, and a tower run draws the same until its honest party goes offline.
+pub(crate) fn tower_rng(seed: u64, config: Config) -> Option<super::rng::Rng> {
+    let mut rng = super::rng::Rng::new(seed ^ 0x746f_7765_7273_696d);
+    (rng.below(3) == 0 || config.tower).then_some(rng)
 }
 
 /// Runs `run` on every seed of `seeds`, catching panics; prints and collects every failing seed.
@@ -219,7 +257,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; tower runs: {} breaches answered by a tower alone ({} with the client back after the locks), {} appointments or packages fed, {} tower broadcasts",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -245,7 +283,11 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.failed_back,
         summary.total.deadline_closes,
         summary.total.gave_up,
-        summary.total.mempool_reveals
+        summary.total.mempool_reveals,
+        summary.total.tower_breaches,
+        summary.total.tower_returns,
+        summary.total.tower_fed,
+        summary.total.tower_broadcasts
     );
     summary
 }
