@@ -727,7 +727,11 @@ impl Channel {
                         // that did not (`ChainEvent::Seen`): the HTLC was reported fulfilled
                         // then, and stays so; the output came back to us.
                     } else if ours || matches!(c.kind, ClaimKind::HolderHtlc { .. }) {
-                        events.push(Event::HtlcFailed { id, payment_hash: h.payment_hash, failure: HtlcFailure::OnChain });
+                        events.push(Event::HtlcFailed {
+                            id,
+                            payment_hash: h.payment_hash,
+                            failure: HtlcFailure::OnChain,
+                        });
                     }
                 }
             }

@@ -74,8 +74,8 @@ fn lightning_err(e: lightning::CommandError) -> HtlcError {
     use lightning::CommandError as E;
     HtlcError::Refused(match e {
         E::WrongSigner(w) => return HtlcError::WrongSigner(w),
+        E::Amount => return HtlcError::Amount,
         E::WrongPhase => "wrong phase",
-        E::Amount => "amount",
         E::Limits => "channel limits",
         E::CannotAfford => "cannot afford",
         E::BadExpiry => "bad expiry",

@@ -56,7 +56,7 @@ pub enum HtlcError {
     /// payer cannot receive).
     WrongDirection,
     /// The amount is not a whole number of satoshis on a channel whose HTLCs are on-chain outputs
-    /// (Spilman, duplex), or is zero.
+    /// (Spilman, duplex), is zero, or is below the peer's `htlc_minimum_msat` (Lightning).
     Amount,
     /// The channel refused the command (its own error, flattened for logs).
     Refused(&'static str),

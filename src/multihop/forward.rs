@@ -675,9 +675,15 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         };
         let htlc_msat = incoming.amount.to_msat().to_be_bytes();
         let outcome = if relay.short_channel_id != key.short_channel_id {
-            Err((Refusal { code: failure::UNKNOWN_NEXT_PEER, data: Vec::new() }, RefuseReason::Onion(failure::UNKNOWN_NEXT_PEER)))
+            Err((
+                Refusal { code: failure::UNKNOWN_NEXT_PEER, data: Vec::new() },
+                RefuseReason::Onion(failure::UNKNOWN_NEXT_PEER),
+            ))
         } else if self.tip.0.checked_add(MAX_OUTGOING_EXPIRY_DELTA).is_none_or(|far| relay.outgoing_cltv_value > far) {
-            Err((Refusal { code: failure::EXPIRY_TOO_FAR, data: Vec::new() }, RefuseReason::Onion(failure::EXPIRY_TOO_FAR)))
+            Err((
+                Refusal { code: failure::EXPIRY_TOO_FAR, data: Vec::new() },
+                RefuseReason::Onion(failure::EXPIRY_TOO_FAR),
+            ))
         } else {
             self.check(incoming, out)
                 .map_err(|e| {
@@ -760,7 +766,13 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         incoming: HtlcTerms,
         reason: RefuseReason,
     ) {
-        self.tracked.push(Tracked { payment_hash, incoming_id: id, incoming, outgoing: None, state: ForwardState::Failed });
+        self.tracked.push(Tracked {
+            payment_hash,
+            incoming_id: id,
+            incoming,
+            outgoing: None,
+            state: ForwardState::Failed,
+        });
         nfx.events.push(ForwardEvent::Refused { payment_hash, incoming_id: id, reason });
     }
 

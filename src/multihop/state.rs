@@ -165,9 +165,10 @@ pub(super) fn decode(bytes: &[u8]) -> Result<State, DecodeError> {
     let (tip, on_chain) = required(head, "tip")?;
     let tracked = required(tracked, "tracked")?;
     // A secret only for an HTLC still offered downstream.
-    if secrets.iter().any(|(id, _)| {
-        !tracked.iter().any(|t| t.incoming_id == *id && matches!(t.state, ForwardState::Offered { .. }))
-    }) {
+    if secrets
+        .iter()
+        .any(|(id, _)| !tracked.iter().any(|t| t.incoming_id == *id && matches!(t.state, ForwardState::Offered { .. })))
+    {
         return Err(DecodeError::InvalidValue("secrets"));
     }
     Ok(State { tip, on_chain, routes: required(routes, "routes")?, tracked, secrets })
