@@ -681,7 +681,8 @@ fn a_disconnection_at_each_step_of_the_dances_and_a_reconnection() {
     }
 }
 
-use lightning::events::{PathFailure, PaymentFailureReason};
+use lightning::events::PathFailure;
+use lightning::ln::channelmanager::FailureCode;
 use lightning::ln::channelmanager::RecipientOnionFields;
 use lightning::routing::gossip::NetworkUpdate;
 use lightning::routing::router::{Path, Route as LdkRoute, RouteHop};
@@ -838,8 +839,8 @@ fn fee(amount: u64) -> u64 {
     FWD_BASE_MSAT + amount * u64::from(FWD_PPM) / 1_000_000
 }
 
-/// LDK pays LDK through paychan: the payment settles with paychan's exact fee; then B rejects a
-/// payment and A reads the rejection as the recipient's, through paychan's relay; then A pays
+/// LDK pays LDK through paychan: the payment settles with paychan's exact fee; then B fails a
+/// payment and A reads the failure as B's, through paychan's relay; then A pays
 /// paychan one msat too little and reads `fee_insufficient` as paychan's, on paychan's channel
 /// to B.
 #[test]
@@ -877,27 +878,30 @@ fn ldk_pays_ldk_through_a_paychan_forwarder_from_the_onion() {
     assert_eq!((now_in - pc_in, pc_out - now_out), (amount + fee(amount), amount), "paychan earned the fee exactly");
     let before = t.balances();
 
-    // The recipient rejects: the failure reaches A through paychan, read as B's.
+    // The recipient fails it (a temporary node failure): the failure reaches A through paychan,
+    // which cannot read it, and A attributes it to B. (A failure no hop's HMAC verifies would
+    // leave LDK nothing to blame: no network update, no channel.)
     let hash = t.pay(amount, fee(amount), 2);
     assert!(t.b.events().iter().any(|e| matches!(e, LdkEvent::PaymentClaimable { .. })));
-    t.b.manager.fail_htlc_backwards(&hash);
+    t.b.manager.fail_htlc_backwards_with_reason(&hash, FailureCode::TemporaryNodeFailure);
     t.run();
     // B reports the HTLC it failed back.
     assert!(t.b.events().iter().any(|e| matches!(e, LdkEvent::HTLCHandlingFailed { .. })));
     let events = t.a.events();
     let path_failed = events.iter().find_map(|e| match e {
-        LdkEvent::PaymentPathFailed { payment_hash, payment_failed_permanently, short_channel_id, .. }
-            if *payment_hash == hash =>
-        {
-            Some((*payment_failed_permanently, *short_channel_id))
-        }
+        LdkEvent::PaymentPathFailed {
+            payment_hash,
+            payment_failed_permanently,
+            short_channel_id,
+            failure: PathFailure::OnPath { network_update },
+            ..
+        } if *payment_hash == hash => Some((*payment_failed_permanently, *short_channel_id, network_update.clone())),
         _ => None,
     });
-    // Permanently failed with no channel to blame: LDK decoded a PERM failure from the final node.
-    assert_eq!(path_failed, Some((true, None)), "{events:?}");
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, LdkEvent::PaymentFailed { reason: Some(PaymentFailureReason::RecipientRejected), .. })));
+    let update = Some(NetworkUpdate::NodeFailure { node_id: t.b.node_id(), is_permanent: false });
+    assert_eq!(path_failed, Some((false, Some(t.scid_b), update)), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, LdkEvent::PaymentFailed { payment_hash: Some(h), .. } if *h == hash)));
+    assert!(t.events.iter().any(|e| matches!(e, ForwardEvent::FailedUpstream { .. })));
     t.run();
     assert_eq!(t.balances(), before, "nothing moved");
 
