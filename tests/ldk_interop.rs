@@ -1013,3 +1013,250 @@ fn route_hinted_invoices_and_refused_invoices_for_both_channel_types() {
         a_payment_each_way(&mut ldk, &mut link, i);
     }
 }
+
+use lightning::events::PathFailure;
+use lightning::ln::channelmanager::FailureCode;
+use lightning::ln::channelmanager::RecipientOnionFields;
+use lightning::routing::gossip::NetworkUpdate;
+use lightning::routing::router::{Path, Route as LdkRoute, RouteHop};
+use lightning::types::features::{ChannelFeatures, NodeFeatures};
+use paychan::multihop::{FeePolicy, ForwardEvent, Forwarder, ForwarderConfig, SafetyMargins};
+
+/// paychan's forwarding policy toward LDK B.
+const FWD_BASE_MSAT: u64 = 1_000;
+const FWD_PPM: u32 = 100;
+const FWD_DELTA: u32 = 40;
+/// What LDK B asks of its final hop (blocks).
+const FINAL_DELTA: u32 = 80;
+
+/// LDK A → paychan → LDK B: A opened to paychan, paychan opened to B, paychan forwards with a
+/// `multihop::Forwarder` that reads its next hop from A's onion.
+struct Triangle {
+    a: Ldk,
+    link_a: Link,
+    b: Ldk,
+    link_b: Link,
+    fwd: Forwarder<paychan::lightning::Channel, paychan::lightning::Channel>,
+    in_signer: paychan::core::sign::InMemorySigner,
+    out_signer: paychan::core::sign::InMemorySigner,
+    /// A's channel to paychan and paychan's to B, by LDK's short channel ids.
+    scid_a: u64,
+    scid_b: u64,
+    events: Vec<ForwardEvent>,
+}
+
+impl Triangle {
+    fn new(seed: u8) -> Triangle {
+        let (mut a, mut link_a) = connected(ChannelType::StaticRemoteKey, seed);
+        let i = ldk_opens(&mut a, &mut link_a);
+        let (mut b, mut link_b) = connected(ChannelType::StaticRemoteKey, seed + 1);
+        // A block first, so the two fundings confirm at different heights (distinct short ids).
+        b.mine(&[]);
+        let _ = link_b.pc.mine(&[]);
+        let j = paychan_opens(&mut b, &mut link_b);
+        a.mine(&[]);
+        let msgs = link_a.pc.mine(&[]);
+        link_a.send_all(&a, &msgs);
+        link_a.pump(&a);
+        let _ = (a.events(), b.events());
+        // The two chains are at the same height: paychan's forwarder sees one tip.
+        assert_eq!((link_a.pc.tip, a.headers.len()), (link_b.pc.tip, b.headers.len()));
+        let scid = |ldk: &Ldk, id: [u8; 32]| {
+            let d = ldk.manager.list_channels().into_iter().find(|d| d.channel_id.0 == id).expect("LDK's channel");
+            d.short_channel_id.expect("confirmed")
+        };
+        let scid_a = scid(&a, link_a.pc.channels[i].ch.channel_id().0);
+        let scid_b = scid(&b, link_b.pc.channels[j].ch.channel_id().0);
+        // The forwarder takes both channels; the links hand it their channel messages.
+        let incoming = link_a.pc.channels.remove(i);
+        let outgoing = link_b.pc.channels.remove(j);
+        link_a.divert = true;
+        link_b.divert = true;
+        let config = ForwarderConfig {
+            margins: SafetyMargins::default(),
+            fee: FeePolicy { base: MilliSats::from_msat(FWD_BASE_MSAT), proportional_millionths: FWD_PPM },
+            cltv_expiry_delta: FWD_DELTA,
+        };
+        let tip = paychan::driving::ChainTip::at(link_a.pc.tip);
+        let fwd =
+            Forwarder::new(incoming.ch, outgoing.ch, config, tip).with_onions(std::sync::Arc::new(pc_node()), scid_b);
+        Triangle {
+            a,
+            link_a,
+            b,
+            link_b,
+            fwd,
+            in_signer: incoming.signer,
+            out_signer: outgoing.signer,
+            scid_a,
+            scid_b,
+            events: vec![],
+        }
+    }
+
+    /// Moves every message between the three nodes until all are quiet; both LDK nodes run their
+    /// HTLC forwarding passes.
+    fn run(&mut self) {
+        let tip = paychan::driving::ChainTip::at(self.link_a.pc.tip);
+        loop {
+            self.a.manager.process_pending_htlc_forwards();
+            self.b.manager.process_pending_htlc_forwards();
+            self.link_a.pump(&self.a);
+            self.link_b.pump(&self.b);
+            if self.link_a.diverted.is_empty() && self.link_b.diverted.is_empty() {
+                return;
+            }
+            while let Some(m) = self.link_a.diverted.pop_front() {
+                let n = self.fwd.handle_incoming_message(m, &self.in_signer, &self.out_signer, tip).expect("from A");
+                self.events.extend(n.events);
+                self.link_a.send_all(&self.a, &n.incoming.send);
+                self.link_b.send_all(&self.b, &n.outgoing.send);
+            }
+            while let Some(m) = self.link_b.diverted.pop_front() {
+                let n = self.fwd.handle_outgoing_message(m, &self.in_signer, &self.out_signer, tip).expect("from B");
+                self.events.extend(n.events);
+                self.link_a.send_all(&self.a, &n.incoming.send);
+                self.link_b.send_all(&self.b, &n.outgoing.send);
+            }
+        }
+    }
+
+    /// A pays `amount` to B over the fixed route A → paychan → B, giving paychan `fee`.
+    fn pay(&mut self, amount: u64, fee: u64, id: u8) -> lightning::types::payment::PaymentHash {
+        let (hash, secret) =
+            self.b.manager.create_inbound_payment(Some(amount), 3_600, Some(FINAL_DELTA as u16)).expect("B's payment");
+        let hop = |pubkey, node_features, short_channel_id, fee_msat, cltv_expiry_delta| RouteHop {
+            pubkey,
+            node_features,
+            short_channel_id,
+            channel_features: ChannelFeatures::empty(),
+            fee_msat,
+            cltv_expiry_delta,
+            maybe_announced_channel: false,
+        };
+        let route = LdkRoute {
+            paths: vec![Path {
+                hops: vec![
+                    hop(self.link_a.pc_node.node_id(), NodeFeatures::empty(), self.scid_a, fee, FWD_DELTA),
+                    hop(self.b.node_id(), self.b.manager.node_features(), self.scid_b, amount, FINAL_DELTA),
+                ],
+                blinded_tail: None,
+            }],
+            route_params: None,
+        };
+        self.a
+            .manager
+            .send_payment_with_route(route, hash, RecipientOnionFields::secret_only(secret), PaymentId([id; 32]))
+            .expect("A sends");
+        self.run();
+        hash
+    }
+
+    /// Each channel's balance as its holder sees it: A's, paychan's two, B's.
+    fn balances(&self) -> [u64; 4] {
+        let ldk_balance = |ldk: &Ldk, scid| {
+            let d = ldk.manager.list_channels().into_iter().find(|d| d.short_channel_id == Some(scid)).unwrap();
+            assert!(d.pending_outbound_htlcs.is_empty() && d.pending_inbound_htlcs.is_empty(), "{d:?}");
+            d.outbound_capacity_msat + d.unspendable_punishment_reserve.unwrap_or(0) * 1_000
+        };
+        [
+            ldk_balance(&self.a, self.scid_a),
+            self.fwd.incoming().balances(Side::Holder).holder.to_msat(),
+            self.fwd.outgoing().balances(Side::Holder).holder.to_msat(),
+            ldk_balance(&self.b, self.scid_b),
+        ]
+    }
+}
+
+fn fee(amount: u64) -> u64 {
+    FWD_BASE_MSAT + amount * u64::from(FWD_PPM) / 1_000_000
+}
+
+/// LDK pays LDK through paychan: the payment settles with paychan's exact fee; then B fails a
+/// payment and A reads the failure as B's, through paychan's relay; then A pays
+/// paychan one msat too little and reads `fee_insufficient` as paychan's, on paychan's channel
+/// to B.
+#[test]
+fn ldk_pays_ldk_through_a_paychan_forwarder_from_the_onion() {
+    let mut t = Triangle::new(71);
+    let amount = 10_000_000;
+    let (pc_in, pc_out) = (t.balances()[1], t.balances()[2]);
+
+    // Success.
+    let hash = t.pay(amount, fee(amount), 1);
+    assert!(t.events.iter().any(|e| matches!(e, ForwardEvent::Forwarded { .. })), "{:?}", t.events);
+    let claimable = t.b.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentClaimable { payment_hash, amount_msat, purpose, .. } => {
+            Some((payment_hash, amount_msat, purpose))
+        }
+        _ => None,
+    });
+    let (h, got, purpose) = claimable.expect("B found its payment in the onion paychan peeled");
+    assert_eq!((h, got), (hash, amount));
+    t.b.manager.claim_funds(purpose.preimage().expect("B's preimage"));
+    t.run();
+    let fee_paid = t.a.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentSent { payment_hash, fee_paid_msat, .. } if payment_hash == hash => Some(fee_paid_msat),
+        _ => None,
+    });
+    assert_eq!(fee_paid, Some(Some(fee(amount))), "A: sent, paying paychan's fee");
+    assert!(t
+        .b
+        .events()
+        .iter()
+        .any(|e| matches!(e, LdkEvent::PaymentClaimed { amount_msat, .. } if *amount_msat == amount)));
+    t.run();
+    assert!(t.events.iter().any(|e| matches!(e, ForwardEvent::Settled { fee: f, .. } if f.to_msat() == fee(amount))));
+    let [_, now_in, now_out, _] = t.balances();
+    assert_eq!((now_in - pc_in, pc_out - now_out), (amount + fee(amount), amount), "paychan earned the fee exactly");
+    let before = t.balances();
+
+    // The recipient fails it (a temporary node failure): the failure reaches A through paychan,
+    // which cannot read it, and A attributes it to B. (A failure no hop's HMAC verifies would
+    // leave LDK nothing to blame: no network update, no channel.)
+    let hash = t.pay(amount, fee(amount), 2);
+    assert!(t.b.events().iter().any(|e| matches!(e, LdkEvent::PaymentClaimable { .. })));
+    t.b.manager.fail_htlc_backwards_with_reason(&hash, FailureCode::TemporaryNodeFailure);
+    t.run();
+    // B reports the HTLC it failed back.
+    assert!(t.b.events().iter().any(|e| matches!(e, LdkEvent::HTLCHandlingFailed { .. })));
+    let events = t.a.events();
+    let path_failed = events.iter().find_map(|e| match e {
+        LdkEvent::PaymentPathFailed {
+            payment_hash,
+            payment_failed_permanently,
+            short_channel_id,
+            failure: PathFailure::OnPath { network_update },
+            ..
+        } if *payment_hash == hash => Some((*payment_failed_permanently, *short_channel_id, network_update.clone())),
+        _ => None,
+    });
+    let update = Some(NetworkUpdate::NodeFailure { node_id: t.b.node_id(), is_permanent: false });
+    assert_eq!(path_failed, Some((false, Some(t.scid_b), update)), "{events:?}");
+    assert!(events.iter().any(|e| matches!(e, LdkEvent::PaymentFailed { payment_hash: Some(h), .. } if *h == hash)));
+    assert!(t.events.iter().any(|e| matches!(e, ForwardEvent::FailedUpstream { .. })));
+    t.run();
+    assert_eq!(t.balances(), before, "nothing moved");
+
+    // paychan refuses a fee one msat short: A reads `fee_insufficient` from paychan's hop.
+    let hash = t.pay(amount, fee(amount) - 1, 3);
+    assert!(!t.b.events().iter().any(|e| matches!(e, LdkEvent::PaymentClaimable { .. })), "nothing reached B");
+    t.run();
+    let events = t.a.events();
+    let path_failed = events.iter().find_map(|e| match e {
+        LdkEvent::PaymentPathFailed {
+            payment_hash,
+            payment_failed_permanently,
+            short_channel_id,
+            failure: PathFailure::OnPath { network_update },
+            ..
+        } if *payment_hash == hash => Some((*payment_failed_permanently, *short_channel_id, network_update.clone())),
+        _ => None,
+    });
+    // An UPDATE failure from paychan: LDK blames paychan's outgoing channel, temporarily (with a
+    // malformed failure it would have banned paychan's node instead).
+    let update = Some(NetworkUpdate::ChannelFailure { short_channel_id: t.scid_b, is_permanent: false });
+    assert_eq!(path_failed, Some((false, Some(t.scid_b), update)), "{events:?}");
+    t.run();
+    assert_eq!(t.balances(), before, "nothing moved");
+}

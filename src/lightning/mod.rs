@@ -499,6 +499,23 @@ pub struct OpenParams {
     pub feerate_per_kw: u32,
 }
 
+/// How an HTLC we offered was failed ([`Event::HtlcFailed`]).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum HtlcFailure {
+    /// The peer sent `update_fail_htlc` with this onion-encrypted reason: relay it upstream
+    /// (obfuscated with the incoming HTLC's shared secret), or read it if we are the origin.
+    Reason(alloc::vec::Vec<u8>),
+    /// The peer sent `update_fail_malformed_htlc`: it could not parse the onion we sent.
+    Malformed {
+        /// SHA256 of the onion, as the peer received it.
+        sha256_of_onion: [u8; 32],
+        /// The BOLT #4 failure code (with the BADONION bit).
+        failure_code: u16,
+    },
+    /// It was timed out on chain.
+    OnChain,
+}
+
 /// Something the embedder may want to know.
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
@@ -547,6 +564,8 @@ pub enum Event {
         id: u64,
         /// Payment hash.
         payment_hash: PaymentHash,
+        /// How: the peer's reason (to relay upstream, BOLT #4) or a timeout on chain.
+        failure: HtlcFailure,
     },
     /// An HTLC is completely gone from both commitments.
     HtlcResolved {

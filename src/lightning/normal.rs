@@ -12,7 +12,7 @@ use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage, Step};
 use super::limits::{Breach, FEE_SPIKE_MULTIPLE};
 use super::msgs::{Msg, OnionPacket};
 use super::records::PenaltyRecord;
-use super::{peer_error, CommandError, Effects, Event, HtlcRefusal, Misbehaviour, PeerError};
+use super::{peer_error, CommandError, Effects, Event, HtlcFailure, HtlcRefusal, Misbehaviour, PeerError};
 use crate::core::commitment::signatures::{
     sign_counterparty_commitment, verify_holder_signatures, CommitmentSignatures,
 };
@@ -544,8 +544,15 @@ impl Channel {
                 });
             }
             if h.offerer == Side::Holder && !was_removed && h.is_removed() {
-                if let Some((Resolution::Fail(_) | Resolution::FailMalformed { .. }, _)) = h.remove {
-                    events.push(Event::HtlcFailed { id: h.id, payment_hash: h.payment_hash });
+                let failure = match &h.remove {
+                    Some((Resolution::Fail(reason), _)) => Some(HtlcFailure::Reason(reason.clone())),
+                    Some((Resolution::FailMalformed { sha256_of_onion, failure_code }, _)) => {
+                        Some(HtlcFailure::Malformed { sha256_of_onion: *sha256_of_onion, failure_code: *failure_code })
+                    }
+                    _ => None,
+                };
+                if let Some(failure) = failure {
+                    events.push(Event::HtlcFailed { id: h.id, payment_hash: h.payment_hash, failure });
                 }
             }
         }

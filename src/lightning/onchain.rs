@@ -19,7 +19,7 @@ use super::fees::Claimed;
 use super::htlc::Side;
 use super::penalty::PenaltyKit;
 use super::records::PenaltyRecord;
-use super::{CommandError, Effects, Event};
+use super::{CommandError, Effects, Event, HtlcFailure};
 use crate::core::commitment::{CommitmentNumber, FeeratePerKw};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::keys::{HtlcPubkey, PerCommitmentPoint, RevocationPubkey};
@@ -727,7 +727,11 @@ impl Channel {
                         // that did not (`ChainEvent::Seen`): the HTLC was reported fulfilled
                         // then, and stays so; the output came back to us.
                     } else if ours || matches!(c.kind, ClaimKind::HolderHtlc { .. }) {
-                        events.push(Event::HtlcFailed { id, payment_hash: h.payment_hash });
+                        events.push(Event::HtlcFailed {
+                            id,
+                            payment_hash: h.payment_hash,
+                            failure: HtlcFailure::OnChain,
+                        });
                     }
                 }
             }

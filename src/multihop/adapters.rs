@@ -16,10 +16,13 @@ use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::sign::{Signer, WrongSigner};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip};
+use crate::network::receive::FailBack;
 use crate::{duplex, lightning, spilman};
 
-/// BOLT 4 `temporary_channel_failure` (UPDATE|7), the reason a forwarder gives upstream. The
-/// onion encryption of failure reasons is not implemented: the code travels in clear.
+/// BOLT 4 `temporary_channel_failure` (UPDATE|7), the reason a forwarder gives upstream for an
+/// HTLC forwarded by an [`add_route`](super::Forwarder::add_route) route: without the onion's
+/// shared secret it cannot be wrapped for the origin, so the code travels in clear. HTLCs
+/// forwarded from their onion are failed with [`HtlcChannel::fail_htlc_with`].
 const TEMPORARY_CHANNEL_FAILURE: [u8; 2] = [0x10, 0x07];
 
 /// A whole-satoshi amount, or [`HtlcError::Amount`].
@@ -71,8 +74,8 @@ fn lightning_err(e: lightning::CommandError) -> HtlcError {
     use lightning::CommandError as E;
     HtlcError::Refused(match e {
         E::WrongSigner(w) => return HtlcError::WrongSigner(w),
+        E::Amount => return HtlcError::Amount,
         E::WrongPhase => "wrong phase",
-        E::Amount => "amount",
         E::Limits => "channel limits",
         E::CannotAfford => "cannot afford",
         E::BadExpiry => "bad expiry",
@@ -385,10 +388,23 @@ impl HtlcChannel for lightning::Channel {
         payment_hash: PaymentHash,
         expiry: BlockHeight,
         signer: &S,
+        tip: ChainTip,
+    ) -> Result<(u64, lightning::Effects), HtlcError> {
+        // A route given by `add_route` carries no onion for the next hop.
+        let onion = lightning::OnionPacket::zeroed();
+        HtlcChannel::offer_htlc_with_onion(self, amount, payment_hash, expiry, onion, signer, tip)
+    }
+
+    fn offer_htlc_with_onion<S: Signer + ?Sized>(
+        &mut self,
+        amount: MilliSats,
+        payment_hash: PaymentHash,
+        expiry: BlockHeight,
+        onion: lightning::OnionPacket,
+        signer: &S,
         _tip: ChainTip,
     ) -> Result<(u64, lightning::Effects), HtlcError> {
         self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
-        let onion = lightning::OnionPacket::zeroed();
         let (id, mut fx) =
             lightning::Channel::add_htlc(self, amount, payment_hash, expiry.0, onion).map_err(lightning_err)?;
         lightning_commit(self, signer, &mut fx);
@@ -440,6 +456,18 @@ impl HtlcChannel for lightning::Channel {
         Ok(fx)
     }
 
+    fn fail_htlc_with<S: Signer + ?Sized>(
+        &mut self,
+        id: u64,
+        answer: FailBack,
+        signer: &S,
+    ) -> Result<lightning::Effects, HtlcError> {
+        self.check_signer(signer).map_err(HtlcError::WrongSigner)?;
+        let mut fx = answer.apply(self, id).map_err(lightning_err)?;
+        lightning_commit(self, signer, &mut fx);
+        Ok(fx)
+    }
+
     fn is_add_irrevocable(&self, id: u64) -> bool {
         self.is_htlc_irrevocably_committed(lightning::Side::Counterparty, id)
     }
@@ -463,6 +491,20 @@ impl HtlcChannel for lightning::Channel {
             }
             lightning::Event::HtlcFulfilled { id, preimage, .. } => Some(HtlcSignal::Fulfilled { id, preimage }),
             lightning::Event::HtlcFailed { id, .. } => Some(HtlcSignal::FailedIrrevocably { id }),
+            _ => None,
+        }
+    }
+
+    fn received_onion(event: &lightning::Event) -> Option<lightning::OnionPacket> {
+        match event {
+            lightning::Event::HtlcReceived { onion, .. } => onion.clone(),
+            _ => None,
+        }
+    }
+
+    fn failure(event: &lightning::Event) -> Option<lightning::HtlcFailure> {
+        match event {
+            lightning::Event::HtlcFailed { failure, .. } => Some(failure.clone()),
             _ => None,
         }
     }

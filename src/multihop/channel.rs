@@ -10,6 +10,8 @@ use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, Effects};
 
 use super::{HopKind, SafetyMargins};
+use crate::lightning::{HtlcFailure, OnionPacket};
+use crate::network::receive::FailBack;
 
 /// An HTLC fact a channel reported, in the forwarder's terms.
 ///
@@ -54,7 +56,7 @@ pub enum HtlcError {
     /// payer cannot receive).
     WrongDirection,
     /// The amount is not a whole number of satoshis on a channel whose HTLCs are on-chain outputs
-    /// (Spilman, duplex), or is zero.
+    /// (Spilman, duplex), is zero, or is below the peer's `htlc_minimum_msat` (Lightning).
     Amount,
     /// The channel refused the command (its own error, flattened for logs).
     Refused(&'static str),
@@ -171,4 +173,52 @@ pub trait HtlcChannel {
 
     /// Translates one of the layer's events.
     fn signal(event: &Self::Event) -> Option<HtlcSignal>;
+
+    /// The onion an HTLC offered to us came with ([`HtlcSignal::Received`]'s event), if the
+    /// layer carries onions (Lightning). Spilman and duplex messages carry none: their
+    /// forwarding instructions come from [`Forwarder::add_route`](super::Forwarder::add_route).
+    fn received_onion(_event: &Self::Event) -> Option<OnionPacket> {
+        None
+    }
+
+    /// How the peer failed an HTLC we offered ([`HtlcSignal::FailedIrrevocably`]'s event), if
+    /// the layer says (Lightning: the reason to relay upstream, or a malformed onion).
+    fn failure(_event: &Self::Event) -> Option<HtlcFailure> {
+        None
+    }
+
+    /// As [`HtlcChannel::offer_htlc`], carrying `onion` for the next hop. Layers without onions
+    /// (Spilman, duplex) drop it: their receiver is the payee or has its own route.
+    ///
+    /// # Errors
+    /// [`HtlcError`]; the channel is unchanged.
+    #[allow(clippy::type_complexity, clippy::too_many_arguments)]
+    fn offer_htlc_with_onion<S: Signer + ?Sized>(
+        &mut self,
+        amount: MilliSats,
+        payment_hash: PaymentHash,
+        expiry: BlockHeight,
+        onion: OnionPacket,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<(u64, Effects<Self::Msg, Self::Event>), HtlcError> {
+        let _ = onion;
+        self.offer_htlc(amount, payment_hash, expiry, signer, tip)
+    }
+
+    /// As [`HtlcChannel::fail_htlc`], with BOLT #4's answer for the origin
+    /// (`update_fail_htlc` with the wrapped reason, or `update_fail_malformed_htlc`). Layers
+    /// without failure messages (Spilman, duplex) fail the HTLC plainly.
+    ///
+    /// # Errors
+    /// [`HtlcError`]; the channel is unchanged.
+    fn fail_htlc_with<S: Signer + ?Sized>(
+        &mut self,
+        id: u64,
+        answer: FailBack,
+        signer: &S,
+    ) -> Result<Effects<Self::Msg, Self::Event>, HtlcError> {
+        let _ = answer;
+        self.fail_htlc(id, signer)
+    }
 }

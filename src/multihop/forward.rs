@@ -1,6 +1,7 @@
 //! The forwarding node: one incoming and one outgoing channel, any types, and the docs/multihop.md §4
 //! rules between them.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use super::channel::{HtlcChannel, HtlcError, HtlcSignal};
@@ -9,6 +10,17 @@ use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::sign::{Signer, WrongSigner};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, Effects};
+use crate::lightning::{HtlcFailure, OnionPacket};
+use crate::network::noise::NodeSigner;
+use crate::network::onion::failure;
+use crate::network::payload::Refusal;
+use crate::network::receive::{FailBack, ReceivedHtlc};
+use crate::network::relay::{peel_relay, refuse, relay_failure, relay_malformed};
+
+/// The farthest ahead of the tip an outgoing HTLC forwarded from an onion may expire
+/// (`expiry_too_far` beyond): two weeks of blocks, as LDK. Farther, a sender could lock this
+/// node's outgoing liquidity for as long as it likes at the price of one HTLC.
+pub const MAX_OUTGOING_EXPIRY_DELTA: u32 = 2_016;
 
 /// A forwarding node's policy.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -77,6 +89,10 @@ pub enum RefuseReason {
     Check(ForwardError),
     /// The outgoing channel refused the HTLC (capacity, its own expiry window, …).
     Channel(HtlcError),
+    /// The onion refused it (BOLT 4 code): it does not peel (`BADONION` codes, answered with
+    /// `update_fail_malformed_htlc`), its payload is invalid, it ends here, it names another
+    /// outgoing channel (`unknown_next_peer`) or expires too far ahead (`expiry_too_far`).
+    Onion(u16),
 }
 
 /// What the node did, for the embedder's logs and accounting.
@@ -312,6 +328,34 @@ pub struct Forwarder<I, O> {
     tracked: Vec<Tracked>,
     tip: BlockHeight,
     on_chain: [bool; 2],
+    onions: Option<OnionKey>,
+    secrets: Vec<(u64, OnionSecret)>,
+}
+
+/// The node key that peels incoming onions and the outgoing channel's short channel id.
+#[derive(Clone)]
+struct OnionKey {
+    node: Arc<dyn NodeSigner + Send + Sync>,
+    short_channel_id: u64,
+}
+
+impl core::fmt::Debug for OnionKey {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("OnionKey")
+            .field("node_id", &self.node.node_id())
+            .field("short_channel_id", &self.short_channel_id)
+            .finish()
+    }
+}
+
+/// The secret an incoming HTLC's onion shares with its origin (wraps failures on the way back).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct OnionSecret(pub(super) [u8; 32]);
+
+impl core::fmt::Debug for OnionSecret {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("OnionSecret(..)")
+    }
 }
 
 impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
@@ -325,7 +369,23 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
             tracked: Vec::new(),
             tip: tip.height,
             on_chain: [false; 2],
+            onions: None,
+            secrets: Vec::new(),
         }
+    }
+
+    /// Takes each incoming HTLC's forwarding instructions from its onion (BOLT 4) whenever it
+    /// comes with one (Lightning incoming channels): `node` peels it, and the outgoing channel
+    /// is the one the origin must name, `outgoing_short_channel_id`. The outgoing HTLC carries
+    /// the peeled onion (dropped over Spilman and duplex, whose messages carry none); failures
+    /// go back wrapped for the origin with the onion's shared secret, BOLT 4's codes for each
+    /// refusal, and a downstream `update_fail_malformed_htlc` becomes an `update_fail_htlc`.
+    /// HTLCs without an onion (Spilman, duplex incoming) still need [`Forwarder::add_route`].
+    /// Call again after [`Forwarder::restore`]: the node key is never persisted.
+    #[must_use]
+    pub fn with_onions(mut self, node: Arc<dyn NodeSigner + Send + Sync>, outgoing_short_channel_id: u64) -> Self {
+        self.onions = Some(OnionKey { node, short_channel_id: outgoing_short_channel_id });
+        self
     }
 
     /// Registers the forwarding instructions for `route.payment_hash` (see [`Route`]). A later
@@ -337,7 +397,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
 
     /// The forwarder's own state in the crate's versioned encoding (see [`Forwarder::restore`]).
     pub fn snapshot(&self) -> Vec<u8> {
-        super::state::encode(self.tip, self.on_chain, &self.routes, &self.tracked)
+        super::state::encode(self.tip, self.on_chain, &self.routes, &self.tracked, &self.secrets)
     }
 
     /// A forwarder from its [`Forwarder::snapshot`] and its two channels, restored from theirs.
@@ -359,6 +419,8 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
             tracked: s.tracked,
             tip: s.tip,
             on_chain: s.on_chain,
+            onions: None,
+            secrets: s.secrets,
         })
     }
 
@@ -500,7 +562,8 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
                 seen_in += 1;
                 if let Some(HtlcSignal::Received { id, amount, payment_hash, expiry }) = I::signal(e) {
                     let terms = HtlcTerms { amount, expiry };
-                    self.on_received(nfx, id, payment_hash, terms, in_signer, out_signer);
+                    let onion = I::received_onion(e);
+                    self.on_received(nfx, id, payment_hash, terms, onion, in_signer, out_signer);
                 }
                 continue;
             }
@@ -508,7 +571,10 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
                 seen_out += 1;
                 match O::signal(e) {
                     Some(HtlcSignal::Fulfilled { id, preimage }) => self.on_fulfilled(nfx, id, preimage, in_signer),
-                    Some(HtlcSignal::FailedIrrevocably { id }) => self.on_failed(nfx, id, in_signer),
+                    Some(HtlcSignal::FailedIrrevocably { id }) => {
+                        let failure = O::failure(e);
+                        self.on_failed(nfx, id, failure, in_signer);
+                    }
                     _ => {}
                 }
                 continue;
@@ -521,67 +587,193 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         ChainTip { height: self.tip }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_received<SI: Signer + ?Sized, SO: Signer + ?Sized>(
         &mut self,
         nfx: &mut NodeEffects<I, O>,
         id: u64,
         payment_hash: PaymentHash,
         incoming: HtlcTerms,
+        onion: Option<OnionPacket>,
         in_signer: &SI,
         out_signer: &SO,
     ) {
         if self.tracked.iter().any(|t| t.incoming_id == id) || !self.incoming.is_add_irrevocable(id) {
             return;
         }
-        let m = self.config.margins;
+        if let (Some(key), Some(onion)) = (self.onions.clone(), onion) {
+            return self.on_received_onion(nfx, id, payment_hash, incoming, &onion, &key, in_signer, out_signer);
+        }
         let route = self.routes.iter().position(|r| r.payment_hash == payment_hash);
         let outcome = match route.and_then(|i| self.routes.get(i).copied()) {
             None => Err(RefuseReason::NoRoute),
-            Some(r) => check_forward(
-                incoming,
-                self.incoming.hop_kind(m),
-                r.outgoing,
-                self.outgoing.hop_kind(m),
-                self.config.fee,
-                self.config.cltv_expiry_delta,
-                self.tip,
-                m,
-            )
-            .map_err(RefuseReason::Check)
-            .and_then(|()| {
-                self.outgoing
-                    .offer_htlc(r.outgoing.amount, payment_hash, r.outgoing.expiry, out_signer, self.tip())
-                    .map(|(oid, fx)| (oid, fx, r.outgoing))
-                    .map_err(RefuseReason::Channel)
-            }),
+            Some(r) => self
+                .check(incoming, r.outgoing)
+                .map_err(RefuseReason::Check)
+                .and_then(|()| {
+                    self.outgoing
+                        .offer_htlc(r.outgoing.amount, payment_hash, r.outgoing.expiry, out_signer, self.tip())
+                        .map_err(RefuseReason::Channel)
+                })
+                .map(|(oid, fx)| (oid, fx, r.outgoing)),
         };
         match outcome {
             Ok((outgoing_id, fx, out)) => {
-                nfx.outgoing.merge(fx);
                 self.routes.retain(|r| r.payment_hash != payment_hash);
-                self.tracked.push(Tracked {
-                    payment_hash,
-                    incoming_id: id,
-                    incoming,
-                    outgoing: Some(out),
-                    state: ForwardState::Offered { outgoing_id },
-                });
-                nfx.events.push(ForwardEvent::Forwarded { payment_hash, incoming_id: id, outgoing_id });
+                self.offered(nfx, id, payment_hash, incoming, out, outgoing_id, fx);
             }
             Err(reason) => {
                 if let Ok(fx) = self.incoming.fail_htlc(id, in_signer) {
                     nfx.incoming.merge(fx);
                 }
-                self.tracked.push(Tracked {
-                    payment_hash,
-                    incoming_id: id,
-                    incoming,
-                    outgoing: None,
-                    state: ForwardState::Failed,
-                });
-                nfx.events.push(ForwardEvent::Refused { payment_hash, incoming_id: id, reason });
+                self.refused(nfx, id, payment_hash, incoming, reason);
             }
         }
+    }
+
+    /// The docs/multihop.md §2 checks of `outgoing` against `incoming` with this node's policy.
+    fn check(&self, incoming: HtlcTerms, outgoing: HtlcTerms) -> Result<(), ForwardError> {
+        let m = self.config.margins;
+        check_forward(
+            incoming,
+            self.incoming.hop_kind(m),
+            outgoing,
+            self.outgoing.hop_kind(m),
+            self.config.fee,
+            self.config.cltv_expiry_delta,
+            self.tip,
+            m,
+        )
+    }
+
+    /// An incoming HTLC whose instructions are in its onion: peel, check the origin's choices
+    /// against this node's channel and policy, offer with the next onion, or fail back wrapped.
+    #[allow(clippy::too_many_arguments)]
+    fn on_received_onion<SI: Signer + ?Sized, SO: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        id: u64,
+        payment_hash: PaymentHash,
+        incoming: HtlcTerms,
+        onion: &OnionPacket,
+        key: &OnionKey,
+        in_signer: &SI,
+        out_signer: &SO,
+    ) {
+        let htlc = ReceivedHtlc { onion, payment_hash, amount: incoming.amount, cltv_expiry: incoming.expiry.0 };
+        let relay = match peel_relay(&htlc, &*key.node, self.tip.0) {
+            Ok(r) => r,
+            Err(answer) => {
+                let code = answer.code();
+                return self.refuse_with(nfx, id, payment_hash, incoming, answer, RefuseReason::Onion(code), in_signer);
+            }
+        };
+        let ss = relay.shared_secret;
+        let out = HtlcTerms {
+            amount: MilliSats::from_msat(relay.amt_to_forward),
+            expiry: BlockHeight(relay.outgoing_cltv_value),
+        };
+        let htlc_msat = incoming.amount.to_msat().to_be_bytes();
+        let outcome = if relay.short_channel_id != key.short_channel_id {
+            Err((
+                Refusal { code: failure::UNKNOWN_NEXT_PEER, data: Vec::new() },
+                RefuseReason::Onion(failure::UNKNOWN_NEXT_PEER),
+            ))
+        } else if self.tip.0.checked_add(MAX_OUTGOING_EXPIRY_DELTA).is_none_or(|far| relay.outgoing_cltv_value > far) {
+            Err((
+                Refusal { code: failure::EXPIRY_TOO_FAR, data: Vec::new() },
+                RefuseReason::Onion(failure::EXPIRY_TOO_FAR),
+            ))
+        } else {
+            self.check(incoming, out)
+                .map_err(|e| {
+                    let refusal = match e {
+                        ForwardError::FeeInsufficient => Refusal::with_update(failure::FEE_INSUFFICIENT, &htlc_msat),
+                        ForwardError::IncorrectCltvExpiry => {
+                            Refusal::with_update(failure::INCORRECT_CLTV_EXPIRY, &incoming.expiry.0.to_be_bytes())
+                        }
+                        ForwardError::ExpiryTooSoon => Refusal::with_update(failure::EXPIRY_TOO_SOON, &[]),
+                    };
+                    (refusal, RefuseReason::Check(e))
+                })
+                .and_then(|()| {
+                    self.outgoing
+                        .offer_htlc_with_onion(out.amount, payment_hash, out.expiry, relay.next, out_signer, self.tip())
+                        .map_err(|e| {
+                            let refusal = match e {
+                                HtlcError::Amount => Refusal::with_update(failure::AMOUNT_BELOW_MINIMUM, &htlc_msat),
+                                _ => Refusal::with_update(failure::TEMPORARY_CHANNEL_FAILURE, &[]),
+                            };
+                            (refusal, RefuseReason::Channel(e))
+                        })
+                })
+        };
+        match outcome {
+            Ok((outgoing_id, fx)) => {
+                self.secrets.push((id, OnionSecret(ss)));
+                self.offered(nfx, id, payment_hash, incoming, out, outgoing_id, fx);
+            }
+            Err((refusal, reason)) => {
+                self.refuse_with(nfx, id, payment_hash, incoming, refuse(&ss, &refusal), reason, in_signer);
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn offered(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        id: u64,
+        payment_hash: PaymentHash,
+        incoming: HtlcTerms,
+        out: HtlcTerms,
+        outgoing_id: u64,
+        fx: Effects<O::Msg, O::Event>,
+    ) {
+        nfx.outgoing.merge(fx);
+        self.tracked.push(Tracked {
+            payment_hash,
+            incoming_id: id,
+            incoming,
+            outgoing: Some(out),
+            state: ForwardState::Offered { outgoing_id },
+        });
+        nfx.events.push(ForwardEvent::Forwarded { payment_hash, incoming_id: id, outgoing_id });
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn refuse_with<SI: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        id: u64,
+        payment_hash: PaymentHash,
+        incoming: HtlcTerms,
+        answer: FailBack,
+        reason: RefuseReason,
+        in_signer: &SI,
+    ) {
+        if let Ok(fx) = self.incoming.fail_htlc_with(id, answer, in_signer) {
+            nfx.incoming.merge(fx);
+        }
+        self.refused(nfx, id, payment_hash, incoming, reason);
+    }
+
+    fn refused(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        id: u64,
+        payment_hash: PaymentHash,
+        incoming: HtlcTerms,
+        reason: RefuseReason,
+    ) {
+        self.tracked.push(Tracked {
+            payment_hash,
+            incoming_id: id,
+            incoming,
+            outgoing: None,
+            state: ForwardState::Failed,
+        });
+        nfx.events.push(ForwardEvent::Refused { payment_hash, incoming_id: id, reason });
     }
 
     fn find_offered(&self, outgoing_id: u64) -> Option<usize> {
@@ -603,6 +795,7 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         if let Ok(fx) = self.incoming.fulfill_htlc(t.incoming_id, preimage, in_signer, self.tip()) {
             nfx.incoming.merge(fx);
         }
+        self.secrets.retain(|(id, _)| *id != t.incoming_id);
         if let Some(t) = self.tracked.get_mut(i) {
             t.state = ForwardState::Fulfilled { outgoing_id: Some(outgoing_id), preimage };
         }
@@ -610,12 +803,38 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
         nfx.events.push(ForwardEvent::Settled { payment_hash: t.payment_hash, incoming_id: t.incoming_id, fee });
     }
 
-    fn on_failed<SI: Signer + ?Sized>(&mut self, nfx: &mut NodeEffects<I, O>, outgoing_id: u64, in_signer: &SI) {
+    fn on_failed<SI: Signer + ?Sized>(
+        &mut self,
+        nfx: &mut NodeEffects<I, O>,
+        outgoing_id: u64,
+        failure: Option<HtlcFailure>,
+        in_signer: &SI,
+    ) {
         let Some(i) = self.find_offered(outgoing_id) else { return };
         let Some(t) = self.tracked.get(i).copied() else { return };
-        if let Ok(fx) = self.incoming.fail_htlc(t.incoming_id, in_signer) {
+        let secret = self.secrets.iter().find(|(id, _)| *id == t.incoming_id).map(|(_, s)| s.0);
+        let fx = match secret {
+            // Forwarded from its onion: the origin reads what happened downstream.
+            Some(ss) => {
+                let answer = match failure {
+                    Some(HtlcFailure::Reason(reason)) => relay_failure(&ss, reason),
+                    Some(HtlcFailure::Malformed { sha256_of_onion, failure_code }) => {
+                        relay_malformed(&ss, &sha256_of_onion, failure_code)
+                    }
+                    Some(HtlcFailure::OnChain) => {
+                        refuse(&ss, &Refusal { code: failure::PERMANENT_CHANNEL_FAILURE, data: Vec::new() })
+                    }
+                    // Spilman and duplex say no more than that it failed.
+                    None => refuse(&ss, &Refusal::with_update(failure::TEMPORARY_CHANNEL_FAILURE, &[])),
+                };
+                self.incoming.fail_htlc_with(t.incoming_id, answer, in_signer)
+            }
+            None => self.incoming.fail_htlc(t.incoming_id, in_signer),
+        };
+        if let Ok(fx) = fx {
             nfx.incoming.merge(fx);
         }
+        self.secrets.retain(|(id, _)| *id != t.incoming_id);
         if let Some(t) = self.tracked.get_mut(i) {
             t.state = ForwardState::Failed;
         }

@@ -35,7 +35,10 @@ mod forward;
 mod state;
 
 pub use channel::{HtlcChannel, HtlcError, HtlcSignal};
-pub use forward::{ForwardEvent, ForwardState, Forwarder, ForwarderConfig, NodeEffects, RefuseReason, Route, Tracked};
+pub use forward::{
+    ForwardEvent, ForwardState, Forwarder, ForwarderConfig, NodeEffects, RefuseReason, Route, Tracked,
+    MAX_OUTGOING_EXPIRY_DELTA,
+};
 
 use core::fmt;
 

@@ -10,6 +10,7 @@
 //! | [`payload`] | 4 | hop payloads and the forwarding and final-hop checks |
 //! | [`peer`] | 1 | `init`, `ping`/`pong`, routing channel messages by channel id |
 //! | [`receive`] | 4 | the payee's checks of a received HTLC and how to fail it back |
+//! | [`relay`] | 4 | a forwarding node's layer of the onion and the failures it relays |
 
 pub mod features;
 pub mod invoice;
@@ -18,3 +19,4 @@ pub mod onion;
 pub mod payload;
 pub mod peer;
 pub mod receive;
+pub mod relay;

@@ -32,6 +32,7 @@ use bitcoin::secp256k1::{PublicKey, Scalar, Secp256k1, SecretKey};
 use chacha20_poly1305::chacha20::ChaCha20;
 use chacha20_poly1305::{Key, Nonce};
 
+use super::noise::NodeSigner;
 use crate::core::encode::{Reader, Writer};
 use crate::lightning::msgs::{OnionPacket, ONION_PACKET_LEN};
 
@@ -55,6 +56,8 @@ pub enum OnionError {
     BadHmac,
     /// The hop payload's length is invalid (zero, the legacy format, or past the packet).
     BadPayload,
+    /// The node signer could not compute the shared secret (nothing was learnt of the packet).
+    Signer,
 }
 
 impl fmt::Display for OnionError {
@@ -65,6 +68,7 @@ impl fmt::Display for OnionError {
             OnionError::BadKey => "invalid onion ephemeral key",
             OnionError::BadHmac => "onion HMAC does not verify",
             OnionError::BadPayload => "invalid hop payload",
+            OnionError::Signer => "node signer unavailable",
         })
     }
 }
@@ -108,6 +112,7 @@ pub mod failure {
     pub const FINAL_INCORRECT_HTLC_AMOUNT: u16 = 19;
     pub const UNKNOWN_NEXT_PEER: u16 = PERM | 10;
     pub const INVALID_ONION_PAYLOAD: u16 = PERM | 22;
+    pub const EXPIRY_TOO_FAR: u16 = 21;
     pub const MPP_TIMEOUT: u16 = 23;
 }
 
@@ -256,12 +261,42 @@ pub enum Peeled {
 /// [`OnionError`] for a bad version, key, HMAC or payload (answer with
 /// `update_fail_malformed_htlc` and [`OnionError::malformed_code`] for the first three).
 pub fn peel(packet: &OnionPacket, node_key: &SecretKey, associated_data: &[u8]) -> Result<Peeled, OnionError> {
+    peel_with(packet, |e| Ok(SharedSecret::new(e, node_key).secret_bytes()), associated_data)
+}
+
+/// As [`peel`], with the node key behind a [`NodeSigner`] (ECDH may happen in a hardware
+/// signer).
+///
+/// # Errors
+/// As [`peel`]; [`OnionError::Signer`] if the signer cannot answer.
+pub fn peel_with_signer<N: NodeSigner + ?Sized>(
+    packet: &OnionPacket,
+    node: &N,
+    associated_data: &[u8],
+) -> Result<Peeled, OnionError> {
+    peel_with(packet, |e| node.ecdh(e).map_err(|_| OnionError::Signer), associated_data)
+}
+
+/// The shared secret a node computes for `packet`'s ephemeral key, if the key is valid.
+///
+/// # Errors
+/// [`OnionError::BadKey`] or [`OnionError::Signer`].
+pub fn packet_shared_secret<N: NodeSigner + ?Sized>(packet: &OnionPacket, node: &N) -> Result<[u8; 32], OnionError> {
+    let ephemeral = PublicKey::from_slice(&packet.as_bytes()[1..34]).map_err(|_| OnionError::BadKey)?;
+    node.ecdh(&ephemeral).map_err(|_| OnionError::Signer)
+}
+
+fn peel_with(
+    packet: &OnionPacket,
+    ecdh: impl FnOnce(&PublicKey) -> Result<[u8; 32], OnionError>,
+    associated_data: &[u8],
+) -> Result<Peeled, OnionError> {
     let packet = packet.as_bytes();
     if packet[0] != 0 {
         return Err(OnionError::BadVersion);
     }
     let ephemeral = PublicKey::from_slice(&packet[1..34]).map_err(|_| OnionError::BadKey)?;
-    let ss = SharedSecret::new(&ephemeral, node_key).secret_bytes();
+    let ss = ecdh(&ephemeral)?;
     let info = &packet[34..34 + ROUTING_INFO_LEN];
     let expected = hmac(&key(b"mu", &ss), &[info, associated_data]);
     if !ct_eq(&expected, &packet[34 + ROUTING_INFO_LEN..]) {

@@ -60,6 +60,16 @@ impl Refusal {
         Refusal { code, data: Vec::new() }
     }
 
+    /// A refusal of the `UPDATE` kind: its `fields` (e.g. `htlc_msat` for `fee_insufficient`),
+    /// then the `channel_update` with its `u16` length, here empty (this crate does not gossip;
+    /// BOLT #4 lets a node leave it out, and a reader that counts the fields still finds the
+    /// length where it expects it).
+    pub fn with_update(code: u16, fields: &[u8]) -> Self {
+        let mut w = Writer::new();
+        w.bytes(fields).u16(0);
+        Refusal { code, data: w.into_bytes() }
+    }
+
     /// The failure message to wrap with [`super::onion::wrap_failure`]: code ‖ data.
     pub fn message(&self) -> Vec<u8> {
         let mut w = Writer::new();
@@ -164,8 +174,9 @@ impl HopPayload {
     /// forwarded amount) and its `cltv_expiry_delta`.
     ///
     /// # Errors
-    /// [`Refusal`] `fee_insufficient` or `incorrect_cltv_expiry` (their channel-update data is
-    /// left empty: this crate does not gossip), or `invalid_onion_payload` on a final payload.
+    /// [`Refusal`] `fee_insufficient` (with `htlc_msat`) or `incorrect_cltv_expiry` (with
+    /// `cltv_expiry`), each with an empty channel update ([`Refusal::with_update`]), or
+    /// `invalid_onion_payload` on a final payload.
     pub fn check_forward(
         &self,
         amount_msat: u64,
@@ -179,10 +190,10 @@ impl HopPayload {
         };
         let fee = base_fee_msat.saturating_add(amt_to_forward.saturating_mul(fee_ppm) / 1_000_000);
         if amount_msat < amt_to_forward.saturating_add(fee) {
-            return Err(Refusal::code(failure::FEE_INSUFFICIENT));
+            return Err(Refusal::with_update(failure::FEE_INSUFFICIENT, &amount_msat.to_be_bytes()));
         }
         if cltv_expiry < outgoing_cltv_value.saturating_add(cltv_expiry_delta) {
-            return Err(Refusal::code(failure::INCORRECT_CLTV_EXPIRY));
+            return Err(Refusal::with_update(failure::INCORRECT_CLTV_EXPIRY, &cltv_expiry.to_be_bytes()));
         }
         Ok(())
     }

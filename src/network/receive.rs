@@ -76,7 +76,8 @@ pub enum FailBack {
     /// `update_fail_htlc` with `reason`, the failure message wrapped with this hop's shared
     /// secret.
     Fail {
-        /// The failure code, for the embedder's logs.
+        /// The failure code, for the embedder's logs (0 for a downstream failure relayed: only
+        /// the origin can read it).
         code: u16,
         /// The wrapped failure.
         reason: Vec<u8>,
@@ -106,7 +107,7 @@ impl FailBack {
     }
 }
 
-fn fail(shared_secret: &[u8; 32], refusal: &Refusal) -> FailBack {
+pub(super) fn fail(shared_secret: &[u8; 32], refusal: &Refusal) -> FailBack {
     FailBack::Fail { code: refusal.code, reason: wrap_failure(shared_secret, &refusal.message()) }
 }
 
@@ -134,7 +135,12 @@ pub fn receive_final(
         Ok(Peeled::Forward { shared_secret, .. }) => {
             return Err(fail(&shared_secret, &Refusal { code: failure::UNKNOWN_NEXT_PEER, data: Vec::new() }));
         }
-        Err(e) => return Err(refuse_unpeelable(htlc.onion, node_key, e)),
+        Err(e) => {
+            let ss = PublicKey::from_slice(&htlc.onion.as_bytes()[1..34])
+                .map(|k| SharedSecret::new(&k, node_key).secret_bytes())
+                .map_err(|_| OnionError::BadKey);
+            return Err(refuse_unpeelable(htlc.onion, ss, e));
+        }
     };
     let hop = HopPayload::decode(&payload, true).map_err(|r| fail(&ss, &r))?;
     let amount = htlc.amount.to_msat();
@@ -148,23 +154,23 @@ pub fn receive_final(
     Ok(hop)
 }
 
-fn refuse_unpeelable(onion: &OnionPacket, node_key: &SecretKey, e: OnionError) -> FailBack {
-    let bytes = onion.as_bytes();
-    match e.malformed_code() {
-        Some(failure_code) => {
-            FailBack::Malformed { sha256_of_onion: sha256::Hash::hash(bytes).to_byte_array(), failure_code }
-        }
-        // The HMAC verified, so the key is valid and the origin shares the secret: a bad payload
-        // length is an `invalid_onion_payload` it can read.
-        None => {
-            let ss = PublicKey::from_slice(&bytes[1..34]).map(|e| SharedSecret::new(&e, node_key).secret_bytes());
-            match ss {
-                Ok(ss) => fail(&ss, &Refusal { code: failure::INVALID_ONION_PAYLOAD, data: Vec::new() }),
-                Err(_) => FailBack::Malformed {
-                    sha256_of_onion: sha256::Hash::hash(bytes).to_byte_array(),
-                    failure_code: failure::INVALID_ONION_KEY,
-                },
-            }
-        }
+/// The answer to an onion that did not peel: `update_fail_malformed_htlc` with its code for a
+/// bad version, key or HMAC; for a bad payload length (the HMAC verified, so the origin shares
+/// `shared_secret`) an `invalid_onion_payload` wrapped for it.
+pub(super) fn refuse_unpeelable(
+    onion: &OnionPacket,
+    shared_secret: Result<[u8; 32], OnionError>,
+    e: OnionError,
+) -> FailBack {
+    let malformed = |failure_code| FailBack::Malformed {
+        sha256_of_onion: sha256::Hash::hash(onion.as_bytes()).to_byte_array(),
+        failure_code,
+    };
+    match (e.malformed_code(), shared_secret) {
+        (Some(code), _) => malformed(code),
+        (None, Ok(ss)) => fail(&ss, &Refusal { code: failure::INVALID_ONION_PAYLOAD, data: Vec::new() }),
+        // No shared secret to wrap with (a key that does not parse, or a signer that cannot
+        // answer): the only answer without one.
+        (None, Err(_)) => malformed(failure::INVALID_ONION_KEY),
     }
 }

@@ -517,6 +517,11 @@ pub struct Link {
     incoming: VecDeque<PeerEvent>,
     /// Gossip messages LDK sent (type, payload).
     pub gossip: Vec<(u16, Vec<u8>)>,
+    /// Channel messages are kept in [`Link::diverted`] instead of going to [`Link::pc`]'s
+    /// channels (for a channel driven elsewhere, e.g. by a forwarder).
+    pub divert: bool,
+    /// The channel messages kept while [`Link::divert`] is set.
+    pub diverted: VecDeque<Msg>,
 }
 
 fn tcp_pair() -> (TcpStream, TcpStream) {
@@ -551,6 +556,8 @@ impl Link {
             incoming: VecDeque::new(),
             budget: None,
             gossip: vec![],
+            divert: false,
+            diverted: VecDeque::new(),
             pc: PcNode::new(pc_config(paychan::core::commitment::ChannelType::StaticRemoteKey)),
         }
     }
@@ -661,6 +668,10 @@ impl Link {
             match e {
                 PeerEvent::Channel { channel_id, msg } => {
                     if !self.spend_budget() {
+                        continue;
+                    }
+                    if self.divert {
+                        self.diverted.push_back(msg);
                         continue;
                     }
                     let answers = self.pc.handle(channel_id, msg);
