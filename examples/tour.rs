@@ -485,7 +485,7 @@ fn duplex_section() -> Result<(), Error> {
         }],
         output: vec![ch[0].funding_output().ok_or("keys")?],
     };
-    let fx = ch[0].fund(&funding, &signers[0])?;
+    let fx = ch[0].fund(funding.clone(), &signers[0])?;
     deliver(&mut ch, Role::Acceptor, fx.send)?;
     println!("   opened: both sides hold the signed kickoff and first branch before the funding is signed");
 

@@ -370,7 +370,7 @@ impl DuplexPair {
         p.deliver(fxb, duplex::Role::Acceptor)?;
         p.funding = funding_tx(p.ch[0].funding_output().ok_or("no funding output")?, 0x2000 + index);
         let funding = p.funding.clone();
-        let fx = p.ch[0].fund(&funding, &p.signers[0])?;
+        let fx = p.ch[0].fund(funding.clone(), &p.signers[0])?;
         p.deliver(fx, duplex::Role::Initiator)?;
         Ok(p)
     }

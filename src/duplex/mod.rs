@@ -173,7 +173,7 @@
 //!     }],
 //!     output: vec![p[0].channel.funding_output().ok_or("no keys yet")?],
 //! };
-//! let fx = p[0].channel.fund(&funding_tx, &p[0].signer)?;
+//! let fx = p[0].channel.fund(funding_tx.clone(), &p[0].signer)?;
 //! let (created, _) = p[0].apply(fx);
 //! let mut signable = false;
 //! for msg in created {
@@ -369,8 +369,10 @@ pub enum CloseKind {
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// (Initiator) both parties hold the fully signed kickoff and branch: sign the funding
-    /// transaction with the wallet and broadcast it now, not before.
+    /// (Initiator) both parties hold the fully signed kickoff and branch: the funding
+    /// transaction given to [`Channel::fund`] is in these effects'
+    /// [`broadcast`](crate::driving::Effects::broadcast). (A wallet that handed it over unsigned,
+    /// as this layer once asked, signs and broadcasts it now, not before.)
     FundingSignable {
         /// The funding txid.
         txid: Txid,
@@ -710,6 +712,15 @@ impl core::error::Error for CommandError {}
 impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
+    }
+}
+
+impl From<crate::core::funding::FundingError> for CommandError {
+    fn from(e: crate::core::funding::FundingError) -> Self {
+        match e {
+            crate::core::funding::FundingError::NonSegwitInput { .. } => CommandError::MalleableFunding,
+            _ => CommandError::NoFundingOutput,
+        }
     }
 }
 

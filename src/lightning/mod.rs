@@ -504,7 +504,9 @@ pub struct OpenParams {
 #[non_exhaustive]
 pub enum Event {
     /// (Opener) the wallet must now create a transaction paying `value` to `script_pubkey` and
-    /// hand it to [`Channel::funding_tx`].
+    /// hand it to [`Channel::fund`]: the same request as the
+    /// [`Effects::funding`](crate::driving::Effects::funding) it comes with (the crate's one
+    /// funding flow, [`crate::core::funding`]), kept as an event for existing callers.
     FundingGenerationReady {
         /// The funding output's script.
         script_pubkey: ScriptBuf,
@@ -838,8 +840,12 @@ pub enum CommandError {
     Fee,
     /// Nothing to sign.
     NothingToCommit,
-    /// The funding transaction has no output paying the channel.
+    /// The funding transaction has no output paying the channel, or more than one
+    /// ([`FundingError`](crate::core::funding::FundingError)).
     NoFundingOutput,
+    /// The funding transaction has an input with a `scriptSig`: its txid, which our first
+    /// commitment signatures commit to, is malleable.
+    MalleableFunding,
     /// The signer could not sign.
     Signer(crate::core::sign::SignerError),
     /// A key derivation failed.
@@ -883,6 +889,15 @@ impl fmt::Display for OpenError {
 }
 
 impl core::error::Error for OpenError {}
+
+impl From<crate::core::funding::FundingError> for CommandError {
+    fn from(e: crate::core::funding::FundingError) -> Self {
+        match e {
+            crate::core::funding::FundingError::NonSegwitInput { .. } => CommandError::MalleableFunding,
+            _ => CommandError::NoFundingOutput,
+        }
+    }
+}
 
 impl From<crate::core::sign::WrongSigner> for CommandError {
     fn from(e: crate::core::sign::WrongSigner) -> Self {

@@ -460,9 +460,10 @@ pub enum CommandError {
     HtlcExpiry,
     /// The HTLC has not expired yet.
     NotExpired,
-    /// The funding transaction has no output paying the channel script and capacity.
+    /// The funding transaction has no output paying the channel script and capacity, or more
+    /// than one ([`FundingError`](crate::core::funding::FundingError)).
     NoFundingOutput,
-    /// The funding transaction has a non-segwit input (pre-signed variant).
+    /// The funding transaction has an input with a `scriptSig` (its txid is malleable).
     MalleableFunding,
     /// The payee's terms are unusable.
     BadTerms,
@@ -492,6 +493,15 @@ impl core::error::Error for CommandError {}
 impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
+    }
+}
+
+impl From<crate::core::funding::FundingError> for CommandError {
+    fn from(e: crate::core::funding::FundingError) -> Self {
+        match e {
+            crate::core::funding::FundingError::NonSegwitInput { .. } => CommandError::MalleableFunding,
+            _ => CommandError::NoFundingOutput,
+        }
     }
 }
 
