@@ -144,12 +144,12 @@ impl Spilman {
         (fx.send, fx.broadcast)
     }
 
-    fn to_payee(&mut self, msg: spilman::Msg) -> spilman::Effects {
+    fn give_payee(&mut self, msg: spilman::Msg) -> spilman::Effects {
         let msg = spilman::Msg::decode(&msg.encode()).expect("decodes");
         self.payee.handle_message(msg, &self.signers[1], TIP).expect("the payee accepts")
     }
 
-    fn to_payer(&mut self, msg: spilman::Msg) -> (Vec<spilman::Msg>, Vec<Transaction>) {
+    fn give_payer(&mut self, msg: spilman::Msg) -> (Vec<spilman::Msg>, Vec<Transaction>) {
         let msg = spilman::Msg::decode(&msg.encode()).expect("decodes");
         let fx = self.payer.handle_message(msg, &self.signers[0], TIP).expect("the payer accepts");
         self.payer_fx(fx)
@@ -164,9 +164,9 @@ impl Spilman {
     /// A new connection: both send `reestablish()`; returns what the payer sends and broadcasts
     /// in answer to the payee's.
     fn reconnect(&mut self) -> (Vec<spilman::Msg>, Vec<Transaction>) {
-        let fx = self.to_payee(self.payer.reestablish());
+        let fx = self.give_payee(self.payer.reestablish());
         assert!(fx.send.is_empty());
-        self.to_payer(self.payee.reestablish())
+        self.give_payer(self.payee.reestablish())
     }
 }
 
@@ -189,20 +189,24 @@ fn spilman_funding_follows_the_one_flow() {
         let (send, broadcast) = s.payer_fx(fx);
         let open = match variant {
             spilman::Variant::Cltv => {
-                assert_eq!(broadcast, [tx.clone()], "CLTV: the refund needs no signature, broadcast at once");
+                assert_eq!(
+                    broadcast,
+                    std::slice::from_ref(&tx),
+                    "CLTV: the refund needs no signature, broadcast at once"
+                );
                 send
             }
             spilman::Variant::PresignedRefund => {
                 assert!(broadcast.is_empty(), "nothing before the payee signed the refund");
                 let [spilman::Msg::RefundRequest(r)] = send.as_slice() else { panic!("{send:?}") };
                 assert_eq!(r.funding_outpoint.txid, tx.compute_txid(), "the payee sees the outpoint only");
-                let signed = s.to_payee(send[0].clone()).send;
-                let (send, broadcast) = s.to_payer(signed[0].clone());
-                assert_eq!(broadcast, [tx.clone()], "broadcast once the refund is signed");
+                let signed = s.give_payee(send[0].clone()).send;
+                let (send, broadcast) = s.give_payer(signed[0].clone());
+                assert_eq!(broadcast, std::slice::from_ref(&tx), "broadcast once the refund is signed");
                 send
             }
         };
-        let fx = s.to_payee(open[0].clone());
+        let fx = s.give_payee(open[0].clone());
         assert_eq!(fx.broadcast, [tx], "the payee may broadcast it too");
         assert_eq!(s.payee.received(), Amount::from_sat(1_000));
     }
@@ -245,7 +249,7 @@ fn spilman_payee_refuses_a_funding_that_does_not_pay_the_channel_exactly() {
         assert_eq!(s.payee.snapshot(), before, "{what}: the payee changed");
         assert_eq!(s.payee.received(), Amount::ZERO);
     }
-    let fx = s.to_payee(open);
+    let fx = s.give_payee(open);
     assert!(matches!(fx.send.as_slice(), [spilman::Msg::Ack { number: 1 }]));
 }
 
@@ -261,9 +265,9 @@ fn spilman_payer_sends_open_again_to_a_payee_that_never_got_it() {
     assert!(matches!(send.as_slice(), [spilman::Msg::Open(_)]), "{send:?}");
     assert_eq!(broadcast, [tx]);
     for m in send {
-        let fx = s.to_payee(m);
+        let fx = s.give_payee(m);
         for ack in fx.send {
-            s.to_payer(ack);
+            s.give_payer(ack);
         }
     }
     assert_eq!(s.payee.received(), Amount::from_sat(1_000));
@@ -278,9 +282,9 @@ fn spilman_payer_sends_open_again_to_a_payee_that_never_got_it() {
     let (send, _) = s.reconnect();
     assert!(matches!(send.as_slice(), [spilman::Msg::Open(_), spilman::Msg::Payment(p)] if p.number == 2));
     for m in send {
-        let fx = s.to_payee(m);
+        let fx = s.give_payee(m);
         for ack in fx.send {
-            s.to_payer(ack);
+            s.give_payer(ack);
         }
     }
     assert_eq!(s.payee.received(), Amount::from_sat(1_500));
@@ -299,18 +303,18 @@ fn spilman_presigned_setup_survives_lost_messages_and_a_payer_restart() {
     s.restart_payer();
     let (send, broadcast) = s.reconnect();
     assert!(matches!(send.as_slice(), [spilman::Msg::RefundRequest(_)]) && broadcast.is_empty());
-    let _lost_signature = s.to_payee(send[0].clone()); // the payee signs; its answer is lost
+    let _lost_signature = s.give_payee(send[0].clone()); // the payee signs; its answer is lost
     let (send, broadcast) = s.reconnect();
     assert!(matches!(send.as_slice(), [spilman::Msg::RefundRequest(_)]) && broadcast.is_empty());
-    let signed = s.to_payee(send[0].clone()).send; // the same signature again
-    let (open, broadcast) = s.to_payer(signed[0].clone());
-    assert_eq!(broadcast, [tx.clone()]);
+    let signed = s.give_payee(send[0].clone()).send; // the same signature again
+    let (open, broadcast) = s.give_payer(signed[0].clone());
+    assert_eq!(broadcast, std::slice::from_ref(&tx));
     let _lost_open = open;
     s.restart_payer();
     let (send, broadcast) = s.reconnect();
     assert!(matches!(send.as_slice(), [spilman::Msg::Open(_)]));
     assert_eq!(broadcast, [tx]);
-    let fx = s.to_payee(send[0].clone());
+    let fx = s.give_payee(send[0].clone());
     assert!(matches!(fx.send.as_slice(), [spilman::Msg::Ack { number: 1 }]));
     assert_eq!(s.payee.received(), Amount::from_sat(1_000));
 }
@@ -380,7 +384,7 @@ fn lightning_funding_follows_the_one_flow() {
     assert!(fx.broadcast.is_empty(), "nothing before funding_signed");
     assert_eq!(ln.ch[0].funding_request(), None);
     let [a, b] = ln.deliver(0, fx.send);
-    assert_eq!(a, [tx.clone()], "broadcast by the channel once the acceptor signed");
+    assert_eq!(a, std::slice::from_ref(&tx), "broadcast by the channel once the acceptor signed");
     assert!(b.is_empty());
     assert_eq!(ln.ch[0].funding_outpoint().map(|o| o.txid), Some(tx.compute_txid()));
 }
@@ -425,7 +429,7 @@ fn duplex_funding_follows_the_one_flow() {
     let answer = ch[1].handle_message(fx.send[0].clone(), &signers[1], TIP).unwrap();
     assert!(answer.broadcast.is_empty());
     let fx = ch[0].handle_message(answer.send[0].clone(), &signers[0], TIP).unwrap();
-    assert_eq!(fx.broadcast, [tx.clone()], "broadcast by the channel once both hold the signed tree");
+    assert_eq!(fx.broadcast, std::slice::from_ref(&tx), "broadcast by the channel once both hold the signed tree");
     assert!(fx
         .events
         .iter()

@@ -379,7 +379,7 @@ impl KeyIdentity {
         signer: &S,
     ) -> Result<(), crate::driving::RestoreError> {
         let given = KeyIdentity::of(signer);
-        let same = recorded.map_or(true, |r| r.fingerprint == given.fingerprint);
+        let same = recorded.is_none_or(|r| r.fingerprint == given.fingerprint);
         if keys_match.is_ok() && same {
             Ok(())
         } else {
