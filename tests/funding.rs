@@ -559,3 +559,27 @@ fn every_snapshot_records_its_key_identity() {
         );
     }
 }
+
+/// A channel restored from an older snapshot (no key identity) writes the current version
+/// without one, and that restores too (the public-key check still refuses a wrong signer).
+#[test]
+fn a_channel_upgraded_from_an_older_snapshot_restores_again() {
+    let any = RestoreCheck::default();
+    let s = spilman_open(spilman::Variant::Cltv);
+    let old = as_older(&s.payer.snapshot(), 24, 1);
+    let upgraded = spilman::Payer::restore(&old, any).unwrap().snapshot();
+    assert_eq!(upgraded[1], 2);
+    assert!(spilman::Payer::restore_with_signer(&upgraded, any, &s.signers[0]).is_ok());
+    assert!(spilman::Payer::restore_with_signer(&upgraded, any, &s.signers[1]).is_err());
+    let (ch, signers, _) = dx_open();
+    let old = as_older(&ch[0].snapshot(), 32, 2);
+    let upgraded = duplex::Channel::restore(&old, any).unwrap().snapshot();
+    assert_eq!(upgraded[1], 3);
+    assert!(duplex::Channel::restore_with_signer(&upgraded, any, &signers[0]).is_ok());
+    let (ln, _) = ln_open();
+    let old = as_older(&ln.ch[1].snapshot(), 42, 2);
+    let upgraded = lightning::Channel::restore(&old, any).unwrap().snapshot();
+    assert_eq!(upgraded[1], 3);
+    let none = std::iter::empty::<&[u8]>();
+    assert!(lightning::Channel::restore_with_signer(&upgraded, none, any, &ln.signers[1]).is_ok());
+}

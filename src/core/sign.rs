@@ -366,6 +366,30 @@ impl KeyIdentity {
         Ok(KeyIdentity { index, fingerprint: KeyFingerprint(r.array()?) })
     }
 
+    /// Writes a recorded identity, or its absence (a channel first restored from a snapshot
+    /// older than key identities keeps none): snapshots always carry the record, so that one
+    /// cut short of it is refused.
+    pub(crate) fn write_recorded(identity: Option<&KeyIdentity>, w: &mut super::encode::Writer) {
+        match identity {
+            Some(k) => {
+                w.u8(1);
+                k.write(w);
+            }
+            None => {
+                w.u8(0);
+            }
+        }
+    }
+
+    /// Reads what [`KeyIdentity::write_recorded`] wrote.
+    pub(crate) fn read_recorded(r: &mut super::encode::Reader<'_>) -> Result<Option<Self>, super::encode::DecodeError> {
+        match r.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(Self::read(r)?)),
+            _ => Err(super::encode::DecodeError::InvalidValue("key identity")),
+        }
+    }
+
     /// Checks a signer given to a restored channel against the identity it `recorded` (`None`
     /// for a channel restored from a snapshot older than key identities) and the layer's own
     /// check of its recorded public keys (`keys_match`, the layer's `check_signer`).

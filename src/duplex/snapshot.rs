@@ -31,7 +31,7 @@ const KIND: u8 = 0x5f;
 /// with [`DecodeError::UnknownVersion`]: its signatures are on transactions this crate no longer
 /// builds; close such a channel with the release that wrote it.
 ///
-/// Version 3 adds the holder's [`KeyIdentity`] (record 32, required) and the initiator's funding
+/// Version 3 adds the holder's [`KeyIdentity`] (record 32; absent for a channel first restored from version 2) and the initiator's funding
 /// transaction while it waits to broadcast it (record 34); version 2 is still read (no key
 /// identity; a version-2 initiator waiting for `FundingSigned` holds no transaction: its wallet
 /// broadcasts it, as version 2 asked).
@@ -288,7 +288,7 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     // Even: a decoder that does not know it must refuse the snapshot rather than restore a
     // channel that lost state as a healthy one.
     .optional(30, c.lost_state.then_some(()), |_, ()| {})
-    .optional(32, c.key_identity.as_ref(), |w, k| k.write(w))
+    .record(32, |w| KeyIdentity::write_recorded(c.key_identity.as_ref(), w))
     .optional(34, c.funding_tx.as_ref(), |w, tx| {
         w.transaction(tx);
     });
@@ -355,15 +355,18 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
                 chain = Some(read_chain(r, depth)?);
             }
             30 => lost_state = true,
-            32 => key_identity = Some(KeyIdentity::read(r)?),
+            32 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             34 => funding_tx = Some(r.transaction("funding_tx")?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-3 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
     if version >= 3 && key_identity.is_none() {
         return Err(DecodeError::MissingField("key identity"));
     }
+    let key_identity = key_identity.flatten();
     let (role, terms) = required(role_terms, "terms")?;
     let (phase, tip) = required(phase_tip, "phase")?;
     let (digits, node_sigs, values) = required(branch, "branch")?;

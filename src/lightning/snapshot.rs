@@ -29,7 +29,8 @@ const KIND_CHANNEL: u8 = 0x4c;
 /// Version 2 keeps onions out of the snapshot (in [`OnionRecord`](super::records::OnionRecord)s);
 /// version 1 carried them inline and is still read.
 ///
-/// Version 3 adds the holder's [`KeyIdentity`] (record 42, required from version 3); versions 1
+/// Version 3 adds the holder's [`KeyIdentity`] (record 42; absent for a channel first restored from
+/// an older version, which keeps none); versions 1
 /// and 2 are still read (their channels report no key identity).
 const VERSION: u8 = 3;
 
@@ -436,7 +437,7 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     .optional(41, Some(&c.config.htlc_deadlines).filter(|d| **d != super::HtlcDeadlines::default()), |w, d| {
         w.u32(d.offered_grace).u32(d.claim_margin);
     })
-    .optional(42, c.key_identity.as_ref(), |w, k| k.write(w));
+    .record(42, |w| KeyIdentity::write_recorded(c.key_identity.as_ref(), w));
     t.finish()
 }
 
@@ -734,14 +735,17 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             41 => {
                 htlc_deadlines = Some(super::HtlcDeadlines { offered_grace: r.u32()?, claim_margin: r.u32()? });
             }
-            42 => key_identity = Some(KeyIdentity::read(r)?),
+            42 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-3 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
     if version >= 3 && key_identity.is_none() {
         return Err(DecodeError::MissingField("key identity"));
     }
+    let key_identity = key_identity.flatten();
     let (sweep_destination, sweep_feerate, force_closed, preimages) = required(sweep, "sweep")?;
     let (is_funder, mut config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
         required(ident, "identity")?;

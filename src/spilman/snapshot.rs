@@ -17,7 +17,8 @@ use crate::core::wire::{read_count, read_object_of};
 
 const KIND_PAYER: u8 = 0x50;
 const KIND_PAYEE: u8 = 0x4f;
-/// Version 2 records the party's [`KeyIdentity`] (record 22 of the payee, 24 of the payer);
+/// Version 2 records the party's [`KeyIdentity`] (record 22 of the payee, 24 of the payer; absent
+/// for a party first restored from version 1, which keeps none);
 /// version 1, without it, is still read (its channels report no key identity).
 const VERSION: u8 = 2;
 const READABLE: [u8; 2] = [1, VERSION];
@@ -130,7 +131,7 @@ pub(super) fn encode_payee(p: &Payee) -> Vec<u8> {
             w.u64(*id).txid(txid);
         }
     })
-    .optional(22, p.key_identity.as_ref(), |w, k| k.write(w));
+    .record(22, |w| KeyIdentity::write_recorded(p.key_identity.as_ref(), w));
     t.finish()
 }
 
@@ -208,14 +209,17 @@ pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
                 }
                 claims = Some(c);
             }
-            22 => key_identity = Some(KeyIdentity::read(r)?),
+            22 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-2 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
     if version >= 2 && key_identity.is_none() {
         return Err(DecodeError::MissingField("key identity"));
     }
+    let key_identity = key_identity.flatten();
     let (payee_key, payee_htlc_key) = required(keys, "keys")?;
     let (preimages, failed, next_htlc_id) = required(htlc_data, "htlcs")?;
     let phase = required(phase, "phase")?;
@@ -313,7 +317,7 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
     // Even: a decoder that does not know it must refuse the snapshot rather than restore a payer
     // that lost state as a healthy one.
     .optional(22, p.lost_state.then_some(()), |_, ()| {})
-    .optional(24, p.key_identity.as_ref(), |w, k| k.write(w));
+    .record(24, |w| KeyIdentity::write_recorded(p.key_identity.as_ref(), w));
     t.finish()
 }
 
@@ -399,14 +403,17 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
                 onchain = Some(v);
             }
             22 => lost_state = true,
-            24 => key_identity = Some(KeyIdentity::read(r)?),
+            24 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-2 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
     if version >= 2 && key_identity.is_none() {
         return Err(DecodeError::MissingField("key identity"));
     }
+    let key_identity = key_identity.flatten();
     let ((payer_key, payer_htlc_key), phase) = required(keys_phase, "keys")?;
     let (number, state, acked, next_htlc_id, tip) = required(payments, "payments")?;
     if !matches!(phase, PayerPhase::AwaitingFunding) && (template.is_none() || funding_tx.is_none()) {
