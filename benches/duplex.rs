@@ -76,7 +76,7 @@ impl Pair {
             }],
             output: vec![a.funding_output().expect("output")],
         };
-        let fx = a.fund(&funding, &signers[0]).expect("fund");
+        let fx = a.fund(funding.clone(), &signers[0]).expect("fund");
         let mut p = Pair { ch: [a, b], signers, tip };
         p.deliver(Role::Acceptor, fx.send);
         // A first payment each way (the payee's first amount covers the payment fee and dust).

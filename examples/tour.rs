@@ -180,7 +180,8 @@ fn spilman_section() -> Result<(), Error> {
         &payee_signer,
     );
     let Some(Msg::Offer(offer)) = fx.send.into_iter().next() else { return Err("no offer".into()) };
-    let mut payer = Payer::new(
+    // The payer's first effects ask its wallet for the funding output (the one funding flow).
+    let (mut payer, opened) = Payer::open(
         offer,
         PayerConfig {
             capacity: Amount::from_sat(100_000),
@@ -202,7 +203,7 @@ fn spilman_section() -> Result<(), Error> {
             sequence: Sequence::MAX,
             witness: Witness::new(),
         }],
-        output: vec![payer.funding_output()],
+        output: vec![opened.funding.ok_or("no funding request")?.output],
     };
     let mut messages = 0usize;
     let mut bytes = 0usize;
@@ -277,7 +278,7 @@ fn ln_run(
 }
 
 fn lightning_section() -> Result<(), Error> {
-    use paychan::lightning::{Channel, ChannelConfig, Event, Msg as LnMsg, OnionPacket, OpenParams, Side};
+    use paychan::lightning::{Channel, ChannelConfig, Msg as LnMsg, OnionPacket, OpenParams, Side};
     println!("3. A Lightning channel (anchors, zero-fee HTLC transactions)\n");
     let sa = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xe1; 32]), 0));
     let sb = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xf1; 32]), 0));
@@ -296,13 +297,10 @@ fn lightning_section() -> Result<(), Error> {
     let Some(LnMsg::OpenChannel(open)) = fx.send.into_iter().next() else { return Err("no open".into()) };
     let (mut b, fx) = Channel::accept(&open, config, &sb, tip)?;
     ln_run(&mut a, &sa, &mut b, &sb, fx, false, &mut log)?;
-    let (script_pubkey, value) = log
-        .iter()
-        .find_map(|e| match e {
-            Event::FundingGenerationReady { script_pubkey, value } => Some((script_pubkey.clone(), *value)),
-            _ => None,
-        })
-        .ok_or("no funding request")?;
+    // `accept_channel` asked Alice's wallet for the funding (`Effects::funding`; the channel
+    // asks again with `funding_request()`): it signs a transaction paying it, the channel
+    // broadcasts it once Bob signed Alice's first commitment.
+    let request = a.funding_request().ok_or("no funding request")?;
     let funding = Transaction {
         version: Version::TWO,
         lock_time: bitcoin::absolute::LockTime::ZERO,
@@ -312,9 +310,9 @@ fn lightning_section() -> Result<(), Error> {
             sequence: Sequence::MAX,
             witness: Witness::new(),
         }],
-        output: vec![TxOut { value, script_pubkey }],
+        output: vec![request.output],
     };
-    let fx = a.funding_tx(funding.clone(), &sa)?;
+    let fx = a.fund(funding.clone(), &sa)?;
     ln_run(&mut a, &sa, &mut b, &sb, fx, true, &mut log)?;
     let h = BlockHeight(800_001);
     let fx = a.handle_chain(ChainEvent::Confirmed { tx: &funding, height: h }, &sa);
@@ -483,11 +481,11 @@ fn duplex_section() -> Result<(), Error> {
             sequence: Sequence::MAX,
             witness: Witness::new(),
         }],
-        output: vec![ch[0].funding_output().ok_or("keys")?],
+        output: vec![ch[0].funding_request().ok_or("no funding request")?.output],
     };
-    let fx = ch[0].fund(&funding, &signers[0])?;
+    let fx = ch[0].fund(funding.clone(), &signers[0])?;
     deliver(&mut ch, Role::Acceptor, fx.send)?;
-    println!("   opened: both sides hold the signed kickoff and first branch before the funding is signed");
+    println!("   opened: both sides hold the signed kickoff and first branch before the funding is broadcast");
 
     let show = |ch: &[Channel; 2], what: &str| {
         let b = ch[0].balances();

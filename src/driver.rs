@@ -14,7 +14,10 @@
 //!    but does not stop the rest — broadcasts protect money and must go out regardless;
 //! 3. then transactions are broadcast, the bump requests are given to the bumper (whose own
 //!    state is persisted before anything it returns is broadcast), and watches are registered;
-//! 4. the events and the next deadline are returned.
+//! 4. the events, the next deadline and the funding request are returned: hand
+//!    [`Applied::funding`] to the wallet and its signed transaction to the channel's `fund` (the
+//!    crate's one funding flow, [`core::funding`](crate::core::funding)); the channel broadcasts
+//!    it, through a later `apply`, when it is safe.
 //!
 //! # Example
 //! ```
@@ -59,6 +62,7 @@ use std::vec::Vec;
 use bitcoin::Transaction;
 
 use crate::core::feebump::{BumpEvent, Bumper, FeeEstimates, FeeWallet};
+use crate::core::funding::FundingRequest;
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, Effects, StateUpdate, Watch};
@@ -119,6 +123,9 @@ pub struct Applied<E, TE> {
     pub send_errors: Vec<TE>,
     /// What the bumper reported.
     pub bump_events: Vec<BumpEvent>,
+    /// The channel asks the wallet for its funding transaction
+    /// ([`Effects::funding`](crate::driving::Effects::funding)).
+    pub funding: Option<FundingRequest>,
 }
 
 /// The storage refused a write: nothing of the effects was acted on.
@@ -230,7 +237,13 @@ impl<S: Storage, T, C: Chain> Driver<S, T, C> {
         for w in fx.watch {
             self.chain.watch(w);
         }
-        Ok(Applied { events: fx.events, next_deadline: fx.next_deadline, send_errors, bump_events })
+        Ok(Applied {
+            events: fx.events,
+            next_deadline: fx.next_deadline,
+            send_errors,
+            bump_events,
+            funding: fx.funding,
+        })
     }
 
     fn apply_bumper(

@@ -13,7 +13,10 @@
 //! 4. watch [`Effects::watch`] and report matching transactions with [`ChainEvent::Confirmed`]
 //!    (and, as soon as it sees one in its mempool, with [`ChainEvent::Seen`]);
 //! 5. handle [`Effects::events`];
-//! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest.
+//! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest;
+//! 7. if [`Effects::funding`] asks for a funding transaction, have the wallet build and sign it
+//!    and hand it to the layer's `fund` (the one funding flow of every layer:
+//!    [`core::funding`](crate::core::funding); the channel broadcasts it when it is safe).
 //!
 //! A call that fails returns a typed error and leaves the channel exactly as it was.
 //!
@@ -70,6 +73,8 @@ use core::fmt;
 use bitcoin::hashes::Hash;
 use bitcoin::{OutPoint, Transaction, Txid};
 
+use crate::core::funding::FundingRequest;
+use crate::core::sign::KeyIdentity;
 use crate::core::units::BlockHeight;
 
 /// The chain as the embedder sees it now.
@@ -249,6 +254,10 @@ pub struct Effects<M, E> {
     pub events: Vec<E>,
     /// Call `handle_chain` again once the chain reaches this height.
     pub next_deadline: Option<BlockHeight>,
+    /// The channel asks the funder's wallet for its funding transaction: build one paying
+    /// [`FundingRequest::output`] exactly once from segwit inputs, sign it, and hand it to the
+    /// layer's `fund`; do not broadcast it (see [`core::funding`](crate::core::funding)).
+    pub funding: Option<FundingRequest>,
 }
 
 impl<M, E> Default for Effects<M, E> {
@@ -261,6 +270,7 @@ impl<M, E> Default for Effects<M, E> {
             watch: Vec::new(),
             events: Vec::new(),
             next_deadline: None,
+            funding: None,
         }
     }
 }
@@ -271,8 +281,8 @@ impl<M, E> Effects<M, E> {
         Self::default()
     }
 
-    /// Whether there is nothing to act on: no update, message, transaction, bump request, watch
-    /// or event. [`Effects::next_deadline`] is not counted: a call that changes nothing may still
+    /// Whether there is nothing to act on: no update, message, transaction, bump request, watch,
+    /// event or funding request. [`Effects::next_deadline`] is not counted: a call that changes nothing may still
     /// return the channel's standing deadline (keep calling back by it whatever this says).
     pub fn is_empty(&self) -> bool {
         self.update.is_none()
@@ -281,6 +291,7 @@ impl<M, E> Effects<M, E> {
             && self.bumps.is_empty()
             && self.watch.is_empty()
             && self.events.is_empty()
+            && self.funding.is_none()
     }
 
     /// Appends `other`'s obligations after this one's. Two updates become one write: a later
@@ -297,6 +308,9 @@ impl<M, E> Effects<M, E> {
         self.watch.extend(other.watch);
         self.events.extend(other.events);
         self.keep_deadline(other.next_deadline);
+        if other.funding.is_some() {
+            self.funding = other.funding;
+        }
     }
 
     /// Lowers [`Effects::next_deadline`] to `deadline` if that is earlier.
@@ -406,6 +420,14 @@ pub enum RestoreError {
         /// The update id of the delta found instead.
         found: u64,
     },
+    /// The signer given to `restore_with_signer` does not hold the channel's keys: recreate
+    /// the one of `recorded` (its [`KeyIdentity::index`]).
+    WrongSigner {
+        /// What the snapshot recorded (`None` for a snapshot older than key identities).
+        recorded: Option<KeyIdentity>,
+        /// The identity of the signer given.
+        given: KeyIdentity,
+    },
 }
 
 impl fmt::Display for RestoreError {
@@ -420,6 +442,12 @@ impl fmt::Display for RestoreError {
             RestoreError::MissingDelta { expected, found } => {
                 write!(f, "the log misses the delta of update {expected} (found {found})")
             }
+            RestoreError::WrongSigner { recorded, given } => write!(
+                f,
+                "the signer (key index {:?}) does not hold the channel's keys (key index {:?})",
+                given.index,
+                recorded.and_then(|r| r.index)
+            ),
         }
     }
 }

@@ -27,15 +27,16 @@
 //!
 //! ## The driving loop
 //! ```
-//! use paychan::bitcoin::{Amount, ScriptBuf, WPubkeyHash, hashes::Hash};
-//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Transaction, TxIn, Txid};
+//! use paychan::bitcoin::{WPubkeyHash, hashes::Hash};
+//! use paychan::core::keys::Seed;
 //! use paychan::core::sign::InMemorySigner;
 //! use paychan::core::BlockHeight;
 //! use paychan::driving::ChainTip;
 //! use paychan::spilman::{Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! let payer_keys = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([1; 32]), 0));
-//! let payee_keys = InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([2; 32]), 0));
+//! let payer_keys = InMemorySigner::from_seed(&Seed::from_bytes([1; 32]), 0);
+//! let payee_keys = InMemorySigner::from_seed(&Seed::from_bytes([2; 32]), 0);
 //! let tip = ChainTip::at(800_000);
 //! let script = |n| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]));
 //!
@@ -54,8 +55,10 @@
 //! }, &payee_keys);
 //! let Msg::Offer(offer) = Msg::decode(&effects.send[0].encode())? else { unreachable!() };
 //!
-//! // The payer accepts them and funds the channel output its wallet is told about.
-//! let mut payer = Payer::new(offer, PayerConfig {
+//! // The payer accepts them and asks its wallet for the funding output (the one funding flow
+//! // of every layer, `core::funding`): the wallet signs a transaction paying it (from segwit
+//! // inputs; the coin here is made up) and hands it over; the payer broadcasts it.
+//! let (mut payer, effects) = Payer::open(offer, PayerConfig {
 //!     capacity: Amount::from_sat(100_000),
 //!     payer_script: script(1),
 //!     refund_fee: Amount::from_sat(300),
@@ -63,12 +66,14 @@
 //!     first_payment: Amount::from_sat(1_000),
 //!     max_lifetime: 4_320,
 //! }, &payer_keys, tip)?;
-//! # let funding_tx = paychan::bitcoin::Transaction {
-//! #     version: paychan::bitcoin::transaction::Version::TWO,
-//! #     lock_time: paychan::bitcoin::absolute::LockTime::ZERO,
-//! #     input: vec![paychan::bitcoin::TxIn::default()],
-//! #     output: vec![payer.funding_output()],
-//! # };
+//! let _durable = effects.update; // write it to disk first
+//! let request = effects.funding.ok_or("no funding request")?;
+//! let funding_tx = Transaction {
+//!     version: transaction::Version::TWO,
+//!     lock_time: absolute::LockTime::ZERO,
+//!     input: vec![TxIn { previous_output: OutPoint::new(Txid::from_byte_array([7; 32]), 0), ..TxIn::default() }],
+//!     output: vec![request.output],
+//! };
 //! let mut effects = payer.fund(funding_tx, &payer_keys)?;
 //!
 //! // The loop: persist first, then send (here straight to the peer), broadcast, watch.

@@ -95,7 +95,7 @@ fn replace_all(bytes: &mut [u8], from: &[u8], to: &[u8]) -> usize {
 fn hostile_funding_created(mut a: Channel, bad: &Transaction) -> (FundingCreated, Channel) {
     let sa = dx::signer(A);
     let good = wallet::unsigned_funding(outpoint_of(0x42), vec![a.funding_output().unwrap()]);
-    let _ = a.fund(&good, &sa).expect("the initiator's own command checks its funding output");
+    let _ = a.fund(good.clone(), &sa).expect("the initiator's own command checks its funding output");
     let mut snapshot = a.snapshot();
     let patched = replace_all(&mut snapshot, good.compute_txid().as_byte_array(), bad.compute_txid().as_byte_array());
     assert!(patched >= 1);
@@ -232,7 +232,7 @@ fn cve_2020_26895_high_s_duplex_signatures_are_refused() {
     // The funding signatures.
     let (mut a, mut b) = duplex_until_funding();
     let funding = wallet::unsigned_funding(outpoint_of(0x42), vec![a.funding_output().unwrap()]);
-    let Some(Msg::FundingCreated(fc)) = a.fund(&funding, &sa).unwrap().send.pop() else { panic!() };
+    let Some(Msg::FundingCreated(fc)) = a.fund(funding.clone(), &sa).unwrap().send.pop() else { panic!() };
     for level in 0..=fc.node_sigs.len() {
         let mut hostile = fc.clone();
         match level {

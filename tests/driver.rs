@@ -183,3 +183,25 @@ fn the_embedder_reaches_its_storage_and_chain_through_the_driver() {
     assert_eq!(log.borrow()[0], "polled");
     assert_eq!(log.borrow()[1], "persist channel 7");
 }
+
+/// A funding request is handed back to the embedder after the update is persisted (and not
+/// at all if the write fails: the channel is then restored from storage and asks again).
+#[test]
+fn the_funding_request_comes_back_after_the_write() {
+    use paychan::core::funding::FundingRequest;
+    use paychan::driving::ChannelId;
+    let log: Log = Rc::default();
+    let request = FundingRequest::new(tx(1).output[0].clone(), ChannelId([3; 32]));
+    let mut fx: Effects<u8, ()> = Effects::none();
+    fx.update = Some(StateUpdate::snapshot(1, vec![1]));
+    fx.funding = Some(request.clone());
+    assert!(!fx.is_empty());
+    let store = Store { log: log.clone(), fail: true, bumper: Vec::new() };
+    let mut failing = Driver::new(store, Wire { log: log.clone(), down: false }, Node { log: log.clone() });
+    assert!(failing.apply(fx.clone()).is_err());
+    let store = Store { log: log.clone(), fail: false, bumper: Vec::new() };
+    let mut driver = Driver::new(store, Wire { log: log.clone(), down: false }, Node { log: log.clone() });
+    let applied = driver.apply(fx).expect("persisted");
+    assert_eq!(applied.funding, Some(request));
+    assert_eq!(*log.borrow(), ["persist channel 1"]);
+}

@@ -191,12 +191,12 @@ fn funding_signatures_on_the_wrong_nodes() {
     let before = state(&a);
     let mut no_output = funding.clone();
     no_output.output[0].value = Amount::from_sat(1);
-    assert_eq!(a.fund(&no_output, &sa).unwrap_err(), CommandError::NoFundingOutput);
+    assert_eq!(a.fund(no_output.clone(), &sa).unwrap_err(), CommandError::NoFundingOutput);
     let mut legacy = funding.clone();
     legacy.input[0].script_sig = ScriptBuf::from_bytes(vec![0x51]);
-    assert_eq!(a.fund(&legacy, &sa).unwrap_err(), CommandError::MalleableFunding);
+    assert_eq!(a.fund(legacy.clone(), &sa).unwrap_err(), CommandError::MalleableFunding);
     assert_eq!(state(&a), before);
-    let fx = a.fund(&funding, &sa).unwrap();
+    let fx = a.fund(funding.clone(), &sa).unwrap();
     let Some(Msg::FundingCreated(fc)) = fx.send.into_iter().next() else { panic!() };
     let before = state(&b);
     let mut bad = fc.clone();
@@ -485,7 +485,7 @@ fn all_message_bytes() -> Vec<Vec<u8>> {
         input: vec![bitcoin::TxIn::default()],
         output: vec![a.funding_output().unwrap()],
     };
-    let fx = a.fund(&funding, &signer(A)).unwrap();
+    let fx = a.fund(funding.clone(), &signer(A)).unwrap();
     out.push(fx.send[0].encode());
     let fx = b.handle_message(fx.send[0].clone(), &signer(B), tip).unwrap();
     out.push(fx.send[0].encode());

@@ -287,7 +287,7 @@ fn compaction_keeps_what_the_channel_needs() {
 /// A stored state (snapshot and log with deltas) written by this version, committed as a
 /// fixture: later versions must still restore it. Regenerate (only on purpose) with
 /// `PAYCHAN_WRITE_FIXTURES=1 cargo test --test lightning_persist -- --ignored`.
-const FIXTURE: &str = "tests/vectors/snapshots/lightning_v2_store.bin";
+const FIXTURE: &str = "tests/vectors/snapshots/lightning_v3_store.bin";
 
 fn fixture_store() -> (Vec<u8>, Vec<Vec<u8>>) {
     let mut p = Pair::open(ChannelType::AnchorsZeroFeeHtlc, CAPACITY, PUSH);
@@ -320,9 +320,8 @@ fn write_the_store_fixture() {
     }
 }
 
-#[test]
-fn stored_states_of_this_version_still_restore() {
-    let bytes = include_bytes!("vectors/snapshots/lightning_v2_store.bin");
+/// Restores a stored state of `version` written by [`fixture_store`] and checks the channel.
+fn restore_fixture(bytes: &[u8], version: u8) -> Channel {
     let mut items = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -331,7 +330,7 @@ fn stored_states_of_this_version_still_restore() {
         at += 4 + len;
     }
     let (snapshot, log) = (items[0].clone(), items[1..].to_vec());
-    assert_eq!(snapshot[..2], [0x4c, 2], "a version-2 Lightning snapshot");
+    assert_eq!(snapshot[..2], [0x4c, version], "a version-{version} Lightning snapshot");
     assert!(log.iter().filter(|r| is_delta(r)).count() >= 10, "and a log of deltas");
     let c = Channel::restore_with_records(&snapshot, &log, RestoreCheck::default()).expect("restores");
     assert_eq!(c.htlcs().len(), 1);
@@ -341,8 +340,24 @@ fn stored_states_of_this_version_still_restore() {
     assert!(h.is_irrevocably_committed());
     assert_eq!(h.onion.as_ref().map(|o| o.as_bytes()[0]), Some(0x42));
     assert_eq!(c.balances(Side::Holder).holder, MilliSats::from_msat(PUSH + 10_000_000));
+    c
+}
+
+#[test]
+fn stored_states_of_this_version_still_restore() {
+    let bytes = include_bytes!("vectors/snapshots/lightning_v3_store.bin");
+    let c = restore_fixture(bytes, 3);
+    assert!(c.key_identity().is_some(), "version 3 records the key identity");
     // The code of today writes the same store for the same channel (a change of the encoding
     // must keep reading the fixture, and then this line is the one to update).
     let (snapshot_now, log_now) = fixture_store();
     assert!(encode_store(&snapshot_now, &log_now) == bytes, "the encoding changed: keep reading the old one");
+}
+
+#[test]
+fn version_2_stores_still_restore() {
+    let c = restore_fixture(include_bytes!("vectors/snapshots/lightning_v2_store.bin"), 2);
+    assert_eq!(c.key_identity(), None, "version 2 recorded no key identity");
+    // The restored channel writes version 3 from now on.
+    assert_eq!(c.snapshot()[..2], [0x4c, 3]);
 }

@@ -554,7 +554,7 @@ impl Duplex {
     #[track_caller]
     fn fund_and_close(&mut self, payout_a: &ScriptBuf, payout_b: &ScriptBuf) {
         let funding = funding_tx(vec![self.a.funding_output().expect("keys known")]);
-        let fx = self.a.fund(&funding, &self.sa).expect("fund");
+        let fx = self.a.fund(funding.clone(), &self.sa).expect("fund");
         self.run(fx.send);
         assert_eq!(self.a.phase(), duplex::Phase::Open);
         assert_eq!(self.b.phase(), duplex::Phase::Open);

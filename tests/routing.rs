@@ -261,7 +261,7 @@ impl DuplexPeers {
             let i = i as usize;
             peers.deliver(1, accept);
             let funding = funding_tx(peers.ch[i][0].funding_output().unwrap(), 20 + i as u8);
-            let fx = peers.ch[i][0].fund(&funding, &peers.signers[i][0]).unwrap();
+            let fx = peers.ch[i][0].fund(funding.clone(), &peers.signers[i][0]).unwrap();
             let created = fx.send.into_iter().map(|m| peers.ch[i][0].address(m)).collect();
             peers.deliver(0, created);
             assert_eq!(peers.ch[i][1].phase(), peers.ch[i][0].phase());

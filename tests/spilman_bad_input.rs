@@ -893,7 +893,19 @@ fn setup_messages_in_the_wrong_state_are_refused() {
     payee_refuses(&mut p, Msg::Open(open.clone()), Misbehaviour::WrongVariant);
     let fx = p.payee.handle_message(Msg::RefundRequest(request.clone()), &p.payee_signer, p.tip).unwrap();
     assert!(matches!(fx.send.as_slice(), [Msg::RefundSigned(_)]));
-    payee_refuses(&mut p, Msg::RefundRequest(request.clone()), Misbehaviour::UnexpectedMessage);
+    // The same request again (a payer that never got the signature asks again on reconnection):
+    // the same signature, nothing else changes; any other request is refused.
+    let before = p.payee.snapshot();
+    let again = p.payee.handle_message(Msg::RefundRequest(request.clone()), &p.payee_signer, p.tip).unwrap();
+    assert_eq!(again.send, fx.send);
+    assert!(again.broadcast.is_empty() && again.events.is_empty());
+    assert_eq!(
+        Payee::restore(&p.payee.snapshot(), RestoreCheck::default()).unwrap().received(),
+        Payee::restore(&before, RestoreCheck::default()).unwrap().received()
+    );
+    let mut changed = request.clone();
+    changed.refund_fee += paychan::bitcoin::Amount::from_sat(1);
+    payee_refuses(&mut p, Msg::RefundRequest(changed), Misbehaviour::UnexpectedMessage);
 
     for v in VARIANTS {
         // Payments before Open.
@@ -1324,15 +1336,15 @@ fn snapshot_truncations_and_extensions_fail_to_restore() {
         // A complete unknown odd record after the last one is a newer writer's optional field:
         // skipped (even/odd rule), not an error.
         let (mut a, mut b) = (payer.clone(), payee.clone());
-        a.extend_from_slice(&[0x17, 0x01, 0xaa]);
-        b.extend_from_slice(&[0x17, 0x01, 0xaa]);
+        a.extend_from_slice(&[0x19, 0x01, 0xaa]);
+        b.extend_from_slice(&[0x19, 0x01, 0xaa]);
         assert_eq!(Payer::restore(&a, any).unwrap().snapshot(), payer);
         assert_eq!(Payee::restore(&b, any).unwrap().snapshot(), payee);
         // Version byte.
         let (mut a, mut b) = (payer.clone(), payee.clone());
-        a[1] = 2;
+        a[1] = 3;
         b[1] = 0;
-        assert_eq!(Payer::restore(&a, any).err(), Some(RestoreError::Decode(DecodeError::UnknownVersion(2))));
+        assert_eq!(Payer::restore(&a, any).err(), Some(RestoreError::Decode(DecodeError::UnknownVersion(3))));
         assert_eq!(Payee::restore(&b, any).err(), Some(RestoreError::Decode(DecodeError::UnknownVersion(0))));
         // One side's snapshot given to the other.
         assert!(matches!(

@@ -788,11 +788,11 @@ fn duplex_fund_with_another_channels_signer_is_refused() {
         vec![a.funding_output().expect("keys known")],
     );
     let before = a.snapshot();
-    let err = a.fund(&funding, &duplex_wrong()).unwrap_err();
+    let err = a.fund(funding.clone(), &duplex_wrong()).unwrap_err();
     assert_eq!(err, duplex::CommandError::WrongSigner(WRONG));
     assert_eq!(a.snapshot(), before, "no tree signatures b would refuse");
 
-    let mut to_b = a.fund(&funding, &sa).expect("the channel's signer").send;
+    let mut to_b = a.fund(funding.clone(), &sa).expect("the channel's signer").send;
     let mut signable = false;
     while !to_b.is_empty() {
         let mut to_a = Vec::new();

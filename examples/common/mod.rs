@@ -178,7 +178,7 @@ impl SpilmanPair {
         meter.persist(&fx.update);
         let Some(spilman::Msg::Offer(offer)) = fx.send.into_iter().next() else { return Err("no offer".into()) };
         meter.wire(spilman::Msg::Offer(offer.clone()).encode().len());
-        let payer = spilman::Payer::new(
+        let (payer, opened) = spilman::Payer::open(
             offer,
             spilman::PayerConfig {
                 capacity,
@@ -191,7 +191,8 @@ impl SpilmanPair {
             &payer_signer,
             tip,
         )?;
-        let funding = funding_tx(payer.funding_output(), 0x5000 + index);
+        meter.persist(&opened.update);
+        let funding = funding_tx(opened.funding.ok_or("no funding request")?.output, 0x5000 + index);
         let mut pair = SpilmanPair { payer, payee, payer_signer, payee_signer, funding, tip, meter };
         let fx = pair.payer.fund(pair.funding.clone(), &pair.payer_signer)?;
         pair.deliver_from_payer(fx)?;
@@ -271,18 +272,11 @@ impl LnPair {
         p.meter.persist(&fx.update);
         p.meter.wire(fx.send.iter().map(|m| m.encode().len()).sum());
         p.deliver(fxb, false)?;
-        let (script_pubkey, value) = p
-            .events
-            .iter()
-            .find_map(|(_, e)| match e {
-                lightning::Event::FundingGenerationReady { script_pubkey, value } => {
-                    Some((script_pubkey.clone(), *value))
-                }
-                _ => None,
-            })
-            .ok_or("no funding request")?;
-        p.funding = funding_tx(TxOut { value, script_pubkey }, 0x1000);
-        let fx = p.a.funding_tx(p.funding.clone(), &p.sa)?;
+        // `accept_channel` asked the wallet for the funding (`Effects::funding`, asked again by
+        // `funding_request()`); the channel broadcasts it once `funding_signed` arrives.
+        let request = p.a.funding_request().ok_or("no funding request")?;
+        p.funding = funding_tx(request.output, 0x1000);
+        let fx = p.a.fund(p.funding.clone(), &p.sa)?;
         p.deliver(fx, true)?;
         let height = BlockHeight(height + 1);
         let funding = p.funding.clone();
@@ -368,9 +362,9 @@ impl DuplexPair {
         p.meter.persist(&fx.update);
         p.meter.wire(fx.send.iter().map(|m| m.encode().len()).sum());
         p.deliver(fxb, duplex::Role::Acceptor)?;
-        p.funding = funding_tx(p.ch[0].funding_output().ok_or("no funding output")?, 0x2000 + index);
+        p.funding = funding_tx(p.ch[0].funding_request().ok_or("no funding request")?.output, 0x2000 + index);
         let funding = p.funding.clone();
-        let fx = p.ch[0].fund(&funding, &p.signers[0])?;
+        let fx = p.ch[0].fund(funding.clone(), &p.signers[0])?;
         p.deliver(fx, duplex::Role::Initiator)?;
         Ok(p)
     }

@@ -722,14 +722,16 @@ fn run_payer(flags: &Flags) -> Result<(), Error> {
                         first_payment: FIRST_PAYMENT,
                         max_lifetime: 144 * 30,
                     };
-                    let mut p = Payer::new(offer, config, &signer, ChainTip::at(tip))?;
+                    // The payer's first effects ask the wallet for the funding output (the crate's
+                    // one funding flow). Their snapshot (a payer waiting for funds, nothing sent
+                    // yet) is not kept: after a crash here the node simply opens again.
+                    let (mut p, opened) = Payer::open(offer, config, &signer, ChainTip::at(tip))?;
+                    let request = opened.funding.ok_or("no funding request")?;
                     let coin_out = TxOut { value: FAUCET, script_pubkey: wallet.script() };
                     let coin = d.chain_mut().faucet("payer", &coin_out)?;
                     let change = TxOut { value: FAUCET - CAPACITY - FUNDING_FEE, script_pubkey: wallet.script() };
-                    let mut funding = unsigned_funding(
-                        OutPoint { txid: coin.compute_txid(), vout: 0 },
-                        vec![p.funding_output(), change],
-                    );
+                    let mut funding =
+                        unsigned_funding(OutPoint { txid: coin.compute_txid(), vout: 0 }, vec![request.output, change]);
                     wallet.sign_input(&mut funding, 0, &coin_out);
                     let fx = p.fund(funding, &signer)?;
                     // Keep `Open` in the outbox, written with the funded snapshot.

@@ -129,7 +129,7 @@ impl Pair {
                 p.ch[A].funding_output().expect("keys known"),
             ],
         );
-        let fx = p.ch[A].fund(&funding, sa).expect("fund");
+        let fx = p.ch[A].fund(funding.clone(), sa).expect("fund");
         p.absorb(A, fx);
         p.run_until_quiet(64);
         assert_eq!(p.ch[A].phase(), Phase::Open);

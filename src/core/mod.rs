@@ -17,6 +17,7 @@
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
 //! | [`delta`] | delta records: a state's changes as a patch of its encoding, and their replay |
 //! | [`wire`] | the one codec of the Spilman and duplex messages (header, one-record messages, counted lists) |
+//! | [`funding`] | the one funding flow of every layer: the request, the check of the wallet's transaction, who broadcasts when |
 //! | [`feebump`] | deadline-aware fee bumping (RBF, CPFP, aggregation) shared by every layer |
 
 mod bip143;
@@ -24,6 +25,7 @@ pub mod commitment;
 pub mod delta;
 pub mod encode;
 pub mod feebump;
+pub mod funding;
 pub mod hashlock;
 pub mod keys;
 pub mod kinds;

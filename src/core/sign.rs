@@ -280,6 +280,136 @@ pub trait Signer {
     /// # Errors
     /// [`SignerError`] if the signer cannot answer now.
     fn release_per_commitment_secret(&self, n: CommitmentNumber) -> Result<PerCommitmentSecret, SignerError>;
+
+    /// The embedder's index of these keys (the `channel_index` of
+    /// [`ChannelSecrets::from_seed`], or whatever its key store uses), if the signer knows it.
+    /// Every layer records it in its snapshots ([`KeyIdentity`]) so that after a restart the
+    /// embedder can recreate the channel's signer from the snapshot alone. The default knows
+    /// none.
+    fn key_index(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A fingerprint of a party's five public channel keys: `SHA256("paychan/keys/v1" ‖ funding ‖
+/// revocation ‖ payment ‖ delayed payment ‖ HTLC basepoint)`, compressed keys. Public data: it
+/// reveals nothing the peer does not already know.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct KeyFingerprint(pub [u8; 32]);
+
+impl KeyFingerprint {
+    /// The fingerprint of `keys`.
+    pub fn of(keys: &ChannelPubkeys) -> Self {
+        use bitcoin::hashes::{sha256, HashEngine};
+        let mut engine = sha256::Hash::engine();
+        engine.input(b"paychan/keys/v1");
+        for key in [
+            keys.funding.public_key(),
+            keys.revocation_basepoint.public_key(),
+            keys.payment_basepoint.public_key(),
+            keys.delayed_payment_basepoint.public_key(),
+            keys.htlc_basepoint.public_key(),
+        ] {
+            engine.input(&key.serialize());
+        }
+        KeyFingerprint(sha256::Hash::from_engine(engine).to_byte_array())
+    }
+}
+
+impl fmt::Debug for KeyFingerprint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyFingerprint(")?;
+        for b in &self.0[..8] {
+            write!(f, "{b:02x}")?;
+        }
+        write!(f, "…)")
+    }
+}
+
+/// What identifies a party's channel keys, without any secret: recorded by every layer in its
+/// snapshots (`key_identity()` of [`Payer`](crate::spilman::Payer),
+/// [`Payee`](crate::spilman::Payee), [`duplex::Channel`](crate::duplex::Channel),
+/// [`lightning::Channel`](crate::lightning::Channel)). After a restart the embedder reads it
+/// from the restored channel, recreates the signer of [`KeyIdentity::index`], and
+/// `restore_with_signer` refuses a signer whose keys are not these
+/// ([`RestoreError::WrongSigner`](crate::driving::RestoreError::WrongSigner)).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+pub struct KeyIdentity {
+    /// The embedder's index of the keys ([`Signer::key_index`]), if the signer told it.
+    pub index: Option<u64>,
+    /// The fingerprint of the party's public keys: what a restored channel is checked against.
+    pub fingerprint: KeyFingerprint,
+}
+
+impl KeyIdentity {
+    /// The identity of `signer`'s keys.
+    pub fn of<S: Signer + ?Sized>(signer: &S) -> Self {
+        KeyIdentity { index: signer.key_index(), fingerprint: KeyFingerprint::of(signer.pubkeys()) }
+    }
+
+    /// Writes it in the crate's encoding (in snapshots).
+    pub(crate) fn write(&self, w: &mut super::encode::Writer) {
+        match self.index {
+            Some(i) => w.u8(1).u64(i),
+            None => w.u8(0),
+        };
+        w.bytes(&self.fingerprint.0);
+    }
+
+    /// Reads what [`KeyIdentity::write`] wrote.
+    pub(crate) fn read(r: &mut super::encode::Reader<'_>) -> Result<Self, super::encode::DecodeError> {
+        let index = match r.u8()? {
+            0 => None,
+            1 => Some(r.u64()?),
+            _ => return Err(super::encode::DecodeError::InvalidValue("key index")),
+        };
+        Ok(KeyIdentity { index, fingerprint: KeyFingerprint(r.array()?) })
+    }
+
+    /// Writes a recorded identity, or its absence (a channel first restored from a snapshot
+    /// older than key identities keeps none): snapshots always carry the record, so that one
+    /// cut short of it is refused.
+    pub(crate) fn write_recorded(identity: Option<&KeyIdentity>, w: &mut super::encode::Writer) {
+        match identity {
+            Some(k) => {
+                w.u8(1);
+                k.write(w);
+            }
+            None => {
+                w.u8(0);
+            }
+        }
+    }
+
+    /// Reads what [`KeyIdentity::write_recorded`] wrote.
+    pub(crate) fn read_recorded(r: &mut super::encode::Reader<'_>) -> Result<Option<Self>, super::encode::DecodeError> {
+        match r.u8()? {
+            0 => Ok(None),
+            1 => Ok(Some(Self::read(r)?)),
+            _ => Err(super::encode::DecodeError::InvalidValue("key identity")),
+        }
+    }
+
+    /// Checks a signer given to a restored channel against the identity it `recorded` (`None`
+    /// for a channel restored from a snapshot older than key identities) and the layer's own
+    /// check of its recorded public keys (`keys_match`, the layer's `check_signer`).
+    ///
+    /// # Errors
+    /// [`RestoreError::WrongSigner`](crate::driving::RestoreError::WrongSigner) if either
+    /// differs.
+    pub(crate) fn check_restored<S: Signer + ?Sized>(
+        recorded: Option<KeyIdentity>,
+        keys_match: Result<(), WrongSigner>,
+        signer: &S,
+    ) -> Result<(), crate::driving::RestoreError> {
+        let given = KeyIdentity::of(signer);
+        let same = recorded.is_none_or(|r| r.fingerprint == given.fingerprint);
+        if keys_match.is_ok() && same {
+            Ok(())
+        } else {
+            Err(crate::driving::RestoreError::WrongSigner { recorded, given })
+        }
+    }
 }
 
 /// The signer given to a channel is not the one the channel was opened with: one of the public
@@ -346,6 +476,7 @@ pub fn check_signer_pubkeys<S: Signer + ?Sized>(signer: &S, recorded: &ChannelPu
 pub struct InMemorySigner {
     secrets: ChannelSecrets,
     pubkeys: ChannelPubkeys,
+    index: Option<u64>,
     secp: Secp256k1<All>,
 }
 
@@ -360,7 +491,22 @@ impl InMemorySigner {
     pub fn new(secrets: ChannelSecrets) -> Self {
         let secp = Secp256k1::new();
         let pubkeys = secrets.pubkeys(&secp);
-        InMemorySigner { secrets, pubkeys, secp }
+        InMemorySigner { secrets, pubkeys, index: None, secp }
+    }
+
+    /// The signer of channel number `channel_index` of `seed`
+    /// ([`ChannelSecrets::from_seed`]), which knows its index ([`Signer::key_index`]): the
+    /// channels it opens record it, and after a restart `from_seed(seed, identity.index)`
+    /// recreates it.
+    pub fn from_seed(seed: &super::keys::Seed, channel_index: u64) -> Self {
+        Self::new(ChannelSecrets::from_seed(seed, channel_index)).with_key_index(channel_index)
+    }
+
+    /// The same signer, telling `index` as its [`Signer::key_index`].
+    #[must_use]
+    pub fn with_key_index(mut self, index: u64) -> Self {
+        self.index = Some(index);
+        self
     }
 
     /// The secp256k1 context this signer uses.
@@ -420,6 +566,10 @@ impl InMemorySigner {
 impl Signer for InMemorySigner {
     fn pubkeys(&self) -> &ChannelPubkeys {
         &self.pubkeys
+    }
+
+    fn key_index(&self) -> Option<u64> {
+        self.index
     }
 
     fn sign(&self, r: &SignRequest<'_>) -> Result<ecdsa::Signature, SignerError> {

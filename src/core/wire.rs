@@ -165,6 +165,19 @@ pub fn read_object(bytes: &[u8], kind: u8, version: u8) -> Result<TlvReader<'_>,
     Ok(tlv)
 }
 
+/// Reads the header of an object of a known `kind` written by this or an older writer: its
+/// version must be one of `versions`. Returns the version and the TLV records.
+///
+/// # Errors
+/// As [`read_object`].
+pub fn read_object_of<'a>(bytes: &'a [u8], kind: u8, versions: &[u8]) -> Result<(u8, TlvReader<'a>), DecodeError> {
+    let (got, tlv) = read_header(bytes, kind)?;
+    if !versions.contains(&got) {
+        return Err(DecodeError::UnknownVersion(got));
+    }
+    Ok((got, tlv))
+}
+
 /// Encodes a message of `kind` whose only record is type 0, written by `f`.
 pub fn single_record(kind: u8, version: u8, f: impl FnOnce(&mut Writer)) -> Vec<u8> {
     let mut t = TlvWriter::new(kind, version);

@@ -14,10 +14,11 @@ use super::params::{Params, Terms};
 use super::reset::ResetState;
 use super::tree::{self, Digits};
 use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, Role};
+use crate::core::funding::FundingRequest;
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::keys::FundingPubkey;
 use crate::core::script::{self, WitnessScript};
-use crate::core::sign::{self, KeyId, SignRequest, Signer, SignerError, Tweak, WrongSigner};
+use crate::core::sign::{self, KeyId, KeyIdentity, SignRequest, Signer, SignerError, Tweak, WrongSigner};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
 use crate::spilman::payment::{PaymentError, PaymentHtlc, PaymentState, PaymentTemplate, UpdateRules, PAYOUT_POLICY};
@@ -69,11 +70,12 @@ impl Balances {
 ///
 /// # Driving
 /// * Open: the initiator calls [`Channel::open`] and sends the [`Open`]; the acceptor's embedder
-///   checks its terms and calls [`Channel::accept`]. On [`Accept`] the initiator's wallet builds
-///   the *unsigned* funding transaction paying [`Channel::funding_output`] (native segwit inputs
-///   only) and gives it to [`Channel::fund`]. The signatures on the first branch and the kickoff
-///   are exchanged; the initiator gets [`Event::FundingSignable`] once both parties hold the whole
-///   signed path, and only then signs and broadcasts the funding transaction.
+///   checks its terms and calls [`Channel::accept`]. On [`Accept`] the initiator's effects carry
+///   a [`FundingRequest`] ([`Effects::funding`](crate::driving::Effects::funding)): its wallet
+///   builds and signs a funding transaction paying it (native segwit inputs only) and gives it to
+///   [`Channel::fund`] (the crate's one funding flow, [`crate::core::funding`]). The signatures on
+///   the first branch and the kickoff are exchanged; once both parties hold the whole signed path
+///   the channel broadcasts the funding transaction ([`Event::FundingSignable`] comes with it).
 /// * Pay with [`Channel::pay`] and [`Channel::add_htlc`]; the receiver answers HTLCs with
 ///   [`Channel::fulfill_htlc`] or [`Channel::fail_htlc`].
 /// * [`Channel::reset`] re-balances the two leaf channels (both parties must be online and
@@ -94,6 +96,9 @@ pub struct Channel {
     pub(super) keys: Option<[PartyKeys; 2]>,
     pub(super) phase: Phase,
     pub(super) funding: Option<OutPoint>,
+    /// (Initiator) the wallet's funding transaction, from [`Channel::fund`] until it is
+    /// broadcast (with [`FundingSigned`]).
+    pub(super) funding_tx: Option<Transaction>,
     pub(super) funding_height: Option<BlockHeight>,
     /// The counterparty's signature on the kickoff.
     pub(super) kickoff_sig: Option<ecdsa::Signature>,
@@ -114,6 +119,8 @@ pub struct Channel {
     pub(super) update_id: u64,
     /// A [`Reestablish`](super::Reestablish) showed our data older than what we signed.
     pub(super) lost_state: bool,
+    /// What identifies the holder's keys (`None` if restored from a version-2 snapshot).
+    pub(super) key_identity: Option<KeyIdentity>,
     /// Scripts and the current branch, derived from the above (not persisted; rebuilt on
     /// restore).
     pub(super) derived: Derived,
@@ -157,7 +164,13 @@ impl PartialEq for Channel {
 }
 
 impl Channel {
-    fn blank(role: Role, terms: Terms, holder_keys: PartyKeys, tip: ChainTip) -> Option<Self> {
+    fn blank(
+        role: Role,
+        terms: Terms,
+        holder_keys: PartyKeys,
+        key_identity: KeyIdentity,
+        tip: ChainTip,
+    ) -> Option<Self> {
         let value = terms.channel_value();
         let values = [value.checked_sub(terms.push)?, terms.push];
         Some(Channel {
@@ -168,6 +181,7 @@ impl Channel {
             keys: None,
             phase: Phase::AwaitingAccept,
             funding: None,
+            funding_tx: None,
             funding_height: None,
             kickoff_sig: None,
             node_sigs: Vec::new(),
@@ -180,6 +194,7 @@ impl Channel {
             tip: tip.height,
             update_id: 0,
             lost_state: false,
+            key_identity: Some(key_identity),
             derived: Derived::default(),
             secp: Secp256k1::verification_only(),
         })
@@ -208,7 +223,8 @@ impl Channel {
             return Err(CommandError::NonStandardScript);
         }
         let keys = Self::own_keys(signer, payout_script);
-        let mut ch = Self::blank(Role::Initiator, terms, keys, tip).ok_or(CommandError::InvalidAmount)?;
+        let mut ch = Self::blank(Role::Initiator, terms, keys, KeyIdentity::of(signer), tip)
+            .ok_or(CommandError::InvalidAmount)?;
         let mut fx = ch.persist();
         fx.send.push(Msg::Open(Open {
             terms: ch.terms.clone(),
@@ -245,7 +261,7 @@ impl Channel {
         if initiator.funding == holder.funding {
             return Err(peer_error(Misbehaviour::WrongFunding));
         }
-        let mut ch = Self::blank(Role::Acceptor, open.terms, holder.clone(), tip)
+        let mut ch = Self::blank(Role::Acceptor, open.terms, holder.clone(), KeyIdentity::of(signer), tip)
             .ok_or(peer_error(Misbehaviour::BadTerms(super::TermsError::Capacity)))?;
         ch.keys = Some([initiator, holder]);
         ch.refresh_scripts();
@@ -368,6 +384,15 @@ impl Channel {
     pub fn funding_output(&self) -> Option<TxOut> {
         self.node_script()?;
         Some(TxOut { value: self.terms.capacity, script_pubkey: self.derived.node_spk.clone() })
+    }
+
+    /// (Initiator) what the wallet must fund, while the channel waits for its funding
+    /// transaction (after [`Accept`]; `None` before and once [`Channel::fund`] took one).
+    pub fn funding_request(&self) -> Option<FundingRequest> {
+        if self.phase != Phase::AwaitingFunding || self.role != Role::Initiator {
+            return None;
+        }
+        Some(FundingRequest::new(self.funding_output()?, self.temporary_channel_id()))
     }
 
     // ------------------------------------------------------------------ tree helpers
@@ -589,30 +614,50 @@ impl Channel {
         Ok(ch)
     }
 
-    // ------------------------------------------------------------------ setup
-
-    /// (Initiator) takes the wallet's *unsigned* funding transaction, signs the first branch and
-    /// the kickoff, and sends them. The wallet must not sign the funding transaction before
-    /// [`Event::FundingSignable`].
+    /// [`Channel::restore`], refusing a `signer` that does not hold the holder's keys (the one
+    /// to recreate is named by [`Channel::key_identity`] of the restored channel).
     ///
     /// # Errors
-    /// [`CommandError::WrongPhase`] unless the acceptor's keys are known and funding was not
-    /// given yet; [`CommandError::NoFundingOutput`] if no output pays [`Channel::funding_output`];
+    /// As [`Channel::restore`]; [`RestoreError::WrongSigner`] for another signer.
+    pub fn restore_with_signer<S: Signer + ?Sized>(
+        bytes: &[u8],
+        check: RestoreCheck,
+        signer: &S,
+    ) -> Result<Self, RestoreError> {
+        let ch = Self::restore(bytes, check)?;
+        KeyIdentity::check_restored(ch.key_identity, ch.check_signer(signer), signer)?;
+        Ok(ch)
+    }
+
+    /// What identifies the holder's keys, recorded in its snapshots: the key index its signer
+    /// told ([`Signer::key_index`]) and the fingerprint of its public keys. `None` for a
+    /// channel restored from a version-2 snapshot.
+    pub fn key_identity(&self) -> Option<KeyIdentity> {
+        self.key_identity
+    }
+
+    // ------------------------------------------------------------------ setup
+
+    /// (Initiator) takes the wallet's **signed** funding transaction (the crate's one funding
+    /// flow, [`crate::core::funding`]: the same call in every layer), signs the first branch and
+    /// the kickoff, and sends them with the funding outpoint (not the transaction). The channel
+    /// broadcasts the funding transaction itself once the acceptor's signatures on the whole
+    /// branch arrive ([`FundingSigned`]; [`Event::FundingSignable`] comes with it), not before:
+    /// do not broadcast it yourself.
+    ///
+    /// # Errors
+    /// [`CommandError::WrongPhase`] unless [`Channel::funding_request`] asks for one;
+    /// [`CommandError::NoFundingOutput`] unless exactly one output pays [`Channel::funding_output`];
     /// [`CommandError::MalleableFunding`] if an input carries a `scriptSig`;
     /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
-    pub fn fund<S: Signer + ?Sized>(&mut self, funding_tx: &Transaction, signer: &S) -> Result<Effects, CommandError> {
+    /// The channel is unchanged.
+    pub fn fund<S: Signer + ?Sized>(&mut self, funding_tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
-        if self.phase != Phase::AwaitingFunding {
-            return Err(CommandError::WrongPhase);
-        }
-        let want = self.funding_output().ok_or(CommandError::WrongPhase)?;
-        let vout = funding_tx.output.iter().position(|o| *o == want).ok_or(CommandError::NoFundingOutput)?;
-        if funding_tx.input.iter().any(|i| !i.script_sig.is_empty()) {
-            return Err(CommandError::MalleableFunding);
-        }
-        let outpoint = OutPoint { txid: funding_tx.compute_txid(), vout: vout as u32 };
+        let request = self.funding_request().ok_or(CommandError::WrongPhase)?;
+        let outpoint = request.check(&funding_tx)?;
         let mut next = self.clone();
         next.funding = Some(outpoint);
+        next.funding_tx = Some(funding_tx);
         next.refresh_branch();
         let (node_sigs, kickoff_sig) = next.sign_first_path(signer)?;
         next.phase = Phase::AwaitingFundingSigned;
@@ -680,7 +725,9 @@ impl Channel {
         self.keys = Some([self.holder_keys.clone(), acceptor]);
         self.refresh_scripts();
         self.phase = Phase::AwaitingFunding;
-        Ok(self.persist())
+        let mut fx = self.persist();
+        fx.funding = self.funding_request();
+        Ok(fx)
     }
 
     fn on_funding_created<S: Signer + ?Sized>(&mut self, f: FundingCreated, signer: &S) -> Result<Effects, PeerError> {
@@ -714,7 +761,9 @@ impl Channel {
         self.node_sigs = theirs;
         self.kickoff_sig = Some(f.kickoff_sig);
         self.phase = Phase::Open;
+        let funding_tx = self.funding_tx.take();
         let mut fx = self.persist();
+        fx.broadcast.extend(funding_tx);
         self.watch_funding(&mut fx);
         if let Some(outpoint) = self.funding {
             fx.events.push(Event::FundingSignable { txid: outpoint.txid });

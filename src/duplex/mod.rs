@@ -84,27 +84,32 @@
 //! use paychan::bitcoin::hashes::Hash;
 //! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence};
 //! use paychan::bitcoin::{Transaction, TxIn, Txid, WPubkeyHash, Witness};
-//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::core::funding::FundingRequest;
+//! use paychan::core::keys::Seed;
 //! use paychan::core::sign::InMemorySigner;
 //! use paychan::driving::{ChainTip, RestoreCheck, StateUpdate};
-//! use paychan::duplex::{Channel, Effects, Event, Msg, Params, Role, Terms};
+//! use paychan::duplex::{Channel, Effects, Msg, Params, Role, Terms};
 //!
 //! type Error = Box<dyn std::error::Error>;
 //!
-//! /// One party: its channel, its signer and its disk (the newest snapshot and its update id).
+//! /// One party: its channel, its signer, its disk (the newest snapshot and its update id) and
+//! /// what its wallet was asked to fund.
 //! struct Party {
 //!     channel: Channel,
 //!     signer: InMemorySigner,
 //!     disk: (u64, Vec<u8>),
+//!     funding: Option<FundingRequest>,
 //! }
 //!
 //! impl Party {
-//!     /// Persists `fx` (always first), returns what it sends and what it must broadcast.
+//!     /// Persists `fx` (always first), keeps its funding request for the wallet, returns what
+//!     /// it sends and what it must broadcast.
 //!     fn apply(&mut self, fx: Effects) -> (Vec<Msg>, Vec<Transaction>) {
 //!         // A duplex update always carries the full snapshot.
 //!         if let Some(StateUpdate { update_id, snapshot: Some(snapshot), .. }) = fx.update {
 //!             self.disk = (update_id, snapshot);
 //!         }
+//!         self.funding = fx.funding.or(self.funding.take());
 //!         (fx.send, fx.broadcast)
 //!     }
 //! }
@@ -131,7 +136,8 @@
 //! # fn main() -> Result<(), Error> {
 //! let tip = ChainTip::at(800_000);
 //! let script = |n| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]));
-//! let signer = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
+//! // Each party's signer for its channel number 0 (its key index, which the channel records).
+//! let signer = |n| InMemorySigner::from_seed(&Seed::from_bytes([n; 32]), 0);
 //! let terms = Terms {
 //!     params: Params::uniform(3, 3, 144, 144)?, // depth 3, radix 3: 26 resets
 //!     capacity: Amount::from_sat(1_000_000),
@@ -150,18 +156,20 @@
 //! // Open: the initiator proposes, the acceptor accepts.
 //! let (alice_signer, bob_signer) = (signer(0xa1), signer(0xb1));
 //! let (alice, fx) = Channel::open(terms, script(0xa1), &alice_signer, tip)?;
-//! let mut alice = Party { channel: alice, signer: alice_signer, disk: (0, Vec::new()) };
+//! let mut alice = Party { channel: alice, signer: alice_signer, disk: (0, Vec::new()), funding: None };
 //! let (open, _) = alice.apply(fx);
 //! let Msg::Open(open) = open[0].clone() else { return Err("no open".into()) };
 //! let (bob, fx) = Channel::accept(open, script(0xb1), &bob_signer, tip)?;
-//! let mut bob = Party { channel: bob, signer: bob_signer, disk: (0, Vec::new()) };
+//! let mut bob = Party { channel: bob, signer: bob_signer, disk: (0, Vec::new()), funding: None };
 //! let (accept, _) = bob.apply(fx);
 //! let mut p = [alice, bob];
 //! deliver(&mut p, Role::Initiator, accept, tip)?;
 //!
-//! // The initiator's wallet builds the funding transaction (from segwit inputs; the coin here is
-//! // made up) and hands it over unsigned. Once `Event::FundingSignable` says both sides hold the
-//! // signed tree, the wallet signs and broadcasts it.
+//! // The `Accept` asked the initiator's wallet for the funding output (the crate's one funding
+//! // flow, `core::funding`): it builds a transaction paying it from segwit inputs (the coin here
+//! // is made up), signs it and hands it over. The channel broadcasts it itself once both sides
+//! // hold the signed tree, not before.
+//! let request = p[0].funding.take().ok_or("no funding request")?;
 //! let funding_tx = Transaction {
 //!     version: transaction::Version::TWO,
 //!     lock_time: absolute::LockTime::ZERO,
@@ -169,23 +177,15 @@
 //!         previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
 //!         script_sig: ScriptBuf::new(),
 //!         sequence: Sequence::MAX,
-//!         witness: Witness::new(),
+//!         witness: Witness::new(), // the wallet's signature goes here
 //!     }],
-//!     output: vec![p[0].channel.funding_output().ok_or("no keys yet")?],
+//!     output: vec![request.output],
 //! };
-//! let fx = p[0].channel.fund(&funding_tx, &p[0].signer)?;
-//! let (created, _) = p[0].apply(fx);
-//! let mut signable = false;
-//! for msg in created {
-//!     let fx = p[1].channel.handle_message(msg, &p[1].signer, tip)?;
-//!     let (signed, _) = p[1].apply(fx);
-//!     for msg in signed {
-//!         let fx = p[0].channel.handle_message(msg, &p[0].signer, tip)?;
-//!         signable |= fx.events.iter().any(|e| matches!(e, Event::FundingSignable { .. }));
-//!         p[0].apply(fx);
-//!     }
-//! }
-//! assert!(signable);
+//! let fx = p[0].channel.fund(funding_tx.clone(), &p[0].signer)?;
+//! let (created, broadcast) = p[0].apply(fx);
+//! assert!(broadcast.is_empty());
+//! let broadcast = deliver(&mut p, Role::Acceptor, created, tip)?;
+//! assert_eq!(broadcast, [funding_tx]);
 //!
 //! // Pay, both ways.
 //! let fx = p[0].channel.pay(Amount::from_sat(20_000), &p[0].signer)?;
@@ -197,8 +197,12 @@
 //! assert_eq!(p[1].channel.balances().holder, Amount::from_sat(315_000));
 //!
 //! // The acceptor's process stops; it restarts from its disk alone.
+//! // Its snapshot names its keys: recreate the signer from the key index it records, and
+//! // restore with it (another signer is refused).
 //! let check = RestoreCheck { channel_id: p[1].channel.channel_id(), min_update_id: p[1].disk.0 };
-//! p[1].channel = Channel::restore(&p[1].disk.1, check)?;
+//! let keys = Channel::restore(&p[1].disk.1, check)?.key_identity().ok_or("no key identity")?;
+//! p[1].signer = InMemorySigner::from_seed(&Seed::from_bytes([0xb1; 32]), keys.index.ok_or("no index")?);
+//! p[1].channel = Channel::restore_with_signer(&p[1].disk.1, check, &p[1].signer)?;
 //! assert_eq!(p[1].channel.balances().holder, Amount::from_sat(315_000));
 //!
 //! // On the new connection both send `reestablish()` first.
@@ -369,8 +373,10 @@ pub enum CloseKind {
 #[derive(Clone, PartialEq, Eq, Debug)]
 #[non_exhaustive]
 pub enum Event {
-    /// (Initiator) both parties hold the fully signed kickoff and branch: sign the funding
-    /// transaction with the wallet and broadcast it now, not before.
+    /// (Initiator) both parties hold the fully signed kickoff and branch: the funding
+    /// transaction given to [`Channel::fund`] is in these effects'
+    /// [`broadcast`](crate::driving::Effects::broadcast). (A wallet that handed it over unsigned,
+    /// as this layer once asked, signs and broadcasts it now, not before.)
     FundingSignable {
         /// The funding txid.
         txid: Txid,
@@ -710,6 +716,15 @@ impl core::error::Error for CommandError {}
 impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
+    }
+}
+
+impl From<crate::core::funding::FundingError> for CommandError {
+    fn from(e: crate::core::funding::FundingError) -> Self {
+        match e {
+            crate::core::funding::FundingError::NonSegwitInput { .. } => CommandError::MalleableFunding,
+            _ => CommandError::NoFundingOutput,
+        }
     }
 }
 

@@ -20,8 +20,9 @@ use super::tree;
 use super::Role;
 use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
 use crate::core::hashlock::PaymentPreimage;
+use crate::core::sign::KeyIdentity;
 use crate::core::units::BlockHeight;
-use crate::core::wire::read_object;
+use crate::core::wire::read_object_of;
 use crate::spilman::msgs::{read_payment_state, write_payment_state};
 
 const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
@@ -29,7 +30,13 @@ const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// cover those), terms without the tree fee. A version-1 snapshot (fixed-fee tree) is refused
 /// with [`DecodeError::UnknownVersion`]: its signatures are on transactions this crate no longer
 /// builds; close such a channel with the release that wrote it.
-const VERSION: u8 = 2;
+///
+/// Version 3 adds the holder's [`KeyIdentity`] (record 32; absent for a channel first restored from version 2) and the initiator's funding
+/// transaction while it waits to broadcast it (record 34); version 2 is still read (no key
+/// identity; a version-2 initiator waiting for `FundingSigned` holds no transaction: its wallet
+/// broadcasts it, as version 2 asked).
+const VERSION: u8 = 3;
+const READABLE: [u8; 2] = [2, VERSION];
 
 fn write_keys(w: &mut Writer, k: &PartyKeys) {
     w.pubkey(&k.funding).pubkey(&k.htlc).script(&k.payout);
@@ -280,12 +287,18 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     .record(28, |w| write_chain(w, &c.chain))
     // Even: a decoder that does not know it must refuse the snapshot rather than restore a
     // channel that lost state as a healthy one.
-    .optional(30, c.lost_state.then_some(()), |_, ()| {});
+    .optional(30, c.lost_state.then_some(()), |_, ()| {})
+    .record(32, |w| KeyIdentity::write_recorded(c.key_identity.as_ref(), w))
+    .optional(34, c.funding_tx.as_ref(), |w, tx| {
+        w.transaction(tx);
+    });
     t.finish()
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
-    let tlv = read_object(bytes, KIND, VERSION)?;
+    let (version, tlv) = read_object_of(bytes, KIND, &READABLE)?;
+    let mut key_identity = None;
+    let mut funding_tx = None;
     let mut update_id = None;
     let mut role_terms: Option<(Role, Terms)> = None;
     let mut holder_keys = None;
@@ -342,10 +355,18 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
                 chain = Some(read_chain(r, depth)?);
             }
             30 => lost_state = true,
+            32 => key_identity = Some(KeyIdentity::read_recorded(r)?),
+            34 => funding_tx = Some(r.transaction("funding_tx")?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-3 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
+    if version >= 3 && key_identity.is_none() {
+        return Err(DecodeError::MissingField("key identity"));
+    }
+    let key_identity = key_identity.flatten();
     let (role, terms) = required(role_terms, "terms")?;
     let (phase, tip) = required(phase_tip, "phase")?;
     let (digits, node_sigs, values) = required(branch, "branch")?;
@@ -368,6 +389,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         keys,
         phase,
         funding,
+        funding_tx,
         funding_height,
         kickoff_sig,
         digits,
@@ -381,6 +403,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         tip,
         update_id: required(update_id, "update_id")?,
         lost_state,
+        key_identity,
         derived: Default::default(),
         secp: Secp256k1::verification_only(),
     };

@@ -136,6 +136,8 @@ pub struct Channel {
     /// The peer proved a newer state than ours (`channel_reestablish`): our commitment is revoked,
     /// so we must never broadcast it; we wait for the peer's.
     pub(crate) lost_state: bool,
+    /// What identifies the holder's keys (`None` if restored from a snapshot before version 3).
+    pub(crate) key_identity: Option<crate::core::sign::KeyIdentity>,
     /// Preimages learnt for HTLCs (on chain, or given by the embedder after removal).
     pub(crate) preimages: Vec<(Side, u64, crate::core::hashlock::PaymentPreimage)>,
     /// The on-chain state once the funding output is spent.
@@ -948,6 +950,35 @@ impl Channel {
         signer: &S,
     ) -> Result<(), crate::core::sign::WrongSigner> {
         crate::core::sign::check_signer_pubkeys(signer, &self.holder.pubkeys)
+    }
+
+    /// What identifies the holder's keys, recorded in its snapshots: the key index its signer
+    /// told ([`Signer::key_index`](crate::core::sign::Signer::key_index)) and the fingerprint of
+    /// its public keys. `None` for a channel restored from a snapshot older than version 3.
+    pub fn key_identity(&self) -> Option<crate::core::sign::KeyIdentity> {
+        self.key_identity
+    }
+
+    /// [`Channel::restore_with_records`], refusing a `signer` that does not hold the holder's
+    /// keys (the one to recreate is named by [`Channel::key_identity`] of the restored channel).
+    ///
+    /// # Errors
+    /// As [`Channel::restore_with_records`]; [`RestoreError::WrongSigner`] for another signer.
+    pub fn restore_with_signer<I, S>(
+        bytes: &[u8],
+        records: I,
+        check: RestoreCheck,
+        signer: &S,
+    ) -> Result<Self, RestoreError>
+    where
+        I: IntoIterator,
+        I::IntoIter: Clone,
+        I::Item: AsRef<[u8]>,
+        S: crate::core::sign::Signer + ?Sized,
+    {
+        let c = Self::restore_with_records(bytes, records, check)?;
+        crate::core::sign::KeyIdentity::check_restored(c.key_identity, c.check_signer(signer), signer)?;
+        Ok(c)
     }
 
     /// The peer's latest commitment as we signed it (unsigned by the peer).

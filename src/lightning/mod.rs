@@ -4,7 +4,7 @@
 //! # Driving
 //! A [`Channel`] is a plain value, driven as described in [`crate::driving`]:
 //!
-//! * **commands**: [`Channel::open`] / [`Channel::accept`], [`Channel::funding_tx`],
+//! * **commands**: [`Channel::open`] / [`Channel::accept`], [`Channel::fund`],
 //!   [`Channel::add_htlc`], [`Channel::fulfill_htlc`], [`Channel::fail_htlc`],
 //!   [`Channel::update_fee`], [`Channel::commit`] (send `commitment_signed` for everything
 //!   pending), [`Channel::shutdown`];
@@ -19,6 +19,15 @@
 //! `commitment_signed` (our `revoke_and_ack`, and our own `commitment_signed` if the peer's
 //! updates need one) are produced automatically.
 //!
+//! # Funding
+//! The crate's one funding flow ([`crate::core::funding`]): once `accept_channel` arrives, the
+//! opener's effects ask its wallet for the funding output
+//! ([`Effects::funding`](crate::driving::Effects::funding), also reported as
+//! [`Event::FundingGenerationReady`]); the wallet hands the **signed** transaction (segwit inputs
+//! only) to [`Channel::fund`] and does not broadcast it: the channel does, once `funding_signed`
+//! gives it the acceptor's signature on its first commitment. `funding_created` carries only the
+//! outpoint.
+//!
 //! # Example: open, pay, persist, restart, close
 //! Two channels in one process, the wire, the chain, the wallet and the disks played by local
 //! variables. Every [`Effects`] is persisted (snapshot replaced, records appended) before its
@@ -29,9 +38,10 @@
 //!
 //! use paychan::bitcoin::hashes::Hash;
 //! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence};
-//! use paychan::bitcoin::{Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+//! use paychan::bitcoin::{Transaction, TxIn, Txid, WPubkeyHash, Witness};
 //! use paychan::core::commitment::ChannelType;
-//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::core::funding::FundingRequest;
+//! use paychan::core::keys::Seed;
 //! use paychan::core::sign::InMemorySigner;
 //! use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
 //! use paychan::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck};
@@ -39,7 +49,8 @@
 //!
 //! type Error = Box<dyn std::error::Error>;
 //!
-//! /// One node: its channel, its signer, its disk and the events it was told of.
+//! /// One node: its channel, its signer, its disk, the events it was told of and what its
+//! /// wallet was asked to fund.
 //! struct Node {
 //!     channel: Channel,
 //!     signer: InMemorySigner,
@@ -47,11 +58,13 @@
 //!     snapshot: Vec<u8>,
 //!     records: Vec<Vec<u8>>,
 //!     events: Vec<Event>,
+//!     funding: Option<FundingRequest>,
 //! }
 //!
 //! impl Node {
 //!     fn new(channel: Channel, signer: InMemorySigner) -> Self {
-//!         Node { channel, signer, update_id: 0, snapshot: Vec::new(), records: Vec::new(), events: Vec::new() }
+//!         let (snapshot, records, events) = (Vec::new(), Vec::new(), Vec::new());
+//!         Node { channel, signer, update_id: 0, snapshot, records, events, funding: None }
 //!     }
 //!
 //!     /// Persists `fx` (always first: append the records, which may end with a delta of the
@@ -66,6 +79,7 @@
 //!             }
 //!         }
 //!         self.events.extend(fx.events);
+//!         self.funding = fx.funding.or(self.funding.take());
 //!         (fx.send, fx.broadcast)
 //!     }
 //! }
@@ -91,7 +105,8 @@
 //! # fn main() -> Result<(), Error> {
 //! let mut tip = ChainTip::at(800_000);
 //! let script = |n| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]));
-//! let signer = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
+//! // Each node's signer for its channel number 0 (the key index its snapshots record).
+//! let signer = |n| InMemorySigner::from_seed(&Seed::from_bytes([n; 32]), 0);
 //! let config = ChannelConfig { minimum_depth: 1, ..ChannelConfig::default_for([6; 32], ChannelType::StaticRemoteKey) };
 //!
 //! // Open: Alice proposes (with a temporary id of her choosing), Bob accepts.
@@ -111,14 +126,11 @@
 //! let mut n = [alice, Node::new(bob, bob_signer)];
 //! deliver(&mut n, 1, fx, tip)?;
 //!
-//! // Alice's wallet builds the funding transaction the channel asks for (the coin it spends is
-//! // made up) and signs it; the channel broadcasts it once Bob signed Alice's first commitment.
-//! let funding_output = n[0].events.iter().find_map(|e| match e {
-//!     Event::FundingGenerationReady { script_pubkey, value } => {
-//!         Some(TxOut { script_pubkey: script_pubkey.clone(), value: *value })
-//!     }
-//!     _ => None,
-//! });
+//! // `accept_channel` asked Alice's wallet for the funding output (the crate's one funding flow,
+//! // `core::funding`): it builds a transaction paying it from segwit inputs (the coin it spends
+//! // is made up) and signs it; the channel broadcasts it once Bob signed Alice's first
+//! // commitment, not before.
+//! let request = n[0].funding.take().ok_or("no funding request")?;
 //! let funding_tx = Transaction {
 //!     version: transaction::Version::TWO,
 //!     lock_time: absolute::LockTime::ZERO,
@@ -128,9 +140,9 @@
 //!         sequence: Sequence::MAX,
 //!         witness: Witness::new(), // the wallet's signature goes here
 //!     }],
-//!     output: vec![funding_output.ok_or("no funding request")?],
+//!     output: vec![request.output],
 //! };
-//! let fx = n[0].channel.funding_tx(funding_tx.clone(), &n[0].signer)?;
+//! let fx = n[0].channel.fund(funding_tx.clone(), &n[0].signer)?;
 //! let broadcast = deliver(&mut n, 0, fx, tip)?;
 //! assert_eq!(broadcast, [funding_tx.clone()]);
 //!
@@ -157,7 +169,7 @@
 //! let fx = n[0].channel.handle_disconnect();
 //! n[0].apply(fx);
 //! let check = RestoreCheck { channel_id: Some(n[1].channel.channel_id()), min_update_id: n[1].update_id };
-//! n[1].channel = Channel::restore_with_records(&n[1].snapshot, &n[1].records, check)?;
+//! n[1].channel = Channel::restore_with_signer(&n[1].snapshot, &n[1].records, check, &n[1].signer)?;
 //!
 //! // On the new connection both send `channel_reestablish` first.
 //! for i in 0..2 {
@@ -521,7 +533,9 @@ pub enum HtlcFailure {
 #[non_exhaustive]
 pub enum Event {
     /// (Opener) the wallet must now create a transaction paying `value` to `script_pubkey` and
-    /// hand it to [`Channel::funding_tx`].
+    /// hand it to [`Channel::fund`]: the same request as the
+    /// [`Effects::funding`](crate::driving::Effects::funding) it comes with (the crate's one
+    /// funding flow, [`crate::core::funding`]), kept as an event for existing callers.
     FundingGenerationReady {
         /// The funding output's script.
         script_pubkey: ScriptBuf,
@@ -857,8 +871,12 @@ pub enum CommandError {
     Fee,
     /// Nothing to sign.
     NothingToCommit,
-    /// The funding transaction has no output paying the channel.
+    /// The funding transaction has no output paying the channel, or more than one
+    /// ([`FundingError`](crate::core::funding::FundingError)).
     NoFundingOutput,
+    /// The funding transaction has an input with a `scriptSig`: its txid, which our first
+    /// commitment signatures commit to, is malleable.
+    MalleableFunding,
     /// The signer could not sign.
     Signer(crate::core::sign::SignerError),
     /// A key derivation failed.
@@ -902,6 +920,15 @@ impl fmt::Display for OpenError {
 }
 
 impl core::error::Error for OpenError {}
+
+impl From<crate::core::funding::FundingError> for CommandError {
+    fn from(e: crate::core::funding::FundingError) -> Self {
+        match e {
+            crate::core::funding::FundingError::NonSegwitInput { .. } => CommandError::MalleableFunding,
+            _ => CommandError::NoFundingOutput,
+        }
+    }
+}
 
 impl From<crate::core::sign::WrongSigner> for CommandError {
     fn from(e: crate::core::sign::WrongSigner) -> Self {

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use bitcoin::secp256k1::{ecdsa::Signature, PublicKey, Secp256k1};
 use bitcoin::sighash::EcdsaSighashType;
-use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
+use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 
 use super::channel::{Channel, Phase, Shutdown, SideParams};
 use super::htlc::Side;
@@ -17,11 +17,12 @@ use crate::core::commitment::signatures::{
     sign_counterparty_commitment, verify_holder_commitment, CommitmentSignatures,
 };
 use crate::core::commitment::{ChannelType, CommitmentNumber};
+use crate::core::funding::FundingRequest;
 use crate::core::keys::{
     ChannelPubkeys, DelayedPaymentBasepoint, FundingPubkey, HtlcBasepoint, PaymentBasepoint, RevocationBasepoint,
 };
 use crate::core::shachain::SecretStore;
-use crate::core::sign::Signer;
+use crate::core::sign::{KeyIdentity, Signer};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainTip, ChannelId};
 
@@ -122,6 +123,7 @@ impl Channel {
         push: MilliSats,
         feerate: u32,
         pubkeys: ChannelPubkeys,
+        key_identity: KeyIdentity,
         tip: ChainTip,
     ) -> Option<Self> {
         let funding_msat = MilliSats::from_amount(capacity)?;
@@ -168,6 +170,7 @@ impl Channel {
             sweep_feerate: 1_000,
             force_closed: false,
             lost_state: false,
+            key_identity: Some(key_identity),
             preimages: Vec::new(),
             onchain: None,
             secp: Secp256k1::new(),
@@ -212,6 +215,7 @@ impl Channel {
             params.push,
             params.feerate_per_kw,
             *signer.pubkeys(),
+            KeyIdentity::of(signer),
             tip,
         )
         .ok_or(CommandError::Amount)?;
@@ -302,6 +306,7 @@ impl Channel {
             open.push_msat,
             open.feerate_per_kw,
             *signer.pubkeys(),
+            KeyIdentity::of(signer),
             tip,
         )
         .ok_or(OpenError(Misbehaviour::BadParameters))?;
@@ -380,52 +385,67 @@ impl Channel {
         self.counterparty_point = Some(m.first_per_commitment_point);
         self.minimum_depth = m.minimum_depth;
         self.phase = Phase::AwaitingFundingTx;
-        let script_pubkey = crate::core::script::funding(
-            &self.holder.pubkeys.funding,
-            &FundingPubkey::from_public_key(m.funding_pubkey),
-        )
-        .to_p2wsh();
         let mut fx = self.persist();
-        fx.events.push(Event::FundingGenerationReady { script_pubkey, value: self.capacity });
+        fx.funding = self.funding_request();
+        if let Some(request) = &fx.funding {
+            let (script_pubkey, value) = (request.output.script_pubkey.clone(), request.output.value);
+            fx.events.push(Event::FundingGenerationReady { script_pubkey, value });
+        }
         Ok(fx)
     }
 
-    /// (Opener) takes the wallet's funding transaction: signs the acceptor's first commitment and
-    /// sends `funding_created`. The funding transaction is broadcast only once the acceptor's
-    /// signature on our first commitment arrives (`funding_signed`).
+    /// (Opener) what the wallet must fund, while the channel waits for its funding transaction
+    /// (after `accept_channel`; `None` before and once [`Channel::fund`] took one).
+    pub fn funding_request(&self) -> Option<FundingRequest> {
+        if self.phase != Phase::AwaitingFundingTx || !self.is_funder {
+            return None;
+        }
+        let cp = self.counterparty.as_ref()?;
+        let script_pubkey = crate::core::script::funding(&self.holder.pubkeys.funding, &cp.pubkeys.funding).to_p2wsh();
+        Some(FundingRequest::new(TxOut { script_pubkey, value: self.capacity }, self.temporary_channel_id))
+    }
+
+    /// (Opener) takes the wallet's **signed** funding transaction (the crate's one funding flow,
+    /// [`crate::core::funding`]: the same call in every layer): signs the acceptor's first
+    /// commitment and sends `funding_created`, which carries only the outpoint. The funding
+    /// transaction is broadcast by the channel (in [`Effects::broadcast`](crate::driving::Effects::broadcast))
+    /// once the acceptor's signature on our first commitment arrives (`funding_signed`), not
+    /// before: do not broadcast it yourself.
     ///
     /// # Errors
-    /// [`CommandError`] if not expected now or no output pays the channel;
+    /// [`CommandError::WrongPhase`] unless [`Channel::funding_request`] asks for one;
+    /// [`CommandError::NoFundingOutput`] unless exactly one output pays it;
+    /// [`CommandError::MalleableFunding`] if an input has a `scriptSig`;
     /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
-    pub fn funding_tx<S: Signer + ?Sized>(&mut self, tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
+    /// The channel is unchanged.
+    pub fn fund<S: Signer + ?Sized>(&mut self, tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
-        if self.phase != Phase::AwaitingFundingTx {
-            return Err(CommandError::WrongPhase);
-        }
-        let cp = self.counterparty.as_ref().ok_or(CommandError::WrongPhase)?;
-        let script = crate::core::script::funding(&self.holder.pubkeys.funding, &cp.pubkeys.funding).to_p2wsh();
-        let vout = tx
-            .output
-            .iter()
-            .position(|o| o.script_pubkey == script && o.value == self.capacity)
-            .and_then(|v| u16::try_from(v).ok())
-            .ok_or(CommandError::NoFundingOutput)?;
-        let txid = tx.compute_txid();
+        let request = self.funding_request().ok_or(CommandError::WrongPhase)?;
+        let outpoint = request.check(&tx)?;
+        let vout = u16::try_from(outpoint.vout).map_err(|_| CommandError::NoFundingOutput)?;
         let mut next = self.clone();
-        next.funding_outpoint = Some(OutPoint { txid, vout: u32::from(vout) });
+        next.funding_outpoint = Some(outpoint);
         let signature = next.sign_counterparty_initial(signer)?;
-        next.channel_id = ChannelId::from_funding(&OutPoint { txid, vout: u32::from(vout) });
+        next.channel_id = ChannelId::from_funding(&outpoint);
         next.funding_tx = Some(tx);
         next.phase = Phase::AwaitingFundingSigned;
         *self = next;
         let mut fx = self.persist();
         fx.send.push(Msg::FundingCreated {
             temporary_channel_id: self.temporary_channel_id,
-            funding_txid: txid,
+            funding_txid: outpoint.txid,
             funding_output_index: vout,
             signature,
         });
         Ok(fx)
+    }
+
+    /// [`Channel::fund`] under its former name, kept for existing callers.
+    ///
+    /// # Errors
+    /// As [`Channel::fund`].
+    pub fn funding_tx<S: Signer + ?Sized>(&mut self, tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
+        self.fund(tx, signer)
     }
 
     fn sign_counterparty_initial<S: Signer + ?Sized>(&self, signer: &S) -> Result<Signature, CommandError> {

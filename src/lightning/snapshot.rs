@@ -21,13 +21,18 @@ use crate::core::keys::{
 };
 use crate::core::script::WitnessScript;
 use crate::core::shachain::SecretStore;
+use crate::core::sign::KeyIdentity;
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::ChannelId;
 
 const KIND_CHANNEL: u8 = crate::core::kinds::LIGHTNING_CHANNEL;
 /// Version 2 keeps onions out of the snapshot (in [`OnionRecord`](super::records::OnionRecord)s);
 /// version 1 carried them inline and is still read.
-const VERSION: u8 = 2;
+///
+/// Version 3 adds the holder's [`KeyIdentity`] (record 42; absent for a channel first restored from
+/// an older version, which keeps none); versions 1
+/// and 2 are still read (their channels report no key identity).
+const VERSION: u8 = 3;
 
 fn write_pubkeys(w: &mut Writer, k: &ChannelPubkeys) {
     w.pubkey(k.funding.public_key());
@@ -222,7 +227,7 @@ fn read_htlc(r: &mut Reader<'_>, version: u8) -> Result<(Htlc, bool), DecodeErro
     let onion = match (version, r.u8()?) {
         (_, 0) => None,
         (1, 1) => Some(OnionPacket::from_slice(r.take(ONION_PACKET_LEN)?).ok_or(DecodeError::Truncated)?),
-        (2, 2) => {
+        (2.., 2) => {
             in_record = true;
             None
         }
@@ -431,7 +436,8 @@ pub(super) fn encode_channel(c: &Channel) -> Vec<u8> {
     // Odd: an older reader keeps its default deadlines. Written only when not the defaults.
     .optional(41, Some(&c.config.htlc_deadlines).filter(|d| **d != super::HtlcDeadlines::default()), |w, d| {
         w.u32(d.offered_grace).u32(d.claim_margin);
-    });
+    })
+    .record(42, |w| KeyIdentity::write_recorded(c.key_identity.as_ref(), w));
     t.finish()
 }
 
@@ -532,7 +538,7 @@ fn read_onchain(r: &mut Reader<'_>) -> Result<OnChain, DecodeError> {
 /// The update id of a snapshot (record 0), without decoding the rest.
 pub(super) fn snapshot_update_id(bytes: &[u8]) -> Result<u64, DecodeError> {
     let (version, mut tlv) = read_header(bytes, KIND_CHANNEL)?;
-    if version != 1 && version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::UnknownVersion(version));
     }
     match tlv.next_record()? {
@@ -550,10 +556,11 @@ pub(super) fn snapshot_update_id(bytes: &[u8]) -> Result<u64, DecodeError> {
 #[allow(clippy::too_many_lines)]
 pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>), DecodeError> {
     let (version, tlv) = read_header(bytes, KIND_CHANNEL)?;
-    if version != 1 && version != VERSION {
+    if !(1..=VERSION).contains(&version) {
         return Err(DecodeError::UnknownVersion(version));
     }
     let mut onions_in_records = Vec::new();
+    let mut key_identity = None;
     let mut update_id = None;
     let mut ident = None;
     let mut funding_outpoint = None;
@@ -728,10 +735,17 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
             41 => {
                 htlc_deadlines = Some(super::HtlcDeadlines { offered_grace: r.u32()?, claim_margin: r.u32()? });
             }
+            42 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-3 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
+    if version >= 3 && key_identity.is_none() {
+        return Err(DecodeError::MissingField("key identity"));
+    }
+    let key_identity = key_identity.flatten();
     let (sweep_destination, sweep_feerate, force_closed, preimages) = required(sweep, "sweep")?;
     let (is_funder, mut config, ct, temporary_channel_id, channel_id, capacity, push, minimum_depth) =
         required(ident, "identity")?;
@@ -805,6 +819,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         sweep_feerate,
         force_closed,
         lost_state,
+        key_identity,
         preimages,
         onchain,
         secp: Secp256k1::new(),

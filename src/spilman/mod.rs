@@ -15,6 +15,15 @@
 //!   the payer's wallet must fund it that way. [`Payer::fund`] refuses funding transactions with a
 //!   non-empty `scriptSig`, which catches legacy and wrapped inputs once signed.
 //!
+//! # Funding
+//! The crate's one funding flow ([`crate::core::funding`]): [`Payer::open`]'s effects ask the
+//! wallet for the funding output ([`Effects::funding`](crate::driving::Effects::funding)); the
+//! wallet hands the **signed** transaction (segwit inputs only) to [`Payer::fund`] and does not
+//! broadcast it: the payer does, at once with the CLTV refund (the payee may broadcast it too:
+//! `Open` carries it), only after the payee's refund signature with the pre-signed one. A payer
+//! that stopped before the payee got `Open` (or `RefundRequest`) sends it again on reconnection,
+//! when the payee's `reestablish()` shows it holds no payment.
+//!
 //! # Driving
 //! [`Payer`] and [`Payee`] are plain values driven as described in [`crate::driving`]: commands
 //! (`pay`, `add_htlc`, `fulfill_htlc`, `close`), `handle_message` for peer messages,
@@ -42,7 +51,7 @@
 //! use paychan::bitcoin::hashes::Hash;
 //! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence};
 //! use paychan::bitcoin::{Transaction, TxIn, Txid, WPubkeyHash, Witness};
-//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::core::keys::Seed;
 //! use paychan::core::sign::InMemorySigner;
 //! use paychan::core::BlockHeight;
 //! use paychan::driving::{ChainTip, RestoreCheck, StateUpdate};
@@ -93,9 +102,10 @@
 //! }
 //!
 //! # fn main() -> Result<(), Error> {
+//! // Each side's signer for its channel number 0 (the key index its snapshots record).
 //! let signers = [
-//!     InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([1; 32]), 0)), // payer
-//!     InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([2; 32]), 0)), // payee
+//!     InMemorySigner::from_seed(&Seed::from_bytes([1; 32]), 0), // payer
+//!     InMemorySigner::from_seed(&Seed::from_bytes([2; 32]), 0), // payee
 //! ];
 //! let mut disks = [Disk::default(), Disk::default()];
 //! let tip = ChainTip::at(800_000);
@@ -126,10 +136,13 @@
 //!     first_payment: Amount::from_sat(1_000),
 //!     max_lifetime: 4_320,
 //! };
-//! let mut payer = Payer::new(offer, config, &signers[0], tip)?;
+//! let (mut payer, fx) = Payer::open(offer, config, &signers[0], tip)?;
+//! disks[0].persist(fx.update);
 //!
-//! // ...and its wallet builds a funding transaction paying `funding_output()` from segwit
-//! // inputs and signs it (the coin spent here is made up).
+//! // ...and asks its wallet for the funding (the crate's one funding flow, `core::funding`):
+//! // a transaction paying the requested output from segwit inputs, signed (the coin spent here
+//! // is made up). The payer broadcasts it itself (with the CLTV refund, at once).
+//! let request = fx.funding.ok_or("no funding request")?;
 //! let funding_tx = Transaction {
 //!     version: transaction::Version::TWO,
 //!     lock_time: absolute::LockTime::ZERO,
@@ -139,9 +152,10 @@
 //!         sequence: Sequence::MAX,
 //!         witness: Witness::new(), // the wallet's signature goes here
 //!     }],
-//!     output: vec![payer.funding_output()],
+//!     output: vec![request.output],
 //! };
-//! let fx = payer.fund(funding_tx, &signers[0])?; // carries the first payment (1,000 sat)
+//! let fx = payer.fund(funding_tx.clone(), &signers[0])?; // carries the first payment (1,000 sat)
+//! assert_eq!(fx.broadcast, [funding_tx]);
 //! deliver(fx, &mut payer, &mut payee, &mut disks, &signers, tip)?;
 //!
 //! // Pay.
@@ -155,7 +169,7 @@
 //! let channel_id = payee.channel_id();
 //! drop(payee);
 //! let check = RestoreCheck { channel_id, min_update_id: disks[1].update_id };
-//! let mut payee = Payee::restore(&disks[1].snapshot, check)?;
+//! let mut payee = Payee::restore_with_signer(&disks[1].snapshot, check, &signers[1])?;
 //! assert_eq!(payee.received(), Amount::from_sat(11_000));
 //!
 //! // On the new connection both sides send their `reestablish()` first.
@@ -460,9 +474,10 @@ pub enum CommandError {
     HtlcExpiry,
     /// The HTLC has not expired yet.
     NotExpired,
-    /// The funding transaction has no output paying the channel script and capacity.
+    /// The funding transaction has no output paying the channel script and capacity, or more
+    /// than one ([`FundingError`](crate::core::funding::FundingError)).
     NoFundingOutput,
-    /// The funding transaction has a non-segwit input (pre-signed variant).
+    /// The funding transaction has an input with a `scriptSig` (its txid is malleable).
     MalleableFunding,
     /// The payee's terms are unusable.
     BadTerms,
@@ -492,6 +507,15 @@ impl core::error::Error for CommandError {}
 impl From<crate::core::sign::SignerError> for CommandError {
     fn from(e: crate::core::sign::SignerError) -> Self {
         CommandError::Signer(e)
+    }
+}
+
+impl From<crate::core::funding::FundingError> for CommandError {
+    fn from(e: crate::core::funding::FundingError) -> Self {
+        match e {
+            crate::core::funding::FundingError::NonSegwitInput { .. } => CommandError::MalleableFunding,
+            _ => CommandError::NoFundingOutput,
+        }
     }
 }
 

@@ -3,15 +3,16 @@
 use alloc::vec::Vec;
 
 use bitcoin::secp256k1::{PublicKey, Secp256k1, VerifyOnly};
-use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
+use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 
 use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, RefundSigned, Variant};
 use super::payment::{
     ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, UpdateError, UpdateRules, PAYOUT_POLICY,
 };
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
+use crate::core::funding::{FundingError, FundingRequest};
 use crate::core::hashlock::PaymentPreimage;
-use crate::core::sign::{self, KeyId, Signer, WrongSigner};
+use crate::core::sign::{self, KeyId, KeyIdentity, Signer, WrongSigner};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
 
@@ -88,6 +89,8 @@ pub struct Payee {
     /// HTLC claims broadcast after close: (id, claim txid).
     pub(super) claims: Vec<(u64, Txid)>,
     pub(super) update_id: u64,
+    /// What identifies the payee's keys (`None` if restored from a version-1 snapshot).
+    pub(super) key_identity: Option<KeyIdentity>,
     pub(super) secp: Secp256k1<VerifyOnly>,
 }
 
@@ -117,6 +120,7 @@ impl Payee {
             closing_txid: None,
             claims: Vec::new(),
             update_id: 0,
+            key_identity: Some(KeyIdentity::of(signer)),
             secp: Secp256k1::verification_only(),
         };
         let mut fx = payee.persist();
@@ -242,6 +246,28 @@ impl Payee {
         Ok(payee)
     }
 
+    /// [`Payee::restore`], refusing a `signer` that does not hold the payee's keys (the one to
+    /// recreate is named by [`Payee::key_identity`] of the restored payee).
+    ///
+    /// # Errors
+    /// As [`Payee::restore`]; [`RestoreError::WrongSigner`] for another signer.
+    pub fn restore_with_signer<S: Signer + ?Sized>(
+        bytes: &[u8],
+        check: RestoreCheck,
+        signer: &S,
+    ) -> Result<Self, RestoreError> {
+        let payee = Self::restore(bytes, check)?;
+        KeyIdentity::check_restored(payee.key_identity, payee.check_signer(signer), signer)?;
+        Ok(payee)
+    }
+
+    /// What identifies the payee's keys, recorded in its snapshots: the key index its signer
+    /// told ([`Signer::key_index`]) and the fingerprint of its public keys. `None` for a payee
+    /// restored from a version-1 snapshot.
+    pub fn key_identity(&self) -> Option<KeyIdentity> {
+        self.key_identity
+    }
+
     /// Handles a message from the payer. On error nothing changed.
     ///
     /// # Errors
@@ -303,7 +329,20 @@ impl Payee {
     }
 
     fn on_refund_request<S: Signer + ?Sized>(&mut self, r: RefundRequest, signer: &S) -> Result<Effects, PeerError> {
-        if self.phase != PayeePhase::Offered {
+        // Once signed, only the same request again (a payer that did not get our signature
+        // before a disconnection or a crash asks again): it gets the same signature.
+        let again = self.phase == PayeePhase::RefundSigned
+            && r.refund_fee == self.refund_fee
+            && self.template.as_ref().is_some_and(|t| {
+                *t == self.template_for(
+                    r.payer_key,
+                    r.payer_htlc_key,
+                    r.payer_script.clone(),
+                    r.funding_outpoint,
+                    r.capacity,
+                )
+            });
+        if self.phase != PayeePhase::Offered && !again {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
         if self.config.variant != Variant::PresignedRefund {
@@ -363,13 +402,14 @@ impl Payee {
         if self.config.variant == Variant::PresignedRefund && o.refund_fee != self.refund_fee {
             return Err(peer_error(Misbehaviour::WrongFunding));
         }
-        if funding_out.script_pubkey != template.channel_script().to_p2wsh() || funding_out.value != template.capacity {
-            return Err(peer_error(Misbehaviour::WrongFunding));
-        }
-        if self.config.variant == Variant::PresignedRefund
-            && o.funding_tx.input.iter().any(|i| !i.script_sig.is_empty())
-        {
-            return Err(peer_error(Misbehaviour::MalleableFunding));
+        // The payer's funding must follow the one funding rule (`core::funding`): the channel
+        // output exactly once, at the index the payer names, from segwit inputs only (the
+        // payments we accept commit to its txid).
+        let expected = TxOut { value: template.capacity, script_pubkey: template.channel_script().to_p2wsh() };
+        match FundingRequest::new(expected, self.temporary_channel_id()).check(&o.funding_tx) {
+            Ok(outpoint) if outpoint == funding_outpoint => {}
+            Err(FundingError::NonSegwitInput { .. }) => return Err(peer_error(Misbehaviour::MalleableFunding)),
+            _ => return Err(peer_error(Misbehaviour::WrongFunding)),
         }
         if tip.height >= self.close_by() {
             return Err(peer_error(Misbehaviour::NotAcceptingPayments));

@@ -8,8 +8,9 @@ use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
 use super::msgs::{Msg, Offer, Open, Payment, RefundRequest, Variant};
 use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate, PAYOUT_POLICY};
 use super::{peer_error, CloseKind, CommandError, Effects, Event, Misbehaviour, PeerError};
+use crate::core::funding::FundingRequest;
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
-use crate::core::sign::{self, KeyId, Signer, WrongSigner};
+use crate::core::sign::{self, KeyId, KeyIdentity, Signer, WrongSigner};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck, RestoreError, StateUpdate, Watch};
 
@@ -80,8 +81,9 @@ pub(super) struct OnChainHtlc {
 /// The payer of a Spilman channel.
 ///
 /// # Driving
-/// [`Payer::new`] checks the payee's [`Offer`]; [`Payer::funding_output`] tells the wallet what to
-/// fund; [`Payer::fund`] takes the funding transaction. Then [`Payer::pay`], [`Payer::add_htlc`],
+/// [`Payer::open`] checks the payee's [`Offer`] and asks the wallet for the funding output
+/// ([`Effects::funding`](crate::driving::Effects::funding)); [`Payer::fund`] takes the signed
+/// funding transaction (the crate's one funding flow, [`crate::core::funding`]). Then [`Payer::pay`], [`Payer::add_htlc`],
 /// [`Payer::timeout_htlc`] make payments; [`Payer::handle_message`] and [`Payer::handle_chain`]
 /// take the payee's messages and chain events. After expiry the payer refunds by itself.
 #[derive(Clone, Debug)]
@@ -106,6 +108,8 @@ pub struct Payer {
     pub(super) update_id: u64,
     /// A [`Reestablish`](super::Reestablish) proved our data older than what we signed.
     pub(super) lost_state: bool,
+    /// What identifies the payer's keys (`None` if restored from a version-1 snapshot).
+    pub(super) key_identity: Option<KeyIdentity>,
     pub(super) secp: Secp256k1<VerifyOnly>,
 }
 
@@ -116,10 +120,10 @@ impl PartialEq for Payer {
 }
 
 impl Payer {
-    /// Checks the payee's offer against the payer's own choices.
-    ///
-    /// Unlike every other constructor of the crate it returns no [`Effects`]: the payer has
-    /// nothing to persist or send before [`Payer::fund`], whose effects carry its first snapshot.
+    /// Checks the payee's offer against the payer's own choices: [`Payer::open`] without its
+    /// [`Effects`] (kept for callers that ask [`Payer::funding_output`] themselves; nothing is
+    /// to be persisted or sent before [`Payer::fund`], whose effects carry the payer's first
+    /// snapshot).
     ///
     /// # Errors
     /// [`CommandError::NonStandardScript`] if the offer's `payee_script` or our `payer_script` is
@@ -168,8 +172,36 @@ impl Payer {
             onchain: Vec::new(),
             update_id: 0,
             lost_state: false,
+            key_identity: Some(KeyIdentity::of(signer)),
             secp: Secp256k1::verification_only(),
         })
+    }
+
+    /// Opens the channel as payer: checks the payee's offer against the payer's own choices, as
+    /// every layer's `open` does, and returns the payer with its first [`Effects`]: its first
+    /// snapshot and the [`FundingRequest`] (in [`Effects::funding`](crate::driving::Effects::funding))
+    /// for the wallet. Answer it with [`Payer::fund`] (the crate's one funding flow,
+    /// [`crate::core::funding`]).
+    ///
+    /// # Errors
+    /// As [`Payer::new`].
+    pub fn open<S: Signer + ?Sized>(
+        offer: Offer,
+        config: PayerConfig,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<(Self, Effects), CommandError> {
+        let mut payer = Self::new(offer, config, signer, tip)?;
+        let mut fx = payer.persist();
+        fx.funding = payer.funding_request();
+        Ok((payer, fx))
+    }
+
+    /// What the wallet must fund, while the payer waits for its funding transaction (`None`
+    /// once [`Payer::fund`] took one).
+    pub fn funding_request(&self) -> Option<FundingRequest> {
+        (self.phase == PayerPhase::AwaitingFunding)
+            .then(|| FundingRequest::new(self.funding_output(), self.temporary_channel_id()))
     }
 
     fn lock(&self) -> ChannelLock {
@@ -282,6 +314,28 @@ impl Payer {
         Ok(payer)
     }
 
+    /// [`Payer::restore`], refusing a `signer` that does not hold the payer's keys (the one to
+    /// recreate is named by [`Payer::key_identity`] of the restored payer).
+    ///
+    /// # Errors
+    /// As [`Payer::restore`]; [`RestoreError::WrongSigner`] for another signer.
+    pub fn restore_with_signer<S: Signer + ?Sized>(
+        bytes: &[u8],
+        check: RestoreCheck,
+        signer: &S,
+    ) -> Result<Self, RestoreError> {
+        let payer = Self::restore(bytes, check)?;
+        KeyIdentity::check_restored(payer.key_identity, payer.check_signer(signer), signer)?;
+        Ok(payer)
+    }
+
+    /// What identifies the payer's keys, recorded in its snapshots: the key index its signer
+    /// told ([`Signer::key_index`]) and the fingerprint of its public keys. `None` for a payer
+    /// restored from a version-1 snapshot.
+    pub fn key_identity(&self) -> Option<KeyIdentity> {
+        self.key_identity
+    }
+
     pub(super) fn persist(&mut self) -> Effects {
         self.update_id += 1;
         let mut fx = Effects::none();
@@ -305,22 +359,21 @@ impl Payer {
         }
     }
 
-    /// Takes the funding transaction from the wallet. With the CLTV variant the channel opens at
-    /// once (send `Open`, broadcast the funding); with the pre-signed variant the payer first asks
-    /// for the refund signature and broadcasts nothing until it holds it.
+    /// Takes the wallet's **signed** funding transaction ([`crate::core::funding`]: the same call
+    /// in every layer). With the CLTV variant the channel opens at once: the effects send `Open`
+    /// (which carries the transaction, so that the payee can broadcast it too) and broadcast the
+    /// funding. With the pre-signed variant the payer first asks for the refund signature and
+    /// broadcasts nothing until it holds it (the payee sees only the outpoint until then).
     ///
     /// # Errors
-    /// [`CommandError::NoFundingOutput`] if no output pays [`Payer::funding_output`];
-    /// [`CommandError::MalleableFunding`] if a pre-signed funding has a `scriptSig`;
+    /// [`CommandError::NoFundingOutput`] unless exactly one output pays [`Payer::funding_output`];
+    /// [`CommandError::MalleableFunding`] if an input has a `scriptSig`;
     /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Payer::check_signer`]).
+    /// The payer is unchanged.
     pub fn fund<S: Signer + ?Sized>(&mut self, funding_tx: Transaction, signer: &S) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
-        if self.phase != PayerPhase::AwaitingFunding {
-            return Err(CommandError::WrongPhase);
-        }
-        let want = self.funding_output();
-        let vout = funding_tx.output.iter().position(|o| *o == want).ok_or(CommandError::NoFundingOutput)?;
-        let outpoint = OutPoint { txid: funding_tx.compute_txid(), vout: vout as u32 };
+        let request = self.funding_request().ok_or(CommandError::WrongPhase)?;
+        let outpoint = request.check(&funding_tx)?;
         let template = self.template_at(outpoint);
         match self.offer.variant {
             Variant::Cltv => {
@@ -329,25 +382,30 @@ impl Payer {
                 Ok(self.open_effects(payment))
             }
             Variant::PresignedRefund => {
-                if funding_tx.input.iter().any(|i| !i.script_sig.is_empty()) {
-                    return Err(CommandError::MalleableFunding);
-                }
                 template.refund_tx(self.config.refund_fee, self.offer.expiry).ok_or(CommandError::BadTerms)?;
                 self.template = Some(template);
                 self.funding_tx = Some(funding_tx);
                 self.phase = PayerPhase::AwaitingRefundSignature;
                 let mut fx = self.persist();
-                fx.send.push(Msg::RefundRequest(RefundRequest {
-                    payer_key: self.payer_key,
-                    payer_htlc_key: self.payer_htlc_key,
-                    payer_script: self.config.payer_script.clone(),
-                    funding_outpoint: outpoint,
-                    capacity: self.config.capacity,
-                    refund_fee: self.config.refund_fee,
-                }));
+                if let Some(request) = self.refund_request() {
+                    fx.send.push(request);
+                }
                 Ok(fx)
             }
         }
+    }
+
+    /// The [`RefundRequest`] of a pre-signed channel waiting for the payee's signature.
+    pub(super) fn refund_request(&self) -> Option<Msg> {
+        let t = self.template.as_ref().filter(|_| self.phase == PayerPhase::AwaitingRefundSignature)?;
+        Some(Msg::RefundRequest(RefundRequest {
+            payer_key: self.payer_key,
+            payer_htlc_key: self.payer_htlc_key,
+            payer_script: self.config.payer_script.clone(),
+            funding_outpoint: t.outpoint,
+            capacity: self.config.capacity,
+            refund_fee: self.config.refund_fee,
+        }))
     }
 
     fn first_state(&self) -> PaymentState {
@@ -362,10 +420,10 @@ impl Payer {
         self.phase = PayerPhase::Open;
     }
 
-    fn open_effects(&mut self, first_payment: Payment) -> Effects {
-        let mut fx = self.persist();
-        let (Some(t), Some(funding)) = (&self.template, &self.funding_tx) else { return fx };
-        fx.send.push(Msg::Open(Open {
+    /// The [`Open`] carrying `first_payment`, once funded.
+    pub(super) fn open_msg(&self, first_payment: Payment) -> Option<Msg> {
+        let (Some(t), Some(funding)) = (&self.template, &self.funding_tx) else { return None };
+        Some(Msg::Open(Open {
             payer_key: self.payer_key,
             payer_htlc_key: self.payer_htlc_key,
             payer_script: self.config.payer_script.clone(),
@@ -373,7 +431,14 @@ impl Payer {
             funding_tx: funding.clone(),
             funding_vout: t.outpoint.vout,
             first_payment,
-        }));
+        }))
+    }
+
+    fn open_effects(&mut self, first_payment: Payment) -> Effects {
+        let mut fx = self.persist();
+        let Some(open) = self.open_msg(first_payment) else { return fx };
+        fx.send.push(open);
+        let (Some(t), Some(funding)) = (&self.template, &self.funding_tx) else { return fx };
         fx.broadcast.push(funding.clone());
         fx.watch.push(Watch::Tx(t.outpoint.txid));
         fx.watch.push(Watch::Spend(t.outpoint));

@@ -15,6 +15,7 @@ use alloc::vec::Vec;
 use super::msgs::{Msg, Payment, Reestablish};
 use super::payee::{Payee, PayeePhase};
 use super::payer::{HtlcStatus, Payer, PayerPhase};
+use super::payment::PaymentState;
 use super::{peer_error, Effects, Event, Misbehaviour, PeerError};
 use crate::core::sign::Signer;
 
@@ -36,6 +37,19 @@ impl Payer {
         r: Reestablish,
         signer: &S,
     ) -> Result<Effects, PeerError> {
+        // A payee holding no payment never got our `Open` (or, pre-signed, our `RefundRequest`):
+        // we may have stopped after persisting the funding and before it left. Send it again.
+        if r.number == 0 && r.your_payment.is_none() && !self.lost_state {
+            match self.phase {
+                PayerPhase::AwaitingRefundSignature => {
+                    let mut fx = self.persist();
+                    fx.send.extend(self.refund_request());
+                    return Ok(fx);
+                }
+                PayerPhase::Open if self.number >= 1 => return self.resend_open(signer),
+                _ => {}
+            }
+        }
         if self.phase != PayerPhase::Open {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
@@ -80,6 +94,32 @@ impl Payer {
     }
 }
 
+impl Payer {
+    /// Sends `Open` again (its first payment signed again: the same signature, RFC6979), then
+    /// our newest payment if we made more since. The funding is broadcast again too (harmless if
+    /// it already was).
+    fn resend_open<S: Signer + ?Sized>(&mut self, signer: &S) -> Result<Effects, PeerError> {
+        let template = self.template.as_ref().ok_or(peer_error(Misbehaviour::UnexpectedMessage))?;
+        let first = PaymentState { to_payee: self.config.first_payment, htlcs: Vec::new() };
+        let first = template
+            .resend(signer, 1, &first)
+            .map_err(|e| peer_error(Misbehaviour::Signer(e)))?
+            .ok_or(peer_error(Misbehaviour::UnexpectedMessage))?;
+        let newest = if self.number > 1 {
+            template.resend(signer, self.number, &self.state).map_err(|e| peer_error(Misbehaviour::Signer(e)))?
+        } else {
+            None
+        };
+        let open = self.open_msg(first).ok_or(peer_error(Misbehaviour::UnexpectedMessage))?;
+        let funding = self.funding_tx.clone();
+        let mut fx = self.persist();
+        fx.send.push(open);
+        fx.send.extend(newest.map(Msg::Payment));
+        fx.broadcast.extend(funding);
+        Ok(fx)
+    }
+}
+
 impl Payee {
     /// The [`Msg::Reestablish`] to send first on a new connection.
     pub fn reestablish(&self) -> Msg {
@@ -94,6 +134,11 @@ impl Payee {
     }
 
     pub(super) fn on_reestablish(&mut self, r: Reestablish) -> Result<Effects, PeerError> {
+        if matches!(self.phase, PayeePhase::Offered | PayeePhase::RefundSigned) {
+            // Not open yet: our own `reestablish()` (number 0) tells the payer to send its
+            // `Open` (or `RefundRequest`) again if it has one; nothing to send back.
+            return Ok(Effects::none());
+        }
         if self.phase != PayeePhase::Open {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }

@@ -11,12 +11,17 @@ use super::payer::{HtlcStatus, OnChainHtlc, Payer, PayerConfig, PayerHtlc, Payer
 use super::payment::{ChannelLock, PaymentTemplate};
 use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
 use crate::core::hashlock::PaymentPreimage;
+use crate::core::sign::KeyIdentity;
 use crate::core::units::BlockHeight;
-use crate::core::wire::{read_count, read_object};
+use crate::core::wire::{read_count, read_object_of};
 
 const KIND_PAYER: u8 = crate::core::kinds::SPILMAN_PAYER;
 const KIND_PAYEE: u8 = crate::core::kinds::SPILMAN_PAYEE;
-const VERSION: u8 = 1;
+/// Version 2 records the party's [`KeyIdentity`] (record 22 of the payee, 24 of the payer; absent
+/// for a party first restored from version 1, which keeps none);
+/// version 1, without it, is still read (its channels report no key identity).
+const VERSION: u8 = 2;
+const READABLE: [u8; 2] = [1, VERSION];
 
 fn write_template(w: &mut Writer, t: &PaymentTemplate) {
     w.outpoint(&t.outpoint).amount(t.capacity);
@@ -125,12 +130,14 @@ pub(super) fn encode_payee(p: &Payee) -> Vec<u8> {
         for (id, txid) in &p.claims {
             w.u64(*id).txid(txid);
         }
-    });
+    })
+    .record(22, |w| KeyIdentity::write_recorded(p.key_identity.as_ref(), w));
     t.finish()
 }
 
 pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
-    let tlv = read_object(bytes, KIND_PAYEE, VERSION)?;
+    let (version, tlv) = read_object_of(bytes, KIND_PAYEE, &READABLE)?;
+    let mut key_identity = None;
     let mut update_id = None;
     let mut config = None;
     let mut keys = None;
@@ -202,10 +209,17 @@ pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
                 }
                 claims = Some(c);
             }
+            22 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-2 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
+    if version >= 2 && key_identity.is_none() {
+        return Err(DecodeError::MissingField("key identity"));
+    }
+    let key_identity = key_identity.flatten();
     let (payee_key, payee_htlc_key) = required(keys, "keys")?;
     let (preimages, failed, next_htlc_id) = required(htlc_data, "htlcs")?;
     let phase = required(phase, "phase")?;
@@ -235,6 +249,7 @@ pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
         closing_txid,
         claims: required(claims, "claims")?,
         update_id: required(update_id, "update_id")?,
+        key_identity,
         secp: Secp256k1::verification_only(),
     })
 }
@@ -301,12 +316,14 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
     })
     // Even: a decoder that does not know it must refuse the snapshot rather than restore a payer
     // that lost state as a healthy one.
-    .optional(22, p.lost_state.then_some(()), |_, ()| {});
+    .optional(22, p.lost_state.then_some(()), |_, ()| {})
+    .record(24, |w| KeyIdentity::write_recorded(p.key_identity.as_ref(), w));
     t.finish()
 }
 
 pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
-    let tlv = read_object(bytes, KIND_PAYER, VERSION)?;
+    let (version, tlv) = read_object_of(bytes, KIND_PAYER, &READABLE)?;
+    let mut key_identity = None;
     let mut update_id = None;
     let mut offer = None;
     let mut config = None;
@@ -386,10 +403,17 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
                 onchain = Some(v);
             }
             22 => lost_state = true,
+            24 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             _ => return Ok(false),
         }
         Ok(true)
     })?;
+    // Written by every version-2 writer (as "none" after an upgrade): a snapshot without it is
+    // cut short.
+    if version >= 2 && key_identity.is_none() {
+        return Err(DecodeError::MissingField("key identity"));
+    }
+    let key_identity = key_identity.flatten();
     let ((payer_key, payer_htlc_key), phase) = required(keys_phase, "keys")?;
     let (number, state, acked, next_htlc_id, tip) = required(payments, "payments")?;
     if !matches!(phase, PayerPhase::AwaitingFunding) && (template.is_none() || funding_tx.is_none()) {
@@ -414,6 +438,7 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
         onchain: required(onchain, "onchain")?,
         update_id: required(update_id, "update_id")?,
         lost_state,
+        key_identity,
         secp: Secp256k1::verification_only(),
     })
 }

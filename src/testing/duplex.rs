@@ -137,7 +137,8 @@ impl Pair {
         pair.absorb(Role::Acceptor, fx_b);
         pair.run();
         assert_eq!(pair.a().phase(), Phase::AwaitingFunding);
-        // The wallet builds the funding transaction, unsigned (native segwit input).
+        // The wallet builds the funding transaction (native segwit input; its signature is
+        // simulated: the chain credits it below).
         let funding = super::wallet::unsigned_funding(
             OutPoint { txid: Txid::from_byte_array([0x42; 32]), vout: 3 },
             vec![
@@ -145,7 +146,7 @@ impl Pair {
                 pair.a().funding_output().expect("keys known"),
             ],
         );
-        let fx = pair.parties[0].ch.fund(&funding, &pair.parties[0].signer).expect("fund");
+        let fx = pair.parties[0].ch.fund(funding.clone(), &pair.parties[0].signer).expect("fund");
         pair.absorb(Role::Initiator, fx);
         pair.run();
         assert!(
@@ -153,11 +154,15 @@ impl Pair {
                 .events
                 .iter()
                 .any(|e| matches!(e, Event::FundingSignable { txid } if *txid == funding.compute_txid())),
-            "the initiator may sign the funding only now"
+            "the funding is broadcast only now"
         );
         assert_eq!(pair.a().phase(), Phase::Open);
         assert_eq!(pair.b().phase(), Phase::Open);
-        // The wallet signs and broadcasts; it confirms.
+        // The channel broadcast it once both held the signed tree; it confirms (its made-up
+        // input is credited, not checked).
+        let pending = &mut pair.parties[0].pending;
+        assert_eq!(pending.iter().filter(|tx| **tx == funding).count(), 1, "the initiator broadcasts the funding");
+        pending.retain(|tx| *tx != funding);
         pair.chain.credit(&funding);
         pair.funding = funding.clone();
         let height = BlockHeight(pair.chain.height);
