@@ -87,7 +87,7 @@
 //! instead.
 
 pub(crate) mod dot;
-mod fees;
+pub(crate) mod fees;
 mod msgs;
 mod payee;
 mod payer;
