@@ -348,3 +348,55 @@ fn without_the_honest_bumper_the_stale_branch_wins_the_spike() {
     assert!(h.p.parties[0].events.iter().any(|e| matches!(e, Event::StaleBranchConfirmed { .. })));
     assert!(h.gained(A) + 100_000 <= owed as i64, "A lost at least what B paid since the old state");
 }
+
+/// A payment whose fixed fee is below the minimum relay feerate for its size (each HTLC output
+/// adds 43 vB; a payment is version 2, so no child can pay for it: Core 28 and 29 relay a
+/// non-TRUC parent only if it pays the minimum alone) could never be published: the template
+/// refuses to build it (`PaymentError::BelowMinRelay`), and a payee shown one signed anyway
+/// refuses it with its state byte-identical. The largest payment it builds relays under Core
+/// 29's policy. (Spilman's own payments are built by the same template.)
+#[test]
+fn a_payment_the_network_would_not_relay_is_refused() {
+    use paychan::core::PaymentPreimage;
+    use paychan::duplex::{Misbehaviour, Msg};
+    use paychan::spilman::payment::{PaymentError, UpdateError};
+    use paychan::spilman::{Payment, PaymentHtlc};
+    let mut p = Pair::open_on(
+        terms(vec![2, 2]),
+        Chain::at(START).with_policy(Policy::CORE_29),
+        [common::duplex::payout(A), common::duplex::payout(B)],
+    );
+    p.pay(A, 100_000);
+    let (sa, sb) = (signer(A), signer(B));
+    let t = p.a().template(A).expect("template");
+    let (earliest, _) = p.b().htlc_expiry_window(p.tip());
+    let expiry = BlockHeight(earliest.expect("window").0 + 10);
+    let mut state = p.b().leaf_state(A).clone();
+    let next = p.a().next_htlc_id();
+    let mut largest = None;
+    let refused = loop {
+        let i = state.htlcs.len() as u64;
+        let hash = PaymentPreimage([i as u8 + 1; 32]).hash();
+        state.htlcs.push(PaymentHtlc { id: next + i, amount: Amount::from_sat(1_000), payment_hash: hash, expiry });
+        match t.build(&state) {
+            Ok(built) => largest = Some((state.clone(), built)),
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused, PaymentError::BelowMinRelay);
+    let (ok_state, built) = largest.expect("a payment with an HTLC or two relays at 300 sat");
+    assert!(!ok_state.htlcs.is_empty() && ok_state.htlcs.len() < state.htlcs.len());
+    // The largest one, signed by both, is standard and pays at least 1 sat/vB (the leaf is not
+    // on chain here, so the mempool's own feerate check cannot run).
+    let sig = t.sign(&sa, &built).expect("sign");
+    let tx = t.complete(&sb, &built, &sig).expect("complete");
+    assert!(common::duplex::PAYMENT_FEE >= tx.vsize() as u64, "{} vB at 300 sat", tx.vsize());
+    assert_eq!(paychan::testing::policy::check_standard(&tx, &Policy::CORE_29), Ok(()), "standard");
+    // One HTLC more: refused by the payee, whatever the signature.
+    let mut b = p.b().clone();
+    let before = b.snapshot();
+    let jam = Payment { number: 1_000, to_payee: state.to_payee, htlcs: state.htlcs.clone(), signature: sig };
+    let err = b.handle_message(Msg::Payment(jam), &sb, p.tip()).expect_err("refused");
+    assert_eq!(err.kind, Misbehaviour::Payment(UpdateError::Payment(PaymentError::BelowMinRelay)));
+    assert_eq!(b.snapshot(), before, "a refused payment changes nothing");
+}

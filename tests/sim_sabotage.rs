@@ -17,7 +17,7 @@ type Run = fn(u64, Config) -> Result<Outcome, String>;
 /// Runs seeds from 0 with `sabotage` until one fails; checks the unsabotaged runs of the same
 /// seeds pass; returns the first failing seed.
 fn first_caught(layer: &str, run: Run, sabotage: Sabotage, cheater: bool) -> u64 {
-    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, hostile: false })
+    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, ..Config::default() })
 }
 
 /// As [`first_caught`], with the other knobs of `base` (a hostile peer in every run).
@@ -95,10 +95,19 @@ fn spilman_ignore_next_deadline_is_caught() {
 /// caught there too (the hostile runs' passing is evidence).
 #[test]
 fn sabotage_against_a_hostile_peer_is_caught() {
-    let hostile = Config { sabotage: Sabotage::None, cheater: false, hostile: true };
+    let hostile = Config { hostile: true, ..Config::default() };
     first_caught_with("lightning hostile", lightning::run_with, Sabotage::DropSweeps, hostile);
     first_caught_with("spilman hostile", spilman::run_with, Sabotage::DropRefundOrClose, hostile);
     first_caught_with("duplex hostile", duplex::run_with, Sabotage::DropRefundOrClose, hostile);
+}
+
+/// Runs with fee spikes (`Config::fee_spikes`: Core 29's policy, a market spiking 10× or 100×):
+/// an honest embedder whose fee bumper is off leaves its close or refund at the fee it was
+/// signed with, which a spike keeps out of blocks past the deadline.
+#[test]
+fn spilman_disable_bumper_in_fee_spikes_is_caught() {
+    let spikes = Config { fee_spikes: true, ..Config::default() };
+    first_caught_with("spilman fee spikes", spilman::run_with, Sabotage::DisableBumper, spikes);
 }
 
 /// Every sabotage a layer lists is tested above.
@@ -107,5 +116,5 @@ fn every_listed_sabotage_is_tested() {
     use Sabotage::*;
     assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims]);
     assert_eq!(duplex::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
-    assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
+    assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, DisableBumper]);
 }

@@ -33,6 +33,35 @@ fn assert_all_pass(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Res
     assert!(summary.failed.is_empty(), "{name}: failing seeds {:?}", summary.failed);
 }
 
+/// A fee-spike run (`Config::fee_spikes`): Core 29's relay policy and a market spiking 10× or
+/// 100× at a random height; the exact accounting still holds.
+fn spiking_spilman(seed: u64) -> Result<Outcome, String> {
+    spilman::run_with(seed, Config { fee_spikes: true, ..Config::default() })
+}
+
+/// The long runs' mix: a fifth of the seeds with fee spikes.
+fn spilman_mixed(seed: u64) -> Result<Outcome, String> {
+    if seed % 5 == 0 {
+        spiking_spilman(seed)
+    } else {
+        spilman::run(seed)
+    }
+}
+
+/// Seeds of the quick fee-spike runs, per layer.
+const SPIKES: u64 = 40;
+
+#[test]
+fn spilman_fee_spikes_quick() {
+    assert_all_pass("spilman fee spikes", 0..SPIKES, spiking_spilman);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn spilman_fee_spikes_long() {
+    assert_all_pass("spilman fee spikes", 0..long(), spiking_spilman);
+}
+
 #[test]
 fn spilman_quick() {
     assert_all_pass("spilman", 0..QUICK, spilman::run);
@@ -107,7 +136,7 @@ fn duplex_hostile_quick() {
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn spilman_long() {
-    assert_all_pass("spilman", 0..long(), spilman::run);
+    assert_all_pass("spilman", 0..long(), spilman_mixed);
 }
 
 #[test]

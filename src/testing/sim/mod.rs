@@ -29,6 +29,8 @@ pub mod lightning;
 pub mod spilman;
 
 use std::format;
+
+use super::chain::Chain;
 use std::println;
 use std::string::{String, ToString};
 use std::vec::Vec;
@@ -57,6 +59,10 @@ pub enum Sabotage {
     /// The embedder never calls the channel back at its `next_deadline`: it is not told of new
     /// blocks (only of confirmations of the transactions it watches).
     IgnoreNextDeadline,
+    /// The embedder's fee bumper is switched off: the channel's transactions go out at the fees
+    /// they were signed with, and nothing is ever bumped. Seen only in runs with
+    /// [`Config::fee_spikes`] (a flat market at the channel's fees needs no bump).
+    DisableBumper,
 }
 
 /// What a run is told beyond its seed.
@@ -72,6 +78,75 @@ pub struct Config {
     /// each layer's `hostile` module), and refuses to cooperate when it likes. It replaces the
     /// run's cheater or lossy party.
     pub hostile: bool,
+    /// The chain runs Bitcoin Core 29's relay policy
+    /// ([`Policy::CORE_29`](super::policy::Policy::CORE_29)) and a fee market
+    /// ([`fee_spike_chain`]) that rises 10× or 100× within a few blocks at a random height of the
+    /// channel's life; the parties' bumpers get the market's estimates each block and their
+    /// children go out as packages ([`submit_bumps`]). The exact accounting must still hold.
+    pub fee_spikes: bool,
+}
+
+/// The chain of a [`Config::fee_spikes`] run starting at `start`: Core 29's policy, and a market
+/// at 1 sat/vB (the minimum relay feerate) that rises 10× or 100× over one to three blocks from
+/// a random height (up to 8 blocks before one of the heights of `around`, where the channel's
+/// deadlines fall, or anywhere in between), holds there 2 to 40 blocks, and falls back. Drawn
+/// from its own generator, so a run draws the rest exactly as without spikes.
+pub fn fee_spike_chain(seed: u64, start: u32, around: &[u32]) -> Chain {
+    let mut rng = super::rng::Rng::new(seed ^ 0x7370_696b_6573_0000);
+    let factor = if rng.chance(500) { 10 } else { 100 };
+    let last = around.iter().copied().max().unwrap_or(start).max(start);
+    let at = match around.get(rng.below(around.len() as u64 + 1) as usize) {
+        Some(&h) => h.saturating_sub(rng.below(9) as u32).max(start),
+        None => start.saturating_add(rng.below(u64::from(last - start) + 1) as u32),
+    };
+    let rise = rng.range(1, 3) as u32;
+    let hold = rng.range(2, 40) as u32;
+    let base = bitcoin::FeeRate::from_sat_per_kwu(250);
+    let curve = super::market::FeeCurve::spike(base, factor, at, rise, hold);
+    Chain::at(start).with_policy(super::policy::Policy::CORE_29).with_market(super::market::FeeMarket::new(curve))
+}
+
+/// What a party's fee estimator says: the market's estimates on a chain with a market (for the
+/// targets an embedder asks), else `flat`.
+pub fn estimates(chain: &Chain, flat: crate::core::commitment::FeeratePerKw) -> crate::core::feebump::FeeEstimates {
+    use crate::core::commitment::FeeratePerKw;
+    use crate::core::feebump::FeeEstimates;
+    if chain.market().is_none() {
+        return FeeEstimates::flat(flat);
+    }
+    let points: Vec<(u32, FeeratePerKw)> = [1u32, 2, 3, 4, 6, 12, 24, 72, 144]
+        .iter()
+        .filter_map(|&t| {
+            let rate = chain.fee_estimate(t)?.to_sat_per_kwu();
+            Some((t, FeeratePerKw(u32::try_from(rate).unwrap_or(u32::MAX))))
+        })
+        .collect();
+    FeeEstimates::new(&points)
+}
+
+/// Whether the next block's minimum feerate is at least 10× the base of [`fee_spike_chain`].
+pub(crate) fn in_spike(chain: &Chain) -> bool {
+    chain.next_block_min_feerate().is_some_and(|r| r.to_sat_per_kwu() >= 2_500)
+}
+
+/// Submits a bumper's broadcasts to `chain`: a transaction followed by a child spending it as a
+/// package (a zero-fee or cheap parent relays only with its child), the others alone. Refusals
+/// are ignored (already confirmed, replaced by a better attempt, not valid yet).
+pub fn submit_bumps(chain: &mut Chain, txs: &[bitcoin::Transaction]) {
+    let mut i = 0;
+    while let Some(tx) = txs.get(i) {
+        let txid = tx.compute_txid();
+        match txs.get(i + 1).filter(|c| c.input.iter().any(|inp| inp.previous_output.txid == txid)) {
+            Some(child) => {
+                let _ = chain.submit_package(&[tx.clone(), child.clone()]);
+                i += 2;
+            }
+            None => {
+                let _ = chain.submit(tx);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// What one run did (for coverage statistics).
@@ -130,6 +205,9 @@ pub struct Outcome {
     /// Spends revealing a preimage that the hostile peer put in the mempool only to evict them
     /// at once (replacement cycling; the honest party is told with `ChainEvent::Seen`).
     pub mempool_reveals: u32,
+    /// Fee bumps made while the next block's minimum feerate was at least 10× the base
+    /// ([`Config::fee_spikes`]).
+    pub spike_bumps: u32,
 }
 
 /// Totals over many runs.
@@ -169,6 +247,7 @@ impl Summary {
         t.deadline_closes += o.deadline_closes;
         t.gave_up += o.gave_up;
         t.mempool_reveals += o.mempool_reveals;
+        t.spike_bumps += o.spike_bumps;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -211,7 +290,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; {} fee bumps in a fee spike",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -235,7 +314,8 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.failed_back,
         summary.total.deadline_closes,
         summary.total.gave_up,
-        summary.total.mempool_reveals
+        summary.total.mempool_reveals,
+        summary.total.spike_bumps
     );
     summary
 }
