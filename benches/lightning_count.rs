@@ -154,7 +154,7 @@ fn measured_sign(signer: &InMemorySigner, built: &BuiltCommitment) -> Commitment
 type Step = Box<dyn FnMut(&mut Pair) -> (Effects, bool)>;
 
 fn persisted(fx: &Effects) -> usize {
-    fx.update.as_ref().map_or(0, |u| u.snapshot.len() + u.records.iter().map(Vec::len).sum::<usize>())
+    fx.update.as_ref().map_or(0, paychan::driving::StateUpdate::written_bytes)
 }
 
 fn main() {

@@ -68,8 +68,10 @@ pub trait Storage {
     /// Why a write failed.
     type Error;
 
-    /// Durably stores the channel's `update`: replaces the snapshot and appends the records (in
-    /// order), in one atomic write; returns only once it is durable.
+    /// Durably stores the channel's `update` in one atomic write, returning only once it is
+    /// durable: appends its records (in order) and, if it carries one, replaces the snapshot (a
+    /// Lightning update is usually a delta record only; see the
+    /// [persistence contract](crate::driving)).
     ///
     /// # Errors
     /// If the write failed (the driver then acts on nothing of the effects).
@@ -166,6 +168,13 @@ impl<S: Storage, T, C: Chain> Driver<S, T, C> {
         &self.storage
     }
 
+    /// The storage, for the embedder's own writes (an outbox, its bookkeeping) and reads
+    /// between calls. Anything it persists outside [`Storage::persist_channel`] is outside the
+    /// driver's ordering guarantee.
+    pub fn storage_mut(&mut self) -> &mut S {
+        &mut self.storage
+    }
+
     /// The transport.
     pub fn transport(&self) -> &T {
         &self.transport
@@ -179,6 +188,12 @@ impl<S: Storage, T, C: Chain> Driver<S, T, C> {
     /// The chain backend.
     pub fn chain(&self) -> &C {
         &self.chain
+    }
+
+    /// The chain backend, to poll it for new blocks and the transactions it watches (the
+    /// driver only broadcasts through it and registers watches).
+    pub fn chain_mut(&mut self) -> &mut C {
+        &mut self.chain
     }
 
     /// The bumper.

@@ -5,8 +5,7 @@
 //! [`ChainTip`]. Every call that changes something returns [`Effects`]: what the embedder MUST do,
 //! **in field order**:
 //!
-//! 1. persist [`Effects::update`] durably (a crash after sending but before persisting could lose
-//!    money: a sent message may carry a signature or secret the restored state does not know);
+//! 1. persist [`Effects::update`] durably (see *Persistence* below);
 //! 2. send [`Effects::send`] to the peer, in order;
 //! 3. broadcast [`Effects::broadcast`], and hand [`Effects::bumps`] to the channel's
 //!    [`Bumper`](crate::core::feebump::Bumper) (which re-broadcasts them at rising fees until they
@@ -17,6 +16,46 @@
 //! 6. call `handle_chain` again by [`Effects::next_deadline`] at the latest.
 //!
 //! A call that fails returns a typed error and leaves the channel exactly as it was.
+//!
+//! # Persistence
+//!
+//! The embedder keeps, per channel, **one snapshot** and **one append-only log of records**.
+//! Each [`StateUpdate`] is one durable write:
+//!
+//! * **Order.** Append [`StateUpdate::records`] to the log, in order; then, if
+//!   [`StateUpdate::snapshot`] is `Some`, replace the stored snapshot with it. Only then act on
+//!   the rest of the [`Effects`]. A crash in the middle leaves the state of the previous update
+//!   (nothing of the new one was sent yet): records appended without the rest are ignored or
+//!   superseded on restore. (A write that merges several updates carries a delta for each; a
+//!   crash after some of them leaves the state of the last one appended: the channel was in it
+//!   and sent nothing of it either.)
+//! * **Update ids** strictly increase (by one per update in every layer of this crate). A
+//!   snapshot or delta record carries its update id; the embedder should keep the newest id it
+//!   persisted in its own metadata and pass it to `restore` ([`RestoreCheck::min_update_id`]),
+//!   which refuses an older state ([`RestoreError::Stale`]).
+//! * **Deltas.** An update without a snapshot ends its records with a **delta record**
+//!   ([`crate::core::delta`]): the patch from the state stored so far (the snapshot and every
+//!   delta since, replayed) to the new state. A layer that writes deltas writes a full snapshot
+//!   again every so many updates (Lightning: [`FULL_SNAPSHOT_INTERVAL`] by default) or when the
+//!   embedder asks for one (`compact`). `restore_with_records` replays, in log order, the deltas
+//!   of the updates after the snapshot's (older ones are skipped; a missing one is
+//!   [`RestoreError::MissingDelta`]). Spilman and duplex write a full snapshot on every update
+//!   (their states are a few hundred bytes).
+//! * **Compaction** (the embedder's choice, at any time): restore the channel, replace the stored
+//!   snapshot with its `snapshot()`, then drop the records its `keeps_record` refuses (deltas the
+//!   snapshot includes, onions of HTLCs that are gone). Replace first, drop second: a crash in
+//!   between leaves a snapshot and records that still restore.
+//! * **What is written, and when** (Lightning): only where the protocol needs it. Before sending
+//!   `commitment_signed` or `revoke_and_ack` (and the signatures and secrets they carry), a
+//!   funding signature, `shutdown` or `closing_signed`, and before broadcasting; after receiving a
+//!   `commitment_signed`, a `revoke_and_ack`, a chain event that changes the state, or the funding
+//!   messages. An update not yet covered by a `commitment_signed` (`update_add_htlc`,
+//!   `update_fulfill_htlc`, `update_fail_htlc`, `update_fee`, sent or received) is kept in memory
+//!   and travels with the next durable write; its [`Effects`] carry messages but no update. After
+//!   a crash it is simply gone: the peer drops what it received of it at the reconnection (BOLT
+//!   #2), and what we received of the peer's it sends again. A fulfilment lost that way must be
+//!   made again by the embedder after the restart (it knows the preimage: keep it until the HTLC
+//!   is resolved); a payment it added must be added again or failed upstream.
 //!
 //! **Connections.** On every new connection (and after every restart) each side first sends its
 //! channel's reestablish message (`reestablish()` of every layer: Spilman, duplex, Lightning's
@@ -89,33 +128,89 @@ pub enum Watch {
     Tx(Txid),
 }
 
-/// A state change to persist before acting on anything else.
+/// A state change to persist before acting on anything else (the contract is in the
+/// [module docs](self#persistence)).
 ///
-/// The embedder MUST durably store `snapshot` (replacing the previous one) and append `records`
-/// (in order, after any earlier records of the channel) before sending or broadcasting anything of
-/// the same [`Effects`]. Records are what some layers write once instead of in every snapshot
-/// (the Lightning layer appends an HTLC's onion when it is added and a penalty record when it is
-/// gone); the snapshot is the bounded live state.
+/// Either a **full snapshot** (`snapshot` is `Some`: replace the stored snapshot with it, after
+/// appending `records`) or a **delta** (`snapshot` is `None`: `records` end with the delta record
+/// of `update_id`, [`crate::core::delta`]). Records are appended to the channel's log in order;
+/// besides deltas they carry what some layers write once instead of in every snapshot (the
+/// Lightning layer appends an HTLC's onion with the first write that includes the HTLC and a
+/// penalty record when it is gone).
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct StateUpdate {
-    /// Strictly increasing per channel; `restore` refuses a snapshot older than one it is told of.
+    /// Strictly increasing per channel; `restore` refuses a state older than one it is told of.
     pub update_id: u64,
-    /// The channel's full live state (the crate's versioned encoding).
-    pub snapshot: Vec<u8>,
-    /// Records to append to the channel's history, each in the crate's versioned encoding.
+    /// The channel's full state at `update_id` (the crate's versioned encoding), or `None` when
+    /// the last of `records` is the delta bringing the stored state to `update_id`.
+    pub snapshot: Option<Vec<u8>>,
+    /// Records to append to the channel's log, each in the crate's versioned encoding.
     pub records: Vec<Vec<u8>>,
 }
 
 impl StateUpdate {
-    /// An update carrying a snapshot and no records.
+    /// An update carrying a full snapshot and no records.
     pub fn snapshot(update_id: u64, snapshot: Vec<u8>) -> Self {
-        StateUpdate { update_id, snapshot, records: Vec::new() }
+        StateUpdate { update_id, snapshot: Some(snapshot), records: Vec::new() }
     }
 
-    /// An update carrying a snapshot and records to append.
+    /// An update carrying a full snapshot and records to append.
     pub fn with_records(update_id: u64, snapshot: Vec<u8>, records: Vec<Vec<u8>>) -> Self {
-        StateUpdate { update_id, snapshot, records }
+        StateUpdate { update_id, snapshot: Some(snapshot), records }
+    }
+
+    /// An update carrying no snapshot: `records` end with the delta record of `update_id`.
+    pub fn delta(update_id: u64, records: Vec<Vec<u8>>) -> Self {
+        StateUpdate { update_id, snapshot: None, records }
+    }
+
+    /// Whether it carries a full snapshot.
+    pub fn is_full(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// The bytes it writes: the snapshot, if any, and every record.
+    pub fn written_bytes(&self) -> usize {
+        self.snapshot.as_ref().map_or(0, Vec::len) + self.records.iter().map(Vec::len).sum::<usize>()
+    }
+
+    /// `later` written after `self`, as one write. A delta after a full snapshot is applied to
+    /// it (one full snapshot at the later id); deltas after deltas stay in order; a full
+    /// snapshot supersedes the earlier update's delta (its other records are kept).
+    fn then(self, later: StateUpdate) -> StateUpdate {
+        let StateUpdate { snapshot: first_snapshot, records: mut first_records, .. } = self;
+        match (first_snapshot, later.snapshot) {
+            (first, Some(snapshot)) => {
+                if first.is_none() {
+                    first_records.retain(|r| !crate::core::delta::is_delta(r));
+                }
+                first_records.extend(later.records);
+                StateUpdate { update_id: later.update_id, snapshot: Some(snapshot), records: first_records }
+            }
+            (Some(base), None) => {
+                let mut records = later.records;
+                let applied = records
+                    .last()
+                    .filter(|r| crate::core::delta::is_delta(r))
+                    .and_then(|r| crate::core::delta::DeltaRecord::decode(r).ok())
+                    .and_then(|d| d.apply(&base).ok());
+                let snapshot = match applied {
+                    Some(full) => {
+                        records.pop();
+                        full
+                    }
+                    // Not a delta of ours: keep both (restore replays it on `base`).
+                    None => base,
+                };
+                first_records.extend(records);
+                StateUpdate { update_id: later.update_id, snapshot: Some(snapshot), records: first_records }
+            }
+            (None, None) => {
+                first_records.extend(later.records);
+                StateUpdate { update_id: later.update_id, snapshot: None, records: first_records }
+            }
+        }
     }
 }
 
@@ -123,11 +218,15 @@ impl fmt::Debug for StateUpdate {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StateUpdate")
             .field("update_id", &self.update_id)
-            .field("snapshot_len", &self.snapshot.len())
+            .field("snapshot_len", &self.snapshot.as_ref().map(Vec::len))
             .field("records", &self.records.len())
             .finish()
     }
 }
+
+/// How many updates a Lightning channel writes as deltas before it writes a full snapshot again
+/// (the default of [`Channel::set_full_snapshot_interval`](crate::lightning::Channel::set_full_snapshot_interval)).
+pub const FULL_SNAPSHOT_INTERVAL: u32 = 1_000;
 
 /// What the embedder must do after a call, in field order (see the [module docs](self)).
 #[must_use = "persist `update` first, then send, broadcast, watch"]
@@ -184,14 +283,12 @@ impl<M, E> Effects<M, E> {
             && self.events.is_empty()
     }
 
-    /// Appends `other`'s obligations after this one's. Of two updates the later snapshot wins
-    /// (it includes the earlier state); the records of both are kept, in order.
+    /// Appends `other`'s obligations after this one's. Two updates become one write: a later
+    /// full snapshot supersedes the earlier state, a later delta is applied to an earlier full
+    /// snapshot, and deltas after deltas are kept in order, as are all other records.
     pub fn merge(&mut self, other: Effects<M, E>) {
         self.update = match (self.update.take(), other.update) {
-            (Some(mut first), Some(later)) => {
-                first.records.extend(later.records);
-                Some(StateUpdate { update_id: later.update_id, snapshot: later.snapshot, records: first.records })
-            }
+            (Some(first), Some(later)) => Some(first.then(later)),
             (first, later) => later.or(first),
         };
         self.send.extend(other.send);
@@ -301,6 +398,14 @@ pub enum RestoreError {
     /// The snapshot refers to an append-only record (such as an HTLC's onion) that was not
     /// among the records given: the log is incomplete.
     MissingRecord,
+    /// The log skips an update: after update `expected - 1` comes the delta of update `found`
+    /// ([`crate::core::delta::replay`]).
+    MissingDelta {
+        /// The update id the next delta should have brought.
+        expected: u64,
+        /// The update id of the delta found instead.
+        found: u64,
+    },
 }
 
 impl fmt::Display for RestoreError {
@@ -312,11 +417,25 @@ impl fmt::Display for RestoreError {
                 write!(f, "stale snapshot: update {snapshot}, expected at least {expected_at_least}")
             }
             RestoreError::MissingRecord => f.write_str("a record the snapshot refers to is missing"),
+            RestoreError::MissingDelta { expected, found } => {
+                write!(f, "the log misses the delta of update {expected} (found {found})")
+            }
         }
     }
 }
 
 impl core::error::Error for RestoreError {}
+
+impl From<crate::core::delta::ReplayError> for RestoreError {
+    fn from(e: crate::core::delta::ReplayError) -> Self {
+        match e {
+            crate::core::delta::ReplayError::Decode(e) => RestoreError::Decode(e),
+            crate::core::delta::ReplayError::MissingDelta { expected, found } => {
+                RestoreError::MissingDelta { expected, found }
+            }
+        }
+    }
+}
 
 impl From<crate::core::encode::DecodeError> for RestoreError {
     fn from(e: crate::core::encode::DecodeError) -> Self {
@@ -374,5 +493,31 @@ mod tests {
         let mut d = a.clone();
         d.merge(Effects::none());
         assert_eq!(d.update, a.update);
+    }
+
+    #[test]
+    fn merge_applies_a_delta_to_an_earlier_snapshot_and_chains_deltas() {
+        use crate::core::delta::DeltaRecord;
+        let (s1, s2, s3) = (b"state one".to_vec(), b"state two!".to_vec(), b"state three".to_vec());
+        let d2 = DeltaRecord::between(2, &s1, &s2).encode();
+        let d3 = DeltaRecord::between(3, &s2, &s3).encode();
+        let full = |id, s: &Vec<u8>, r: Vec<Vec<u8>>| Some(StateUpdate::with_records(id, s.clone(), r));
+        let with = |u: Option<StateUpdate>| {
+            let mut fx: Effects<u8, u8> = Effects::none();
+            fx.update = u;
+            fx
+        };
+        // Full, then delta: one full snapshot of the later state.
+        let mut fx = with(full(1, &s1, vec![vec![9]]));
+        fx.merge(with(Some(StateUpdate::delta(2, vec![vec![8], d2.clone()]))));
+        assert_eq!(fx.update, full(2, &s2, vec![vec![9], vec![8]]));
+        // Delta, then delta: both, in order.
+        let mut fx = with(Some(StateUpdate::delta(2, vec![d2.clone()])));
+        fx.merge(with(Some(StateUpdate::delta(3, vec![d3.clone()]))));
+        assert_eq!(fx.update, Some(StateUpdate::delta(3, vec![d2.clone(), d3.clone()])));
+        // Delta, then full: the delta is superseded, other records kept.
+        let mut fx = with(Some(StateUpdate::delta(2, vec![vec![7], d2])));
+        fx.merge(with(full(3, &s3, vec![])));
+        assert_eq!(fx.update, full(3, &s3, vec![vec![7]]));
     }
 }

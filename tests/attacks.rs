@@ -183,7 +183,7 @@ fn cve_2019_12999_13000_duplex_funding_output_not_paying_the_channel_is_never_us
         assert_eq!(fx.events, vec![Event::InvalidFunding { txid }]);
         assert!(fx.update.is_some(), "the failure is persisted");
         assert!(fx.broadcast.is_empty() && fx.send.is_empty());
-        let persisted = fx.update.unwrap().snapshot;
+        let persisted = fx.update.unwrap().snapshot.expect("duplex writes full snapshots");
         assert_eq!(b.phase(), Phase::Closed);
         // Never used again: no payment, no broadcast, whatever the chain says again.
         let fx = forged.pay(Amount::from_sat(10_000), &sa).unwrap();

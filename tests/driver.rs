@@ -142,7 +142,7 @@ fn effects_are_applied_in_the_contract_order() {
         ]
     );
     assert_eq!(d.bumper().pending().count(), 1);
-    let restored = Bumper::decode(&d.storage().bumper[0].snapshot).unwrap();
+    let restored = Bumper::decode(d.storage().bumper[0].snapshot.as_deref().unwrap()).unwrap();
     assert_eq!(&restored, d.bumper());
 }
 
@@ -167,4 +167,19 @@ fn a_dropped_connection_still_broadcasts_and_watches() {
     assert_eq!(done.send_errors, ["connection reset", "connection reset"]);
     assert!(log.borrow().iter().any(|l| l == "broadcast 3"));
     assert_eq!(log.borrow().iter().filter(|l| l.starts_with("watch")).count(), 3);
+}
+
+/// An embedder polls its chain backend and writes its own bookkeeping through the driver it
+/// handed them to, without taking the driver apart.
+#[test]
+fn the_embedder_reaches_its_storage_and_chain_through_the_driver() {
+    let log = Log::default();
+    let mut d = driver(&log, false, false);
+    d.storage_mut().fail = true;
+    assert!(d.apply(effects()).is_err(), "the storage the driver uses is the one changed");
+    d.storage_mut().fail = false;
+    d.chain_mut().log.borrow_mut().push("polled".to_string());
+    assert!(d.apply(effects()).is_ok());
+    assert_eq!(log.borrow()[0], "polled");
+    assert_eq!(log.borrow()[1], "persist channel 7");
 }

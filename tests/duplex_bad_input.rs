@@ -588,7 +588,7 @@ fn random_single_byte_mutations() {
                     accepted += 1;
                     if state(&ch) != before {
                         let update = fx.update.expect("a changed state is handed out for persistence");
-                        assert_eq!(update.snapshot, ch.snapshot());
+                        assert_eq!(update.snapshot, Some(ch.snapshot()));
                     }
                 }
             }

@@ -426,7 +426,7 @@ fn a_restored_bumper_continues_exactly_where_it_stopped() {
         },
     };
     let mut live = Bumper::new();
-    let mut stored = live.track(req).update.unwrap().snapshot;
+    let mut stored = live.track(req).update.unwrap().snapshot.expect("the bumper writes full snapshots");
     for step in 0..6u32 {
         let mut restored = Bumper::decode(&stored).unwrap();
         let est = FeeEstimates::flat(market(step));
@@ -435,7 +435,7 @@ fn a_restored_bumper_continues_exactly_where_it_stopped() {
         assert_eq!(a.broadcast, b.broadcast);
         assert_eq!(live, restored);
         if let Some(u) = b.update {
-            stored = u.snapshot;
+            stored = u.snapshot.expect("the bumper writes full snapshots");
         }
     }
 }

@@ -310,8 +310,9 @@ fn shutdown_held_while_awaiting_revocation_survives_restore_and_reconnection() {
             assert!(p.a.ch.snapshot() == before);
             // Restored from what it persisted, a still holds it.
             let check = RestoreCheck { channel_id: Some(p.a.ch.channel_id()), min_update_id: update.update_id };
-            let restored = Channel::restore_with_records(&update.snapshot, &p.a.records, check)
-                .expect("restores the held shutdown");
+            let stored = &p.a.persisted.last().expect("the held shutdown's write").1;
+            let restored =
+                Channel::restore_with_records(stored, &p.a.records, check).expect("restores the held shutdown");
             assert!(restored.snapshot() == p.a.ch.snapshot());
             p.a.ch = restored;
             if reconnect {

@@ -394,9 +394,8 @@ fn a_watchtower_punishes_from_the_blob_alone() {
 
 #[test]
 fn timeout_race_reorg_and_anchor_bump() {
-    use bitcoin::hashes::Hash;
-    use bitcoin::{OutPoint, TxOut, Txid};
     use paychan::core::commitment::FeeratePerKw;
+    use paychan::core::feebump::{Bumper, FeeEstimates};
     use paychan::driving::ChainTip;
     for ct in TYPES {
         let mut p = Pair::open(ct, 10_000_000, 4_000_000_000);
@@ -411,26 +410,22 @@ fn timeout_race_reorg_and_anchor_bump() {
         let fx = p.a.ch.force_close(&p.a.signer).unwrap();
         let commitment = fx.broadcast[0].clone();
         if ct == ChannelType::AnchorsZeroFeeHtlc {
-            // The anchor child: our anchor input is valid under Core's interpreter.
-            let wallet = (
-                OutPoint { txid: Txid::from_byte_array([4; 32]), vout: 0 },
-                TxOut { value: Amount::from_sat(50_000), script_pubkey: common::ln::p2wpkh_script() },
-            );
-            let child = p
-                .a
-                .ch
-                .anchor_bump(&commitment, wallet.clone(), common::ln::p2wpkh_script(), FeeratePerKw(5_000), &p.a.signer)
-                .unwrap();
-            let anchor_out = commitment.output[child.input[0].previous_output.vout as usize].clone();
-            let prevouts = [anchor_out, wallet.1];
-            let res = bitcoin::consensus::verify_script(
-                &prevouts[0].script_pubkey,
-                0,
-                prevouts[0].value,
-                &bitcoin::consensus::encode::serialize(&child),
-            );
-            assert!(res.is_ok(), "anchor input rejected: {res:?}");
+            // The anchor child the engine builds from the close's request: our anchor input is
+            // valid under Core's interpreter.
+            let mut chain = Chain::at(1_050);
+            chain.credit(&p.funding);
+            let mut wallet = common::wallet::FeeCoins::new(common::wallet::Wallet::new(4));
+            wallet.add_coin(&mut chain, Amount::from_sat(50_000));
+            let mut bumper = Bumper::new();
+            let _ = bumper.track(fx.bumps[0].clone());
+            let out =
+                bumper.bump(BlockHeight(1_050), &FeeEstimates::flat(FeeratePerKw(5_000)), &mut wallet, &p.a.signer);
+            let child = out.broadcast[1].clone();
+            chain.mine(&commitment).unwrap();
+            chain.check(&child).expect("the anchor child passes Core's interpreter");
             assert!(child.output[0].value < Amount::from_sat(50_330), "the child pays a fee");
+        } else {
+            assert!(fx.bumps.is_empty(), "a static_remotekey commitment cannot be bumped");
         }
         let mut chain = Chain::at(1_050);
         chain.credit(&p.funding);
@@ -446,16 +441,10 @@ fn timeout_race_reorg_and_anchor_bump() {
             .find(|t| t.lock_time.to_consensus_u32() == 1_100)
             .cloned()
             .expect("HTLC-timeout at expiry");
-        if ct == ChannelType::StaticRemoteKey {
-            // Its HTLC transactions carry their fee; a fee input would break the peer's signature.
-            let wallet = (
-                OutPoint { txid: Txid::from_byte_array([5; 32]), vout: 0 },
-                TxOut { value: Amount::from_sat(50_000), script_pubkey: common::ln::p2wpkh_script() },
-            );
-            let bump =
-                p.a.ch.htlc_fee_bump(&timeout, wallet, common::ln::p2wpkh_script(), FeeratePerKw(5_000), &p.a.signer);
-            assert_eq!(bump.unwrap_err(), paychan::lightning::CommandError::WrongPhase);
-        }
+        // Its HTLC transactions carry their fee without anchors (a fee input would break the peer's
+        // `SIGHASH_ALL` signature): no request; with anchors, one to aggregate with fee inputs.
+        let timeout_requests = fa.bumps.iter().filter(|r| r.tx == timeout).count();
+        assert_eq!(timeout_requests, usize::from(ct == ChannelType::AnchorsZeroFeeHtlc));
         let fb = p.b.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.b.signer);
         let success = fb
             .broadcast
@@ -483,16 +472,17 @@ fn timeout_race_reorg_and_anchor_bump() {
     }
 }
 
-/// Anchors: our zero-fee HTLC-timeout and HTLC-success transactions are paid for with a wallet
-/// input (`htlc_fee_bump`). The peer's `SINGLE|ANYONECANPAY` signature survives, the result passes
-/// Core's interpreter with the wallet's input signed and pays the fee rate asked for, and the
-/// channel takes the bumped transaction for its own: its output is swept after `to_self_delay`.
+/// Anchors: our zero-fee HTLC-timeout and HTLC-success transactions come with a request the
+/// fee-bumping engine pays for with a wallet input. The peer's `SINGLE|ANYONECANPAY` signature
+/// survives, the result passes Core's interpreter with the wallet's input signed and pays the fee
+/// rate asked for, and the channel takes the bumped transaction for its own: its output is swept
+/// after `to_self_delay`.
 #[test]
 fn anchors_htlc_transactions_are_paid_for_with_a_fee_input() {
-    use common::wallet::Wallet;
+    use common::wallet::{FeeCoins, Wallet};
     use paychan::core::commitment::FeeratePerKw;
+    use paychan::core::feebump::{BumpEvent, BumpMethod, Bumper, FeeEstimates};
     use paychan::driving::ChainTip;
-    use paychan::lightning::CommandError;
     const FEERATE: FeeratePerKw = FeeratePerKw(2_500);
     for a_closes in [true, false] {
         let mut p = Pair::open(ChannelType::AnchorsZeroFeeHtlc, 10_000_000, 4_000_000_000);
@@ -516,10 +506,12 @@ fn anchors_htlc_transactions_are_paid_for_with_a_fee_input() {
         chain.credit(&p.funding);
         chain.mine(&commitment).unwrap();
         let h = BlockHeight(chain.height);
-        let mut broadcast =
-            closer.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &closer.signer).broadcast;
+        let fx = closer.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &closer.signer);
+        let (mut broadcast, mut bumps) = (fx.broadcast, fx.bumps);
         chain.height = ready;
-        broadcast.extend(closer.ch.handle_chain(ChainEvent::Tip(ChainTip::at(ready)), &closer.signer).broadcast);
+        let fx = closer.ch.handle_chain(ChainEvent::Tip(ChainTip::at(ready)), &closer.signer);
+        broadcast.extend(fx.broadcast);
+        bumps.extend(fx.bumps);
         let zero_fee = broadcast
             .iter()
             .find(|t| {
@@ -529,39 +521,34 @@ fn anchors_htlc_transactions_are_paid_for_with_a_fee_input() {
             .expect("the second-stage transaction");
         assert_eq!(zero_fee.output.iter().map(|o| o.value).sum::<Amount>().to_sat(), value, "it pays no fee");
         let htlc_out = commitment.output[zero_fee.input[0].previous_output.vout as usize].clone();
+        let request = bumps.iter().find(|r| r.tx == zero_fee).cloned().expect("its bump request");
+        assert!(matches!(request.method, BumpMethod::AddInputs { .. }));
+        assert_eq!(request.at_stake.to_sat(), value);
 
-        let mut wallet = Wallet::new(0x5a);
-        let small = wallet.fund(&mut chain, Amount::from_sat(1_000));
-        assert_eq!(
-            closer.ch.htlc_fee_bump(&zero_fee, small, wallet.script(), FEERATE, &closer.signer).unwrap_err(),
-            CommandError::Amount,
-            "an input that cannot pay the fee and leave change above dust"
+        let mut wallet = FeeCoins::new(Wallet::new(0x5a));
+        wallet.add_coin(&mut chain, Amount::from_sat(1_000));
+        let mut bumper = Bumper::new();
+        let _ = bumper.track(request);
+        let est = FeeEstimates::flat(FEERATE);
+        let fx = bumper.bump(BlockHeight(ready), &est, &mut wallet, &closer.signer);
+        assert!(
+            fx.events.iter().any(|e| matches!(e, BumpEvent::Failed { .. })),
+            "a wallet that cannot pay the fee and leave change above dust: {:?}",
+            fx.events
         );
-        assert_eq!(
-            closer
-                .ch
-                .htlc_fee_bump(
-                    &commitment,
-                    wallet.fund(&mut chain, Amount::from_sat(50_000)),
-                    wallet.script(),
-                    FEERATE,
-                    &closer.signer
-                )
-                .unwrap_err(),
-            CommandError::WrongPhase,
-            "not one of our HTLC transactions"
-        );
-        let (op, txout) = wallet.fund(&mut chain, Amount::from_sat(50_000));
-        let mut bumped =
-            closer.ch.htlc_fee_bump(&zero_fee, (op, txout.clone()), wallet.script(), FEERATE, &closer.signer).unwrap();
-        wallet.sign_input(&mut bumped, 1, &txout);
-        assert_eq!((bumped.input.len(), bumped.output.len()), (2, 2));
+        let op = wallet.add_coin(&mut chain, Amount::from_sat(50_000));
+        let txout = chain.utxo(&op).unwrap().clone();
+        let fx = bumper.bump(BlockHeight(ready), &est, &mut wallet, &closer.signer);
+        let bumped = fx.broadcast[0].clone();
         assert_eq!(bumped.output[0], zero_fee.output[0], "the HTLC output is unchanged");
-        assert_eq!(bumped.input[1].previous_output, op);
-        let fee = htlc_out.value + txout.value - bumped.output.iter().map(|o| o.value).sum::<Amount>();
+        assert_eq!(bumped.input[0].previous_output, zero_fee.input[0].previous_output);
+        assert!(bumped.input.iter().any(|i| i.previous_output == op), "the wallet's coin pays");
+        let spent: Vec<_> = bumped.input.iter().map(|i| chain.utxo(&i.previous_output).unwrap().clone()).collect();
+        let fee = spent.iter().map(|o| o.value).sum::<Amount>() - bumped.output.iter().map(|o| o.value).sum::<Amount>();
         let needed = FEERATE.fee_for_weight(bumped.weight().to_wu());
         assert!(fee >= needed && fee <= needed * 11 / 10, "fee {fee} for {needed}");
-        paychan::testing::consensus::verify_spend(&bumped, &[htlc_out, txout]).expect("Core's interpreter");
+        assert!(spent.contains(&htlc_out) && spent.contains(&txout));
+        chain.check(&bumped).expect("Core's interpreter");
         chain.mine(&bumped).expect("the bumped transaction confirms");
         let fx = closer
             .ch

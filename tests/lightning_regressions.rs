@@ -274,9 +274,10 @@ fn nothing_is_taken_after_a_refusal_until_reconnection() {
         let before = p.b.ch.snapshot();
         let err = p.b.ch.handle_message(add, &p.b.signer, tip).unwrap_err();
         assert_eq!((err.kind, err.action), (Misbehaviour::WrongChannel, Action::Warn));
-        let fx = p.a.ch.commit(&p.a.signer).unwrap();
-        let commitment = fx.send.into_iter().next().unwrap();
+        let mut fx = p.a.ch.commit(&p.a.signer).unwrap();
+        let commitment = fx.send.remove(0);
         assert!(matches!(commitment, Msg::CommitmentSigned { .. }));
+        p.a.absorb_pub(fx, &mut p.to_b);
         let err = p.b.ch.handle_message(commitment, &p.b.signer, tip).unwrap_err();
         assert_eq!((err.kind, err.action), (Misbehaviour::AfterRefusal, Action::Warn));
         assert!(p.b.ch.snapshot() == before, "b took nothing");

@@ -306,8 +306,8 @@ fn update_add_htlc_field_offsets() {
 #[test]
 fn open_channel_from_a_channel_carries_the_bolt_channel_type() {
     for (ct, bits, tlv) in [
-        (ChannelType::StaticRemoteKey, vec![0x10, 0x00], "01021000"),
-        (ChannelType::AnchorsZeroFeeHtlc, vec![0x40, 0x10, 0x00], "0103401000"),
+        (ChannelType::StaticRemoteKey, vec![0x10, 0x00], "000001021000"),
+        (ChannelType::AnchorsZeroFeeHtlc, vec![0x40, 0x10, 0x00], "00000103401000"),
     ] {
         let signer = paychan::core::sign::InMemorySigner::new(paychan::core::keys::ChannelSecrets::from_seed(
             &paychan::core::keys::Seed::from_bytes([0xa0; 32]),
@@ -325,7 +325,17 @@ fn open_channel_from_a_channel_carries_the_bolt_channel_type() {
         assert_eq!(open.tlvs.channel_type.as_ref(), Some(&bits));
         let bytes = Msg::OpenChannel(open.clone()).encode();
         assert_eq!(bytes.len(), 321 + tlv.len() / 2);
-        assert_eq!(hex::encode(&bytes[321..]), tlv, "only the channel_type TLV, after channel_flags");
+        // An empty `upfront_shutdown_script` (type 0): our `init` offers the feature, so BOLT #2
+        // requires the field (LDK refuses an `open_channel` without it); then `channel_type`.
+        assert_eq!(hex::encode(&bytes[321..]), tlv, "the two TLVs, after channel_flags");
+        assert_eq!(open.tlvs.upfront_shutdown_script, Some(ScriptBuf::new()));
+        let peer = paychan::core::sign::InMemorySigner::new(paychan::core::keys::ChannelSecrets::from_seed(
+            &paychan::core::keys::Seed::from_bytes([0xb0; 32]),
+            0,
+        ));
+        let (_, fx) = Channel::accept(open, config(ct), &peer, ChainTip::at(1_000)).unwrap();
+        let Some(Msg::AcceptChannel(accept)) = fx.send.first() else { panic!("accept_channel") };
+        assert_eq!(accept.tlvs.upfront_shutdown_script, Some(ScriptBuf::new()), "accept_channel too");
         // Field offsets of the fixed part.
         assert_eq!(bytes[2..34], common::ln::CHAIN);
         assert_eq!(bytes[34..66], [7; 32]);
@@ -566,11 +576,15 @@ fn live_state_size_is_constant(ct: ChannelType, payments: u64, checkpoints: &[u6
         assert_eq!((a, b), (a0, b0), "live state size after {n} payments");
     }
     assert!(a0 <= 4_096 && b0 <= 4_096, "live state {a0} / {b0} bytes");
-    // One onion record and one penalty record per HTLC, on both sides, and nothing else appended.
+    // One onion record and one penalty record per HTLC, on both sides, and besides them only
+    // the deltas of the writes: at most five per payment and side (the rest of the writes were
+    // full snapshots).
     for records in [&p.a.records, &p.b.records] {
         let penalties = paychan::lightning::records::penalty_records(records).expect("records decode");
         assert_eq!(penalties.len() as u64, payments);
-        assert_eq!(records.len() as u64, 2 * payments);
+        let deltas = records.iter().filter(|r| paychan::core::delta::is_delta(r)).count() as u64;
+        assert_eq!(records.len() as u64 - deltas, 2 * payments);
+        assert!(deltas <= 5 * payments, "{deltas} deltas");
     }
     let moved: u64 = (1..=payments).map(|n| AMOUNT + n).sum();
     assert_eq!(p.b.ch.balances(Side::Holder).holder.to_msat(), PUSH_MSAT + moved);

@@ -193,20 +193,18 @@ fn silent_upstream_sends_the_lightning_channel_on_chain_before_the_incoming_expi
             .cloned()
             .expect("Y broadcast its commitment");
         chain.mine(&commitment).expect("commitment valid");
-        let mut claims =
+        let fx =
             r.y.handle_chain(
                 ChainEvent::Confirmed { tx: &commitment, height: BlockHeight(chain.height) },
                 &r.y_in_keys,
                 &r.y_out_keys,
             )
-            .incoming
-            .broadcast;
+            .incoming;
+        let (mut claims, mut bumps) = (fx.broadcast, fx.bumps);
         chain.height += 1;
-        claims.extend(
-            r.y.handle_chain(ChainEvent::Tip(ChainTip::at(chain.height)), &r.y_in_keys, &r.y_out_keys)
-                .incoming
-                .broadcast,
-        );
+        let fx = r.y.handle_chain(ChainEvent::Tip(ChainTip::at(chain.height)), &r.y_in_keys, &r.y_out_keys).incoming;
+        claims.extend(fx.broadcast);
+        bumps.extend(fx.bumps);
         let success = claims
             .iter()
             .find(|t| {
@@ -218,20 +216,16 @@ fn silent_upstream_sends_the_lightning_channel_on_chain_before_the_incoming_expi
             .cloned()
             .expect("Y claims the HTLC with the preimage");
         if ct == ChannelType::AnchorsZeroFeeHtlc {
-            // Zero-fee: Y pays for it with a wallet input.
-            let mut wallet = common::wallet::Wallet::new(0x61);
-            let (op, out) = wallet.fund(&mut chain, Amount::from_sat(20_000));
-            let mut bumped =
-                r.y.incoming()
-                    .htlc_fee_bump(
-                        &success,
-                        (op, out.clone()),
-                        wallet.script(),
-                        paychan::core::commitment::FeeratePerKw(1_000),
-                        &r.y_in_keys,
-                    )
-                    .expect("bump");
-            wallet.sign_input(&mut bumped, 1, &out);
+            // Zero-fee: Y's bumper pays for it with a wallet input.
+            let mut wallet = common::wallet::FeeCoins::new(common::wallet::Wallet::new(0x61));
+            wallet.add_coin(&mut chain, Amount::from_sat(20_000));
+            let mut bumper = paychan::core::feebump::Bumper::new();
+            for b in bumps.iter().filter(|b| b.tx == success) {
+                let _ = bumper.track(b.clone());
+            }
+            let est = paychan::core::feebump::FeeEstimates::flat(paychan::core::commitment::FeeratePerKw(1_000));
+            let out = bumper.bump(BlockHeight(chain.height), &est, &mut wallet, &r.y_in_keys);
+            let bumped = out.broadcast.first().cloned().expect("the aggregate");
             chain.mine(&bumped).expect("bumped HTLC-success valid");
         } else {
             chain.mine(&success).expect("HTLC-success valid");

@@ -119,3 +119,19 @@ fn unknown_odd_messages_are_ignored_and_even_ones_refused() {
     let even = [0x80, 0x02];
     assert_eq!(peer.receive(&send(&mut them, &even)), Err(PeerFailure::UnknownEvenMessage(0x8002)));
 }
+
+/// A peer sends the `channel_update` of our private channel (LDK does, right after
+/// `channel_ready`): a known BOLT #7 message, handed up, not a reason to close the connection.
+#[test]
+fn gossip_messages_are_delivered_not_fatal() {
+    let (mut peer, mut them, _) = connect();
+    peer.receive(&send(&mut them, &init_with(Features::ours(), None))).unwrap();
+    let mut update = Writer::new();
+    update.u16(258).bytes(&[7; 130]);
+    let got = peer.receive(&send(&mut them, update.as_bytes())).unwrap();
+    assert_eq!(got.events, vec![PeerEvent::Gossip { msg_type: 258, payload: vec![7; 130] }]);
+    // An unknown even type outside the gossip range still closes the connection.
+    let mut other = Writer::new();
+    other.u16(266).bytes(&[0; 4]);
+    assert_eq!(peer.receive(&send(&mut them, other.as_bytes())), Err(PeerFailure::UnknownEvenMessage(266)));
+}

@@ -1427,7 +1427,7 @@ fn fuzz_payee(payee: &mut Payee, msg: &Msg, signer: &InMemorySigner, tip: ChainT
         assert_eq!(after, before, "{msg:?} changed the payee without an update to persist");
         return false;
     };
-    assert_eq!(update.snapshot, after);
+    assert_eq!(update.snapshot.as_ref(), Some(&after));
     let restored = Payee::restore(&after, RestoreCheck::default()).expect("own snapshot restores");
     assert_eq!(restored.snapshot(), after);
     if payee.state().is_some() && payee.template().is_some() {
@@ -1447,7 +1447,7 @@ fn fuzz_payer(payer: &mut Payer, msg: &Msg, signer: &InMemorySigner, tip: ChainT
         assert_eq!(after, before, "{msg:?} changed the payer without an update to persist");
         return false;
     };
-    assert_eq!(update.snapshot, after);
+    assert_eq!(update.snapshot.as_ref(), Some(&after));
     let restored = Payer::restore(&after, RestoreCheck::default()).expect("own snapshot restores");
     assert_eq!(restored.snapshot(), after);
     true

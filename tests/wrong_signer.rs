@@ -816,21 +816,30 @@ fn duplex_fund_with_another_channels_signer_is_refused() {
     );
 }
 
+/// The anchor child is built by the fee-bumping engine from the force close's request: with
+/// another channel's signer the close (and so the request) is refused; with the channel's, the
+/// child's anchor input carries a valid signature of the channel's funding key.
 #[test]
 fn lightning_anchor_bump_with_another_channels_signer_is_refused() {
+    use paychan::core::feebump::{Bumper, FeeEstimates};
     let mut p = ln_pair();
     p.settle();
+    let before = p.a.ch.snapshot();
+    let err = p.a.ch.force_close(&ln_wrong()).unwrap_err();
+    assert_eq!(err, lightning::CommandError::WrongSigner(WRONG));
+    assert_eq!(p.a.ch.snapshot(), before, "nothing changed");
     let fx = p.a.ch.force_close(&p.a.signer).unwrap();
     let commitment = fx.broadcast[0].clone();
-    let fee_input = (
-        OutPoint { txid: Txid::from_byte_array([8; 32]), vout: 0 },
-        TxOut { value: Amount::from_sat(100_000), script_pubkey: ln::p2wpkh_script() },
-    );
+    assert_eq!(fx.bumps.len(), 1, "the anchors commitment comes with its bump request");
+    let mut chain = common::chain::Chain::at(100);
+    let mut wallet = common::wallet::FeeCoins::new(common::wallet::Wallet::new(0x31));
+    wallet.add_coin(&mut chain, Amount::from_sat(100_000));
+    let mut bumper = Bumper::new();
+    let _ = bumper.track(fx.bumps[0].clone());
     let feerate = paychan::core::commitment::FeeratePerKw(5_000);
-    let err =
-        p.a.ch.anchor_bump(&commitment, fee_input.clone(), ln::p2wpkh_script(), feerate, &ln_wrong()).unwrap_err();
-    assert_eq!(err, lightning::CommandError::WrongSigner(WRONG));
-    let child = p.a.ch.anchor_bump(&commitment, fee_input, ln::p2wpkh_script(), feerate, &p.a.signer).unwrap();
+    let out = bumper.bump(BlockHeight(100), &FeeEstimates::flat(feerate), &mut wallet, &p.a.signer);
+    assert_eq!(out.broadcast[0], commitment);
+    let child = out.broadcast[1].clone();
     let anchor = child.input[0].previous_output;
     let spent = commitment.output[anchor.vout as usize].clone();
     assert_eq!(spent.value.to_sat(), 330);

@@ -83,7 +83,7 @@ pub struct Meter {
 impl Meter {
     pub fn persist(&mut self, update: &Option<StateUpdate>) {
         if let Some(u) = update {
-            self.persisted_bytes += u.snapshot.len() + u.records.iter().map(Vec::len).sum::<usize>();
+            self.persisted_bytes += u.written_bytes();
         }
     }
 

@@ -52,6 +52,30 @@ pub(crate) fn segwit_v0_sighash(
     value: Amount,
     sighash_type: EcdsaSighashType,
 ) -> Option<[u8; 32]> {
+    segwit_v0_sighash_cached(tx, input, script_code, value, sighash_type, &mut TxDigests::default())
+}
+
+/// The transaction-wide parts of BIP-0143 digests (`hashPrevouts`, `hashSequence`,
+/// `hashOutputs` for `SIGHASH_ALL`), computed once and reused for every input of one
+/// transaction: signing all inputs of an n-input transaction hashes O(n) bytes, not O(n²).
+/// Only valid while the transaction is unchanged.
+#[derive(Clone, Copy, Default, Debug)]
+pub(crate) struct TxDigests {
+    prevouts: Option<[u8; 32]>,
+    sequences: Option<[u8; 32]>,
+    all_outputs: Option<[u8; 32]>,
+}
+
+/// As [`segwit_v0_sighash`], reusing (and filling) `cache`, which must have been used only with
+/// this very transaction.
+pub(crate) fn segwit_v0_sighash_cached(
+    tx: &Transaction,
+    input: usize,
+    script_code: &[u8],
+    value: Amount,
+    sighash_type: EcdsaSighashType,
+    cache: &mut TxDigests,
+) -> Option<[u8; 32]> {
     let txin = tx.input.get(input)?;
     let ty = sighash_type.to_u32();
     let anyone_can_pay = ty & 0x80 != 0;
@@ -62,20 +86,26 @@ pub(crate) fn segwit_v0_sighash(
     let mut head = [0u8; 4 + 32 + 32 + 36 + 9];
     head[..4].copy_from_slice(&tx.version.0.to_le_bytes());
     if !anyone_can_pay {
-        let mut prevouts = sha256::Hash::engine();
-        for i in &tx.input {
-            let mut outpoint = [0u8; 36];
-            outpoint[..32].copy_from_slice(i.previous_output.txid.as_byte_array());
-            outpoint[32..].copy_from_slice(&i.previous_output.vout.to_le_bytes());
-            prevouts.input(&outpoint);
-        }
-        head[4..36].copy_from_slice(sha256d::Hash::from_engine(prevouts).as_byte_array());
-        if !none && !single {
-            let mut sequences = sha256::Hash::engine();
+        let prevouts = *cache.prevouts.get_or_insert_with(|| {
+            let mut prevouts = sha256::Hash::engine();
             for i in &tx.input {
-                sequences.input(&i.sequence.0.to_le_bytes());
+                let mut outpoint = [0u8; 36];
+                outpoint[..32].copy_from_slice(i.previous_output.txid.as_byte_array());
+                outpoint[32..].copy_from_slice(&i.previous_output.vout.to_le_bytes());
+                prevouts.input(&outpoint);
             }
-            head[36..68].copy_from_slice(sha256d::Hash::from_engine(sequences).as_byte_array());
+            sha256d::Hash::from_engine(prevouts).to_byte_array()
+        });
+        head[4..36].copy_from_slice(&prevouts);
+        if !none && !single {
+            let sequences = *cache.sequences.get_or_insert_with(|| {
+                let mut sequences = sha256::Hash::engine();
+                for i in &tx.input {
+                    sequences.input(&i.sequence.0.to_le_bytes());
+                }
+                sha256d::Hash::from_engine(sequences).to_byte_array()
+            });
+            head[36..68].copy_from_slice(&sequences);
         }
     }
     head[68..100].copy_from_slice(txin.previous_output.txid.as_byte_array());
@@ -88,19 +118,20 @@ pub(crate) fn segwit_v0_sighash(
     let mut tail = [0u8; 8 + 4 + 32 + 4 + 4];
     tail[..8].copy_from_slice(&value.to_sat().to_le_bytes());
     tail[8..12].copy_from_slice(&txin.sequence.0.to_le_bytes());
-    let outputs: Option<&[TxOut]> = if !none && !single {
-        Some(&tx.output)
-    } else if single {
-        tx.output.get(input).map(core::slice::from_ref)
-    } else {
-        None
-    };
-    if let Some(outputs) = outputs {
+    let hash_outputs = |outputs: &[TxOut]| {
         let mut engine = sha256::Hash::engine();
         for out in outputs {
             input_txout(&mut engine, out);
         }
-        tail[12..44].copy_from_slice(sha256d::Hash::from_engine(engine).as_byte_array());
+        sha256d::Hash::from_engine(engine).to_byte_array()
+    };
+    if !none && !single {
+        let all = *cache.all_outputs.get_or_insert_with(|| hash_outputs(&tx.output));
+        tail[12..44].copy_from_slice(&all);
+    } else if single {
+        if let Some(out) = tx.output.get(input) {
+            tail[12..44].copy_from_slice(&hash_outputs(core::slice::from_ref(out)));
+        }
     }
     tail[44..48].copy_from_slice(&tx.lock_time.to_consensus_u32().to_le_bytes());
     tail[48..52].copy_from_slice(&ty.to_le_bytes());
@@ -177,6 +208,27 @@ mod tests {
                 prop_assert_eq!(segwit_v0_sighash(&tx, input, script.as_bytes(), Amount::from_sat(value), ty), Some(want));
             }
             prop_assert_eq!(segwit_v0_sighash(&tx, inputs.len(), script.as_bytes(), Amount::ZERO, EcdsaSighashType::All), None);
+        }
+
+        /// One cache for every input and sighash type of a transaction gives the uncached digests.
+        #[test]
+        fn cached_digests_match(
+            inputs in prop::collection::vec((any::<u8>(), any::<u32>(), any::<u32>()), 1..6),
+            outputs in prop::collection::vec((0u64..2_100_000_000_000_000, 0usize..40), 0..4),
+            value in any::<u64>(),
+        ) {
+            let tx = tx(&inputs, &outputs, 2, 0);
+            let script = ScriptBuf::from_bytes(alloc::vec![0x51; 35]);
+            let mut cache = TxDigests::default();
+            for input in 0..inputs.len() {
+                for ty in TYPES {
+                    let v = Amount::from_sat(value);
+                    prop_assert_eq!(
+                        segwit_v0_sighash_cached(&tx, input, script.as_bytes(), v, ty, &mut cache),
+                        segwit_v0_sighash(&tx, input, script.as_bytes(), v, ty)
+                    );
+                }
+            }
         }
     }
 

@@ -15,10 +15,13 @@
 //! | [`standard`] | which payout scripts are standard (Bitcoin Core's output templates), one policy for every layer |
 //! | [`commitment`] | BOLT #3 commitment, HTLC-timeout/-success and closing transactions |
 //! | [`encode`] | the crate's own versioned binary encoding (snapshots and messages) |
+//! | [`delta`] | delta records: a state's changes as a patch of its encoding, and their replay |
+//! | [`wire`] | the one codec of the Spilman and duplex messages (header, one-record messages, counted lists) |
 //! | [`feebump`] | deadline-aware fee bumping (RBF, CPFP, aggregation) shared by every layer |
 
 mod bip143;
 pub mod commitment;
+pub mod delta;
 pub mod encode;
 pub mod feebump;
 pub mod hashlock;
@@ -27,7 +30,9 @@ pub mod script;
 pub mod shachain;
 pub mod sign;
 pub mod standard;
+pub mod tower;
 pub mod units;
+pub mod wire;
 
 pub use hashlock::{PaymentHash, PaymentPreimage};
 pub use units::{BlockHeight, MilliSats};

@@ -64,6 +64,162 @@
 //!   |<------ Reestablish ---------->|             |  first on every new connection, both ways
 //! ```
 //!
+//! # Routing by channel id
+//! A node with many channels to the same peer sends every message addressed
+//! ([`Channel::address`]: a [`crate::core::wire::Addressed`] message, encoded with its channel
+//! id) and routes what it receives by [`Addressed::channel_id`] alone, to
+//! [`Channel::handle_addressed`]. [`Open`], [`Accept`] and [`FundingCreated`] go to the temporary
+//! id ([`Channel::temporary_channel_id`], from the initiator's keys in its `Open`), the others to
+//! the id of the funding outpoint ([`Channel::channel_id`]); a message addressed to another
+//! channel is refused ([`Misbehaviour::WrongChannel`]) with the channel unchanged.
+//!
+//! [`Addressed::channel_id`]: crate::core::wire::Addressed::channel_id
+//!
+//! # Example: open, pay, persist, restart, close
+//! Both parties in one process, the wire, the wallet and the disks played by local variables.
+//! Every [`Effects`] is persisted before its messages leave; the acceptor restarts from its
+//! stored bytes alone.
+//!
+//! ```
+//! use paychan::bitcoin::hashes::Hash;
+//! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence};
+//! use paychan::bitcoin::{Transaction, TxIn, Txid, WPubkeyHash, Witness};
+//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::core::sign::InMemorySigner;
+//! use paychan::driving::{ChainTip, RestoreCheck, StateUpdate};
+//! use paychan::duplex::{Channel, Effects, Event, Msg, Params, Role, Terms};
+//!
+//! type Error = Box<dyn std::error::Error>;
+//!
+//! /// One party: its channel, its signer and its disk (the newest snapshot and its update id).
+//! struct Party {
+//!     channel: Channel,
+//!     signer: InMemorySigner,
+//!     disk: (u64, Vec<u8>),
+//! }
+//!
+//! impl Party {
+//!     /// Persists `fx` (always first), returns what it sends and what it must broadcast.
+//!     fn apply(&mut self, fx: Effects) -> (Vec<Msg>, Vec<Transaction>) {
+//!         // A duplex update always carries the full snapshot.
+//!         if let Some(StateUpdate { update_id, snapshot: Some(snapshot), .. }) = fx.update {
+//!             self.disk = (update_id, snapshot);
+//!         }
+//!         (fx.send, fx.broadcast)
+//!     }
+//! }
+//!
+//! /// Carries messages (encoded) back and forth until both sides are quiet; returns what was
+//! /// to be broadcast.
+//! fn deliver(p: &mut [Party; 2], mut to: Role, mut msgs: Vec<Msg>, tip: ChainTip) -> Result<Vec<Transaction>, Error> {
+//!     let mut broadcast = Vec::new();
+//!     while !msgs.is_empty() {
+//!         let mut replies = Vec::new();
+//!         for msg in msgs {
+//!             let party = &mut p[to.index()];
+//!             let fx = party.channel.handle_message(Msg::decode(&msg.encode())?, &party.signer, tip)?;
+//!             let (send, txs) = party.apply(fx);
+//!             replies.extend(send);
+//!             broadcast.extend(txs);
+//!         }
+//!         msgs = replies;
+//!         to = !to;
+//!     }
+//!     Ok(broadcast)
+//! }
+//!
+//! # fn main() -> Result<(), Error> {
+//! let tip = ChainTip::at(800_000);
+//! let script = |n| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]));
+//! let signer = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
+//! let terms = Terms {
+//!     params: Params::uniform(3, 3, 144, 144)?, // depth 3, radix 3: 26 resets
+//!     capacity: Amount::from_sat(1_000_000),
+//!     push: Amount::from_sat(300_000), // the acceptor starts with this much
+//!     payment_fee: Amount::from_sat(300),
+//!     refund_fee: Amount::from_sat(300),
+//!     claim_fee: Amount::from_sat(300),
+//!     dust_limit: Amount::from_sat(546),
+//!     confirm_blocks: 6,
+//!     reorg_blocks: 6,
+//!     htlc_grace_blocks: 6,
+//!     max_htlc_expiry_delta: 2_016,
+//!     reset_warning: 5,
+//! };
+//!
+//! // Open: the initiator proposes, the acceptor accepts.
+//! let (alice_signer, bob_signer) = (signer(0xa1), signer(0xb1));
+//! let (alice, fx) = Channel::open(terms, script(0xa1), &alice_signer, tip)?;
+//! let mut alice = Party { channel: alice, signer: alice_signer, disk: (0, Vec::new()) };
+//! let (open, _) = alice.apply(fx);
+//! let Msg::Open(open) = open[0].clone() else { return Err("no open".into()) };
+//! let (bob, fx) = Channel::accept(open, script(0xb1), &bob_signer, tip)?;
+//! let mut bob = Party { channel: bob, signer: bob_signer, disk: (0, Vec::new()) };
+//! let (accept, _) = bob.apply(fx);
+//! let mut p = [alice, bob];
+//! deliver(&mut p, Role::Initiator, accept, tip)?;
+//!
+//! // The initiator's wallet builds the funding transaction (from segwit inputs; the coin here is
+//! // made up) and hands it over unsigned. Once `Event::FundingSignable` says both sides hold the
+//! // signed tree, the wallet signs and broadcasts it.
+//! let funding_tx = Transaction {
+//!     version: transaction::Version::TWO,
+//!     lock_time: absolute::LockTime::ZERO,
+//!     input: vec![TxIn {
+//!         previous_output: OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
+//!         script_sig: ScriptBuf::new(),
+//!         sequence: Sequence::MAX,
+//!         witness: Witness::new(),
+//!     }],
+//!     output: vec![p[0].channel.funding_output().ok_or("no keys yet")?],
+//! };
+//! let fx = p[0].channel.fund(&funding_tx, &p[0].signer)?;
+//! let (created, _) = p[0].apply(fx);
+//! let mut signable = false;
+//! for msg in created {
+//!     let fx = p[1].channel.handle_message(msg, &p[1].signer, tip)?;
+//!     let (signed, _) = p[1].apply(fx);
+//!     for msg in signed {
+//!         let fx = p[0].channel.handle_message(msg, &p[0].signer, tip)?;
+//!         signable |= fx.events.iter().any(|e| matches!(e, Event::FundingSignable { .. }));
+//!         p[0].apply(fx);
+//!     }
+//! }
+//! assert!(signable);
+//!
+//! // Pay, both ways.
+//! let fx = p[0].channel.pay(Amount::from_sat(20_000), &p[0].signer)?;
+//! let (send, _) = p[0].apply(fx);
+//! deliver(&mut p, Role::Acceptor, send, tip)?;
+//! let fx = p[1].channel.pay(Amount::from_sat(5_000), &p[1].signer)?;
+//! let (send, _) = p[1].apply(fx);
+//! deliver(&mut p, Role::Initiator, send, tip)?;
+//! assert_eq!(p[1].channel.balances().holder, Amount::from_sat(315_000));
+//!
+//! // The acceptor's process stops; it restarts from its disk alone.
+//! let check = RestoreCheck { channel_id: p[1].channel.channel_id(), min_update_id: p[1].disk.0 };
+//! p[1].channel = Channel::restore(&p[1].disk.1, check)?;
+//! assert_eq!(p[1].channel.balances().holder, Amount::from_sat(315_000));
+//!
+//! // On the new connection both send `reestablish()` first.
+//! let (from_alice, from_bob) = (p[0].channel.reestablish(), p[1].channel.reestablish());
+//! deliver(&mut p, Role::Acceptor, vec![from_alice], tip)?;
+//! deliver(&mut p, Role::Initiator, vec![from_bob], tip)?;
+//!
+//! // Close cooperatively: one zero-fee transaction spending the funding output, with a
+//! // pay-to-anchor output through which its broadcaster pays the fee (CPFP).
+//! let fx = p[0].channel.close(&p[0].signer)?;
+//! let (send, _) = p[0].apply(fx);
+//! let broadcast = deliver(&mut p, Role::Acceptor, send, tip)?;
+//! let close = broadcast.first().ok_or("no close")?;
+//! assert_eq!(close.input[0].previous_output, p[0].channel.funding_outpoint().ok_or("unfunded")?);
+//! let paid = |n| close.output.iter().filter(|o| o.script_pubkey == script(n)).map(|o| o.value).sum::<Amount>();
+//! assert_eq!(paid(0xa1), Amount::from_sat(685_000));
+//! assert_eq!(paid(0xb1), Amount::from_sat(315_000));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Storage
 //! A snapshot holds the keys, the terms, the current counter digits, the counterparty's
 //! signatures on `K` and on the current branch, the leaf balances, the newest payment of each
@@ -129,6 +285,7 @@ pub mod params;
 mod reestablish;
 mod reset;
 mod snapshot;
+pub mod tower;
 pub mod tree;
 
 pub use channel::{Balances, Channel, Phase};
@@ -419,6 +576,9 @@ pub enum Misbehaviour {
     /// (Not the peer's doing) the payout script given to [`Channel::accept`] is not a standard
     /// payout script; nothing was sent.
     OwnNonStandardScript,
+    /// The message is addressed to another channel ([`Channel::handle_addressed`]): neither
+    /// this channel's temporary id nor its funded id. Nothing was looked at.
+    WrongChannel,
     /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
     /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
     /// again with the channel's signer.
@@ -452,6 +612,7 @@ impl fmt::Display for Misbehaviour {
             }
             Misbehaviour::NonStandardScript => f.write_str("the peer's payout script is not standard"),
             Misbehaviour::OwnNonStandardScript => f.write_str("our payout script is not standard"),
+            Misbehaviour::WrongChannel => f.write_str("message addressed to another channel"),
             Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
         }
     }

@@ -10,11 +10,16 @@ use alloc::vec::Vec;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf};
 
+use super::channel::Channel;
 use super::params::{Params, Terms, MAX_DEPTH};
-use super::Role;
-use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
-use crate::core::hashlock::{PaymentHash, PaymentPreimage};
-use crate::core::units::BlockHeight;
+use super::{peer_error, Effects, Misbehaviour, PeerError, Role};
+use crate::core::encode::{required, DecodeError, Reader, TlvReader, TlvWriter, Writer};
+use crate::core::hashlock::PaymentPreimage;
+use crate::core::sign::Signer;
+use crate::core::wire::{
+    read_list, read_message, read_single_record, single_record, temporary_channel_id, write_list, Addressed, LayerMsg,
+};
+use crate::driving::{ChainTip, ChannelId};
 use crate::spilman::payment::PaymentHtlc;
 use crate::spilman::Payment;
 
@@ -249,71 +254,30 @@ const K_CLOSE_PROPOSAL: u8 = 0x6b;
 const K_CLOSE_SIGNED: u8 = 0x6c;
 const K_REESTABLISH: u8 = 0x6d;
 
-/// Size of an encoded HTLC.
-pub(crate) const HTLC_LEN: usize = 52;
 /// Size of an encoded signature with its sighash byte.
 pub(crate) const SIG_LEN: usize = 65;
 
-/// Reads a count and checks the input can hold that many items of `size` bytes, and that it is at
-/// most `max`.
-pub(crate) fn read_count(r: &mut Reader<'_>, size: usize, max: usize) -> Result<usize, DecodeError> {
-    let n = r.bigsize()?;
-    if n > (r.remaining() / size.max(1)) as u64 {
-        return Err(DecodeError::Truncated);
-    }
-    if n > max as u64 {
-        return Err(DecodeError::InvalidValue("count"));
-    }
-    Ok(n as usize)
-}
+pub(crate) use crate::core::wire::read_count;
+pub(crate) use crate::spilman::msgs::{read_htlc, read_htlcs, write_htlc, write_htlcs};
 
 pub(crate) fn write_sigs(w: &mut Writer, sigs: &[ecdsa::Signature]) {
-    w.bigsize(sigs.len() as u64);
-    for s in sigs {
+    write_list(w, sigs, |w, s| {
         w.bitcoin_signature(s);
-    }
+    });
 }
 
 pub(crate) fn read_sigs(r: &mut Reader<'_>, field: &'static str) -> Result<Vec<ecdsa::Signature>, DecodeError> {
-    let n = read_count(r, SIG_LEN, MAX_DEPTH + 1)?;
-    (0..n).map(|_| r.bitcoin_signature(field)).collect()
+    read_list(r, SIG_LEN, MAX_DEPTH + 1, |r| r.bitcoin_signature(field))
 }
 
 pub(crate) fn write_digits(w: &mut Writer, digits: &[u16]) {
-    w.bigsize(digits.len() as u64);
-    for d in digits {
+    write_list(w, digits, |w, d| {
         w.u16(*d);
-    }
+    });
 }
 
 pub(crate) fn read_digits(r: &mut Reader<'_>) -> Result<Vec<u16>, DecodeError> {
-    let n = read_count(r, 2, MAX_DEPTH)?;
-    (0..n).map(|_| r.u16()).collect()
-}
-
-pub(crate) fn write_htlc(w: &mut Writer, h: &PaymentHtlc) {
-    w.u64(h.id).amount(h.amount).bytes(&h.payment_hash.0).u32(h.expiry.0);
-}
-
-pub(crate) fn read_htlc(r: &mut Reader<'_>) -> Result<PaymentHtlc, DecodeError> {
-    Ok(PaymentHtlc {
-        id: r.u64()?,
-        amount: r.amount("htlc amount")?,
-        payment_hash: PaymentHash(r.array()?),
-        expiry: BlockHeight(r.u32()?),
-    })
-}
-
-pub(crate) fn write_htlcs(w: &mut Writer, htlcs: &[PaymentHtlc]) {
-    w.bigsize(htlcs.len() as u64);
-    for h in htlcs {
-        write_htlc(w, h);
-    }
-}
-
-pub(crate) fn read_htlcs(r: &mut Reader<'_>) -> Result<Vec<PaymentHtlc>, DecodeError> {
-    let n = read_count(r, HTLC_LEN, usize::MAX)?;
-    (0..n).map(|_| read_htlc(r)).collect()
+    read_list(r, 2, MAX_DEPTH, |r| r.u16())
 }
 
 pub(crate) fn read_role(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
@@ -321,19 +285,16 @@ pub(crate) fn read_role(r: &mut Reader<'_>) -> Result<Role, DecodeError> {
 }
 
 pub(crate) fn write_removals(w: &mut Writer, removed: &[HtlcRemoval]) {
-    w.bigsize(removed.len() as u64);
-    for r in removed {
+    write_list(w, removed, |w, r| {
         w.u8(r.offerer.index() as u8).u64(r.id).u8(match r.how {
             Removal::Folded => 0,
             Removal::Dropped => 1,
         });
-    }
+    });
 }
 
 pub(crate) fn read_removals(r: &mut Reader<'_>) -> Result<Vec<HtlcRemoval>, DecodeError> {
-    let n = read_count(r, 10, usize::MAX)?;
-    let mut v = Vec::with_capacity(n);
-    for _ in 0..n {
+    read_list(r, 10, usize::MAX, |r| {
         let offerer = read_role(r)?;
         let id = r.u64()?;
         let how = match r.u8()? {
@@ -341,16 +302,14 @@ pub(crate) fn read_removals(r: &mut Reader<'_>) -> Result<Vec<HtlcRemoval>, Deco
             1 => Removal::Dropped,
             _ => return Err(DecodeError::InvalidValue("removal")),
         };
-        v.push(HtlcRemoval { offerer, id, how });
-    }
-    Ok(v)
+        Ok(HtlcRemoval { offerer, id, how })
+    })
 }
 
 pub(crate) fn write_terms(w: &mut Writer, t: &Terms) {
-    w.bigsize(t.params.radix().len() as u64);
-    for k in t.params.radix() {
+    write_list(w, t.params.radix(), |w, k| {
         w.u32(*k);
-    }
+    });
     w.u16(t.params.step()).u16(t.params.refund_delay());
     w.amount(t.capacity).amount(t.push).amount(t.payment_fee);
     w.amount(t.refund_fee).amount(t.claim_fee).amount(t.dust_limit);
@@ -359,8 +318,7 @@ pub(crate) fn write_terms(w: &mut Writer, t: &Terms) {
 }
 
 pub(crate) fn read_terms(r: &mut Reader<'_>) -> Result<Terms, DecodeError> {
-    let n = read_count(r, 4, MAX_DEPTH)?;
-    let radix = (0..n).map(|_| r.u32()).collect::<Result<Vec<_>, _>>()?;
+    let radix = read_list(r, 4, MAX_DEPTH, |r| r.u32())?;
     let (step, refund_delay) = (r.u16()?, r.u16()?);
     let params = Params::new(radix, step, refund_delay).map_err(|_| DecodeError::InvalidValue("params"))?;
     Ok(Terms {
@@ -380,9 +338,7 @@ pub(crate) fn read_terms(r: &mut Reader<'_>) -> Result<Terms, DecodeError> {
 }
 
 fn single(kind: u8, f: impl FnOnce(&mut Writer)) -> Vec<u8> {
-    let mut t = TlvWriter::new(kind, VERSION);
-    t.record(0, f);
-    t.finish()
+    single_record(kind, VERSION, f)
 }
 
 fn write_keys(t: &mut TlvWriter, funding: &PublicKey, htlc: &PublicKey, payout: &ScriptBuf, base: u64) {
@@ -521,11 +477,11 @@ impl Msg {
     /// [`DecodeError`] for truncation, trailing bytes, an unknown kind or version, an unknown even
     /// field, a missing field or an invalid value.
     pub fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
-        let kind = *bytes.first().ok_or(DecodeError::Truncated)?;
-        let (version, tlv) = read_header(bytes, kind)?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
+        let (kind, tlv) = read_message(bytes, VERSION)?;
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Msg, DecodeError> {
         let mut f = Fields::default();
         match kind {
             K_OPEN => {
@@ -606,38 +562,13 @@ impl Msg {
                     signature: required(f.sig, "signature")?,
                 }))
             }
-            K_ACK => {
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    f.number = Some(r.u64()?);
-                    Ok(true)
-                })?;
-                Ok(Msg::Ack { number: required(f.number, "number")? })
-            }
+            K_ACK => Ok(Msg::Ack { number: read_single_record(tlv, "number", |r| r.u64())? }),
             K_FULFILL => {
-                let mut v = None;
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    v = Some((r.u64()?, PaymentPreimage(r.array()?)));
-                    Ok(true)
-                })?;
-                let (id, preimage) = required(v, "fulfill")?;
+                let (id, preimage) =
+                    read_single_record(tlv, "fulfill", |r| Ok((r.u64()?, PaymentPreimage(r.array()?))))?;
                 Ok(Msg::Fulfill { id, preimage })
             }
-            K_FAIL => {
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    f.number = Some(r.u64()?);
-                    Ok(true)
-                })?;
-                Ok(Msg::Fail { id: required(f.number, "id")? })
-            }
+            K_FAIL => Ok(Msg::Fail { id: read_single_record(tlv, "id", |r| r.u64())? }),
             K_RESET_PROPOSE => {
                 let (mut digits, mut numbers, mut removed, mut values) = (None, None, None, None);
                 tlv.for_each(|ty, r| {
@@ -673,36 +604,17 @@ impl Msg {
                 Ok(Msg::ResetAccept(ResetAccept { node_sigs: required(f.sigs, "node_sigs")?, base_sig: f.sig }))
             }
             K_RESET_FINISH => {
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    f.sig = Some(r.bitcoin_signature("node signature")?);
-                    Ok(true)
-                })?;
-                Ok(Msg::ResetFinish(ResetFinish { node_sig: required(f.sig, "node_sig")? }))
+                let node_sig = read_single_record(tlv, "node_sig", |r| r.bitcoin_signature("node signature"))?;
+                Ok(Msg::ResetFinish(ResetFinish { node_sig }))
             }
             K_CLOSE_PROPOSAL => {
-                let mut v = None;
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    v = Some((r.u8()?, r.bitcoin_signature("close signature")?));
-                    Ok(true)
-                })?;
-                let (spend, signature) = required(v, "close")?;
+                let (spend, signature) =
+                    read_single_record(tlv, "close", |r| Ok((r.u8()?, r.bitcoin_signature("close signature")?)))?;
                 Ok(Msg::CloseProposal(CloseProposal { spend, signature }))
             }
             K_CLOSE_SIGNED => {
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    f.sig = Some(r.bitcoin_signature("close signature")?);
-                    Ok(true)
-                })?;
-                Ok(Msg::CloseSigned(CloseSigned { signature: required(f.sig, "signature")? }))
+                let signature = read_single_record(tlv, "signature", |r| r.bitcoin_signature("close signature"))?;
+                Ok(Msg::CloseSigned(CloseSigned { signature }))
             }
             K_REESTABLISH => {
                 let (mut digits, mut numbers, mut pending, mut resolved) = (None, None, None, None);
@@ -753,6 +665,63 @@ impl Msg {
     }
 }
 
+impl crate::core::wire::sealed::Sealed for Msg {}
+
+impl LayerMsg for Msg {
+    /// Version 2 with the channel id after the header.
+    const ADDRESSED_VERSION: u8 = 3;
+
+    fn encode(&self) -> Vec<u8> {
+        Msg::encode(self)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Self, DecodeError> {
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn is_setup(&self) -> bool {
+        matches!(self, Msg::Open(_) | Msg::Accept(_) | Msg::FundingCreated(_))
+    }
+}
+
+impl Channel {
+    /// The channel's temporary id, used by the setup messages ([`Open`], [`Accept`],
+    /// [`FundingCreated`]): from the initiator's keys in its [`Open`]. [`Channel::channel_id`]
+    /// once the funding outpoint is known.
+    pub fn temporary_channel_id(&self) -> ChannelId {
+        let initiator = match (self.role, &self.keys) {
+            (Role::Acceptor, Some(keys)) => &keys[Role::Initiator.index()],
+            _ => &self.holder_keys,
+        };
+        temporary_channel_id("duplex", &[&initiator.funding, &initiator.htlc])
+    }
+
+    /// Addresses a message this party sends (from [`Effects::send`](crate::driving::Effects::send))
+    /// to its channel, for a peer that may share several channels: the temporary id for the
+    /// setup messages, the funding outpoint's afterwards.
+    pub fn address(&self, msg: Msg) -> Addressed<Msg> {
+        Addressed::new(msg, self.temporary_channel_id(), self.channel_id())
+    }
+
+    /// [`Channel::handle_message`] for an addressed message: one addressed to another channel
+    /// is refused before anything else.
+    ///
+    /// # Errors
+    /// [`Misbehaviour::WrongChannel`] (the channel unchanged) if `msg` is addressed to neither
+    /// this channel's temporary id nor its funded id; otherwise as [`Channel::handle_message`].
+    pub fn handle_addressed<S: Signer + ?Sized>(
+        &mut self,
+        msg: Addressed<Msg>,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        if !msg.is_for(self.temporary_channel_id(), self.channel_id()) {
+            return Err(peer_error(Misbehaviour::WrongChannel));
+        }
+        self.handle_message(msg.msg, signer, tip)
+    }
+}
+
 #[derive(Default)]
 struct Fields {
     terms: Option<Terms>,
@@ -761,7 +730,6 @@ struct Fields {
     outpoint: Option<OutPoint>,
     sigs: Option<Vec<ecdsa::Signature>>,
     sig: Option<ecdsa::Signature>,
-    number: Option<u64>,
     number_amount: Option<(u64, Amount)>,
     htlcs: Option<Vec<PaymentHtlc>>,
 }

@@ -11,17 +11,18 @@ use super::channel::{Channel, Phase};
 use super::close::{CoopClose, OnChain, OnChainHtlc};
 use super::leaf::{HtlcStatus, LeafChannel, PartyKeys};
 use super::msgs::{
-    read_count, read_digits, read_htlc, read_htlcs, read_removals, read_role, read_sigs, read_terms, write_digits,
-    write_htlc, write_htlcs, write_removals, write_sigs, write_terms,
+    read_count, read_digits, read_htlc, read_removals, read_role, read_sigs, read_terms, write_digits, write_htlc,
+    write_removals, write_sigs, write_terms,
 };
 use super::params::Terms;
 use super::reset::{Proposal, ResetState};
 use super::tree;
 use super::Role;
-use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
+use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::units::BlockHeight;
-use crate::spilman::payment::PaymentState;
+use crate::core::wire::read_object;
+use crate::spilman::msgs::{read_payment_state, write_payment_state};
 
 const KIND: u8 = 0x5f;
 /// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output (the signatures held
@@ -53,18 +54,9 @@ fn read_opt_sig(r: &mut Reader<'_>) -> Result<Option<ecdsa::Signature>, DecodeEr
     }
 }
 
-fn write_state(w: &mut Writer, s: &PaymentState) {
-    w.amount(s.to_payee);
-    write_htlcs(w, &s.htlcs);
-}
-
-fn read_state(r: &mut Reader<'_>) -> Result<PaymentState, DecodeError> {
-    Ok(PaymentState { to_payee: r.amount("to_payee")?, htlcs: read_htlcs(r)? })
-}
-
 fn write_channel(w: &mut Writer, c: &LeafChannel) {
     w.u64(c.number);
-    write_state(w, &c.state);
+    write_payment_state(w, &c.state);
     write_opt_sig(w, c.signature.as_ref());
     w.u64(c.acked).u64(c.next_htlc_id);
     w.bigsize(c.status.len() as u64);
@@ -80,7 +72,7 @@ fn write_channel(w: &mut Writer, c: &LeafChannel) {
 
 fn read_channel(r: &mut Reader<'_>) -> Result<LeafChannel, DecodeError> {
     let number = r.u64()?;
-    let state = read_state(r)?;
+    let state = read_payment_state(r)?;
     let signature = read_opt_sig(r)?;
     let (acked, next_htlc_id) = (r.u64()?, r.u64()?);
     let n = read_count(r, 9, usize::MAX)?;
@@ -106,8 +98,8 @@ fn write_proposal(w: &mut Writer, p: &Proposal) {
     w.u8(p.level as u8).u64(p.numbers[0]).u64(p.numbers[1]);
     write_removals(w, &p.removed);
     w.amount(p.values[0]).amount(p.values[1]);
-    write_state(w, &p.bases[0]);
-    write_state(w, &p.bases[1]);
+    write_payment_state(w, &p.bases[0]);
+    write_payment_state(w, &p.bases[1]);
 }
 
 fn read_proposal(r: &mut Reader<'_>, terms: &Terms) -> Result<Proposal, DecodeError> {
@@ -122,7 +114,7 @@ fn read_proposal(r: &mut Reader<'_>, terms: &Terms) -> Result<Proposal, DecodeEr
         numbers: [r.u64()?, r.u64()?],
         removed: read_removals(r)?,
         values: [r.amount("value")?, r.amount("value")?],
-        bases: [read_state(r)?, read_state(r)?],
+        bases: [read_payment_state(r)?, read_payment_state(r)?],
     })
 }
 
@@ -293,10 +285,7 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
 }
 
 pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
-    let (version, tlv) = read_header(bytes, KIND)?;
-    if version != VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let tlv = read_object(bytes, KIND, VERSION)?;
     let mut update_id = None;
     let mut role_terms: Option<(Role, Terms)> = None;
     let mut holder_keys = None;

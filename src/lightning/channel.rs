@@ -159,6 +159,18 @@ pub struct Channel {
     /// Restored from a version-1 snapshot, whose onions were inline: the next update appends
     /// them as records (the version-2 snapshot it persists refers to them). Not in the snapshot.
     pub(crate) onions_to_append: bool,
+    /// The state the embedder's storage holds (its snapshot with every delta since, replayed):
+    /// the base of the next delta. `None` until the first write, which is a full snapshot. Not
+    /// in the snapshot.
+    pub(crate) durable: Option<Vec<u8>>,
+    /// Deltas written since the last full snapshot. Not in the snapshot.
+    pub(crate) deltas_since_full: u32,
+    /// Deltas written between full snapshots ([`Channel::set_full_snapshot_interval`]). An
+    /// embedder's setting: not in the snapshot.
+    pub(crate) full_snapshot_interval: u32,
+    /// HTLCs added (sent or received) since the last write whose onions the log does not hold
+    /// yet: their onion records go with the next write. Not in the snapshot.
+    pub(crate) pending_onions: Vec<(Side, u64)>,
 }
 
 impl PartialEq for Channel {
@@ -401,18 +413,41 @@ impl Channel {
         self.next_seq
     }
 
-    /// A state update of the live state, plus `records` to append.
-    pub(crate) fn persist_with(&mut self, mut records: Vec<Vec<u8>>) -> Effects {
+    /// A durable write of the live state, plus `records` to append: a delta against the state
+    /// the storage holds, or a full snapshot on the first write and every
+    /// [`Channel::set_full_snapshot_interval`] deltas. The onion records of the HTLCs added since
+    /// the last write go first.
+    pub(crate) fn persist_with(&mut self, extra: Vec<Vec<u8>>) -> Effects {
+        let mut records = Vec::new();
         if core::mem::take(&mut self.onions_to_append) {
-            let migrated = self.htlcs.iter().filter_map(|h| {
-                let onion = h.onion.clone()?;
-                Some(super::OnionRecord { offerer: h.offerer, id: h.id, onion }.encode())
-            });
-            records.splice(0..0, migrated);
+            self.pending_onions.extend(self.htlcs.iter().map(|h| (h.offerer, h.id)));
         }
+        let pending = core::mem::take(&mut self.pending_onions);
+        for (k, &(offerer, id)) in pending.iter().enumerate() {
+            if pending[..k].contains(&(offerer, id)) {
+                continue;
+            }
+            if let Some(onion) = self.find_htlc(offerer, id).and_then(|h| h.onion.clone()) {
+                records.push(super::OnionRecord { offerer, id, onion }.encode());
+            }
+        }
+        records.extend(extra);
         self.update_id += 1;
+        let bytes = self.snapshot();
+        let update = match self.durable.take() {
+            Some(old) if self.deltas_since_full < self.full_snapshot_interval => {
+                self.deltas_since_full += 1;
+                records.push(crate::core::delta::DeltaRecord::between(self.update_id, &old, &bytes).encode());
+                StateUpdate::delta(self.update_id, records)
+            }
+            _ => {
+                self.deltas_since_full = 0;
+                StateUpdate::with_records(self.update_id, bytes.clone(), records)
+            }
+        };
+        self.durable = Some(bytes);
         let mut fx = Effects::none();
-        fx.update = Some(StateUpdate::with_records(self.update_id, self.snapshot(), records));
+        fx.update = Some(update);
         fx.next_deadline = self.next_deadline();
         fx
     }
@@ -421,13 +456,32 @@ impl Channel {
         self.persist_with(Vec::new())
     }
 
+    /// Writes the whole state as a full snapshot now (a new update id), whatever the interval:
+    /// after persisting it the embedder may drop every delta record of its log (see
+    /// [`Channel::keeps_record`]). Any update not yet covered by a `commitment_signed` becomes
+    /// durable with it.
+    pub fn compact(&mut self) -> Effects {
+        self.durable = None;
+        self.persist()
+    }
+
+    /// How many delta records the channel writes before a full snapshot again (default
+    /// [`FULL_SNAPSHOT_INTERVAL`](crate::driving::FULL_SNAPSHOT_INTERVAL); `0`: a full snapshot
+    /// on every write, as before deltas; `u32::MAX`: only on [`Channel::compact`]). An embedder's
+    /// setting, not persisted: set it again after a restore. A longer interval writes fewer
+    /// bytes and lets the log grow longer between snapshots (a restore replays it).
+    pub fn set_full_snapshot_interval(&mut self, deltas: u32) {
+        self.full_snapshot_interval = deltas;
+    }
+
     /// Encodes the live state (see [`Channel::restore`]). Its size is bounded by the HTLCs in
     /// flight, not by the channel's history.
     pub fn snapshot(&self) -> Vec<u8> {
         super::snapshot::encode_channel(self)
     }
 
-    /// Restores a channel from [`Channel::snapshot`] bytes alone: enough when no HTLC is in flight
+    /// Restores a channel from a full snapshot alone (a [`StateUpdate::snapshot`] or
+    /// [`Channel::snapshot`] bytes): enough when no delta followed it and no HTLC is in flight
     /// (the onions of HTLCs in flight are in [`records`](super::records); use
     /// [`Channel::restore_with_records`] then).
     ///
@@ -438,15 +492,19 @@ impl Channel {
         Self::restore_with_records(bytes, core::iter::empty::<&[u8]>(), check)
     }
 
-    /// Restores a channel from [`Channel::snapshot`] bytes and the records appended so far (every
+    /// Restores a channel from the stored snapshot and the log appended so far (every
     /// [`StateUpdate::records`](crate::driving::StateUpdate::records) entry, in order, of any
-    /// kind). The onions of the HTLCs in flight are taken from the [`OnionRecord`]s
-    /// (the last one wins if an HTLC was added twice, as after a reconnection).
+    /// kind): the delta records of the updates after the snapshot's are replayed on it, in order
+    /// ([`crate::core::delta::replay`]), and the onions of the HTLCs in flight are taken from the
+    /// [`OnionRecord`]s (the last one wins if an HTLC was added twice, as after a reconnection).
+    /// The restored channel writes its next delta against the replayed state.
     ///
     /// # Errors
-    /// [`RestoreError::Decode`] if the snapshot or any record is malformed,
-    /// [`RestoreError::WrongChannel`] / [`RestoreError::Stale`] as [`RestoreCheck`] says, and
-    /// [`RestoreError::MissingRecord`] if an HTLC's onion is not among the records.
+    /// [`RestoreError::Decode`] if the snapshot, a record or the replayed state is malformed or a
+    /// delta does not apply, [`RestoreError::MissingDelta`] if the log skips an update,
+    /// [`RestoreError::WrongChannel`] / [`RestoreError::Stale`] as [`RestoreCheck`] says of the
+    /// replayed state, and [`RestoreError::MissingRecord`] if an HTLC's onion is not among the
+    /// records.
     ///
     /// # Examples
     /// What an embedder keeps, and how it comes back after a restart:
@@ -456,18 +514,29 @@ impl Channel {
     /// use paychan::lightning::Channel;
     /// use paychan::testing::lightning::{onion, Pair};
     /// let mut p = Pair::open(ChannelType::StaticRemoteKey, 1_000_000, 0);
+    /// // The embedder's storage: the last full snapshot and the log of records since.
+    /// let (mut snapshot, mut log) = (p.a.persisted.last().expect("a snapshot").1.clone(), Vec::new());
     /// let hash = PaymentPreimage([1; 32]).hash();
     /// let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), hash, 2_000, onion())?;
-    /// // Persist first: replace the snapshot, append the records (here: the HTLC's onion).
-    /// let update = fx.update.clone().expect("an update to persist");
-    /// let (snapshot, log) = (update.snapshot, update.records);
-    /// // After a restart the snapshot alone is not enough while the HTLC is in flight.
+    /// // An update not yet signed is not written: it goes with the next write.
+    /// assert!(fx.update.is_none());
+    /// let fx = p.a.ch.commit(&p.a.signer)?;
+    /// let update = fx.update.clone().expect("a write before `commitment_signed`");
+    /// // Persist first: append the records (the HTLC's onion, then the delta), replace the
+    /// // snapshot if the update carries one.
+    /// log.extend(update.records);
+    /// if let Some(full) = update.snapshot {
+    ///     snapshot = full;
+    /// }
     /// let check = RestoreCheck { channel_id: Some(p.a.ch.channel_id()), min_update_id: update.update_id };
-    /// assert_eq!(Channel::restore(&snapshot, check).err(), Some(RestoreError::MissingRecord));
+    /// // The snapshot alone is stale; with the log it is the latest state.
+    /// assert!(matches!(Channel::restore(&snapshot, check), Err(RestoreError::Stale { .. })));
     /// let restored = Channel::restore_with_records(&snapshot, &log, check)?;
     /// assert_eq!(restored.htlcs()[0].onion, Some(onion()));
-    /// // A compaction of the log keeps what the channel still needs.
-    /// assert!(log.iter().all(|r| restored.keeps_record(r)));
+    /// // A compaction: the restored state as the new snapshot, and the records it still needs.
+    /// let compacted: Vec<_> = log.iter().filter(|r| restored.keeps_record(r)).cloned().collect();
+    /// assert!(compacted.len() < log.len());
+    /// assert_eq!(Channel::restore_with_records(&restored.snapshot(), &compacted, check)?, restored);
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     ///
@@ -475,14 +544,24 @@ impl Channel {
     pub fn restore_with_records<I>(bytes: &[u8], records: I, check: RestoreCheck) -> Result<Self, RestoreError>
     where
         I: IntoIterator,
+        I::IntoIter: Clone,
         I::Item: AsRef<[u8]>,
     {
-        let (mut c, mut wanted) = super::snapshot::decode_channel(bytes)?;
+        let records = records.into_iter();
+        let base_id = super::snapshot::snapshot_update_id(bytes)?;
+        let (state, replayed_id) = crate::core::delta::replay(bytes, base_id, records.clone())?;
+        let (mut c, mut wanted) = super::snapshot::decode_channel(&state)?;
+        if c.update_id != replayed_id {
+            return Err(RestoreError::Decode(crate::core::encode::DecodeError::InvalidValue("delta update id")));
+        }
         check.check(Some(c.channel_id), c.update_id)?;
         let key = |side: Side, id: u64| (side == Side::Counterparty, id);
         let mut found: alloc::collections::BTreeMap<(bool, u64), Option<super::OnionPacket>> =
             wanted.drain(..).map(|(side, id)| (key(side, id), None)).collect();
         for r in records {
+            if crate::core::delta::is_delta(r.as_ref()) {
+                continue;
+            }
             if let super::Record::Onion(o) = super::Record::decode(r.as_ref())? {
                 if let Some(slot) = found.get_mut(&key(o.offerer, o.id)) {
                     *slot = Some(o.onion);
@@ -494,15 +573,22 @@ impl Channel {
                 h.onion = Some(slot.take().ok_or(RestoreError::MissingRecord)?);
             }
         }
+        c.durable = Some(state);
         Ok(c)
     }
 
-    /// Whether the channel still needs a record it appended (bytes of a
-    /// [`StateUpdate::records`](crate::driving::StateUpdate::records) entry). A log compaction may
-    /// drop the records for which this is `false`: the onion of an HTLC that is gone, or that
+    /// Whether the channel still needs a record of its log (bytes of a
+    /// [`StateUpdate::records`](crate::driving::StateUpdate::records) entry) beside its
+    /// [`Channel::snapshot`] as the stored snapshot. A compaction may drop the records for which
+    /// this is `false`: a delta the snapshot includes, the onion of an HTLC that is gone or that
     /// the peer has irrevocably received from us. Penalty records, and records this version
-    /// cannot decode, are always kept. Compact against the channel of the snapshot you keep.
+    /// cannot decode, are always kept. Compact against a channel just restored from the storage
+    /// (or after [`Channel::compact`]): a live channel's snapshot also holds updates not yet
+    /// written, whose onions the log does not have yet.
     pub fn keeps_record(&self, record: &[u8]) -> bool {
+        if crate::core::delta::is_delta(record) {
+            return crate::core::delta::DeltaRecord::decode(record).map_or(true, |d| d.update_id() > self.update_id);
+        }
         match super::Record::decode(record) {
             Ok(super::Record::Onion(o)) => self.find_htlc(o.offerer, o.id).is_some_and(|h| h.onion.is_some()),
             _ => true,

@@ -12,11 +12,176 @@
 //!   connection drops and [`Channel::reestablish`] when it is back;
 //! * **chain input**: [`Channel::handle_chain`].
 //!
-//! Each returns [`Effects`](crate::driving::Effects): persist `update` (snapshot + append
-//! `records`), then send, then broadcast. Updates you make are sent at once but only signed when
+//! Each returns [`Effects`](crate::driving::Effects): persist `update` (append `records`, then
+//! replace the snapshot if it carries one), then send, then broadcast. Updates you make are sent
+//! at once (and written only with the next signature: see *Persistence*) but only signed when
 //! you call [`Channel::commit`] (so several can share one signature); the answers to the peer's
 //! `commitment_signed` (our `revoke_and_ack`, and our own `commitment_signed` if the peer's
 //! updates need one) are produced automatically.
+//!
+//! # Example: open, pay, persist, restart, close
+//! Two channels in one process, the wire, the chain, the wallet and the disks played by local
+//! variables. Every [`Effects`] is persisted (snapshot replaced, records appended) before its
+//! messages leave; Bob restarts from his stored bytes alone.
+//!
+//! ```
+//! use std::collections::VecDeque;
+//!
+//! use paychan::bitcoin::hashes::Hash;
+//! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence};
+//! use paychan::bitcoin::{Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
+//! use paychan::core::commitment::ChannelType;
+//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::core::sign::InMemorySigner;
+//! use paychan::core::{BlockHeight, MilliSats, PaymentPreimage};
+//! use paychan::driving::{ChainEvent, ChainTip, ChannelId, RestoreCheck};
+//! use paychan::lightning::{Channel, ChannelConfig, Effects, Event, Msg, OnionPacket, OpenParams};
+//!
+//! type Error = Box<dyn std::error::Error>;
+//!
+//! /// One node: its channel, its signer, its disk and the events it was told of.
+//! struct Node {
+//!     channel: Channel,
+//!     signer: InMemorySigner,
+//!     update_id: u64,
+//!     snapshot: Vec<u8>,
+//!     records: Vec<Vec<u8>>,
+//!     events: Vec<Event>,
+//! }
+//!
+//! impl Node {
+//!     fn new(channel: Channel, signer: InMemorySigner) -> Self {
+//!         Node { channel, signer, update_id: 0, snapshot: Vec::new(), records: Vec::new(), events: Vec::new() }
+//!     }
+//!
+//!     /// Persists `fx` (always first: append the records, which may end with a delta of the
+//!     /// state, and replace the snapshot if the update carries one), keeps its events, returns
+//!     /// the messages to send and the transactions to broadcast.
+//!     fn apply(&mut self, fx: Effects) -> (Vec<Msg>, Vec<Transaction>) {
+//!         if let Some(update) = fx.update {
+//!             self.update_id = update.update_id;
+//!             self.records.extend(update.records);
+//!             if let Some(snapshot) = update.snapshot {
+//!                 self.snapshot = snapshot;
+//!             }
+//!         }
+//!         self.events.extend(fx.events);
+//!         (fx.send, fx.broadcast)
+//!     }
+//! }
+//!
+//! /// Applies `fx` of node `from` and carries every message (encoded) and answer until both
+//! /// nodes are quiet; returns what was to be broadcast.
+//! fn deliver(n: &mut [Node; 2], from: usize, fx: Effects, tip: ChainTip) -> Result<Vec<Transaction>, Error> {
+//!     let mut broadcast = Vec::new();
+//!     let mut queue = VecDeque::from([(from, fx)]);
+//!     while let Some((from, fx)) = queue.pop_front() {
+//!         let (send, txs) = n[from].apply(fx);
+//!         broadcast.extend(txs);
+//!         let to = 1 - from;
+//!         for msg in send {
+//!             let msg = Msg::decode(&msg.encode())?;
+//!             let answer = n[to].channel.handle_message(msg, &n[to].signer, tip)?;
+//!             queue.push_back((to, answer));
+//!         }
+//!     }
+//!     Ok(broadcast)
+//! }
+//!
+//! # fn main() -> Result<(), Error> {
+//! let mut tip = ChainTip::at(800_000);
+//! let script = |n| ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([n; 20]));
+//! let signer = |n| InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([n; 32]), 0));
+//! let config = ChannelConfig { minimum_depth: 1, ..ChannelConfig::default_for([6; 32], ChannelType::StaticRemoteKey) };
+//!
+//! // Open: Alice proposes (with a temporary id of her choosing), Bob accepts.
+//! let params = OpenParams {
+//!     config: config.clone(),
+//!     temporary_channel_id: ChannelId([9; 32]),
+//!     funding: Amount::from_sat(500_000),
+//!     push: MilliSats::from_msat(100_000_000),
+//!     feerate_per_kw: 1_000,
+//! };
+//! let (alice_signer, bob_signer) = (signer(0xa1), signer(0xb1));
+//! let (alice, fx) = Channel::open(params, &alice_signer, tip)?;
+//! let mut alice = Node::new(alice, alice_signer);
+//! let (open, _) = alice.apply(fx);
+//! let Msg::OpenChannel(open) = &open[0] else { return Err("no open_channel".into()) };
+//! let (bob, fx) = Channel::accept(open, config, &bob_signer, tip)?;
+//! let mut n = [alice, Node::new(bob, bob_signer)];
+//! deliver(&mut n, 1, fx, tip)?;
+//!
+//! // Alice's wallet builds the funding transaction the channel asks for (the coin it spends is
+//! // made up) and signs it; the channel broadcasts it once Bob signed Alice's first commitment.
+//! let funding_output = n[0].events.iter().find_map(|e| match e {
+//!     Event::FundingGenerationReady { script_pubkey, value } => {
+//!         Some(TxOut { script_pubkey: script_pubkey.clone(), value: *value })
+//!     }
+//!     _ => None,
+//! });
+//! let funding_tx = Transaction {
+//!     version: transaction::Version::TWO,
+//!     lock_time: absolute::LockTime::ZERO,
+//!     input: vec![TxIn {
+//!         previous_output: OutPoint { txid: Txid::from_byte_array([7; 32]), vout: 0 },
+//!         script_sig: ScriptBuf::new(),
+//!         sequence: Sequence::MAX,
+//!         witness: Witness::new(), // the wallet's signature goes here
+//!     }],
+//!     output: vec![funding_output.ok_or("no funding request")?],
+//! };
+//! let fx = n[0].channel.funding_tx(funding_tx.clone(), &n[0].signer)?;
+//! let broadcast = deliver(&mut n, 0, fx, tip)?;
+//! assert_eq!(broadcast, [funding_tx.clone()]);
+//!
+//! // The funding transaction confirms; both sides send `channel_ready`.
+//! tip = ChainTip { height: BlockHeight(800_001) };
+//! for i in 0..2 {
+//!     let confirmed = ChainEvent::Confirmed { tx: &funding_tx, height: tip.height };
+//!     let fx = n[i].channel.handle_chain(confirmed, &n[i].signer);
+//!     deliver(&mut n, i, fx, tip)?;
+//! }
+//!
+//! // Pay: Alice offers an HTLC and signs; Bob reveals the preimage and signs.
+//! let preimage = PaymentPreimage([42; 32]);
+//! let amount = MilliSats::from_msat(20_000_000);
+//! let (id, mut fx) = n[0].channel.add_htlc(amount, preimage.hash(), 800_100, OnionPacket::zeroed())?;
+//! fx.merge(n[0].channel.commit(&n[0].signer)?);
+//! deliver(&mut n, 0, fx, tip)?;
+//! let mut fx = n[1].channel.fulfill_htlc(id, preimage)?;
+//! fx.merge(n[1].channel.commit(&n[1].signer)?);
+//! deliver(&mut n, 1, fx, tip)?;
+//! assert_eq!(n[1].channel.balances(paychan::lightning::Side::Holder).holder, MilliSats::from_msat(120_000_000));
+//!
+//! // Bob's process stops: the connection drops, and he restarts from his disk alone.
+//! let fx = n[0].channel.handle_disconnect();
+//! n[0].apply(fx);
+//! let check = RestoreCheck { channel_id: Some(n[1].channel.channel_id()), min_update_id: n[1].update_id };
+//! n[1].channel = Channel::restore_with_records(&n[1].snapshot, &n[1].records, check)?;
+//!
+//! // On the new connection both send `channel_reestablish` first.
+//! for i in 0..2 {
+//!     let msg = n[i].channel.reestablish(&n[i].signer)?;
+//!     let fx = n[1 - i].channel.handle_message(msg, &n[1 - i].signer, tip)?;
+//!     deliver(&mut n, 1 - i, fx, tip)?;
+//! }
+//!
+//! // Close cooperatively: Alice sends `shutdown`, Bob answers with his own (as
+//! // `Event::ShutdownReceived` asks), and they agree on a fee that Alice, the funder, pays.
+//! let fee_range = (Amount::from_sat(200), Amount::from_sat(5_000));
+//! let fx = n[0].channel.shutdown(script(0xa1), fee_range, &n[0].signer)?;
+//! deliver(&mut n, 0, fx, tip)?;
+//! assert!(n[1].events.contains(&Event::ShutdownReceived));
+//! let fx = n[1].channel.shutdown(script(0xb1), fee_range, &n[1].signer)?;
+//! let broadcast = deliver(&mut n, 1, fx, tip)?;
+//! let close = broadcast.first().ok_or("no closing transaction")?;
+//! assert_eq!(close.input[0].previous_output, n[0].channel.funding_outpoint().ok_or("unfunded")?);
+//! let paid = |n| close.output.iter().filter(|o| o.script_pubkey == script(n)).map(|o| o.value).sum::<Amount>();
+//! assert_eq!(paid(0xb1), Amount::from_sat(120_000));
+//! assert!(paid(0xa1) < Amount::from_sat(380_000)); // Alice's 380,000 sat minus the fee
+//! # Ok(())
+//! # }
+//! ```
 //!
 //! # HTLC lifecycle
 //! See [`htlc`] for the five stages each update passes. Events tell a forwarder exactly when to
@@ -64,20 +229,33 @@
 //! keep a watchtower or stay online within `to_self_delay` blocks to punish a revoked commitment.
 //!
 //! # Persistence
-//! The snapshot holds the live state: parameters, keys, the peer's revocation secrets in the
-//! constant-size shachain store, the HTLCs in flight (≈ 100 bytes each) and our latest
-//! commitment's signatures. What is written once and never changes goes into append-only
-//! [`records`] in [`StateUpdate::records`](crate::driving::StateUpdate::records): an HTLC's
-//! 1,366-byte onion when it is added ([`OnionRecord`]), and what penalties need about an HTLC once
-//! it is gone ([`PenaltyRecord`]). So the bytes persisted per update do not grow with the
-//! channel's history, nor carry the onions again. Restore with
-//! [`Channel::restore_with_records`]; [`Channel::keeps_record`] tells which records a compaction
-//! of the log may drop.
+//! The contract is [`driving`'s](crate::driving#persistence). The channel writes only where the
+//! protocol needs it: before it sends `commitment_signed` or `revoke_and_ack` (and the funding,
+//! `shutdown` and closing messages), before a broadcast, and after it receives a
+//! `commitment_signed`, a `revoke_and_ack` or a chain event that changes it. An update no
+//! `commitment_signed` covers yet (`update_add_htlc`, `update_fulfill_htlc`, `update_fail_htlc`,
+//! `update_fee`, ours or the peer's) is kept in memory and goes with the next write; a crash loses
+//! it, and the reconnection (BOLT #2) or the embedder (a fulfilment again, a payment again or
+//! failed upstream) makes up for it. A 1-HTLC payment is 10 writes for both sides
+//! (`benches/persist.rs` prints the bytes).
+//!
+//! A write is a **delta** ([`crate::core::delta`]) against the state the storage holds, and a
+//! full snapshot on the first write, every [`Channel::set_full_snapshot_interval`] deltas and on
+//! [`Channel::compact`]. The snapshot holds the live state: parameters, keys, the peer's
+//! revocation secrets in the constant-size shachain store, the HTLCs in flight (≈ 100 bytes each)
+//! and our latest commitment's signatures. What is written once and never changes goes into
+//! append-only [`records`] in [`StateUpdate::records`](crate::driving::StateUpdate::records): an
+//! HTLC's 1,366-byte onion with the first write that includes the HTLC ([`OnionRecord`]), and what
+//! penalties need about an HTLC once it is gone ([`PenaltyRecord`]). So the bytes persisted per
+//! update grow neither with the channel's history nor with the HTLCs that did not change. Restore
+//! with [`Channel::restore_with_records`] (it replays the deltas after the snapshot);
+//! [`Channel::keeps_record`] tells which records a compaction of the log may drop.
 
 mod channel;
 mod close;
 mod deadlines;
 mod dot;
+pub mod fees;
 pub mod htlc;
 mod limits;
 pub mod msgs;
@@ -88,6 +266,7 @@ pub mod penalty;
 pub mod records;
 mod reestablish;
 mod snapshot;
+pub mod tower;
 
 pub use channel::{Balances, Channel, Phase};
 pub use htlc::{Resolution, Side};

@@ -11,7 +11,7 @@ use super::channel::{Channel, Phase};
 use super::htlc::{FeeUpdate, Htlc, Progress, Resolution, Side, Stage, Step};
 use super::limits::{Breach, FEE_SPIKE_MULTIPLE};
 use super::msgs::{Msg, OnionPacket};
-use super::records::{OnionRecord, PenaltyRecord};
+use super::records::PenaltyRecord;
 use super::{peer_error, CommandError, Effects, Event, HtlcRefusal, Misbehaviour, PeerError};
 use crate::core::commitment::signatures::{
     sign_counterparty_commitment, verify_holder_signatures, CommitmentSignatures,
@@ -94,8 +94,10 @@ impl Channel {
         next.next_seq = seq;
         next.next_holder_htlc_id += 1;
         *self = next;
-        let record = OnionRecord { offerer: Side::Holder, id, onion: onion.clone() };
-        let mut fx = self.persist_with(alloc::vec![record.encode()]);
+        // Not covered by a `commitment_signed` yet: in memory only (the onion record goes with
+        // the next write).
+        self.pending_onions.push((Side::Holder, id));
+        let mut fx = self.unpersisted();
         fx.send.push(Msg::UpdateAddHtlc {
             channel_id: self.channel_id,
             id,
@@ -105,6 +107,14 @@ impl Channel {
             onion_routing_packet: onion,
         });
         Ok((id, fx))
+    }
+
+    /// The effects of an update not covered by a `commitment_signed`: kept in memory, it goes with
+    /// the next durable write (the [persistence contract](crate::driving#persistence)).
+    fn unpersisted(&self) -> Effects {
+        let mut fx = Effects::none();
+        fx.next_deadline = self.next_deadline();
+        fx
     }
 
     fn removable(&self, offerer: Side, id: u64) -> bool {
@@ -133,7 +143,7 @@ impl Channel {
             h.remove = Some((resolution, Progress::new(Side::Holder)));
             h.remove_seq = seq;
         }
-        let mut fx = self.persist();
+        let mut fx = self.unpersisted();
         fx.send.push(msg);
         Ok(fx)
     }
@@ -209,7 +219,7 @@ impl Channel {
         }
         next.next_seq = seq;
         *self = next;
-        let mut fx = self.persist();
+        let mut fx = self.unpersisted();
         fx.send.push(Msg::UpdateFee { channel_id: self.channel_id, feerate_per_kw });
         Ok(fx)
     }
@@ -349,8 +359,8 @@ impl Channel {
         next.next_seq = seq;
         next.next_counterparty_htlc_id += 1;
         *self = next;
-        let record = OnionRecord { offerer: Side::Counterparty, id, onion };
-        Ok(self.persist_with(alloc::vec![record.encode()]))
+        self.pending_onions.push((Side::Counterparty, id));
+        Ok(self.unpersisted())
     }
 
     pub(crate) fn on_remove(&mut self, id: u64, resolution: Resolution) -> Result<Effects, PeerError> {
@@ -375,7 +385,7 @@ impl Channel {
             h.remove = Some((resolution, Progress::new(Side::Counterparty)));
             h.remove_seq = seq;
         }
-        let mut fx = self.persist();
+        let mut fx = self.unpersisted();
         fx.events.extend(event);
         Ok(fx)
     }
@@ -402,7 +412,7 @@ impl Channel {
         })?;
         next.next_seq = seq;
         *self = next;
-        Ok(self.persist())
+        Ok(self.unpersisted())
     }
 
     pub(crate) fn on_commitment_signed<S: Signer + ?Sized>(

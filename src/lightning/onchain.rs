@@ -2,17 +2,20 @@
 //! claiming every output that is ours at the right height, punishing revoked commitments, learning
 //! preimages from witnesses, and undoing all of it on a reorg.
 //!
-//! Every claim is a transaction spending one output to the sweep destination; it is broadcast as
-//! soon as it is valid (its `nLockTime` or relative lock reached) and again after a reorg.
+//! Every claim is broadcast as soon as it is valid (its `nLockTime` or relative lock reached) and
+//! again after a reorg, at the channel's sweep feerate ([`Channel::set_sweep_policy`]) or, for
+//! pre-signed transactions, at the fee they were signed with; each time-critical one comes with a
+//! [`BumpRequest`](crate::core::feebump::BumpRequest) in
+//! [`Effects::bumps`](crate::driving::Effects::bumps) so that a
+//! [`Bumper`](crate::core::feebump::Bumper) gets it confirmed by its deadline whatever the fee
+//! market does (see [`super::fees`] for what is bumped how, and what cannot be).
 
 use alloc::vec::Vec;
 
-use bitcoin::absolute::LockTime;
-use bitcoin::sighash::EcdsaSighashType;
-use bitcoin::transaction::Version;
-use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
+use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, Txid};
 
 use super::channel::{Channel, Phase};
+use super::fees::Claimed;
 use super::htlc::Side;
 use super::penalty::PenaltyKit;
 use super::records::PenaltyRecord;
@@ -21,7 +24,7 @@ use crate::core::commitment::{CommitmentNumber, FeeratePerKw};
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::keys::{HtlcPubkey, PerCommitmentPoint, RevocationPubkey};
 use crate::core::script::{self, WitnessScript};
-use crate::core::sign::{KeyId, SignRequest, Signer, Tweak};
+use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, Watch};
 
@@ -80,23 +83,6 @@ pub(crate) struct OnChain {
     pub claims: Vec<Claim>,
 }
 
-/// Weight of a one-input, one-output sweep besides its witness.
-const SWEEP_BASE_WEIGHT: u64 = 4 * (4 + 1 + 41 + 1 + 8 + 1 + 34 + 4) + 2;
-
-/// Weight of a wallet's P2WPKH fee input once signed: outpoint, empty script and sequence, and a
-/// witness of a signature and a key.
-const WALLET_INPUT_WEIGHT: u64 = 4 * (32 + 4 + 1 + 4) + (1 + 1 + 73 + 1 + 33);
-
-/// A wallet's fee input, left unsigned for the wallet.
-fn wallet_input(outpoint: OutPoint) -> TxIn {
-    TxIn {
-        previous_output: outpoint,
-        script_sig: ScriptBuf::new(),
-        sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-        witness: Witness::new(),
-    }
-}
-
 impl Channel {
     /// Where sweeps pay (by default P2WPKH of our payment basepoint, a key we hold).
     pub fn sweep_destination(&self) -> ScriptBuf {
@@ -123,7 +109,10 @@ impl Channel {
     }
 
     /// Closes unilaterally: broadcasts our latest commitment. Claims follow from
-    /// [`Channel::handle_chain`] as it confirms and matures.
+    /// [`Channel::handle_chain`] as it confirms and matures. With anchors the effects carry the
+    /// commitment's [`BumpMethod::Child`](crate::core::feebump::BumpMethod::Child) request (CPFP
+    /// through our anchor, deadline and value at stake from its HTLCs, see [`super::fees`]);
+    /// a `static_remotekey` commitment cannot be bumped and comes without one.
     ///
     /// # Errors
     /// [`CommandError::WrongPhase`] before we hold a signed commitment or once the funding proved
@@ -145,123 +134,9 @@ impl Channel {
             fx.watch.push(Watch::Spend(op));
         }
         fx.watch.push(Watch::Tx(tx.compute_txid()));
+        fx.bumps.extend(self.commitment_bump(&tx, signer));
         fx.broadcast.push(tx);
         Ok(fx)
-    }
-
-    /// With anchors: a CPFP child spending our anchor of `commitment` and the wallet's
-    /// `fee_input` (left unsigned for the wallet), paying `change` what the fee leaves. The anchor
-    /// input (index 0) is signed `SIGHASH_ALL`.
-    ///
-    /// # Errors
-    /// [`CommandError`] without anchors, if the commitment has no anchor of ours, or if the input
-    /// cannot pay the fee;
-    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
-    pub fn anchor_bump<S: Signer + ?Sized>(
-        &self,
-        commitment: &Transaction,
-        fee_input: (OutPoint, TxOut),
-        change: ScriptBuf,
-        feerate: FeeratePerKw,
-        signer: &S,
-    ) -> Result<Transaction, CommandError> {
-        self.check_signer(signer)?;
-        if !self.channel_type.has_anchors() {
-            return Err(CommandError::WrongPhase);
-        }
-        let ws = script::anchor(&self.holder.pubkeys.funding);
-        let spk = ws.to_p2wsh();
-        let vout = commitment.output.iter().position(|o| o.script_pubkey == spk).ok_or(CommandError::WrongPhase)?;
-        let anchor_value = commitment.output.get(vout).map(|o| o.value).ok_or(CommandError::WrongPhase)?;
-        // Parent and child are paid for together.
-        // The anchor input's witness is below 200 weight units.
-        let package_weight = commitment.weight().to_wu() + SWEEP_BASE_WEIGHT + 200 + WALLET_INPUT_WEIGHT;
-        let fee = feerate.fee_for_weight(package_weight);
-        let value =
-            anchor_value.checked_add(fee_input.1.value).and_then(|v| v.checked_sub(fee)).ok_or(CommandError::Amount)?;
-        let mut tx = Transaction {
-            version: Version::TWO,
-            lock_time: LockTime::ZERO,
-            input: alloc::vec![
-                TxIn {
-                    previous_output: OutPoint { txid: commitment.compute_txid(), vout: vout as u32 },
-                    script_sig: ScriptBuf::new(),
-                    sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                    witness: Witness::new(),
-                },
-                wallet_input(fee_input.0),
-            ],
-            output: alloc::vec![TxOut { value, script_pubkey: change }],
-        };
-        let sig = signer.sign(&SignRequest {
-            tx: &tx,
-            input: 0,
-            script_code: ws.as_script(),
-            p2wpkh: false,
-            value: anchor_value,
-            sighash_type: EcdsaSighashType::All,
-            key: KeyId::Funding,
-            tweak: Tweak::None,
-        })?;
-        if let Some(i) = tx.input.first_mut() {
-            i.witness = script::anchor_owner_witness(&ws, &sig);
-        }
-        Ok(tx)
-    }
-
-    /// With anchors: pays for one of our zero-fee HTLC transactions. `htlc_tx` is the HTLC-timeout
-    /// or HTLC-success transaction the channel broadcast (it only says which HTLC); the result is
-    /// the same transaction with the wallet's `fee_input` appended (index 1, left unsigned for the
-    /// wallet, whose weight is estimated as P2WPKH) and `change` (output 1) receiving what the fee
-    /// at `feerate` leaves. The peer's signature on the HTLC input (`SINGLE|ANYONECANPAY`) stays
-    /// valid; ours is made again over the new transaction. When it confirms, the channel knows it
-    /// for its own (its first output pays our delayed second-stage script) and sweeps that output
-    /// after `to_self_delay`, as it would the zero-fee one.
-    ///
-    /// # Errors
-    /// [`CommandError::WrongPhase`] without anchors, or if `htlc_tx` does not spend one of our
-    /// HTLC outputs that we can claim now (an HTLC-success needs its preimage);
-    /// [`CommandError::Amount`] if `fee_input` cannot pay the fee and a change output above dust;
-    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
-    pub fn htlc_fee_bump<S: Signer + ?Sized>(
-        &self,
-        htlc_tx: &Transaction,
-        fee_input: (OutPoint, TxOut),
-        change: ScriptBuf,
-        feerate: FeeratePerKw,
-        signer: &S,
-    ) -> Result<Transaction, CommandError> {
-        self.check_signer(signer)?;
-        if !self.channel_type.has_anchors() {
-            return Err(CommandError::WrongPhase);
-        }
-        let on = self.onchain.as_ref().ok_or(CommandError::WrongPhase)?;
-        let spent = htlc_tx.input.first().ok_or(CommandError::WrongPhase)?.previous_output;
-        let claim = on.claims.iter().find(|c| c.outpoint == spent).ok_or(CommandError::WrongPhase)?;
-        let ClaimKind::HolderHtlc { position, offerer, id, .. } = &claim.kind else {
-            return Err(CommandError::WrongPhase);
-        };
-        let preimage = match offerer {
-            Side::Holder => None,
-            Side::Counterparty => Some(self.known_preimage(Side::Counterparty, *id).ok_or(CommandError::WrongPhase)?),
-        };
-        let v = self.holder_commitment(signer)?;
-        let h = v.htlc_txs().get(*position).ok_or(CommandError::WrongPhase)?;
-        // The final weight: the unsigned HTLC transaction; its witness (segwit marker and flag,
-        // item count, the empty element, two signatures, the preimage or an empty element, the
-        // script, shorter than 253 bytes); the wallet's input and the change output.
-        let htlc_witness =
-            2 + 1 + 1 + 2 * (1 + 73) + if preimage.is_some() { 33 } else { 1 } + 1 + h.htlc_script.as_script().len();
-        let output_weight = 4 * (8 + 1 + change.len() as u64);
-        let weight = h.tx.weight().to_wu() + htlc_witness as u64 + WALLET_INPUT_WEIGHT + output_weight;
-        let fee = feerate.fee_for_weight(weight);
-        let change_value = fee_input.1.value.checked_sub(fee).ok_or(CommandError::Amount)?;
-        if change_value < change.minimal_non_dust() {
-            return Err(CommandError::Amount);
-        }
-        let output = TxOut { value: change_value, script_pubkey: change };
-        v.finalize_htlc_tx_with_input(signer, *position, preimage.as_ref(), wallet_input(fee_input.0), output)?
-            .ok_or(CommandError::WrongPhase)
     }
 
     /// The kit a watchtower needs to punish any revoked commitment of this channel (see
@@ -357,6 +232,7 @@ impl Channel {
                     let mut fx = self.persist();
                     if self.force_closed {
                         if let Ok(tx) = self.holder_commitment_tx(signer) {
+                            fx.bumps.extend(self.commitment_bump(&tx, signer));
                             fx.broadcast.push(tx);
                         }
                     }
@@ -585,7 +461,7 @@ impl Channel {
     }
 
     /// The preimage we know for the HTLC `id` offered by `offerer`, if we fulfilled it.
-    fn known_preimage(&self, offerer: Side, id: u64) -> Option<PaymentPreimage> {
+    pub(crate) fn known_preimage(&self, offerer: Side, id: u64) -> Option<PaymentPreimage> {
         let h = self.find_htlc(offerer, id)?;
         h.preimage().copied().or_else(|| self.preimages.iter().find(|(o, i, _)| *o == offerer && *i == id).map(|x| x.2))
     }
@@ -604,54 +480,58 @@ impl Channel {
     /// Builds and signs every claim that is due at the current tip and not yet broadcast.
     fn claim_due<S: Signer + ?Sized>(&mut self, records: &[PenaltyRecord], signer: &S, events: Vec<Event>) -> Effects {
         let Some(on) = self.onchain.clone() else { return Effects::none() };
-        let mut broadcast = Vec::new();
-        let mut done: Vec<(OutPoint, Txid)> = Vec::new();
-        // Penalties: one transaction for everything still open on the revoked commitment.
+        let mut claimed: Vec<Claimed> = Vec::new();
+        // Penalties: one transaction for everything still open on the revoked commitment, with
+        // the HTLC outputs the cheater could race split off (see `fees`).
         if let ClosingKind::Revoked(_) = on.kind {
             let open: Vec<&Claim> = on
                 .claims
                 .iter()
                 .filter(|c| c.kind == ClaimKind::Penalty && c.spent_by.is_none() && c.claim_txid.is_none())
                 .collect();
-            let only: Vec<OutPoint> = open.iter().map(|c| c.outpoint).collect();
             if !open.is_empty() {
-                if let Some(p) = self.build_penalty(&on.closing_tx, records, &only, signer) {
-                    let ptxid = p.tx.compute_txid();
-                    for (op, _, _) in &p.swept {
-                        if open.iter().any(|c| c.outpoint == *op) {
-                            done.push((*op, ptxid));
-                        }
-                    }
-                    broadcast.push(p.tx);
-                }
+                claimed.extend(self.penalty_claims_due(&on.closing_tx, on.height, &open, records, signer));
             }
         }
+        let holder = if on.claims.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
+            self.holder_commitment(signer).ok()
+        } else {
+            None
+        };
         for c in on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_none()) {
-            if let Some(tx) = self.claim_tx(c, signer) {
-                done.push((c.outpoint, tx.compute_txid()));
-                broadcast.push(tx);
-            }
+            claimed.extend(self.claim_for(c, holder.as_ref(), signer));
         }
-        if done.is_empty() && events.is_empty() {
+        if claimed.is_empty() && events.is_empty() {
             return Effects::none();
         }
         if let Some(on) = self.onchain.as_mut() {
-            for (op, txid) in &done {
-                if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == *op) {
-                    c.claim_txid = Some(*txid);
+            for cl in &claimed {
+                let txid = cl.tx.compute_txid();
+                for op in &cl.outpoints {
+                    if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == *op) {
+                        c.claim_txid = Some(txid);
+                    }
                 }
             }
         }
         let mut fx = self.persist();
-        fx.watch.extend(broadcast.iter().map(|t| Watch::Tx(t.compute_txid())));
-        fx.broadcast = broadcast;
+        for cl in claimed {
+            fx.watch.push(Watch::Tx(cl.tx.compute_txid()));
+            fx.broadcast.push(cl.tx);
+            fx.bumps.extend(cl.request);
+        }
         fx.events = events;
         fx
     }
 
-    /// The transaction claiming `c` now, if one is due at the current tip (penalties are built
-    /// together in `claim_due`).
-    fn claim_tx<S: Signer + ?Sized>(&self, c: &Claim, signer: &S) -> Option<Transaction> {
+    /// The claim of `c` due now (with its fee-bump request), if any; penalties are built together
+    /// in `claim_due`. `holder` is our verified commitment when `c` is one of its HTLC outputs.
+    fn claim_for<S: Signer + ?Sized>(
+        &self,
+        c: &Claim,
+        holder: Option<&crate::core::commitment::signatures::VerifiedCommitment>,
+        signer: &S,
+    ) -> Option<Claimed> {
         let next_height = self.tip.0.saturating_add(1);
         let matured = |c: &Claim, delay: u16| next_height >= c.created.0.saturating_add(u32::from(delay));
         let delay_ours = self.counterparty.as_ref().map_or(0, |c| c.to_self_delay);
@@ -671,14 +551,18 @@ impl Channel {
                         }
                         None
                     }
-                    Side::Counterparty => Some(self.known_preimage(Side::Counterparty, *id)?),
+                    Side::Counterparty => match self.known_preimage(Side::Counterparty, *id) {
+                        Some(p) => Some(p),
+                        None => return None,
+                    },
                 };
                 if anchors && !matured(c, 1) {
                     return None;
                 }
-                self.holder_commitment(signer)
-                    .ok()
-                    .and_then(|v| v.finalize_htlc_tx(signer, *position, preimage.as_ref()).ok().flatten())
+                holder
+                    .as_ref()
+                    .and_then(|v| self.holder_htlc_claim(v, *position, preimage.as_ref(), *cltv_expiry, signer))
+                    .map(|(tx, request)| Claimed { tx, request, outpoints: alloc::vec![c.outpoint] })
             }
             ClaimKind::ToRemote => {
                 if anchors && !matured(c, 1) {
@@ -698,10 +582,10 @@ impl Channel {
                         }
                         self.sweep_remote_htlc(c, *n, script, None, *cltv_expiry, signer)
                     }
-                    Side::Counterparty => {
-                        let p = self.known_preimage(Side::Counterparty, *id)?;
-                        self.sweep_remote_htlc(c, *n, script, Some(&p), 0, signer)
-                    }
+                    Side::Counterparty => match self.known_preimage(Side::Counterparty, *id) {
+                        Some(p) => self.sweep_remote_htlc(c, *n, script, Some(&p), *cltv_expiry, signer),
+                        None => None,
+                    },
                 }
             }
             ClaimKind::Penalty => None,
@@ -716,12 +600,19 @@ impl Channel {
     fn rebroadcast_htlc_claims<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
         let Some(on) = self.onchain.as_ref() else { return Effects::none() };
         let mut again: Vec<(OutPoint, Transaction)> = Vec::new();
+        let holder = if on.claims.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
+            self.holder_commitment(signer).ok()
+        } else {
+            None
+        };
         for c in on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_some()) {
             if !matches!(c.kind, ClaimKind::HolderHtlc { .. } | ClaimKind::RemoteHtlc { .. }) {
                 continue;
             }
-            if let Some(tx) = self.claim_tx(c, signer) {
-                again.push((c.outpoint, tx));
+            // The bumper re-broadcasts its own replacements; this is the channel's version,
+            // for an embedder without one (a replacement paying more keeps its place).
+            if let Some(cl) = self.claim_for(c, holder.as_ref(), signer) {
+                again.push((c.outpoint, cl.tx));
             }
         }
         if again.is_empty() {
@@ -779,152 +670,6 @@ impl Channel {
         fx
     }
 
-    fn build_penalty<S: Signer + ?Sized>(
-        &self,
-        tx: &Transaction,
-        records: &[PenaltyRecord],
-        only: &[OutPoint],
-        signer: &S,
-    ) -> Option<super::penalty::Penalty> {
-        let kit = self.watchtower_kit(None, records)?;
-        let feerate = FeeratePerKw(self.sweep_feerate);
-        kit.penalty_tx_with(
-            tx,
-            feerate,
-            &[],
-            Some(only),
-            Some(&|t, i, w, v, secret| revocation_sign(signer, t, i, w, v, secret)),
-        )
-    }
-
-    fn sweep_skeleton(
-        &self,
-        c: &Claim,
-        sequence: Sequence,
-        lock_time: LockTime,
-        witness_weight: u64,
-    ) -> Option<Transaction> {
-        let fee = FeeratePerKw(self.sweep_feerate).fee_for_weight(SWEEP_BASE_WEIGHT + witness_weight);
-        Some(Transaction {
-            version: Version::TWO,
-            lock_time,
-            input: alloc::vec![TxIn {
-                previous_output: c.outpoint,
-                script_sig: ScriptBuf::new(),
-                sequence,
-                witness: Witness::new()
-            }],
-            output: alloc::vec![TxOut { value: c.value.checked_sub(fee)?, script_pubkey: self.sweep_destination() }],
-        })
-    }
-
-    fn sweep_delayed<S: Signer + ?Sized>(
-        &self,
-        c: &Claim,
-        n: u64,
-        ws: &WitnessScript,
-        delay: u16,
-        signer: &S,
-    ) -> Option<Transaction> {
-        let point = signer.per_commitment_point(CommitmentNumber::new(n)?).ok()?;
-        let mut tx =
-            self.sweep_skeleton(c, Sequence::from_height(delay), LockTime::ZERO, 80 + ws.as_bytes().len() as u64)?;
-        let sig = signer
-            .sign(&SignRequest {
-                tx: &tx,
-                input: 0,
-                script_code: ws.as_script(),
-                p2wpkh: false,
-                value: c.value,
-                sighash_type: EcdsaSighashType::All,
-                key: KeyId::DelayedPayment,
-                tweak: Tweak::PerCommitment(point),
-            })
-            .ok()?;
-        tx.input.first_mut()?.witness = script::to_local_delayed_witness(ws, &sig);
-        Some(tx)
-    }
-
-    fn sweep_to_remote<S: Signer + ?Sized>(&self, c: &Claim, signer: &S) -> Option<Transaction> {
-        let key = *self.holder.pubkeys.payment_basepoint.public_key();
-        if self.channel_type.has_anchors() {
-            let ws = script::to_remote_anchored(&key);
-            let mut tx = self.sweep_skeleton(c, Sequence(1), LockTime::ZERO, 80 + ws.as_bytes().len() as u64)?;
-            let sig = signer
-                .sign(&SignRequest {
-                    tx: &tx,
-                    input: 0,
-                    script_code: ws.as_script(),
-                    p2wpkh: false,
-                    value: c.value,
-                    sighash_type: EcdsaSighashType::All,
-                    key: KeyId::Payment,
-                    tweak: Tweak::None,
-                })
-                .ok()?;
-            tx.input.first_mut()?.witness = script::to_remote_anchored_witness(&ws, &sig);
-            Some(tx)
-        } else {
-            let spk = script::to_remote_p2wpkh(&key);
-            let mut tx = self.sweep_skeleton(c, Sequence::ENABLE_RBF_NO_LOCKTIME, LockTime::ZERO, 110)?;
-            let sig = signer
-                .sign(&SignRequest {
-                    tx: &tx,
-                    input: 0,
-                    script_code: &spk,
-                    p2wpkh: true,
-                    value: c.value,
-                    sighash_type: EcdsaSighashType::All,
-                    key: KeyId::Payment,
-                    tweak: Tweak::None,
-                })
-                .ok()?;
-            let mut w = Witness::new();
-            w.push(sig.serialize());
-            w.push(key.serialize());
-            tx.input.first_mut()?.witness = w;
-            Some(tx)
-        }
-    }
-
-    fn sweep_remote_htlc<S: Signer + ?Sized>(
-        &self,
-        c: &Claim,
-        n: u64,
-        ws: &WitnessScript,
-        preimage: Option<&PaymentPreimage>,
-        cltv_expiry: u32,
-        signer: &S,
-    ) -> Option<Transaction> {
-        let point =
-            if n == self.counterparty_commitment { self.counterparty_point } else { self.counterparty_prev_point }?;
-        let anchors = self.channel_type.has_anchors();
-        let (sequence, lock_time) = match (preimage, anchors) {
-            (Some(_), true) => (Sequence(1), LockTime::ZERO),
-            (Some(_), false) => (Sequence::ENABLE_RBF_NO_LOCKTIME, LockTime::ZERO),
-            (None, true) => (Sequence(1), LockTime::from_consensus(cltv_expiry)),
-            (None, false) => (Sequence::ENABLE_LOCKTIME_NO_RBF, LockTime::from_consensus(cltv_expiry)),
-        };
-        let mut tx = self.sweep_skeleton(c, sequence, lock_time, 112 + ws.as_bytes().len() as u64)?;
-        let sig = signer
-            .sign(&SignRequest {
-                tx: &tx,
-                input: 0,
-                script_code: ws.as_script(),
-                p2wpkh: false,
-                value: c.value,
-                sighash_type: EcdsaSighashType::All,
-                key: KeyId::Htlc,
-                tweak: Tweak::PerCommitment(PerCommitmentPoint::from_public_key(point)),
-            })
-            .ok()?;
-        tx.input.first_mut()?.witness = match preimage {
-            Some(p) => script::offered_htlc_success_witness(ws, &sig, p),
-            None => script::received_htlc_timeout_witness(ws, &sig),
-        };
-        Some(tx)
-    }
-
     /// A transaction spending one of our tracked outputs confirmed.
     fn on_claim_spent<S: Signer + ?Sized>(
         &mut self,
@@ -947,20 +692,22 @@ impl Channel {
         };
         let mut events = Vec::new();
         let mut new_claims = Vec::new();
-        let mut penalties = Vec::new();
-        for input in &tx.input {
+        let destination = self.sweep_destination();
+        for (index, input) in tx.input.iter().enumerate() {
             let Some(c) = on.claims.iter().find(|c| c.outpoint == input.previous_output && c.spent_by.is_none()) else {
                 continue;
             };
-            // Ours: the transaction we broadcast, or, for an HTLC output of our commitment, any
-            // transaction paying our delayed second-stage script first (the same HTLC
-            // transaction with a fee input added, `htlc_fee_bump`).
-            let ours = c.claim_txid == Some(txid)
-                || (matches!(c.kind, ClaimKind::HolderHtlc { .. })
-                    && tx
-                        .output
-                        .first()
-                        .is_some_and(|o| second_stage.as_ref().is_some_and(|(_, spk)| o.script_pubkey == *spk)));
+            // Ours: the transaction we broadcast or a replacement the bumper made (it pays our
+            // sweep destination); for an HTLC output of our commitment, any transaction paying our
+            // delayed second-stage script at the input's index (the HTLC transaction aggregated
+            // with others and fee inputs, whose peer signature is `SINGLE|ANYONECANPAY`).
+            let ours = match c.kind {
+                ClaimKind::HolderHtlc { .. } => tx
+                    .output
+                    .get(index)
+                    .is_some_and(|o| second_stage.as_ref().is_some_and(|(_, spk)| o.script_pubkey == *spk)),
+                _ => c.claim_txid == Some(txid) || tx.output.iter().any(|o| o.script_pubkey == destination),
+            };
             // A preimage in the witness settles the HTLC we offered, whoever spent it.
             let htlc = match &c.kind {
                 ClaimKind::HolderHtlc { offerer, id, .. } | ClaimKind::RemoteHtlc { offerer, id, .. } => {
@@ -986,9 +733,9 @@ impl Channel {
             }
             if let (ClaimKind::HolderHtlc { .. }, true) = (&c.kind, ours) {
                 // Our second-stage transaction: its output is ours after the delay.
-                if let (Some((script, _)), Some(out)) = (&second_stage, tx.output.first()) {
+                if let (Some((script, _)), Some(out)) = (&second_stage, tx.output.get(index)) {
                     new_claims.push(Claim {
-                        outpoint: OutPoint { txid, vout: 0 },
+                        outpoint: OutPoint { txid, vout: index as u32 },
                         value: out.value,
                         kind: ClaimKind::HolderSecondStage { n: self.holder_commitment, script: script.clone() },
                         created: height,
@@ -999,25 +746,20 @@ impl Channel {
             }
             if let (ClaimKind::Penalty, false) = (&c.kind, ours) {
                 // The cheater took an HTLC output through its second stage: punish that too.
+                // (`claim_due` below builds the penalty and its request.)
                 if let Some(kit) = self.watchtower_kit(None, records) {
-                    let feerate = FeeratePerKw(self.sweep_feerate);
-                    if let Some(p) = kit.second_stage_penalty_with(
-                        &on.closing_tx,
-                        tx,
-                        feerate,
-                        Some(&|t, i, w, v, s| revocation_sign(signer, t, i, w, v, s)),
-                    ) {
-                        for (op, value, _) in &p.swept {
-                            new_claims.push(Claim {
-                                outpoint: *op,
-                                value: *value,
-                                kind: ClaimKind::Penalty,
-                                created: height,
-                                claim_txid: Some(p.tx.compute_txid()),
-                                spent_by: None,
-                            });
+                    for (op, value) in kit.second_stage_outputs(&on.closing_tx, tx) {
+                        if new_claims.iter().any(|c: &Claim| c.outpoint == op) {
+                            continue;
                         }
-                        penalties.push(p.tx);
+                        new_claims.push(Claim {
+                            outpoint: op,
+                            value,
+                            kind: ClaimKind::Penalty,
+                            created: height,
+                            claim_txid: None,
+                            spent_by: None,
+                        });
                     }
                 }
             }
@@ -1046,39 +788,14 @@ impl Channel {
             }
             on.claims.extend(new_claims);
         }
-        let watch: Vec<Watch> = penalties.iter().map(|p| Watch::Tx(p.compute_txid())).collect();
         let mut fx = self.claim_due(records, signer, events);
         if fx.update.is_none() {
             let persisted = self.persist();
             fx.update = persisted.update;
         }
-        fx.broadcast.extend(penalties);
-        fx.watch.extend(watch);
         if let Some(on) = &self.onchain {
             fx.watch.extend(on.claims.iter().filter(|c| c.spent_by.is_none()).map(|c| Watch::Spend(c.outpoint)));
         }
         fx
     }
-}
-
-fn revocation_sign<S: Signer + ?Sized>(
-    signer: &S,
-    tx: &Transaction,
-    input: usize,
-    ws: &WitnessScript,
-    value: Amount,
-    secret: crate::core::keys::PerCommitmentSecret,
-) -> Option<ecdsa::Signature> {
-    signer
-        .sign(&SignRequest {
-            tx,
-            input,
-            script_code: ws.as_script(),
-            p2wpkh: false,
-            value,
-            sighash_type: EcdsaSighashType::All,
-            key: KeyId::RevocationBase,
-            tweak: Tweak::Revocation(secret),
-        })
-        .ok()
 }

@@ -6,7 +6,7 @@ use alloc::vec::Vec;
 
 use bitcoin::secp256k1::{ecdsa::Signature, PublicKey, Secp256k1};
 use bitcoin::sighash::EcdsaSighashType;
-use bitcoin::{ecdsa, Amount, OutPoint, Transaction, Txid};
+use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
 
 use super::channel::{Channel, Phase, Shutdown, SideParams};
 use super::htlc::Side;
@@ -176,6 +176,10 @@ impl Channel {
             funding_invalid: false,
             onions_to_append: false,
             fee_estimate: None,
+            durable: None,
+            deltas_since_full: 0,
+            full_snapshot_interval: crate::driving::FULL_SNAPSHOT_INTERVAL,
+            pending_onions: Vec::new(),
         })
     }
 
@@ -231,7 +235,12 @@ impl Channel {
             htlc_basepoint: *k.htlc_basepoint.public_key(),
             first_per_commitment_point: *first_point.public_key(),
             channel_flags: 0,
-            tlvs: OpenTlvs { upfront_shutdown_script: None, channel_type: Some(channel_type_bits(ch.channel_type)) },
+            // The `init` we send offers `option_upfront_shutdown_script`, so BOLT #2 requires the
+            // field: empty, we commit to no script (LDK refuses an `open_channel` without it).
+            tlvs: OpenTlvs {
+                upfront_shutdown_script: Some(ScriptBuf::new()),
+                channel_type: Some(channel_type_bits(ch.channel_type)),
+            },
         };
         let mut fx = ch.persist();
         fx.send.push(Msg::OpenChannel(Box::new(msg)));
@@ -320,7 +329,11 @@ impl Channel {
             delayed_payment_basepoint: *k.delayed_payment_basepoint.public_key(),
             htlc_basepoint: *k.htlc_basepoint.public_key(),
             first_per_commitment_point: *first_point.public_key(),
-            tlvs: OpenTlvs { upfront_shutdown_script: None, channel_type: open.tlvs.channel_type.clone() },
+            // Required once both `init`s offer `option_upfront_shutdown_script`: empty, no commitment.
+            tlvs: OpenTlvs {
+                upfront_shutdown_script: Some(ScriptBuf::new()),
+                channel_type: open.tlvs.channel_type.clone(),
+            },
         };
         let mut fx = ch.persist();
         fx.send.push(Msg::AcceptChannel(Box::new(msg)));

@@ -2,6 +2,13 @@
 //! Handling"), and the watchtower kit: everything needed to punish any revoked commitment of one
 //! channel, without the channel's other keys.
 //!
+//! The kit is the *trusted* tower option: with the revocation base secret and the peer's
+//! revealed secrets its holder can sign any penalty to any address (it can take the penalty
+//! money) and it learns every commitment of the channel. A tower that must not be trusted gets
+//! blind appointments instead ([`Channel::appointment`](super::Channel::appointment),
+//! [`crate::core::tower`]): one per revoked state, opaque until that state is broadcast, paying
+//! only the client.
+//!
 //! The kit holds the peer's revealed per-commitment secrets (the constant-size shachain store),
 //! one [`PenaltyRecord`] per HTLC the channel ever carried, the basepoints needed to rebuild the
 //! scripts, and the revocation base secret. Its size grows with the number of HTLCs, never with
@@ -20,13 +27,14 @@ use super::htlc::Side;
 use super::records::PenaltyRecord;
 use crate::core::commitment::{ChannelType, FeeratePerKw, ObscuringFactor};
 use crate::core::encode::{read_header, required, DecodeError, TlvWriter};
+use crate::core::feebump::{InputTemplate, WitnessPart};
 use crate::core::keys::{
     derive_revocation_privkey, DelayedPaymentBasepoint, DelayedPaymentPubkey, HtlcBasepoint, HtlcPubkey,
     PerCommitmentPoint, PerCommitmentSecret, RevocationBaseSecret, RevocationBasepoint, RevocationPubkey,
 };
 use crate::core::script::{self, WitnessScript};
 use crate::core::shachain::{SecretStore, MAX_INDEX};
-use crate::core::sign;
+use crate::core::sign::{self, KeyId, Tweak};
 
 /// Signs input `usize` of a penalty spending a revocable output (script, value) with the
 /// revocation key of the commitment whose secret is given.
@@ -97,6 +105,18 @@ struct Found {
     value: Amount,
     script: WitnessScript,
     kind: SweptOutput,
+    /// For an HTLC output, its `cltv_expiry`.
+    cltv_expiry: Option<u32>,
+}
+
+/// One input of a penalty as the fee-bumping engine rebuilds it: its template (revocation key,
+/// witness) and what it sweeps.
+#[derive(Clone, Debug)]
+pub(crate) struct PenaltyInput {
+    pub(crate) template: InputTemplate,
+    pub(crate) kind: SweptOutput,
+    /// For an HTLC output, its `cltv_expiry`.
+    pub(crate) cltv_expiry: Option<u32>,
 }
 
 /// The keys of a revoked commitment.
@@ -144,7 +164,11 @@ impl PenaltyKit {
         let txid = tx.compute_txid();
         let mut used = alloc::vec![false; tx.output.len()];
         let mut out = Vec::new();
-        let mut take = |script: WitnessScript, value: Option<Amount>, kind: SweptOutput, used: &mut Vec<bool>| {
+        let mut take = |script: WitnessScript,
+                        value: Option<Amount>,
+                        kind: SweptOutput,
+                        cltv: Option<u32>,
+                        used: &mut Vec<bool>| {
             let spk = script.to_p2wsh();
             let pos = tx
                 .output
@@ -155,10 +179,20 @@ impl PenaltyKit {
                 if let Some(u) = used.get_mut(vout) {
                     *u = true;
                 }
-                out.push(Found { outpoint: OutPoint { txid, vout: vout as u32 }, value: o.value, script, kind });
+                let cltv_expiry = match kind {
+                    SweptOutput::Htlc(..) => cltv,
+                    _ => None,
+                };
+                out.push(Found {
+                    outpoint: OutPoint { txid, vout: vout as u32 },
+                    value: o.value,
+                    script,
+                    kind,
+                    cltv_expiry,
+                });
             }
         };
-        take(self.to_local_script(k), None, SweptOutput::ToLocal, &mut used);
+        take(self.to_local_script(k), None, SweptOutput::ToLocal, None, &mut used);
         let anchors = self.channel_type.has_anchors();
         for r in self.htlcs.iter().chain(live) {
             if r.first_commitment > n || r.last_commitment < n {
@@ -171,7 +205,8 @@ impl PenaltyKit {
                     script::received_htlc(&k.revocation, &k.theirs, &k.ours, &r.payment_hash, r.cltv_expiry, anchors)
                 }
             };
-            take(script, Some(r.amount.to_amount_floor()), SweptOutput::Htlc(r.offerer, r.id), &mut used);
+            let kind = SweptOutput::Htlc(r.offerer, r.id);
+            take(script, Some(r.amount.to_amount_floor()), kind, Some(r.cltv_expiry), &mut used);
         }
         out
     }
@@ -315,6 +350,7 @@ impl PenaltyKit {
                 value: o.value,
                 script: script.clone(),
                 kind: SweptOutput::SecondStage,
+                cltv_expiry: None,
             })
             .collect();
         let secret = k.secret;
@@ -322,6 +358,83 @@ impl PenaltyKit {
             Some(s) => self.sweep(&found, &k, feerate, &|t, i, w, v| s(t, i, w, v, secret)),
             None => self.sweep(&found, &k, feerate, &self.own_signer(secret)),
         }
+    }
+
+    /// The inputs of a penalty sweeping `outputs` (outpoint and value) of revoked commitment
+    /// `commitment`, as templates the fee-bumping engine can re-sign at any feerate (key
+    /// [`KeyId::RevocationBase`] with [`Tweak::Revocation`]): outputs of the commitment are
+    /// recognised as in [`PenaltyKit::penalty_tx`]; any other output is taken for the output of
+    /// the cheater's HTLC transaction (it pays the commitment's revocable `to_local` script).
+    /// Outputs that cannot be recognised are left out.
+    pub(crate) fn penalty_inputs(
+        &self,
+        commitment: &Transaction,
+        live: &[PenaltyRecord],
+        outputs: &[(OutPoint, Amount)],
+    ) -> Vec<PenaltyInput> {
+        let Some(n) = self.revoked_number(commitment) else { return Vec::new() };
+        let Some(k) = self.keys(n) else { return Vec::new() };
+        let ctxid = commitment.compute_txid();
+        let found = self.find(n, commitment, &k, live);
+        let to_local = self.to_local_script(&k);
+        let mut inputs = Vec::new();
+        for &(outpoint, value) in outputs {
+            let f = if outpoint.txid == ctxid {
+                match found.iter().find(|f| f.outpoint == outpoint) {
+                    Some(f) => (f.script.clone(), f.kind, f.cltv_expiry),
+                    None => continue,
+                }
+            } else {
+                (to_local.clone(), SweptOutput::SecondStage, None)
+            };
+            let (script, kind, cltv_expiry) = f;
+            let witness = match kind {
+                SweptOutput::Htlc(..) => alloc::vec![
+                    WitnessPart::Signature,
+                    WitnessPart::Bytes(k.revocation.serialize().to_vec()),
+                    WitnessPart::WitnessScript,
+                ],
+                _ => {
+                    alloc::vec![WitnessPart::Signature, WitnessPart::Bytes(alloc::vec![1]), WitnessPart::WitnessScript]
+                }
+            };
+            let template = InputTemplate {
+                outpoint,
+                value,
+                script_code: ScriptBuf::from(script.as_bytes().to_vec()),
+                p2wpkh: false,
+                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+                key: Some((KeyId::RevocationBase, Tweak::Revocation(k.secret))),
+                witness,
+                paired_output: None,
+            };
+            inputs.push(PenaltyInput { template, kind, cltv_expiry });
+        }
+        inputs
+    }
+
+    /// The outputs of `htlc_tx` (the cheater's HTLC transaction spending revoked commitment
+    /// `commitment`) that pay the revocable script: what a second-stage penalty sweeps.
+    pub(crate) fn second_stage_outputs(
+        &self,
+        commitment: &Transaction,
+        htlc_tx: &Transaction,
+    ) -> Vec<(OutPoint, Amount)> {
+        let Some(n) = self.revoked_number(commitment) else { return Vec::new() };
+        let ctxid = commitment.compute_txid();
+        if !htlc_tx.input.iter().any(|i| i.previous_output.txid == ctxid) {
+            return Vec::new();
+        }
+        let Some(k) = self.keys(n) else { return Vec::new() };
+        let spk = self.to_local_script(&k).to_p2wsh();
+        let txid = htlc_tx.compute_txid();
+        htlc_tx
+            .output
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.script_pubkey == spk)
+            .map(|(vout, o)| (OutPoint { txid, vout: vout as u32 }, o.value))
+            .collect()
     }
 
     /// The versioned encoding of the kit (the watchtower blob).

@@ -7,6 +7,9 @@
 //!   as long as the HTLC may be retransmitted or forwarded (pass it to
 //!   [`Channel::restore_with_records`]).
 //!
+//! * [`DeltaRecord`]: appended by a write that carries no
+//!   full snapshot (the [persistence contract](crate::driving#persistence)).
+//!
 //! Each kind has its own versioned encoding; [`Record::decode`] tells them apart, and
 //! [`Channel::keeps_record`] says which ones a compaction of the log may drop.
 //!
@@ -18,6 +21,7 @@ use alloc::vec::Vec;
 
 use super::htlc::Side;
 use super::msgs::{OnionPacket, ONION_PACKET_LEN};
+use crate::core::delta::{is_delta, DeltaRecord, KIND_DELTA};
 use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter};
 use crate::core::hashlock::PaymentHash;
 use crate::core::units::MilliSats;
@@ -159,6 +163,9 @@ pub enum Record {
     Penalty(PenaltyRecord),
     /// The onion of an HTLC, for retransmission and forwarding.
     Onion(OnionRecord),
+    /// A delta of the channel's state ([`crate::core::delta`]), replayed by
+    /// [`Channel::restore_with_records`](super::Channel::restore_with_records).
+    Delta(DeltaRecord),
 }
 
 impl Record {
@@ -169,6 +176,7 @@ impl Record {
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
         match bytes.first() {
             Some(&KIND_ONION) => OnionRecord::decode(bytes).map(Record::Onion),
+            Some(&KIND_DELTA) => DeltaRecord::decode(bytes).map(Record::Delta),
             _ => PenaltyRecord::decode(bytes).map(Record::Penalty),
         }
     }
@@ -178,6 +186,7 @@ impl Record {
         match self {
             Record::Penalty(p) => p.encode(),
             Record::Onion(o) => o.encode(),
+            Record::Delta(d) => d.encode(),
         }
     }
 }
@@ -210,6 +219,10 @@ where
 {
     let mut out = Vec::new();
     for r in records {
+        if is_delta(r.as_ref()) {
+            // Deltas are checked when replayed (a restore); decoding them here would copy them.
+            continue;
+        }
         if let Record::Penalty(p) = Record::decode(r.as_ref())? {
             out.push(p);
         }

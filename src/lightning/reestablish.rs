@@ -15,7 +15,6 @@ impl Channel {
     /// (it will forget them too, BOLT #2). Ours are kept and sent again on reconnection.
     pub fn handle_disconnect(&mut self) -> Effects {
         self.refused_on_this_connection = false;
-        let before = self.htlcs.len() + self.fee_updates.len();
         let mut lowest_dropped = None;
         self.htlcs.retain(|h| {
             let drop = h.offerer == Side::Counterparty
@@ -29,21 +28,15 @@ impl Channel {
         if let Some(l) = lowest_dropped {
             self.next_counterparty_htlc_id = l;
         }
-        let mut changed = before != self.htlcs.len() + self.fee_updates.len();
         for h in &mut self.htlcs {
             if h.remove.as_ref().is_some_and(|(_, p)| p.sender == Side::Counterparty && p.stage == Stage::Announced) {
                 h.remove = None;
-                changed = true;
             }
         }
-        let fees = self.fee_updates.len();
         self.fee_updates.retain(|f| !(f.progress.sender == Side::Counterparty && f.progress.stage == Stage::Announced));
-        changed |= fees != self.fee_updates.len();
-        if changed {
-            self.persist()
-        } else {
-            Effects::none()
-        }
+        // Nothing to write: what was dropped was never covered by a `commitment_signed`, and a
+        // restored channel drops it again at its first disconnection.
+        Effects::none()
     }
 
     /// The `channel_reestablish` to send on reconnection.
@@ -176,9 +169,20 @@ impl Channel {
         }
         // Updates we announced but never signed: the peer forgot them; send them again.
         send.extend(self.updates_at(Stage::Announced));
-        // Everything resent is derived from the persisted state; the update marks the
-        // reconnection in the embedder's log.
-        let mut fx = if send.is_empty() { Effects::none() } else { self.persist() };
+        // Everything resent is derived from the persisted state. A `commitment_signed` or
+        // `revoke_and_ack` (or anything but an uncommitted update) resent comes with a write, as
+        // when it was first sent; our uncommitted updates alone need none.
+        let uncommitted_only = send.iter().all(|m| {
+            matches!(
+                m,
+                Msg::UpdateAddHtlc { .. }
+                    | Msg::UpdateFulfillHtlc { .. }
+                    | Msg::UpdateFailHtlc { .. }
+                    | Msg::UpdateFailMalformedHtlc { .. }
+                    | Msg::UpdateFee { .. }
+            )
+        });
+        let mut fx = if uncommitted_only { Effects::none() } else { self.persist() };
         fx.send = send;
         Ok(fx)
     }

@@ -529,6 +529,22 @@ fn read_onchain(r: &mut Reader<'_>) -> Result<OnChain, DecodeError> {
     Ok(OnChain { closing_tx, kind, height, claims })
 }
 
+/// The update id of a snapshot (record 0), without decoding the rest.
+pub(super) fn snapshot_update_id(bytes: &[u8]) -> Result<u64, DecodeError> {
+    let (version, mut tlv) = read_header(bytes, KIND_CHANNEL)?;
+    if version != 1 && version != VERSION {
+        return Err(DecodeError::UnknownVersion(version));
+    }
+    match tlv.next_record()? {
+        Some((0, mut r)) => {
+            let id = r.u64()?;
+            r.finish()?;
+            Ok(id)
+        }
+        _ => Err(DecodeError::MissingField("update_id")),
+    }
+}
+
 /// Decodes a snapshot. Returns the channel and the HTLCs (offerer, id) whose onions are in
 /// records, to be attached by the caller.
 #[allow(clippy::too_many_lines)]
@@ -797,6 +813,10 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         funding_invalid,
         onions_to_append: version == 1 && htlcs_have_onions,
         fee_estimate: None,
+        durable: None,
+        deltas_since_full: 0,
+        full_snapshot_interval: crate::driving::FULL_SNAPSHOT_INTERVAL,
+        pending_onions: Vec::new(),
     };
     Ok((channel, onions_in_records))
 }

@@ -9,6 +9,7 @@
 //! | [`onion`] | 4 | Sphinx onions: build, peel, failures |
 //! | [`payload`] | 4 | hop payloads and the forwarding and final-hop checks |
 //! | [`peer`] | 1 | `init`, `ping`/`pong`, routing channel messages by channel id |
+//! | [`receive`] | 4 | the payee's checks of a received HTLC and how to fail it back |
 
 pub mod features;
 pub mod invoice;
@@ -16,3 +17,4 @@ pub mod noise;
 pub mod onion;
 pub mod payload;
 pub mod peer;
+pub mod receive;

@@ -47,6 +47,8 @@ pub const INIT: u16 = 16;
 pub const PING: u16 = 18;
 /// `pong` (19).
 pub const PONG: u16 = 19;
+/// The BOLT #7 gossip message types ([`PeerEvent::Gossip`]).
+pub const GOSSIP_TYPES: core::ops::RangeInclusive<u16> = 256..=265;
 /// A `ping` asking for this many bytes or more gets no `pong` (BOLT #1).
 pub const NO_PONG_FROM: u16 = 65_532;
 
@@ -171,6 +173,16 @@ pub enum PeerEvent {
     },
     /// The `pong` to our last `ping` arrived.
     Pong,
+    /// A BOLT #7 gossip message (types 256 to 265), undecoded: this crate does no gossip, but
+    /// the messages are known ones and must not close the connection. A peer sends the
+    /// `channel_update` (258) of a private channel this way: its fees and `cltv_expiry_delta`
+    /// are what an invoice's route hint for that channel carries.
+    Gossip {
+        /// The message type.
+        msg_type: u16,
+        /// The message after its type.
+        payload: Vec<u8>,
+    },
 }
 
 /// What [`Peer::receive`] produced.
@@ -279,6 +291,9 @@ impl Peer {
                     return Err(PeerFailure::BadPong);
                 }
                 out.events.push(PeerEvent::Pong);
+            }
+            t if GOSSIP_TYPES.contains(&t) => {
+                out.events.push(PeerEvent::Gossip { msg_type: t, payload: r.take_rest().to_vec() });
             }
             _ => match Msg::decode(m) {
                 Ok(msg) => out.events.push(PeerEvent::Channel { channel_id: msg.channel_id(), msg }),

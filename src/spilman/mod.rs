@@ -21,6 +21,162 @@
 //! `handle_chain` for chain events. Each returns [`Effects`](crate::driving::Effects): persist the
 //! update, then send, then broadcast. A refused input returns a typed error and changes nothing.
 //!
+//! # Routing by channel id
+//! A node with many channels to the same peer sends every message addressed
+//! ([`Payer::address`], [`Payee::address`]: a [`crate::core::wire::Addressed`] message, encoded
+//! with its channel id) and routes what it receives by [`Addressed::channel_id`] alone, to
+//! [`Payer::handle_addressed`] or [`Payee::handle_addressed`]. The setup messages ([`Offer`],
+//! [`RefundRequest`], [`RefundSigned`], [`Open`]) go to the temporary id
+//! ([`Payee::temporary_channel_id`], from the payee's keys in the offer), the others to the id of
+//! the funding outpoint ([`Payer::channel_id`]); a message addressed to another channel is refused
+//! ([`Misbehaviour::WrongChannel`]) with the channel unchanged.
+//!
+//! [`Addressed::channel_id`]: crate::core::wire::Addressed::channel_id
+//!
+//! # Example: open, pay, persist, restart, close
+//! Everything an embedder does, with the peer, the wallet and the disk played by local
+//! variables. Each side keeps the newest [`StateUpdate`](crate::driving::StateUpdate) it was
+//! given, written before its messages leave; the payee restarts from those stored bytes alone.
+//!
+//! ```
+//! use paychan::bitcoin::hashes::Hash;
+//! use paychan::bitcoin::{absolute, transaction, Amount, OutPoint, ScriptBuf, Sequence};
+//! use paychan::bitcoin::{Transaction, TxIn, Txid, WPubkeyHash, Witness};
+//! use paychan::core::keys::{ChannelSecrets, Seed};
+//! use paychan::core::sign::InMemorySigner;
+//! use paychan::core::BlockHeight;
+//! use paychan::driving::{ChainTip, RestoreCheck, StateUpdate};
+//! use paychan::spilman::{Effects, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
+//!
+//! type Error = Box<dyn std::error::Error>;
+//!
+//! /// The embedder's storage for one side: the newest snapshot and its update id.
+//! #[derive(Default)]
+//! struct Disk {
+//!     update_id: u64,
+//!     snapshot: Vec<u8>,
+//! }
+//!
+//! impl Disk {
+//!     /// Step 1 of every `Effects`: persist before sending anything.
+//!     fn persist(&mut self, update: Option<StateUpdate>) {
+//!         if let Some(u) = update {
+//!             self.update_id = u.update_id;
+//!             // Spilman writes a full snapshot every time.
+//!             if let Some(snapshot) = u.snapshot {
+//!                 self.snapshot = snapshot;
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! /// Step 2: the payer's messages go over the wire (encoded), the payee persists, then answers.
+//! fn deliver(
+//!     fx: Effects,
+//!     payer: &mut Payer,
+//!     payee: &mut Payee,
+//!     disks: &mut [Disk; 2],
+//!     signers: &[InMemorySigner; 2],
+//!     tip: ChainTip,
+//! ) -> Result<(), Error> {
+//!     disks[0].persist(fx.update);
+//!     for msg in fx.send {
+//!         let bytes = msg.encode();
+//!         let answer = payee.handle_message(Msg::decode(&bytes)?, &signers[1], tip)?;
+//!         disks[1].persist(answer.update);
+//!         for msg in answer.send {
+//!             let back = payer.handle_message(Msg::decode(&msg.encode())?, &signers[0], tip)?;
+//!             disks[0].persist(back.update);
+//!         }
+//!     }
+//!     Ok(())
+//! }
+//!
+//! # fn main() -> Result<(), Error> {
+//! let signers = [
+//!     InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([1; 32]), 0)), // payer
+//!     InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([2; 32]), 0)), // payee
+//! ];
+//! let mut disks = [Disk::default(), Disk::default()];
+//! let tip = ChainTip::at(800_000);
+//! let payee_script = ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([2; 20]));
+//! let payer_script = ScriptBuf::new_p2wpkh(&WPubkeyHash::from_byte_array([1; 20]));
+//!
+//! // Open: the payee states its terms, the payer accepts them...
+//! let terms = PayeeConfig {
+//!     variant: Variant::Cltv,
+//!     payee_script: payee_script.clone(),
+//!     expiry: BlockHeight(800_000 + 1_008),
+//!     min_first_payment: Amount::from_sat(1_000),
+//!     dust_limit: Amount::from_sat(546),
+//!     payment_fee: Amount::from_sat(300),
+//!     close_margin: 36,
+//!     htlc_min_blocks: 24,
+//!     min_depth: 0,
+//!     claim_fee: Amount::from_sat(300),
+//! };
+//! let (mut payee, fx) = Payee::new(terms, &signers[1]);
+//! disks[1].persist(fx.update);
+//! let Msg::Offer(offer) = Msg::decode(&fx.send[0].encode())? else { return Err("no offer".into()) };
+//! let config = PayerConfig {
+//!     capacity: Amount::from_sat(100_000),
+//!     payer_script,
+//!     refund_fee: Amount::from_sat(300),
+//!     claim_fee: Amount::from_sat(300),
+//!     first_payment: Amount::from_sat(1_000),
+//!     max_lifetime: 4_320,
+//! };
+//! let mut payer = Payer::new(offer, config, &signers[0], tip)?;
+//!
+//! // ...and its wallet builds a funding transaction paying `funding_output()` from segwit
+//! // inputs and signs it (the coin spent here is made up).
+//! let funding_tx = Transaction {
+//!     version: transaction::Version::TWO,
+//!     lock_time: absolute::LockTime::ZERO,
+//!     input: vec![TxIn {
+//!         previous_output: OutPoint { txid: Txid::from_byte_array([7; 32]), vout: 0 },
+//!         script_sig: ScriptBuf::new(),
+//!         sequence: Sequence::MAX,
+//!         witness: Witness::new(), // the wallet's signature goes here
+//!     }],
+//!     output: vec![payer.funding_output()],
+//! };
+//! let fx = payer.fund(funding_tx, &signers[0])?; // carries the first payment (1,000 sat)
+//! deliver(fx, &mut payer, &mut payee, &mut disks, &signers, tip)?;
+//!
+//! // Pay.
+//! for _ in 0..5 {
+//!     let fx = payer.pay(Amount::from_sat(2_000), &signers[0])?;
+//!     deliver(fx, &mut payer, &mut payee, &mut disks, &signers, tip)?;
+//! }
+//! assert_eq!(payee.received(), Amount::from_sat(11_000));
+//!
+//! // The payee's process stops; all that is left of it is its disk.
+//! let channel_id = payee.channel_id();
+//! drop(payee);
+//! let check = RestoreCheck { channel_id, min_update_id: disks[1].update_id };
+//! let mut payee = Payee::restore(&disks[1].snapshot, check)?;
+//! assert_eq!(payee.received(), Amount::from_sat(11_000));
+//!
+//! // On the new connection both sides send their `reestablish()` first.
+//! let from_payee = payee.reestablish();
+//! let fx = payer.handle_message(from_payee, &signers[0], tip)?;
+//! deliver(fx, &mut payer, &mut payee, &mut disks, &signers, tip)?;
+//! let fx = payee.handle_message(payer.reestablish(), &signers[1], tip)?;
+//! disks[1].persist(fx.update);
+//! let fx = payer.pay(Amount::from_sat(500), &signers[0])?;
+//! deliver(fx, &mut payer, &mut payee, &mut disks, &signers, tip)?;
+//!
+//! // Close: the payee broadcasts the best payment, minus its fee, before the expiry.
+//! let fx = payee.close(&signers[1])?;
+//! disks[1].persist(fx.update);
+//! let close = &fx.broadcast[0];
+//! let to_payee: Amount = close.output.iter().filter(|o| o.script_pubkey == payee_script).map(|o| o.value).sum();
+//! assert_eq!(to_payee, Amount::from_sat(11_500 - 300));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! # Conditional payments
 //! A payment may carry HTLC outputs ([`crate::core::script::hashlock_htlc`]). The payee reveals
 //! the preimage with [`Payee::fulfill_htlc`]; the payer then folds the HTLC into the payee's
@@ -95,7 +251,7 @@
 
 pub(crate) mod dot;
 pub(crate) mod fees;
-mod msgs;
+pub(crate) mod msgs;
 mod payee;
 mod payer;
 pub mod payment;
@@ -260,6 +416,9 @@ pub enum Misbehaviour {
     /// The payer's script (in [`Open`] or [`RefundRequest`]) is not a standard payout script
     /// ([`payment::PAYOUT_POLICY`]): no node would relay a payment transaction paying it.
     NonStandardScript,
+    /// The message is addressed to another channel (`handle_addressed`): neither this
+    /// channel's temporary id nor its funded id. Nothing was looked at.
+    WrongChannel,
     /// Not the peer's fault: `handle_message` was given a signer that is not the channel's. The
     /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
     /// again with the channel's signer.

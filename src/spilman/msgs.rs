@@ -19,10 +19,18 @@ use alloc::vec::Vec;
 use bitcoin::secp256k1::PublicKey;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Transaction, Txid};
 
-use super::payment::PaymentHtlc;
-use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
+use super::payee::Payee;
+use super::payer::Payer;
+use super::payment::{PaymentHtlc, PaymentState};
+use super::{peer_error, Effects, Misbehaviour, PeerError};
+use crate::core::encode::{required, DecodeError, Reader, TlvReader, TlvWriter, Writer};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
+use crate::core::wire::{
+    read_list, read_message, read_single_record, single_record, temporary_channel_id, write_list, Addressed, LayerMsg,
+};
+use crate::driving::{ChainTip, ChannelId};
 
 /// Which refund construction the channel uses.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -183,29 +191,45 @@ const K_CLOSE_REQUEST: u8 = 0x59;
 const K_CLOSED: u8 = 0x5a;
 const K_REESTABLISH: u8 = 0x5b;
 
-fn write_htlcs(w: &mut Writer, htlcs: &[PaymentHtlc]) {
-    w.bigsize(htlcs.len() as u64);
-    for h in htlcs {
-        w.u64(h.id).amount(h.amount).bytes(&h.payment_hash.0).u32(h.expiry.0);
-    }
+/// Size of an encoded HTLC.
+pub(crate) const HTLC_LEN: usize = 52;
+
+/// Writes an HTLC of a payment (the one encoding of [`PaymentHtlc`], for Spilman and duplex
+/// messages and snapshots).
+pub(crate) fn write_htlc(w: &mut Writer, h: &PaymentHtlc) {
+    w.u64(h.id).amount(h.amount).bytes(&h.payment_hash.0).u32(h.expiry.0);
 }
 
-fn read_htlcs(r: &mut Reader<'_>) -> Result<Vec<PaymentHtlc>, DecodeError> {
-    let n = r.bigsize()?;
-    // Each HTLC takes 52 bytes: refuse counts the input cannot hold before allocating.
-    if n > (r.remaining() / 52) as u64 {
-        return Err(DecodeError::Truncated);
-    }
-    let mut out = Vec::with_capacity(n as usize);
-    for _ in 0..n {
-        out.push(PaymentHtlc {
-            id: r.u64()?,
-            amount: r.amount("htlc amount")?,
-            payment_hash: PaymentHash(r.array()?),
-            expiry: BlockHeight(r.u32()?),
-        });
-    }
-    Ok(out)
+/// Reads an HTLC written by [`write_htlc`].
+pub(crate) fn read_htlc(r: &mut Reader<'_>) -> Result<PaymentHtlc, DecodeError> {
+    Ok(PaymentHtlc {
+        id: r.u64()?,
+        amount: r.amount("htlc amount")?,
+        payment_hash: PaymentHash(r.array()?),
+        expiry: BlockHeight(r.u32()?),
+    })
+}
+
+/// Writes a list of HTLCs.
+pub(crate) fn write_htlcs(w: &mut Writer, htlcs: &[PaymentHtlc]) {
+    write_list(w, htlcs, write_htlc);
+}
+
+/// Reads a list of HTLCs (the count checked against the input before anything is allocated).
+pub(crate) fn read_htlcs(r: &mut Reader<'_>) -> Result<Vec<PaymentHtlc>, DecodeError> {
+    read_list(r, HTLC_LEN, usize::MAX, read_htlc)
+}
+
+/// Writes a payment state (what [`Payment`] commits to: the payee's total and the HTLCs), as
+/// both layers' snapshots hold it.
+pub(crate) fn write_payment_state(w: &mut Writer, s: &PaymentState) {
+    w.amount(s.to_payee);
+    write_htlcs(w, &s.htlcs);
+}
+
+/// Reads a payment state written by [`write_payment_state`].
+pub(crate) fn read_payment_state(r: &mut Reader<'_>) -> Result<PaymentState, DecodeError> {
+    Ok(PaymentState { to_payee: r.amount("to_payee")?, htlcs: read_htlcs(r)? })
 }
 
 fn write_payment(t: &mut TlvWriter, p: &Payment, base: u64) {
@@ -306,13 +330,9 @@ impl Msg {
                 });
                 t.finish()
             }
-            Msg::RefundSigned(s) => {
-                let mut t = TlvWriter::new(K_REFUND_SIGNED, VERSION);
-                t.record(0, |w| {
-                    w.bitcoin_signature(&s.signature);
-                });
-                t.finish()
-            }
+            Msg::RefundSigned(s) => single_record(K_REFUND_SIGNED, VERSION, |w| {
+                w.bitcoin_signature(&s.signature);
+            }),
             Msg::Open(o) => {
                 let mut t = TlvWriter::new(K_OPEN, VERSION);
                 t.record(0, |w| {
@@ -335,35 +355,19 @@ impl Msg {
                 write_payment(&mut t, p, 0);
                 t.finish()
             }
-            Msg::Ack { number } => {
-                let mut t = TlvWriter::new(K_ACK, VERSION);
-                t.record(0, |w| {
-                    w.u64(*number);
-                });
-                t.finish()
-            }
-            Msg::Fulfill { id, preimage } => {
-                let mut t = TlvWriter::new(K_FULFILL, VERSION);
-                t.record(0, |w| {
-                    w.u64(*id).bytes(&preimage.0);
-                });
-                t.finish()
-            }
-            Msg::Fail { id } => {
-                let mut t = TlvWriter::new(K_FAIL, VERSION);
-                t.record(0, |w| {
-                    w.u64(*id);
-                });
-                t.finish()
-            }
+            Msg::Ack { number } => single_record(K_ACK, VERSION, |w| {
+                w.u64(*number);
+            }),
+            Msg::Fulfill { id, preimage } => single_record(K_FULFILL, VERSION, |w| {
+                w.u64(*id).bytes(&preimage.0);
+            }),
+            Msg::Fail { id } => single_record(K_FAIL, VERSION, |w| {
+                w.u64(*id);
+            }),
             Msg::CloseRequest => TlvWriter::new(K_CLOSE_REQUEST, VERSION).finish(),
-            Msg::Closed { txid } => {
-                let mut t = TlvWriter::new(K_CLOSED, VERSION);
-                t.record(0, |w| {
-                    w.txid(txid);
-                });
-                t.finish()
-            }
+            Msg::Closed { txid } => single_record(K_CLOSED, VERSION, |w| {
+                w.txid(txid);
+            }),
             Msg::Reestablish(r) => {
                 let mut t = TlvWriter::new(K_REESTABLISH, VERSION);
                 t.record(0, |w| {
@@ -386,11 +390,11 @@ impl Msg {
     /// # Errors
     /// [`DecodeError`] naming the problem.
     pub fn decode(bytes: &[u8]) -> Result<Msg, DecodeError> {
-        let kind = *bytes.first().ok_or(DecodeError::Truncated)?;
-        let (version, tlv) = read_header(bytes, kind)?;
-        if version != VERSION {
-            return Err(DecodeError::UnknownVersion(version));
-        }
+        let (kind, tlv) = read_message(bytes, VERSION)?;
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Msg, DecodeError> {
         match kind {
             K_OFFER => {
                 let (mut variant, mut payee_key, mut payee_htlc_key, mut payee_script, mut expiry) =
@@ -459,15 +463,8 @@ impl Msg {
                 }))
             }
             K_REFUND_SIGNED => {
-                let mut sig = None;
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    sig = Some(r.bitcoin_signature("refund signature")?);
-                    Ok(true)
-                })?;
-                Ok(Msg::RefundSigned(RefundSigned { signature: required(sig, "signature")? }))
+                let signature = read_single_record(tlv, "signature", |r| r.bitcoin_signature("refund signature"))?;
+                Ok(Msg::RefundSigned(RefundSigned { signature }))
             }
             K_OPEN => {
                 let (mut keys, mut script, mut refund_fee, mut funding) = (None, None, None, None);
@@ -500,45 +497,18 @@ impl Msg {
                 tlv.for_each(|ty, r| payment.read(ty, r))?;
                 Ok(Msg::Payment(payment.finish()?))
             }
-            K_ACK | K_FAIL => {
-                let mut value = None;
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    value = Some(r.u64()?);
-                    Ok(true)
-                })?;
-                let v = required(value, "number")?;
-                Ok(if kind == K_ACK { Msg::Ack { number: v } } else { Msg::Fail { id: v } })
-            }
+            K_ACK => Ok(Msg::Ack { number: read_single_record(tlv, "number", |r| r.u64())? }),
+            K_FAIL => Ok(Msg::Fail { id: read_single_record(tlv, "id", |r| r.u64())? }),
             K_FULFILL => {
-                let mut value = None;
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    value = Some((r.u64()?, PaymentPreimage(r.array()?)));
-                    Ok(true)
-                })?;
-                let (id, preimage) = required(value, "fulfill")?;
+                let (id, preimage) =
+                    read_single_record(tlv, "fulfill", |r| Ok((r.u64()?, PaymentPreimage(r.array()?))))?;
                 Ok(Msg::Fulfill { id, preimage })
             }
             K_CLOSE_REQUEST => {
                 tlv.for_each(|_, _| Ok(false))?;
                 Ok(Msg::CloseRequest)
             }
-            K_CLOSED => {
-                let mut txid = None;
-                tlv.for_each(|ty, r| {
-                    if ty != 0 {
-                        return Ok(false);
-                    }
-                    txid = Some(r.txid()?);
-                    Ok(true)
-                })?;
-                Ok(Msg::Closed { txid: required(txid, "txid")? })
-            }
+            K_CLOSED => Ok(Msg::Closed { txid: read_single_record(tlv, "txid", |r| r.txid())? }),
             K_REESTABLISH => {
                 let (mut number, mut resolved) = (None, None);
                 let mut payment = PaymentFields::default();
@@ -564,5 +534,98 @@ impl Msg {
             }
             _ => Err(DecodeError::WrongKind { expected: K_OFFER, got: kind }),
         }
+    }
+}
+
+impl crate::core::wire::sealed::Sealed for Msg {}
+
+impl LayerMsg for Msg {
+    /// Version 1 with the channel id after the header.
+    const ADDRESSED_VERSION: u8 = 2;
+
+    fn encode(&self) -> Vec<u8> {
+        Msg::encode(self)
+    }
+
+    fn decode_records(kind: u8, tlv: TlvReader<'_>) -> Result<Self, DecodeError> {
+        Msg::decode_records(kind, tlv)
+    }
+
+    fn is_setup(&self) -> bool {
+        matches!(self, Msg::Offer(_) | Msg::RefundRequest(_) | Msg::RefundSigned(_) | Msg::Open(_))
+    }
+}
+
+/// The temporary id of a Spilman channel: from the payee's keys in its [`Offer`].
+fn temporary_id(payee_key: &PublicKey, payee_htlc_key: &PublicKey) -> ChannelId {
+    temporary_channel_id("spilman", &[payee_key, payee_htlc_key])
+}
+
+/// Refuses a message addressed to another channel.
+fn check_address(msg: &Addressed<Msg>, temporary: ChannelId, funded: Option<ChannelId>) -> Result<(), PeerError> {
+    if msg.is_for(temporary, funded) {
+        Ok(())
+    } else {
+        Err(peer_error(Misbehaviour::WrongChannel))
+    }
+}
+
+impl Payer {
+    /// The channel's temporary id, used by the setup messages (from the payee's keys in the
+    /// [`Offer`]); [`Payer::channel_id`] once funded.
+    pub fn temporary_channel_id(&self) -> ChannelId {
+        temporary_id(&self.offer.payee_key, &self.offer.payee_htlc_key)
+    }
+
+    /// Addresses a message this payer sends (from [`Effects::send`](crate::driving::Effects::send))
+    /// to its channel, for a peer that may share several channels.
+    pub fn address(&self, msg: Msg) -> Addressed<Msg> {
+        Addressed::new(msg, self.temporary_channel_id(), self.channel_id())
+    }
+
+    /// [`Payer::handle_message`] for an addressed message: one addressed to another channel
+    /// is refused before anything else.
+    ///
+    /// # Errors
+    /// [`Misbehaviour::WrongChannel`] (the channel unchanged) if `msg` is addressed to neither
+    /// this channel's temporary id nor its funded id; otherwise as [`Payer::handle_message`].
+    pub fn handle_addressed<S: Signer + ?Sized>(
+        &mut self,
+        msg: Addressed<Msg>,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        check_address(&msg, self.temporary_channel_id(), self.channel_id())?;
+        self.handle_message(msg.msg, signer, tip)
+    }
+}
+
+impl Payee {
+    /// The channel's temporary id, used by the setup messages (from this payee's keys in its
+    /// [`Offer`]); [`Payee::channel_id`] once the funding outpoint is known.
+    pub fn temporary_channel_id(&self) -> ChannelId {
+        temporary_id(&self.payee_key, &self.payee_htlc_key)
+    }
+
+    /// Addresses a message this payee sends (from [`Effects::send`](crate::driving::Effects::send))
+    /// to its channel, for a peer that may share several channels.
+    pub fn address(&self, msg: Msg) -> Addressed<Msg> {
+        Addressed::new(msg, self.temporary_channel_id(), self.channel_id())
+    }
+
+    /// [`Payee::handle_message`] for an addressed message: one addressed to another channel
+    /// is refused before anything else.
+    ///
+    /// # Errors
+    /// [`Misbehaviour::WrongChannel`] (the channel unchanged) if `msg` is addressed to neither
+    /// this channel's temporary id nor its funded id; otherwise as [`Payee::handle_message`].
+    pub fn handle_addressed<S: Signer + ?Sized>(
+        &mut self,
+        msg: Addressed<Msg>,
+        signer: &S,
+        tip: ChainTip,
+    ) -> Result<Effects, PeerError> {
+        check_address(&msg, self.temporary_channel_id(), self.channel_id())?;
+        self.handle_message(msg.msg, signer, tip)
     }
 }

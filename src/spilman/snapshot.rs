@@ -5,56 +5,18 @@ use alloc::vec::Vec;
 use bitcoin::secp256k1::Secp256k1;
 use bitcoin::Amount;
 
-use super::msgs::{Msg, Variant};
+use super::msgs::{read_htlc, read_payment_state, write_htlc, write_payment_state, Msg, Variant};
 use super::payee::{Held, Payee, PayeeConfig, PayeePhase};
 use super::payer::{HtlcStatus, OnChainHtlc, Payer, PayerConfig, PayerHtlc, PayerPhase};
-use super::payment::{ChannelLock, PaymentHtlc, PaymentState, PaymentTemplate};
-use crate::core::encode::{read_header, required, DecodeError, Reader, TlvWriter, Writer};
-use crate::core::hashlock::{PaymentHash, PaymentPreimage};
+use super::payment::{ChannelLock, PaymentTemplate};
+use crate::core::encode::{required, DecodeError, Reader, TlvWriter, Writer};
+use crate::core::hashlock::PaymentPreimage;
 use crate::core::units::BlockHeight;
+use crate::core::wire::{read_count, read_object};
 
 const KIND_PAYER: u8 = 0x50;
 const KIND_PAYEE: u8 = 0x4f;
 const VERSION: u8 = 1;
-
-fn write_htlc(w: &mut Writer, h: &PaymentHtlc) {
-    w.u64(h.id).amount(h.amount).bytes(&h.payment_hash.0).u32(h.expiry.0);
-}
-
-fn read_htlc(r: &mut Reader<'_>) -> Result<PaymentHtlc, DecodeError> {
-    Ok(PaymentHtlc {
-        id: r.u64()?,
-        amount: r.amount("htlc amount")?,
-        payment_hash: PaymentHash(r.array()?),
-        expiry: BlockHeight(r.u32()?),
-    })
-}
-
-fn write_state(w: &mut Writer, s: &PaymentState) {
-    w.amount(s.to_payee).bigsize(s.htlcs.len() as u64);
-    for h in &s.htlcs {
-        write_htlc(w, h);
-    }
-}
-
-/// Reads a count and checks the input can hold that many items of `min_size` bytes.
-fn read_count(r: &mut Reader<'_>, min_size: usize) -> Result<usize, DecodeError> {
-    let n = r.bigsize()?;
-    if n > (r.remaining() / min_size.max(1)) as u64 {
-        return Err(DecodeError::Truncated);
-    }
-    Ok(n as usize)
-}
-
-fn read_state(r: &mut Reader<'_>) -> Result<PaymentState, DecodeError> {
-    let to_payee = r.amount("to_payee")?;
-    let n = read_count(r, 52)?;
-    let mut htlcs = Vec::with_capacity(n);
-    for _ in 0..n {
-        htlcs.push(read_htlc(r)?);
-    }
-    Ok(PaymentState { to_payee, htlcs })
-}
 
 fn write_template(w: &mut Writer, t: &PaymentTemplate) {
     w.outpoint(&t.outpoint).amount(t.capacity);
@@ -141,7 +103,7 @@ pub(super) fn encode_payee(p: &Payee) -> Vec<u8> {
     })
     .optional(14, p.best.as_ref(), |w, b| {
         w.u64(b.number);
-        write_state(w, &b.state);
+        write_payment_state(w, &b.state);
         w.bitcoin_signature(&b.signature);
     })
     .record(16, |w| {
@@ -168,10 +130,7 @@ pub(super) fn encode_payee(p: &Payee) -> Vec<u8> {
 }
 
 pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
-    let (version, tlv) = read_header(bytes, KIND_PAYEE)?;
-    if version != VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let tlv = read_object(bytes, KIND_PAYEE, VERSION)?;
     let mut update_id = None;
     let mut config = None;
     let mut keys = None;
@@ -217,17 +176,17 @@ pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
             14 => {
                 best = Some(Held {
                     number: r.u64()?,
-                    state: read_state(r)?,
+                    state: read_payment_state(r)?,
                     signature: r.bitcoin_signature("payment signature")?,
                 })
             }
             16 => {
-                let n = read_count(r, 40)?;
+                let n = read_count(r, 40, usize::MAX)?;
                 let mut preimages = Vec::with_capacity(n);
                 for _ in 0..n {
                     preimages.push((r.u64()?, PaymentPreimage(r.array()?)));
                 }
-                let n = read_count(r, 8)?;
+                let n = read_count(r, 8, usize::MAX)?;
                 let mut failed = Vec::with_capacity(n);
                 for _ in 0..n {
                     failed.push(r.u64()?);
@@ -236,7 +195,7 @@ pub(super) fn decode_payee(bytes: &[u8]) -> Result<Payee, DecodeError> {
             }
             18 => closing_txid = Some(r.txid()?),
             20 => {
-                let n = read_count(r, 40)?;
+                let n = read_count(r, 40, usize::MAX)?;
                 let mut c = Vec::with_capacity(n);
                 for _ in 0..n {
                     c.push((r.u64()?, r.txid()?));
@@ -311,7 +270,7 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
     })
     .record(14, |w| {
         w.u64(p.number);
-        write_state(w, &p.state);
+        write_payment_state(w, &p.state);
         w.u64(p.acked).u64(p.next_htlc_id).u32(p.tip.0);
     })
     .record(16, |w| {
@@ -347,10 +306,7 @@ pub(super) fn encode_payer(p: &Payer) -> Vec<u8> {
 }
 
 pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
-    let (version, tlv) = read_header(bytes, KIND_PAYER)?;
-    if version != VERSION {
-        return Err(DecodeError::UnknownVersion(version));
-    }
+    let tlv = read_object(bytes, KIND_PAYER, VERSION)?;
     let mut update_id = None;
     let mut offer = None;
     let mut config = None;
@@ -394,9 +350,9 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
             8 => template = Some(read_template(r)?),
             10 => funding_tx = Some(r.transaction("funding_tx")?),
             12 => refund_sig = Some(r.bitcoin_signature("refund signature")?),
-            14 => payments = Some((r.u64()?, read_state(r)?, r.u64()?, r.u64()?, BlockHeight(r.u32()?))),
+            14 => payments = Some((r.u64()?, read_payment_state(r)?, r.u64()?, r.u64()?, BlockHeight(r.u32()?))),
             16 => {
-                let n = read_count(r, 61)?;
+                let n = read_count(r, 61, usize::MAX)?;
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     let htlc = read_htlc(r)?;
@@ -414,7 +370,7 @@ pub(super) fn decode_payer(bytes: &[u8]) -> Result<Payer, DecodeError> {
             }
             18 => closing_txid = Some(r.txid()?),
             20 => {
-                let n = read_count(r, 46)?;
+                let n = read_count(r, 46, usize::MAX)?;
                 let mut v = Vec::with_capacity(n);
                 for _ in 0..n {
                     let outpoint = r.outpoint()?;

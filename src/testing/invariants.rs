@@ -22,6 +22,10 @@ pub struct Settlement {
     pub txs: Vec<Txid>,
     /// The fee each of [`Settlement::txs`] paid (inputs minus outputs), in sat.
     pub tx_fees: HashMap<Txid, u64>,
+    /// Value the channel's transactions spent from outside the channel (wallet coins paying for
+    /// fee bumps), in sat: [`Settlement::unspent`] plus [`Settlement::fees`] is the funding value
+    /// plus this.
+    pub external: u64,
 }
 
 impl Settlement {
@@ -58,6 +62,16 @@ impl Settlement {
             out.fees += value_in.saturating_sub(value_out);
             out.tx_fees.insert(txid, value_in.saturating_sub(value_out));
             frontier.extend((0..tx.output.len()).map(|vout| OutPoint { txid, vout: vout as u32 }));
+        }
+        for txid in &out.txs {
+            let Some(tx) = chain.tx(txid) else { continue };
+            out.external += tx
+                .input
+                .iter()
+                .filter(|i| i.previous_output != funding && !seen.contains(&i.previous_output.txid))
+                .filter_map(|i| chain.tx(&i.previous_output.txid)?.output.get(i.previous_output.vout as usize))
+                .map(|o| o.value.to_sat())
+                .sum::<u64>();
         }
         out
     }

@@ -24,7 +24,8 @@ pub struct Peer {
     pub signer: InMemorySigner,
     /// Every event it reported.
     pub events: Vec<Event>,
-    /// Every snapshot persisted, with its update id.
+    /// Every state persisted, with its update id: the full snapshot of a write that carries one,
+    /// or the previous state with the write's delta applied ([`stored_state`]).
     pub persisted: Vec<(u64, Vec<u8>)>,
     /// Every record appended, in order.
     pub records: Vec<Vec<u8>>,
@@ -69,20 +70,53 @@ fn wire(m: &Msg) -> Msg {
 
 impl Peer {
     /// Records the effects of a call (checking the persistence contract) and queues its messages.
+    /// [`Peer::persisted`] gets the state the write leaves in storage (its snapshot, or its delta
+    /// applied to the previous state).
     pub fn absorb(&mut self, fx: Effects, out: &mut VecDeque<Msg>) -> Vec<Transaction> {
-        if !fx.send.is_empty() || !fx.broadcast.is_empty() {
+        if !fx.broadcast.is_empty() || fx.send.iter().any(needs_write) {
             assert!(fx.update.is_some(), "sent or broadcast without persisting first");
         }
         if let Some(u) = fx.update {
             if let Some((last, _)) = self.persisted.last() {
                 assert!(u.update_id > *last, "update ids strictly increase");
             }
-            self.persisted.push((u.update_id, u.snapshot));
+            let state = match self.persisted.last() {
+                Some((id, previous)) => stored_state(Some((*id, previous)), &u)
+                    .unwrap_or_else(|e| panic!("the write does not apply to the stored state: {e}")),
+                // A peer built around a channel whose first writes it was not given: the state
+                // its storage would hold.
+                None => u.snapshot.clone().or_else(|| self.ch.durable.clone()).expect("the channel wrote"),
+            };
+            self.persisted.push((u.update_id, state));
             self.records.extend(u.records);
         }
         self.events.extend(fx.events);
         out.extend(fx.send.iter().map(wire));
         fx.broadcast
+    }
+
+    /// The snapshot the peer's storage holds: the state of its last write that carried a full
+    /// snapshot (the one update of [`Peer::persisted`] without a delta in [`Peer::records`]).
+    pub fn stored_snapshot(&self) -> Option<&[u8]> {
+        let deltas: std::collections::HashSet<u64> = self
+            .records
+            .iter()
+            .filter(|r| crate::core::delta::is_delta(r))
+            .filter_map(|r| crate::core::delta::DeltaRecord::decode(r).ok())
+            .map(|d| d.update_id())
+            .collect();
+        self.persisted.iter().rev().find(|(id, _)| !deltas.contains(id)).map(|(_, s)| s.as_slice())
+    }
+
+    /// A crash and restart: the channel in memory is lost and restored from the storage (its
+    /// snapshot and log, replayed), which must give exactly the last state written.
+    pub fn restart(&mut self) {
+        let (latest, state) = self.persisted.last().cloned().expect("a write");
+        let check = crate::driving::RestoreCheck { channel_id: Some(self.ch.channel_id()), min_update_id: latest };
+        let snapshot = self.stored_snapshot().expect("a full snapshot").to_vec();
+        let restored = Channel::restore_with_records(&snapshot, &self.records, check).expect("restores");
+        assert!(restored.snapshot() == state, "the restored channel is the last state written");
+        self.ch = restored;
     }
 
     /// Records the effects of a command and queues its messages.
@@ -128,7 +162,8 @@ impl Pair {
         .expect("open");
         let Msg::OpenChannel(open) = wire(&fx.send[0]) else { panic!("open_channel") };
         let (chb, fxb) = Channel::accept(&open, b_config, &sb, tip).expect("accept");
-        let a = Peer { ch: cha, signer: sa, events: vec![], persisted: vec![], records: vec![] };
+        let mut a = Peer { ch: cha, signer: sa, events: vec![], persisted: vec![], records: vec![] };
+        a.absorb(Effects { send: vec![], ..fx }, &mut VecDeque::new());
         let mut b = Peer { ch: chb, signer: sb, events: vec![], persisted: vec![], records: vec![] };
         let mut to_a = VecDeque::new();
         b.absorb(fxb, &mut to_a);
@@ -257,6 +292,45 @@ impl Pair {
                 .unwrap_or_else(|e| panic!("commitment rejected: {e}"));
         }
     }
+}
+
+/// Whether a message may only be sent after a durable write ([persistence
+/// contract](crate::driving#persistence)): everything but an update not yet covered by a
+/// `commitment_signed`, a `warning` and `channel_reestablish`.
+pub fn needs_write(m: &Msg) -> bool {
+    !matches!(
+        m,
+        Msg::UpdateAddHtlc { .. }
+            | Msg::UpdateFulfillHtlc { .. }
+            | Msg::UpdateFailHtlc { .. }
+            | Msg::UpdateFailMalformedHtlc { .. }
+            | Msg::UpdateFee { .. }
+            | Msg::Warning { .. }
+            | Msg::ChannelReestablish { .. }
+    )
+}
+
+/// The state a write leaves in storage after `previous` (the update id and state the storage
+/// held): its full snapshot, or its deltas (one per update it merges) replayed on `previous`.
+///
+/// # Errors
+/// [`RestoreError`](crate::driving::RestoreError) if the write carries neither, or its deltas
+/// do not apply or do not bring `update_id`.
+pub fn stored_state(
+    previous: Option<(u64, &[u8])>,
+    update: &crate::driving::StateUpdate,
+) -> Result<Vec<u8>, crate::driving::RestoreError> {
+    use crate::core::encode::DecodeError;
+    if let Some(s) = &update.snapshot {
+        return Ok(s.clone());
+    }
+    let missing = crate::driving::RestoreError::Decode(DecodeError::MissingField("delta"));
+    let (id, bytes) = previous.ok_or(missing)?;
+    let (state, reached) = crate::core::delta::replay(bytes, id, &update.records)?;
+    if reached != update.update_id {
+        return Err(missing);
+    }
+    Ok(state)
 }
 
 /// An onion placeholder.

@@ -151,15 +151,28 @@ fn ln_wire(m: &lightning::Msg) -> lightning::Msg {
     lightning::Msg::decode(&m.encode()).expect("own encoding decodes")
 }
 
-/// The persistence contract of one channel's effects: anything sent or broadcast comes with an
-/// update, and the update is the channel's state now.
-fn check_fx<M, E>(fx: &Effects<M, E>, snapshot: Vec<u8>, what: &str) {
-    if !fx.send.is_empty() || !fx.broadcast.is_empty() {
+/// The persistence contract of one channel's effects: anything broadcast, and any message
+/// `needs_write` says must be, comes with an update, and the update is the channel's state now
+/// (a full snapshot; or a delta of that update yielding a state of that size).
+fn check_fx<M, E>(fx: &Effects<M, E>, snapshot: Vec<u8>, what: &str, needs_write: fn(&M) -> bool) {
+    if fx.send.iter().any(needs_write) || !fx.broadcast.is_empty() {
         assert!(fx.update.is_some(), "{what}: sent or broadcast without persisting first");
     }
     if let Some(u) = &fx.update {
-        assert_eq!(u.snapshot, snapshot, "{what}: the update is the channel's state");
+        match &u.snapshot {
+            Some(full) => assert_eq!(full, &snapshot, "{what}: the update is the channel's state"),
+            None => {
+                let delta = paychan::core::delta::DeltaRecord::decode(u.records.last().expect("a delta"))
+                    .expect("the last record is a delta");
+                assert_eq!(delta.update_id(), u.update_id, "{what}: the delta is of the update");
+                assert_eq!(delta.result_len(), snapshot.len() as u64, "{what}: the delta yields the state");
+            }
+        }
     }
+}
+
+fn always<M>(_: &M) -> bool {
+    true
 }
 
 /// The payee terms of [`open_spilman`]: CLTV variant, refundable at `expiry`.
@@ -374,7 +387,7 @@ impl Route {
     }
 
     fn absorb_a(&mut self, fx: spilman::Effects) {
-        check_fx(&fx, self.a.snapshot(), "A");
+        check_fx(&fx, self.a.snapshot(), "A", always);
         for e in &fx.events {
             self.log.push(format!("A: {e:?}"));
         }
@@ -384,7 +397,7 @@ impl Route {
     }
 
     fn absorb_d(&mut self, fx: lightning::Effects) {
-        check_fx(&fx, self.d.snapshot(), "D");
+        check_fx(&fx, self.d.snapshot(), "D", paychan::testing::lightning::needs_write);
         let received: Vec<(u64, BlockHeight)> = fx
             .events
             .iter()
@@ -424,8 +437,8 @@ impl Route {
     }
 
     fn absorb_b(&mut self, fx: paychan::multihop::NodeEffects<spilman::Payee, duplex::Channel>) {
-        check_fx(&fx.incoming, self.b.incoming().snapshot(), "B incoming");
-        check_fx(&fx.outgoing, self.b.outgoing().snapshot(), "B outgoing");
+        check_fx(&fx.incoming, self.b.incoming().snapshot(), "B incoming", always);
+        check_fx(&fx.outgoing, self.b.outgoing().snapshot(), "B outgoing", always);
         if let Some(st) = &fx.state {
             assert_eq!(st, &self.b.snapshot(), "B's state update is its state");
             let back = Forwarder::restore(self.b.incoming().clone(), self.b.outgoing().clone(), *self.b.config(), st)
@@ -449,8 +462,8 @@ impl Route {
     }
 
     fn absorb_c(&mut self, fx: paychan::multihop::NodeEffects<duplex::Channel, lightning::Channel>) {
-        check_fx(&fx.incoming, self.c.incoming().snapshot(), "C incoming");
-        check_fx(&fx.outgoing, self.c.outgoing().snapshot(), "C outgoing");
+        check_fx(&fx.incoming, self.c.incoming().snapshot(), "C incoming", always);
+        check_fx(&fx.outgoing, self.c.outgoing().snapshot(), "C outgoing", paychan::testing::lightning::needs_write);
         if let Some(st) = &fx.state {
             assert_eq!(st, &self.c.snapshot(), "C's state update is its state");
             let back = Forwarder::restore(self.c.incoming().clone(), self.c.outgoing().clone(), *self.c.config(), st)

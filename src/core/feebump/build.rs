@@ -10,7 +10,7 @@ use bitcoin::{Amount, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Witness};
 
 use super::bumper::{FeeWallet, WalletCoin, WalletError};
 use super::{InputTemplate, WitnessPart};
-use crate::core::sign::{SignRequest, Signer, SignerError};
+use crate::core::sign::{SignRequest, SignRequests, Signer, SignerError};
 
 /// Why a bump could not be built.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -133,19 +133,13 @@ pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
     signer: &S,
     wallet: &W,
 ) -> Result<(), BuildError> {
+    // One batch for every keyed input: the signer may reuse the transaction's digests.
+    let mut signatures =
+        signer.sign_batch(&mut TemplateRequests { tx, templates, next: 0, started: false })?.into_iter();
     let mut witnesses = Vec::with_capacity(templates.len());
-    for (i, t) in templates.iter().enumerate() {
+    for t in templates {
         let sig = match t.key {
-            Some((key, tweak)) => Some(signer.sign(&SignRequest {
-                tx,
-                input: i,
-                script_code: t.script_code.as_script(),
-                p2wpkh: t.p2wpkh,
-                value: t.value,
-                sighash_type: EcdsaSighashType::All,
-                key,
-                tweak,
-            })?),
+            Some(_) => Some(signatures.next().ok_or(BuildError::Signer(SignerError::UnsupportedKey))?),
             None => None,
         };
         let mut w = Witness::new();
@@ -175,6 +169,47 @@ pub(crate) fn sign<S: Signer + ?Sized, W: FeeWallet + ?Sized>(
     Ok(())
 }
 
+/// The keyed template inputs of one unchanged transaction, as one signing batch.
+struct TemplateRequests<'a> {
+    tx: &'a Transaction,
+    templates: &'a [&'a InputTemplate],
+    next: usize,
+    started: bool,
+}
+
+impl SignRequests for TemplateRequests<'_> {
+    fn next_request(&mut self) -> Option<SignRequest<'_>> {
+        self.next_request_same_tx().map(|(r, _)| r)
+    }
+
+    fn remaining_hint(&self) -> usize {
+        self.templates.len().saturating_sub(self.next)
+    }
+
+    fn next_request_same_tx(&mut self) -> Option<(SignRequest<'_>, bool)> {
+        while let Some(t) = self.templates.get(self.next) {
+            let input = self.next;
+            self.next += 1;
+            if let Some((key, tweak)) = t.key {
+                let same_tx = self.started;
+                self.started = true;
+                let request = SignRequest {
+                    tx: self.tx,
+                    input,
+                    script_code: t.script_code.as_script(),
+                    p2wpkh: t.p2wpkh,
+                    value: t.value,
+                    sighash_type: EcdsaSighashType::All,
+                    key,
+                    tweak,
+                };
+                return Some((request, same_tx));
+            }
+        }
+        None
+    }
+}
+
 /// Sum of the template values and coin values.
 pub(crate) fn input_value(templates: &[&InputTemplate], coins: &[WalletCoin]) -> Option<Amount> {
     let mut total = Amount::ZERO;
@@ -182,4 +217,50 @@ pub(crate) fn input_value(templates: &[&InputTemplate], coins: &[WalletCoin]) ->
         total = total.checked_add(v)?;
     }
     Some(total)
+}
+
+/// A wallet with no coins, for transactions that spend templates only.
+struct NoCoins;
+
+impl FeeWallet for NoCoins {
+    fn select_coins(&mut self, _: Amount, _: &[bitcoin::OutPoint]) -> Result<Vec<WalletCoin>, WalletError> {
+        Err(WalletError::InsufficientFunds)
+    }
+    fn change_script(&mut self) -> ScriptBuf {
+        ScriptBuf::new()
+    }
+    fn sign_coins(&self, _: &mut Transaction, _: usize, _: &[WalletCoin]) -> Result<(), WalletError> {
+        Err(WalletError::Signing)
+    }
+    fn release_coins(&mut self, _: &[bitcoin::OutPoint]) {}
+}
+
+/// The signed weight of a [`BumpMethod::Replace`](super::BumpMethod::Replace) transaction
+/// spending `templates` to `destination` (signatures at their longest).
+pub(crate) fn replace_weight(templates: &[&InputTemplate], destination: &ScriptBuf, lock_time: u32) -> u64 {
+    let out = TxOut { value: Amount::ZERO, script_pubkey: destination.clone() };
+    let tx = assemble(templates, &[], alloc::vec![out], lock_time, Version::TWO);
+    signed_weight(&tx, templates, &[])
+}
+
+/// The signed [`BumpMethod::Replace`](super::BumpMethod::Replace) transaction spending
+/// `templates` to `destination` and paying `fee`: how a channel builds the first version of a
+/// request, exactly as the [`Bumper`](super::Bumper) builds every replacement.
+///
+/// # Errors
+/// [`BuildError::Amount`] if what the fee leaves is below the destination's dust limit;
+/// [`BuildError::Signer`] if the signer refuses.
+pub(crate) fn replace_tx<S: Signer + ?Sized>(
+    templates: &[&InputTemplate],
+    destination: &ScriptBuf,
+    lock_time: u32,
+    fee: Amount,
+    signer: &S,
+) -> Result<Transaction, BuildError> {
+    let total = input_value(templates, &[]).ok_or(BuildError::Amount)?;
+    let value = total.checked_sub(fee).filter(|v| *v >= destination.minimal_non_dust()).ok_or(BuildError::Amount)?;
+    let out = TxOut { value, script_pubkey: destination.clone() };
+    let mut tx = assemble(templates, &[], alloc::vec![out], lock_time, Version::TWO);
+    sign(&mut tx, templates, &[], signer, &NoCoins)?;
+    Ok(tx)
 }

@@ -656,8 +656,9 @@ impl Bumper {
         })();
         match result {
             Ok(Some((attempt, capped))) => {
+                let txid = attempt.tx.compute_txid();
                 for id in &members {
-                    fx.events.push(BumpEvent::Bumped { id: *id, txid: attempt.tx.compute_txid(), fee: attempt.fee });
+                    fx.events.push(BumpEvent::Bumped { id: *id, txid, fee: attempt.fee });
                     if capped {
                         fx.events.push(BumpEvent::Capped { id: *id });
                     }

@@ -53,6 +53,7 @@ use super::sign::{KeyId, Tweak};
 use super::units::BlockHeight;
 
 pub use build::BuildError;
+pub(crate) use build::{replace_tx, replace_weight};
 pub use bumper::{BumpEvent, Bumper, FeeWallet, WalletCoin, WalletError};
 
 /// The embedder's fee estimates: for a number of blocks, the feerate that confirms within that

@@ -193,6 +193,10 @@ impl Sim {
             if self.stored[i].last().is_some_and(|l| u.update_id <= l.update_id) {
                 return Err(format!("party {i}: update id {} does not increase", u.update_id));
             }
+            if !u.is_full() {
+                // This layer writes a full snapshot on every update (driving: persistence).
+                return Err(format!("party {i}: update {} carries no full snapshot", u.update_id));
+            }
             self.stored[i].push(u);
         }
         if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
@@ -436,13 +440,17 @@ impl Sim {
         let Some(latest) = self.stored[i].last().cloned() else { return Ok(()) };
         let check = RestoreCheck { channel_id: self.pair.parties[i].ch.channel_id(), min_update_id: latest.update_id };
         if let Some(old) = self.stored[i].iter().rev().find(|u| u.update_id < latest.update_id) {
-            if !matches!(Channel::restore(&old.snapshot, check), Err(RestoreError::Stale { .. })) {
+            if !matches!(
+                Channel::restore(old.snapshot.as_deref().unwrap_or(&[]), check),
+                Err(RestoreError::Stale { .. })
+            ) {
                 return Err(format!("party {i}: stale snapshot {} not refused", old.update_id));
             }
             self.out.stale_refused += 1;
         }
-        let ch = Channel::restore(&latest.snapshot, check).map_err(|e| format!("party {i}: restore: {e}"))?;
-        if ch.snapshot() != latest.snapshot {
+        let ch = Channel::restore(latest.snapshot.as_deref().unwrap_or(&[]), check)
+            .map_err(|e| format!("party {i}: restore: {e}"))?;
+        if Some(ch.snapshot()) != latest.snapshot {
             return Err(format!("party {i}: restore is not byte-identical"));
         }
         self.pair.parties[i].ch = ch;
@@ -480,7 +488,8 @@ impl Sim {
         let k = self.rng.below(n as u64 - 1) as usize;
         let Some(old) = self.stored[i].get(k).cloned() else { return Ok(()) };
         let check = RestoreCheck { channel_id: self.pair.parties[i].ch.channel_id(), min_update_id: old.update_id };
-        let ch = Channel::restore(&old.snapshot, check).map_err(|e| format!("party {i}: lost-data restore: {e}"))?;
+        let ch = Channel::restore(old.snapshot.as_deref().unwrap_or(&[]), check)
+            .map_err(|e| format!("party {i}: lost-data restore: {e}"))?;
         self.out.lost_data += 1;
         self.stored[i].truncate(k + 1);
         self.pair.parties[i].ch = ch;

@@ -32,16 +32,19 @@ use std::vec::Vec;
 
 use bitcoin::{Amount, OutPoint, Transaction, Txid};
 
+use crate::core::commitment::FeeratePerKw;
 use crate::core::commitment::{BuiltCommitment, ChannelType, HtlcDirection, OutputRole};
+use crate::core::feebump::{Bumper, FeeEstimates};
 use crate::core::{MilliSats, PaymentHash, PaymentPreimage};
 use crate::driving::{Action, ChainEvent, ChainTip, RestoreCheck};
 use crate::lightning::onchain::ClosingKind;
 use crate::lightning::{Channel, Effects, Event, Msg, PenaltyRecord, Phase, Side};
 use crate::testing::chain::Chain;
 use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, BroadcastCheck, Broadcasts, Settlement};
-use crate::testing::lightning::{onion, Pair, Peer};
+use crate::testing::lightning::{needs_write, onion, stored_state, Pair, Peer};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
+use crate::testing::wallet::{FeeCoins, Wallet};
 
 use super::{Config, Outcome, Sabotage};
 
@@ -108,6 +111,12 @@ struct Sim {
     /// The length of each node's record log after each of its persisted updates (what lost
     /// writes take back together with the snapshot).
     records_at: [Vec<usize>; 2],
+    /// For each persisted update of each node, the index of the update whose full snapshot is
+    /// the stored one then (the storage holds that snapshot and the log; `persisted` keeps every
+    /// state the log replays to, for the checks).
+    full_at: [Vec<usize>; 2],
+    /// A crash in the middle of a write is under way (no second one inside it).
+    tearing: bool,
     /// Messages in flight, each with its position in its direction's stream on the current
     /// connection (the BOLT 8 nonce).
     net: Network<(u64, Msg)>,
@@ -133,7 +142,20 @@ struct Sim {
     seen: HashSet<Txid>,
     out: Outcome,
     reliable: bool,
+    /// Each party's fee bumper, fed its channel's [`Effects::bumps`](crate::driving::Effects::bumps)
+    /// and called each block with flat estimates.
+    bumpers: [Bumper; 2],
+    /// Each party's fee wallet.
+    wallets: [FeeCoins; 2],
+    /// What each bumper broadcast already (the simulated mempool keeps what it was given).
+    bumped: [HashSet<Txid>; 2],
 }
+
+/// The flat estimate the simulation's embedders feed their bumpers: above the channels' sweep
+/// feerate (1,000 sat/kW) and commitment feerates, so that every request is bumped (children pay
+/// for their commitments, replacements conflict with the channel's first versions; the chain
+/// has no fee market yet: the first valid one submitted wins).
+const ESTIMATE: FeeratePerKw = FeeratePerKw(5_000);
 
 /// Runs one seeded simulation.
 ///
@@ -162,6 +184,12 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     chain.credit(&pair.funding);
     chain.advance(1);
     let funding = OutPoint { txid: pair.funding.compute_txid(), vout: 0 };
+    let mut wallets = [FeeCoins::new(Wallet::new(0xe0)), FeeCoins::new(Wallet::new(0xe1))];
+    for w in &mut wallets {
+        for _ in 0..3 {
+            w.add_coin(&mut chain, Amount::from_sat(1_000_000));
+        }
+    }
     let Pair { a, b, .. } = pair;
     let bad = match rng.below(10) {
         _ if config.cheater => Some(Bad::Cheater(rng.below(2) as usize)),
@@ -184,6 +212,8 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         rng,
         nodes: [a, b],
         records_at: [Vec::new(), Vec::new()],
+        full_at: [Vec::new(), Vec::new()],
+        tearing: false,
         net: Network::new(faults),
         stream_sent: [0; 2],
         stream_received: [0; 2],
@@ -199,7 +229,18 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         seen: HashSet::new(),
         out: Outcome::default(),
         reliable: false,
+        bumpers: [Bumper::new(), Bumper::new()],
+        wallets,
+        bumped: [HashSet::new(), HashSet::new()],
     };
+    for i in 0..2 {
+        // The storage after the opening, as one full snapshot and the log.
+        let node = &mut sim.nodes[i];
+        let stored = node.ch.durable.clone().ok_or("the channel never wrote")?;
+        node.persisted = vec![(node.ch.update_id(), stored)];
+        sim.records_at[i] = vec![node.records.len()];
+        sim.full_at[i] = vec![0];
+    }
     sim.record_commitments();
     sim.hostile_start()?;
     let steps = sim.rng.range(10, 60);
@@ -243,20 +284,38 @@ impl Sim {
             self.lost_state[i] = true;
             self.out.lost_state += 1;
         }
-        if (!fx.send.is_empty() || !fx.broadcast.is_empty()) && fx.update.is_none() {
+        if (fx.send.iter().any(needs_write) || !fx.broadcast.is_empty()) && fx.update.is_none() {
             return Err(format!("peer {i} sent or broadcast without persisting first"));
         }
         let mut fx = fx;
         self.hostile_filter(i, &mut fx);
-        let node = &mut self.nodes[i];
         if let Some(u) = fx.update {
+            let node = &self.nodes[i];
             if node.persisted.last().is_some_and(|(last, _)| u.update_id <= *last) {
                 return Err(format!("peer {i}: update id {} does not increase", u.update_id));
             }
-            node.persisted.push((u.update_id, u.snapshot));
-            node.records.extend(u.records);
-            self.records_at[i].push(node.records.len());
+            if !self.tearing && !self.reliable && !u.records.is_empty() && self.rng.chance(30) {
+                // The crash comes in the middle of this write, or right after it: some of its
+                // records are appended (a delta, last, only with all the others), nothing is
+                // sent or broadcast.
+                // A commitment broadcast (the embedder's force close) is decided again after
+                // the restart.
+                let closes = fx.broadcast.iter().any(|t| {
+                    t.input.iter().any(|inp| inp.previous_output == self.funding)
+                        && self.nodes[i].ch.closing_transaction() != Some(t)
+                });
+                self.torn_write(i, u)?;
+                if closes {
+                    self.tearing = true;
+                    let result = self.force_close(i);
+                    self.tearing = false;
+                    result?;
+                }
+                return Ok(());
+            }
+            self.store(i, u)?;
         }
+        let node = &mut self.nodes[i];
         for e in &fx.events {
             if let Event::HtlcFulfilled { preimage, .. } = e {
                 self.preimages.insert(preimage.hash(), *preimage);
@@ -271,10 +330,106 @@ impl Sim {
             self.transmit(i, m);
         }
         self.record_commitments();
+        let mut dropped = HashSet::new();
         for tx in fx.broadcast {
-            self.broadcast(i, tx)?;
+            let txid = tx.compute_txid();
+            if !self.broadcast(i, tx)? {
+                dropped.insert(txid);
+            }
+        }
+        // The embedder hands each request to its bumper (a sabotaged broadcast's with it).
+        for r in fx.bumps {
+            if !dropped.contains(&r.id()) {
+                let _ = self.bumpers[i].track(r);
+            }
         }
         Ok(())
+    }
+
+    /// Each party's bumper works at the tip with flat estimates; what it makes is broadcast
+    /// (and its fees charged to the party).
+    fn bump(&mut self) -> Result<(), String> {
+        let tip = crate::core::BlockHeight(self.chain.height);
+        for i in 0..2 {
+            if self.offline[i] {
+                continue;
+            }
+            self.wallets[i].sync(&self.chain);
+            let fx =
+                self.bumpers[i].bump(tip, &FeeEstimates::flat(ESTIMATE), &mut self.wallets[i], &self.nodes[i].signer);
+            for tx in fx.broadcast {
+                if self.bumped[i].insert(tx.compute_txid()) && self.chain.confirmation(&tx.compute_txid()).is_none() {
+                    self.broadcast(i, tx)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores a complete write of node `i`.
+    fn store(&mut self, i: usize, u: crate::driving::StateUpdate) -> Result<(), String> {
+        let node = &mut self.nodes[i];
+        let state = stored_state(node.persisted.last().map(|(id, s)| (*id, s.as_slice())), &u)
+            .map_err(|e| format!("peer {i}: write {} does not apply to the stored state: {e}", u.update_id))?;
+        let k = node.persisted.len();
+        let full =
+            if u.is_full() { k } else { self.full_at[i].last().copied().ok_or("a delta before any snapshot")? };
+        node.persisted.push((u.update_id, state));
+        node.records.extend(u.records);
+        self.records_at[i].push(node.records.len());
+        self.full_at[i].push(full);
+        Ok(())
+    }
+
+    /// A crash during a write: the records appended so far are in the log, the rest (and the
+    /// snapshot, which replaces the stored one last) is not; or the write completed and the crash
+    /// came before anything was sent.
+    fn torn_write(&mut self, i: usize, u: crate::driving::StateUpdate) -> Result<(), String> {
+        self.out.torn_writes += 1;
+        if trace() {
+            std::eprintln!("LN torn write of peer {i}: update {} ({} records)", u.update_id, u.records.len());
+        }
+        let n = u.records.len();
+        let complete = self.rng.chance(300);
+        if complete {
+            self.store(i, u)?;
+        } else {
+            // A delta is the last record: with it the write is complete. A write merging several
+            // updates has a delta for each: the storage holds the state of the last one
+            // appended (one the channel was in, nothing of it sent).
+            let upto = if u.is_full() { n } else { n - 1 };
+            let j = self.rng.below(upto as u64 + 1) as usize;
+            let prefix: Vec<Vec<u8>> = u.records.into_iter().take(j).collect();
+            let node = &mut self.nodes[i];
+            let (id, previous) = node.persisted.last().cloned().ok_or("a write before any snapshot")?;
+            let (state, reached) = crate::core::delta::replay(&previous, id, &prefix)
+                .map_err(|e| format!("peer {i}: a torn write does not replay: {e}"))?;
+            node.records.extend(prefix);
+            if reached > id {
+                node.persisted.push((reached, state));
+                self.records_at[i].push(node.records.len());
+                let full = self.full_at[i].last().copied().ok_or("no snapshot")?;
+                self.full_at[i].push(full);
+            }
+        }
+        self.tearing = true;
+        let result = self.crash(i);
+        self.tearing = false;
+        result
+    }
+
+    /// Restores node `i` as its storage was after its write `k`: the full snapshot stored then
+    /// and the log as it was then.
+    pub(super) fn restore_write(
+        &self,
+        i: usize,
+        k: usize,
+        check: RestoreCheck,
+    ) -> Result<Channel, crate::driving::RestoreError> {
+        let node = &self.nodes[i];
+        let base = self.full_at[i].get(k).and_then(|&f| node.persisted.get(f)).map_or(&[][..], |(_, s)| s);
+        let len = self.records_at[i].get(k).copied().unwrap_or(0).min(node.records.len());
+        Channel::restore_with_records(base, &node.records[..len], check)
     }
 
     /// Records the commitments each peer signed for the other (what either may broadcast).
@@ -350,7 +505,8 @@ impl Sim {
         }
     }
 
-    fn broadcast(&mut self, i: usize, tx: Transaction) -> Result<(), String> {
+    /// Broadcasts `tx` for peer `i`; `false` if a sabotage dropped it.
+    fn broadcast(&mut self, i: usize, tx: Transaction) -> Result<bool, String> {
         if self.is_honest(i) {
             let dropped = matches!(
                 (self.sabotage, self.classify(i, &tx)),
@@ -360,11 +516,11 @@ impl Sim {
             );
             if dropped {
                 self.out.sabotaged += 1;
-                return Ok(());
+                return Ok(false);
             }
         }
         if self.hostile_mempool_only(i, &tx)? {
-            return Ok(());
+            return Ok(true);
         }
         self.broadcasts.record(i, &tx);
         if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
@@ -389,7 +545,7 @@ impl Sim {
             // Deferred or conflicted: the mempool takes it once its parent confirms.
             self.deferred.push(tx);
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Puts `m` from `from` on the connection, numbered in its stream (BOLT 8: a message lost
@@ -509,6 +665,15 @@ impl Sim {
     }
 
     fn reconnect(&mut self) -> Result<(), String> {
+        // No crash in the middle of a write during the reconnection itself: the embedder would
+        // not go on with the exchange it started before the crash.
+        let tearing = std::mem::replace(&mut self.tearing, true);
+        let result = self.reconnect_now();
+        self.tearing = tearing;
+        result
+    }
+
+    fn reconnect_now(&mut self) -> Result<(), String> {
         self.broken = false;
         if self.onchain {
             return Ok(());
@@ -543,58 +708,74 @@ impl Sim {
         }
         let lossy = self.bad == Some(Bad::Lossy(i)) && !self.closing_on_chain() && self.rng.chance(400);
         let n = self.nodes[i].persisted.len();
-        // Any snapshot under the channel's final id (from `funding_signed` on).
+        // Any stored state under the channel's final id (from `funding_signed` on).
         let id = Some(self.nodes[i].ch.channel_id());
-        let first = self.nodes[i].persisted.iter().position(|(_, b)| {
-            Channel::restore_with_records(b, &self.nodes[i].records, RestoreCheck { channel_id: id, min_update_id: 0 })
-                .is_ok()
-        });
+        let first =
+            (0..n).find(|&k| self.restore_write(i, k, RestoreCheck { channel_id: id, min_update_id: 0 }).is_ok());
         match first {
             Some(f) if lossy && f + 1 < n => {
-                // Restart from an older snapshot, believing it current: the newer writes are lost.
+                // Restart from an older state, believing it current: the newer writes are lost,
+                // with the records they appended and the snapshots they stored.
                 let k = f + self.rng.below((n - 1 - f) as u64) as usize;
                 self.nodes[i].persisted.truncate(k + 1);
-                // The records appended by the lost writes are lost with them.
                 if let Some(&len) = self.records_at[i].get(k) {
                     self.nodes[i].records.truncate(len);
                 }
                 self.records_at[i].truncate(k + 1);
+                self.full_at[i].truncate(k + 1);
                 self.out.lost_data += 1;
             }
             _ => self.out.crashes += 1,
         }
         let node = &self.nodes[i];
         let Some((latest, bytes)) = node.persisted.last().cloned() else { return Ok(()) };
+        let k = node.persisted.len() - 1;
         let check = RestoreCheck { channel_id: Some(node.ch.channel_id()), min_update_id: latest };
         let lost = self.out.lost_data > 0 && self.bad == Some(Bad::Lossy(i));
-        let older = node.persisted.iter().rev().find(|(id, _)| *id < latest).filter(|_| !lost);
-        if let Some((old_id, old)) = older {
-            match Channel::restore_with_records(old, &node.records, check) {
+        let older = node.persisted.iter().rposition(|(id, _)| *id < latest).filter(|_| !lost);
+        if let Some(old) = older {
+            match self.restore_write(i, old, check) {
                 Err(crate::driving::RestoreError::Stale { .. }) => self.out.stale_refused += 1,
                 other => {
                     return Err(format!(
-                        "peer {i}: stale snapshot {old_id} (latest {latest}) not refused: {:?}",
+                        "peer {i}: stale state {} (latest {latest}) not refused: {:?}",
+                        node.persisted[old].0,
                         other.err()
                     ))
                 }
             }
         }
-        let restored = Channel::restore_with_records(&bytes, &node.records, check)
+        // The storage now: the stored snapshot and the whole log (with what a write torn by the
+        // crash appended).
+        let base = self.full_at[i].get(k).and_then(|&f| node.persisted.get(f)).map(|(_, s)| s.clone());
+        let restored = Channel::restore_with_records(base.as_deref().unwrap_or(&[]), &node.records, check)
             .map_err(|e| format!("peer {i}: restore failed: {e}"))?;
         if restored.snapshot() != bytes {
-            return Err(format!("peer {i}: restore is not byte-identical"));
+            let now = restored.snapshot();
+            let at = now.iter().zip(&bytes).position(|(x, y)| x != y);
+            return Err(format!(
+                "peer {i}: restore is not byte-identical ({} / {} bytes, first difference at {at:?}, write {k}, base {:?}, tearing {})",
+                now.len(),
+                bytes.len(),
+                self.full_at[i].get(k),
+                self.tearing
+            ));
         }
         if self.bad != Some(Bad::Lossy(i)) && self.rng.chance(500) {
-            // The embedder compacts its log against the snapshot it restored from. (Not for a
-            // lossy node: its older snapshots, which it may fall back to, need the full log.)
+            // The embedder compacts its storage against the state it restored: that state as
+            // the stored snapshot, then the log without what the snapshot includes. (Not for a
+            // lossy node: its older states, which it may fall back to, need the full log.) The
+            // older states cannot be rebuilt any more.
             let node = &mut self.nodes[i];
             node.records.retain(|r| restored.keeps_record(r));
-            let len = node.records.len();
-            self.records_at[i].iter_mut().for_each(|l| *l = (*l).min(len));
+            node.persisted.drain(..k);
+            self.records_at[i] = vec![node.records.len()];
+            self.full_at[i] = vec![0];
             self.out.compactions += 1;
         }
         self.nodes[i].ch = restored;
         self.hostile_restored(i)?;
+        self.fulfil_again(i)?;
         // The restarted node rescans the chain: the funding transaction, every channel
         // transaction and the tip.
         let txs: Vec<Transaction> = core::iter::once(self.funding.txid)
@@ -615,7 +796,39 @@ impl Sim {
         self.reconnect()
     }
 
+    /// The embedder's duty after a restart (driving: persistence): a fulfilment not yet covered
+    /// by a `commitment_signed` is not in the stored state; it knows the preimage and fulfils
+    /// again (or, too close to the expiry to reveal it off chain, hands it to the channel for
+    /// the claim on chain).
+    fn fulfil_again(&mut self, i: usize) -> Result<(), String> {
+        if !self.is_honest(i) {
+            return Ok(());
+        }
+        let lost: Vec<(u64, PaymentPreimage)> = self.nodes[i]
+            .ch
+            .htlcs()
+            .iter()
+            .filter(|h| h.offerer == Side::Counterparty && h.remove.is_none())
+            .filter(|h| self.fulfilled[i].contains(&h.payment_hash))
+            .filter_map(|h| Some((h.id, *self.preimages.get(&h.payment_hash)?)))
+            .collect();
+        for (id, pre) in lost {
+            self.out.fulfilled_again += 1;
+            if trace() {
+                std::eprintln!("LN peer {i} fulfils {id} again");
+            }
+            let node = &mut self.nodes[i];
+            let fx = match node.ch.fulfill_htlc(id, pre) {
+                Ok(fx) => fx,
+                Err(_) => node.ch.provide_preimage(id, pre),
+            };
+            self.absorb(i, fx)?;
+        }
+        Ok(())
+    }
+
     fn mine(&mut self) -> Result<(), String> {
+        self.bump()?;
         for tx in self.deferred.clone() {
             let _ = self.chain.submit(&tx);
         }
@@ -648,6 +861,7 @@ impl Sim {
                 continue;
             }
             let records = self.records(i)?;
+            let _ = self.bumpers[i].handle_chain(&ev);
             let node = &mut self.nodes[i];
             let fx = node.ch.handle_chain_with_history(ev, &records, &node.signer);
             if let ChainEvent::Confirmed { tx, .. } = ev {
@@ -1003,9 +1217,10 @@ impl Sim {
                 self.broadcasts.payer_of(&self.chain, &op.txid, [&scripts[0], &scripts[1]])
             }
         };
+        // Fee inputs of the bumps (wallet coins) came from outside the channel.
         let conserved: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum::<u64>() + settled.fees;
-        if conserved != self.capacity {
-            return Err(format!("value not conserved: {conserved} != {}", self.capacity));
+        if conserved != self.capacity + settled.external {
+            return Err(format!("value not conserved: {conserved} != {} + {}", self.capacity, settled.external));
         }
         for (op, o) in &settled.unspent {
             let v = o.value.to_sat();
@@ -1072,7 +1287,23 @@ impl Sim {
                 })
                 .map(|(_, o)| o.value.to_sat())
                 .sum();
-            check_owed(&format!("peer {i}"), settled.paid_to(&scripts[i]), owed, fees + given_up + unswept)?;
+            // Its wallet's coins spent by its bumps are owed back to it (less the bumps' fees,
+            // charged above); the change they left is part of what it got.
+            let wallet = self.wallets[i].script();
+            let coins_in: u64 = settled
+                .txs
+                .iter()
+                .filter_map(|t| self.chain.tx(t))
+                .flat_map(|tx| tx.input.iter())
+                .filter(|inp| !settled.txs.contains(&inp.previous_output.txid))
+                .filter_map(|inp| {
+                    self.chain.tx(&inp.previous_output.txid)?.output.get(inp.previous_output.vout as usize)
+                })
+                .filter(|o| o.script_pubkey == wallet)
+                .map(|o| o.value.to_sat())
+                .sum();
+            let got = settled.paid_to(&scripts[i]) + settled.paid_to(&wallet);
+            check_owed(&format!("peer {i}"), got, owed + coins_in, fees + given_up + unswept)?;
             if let Some(Bad::Cheater(k)) = self.bad {
                 if revoked(i) {
                     // The penalty leaves the cheater nothing from its revoked commitment.

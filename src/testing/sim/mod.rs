@@ -176,6 +176,12 @@ pub struct Outcome {
     pub cheats: u32,
     /// Record logs compacted (Lightning: the records `keeps_record` keeps) before a restore.
     pub compactions: u32,
+    /// Crashes in the middle of a write, or right after it before anything was sent
+    /// (Lightning).
+    pub torn_writes: u32,
+    /// Fulfilments lost by a crash (not yet covered by a `commitment_signed`) and made again by
+    /// the embedder after the restart (Lightning).
+    pub fulfilled_again: u32,
     /// Messages (sent, dropped, duplicated, reordered).
     pub net: [u64; 4],
     /// Reconnections (`Reestablish` exchanged; duplex).
@@ -236,6 +242,8 @@ impl Summary {
         t.lost_data += o.lost_data;
         t.cheats += o.cheats;
         t.compactions += o.compactions;
+        t.torn_writes += o.torn_writes;
+        t.fulfilled_again += o.fulfilled_again;
         t.reconnections += o.reconnections;
         t.lost_state += o.lost_state;
         t.sabotaged += o.sabotaged;
@@ -290,7 +298,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; {} fee bumps in a fee spike",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; {} fee bumps in a fee spike",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -304,6 +312,8 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.cheats,
         summary.total.reorgs,
         summary.total.compactions,
+        summary.total.torn_writes,
+        summary.total.fulfilled_again,
         summary.total.reconnections,
         summary.total.lost_state,
         summary.total.net,

@@ -290,6 +290,10 @@ impl Sim {
             if self.stored[i].last().is_some_and(|l| u.update_id <= l.update_id) {
                 return Err(format!("side {i}: update id {} does not increase", u.update_id));
             }
+            if !u.is_full() {
+                // This layer writes a full snapshot on every update (driving: persistence).
+                return Err(format!("side {i}: update {} carries no full snapshot", u.update_id));
+            }
             self.stored[i].push(u);
         }
         if i == PAYER && self.frozen.is_none() {
@@ -362,7 +366,7 @@ impl Sim {
             self.out.spike_bumps += bumped.count() as u32;
         }
         if let Some(u) = &fx.update {
-            if Bumper::decode(&u.snapshot).as_ref() != Ok(&self.bumpers[i]) {
+            if u.snapshot.as_deref().map(Bumper::decode).as_ref().map(|r| r.as_ref()) != Some(Ok(&self.bumpers[i])) {
                 return Err(format!("side {i}: the bumper does not restore from its update"));
             }
         }
@@ -617,16 +621,16 @@ impl Sim {
         let check = RestoreCheck { channel_id: self.channel_id(i), min_update_id: latest.update_id };
         if let Some(old) = self.stored[i].iter().rev().find(|u| u.update_id < latest.update_id) {
             let refused = if i == PAYER {
-                matches!(Payer::restore(&old.snapshot, check), Err(RestoreError::Stale { .. }))
+                matches!(Payer::restore(old.snapshot.as_deref().unwrap_or(&[]), check), Err(RestoreError::Stale { .. }))
             } else {
-                matches!(Payee::restore(&old.snapshot, check), Err(RestoreError::Stale { .. }))
+                matches!(Payee::restore(old.snapshot.as_deref().unwrap_or(&[]), check), Err(RestoreError::Stale { .. }))
             };
             if !refused {
                 return Err(format!("side {i}: stale snapshot {} not refused", old.update_id));
             }
             self.out.stale_refused += 1;
         }
-        self.restore(i, &latest.snapshot, check)?;
+        self.restore(i, latest.snapshot.as_deref().unwrap_or(&[]), check)?;
         self.rescan(i)?;
         self.reconnect()
     }
@@ -675,7 +679,7 @@ impl Sim {
         let Some(old) = self.stored[i].get(k).cloned() else { return Ok(()) };
         // The snapshot's own update id: the embedder believes it is the newest.
         let check = RestoreCheck { channel_id: None, min_update_id: old.update_id };
-        self.restore(i, &old.snapshot, check)?;
+        self.restore(i, old.snapshot.as_deref().unwrap_or(&[]), check)?;
         self.out.lost_data += 1;
         self.stored[i].truncate(k + 1);
         self.rescan(i)?;

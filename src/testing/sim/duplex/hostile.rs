@@ -116,7 +116,7 @@ impl Sim {
         let k = self.rng.below(n.max(1) as u64) as usize;
         let old = self.stored[i].get(k)?;
         let check = RestoreCheck { channel_id: self.pair.parties[i].ch.channel_id(), min_update_id: 0 };
-        let m = Channel::restore(&old.snapshot, check).ok()?.reestablish();
+        let m = Channel::restore(old.snapshot.as_deref().unwrap_or(&[]), check).ok()?.reestablish();
         self.out.hostile_moves += 1;
         Some(m)
     }

@@ -39,7 +39,7 @@ use bitcoin::{Amount, ScriptBuf};
 use crate::core::commitment::ChannelType;
 use crate::core::{MilliSats, PaymentHash, PaymentPreimage};
 use crate::driving::RestoreCheck;
-use crate::lightning::{Channel, ChannelConfig, DustExposure, Effects, Event, HtlcDeadlines, Msg, Side};
+use crate::lightning::{ChannelConfig, DustExposure, Effects, Event, HtlcDeadlines, Msg, Side};
 use crate::testing::lightning::{config, onion, Pair, CHAIN};
 use crate::testing::rng::Rng;
 
@@ -234,9 +234,9 @@ impl Sim {
         let node = &self.nodes[i];
         let n = node.persisted.len().checked_sub(1)?;
         let k = self.rng.below(n.max(1) as u64) as usize;
-        let (_, bytes) = node.persisted.get(k)?;
         let check = RestoreCheck { channel_id: Some(node.ch.channel_id()), min_update_id: 0 };
-        let old = Channel::restore_with_records(bytes, &node.records, check).ok()?;
+        let old = self.restore_write(i, k, check).ok()?;
+        let node = &self.nodes[i];
         let m = old.reestablish(&node.signer).ok()?;
         self.out.hostile_moves += 1;
         Some(m)

@@ -95,9 +95,9 @@ impl Sim {
         let old = self.stored[i].get(k)?;
         let check = RestoreCheck { channel_id: self.channel_id(i), min_update_id: 0 };
         let m = if i == PAYER {
-            Payer::restore(&old.snapshot, check).ok()?.reestablish()
+            Payer::restore(old.snapshot.as_deref().unwrap_or(&[]), check).ok()?.reestablish()
         } else {
-            Payee::restore(&old.snapshot, check).ok()?.reestablish()
+            Payee::restore(old.snapshot.as_deref().unwrap_or(&[]), check).ok()?.reestablish()
         };
         self.out.hostile_moves += 1;
         Some(m)
