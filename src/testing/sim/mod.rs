@@ -124,6 +124,34 @@ pub fn estimates(chain: &Chain, flat: crate::core::commitment::FeeratePerKw) -> 
     FeeEstimates::new(&points)
 }
 
+/// The smallest virtual size of a CPFP child: one P2WPKH input (the output it bumps, or the
+/// pay-to-anchor's 41 vB with a wallet coin's 68 vB) and one P2WPKH output, rounded down.
+const CHILD_MIN_VSIZE: u64 = 108;
+
+/// Whether `request`, handed to a bumper at height `from`, could not have confirmed by its
+/// deadline for what it protects, in any market: even in the cheapest block from `from + 1` to
+/// its deadline, the fee its package needs at that block's minimum feerate (its own size, plus
+/// the smallest child's for a CPFP request, less what the parent pays) is more than its
+/// [`at_stake`](crate::core::feebump::BumpRequest::at_stake). A bumper must not pay more
+/// than that, so an output of the honest party's own left unclaimed for this reason counts as
+/// its fee (as Lightning's dust-sized outputs do); anything else it loses is a failure. `false`
+/// on a chain without a market.
+pub fn uneconomical(chain: &Chain, request: &crate::core::feebump::BumpRequest, from: u32) -> bool {
+    use crate::core::feebump::BumpMethod;
+    let Some(market) = chain.market() else { return false };
+    let first = from.saturating_add(1);
+    let last = request.deadline.0.max(first);
+    let Some(cheapest) = (first..=last).map(|h| market.min_feerate(h)).min() else { return false };
+    let own = request.tx.vsize() as u64;
+    let (vsize, paid) = match &request.method {
+        BumpMethod::Child { parent_fee, .. } => (own + CHILD_MIN_VSIZE, parent_fee.to_sat()),
+        _ => (own, 0),
+    };
+    // sat/kWU × vB × 4 / 1,000, rounded down (the cost is a lower bound).
+    let cost = cheapest.to_sat_per_kwu().saturating_mul(vsize).saturating_mul(4) / 1_000;
+    cost.saturating_sub(paid) > request.at_stake.to_sat()
+}
+
 /// Whether the next block's minimum feerate is at least 10× the base of [`fee_spike_chain`].
 pub(crate) fn in_spike(chain: &Chain) -> bool {
     chain.next_block_min_feerate().is_some_and(|r| r.to_sat_per_kwu() >= 2_500)
