@@ -110,11 +110,35 @@ fn spilman_disable_bumper_in_fee_spikes_is_caught() {
     first_caught_with("spilman fee spikes", spilman::run_with, Sabotage::DisableBumper, spikes);
 }
 
+/// Duplex with fee spikes: a zero-fee tree transaction relays only with a child, so an honest
+/// party whose bumper is off can neither publish its branch nor outrun an old one; its leaf
+/// payment stays at its signed fee while the refund it races is replaced.
+#[test]
+fn duplex_disable_bumper_in_fee_spikes_is_caught() {
+    let spikes = Config { fee_spikes: true, ..Config::default() };
+    let seed = first_caught_with("duplex fee spikes", duplex::run_with, Sabotage::DisableBumper, spikes);
+    assert_eq!(seed, DUPLEX_SPIKES_CAUGHT, "the first seed catching it moved");
+}
+
+/// Lightning with fee spikes: an honest peer whose bumper is off leaves its commitment, HTLC
+/// transactions and sweeps at their signed feerates through the spike.
+#[test]
+fn lightning_disable_bumper_in_fee_spikes_is_caught() {
+    let spikes = Config { fee_spikes: true, ..Config::default() };
+    let seed = first_caught_with("lightning fee spikes", lightning::run_with, Sabotage::DisableBumper, spikes);
+    assert_eq!(seed, LIGHTNING_SPIKES_CAUGHT, "the first seed catching it moved");
+}
+
+/// The first seeds catching [`Sabotage::DisableBumper`] under fee spikes (pinned: a change that
+/// moves them is looked at).
+const DUPLEX_SPIKES_CAUGHT: u64 = 1;
+const LIGHTNING_SPIKES_CAUGHT: u64 = 167;
+
 /// Every sabotage a layer lists is tested above.
 #[test]
 fn every_listed_sabotage_is_tested() {
     use Sabotage::*;
-    assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims]);
-    assert_eq!(duplex::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
+    assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims, DisableBumper]);
+    assert_eq!(duplex::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, DisableBumper]);
     assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, DisableBumper]);
 }
