@@ -437,8 +437,11 @@ fn stale_state_spilman_older_or_smaller_payment_never_replaces_the_newest() {
 fn channel_jamming_duplex_payment_with_more_than_483_htlcs_is_refused() {
     use paychan::core::PaymentPreimage;
     use paychan::spilman::payment::{PaymentError, UpdateError, MAX_HTLCS};
-    let mut p = dx::Pair::open(dx::terms(vec![2, 2]));
-    p.pay(A, 10_000);
+    // A payment fee that relays 483 HTLC outputs (43 vB each) at 1 sat/vB: with less, the
+    // payment would not relay and is refused (`PaymentError::BelowMinRelay`).
+    let terms = paychan::duplex::Terms { payment_fee: Amount::from_sat(25_000), ..dx::terms(vec![2, 2]) };
+    let mut p = dx::Pair::open(terms);
+    p.pay(A, 30_000);
     let (sa, sb) = (dx::signer(A), dx::signer(B));
     let (earliest, _) = p.b().htlc_expiry_window(p.tip());
     let expiry = BlockHeight(earliest.unwrap().0 + 10);

@@ -67,6 +67,7 @@ fn race(base: &Pair, current: &[Vec<u8>; 2], old: &[Vec<u8>; 2], cheater: Role) 
         pending: Vec::new(),
         broadcast_log: Vec::new(),
         offline,
+        bumps: Vec::new(),
     };
     let mut parties = [party(restore(&current[0]), A, cheater == A), party(restore(&current[1]), B, cheater == B)];
     parties[honest.index()].ch = honest_now;

@@ -92,6 +92,7 @@ fn stale_race(lag: u32) -> (Channel, bool, u64, u64) {
         pending: Vec::new(),
         broadcast_log: Vec::new(),
         offline,
+        bumps: Vec::new(),
     };
     let current = [p.a().snapshot(), p.b().snapshot()];
     let mut p = Pair {

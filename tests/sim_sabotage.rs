@@ -17,7 +17,7 @@ type Run = fn(u64, Config) -> Result<Outcome, String>;
 /// Runs seeds from 0 with `sabotage` until one fails; checks the unsabotaged runs of the same
 /// seeds pass; returns the first failing seed.
 fn first_caught(layer: &str, run: Run, sabotage: Sabotage, cheater: bool) -> u64 {
-    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, hostile: false, tower: false })
+    first_caught_with(layer, run, sabotage, Config { sabotage: Sabotage::None, cheater, ..Config::default() })
 }
 
 /// As [`first_caught`], with the other knobs of `base` (a hostile peer in every run).
@@ -93,7 +93,8 @@ fn spilman_ignore_next_deadline_is_caught() {
 
 /// Tower runs (`Config::tower`): the honest party is offline when the cheater publishes a revoked
 /// commitment (an old branch), and only its tower can defend it.
-const TOWER: Config = Config { sabotage: Sabotage::None, cheater: true, hostile: false, tower: true };
+const TOWER: Config =
+    Config { sabotage: Sabotage::None, cheater: true, hostile: false, tower: true, fee_spikes: false };
 
 #[test]
 fn lightning_tower_lagging_is_caught() {
@@ -119,20 +120,56 @@ fn duplex_tower_disabled_is_caught() {
 /// caught there too (the hostile runs' passing is evidence).
 #[test]
 fn sabotage_against_a_hostile_peer_is_caught() {
-    let hostile = Config { sabotage: Sabotage::None, cheater: false, hostile: true, tower: false };
+    let hostile = Config { hostile: true, ..Config::default() };
     first_caught_with("lightning hostile", lightning::run_with, Sabotage::DropSweeps, hostile);
     first_caught_with("spilman hostile", spilman::run_with, Sabotage::DropRefundOrClose, hostile);
     first_caught_with("duplex hostile", duplex::run_with, Sabotage::DropRefundOrClose, hostile);
 }
 
+/// Runs with fee spikes (`Config::fee_spikes`: Core 29's policy, a market spiking 10× or 100×):
+/// an honest embedder whose fee bumper is off leaves its close or refund at the fee it was
+/// signed with, which a spike keeps out of blocks past the deadline.
+#[test]
+fn spilman_disable_bumper_in_fee_spikes_is_caught() {
+    let spikes = Config { fee_spikes: true, ..Config::default() };
+    first_caught_with("spilman fee spikes", spilman::run_with, Sabotage::DisableBumper, spikes);
+}
+
+/// Duplex with fee spikes: a zero-fee tree transaction relays only with a child, so an honest
+/// party whose bumper is off can neither publish its branch nor outrun an old one; its leaf
+/// payment stays at its signed fee while the refund it races is replaced.
+#[test]
+fn duplex_disable_bumper_in_fee_spikes_is_caught() {
+    let spikes = Config { fee_spikes: true, ..Config::default() };
+    let seed = first_caught_with("duplex fee spikes", duplex::run_with, Sabotage::DisableBumper, spikes);
+    assert_eq!(seed, DUPLEX_SPIKES_CAUGHT, "the first seed catching it moved");
+}
+
+/// Lightning with fee spikes: an honest peer whose bumper is off leaves its commitment, HTLC
+/// transactions and sweeps at their signed feerates through the spike.
+#[test]
+fn lightning_disable_bumper_in_fee_spikes_is_caught() {
+    let spikes = Config { fee_spikes: true, ..Config::default() };
+    let seed = first_caught_with("lightning fee spikes", lightning::run_with, Sabotage::DisableBumper, spikes);
+    assert_eq!(seed, LIGHTNING_SPIKES_CAUGHT, "the first seed catching it moved");
+}
+
+/// The first seeds catching [`Sabotage::DisableBumper`] under fee spikes (pinned: a change that
+/// moves them is looked at).
+const DUPLEX_SPIKES_CAUGHT: u64 = 1;
+const LIGHTNING_SPIKES_CAUGHT: u64 = 167;
+
 /// Every sabotage a layer lists is tested above.
 #[test]
 fn every_listed_sabotage_is_tested() {
     use Sabotage::*;
-    assert_eq!(lightning::SABOTAGES, &[DropPenalties, DropSweeps, DropHtlcClaims, TowerLagging, TowerDisabled]);
+    assert_eq!(
+        lightning::SABOTAGES,
+        &[DropPenalties, DropSweeps, DropHtlcClaims, TowerLagging, TowerDisabled, DisableBumper]
+    );
     assert_eq!(
         duplex::SABOTAGES,
-        &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, TowerLagging, TowerDisabled]
+        &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, TowerLagging, TowerDisabled, DisableBumper]
     );
-    assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline]);
+    assert_eq!(spilman::SABOTAGES, &[DropHtlcClaims, DropRefundOrClose, IgnoreNextDeadline, DisableBumper]);
 }

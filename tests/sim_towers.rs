@@ -17,8 +17,13 @@ fn long() -> u64 {
     std::env::var("PAYCHAN_SIM_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2_000)
 }
 
-const TOWER: Config =
-    Config { sabotage: paychan::testing::sim::Sabotage::None, cheater: true, hostile: false, tower: true };
+const TOWER: Config = Config {
+    sabotage: paychan::testing::sim::Sabotage::None,
+    cheater: true,
+    hostile: false,
+    tower: true,
+    fee_spikes: false,
+};
 
 fn lightning_tower(seed: u64) -> Result<Outcome, String> {
     lightning::run_with(seed, TOWER)

@@ -17,7 +17,8 @@
 //! fail when the honest embedders are sabotaged.
 //!
 //! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
-//! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block).
+//! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block;
+//! `PAYCHAN_SIM_SPIKES=1` replays the seed's fee-spike run).
 
 use paychan::testing::sim::{duplex, lightning, run_many, spilman, Config, Outcome};
 
@@ -31,6 +32,86 @@ fn long() -> u64 {
 fn assert_all_pass(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result<Outcome, String>) {
     let summary = run_many(name, seeds, run);
     assert!(summary.failed.is_empty(), "{name}: failing seeds {:?}", summary.failed);
+}
+
+/// A fee-spike run (`Config::fee_spikes`): Core 29's relay policy and a market spiking 10× or
+/// 100× at a random height; the exact accounting still holds.
+fn spiking_spilman(seed: u64) -> Result<Outcome, String> {
+    spilman::run_with(seed, Config { fee_spikes: true, ..Config::default() })
+}
+
+/// A duplex fee-spike run: every tree transaction is zero-fee and goes out with a CPFP child
+/// through its pay-to-anchor output.
+fn spiking_duplex(seed: u64) -> Result<Outcome, String> {
+    duplex::run_with(seed, Config { fee_spikes: true, ..Config::default() })
+}
+
+/// A Lightning fee-spike run.
+fn spiking_lightning(seed: u64) -> Result<Outcome, String> {
+    lightning::run_with(seed, Config { fee_spikes: true, ..Config::default() })
+}
+
+/// The long runs' mix: a fifth of the seeds with fee spikes.
+fn spilman_mixed(seed: u64) -> Result<Outcome, String> {
+    if seed % 5 == 0 {
+        spiking_spilman(seed)
+    } else {
+        spilman::run(seed)
+    }
+}
+
+/// The long runs' mix: a fifth of the seeds with fee spikes.
+fn duplex_mixed(seed: u64) -> Result<Outcome, String> {
+    if seed % 5 == 0 {
+        spiking_duplex(seed)
+    } else {
+        duplex::run(seed)
+    }
+}
+
+/// The long runs' mix: a fifth of the seeds with fee spikes.
+fn lightning_mixed(seed: u64) -> Result<Outcome, String> {
+    if seed % 5 == 0 {
+        spiking_lightning(seed)
+    } else {
+        lightning::run(seed)
+    }
+}
+
+/// Seeds of the quick fee-spike runs, per layer.
+const SPIKES: u64 = 40;
+
+#[test]
+fn spilman_fee_spikes_quick() {
+    assert_all_pass("spilman fee spikes", 0..SPIKES, spiking_spilman);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn spilman_fee_spikes_long() {
+    assert_all_pass("spilman fee spikes", 0..long(), spiking_spilman);
+}
+
+#[test]
+fn duplex_fee_spikes_quick() {
+    assert_all_pass("duplex fee spikes", 0..SPIKES, spiking_duplex);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn duplex_fee_spikes_long() {
+    assert_all_pass("duplex fee spikes", 0..long(), spiking_duplex);
+}
+
+#[test]
+fn lightning_fee_spikes_quick() {
+    assert_all_pass("lightning fee spikes", 0..SPIKES, spiking_lightning);
+}
+
+#[test]
+#[ignore = "long: run with --release -- --ignored"]
+fn lightning_fee_spikes_long() {
+    assert_all_pass("lightning fee spikes", 0..long(), spiking_lightning);
 }
 
 #[test]
@@ -107,19 +188,19 @@ fn duplex_hostile_quick() {
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn spilman_long() {
-    assert_all_pass("spilman", 0..long(), spilman::run);
+    assert_all_pass("spilman", 0..long(), spilman_mixed);
 }
 
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn duplex_long() {
-    assert_all_pass("duplex", 0..long(), duplex::run);
+    assert_all_pass("duplex", 0..long(), duplex_mixed);
 }
 
 #[test]
 #[ignore = "long: run with --release -- --ignored"]
 fn lightning_long() {
-    assert_all_pass("lightning", 0..long(), lightning::run);
+    assert_all_pass("lightning", 0..long(), lightning_mixed);
 }
 
 /// Every run with a hostile peer (the runs above have one in a fifth of them).
@@ -135,9 +216,13 @@ fn hostile_long() {
 #[test]
 fn replay() {
     let Some(seed) = std::env::var("PAYCHAN_SIM_SEED").ok().and_then(|s| s.parse::<u64>().ok()) else { return };
-    for (name, run) in
-        [("spilman", spilman::run as fn(u64) -> _), ("duplex", duplex::run), ("lightning", lightning::run)]
-    {
+    type Run = fn(u64) -> Result<Outcome, String>;
+    let runs: [(&str, Run); 3] = if std::env::var("PAYCHAN_SIM_SPIKES").is_ok() {
+        [("spilman", spiking_spilman), ("duplex", spiking_duplex), ("lightning", spiking_lightning)]
+    } else {
+        [("spilman", spilman::run), ("duplex", duplex::run), ("lightning", lightning::run)]
+    };
+    for (name, run) in runs {
         println!("{name} seed {seed}: {:?}", run(seed));
     }
 }

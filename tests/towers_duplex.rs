@@ -56,6 +56,7 @@ fn race(base: &Pair, mut tower: Option<DuplexTower>, stale: &[Transaction]) -> P
         signer: signer(role),
         events: Vec::new(),
         pending: Vec::new(),
+        bumps: Vec::new(),
         broadcast_log: Vec::new(),
         // A is gone for good; B's software is off too: B only publishes its stale branch.
         offline: true,

@@ -22,17 +22,23 @@ use bitcoin::sighash::EcdsaSighashType;
 use bitcoin::{ecdsa, Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, Witness};
 
 use super::channel::{BuiltBranch, Channel, Phase};
+use super::fees;
 use super::leaf::{self, HtlcStatus};
 use super::msgs::{CloseProposal, CloseSigned, Msg};
 use super::reset::ResetState;
 use super::tree;
 use super::{peer_error, CloseKind, CommandError, Effects, Event, ForceCloseReason, Misbehaviour, PeerError, Role};
+use crate::core::feebump::BumpRequest;
 use crate::core::hashlock::PaymentPreimage;
 use crate::core::script;
 use crate::core::sign::{self, KeyId, SignRequest, Signer, Tweak};
 use crate::core::units::BlockHeight;
 use crate::driving::{ChainEvent, Watch};
+use crate::spilman::fees as spilman_fees;
 use crate::spilman::payment::{PaymentHtlc, PaymentState, PaymentTemplate};
+
+/// An HTLC claim due now: the HTLC id, the signed claim and its fee-bump request.
+pub(super) type Claim = (u64, Transaction, Option<BumpRequest>);
 
 /// A cooperative close in progress.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -482,10 +488,20 @@ impl Channel {
         let signed = self.complete_2of2(tx, &ours, &theirs);
         let txid = signed.compute_txid();
         self.chain.broadcast = level + 1;
+        let deadline = fees::tree_deadline(&self.terms, valid_from, self.tip);
+        fx.bumps.extend(fees::tree_request(&signed, deadline, self.at_stake()));
         fx.events.push(Event::TreeTxBroadcast { level, txid });
         fx.watch.push(Watch::Tx(txid));
         fx.broadcast.push(signed);
         true
+    }
+
+    /// What the holder has in the channel (the fee-bump cap of its tree transactions): its
+    /// balance and every HTLC (those it offered come back to it, those offered to it it may
+    /// claim).
+    fn at_stake(&self) -> Amount {
+        let b = self.balances();
+        b.holder.checked_add(b.offered).and_then(|v| v.checked_add(b.received)).unwrap_or(Amount::MAX_MONEY)
     }
 
     /// After the leaf confirmed: publish our best payment at once, refund at `leaf + T_r`.
@@ -499,6 +515,23 @@ impl Channel {
                 if let Some(tx) = t.build(state).ok().and_then(|b| t.complete(signer, &b, &sig).ok()) {
                     let txid = tx.compute_txid();
                     self.chain.payment_sent = true;
+                    // Must confirm before the payer's refund can be mined, at `L + T_r`.
+                    let deadline = leaf_height
+                        .checked_add(u32::from(self.terms.params.refund_delay()))
+                        .map_or(leaf_height, |h| h.saturating_sub(1));
+                    let theirs = &self.channels[them.index()];
+                    let revealed = state
+                        .htlcs
+                        .iter()
+                        .filter(|h| matches!(theirs.status_of(h.id), Some(HtlcStatus::Fulfilled(_))))
+                        .fold(Amount::ZERO, |a, h| a.checked_add(h.amount).unwrap_or(a));
+                    fx.bumps.extend(fees::leaf(spilman_fees::close_request(
+                        &t,
+                        &tx,
+                        state.to_payee,
+                        deadline,
+                        revealed,
+                    )));
                     fx.events.push(Event::LeafTxBroadcast { txid });
                     fx.watch.push(Watch::Tx(txid));
                     fx.broadcast.push(tx);
@@ -519,6 +552,17 @@ impl Channel {
                 if let Some(tx) = signed {
                     let txid = tx.compute_txid();
                     self.chain.refund_sent = true;
+                    let deadline = refund_from
+                        .map_or(self.tip, |h| BlockHeight(h.0.saturating_add(u32::from(self.terms.confirm_blocks))))
+                        .max(BlockHeight(self.tip.0.saturating_add(1)));
+                    let value = tx.output.first().map_or(Amount::ZERO, |o| o.value);
+                    fx.bumps.extend(fees::leaf(spilman_fees::refund_request_by(
+                        &t,
+                        &tx,
+                        self.terms.refund_fee,
+                        value,
+                        deadline,
+                    )));
                     fx.events.push(Event::LeafTxBroadcast { txid });
                     fx.watch.push(Watch::Tx(txid));
                     fx.broadcast.push(tx);
@@ -531,7 +575,7 @@ impl Channel {
 
     /// HTLC claims due now (recorded in the state): with a preimage at once, timeouts of our own
     /// from their expiry on.
-    pub(super) fn due_claims<S: Signer + ?Sized>(&mut self, signer: &S) -> Vec<(u64, Transaction)> {
+    pub(super) fn due_claims<S: Signer + ?Sized>(&mut self, signer: &S) -> Vec<Claim> {
         let mut out = Vec::new();
         for i in 0..self.chain.htlcs.len() {
             let Some(h) = self.chain.htlcs.get(i).copied() else { continue };
@@ -542,7 +586,8 @@ impl Channel {
             if let Some(entry) = self.chain.htlcs.get_mut(i) {
                 entry.claim = Some(tx.compute_txid());
             }
-            out.push((h.htlc.id, tx));
+            let bump = self.claim_bump(&h, &tx);
+            out.push((h.htlc.id, tx, bump));
         }
         out
     }
@@ -557,6 +602,16 @@ impl Channel {
             .filter(|h| !h.resolved && h.claim.is_some())
             .filter_map(|h| self.htlc_claim(h, signer).filter(|tx| Some(tx.compute_txid()) == h.claim))
             .collect()
+    }
+
+    /// The fee-bump request of our claim `claim` of the on-chain HTLC `h` (as Spilman's).
+    fn claim_bump(&self, h: &OnChainHtlc, claim: &Transaction) -> Option<BumpRequest> {
+        let keys = self.keys.as_ref()?;
+        let t = leaf::template(&self.terms, keys, h.offerer, h.outpoint, Amount::ZERO);
+        let by_payee = h.offerer != self.role;
+        let preimage = h.preimage.as_ref().filter(|_| by_payee);
+        let dest = keys[self.role.index()].payout.clone();
+        spilman_fees::claim_request(&t, claim, h.outpoint, &h.htlc, preimage, dest)
     }
 
     /// Our claim of the on-chain HTLC `h` if one is valid now: with its preimage if it was
@@ -609,8 +664,9 @@ impl Channel {
         fx
     }
 
-    pub(super) fn emit_claims(fx: &mut Effects, claims: Vec<(u64, Transaction)>) {
-        for (id, tx) in claims {
+    pub(super) fn emit_claims(fx: &mut Effects, claims: Vec<Claim>) {
+        for (id, tx, bump) in claims {
+            fx.bumps.extend(bump);
             let txid = tx.compute_txid();
             fx.events.push(Event::HtlcClaimBroadcast { id, txid });
             fx.watch.push(Watch::Tx(txid));

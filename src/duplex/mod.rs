@@ -282,6 +282,7 @@
 mod channel;
 mod close;
 pub mod dot;
+mod fees;
 mod leaf;
 mod msgs;
 pub mod params;

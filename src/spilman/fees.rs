@@ -38,7 +38,7 @@ fn child_request(
 
 /// The payee's close `close` (a completed payment built from `t` with `to_payee`), bumped through
 /// the payee's output.
-pub(super) fn close_request(
+pub(crate) fn close_request(
     t: &PaymentTemplate,
     close: &Transaction,
     to_payee: Amount,
@@ -53,8 +53,9 @@ pub(super) fn close_request(
 
 /// The payer's refund `refund` (as [`PaymentTemplate::refund_tx`] builds it with `fee`, then
 /// completed), valid from `valid_from` (its `nLockTime`): re-signed at any feerate when the payer
-/// signs alone (a script lock), CPFP through the payer's output when it is co-signed.
-pub(super) fn refund_request(
+/// signs alone (a script lock), CPFP through the payer's output when it is co-signed. `None` for
+/// a CSV lock, whose deadline depends on when the funding confirmed ([`refund_request_by`]).
+pub(crate) fn refund_request(
     t: &PaymentTemplate,
     refund: &Transaction,
     fee: Amount,
@@ -66,43 +67,50 @@ pub(super) fn refund_request(
         ChannelLock::Csv(_) => return None,
         ChannelLock::Cltv(_) | ChannelLock::Multisig => BlockHeight(lock_time.checked_add(1)?),
     };
-    match t.lock {
-        ChannelLock::Multisig => child_request(refund, 0, fee, deadline, at_stake, Protects::SpilmanRefund),
-        _ => {
-            let input = InputTemplate {
-                outpoint: t.outpoint,
-                value: t.capacity,
-                script_code: t.channel_script().into_script(),
-                p2wpkh: false,
-                // Signals replaceability and keeps `nLockTime` enforced.
-                sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
-                key: Some((KeyId::Funding, Tweak::None)),
-                witness: alloc::vec![
-                    WitnessPart::Signature,
-                    WitnessPart::Bytes(Vec::new()),
-                    WitnessPart::WitnessScript
-                ],
-                paired_output: None,
-            };
-            Some(BumpRequest {
-                tx: refund.clone(),
-                deadline,
-                at_stake,
-                protects: Protects::SpilmanRefund,
-                method: BumpMethod::Replace {
-                    inputs: alloc::vec![input],
-                    destination: t.payer_script.clone(),
-                    lock_time,
-                },
-            })
-        }
-    }
+    refund_request_by(t, refund, fee, at_stake, deadline)
+}
+
+/// As [`refund_request`], with the deadline given: a CSV-locked refund (a duplex leaf channel's,
+/// valid `T_r` blocks after the leaf confirmed) keeps its relative lock in every replacement's
+/// `nSequence`.
+pub(crate) fn refund_request_by(
+    t: &PaymentTemplate,
+    refund: &Transaction,
+    fee: Amount,
+    at_stake: Amount,
+    deadline: BlockHeight,
+) -> Option<BumpRequest> {
+    let lock_time = refund.lock_time.to_consensus_u32();
+    let sequence = match t.lock {
+        ChannelLock::Multisig => return child_request(refund, 0, fee, deadline, at_stake, Protects::SpilmanRefund),
+        // The relative lock (it signals replaceability too).
+        ChannelLock::Csv(delay) => Sequence::from_height(delay),
+        // Signals replaceability and keeps `nLockTime` enforced.
+        ChannelLock::Cltv(_) => Sequence::ENABLE_RBF_NO_LOCKTIME,
+    };
+    let input = InputTemplate {
+        outpoint: t.outpoint,
+        value: t.capacity,
+        script_code: t.channel_script().into_script(),
+        p2wpkh: false,
+        sequence,
+        key: Some((KeyId::Funding, Tweak::None)),
+        witness: alloc::vec![WitnessPart::Signature, WitnessPart::Bytes(Vec::new()), WitnessPart::WitnessScript],
+        paired_output: None,
+    };
+    Some(BumpRequest {
+        tx: refund.clone(),
+        deadline,
+        at_stake,
+        protects: Protects::SpilmanRefund,
+        method: BumpMethod::Replace { inputs: alloc::vec![input], destination: t.payer_script.clone(), lock_time },
+    })
 }
 
 /// An HTLC claim `claim` of output `outpoint` (HTLC `htlc`): the payee's with `preimage` (must
 /// confirm by the expiry, when the payer's timeout claim becomes valid), or the payer's timeout
 /// (races the payee's preimage claim from the first block it is valid in).
-pub(super) fn claim_request(
+pub(crate) fn claim_request(
     t: &PaymentTemplate,
     claim: &Transaction,
     outpoint: OutPoint,

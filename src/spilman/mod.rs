@@ -250,6 +250,13 @@
 //! wallet coins, its fee never above its
 //! [`at_stake`](crate::core::feebump::BumpRequest::at_stake).
 //!
+//! **What could not relay at all**: a payment is version 2, and Bitcoin Core relays a
+//! non-TRUC parent only if it pays the minimum relay feerate (1 sat/vB) alone, child or not. So
+//! the template refuses a payment whose fixed `payment_fee` is below 1 sat/vB for its
+//! worst-case signed size (each HTLC output adds 43 vB):
+//! [`PaymentError::BelowMinRelay`](payment::PaymentError::BelowMinRelay). The payer cannot sign
+//! it and the payee refuses it; with `payment_fee` 300 sat a payment carries about three HTLCs.
+//!
 //! Deadlines carry no extra margin: the bumper's schedule aims to confirm within half the blocks
 //! left and pays the next-block estimate in the last one. A deadline of `expiry + 1` means the
 //! payer pays the next-block rate from the first block its refund or timeout claim is valid: any
@@ -257,7 +264,7 @@
 //! instead.
 
 pub(crate) mod dot;
-mod fees;
+pub(crate) mod fees;
 pub(crate) mod msgs;
 mod payee;
 mod payer;

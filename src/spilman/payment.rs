@@ -86,6 +86,11 @@ pub enum PaymentError {
     HtlcBelowDust,
     /// More than [`MAX_HTLCS`] HTLC outputs (the transaction would be too heavy to relay).
     TooManyHtlcs,
+    /// The fixed payment fee is below the minimum relay feerate (1 sat/vB) for the transaction's
+    /// size (each HTLC output adds 43 vB): Bitcoin Core would not relay it, not even with a
+    /// child paying for it (a version-2 parent must pay the minimum alone), so the payee could
+    /// not close with it.
+    BelowMinRelay,
 }
 
 /// The most HTLC outputs one payment transaction may carry (as BOLT #2's per-direction limit);
@@ -105,6 +110,7 @@ impl fmt::Display for PaymentError {
             PaymentError::ChangeBelowDust => "payer change below dust",
             PaymentError::HtlcBelowDust => "HTLC output below dust",
             PaymentError::TooManyHtlcs => "too many HTLC outputs",
+            PaymentError::BelowMinRelay => "payment fee below the minimum relay feerate for its size",
         })
     }
 }
@@ -301,7 +307,19 @@ impl PaymentTemplate {
             }],
             output,
         };
+        if self.fee.to_sat() < self.max_signed_vsize(&tx) {
+            return Err(PaymentError::BelowMinRelay);
+        }
         Ok(BuiltPayment { tx, htlc_outputs: htlc_outputs.into_iter().flatten().collect() })
+    }
+
+    /// The largest virtual size `tx` (a payment, unsigned) has once signed: two signatures of
+    /// at most 73 bytes, the empty element of a 2-of-2, and the channel script.
+    fn max_signed_vsize(&self, tx: &Transaction) -> u64 {
+        let ws = self.channel_script().as_bytes().len() as u64;
+        let ws_len = if ws < 0xfd { 1 } else { 3 };
+        let witness = 1 + 2 * (1 + 73) + 1 + ws_len + ws;
+        (4 * tx.base_size() as u64 + 2 + witness).div_ceil(4)
     }
 
     fn sign_channel_input<S: Signer + ?Sized>(

@@ -7,6 +7,7 @@ use std::collections::VecDeque;
 use std::vec;
 use std::vec::Vec;
 
+use crate::core::feebump::BumpRequest;
 use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
 use crate::core::{BlockHeight, PaymentPreimage};
@@ -92,6 +93,9 @@ pub struct Party {
     pub broadcast_log: Vec<(u32, Transaction)>,
     /// Ignores messages and the chain.
     pub offline: bool,
+    /// Fee-bump requests the channel handed over ([`Effects::bumps`]), not yet taken by a
+    /// bumper.
+    pub bumps: Vec<BumpRequest>,
 }
 
 /// Two parties, a chain, and the messages between them.
@@ -109,12 +113,18 @@ pub struct Pair {
 impl Pair {
     /// Opens a channel with `terms` and confirms its funding.
     pub fn open(terms: Terms) -> Pair {
-        let chain = Chain::at(START);
-        let tip = ChainTip::at(START);
+        Self::open_on(terms, Chain::at(START), [payout(Role::Initiator), payout(Role::Acceptor)])
+    }
+
+    /// Opens a channel with `terms` on `chain` (at [`START`]; it may run a relay policy and a fee
+    /// market), each party paid to its script in `payouts` (by role), and confirms its funding.
+    pub fn open_on(terms: Terms, chain: Chain, payouts: [ScriptBuf; 2]) -> Pair {
+        let tip = ChainTip::at(chain.height);
         let (sa, sb) = (signer(Role::Initiator), signer(Role::Acceptor));
-        let (a, fx_a) = Channel::open(terms, payout(Role::Initiator), &sa, tip).expect("open");
+        let [pa, pb] = payouts;
+        let (a, fx_a) = Channel::open(terms, pa, &sa, tip).expect("open");
         let Some(Msg::Open(open)) = fx_a.send.first().map(wire) else { panic!("Open sent") };
-        let (b, fx_b) = Channel::accept(open, payout(Role::Acceptor), &sb, tip).expect("accept");
+        let (b, fx_b) = Channel::accept(open, pb, &sb, tip).expect("accept");
         let party = |ch, signer| Party {
             ch,
             signer,
@@ -122,6 +132,7 @@ impl Pair {
             pending: Vec::new(),
             broadcast_log: Vec::new(),
             offline: false,
+            bumps: Vec::new(),
         };
         let mut pair = Pair {
             parties: [party(a, sa), party(b, sb)],
@@ -210,6 +221,7 @@ impl Pair {
             assert_eq!(restored.snapshot(), snapshot, "restore is byte-identical");
         }
         party.events.extend(fx.events);
+        party.bumps.extend(fx.bumps);
         for tx in fx.broadcast {
             party.broadcast_log.push((self.chain.height, tx.clone()));
             party.pending.push(tx);

@@ -415,7 +415,8 @@ impl Bumper {
                     let fee = out.and_then(|o| total.checked_sub(o));
                     fee.filter(|_| same).map(|f| (f, e.request.tx.weight().to_wu()))
                 });
-                let Some((fee, capped)) = schedule::next_fee(feerate.fee_for_weight(weight), weight, previous, cap)
+                let Some((fee, capped)) =
+                    schedule::next_fee(schedule::fee_for_vsize(feerate, weight), weight, previous, cap)
                 else {
                     return Ok(None);
                 };
@@ -449,11 +450,14 @@ impl Bumper {
                     let out = TxOut { value: Amount::ZERO, script_pubkey: change.clone() };
                     let mut tx = build::assemble(&templates, &e.coins, alloc::vec![out], 0, version);
                     let weight = build::signed_weight(&tx, &templates, &e.coins);
-                    let package = feerate.fee_for_weight(parent_weight + weight);
+                    // Core checks the package's fee on the sum of the virtual sizes.
+                    let package = schedule::fee_for_vsize(feerate, parent_weight)
+                        .checked_add(schedule::fee_for_vsize(feerate, weight))
+                        .ok_or(BuildError::Amount)?;
                     let wanted = package
                         .checked_sub(*parent_fee)
                         .unwrap_or(Amount::ZERO)
-                        .max(FeeratePerKw::MIN_RELAY.fee_for_weight(weight));
+                        .max(schedule::fee_for_vsize(FeeratePerKw::MIN_RELAY, weight));
                     let Some((fee, capped)) = schedule::next_fee(wanted, weight, previous, e.request.at_stake) else {
                         return Ok(None);
                     };
@@ -609,7 +613,7 @@ impl Bumper {
                 let mut tx =
                     build::assemble(&templates, &self.groups[gi].coins, alloc::vec![out], lock_time, Version::TWO);
                 let weight = build::signed_weight(&tx, &templates, &self.groups[gi].coins);
-                let wanted = feerate.fee_for_weight(weight);
+                let wanted = schedule::fee_for_vsize(feerate, weight);
                 // A new membership conflicts with the previous aggregate through its coins: it
                 // must replace it even at the same feerate.
                 let decided = if same_members {

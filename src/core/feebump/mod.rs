@@ -227,6 +227,33 @@ impl InputTemplate {
         })
     }
 
+    /// A template for a pay-to-anchor output ([`p2a`](crate::core::script::p2a), `OP_1 <4e73>`)
+    /// of `value` at `outpoint`: anyone spends it with an empty witness and no key, so the
+    /// bumper's child needs no signature for it (the anchor of a zero-fee version-3 duplex tree
+    /// transaction). `nSequence` `0xFFFFFFFD`, as
+    /// [`p2a_input`](crate::core::script::p2a_input).
+    ///
+    /// # Example
+    /// ```
+    /// use bitcoin::{Amount, OutPoint};
+    /// use paychan::core::feebump::InputTemplate;
+    ///
+    /// let t = InputTemplate::pay_to_anchor(OutPoint::null(), Amount::ZERO);
+    /// assert!(t.key.is_none() && t.witness.is_empty() && t.script_code.is_empty());
+    /// ```
+    pub fn pay_to_anchor(outpoint: OutPoint, value: Amount) -> InputTemplate {
+        InputTemplate {
+            outpoint,
+            value,
+            script_code: ScriptBuf::new(),
+            p2wpkh: false,
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            key: None,
+            witness: Vec::new(),
+            paired_output: None,
+        }
+    }
+
     /// The wallet coin this template stands for, if it is signed by the wallet.
     pub(crate) fn as_wallet_coin(&self) -> Option<WalletCoin> {
         match self.witness.as_slice() {

@@ -51,6 +51,26 @@ pub const fn vsize(weight: u64) -> u64 {
     weight.div_ceil(4)
 }
 
+/// The fee `feerate` asks of a transaction of `weight` as Bitcoin Core counts it: on its
+/// virtual size (weight / 4, rounded up), rounded up to the satoshi. Paying
+/// `feerate.fee_for_weight(weight)` instead can fall a satoshi or a few short of a node's or a
+/// block's minimum, which is checked on the virtual size.
+///
+/// ```
+/// use bitcoin::Amount;
+/// use paychan::core::commitment::FeeratePerKw;
+/// use paychan::core::feebump::schedule::fee_for_vsize;
+///
+/// // 100 sat/vB on 1,253 weight units: 314 vB, not 313.25.
+/// assert_eq!(fee_for_vsize(FeeratePerKw(25_000), 1_253), Amount::from_sat(31_400));
+/// assert_eq!(FeeratePerKw(25_000).fee_for_weight(1_253), Amount::from_sat(31_325));
+/// ```
+pub fn fee_for_vsize(feerate: FeeratePerKw, weight: u64) -> Amount {
+    let per_kvb = u128::from(feerate.0) * 4;
+    let fee = (per_kvb * u128::from(vsize(weight))).div_ceil(1000);
+    Amount::from_sat(u64::try_from(fee).unwrap_or(u64::MAX))
+}
+
 /// `fee · weight / base_weight` (the fee at the same feerate for another weight), rounded down;
 /// `fee` itself for a zero `base_weight`.
 fn scale(fee: Amount, weight: u64, base_weight: u64) -> Amount {

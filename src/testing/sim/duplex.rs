@@ -29,15 +29,18 @@ use std::vec::Vec;
 
 use bitcoin::{Amount, OutPoint, Transaction};
 
+use crate::core::commitment::FeeratePerKw;
+use crate::core::feebump::{BumpEvent, BumpMethod, BumpRequest, Bumper, InputTemplate, Protects};
 use crate::core::script::is_p2a;
 use crate::core::{BlockHeight, PaymentHash, PaymentPreimage};
 use crate::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError, StateUpdate};
 use crate::duplex::{Channel, Effects, Event, Msg, Phase, Role};
 use crate::testing::chain::Chain;
-use crate::testing::duplex::{payout, terms, Pair, CAPACITY};
+use crate::testing::duplex::{terms, Pair, CAPACITY, START};
 use crate::testing::invariants::{check_broadcast, check_cheater, check_owed, BroadcastCheck, Broadcasts, Settlement};
 use crate::testing::net::{Faults, Network};
 use crate::testing::rng::Rng;
+use crate::testing::wallet::{FeeCoins, Wallet};
 
 use super::{Config, Outcome, Sabotage};
 
@@ -53,7 +56,11 @@ pub const SABOTAGES: &[Sabotage] = &[
     Sabotage::IgnoreNextDeadline,
     Sabotage::TowerLagging,
     Sabotage::TowerDisabled,
+    Sabotage::DisableBumper,
 ];
+
+/// The value of each wallet's spare coin (fee bumps pay from it).
+const SPARE_COIN: u64 = 1_000_000;
 
 const ROLES: [Role; 2] = [Role::Initiator, Role::Acceptor];
 
@@ -109,6 +116,13 @@ struct Sim {
     close_now: Option<usize>,
     /// A tower run (module `tower`).
     tower: Option<TowerRun>,
+    /// Each party's fee bumper, fed its channel's [`Effects::bumps`] in a
+    /// [`Config::fee_spikes`] run (kept across restarts, as its own store would).
+    bumpers: Option<[Bumper; 2]>,
+    /// Each party's wallet: its payout script, and the coins a bump may add.
+    wallets: [FeeCoins; 2],
+    /// Every request each party's channel handed its bumper, with the height it was handed at.
+    requests: [Vec<(BumpRequest, u32)>; 2],
 }
 
 /// Runs one seeded simulation.
@@ -130,7 +144,15 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         1 => vec![3, 2],
         _ => vec![2, 2, 2],
     };
-    let pair = Pair::open(terms(radix));
+    let wallets = [FeeCoins::new(Wallet::new(0xd1)), FeeCoins::new(Wallet::new(0xd2))];
+    // The channel's deadlines fall within a few dozen blocks of the opening (the close starts
+    // after the run's steps; the tree's relative locks are short).
+    let chain = if config.fee_spikes {
+        super::fee_spike_chain(seed, START, &[START + 2, START + 10, START + 25, START + 45])
+    } else {
+        Chain::at(START)
+    };
+    let pair = Pair::open_on(terms(radix), chain, [wallets[0].script(), wallets[1].script()]);
     let funding = pair.a().funding_outpoint().ok_or("no funding outpoint")?;
     let faults = Faults::random(&mut rng, 150);
     let bad = match rng.below(10) {
@@ -163,9 +185,17 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         offline: [false; 2],
         close_now: None,
         tower: None,
+        bumpers: config.fee_spikes.then(|| [Bumper::new(), Bumper::new()]),
+        wallets,
+        requests: [vec![], vec![]],
     };
     if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
         sim.tower = super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, 1 - c));
+    }
+    if sim.bumpers.is_some() {
+        for w in &mut sim.wallets {
+            w.add_coin(&mut sim.pair.chain, Amount::from_sat(SPARE_COIN));
+        }
     }
     for i in 0..2 {
         let ch = &sim.pair.parties[i].ch;
@@ -240,9 +270,11 @@ impl Sim {
             let m = wire(&m)?;
             self.net.send(1 - i, m, &mut self.rng);
         }
+        let mut dropped = HashSet::new();
         for tx in fx.broadcast {
             if self.is_honest(i) && self.sabotaged(&tx) {
                 self.out.sabotaged += 1;
+                dropped.insert(tx.compute_txid());
                 continue;
             }
             self.broadcasts.record(i, &tx);
@@ -259,13 +291,69 @@ impl Sim {
             }
             let _ = self.pair.chain.submit(&tx);
         }
+        // The embedder hands each request to its bumper (not a sabotaged broadcast's).
+        if let Some(bumpers) = self.bumpers.as_mut() {
+            for r in fx.bumps {
+                if !dropped.contains(&r.id()) {
+                    self.requests[i].push((r.clone(), self.pair.chain.height));
+                    let _ = bumpers[i].track(r);
+                }
+            }
+        }
         self.tower_absorbed(i)
+    }
+
+    /// Party `i`'s bumper's block work at the market's estimates; its broadcasts go out as the
+    /// party's own (a child with its parent, as a package; the sabotage applies to them too).
+    fn bump(&mut self, i: usize) -> Result<(), String> {
+        let publishing = self.bad == Some(Bad::Cheater(i)) && !self.cheat.is_empty();
+        if (self.offline[i] && !publishing) || self.bumpers.is_none() {
+            return Ok(());
+        }
+        self.wallets[i].sync(&self.pair.chain);
+        let pending = self.bumpers.as_ref().is_some_and(|b| b[i].pending().next().is_some());
+        if self.sabotage == Sabotage::DisableBumper && self.is_honest(i) {
+            self.out.sabotaged += u32::from(pending);
+            return Ok(());
+        }
+        let est = super::estimates(self.chain(), FeeratePerKw(253));
+        let tip = BlockHeight(self.chain().height);
+        let Some(bumpers) = self.bumpers.as_mut() else { return Ok(()) };
+        let fx = bumpers[i].bump(tip, &est, &mut self.wallets[i], &self.pair.parties[i].signer);
+        if let Some(u) = &fx.update {
+            if u.snapshot.as_deref().map(Bumper::decode).as_ref().map(|r| r.as_ref()) != Some(Ok(&bumpers[i])) {
+                return Err(format!("party {i}: the bumper does not restore from its update"));
+            }
+        }
+        if super::in_spike(self.chain()) {
+            self.out.spike_bumps += fx.events.iter().filter(|e| matches!(e, BumpEvent::Bumped { .. })).count() as u32;
+        }
+        let mut out = Vec::new();
+        for tx in fx.broadcast {
+            if self.is_honest(i) && self.sabotaged(&tx) {
+                self.out.sabotaged += 1;
+                continue;
+            }
+            self.broadcasts.record(i, &tx);
+            let check = check_broadcast(self.chain(), &tx).map_err(|e| format!("party {i} bump: {e}"))?;
+            if check == BroadcastCheck::Deferred && !self.deferred.contains(&tx) {
+                self.deferred.push(tx.clone());
+            }
+            out.push(tx);
+        }
+        super::submit_bumps(&mut self.pair.chain, &out);
+        Ok(())
+    }
+
+    /// The parties' payout scripts (their wallets'), by index.
+    fn scripts(&self) -> [bitcoin::ScriptBuf; 2] {
+        [self.wallets[0].script(), self.wallets[1].script()]
     }
 
     /// Whether a transaction pays a party's payout script (a leaf transaction or the
     /// cooperative close; tree transactions pay the next level's multisig).
-    fn pays_out(tx: &Transaction) -> bool {
-        let scripts = [payout(ROLES[0]), payout(ROLES[1])];
+    fn pays_out(&self, tx: &Transaction) -> bool {
+        let scripts = self.scripts();
         tx.output.iter().any(|o| scripts.contains(&o.script_pubkey))
     }
 
@@ -276,10 +364,10 @@ impl Sim {
             .chain()
             .tx(&prev.txid)
             .or_else(|| self.chain().mempool().iter().find(|t| t.compute_txid() == prev.txid));
-        let scripts = [payout(ROLES[0]), payout(ROLES[1])];
+        let scripts = self.scripts();
         parent.is_some_and(|p| {
             prev.txid != self.funding.txid
-                && Self::pays_out(p)
+                && self.pays_out(p)
                 && p.output.get(prev.vout as usize).is_some_and(|o| !scripts.contains(&o.script_pubkey))
         })
     }
@@ -330,6 +418,12 @@ impl Sim {
 
     fn notify(&mut self, ev: ChainEvent<'_>) -> Result<(), String> {
         for i in 0..2 {
+            // A cheater gone silent still publishes its old branch through its bumper.
+            if let (Some(b), false) = (self.bumpers.as_mut(), matches!(ev, ChainEvent::Tip(_))) {
+                if !self.offline[i] || self.bad == Some(Bad::Cheater(i)) {
+                    let _ = b[i].handle_chain(&ev);
+                }
+            }
             if self.offline[i] {
                 continue;
             }
@@ -349,9 +443,14 @@ impl Sim {
         for tx in self.deferred.clone() {
             let _ = self.pair.chain.submit(&tx);
         }
-        // The cheater publishes the next transaction of its old branch as soon as it is valid.
+        // The cheater publishes the next transaction of its old branch as soon as it is valid
+        // (in a fee-spike run, through its bumper: a zero-fee tree transaction relays only with
+        // a child).
         if let Some(next) = self.cheat.first().cloned() {
-            if self.pair.chain.submit(&next).is_ok() {
+            let txid = next.compute_txid();
+            let published = self.pair.chain.confirmation(&txid).is_some()
+                || self.pair.chain.mempool().iter().any(|t| t.compute_txid() == txid);
+            if published || (self.bumpers.is_none() && self.pair.chain.submit(&next).is_ok()) {
                 self.cheat.remove(0);
                 self.out.cheats += 1;
             } else if next.input.iter().any(|i| {
@@ -360,8 +459,12 @@ impl Sim {
             }) {
                 // Its parent's output went to the honest party's newer branch: the cheat failed.
                 self.cheat.clear();
+            } else if self.pair.chain.check(&next).is_ok() {
+                self.cheat_bump(&next);
             }
         }
+        self.bump(0)?;
+        self.bump(1)?;
         // The embedders report what they see in the mempool, each transaction once.
         let fresh: Vec<Transaction> =
             self.pair.chain.mempool().iter().filter(|t| !self.seen.contains(&t.compute_txid())).cloned().collect();
@@ -380,6 +483,77 @@ impl Sim {
         }
         self.notify(ChainEvent::Tip(self.tip()))?;
         self.tower_after_block(&mined)
+    }
+
+    /// What honest party `i` left unclaimed because claiming it by its deadline would have cost
+    /// more than it holds ([`super::uneconomical`]): the value at stake of each request of
+    /// its channel whose transaction neither confirmed nor was replaced by one of its own that
+    /// confirmed (the largest per set of inputs), with the fee of a CPFP parent (the payee
+    /// pays its payment's fee: it would have been charged that fee had it broadcast it).
+    fn given_up(&self, i: usize, settled: &Settlement) -> u64 {
+        let mut lost: HashMap<Vec<OutPoint>, u64> = HashMap::new();
+        for (r, from) in &self.requests[i] {
+            let inputs: Vec<OutPoint> = r.tx.input.iter().map(|inp| inp.previous_output).collect();
+            let claimed = settled.txs.iter().any(|t| {
+                self.broadcasts.did(i, t)
+                    && self
+                        .chain()
+                        .tx(t)
+                        .is_some_and(|tx| tx.input.iter().any(|inp| inputs.contains(&inp.previous_output)))
+            });
+            if !claimed && super::uneconomical(self.chain(), r, *from) {
+                let v = lost.entry(inputs).or_default();
+                let parent_fee = match &r.method {
+                    BumpMethod::Child { parent_fee, .. } => parent_fee.to_sat(),
+                    _ => 0,
+                };
+                *v = (*v).max(r.at_stake.to_sat() + parent_fee);
+            }
+        }
+        lost.values().sum()
+    }
+
+    /// The value each party's wallet put into the channel's transactions (the inputs of a
+    /// settled transaction that are neither the funding output nor an output of a settled
+    /// transaction: the coins a bump added).
+    fn external_inputs(&self, settled: &Settlement, scripts: &[bitcoin::ScriptBuf; 2]) -> Result<[u64; 2], String> {
+        let mut external = [0u64; 2];
+        for txid in &settled.txs {
+            let Some(tx) = self.chain().tx(txid) else { continue };
+            for input in &tx.input {
+                let op = input.previous_output;
+                if op == self.funding || settled.txs.contains(&op.txid) {
+                    continue;
+                }
+                let prev = self.chain().tx(&op.txid).and_then(|t| t.output.get(op.vout as usize));
+                let Some(prev) = prev else { return Err(format!("{txid} spends an unknown output {op}")) };
+                match scripts.iter().position(|s| *s == prev.script_pubkey) {
+                    Some(i) => external[i] += prev.value.to_sat(),
+                    None => return Err(format!("{txid} spends {op}, which is no party's")),
+                }
+            }
+        }
+        Ok(external)
+    }
+
+    /// The cheater hands the next transaction of its old branch to its bumper (a fee-spike
+    /// run) once it is valid: a child through its pay-to-anchor output, as soon as possible,
+    /// paying up to the channel's value.
+    fn cheat_bump(&mut self, next: &Transaction) {
+        let Some(Bad::Cheater(c)) = self.bad else { return };
+        let Some(bumpers) = self.bumpers.as_mut() else { return };
+        let Some(vout) = next.output.iter().position(|o| is_p2a(&o.script_pubkey)) else { return };
+        let anchor = InputTemplate::pay_to_anchor(
+            OutPoint { txid: next.compute_txid(), vout: vout as u32 },
+            next.output[vout].value,
+        );
+        let _ = bumpers[c].track(BumpRequest {
+            tx: next.clone(),
+            deadline: BlockHeight(self.pair.chain.height + 2),
+            at_stake: Amount::from_sat(CAPACITY),
+            protects: Protects::DuplexBranch,
+            method: BumpMethod::Child { anchor, parent_fee: Amount::ZERO },
+        });
     }
 
     /// What `viewer`'s channel says party `i` is owed: its balance, the HTLCs it offered whose
@@ -722,38 +896,46 @@ impl Sim {
             }
         }
         let settled = Settlement::of(self.chain(), self.funding);
-        let scripts = [payout(ROLES[0]), payout(ROLES[1])];
+        let scripts = self.scripts();
         let funding_value = self
             .chain()
             .tx(&self.funding.txid)
             .and_then(|t| t.output.get(self.funding.vout as usize))
             .map(|o| o.value.to_sat())
             .unwrap_or(0);
+        // Wallet coins the bumps spent (inputs of the channel's transactions from outside them):
+        // each party's own money, not the channel's.
+        let external = self.external_inputs(&settled, &scripts)?;
         let unspent: u64 = settled.unspent.iter().map(|(_, o)| o.value.to_sat()).sum();
-        if unspent + settled.fees != funding_value {
-            return Err(format!("value not conserved: {unspent} unspent + {} fees != {funding_value}", settled.fees));
+        if unspent + settled.fees != funding_value + external[0] + external[1] {
+            return Err(format!(
+                "value not conserved: {unspent} unspent + {} fees != {funding_value} + {external:?} from the wallets",
+                settled.fees
+            ));
         }
-        // Tree transactions and the cooperative close pay no fee (version 3, a zero-value
-        // pay-to-anchor output; the simulated chain has no fee market yet, so they confirm
-        // without a CPFP child): the balances share the whole capacity. A leaf transaction's fee
-        // is charged to the party that broadcast it (the payee of a payment, the payer of a
-        // refund, the claimant of an HTLC).
-        let leaf = |t: &bitcoin::Txid| {
-            self.chain()
-                .tx(t)
-                .is_some_and(|tx| Self::pays_out(tx) && !tx.input.iter().any(|inp| inp.previous_output == self.funding))
+        // Tree transactions and the cooperative close pay no fee (version 3, a pay-to-anchor
+        // output; a CPFP child pays for them, in a fee-spike run): the balances share the whole
+        // capacity. Every other transaction's fee is charged to the party that broadcast it (the
+        // payee of a payment, the payer of a refund, the claimant of an HTLC, the bumper of a
+        // child or a replacement).
+        let tree = |t: &bitcoin::Txid| {
+            self.chain().tx(t).is_some_and(|tx| {
+                tx.input.iter().any(|inp| inp.previous_output == self.funding)
+                    || (tx.output.iter().any(|o| is_p2a(&o.script_pubkey)) && !self.pays_out(tx))
+            })
         };
         for (i, script) in scripts.iter().enumerate() {
             if self.is_honest(i) {
                 let owed = self.owed_to(i);
-                let fees = self.broadcasts.fees_of(self.chain(), &settled, i, [&scripts[0], &scripts[1]], |t| !leaf(t));
-                check_owed(&format!("party {i}"), settled.paid_to(script), owed, fees)?;
+                let fees = self.broadcasts.fees_of(self.chain(), &settled, i, [&scripts[0], &scripts[1]], tree);
+                let got = settled.paid_to(script).checked_sub(external[i]).ok_or("a wallet spent more than it got")?;
+                check_owed(&format!("party {i}"), got, owed, fees + self.given_up(i, &settled))?;
                 if self.bad == Some(Bad::Cheater(1 - i)) {
                     // An old branch loses against the newest: the cheater gets at most what the
                     // honest party's state leaves it.
                     check_cheater(
                         &format!("party {}", 1 - i),
-                        settled.paid_to(&scripts[1 - i]),
+                        settled.paid_to(&scripts[1 - i]).saturating_sub(external[1 - i]),
                         self.owed_in_view(i, 1 - i),
                     )?;
                 }

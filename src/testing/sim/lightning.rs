@@ -34,7 +34,7 @@ use bitcoin::{Amount, OutPoint, Transaction, Txid};
 
 use crate::core::commitment::FeeratePerKw;
 use crate::core::commitment::{BuiltCommitment, ChannelType, HtlcDirection, OutputRole};
-use crate::core::feebump::{Bumper, FeeEstimates};
+use crate::core::feebump::Bumper;
 use crate::core::{MilliSats, PaymentHash, PaymentPreimage};
 use crate::driving::{Action, ChainEvent, ChainTip, RestoreCheck};
 use crate::lightning::onchain::ClosingKind;
@@ -60,6 +60,7 @@ pub const SABOTAGES: &[Sabotage] = &[
     Sabotage::DropHtlcClaims,
     Sabotage::TowerLagging,
     Sabotage::TowerDisabled,
+    Sabotage::DisableBumper,
 ];
 
 /// An output of a party's own worth at most this (sat) may stay unswept: the channel does not
@@ -155,10 +156,23 @@ struct Sim {
     bumpers: [Bumper; 2],
     /// Each party's fee wallet.
     wallets: [FeeCoins; 2],
-    /// What each bumper broadcast already (the simulated mempool keeps what it was given).
+    /// What each bumper broadcast already (checked and recorded once).
     bumped: [HashSet<Txid>; 2],
     /// A tower run (module `tower`).
     tower: Option<TowerRun>,
+    /// Bumper broadcasts a sabotage dropped or the hostile peer handled itself.
+    bump_dropped: HashSet<Txid>,
+}
+
+/// What [`Sim::admit`] made of a broadcast.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Admitted {
+    /// A sabotage dropped it.
+    Dropped,
+    /// The hostile peer handled it (in the mempool only).
+    Handled,
+    /// Checked and recorded: it goes to the mempool.
+    Yes,
 }
 
 /// The flat estimate the simulation's embedders feed their bumpers: above the channels' sweep
@@ -190,7 +204,13 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         None => Pair::open(ct, capacity, push),
     };
     let faults = Faults::random(&mut rng, 60);
-    let mut chain = Chain::at(pair.tip - 1);
+    let start = pair.tip - 1;
+    let mut chain = if config.fee_spikes {
+        // HTLC expiries and the close fall within a couple of hundred blocks of the opening.
+        super::fee_spike_chain(seed, start, &[start + 2, start + 20, start + 50, start + 100, start + 160])
+    } else {
+        Chain::at(start)
+    };
     chain.credit(&pair.funding);
     chain.advance(1);
     let funding = OutPoint { txid: pair.funding.compute_txid(), vout: 0 };
@@ -243,6 +263,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         wallets,
         bumped: [HashSet::new(), HashSet::new()],
         tower: None,
+        bump_dropped: HashSet::new(),
     };
     if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
         let h = 1 - c;
@@ -362,8 +383,9 @@ impl Sim {
         self.tower_absorbed(i)
     }
 
-    /// Each party's bumper works at the tip with flat estimates; what it makes is broadcast
-    /// (and its fees charged to the party).
+    /// Each party's bumper works at the tip with the estimates of the market (flat ones
+    /// without); what it makes is broadcast (and its fees charged to the party), a child with
+    /// its parent as a package, again each block until it confirms.
     fn bump(&mut self) -> Result<(), String> {
         let tip = crate::core::BlockHeight(self.chain.height);
         for i in 0..2 {
@@ -371,13 +393,33 @@ impl Sim {
                 continue;
             }
             self.wallets[i].sync(&self.chain);
-            let fx =
-                self.bumpers[i].bump(tip, &FeeEstimates::flat(ESTIMATE), &mut self.wallets[i], &self.nodes[i].signer);
-            for tx in fx.broadcast {
-                if self.bumped[i].insert(tx.compute_txid()) && self.chain.confirmation(&tx.compute_txid()).is_none() {
-                    self.broadcast(i, tx)?;
-                }
+            if self.sabotage == Sabotage::DisableBumper && self.is_honest(i) {
+                self.out.sabotaged += u32::from(self.bumpers[i].pending().next().is_some());
+                continue;
             }
+            let est = super::estimates(&self.chain, ESTIMATE);
+            let fx = self.bumpers[i].bump(tip, &est, &mut self.wallets[i], &self.nodes[i].signer);
+            if super::in_spike(&self.chain) {
+                let bumped = fx.events.iter().filter(|e| matches!(e, crate::core::feebump::BumpEvent::Bumped { .. }));
+                self.out.spike_bumps += bumped.count() as u32;
+            }
+            let mut out = Vec::new();
+            for tx in fx.broadcast {
+                let txid = tx.compute_txid();
+                if self.chain.confirmation(&txid).is_some() {
+                    continue;
+                }
+                if self.bumped[i].insert(txid) {
+                    if self.admit(i, &tx)? != Admitted::Yes {
+                        self.bump_dropped.insert(txid);
+                        continue;
+                    }
+                } else if self.bump_dropped.contains(&txid) {
+                    continue;
+                }
+                out.push(tx);
+            }
+            super::submit_bumps(&mut self.chain, &out);
         }
         Ok(())
     }
@@ -523,6 +565,23 @@ impl Sim {
 
     /// Broadcasts `tx` for peer `i`; `false` if a sabotage dropped it.
     fn broadcast(&mut self, i: usize, tx: Transaction) -> Result<bool, String> {
+        match self.admit(i, &tx)? {
+            Admitted::Dropped => Ok(false),
+            Admitted::Handled => Ok(true),
+            Admitted::Yes => {
+                let _ = self.chain.submit(&tx);
+                if !self.deferred.iter().any(|t| t == &tx) && self.chain.check(&tx).is_err() {
+                    // Deferred or conflicted: the mempool takes it once its parent confirms.
+                    self.deferred.push(tx);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// The checks and records of a broadcast of peer `i`, before it goes to the mempool.
+    fn admit(&mut self, i: usize, tx: &Transaction) -> Result<Admitted, String> {
+        let tx = tx.clone();
         if self.is_honest(i) {
             let dropped = matches!(
                 (self.sabotage, self.classify(i, &tx)),
@@ -532,11 +591,11 @@ impl Sim {
             );
             if dropped {
                 self.out.sabotaged += 1;
-                return Ok(false);
+                return Ok(Admitted::Dropped);
             }
         }
         if self.hostile_mempool_only(i, &tx)? {
-            return Ok(true);
+            return Ok(Admitted::Handled);
         }
         self.broadcasts.record(i, &tx);
         if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
@@ -556,12 +615,7 @@ impl Sim {
             BroadcastCheck::Deferred => self.deferred.push(tx.clone()),
             BroadcastCheck::Valid | BroadcastCheck::Conflicted => {}
         }
-        let _ = self.chain.submit(&tx);
-        if !self.deferred.iter().any(|t| t == &tx) && self.chain.check(&tx).is_err() {
-            // Deferred or conflicted: the mempool takes it once its parent confirms.
-            self.deferred.push(tx);
-        }
-        Ok(true)
+        Ok(Admitted::Yes)
     }
 
     /// Puts `m` from `from` on the connection, numbered in its stream (BOLT 8: a message lost

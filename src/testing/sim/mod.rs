@@ -29,6 +29,8 @@ pub mod lightning;
 pub mod spilman;
 
 use std::format;
+
+use super::chain::Chain;
 use std::println;
 use std::string::{String, ToString};
 use std::vec::Vec;
@@ -64,6 +66,10 @@ pub enum Sabotage {
     TowerLagging,
     /// In a tower run ([`Config::tower`]): the tower is fed everything but never broadcasts.
     TowerDisabled,
+    /// The embedder's fee bumper is switched off: the channel's transactions go out at the fees
+    /// they were signed with, and nothing is ever bumped. Seen only in runs with
+    /// [`Config::fee_spikes`] (a flat market at the channel's fees needs no bump).
+    DisableBumper,
 }
 
 /// What a run is told beyond its seed.
@@ -87,6 +93,103 @@ pub struct Config {
     /// honest party (each layer's `tower` module). Ignored in hostile runs; with
     /// [`Config::cheater`], every run is a tower run.
     pub tower: bool,
+    /// The chain runs Bitcoin Core 29's relay policy
+    /// ([`Policy::CORE_29`](super::policy::Policy::CORE_29)) and a fee market
+    /// ([`fee_spike_chain`]) that rises 10× or 100× within a few blocks at a random height of the
+    /// channel's life; the parties' bumpers get the market's estimates each block and their
+    /// children go out as packages ([`submit_bumps`]). The exact accounting must still hold.
+    pub fee_spikes: bool,
+}
+
+/// The chain of a [`Config::fee_spikes`] run starting at `start`: Core 29's policy, and a market
+/// at 1 sat/vB (the minimum relay feerate) that rises 10× or 100× over one to three blocks from
+/// a random height (up to 8 blocks before one of the heights of `around`, where the channel's
+/// deadlines fall, or anywhere in between), holds there 2 to 40 blocks, and falls back. Drawn
+/// from its own generator, so a run draws the rest exactly as without spikes.
+pub fn fee_spike_chain(seed: u64, start: u32, around: &[u32]) -> Chain {
+    let mut rng = super::rng::Rng::new(seed ^ 0x7370_696b_6573_0000);
+    let factor = if rng.chance(500) { 10 } else { 100 };
+    let last = around.iter().copied().max().unwrap_or(start).max(start);
+    let at = match around.get(rng.below(around.len() as u64 + 1) as usize) {
+        Some(&h) => h.saturating_sub(rng.below(9) as u32).max(start),
+        None => start.saturating_add(rng.below(u64::from(last - start) + 1) as u32),
+    };
+    let rise = rng.range(1, 3) as u32;
+    let hold = rng.range(2, 40) as u32;
+    let base = bitcoin::FeeRate::from_sat_per_kwu(250);
+    let curve = super::market::FeeCurve::spike(base, factor, at, rise, hold);
+    Chain::at(start).with_policy(super::policy::Policy::CORE_29).with_market(super::market::FeeMarket::new(curve))
+}
+
+/// What a party's fee estimator says: the market's estimates on a chain with a market (for the
+/// targets an embedder asks), else `flat`.
+pub fn estimates(chain: &Chain, flat: crate::core::commitment::FeeratePerKw) -> crate::core::feebump::FeeEstimates {
+    use crate::core::commitment::FeeratePerKw;
+    use crate::core::feebump::FeeEstimates;
+    if chain.market().is_none() {
+        return FeeEstimates::flat(flat);
+    }
+    let points: Vec<(u32, FeeratePerKw)> = [1u32, 2, 3, 4, 6, 12, 24, 72, 144]
+        .iter()
+        .filter_map(|&t| {
+            let rate = chain.fee_estimate(t)?.to_sat_per_kwu();
+            Some((t, FeeratePerKw(u32::try_from(rate).unwrap_or(u32::MAX))))
+        })
+        .collect();
+    FeeEstimates::new(&points)
+}
+
+/// The smallest virtual size of a CPFP child: one P2WPKH input (the output it bumps, or the
+/// pay-to-anchor's 41 vB with a wallet coin's 68 vB) and one P2WPKH output, rounded down.
+const CHILD_MIN_VSIZE: u64 = 108;
+
+/// Whether `request`, handed to a bumper at height `from`, could not have confirmed by its
+/// deadline for what it protects, in any market: even in the cheapest block from `from + 1` to
+/// its deadline, the fee its package needs at that block's minimum feerate (its own size, plus
+/// the smallest child's for a CPFP request, less what the parent pays) is more than its
+/// [`at_stake`](crate::core::feebump::BumpRequest::at_stake). A bumper must not pay more
+/// than that, so an output of the honest party's own left unclaimed for this reason counts as
+/// its fee (as Lightning's dust-sized outputs do); anything else it loses is a failure. `false`
+/// on a chain without a market.
+pub fn uneconomical(chain: &Chain, request: &crate::core::feebump::BumpRequest, from: u32) -> bool {
+    use crate::core::feebump::BumpMethod;
+    let Some(market) = chain.market() else { return false };
+    let first = from.saturating_add(1);
+    let last = request.deadline.0.max(first);
+    let Some(cheapest) = (first..=last).map(|h| market.min_feerate(h)).min() else { return false };
+    let own = request.tx.vsize() as u64;
+    let (vsize, paid) = match &request.method {
+        BumpMethod::Child { parent_fee, .. } => (own + CHILD_MIN_VSIZE, parent_fee.to_sat()),
+        _ => (own, 0),
+    };
+    // sat/kWU × vB × 4 / 1,000, rounded down (the cost is a lower bound).
+    let cost = cheapest.to_sat_per_kwu().saturating_mul(vsize).saturating_mul(4) / 1_000;
+    cost.saturating_sub(paid) > request.at_stake.to_sat()
+}
+
+/// Whether the next block's minimum feerate is at least 10× the base of [`fee_spike_chain`].
+pub(crate) fn in_spike(chain: &Chain) -> bool {
+    chain.next_block_min_feerate().is_some_and(|r| r.to_sat_per_kwu() >= 2_500)
+}
+
+/// Submits a bumper's broadcasts to `chain`: a transaction followed by a child spending it as a
+/// package (a zero-fee or cheap parent relays only with its child), the others alone. Refusals
+/// are ignored (already confirmed, replaced by a better attempt, not valid yet).
+pub fn submit_bumps(chain: &mut Chain, txs: &[bitcoin::Transaction]) {
+    let mut i = 0;
+    while let Some(tx) = txs.get(i) {
+        let txid = tx.compute_txid();
+        match txs.get(i + 1).filter(|c| c.input.iter().any(|inp| inp.previous_output.txid == txid)) {
+            Some(child) => {
+                let _ = chain.submit_package(&[tx.clone(), child.clone()]);
+                i += 2;
+            }
+            None => {
+                let _ = chain.submit(tx);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// What one run did (for coverage statistics).
@@ -161,6 +264,9 @@ pub struct Outcome {
     pub tower_fed: u32,
     /// Transactions towers broadcast.
     pub tower_broadcasts: u32,
+    /// Fee bumps made while the next block's minimum feerate was at least 10× the base
+    /// ([`Config::fee_spikes`]).
+    pub spike_bumps: u32,
 }
 
 /// Totals over many runs.
@@ -206,6 +312,7 @@ impl Summary {
         t.tower_returns += o.tower_returns;
         t.tower_fed += o.tower_fed;
         t.tower_broadcasts += o.tower_broadcasts;
+        t.spike_bumps += o.spike_bumps;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -257,7 +364,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; tower runs: {} breaches answered by a tower alone ({} with the client back after the locks), {} appointments or packages fed, {} tower broadcasts",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; tower runs: {} breaches answered by a tower alone ({} with the client back after the locks), {} appointments or packages fed, {} tower broadcasts; {} fee bumps in a fee spike",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -287,7 +394,8 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.tower_breaches,
         summary.total.tower_returns,
         summary.total.tower_fed,
-        summary.total.tower_broadcasts
+        summary.total.tower_broadcasts,
+        summary.total.spike_bumps
     );
     summary
 }

@@ -39,7 +39,7 @@ use bitcoin::hashes::Hash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 
 use crate::core::commitment::FeeratePerKw;
-use crate::core::feebump::{Bumper, FeeEstimates};
+use crate::core::feebump::Bumper;
 use crate::core::keys::{ChannelSecrets, Seed};
 use crate::core::sign::InMemorySigner;
 use crate::core::{BlockHeight, PaymentHash, PaymentPreimage};
@@ -58,7 +58,7 @@ use hostile::Hostile;
 
 /// The sabotages this layer applies ([`Sabotage`]).
 pub const SABOTAGES: &[Sabotage] =
-    &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline];
+    &[Sabotage::DropHtlcClaims, Sabotage::DropRefundOrClose, Sabotage::IgnoreNextDeadline, Sabotage::DisableBumper];
 
 const START: u32 = 500;
 const PAYER: usize = 0;
@@ -212,7 +212,11 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         signers,
         stored: [vec![], vec![]],
         net: Network::new(Faults::NONE),
-        chain: Chain::at(START),
+        chain: if config.fee_spikes {
+            super::fee_spike_chain(seed, START, &[START + 2, expiry.saturating_sub(close_margin), expiry])
+        } else {
+            Chain::at(START)
+        },
         funding: OutPoint::null(),
         capacity,
         deferred: vec![],
@@ -350,14 +354,23 @@ impl Sim {
             return Ok(());
         }
         self.wallets[i].sync(&self.chain);
-        let est = FeeEstimates::flat(self.estimate);
+        if self.sabotage == Sabotage::DisableBumper && self.is_honest(i) {
+            self.out.sabotaged += u32::from(self.bumpers[i].pending().next().is_some());
+            return Ok(());
+        }
+        let est = super::estimates(&self.chain, self.estimate);
         let tip = BlockHeight(self.chain.height);
         let fx = self.bumpers[i].bump(tip, &est, &mut self.wallets[i], &self.signers[i]);
+        if super::in_spike(&self.chain) {
+            let bumped = fx.events.iter().filter(|e| matches!(e, crate::core::feebump::BumpEvent::Bumped { .. }));
+            self.out.spike_bumps += bumped.count() as u32;
+        }
         if let Some(u) = &fx.update {
             if u.snapshot.as_deref().map(Bumper::decode).as_ref().map(|r| r.as_ref()) != Some(Ok(&self.bumpers[i])) {
                 return Err(format!("side {i}: the bumper does not restore from its update"));
             }
         }
+        let mut out = Vec::new();
         for tx in fx.broadcast {
             if self.is_honest(i) && self.sabotaged(&tx) {
                 self.out.sabotaged += 1;
@@ -368,8 +381,10 @@ impl Sim {
             if check == BroadcastCheck::Deferred && !self.deferred.contains(&tx) {
                 self.deferred.push(tx.clone());
             }
-            let _ = self.chain.submit(&tx);
+            out.push(tx);
         }
+        // A child goes out with its parent (a parent below a block's minimum needs it).
+        super::submit_bumps(&mut self.chain, &out);
         Ok(())
     }
 
