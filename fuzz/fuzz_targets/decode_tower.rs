@@ -3,9 +3,9 @@
 //! (what a duplex tower holds). A decoded value must survive its own encoding; opening a blob
 //! with any txid and showing a decoded tower a block must not panic.
 #![no_main]
+use libfuzzer_sys::fuzz_target;
 use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::Txid;
-use libfuzzer_sys::fuzz_target;
 use paychan::core::tower::{Appointment, Tower};
 use paychan::core::units::BlockHeight;
 use paychan::duplex::tower::{DuplexTower, TowerPackage};
