@@ -45,6 +45,8 @@ fn payee_wins_the_refund_race_and_claims_after_the_old_f_out() {
         p.queue.clear();
     }
 
+    // What A broadcast so far (its funding transaction): the close comes after.
+    let opened = p.parties[A.index()].broadcast_log.len();
     let mut delayed: Vec<(u32, Transaction)> = Vec::new();
     let mut held: Vec<Transaction> = Vec::new();
     let mut claim_height = None;
@@ -81,7 +83,7 @@ fn payee_wins_the_refund_race_and_claims_after_the_old_f_out() {
         }
     }
     let (claim, r) = claim_height.expect("the HTLC output was claimed with the preimage");
-    let g = p.parties[A.index()].broadcast_log.first().expect("A closed").0;
+    let g = p.parties[A.index()].broadcast_log.get(opened).expect("A closed").0;
     assert_eq!(g, e, "A gives up on B when the HTLC expires (G = 0)");
     assert_eq!(claim.output[0].script_pubkey, common::duplex::payout(B));
     assert_eq!(claim.output[0].value.to_sat(), HTLC - CLAIM_FEE, "B takes the HTLC");
