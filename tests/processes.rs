@@ -197,6 +197,11 @@ fn duplex_processes_killed_at_random_moments_end_with_exactly_what_they_are_owed
 }
 
 #[test]
+fn lightning_processes_killed_at_random_moments_end_with_exactly_what_they_are_owed() {
+    killed_layer("lightning");
+}
+
+#[test]
 #[ignore = "long: 20 seeds of 25 kills over all three layers; run with --ignored"]
 fn many_kills_over_many_seeds() {
     for s in 0..20 {
