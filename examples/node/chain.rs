@@ -239,9 +239,6 @@ pub fn poll<M, E: Debug, T: Transport<M>>(
     let (height, new) = d.chain_mut().sync()?;
     let mut events = Vec::new();
     for (h, tx) in &new {
-        if std::env::var("NODE_DEBUG").is_ok() {
-            eprintln!("{who}: confirmed {} at {h} (tip {height})", tx.compute_txid());
-        }
         let event = ChainEvent::Confirmed { tx, height: BlockHeight(*h) };
         d.handle_chain(&event).map_err(|e| format!("{e}"))?;
         events.extend(crate::apply(d, feed(event), who)?);

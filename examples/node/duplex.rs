@@ -147,6 +147,10 @@ pub fn run(node: &Node, role: Role) -> Result<(), Error> {
             if let Ok((stream, _)) = l.accept() {
                 stream.set_nonblocking(false)?;
                 d.transport_mut().connect(stream)?;
+                // A channel still being set up is forgotten on a new connection: opened again.
+                if ch.as_ref().is_some_and(in_setup) {
+                    ch = None;
+                }
                 if let Some(c) = &ch {
                     let _ = d.transport_mut().send(&c.reestablish());
                 }
@@ -157,6 +161,9 @@ pub fn run(node: &Node, role: Role) -> Result<(), Error> {
                 std::fs::read_to_string(node.addr_file(LAYER)).ok().and_then(|a| a.parse().ok());
             if let Some(stream) = addr.and_then(|a| TcpStream::connect_timeout(&a, Duration::from_millis(200)).ok()) {
                 d.transport_mut().connect(stream)?;
+                if ch.as_ref().is_some_and(in_setup) {
+                    ch = None;
+                }
                 match &ch {
                     Some(c) => {
                         let _ = d.transport_mut().send(&c.reestablish());

@@ -126,7 +126,6 @@ fn run(node: &Node, alice: bool) -> Result<(), Error> {
     };
     let mut last_connect = Instant::now() - Duration::from_secs(1);
     let mut connected = false;
-    let mut last_phase = None;
     loop {
         let tip = match ch.as_mut() {
             Some(c) => {
@@ -177,7 +176,11 @@ fn run(node: &Node, alice: bool) -> Result<(), Error> {
         while let Some(event) = d.transport_mut().receive() {
             let (channel_id, msg) = match event {
                 PeerEvent::Ready { .. } => {
-                    // The peer's `init` arrived: reestablish the channel, or open one.
+                    // The peer's `init` arrived: reestablish the channel, or open one. A channel
+                    // still being set up is forgotten on a new connection (BOLT 2): opened again.
+                    if ch.as_ref().is_some_and(in_setup) {
+                        ch = None;
+                    }
                     match ch.as_ref() {
                         Some(c) => {
                             let m = c.reestablish(&signer)?;
@@ -246,10 +249,6 @@ fn run(node: &Node, alice: bool) -> Result<(), Error> {
             idle();
             continue;
         };
-        if std::env::var("NODE_DEBUG").is_ok() && last_phase != Some(c.phase()) {
-            last_phase = Some(c.phase());
-            eprintln!("{}: phase {:?} ready {}", node.who, c.phase(), d.transport().is_ready());
-        }
         // Alice funds the channel when it asks (the crate's one funding flow); the wallet keeps
         // the signed transaction in its outbox, written with the channel's next update.
         if let Some(request) = c.funding_request() {

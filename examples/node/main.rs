@@ -179,6 +179,10 @@ impl Node {
     /// its bumper restored from the database.
     pub fn driver<T>(&self, layer: &'static str, transport: T) -> Result<Driver<Db, T, ChainClient>, Error> {
         let db = self.db(layer)?;
+        match db.snapshot()? {
+            Some((update_id, _)) => println!("{}: {layer}: restoring (update {update_id})", self.who),
+            None => println!("{}: {layer}: new channel", self.who),
+        }
         let bumper = match db.bumper()? {
             Some(bytes) => paychan::core::feebump::Bumper::decode(&bytes).map_err(|e| format!("bumper: {e:?}"))?,
             None => paychan::core::feebump::Bumper::new(),

@@ -264,13 +264,6 @@ impl NoiseWire {
                         self.disconnect();
                         return None;
                     }
-                    if std::env::var("NODE_DEBUG").is_ok() {
-                        for e in &received.events {
-                            if let PeerEvent::Channel { msg, .. } = e {
-                                eprintln!("recv {}", msg.type_number());
-                            }
-                        }
-                    }
                     self.events.extend(received.events);
                 }
                 Err(e) => {
@@ -290,9 +283,6 @@ impl Transport<paychan::lightning::Msg> for NoiseWire {
         let (Some(stream), Some(peer)) = (self.stream.as_mut(), self.peer.as_mut()) else {
             return Err(ErrorKind::NotConnected.into());
         };
-        if std::env::var("NODE_DEBUG").is_ok() {
-            eprintln!("send {}", message.type_number());
-        }
         let bytes = peer.send(message).map_err(std::io::Error::other)?;
         let sent = stream.write_all(&bytes);
         if sent.is_err() {
