@@ -1,11 +1,13 @@
-//! `examples/node` as real OS processes: a chain service, a payee and a payer, each party on its
+//! `examples/node` as real OS processes: a chain service, Alice and Bob, each party on its
 //! own SQLite database. One party is killed with SIGKILL at random moments (seeded), restarted
 //! from its database, and at the end each wallet holds exactly what it is owed, to the satoshi
 //! (`node check` compares the chain's unspent outputs with the channel's terms; the amounts are
 //! also recomputed here).
 //!
-//! `PAYCHAN_KILL_SEED=N` picks another seed; the long run is
-//! `cargo test --test processes -- --ignored`.
+//! Each layer (Spilman, duplex, Lightning) runs on its own with 4 kills; `PAYCHAN_KILLS=N` kills
+//! more, `PAYCHAN_KILL_SEED=N` picks another seed; the long run (all layers in one run, 20
+//! seeds) is `cargo test --test processes -- --ignored`; `PAYCHAN_KEEP_LOGS=1` keeps each run's
+//! databases and logs in `$TMPDIR/paychan-processes-*`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -56,44 +58,67 @@ struct Run {
     chain: String,
     payments: u64,
     amount: u64,
+    layers: String,
 }
 
 impl Run {
-    fn path(&self, name: &str) -> String {
-        self.dir.join(name).to_string_lossy().into_owned()
+    fn args(&self) -> Vec<String> {
+        let dir = self.dir.to_string_lossy().into_owned();
+        let mut a = vec!["--chain".into(), self.chain.clone(), "--payments".into(), self.payments.to_string()];
+        a.extend(["--amount".into(), self.amount.to_string(), "--layers".into(), self.layers.clone()]);
+        a.extend(["--dir".into(), dir]);
+        a
     }
 
-    fn spawn(&self, role: &str) -> Proc {
+    fn spawn(&self, who: &str) -> Proc {
         let mut c = Command::new(&self.node);
-        c.arg(role).args(["--db", &self.path(&format!("{role}.db")), "--chain", &self.chain]);
-        match role {
-            "payee" => c.args(["--addr-file", &self.path("payee.addr")]),
-            _ => c.args(["--peer-file", &self.path("payee.addr")]).args([
-                "--payments",
-                &self.payments.to_string(),
-                "--amount",
-                &self.amount.to_string(),
-            ]),
-        };
+        c.arg(who).args(self.args());
         // Each life of a party appends to its log, kept when the test fails.
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.path(&format!("{role}.log")));
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.join(format!("{who}.log")));
         let log = log.expect("log file");
         Proc(c.stdout(log.try_clone().expect("log")).stderr(log).spawn().expect("spawn node"))
     }
 
     fn check(&self) -> Output {
-        Command::new(&self.node)
-            .args(["check", "--chain", &self.chain, "--payments", &self.payments.to_string()])
-            .args(["--amount", &self.amount.to_string()])
-            .output()
-            .expect("node check")
+        Command::new(&self.node).arg("check").args(self.args()).output().expect("node check")
     }
 }
 
-/// Runs the channel with `kills` SIGKILLs of a random party at random moments; returns how many
-/// kills hit a running process.
-fn run_with_kills(seed: u64, kills: u32, payments: u64) -> u32 {
-    // One directory per run (the two tests run in parallel in this process).
+/// What each wallet is owed, recomputed here from the example's terms (see each layer's `owed`
+/// in examples/node): every layer's faucet coin is 1,000,000 sat and its funding pays 1,000 sat.
+fn owed(layers: &str, payments: u64, amount: u64) -> (u64, u64) {
+    let mut to_bob = 0;
+    let mut alice = 0;
+    for layer in layers.split(',') {
+        let (bob, fees) = match layer {
+            // Bob gets every payment (2,000 sat with `Open`, then `amount` each) minus the
+            // close's 1,000 sat fee, which he pays.
+            "spilman" => (2_000 + payments * amount - 1_000, 1_000),
+            // A 50,000 sat push, 1,000 sat per payment of Alice's, 900 back per payment of
+            // Bob's (`payments / 2 + 1` of them); the close pays no fee.
+            "duplex" => (50_000 + payments * 1_000 - (payments / 2 + 1) * 900, 0),
+            // 2,000 sat per HTLC; Alice, the funder, pays the 1,000 sat closing fee.
+            "lightning" => (payments * 2_000, 1_000),
+            other => panic!("unknown layer {other}"),
+        };
+        to_bob += bob;
+        alice += 1_000_000 - 1_000 - bob - fees;
+    }
+    (alice, to_bob)
+}
+
+/// Lines written so far to both parties' logs.
+fn log_lines(dir: &Path) -> u64 {
+    ["alice.log", "bob.log"]
+        .iter()
+        .map(|f| std::fs::read(dir.join(f)).map_or(0, |b| b.iter().filter(|&&c| c == b'\n').count() as u64))
+        .sum()
+}
+
+/// Runs the channels of `layers` with `kills` SIGKILLs of a random party at random moments;
+/// returns how many kills hit a running process.
+fn run_with_kills(seed: u64, kills: u32, payments: u64, layers: &str) -> u32 {
+    // One directory per run (tests run in parallel in this process).
     static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let run_number = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let node = node_binary();
@@ -116,13 +141,27 @@ fn run_with_kills(seed: u64, kills: u32, payments: u64) -> u32 {
         assert!(started.elapsed() < Duration::from_secs(30), "the chain service did not start");
         std::thread::sleep(Duration::from_millis(5));
     };
-    let run = Run { node, dir: dir.clone(), chain, payments, amount: 700 };
+    let run = Run { node, dir: dir.clone(), chain, payments, amount: 700, layers: layers.into() };
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-    let mut parties = [Some(run.spawn("payee")), Some(run.spawn("payer"))];
-    let names = ["payee", "payer"];
+    let names = ["bob", "alice"];
+    let mut parties = [Some(run.spawn("bob")), Some(run.spawn("alice"))];
     let mut hits = 0;
+    // The kills are spread over the run's progress, not its first milliseconds: each comes
+    // after a random number of further lines in the two logs (every event a party reports is
+    // a line; a payment is a few), or once both parties are done.
+    let mut lines = 0;
     for _ in 0..kills {
-        std::thread::sleep(Duration::from_millis(rng.below(60)));
+        let target = lines + 1 + rng.below(3 * payments / u64::from(kills) + 1);
+        let waited = Instant::now();
+        loop {
+            lines = log_lines(&dir);
+            let all_done =
+                parties.iter_mut().all(|p| p.as_mut().is_none_or(|p| p.0.try_wait().ok().flatten().is_some()));
+            if lines >= target || all_done || waited.elapsed() > Duration::from_secs(20) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
         let i = rng.below(2) as usize;
         let Some(p) = parties[i].as_mut() else { continue };
         if p.0.try_wait().expect("try_wait").is_some() {
@@ -133,7 +172,7 @@ fn run_with_kills(seed: u64, kills: u32, payments: u64) -> u32 {
         hits += 1;
         parties[i] = Some(run.spawn(names[i]));
     }
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     for (i, p) in parties.iter_mut().enumerate() {
         let p = p.as_mut().expect("running");
         loop {
@@ -147,12 +186,12 @@ fn run_with_kills(seed: u64, kills: u32, payments: u64) -> u32 {
     }
     let out = run.check();
     let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    // The payee gets every payment minus the close's fee; the payer its faucet coin minus the
-    // funding fee and every payment (the example's terms: see `owed` in examples/node).
-    let to_payee = 2_000 + payments * run.amount;
-    let want = format!("payer wallet {} sat, payee wallet {} sat", 1_000_000 - 1_000 - to_payee, to_payee - 1_000);
-    assert!(out.status.success() && text.contains(&want), "seed {seed}: {text} (want {want})");
-    let _ = std::fs::remove_dir_all(&dir);
+    let (alice, bob) = owed(layers, payments, run.amount);
+    let want = format!("alice wallet {alice} sat, bob wallet {bob} sat");
+    assert!(out.status.success() && text.contains(&want), "seed {seed}, {layers}: {text} (want {want})");
+    if std::env::var("PAYCHAN_KEEP_LOGS").is_err() {
+        let _ = std::fs::remove_dir_all(&dir);
+    }
     hits
 }
 
@@ -160,18 +199,38 @@ fn seed() -> u64 {
     std::env::var("PAYCHAN_KILL_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(7)
 }
 
-#[test]
-fn processes_killed_at_random_moments_end_with_exactly_what_they_are_owed() {
-    let hits = run_with_kills(seed(), 4, 30);
-    println!("{hits} kills landed");
+/// Kills per run: 4 by default, `PAYCHAN_KILLS=N` for more.
+fn kills() -> u32 {
+    std::env::var("PAYCHAN_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(4)
+}
+
+/// One layer at a time, so that every layer takes its share of the kills.
+fn killed_layer(layer: &str) {
+    let hits = run_with_kills(seed(), kills(), 30, layer);
+    println!("{layer}: {hits} kills landed");
     assert!(hits > 0, "no kill landed on a running process: the test proved nothing");
 }
 
 #[test]
-#[ignore = "long: 500 kills, 1 to 3 minutes; run with --ignored"]
+fn spilman_processes_killed_at_random_moments_end_with_exactly_what_they_are_owed() {
+    killed_layer("spilman");
+}
+
+#[test]
+fn duplex_processes_killed_at_random_moments_end_with_exactly_what_they_are_owed() {
+    killed_layer("duplex");
+}
+
+#[test]
+fn lightning_processes_killed_at_random_moments_end_with_exactly_what_they_are_owed() {
+    killed_layer("lightning");
+}
+
+#[test]
+#[ignore = "long: 20 seeds of 25 kills over all three layers (about 7 minutes); run with --ignored"]
 fn many_kills_over_many_seeds() {
     for s in 0..20 {
-        let hits = run_with_kills(seed() + s, 25, 120);
+        let hits = run_with_kills(seed() + s, 25, 120, "spilman,duplex,lightning");
         println!("seed {}: {hits} kills landed", seed() + s);
     }
 }
