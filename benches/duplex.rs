@@ -60,6 +60,7 @@ impl Pair {
             htlc_grace_blocks: 6,
             max_htlc_expiry_delta: 200_000,
             reset_warning: 0,
+            funding_depth: 1,
         };
         let (mut a, fx) = Channel::open(terms, p2wpkh(1), &signers[0], tip).expect("open");
         let Some(Msg::Open(open)) = fx.send.into_iter().next() else { panic!("open") };

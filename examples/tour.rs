@@ -445,6 +445,7 @@ fn duplex_section() -> Result<(), Error> {
         htlc_grace_blocks: 6,
         max_htlc_expiry_delta: 2_016,
         reset_warning: 5,
+        funding_depth: 7,
     };
     let signers = [
         InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xe1; 32]), 0)),

@@ -247,6 +247,7 @@ impl DuplexPeers {
                 htlc_grace_blocks: 6,
                 max_htlc_expiry_delta: 2_016,
                 reset_warning: 5,
+                funding_depth: 7,
             };
             let signers = [signer(0xa1, i), signer(0xb1, i)];
             let (alice, fx) = duplex::Channel::open(terms, script(0xa1), &signers[0], TIP).unwrap();

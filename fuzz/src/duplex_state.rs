@@ -46,6 +46,7 @@ pub fn terms() -> Terms {
         htlc_grace_blocks: 2,
         max_htlc_expiry_delta: 2_000,
         reset_warning: 3,
+        funding_depth: 2,
     }
 }
 

@@ -316,6 +316,28 @@ impl Channel {
         self.funding
     }
 
+    /// Confirmations of the funding transaction at `tip` on the holder's view of the chain: 0
+    /// while unconfirmed (or un-confirmed by a reorg), 1 in the block that confirmed it.
+    pub fn funding_confirmations(&self, tip: ChainTip) -> u32 {
+        self.funding_height.map_or(0, |h| tip.height.0.checked_sub(h.0).map_or(0, |d| d.saturating_add(1)))
+    }
+
+    /// The tip height from which the holder counts incoming payments and HTLCs: the funding
+    /// transaction has [`Terms::funding_depth`] confirmations (`n`). `None` while it is
+    /// unconfirmed.
+    pub fn receives_from(&self) -> Option<BlockHeight> {
+        let depth = u32::from(self.terms.funding_depth);
+        self.funding_height?.checked_add(depth.saturating_sub(1))
+    }
+
+    /// The tip height from which the holder sends payments and HTLCs ([`Channel::pay`],
+    /// [`Channel::add_htlc`]): one block after [`Channel::receives_from`] (`n + 1`
+    /// confirmations), so a counterparty whose tip is one block behind ours counts them too.
+    /// `None` while the funding is unconfirmed.
+    pub fn sends_from(&self) -> Option<BlockHeight> {
+        self.funding_height?.checked_add(u32::from(self.terms.funding_depth))
+    }
+
     /// The channel id, once the funding outpoint is known.
     pub fn channel_id(&self) -> Option<ChannelId> {
         self.funding.as_ref().map(ChannelId::from_funding)
@@ -836,6 +858,23 @@ impl Channel {
         Ok(())
     }
 
+    /// The sender's half of the funding-depth rule (docs/duplex.md §3): pay only once the
+    /// funding is `n + 1` deep at `tip`.
+    fn deep_enough_to_send(&self, tip: BlockHeight) -> Result<(), CommandError> {
+        match self.sends_from() {
+            Some(from) if tip >= from => Ok(()),
+            _ => Err(CommandError::FundingNotDeep),
+        }
+    }
+
+    /// The receiver's half: count a payment only once the funding is `n` deep at `tip`.
+    fn deep_enough_to_receive(&self, tip: ChainTip) -> Result<(), PeerError> {
+        match self.receives_from() {
+            Some(from) if tip.height >= from => Ok(()),
+            _ => Err(peer_error(Misbehaviour::FundingNotDeep { confirmations: self.funding_confirmations(tip) })),
+        }
+    }
+
     /// Signs `state` as the next payment of the holder's own leaf channel.
     fn sign_own<S: Signer + ?Sized>(
         &self,
@@ -887,10 +926,13 @@ impl Channel {
     /// [`CommandError::InsufficientBalance`]; [`CommandError::Payment`] if the result is not
     /// payable (the payee's first amount must cover the payment fee plus dust; our change must be
     /// zero or above dust); [`CommandError::ResetInProgress`], [`CommandError::WrongPhase`];
-    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
+    /// [`CommandError::FundingNotDeep`] before [`Channel::sends_from`] (the last tip given to
+    /// [`Channel::handle_chain`]); [`CommandError::WrongSigner`] if `signer` is not the
+    /// channel's ([`Channel::check_signer`]).
     pub fn pay<S: Signer + ?Sized>(&mut self, amount: Amount, signer: &S) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
         self.ready_to_pay()?;
+        self.deep_enough_to_send(self.tip)?;
         if amount == Amount::ZERO {
             return Err(CommandError::InvalidAmount);
         }
@@ -908,7 +950,8 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError::HtlcExpiry`] outside [`Channel::htlc_expiry_window`];
-    /// [`CommandError::InvalidAmount`] if no HTLC id is left; otherwise as [`Channel::pay`].
+    /// [`CommandError::InvalidAmount`] if no HTLC id is left; [`CommandError::FundingNotDeep`]
+    /// before [`Channel::sends_from`] at `tip`; otherwise as [`Channel::pay`].
     pub fn add_htlc<S: Signer + ?Sized>(
         &mut self,
         amount: Amount,
@@ -919,6 +962,7 @@ impl Channel {
     ) -> Result<(u64, Effects), CommandError> {
         self.check_signer(signer)?;
         self.ready_to_pay()?;
+        self.deep_enough_to_send(tip.height)?;
         let (earliest, latest) = self.htlc_expiry_window(tip);
         if earliest.is_none_or(|e| expiry < e) || expiry > latest {
             return Err(CommandError::HtlcExpiry);
@@ -943,6 +987,8 @@ impl Channel {
         if matches!(self.reset, ResetState::AwaitingFinish { .. }) {
             return Err(peer_error(Misbehaviour::NotQuiescent));
         }
+        // A payment counts only in a funding transaction that cannot vanish any more.
+        self.deep_enough_to_receive(tip)?;
         let payer = !self.role;
         let ch = &self.channels[payer.index()];
         let Some(template) = self.template(payer) else {
