@@ -239,10 +239,10 @@ pub enum Msg {
 /// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output; [`Terms`] without
 /// the tree fee. Version 1 (fixed-fee version-2 tree transactions) is refused.
 ///
-/// [`Open`] carries [`Terms::funding_depth`] in its even record 6, added without a version
-/// change: an `Open` without it (the previous release) is still read, with the smallest depth
-/// its terms allow ([`Terms::min_funding_depth`]); a decoder that does not know the record
-/// refuses the `Open` (unknown even field).
+/// [`Open`] carries [`Terms::funding_depth`] in its record 1, added without a version change
+/// (odd: a decoder of the previous release skips it, and does not enforce the depth, as
+/// before): an `Open` without it (the previous release) is still read, with the smallest depth
+/// its terms allow ([`Terms::min_funding_depth`]).
 const VERSION: u8 = 2;
 const K_OPEN: u8 = 0x60;
 const K_ACCEPT: u8 = 0x61;
@@ -368,12 +368,12 @@ impl Msg {
             Msg::Open(o) => {
                 let mut t = TlvWriter::new(K_OPEN, VERSION);
                 t.record(0, |w| write_terms(w, &o.terms));
-                write_keys(&mut t, &o.funding_key, &o.htlc_key, &o.payout_script, 2);
-                // Even: an acceptor that does not know the funding depth refuses the `Open`
-                // rather than accept terms it would not enforce.
-                t.record(6, |w| {
+                // Before the required keys, so a truncated `Open` never reads as one of the
+                // previous release; odd, so an acceptor of that release still reads it.
+                t.record(1, |w| {
                     w.u16(o.terms.funding_depth);
                 });
+                write_keys(&mut t, &o.funding_key, &o.htlc_key, &o.payout_script, 2);
                 t.finish()
             }
             Msg::Accept(a) => {
@@ -506,14 +506,14 @@ impl Msg {
                         0 => f.terms = Some(read_terms(r)?),
                         2 => f.keys = Some((r.pubkey("funding_key")?, r.pubkey("htlc_key")?)),
                         4 => f.script = Some(r.script()?),
-                        6 => f.depth = Some(r.u16()?),
+                        1 => f.depth = Some(r.u16()?),
                         _ => return Ok(false),
                     }
                     Ok(true)
                 })?;
                 let (funding_key, htlc_key) = required(f.keys, "keys")?;
                 let mut terms = required(f.terms, "terms")?;
-                // An `Open` of the previous release has no record 6: the smallest depth its
+                // An `Open` of the previous release has no record 1: the smallest depth its
                 // terms allow (`R + 1`).
                 if let Some(depth) = f.depth {
                     terms.funding_depth = depth;
