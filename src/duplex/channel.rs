@@ -125,6 +125,9 @@ pub struct Channel {
     /// restore).
     pub(super) derived: Derived,
     pub(super) secp: Secp256k1<VerifyOnly>,
+    /// The funding-depth rule switched off ([`Channel::sabotage_funding_depth`]; not persisted).
+    #[cfg(feature = "test-utils")]
+    pub(super) depth_rule_off: bool,
 }
 
 /// Values derived from the keys, terms, funding outpoint, digits and leaf values, cached because
@@ -197,6 +200,8 @@ impl Channel {
             key_identity: Some(key_identity),
             derived: Derived::default(),
             secp: Secp256k1::verification_only(),
+            #[cfg(feature = "test-utils")]
+            depth_rule_off: false,
         })
     }
 
@@ -336,6 +341,14 @@ impl Channel {
     /// `None` while the funding is unconfirmed.
     pub fn sends_from(&self) -> Option<BlockHeight> {
         self.funding_height?.checked_add(u32::from(self.terms.funding_depth))
+    }
+
+    /// (Tests only, feature `test-utils`) switches the funding-depth rule off for this channel
+    /// object, both halves (not persisted: a restored channel has it again). The sabotage that
+    /// shows the tests of the rule can fail (`tests/duplex_depth.rs`); never in production.
+    #[cfg(feature = "test-utils")]
+    pub fn sabotage_funding_depth(&mut self) {
+        self.depth_rule_off = true;
     }
 
     /// The channel id, once the funding outpoint is known.
@@ -861,6 +874,10 @@ impl Channel {
     /// The sender's half of the funding-depth rule (docs/duplex.md §3): pay only once the
     /// funding is `n + 1` deep at `tip`.
     fn deep_enough_to_send(&self, tip: BlockHeight) -> Result<(), CommandError> {
+        #[cfg(feature = "test-utils")]
+        if self.depth_rule_off {
+            return Ok(());
+        }
         match self.sends_from() {
             Some(from) if tip >= from => Ok(()),
             _ => Err(CommandError::FundingNotDeep),
@@ -869,6 +886,10 @@ impl Channel {
 
     /// The receiver's half: count a payment only once the funding is `n` deep at `tip`.
     fn deep_enough_to_receive(&self, tip: ChainTip) -> Result<(), PeerError> {
+        #[cfg(feature = "test-utils")]
+        if self.depth_rule_off {
+            return Ok(());
+        }
         match self.receives_from() {
             Some(from) if tip.height >= from => Ok(()),
             _ => Err(peer_error(Misbehaviour::FundingNotDeep { confirmations: self.funding_confirmations(tip) })),

@@ -422,6 +422,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         key_identity,
         derived: Default::default(),
         secp: Secp256k1::verification_only(),
+        #[cfg(feature = "test-utils")]
+        depth_rule_off: false,
     };
     ch.refresh_scripts();
     ch.refresh_branch();
