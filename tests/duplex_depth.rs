@@ -292,7 +292,7 @@ fn honest_parties_one_block_apart_still_pay() {
 fn reorg_unconfirming_the_funding_stops_payments_until_deep_again() {
     let mut duo = Duo::open(dx::terms(vec![2, 2]));
     let funding = duo.funding.clone();
-    duo.mine(&[funding.clone()]);
+    duo.mine(std::slice::from_ref(&funding));
     let from = duo.ch[0].sends_from().expect("confirmed").0;
     while duo.chain.height < from {
         duo.mine(&[]);
@@ -398,7 +398,7 @@ fn older_encodings_read_with_the_smallest_depth() {
     let mut terms = dx::terms(vec![2, 2]);
     terms.funding_depth = 5;
     let tip = ChainTip::at(START);
-    let (a, fx) = Channel::open(terms.clone(), dx::payout(A), &dx::signer(A), tip).unwrap();
+    let (_, fx) = Channel::open(terms.clone(), dx::payout(A), &dx::signer(A), tip).unwrap();
     let bytes = fx.send[0].encode();
     let Ok(Msg::Open(open)) = Msg::decode(&bytes) else { panic!("Open") };
     assert_eq!(open.terms.funding_depth, 5);
@@ -419,6 +419,8 @@ fn older_encodings_read_with_the_smallest_depth() {
     assert_eq!(restored.terms().funding_depth, 2);
     assert_eq!(restored.balances(), p.a().balances());
     let cut = without_record(&snapshot, 36, 4);
-    assert_eq!(Channel::restore(&cut, any).unwrap_err(), RestoreError::Decode(DecodeError::MissingField("funding depth")));
-    let _ = a;
+    assert_eq!(
+        Channel::restore(&cut, any).unwrap_err(),
+        RestoreError::Decode(DecodeError::MissingField("funding depth"))
+    );
 }

@@ -76,7 +76,10 @@ impl Balances {
 ///   [`Channel::fund`] (the crate's one funding flow, [`crate::core::funding`]). The signatures on
 ///   the first branch and the kickoff are exchanged; once both parties hold the whole signed path
 ///   the channel broadcasts the funding transaction ([`Event::FundingSignable`] comes with it).
-/// * Pay with [`Channel::pay`] and [`Channel::add_htlc`]; the receiver answers HTLCs with
+/// * Pay with [`Channel::pay`] and [`Channel::add_htlc`] once the funding transaction is
+///   [`Terms::funding_depth`]` + 1` deep ([`Channel::sends_from`]); a party counts incoming
+///   payments from `funding_depth` ([`Channel::receives_from`]): one block of slack for tips
+///   that differ (docs/duplex.md §4, "Funding depth"). The receiver answers HTLCs with
 ///   [`Channel::fulfill_htlc`] or [`Channel::fail_htlc`].
 /// * [`Channel::reset`] re-balances the two leaf channels (both parties must be online and
 ///   quiescent); [`Channel::close`] closes cooperatively; [`Channel::force_close`] publishes the
