@@ -24,7 +24,8 @@ use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, Txid, WP
 use criterion::{criterion_group, criterion_main, Criterion};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
-use paychan::driving::ChainTip;
+use paychan::core::BlockHeight;
+use paychan::driving::{ChainEvent, ChainTip};
 use paychan::duplex::{Channel, Msg, Params, Role, Terms};
 use paychan::spilman::payment::PaymentState;
 
@@ -60,6 +61,7 @@ impl Pair {
             htlc_grace_blocks: 6,
             max_htlc_expiry_delta: 200_000,
             reset_warning: 0,
+            funding_depth: 1,
         };
         let (mut a, fx) = Channel::open(terms, p2wpkh(1), &signers[0], tip).expect("open");
         let Some(Msg::Open(open)) = fx.send.into_iter().next() else { panic!("open") };
@@ -79,6 +81,10 @@ impl Pair {
         let fx = a.fund(funding.clone(), &signers[0]).expect("fund");
         let mut p = Pair { ch: [a, b], signers, tip };
         p.deliver(Role::Acceptor, fx.send);
+        // The funding confirmed a block before the tip: deep enough to pay (`funding_depth` 1).
+        for (c, s) in p.ch.iter_mut().zip(&p.signers) {
+            let _ = c.handle_chain(ChainEvent::Confirmed { tx: &funding, height: BlockHeight(tip.height.0 - 1) }, s);
+        }
         // A first payment each way (the payee's first amount covers the payment fee and dust).
         p.pay(Role::Initiator, 10_000);
         p.pay(Role::Acceptor, 10_000);

@@ -185,6 +185,7 @@ pub fn duplex_terms() -> Result<duplex::Terms, Error> {
         htlc_grace_blocks: 6,
         max_htlc_expiry_delta: 2_016,
         reset_warning: 5,
+        funding_depth: 7,
     })
 }
 

@@ -445,15 +445,16 @@ fn duplex_section() -> Result<(), Error> {
         htlc_grace_blocks: 6,
         max_htlc_expiry_delta: 2_016,
         reset_warning: 5,
+        funding_depth: 7,
     };
     let signers = [
         InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xe1; 32]), 0)),
         InMemorySigner::new(ChannelSecrets::from_seed(&Seed::from_bytes([0xf1; 32]), 0)),
     ];
-    let tip = ChainTip::at(800_000);
-    let (alice, fx) = Channel::open(terms, p2wpkh(0xa1), &signers[0], tip)?;
+    let tip = std::cell::Cell::new(ChainTip::at(800_000));
+    let (alice, fx) = Channel::open(terms, p2wpkh(0xa1), &signers[0], tip.get())?;
     let Some(duplex::Msg::Open(open)) = fx.send.into_iter().next() else { return Err("no open".into()) };
-    let (bob, fx) = Channel::accept(open, p2wpkh(0xb1), &signers[1], tip)?;
+    let (bob, fx) = Channel::accept(open, p2wpkh(0xb1), &signers[1], tip.get())?;
     let mut ch = [alice, bob];
     let mut bytes = 0usize;
     // Delivers messages (through the wire encoding) until both sides are quiet.
@@ -463,7 +464,7 @@ fn duplex_section() -> Result<(), Error> {
             for m in msgs {
                 let wire = m.encode();
                 bytes += wire.len();
-                let fx = ch[to.index()].handle_message(duplex::Msg::decode(&wire)?, &signers[to.index()], tip)?;
+                let fx = ch[to.index()].handle_message(duplex::Msg::decode(&wire)?, &signers[to.index()], tip.get())?;
                 replies.extend(fx.send);
             }
             msgs = replies;
@@ -486,6 +487,17 @@ fn duplex_section() -> Result<(), Error> {
     let fx = ch[0].fund(funding.clone(), &signers[0])?;
     deliver(&mut ch, Role::Acceptor, fx.send)?;
     println!("   opened: both sides hold the signed kickoff and first branch before the funding is broadcast");
+    // The funding confirms in the next block. A payment counts once the funding has
+    // `funding_depth` (7) confirmations on the receiver's view and is sent at 8, so a funder
+    // cannot pay and then double-spend its funding inputs.
+    for (c, s) in ch.iter_mut().zip(&signers) {
+        let _ = c.handle_chain(ChainEvent::Confirmed { tx: &funding, height: BlockHeight(800_001) }, s);
+    }
+    tip.set(ChainTip::at(ch[0].sends_from().ok_or("funding unconfirmed")?.0));
+    for (c, s) in ch.iter_mut().zip(&signers) {
+        let _ = c.handle_chain(ChainEvent::Tip(tip.get()), s);
+    }
+    println!("   the funding is {} blocks deep: payments may start", ch[0].funding_confirmations(tip.get()));
 
     let show = |ch: &[Channel; 2], what: &str| {
         let b = ch[0].balances();
@@ -514,7 +526,7 @@ fn duplex_section() -> Result<(), Error> {
     }
     for i in 0..4 {
         let who = if i % 2 == 0 { Role::Acceptor } else { Role::Initiator };
-        let fx = ch[who.index()].reset(&signers[who.index()], tip)?;
+        let fx = ch[who.index()].reset(&signers[who.index()], tip.get())?;
         deliver(&mut ch, !who, fx.send)?;
         show(&ch, &format!("reset by {}:", who.letter()));
         let fx = ch[0].pay(Amount::from_sat(2_000), &signers[0])?;
@@ -525,22 +537,22 @@ fn duplex_section() -> Result<(), Error> {
     show(&ch, "now bob pays it:");
     // The connection drops in the middle of a reset: alice holds the new branch, bob never gets
     // step (3). On the new connection both send `Reestablish` first; alice sends step (3) again.
-    let fx = ch[0].reset(&signers[0], tip)?;
+    let fx = ch[0].reset(&signers[0], tip.get())?;
     let mut accepted = Vec::new();
     for m in fx.send {
-        accepted.extend(ch[1].handle_message(m, &signers[1], tip)?.send);
+        accepted.extend(ch[1].handle_message(m, &signers[1], tip.get())?.send);
     }
     let mut lost = 0;
     for m in accepted {
-        lost += ch[0].handle_message(m, &signers[0], tip)?.send.len();
+        lost += ch[0].handle_message(m, &signers[0], tip.get())?.send.len();
     }
     println!(
         "   connection lost with {lost} message in flight: bob still waits for the reset ({})",
         ch[1].is_resetting()
     );
     let (from_alice, from_bob) = (ch[0].reestablish(), ch[1].reestablish());
-    let again = ch[0].handle_message(from_bob, &signers[0], tip)?.send;
-    let _ = ch[1].handle_message(from_alice, &signers[1], tip)?;
+    let again = ch[0].handle_message(from_bob, &signers[0], tip.get())?.send;
+    let _ = ch[1].handle_message(from_alice, &signers[1], tip.get())?;
     deliver(&mut ch, Role::Acceptor, again)?;
     show(&ch, "reconnected, step (3) sent again:");
     println!("   bob's counter {:?}, still waiting: {}", ch[1].digits(), ch[1].is_resetting());
@@ -566,10 +578,10 @@ fn duplex_section() -> Result<(), Error> {
     let fx = ch[0].close(&signers[0])?;
     let mut close = None;
     for m in fx.send {
-        let back = ch[1].handle_message(m, &signers[1], tip)?;
+        let back = ch[1].handle_message(m, &signers[1], tip.get())?;
         close = back.broadcast.into_iter().next();
         for m in back.send {
-            let _ = ch[0].handle_message(m, &signers[0], tip)?;
+            let _ = ch[0].handle_message(m, &signers[0], tip.get())?;
         }
     }
     let close = close.ok_or("no close")?;

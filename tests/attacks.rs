@@ -53,7 +53,9 @@ fn high_s(sig: &ecdsa::Signature) -> ecdsa::Signature {
 fn duplex_refuses(ch: &Channel, signer: &InMemorySigner, msg: Msg, want: Misbehaviour) {
     let mut ch = ch.clone();
     let before = ch.snapshot();
-    let err = ch.handle_message(msg, signer, ChainTip::at(dx::START)).expect_err("refused");
+    // At the tip from which an honest peer pays (the funding deep enough), if it confirmed.
+    let tip = ChainTip::at(ch.sends_from().map_or(dx::START, |h| h.0.max(dx::START)));
+    let err = ch.handle_message(msg, signer, tip).expect_err("refused");
     assert_eq!(err.kind, want);
     assert!(ch.snapshot() == before, "a refused message changed the state");
 }
@@ -124,6 +126,15 @@ fn hostile_funding_created(mut a: Channel, bad: &Transaction) -> (FundingCreated
     (FundingCreated { funding_outpoint: outpoint, node_sigs, kickoff_sig: sign(0) }, forged)
 }
 
+/// A payment of `to_payee` in `ch`'s own leaf channel with number `number`, signed by hand as a
+/// hostile payer does (its own channel sends nothing before the funding depth).
+fn hand_made_payment(ch: &Channel, signer: &InMemorySigner, to_payee: Amount, number: u64) -> Msg {
+    let t = ch.template(ch.role()).expect("the leaf is known");
+    let state = spilman::payment::PaymentState { to_payee, htlcs: vec![] };
+    let signature = t.sign(signer, &t.build(&state).expect("payable")).expect("signed");
+    Msg::Payment(spilman::Payment { number, to_payee, htlcs: vec![], signature })
+}
+
 fn outpoint_of(n: u8) -> OutPoint {
     OutPoint { txid: Txid::from_byte_array([n; 32]), vout: 3 }
 }
@@ -134,7 +145,8 @@ fn outpoint_of(n: u8) -> OutPoint {
 
 /// A duplex acceptor learns the funding only as an outpoint (`FundingCreated`); a hostile
 /// initiator names the output of a transaction that pays one satoshi less, one more, or another
-/// script, and pays the acceptor in the channel before it confirms. When the transaction with
+/// script, and tries to pay the acceptor in the channel before it confirms (refused: the
+/// funding depth). When the transaction with
 /// that txid confirms, the acceptor sees the output does not pay exactly the 2-of-2 and the
 /// capacity: the channel fails (`InvalidFunding`, persisted), takes no further payment and
 /// broadcasts nothing; its branch, checked by Bitcoin Core's interpreter, spends only the agreed
@@ -165,12 +177,14 @@ fn cve_2019_12999_13000_duplex_funding_output_not_paying_the_channel_is_never_us
         let fx = b.handle_message(Msg::FundingCreated(created), &sb, tip).expect("valid signatures");
         assert!(fx.events.contains(&Event::ChannelReady));
         let _ = forged.handle_message(dx::wire(&fx.send[0]), &sa, tip).expect("the forged initiator is open");
-        // The initiator pays 50,000 sat in the channel before the funding confirms.
-        let fx = forged.pay(Amount::from_sat(50_000), &sa).unwrap();
-        let fx = b.handle_message(dx::wire(&fx.send[0]), &sb, tip).expect("a valid payment");
-        assert!(fx.events.iter().any(|e| matches!(e, Event::PaymentReceived { .. })));
-        let balance = b.balances().holder;
-        assert_eq!(balance, Amount::from_sat(200_000 + 50_000), "what b believes it holds");
+        // The initiator pays 50,000 sat in the channel before the funding confirms: its own
+        // channel refuses, and the acceptor does not count a payment made by hand either (the
+        // funding depth, tests/duplex_depth.rs).
+        let early = forged.pay(Amount::from_sat(50_000), &sa).unwrap_err();
+        assert_eq!(early, duplex::CommandError::FundingNotDeep);
+        let payment = hand_made_payment(&forged, &sa, Amount::from_sat(50_000), 1);
+        duplex_refuses(&b, &sb, dx::wire(&payment), Misbehaviour::FundingNotDeep { confirmations: 0 });
+        assert_eq!(b.balances().holder, Amount::from_sat(200_000), "b counts nothing");
         // What b holds spends only the agreed output: Core's interpreter refuses its signed
         // kickoff against what the outpoint really holds.
         let kickoff = b.signed_branch(&sb).expect("b holds the signed branch").remove(0);
@@ -186,8 +200,8 @@ fn cve_2019_12999_13000_duplex_funding_output_not_paying_the_channel_is_never_us
         let persisted = fx.update.unwrap().snapshot.expect("duplex writes full snapshots");
         assert_eq!(b.phase(), Phase::Closed);
         // Never used again: no payment, no broadcast, whatever the chain says again.
-        let fx = forged.pay(Amount::from_sat(10_000), &sa).unwrap();
-        duplex_refuses(&b, &sb, dx::wire(&fx.send[0]), Misbehaviour::UnexpectedMessage);
+        let payment = hand_made_payment(&forged, &sa, Amount::from_sat(60_000), 2);
+        duplex_refuses(&b, &sb, dx::wire(&payment), Misbehaviour::UnexpectedMessage);
         let fx = b.handle_chain(ChainEvent::Confirmed { tx: &bad, height: BlockHeight(dx::START + 1) }, &sb);
         assert!(fx.is_empty());
         for h in dx::START + 1..dx::START + 200 {

@@ -10,7 +10,7 @@ use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::wire::Addressed;
 use paychan::core::BlockHeight;
-use paychan::driving::{ChainTip, ChannelId};
+use paychan::driving::{ChainEvent, ChainTip, ChannelId};
 use paychan::{duplex, spilman};
 
 const TIP: ChainTip = ChainTip::at(800_000);
@@ -247,6 +247,7 @@ impl DuplexPeers {
                 htlc_grace_blocks: 6,
                 max_htlc_expiry_delta: 2_016,
                 reset_warning: 5,
+                funding_depth: 7,
             };
             let signers = [signer(0xa1, i), signer(0xb1, i)];
             let (alice, fx) = duplex::Channel::open(terms, script(0xa1), &signers[0], TIP).unwrap();
@@ -265,6 +266,13 @@ impl DuplexPeers {
             let created = fx.send.into_iter().map(|m| peers.ch[i][0].address(m)).collect();
             peers.deliver(0, created);
             assert_eq!(peers.ch[i][1].phase(), peers.ch[i][0].phase());
+            // The funding confirmed `funding_depth` blocks before `TIP`: both may pay at `TIP`.
+            let height = BlockHeight(TIP.height.0 - 7);
+            for j in 0..2 {
+                let event = ChainEvent::Confirmed { tx: &funding, height };
+                let _ = peers.ch[i][j].handle_chain(event, &peers.signers[i][j]);
+            }
+            assert_eq!(peers.ch[i][0].sends_from(), Some(TIP.height));
         }
         peers
     }

@@ -345,7 +345,8 @@ pub struct DuplexPair {
 }
 
 impl DuplexPair {
-    /// Opens and funds a channel with these terms at `height`.
+    /// Opens and funds a channel with these terms at `height`; its funding confirms at
+    /// `height + 1` and the tip moves on until both may pay ([`duplex::Channel::sends_from`]).
     pub fn open(terms: duplex::Terms, height: u32, index: u32) -> Result<Self, Error> {
         let signers = [signer(0xa7, index), signer(0xb7, index)];
         let tip = ChainTip::at(height);
@@ -366,6 +367,21 @@ impl DuplexPair {
         let funding = p.funding.clone();
         let fx = p.ch[0].fund(funding.clone(), &p.signers[0])?;
         p.deliver(fx, duplex::Role::Initiator)?;
+        // The funding confirms in the next block; payments wait until it is deep enough
+        // (`funding_depth` confirmations for the receiver, one more for the sender).
+        let roles = [duplex::Role::Initiator, duplex::Role::Acceptor];
+        let confirmed = BlockHeight(height + 1);
+        for role in roles {
+            let i = role.index();
+            let fx = p.ch[i].handle_chain(ChainEvent::Confirmed { tx: &funding, height: confirmed }, &p.signers[i]);
+            p.deliver(fx, role)?;
+        }
+        p.tip = ChainTip { height: p.ch[0].sends_from().ok_or("funding unconfirmed")? };
+        for role in roles {
+            let i = role.index();
+            let fx = p.ch[i].handle_chain(ChainEvent::Tip(p.tip), &p.signers[i]);
+            p.deliver(fx, role)?;
+        }
         Ok(p)
     }
 

@@ -46,6 +46,7 @@ pub fn terms() -> Terms {
         htlc_grace_blocks: 2,
         max_htlc_expiry_delta: 2_000,
         reset_warning: 3,
+        funding_depth: 2,
     }
 }
 
@@ -137,6 +138,9 @@ impl Pair {
         p.tip += 1;
         let height = BlockHeight(p.tip);
         p.chain_event(ChainEvent::Confirmed { tx: &funding, height });
+        // Payments are sent once the funding is `funding_depth + 1` deep.
+        p.tip += u32::from(terms().funding_depth);
+        p.chain_event(ChainEvent::Tip(ChainTip::at(p.tip)));
         p.run_until_quiet(64);
         p.pool.clear();
         p

@@ -76,7 +76,10 @@ impl Balances {
 ///   [`Channel::fund`] (the crate's one funding flow, [`crate::core::funding`]). The signatures on
 ///   the first branch and the kickoff are exchanged; once both parties hold the whole signed path
 ///   the channel broadcasts the funding transaction ([`Event::FundingSignable`] comes with it).
-/// * Pay with [`Channel::pay`] and [`Channel::add_htlc`]; the receiver answers HTLCs with
+/// * Pay with [`Channel::pay`] and [`Channel::add_htlc`] once the funding transaction is
+///   [`Terms::funding_depth`]` + 1` deep ([`Channel::sends_from`]); a party counts incoming
+///   payments from `funding_depth` ([`Channel::receives_from`]): one block of slack for tips
+///   that differ (docs/duplex.md §4, "Funding depth"). The receiver answers HTLCs with
 ///   [`Channel::fulfill_htlc`] or [`Channel::fail_htlc`].
 /// * [`Channel::reset`] re-balances the two leaf channels (both parties must be online and
 ///   quiescent); [`Channel::close`] closes cooperatively; [`Channel::force_close`] publishes the
@@ -125,6 +128,9 @@ pub struct Channel {
     /// restore).
     pub(super) derived: Derived,
     pub(super) secp: Secp256k1<VerifyOnly>,
+    /// The funding-depth rule switched off ([`Channel::sabotage_funding_depth`]; not persisted).
+    #[cfg(feature = "test-utils")]
+    pub(super) depth_rule_off: bool,
 }
 
 /// Values derived from the keys, terms, funding outpoint, digits and leaf values, cached because
@@ -197,6 +203,8 @@ impl Channel {
             key_identity: Some(key_identity),
             derived: Derived::default(),
             secp: Secp256k1::verification_only(),
+            #[cfg(feature = "test-utils")]
+            depth_rule_off: false,
         })
     }
 
@@ -314,6 +322,36 @@ impl Channel {
     /// The funding outpoint, once known.
     pub fn funding_outpoint(&self) -> Option<OutPoint> {
         self.funding
+    }
+
+    /// Confirmations of the funding transaction at `tip` on the holder's view of the chain: 0
+    /// while unconfirmed (or un-confirmed by a reorg), 1 in the block that confirmed it.
+    pub fn funding_confirmations(&self, tip: ChainTip) -> u32 {
+        self.funding_height.map_or(0, |h| tip.height.0.checked_sub(h.0).map_or(0, |d| d.saturating_add(1)))
+    }
+
+    /// The tip height from which the holder counts incoming payments and HTLCs: the funding
+    /// transaction has [`Terms::funding_depth`] confirmations (`n`). `None` while it is
+    /// unconfirmed.
+    pub fn receives_from(&self) -> Option<BlockHeight> {
+        let depth = u32::from(self.terms.funding_depth);
+        self.funding_height?.checked_add(depth.saturating_sub(1))
+    }
+
+    /// The tip height from which the holder sends payments and HTLCs ([`Channel::pay`],
+    /// [`Channel::add_htlc`]): one block after [`Channel::receives_from`] (`n + 1`
+    /// confirmations), so a counterparty whose tip is one block behind ours counts them too.
+    /// `None` while the funding is unconfirmed.
+    pub fn sends_from(&self) -> Option<BlockHeight> {
+        self.funding_height?.checked_add(u32::from(self.terms.funding_depth))
+    }
+
+    /// (Tests only, feature `test-utils`) switches the funding-depth rule off for this channel
+    /// object, both halves (not persisted: a restored channel has it again). The sabotage that
+    /// shows the tests of the rule can fail (`tests/duplex_depth.rs`); never in production.
+    #[cfg(feature = "test-utils")]
+    pub fn sabotage_funding_depth(&mut self) {
+        self.depth_rule_off = true;
     }
 
     /// The channel id, once the funding outpoint is known.
@@ -836,6 +874,31 @@ impl Channel {
         Ok(())
     }
 
+    /// The sender's half of the funding-depth rule (docs/duplex.md §3): pay only once the
+    /// funding is `n + 1` deep at `tip`.
+    fn deep_enough_to_send(&self, tip: BlockHeight) -> Result<(), CommandError> {
+        #[cfg(feature = "test-utils")]
+        if self.depth_rule_off {
+            return Ok(());
+        }
+        match self.sends_from() {
+            Some(from) if tip >= from => Ok(()),
+            _ => Err(CommandError::FundingNotDeep),
+        }
+    }
+
+    /// The receiver's half: count a payment only once the funding is `n` deep at `tip`.
+    fn deep_enough_to_receive(&self, tip: ChainTip) -> Result<(), PeerError> {
+        #[cfg(feature = "test-utils")]
+        if self.depth_rule_off {
+            return Ok(());
+        }
+        match self.receives_from() {
+            Some(from) if tip.height >= from => Ok(()),
+            _ => Err(peer_error(Misbehaviour::FundingNotDeep { confirmations: self.funding_confirmations(tip) })),
+        }
+    }
+
     /// Signs `state` as the next payment of the holder's own leaf channel.
     fn sign_own<S: Signer + ?Sized>(
         &self,
@@ -887,10 +950,13 @@ impl Channel {
     /// [`CommandError::InsufficientBalance`]; [`CommandError::Payment`] if the result is not
     /// payable (the payee's first amount must cover the payment fee plus dust; our change must be
     /// zero or above dust); [`CommandError::ResetInProgress`], [`CommandError::WrongPhase`];
-    /// [`CommandError::WrongSigner`] if `signer` is not the channel's ([`Channel::check_signer`]).
+    /// [`CommandError::FundingNotDeep`] before [`Channel::sends_from`] (the last tip given to
+    /// [`Channel::handle_chain`]); [`CommandError::WrongSigner`] if `signer` is not the
+    /// channel's ([`Channel::check_signer`]).
     pub fn pay<S: Signer + ?Sized>(&mut self, amount: Amount, signer: &S) -> Result<Effects, CommandError> {
         self.check_signer(signer)?;
         self.ready_to_pay()?;
+        self.deep_enough_to_send(self.tip)?;
         if amount == Amount::ZERO {
             return Err(CommandError::InvalidAmount);
         }
@@ -908,7 +974,8 @@ impl Channel {
     ///
     /// # Errors
     /// [`CommandError::HtlcExpiry`] outside [`Channel::htlc_expiry_window`];
-    /// [`CommandError::InvalidAmount`] if no HTLC id is left; otherwise as [`Channel::pay`].
+    /// [`CommandError::InvalidAmount`] if no HTLC id is left; [`CommandError::FundingNotDeep`]
+    /// before [`Channel::sends_from`] at `tip`; otherwise as [`Channel::pay`].
     pub fn add_htlc<S: Signer + ?Sized>(
         &mut self,
         amount: Amount,
@@ -919,6 +986,7 @@ impl Channel {
     ) -> Result<(u64, Effects), CommandError> {
         self.check_signer(signer)?;
         self.ready_to_pay()?;
+        self.deep_enough_to_send(tip.height)?;
         let (earliest, latest) = self.htlc_expiry_window(tip);
         if earliest.is_none_or(|e| expiry < e) || expiry > latest {
             return Err(CommandError::HtlcExpiry);
@@ -943,6 +1011,8 @@ impl Channel {
         if matches!(self.reset, ResetState::AwaitingFinish { .. }) {
             return Err(peer_error(Misbehaviour::NotQuiescent));
         }
+        // A payment counts only in a funding transaction that cannot vanish any more.
+        self.deep_enough_to_receive(tip)?;
         let payer = !self.role;
         let ch = &self.channels[payer.index()];
         let Some(template) = self.template(payer) else {

@@ -282,6 +282,7 @@ mod tests {
             htlc_grace_blocks: 1,
             max_htlc_expiry_delta: 1_000,
             reset_warning: 2,
+            funding_depth: 2,
         }
     }
 

@@ -87,7 +87,8 @@
 //! use paychan::core::funding::FundingRequest;
 //! use paychan::core::keys::Seed;
 //! use paychan::core::sign::InMemorySigner;
-//! use paychan::driving::{ChainTip, RestoreCheck, StateUpdate};
+//! use paychan::core::units::BlockHeight;
+//! use paychan::driving::{ChainEvent, ChainTip, RestoreCheck, StateUpdate};
 //! use paychan::duplex::{Channel, Effects, Msg, Params, Role, Terms};
 //!
 //! type Error = Box<dyn std::error::Error>;
@@ -151,6 +152,7 @@
 //!     htlc_grace_blocks: 6,
 //!     max_htlc_expiry_delta: 2_016,
 //!     reset_warning: 5,
+//!     funding_depth: 7, // R + 1: payments count from 7 confirmations, are sent from 8
 //! };
 //!
 //! // Open: the initiator proposes, the acceptor accepts.
@@ -185,7 +187,22 @@
 //! let (created, broadcast) = p[0].apply(fx);
 //! assert!(broadcast.is_empty());
 //! let broadcast = deliver(&mut p, Role::Acceptor, created, tip)?;
-//! assert_eq!(broadcast, [funding_tx]);
+//! assert_eq!(broadcast, [funding_tx.clone()]);
+//!
+//! // The funding confirms in the next block. Payments count once it is `funding_depth` (7)
+//! // deep and are sent a block later, so that a peer one block behind counts them too.
+//! for party in p.iter_mut() {
+//!     let event = ChainEvent::Confirmed { tx: &funding_tx, height: BlockHeight(800_001) };
+//!     let fx = party.channel.handle_chain(event, &party.signer);
+//!     party.apply(fx);
+//! }
+//! assert!(p[0].channel.pay(Amount::from_sat(20_000), &p[0].signer).is_err(), "too early");
+//! let tip = ChainTip::at(800_008); // 8 confirmations
+//! assert_eq!(p[0].channel.sends_from(), Some(tip.height));
+//! for party in p.iter_mut() {
+//!     let fx = party.channel.handle_chain(ChainEvent::Tip(tip), &party.signer);
+//!     party.apply(fx);
+//! }
 //!
 //! // Pay, both ways.
 //! let fx = p[0].channel.pay(Amount::from_sat(20_000), &p[0].signer)?;
@@ -382,7 +399,8 @@ pub enum Event {
         /// The funding txid.
         txid: Txid,
     },
-    /// The channel can carry payments (both parties hold the signed path).
+    /// Both parties hold the signed path. Payments wait for the funding depth
+    /// ([`Terms::funding_depth`]): the holder may pay from [`Channel::sends_from`].
     ChannelReady,
     /// The funding transaction confirmed.
     FundingConfirmed {
@@ -589,6 +607,16 @@ pub enum Misbehaviour {
     /// message was not processed ([`driving::Action::Ignore`]: do not blame the peer); feed it
     /// again with the channel's signer.
     WrongSigner(crate::core::sign::WrongSigner),
+    /// A payment (or HTLC) came before the funding transaction has [`Terms::funding_depth`]
+    /// confirmations on our view of the chain (given to the call): it does not count yet.
+    /// An honest peer waits for one block more, so this is a hostile funder paying with coins
+    /// it may still double-spend, or a peer whose tip is more than a block ahead of ours
+    /// ([`driving::Action::Ignore`]: its payment comes again on the next connection, or is
+    /// superseded by its next one).
+    FundingNotDeep {
+        /// Confirmations of the funding on our view (0: unconfirmed).
+        confirmations: u32,
+    },
 }
 
 impl fmt::Display for Misbehaviour {
@@ -620,6 +648,9 @@ impl fmt::Display for Misbehaviour {
             Misbehaviour::OwnNonStandardScript => f.write_str("our payout script is not standard"),
             Misbehaviour::WrongChannel => f.write_str("message addressed to another channel"),
             Misbehaviour::WrongSigner(e) => write!(f, "{e}"),
+            Misbehaviour::FundingNotDeep { confirmations } => {
+                write!(f, "payment before the funding depth ({confirmations} confirmations)")
+            }
         }
     }
 }
@@ -630,7 +661,8 @@ pub(crate) fn peer_error(kind: Misbehaviour) -> PeerError {
         | Misbehaviour::NotQuiescent
         | Misbehaviour::Signer(_)
         | Misbehaviour::OwnNonStandardScript
-        | Misbehaviour::WrongSigner(_) => driving::Action::Ignore,
+        | Misbehaviour::WrongSigner(_)
+        | Misbehaviour::FundingNotDeep { .. } => driving::Action::Ignore,
         Misbehaviour::Payment(UpdateError::Replay) => driving::Action::Ignore,
         _ => driving::Action::Warn,
     };
@@ -683,6 +715,10 @@ pub enum CommandError {
     NonStandardScript,
     /// The signer is not the channel's (its public keys are not the ones recorded at open).
     WrongSigner(crate::core::sign::WrongSigner),
+    /// The funding transaction does not have [`Terms::funding_depth`]` + 1` confirmations on
+    /// our view of the chain yet (or a reorg un-confirmed it): the counterparty would not count
+    /// a payment now ([`Channel::sends_from`]).
+    FundingNotDeep,
 }
 
 impl fmt::Display for CommandError {
@@ -708,6 +744,7 @@ impl fmt::Display for CommandError {
             CommandError::LostState => f.write_str("the channel lost state"),
             CommandError::NonStandardScript => f.write_str("our payout script is not standard"),
             CommandError::WrongSigner(e) => write!(f, "{e}"),
+            CommandError::FundingNotDeep => f.write_str("the funding transaction is not deep enough yet"),
         }
     }
 }

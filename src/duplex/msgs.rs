@@ -238,6 +238,11 @@ pub enum Msg {
 
 /// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output; [`Terms`] without
 /// the tree fee. Version 1 (fixed-fee version-2 tree transactions) is refused.
+///
+/// [`Open`] carries [`Terms::funding_depth`] in its record 1, added without a version change
+/// (odd: a decoder of the previous release skips it, and does not enforce the depth, as
+/// before): an `Open` without it (the previous release) is still read, with the smallest depth
+/// its terms allow ([`Terms::min_funding_depth`]).
 const VERSION: u8 = 2;
 const K_OPEN: u8 = 0x60;
 const K_ACCEPT: u8 = 0x61;
@@ -321,7 +326,7 @@ pub(crate) fn read_terms(r: &mut Reader<'_>) -> Result<Terms, DecodeError> {
     let radix = read_list(r, 4, MAX_DEPTH, |r| r.u32())?;
     let (step, refund_delay) = (r.u16()?, r.u16()?);
     let params = Params::new(radix, step, refund_delay).map_err(|_| DecodeError::InvalidValue("params"))?;
-    Ok(Terms {
+    let mut terms = Terms {
         params,
         capacity: r.amount("capacity")?,
         push: r.amount("push")?,
@@ -334,7 +339,13 @@ pub(crate) fn read_terms(r: &mut Reader<'_>) -> Result<Terms, DecodeError> {
         htlc_grace_blocks: r.u16()?,
         max_htlc_expiry_delta: r.u32()?,
         reset_warning: r.u64()?,
-    })
+        funding_depth: 0,
+    };
+    // Not in this record (it predates the field): the `Open` and the snapshot carry it in a
+    // record of their own, which overrides this; their encodings of the previous release,
+    // without it, get the smallest depth the terms allow.
+    terms.funding_depth = terms.min_funding_depth();
+    Ok(terms)
 }
 
 fn single(kind: u8, f: impl FnOnce(&mut Writer)) -> Vec<u8> {
@@ -357,6 +368,11 @@ impl Msg {
             Msg::Open(o) => {
                 let mut t = TlvWriter::new(K_OPEN, VERSION);
                 t.record(0, |w| write_terms(w, &o.terms));
+                // Before the required keys, so a truncated `Open` never reads as one of the
+                // previous release; odd, so an acceptor of that release still reads it.
+                t.record(1, |w| {
+                    w.u16(o.terms.funding_depth);
+                });
                 write_keys(&mut t, &o.funding_key, &o.htlc_key, &o.payout_script, 2);
                 t.finish()
             }
@@ -490,13 +506,20 @@ impl Msg {
                         0 => f.terms = Some(read_terms(r)?),
                         2 => f.keys = Some((r.pubkey("funding_key")?, r.pubkey("htlc_key")?)),
                         4 => f.script = Some(r.script()?),
+                        1 => f.depth = Some(r.u16()?),
                         _ => return Ok(false),
                     }
                     Ok(true)
                 })?;
                 let (funding_key, htlc_key) = required(f.keys, "keys")?;
+                let mut terms = required(f.terms, "terms")?;
+                // An `Open` of the previous release has no record 1: the smallest depth its
+                // terms allow (`R + 1`).
+                if let Some(depth) = f.depth {
+                    terms.funding_depth = depth;
+                }
                 Ok(Msg::Open(Open {
-                    terms: required(f.terms, "terms")?,
+                    terms,
                     funding_key,
                     htlc_key,
                     payout_script: required(f.script, "payout_script")?,
@@ -732,4 +755,5 @@ struct Fields {
     sig: Option<ecdsa::Signature>,
     number_amount: Option<(u64, Amount)>,
     htlcs: Option<Vec<PaymentHtlc>>,
+    depth: Option<u16>,
 }

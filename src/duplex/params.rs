@@ -285,6 +285,10 @@ pub enum TermsError {
     /// balances would win. A current node with lock 0 can only be broadcast once its parent is
     /// seen at `h`, and confirms at `h + S` at worst, so `Δ` must exceed `S + R`, as `T_r` must.
     StepTooShort,
+    /// The funding depth is not above `R` ([`Terms::min_funding_depth`]): a reorg the terms
+    /// tolerate could remove the funding transaction after payments were counted in it, and a
+    /// hostile funder could then double-spend its inputs (docs/duplex.md §3).
+    FundingDepthTooSmall,
 }
 
 impl fmt::Display for TermsError {
@@ -298,6 +302,7 @@ impl fmt::Display for TermsError {
             TermsError::HtlcWindow => f.write_str("HTLC expiry window is empty"),
             TermsError::ZeroConfirmBlocks => f.write_str("confirmation time S is zero"),
             TermsError::StepTooShort => f.write_str("step Δ not longer than S + R"),
+            TermsError::FundingDepthTooSmall => f.write_str("funding depth not above R"),
         }
     }
 }
@@ -354,6 +359,13 @@ pub struct Terms {
     /// Report [`Event::ResetsRunningLow`](super::Event::ResetsRunningLow) once this few resets
     /// remain.
     pub reset_warning: u64,
+    /// `n`: confirmations of the funding transaction before payments count (docs/duplex.md §3,
+    /// "Funding depth"). A party refuses every incoming payment and HTLC until the funding has
+    /// `n` confirmations on its own view of the chain, and sends none before it sees `n + 1`
+    /// (one block of slack, so two honest parties whose tips differ by a block never refuse each
+    /// other). Negotiated, not local: the sender must know what the receiver demands. At least
+    /// [`Terms::min_funding_depth`] (`R + 1`).
+    pub funding_depth: u16,
 }
 
 impl Terms {
@@ -373,11 +385,18 @@ impl Terms {
         self.params.htlc_receive_blocks(u32::from(self.confirm_blocks)).saturating_add(u32::from(self.reorg_blocks))
     }
 
+    /// The smallest [`Terms::funding_depth`] accepted: `R + 1`. A funding transaction with `R + 1`
+    /// confirmations survives every reorg of at most `R` blocks, the reorgs the channel is
+    /// built to tolerate. Also the depth assumed for terms encoded before the field existed.
+    pub fn min_funding_depth(&self) -> u16 {
+        self.reorg_blocks.saturating_add(1)
+    }
+
     /// Checks the terms for internal consistency and safety (docs/duplex.md §3, §7): the tree
     /// parameters, the amounts and fees against the dust limit, `S ≥ 1`, the step `Δ > S + R` (a watching party gets the current node
     /// confirmed, `R` deep, before any older sibling matures), the refund delay `T_r > S + R` (the
-    /// payee's payment confirms before the payer's refund is valid), and a non-empty HTLC expiry
-    /// window.
+    /// payee's payment confirms before the payer's refund is valid), a non-empty HTLC expiry
+    /// window, and a funding depth `n > R` (the funding survives every tolerated reorg).
     ///
     /// # Errors
     /// [`TermsError`] naming the first problem.
@@ -416,6 +435,9 @@ impl Terms {
         }
         if self.max_htlc_expiry_delta < self.min_htlc_expiry_delta() {
             return Err(TermsError::HtlcWindow);
+        }
+        if u32::from(self.funding_depth) <= u32::from(self.reorg_blocks) {
+            return Err(TermsError::FundingDepthTooSmall);
         }
         Ok(())
     }

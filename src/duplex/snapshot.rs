@@ -35,8 +35,13 @@ const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// transaction while it waits to broadcast it (record 34); version 2 is still read (no key
 /// identity; a version-2 initiator waiting for `FundingSigned` holds no transaction: its wallet
 /// broadcasts it, as version 2 asked).
-const VERSION: u8 = 3;
-const READABLE: [u8; 2] = [2, VERSION];
+///
+/// Version 4 adds the agreed [`Terms::funding_depth`] (record 36, written by every version-4
+/// writer); versions 2 and 3 are still read, with the smallest depth their terms allow
+/// ([`Terms::min_funding_depth`], `R + 1`): such a channel takes no payment until its funding
+/// is that deep.
+const VERSION: u8 = 4;
+const READABLE: [u8; 3] = [2, 3, VERSION];
 
 fn write_keys(w: &mut Writer, k: &PartyKeys) {
     w.pubkey(&k.funding).pubkey(&k.htlc).script(&k.payout);
@@ -291,6 +296,9 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     .record(32, |w| KeyIdentity::write_recorded(c.key_identity.as_ref(), w))
     .optional(34, c.funding_tx.as_ref(), |w, tx| {
         w.transaction(tx);
+    })
+    .record(36, |w| {
+        w.u16(c.terms.funding_depth);
     });
     t.finish()
 }
@@ -314,6 +322,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut coop = None;
     let mut chain = None;
     let mut lost_state = false;
+    let mut funding_depth = None;
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -357,6 +366,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
             30 => lost_state = true,
             32 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             34 => funding_tx = Some(r.transaction("funding_tx")?),
+            36 => funding_depth = Some(r.u16()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -366,8 +376,14 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
     if version >= 3 && key_identity.is_none() {
         return Err(DecodeError::MissingField("key identity"));
     }
+    if version >= 4 && funding_depth.is_none() {
+        return Err(DecodeError::MissingField("funding depth"));
+    }
     let key_identity = key_identity.flatten();
-    let (role, terms) = required(role_terms, "terms")?;
+    let (role, mut terms) = required(role_terms, "terms")?;
+    if let Some(depth) = funding_depth {
+        terms.funding_depth = depth;
+    }
     let (phase, tip) = required(phase_tip, "phase")?;
     let (digits, node_sigs, values) = required(branch, "branch")?;
     let d = terms.params.depth();
@@ -406,6 +422,8 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         key_identity,
         derived: Default::default(),
         secp: Secp256k1::verification_only(),
+        #[cfg(feature = "test-utils")]
+        depth_rule_off: false,
     };
     ch.refresh_scripts();
     ch.refresh_branch();

@@ -60,6 +60,7 @@ pub fn terms(radix: Vec<u32>) -> Terms {
         htlc_grace_blocks: 2,
         max_htlc_expiry_delta: 2_000,
         reset_warning: 3,
+        funding_depth: 2,
     }
 }
 
@@ -111,7 +112,8 @@ pub struct Pair {
 }
 
 impl Pair {
-    /// Opens a channel with `terms` and confirms its funding.
+    /// Opens a channel with `terms`, confirms its funding and mines until both parties may pay
+    /// ([`Channel::sends_from`]).
     pub fn open(terms: Terms) -> Pair {
         Self::open_on(terms, Chain::at(START), [payout(Role::Initiator), payout(Role::Acceptor)])
     }
@@ -181,6 +183,12 @@ impl Pair {
             let p = &mut pair.parties[role.index()];
             let fx = p.ch.handle_chain(ChainEvent::Confirmed { tx: &funding, height }, &p.signer);
             pair.absorb(role, fx);
+        }
+        // Payments count once the funding is `funding_depth` deep, and are sent a block later
+        // (docs/duplex.md §3): mine to that depth before the tests pay.
+        let sends_from = pair.a().sends_from().expect("funding confirmed");
+        while pair.chain.height < sends_from.0 {
+            pair.mine();
         }
         pair
     }

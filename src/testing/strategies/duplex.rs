@@ -30,7 +30,7 @@ pub fn terms() -> impl Strategy<Value = Terms> {
         (sats(), sats(), sats()),
         (sats(), sats(), sats()),
         (any::<u16>(), any::<u16>(), any::<u16>()),
-        (any::<u32>(), any::<u64>()),
+        (any::<u32>(), any::<u64>(), any::<u16>()),
     )
         .prop_map(
             |(
@@ -38,7 +38,7 @@ pub fn terms() -> impl Strategy<Value = Terms> {
                 (capacity, push, payment_fee),
                 (refund_fee, claim_fee, dust_limit),
                 (confirm_blocks, reorg_blocks, htlc_grace_blocks),
-                (max_htlc_expiry_delta, reset_warning),
+                (max_htlc_expiry_delta, reset_warning, funding_depth),
             )| Terms {
                 params,
                 capacity,
@@ -52,6 +52,7 @@ pub fn terms() -> impl Strategy<Value = Terms> {
                 htlc_grace_blocks,
                 max_htlc_expiry_delta,
                 reset_warning,
+                funding_depth,
             },
         )
 }
