@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bitcoin::hashes::{sha256, Hash, HashEngine, Hmac, HmacEngine};
 use bitcoin::secp256k1::ecdh::SharedSecret;
-use bitcoin::secp256k1::{PublicKey, Scalar, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{All, PublicKey, Scalar, Secp256k1, SecretKey};
 use chacha20_poly1305::chacha20::ChaCha20;
 use chacha20_poly1305::{ChaCha20Poly1305, Key, Nonce};
 use criterion::{criterion_group, Criterion, Throughput};
@@ -104,9 +104,9 @@ fn primitives(c: &mut Criterion) {
 }
 
 /// One whole handshake; returns both ends' transports.
-fn handshake(i: &InMemoryNodeSigner, r: &InMemoryNodeSigner) -> (Transport, Transport) {
-    let (mut hi, act1) = Handshake::initiator(i, r.node_id(), sk(0x31)).unwrap();
-    let mut hr = Handshake::responder(sk(0x32));
+fn handshake(secp: &Secp256k1<All>, i: &InMemoryNodeSigner, r: &InMemoryNodeSigner) -> (Transport, Transport) {
+    let (mut hi, act1) = Handshake::initiator(secp, i, r.node_id(), sk(0x31)).unwrap();
+    let mut hr = Handshake::responder(secp, sk(0x32));
     let act2 = hr.read_act_one(&act1, r).unwrap();
     let (ti, act3) = hi.read_act_two(&act2, i).unwrap();
     let (tr, _) = hr.read_act_three(&act3, r).unwrap();
@@ -144,10 +144,12 @@ impl Logger for NoLog {
 }
 
 fn bolt8(c: &mut Criterion) {
+    // The node's context, created once (as an embedder keeps one).
+    let secp = Secp256k1::new();
     let (i, r) = (InMemoryNodeSigner::new(sk(0x21)), InMemoryNodeSigner::new(sk(0x22)));
     let mut g = c.benchmark_group("bolt8");
-    g.bench_function("handshake", |bn| bn.iter(|| black_box(handshake(&i, &r))));
-    let (mut ti, mut tr) = handshake(&i, &r);
+    g.bench_function("handshake", |bn| bn.iter(|| black_box(handshake(&secp, &i, &r))));
+    let (mut ti, mut tr) = handshake(&secp, &i, &r);
     for n in SIZES {
         let msg = vec![0x42u8; n];
         g.throughput(Throughput::Bytes(n as u64));
@@ -164,7 +166,7 @@ fn bolt8(c: &mut Criterion) {
     let chain = [6; 32];
     g.bench_function("connection_paychan", |bn| {
         bn.iter(|| {
-            let (ti, tr) = handshake(&i, &r);
+            let (ti, tr) = handshake(&secp, &i, &r);
             let (mut pi, init_i) = Peer::new(ti, Features::ours(), chain);
             let (mut pr, init_r) = Peer::new(tr, Features::ours(), chain);
             let a = pi.receive(&init_r).unwrap();
@@ -268,9 +270,9 @@ fn onion20(c: &mut Criterion) {
     let payloads = payloads();
     let mut g = c.benchmark_group("onion20");
     g.bench_function("build_paychan", |bn| {
-        bn.iter(|| black_box(build_onion(&ids, black_box(&payloads), &session, &hash).unwrap()))
+        bn.iter(|| black_box(build_onion(&secp, &ids, black_box(&payloads), &session, &hash).unwrap()))
     });
-    let (packet, _) = build_onion(&ids, &payloads, &session, &hash).unwrap();
+    let (packet, _) = build_onion(&secp, &ids, &payloads, &session, &hash).unwrap();
     g.bench_function("peel_paychan", |bn| {
         bn.iter(|| {
             let mut p = packet.clone();

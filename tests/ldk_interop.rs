@@ -3,7 +3,7 @@
 
 mod ldk;
 
-use bitcoin::secp256k1::SecretKey;
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use ldk::{Ldk, Link};
 use lightning::util::config::UserConfig;
 use paychan::network::features::{Feature, Features};
@@ -349,7 +349,8 @@ fn paychan_pays_ldk(ldk: &mut Ldk, link: &mut Link, i: usize) {
     };
     let session = SecretKey::from_slice(&[0x5e; 32]).unwrap();
     let (onion, _secrets) =
-        build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).expect("onion");
+        build_onion(&Secp256k1::signing_only(), &[target.payee], &[payload.encode()], &session, &target.payment_hash)
+            .expect("onion");
     let hash = PaymentHash(target.payment_hash);
     let msgs = link.pc.command(i, |ch, _| ch.add_htlc(MilliSats::from_msat(amount), hash, cltv, onion).expect("add").1);
     link.send_all(ldk, &msgs);
@@ -574,7 +575,9 @@ fn refused_payments_each_way_reach_the_origin() {
         payment_metadata: None,
     };
     let session = SecretKey::from_slice(&[0x5f; 32]).unwrap();
-    let (onion, secrets) = build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).unwrap();
+    let (onion, secrets) =
+        build_onion(&Secp256k1::signing_only(), &[target.payee], &[payload.encode()], &session, &target.payment_hash)
+            .unwrap();
     let hash = PaymentHash(target.payment_hash);
     let msgs = link.pc.command(i, |ch, _| ch.add_htlc(MilliSats::from_msat(amount), hash, cltv, onion).unwrap().1);
     link.send_all(&ldk, &msgs);
@@ -646,7 +649,14 @@ fn a_disconnection_at_each_step_of_the_dances_and_a_reconnection() {
             payment_metadata: None,
         };
         let session = SecretKey::from_slice(&[0x61; 32]).unwrap();
-        let (onion, _) = build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).unwrap();
+        let (onion, _) = build_onion(
+            &Secp256k1::signing_only(),
+            &[target.payee],
+            &[payload.encode()],
+            &session,
+            &target.payment_hash,
+        )
+        .unwrap();
         let hash = PaymentHash(target.payment_hash);
         link.budget = Some(k);
         let msgs = link.pc.command(i, |ch, _| ch.add_htlc(MilliSats::from_msat(amount), hash, cltv, onion).unwrap().1);
@@ -746,7 +756,9 @@ fn paychan_offers(ldk: &mut Ldk, link: &mut Link, i: usize, amount: u64, session
         payment_metadata: None,
     };
     let session = SecretKey::from_slice(&[session; 32]).unwrap();
-    let (onion, _) = build_onion(&[target.payee], &[payload.encode()], &session, &target.payment_hash).unwrap();
+    let (onion, _) =
+        build_onion(&Secp256k1::signing_only(), &[target.payee], &[payload.encode()], &session, &target.payment_hash)
+            .unwrap();
     let hash = PaymentHash(target.payment_hash);
     let mut id = 0;
     let msgs = link.pc.command(i, |ch, _| {

@@ -18,7 +18,7 @@ use paychan::core::commitment::ChannelType;
 use paychan::core::sign::InMemorySigner;
 use paychan::core::{MilliSats, PaymentHash, PaymentPreimage};
 use paychan::driving::ChainTip;
-use paychan::lightning::{Channel, Event, HtlcFailure, Msg, OnionPacket, Side};
+use paychan::lightning::{Channel, Event, HtlcFailure, HtlcRefusal, Msg, OnionPacket, Side};
 use paychan::multihop::{
     FeePolicy, ForwardError, ForwardEvent, ForwardState, Forwarder, ForwarderConfig, NodeEffects, RefuseReason,
     SafetyMargins, MAX_OUTGOING_EXPIRY_DELTA,
@@ -26,7 +26,7 @@ use paychan::multihop::{
 use paychan::network::noise::InMemoryNodeSigner;
 use paychan::network::onion::{build_onion, failure, read_failure, Failure};
 use paychan::network::payload::HopPayload;
-use paychan::network::receive::{receive_final, FailBack, ReceivedHtlc};
+use paychan::network::receive::{answer_refusal, receive_final, FailBack, ReceivedHtlc};
 use paychan::testing::lightning::{Pair, Peer};
 
 type B = Forwarder<Channel, Channel>;
@@ -172,7 +172,8 @@ impl Net {
     /// A builds the onion and offers the HTLC; returns the route's shared secrets and the onion.
     fn send(&mut self, s: &Send, hash: PaymentHash) -> (Vec<[u8; 32]>, OnionPacket) {
         let (onion, secrets) =
-            build_onion(&s.route, &[s.to_c.encode(), s.at_c.encode()], &key(0x5e), &hash.0).expect("onion");
+            build_onion(&Secp256k1::signing_only(), &s.route, &[s.to_c.encode(), s.at_c.encode()], &key(0x5e), &hash.0)
+                .expect("onion");
         self.offer(s, hash, onion.clone());
         (secrets, onion)
     }
@@ -404,7 +405,8 @@ fn an_onion_ending_at_b_or_with_a_bad_payload_is_refused_with_its_code() {
     let before = n.balances();
     let hash = PaymentHash([0x24; 32]);
     let s = n.honest();
-    let (onion, secrets) = build_onion(&s.route[..1], &[s.at_c.encode()], &key(0x5e), &hash.0).unwrap();
+    let (onion, secrets) =
+        build_onion(&Secp256k1::signing_only(), &s.route[..1], &[s.at_c.encode()], &key(0x5e), &hash.0).unwrap();
     n.offer(&s, hash, onion);
     let f = n.a_reads(&secrets);
     assert_eq!((f.hop, f.code()), (0, Some(failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)));
@@ -414,7 +416,7 @@ fn an_onion_ending_at_b_or_with_a_bad_payload_is_refused_with_its_code() {
     let s = n.honest();
     // B's layer says "forward" (C's layer follows) but carries a final payload: no channel.
     let payloads = [s.at_c.encode(), s.at_c.encode()];
-    let (onion, secrets) = build_onion(&s.route, &payloads, &key(0x5e), &hash.0).unwrap();
+    let (onion, secrets) = build_onion(&Secp256k1::signing_only(), &s.route, &payloads, &key(0x5e), &hash.0).unwrap();
     n.offer(&s, hash, onion);
     let f = n.a_reads(&secrets);
     assert_eq!((f.hop, f.code()), (0, Some(failure::INVALID_ONION_PAYLOAD)));
@@ -431,7 +433,9 @@ fn an_onion_b_cannot_read_gets_update_fail_malformed_htlc() {
         let before = n.balances();
         let hash = PaymentHash([0x25; 32]);
         let s = n.honest();
-        let (onion, _) = build_onion(&s.route, &[s.to_c.encode(), s.at_c.encode()], &key(0x5e), &hash.0).unwrap();
+        let (onion, _) =
+            build_onion(&Secp256k1::signing_only(), &s.route, &[s.to_c.encode(), s.at_c.encode()], &key(0x5e), &hash.0)
+                .unwrap();
         let mut bytes = *onion.as_bytes();
         // A key prefix other than 02/03 is no point; a flipped bit anywhere else breaks the HMAC.
         bytes[corrupt] = if corrupt == 1 { 0x05 } else { bytes[corrupt] ^ 1 };
@@ -519,4 +523,107 @@ fn the_shared_secret_survives_a_restart_of_b() {
     let f = n.a_reads(&secrets);
     assert_eq!((f.hop, f.code()), (1, Some(failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)));
     whole(&n, before);
+}
+
+/// A offers B an HTLC with 20 blocks left at A's tip (A's own channel allows it: 18 are enough);
+/// B has seen 5 more blocks, so B's incoming channel refuses it once committed (fewer than its
+/// `claim_margin` of 18 blocks to settle it), before the forwarder would look at the onion.
+#[test]
+fn a_refusal_by_bs_incoming_channel_is_wrapped_so_the_origin_finds_b() {
+    for ct in TYPES {
+        let mut n = Net::new(ct);
+        let before = n.balances();
+        let mut s = n.honest();
+        s.cltv = n.h() + 20;
+        s.to_c =
+            HopPayload::Forward { amt_to_forward: AMOUNT, outgoing_cltv_value: n.h() + 10, short_channel_id: SCID };
+        let hash = PaymentHash([0x26; 32]);
+        let secp = Secp256k1::signing_only();
+        let (onion, secrets) =
+            build_onion(&secp, &s.route, &[s.to_c.encode(), s.at_c.encode()], &key(0x5e), &hash.0).unwrap();
+        let (_, fx) = n.a.ch.add_htlc(MilliSats::from_msat(s.amount), hash, s.cltv, onion).expect("A offers");
+        n.a.absorb(fx, &mut n.to_b_in);
+        commit(&mut n.a, &mut n.to_b_in);
+        n.tip = ChainTip::at(n.h() + 5);
+        n.run();
+        assert!(!n.forwarded(), "B offered nothing downstream");
+        assert_eq!(n.refused(), [RefuseReason::IncomingChannel(HtlcRefusal::ExpiryTooSoon)]);
+        let f = n.a_reads(&secrets);
+        // expiry_too_soon from hop 0 (B), with its (empty) channel_update.
+        assert_eq!((f.hop, f.code()), (0, Some(failure::EXPIRY_TOO_SOON)));
+        assert_eq!(&f.message[2..], [0, 0]);
+        whole(&n, before);
+    }
+}
+
+/// A pays C directly; C's channel sees 5 more blocks than A's and refuses the HTLC (too little
+/// time left). Without deferral the channel fails it with the plain code, which A cannot read
+/// (no hop's HMAC verifies); with it, C's receive path answers with `answer_refusal`, wrapped:
+/// A finds C and `incorrect_or_unknown_payment_details`. Either way the refused HTLC can never
+/// be settled and both balances are back to the msat.
+#[test]
+fn a_payees_channel_refusal_is_attributed_only_when_wrapped() {
+    for defer in [false, true] {
+        let mut p = Pair::open(ChannelType::StaticRemoteKey, 1_000_000, 0);
+        p.b.ch.defer_refusals(defer);
+        let before = [p.a.ch.balances(Side::Holder).holder, p.b.ch.balances(Side::Holder).holder];
+        let h = p.tip;
+        let preimage = PaymentPreimage([0x27; 32]);
+        let hash = preimage.hash();
+        let payload = HopPayload::Final {
+            amt_to_forward: AMOUNT,
+            outgoing_cltv_value: h + 20,
+            payment_data: Some((SECRET, AMOUNT)),
+            payment_metadata: None,
+        };
+        let (onion, secrets) =
+            build_onion(&Secp256k1::signing_only(), &[node_id(C_NODE)], &[payload.encode()], &key(0x5e), &hash.0)
+                .unwrap();
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(AMOUNT), hash, h + 20, onion).expect("A offers");
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.tip = h + 5;
+        p.settle();
+        let refused: Vec<_> =
+            p.b.take_events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::HtlcRefused { id, reason, amount, cltv_expiry, onion, .. } => {
+                        Some((id, reason, amount, cltv_expiry, onion.expect("over the wire")))
+                    }
+                    _ => None,
+                })
+                .collect();
+        let [(id, reason, amount, cltv_expiry, onion)] = &refused[..] else { panic!("one refusal: {refused:?}") };
+        assert_eq!(*reason, HtlcRefusal::ExpiryTooSoon);
+        if defer {
+            assert_eq!(p.b.ch.refused_htlcs(), [(*id, HtlcRefusal::ExpiryTooSoon)]);
+            // The refusal is a safety rule: the payee cannot settle the HTLC anyway.
+            assert!(p.b.ch.fulfill_htlc(*id, preimage).is_err());
+            let htlc = ReceivedHtlc { onion, payment_hash: hash, amount: *amount, cltv_expiry: *cltv_expiry };
+            let answer = answer_refusal(&htlc, *reason, &InMemoryNodeSigner::new(key(C_NODE)), p.tip);
+            let fx = answer.apply(&mut p.b.ch, *id).expect("C fails it");
+            p.b.absorb_pub(fx, &mut p.to_a);
+            p.settle();
+            assert!(p.b.ch.refused_htlcs().is_empty());
+        }
+        let failures: Vec<_> =
+            p.a.take_events()
+                .into_iter()
+                .filter_map(|e| match e {
+                    Event::HtlcFailed { failure: HtlcFailure::Reason(r), .. } => Some(r),
+                    _ => None,
+                })
+                .collect();
+        let [reason] = &failures[..] else { panic!("A's HTLC failed once: {failures:?}") };
+        let read = read_failure(&secrets, reason);
+        if defer {
+            let f = read.expect("A attributes the wrapped failure");
+            assert_eq!((f.hop, f.code()), (0, Some(failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS)));
+            assert_eq!(&f.message[2..], [AMOUNT.to_be_bytes().as_slice(), &(h + 5).to_be_bytes()].concat());
+        } else {
+            assert_eq!(read, None, "the plain code names no hop");
+        }
+        assert!(p.a.ch.htlcs().is_empty() && p.b.ch.htlcs().is_empty());
+        assert_eq!([p.a.ch.balances(Side::Holder).holder, p.b.ch.balances(Side::Holder).holder], before);
+    }
 }

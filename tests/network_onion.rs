@@ -42,7 +42,9 @@ fn a_payment_is_forwarded_and_accepted_hop_by_hop() {
     let r = route();
     let hops = payloads(SECRET, 100_000);
     let encoded: Vec<Vec<u8>> = hops.iter().map(HopPayload::encode).collect();
-    let (onion, _) = build_onion(&r.nodes, &encoded, &SecretKey::from_slice(&[9; 32]).unwrap(), &HASH).unwrap();
+    let (onion, _) =
+        build_onion(&Secp256k1::signing_only(), &r.nodes, &encoded, &SecretKey::from_slice(&[9; 32]).unwrap(), &HASH)
+            .unwrap();
     // Bob receives 102,000 msat at 800,180.
     let Peeled::Forward { payload, next, .. } = peel(&onion, &r.keys[0], &HASH).unwrap() else { panic!() };
     let bob = HopPayload::decode(&payload, false).unwrap();
@@ -117,7 +119,9 @@ fn a_refusal_reaches_the_origin_attributed_to_its_hop() {
     let r = route();
     let hops = payloads(SECRET, 100_000);
     let encoded: Vec<Vec<u8>> = hops.iter().map(HopPayload::encode).collect();
-    let (onion, secrets) = build_onion(&r.nodes, &encoded, &SecretKey::from_slice(&[9; 32]).unwrap(), &HASH).unwrap();
+    let (onion, secrets) =
+        build_onion(&Secp256k1::signing_only(), &r.nodes, &encoded, &SecretKey::from_slice(&[9; 32]).unwrap(), &HASH)
+            .unwrap();
     let Peeled::Forward { next, shared_secret: bob_ss, .. } = peel(&onion, &r.keys[0], &HASH).unwrap() else {
         panic!()
     };

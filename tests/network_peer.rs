@@ -1,7 +1,7 @@
 //! BOLT #1 on a BOLT #8 connection against a hostile peer: what `network::peer::Peer` refuses
 //! and what it answers. The hostile side writes raw messages through its own transport.
 
-use bitcoin::secp256k1::SecretKey;
+use bitcoin::secp256k1::{Secp256k1, SecretKey};
 use paychan::core::encode::Writer;
 use paychan::driving::ChannelId;
 use paychan::lightning::Msg;
@@ -18,8 +18,8 @@ fn key(b: u8) -> SecretKey {
 /// Our `Peer` and the hostile side's raw transport, after a real handshake.
 fn connect() -> (Peer, Transport, Vec<u8>) {
     let (us, them) = (InMemoryNodeSigner::new(key(1)), InMemoryNodeSigner::new(key(2)));
-    let (mut a, act1) = Handshake::initiator(&us, them.node_id(), key(3)).unwrap();
-    let mut b = Handshake::responder(key(4));
+    let (mut a, act1) = Handshake::initiator(&Secp256k1::signing_only(), &us, them.node_id(), key(3)).unwrap();
+    let mut b = Handshake::responder(&Secp256k1::signing_only(), key(4));
     let act2 = b.read_act_one(&act1, &them).unwrap();
     let (ours, act3) = a.read_act_two(&act2, &us).unwrap();
     let (theirs, _) = b.read_act_three(&act3, &them).unwrap();

@@ -73,6 +73,7 @@ fn an_htlc_matching_the_invoice_is_settled() {
     let pre = PaymentPreimage([3; 32]);
     let cltv = p.tip + DELTA + 2;
     let (onion, _) = build_onion(
+        &Secp256k1::signing_only(),
         &[node_id(&payee_key())],
         &[final_payload(SECRET, cltv)],
         &SecretKey::from_slice(&[9; 32]).unwrap(),
@@ -102,6 +103,7 @@ fn a_prober_guessing_the_payment_secret_learns_only_unknown_payment() {
     let hash = PaymentPreimage([3; 32]).hash();
     let cltv = p.tip + DELTA + 2;
     let (onion, secrets) = build_onion(
+        &Secp256k1::signing_only(),
         &[node_id(&payee_key())],
         &[final_payload([0xee; 32], cltv)],
         &SecretKey::from_slice(&[9; 32]).unwrap(),
@@ -133,6 +135,7 @@ fn an_htlc_expiring_before_the_invoice_delta_is_failed_back() {
     let hash = PaymentPreimage([4; 32]).hash();
     let cltv = p.tip + DELTA - 1;
     let (onion, secrets) = build_onion(
+        &Secp256k1::signing_only(),
         &[node_id(&payee_key())],
         &[final_payload(SECRET, cltv)],
         &SecretKey::from_slice(&[9; 32]).unwrap(),
@@ -159,6 +162,7 @@ fn a_garbled_onion_is_answered_with_fail_malformed() {
     let hash = PaymentPreimage([5; 32]).hash();
     let cltv = p.tip + DELTA + 2;
     let (mut onion, _) = build_onion(
+        &Secp256k1::signing_only(),
         &[node_id(&payee_key())],
         &[final_payload(SECRET, cltv)],
         &SecretKey::from_slice(&[9; 32]).unwrap(),
@@ -191,6 +195,7 @@ fn an_onion_asking_the_payee_to_forward_is_failed_back() {
     let forward =
         HopPayload::Forward { amt_to_forward: AMOUNT - 1_000, outgoing_cltv_value: cltv - 40, short_channel_id: 9 };
     let (onion, secrets) = build_onion(
+        &Secp256k1::signing_only(),
         &[node_id(&payee_key()), node_id(&other)],
         &[forward.encode(), final_payload(SECRET, cltv - 40)],
         &SecretKey::from_slice(&[9; 32]).unwrap(),

@@ -3,7 +3,7 @@
 //! way back and attributed by the origin. (Route blinding, onion messages and attributable
 //! errors are not implemented; their vectors are kept for when they are.)
 
-use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use paychan::network::onion::{
     build_onion, obfuscate_failure, peel, read_failure, shared_secrets, wrap_failure, Peeled,
 };
@@ -31,7 +31,7 @@ fn onion_is_built_byte_for_byte_and_peeled_at_every_hop() {
     let hops = g["hops"].as_array().unwrap();
     let route: Vec<PublicKey> = hops.iter().map(|h| PublicKey::from_slice(&bytes(&h["pubkey"])).unwrap()).collect();
     let payloads: Vec<Vec<u8>> = hops.iter().map(|h| bytes(&h["payload"])).collect();
-    let (packet, secrets) = build_onion(&route, &payloads, &session, &ad).unwrap();
+    let (packet, secrets) = build_onion(&Secp256k1::signing_only(), &route, &payloads, &session, &ad).unwrap();
     assert_eq!(packet.as_bytes().to_vec(), bytes(&v["onion"]));
     let keys: Vec<SecretKey> =
         v["decode"].as_array().unwrap().iter().map(|k| SecretKey::from_slice(&bytes(k)).unwrap()).collect();
@@ -69,7 +69,7 @@ fn failure_is_wrapped_obfuscated_and_attributed() {
     let session = SecretKey::from_slice(&bytes(&g["session_key"])).unwrap();
     let hops = g["hops"].as_array().unwrap();
     let route: Vec<PublicKey> = hops.iter().map(|h| PublicKey::from_slice(&bytes(&h["pubkey"])).unwrap()).collect();
-    let (_, secrets) = shared_secrets(&route, &session).unwrap();
+    let (_, secrets) = shared_secrets(&Secp256k1::signing_only(), &route, &session).unwrap();
     for (h, ss) in hops.iter().zip(&secrets) {
         assert_eq!(ss.to_vec(), bytes(&h["hop_shared_secret"]));
     }

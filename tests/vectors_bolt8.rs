@@ -2,7 +2,7 @@
 //! handshake seen from each side with every failure case, and the message encryption with the
 //! key rotations at messages 500 and 1000.
 
-use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use paychan::network::noise::{Handshake, InMemoryNodeSigner, NoiseError, Transport};
 use serde_json::Value;
 
@@ -55,7 +55,8 @@ fn initiator_vectors() {
         let k = &case["keys"];
         let local = InMemoryNodeSigner::new(key(&k["ls_priv"]));
         let remote = PublicKey::from_slice(&bytes(&k["rs_pub"])).unwrap();
-        let (mut hs, act1) = Handshake::initiator(&local, remote, key(&k["e_priv"])).unwrap();
+        let (mut hs, act1) =
+            Handshake::initiator(&Secp256k1::signing_only(), &local, remote, key(&k["e_priv"])).unwrap();
         assert_eq!(act1.to_vec(), act(case, 1), "{}: act one", case["name"]);
         let result = hs.read_act_two(&act(case, 2), &local);
         match case["expected"]["outcome"].as_str().unwrap() {
@@ -82,7 +83,7 @@ fn responder_vectors() {
     for case in cases {
         let k = &case["keys"];
         let local = InMemoryNodeSigner::new(key(&k["ls_priv"]));
-        let mut hs = Handshake::responder(key(&k["e_priv"]));
+        let mut hs = Handshake::responder(&Secp256k1::signing_only(), key(&k["e_priv"]));
         let expected = &case["expected"];
         let failing = expected["failing_act"].as_u64();
         let r1 = hs.read_act_one(&act(case, 1), &local);
@@ -116,8 +117,9 @@ fn message_encryption_and_key_rotation() {
     let alice = InMemoryNodeSigner::new(key(&a_keys["ls_priv"]));
     let bob = InMemoryNodeSigner::new(key(&resp["keys"]["ls_priv"]));
     let remote = PublicKey::from_slice(&bytes(&a_keys["rs_pub"])).unwrap();
-    let (mut a, act1) = Handshake::initiator(&alice, remote, key(&a_keys["e_priv"])).unwrap();
-    let mut b = Handshake::responder(key(&resp["keys"]["e_priv"]));
+    let (mut a, act1) =
+        Handshake::initiator(&Secp256k1::signing_only(), &alice, remote, key(&a_keys["e_priv"])).unwrap();
+    let mut b = Handshake::responder(&Secp256k1::signing_only(), key(&resp["keys"]["e_priv"]));
     let act2 = b.read_act_one(&act1, &bob).unwrap();
     let (mut sender, act3) = a.read_act_two(&act2, &alice).unwrap();
     let (mut receiver, _) = b.read_act_three(&act3, &bob).unwrap();
@@ -157,12 +159,13 @@ fn a_tampered_message_ends_the_stream() {
     let alice = InMemoryNodeSigner::new(SecretKey::from_slice(&[1; 32]).unwrap());
     let bob = InMemoryNodeSigner::new(SecretKey::from_slice(&[2; 32]).unwrap());
     let (mut a, act1) = Handshake::initiator(
+        &Secp256k1::signing_only(),
         &alice,
         paychan::network::noise::NodeSigner::node_id(&bob),
         SecretKey::from_slice(&[3; 32]).unwrap(),
     )
     .unwrap();
-    let mut b = Handshake::responder(SecretKey::from_slice(&[4; 32]).unwrap());
+    let mut b = Handshake::responder(&Secp256k1::signing_only(), SecretKey::from_slice(&[4; 32]).unwrap());
     let act2 = b.read_act_one(&act1, &bob).unwrap();
     let (mut s, act3) = a.read_act_two(&act2, &alice).unwrap();
     let (mut r, _) = b.read_act_three(&act3, &bob).unwrap();

@@ -181,13 +181,14 @@ fn run(seed: &[u8; 32]) -> Result<[u8; 64], u32> {
 
 /// A BOLT #8 handshake and one message each way (ChaCha20-Poly1305 compiled without `std`).
 fn noise_roundtrip() -> Result<(), u32> {
-    use paychan::bitcoin::secp256k1::SecretKey;
+    use paychan::bitcoin::secp256k1::{Secp256k1, SecretKey};
     use paychan::network::noise::{Handshake, InMemoryNodeSigner, NodeSigner};
     let key = |b: u8| SecretKey::from_slice(&[b; 32]).map_err(|_| 10u32);
     let alice = InMemoryNodeSigner::new(key(1)?);
     let bob = InMemoryNodeSigner::new(key(2)?);
-    let (mut a, act1) = Handshake::initiator(&alice, bob.node_id(), key(3)?).map_err(|_| 10u32)?;
-    let mut b = Handshake::responder(key(4)?);
+    let secp = Secp256k1::signing_only();
+    let (mut a, act1) = Handshake::initiator(&secp, &alice, bob.node_id(), key(3)?).map_err(|_| 10u32)?;
+    let mut b = Handshake::responder(&secp, key(4)?);
     let act2 = b.read_act_one(&act1, &bob).map_err(|_| 10u32)?;
     let (mut sa, act3) = a.read_act_two(&act2, &alice).map_err(|_| 10u32)?;
     let (mut sb, _) = b.read_act_three(&act3, &bob).map_err(|_| 10u32)?;

@@ -152,6 +152,8 @@ pub struct Channel {
     /// taken on this connection (what follows may build on the refused message). Connection
     /// state, not channel state: not in the snapshot.
     pub(crate) refused_on_this_connection: bool,
+    /// Refused HTLCs are left for the embedder to fail ([`Channel::defer_refusals`]); not persisted.
+    pub(crate) defer_refusals: bool,
     /// The embedder's latest fee estimate for commitments ([`Channel::handle_fee_estimate`]). An
     /// input like the connection: not in the snapshot (feed it again after a restore).
     pub(crate) fee_estimate: Option<u32>,

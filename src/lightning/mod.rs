@@ -589,9 +589,13 @@ pub enum Event {
         id: u64,
     },
     /// An HTLC offered to us is irrevocably committed but breaks our policy in a way the peer
-    /// could not know when it offered it: the channel fails it back by itself (the
-    /// `update_fail_htlc` is in the same [`Effects`]) and it is never reported as
-    /// [`Event::HtlcReceived`]: do not forward or settle it.
+    /// could not know when it offered it. It is never reported as [`Event::HtlcReceived`]: do not
+    /// forward or settle it ([`Channel::fulfill_htlc`] refuses it). The channel fails it back by
+    /// itself (the `update_fail_htlc` is in the same [`Effects`], with the plain failure message,
+    /// which the origin cannot attribute), unless [`Channel::defer_refusals`] is on: then fail it
+    /// with [`Channel::fail_htlc`] or [`Channel::fail_malformed_htlc`], the answer wrapped for
+    /// the origin with the onion's shared secret
+    /// ([`network::receive::answer_refusal`](crate::network::receive::answer_refusal)).
     HtlcRefused {
         /// Its id.
         id: u64,
@@ -599,6 +603,12 @@ pub enum Event {
         payment_hash: PaymentHash,
         /// Why.
         reason: HtlcRefusal,
+        /// Amount.
+        amount: MilliSats,
+        /// Expiry height.
+        cltv_expiry: u32,
+        /// The onion it came with (to wrap the failure for the origin).
+        onion: Option<OnionPacket>,
     },
     /// The peer sent `shutdown`: no new HTLCs will be accepted. Answer with
     /// [`Channel::shutdown`] (our payout script and fee range), as BOLT #2 requires: the closing
@@ -863,7 +873,8 @@ pub enum CommandError {
     PeerCannotPayFee,
     /// The expiry is not a block height.
     BadExpiry,
-    /// Unknown HTLC id, not irrevocably committed yet, or already being removed.
+    /// Unknown HTLC id, not irrevocably committed yet, already being removed, or (to fulfil)
+    /// refused by the channel ([`Event::HtlcRefused`]).
     UnknownHtlc,
     /// The preimage does not match.
     WrongPreimage,

@@ -128,6 +128,12 @@ impl Channel {
         if !self.removable(Side::Counterparty, id) {
             return Err(CommandError::UnknownHtlc);
         }
+        // A refused HTLC is only ever failed: its refusal is a safety rule (e.g. too little time
+        // left to settle it), not a suggestion.
+        let refused = self.find_htlc(Side::Counterparty, id).is_some_and(|h| h.refusal.is_some());
+        if refused && matches!(resolution, Resolution::Fulfill(_)) {
+            return Err(CommandError::UnknownHtlc);
+        }
         let seq = self.next_seq();
         let msg = match &resolution {
             Resolution::Fulfill(p) => Msg::UpdateFulfillHtlc { channel_id: self.channel_id, id, payment_preimage: *p },
@@ -179,6 +185,32 @@ impl Channel {
             return Err(CommandError::Amount);
         }
         self.remove_htlc(id, Resolution::Fail(reason))
+    }
+
+    /// Leaves the HTLCs the channel refuses ([`Event::HtlcRefused`]) for the embedder to fail,
+    /// instead of failing them back itself with a plain failure message the origin cannot
+    /// attribute to this hop (it is not wrapped with the onion's shared secret, which needs the
+    /// node key). With `on`, answer each refusal at once with [`Channel::fail_htlc`] or
+    /// [`Channel::fail_malformed_htlc`] (then [`Channel::commit`]) as
+    /// [`network::receive::answer_refusal`](crate::network::receive::answer_refusal) says;
+    /// [`multihop::Forwarder::with_onions`](crate::multihop::Forwarder::with_onions) does it for
+    /// its incoming channel. A refused HTLC is never settled either way ([`Channel::fulfill_htlc`]
+    /// refuses it) and [`Channel::refused_htlcs`] lists those still to fail.
+    ///
+    /// Not persisted (like the node key it relies on): set it again after every restore.
+    pub fn defer_refusals(&mut self, on: bool) {
+        self.defer_refusals = on;
+    }
+
+    /// HTLCs offered to us that the channel refused ([`Event::HtlcRefused`]) and that are not
+    /// yet being failed: with [`Channel::defer_refusals`], those the embedder still has to fail
+    /// (e.g. after a crash between persisting and failing).
+    pub fn refused_htlcs(&self) -> Vec<(u64, HtlcRefusal)> {
+        self.htlcs
+            .iter()
+            .filter(|h| h.offerer == Side::Counterparty && h.remove.is_none() && h.is_irrevocably_committed())
+            .filter_map(|h| h.refusal.map(|r| (h.id, r)))
+            .collect()
     }
 
     /// Fails an HTLC whose onion we could not parse.
@@ -532,6 +564,10 @@ impl Channel {
                     .refusal
                     .or_else(|| self.expires_too_soon(h.cltv_expiry, tip).then_some(HtlcRefusal::ExpiryTooSoon))
                 {
+                    if self.defer_refusals {
+                        // Kept (and persisted) so that it is never settled: the embedder fails it.
+                        h.refusal = Some(reason);
+                    }
                     refused.push((h.id, reason));
                     continue;
                 }
@@ -563,8 +599,14 @@ impl Channel {
         events.extend(more);
         let mut send = Vec::new();
         for (id, reason) in refused {
-            send.push(next.fail_back(id, reason));
-            events.push(Event::HtlcRefused { id, payment_hash: next.payment_hash_of(id), reason });
+            if !next.defer_refusals {
+                send.push(next.fail_back(id, reason));
+            }
+            if let Some(h) = next.find_htlc(Side::Counterparty, id) {
+                let (amount, payment_hash, cltv_expiry, onion) =
+                    (h.amount, h.payment_hash, h.cltv_expiry, h.onion.clone());
+                events.push(Event::HtlcRefused { id, payment_hash, reason, amount, cltv_expiry, onion });
+            }
         }
         if next.has_pending_for(Side::Counterparty) {
             send.push(next.sign_next_counterparty(signer).map_err(|_| peer_error(Misbehaviour::Keys))?);
@@ -627,10 +669,6 @@ impl Channel {
         if let Some(h) = self.find_htlc_mut(Side::Counterparty, id) {
             h.refusal = Some(reason);
         }
-    }
-
-    fn payment_hash_of(&self, id: u64) -> PaymentHash {
-        self.find_htlc(Side::Counterparty, id).map_or(PaymentHash([0; 32]), |h| h.payment_hash)
     }
 
     /// Starts failing back a refused HTLC offered to us (now irrevocably committed); returns the

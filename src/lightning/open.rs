@@ -176,6 +176,7 @@ impl Channel {
             secp: Secp256k1::new(),
             holder_next_point: None,
             refused_on_this_connection: false,
+            defer_refusals: false,
             funding_invalid: false,
             onions_to_append: false,
             fee_estimate: None,

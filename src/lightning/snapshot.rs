@@ -825,6 +825,7 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         secp: Secp256k1::new(),
         holder_next_point: None,
         refused_on_this_connection: false,
+        defer_refusals: false,
         funding_invalid,
         onions_to_append: version == 1 && htlcs_have_onions,
         fee_estimate: None,

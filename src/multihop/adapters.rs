@@ -10,7 +10,7 @@
 
 use bitcoin::Amount;
 
-use super::channel::{HtlcChannel, HtlcError, HtlcSignal};
+use super::channel::{HtlcChannel, HtlcError, HtlcSignal, RefusedHtlc};
 use super::{HopKind, SafetyMargins};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::sign::{Signer, WrongSigner};
@@ -491,6 +491,26 @@ impl HtlcChannel for lightning::Channel {
             }
             lightning::Event::HtlcFulfilled { id, preimage, .. } => Some(HtlcSignal::Fulfilled { id, preimage }),
             lightning::Event::HtlcFailed { id, .. } => Some(HtlcSignal::FailedIrrevocably { id }),
+            _ => None,
+        }
+    }
+
+    fn defer_refusals(&mut self) {
+        lightning::Channel::defer_refusals(self, true);
+    }
+
+    fn refused(event: &lightning::Event) -> Option<RefusedHtlc> {
+        match event {
+            lightning::Event::HtlcRefused { id, payment_hash, reason, amount, cltv_expiry, onion } => {
+                Some(RefusedHtlc {
+                    id: *id,
+                    payment_hash: *payment_hash,
+                    amount: *amount,
+                    expiry: BlockHeight(*cltv_expiry),
+                    onion: onion.clone(),
+                    reason: *reason,
+                })
+            }
             _ => None,
         }
     }

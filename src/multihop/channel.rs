@@ -10,7 +10,7 @@ use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, Effects};
 
 use super::{HopKind, SafetyMargins};
-use crate::lightning::{HtlcFailure, OnionPacket};
+use crate::lightning::{HtlcFailure, HtlcRefusal, OnionPacket};
 use crate::network::receive::FailBack;
 
 /// An HTLC fact a channel reported, in the forwarder's terms.
@@ -46,6 +46,25 @@ pub enum HtlcSignal {
         /// Its id in the channel.
         id: u64,
     },
+}
+
+/// An HTLC offered to us that the channel refused by itself and left for the forwarder to fail
+/// back ([`HtlcChannel::defer_refusals`]; Lightning's
+/// [`Event::HtlcRefused`](crate::lightning::Event::HtlcRefused)).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RefusedHtlc {
+    /// Its id in the channel.
+    pub id: u64,
+    /// Its hash.
+    pub payment_hash: PaymentHash,
+    /// Its amount.
+    pub amount: MilliSats,
+    /// Its absolute expiry.
+    pub expiry: BlockHeight,
+    /// Its onion, if it came with one.
+    pub onion: Option<OnionPacket>,
+    /// Why the channel refused it.
+    pub reason: HtlcRefusal,
 }
 
 /// Why a channel refused an HTLC command. The channel is unchanged.
@@ -184,6 +203,17 @@ pub trait HtlcChannel {
     /// How the peer failed an HTLC we offered ([`HtlcSignal::FailedIrrevocably`]'s event), if
     /// the layer says (Lightning: the reason to relay upstream, or a malformed onion).
     fn failure(_event: &Self::Event) -> Option<HtlcFailure> {
+        None
+    }
+
+    /// Leaves the HTLCs the channel refuses by itself to the forwarder, which fails them back
+    /// wrapped for the origin ([`HtlcChannel::refused`]): Lightning's
+    /// [`Channel::defer_refusals`](crate::lightning::Channel::defer_refusals). Layers that
+    /// refuse nothing by themselves ignore it.
+    fn defer_refusals(&mut self) {}
+
+    /// An HTLC the channel refused and left to the forwarder ([`HtlcChannel::defer_refusals`]).
+    fn refused(_event: &Self::Event) -> Option<RefusedHtlc> {
         None
     }
 

@@ -4,17 +4,17 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::channel::{HtlcChannel, HtlcError, HtlcSignal};
+use super::channel::{HtlcChannel, HtlcError, HtlcSignal, RefusedHtlc};
 use super::{check_forward, e_in, FeePolicy, ForwardError, HtlcTerms, SafetyMargins};
 use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::sign::{Signer, WrongSigner};
 use crate::core::units::{BlockHeight, MilliSats};
 use crate::driving::{ChainEvent, ChainTip, Effects};
-use crate::lightning::{HtlcFailure, OnionPacket};
+use crate::lightning::{HtlcFailure, HtlcRefusal, OnionPacket};
 use crate::network::noise::NodeSigner;
 use crate::network::onion::failure;
 use crate::network::payload::Refusal;
-use crate::network::receive::{FailBack, ReceivedHtlc};
+use crate::network::receive::{answer_refusal, plain_refusal, FailBack, ReceivedHtlc};
 use crate::network::relay::{peel_relay, refuse, relay_failure, relay_malformed};
 
 /// The farthest ahead of the tip an outgoing HTLC forwarded from an onion may expire
@@ -93,6 +93,10 @@ pub enum RefuseReason {
     /// `update_fail_malformed_htlc`), its payload is invalid, it ends here, it names another
     /// outgoing channel (`unknown_next_peer`) or expires too far ahead (`expiry_too_far`).
     Onion(u16),
+    /// The incoming channel refused it by itself once committed (dust exposure, fee-spike
+    /// buffer, too little time left to settle it); with onions the failure is wrapped for the
+    /// origin (`temporary_channel_failure` or `expiry_too_soon`).
+    IncomingChannel(HtlcRefusal),
 }
 
 /// What the node did, for the embedder's logs and accounting.
@@ -381,10 +385,15 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
     /// go back wrapped for the origin with the onion's shared secret, BOLT 4's codes for each
     /// refusal, and a downstream `update_fail_malformed_htlc` becomes an `update_fail_htlc`.
     /// HTLCs without an onion (Spilman, duplex incoming) still need [`Forwarder::add_route`].
+    /// The HTLCs the incoming channel refuses by itself ([`HtlcChannel::defer_refusals`]: too
+    /// little time left, dust exposure, fee-spike buffer) are failed back by the forwarder too,
+    /// wrapped, so that the origin finds this hop
+    /// ([`answer_refusal`](crate::network::receive::answer_refusal)).
     /// Call again after [`Forwarder::restore`]: the node key is never persisted.
     #[must_use]
     pub fn with_onions(mut self, node: Arc<dyn NodeSigner + Send + Sync>, outgoing_short_channel_id: u64) -> Self {
         self.onions = Some(OnionKey { node, short_channel_id: outgoing_short_channel_id });
+        self.incoming.defer_refusals();
         self
     }
 
@@ -564,6 +573,8 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
                     let terms = HtlcTerms { amount, expiry };
                     let onion = I::received_onion(e);
                     self.on_received(nfx, id, payment_hash, terms, onion, in_signer, out_signer);
+                } else if let Some(r) = I::refused(e) {
+                    self.on_refused(nfx, r, in_signer);
                 }
                 continue;
             }
@@ -629,6 +640,25 @@ impl<I: HtlcChannel, O: HtlcChannel> Forwarder<I, O> {
                 self.refused(nfx, id, payment_hash, incoming, reason);
             }
         }
+    }
+
+    /// An incoming HTLC the channel refused by itself and left to us: failed back at once, wrapped
+    /// for the origin when it came with an onion and we hold the node key.
+    fn on_refused<SI: Signer + ?Sized>(&mut self, nfx: &mut NodeEffects<I, O>, r: RefusedHtlc, in_signer: &SI) {
+        if self.tracked.iter().any(|t| t.incoming_id == r.id) {
+            return;
+        }
+        let answer = match (&self.onions, &r.onion) {
+            (Some(key), Some(onion)) => {
+                let htlc =
+                    ReceivedHtlc { onion, payment_hash: r.payment_hash, amount: r.amount, cltv_expiry: r.expiry.0 };
+                answer_refusal(&htlc, r.reason, &*key.node, self.tip.0)
+            }
+            _ => plain_refusal(r.reason),
+        };
+        let incoming = HtlcTerms { amount: r.amount, expiry: r.expiry };
+        let reason = RefuseReason::IncomingChannel(r.reason);
+        self.refuse_with(nfx, r.id, r.payment_hash, incoming, answer, reason, in_signer);
     }
 
     /// The docs/multihop.md §2 checks of `outgoing` against `incoming` with this node's policy.

@@ -34,7 +34,7 @@ mod channel;
 mod forward;
 mod state;
 
-pub use channel::{HtlcChannel, HtlcError, HtlcSignal};
+pub use channel::{HtlcChannel, HtlcError, HtlcSignal, RefusedHtlc};
 pub use forward::{
     ForwardEvent, ForwardState, Forwarder, ForwarderConfig, NodeEffects, RefuseReason, Route, Tracked,
     MAX_OUTGOING_EXPIRY_DELTA,

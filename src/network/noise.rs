@@ -13,8 +13,11 @@
 //! let alice = InMemoryNodeSigner::new(SecretKey::from_slice(&[1; 32]).unwrap());
 //! let bob = InMemoryNodeSigner::new(SecretKey::from_slice(&[2; 32]).unwrap());
 //! // Ephemeral keys come from the embedder's randomness (the crate draws none).
-//! let (mut a, act1) = Handshake::initiator(&alice, bob.node_id(), SecretKey::from_slice(&[3; 32]).unwrap()).unwrap();
-//! let mut b = Handshake::responder(SecretKey::from_slice(&[4; 32]).unwrap());
+//! // One context for the node's lifetime, shared by all its handshakes.
+//! let secp = Secp256k1::signing_only();
+//! let (mut a, act1) =
+//!     Handshake::initiator(&secp, &alice, bob.node_id(), SecretKey::from_slice(&[3; 32]).unwrap()).unwrap();
+//! let mut b = Handshake::responder(&secp, SecretKey::from_slice(&[4; 32]).unwrap());
 //! let act2 = b.read_act_one(&act1, &bob).unwrap();
 //! let (mut a_stream, act3) = a.read_act_two(&act2, &alice).unwrap();
 //! let (mut b_stream, remote) = b.read_act_three(&act3, &bob).unwrap();
@@ -33,7 +36,7 @@ use bitcoin::hashes::hmac::{Hmac, HmacEngine};
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::secp256k1::ecdh::SharedSecret;
 use bitcoin::secp256k1::ecdsa::RecoverableSignature;
-use bitcoin::secp256k1::{All, Message, PublicKey, Secp256k1, SecretKey};
+use bitcoin::secp256k1::{Message, PublicKey, Secp256k1, SecretKey, SignOnly, Signing};
 use chacha20_poly1305::{ChaCha20Poly1305, Key, Nonce};
 
 const PROTOCOL_NAME: &[u8] = b"Noise_XK_secp256k1_ChaChaPoly_SHA256";
@@ -68,17 +71,19 @@ pub trait NodeSigner {
     fn sign_invoice(&self, hash: &Message) -> Result<RecoverableSignature, NoiseError>;
 }
 
-/// A node key held in memory.
+/// A node key held in memory, with its own signing context (created once, not per signature).
 pub struct InMemoryNodeSigner {
     secret: SecretKey,
     public: PublicKey,
+    secp: Secp256k1<SignOnly>,
 }
 
 impl InMemoryNodeSigner {
     /// The signer of `secret`.
     pub fn new(secret: SecretKey) -> Self {
-        let public = PublicKey::from_secret_key(&Secp256k1::signing_only(), &secret);
-        InMemoryNodeSigner { secret, public }
+        let secp = Secp256k1::signing_only();
+        let public = PublicKey::from_secret_key(&secp, &secret);
+        InMemoryNodeSigner { secret, public, secp }
     }
 }
 
@@ -98,7 +103,7 @@ impl NodeSigner for InMemoryNodeSigner {
     }
 
     fn sign_invoice(&self, hash: &Message) -> Result<RecoverableSignature, NoiseError> {
-        Ok(Secp256k1::signing_only().sign_ecdsa_recoverable(hash, &self.secret))
+        Ok(self.secp.sign_ecdsa_recoverable(hash, &self.secret))
     }
 }
 
@@ -218,13 +223,18 @@ enum Stage {
 
 /// The handshake of one connection. The initiator knows the responder's node id in advance;
 /// the responder learns the initiator's from act three.
+///
+/// It holds no secp256k1 context: the one `s·G` each end computes (its ephemeral public key)
+/// uses the caller's, so a node creates its context once rather than per connection (creating
+/// one costs about an `s·G` more when `rust-secp256k1` randomizes new contexts).
 pub struct Handshake {
-    secp: Secp256k1<All>,
     stage: Stage,
     h: [u8; 32],
     ck: [u8; 32],
     temp_k2: [u8; 32],
     ephemeral: SecretKey,
+    /// `ephemeral · G`.
+    ephemeral_public: PublicKey,
     remote_ephemeral: Option<PublicKey>,
 }
 
@@ -254,19 +264,20 @@ fn parse_act(bytes: &[u8], act: u8, len: usize) -> Result<&[u8], NoiseError> {
 
 impl Handshake {
     /// Starts a handshake to `remote` as initiator with `ephemeral` (fresh randomness from the
-    /// embedder for every connection); returns act one to send.
+    /// embedder for every connection); returns act one to send. `secp` is the node's context
+    /// (any with signing capability), used for `ephemeral`'s public key.
     ///
     /// # Errors
     /// [`NoiseError::Signer`] never here (the initiator's static key is used in act three); an
     /// ECDH failure of the ephemeral key cannot happen for a valid key.
-    pub fn initiator<N: NodeSigner + ?Sized>(
+    pub fn initiator<C: Signing, N: NodeSigner + ?Sized>(
+        secp: &Secp256k1<C>,
         _local: &N,
         remote: PublicKey,
         ephemeral: SecretKey,
     ) -> Result<(Self, [u8; ACT_ONE_LEN]), NoiseError> {
-        let secp = Secp256k1::new();
         let (h, ck) = initial_state(&remote);
-        let e_pub = PublicKey::from_secret_key(&secp, &ephemeral);
+        let e_pub = PublicKey::from_secret_key(secp, &ephemeral);
         let h = sha256_2(&h, &e_pub.serialize());
         let es = SharedSecret::new(&remote, &ephemeral).secret_bytes();
         let (ck, temp_k1) = hkdf(&ck, &es);
@@ -275,20 +286,28 @@ impl Handshake {
         let mut act = [0u8; ACT_ONE_LEN];
         act[1..34].copy_from_slice(&e_pub.serialize());
         act[34..].copy_from_slice(&c);
-        let hs =
-            Handshake { secp, stage: Stage::AwaitActTwo, h, ck, temp_k2: [0; 32], ephemeral, remote_ephemeral: None };
+        let hs = Handshake {
+            stage: Stage::AwaitActTwo,
+            h,
+            ck,
+            temp_k2: [0; 32],
+            ephemeral,
+            ephemeral_public: e_pub,
+            remote_ephemeral: None,
+        };
         Ok((hs, act))
     }
 
-    /// Waits for an initiator's act one, with `ephemeral` (fresh randomness).
-    pub fn responder(ephemeral: SecretKey) -> Self {
+    /// Waits for an initiator's act one, with `ephemeral` (fresh randomness); `secp` is the
+    /// node's context (any with signing capability), used for `ephemeral`'s public key.
+    pub fn responder<C: Signing>(secp: &Secp256k1<C>, ephemeral: SecretKey) -> Self {
         Handshake {
-            secp: Secp256k1::new(),
             stage: Stage::AwaitActOne,
             h: [0; 32],
             ck: [0; 32],
             temp_k2: [0; 32],
             ephemeral,
+            ephemeral_public: PublicKey::from_secret_key(secp, &ephemeral),
             remote_ephemeral: None,
         }
     }
@@ -318,7 +337,7 @@ impl Handshake {
         decrypt_with_ad(&temp_k1, 0, &h, c).ok_or(NoiseError::BadTag { act: 1 })?;
         let h = sha256_2(&h, c);
         // Act two.
-        let e_pub = PublicKey::from_secret_key(&self.secp, &self.ephemeral);
+        let e_pub = self.ephemeral_public;
         let h = sha256_2(&h, &e_pub.serialize());
         let ee = SharedSecret::new(&re, &self.ephemeral).secret_bytes();
         let (ck, temp_k2) = hkdf(&ck, &ee);

@@ -15,7 +15,7 @@
 //! // Hop payloads: a BigSize length, then the TLV stream (here `amt_to_forward` = 0, 1, 2).
 //! let payloads = vec![vec![3, 2, 1, 0], vec![3, 2, 1, 1], vec![3, 2, 1, 2]];
 //! let session = SecretKey::from_slice(&[9; 32]).unwrap();
-//! let (packet, _) = build_onion(&route, &payloads, &session, &[0x42; 32]).unwrap();
+//! let (packet, _) = build_onion(&secp, &route, &payloads, &session, &[0x42; 32]).unwrap();
 //! let Peeled::Forward { payload, next, .. } = peel(&packet, &keys[0], &[0x42; 32]).unwrap() else { panic!() };
 //! assert_eq!(payload, [2, 1, 0]);
 //! let Peeled::Forward { next, .. } = peel(&next, &keys[1], &[0x42; 32]).unwrap() else { panic!() };
@@ -28,7 +28,8 @@ use core::fmt;
 use bitcoin::hashes::hmac::{Hmac, HmacEngine};
 use bitcoin::hashes::{sha256, Hash, HashEngine};
 use bitcoin::secp256k1::ecdh::SharedSecret;
-use bitcoin::secp256k1::{PublicKey, Scalar, Secp256k1, SecretKey};
+use bitcoin::secp256k1::ffi::types::AlignedType;
+use bitcoin::secp256k1::{PublicKey, Scalar, Secp256k1, SecretKey, Signing};
 use chacha20_poly1305::chacha20::ChaCha20;
 use chacha20_poly1305::{Key, Nonce};
 
@@ -144,17 +145,21 @@ fn ct_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The shared secrets of a route, as the origin computes them from `session_key`, and the first
-/// ephemeral public key.
+/// ephemeral public key. `secp` is the caller's context (any with signing capability: each hop
+/// costs an `s·G`), kept across payments rather than created per onion.
 ///
 /// # Errors
 /// [`OnionError::BadKey`] in the negligible case of a blinding factor out of range.
-pub fn shared_secrets(route: &[PublicKey], session_key: &SecretKey) -> Result<(PublicKey, Vec<[u8; 32]>), OnionError> {
-    let secp = Secp256k1::new();
-    let first = PublicKey::from_secret_key(&secp, session_key);
+pub fn shared_secrets<C: Signing>(
+    secp: &Secp256k1<C>,
+    route: &[PublicKey],
+    session_key: &SecretKey,
+) -> Result<(PublicKey, Vec<[u8; 32]>), OnionError> {
+    let first = PublicKey::from_secret_key(secp, session_key);
     let mut e = *session_key;
     let mut out = Vec::with_capacity(route.len());
     for node in route {
-        let ephemeral = PublicKey::from_secret_key(&secp, &e);
+        let ephemeral = PublicKey::from_secret_key(secp, &e);
         let ss = SharedSecret::new(node, &e).secret_bytes();
         out.push(ss);
         let blinding = sha256_pair(&ephemeral.serialize(), &ss);
@@ -174,12 +179,14 @@ fn sha256_pair(a: &[u8], b: &[u8]) -> [u8; 32] {
 /// Builds the onion packet (1,366 bytes: version, ephemeral key, routing info, HMAC) for `route`
 /// with one hop payload per node (each a full BOLT #4 TLV payload with its BigSize length
 /// prefix), bound to `associated_data` (the payment hash). Returns the packet and the shared
-/// secrets, which the origin keeps to read a failure.
+/// secrets, which the origin keeps to read a failure. `secp` is the caller's context, as for
+/// [`shared_secrets`].
 ///
 /// # Errors
 /// [`OnionError::RouteTooLong`] if the route is empty, the counts differ, or the payloads do not
 /// fit.
-pub fn build_onion(
+pub fn build_onion<C: Signing>(
+    secp: &Secp256k1<C>,
     route: &[PublicKey],
     payloads: &[Vec<u8>],
     session_key: &SecretKey,
@@ -192,7 +199,7 @@ pub fn build_onion(
     if sizes.iter().sum::<usize>() > ROUTING_INFO_LEN {
         return Err(OnionError::RouteTooLong);
     }
-    let (first, secrets) = shared_secrets(route, session_key)?;
+    let (first, secrets) = shared_secrets(secp, route, session_key)?;
     // The filler: what the earlier hops' shifts leave at the end, so the last HMAC covers it.
     let n = route.len();
     let filler_len: usize = sizes.iter().take(n - 1).sum();
@@ -322,15 +329,27 @@ fn peel_with(
     }
     let next_hmac: [u8; 32] = next_hmac.try_into().map_err(|_| OnionError::BadPayload)?;
     let next_info = r.take(ROUTING_INFO_LEN).map_err(|_| OnionError::BadPayload)?;
-    let blinding = sha256_pair(&ephemeral.serialize(), &ss);
-    let tweak = Scalar::from_be_bytes(blinding).map_err(|_| OnionError::BadKey)?;
-    let next_ephemeral =
-        ephemeral.mul_tweak(&Secp256k1::verification_only(), &tweak).map_err(|_| OnionError::BadKey)?;
     let mut next = [0u8; ONION_PACKET_LEN];
-    next[1..34].copy_from_slice(&next_ephemeral.serialize());
+    next[1..34].copy_from_slice(&blind(&ephemeral, &ss)?.serialize());
     next[34..34 + ROUTING_INFO_LEN].copy_from_slice(next_info);
     next[34 + ROUTING_INFO_LEN..].copy_from_slice(&next_hmac);
     Ok(Peeled::Forward { payload, next: OnionPacket::new(next), shared_secret: ss })
+}
+
+/// The next hop's ephemeral key: `ephemeral · SHA256(ephemeral ‖ shared_secret)`.
+///
+/// The multiplication needs a verification context. `Secp256k1::verification_only()` would
+/// create one per call and, with `rust-secp256k1`'s `rand` feature (common in wallets), randomize
+/// it, which costs about an `s·G` per hop. Randomization only protects `s·G` with a secret scalar
+/// (signing, key derivation); this variable-time multiplication of a point never uses it, so the
+/// context here is built in a buffer of our own, which creates no randomness (well under a
+/// microsecond).
+fn blind(ephemeral: &PublicKey, shared_secret: &[u8; 32]) -> Result<PublicKey, OnionError> {
+    let tweak =
+        Scalar::from_be_bytes(sha256_pair(&ephemeral.serialize(), shared_secret)).map_err(|_| OnionError::BadKey)?;
+    let mut buf = alloc::vec![AlignedType::zeroed(); Secp256k1::preallocate_verification_size()];
+    let secp = Secp256k1::preallocated_verification_only(&mut buf).map_err(|_| OnionError::BadKey)?;
+    ephemeral.mul_tweak(&secp, &tweak).map_err(|_| OnionError::BadKey)
 }
 
 /// The failing hop's error packet: `HMAC(um, body) ‖ body` with `body = len ‖ message ‖

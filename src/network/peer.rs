@@ -8,7 +8,7 @@
 //! `channel_reestablish` (the [`driving`](crate::driving) rule).
 //!
 //! ```
-//! use paychan::bitcoin::secp256k1::SecretKey;
+//! use paychan::bitcoin::secp256k1::{Secp256k1, SecretKey};
 //! use paychan::network::noise::{Handshake, InMemoryNodeSigner, NodeSigner};
 //! use paychan::network::peer::{Peer, PeerEvent};
 //! use paychan::network::features::Features;
@@ -17,8 +17,9 @@
 //!
 //! let key = |b| SecretKey::from_slice(&[b; 32]).unwrap();
 //! let (alice, bob) = (InMemoryNodeSigner::new(key(1)), InMemoryNodeSigner::new(key(2)));
-//! let (mut a, act1) = Handshake::initiator(&alice, bob.node_id(), key(3)).unwrap();
-//! let mut b = Handshake::responder(key(4));
+//! let secp = Secp256k1::signing_only();
+//! let (mut a, act1) = Handshake::initiator(&secp, &alice, bob.node_id(), key(3)).unwrap();
+//! let mut b = Handshake::responder(&secp, key(4));
 //! let act2 = b.read_act_one(&act1, &bob).unwrap();
 //! let (ta, act3) = a.read_act_two(&act2, &alice).unwrap();
 //! let (tb, _) = b.read_act_three(&act3, &bob).unwrap();

@@ -17,7 +17,8 @@
 //! use paychan::network::receive::{receive_final, FailBack, ReceivedHtlc};
 //!
 //! let payee = SecretKey::from_slice(&[7; 32]).unwrap();
-//! let payee_id = PublicKey::from_secret_key(&Secp256k1::new(), &payee);
+//! let secp = Secp256k1::new();
+//! let payee_id = PublicKey::from_secret_key(&secp, &payee);
 //! let (hash, secret) = (PaymentHash([1; 32]), [2; 32]);
 //! let payload = HopPayload::Final {
 //!     amt_to_forward: 5_000,
@@ -26,7 +27,7 @@
 //!     payment_metadata: None,
 //! };
 //! let session = SecretKey::from_slice(&[9; 32]).unwrap();
-//! let (onion, secrets) = build_onion(&[payee_id], &[payload.encode()], &session, &hash.0).unwrap();
+//! let (onion, secrets) = build_onion(&secp, &[payee_id], &[payload.encode()], &session, &hash.0).unwrap();
 //! let htlc = ReceivedHtlc { onion: &onion, payment_hash: hash, amount: MilliSats::from_msat(5_000), cltv_expiry: 840 };
 //! // At height 800 with an invoice asking 40 blocks: accepted.
 //! assert!(receive_final(&htlc, &payee, &secret, 40, 800).is_ok());
@@ -42,12 +43,13 @@ use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::ecdh::SharedSecret;
 use bitcoin::secp256k1::{PublicKey, SecretKey};
 
-use super::onion::{failure, peel, wrap_failure, OnionError, Peeled};
+use super::noise::NodeSigner;
+use super::onion::{failure, packet_shared_secret, peel, peel_with_signer, wrap_failure, OnionError, Peeled};
 use super::payload::{HopPayload, Refusal};
 use crate::core::encode::Writer;
 use crate::core::hashlock::PaymentHash;
 use crate::core::units::MilliSats;
-use crate::lightning::{Channel, CommandError, Effects, OnionPacket};
+use crate::lightning::{Channel, CommandError, Effects, HtlcRefusal, OnionPacket};
 
 /// The HTLC as the channel reported it.
 #[derive(Clone, Copy, Debug)]
@@ -152,6 +154,52 @@ pub fn receive_final(
         return Err(fail(&ss, &r));
     }
     Ok(hop)
+}
+
+/// BOLT #4's answer to an HTLC that the channel itself refused
+/// ([`Event::HtlcRefused`](crate::lightning::Event::HtlcRefused), with
+/// [`Channel::defer_refusals`] on), for a forwarding node and a payee alike: the failure wrapped
+/// with the onion's shared secret, so that the origin attributes it to this hop. The onion is
+/// peeled with `node` first, as for any HTLC:
+///
+/// * an onion that does not peel gets [`FailBack::Malformed`] (or `invalid_onion_payload`), as
+///   in [`receive_final`];
+/// * at a forwarding hop, the channel's own code, with an (empty) `channel_update`:
+///   `expiry_too_soon` for [`HtlcRefusal::ExpiryTooSoon`], `temporary_channel_failure` for the
+///   others ([`HtlcRefusal::failure_code`]);
+/// * at the final hop, `incorrect_or_unknown_payment_details` with `htlc_msat` and `height` for an
+///   expiry too soon (BOLT #4's answer to a final expiry below what the payee needs, which tells a
+///   prober nothing more), `temporary_channel_failure` for the others.
+///
+/// `height` is the chain tip.
+pub fn answer_refusal<N: NodeSigner + ?Sized>(
+    htlc: &ReceivedHtlc<'_>,
+    reason: HtlcRefusal,
+    node: &N,
+    height: u32,
+) -> FailBack {
+    let channel_refusal = Refusal::with_update(reason.failure_code(), &[]);
+    match peel_with_signer(htlc.onion, node, &htlc.payment_hash.0) {
+        Ok(Peeled::Forward { shared_secret, .. }) => fail(&shared_secret, &channel_refusal),
+        Ok(Peeled::Final { shared_secret, .. }) => {
+            let refusal = if reason == HtlcRefusal::ExpiryTooSoon {
+                let mut w = Writer::new();
+                w.u64(htlc.amount.to_msat()).u32(height);
+                Refusal { code: failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, data: w.into_bytes() }
+            } else {
+                channel_refusal
+            };
+            fail(&shared_secret, &refusal)
+        }
+        Err(e) => refuse_unpeelable(htlc.onion, packet_shared_secret(htlc.onion, node), e),
+    }
+}
+
+/// The plain answer the channel itself gives a refused HTLC (code and an empty
+/// `channel_update`, not wrapped): for an HTLC without an onion, where nothing can be wrapped.
+pub(crate) fn plain_refusal(reason: HtlcRefusal) -> FailBack {
+    let code = reason.failure_code();
+    FailBack::Fail { code, reason: Refusal::with_update(code, &[]).message() }
 }
 
 /// The answer to an onion that did not peel: `update_fail_malformed_htlc` with its code for a

@@ -24,7 +24,7 @@
 //! };
 //! let hash = PaymentHash([1; 32]);
 //! let session = SecretKey::from_slice(&[9; 32]).unwrap();
-//! let (onion, _) = build_onion(&route, &[to_carol.encode(), at_carol.encode()], &session, &hash.0).unwrap();
+//! let (onion, _) = build_onion(&secp, &route, &[to_carol.encode(), at_carol.encode()], &session, &hash.0).unwrap();
 //! let htlc = ReceivedHtlc { onion: &onion, payment_hash: hash, amount: MilliSats::from_msat(6_000), cltv_expiry: 880 };
 //! let relay = peel_relay(&htlc, &InMemoryNodeSigner::new(bob), 800).unwrap();
 //! assert_eq!((relay.short_channel_id, relay.amt_to_forward, relay.outgoing_cltv_value), (42, 5_000, 840));

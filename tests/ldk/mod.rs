@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bitcoin::block::{Header, Version as BlockVersion};
 use bitcoin::constants::genesis_block;
 use bitcoin::hashes::Hash as _;
-use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use bitcoin::{BlockHash, CompactTarget, Network, Transaction, TxMerkleNode};
 use lightning::chain::chaininterface::{BroadcasterInterface, ConfirmationTarget, FeeEstimator};
 use lightning::chain::chainmonitor::{ChainMonitor, Persist};
@@ -579,7 +579,8 @@ impl Link {
 
     /// As [`Link::paychan_dials`], with paychan's channels.
     pub fn paychan_dials_with(ldk: &Ldk, pc_node: InMemoryNodeSigner, ephemeral: u8, pc: PcNode) -> Link {
-        let (hs, act1) = Handshake::initiator(&pc_node, ldk.node_id(), key(ephemeral)).expect("act one");
+        let (hs, act1) =
+            Handshake::initiator(&Secp256k1::signing_only(), &pc_node, ldk.node_id(), key(ephemeral)).expect("act one");
         let mut link = Link::new(pc_node, Conn::AwaitActTwo(hs));
         link.pc = pc;
         ldk.peers.new_inbound_connection(link.ldk_desc.clone(), None).expect("LDK takes the connection");
@@ -590,7 +591,8 @@ impl Link {
 
     /// LDK dials paychan (LDK is the BOLT 8 initiator).
     pub fn ldk_dials(ldk: &Ldk, pc_node: InMemoryNodeSigner, ephemeral: u8) -> Link {
-        let link = Link::new(pc_node, Conn::AwaitActOne(Handshake::responder(key(ephemeral))));
+        let link =
+            Link::new(pc_node, Conn::AwaitActOne(Handshake::responder(&Secp256k1::signing_only(), key(ephemeral))));
         let node_id = link.pc_node.node_id();
         let act1 = ldk.peers.new_outbound_connection(node_id, link.ldk_desc.clone(), None).expect("act one");
         let mut link = link;
