@@ -19,9 +19,11 @@ use std::time::{Duration, Instant};
 
 use bitcoin::{Amount, Transaction};
 use common::chain::Chain;
+use common::fees::{self, FeeClose};
 use common::{vsize, DuplexPair, Error, LnPair, Meter, Rng, SpilmanPair};
 use paychan::core::commitment::ChannelType;
 use paychan::core::MilliSats;
+use paychan::driving::{ChainEvent, ChainTip};
 use paychan::duplex::{self, Role};
 
 /// Channel capacity of every type.
@@ -32,6 +34,9 @@ const START: u32 = 800_000;
 const SPILMAN_LIFETIME: u32 = 1_008;
 /// Blocks to get a transaction confirmed, for the delay formulas.
 const CONFIRM: u32 = 6;
+/// The flat feerates (sat/vB) at which each unilateral close is paid for again, with fee bumps:
+/// a quiet mempool and a fee spike.
+pub const FEE_RATES: [u64; 2] = [2, 200];
 
 /// One channel type's figures.
 pub struct Report {
@@ -66,6 +71,9 @@ pub struct Report {
     /// What each side (A, B) paid in the last channel: A is the Spilman payer, the duplex
     /// initiator and the Lightning funder.
     pub paid: [Amount; 2],
+    /// The same unilateral close at each of [`FEE_RATES`], its requests bumped by the crate's
+    /// `Bumper` on a chain mining only packages at that feerate. A closes in all three.
+    pub fee_closes: Vec<FeeClose>,
 }
 
 fn vbytes(txs: &[Transaction]) -> u64 {
@@ -136,6 +144,21 @@ fn spilman(work: &[(Amount, bool)]) -> Result<Report, Error> {
     }
     chain.advance(expiry - START);
     confirm_alone(&mut chain, &refund)?;
+    // The same refund, bumped: the payer's channel broadcasts it at expiry with its request.
+    let mut fee_closes = Vec::new();
+    for rate in FEE_RATES {
+        let mut payer = pair.payer.clone();
+        let mut fee_chain = fees::market_chain(START, rate);
+        fee_chain.credit(&pair.funding);
+        fee_chain.advance(expiry - START);
+        let ps = &pair.payer_signer;
+        let first = vec![fees::step(0, payer.handle_chain(ChainEvent::Tip(ChainTip::at(expiry)), ps))];
+        let signers = [ps, &pair.payee_signer];
+        let close = fees::settle_bumped(fee_chain, rate, signers, first, chain.height, 50, |event| {
+            vec![fees::step(0, payer.handle_chain(event, ps))]
+        })?;
+        fee_closes.push(close);
+    }
     Ok(Report {
         name: "Spilman",
         directions: "payer → payee",
@@ -156,6 +179,7 @@ fn spilman(work: &[(Amount, bool)]) -> Result<Report, Error> {
         funding: pair.funding.clone(),
         funding_height: START,
         paid: [paid, Amount::ZERO],
+        fee_closes,
     })
 }
 
@@ -253,6 +277,18 @@ fn duplex(work: &[(Amount, bool)]) -> Result<Report, Error> {
         }
         out
     })?;
+    // The same close, bumped: zero-fee tree transactions through their pay-to-anchor output.
+    let mut fee_closes = Vec::new();
+    for rate in FEE_RATES {
+        let mut ch = pair.ch.clone();
+        let mut fee_chain = fees::market_chain(START, rate);
+        fee_chain.credit(&pair.funding);
+        let first = vec![fees::step(0, ch[0].force_close(&signers[0]))];
+        let close = fees::settle_bumped(fee_chain, rate, [&signers[0], &signers[1]], first, last, 2_000, |event| {
+            ch.iter_mut().zip(signers).enumerate().map(|(i, (c, s))| fees::step(i, c.handle_chain(event, s))).collect()
+        })?;
+        fee_closes.push(close);
+    }
     // Cooperative close.
     let fx = pair.ch[0].close(&pair.signers[0])?;
     let close = pair.deliver(fx, Role::Initiator)?.into_iter().next().ok_or("no close")?;
@@ -280,6 +316,7 @@ fn duplex(work: &[(Amount, bool)]) -> Result<Report, Error> {
         funding: pair.funding.clone(),
         funding_height: START,
         paid,
+        fee_closes,
     })
 }
 
@@ -316,10 +353,22 @@ fn lightning(work: &[(Amount, bool)]) -> Result<Report, Error> {
         out.extend(b.handle_chain(event, sb).broadcast);
         out
     })?;
+    // The same close, bumped: the commitment through A's anchor, the sweeps by replacement.
+    let mut fee_closes = Vec::new();
+    for rate in FEE_RATES {
+        let (mut a, mut b) = (pair.a.clone(), pair.b.clone());
+        let mut fee_chain = fees::market_chain(start, rate);
+        fee_chain.credit(&pair.funding);
+        let first = vec![fees::step(0, a.force_close(sa)?)];
+        let close = fees::settle_bumped(fee_chain, rate, [sa, sb], first, last, 400, |event| {
+            vec![fees::step(0, a.handle_chain(event, sa)), fees::step(1, b.handle_chain(event, sb))]
+        })?;
+        fee_closes.push(close);
+    }
     // Cooperative close.
-    let fx = pair.a.shutdown(common::p2wpkh(0xa1), (Amount::from_sat(200), Amount::from_sat(2_000)), &pair.sa)?;
+    let fx = pair.a.shutdown(fees::payout(0xa1), (Amount::from_sat(200), Amount::from_sat(2_000)), &pair.sa)?;
     pair.deliver(fx, true)?;
-    let fx = pair.b.shutdown(common::p2wpkh(0xb1), (Amount::from_sat(100), Amount::from_sat(2_000)), &pair.sb)?;
+    let fx = pair.b.shutdown(fees::payout(0xb1), (Amount::from_sat(100), Amount::from_sat(2_000)), &pair.sb)?;
     pair.deliver(fx, false)?;
     let close = pair.a.closing_transaction().ok_or("no closing transaction")?.clone();
     let mut chain = Chain::at(pair.tip.height.0);
@@ -346,6 +395,7 @@ fn lightning(work: &[(Amount, bool)]) -> Result<Report, Error> {
         funding: pair.funding.clone(),
         funding_height: start,
         paid,
+        fee_closes,
     })
 }
 
@@ -360,10 +410,72 @@ pub fn run(payments: usize, seed: u64) -> Result<Vec<Report>, Error> {
 /// How one row of the table shows a report.
 type Cell = Box<dyn Fn(&Report) -> String>;
 
+/// The label of the fee row at `sat_per_vb`.
+pub fn fee_row_label(sat_per_vb: u64) -> String {
+    format!("unilateral close fees at {sat_per_vb} sat/vB")
+}
+
+/// A fee cell: what A (the closing party) paid, bumps included; what B paid for its own claims;
+/// a `*` when a transaction of the close had no bump request (see [`fee_notes`]).
+pub fn fee_cell(c: &FeeClose) -> String {
+    let mark = if c.unbumpable().next().is_some() { "*" } else { "" };
+    format!("A {} sat{mark} (B {} sat)", c.fees[0].to_sat(), c.fees[1].to_sat())
+}
+
+/// The footnotes of the fee rows: how they were made, and every transaction that could not be
+/// bumped (its pre-signed fee is what it paid).
+pub fn fee_notes(reports: &[Report]) -> String {
+    let mut out = String::from(
+        "Fees: the unilateral close above, again on a chain mining only packages paying the feerate \
+         (Bitcoin Core 29's relay policy), every fee-bump request the channels emit handed to the \
+         crate's Bumper at that flat estimate; inputs − outputs of every confirmed transaction, \
+         pre-signed fees included, by the party that broadcast it (A closes; B's are its own claims).\n",
+    );
+    for r in reports {
+        for c in &r.fee_closes {
+            let fixed: Vec<String> = c
+                .unbumpable()
+                .map(|t| format!("{} ({} sat, {} vB)", t.tx.compute_txid(), t.fee.to_sat(), vsize(&t.tx)))
+                .collect();
+            let party = |p: usize| if p == 0 { "A" } else { "B" };
+            for (p, id) in &c.capped {
+                let how = match c.lost.iter().find(|(q, r, _)| q == p && r == id) {
+                    Some((_, _, by)) => format!("lost to {}'s {by}", party(1 - p)),
+                    None => String::from("confirmed"),
+                };
+                out.push_str(&format!(
+                    "  {} at {} sat/vB: {}'s bump of {id} capped at the value it protects ({how})\n",
+                    r.name,
+                    c.sat_per_vb,
+                    party(*p)
+                ));
+            }
+            for (p, id, by) in c.lost.iter().filter(|(p, id, _)| !c.capped.contains(&(*p, *id))) {
+                out.push_str(&format!(
+                    "  {} at {} sat/vB: {}'s {id} lost to {}'s {by}\n",
+                    r.name,
+                    c.sat_per_vb,
+                    party(*p),
+                    party(1 - p)
+                ));
+            }
+            if !fixed.is_empty() {
+                out.push_str(&format!(
+                    "* {} at {} sat/vB: no bump request, pre-signed fee counted: {}\n",
+                    r.name,
+                    c.sat_per_vb,
+                    fixed.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The comparison table, one column per channel type.
 pub fn table(reports: &[Report]) -> String {
     let per = |r: &Report, x: usize| x as f64 / r.payments.max(1) as f64;
-    let rows: Vec<(&str, Cell)> = vec![
+    let mut rows: Vec<(&str, Cell)> = vec![
         ("payments (direction)", Box::new(|r: &Report| format!("{} ({})", r.payments, r.directions))),
         ("volume", Box::new(|r: &Report| format!("{} sat", r.volume.to_sat()))),
         (
@@ -379,10 +491,16 @@ pub fn table(reports: &[Report]) -> String {
         ("cooperative close", Box::new(|r: &Report| onchain_cell(&r.coop_close))),
         ("unilateral close", Box::new(|r: &Report| onchain_cell(&r.unilateral_close))),
         ("  … blocks until settled", Box::new(|r: &Report| r.unilateral_blocks.to_string())),
+    ];
+    let labels: Vec<String> = FEE_RATES.iter().map(|rate| fee_row_label(*rate)).collect();
+    for (k, label) in labels.iter().enumerate() {
+        rows.push((label, Box::new(move |r: &Report| r.fee_closes.get(k).map_or_else(String::new, fee_cell))));
+    }
+    rows.extend::<[(&str, Cell); 3]>([
         ("worst delay to get funds back", Box::new(|r: &Report| format!("{} blocks", r.worst_delay))),
         ("  … case", Box::new(|r: &Report| r.worst_delay_note.to_string())),
         ("to keep going", Box::new(|r: &Report| r.keep_going.clone())),
-    ];
+    ]);
     let widths: Vec<usize> = reports
         .iter()
         .map(|r| rows.iter().map(|(_, f)| f(r).chars().count()).max().unwrap_or(0).max(r.name.len()))
@@ -435,6 +553,7 @@ fn report(payments: usize, seed: u64) -> Result<(), Error> {
     );
     let reports = run(payments, seed)?;
     print!("{}", table(&reports));
+    print!("\n{}", fee_notes(&reports));
     println!(
         "\nCPU: both peers, signatures, verification, wire encoding and snapshots{}.",
         if cfg!(debug_assertions) { " (debug build: run with --release for meaningful times)" } else { "" }

@@ -7,9 +7,12 @@
 #[allow(dead_code)]
 mod compare;
 
-use bitcoin::{Amount, Transaction};
+use std::collections::HashMap;
+
+use bitcoin::{Amount, Transaction, Txid};
 use compare::common::chain::Chain;
-use compare::common::{p2wpkh, vsize};
+use compare::common::fees::{self, FeeClose};
+use compare::common::vsize;
 
 /// Replays `txs` on a fresh chain holding the funding transaction; returns the blocks it took.
 fn replay(funding: &Transaction, start: u32, txs: &[Transaction], max_blocks: u32) -> u32 {
@@ -35,8 +38,99 @@ fn replay(funding: &Transaction, start: u32, txs: &[Transaction], max_blocks: u3
     last - start
 }
 
-fn output_to(tx: &Transaction, n: u8) -> Amount {
-    tx.output.iter().filter(|o| o.script_pubkey == p2wpkh(n)).map(|o| o.value).sum()
+fn output_to(tx: &Transaction, script: &bitcoin::ScriptBuf) -> Amount {
+    tx.output.iter().filter(|o| o.script_pubkey == *script).map(|o| o.value).sum()
+}
+
+/// Inputs − outputs of `tx`, its inputs among `known`.
+fn fee_of(known: &HashMap<Txid, Transaction>, tx: &Transaction) -> Amount {
+    let inputs: Amount =
+        tx.input.iter().map(|i| known[&i.previous_output.txid].output[i.previous_output.vout as usize].value).sum();
+    inputs - tx.output.iter().map(|o| o.value).sum::<Amount>()
+}
+
+/// A bumped close of report `name`: its fees are those of the transactions, every transaction
+/// confirmed in a package paying the target feerate, and the whole close replays on a fresh
+/// chain mining only such packages.
+fn check_fee_close(name: &str, funding: &Transaction, plain: &[Transaction], c: &FeeClose) {
+    let rate = c.sat_per_vb;
+    let mut known: HashMap<Txid, Transaction> = HashMap::new();
+    for tx in std::iter::once(funding).chain(&c.credits) {
+        known.insert(tx.compute_txid(), tx.clone());
+    }
+    for t in &c.confirmed {
+        known.insert(t.tx.compute_txid(), t.tx.clone());
+    }
+    // Fees = inputs − outputs, summed by the party that broadcast each transaction.
+    let mut by_party = [Amount::ZERO; 2];
+    for t in &c.confirmed {
+        let fee = fee_of(&known, &t.tx);
+        assert_eq!(fee, t.fee, "{name} at {rate}: fee of {}", t.tx.compute_txid());
+        by_party[t.party] += fee;
+    }
+    assert_eq!(by_party, c.fees, "{name} at {rate}: fees by party");
+    // The same close: it starts with the same transaction spending the funding output
+    let funding_txid = funding.compute_txid();
+    let spends_funding = |tx: &Transaction| tx.input.iter().any(|i| i.previous_output.txid == funding_txid);
+    let first = c.confirmed.iter().find(|t| spends_funding(&t.tx)).expect("the close spends the funding");
+    // (or the bumper's replacement of it, spending the same outputs).
+    let plain_first = plain.iter().find(|t| spends_funding(t)).expect("the plain close spends the funding");
+    let outpoints = |tx: &Transaction| tx.input.iter().map(|i| i.previous_output).collect::<Vec<_>>();
+    assert!(
+        first.tx == *plain_first || (first.by_bumper && outpoints(&first.tx) == outpoints(plain_first)),
+        "{name} at {rate}: another close"
+    );
+    assert_eq!(first.party, 0, "{name}: A closes");
+    // Every transaction is in a package (with its parents confirmed in the same block, or with
+    // a child confirmed with it) paying the feerate on its virtual size.
+    let package_ok = |t: &fees::Confirmed| {
+        let mut pkg: Vec<&Transaction> = vec![&t.tx];
+        pkg.extend(
+            c.confirmed
+                .iter()
+                .filter(|p| {
+                    p.height == t.height && t.tx.input.iter().any(|i| i.previous_output.txid == p.tx.compute_txid())
+                })
+                .map(|p| &p.tx),
+        );
+        let fee: Amount = pkg.iter().map(|tx| fee_of(&known, tx)).sum();
+        let size: u64 = pkg.iter().map(|tx| vsize(tx)).sum();
+        fee.to_sat() >= rate * size
+    };
+    for t in &c.confirmed {
+        let txid = t.tx.compute_txid();
+        let child_pays = c.confirmed.iter().any(|ch| {
+            ch.height == t.height && ch.tx.input.iter().any(|i| i.previous_output.txid == txid) && package_ok(ch)
+        });
+        assert!(package_ok(t) || child_pays, "{name} at {rate} sat/vB: {txid} confirmed below the feerate");
+    }
+    if rate >= 100 {
+        assert!(c.confirmed.iter().any(|t| t.by_bumper), "{name} at {rate}: nothing was bumped");
+    }
+    // Replay on a fresh chain whose mempool and blocks take only packages paying the feerate.
+    let mut chain = fees::market_chain(c.start, rate);
+    chain.credit(funding);
+    for tx in &c.credits {
+        chain.credit(tx);
+    }
+    let mut heights: Vec<u32> = c.confirmed.iter().map(|t| t.height).collect();
+    heights.dedup();
+    for h in heights {
+        chain.advance(h - 1 - chain.height);
+        let group: Vec<&Transaction> = c.confirmed.iter().filter(|t| t.height == h).map(|t| &t.tx).collect();
+        for tx in &group {
+            let txid = tx.compute_txid();
+            match group.iter().find(|ch| ch.input.iter().any(|i| i.previous_output.txid == txid)) {
+                Some(child) => fees::submit_at(&mut chain, &[(*tx).clone(), (*child).clone()], rate),
+                None => fees::submit_at(&mut chain, &[(*tx).clone()], rate),
+            }
+        }
+        let mut block: Vec<Txid> = chain.mine_block().iter().map(Transaction::compute_txid).collect();
+        let mut want: Vec<Txid> = group.iter().map(|t| t.compute_txid()).collect();
+        block.sort();
+        want.sort();
+        assert_eq!(block, want, "{name} at {rate} sat/vB: block {h} replayed");
+    }
 }
 
 #[test]
@@ -65,6 +159,22 @@ fn compare_table_matches_the_transactions() {
             assert_eq!(cell(label), expected, "{} {label}", r.name);
         }
         assert_eq!(cell("channels opened"), r.channels.to_string());
+        // The fee rows: one per feerate, each that of a bumped close checked against its
+        // transactions.
+        assert_eq!(r.fee_closes.len(), compare::FEE_RATES.len());
+        for (c, rate) in r.fee_closes.iter().zip(compare::FEE_RATES) {
+            assert_eq!(c.sat_per_vb, rate);
+            let label = compare::fee_row_label(rate);
+            assert_eq!(cell(&label), compare::fee_cell(c), "{} {label}", r.name);
+            assert!(cell(&label).starts_with(&format!("A {} sat", c.fees[0].to_sat())));
+            check_fee_close(r.name, &r.funding, &r.unilateral_close, c);
+            // A transaction no request covered is named in the notes.
+            let notes = compare::fee_notes(&reports);
+            for t in c.unbumpable() {
+                assert!(notes.contains(&t.tx.compute_txid().to_string()), "{}: unbumpable not noted", r.name);
+            }
+        }
+        assert!(r.fee_closes[1].fees[0] > r.fee_closes[0].fees[0], "{}: a spike costs A more", r.name);
         // Every close confirms from the funding output; the unilateral one within the stated blocks.
         let start = r.funding_height;
         assert_eq!(replay(&r.funding, start, &r.coop_close, 1), 1);
@@ -80,11 +190,14 @@ fn compare_table_matches_the_transactions() {
     // Balances to the satoshi. Spilman: the payee holds its first payment plus what was paid in
     // the last channel, minus the payment fee it pays.
     let s = &reports[0];
-    assert_eq!(output_to(&s.coop_close[0], 2), Amount::from_sat(1_000) + s.paid[0] - Amount::from_sat(300));
+    assert_eq!(
+        output_to(&s.coop_close[0], &compare::common::p2wpkh(2)),
+        Amount::from_sat(1_000) + s.paid[0] - Amount::from_sat(300)
+    );
     // Duplex and Lightning start at half each.
     for r in &reports[1..] {
         let coop = &r.coop_close[0];
-        let (a, b) = (output_to(coop, 0xa1), output_to(coop, 0xb1));
+        let (a, b) = (output_to(coop, &fees::payout(0xa1)), output_to(coop, &fees::payout(0xb1)));
         let half = capacity / 2;
         let b_expected = (half + r.paid[0]).checked_sub(r.paid[1]).unwrap();
         assert_eq!(b, b_expected, "{}: B's balance", r.name);

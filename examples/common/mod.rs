@@ -7,6 +7,8 @@
 
 pub use paychan::testing::chain;
 
+pub mod fees;
+
 use bitcoin::hashes::Hash;
 use bitcoin::transaction::Version;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Sequence, Transaction, TxIn, TxOut, Txid, WPubkeyHash, Witness};
@@ -350,9 +352,9 @@ impl DuplexPair {
     pub fn open(terms: duplex::Terms, height: u32, index: u32) -> Result<Self, Error> {
         let signers = [signer(0xa7, index), signer(0xb7, index)];
         let tip = ChainTip::at(height);
-        let (alice, fx) = duplex::Channel::open(terms, p2wpkh(0xa1), &signers[0], tip)?;
+        let (alice, fx) = duplex::Channel::open(terms, fees::payout(0xa1), &signers[0], tip)?;
         let Some(duplex::Msg::Open(open)) = fx.send.first().cloned() else { return Err("no open".into()) };
-        let (bob, fxb) = duplex::Channel::accept(open, p2wpkh(0xb1), &signers[1], tip)?;
+        let (bob, fxb) = duplex::Channel::accept(open, fees::payout(0xb1), &signers[1], tip)?;
         let mut p = DuplexPair {
             ch: [alice, bob],
             signers,
