@@ -35,15 +35,26 @@ struct ChainState {
     faucet: HashMap<String, Transaction>,
 }
 
-/// Serves the chain on `listener` forever; mines a block whenever a transaction waits.
+/// Blocks mined after each block with transactions, empty if nothing else waits: enough for the
+/// duplex funding depth (the sender waits for `funding_depth + 1` confirmations).
+const BURY: u32 = 8;
+
+/// Serves the chain on `listener` forever; mines a block whenever a transaction waits, and
+/// [`BURY`] more after it.
 pub fn serve_chain(listener: TcpListener) {
     let state = Arc::new(Mutex::new(ChainState { chain: Chain::at(START_HEIGHT), faucet: HashMap::new() }));
     let miner = state.clone();
-    std::thread::spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(10));
-        let mut s = miner.lock().unwrap_or_else(|e| e.into_inner());
-        if !s.chain.mempool().is_empty() {
-            s.chain.mine_block();
+    std::thread::spawn(move || {
+        let mut last_with_txs = START_HEIGHT;
+        loop {
+            std::thread::sleep(Duration::from_millis(10));
+            let mut s = miner.lock().unwrap_or_else(|e| e.into_inner());
+            if !s.chain.mempool().is_empty() {
+                s.chain.mine_block();
+                last_with_txs = s.chain.height;
+            } else if s.chain.height < last_with_txs + BURY {
+                s.chain.mine_block();
+            }
         }
     });
     for stream in listener.incoming().flatten() {

@@ -65,6 +65,7 @@ fn terms() -> Result<Terms, Error> {
         htlc_grace_blocks: 6,
         max_htlc_expiry_delta: 2_016,
         reset_warning: 2,
+        funding_depth: 7,
     })
 }
 
@@ -92,7 +93,12 @@ fn apply_for(d: &mut D, ch: &Channel, fx: duplex::Effects, who: &str) -> Result<
 fn later(r: Result<duplex::Effects, CommandError>) -> Result<Option<duplex::Effects>, Error> {
     match r {
         Ok(fx) => Ok(Some(fx)),
-        Err(CommandError::ResetInProgress | CommandError::NotQuiescent | CommandError::WrongPhase) => Ok(None),
+        Err(
+            CommandError::ResetInProgress
+            | CommandError::NotQuiescent
+            | CommandError::WrongPhase
+            | CommandError::FundingNotDeep,
+        ) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }

@@ -15,7 +15,7 @@ use std::marker::PhantomData;
 use std::net::TcpStream;
 use std::time::Duration;
 
-use bitcoin::secp256k1::{PublicKey, SecretKey};
+use bitcoin::secp256k1::{PublicKey, Secp256k1, SecretKey};
 use paychan::core::wire::{Addressed, LayerMsg};
 use paychan::driver::Transport;
 use paychan::driving::ChannelId;
@@ -184,7 +184,7 @@ impl NoiseWire {
     /// We dialled: acts one to three as initiator, to the node `their_id`, then our `init`.
     pub fn dial(&mut self, mut stream: TcpStream, node: &InMemoryNodeSigner, their_id: PublicKey) -> Result<(), Error> {
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let (mut handshake, act1) = Handshake::initiator(node, their_id, ephemeral())?;
+        let (mut handshake, act1) = Handshake::initiator(&Secp256k1::new(), node, their_id, ephemeral())?;
         stream.write_all(&act1)?;
         let act2 = read_act(&mut stream, ACT_TWO_LEN)?;
         let (transport, act3) = handshake.read_act_two(&act2, node)?;
@@ -201,7 +201,7 @@ impl NoiseWire {
     ) -> Result<(), Error> {
         stream.set_nonblocking(false)?;
         stream.set_read_timeout(Some(Duration::from_secs(2)))?;
-        let mut handshake = Handshake::responder(ephemeral());
+        let mut handshake = Handshake::responder(&Secp256k1::new(), ephemeral());
         let act1 = read_act(&mut stream, ACT_ONE_LEN)?;
         let act2 = handshake.read_act_one(&act1, node)?;
         stream.write_all(&act2)?;
