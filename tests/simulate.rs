@@ -18,7 +18,8 @@
 //!
 //! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
 //! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block;
-//! `PAYCHAN_SIM_SPIKES=1` replays the seed's fee-spike run).
+//! `PAYCHAN_SIM_SPIKES=1` replays the seed's fee-spike run; `PAYCHAN_SIM_LAYER=duplex` replays
+//! one layer only).
 
 use paychan::testing::sim::{duplex, lightning, run_many, spilman, Config, Outcome};
 
@@ -222,7 +223,11 @@ fn replay() {
     } else {
         [("spilman", spilman::run), ("duplex", duplex::run), ("lightning", lightning::run)]
     };
+    let only = std::env::var("PAYCHAN_SIM_LAYER").ok();
     for (name, run) in runs {
+        if only.as_deref().is_some_and(|l| l != name) {
+            continue;
+        }
         println!("{name} seed {seed}: {:?}", run(seed));
     }
 }

@@ -157,6 +157,14 @@ impl Sim {
         t.cheat_at = self.pair.chain.height + t.rng.range(1, 40) as u32;
         t.returns = t.rng.chance(500).then(|| t.rng.range(1, 12) as u32);
         t.offline = true;
+        if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
+            std::println!(
+                "h{} tower run: both parties stop (honest {h}), the cheater publishes at {}, the honest party returns {:?}",
+                self.pair.chain.height,
+                t.cheat_at,
+                t.returns
+            );
+        }
         self.offline = [true; 2];
         self.net.clear();
         self.stop_offchain();
