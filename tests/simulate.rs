@@ -104,6 +104,18 @@ fn duplex_fee_spikes_long() {
     assert_all_pass("duplex fee spikes", 0..long(), spiking_duplex);
 }
 
+/// Duplex tower runs under fee spikes: the honest party is offline and its tower's operator
+/// gets the tree published with CPFP children (seeds 41, 122, 125, 132, 133, 172, 297, 321, 373,
+/// 387 and 396 of the duplex fee-spike run failed when the tower had no bumper).
+fn spiking_duplex_tower(seed: u64) -> Result<Outcome, String> {
+    duplex::run_with(seed, Config { fee_spikes: true, cheater: true, tower: true, ..Config::default() })
+}
+
+#[test]
+fn duplex_tower_fee_spikes_quick() {
+    assert_all_pass("duplex tower fee spikes", 0..SPIKES, spiking_duplex_tower);
+}
+
 #[test]
 fn lightning_fee_spikes_quick() {
     assert_all_pass("lightning fee spikes", 0..SPIKES, spiking_lightning);

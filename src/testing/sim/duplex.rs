@@ -193,7 +193,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         requests: [vec![], vec![]],
     };
     if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
-        sim.tower = super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, 1 - c));
+        sim.tower = super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, 1 - c, config.fee_spikes));
     }
     if sim.bumpers.is_some() {
         for w in &mut sim.wallets {
