@@ -873,6 +873,10 @@ impl Sim {
                 self.absorb(0, fx)?;
             }
             self.drain()?;
+            // In a fee-spike run the zero-fee close relays only with a child: the bumpers make
+            // one now (else the close would look refused and a party would go unilateral).
+            self.bump(0)?;
+            self.bump(1)?;
         }
         if !cheated && Settlement::of(self.chain(), self.funding).txs.is_empty() && self.chain().mempool().is_empty() {
             self.stop_offchain();
