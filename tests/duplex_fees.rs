@@ -400,3 +400,79 @@ fn a_payment_the_network_would_not_relay_is_refused() {
     assert_eq!(err.kind, Misbehaviour::Payment(UpdateError::Payment(PaymentError::BelowMinRelay)));
     assert_eq!(b.snapshot(), before, "a refused payment changes nothing");
 }
+
+/// A cooperative close in a 100× spike (issue 15): the close is a zero-fee version-3 transaction
+/// with a pay-to-anchor output, so it relays only with a child. Each party's channel hands its
+/// bumper a `CooperativeClose` request through that anchor (deadline `Δ` blocks on, at stake what
+/// the close pays the holder). Returns the harness after at most 30 blocks, and the close.
+fn coop_close_in_spike(bumps: [bool; 2]) -> (H, Transaction) {
+    let mut h = H::new(busy(START - 5), bumps);
+    let fx = h.p.parties[0].ch.close(&h.p.parties[0].signer).expect("close allowed");
+    h.p.absorb(A, fx);
+    h.p.run();
+    let close = h.p.parties[A.index()]
+        .bumps
+        .iter()
+        .chain(&h.p.parties[B.index()].bumps)
+        .find(|r| r.protects == Protects::CooperativeClose)
+        .map(|r| r.tx.clone())
+        .expect("a cooperative close request");
+    for role in [A, B] {
+        let reqs = &h.p.parties[role.index()].bumps;
+        let r = reqs.iter().find(|r| r.protects == Protects::CooperativeClose).expect("each party asks");
+        assert_eq!(r.id(), close.compute_txid(), "the same close");
+        let step = u32::from(h.p.ch(role).params().step());
+        assert_eq!(r.deadline.0, h.p.chain.height + step, "deadline: Δ blocks after the broadcast");
+        let ours = h.p.ch(role).balances().holder;
+        assert_eq!(r.at_stake, ours, "at stake: what the close pays the holder");
+        assert!(
+            matches!(&r.method, BumpMethod::Child { anchor, .. } if is_p2a(&close.output[anchor.outpoint.vout as usize].script_pubkey))
+        );
+    }
+    assert_eq!(fee_of(&h.p.chain, &close), 0, "the close pays no fee");
+    for _ in 0..30 {
+        h.block();
+        if h.p.chain.confirmation(&close.compute_txid()).is_some() {
+            break;
+        }
+    }
+    (h, close)
+}
+
+#[test]
+fn a_cooperative_close_in_a_100x_spike_confirms_through_a_p2a_child_by_its_deadline() {
+    let (h, close) = coop_close_in_spike([true, true]);
+    let txid = close.compute_txid();
+    let at = h.p.chain.confirmation(&txid).expect("the close confirmed");
+    let step = u32::from(h.p.a().params().step());
+    assert!(
+        h.p.chain.market().expect("market").min_feerate(at).to_sat_per_kwu() >= 100 * BASE,
+        "confirmed at the spike's peak"
+    );
+    let anchor = close.output.iter().position(|o| is_p2a(&o.script_pubkey)).expect("a P2A output");
+    let child = h
+        .p
+        .chain
+        .confirmed_txs()
+        .into_iter()
+        .find(|t| t.input.iter().any(|i| i.previous_output.txid == txid && i.previous_output.vout as usize == anchor))
+        .expect("a child spent the anchor");
+    assert_eq!(h.p.chain.confirmation(&child.compute_txid()), Some(at), "mined with its child");
+    for role in [A, B] {
+        assert!(h.sides[role.index()].missed.is_empty(), "no deadline missed");
+        let r = h.sides[role.index()].requests.iter().find(|r| r.protects == Protects::CooperativeClose).unwrap();
+        assert!(at <= r.deadline.0 && r.deadline.0 <= at + step);
+        // Each party ends with its balance, less the fee of its child if its child confirmed.
+        let owed = h.p.ch(role).balances().holder.to_sat() as i64;
+        assert_eq!(h.gained(role), owed - h.fees_paid(role) as i64, "party {role:?} whole less its own fees");
+    }
+    assert!(h.fees_paid(A) + h.fees_paid(B) > 100 * 100, "the spike made the close expensive");
+}
+
+#[test]
+fn without_a_bumper_the_zero_fee_cooperative_close_never_confirms() {
+    let (h, close) = coop_close_in_spike([false, false]);
+    assert_eq!(h.p.chain.confirmation(&close.compute_txid()), None, "a zero-fee transaction alone is refused");
+    assert!(h.p.chain.is_unspent(&close.input[0].previous_output), "the funding output is still unspent");
+    assert_eq!(h.gained(A) + h.gained(B), 0, "nobody was paid");
+}

@@ -479,3 +479,85 @@ fn a_conflicting_confirmation_resolves_a_child_request() {
     assert_eq!(b.pending().count(), 1);
     let _ = ws;
 }
+
+/// A zero-fee version-3 parent spending `input` (worth `value`, the owner path of `ws`) to a
+/// pay-to-anchor output and `dest`, signed; and its CPFP request through the anchor.
+fn p2a_parent(
+    s: &InMemorySigner,
+    ws: &script::WitnessScript,
+    input: OutPoint,
+    value: u64,
+    dest: &ScriptBuf,
+    deadline: u32,
+) -> BumpRequest {
+    let mut tx = first_version(s, ws, input, value, dest);
+    tx.version = Version(3);
+    tx.output = vec![
+        TxOut { value: Amount::ZERO, script_pubkey: script::p2a() },
+        TxOut { value: Amount::from_sat(value), script_pubkey: dest.clone() },
+    ];
+    let sig = s
+        .sign(&SignRequest {
+            tx: &tx,
+            input: 0,
+            script_code: ws.as_script(),
+            p2wpkh: false,
+            value: Amount::from_sat(value),
+            sighash_type: EcdsaSighashType::All,
+            key: KeyId::Funding,
+            tweak: Tweak::None,
+        })
+        .unwrap();
+    tx.input[0].witness = script::anchor_owner_witness(ws, &sig);
+    let anchor = InputTemplate::pay_to_anchor(OutPoint { txid: tx.compute_txid(), vout: 0 }, Amount::ZERO);
+    BumpRequest {
+        tx,
+        deadline: BlockHeight(deadline),
+        at_stake: Amount::from_sat(value),
+        protects: Protects::DuplexBranch,
+        method: BumpMethod::Child { anchor, parent_fee: Amount::ZERO },
+    }
+}
+
+/// A request resolved by someone else's transaction (the peer's child got the shared parent
+/// confirmed) gives its coin back at once: a wallet of one coin can pay for the next request in
+/// the next block (a duplex tree's next node is due one block after its parent confirmed, with a
+/// deadline `S` blocks later), not only once the first request is forgotten six blocks later.
+/// Before the fix the second request failed with `InsufficientFunds` until its deadline passed
+/// (simulation seeds 62, 101, 209, 219, 255, 322 and 324 of the duplex fee-spike run).
+#[test]
+fn a_coin_held_by_a_request_resolved_by_another_spend_pays_for_the_next_one() {
+    let mut chain = Chain::at(200);
+    let s = signer(9);
+    let (op1, ws) = own_output(&mut chain, &s, 100_000, 7);
+    let (op2, _) = own_output(&mut chain, &s, 90_000, 8);
+    let mut wallet = FeeCoins::new(Wallet::new(9));
+    let coin = wallet.add_coin(&mut chain, Amount::from_sat(50_000));
+    let dest = Wallet::new(3).script();
+    let first = p2a_parent(&s, &ws, op1, 100_000, &dest, 202);
+    let second = p2a_parent(&s, &ws, op2, 90_000, &dest, 203);
+    let est = FeeEstimates::flat(FeeratePerKw(1_000));
+    let mut b = Bumper::new();
+    let _ = b.track(first.clone());
+    let fx = b.bump(BlockHeight(200), &est, &mut wallet, &s);
+    assert_eq!(fx.broadcast.len(), 2, "the parent and our child");
+    assert_eq!(fx.broadcast[1].input[1].previous_output, coin);
+    // The peer's child got the parent confirmed: our child is dead, our coin unspent.
+    chain.mine(&first.tx).unwrap();
+    let fx = b.handle_chain(&ChainEvent::Confirmed { tx: &first.tx, height: BlockHeight(201) });
+    assert!(matches!(fx.events[..], [BumpEvent::Resolved { .. }]));
+    assert!(chain.is_unspent(&coin));
+    let _ = b.track(second.clone());
+    wallet.sync(&chain);
+    let fx = b.bump(BlockHeight(201), &est, &mut wallet, &s);
+    assert!(
+        fx.events.iter().any(|e| matches!(e, BumpEvent::Bumped { id, .. } if *id == second.id())),
+        "the second request is bumped at once: {:?}",
+        fx.events
+    );
+    let child = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == second.id()).expect("a child");
+    assert_eq!(child.input[1].previous_output, coin, "with the coin the first request gave back");
+    chain.mine(&second.tx).unwrap();
+    chain.check(child).expect("the child is valid for Core's interpreter");
+    assert_eq!(b, Bumper::decode(&b.encode()).unwrap());
+}

@@ -116,6 +116,16 @@ fn duplex_tower_disabled_is_caught() {
     first_caught_with("duplex tower", duplex::run_with, Sabotage::TowerDisabled, TOWER);
 }
 
+/// Duplex tower runs with fee spikes: the tower's zero-fee tree transactions relay only with the
+/// operator's CPFP child. A tower that never broadcasts, or whose operator's bumper is off (as
+/// the offline client's), leaves the old branch unopposed.
+#[test]
+fn duplex_tower_in_fee_spikes_disabled_or_unbumped_is_caught() {
+    let spikes = Config { fee_spikes: true, ..TOWER };
+    first_caught_with("duplex tower fee spikes", duplex::run_with, Sabotage::TowerDisabled, spikes);
+    first_caught_with("duplex tower fee spikes", duplex::run_with, Sabotage::DisableBumper, spikes);
+}
+
 /// The accounting stays live against a hostile-but-valid peer: a sabotaged honest party is
 /// caught there too (the hostile runs' passing is evidence).
 #[test]

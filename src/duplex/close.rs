@@ -189,6 +189,14 @@ impl Channel {
         Some((tx, value))
     }
 
+    /// The fee-bump request of the signed cooperative close `tx` (both parties make one: either
+    /// child confirms it; see [`fees::coop_request`]).
+    fn coop_bump(&self, tx: &Transaction) -> Option<BumpRequest> {
+        let payout = &self.keys.as_ref()?[self.role.index()].payout;
+        let ours = tx.output.iter().filter(|o| o.script_pubkey == *payout).map(|o| o.value).sum();
+        fees::coop_request(&self.terms, tx, ours, self.tip)
+    }
+
     fn sign_coop<S: Signer + ?Sized>(
         &self,
         signer: &S,
@@ -281,6 +289,7 @@ impl Channel {
         }
         let mut fx = self.persist();
         fx.send.push(Msg::CloseSigned(CloseSigned { signature: ours }));
+        fx.bumps.extend(self.coop_bump(&signed));
         fx.watch.push(Watch::Tx(txid));
         fx.broadcast.push(signed);
         fx.events.push(Event::CloseBroadcast { txid });
@@ -307,6 +316,7 @@ impl Channel {
             self.phase = Phase::CoopClosing;
         }
         let mut fx = self.persist();
+        fx.bumps.extend(self.coop_bump(&signed));
         fx.watch.push(Watch::Tx(coop.txid));
         fx.broadcast.push(signed);
         fx.events.push(Event::CloseBroadcast { txid: coop.txid });

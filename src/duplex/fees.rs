@@ -8,6 +8,7 @@
 //! | our best payment in the peer's leaf channel | CPFP through our payee output (the Spilman close) | `L + T_r − 1`, the block before the payer's refund can be mined | our output and the HTLCs we revealed |
 //! | our leaf refund | RBF (we sign it alone; its CSV lock stays in every replacement) | `L + T_r + S` | the refund's value |
 //! | HTLC claims | RBF, as Spilman's | as Spilman's | the HTLC |
+//! | the cooperative close | CPFP through its pay-to-anchor output | `Δ` blocks after it is broadcast (a patience bound: nothing can be stolen while it waits) | what it pays the holder |
 //!
 //! Tree transactions pay no fee and are version 3 (TRUC): the child is version 3 too, spends only
 //! the anchor (empty witness) and wallet coins, and each tree transaction is broadcast only once
@@ -46,6 +47,22 @@ pub(super) fn tree_request(tx: &Transaction, deadline: BlockHeight, at_stake: Am
         // Tree transactions pay no fee: their outputs sum to their input.
         method: BumpMethod::Child { anchor, parent_fee: Amount::ZERO },
     })
+}
+
+/// The CPFP request of the zero-fee cooperative close `tx`, broadcast with the chain at `tip`,
+/// for the party it pays `ours`.
+///
+/// The close is not time-critical: while it waits, the funding output (or the tree output it
+/// spends) can only go to a kickoff or node of a branch, and then the unilateral close protects
+/// both balances; the holder can also start one itself. Its deadline is therefore a patience
+/// bound, `Δ` blocks after the broadcast (the channel's own unit of delay, at least `S + R`):
+/// the schedule pays the estimate for confirming within `Δ / 2` blocks at first and the
+/// next-block estimate at the end. What is at stake is what the close pays the holder: a party
+/// left with nothing (a balance below dust goes to the anchor) asks for no bump, and no bump pays
+/// more than the holder would receive.
+pub(super) fn coop_request(terms: &Terms, tx: &Transaction, ours: Amount, tip: BlockHeight) -> Option<BumpRequest> {
+    let deadline = BlockHeight(tip.0.saturating_add(u32::from(terms.params.step()).max(1)));
+    tree_request(tx, deadline, ours).map(|r| BumpRequest { protects: Protects::CooperativeClose, ..r })
 }
 
 /// A leaf channel's request built by the Spilman helpers, marked as the duplex leaf's.

@@ -94,6 +94,12 @@ impl Chain {
         self
     }
 
+    /// Replaces the fee market from the next block on (a simulation that draws its spike once it
+    /// knows when its deadlines fall). Blocks already mined keep what they mined.
+    pub fn set_market(&mut self, market: FeeMarket) {
+        self.market = Some(market);
+    }
+
     /// The fee market, if any.
     pub fn market(&self) -> Option<&FeeMarket> {
         self.market.as_ref()

@@ -258,8 +258,9 @@ impl Bumper {
     }
 
     /// Feeds a chain event: a confirmed transaction resolves the requests it confirms or
-    /// conflicts with; an unconfirmed one reopens them; a tip forgets requests resolved
-    /// six blocks deep (their coins are released at the next [`Bumper::bump`]).
+    /// conflicts with (their coins are released at the next [`Bumper::bump`]); an unconfirmed
+    /// one reopens them; requests resolved six blocks deep are forgotten at the next
+    /// [`Bumper::bump`].
     pub fn handle_chain(&mut self, event: &ChainEvent<'_>) -> BumpEffects {
         let mut fx = BumpEffects::none();
         let mut changed = false;
@@ -365,21 +366,30 @@ impl Bumper {
         fx
     }
 
-    /// Drops requests resolved deep enough, releasing their coins.
+    /// Gives the coins of resolved requests back to the wallet at once, and drops requests
+    /// resolved deep enough.
+    ///
+    /// The coins are not kept until the request is forgotten: the resolving transaction either
+    /// spent them (our own attempt confirmed: they are gone) or conflicts with every attempt
+    /// that spends them (the parent confirmed with someone else's child, or a conflicting
+    /// transaction did), so they are free. Holding them for [`FORGET_AFTER`] blocks starves the
+    /// next request of a wallet with one coin: a duplex tree's next node is broadcast one block
+    /// after its parent confirmed, with a deadline `S` blocks later. A request reopened by a
+    /// reorg asks the wallet for coins again (its last attempt is kept as the fee floor a
+    /// replacement must beat).
     fn forget<W: FeeWallet + ?Sized>(&mut self, tip: BlockHeight, wallet: &mut W) -> bool {
         let before = self.entries.len();
         let mut released = Vec::new();
-        self.entries.retain(|e| match e.resolved {
-            Some((_, h)) if tip.0 >= h.0.saturating_add(FORGET_AFTER) => {
-                released.extend(e.coins.iter().map(|c| c.outpoint));
-                false
-            }
-            _ => true,
-        });
+        let mut changed = false;
+        for e in self.entries.iter_mut().filter(|e| e.resolved.is_some() && !e.coins.is_empty()) {
+            released.extend(e.coins.drain(..).map(|c| c.outpoint));
+            changed = true;
+        }
+        self.entries.retain(|e| !matches!(e.resolved, Some((_, h)) if tip.0 >= h.0.saturating_add(FORGET_AFTER)));
         if !released.is_empty() {
             wallet.release_coins(&released);
         }
-        before != self.entries.len()
+        changed || before != self.entries.len()
     }
 
     /// A new attempt for a `Replace` or `Child` entry, or `None` if the current one suffices.

@@ -24,6 +24,7 @@ fn protects_code(p: Protects) -> u8 {
         Protects::SpilmanRefund => 5,
         Protects::DuplexBranch => 6,
         Protects::DuplexLeaf => 7,
+        Protects::CooperativeClose => 8,
     }
 }
 
@@ -37,6 +38,7 @@ fn protects_from(c: u8) -> Result<Protects, DecodeError> {
         5 => Protects::SpilmanRefund,
         6 => Protects::DuplexBranch,
         7 => Protects::DuplexLeaf,
+        8 => Protects::CooperativeClose,
         _ => return Err(DecodeError::InvalidValue("protects")),
     })
 }

@@ -142,6 +142,11 @@ pub enum Protects {
     DuplexBranch,
     /// A duplex leaf payment or refund.
     DuplexLeaf,
+    /// A cooperative close paying no fee of its own (a duplex close: version 3 with a
+    /// pay-to-anchor output). Nothing can be stolen while it waits (a kickoff conflicting with
+    /// it starts the unilateral close, which protects both balances); its deadline only bounds
+    /// how long the funds stay locked.
+    CooperativeClose,
 }
 
 /// One element of an input's witness.

@@ -152,6 +152,9 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     } else {
         Chain::at(START)
     };
+    if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
+        std::println!("market: {:?}", chain.market());
+    }
     let pair = Pair::open_on(terms(radix), chain, [wallets[0].script(), wallets[1].script()]);
     let funding = pair.a().funding_outpoint().ok_or("no funding outpoint")?;
     let faults = Faults::random(&mut rng, 150);
@@ -190,7 +193,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         requests: [vec![], vec![]],
     };
     if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
-        sim.tower = super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, 1 - c));
+        sim.tower = super::tower_rng(seed, config).map(|rng| TowerRun::new(rng, 1 - c, config.fee_spikes));
     }
     if sim.bumpers.is_some() {
         for w in &mut sim.wallets {
@@ -324,6 +327,14 @@ impl Sim {
             if u.snapshot.as_deref().map(Bumper::decode).as_ref().map(|r| r.as_ref()) != Some(Ok(&bumpers[i])) {
                 return Err(format!("party {i}: the bumper does not restore from its update"));
             }
+        }
+        if std::env::var("PAYCHAN_SIM_TRACE").is_ok() && !fx.events.is_empty() {
+            std::println!(
+                "h{} bumper {i} (next block min {:?}): {:?}",
+                self.chain().height,
+                self.chain().next_block_min_feerate(),
+                fx.events
+            );
         }
         if super::in_spike(self.chain()) {
             self.out.spike_bumps += fx.events.iter().filter(|e| matches!(e, BumpEvent::Bumped { .. })).count() as u32;
@@ -862,6 +873,10 @@ impl Sim {
                 self.absorb(0, fx)?;
             }
             self.drain()?;
+            // In a fee-spike run the zero-fee close relays only with a child: the bumpers make
+            // one now (else the close would look refused and a party would go unilateral).
+            self.bump(0)?;
+            self.bump(1)?;
         }
         if !cheated && Settlement::of(self.chain(), self.funding).txs.is_empty() && self.chain().mempool().is_empty() {
             self.stop_offchain();

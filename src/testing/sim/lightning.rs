@@ -162,6 +162,10 @@ struct Sim {
     tower: Option<TowerRun>,
     /// Bumper broadcasts a sabotage dropped or the hostile peer handled itself.
     bump_dropped: HashSet<Txid>,
+    /// In a fee-spike run, the seed, until the spike is drawn again around the on-chain
+    /// deadlines ([`super::respike`]) when a transaction spending the funding output first
+    /// reaches the mempool.
+    respike: Option<u64>,
 }
 
 /// What [`Sim::admit`] made of a broadcast.
@@ -264,6 +268,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         bumped: [HashSet::new(), HashSet::new()],
         tower: None,
         bump_dropped: HashSet::new(),
+        respike: config.fee_spikes.then_some(seed),
     };
     if let (Some(Bad::Cheater(c)), None) = (sim.bad, &sim.hostile) {
         let h = 1 - c;
@@ -899,6 +904,7 @@ impl Sim {
 
     fn mine(&mut self) -> Result<(), String> {
         self.tower_before_block()?;
+        self.respike();
         self.bump()?;
         for tx in self.deferred.clone() {
             let _ = self.chain.submit(&tx);
@@ -913,6 +919,31 @@ impl Sim {
         self.notify(ChainEvent::Tip(self.tip()))?;
         self.tower_after_block(&mined)?;
         self.police_htlcs()
+    }
+
+    /// In a fee-spike run, the first time a transaction spending the funding output (a
+    /// commitment, revoked or not, or a closing transaction) is in the mempool: the spike is
+    /// drawn again around the deadlines that matter now, the commitment's next block and the
+    /// expiries of the HTLCs still in the channel, so that bumping under a spike is exercised
+    /// where it counts (a spike drawn at the opening mostly fell before or after them).
+    fn respike(&mut self) {
+        let Some(seed) = self.respike else { return };
+        let funding = self.funding;
+        if !self.chain.mempool().iter().any(|t| t.input.iter().any(|i| i.previous_output == funding)) {
+            return;
+        }
+        self.respike = None;
+        let mut around: Vec<u32> = self
+            .nodes
+            .iter()
+            .flat_map(|n| n.ch.htlcs().iter().filter(|h| !h.is_removed()).map(|h| h.cltv_expiry))
+            .collect();
+        around.sort_unstable();
+        around.dedup();
+        super::respike(&mut self.chain, seed, &around);
+        if trace() {
+            std::println!("h{} respiked around {around:?}: {:?}", self.chain.height, self.chain.market());
+        }
     }
 
     /// The embedders report what they see in the mempool ([`ChainEvent::Seen`]), each

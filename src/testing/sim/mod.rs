@@ -108,6 +108,14 @@ pub struct Config {
 /// from its own generator, so a run draws the rest exactly as without spikes.
 pub fn fee_spike_chain(seed: u64, start: u32, around: &[u32]) -> Chain {
     let mut rng = super::rng::Rng::new(seed ^ 0x7370_696b_6573_0000);
+    let curve = spike_curve(&mut rng, start, around);
+    Chain::at(start).with_policy(super::policy::Policy::CORE_29).with_market(super::market::FeeMarket::new(curve))
+}
+
+/// A spike as [`fee_spike_chain`] draws it: 10× or 100× over one to three blocks, from up to 8
+/// blocks before one of `around` (or anywhere from `start` to the last of them), held 2 to 40
+/// blocks.
+fn spike_curve(rng: &mut super::rng::Rng, start: u32, around: &[u32]) -> super::market::FeeCurve {
     let factor = if rng.chance(500) { 10 } else { 100 };
     let last = around.iter().copied().max().unwrap_or(start).max(start);
     let at = match around.get(rng.below(around.len() as u64 + 1) as usize) {
@@ -117,8 +125,35 @@ pub fn fee_spike_chain(seed: u64, start: u32, around: &[u32]) -> Chain {
     let rise = rng.range(1, 3) as u32;
     let hold = rng.range(2, 40) as u32;
     let base = bitcoin::FeeRate::from_sat_per_kwu(250);
+    super::market::FeeCurve::spike(base, factor, at, rise, hold)
+}
+
+/// Draws the spike of a [`Config::fee_spikes`] run again once the run knows where its on-chain
+/// deadlines fall (Lightning: when a commitment is first broadcast, the deadlines being the
+/// commitment's confirmation and the HTLCs' expiries): from the next block on, the market spikes
+/// 10× or 100× over one to three blocks from up to 8 blocks before one of `around` or the next
+/// block (heights before it do not count), held 2 to 40 blocks. A run already in a spike keeps
+/// it. Drawn from its own generator.
+pub(crate) fn respike(chain: &mut Chain, seed: u64, around: &[u32]) {
+    if in_spike(chain) || chain.market().is_none() {
+        return;
+    }
+    let next = chain.height.saturating_add(1);
+    let mut points: Vec<u32> = around.iter().copied().filter(|&h| h >= next).collect();
+    points.push(next);
+    points.sort_unstable();
+    points.dedup();
+    let mut rng = super::rng::Rng::new(seed ^ 0x7265_7370_696b_6500);
+    let pick = points[rng.below(points.len() as u64) as usize];
+    let factor = if rng.chance(500) { 10 } else { 100 };
+    let at = pick.saturating_sub(rng.below(9) as u32).max(next);
+    let (rise, hold) = (rng.range(1, 3) as u32, rng.range(2, 40) as u32);
+    let base = bitcoin::FeeRate::from_sat_per_kwu(250);
     let curve = super::market::FeeCurve::spike(base, factor, at, rise, hold);
-    Chain::at(start).with_policy(super::policy::Policy::CORE_29).with_market(super::market::FeeMarket::new(curve))
+    let market = chain.market().map(|m| super::market::FeeMarket { curve, ..m.clone() });
+    if let Some(m) = market {
+        chain.set_market(m);
+    }
 }
 
 /// What a party's fee estimator says: the market's estimates on a chain with a market (for the

@@ -14,9 +14,10 @@
 //! shown every block and what it returns is broadcast, checked by Core's interpreter like every
 //! other broadcast, and charged to the honest party.
 //!
-//! Who pays what is the simulation's rule: tree transactions pay no fee (zero-fee TRUC; the
-//! simulated chain has no fee market, so no CPFP child is needed); a leaf transaction's fee is
-//! the broadcaster's: the honest party pays the fee of its received payment and of its refund,
+//! Who pays what is the simulation's rule: tree transactions pay no fee (zero-fee TRUC; on a
+//! chain without a market and relay policy no CPFP child is needed; in a fee-spike run the tower
+//! operator's bumper adds one through the pay-to-anchor output, paid from the client's fee coins,
+//! and charged to the client); a leaf transaction's fee is the broadcaster's: the honest party pays the fee of its received payment and of its refund,
 //! both broadcast by its tower. What it is owed is its balance in its own view when it went
 //! offline. A party that comes back rescans the chain like after a restart and must find no
 //! node of the stale branch confirmed (its channel would report
@@ -28,6 +29,8 @@ use std::vec::Vec;
 
 use bitcoin::Transaction;
 
+use crate::core::feebump::{BumpEvent, BumpMethod, BumpRequest, Bumper, InputTemplate, Protects};
+use crate::core::script::is_p2a;
 use crate::core::BlockHeight;
 use crate::duplex::tower::DuplexTower;
 use crate::duplex::Phase;
@@ -57,10 +60,16 @@ pub(super) struct TowerRun {
     /// The honest party comes back this many blocks after the stale branch's locks expired.
     returns: Option<u32>,
     returned: bool,
+    /// In a fee-spike run ([`Config::fee_spikes`](super::super::Config::fee_spikes)), the tower
+    /// operator's fee bumper: each zero-fee tree transaction the tower publishes goes out with
+    /// a CPFP child through its pay-to-anchor output (the module docs of
+    /// [`crate::duplex::tower`]), paid from the client's fee coins (the client delegated them
+    /// to the tower, so the fees are the client's).
+    bumper: Option<Bumper>,
 }
 
 impl TowerRun {
-    pub(super) fn new(rng: Rng, honest: usize) -> Self {
+    pub(super) fn new(rng: Rng, honest: usize, spikes: bool) -> Self {
         TowerRun {
             rng,
             honest,
@@ -74,6 +83,7 @@ impl TowerRun {
             locks: 0,
             returns: None,
             returned: false,
+            bumper: spikes.then(Bumper::new),
         }
     }
 }
@@ -157,6 +167,14 @@ impl Sim {
         t.cheat_at = self.pair.chain.height + t.rng.range(1, 40) as u32;
         t.returns = t.rng.chance(500).then(|| t.rng.range(1, 12) as u32);
         t.offline = true;
+        if std::env::var("PAYCHAN_SIM_TRACE").is_ok() {
+            std::println!(
+                "h{} tower run: both parties stop (honest {h}), the cheater publishes at {}, the honest party returns {:?}",
+                self.pair.chain.height,
+                t.cheat_at,
+                t.returns
+            );
+        }
         self.offline = [true; 2];
         self.net.clear();
         self.stop_offchain();
@@ -249,6 +267,12 @@ impl Sim {
         }
         let h = t.honest;
         let out = t.tower.as_mut().map(|tower| tower.block(BlockHeight(height), mined)).unwrap_or_default();
+        if let Some(b) = t.bumper.as_mut() {
+            for tx in mined {
+                let _ = b.handle_chain(&crate::driving::ChainEvent::Confirmed { tx, height: BlockHeight(height) });
+            }
+        }
+        let mut tracked = Vec::new();
         for tx in out {
             if self.sabotage == Sabotage::TowerDisabled {
                 self.out.sabotaged += 1;
@@ -262,7 +286,9 @@ impl Sim {
                 self.deferred.push(tx.clone());
             }
             let _ = self.pair.chain.submit(&tx);
+            tracked.push(tx);
         }
+        self.tower_bump(h, &tracked)?;
         let Some(t) = self.tower.as_mut() else { return Ok(()) };
         let (Some(after), Some(breach), false) = (t.returns, t.breach, t.returned) else { return Ok(()) };
         if height < breach + t.locks + after {
@@ -304,5 +330,59 @@ impl Sim {
     pub(super) fn tower_settled(&self, i: usize) -> Option<bool> {
         let t = self.tower.as_ref().filter(|_| self.tower_offline(i))?;
         Some(t.returns.is_none() && self.tower_done())
+    }
+
+    /// The tower operator's bumper (a fee-spike run): tracks each zero-fee tree transaction
+    /// `published` now as a CPFP request through its pay-to-anchor output, with the deadline and
+    /// the value at stake the client's own channel would give it (valid in the next block, so
+    /// due `S` blocks later; the client's balance), then does its block work with the client's
+    /// fee coins. [`Sabotage::DisableBumper`] switches it off like the client's own.
+    fn tower_bump(&mut self, h: usize, published: &[Transaction]) -> Result<(), String> {
+        let height = self.pair.chain.height;
+        let s = u32::from(self.pair.parties[h].ch.terms().confirm_blocks);
+        let at_stake = bitcoin::Amount::from_sat(self.owed_to(h));
+        let Some(b) = self.tower.as_mut().and_then(|t| t.bumper.as_mut()) else { return Ok(()) };
+        for tx in published {
+            let Some(vout) = tx.output.iter().position(|o| is_p2a(&o.script_pubkey)) else { continue };
+            let anchor = InputTemplate::pay_to_anchor(
+                bitcoin::OutPoint { txid: tx.compute_txid(), vout: vout as u32 },
+                tx.output[vout].value,
+            );
+            let _ = b.track(BumpRequest {
+                tx: tx.clone(),
+                deadline: BlockHeight(height + 1 + s),
+                at_stake,
+                protects: Protects::DuplexBranch,
+                method: BumpMethod::Child { anchor, parent_fee: bitcoin::Amount::ZERO },
+            });
+        }
+        if b.pending().next().is_none() {
+            return Ok(());
+        }
+        if self.sabotage == Sabotage::DisableBumper {
+            self.out.sabotaged += 1;
+            return Ok(());
+        }
+        self.wallets[h].sync(&self.pair.chain);
+        let est = super::super::estimates(&self.pair.chain, crate::core::commitment::FeeratePerKw(253));
+        let Some(b) = self.tower.as_mut().and_then(|t| t.bumper.as_mut()) else { return Ok(()) };
+        let fx = b.bump(BlockHeight(height), &est, &mut self.wallets[h], &self.pair.parties[h].signer);
+        if super::super::in_spike(&self.pair.chain) {
+            self.out.spike_bumps += fx.events.iter().filter(|e| matches!(e, BumpEvent::Bumped { .. })).count() as u32;
+        }
+        if std::env::var("PAYCHAN_SIM_TRACE").is_ok() && !fx.events.is_empty() {
+            std::println!("h{height} tower bumper of party {h}: {:?}", fx.events);
+        }
+        let mut out = Vec::new();
+        for tx in fx.broadcast {
+            self.broadcasts.record(h, &tx);
+            let check = check_broadcast(self.chain(), &tx).map_err(|e| format!("the tower of party {h} bump: {e}"))?;
+            if check == BroadcastCheck::Deferred && !self.deferred.contains(&tx) {
+                self.deferred.push(tx.clone());
+            }
+            out.push(tx);
+        }
+        super::super::submit_bumps(&mut self.pair.chain, &out);
+        Ok(())
     }
 }
