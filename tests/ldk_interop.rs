@@ -346,6 +346,7 @@ fn paychan_pays_ldk(ldk: &mut Ldk, link: &mut Link, i: usize) {
         outgoing_cltv_value: cltv,
         payment_data: Some((target.payment_secret, amount)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let session = SecretKey::from_slice(&[0x5e; 32]).unwrap();
     let (onion, _secrets) =
@@ -573,6 +574,7 @@ fn refused_payments_each_way_reach_the_origin() {
         outgoing_cltv_value: cltv,
         payment_data: Some(([0xab; 32], amount)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let session = SecretKey::from_slice(&[0x5f; 32]).unwrap();
     let (onion, secrets) =
@@ -647,6 +649,7 @@ fn a_disconnection_at_each_step_of_the_dances_and_a_reconnection() {
             outgoing_cltv_value: cltv,
             payment_data: Some((target.payment_secret, amount)),
             payment_metadata: None,
+            keysend_preimage: None,
         };
         let session = SecretKey::from_slice(&[0x61; 32]).unwrap();
         let (onion, _) = build_onion(
@@ -754,6 +757,7 @@ fn paychan_offers(ldk: &mut Ldk, link: &mut Link, i: usize, amount: u64, session
         outgoing_cltv_value: cltv,
         payment_data: Some((target.payment_secret, amount)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let session = SecretKey::from_slice(&[session; 32]).unwrap();
     let (onion, _) =

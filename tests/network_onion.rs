@@ -33,6 +33,7 @@ fn payloads(secret: [u8; 32], final_amount: u64) -> Vec<HopPayload> {
             outgoing_cltv_value: 800_100,
             payment_data: Some((secret, final_amount)),
             payment_metadata: None,
+            keysend_preimage: None,
         },
     ]
 }
@@ -87,6 +88,7 @@ fn the_final_node_refuses_underpayment_short_expiry_and_probing() {
         outgoing_cltv_value: 800_100,
         payment_data: None,
         payment_metadata: None,
+        keysend_preimage: None,
     };
     assert_eq!(
         no_secret.check_final(100_000, 800_100, &SECRET, 800_000).unwrap_err().code,

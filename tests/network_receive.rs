@@ -32,6 +32,7 @@ fn final_payload(secret: [u8; 32], cltv: u32) -> Vec<u8> {
         outgoing_cltv_value: cltv,
         payment_data: Some((secret, AMOUNT)),
         payment_metadata: None,
+        keysend_preimage: None,
     }
     .encode()
 }
