@@ -1276,3 +1276,58 @@ fn ldk_pays_ldk_through_a_paychan_forwarder_from_the_onion() {
     t.run();
     assert_eq!(t.balances(), before, "nothing moved");
 }
+
+use lightning::routing::router::{PaymentParameters, RouteParameters};
+use paychan::network::receive::receive_keysend;
+
+/// LDK sends a keysend (`send_spontaneous_payment`: no invoice, the preimage in the final
+/// payload's TLV 5482373484); paychan decodes it, checks the preimage against the HTLC's hash
+/// with `receive_keysend` and settles with it. LDK sees the payment sent with its own preimage,
+/// and the balances move by the amount to the msat.
+#[test]
+fn ldk_sends_a_keysend_to_paychan() {
+    let (mut ldk, mut link) = connected(ChannelType::AnchorsZeroFeeHtlc, 61);
+    let i = ldk_opens(&mut ldk, &mut link);
+    let _ = ldk.events();
+    let before = link.pc.channels[i].ch.balances(Side::Holder);
+    let amount = 25_000_000;
+    let preimage = lightning::types::payment::PaymentPreimage([0x61; 32]);
+    let params = PaymentParameters::for_keysend(link.pc_node.node_id(), 40, false);
+    let hash = ldk
+        .manager
+        .send_spontaneous_payment(
+            Some(preimage),
+            RecipientOnionFields::spontaneous_empty(),
+            PaymentId([0x61; 32]),
+            RouteParameters::from_payment_params_and_value(params, amount),
+            Retry::Attempts(0),
+        )
+        .expect("LDK sends the keysend");
+    link.pump(&ldk);
+    let got = received(&mut link, i);
+    let [(id, htlc_amount, payment_hash, cltv_expiry, onion)] = &got[..] else { panic!("one HTLC: {got:?}") };
+    assert_eq!((htlc_amount.to_msat(), payment_hash.0), (amount, hash.0));
+    let htlc = ReceivedHtlc { onion, payment_hash: *payment_hash, amount: *htlc_amount, cltv_expiry: *cltv_expiry };
+    let (hop, got_preimage) =
+        receive_keysend(&htlc, &pc_secret(), 40, link.pc.tip).expect("LDK's keysend passes the final checks");
+    assert_eq!(got_preimage, PaymentPreimage(preimage.0));
+    assert!(matches!(hop, HopPayload::Final { amt_to_forward, .. } if amt_to_forward == amount));
+    // The invoice path refuses it: paychan issued no invoice for this hash.
+    assert!(receive_final(&htlc, &pc_secret(), &[0x33; 32], 40, link.pc.tip).is_err());
+    let id = *id;
+    let msgs = link.pc.command(i, |ch, _| ch.fulfill_htlc(id, got_preimage).expect("fulfill"));
+    link.send_all(&ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+    link.send_all(&ldk, &msgs);
+    link.pump(&ldk);
+    let sent = ldk.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentSent { payment_preimage, fee_paid_msat, .. } => Some((payment_preimage, fee_paid_msat)),
+        _ => None,
+    });
+    assert_eq!(sent, Some((preimage, Some(0))));
+    link.pump(&ldk);
+    assert!(link.pc.channels[i].ch.htlcs().is_empty());
+    let after = link.pc.channels[i].ch.balances(Side::Holder);
+    assert_eq!(after.holder.to_msat(), before.holder.to_msat() + amount);
+    assert_eq!(after.counterparty.to_msat(), before.counterparty.to_msat() - amount);
+}
