@@ -229,6 +229,7 @@ fn payloads() -> Vec<Vec<u8>> {
                     outgoing_cltv_value: HEIGHT + FINAL_CLTV,
                     payment_data: Some(([0x5e; 32], AMOUNT)),
                     payment_metadata: None,
+                    keysend_preimage: None,
                 }
             } else {
                 HopPayload::Forward {

@@ -346,6 +346,7 @@ fn paychan_pays_ldk(ldk: &mut Ldk, link: &mut Link, i: usize) {
         outgoing_cltv_value: cltv,
         payment_data: Some((target.payment_secret, amount)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let session = SecretKey::from_slice(&[0x5e; 32]).unwrap();
     let (onion, _secrets) =
@@ -573,6 +574,7 @@ fn refused_payments_each_way_reach_the_origin() {
         outgoing_cltv_value: cltv,
         payment_data: Some(([0xab; 32], amount)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let session = SecretKey::from_slice(&[0x5f; 32]).unwrap();
     let (onion, secrets) =
@@ -647,6 +649,7 @@ fn a_disconnection_at_each_step_of_the_dances_and_a_reconnection() {
             outgoing_cltv_value: cltv,
             payment_data: Some((target.payment_secret, amount)),
             payment_metadata: None,
+            keysend_preimage: None,
         };
         let session = SecretKey::from_slice(&[0x61; 32]).unwrap();
         let (onion, _) = build_onion(
@@ -754,6 +757,7 @@ fn paychan_offers(ldk: &mut Ldk, link: &mut Link, i: usize, amount: u64, session
         outgoing_cltv_value: cltv,
         payment_data: Some((target.payment_secret, amount)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let session = SecretKey::from_slice(&[session; 32]).unwrap();
     let (onion, _) =
@@ -1271,4 +1275,142 @@ fn ldk_pays_ldk_through_a_paychan_forwarder_from_the_onion() {
     assert_eq!(path_failed, Some((false, Some(t.scid_b), update)), "{events:?}");
     t.run();
     assert_eq!(t.balances(), before, "nothing moved");
+}
+
+use lightning::routing::router::{PaymentParameters, RouteParameters};
+use paychan::network::receive::receive_keysend;
+
+/// LDK sends a keysend (`send_spontaneous_payment`: no invoice, the preimage in the final
+/// payload's TLV 5482373484); paychan decodes it, checks the preimage against the HTLC's hash
+/// with `receive_keysend` and settles with it. LDK sees the payment sent with its own preimage,
+/// and the balances move by the amount to the msat.
+#[test]
+fn ldk_sends_a_keysend_to_paychan() {
+    let (mut ldk, mut link) = connected(ChannelType::AnchorsZeroFeeHtlc, 61);
+    let i = ldk_opens(&mut ldk, &mut link);
+    let _ = ldk.events();
+    let before = link.pc.channels[i].ch.balances(Side::Holder);
+    let amount = 25_000_000;
+    let preimage = lightning::types::payment::PaymentPreimage([0x61; 32]);
+    let params = PaymentParameters::for_keysend(link.pc_node.node_id(), 40, false);
+    let hash = ldk
+        .manager
+        .send_spontaneous_payment(
+            Some(preimage),
+            RecipientOnionFields::spontaneous_empty(),
+            PaymentId([0x61; 32]),
+            RouteParameters::from_payment_params_and_value(params, amount),
+            Retry::Attempts(0),
+        )
+        .expect("LDK sends the keysend");
+    link.pump(&ldk);
+    let got = received(&mut link, i);
+    let [(id, htlc_amount, payment_hash, cltv_expiry, onion)] = &got[..] else { panic!("one HTLC: {got:?}") };
+    assert_eq!((htlc_amount.to_msat(), payment_hash.0), (amount, hash.0));
+    let htlc = ReceivedHtlc { onion, payment_hash: *payment_hash, amount: *htlc_amount, cltv_expiry: *cltv_expiry };
+    let (hop, got_preimage) =
+        receive_keysend(&htlc, &pc_secret(), 40, link.pc.tip).expect("LDK's keysend passes the final checks");
+    assert_eq!(got_preimage, PaymentPreimage(preimage.0));
+    assert!(matches!(hop, HopPayload::Final { amt_to_forward, .. } if amt_to_forward == amount));
+    // The invoice path refuses it: paychan issued no invoice for this hash.
+    assert!(receive_final(&htlc, &pc_secret(), &[0x33; 32], 40, link.pc.tip).is_err());
+    let id = *id;
+    let msgs = link.pc.command(i, |ch, _| ch.fulfill_htlc(id, got_preimage).expect("fulfill"));
+    link.send_all(&ldk, &msgs);
+    let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+    link.send_all(&ldk, &msgs);
+    link.pump(&ldk);
+    let sent = ldk.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentSent { payment_preimage, fee_paid_msat, .. } => Some((payment_preimage, fee_paid_msat)),
+        _ => None,
+    });
+    assert_eq!(sent, Some((preimage, Some(0))));
+    link.pump(&ldk);
+    assert!(link.pc.channels[i].ch.htlcs().is_empty());
+    let after = link.pc.channels[i].ch.balances(Side::Holder);
+    assert_eq!(after.holder.to_msat(), before.holder.to_msat() + amount);
+    assert_eq!(after.counterparty.to_msat(), before.counterparty.to_msat() - amount);
+}
+
+use paychan::network::mpp::{Collected, MppCollector};
+use paychan::network::receive::receive_part;
+
+/// LDK pays a paychan invoice (which advertises `basic_mpp`) too large for either of its two
+/// channels to paychan (paychan caps each at 100,000,000 msat in flight), so LDK splits it;
+/// paychan checks each part with `receive_part`, holds the first in an `MppCollector` without
+/// settling it, and settles both parts once they reach the invoice's total. LDK sees one
+/// payment sent; paychan's two channels gain the total to the msat.
+#[test]
+fn ldk_pays_a_multi_part_payment_to_paychan_over_two_channels() {
+    let (mut ldk, mut link) = connected(ChannelType::StaticRemoteKey, 62);
+    link.pc.config.max_htlc_value_in_flight = MilliSats::from_msat(100_000_000);
+    let channels = [ldk_opens(&mut ldk, &mut link), ldk_opens(&mut ldk, &mut link)];
+    let _ = ldk.events();
+    let holder = |link: &Link| -> u64 {
+        channels.iter().map(|i| link.pc.channels[*i].ch.balances(Side::Holder).holder.to_msat()).sum()
+    };
+    let before = holder(&link);
+    let preimage = PaymentPreimage([0x62; 32]);
+    let secret = [0x36; 32];
+    let amount = 150_000_000;
+    let request = InvoiceRequest {
+        currency: Currency::Regtest,
+        amount_msat: Some(amount),
+        payment_hash: preimage.hash().0,
+        payment_secret: secret,
+        description: "paychan in parts".into(),
+        created_at: now(),
+        expiry: Duration::from_secs(3_600),
+        min_final_cltv_expiry_delta: 40,
+        route_hints: vec![],
+    };
+    let invoice: lightning_invoice::Bolt11Invoice =
+        create_invoice(&request, &link.pc_node).unwrap().to_string().parse().unwrap();
+    ldk.manager
+        .pay_for_bolt11_invoice(
+            &invoice,
+            PaymentId([0x62; 32]),
+            None,
+            RouteParametersConfig::default(),
+            Retry::Attempts(0),
+        )
+        .expect("LDK pays");
+    link.pump(&ldk);
+    let mut mpp = MppCollector::new(20);
+    let mut complete = None;
+    let mut parts = 0;
+    for i in channels {
+        for (id, htlc_amount, hash, cltv_expiry, onion) in received(&mut link, i) {
+            assert!(htlc_amount.to_msat() <= 100_000_000, "LDK split the payment");
+            parts += 1;
+            let htlc = ReceivedHtlc { onion: &onion, payment_hash: hash, amount: htlc_amount, cltv_expiry };
+            // The single-part path refuses a part; the multi-part path accepts it.
+            assert!(receive_final(&htlc, &pc_secret(), &secret, 40, link.pc.tip).is_err());
+            let part = receive_part(&htlc, &pc_secret(), Some(&secret), 40, link.pc.tip).expect("a valid part");
+            assert_eq!(part.total_msat(), amount);
+            match mpp.offer((i, id), part, Some(amount), link.pc.tip) {
+                Collected::Held { .. } => assert!(complete.is_none()),
+                Collected::Complete { parts, received_msat, .. } => complete = Some((parts, received_msat)),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    assert_eq!(parts, 2, "one part over each channel");
+    let (to_settle, received_msat) = complete.expect("the parts add up");
+    assert_eq!(received_msat, amount);
+    for (i, id) in to_settle {
+        let msgs = link.pc.command(i, |ch, _| ch.fulfill_htlc(id, preimage).expect("fulfill"));
+        link.send_all(&ldk, &msgs);
+        let msgs = link.pc.command(i, |ch, s| ch.commit(s).expect("commit"));
+        link.send_all(&ldk, &msgs);
+        link.pump(&ldk);
+    }
+    link.pump(&ldk);
+    let sent = ldk.events().into_iter().find_map(|e| match e {
+        LdkEvent::PaymentSent { payment_preimage, fee_paid_msat, .. } => Some((payment_preimage, fee_paid_msat)),
+        _ => None,
+    });
+    assert_eq!(sent, Some((lightning::types::payment::PaymentPreimage(preimage.0), Some(0))));
+    assert!(channels.iter().all(|i| link.pc.channels[*i].ch.htlcs().is_empty()));
+    assert_eq!(holder(&link), before + amount);
 }

@@ -126,6 +126,7 @@ impl Net {
                 outgoing_cltv_value: out_cltv,
                 payment_data: Some((SECRET, AMOUNT)),
                 payment_metadata: None,
+                keysend_preimage: None,
             },
             route: [node_id(B_NODE), node_id(C_NODE)],
         }
@@ -464,6 +465,7 @@ fn the_payees_failure_reaches_the_origin_through_b_unread() {
             outgoing_cltv_value: n.h() + 60,
             payment_data: Some(([0x77; 32], AMOUNT)),
             payment_metadata: None,
+            keysend_preimage: None,
         };
         let (secrets, _) = n.send(&s, PaymentHash([0x26; 32]));
         assert!(n.forwarded());
@@ -509,6 +511,7 @@ fn the_shared_secret_survives_a_restart_of_b() {
         outgoing_cltv_value: n.h() + 60,
         payment_data: Some(([0x78; 32], AMOUNT)),
         payment_metadata: None,
+        keysend_preimage: None,
     };
     let (secrets, _) = n.send(&s, PaymentHash([0x28; 32]));
     assert!(matches!(n.b.tracked()[0].state, ForwardState::Offered { .. }));
@@ -575,6 +578,7 @@ fn a_payees_channel_refusal_is_attributed_only_when_wrapped() {
             outgoing_cltv_value: h + 20,
             payment_data: Some((SECRET, AMOUNT)),
             payment_metadata: None,
+            keysend_preimage: None,
         };
         let (onion, secrets) =
             build_onion(&Secp256k1::signing_only(), &[node_id(C_NODE)], &[payload.encode()], &key(0x5e), &hash.0)

@@ -33,6 +33,7 @@ fn payloads(secret: [u8; 32], final_amount: u64) -> Vec<HopPayload> {
             outgoing_cltv_value: 800_100,
             payment_data: Some((secret, final_amount)),
             payment_metadata: None,
+            keysend_preimage: None,
         },
     ]
 }
@@ -87,6 +88,7 @@ fn the_final_node_refuses_underpayment_short_expiry_and_probing() {
         outgoing_cltv_value: 800_100,
         payment_data: None,
         payment_metadata: None,
+        keysend_preimage: None,
     };
     assert_eq!(
         no_secret.check_final(100_000, 800_100, &SECRET, 800_000).unwrap_err().code,
@@ -112,6 +114,20 @@ fn malformed_payloads_are_refused() {
     // A non-minimal amount.
     let bad = [0x02, 0x02, 0x00, 0x01, 0x04, 0x01, 0x01, 0x06, 0x08, 0, 0, 0, 0, 0, 0, 0, 1];
     assert!(HopPayload::decode(&bad, false).is_err());
+    // keysend_preimage (type 5482373484, even) on a forwarding hop, and a short one on a final hop.
+    let mut keysend = body.to_vec();
+    keysend.extend([0xff, 0, 0, 0, 1, 0x46, 0xc6, 0x61, 0x6c, 0x20]);
+    keysend.extend([7; 32]);
+    assert_eq!(HopPayload::decode(&keysend, false).unwrap_err().code, failure::INVALID_ONION_PAYLOAD);
+    let mut short = final_body[1..].to_vec();
+    short.extend([0xff, 0, 0, 0, 1, 0x46, 0xc6, 0x61, 0x6c, 0x1f]);
+    short.extend([7; 31]);
+    assert_eq!(HopPayload::decode(&short, true).unwrap_err().code, failure::INVALID_ONION_PAYLOAD);
+    let mut whole = final_body[1..].to_vec();
+    whole.extend([0xff, 0, 0, 0, 1, 0x46, 0xc6, 0x61, 0x6c, 0x20]);
+    whole.extend([7; 32]);
+    let decoded = HopPayload::decode(&whole, true).expect("a final keysend decodes");
+    assert_eq!(decoded.encode()[1..], whole[..], "and encodes back byte for byte");
 }
 
 #[test]

@@ -6,6 +6,7 @@
 //! | [`invoice`] | 11 | invoices (LDK's `lightning-invoice`) with the payer's checks |
 //! | [`noise`] | 8 | the encrypted, authenticated transport and its handshake |
 //! | [`features`] | 9 | feature bits and their negotiation |
+//! | [`mpp`] | 4 | holding the parts of a multi-part payment until they add up |
 //! | [`onion`] | 4 | Sphinx onions: build, peel, failures |
 //! | [`payload`] | 4 | hop payloads and the forwarding and final-hop checks |
 //! | [`peer`] | 1 | `init`, `ping`/`pong`, routing channel messages by channel id |
@@ -14,6 +15,7 @@
 
 pub mod features;
 pub mod invoice;
+pub mod mpp;
 pub mod noise;
 pub mod onion;
 pub mod payload;

@@ -14,6 +14,11 @@ use core::fmt;
 
 use super::onion::failure;
 use crate::core::encode::{DecodeError, Reader, TlvReader, Writer};
+use crate::core::hashlock::PaymentPreimage;
+
+/// The TLV type of `keysend_preimage` (bLIP-3), carried in a spontaneous payment's final
+/// payload. Even: a node that does not expect a keysend must refuse it.
+pub const KEYSEND_TLV_TYPE: u64 = 5_482_373_484;
 
 /// One hop's instructions.
 #[derive(Clone, PartialEq, Eq, Debug)]
@@ -37,6 +42,9 @@ pub enum HopPayload {
         payment_data: Option<([u8; 32], u64)>,
         /// `payment_metadata`, opaque.
         payment_metadata: Option<Vec<u8>>,
+        /// `keysend_preimage` ([`KEYSEND_TLV_TYPE`]): the preimage of a spontaneous payment,
+        /// chosen by the payer (no invoice). Only the final payload may carry it.
+        keysend_preimage: Option<PaymentPreimage>,
     },
 }
 
@@ -92,7 +100,13 @@ impl HopPayload {
                 tlv.bigsize(4).var_bytes(v.as_bytes());
                 tlv.bigsize(6).bigsize(8).u64(*short_channel_id);
             }
-            HopPayload::Final { amt_to_forward, outgoing_cltv_value, payment_data, payment_metadata } => {
+            HopPayload::Final {
+                amt_to_forward,
+                outgoing_cltv_value,
+                payment_data,
+                payment_metadata,
+                keysend_preimage,
+            } => {
                 let mut v = Writer::new();
                 v.tu64(*amt_to_forward);
                 tlv.bigsize(2).var_bytes(v.as_bytes());
@@ -107,6 +121,9 @@ impl HopPayload {
                 if let Some(m) = payment_metadata {
                     tlv.bigsize(16).var_bytes(m);
                 }
+                if let Some(p) = keysend_preimage {
+                    tlv.bigsize(KEYSEND_TLV_TYPE).var_bytes(&p.0);
+                }
             }
         }
         let body = tlv.into_bytes();
@@ -120,13 +137,15 @@ impl HopPayload {
     ///
     /// # Errors
     /// [`Refusal`] `invalid_onion_payload` for a stream that does not decode, an unknown even
-    /// type, or a missing or forbidden field.
+    /// type, or a missing or forbidden field (`short_channel_id` in a final payload,
+    /// `keysend_preimage` in a forwarding one).
     pub fn decode(payload: &[u8], is_final: bool) -> Result<Self, Refusal> {
         let mut amt = None;
         let mut cltv = None;
         let mut scid = None;
         let mut data = None;
         let mut metadata = None;
+        let mut keysend = None;
         let result = TlvReader::new(payload).for_each(|ty, r| {
             match ty {
                 2 => amt = Some(r.truncated_int(8)?),
@@ -137,6 +156,7 @@ impl HopPayload {
                     data = Some((secret, r.truncated_int(8)?));
                 }
                 16 => metadata = Some(r.take(r.remaining())?.to_vec()),
+                KEYSEND_TLV_TYPE => keysend = Some(PaymentPreimage(r.array()?)),
                 _ => return Ok(false),
             }
             Ok(true)
@@ -159,8 +179,12 @@ impl HopPayload {
                 outgoing_cltv_value,
                 payment_data: data,
                 payment_metadata: metadata,
+                keysend_preimage: keysend,
             })
         } else {
+            if keysend.is_some() {
+                return Err(invalid());
+            }
             Ok(HopPayload::Forward {
                 amt_to_forward: amt,
                 outgoing_cltv_value,
@@ -198,15 +222,16 @@ impl HopPayload {
         Ok(())
     }
 
-    /// The final node's checks of the HTLC against this payload and the invoice it issued
-    /// (`expected_secret`), at chain height `height`.
+    /// The final node's checks of a single-part HTLC against this payload and the invoice it
+    /// issued (`expected_secret`), at chain height `height`.
     ///
     /// # Errors
     /// [`Refusal`]: `final_incorrect_htlc_amount` if the HTLC carries less than the payload says,
     /// `final_incorrect_cltv_expiry` if it expires before the payload's expiry, and
     /// `incorrect_or_unknown_payment_details` (with `htlc_msat` and `height`) for a missing or
-    /// wrong payment secret, or a total other than this part (multi-part payments are not
-    /// supported) — the same answer as for an unknown payment hash, so a prober learns nothing.
+    /// wrong payment secret, or a total other than this part (a part of a multi-part payment
+    /// goes through [`HopPayload::check_final_part`] instead) — the same answer as for an
+    /// unknown payment hash, so a prober learns nothing.
     pub fn check_final(
         &self,
         amount_msat: u64,
@@ -214,18 +239,42 @@ impl HopPayload {
         expected_secret: &[u8; 32],
         height: u32,
     ) -> Result<(), Refusal> {
+        // Multi-part totals first, as the wrong secret: one answer, before the amount checks.
+        if let HopPayload::Final { amt_to_forward, payment_data: Some((_, total)), .. } = self {
+            if total != amt_to_forward {
+                return Err(unknown_payment(amount_msat, height));
+            }
+        }
+        self.check_final_part(amount_msat, cltv_expiry, Some(expected_secret), height).map(|_| ())
+    }
+
+    /// The final node's checks of one HTLC, perhaps one part of a multi-part payment, against
+    /// this payload: the payment secret is `expected_secret` (the invoice's), or anything or
+    /// nothing for a keysend (`None`: the payer chose the preimage; its check against the
+    /// payment hash is the caller's). Returns the payment's `total_msat` (this part's
+    /// `amt_to_forward` when the payload carries no `payment_data`).
+    ///
+    /// # Errors
+    /// As [`HopPayload::check_final`], with `incorrect_or_unknown_payment_details` for a total
+    /// below this part's `amt_to_forward`.
+    pub fn check_final_part(
+        &self,
+        amount_msat: u64,
+        cltv_expiry: u32,
+        expected_secret: Option<&[u8; 32]>,
+        height: u32,
+    ) -> Result<u64, Refusal> {
         let HopPayload::Final { amt_to_forward, outgoing_cltv_value, payment_data, .. } = self else {
             return Err(Refusal::code(failure::INVALID_ONION_PAYLOAD));
         };
-        let unknown = || {
-            let mut w = Writer::new();
-            w.u64(amount_msat).u32(height);
-            Refusal { code: failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, data: w.into_bytes() }
+        let total = match (payment_data, expected_secret) {
+            (Some((secret, total)), Some(expected)) if secret == expected => *total,
+            (Some((_, total)), None) => *total,
+            (None, None) => *amt_to_forward,
+            _ => return Err(unknown_payment(amount_msat, height)),
         };
-        match payment_data {
-            // Multi-part payments (`basic_mpp`) are not supported: the total is this part.
-            Some((secret, total)) if secret == expected_secret && total == amt_to_forward => {}
-            _ => return Err(unknown()),
+        if total < *amt_to_forward {
+            return Err(unknown_payment(amount_msat, height));
         }
         if amount_msat < *amt_to_forward {
             let mut w = Writer::new();
@@ -237,8 +286,16 @@ impl HopPayload {
             w.u32(cltv_expiry);
             return Err(Refusal { code: failure::FINAL_INCORRECT_CLTV_EXPIRY, data: w.into_bytes() });
         }
-        Ok(())
+        Ok(total)
     }
+}
+
+/// `incorrect_or_unknown_payment_details` with `htlc_msat` and `height`: BOLT #4's answer to an
+/// unknown hash, a wrong secret or preimage, or an amount or expiry the payee does not accept.
+pub(crate) fn unknown_payment(amount_msat: u64, height: u32) -> Refusal {
+    let mut w = Writer::new();
+    w.u64(amount_msat).u32(height);
+    Refusal { code: failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, data: w.into_bytes() }
 }
 
 /// Reads the `update_fail_htlc` failure message's code and data.

@@ -25,6 +25,7 @@
 //!     outgoing_cltv_value: 840,
 //!     payment_data: Some((secret, 5_000)),
 //!     payment_metadata: None,
+//!     keysend_preimage: None,
 //! };
 //! let session = SecretKey::from_slice(&[9; 32]).unwrap();
 //! let (onion, secrets) = build_onion(&secp, &[payee_id], &[payload.encode()], &session, &hash.0).unwrap();
@@ -38,6 +39,7 @@
 //! ```
 
 use alloc::vec::Vec;
+use core::fmt;
 
 use bitcoin::hashes::{sha256, Hash};
 use bitcoin::secp256k1::ecdh::SharedSecret;
@@ -45,9 +47,8 @@ use bitcoin::secp256k1::{PublicKey, SecretKey};
 
 use super::noise::NodeSigner;
 use super::onion::{failure, packet_shared_secret, peel, peel_with_signer, wrap_failure, OnionError, Peeled};
-use super::payload::{HopPayload, Refusal};
-use crate::core::encode::Writer;
-use crate::core::hashlock::PaymentHash;
+use super::payload::{unknown_payment, HopPayload, Refusal};
+use crate::core::hashlock::{PaymentHash, PaymentPreimage};
 use crate::core::units::MilliSats;
 use crate::lightning::{Channel, CommandError, Effects, HtlcRefusal, OnionPacket};
 
@@ -116,7 +117,8 @@ pub(super) fn fail(shared_secret: &[u8; 32], refusal: &Refusal) -> FailBack {
 /// Checks an HTLC paying this node: peels `htlc.onion` with `node_key`, decodes the final
 /// payload, and checks it against the HTLC, the invoice's `payment_secret` and
 /// `min_final_cltv_expiry_delta`, at chain height `height`. Returns the payload (settle with
-/// [`Channel::fulfill_htlc`]) or how to fail the HTLC back.
+/// [`Channel::fulfill_htlc`]) or how to fail the HTLC back. A part of a multi-part payment is
+/// refused here: see [`receive_part`].
 ///
 /// # Errors
 /// [`FailBack::Malformed`] for an onion whose version, key or HMAC is bad; [`FailBack::Fail`]
@@ -132,6 +134,152 @@ pub fn receive_final(
     min_final_cltv_expiry_delta: u32,
     height: u32,
 ) -> Result<HopPayload, FailBack> {
+    let (hop, ss) = peel_final(htlc, node_key)?;
+    let amount = htlc.amount.to_msat();
+    hop.check_final(amount, htlc.cltv_expiry, payment_secret, height).map_err(|r| fail(&ss, &r))?;
+    check_final_delta(htlc, min_final_cltv_expiry_delta, height).map_err(|r| fail(&ss, &r))?;
+    Ok(hop)
+}
+
+/// Checks an HTLC paying this node that may be one part of a multi-part payment (`basic_mpp`),
+/// or a keysend: as [`receive_final`], but the payload's `total_msat` may exceed this part
+/// (hand the part to an [`MppCollector`](super::mpp::MppCollector), which settles only when the
+/// parts add up). `payment_secret` is the invoice's for the HTLC's payment hash, or `None` when
+/// this node issued no invoice for it: then the payload must carry a `keysend_preimage` whose
+/// SHA256 is the payment hash.
+///
+/// # Errors
+/// As [`receive_final`]; a keysend without a preimage, or with one that does not match the
+/// payment hash, gets `incorrect_or_unknown_payment_details`, the answer for an unknown hash,
+/// before any amount or expiry check (a prober learns nothing, and nothing is revealed).
+pub fn receive_part(
+    htlc: &ReceivedHtlc<'_>,
+    node_key: &SecretKey,
+    payment_secret: Option<&[u8; 32]>,
+    min_final_cltv_expiry_delta: u32,
+    height: u32,
+) -> Result<FinalPart, FailBack> {
+    let (hop, ss) = peel_final(htlc, node_key)?;
+    let amount = htlc.amount.to_msat();
+    let keysend = match &hop {
+        HopPayload::Final { keysend_preimage, .. } => *keysend_preimage,
+        HopPayload::Forward { .. } => None,
+    };
+    if payment_secret.is_none() && !keysend.is_some_and(|p| htlc.payment_hash.is_unlocked_by(&p)) {
+        return Err(fail(&ss, &unknown_payment(amount, height)));
+    }
+    let total = hop.check_final_part(amount, htlc.cltv_expiry, payment_secret, height).map_err(|r| fail(&ss, &r))?;
+    check_final_delta(htlc, min_final_cltv_expiry_delta, height).map_err(|r| fail(&ss, &r))?;
+    let set_secret = match &hop {
+        HopPayload::Final { payment_data: Some((secret, _)), .. } => Some(*secret),
+        _ => None,
+    };
+    Ok(FinalPart {
+        payload: hop,
+        payment_hash: htlc.payment_hash,
+        amount_msat: amount,
+        cltv_expiry: htlc.cltv_expiry,
+        total_msat: total,
+        set_secret,
+        preimage: if payment_secret.is_none() { keysend } else { None },
+        shared_secret: ss,
+    })
+}
+
+/// Checks a single-part keysend paying this node: [`receive_part`] without an invoice, the whole
+/// payment in this HTLC. Returns the payload and the payer's preimage, checked against the
+/// payment hash: settle with [`Channel::fulfill_htlc`].
+///
+/// # Errors
+/// As [`receive_part`]; a part of a multi-part keysend (a `total_msat` above this HTLC's
+/// `amt_to_forward`) gets `incorrect_or_unknown_payment_details` here: collect those with an
+/// [`MppCollector`](super::mpp::MppCollector).
+pub fn receive_keysend(
+    htlc: &ReceivedHtlc<'_>,
+    node_key: &SecretKey,
+    min_final_cltv_expiry_delta: u32,
+    height: u32,
+) -> Result<(HopPayload, PaymentPreimage), FailBack> {
+    let part = receive_part(htlc, node_key, None, min_final_cltv_expiry_delta, height)?;
+    match (&part.payload, part.preimage) {
+        (HopPayload::Final { amt_to_forward, .. }, Some(preimage)) if *amt_to_forward == part.total_msat => {
+            Ok((part.payload, preimage))
+        }
+        _ => Err(part.fail(&unknown_payment(part.amount_msat, height))),
+    }
+}
+
+/// One HTLC paying this node, checked by [`receive_part`]: what a multi-part collector needs,
+/// including the shared secret to fail it back with (`Debug` leaves the secrets out).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FinalPart {
+    payload: HopPayload,
+    payment_hash: PaymentHash,
+    amount_msat: u64,
+    cltv_expiry: u32,
+    total_msat: u64,
+    set_secret: Option<[u8; 32]>,
+    preimage: Option<PaymentPreimage>,
+    shared_secret: [u8; 32],
+}
+
+impl fmt::Debug for FinalPart {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FinalPart")
+            .field("payment_hash", &self.payment_hash)
+            .field("amount_msat", &self.amount_msat)
+            .field("cltv_expiry", &self.cltv_expiry)
+            .field("total_msat", &self.total_msat)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FinalPart {
+    /// The final payload.
+    pub fn payload(&self) -> &HopPayload {
+        &self.payload
+    }
+
+    /// The HTLC's payment hash.
+    pub fn payment_hash(&self) -> PaymentHash {
+        self.payment_hash
+    }
+
+    /// The HTLC's amount, msat (at least the payload's `amt_to_forward`).
+    pub fn amount_msat(&self) -> u64 {
+        self.amount_msat
+    }
+
+    /// The HTLC's expiry height.
+    pub fn cltv_expiry(&self) -> u32 {
+        self.cltv_expiry
+    }
+
+    /// The whole payment's `total_msat` (this part's `amt_to_forward` without `payment_data`).
+    pub fn total_msat(&self) -> u64 {
+        self.total_msat
+    }
+
+    /// The payment secret the payload carries, if any (the invoice's, checked, for an invoice
+    /// payment; the payer's choice for a keysend).
+    pub fn payment_secret(&self) -> Option<[u8; 32]> {
+        self.set_secret
+    }
+
+    /// A keysend's preimage, checked against the payment hash (`None` for an invoice payment,
+    /// whose preimage the payee already holds).
+    pub fn preimage(&self) -> Option<PaymentPreimage> {
+        self.preimage
+    }
+
+    /// How to fail this HTLC back with `refusal`, wrapped for its origin.
+    pub fn fail(&self, refusal: &Refusal) -> FailBack {
+        fail(&self.shared_secret, refusal)
+    }
+}
+
+/// Peels a final onion and decodes its payload, or the answer for one that does not.
+fn peel_final(htlc: &ReceivedHtlc<'_>, node_key: &SecretKey) -> Result<(HopPayload, [u8; 32]), FailBack> {
     let (payload, ss) = match peel(htlc.onion, node_key, &htlc.payment_hash.0) {
         Ok(Peeled::Final { payload, shared_secret }) => (payload, shared_secret),
         Ok(Peeled::Forward { shared_secret, .. }) => {
@@ -145,15 +293,16 @@ pub fn receive_final(
         }
     };
     let hop = HopPayload::decode(&payload, true).map_err(|r| fail(&ss, &r))?;
-    let amount = htlc.amount.to_msat();
-    hop.check_final(amount, htlc.cltv_expiry, payment_secret, height).map_err(|r| fail(&ss, &r))?;
+    Ok((hop, ss))
+}
+
+/// BOLT #4: an HTLC expiring before `height + min_final_cltv_expiry_delta` is refused as an
+/// unknown payment.
+fn check_final_delta(htlc: &ReceivedHtlc<'_>, min_final_cltv_expiry_delta: u32, height: u32) -> Result<(), Refusal> {
     if htlc.cltv_expiry < height.saturating_add(min_final_cltv_expiry_delta) {
-        let mut w = Writer::new();
-        w.u64(amount).u32(height);
-        let r = Refusal { code: failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, data: w.into_bytes() };
-        return Err(fail(&ss, &r));
+        return Err(unknown_payment(htlc.amount.to_msat(), height));
     }
-    Ok(hop)
+    Ok(())
 }
 
 /// BOLT #4's answer to an HTLC that the channel itself refused
@@ -183,9 +332,7 @@ pub fn answer_refusal<N: NodeSigner + ?Sized>(
         Ok(Peeled::Forward { shared_secret, .. }) => fail(&shared_secret, &channel_refusal),
         Ok(Peeled::Final { shared_secret, .. }) => {
             let refusal = if reason == HtlcRefusal::ExpiryTooSoon {
-                let mut w = Writer::new();
-                w.u64(htlc.amount.to_msat()).u32(height);
-                Refusal { code: failure::INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS, data: w.into_bytes() }
+                unknown_payment(htlc.amount.to_msat(), height)
             } else {
                 channel_refusal
             };

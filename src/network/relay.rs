@@ -21,6 +21,7 @@
 //!     outgoing_cltv_value: 840,
 //!     payment_data: Some(([2; 32], 5_000)),
 //!     payment_metadata: None,
+//!     keysend_preimage: None,
 //! };
 //! let hash = PaymentHash([1; 32]);
 //! let session = SecretKey::from_slice(&[9; 32]).unwrap();
