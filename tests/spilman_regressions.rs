@@ -11,7 +11,7 @@ use paychan::core::feebump::{Bumper, FeeEstimates};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::{BlockHeight, PaymentPreimage};
-use paychan::driving::{ChainEvent, ChainTip};
+use paychan::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError};
 use paychan::spilman::{CommandError, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
 use paychan::testing::policy::Policy;
 use paychan::testing::wallet::{FeeCoins, Wallet};
@@ -32,6 +32,8 @@ struct Two {
     payer: Payer,
     payee: Payee,
     signers: [InMemorySigner; 2],
+    /// The payee's first persisted snapshot (from `Payee::new`, before funding).
+    payee_first: Vec<u8>,
 }
 
 impl Two {
@@ -72,7 +74,8 @@ impl Two {
             ChainTip::at(START),
         )
         .expect("offer acceptable");
-        let mut two = Two { chain, payer, payee, signers };
+        let payee_first = fx.update.and_then(|u| u.snapshot).expect("the payee persists its offer");
+        let mut two = Two { chain, payer, payee, signers, payee_first };
         let funding = common::wallet::unsigned_funding(
             OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
             vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, two.payer.funding_output()],
@@ -198,4 +201,22 @@ fn a_small_htlc_claim_whose_output_would_be_dust_is_replaced_and_confirms() {
             replacement.vsize()
         );
     }
+}
+
+/// Spilman fee-spike seed 228 (a payee losing writes): the payee restarted from its very first
+/// snapshot (written by `Payee::new`, before funding), learned the channel again, then crashed.
+/// Its embedder checked the first snapshot against the channel id and the newest update id: it
+/// was refused, but as `WrongChannel` ("another channel's") rather than `Stale`, sending the
+/// embedder after the wrong fault (its storage lost writes; it did not mix channels up).
+#[test]
+fn the_payee_snapshot_from_before_funding_is_refused_as_stale() {
+    let two = Two::open(Variant::PresignedRefund);
+    let first = Payee::restore(&two.payee_first, RestoreCheck::default()).expect("the first snapshot restores");
+    assert_eq!(first.channel_id(), None, "written before the channel had an id");
+    let check = RestoreCheck { channel_id: two.payee.channel_id(), min_update_id: two.payee.update_id() };
+    assert!(check.channel_id.is_some() && first.update_id() < check.min_update_id);
+    assert_eq!(
+        Payee::restore(&two.payee_first, check).err(),
+        Some(RestoreError::Stale { snapshot: first.update_id(), expected_at_least: two.payee.update_id() })
+    );
 }
