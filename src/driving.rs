@@ -484,15 +484,20 @@ pub struct RestoreCheck {
 impl RestoreCheck {
     /// Checks a decoded snapshot's identity and freshness.
     ///
+    /// A snapshot that names no channel yet (written before the channel had an id, such as a
+    /// Spilman party's before funding) and is older than `min_update_id` is [`RestoreError::Stale`]:
+    /// it is the channel's own earlier state, and the storage lost the writes since.
+    ///
     /// # Errors
     /// [`RestoreError::WrongChannel`] or [`RestoreError::Stale`].
     pub fn check(&self, channel_id: Option<ChannelId>, update_id: u64) -> Result<(), RestoreError> {
+        let stale = update_id < self.min_update_id;
         if let Some(expected) = self.channel_id {
-            if channel_id != Some(expected) {
+            if channel_id != Some(expected) && !(channel_id.is_none() && stale) {
                 return Err(RestoreError::WrongChannel);
             }
         }
-        if update_id < self.min_update_id {
+        if stale {
             return Err(RestoreError::Stale { snapshot: update_id, expected_at_least: self.min_update_id });
         }
         Ok(())
@@ -503,6 +508,18 @@ impl RestoreCheck {
 mod tests {
     use super::*;
     use alloc::vec;
+
+    #[test]
+    fn an_older_snapshot_from_before_the_channel_had_an_id_is_stale() {
+        let id = ChannelId([7; 32]);
+        let check = RestoreCheck { channel_id: Some(id), min_update_id: 2 };
+        assert_eq!(check.check(None, 1), Err(RestoreError::Stale { snapshot: 1, expected_at_least: 2 }));
+        // Not older: it cannot be this channel's state (which has the id from then on).
+        assert_eq!(check.check(None, 2), Err(RestoreError::WrongChannel));
+        assert_eq!(check.check(Some(ChannelId([8; 32])), 1), Err(RestoreError::WrongChannel));
+        assert_eq!(check.check(Some(id), 1), Err(RestoreError::Stale { snapshot: 1, expected_at_least: 2 }));
+        assert_eq!(check.check(Some(id), 2), Ok(()));
+    }
 
     #[test]
     fn merge_keeps_the_later_snapshot_and_every_record() {

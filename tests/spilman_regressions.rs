@@ -6,11 +6,15 @@ mod common;
 use bitcoin::hashes::Hash;
 use bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid, WPubkeyHash};
 use common::chain::Chain;
+use paychan::core::commitment::FeeratePerKw;
+use paychan::core::feebump::{Bumper, FeeEstimates};
 use paychan::core::keys::{ChannelSecrets, Seed};
 use paychan::core::sign::InMemorySigner;
 use paychan::core::{BlockHeight, PaymentPreimage};
-use paychan::driving::{ChainEvent, ChainTip};
+use paychan::driving::{ChainEvent, ChainTip, RestoreCheck, RestoreError};
 use paychan::spilman::{CommandError, Msg, Payee, PayeeConfig, Payer, PayerConfig, Variant};
+use paychan::testing::policy::Policy;
+use paychan::testing::wallet::{FeeCoins, Wallet};
 
 const START: u32 = 100;
 const EXPIRY: u32 = 300;
@@ -28,6 +32,8 @@ struct Two {
     payer: Payer,
     payee: Payee,
     signers: [InMemorySigner; 2],
+    /// The payee's first persisted snapshot (from `Payee::new`, before funding).
+    payee_first: Vec<u8>,
 }
 
 impl Two {
@@ -68,7 +74,8 @@ impl Two {
             ChainTip::at(START),
         )
         .expect("offer acceptable");
-        let mut two = Two { chain, payer, payee, signers };
+        let payee_first = fx.update.and_then(|u| u.snapshot).expect("the payee persists its offer");
+        let mut two = Two { chain, payer, payee, signers, payee_first };
         let funding = common::wallet::unsigned_funding(
             OutPoint { txid: Txid::from_byte_array([9; 32]), vout: 0 },
             vec![TxOut { value: Amount::from_sat(5_000_000), script_pubkey: p2wpkh(1) }, two.payer.funding_output()],
@@ -138,4 +145,78 @@ fn payee_does_not_claim_an_htlc_after_a_refund_closed_the_channel() {
         assert_eq!(got.err(), Some(CommandError::WrongPhase), "{variant:?}: nothing on chain to claim");
         assert_eq!(two.payee.snapshot(), before, "state unchanged on error");
     }
+}
+
+/// Spilman fee-spike seed 212 (a hostile payer): the payee revealed the preimage of a 546-sat
+/// HTLC (the channel's dust limit) that the payer never folded into a payment, and closed. Its
+/// on-chain claim at the fixed 300-sat claim fee pays 246 sat to a P2WPKH script: dust, so no
+/// node relays it (Core's dust rule). Before the fix the bumper took that claim's fee as the
+/// floor a replacement must beat, and since no replacement leaving a non-dust output can pay
+/// more than 300 sat, it rebroadcast the unrelayable claim every block: the payee lost the
+/// HTLC, though a claim at 1 sat/vB (about 140 sat) was worth making. Now the bumper replaces it.
+#[test]
+fn a_small_htlc_claim_whose_output_would_be_dust_is_replaced_and_confirms() {
+    for variant in [Variant::Cltv, Variant::PresignedRefund] {
+        let mut two = Two::open(variant);
+        two.chain = two.chain.clone().with_policy(Policy::CORE_29);
+        let preimage = PaymentPreimage([8; 32]);
+        let tip = two.tip();
+        let htlc = Amount::from_sat(546);
+        let (id, fx) = two
+            .payer
+            .add_htlc(htlc, preimage.hash(), BlockHeight(EXPIRY - 50), &two.signers[0], tip)
+            .expect("add HTLC");
+        two.deliver_to_payee(fx.send);
+        // The payee reveals the preimage; the payer never folds the HTLC in (the message is
+        // withheld), so the payee closes and claims on chain.
+        let fx = two.payee.fulfill_htlc(id, preimage, &two.signers[1]).expect("fulfill");
+        assert!(matches!(fx.send.as_slice(), [Msg::Fulfill { .. }]));
+        let fx = two.payee.close(&two.signers[1]).expect("close");
+        let [close] = fx.broadcast.as_slice() else { panic!("the payee broadcasts its close") };
+        let close = close.clone();
+        two.chain.submit(&close).expect("the close relays");
+        two.chain.mine_block();
+        let height = BlockHeight(two.chain.height);
+        let fx = two.payee.handle_chain(ChainEvent::Confirmed { tx: &close, height }, &two.signers[1]);
+        let [claim] = fx.broadcast.as_slice() else { panic!("the payee claims the HTLC") };
+        assert!(two.chain.submit(claim).is_err(), "{variant:?}: the claim at the fixed fee leaves a dust output");
+        let [request] = fx.bumps.as_slice() else { panic!("the claim comes with a bump request") };
+
+        let mut bumper = Bumper::new();
+        let _ = bumper.track(request.clone());
+        let mut wallet = FeeCoins::new(Wallet::new(0x72));
+        let tip = BlockHeight(two.chain.height);
+        let fx = bumper.bump(tip, &FeeEstimates::flat(FeeratePerKw(253)), &mut wallet, &two.signers[1]);
+        let [replacement] = fx.broadcast.as_slice() else { panic!("one claim to broadcast") };
+        assert_ne!(replacement.compute_txid(), claim.compute_txid(), "{variant:?}: the bumper replaces the claim");
+        two.chain.submit(replacement).expect("the replacement relays");
+        two.chain.mine_block();
+        assert!(two.chain.confirmation(&replacement.compute_txid()).is_some());
+        let paid = replacement.output.iter().filter(|o| o.script_pubkey == p2wpkh(2)).map(|o| o.value).sum::<Amount>();
+        let fee = htlc - paid;
+        // At 1 sat/vB: the payee keeps the HTLC less the claim's own fee, charged to it.
+        assert!(
+            fee.to_sat() <= replacement.vsize() as u64 + 10,
+            "{variant:?}: fee {fee} for {} vB",
+            replacement.vsize()
+        );
+    }
+}
+
+/// Spilman fee-spike seed 228 (a payee losing writes): the payee restarted from its very first
+/// snapshot (written by `Payee::new`, before funding), learned the channel again, then crashed.
+/// Its embedder checked the first snapshot against the channel id and the newest update id: it
+/// was refused, but as `WrongChannel` ("another channel's") rather than `Stale`, sending the
+/// embedder after the wrong fault (its storage lost writes; it did not mix channels up).
+#[test]
+fn the_payee_snapshot_from_before_funding_is_refused_as_stale() {
+    let two = Two::open(Variant::PresignedRefund);
+    let first = Payee::restore(&two.payee_first, RestoreCheck::default()).expect("the first snapshot restores");
+    assert_eq!(first.channel_id(), None, "written before the channel had an id");
+    let check = RestoreCheck { channel_id: two.payee.channel_id(), min_update_id: two.payee.update_id() };
+    assert!(check.channel_id.is_some() && first.update_id() < check.min_update_id);
+    assert_eq!(
+        Payee::restore(&two.payee_first, check).err(),
+        Some(RestoreError::Stale { snapshot: first.update_id(), expected_at_least: two.payee.update_id() })
+    );
 }

@@ -416,9 +416,14 @@ impl Bumper {
                 let dust = destination.minimal_non_dust();
                 let cap = e.request.at_stake.min(total.checked_sub(dust).ok_or(BuildError::Amount)?);
                 // Before the first attempt, the transaction the channel broadcast is what a
-                // replacement must beat (if it spends the same outputs: its fee is known).
+                // replacement must beat (if it spends the same outputs: its fee is known), unless
+                // an output of it is dust: no mempool took it (Core's dust rule), so there is
+                // nothing to replace, and taking its fee as the floor would keep it for good (a
+                // Spilman claim of a small HTLC at the channel's fixed claim fee).
                 let previous = previous.or_else(|| {
-                    let same = e.request.tx.input.len() == inputs.len()
+                    let relays = e.request.tx.output.iter().all(|o| o.value >= o.script_pubkey.minimal_non_dust());
+                    let same = relays
+                        && e.request.tx.input.len() == inputs.len()
                         && e.request.tx.input.iter().zip(inputs.iter()).all(|(i, t)| i.previous_output == t.outpoint);
                     let out: Option<Amount> =
                         e.request.tx.output.iter().try_fold(Amount::ZERO, |a, o| a.checked_add(o.value));
