@@ -248,6 +248,9 @@ fn replay() {
 #[test]
 fn regressions() {
     assert_all_pass("duplex regressions", 409..410, duplex::run);
+    // In a fee spike a hostile peer broadcast its kickoff, capped its bump and went silent: the
+    // honest party stayed open; it now closes itself a day on.
+    assert_all_pass("duplex spike regressions", 2110..2111, spiking_duplex);
     assert_all_pass("duplex regressions", 1047..1048, duplex::run);
     assert_all_pass("duplex regressions", 1883..1884, duplex::run);
     // A reorg took the pending branch's changed node off the chain while a reset waited for its

@@ -891,9 +891,23 @@ impl Sim {
 
     /// Mines until everything is resolved, then checks the exact accounting.
     fn settle_at_end(&mut self) -> Result<(), String> {
-        let limit = self.chain().height + 600;
+        let start = self.chain().height;
+        let limit = start + 600;
         while self.chain().height < limit {
             self.mine()?;
+            // A day on and nothing of the channel confirmed: the peer's close never made it (a
+            // hostile peer that stopped paying for its kickoff in a fee spike). An honest party
+            // still open does what its wallet would: it closes itself, and its bumper pays.
+            if self.chain().height == start + 144 && Settlement::of(self.chain(), self.funding).txs.is_empty() {
+                if let Some(i) = (0..2)
+                    .find(|&i| self.is_honest(i) && !self.offline[i] && self.pair.parties[i].ch.phase() == Phase::Open)
+                {
+                    self.out.gave_up += 1;
+                    let p = &mut self.pair.parties[i];
+                    let fx = p.ch.force_close(&p.signer);
+                    self.absorb(i, fx)?;
+                }
+            }
             let done = self.pair.parties.iter().enumerate().all(|(i, p)| {
                 self.tower_settled(i).unwrap_or_else(|| {
                     self.offline[i] || (p.ch.phase() == Phase::Closed && p.ch.next_deadline().is_none())
