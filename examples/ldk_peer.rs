@@ -20,10 +20,10 @@ use paychan::core::PaymentPreimage;
 use paychan::lightning::{Event, Side};
 use paychan::network::features::Feature;
 use paychan::network::invoice::{create_invoice, Currency, InvoiceRequest};
+use paychan::network::mpp::{Collected, MppCollector};
 use paychan::network::noise::{InMemoryNodeSigner, NodeSigner};
-use paychan::network::payload::HopPayload;
 use paychan::network::peer::PeerEvent;
-use paychan::network::receive::{receive_final, ReceivedHtlc};
+use paychan::network::receive::{receive_part, ReceivedHtlc};
 
 fn main() {
     let node_secret = SecretKey::from_slice(&[0x42; 32]).unwrap();
@@ -72,15 +72,38 @@ fn main() {
     ldk.manager.pay_for_bolt11_invoice(&invoice, PaymentId([1; 32]), None, config, Retry::Attempts(0)).unwrap();
     link.pump(&ldk);
 
-    // The channel reports the HTLC once committed; paychan checks the onion, then settles.
+    // The channel reports each HTLC once committed; paychan checks its onion and hands it to a
+    // collector, since the invoice advertises `basic_mpp` and LDK may split the payment. The parts
+    // are settled together once they add up; anything refused is failed back as BOLT #4 says.
+    let mut collector = MppCollector::new(20);
     for e in link.pc.events(0) {
         let Event::HtlcReceived { id, amount, payment_hash, cltv_expiry, onion: Some(onion) } = e else { continue };
         let htlc = ReceivedHtlc { onion: &onion, payment_hash, amount, cltv_expiry };
-        let hop = receive_final(&htlc, &node_secret, &secret, 40, link.pc.tip).expect("our invoice");
-        let HopPayload::Final { amt_to_forward, .. } = hop else { unreachable!("receive_final gives a final payload") };
-        println!("received {amount:?} for {amt_to_forward} msat in the onion: settling");
-        let msgs = link.pc.command(0, |ch, _| ch.fulfill_htlc(id, preimage).unwrap());
-        link.send_all(&ldk, &msgs);
+        let part = match receive_part(&htlc, &node_secret, Some(&secret), 40, link.pc.tip) {
+            Ok(part) => part,
+            Err(fail) => {
+                let msgs = link.pc.command(0, |ch, _| fail.apply(ch, id).unwrap());
+                link.send_all(&ldk, &msgs);
+                continue;
+            }
+        };
+        println!("received {amount:?} of a {} msat payment", part.total_msat());
+        match collector.offer(id, part, request.amount_msat, link.pc.tip) {
+            Collected::Complete { parts, received_msat, .. } => {
+                println!("{} part(s), {received_msat} msat: settling", parts.len());
+                for id in parts {
+                    let msgs = link.pc.command(0, |ch, _| ch.fulfill_htlc(id, preimage).unwrap());
+                    link.send_all(&ldk, &msgs);
+                }
+            }
+            Collected::Refused(refused) => {
+                for (id, fail) in refused {
+                    let msgs = link.pc.command(0, |ch, _| fail.apply(ch, id).unwrap());
+                    link.send_all(&ldk, &msgs);
+                }
+            }
+            Collected::Held { .. } | Collected::AlreadyHeld => continue,
+        }
         let msgs = link.pc.command(0, |ch, s| ch.commit(s).unwrap());
         link.send_all(&ldk, &msgs);
     }
