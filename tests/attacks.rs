@@ -445,7 +445,7 @@ fn stale_state_spilman_older_or_smaller_payment_never_replaces_the_newest() {
 /// Lightning). A payment adding a 484th is refused, whatever its signature, with the receiver's
 /// state byte-identical; one with exactly 483, validly signed, is taken, and the receiver's
 /// newest payment then pays it its balance and holds each HTLC as an output of its own value.
-/// (Lightning's configurable count and value limits: `lightning_bad_input::
+/// (Lightning's configurable count and value limits: `lightning_bad_input::updates::
 /// update_add_htlc_ids_amounts_expiry_and_limits`.)
 #[test]
 fn channel_jamming_duplex_payment_with_more_than_483_htlcs_is_refused() {
