@@ -636,3 +636,58 @@ fn a_cheaters_htlc_timeout_racing_the_penalty_invalidates_only_its_split_claim()
     assert_eq!(held, w.parties[0].wallet_start.to_sat() + owed - fees, "owed {owed}, fees {fees}");
     assert!(w.chain.confirmation(&cheat_timeout.compute_txid()).is_some());
 }
+
+/// A preimage learnt after our commitment went out (B's HTLC, whose preimage reaches A only
+/// once A has closed) makes the commitment as urgent as the HTLC: the channel asks for its bump
+/// again at the next tip with the HTLC's deadline and value, the bumper takes the earlier
+/// deadline, and pays the next-blocks rate instead of the day-long one. Without it the
+/// commitment would wait for a cheap day-long rate while the peer's timeout comes at 1,060.
+#[test]
+fn a_preimage_learnt_after_the_close_makes_the_commitment_as_urgent_as_the_htlc() {
+    use paychan::core::feebump::schedule::fee_for_vsize;
+    use paychan::lightning::fees::COMMITMENT_DEADLINE;
+
+    let (mut p, _, b_ids) = channel_with_htlcs(&[], &[1_060]);
+    let tip = 1_030;
+    let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(tip)), &p.a.signer);
+    assert!(fx.broadcast.is_empty(), "no deadline yet: A does not know the preimage");
+    let fx = p.a.ch.force_close(&p.a.signer).unwrap();
+    let first = fx.bumps.first().cloned().expect("the anchor commitment's request");
+    let commitment = fx.broadcast.iter().find(|t| t.compute_txid() == first.id()).cloned().expect("broadcast");
+    assert_eq!(first.deadline, BlockHeight(tip + COMMITMENT_DEADLINE), "only A's to_local at stake: a day");
+    let mut bumper = Bumper::new();
+    let _ = bumper.track(first.clone());
+
+    // The preimage arrives (from downstream) while the commitment is in the mempool.
+    let fx = p.a.ch.provide_preimage(b_ids[0], preimage(0x20));
+    assert!(fx.broadcast.is_empty() && fx.bumps.is_empty(), "no signer here: the request comes with the next tip");
+    let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(tip + 1)), &p.a.signer);
+    let again = fx.bumps.iter().find(|r| r.id() == first.id()).cloned().expect("the commitment's request again");
+    assert_eq!(again.deadline, BlockHeight(1_059), "the HTLC's expiry, less the block its HTLC-success needs");
+    assert!(again.at_stake >= Amount::from_sat(HTLC), "the HTLC is at stake now");
+    assert!(bumper.track(again.clone()).update.is_some(), "the tighter request is persisted");
+    assert!(bumper.track(again).update.is_none(), "the same request again changes nothing");
+    // The same tip once more asks for nothing new.
+    let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(tip + 1)), &p.a.signer);
+    assert!(fx.bumps.is_empty());
+
+    // The market: 100× for the next blocks, calm within a day.
+    let est = FeeEstimates::new(&[(1, FeeratePerKw(100_000)), (72, FeeratePerKw(1_000))]);
+    let mut chain = Chain::at(tip + 1);
+    let mut wallet = FeeCoins::new(Wallet::new(0x51));
+    wallet.add_coin(&mut chain, Amount::from_sat(COIN));
+    let fx = bumper.bump(BlockHeight(tip + 1), &est, &mut wallet, &p.a.signer);
+    let (fee, txid) = fx
+        .events
+        .iter()
+        .find_map(|e| match e {
+            BumpEvent::Bumped { id, txid, fee } if *id == first.id() => Some((*fee, *txid)),
+            _ => None,
+        })
+        .expect("the commitment bumped");
+    let child = fx.broadcast.iter().find(|t| t.compute_txid() == txid).expect("the child");
+    let BumpMethod::Child { parent_fee, .. } = first.method else { panic!("a CPFP request") };
+    let package = commitment.weight().to_wu() + child.weight().to_wu();
+    // 28 blocks left: the schedule aims at 14, for which only the next-block estimate applies.
+    assert!(fee + parent_fee >= fee_for_vsize(FeeratePerKw(100_000), package), "package pays the 100× rate");
+}

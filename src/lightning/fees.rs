@@ -4,7 +4,7 @@
 //!
 //! | transaction | channel type | request | deadline | at stake |
 //! |---|---|---|---|---|
-//! | our commitment ([`Channel::force_close`], a re-broadcast after a reorg) | anchors | [`BumpMethod::Child`] through our anchor | the earliest deadline of its HTLCs, less one block (their second stage needs one more block); [`COMMITMENT_DEADLINE`] blocks from now without HTLC | the HTLCs at risk (ours not yet fulfilled, theirs whose preimage we know); our `to_local` without such HTLC |
+//! | our commitment ([`Channel::force_close`], a re-broadcast after a reorg) | anchors | [`BumpMethod::Child`] through our anchor | the earliest deadline of its HTLCs, less one block (their second stage needs one more block); [`COMMITMENT_DEADLINE`] blocks from now without HTLC; asked again at the next tip when a preimage given after the broadcast ([`Channel::provide_preimage`]) makes it earlier (the bumper keeps the earlier deadline) | the HTLCs at risk (ours not yet fulfilled, theirs whose preimage we know); our `to_local` without such HTLC |
 //! | our commitment | `static_remotekey` | none: its fee is fixed when it is signed and it has no output the channel could spend before it confirms (no anchor, every output of ours is delayed) | | |
 //! | our HTLC-success / HTLC-timeout | anchors (zero fee, peer signature `SINGLE\|ANYONECANPAY`) | [`BumpMethod::AddInputs`]: the bumper aggregates those with the same `nLockTime` with one fee input | success: the HTLC's `cltv_expiry` (the peer's timeout is valid in the next block); timeout: `cltv_expiry + claim_margin` | the HTLC's value |
 //! | our HTLC-success / HTLC-timeout | `static_remotekey` | none: the peer signed them `SIGHASH_ALL` at the commitment's feerate | | |

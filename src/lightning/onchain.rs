@@ -474,6 +474,8 @@ impl Channel {
             return Effects::none();
         }
         self.preimages.push((Side::Counterparty, id, preimage));
+        // Our commitment may still be unconfirmed: its deadline may now be the HTLC's.
+        self.rebump_commitment = self.force_closed && self.onchain.is_none();
         self.persist()
     }
 

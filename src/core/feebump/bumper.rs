@@ -216,12 +216,20 @@ impl Bumper {
         fx.update = Some(StateUpdate::snapshot(self.update_id, self.encode()));
     }
 
-    /// Starts tracking `request` (a repeated request is ignored; a request spending the same
-    /// outputs as a pending one replaces it and keeps its coins and attempts).
+    /// Starts tracking `request`. A repeated request (same transaction) only tightens the
+    /// pending one: an earlier deadline or more at stake is taken (e.g. a preimage learnt after
+    /// the commitment was broadcast makes it urgent), anything else is ignored. A request
+    /// spending the same outputs as a pending one replaces it and keeps its coins and attempts.
     pub fn track(&mut self, request: BumpRequest) -> BumpEffects {
         let mut fx = BumpEffects::none();
         let id = request.id();
-        if self.entries.iter().any(|e| e.request.id() == id) {
+        if let Some(e) = self.entries.iter_mut().find(|e| e.request.id() == id) {
+            let tighter = e.request.deadline > request.deadline || e.request.at_stake < request.at_stake;
+            if e.resolved.is_none() && tighter {
+                e.request.deadline = e.request.deadline.min(request.deadline);
+                e.request.at_stake = e.request.at_stake.max(request.at_stake);
+                self.persist(&mut fx);
+            }
             return fx;
         }
         let outs = request.resolving_outpoints();
