@@ -322,22 +322,35 @@ fn appointment_and_tower_encodings_round_trip() {
     let (p, revoked, _) = history(ChannelType::StaticRemoteKey, 3);
     let mut tower = Tower::new();
     let c = tower.register(p.a.ch.sweep_destination());
+    let mut second_stage = 0;
     for r in &revoked {
-        let a = Appointment::decode(&r.appointment).expect("decodes");
-        assert_eq!(a.encode(), r.appointment);
-        tower.add_appointment(c, &r.appointment).unwrap();
+        // The commitment's appointment and its second-stage ones: one encoding for both.
+        for bytes in std::iter::once(&r.appointment).chain(&r.second_stage) {
+            let a = Appointment::decode(bytes).expect("decodes");
+            assert_eq!(&a.encode(), bytes);
+            for cut in [0, 1, 2, bytes.len() / 2, bytes.len() - 1] {
+                assert!(Appointment::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            tower.add_appointment(c, bytes).unwrap();
+        }
+        second_stage += r.second_stage.len();
     }
-    let _ = tower.block(std::slice::from_ref(&revoked[1].signed));
-    assert_eq!(tower.active_breaches().len(), 1);
+    assert!(second_stage > 0);
+    assert_eq!(tower.appointment_count(), revoked.len() + second_stage);
+    // A breach and an escape through an HTLC transaction: the tower answers both.
+    let r = revoked.iter().rev().find(|r| !r.htlc_timeout.is_empty()).expect("an HTLC B offered");
+    let _ = tower.block(std::slice::from_ref(&r.signed));
+    let _ = tower.block(&r.htlc_timeout[..1]);
+    assert_eq!(tower.active_breaches().len(), 2);
     let bytes = tower.encode();
     let back = Tower::decode(&bytes).expect("tower decodes");
     assert_eq!(back, tower);
     for cut in [0, 1, 2, bytes.len() / 2, bytes.len() - 1] {
         assert!(Tower::decode(&bytes[..cut]).is_err());
     }
-    // A restored tower keeps answering: the next rung.
+    // A restored tower keeps answering: the next rung of each.
     let mut back = back;
-    assert_eq!(back.block(&[]).len(), 1);
+    assert_eq!(back.block(&[]).len(), 2);
     // Not revoked (A's current view of B) and a bad ladder are refused.
     let current = p.a.ch.counterparty_commitment().unwrap();
     let recs = records(&p);
