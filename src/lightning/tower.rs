@@ -37,10 +37,11 @@
 //!   penalties to any address (a trusted tower for that breach, which is what the kit already
 //!   offers). So with anchors the blind tower covers `to_local` and every HTLC output of the
 //!   revoked commitment (the HTLC outputs carry a one-block CSV, so the cheater's HTLC
-//!   transaction cannot confirm in the commitment's block, while the tower's first rung is
-//!   broadcast there), and `to_local` alone if the cheater's HTLC transaction confirms first;
-//!   the output of that HTLC transaction is left to the client (or a trusted kit), which has
-//!   `to_self_delay` blocks from its confirmation to take it.
+//!   transaction can confirm no sooner than the tower's first rung, broadcast as soon as the
+//!   commitment confirms: an escape is a fee race the ladder climbs), and `to_local` alone if
+//!   the cheater's HTLC transaction confirms first; the output of that HTLC transaction is left
+//!   to the client (or a trusted kit), which has `to_self_delay` blocks from its confirmation to
+//!   take it before the cheater can.
 //!   [`Channel::second_stage_appointments`] refuses with
 //!   [`AppointmentError::SecondStageUnpredictable`].
 //!
