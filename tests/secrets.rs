@@ -93,54 +93,78 @@ fn secrets_never_print() {
 }
 
 /// A blind appointment carries no secret key: neither its encoding, nor the penalties inside
-/// once opened, nor the tower's state or `Debug` output contain the client's keys, seed or the
-/// peer's revealed per-commitment secret.
+/// once opened, nor the tower's state or `Debug` output contain the client's keys, seed, the
+/// peer's revealed per-commitment secret or the HTLC's preimage. The same for the second-stage
+/// appointments (`static_remotekey`), opened with the txids of the peer's HTLC transactions.
 #[test]
 fn appointments_never_carry_a_secret() {
     use paychan::core::commitment::{ChannelType, FeeratePerKw};
     use paychan::core::tower::{Appointment, Tower};
     use paychan::core::MilliSats;
     use paychan::testing::lightning::{onion, Pair};
-    let mut p = Pair::open(ChannelType::AnchorsZeroFeeHtlc, 10_000_000, 4_000_000_000);
-    let revoked = p.a.ch.counterparty_commitment().expect("B's commitment");
-    let number = p.a.ch.counterparty_commitment_number();
-    let (_, fx) =
-        p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), PaymentPreimage([9; 32]).hash(), 1_100, onion()).unwrap();
-    p.a.absorb_pub(fx, &mut p.to_b);
-    p.settle();
-    let records = paychan::lightning::records::penalty_records(&p.a.records).unwrap();
-    let a =
-        p.a.ch.appointment(revoked.tx(), &records, &[FeeratePerKw(1_000), FeeratePerKw(4_000)], &p.a.signer).unwrap();
-    let bytes = a.encode();
-    let opened = a.open(&revoked.txid()).expect("opens with the breach txid");
-    let ladder: Vec<bitcoin::Transaction> = opened.ladder.iter().chain(&opened.fallback).cloned().collect();
-    let mut tower = Tower::new();
-    let c = tower.register(p.a.ch.sweep_destination());
-    tower.add_appointment(c, &bytes).unwrap();
-    let seed_bytes = [0xa0; 32];
-    let ours = ChannelSecrets::from_seed(&Seed::from_bytes(seed_bytes), 0);
-    let theirs = ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0);
-    let revealed = theirs.per_commitment_secret(CommitmentNumber::new(number).unwrap());
-    let secrets: Vec<[u8; 32]> = vec![
-        seed_bytes,
-        ours.funding.secret_key().secret_bytes(),
-        ours.revocation_base.secret_key().secret_bytes(),
-        ours.payment_base.secret_key().secret_bytes(),
-        ours.delayed_payment_base.secret_key().secret_bytes(),
-        ours.htlc_base.secret_key().secret_bytes(),
-        *ours.commitment_seed.as_bytes(),
-        revealed.to_bytes(),
-    ];
-    let mut blobs: Vec<Vec<u8>> = vec![bytes.clone(), tower.encode()];
-    blobs.extend(ladder.iter().map(bitcoin::consensus::serialize));
-    let texts = [format!("{a:?}"), format!("{tower:?}"), format!("{ladder:?}")];
-    for s in &secrets {
-        for b in &blobs {
-            assert!(!b.windows(8).any(|w| s.windows(8).any(|x| x == w)), "a secret in an appointment's bytes");
+    for ct in [ChannelType::AnchorsZeroFeeHtlc, ChannelType::StaticRemoteKey] {
+        let mut p = Pair::open(ct, 10_000_000, 4_000_000_000);
+        let preimage = PaymentPreimage([9; 32]);
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(5_000_000), preimage.hash(), 1_100, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        // B's commitment with the HTLC, revoked by the next update.
+        let revoked = p.a.ch.counterparty_commitment().expect("B's commitment");
+        assert_eq!(revoked.htlc_txs().len(), 1);
+        let number = p.a.ch.counterparty_commitment_number();
+        let (_, fx) =
+            p.a.ch.add_htlc(MilliSats::from_msat(6_000_000), PaymentPreimage([8; 32]).hash(), 1_100, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        let records = paychan::lightning::records::penalty_records(&p.a.records).unwrap();
+        let ladder = [FeeratePerKw(1_000), FeeratePerKw(4_000)];
+        let a = p.a.ch.appointment(revoked.tx(), &records, &ladder, &p.a.signer).unwrap();
+        let mut sealed = vec![(a.clone(), revoked.txid())];
+        if !ct.has_anchors() {
+            let second = p.a.ch.second_stage_appointments(&revoked, &records, &ladder, &p.a.signer).unwrap();
+            assert_eq!(second.len(), 1, "one per HTLC transaction");
+            sealed.push((second[0].clone(), revoked.htlc_txs()[0].tx.compute_txid()));
         }
-        for t in &texts {
-            assert!(!leaks(t, s), "a secret leaks in {t}");
+        let mut tower = Tower::new();
+        let c = tower.register(p.a.ch.sweep_destination());
+        let mut blobs: Vec<Vec<u8>> = Vec::new();
+        let mut texts = Vec::new();
+        for (a, txid) in &sealed {
+            let bytes = a.encode();
+            assert_eq!(&Appointment::decode(&bytes).unwrap(), a);
+            tower.add_appointment(c, &bytes).unwrap();
+            let opened = a.open(txid).expect("opens with its txid");
+            let txs: Vec<bitcoin::Transaction> = opened.ladder.iter().chain(&opened.fallback).cloned().collect();
+            assert!(!txs.is_empty());
+            blobs.push(bytes);
+            blobs.extend(txs.iter().map(bitcoin::consensus::serialize));
+            texts.push(format!("{a:?}"));
+            texts.push(format!("{txs:?}"));
+        }
+        blobs.push(tower.encode());
+        texts.push(format!("{tower:?}"));
+        let seed_bytes = [0xa0; 32];
+        let ours = ChannelSecrets::from_seed(&Seed::from_bytes(seed_bytes), 0);
+        let theirs = ChannelSecrets::from_seed(&Seed::from_bytes([0xb0; 32]), 0);
+        let revealed = theirs.per_commitment_secret(CommitmentNumber::new(number).unwrap());
+        let secrets: Vec<[u8; 32]> = vec![
+            seed_bytes,
+            ours.funding.secret_key().secret_bytes(),
+            ours.revocation_base.secret_key().secret_bytes(),
+            ours.payment_base.secret_key().secret_bytes(),
+            ours.delayed_payment_base.secret_key().secret_bytes(),
+            ours.htlc_base.secret_key().secret_bytes(),
+            *ours.commitment_seed.as_bytes(),
+            revealed.to_bytes(),
+            preimage.0,
+        ];
+        for s in &secrets {
+            for b in &blobs {
+                assert!(!b.windows(8).any(|w| s.windows(8).any(|x| x == w)), "a secret in an appointment's bytes");
+            }
+            for t in &texts {
+                assert!(!leaks(t, s), "a secret leaks in {t}");
+            }
         }
     }
-    assert_eq!(Appointment::decode(&bytes).unwrap(), a);
 }

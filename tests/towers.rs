@@ -31,6 +31,18 @@ struct Revoked {
     appointment: Vec<u8>,
     /// B's HTLC-success transactions for this commitment (B knows the preimages).
     htlc_success: Vec<Transaction>,
+    /// B's HTLC-timeout transactions for this commitment (valid from their `cltv_expiry`).
+    htlc_timeout: Vec<Transaction>,
+    /// The second-stage appointments A made with it (`static_remotekey`; none with anchors).
+    second_stage: Vec<Vec<u8>>,
+}
+
+/// The client's signing time over a history: the commitments' appointments and the second-stage
+/// ones.
+#[derive(Default)]
+struct Work {
+    appointments: std::time::Duration,
+    second_stage: std::time::Duration,
 }
 
 fn records(p: &Pair) -> Vec<PenaltyRecord> {
@@ -42,10 +54,10 @@ fn records(p: &Pair) -> Vec<PenaltyRecord> {
 fn capture(
     p: &Pair,
     preimages: &HashMap<PaymentHash, PaymentPreimage>,
-    signed: &mut HashMap<u64, (Transaction, Vec<Transaction>)>,
+    signed: &mut HashMap<u64, (Transaction, Vec<Transaction>, Vec<Transaction>)>,
     views: &mut BTreeMap<u64, BuiltCommitment>,
     out: &mut BTreeMap<u64, Revoked>,
-    client_work: &mut std::time::Duration,
+    client_work: &mut Work,
 ) {
     let n = p.b.ch.holder_commitment_number();
     if let std::collections::hash_map::Entry::Vacant(e) = signed.entry(n) {
@@ -60,7 +72,14 @@ fn capture(
                 v.finalize_htlc_tx(&p.b.signer, pos, Some(&preimages[&hash])).ok().flatten()
             })
             .collect();
-        e.insert((v.finalize(&p.b.signer).expect("signed"), success));
+        let timeout = v
+            .htlc_txs()
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| h.direction == HtlcDirection::Offered)
+            .filter_map(|(pos, _)| v.finalize_htlc_tx(&p.b.signer, pos, None).ok().flatten())
+            .collect();
+        e.insert((v.finalize(&p.b.signer).expect("signed"), success, timeout));
     }
     if let Some(v) = p.a.ch.counterparty_commitment() {
         views.entry(p.a.ch.counterparty_commitment_number()).or_insert(v);
@@ -73,10 +92,33 @@ fn capture(
         let started = std::time::Instant::now();
         match p.a.ch.appointment(view.tx(), &recs, &default_ladder(BASE_FEERATE), &p.a.signer) {
             Ok(a) => {
-                *client_work += started.elapsed();
-                let (signed, htlc_success) = signed.get(number).expect("B signed this commitment").clone();
+                client_work.appointments += started.elapsed();
+                let (signed, htlc_success, htlc_timeout) =
+                    signed.get(number).expect("B signed this commitment").clone();
                 assert_eq!(signed.compute_txid(), view.txid(), "both copies have one txid");
-                out.insert(*number, Revoked { view: view.clone(), signed, appointment: a.encode(), htlc_success });
+                let started = std::time::Instant::now();
+                let second = p.a.ch.second_stage_appointments(view, &recs, &default_ladder(BASE_FEERATE), &p.a.signer);
+                client_work.second_stage += started.elapsed();
+                let second_stage = match second {
+                    Ok(s) => {
+                        assert!(!view.channel_type().has_anchors());
+                        s.iter().map(Appointment::encode).collect()
+                    }
+                    Err(AppointmentError::SecondStageUnpredictable) => {
+                        assert!(view.channel_type().has_anchors());
+                        Vec::new()
+                    }
+                    Err(e) => panic!("second-stage appointments for {number}: {e}"),
+                };
+                let r = Revoked {
+                    view: view.clone(),
+                    signed,
+                    appointment: a.encode(),
+                    htlc_success,
+                    htlc_timeout,
+                    second_stage,
+                };
+                out.insert(*number, r);
             }
             Err(AppointmentError::NotRevoked) => {}
             Err(e) => panic!("appointment for {number}: {e}"),
@@ -86,10 +128,10 @@ fn capture(
 
 /// A channel with HTLCs both ways, some fulfilled, delivered message by message; A makes an
 /// appointment as soon as each commitment of B is revoked.
-fn history(ct: ChannelType, rounds: u64) -> (Pair, Vec<Revoked>, std::time::Duration) {
+fn history(ct: ChannelType, rounds: u64) -> (Pair, Vec<Revoked>, Work) {
     let mut p = Pair::open(ct, CAPACITY, 4_000_000_000);
     let (mut signed, mut views, mut out) = (HashMap::new(), BTreeMap::new(), BTreeMap::new());
-    let mut work = std::time::Duration::ZERO;
+    let mut work = Work::default();
     let mut preimages = HashMap::new();
     capture(&p, &preimages, &mut signed, &mut views, &mut out, &mut work);
     for round in 0..rounds {
@@ -280,22 +322,35 @@ fn appointment_and_tower_encodings_round_trip() {
     let (p, revoked, _) = history(ChannelType::StaticRemoteKey, 3);
     let mut tower = Tower::new();
     let c = tower.register(p.a.ch.sweep_destination());
+    let mut second_stage = 0;
     for r in &revoked {
-        let a = Appointment::decode(&r.appointment).expect("decodes");
-        assert_eq!(a.encode(), r.appointment);
-        tower.add_appointment(c, &r.appointment).unwrap();
+        // The commitment's appointment and its second-stage ones: one encoding for both.
+        for bytes in std::iter::once(&r.appointment).chain(&r.second_stage) {
+            let a = Appointment::decode(bytes).expect("decodes");
+            assert_eq!(&a.encode(), bytes);
+            for cut in [0, 1, 2, bytes.len() / 2, bytes.len() - 1] {
+                assert!(Appointment::decode(&bytes[..cut]).is_err(), "cut at {cut}");
+            }
+            tower.add_appointment(c, bytes).unwrap();
+        }
+        second_stage += r.second_stage.len();
     }
-    let _ = tower.block(std::slice::from_ref(&revoked[1].signed));
-    assert_eq!(tower.active_breaches().len(), 1);
+    assert!(second_stage > 0);
+    assert_eq!(tower.appointment_count(), revoked.len() + second_stage);
+    // A breach and an escape through an HTLC transaction: the tower answers both.
+    let r = revoked.iter().rev().find(|r| !r.htlc_timeout.is_empty()).expect("an HTLC B offered");
+    let _ = tower.block(std::slice::from_ref(&r.signed));
+    let _ = tower.block(&r.htlc_timeout[..1]);
+    assert_eq!(tower.active_breaches().len(), 2);
     let bytes = tower.encode();
     let back = Tower::decode(&bytes).expect("tower decodes");
     assert_eq!(back, tower);
     for cut in [0, 1, 2, bytes.len() / 2, bytes.len() - 1] {
         assert!(Tower::decode(&bytes[..cut]).is_err());
     }
-    // A restored tower keeps answering: the next rung.
+    // A restored tower keeps answering: the next rung of each.
     let mut back = back;
-    assert_eq!(back.block(&[]).len(), 1);
+    assert_eq!(back.block(&[]).len(), 2);
     // Not revoked (A's current view of B) and a bad ladder are refused.
     let current = p.a.ch.counterparty_commitment().unwrap();
     let recs = records(&p);
@@ -340,10 +395,35 @@ fn costs_appointments_versus_kit() {
             tower.stored_bytes(),
             tower.stored_bytes() / revoked.len(),
             default_ladder(BASE_FEERATE).len(),
-            work / revoked.len() as u32,
+            work.appointments / revoked.len() as u32,
             kit.encode().len(),
             kit.htlcs.len(),
         );
+        // The second-stage appointments (static_remotekey only): one per HTLC transaction.
+        let second: Vec<usize> = revoked.iter().flat_map(|r| r.second_stage.iter().map(Vec::len)).collect();
+        let htlc_txs: usize = revoked.iter().map(|r| r.view.htlc_txs().len()).sum();
+        if ct.has_anchors() {
+            assert!(second.is_empty());
+            println!("{ct:?}: second-stage appointments: none (the peer's HTLC transactions have no predictable txid)");
+        } else {
+            assert_eq!(second.len(), htlc_txs, "one per HTLC transaction");
+            let mut full = tower.clone();
+            for b in revoked.iter().flat_map(|r| &r.second_stage) {
+                full.add_appointment(c, b).unwrap();
+            }
+            println!(
+                "{ct:?}: second-stage appointments (4 rungs): {} for {htlc_txs} HTLC transactions, {}..{} B each; \
+                 tower stores {} B with them ({} B/state, {} B per HTLC transaction); client signs them in {:?} \
+                 per update on average",
+                second.len(),
+                second.iter().min().unwrap(),
+                second.iter().max().unwrap(),
+                full.stored_bytes(),
+                full.stored_bytes() / revoked.len(),
+                (full.stored_bytes() - tower.stored_bytes()) / htlc_txs,
+                work.second_stage / revoked.len() as u32,
+            );
+        }
         // Storage is linear in states: every appointment is stored, none shared.
         let blobs: usize = revoked.iter().map(|r| Appointment::decode(&r.appointment).unwrap().blob.len()).sum();
         assert_eq!(tower.stored_bytes(), blobs + revoked.len() * (paychan::core::tower::LOCATOR_LEN + 4));
@@ -398,6 +478,192 @@ fn tower_falls_back_to_to_local_when_the_cheater_escapes_through_an_htlc_transac
         }
         assert!(escapes >= 3, "{escapes} states with an HTLC B could take");
     }
+}
+
+/// Mines `txs` together in the next block (each checked by Core's interpreter); panics if one is
+/// refused or left out.
+fn mine_together(chain: &mut Chain, txs: &[Transaction], what: &str) -> Vec<Transaction> {
+    for tx in txs {
+        chain.submit(tx).unwrap_or_else(|e| panic!("{what} rejected: {e:?}"));
+    }
+    let block = chain.mine_block();
+    assert_eq!(block.len(), txs.len(), "{what}: all in one block");
+    block
+}
+
+/// `static_remotekey`: B publishes a revoked commitment, then, before the tower's penalty
+/// confirms, every HTLC transaction it can (HTLC-success with the preimages it knows,
+/// HTLC-timeout past their expiry), whose outputs it would take after its delay. A is offline
+/// for good. The tower, holding the second-stage appointments A made with the commitment's,
+/// turns to the fallback for `to_local` and takes the output of every HTLC transaction to A: B
+/// ends with nothing, A with the channel less the fees, to the satoshi. The same tower without
+/// the second-stage appointments leaves those outputs to B (the control: the test can fail).
+#[test]
+fn tower_recovers_second_stage_outputs_when_the_cheater_escapes_through_htlc_transactions() {
+    let (p, revoked, _) = history(ChannelType::StaticRemoteKey, 8);
+    let destination = p.a.ch.sweep_destination();
+    let now = p.a.ch.balances(Side::Holder);
+    let newest = now.holder.to_amount_floor() + now.offered.to_amount_floor();
+    let mut cases = 0;
+    for r in revoked.iter().filter(|r| !r.view.htlc_txs().is_empty()) {
+        let escapes: Vec<Transaction> = r.htlc_success.iter().chain(&r.htlc_timeout).cloned().collect();
+        assert_eq!(escapes.len(), r.view.htlc_txs().len(), "B can take every HTLC output");
+        assert_eq!(r.second_stage.len(), escapes.len(), "one second-stage appointment per HTLC transaction");
+        let to_a: Amount =
+            r.view.outputs().iter().filter(|o| o.role == OutputRole::ToCountersignatory).map(|o| o.value).sum();
+        let commitment_fee = Amount::from_sat(CAPACITY) - r.signed.output.iter().map(|o| o.value).sum::<Amount>();
+        let escape_fees: Amount = escapes.iter().map(|e| fee(e, &r.signed)).sum();
+        for with_second_stage in [true, false] {
+            let mut tower = Tower::new();
+            let c = tower.register(destination.clone());
+            tower.add_appointment(c, &r.appointment).unwrap();
+            if with_second_stage {
+                for s in &r.second_stage {
+                    tower.add_appointment(c, s).unwrap();
+                }
+            }
+            let mut chain = Chain::at(1_200);
+            chain.credit(&p.funding);
+            chain.mine(&r.signed).unwrap();
+            let first = tower.block(std::slice::from_ref(&r.signed));
+            assert_eq!(first.len(), 1, "the full penalty's first rung");
+            // B's HTLC transactions confirm first, all in one block.
+            let block = mine_together(&mut chain, &escapes, "the cheater's HTLC transactions");
+            assert!(chain.check(&first[0]).is_err(), "the full penalty can no longer confirm");
+            let out = tower.block(&block);
+            let (fallback, second): (Vec<Transaction>, Vec<Transaction>) = out
+                .into_iter()
+                .partition(|t| t.input.iter().all(|i| i.previous_output.txid == r.signed.compute_txid()));
+            assert_eq!(fallback.len(), 1, "to_local through the fallback");
+            let expected = if with_second_stage { escapes.len() } else { 0 };
+            assert_eq!(second.len(), expected, "one penalty per HTLC transaction");
+            let answers: Vec<Transaction> = fallback.iter().chain(&second).cloned().collect();
+            mine_together(&mut chain, &answers, "the tower's penalties");
+            assert!(tower.block(&answers).is_empty(), "settled: nothing more");
+            assert!(tower.active_breaches().is_empty());
+            // Every penalty pays A alone; each second-stage one takes its HTLC transaction's
+            // output whole, less its own fee.
+            let mut to_a_onchain = to_a;
+            let mut fees = commitment_fee + escape_fees + fee(&fallback[0], &r.signed);
+            for t in &answers {
+                assert_eq!(t.output.len(), 1);
+                assert_eq!(t.output[0].script_pubkey, destination);
+                assert!(chain.is_unspent(&bitcoin::OutPoint { txid: t.compute_txid(), vout: 0 }));
+                to_a_onchain += t.output[0].value;
+            }
+            for t in &second {
+                let escape = escapes
+                    .iter()
+                    .find(|e| e.compute_txid() == t.input[0].previous_output.txid)
+                    .expect("spends one of B's HTLC transactions");
+                assert_eq!(t.input.len(), 1);
+                assert_eq!(t.output[0].value + fee(t, escape), escape.output[0].value);
+                fees += fee(t, escape);
+            }
+            let left: Amount = escapes
+                .iter()
+                .map(|e| bitcoin::OutPoint { txid: e.compute_txid(), vout: 0 })
+                .filter(|op| chain.is_unspent(op))
+                .map(|op| chain.utxo(&op).expect("unspent").value)
+                .sum();
+            assert_eq!(to_a_onchain + fees + left, Amount::from_sat(CAPACITY), "to the satoshi");
+            if with_second_stage {
+                assert_eq!(left, Amount::ZERO, "B keeps nothing");
+                assert!(to_a_onchain + fees >= newest, "A whole but for the fees");
+            } else {
+                assert!(left > Amount::ZERO, "without them B keeps its HTLC transactions' outputs");
+            }
+        }
+        cases += 1;
+    }
+    assert!(cases >= 5, "{cases} revoked states with HTLCs");
+}
+
+/// The second-stage appointments are blind and checked like any other: one opens only with its
+/// own HTLC transaction's txid; a tampered one, or one shown an unrelated transaction (the
+/// commitment, another HTLC transaction), does nothing; one whose penalty spends another HTLC
+/// transaction than the one it is sealed under is dropped. With anchors none can be made: the
+/// peer's HTLC transaction, with the fee input it adds, has another txid than any A could
+/// predict.
+#[test]
+fn second_stage_appointments_are_blind_and_checked() {
+    let (p, revoked, _) = history(ChannelType::StaticRemoteKey, 3);
+    let destination = p.a.ch.sweep_destination();
+    let r = revoked.iter().rev().find(|r| r.second_stage.len() >= 2).expect("a state with two HTLCs");
+    let escapes: Vec<Transaction> = r.htlc_success.iter().chain(&r.htlc_timeout).cloned().collect();
+    let appointments: Vec<Appointment> = r.second_stage.iter().map(|b| Appointment::decode(b).unwrap()).collect();
+    for a in &appointments {
+        assert!(a.open(&r.signed.compute_txid()).is_none(), "not with the commitment's txid");
+        let opening: Vec<&Transaction> = escapes.iter().filter(|e| a.open(&e.compute_txid()).is_some()).collect();
+        assert_eq!(opening.len(), 1, "with exactly one HTLC transaction's txid");
+        assert_eq!(a.locator, paychan::core::tower::Locator::of(&opening[0].compute_txid()));
+    }
+    // Shown the commitment and unrelated transactions, a tower holding only them does nothing.
+    let mut tower = Tower::new();
+    let c = tower.register(destination.clone());
+    for b in &r.second_stage {
+        tower.add_appointment(c, b).unwrap();
+    }
+    let before = tower.encode();
+    assert!(tower.block(&[p.funding.clone(), r.signed.clone(), revoked[0].signed.clone()]).is_empty());
+    assert_eq!(tower.encode(), before, "unchanged");
+    // Tampered: one flipped bit, and the tower answers nothing for that HTLC transaction.
+    let escape = &escapes[0];
+    let own = appointments.iter().find(|a| a.open(&escape.compute_txid()).is_some()).unwrap();
+    for at in [0, own.blob.len() / 2, own.blob.len() - 1] {
+        let mut bad = own.clone();
+        bad.blob[at] ^= 1;
+        let mut tower = Tower::new();
+        let c = tower.register(destination.clone());
+        tower.add_appointment(c, &bad.encode()).unwrap();
+        assert!(tower.block(std::slice::from_ref(escape)).is_empty(), "tampered at {at}");
+    }
+    // Sealed under the first HTLC transaction, the penalties of the second: dropped.
+    let other = appointments.iter().find(|a| a.open(&escapes[1].compute_txid()).is_some()).unwrap();
+    let foreign = other.open(&escapes[1].compute_txid()).unwrap().ladder;
+    let mut tower = Tower::new();
+    let c = tower.register(destination.clone());
+    tower.add_appointment(c, &Appointment::seal(&escape.compute_txid(), &foreign, &[]).encode()).unwrap();
+    assert!(tower.block(std::slice::from_ref(escape)).is_empty());
+    // The control: its own appointment is answered with a penalty the interpreter accepts.
+    let mut tower = Tower::new();
+    let c = tower.register(destination.clone());
+    tower.add_appointment(c, &own.encode()).unwrap();
+    let mut chain = Chain::at(1_200);
+    chain.credit(&p.funding);
+    chain.mine(&r.signed).unwrap();
+    chain.mine(escape).unwrap();
+    let out = tower.block(std::slice::from_ref(escape));
+    assert_eq!(out.len(), 1);
+    chain.mine(&out[0]).unwrap_or_else(|e| panic!("second-stage penalty rejected: {e:?}"));
+    // Not revoked, and a bad ladder, are refused as for the commitment's appointment.
+    let recs = records(&p);
+    let current = p.a.ch.counterparty_commitment().unwrap();
+    let ladder = default_ladder(BASE_FEERATE);
+    assert_eq!(
+        p.a.ch.second_stage_appointments(&current, &recs, &ladder, &p.a.signer),
+        Err(AppointmentError::NotRevoked)
+    );
+    assert_eq!(p.a.ch.second_stage_appointments(&r.view, &recs, &[], &p.a.signer), Err(AppointmentError::BadLadder));
+    // Anchors: refused, and rightly: B's HTLC transaction carries the input that pays its fee,
+    // so its txid is not the one of the transaction A signed.
+    let (p, revoked, _) = history(ChannelType::AnchorsZeroFeeHtlc, 3);
+    let r = revoked.last().unwrap();
+    assert_eq!(
+        p.a.ch.second_stage_appointments(&r.view, &records(&p), &ladder, &p.a.signer),
+        Err(AppointmentError::SecondStageUnpredictable)
+    );
+    let v = p.b.ch.holder_commitment(&p.b.signer).expect("B's commitment");
+    let pos = v.htlc_txs().iter().position(|h| h.direction == HtlcDirection::Offered).expect("an HTLC B offered");
+    let fee_input = bitcoin::TxIn {
+        previous_output: p.funding.input[0].previous_output,
+        script_sig: bitcoin::ScriptBuf::new(),
+        sequence: bitcoin::Sequence::MAX,
+        witness: bitcoin::Witness::new(),
+    };
+    let change = bitcoin::TxOut { value: Amount::from_sat(1_000), script_pubkey: common::ln::p2wpkh_script() };
+    let escape = v.finalize_htlc_tx_with_input(&p.b.signer, pos, None, fee_input, change).unwrap().expect("signed");
+    assert_ne!(escape.compute_txid(), v.htlc_txs()[pos].tx.compute_txid(), "the txid A signed is not B's");
 }
 
 /// A tower is a public service: a hostile client floods it with appointments (garbage, garbage

@@ -1,7 +1,9 @@
 //! The watchtower decoders on arbitrary bytes: `core::tower::Appointment::decode` (what a client
 //! sends a blind tower), `Tower::decode` (a tower's state) and `duplex::tower::TowerPackage::decode`
 //! (what a duplex tower holds). A decoded value must survive its own encoding; opening a blob
-//! with any txid and showing a decoded tower a block must not panic.
+//! with any txid and showing a decoded tower a block must not panic. Second-stage appointments
+//! (sealed under a peer's HTLC transaction) share the appointment encoding; the seeds include
+//! some, and a tower answering a commitment and an HTLC transaction at once.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
 use paychan::bitcoin::hashes::Hash;

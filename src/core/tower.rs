@@ -21,7 +21,11 @@
 //! nonce: rungs are never encrypted separately under the same nonce. A second, optional ladder
 //! (the *fallback*) sweeps only the outputs the cheater cannot take at once: if the cheater
 //! spends one of the others first (an HTLC output, through its HTLC transaction), the full
-//! penalty can no longer confirm and the tower climbs the fallback instead.
+//! penalty can no longer confirm and the tower climbs the fallback instead. The output of that
+//! HTLC transaction is a breach of its own: when its txid can be known in advance (Lightning
+//! without anchors) the client seals one more appointment under it (`lightning::tower`), which
+//! the tower matches, checks and answers like any other; it cannot tell such an appointment
+//! from a commitment's.
 //!
 //! # Resource limits
 //! A tower is a public service facing clients it cannot trust: any of them may flood it. It
@@ -36,9 +40,11 @@
 //!
 //! Storage per revoked state: [`LOCATOR_LEN`] + 4 (the client index) + the sealed blob, which is
 //! the encoded ladder and fallback (one signed penalty per rung: about 4× one penalty for the
-//! default 4-rung ladder) plus the 16-byte tag. `tests/towers.rs` measures and prints it
-//! (`cargo test --test towers costs -- --nocapture`): O(states), the price of not trusting the
-//! tower, against the trusted kit's O(HTLCs).
+//! default 4-rung ladder) plus the 16-byte tag; with second-stage appointments, one more
+//! appointment per HTLC of that state (a one-input penalty per rung). `tests/towers.rs`
+//! measures and prints it (`cargo test --test towers costs -- --nocapture`): O(states), or
+//! O(states × HTLCs) with second-stage appointments, the price of not trusting the tower,
+//! against the trusted kit's O(HTLCs).
 //!
 //! Everything here is sans-I/O: the embedder feeds [`Tower::block`] each block's transactions
 //! and broadcasts what it returns. The byte layout of an appointment is
@@ -381,9 +387,11 @@ impl Tower {
     /// ladder of each breach found in it, and the next rung of each earlier breach none of whose
     /// penalties confirmed yet. If the cheater spends an output the ladder sweeps (an HTLC
     /// output, through its HTLC transaction), the tower turns to the fallback ladder (the
-    /// delayed `to_local` alone) and climbs it from the same rung. An appointment whose blob
-    /// does not open for the matching txid, or whose transactions do not all spend only that
-    /// transaction and pay only the client's script, is dropped and answers nothing.
+    /// delayed `to_local` alone) and climbs it from the same rung; that HTLC transaction, if the
+    /// client sealed an appointment under its txid, is a breach answered in the same block. An
+    /// appointment whose blob does not open for the matching txid, or whose transactions do not
+    /// all spend only that transaction and pay only the client's script, is dropped and answers
+    /// nothing.
     pub fn block(&mut self, txs: &[Transaction]) -> Vec<Transaction> {
         for tx in txs {
             let txid = tx.compute_txid();
