@@ -247,7 +247,12 @@ impl DeltaRecord {
 
 /// FNV-1a, 32 bits: an integrity check of the replayed bytes, not a commitment.
 fn checksum(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193))
+    let step = |h: u32, b: &u8| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193);
+    // Byte after byte as ever; eight to a loop turn.
+    let chunks = bytes.chunks_exact(8);
+    let rest = chunks.remainder();
+    let h = chunks.fold(0x811c_9dc5u32, |h, c| c.iter().fold(h, step));
+    rest.iter().fold(h, step)
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {
@@ -346,13 +351,17 @@ impl Ops {
         }
     }
 
-    fn literal(&mut self, b: u8, replaces: bool) {
+    /// Literal bytes (a run of them costs as one byte would: no per-byte bookkeeping).
+    fn literals(&mut self, bytes: &[u8], replaces: bool) {
+        if bytes.is_empty() {
+            return;
+        }
         self.flush_copy();
         if !self.lit.is_empty() && self.lit_replaces != replaces {
             self.flush_lit();
         }
         self.lit_replaces = replaces;
-        self.lit.push(b);
+        self.lit.extend_from_slice(bytes);
     }
 
     fn from(&mut self, offset: usize, n: usize, skips: bool) {
@@ -429,10 +438,7 @@ fn diff(old: &[u8], new: &[u8], ops: &mut Ops) {
                 i += 1;
             }
             (None, Some(_)) | (Some(_), Some(_)) => {
-                let nr = news[j].1.clone();
-                for b in &new[nr] {
-                    ops.literal(*b, false);
-                }
+                ops.literals(&new[news[j].1.clone()], false);
                 j += 1;
             }
             (Some((_, or)), None) => {
@@ -449,63 +455,174 @@ fn diff(old: &[u8], new: &[u8], ops: &mut Ops) {
 /// literals and copies of `old[range]` found elsewhere.
 fn diff_range(old: &[u8], range: core::ops::Range<usize>, new: &[u8], ops: &mut Ops) {
     let a = &old[range.clone()];
-    let prefix = a.iter().zip(new).take_while(|(x, y)| x == y).count();
+    let prefix = common_prefix(a, new);
     let max_suffix = a.len().min(new.len()) - prefix;
-    let suffix = a.iter().rev().zip(new.iter().rev()).take(max_suffix).take_while(|(x, y)| x == y).count();
+    let suffix = common_suffix(&a[prefix..], &new[prefix..]).min(max_suffix);
     ops.copy(prefix);
     let (old_mid, new_mid) = (prefix..a.len() - suffix, &new[prefix..new.len() - suffix]);
-    let window = if a.len() <= MAX_SEARCH_WINDOW { Some((range.start, a)) } else { None };
+    let mut window = if a.len() <= MAX_SEARCH_WINDOW { Some(Window::new(range.start, a)) } else { None };
+    // Literal bytes pending, from `new_mid[lit..k]`: written as one run before the next copy.
+    let mut lit = 0;
     if old_mid.len() == new_mid.len() {
         let mut k = 0;
         while k < new_mid.len() {
             let at = old_mid.start + k;
-            let run = a[at..old_mid.end].iter().zip(&new_mid[k..]).take_while(|(x, y)| x == y).count();
+            let run = common_prefix(&a[at..old_mid.end], &new_mid[k..]);
             if run >= 3 || k + run == new_mid.len() {
+                ops.literals(&new_mid[lit..k], true);
                 ops.copy(run);
                 k += run;
+                lit = k;
                 continue;
             }
-            if let Some((offset, n)) = window.and_then(|w| longest_match(w, &new_mid[k..])).filter(|(_, n)| *n > run) {
+            if let Some((offset, n)) =
+                window.as_mut().and_then(|w| w.longest_match(&new_mid[k..])).filter(|(_, n)| *n > run)
+            {
+                ops.literals(&new_mid[lit..k], true);
                 ops.from(offset, n, true);
                 k += n;
+                lit = k;
                 continue;
             }
-            ops.literal(new_mid[k], true);
             k += 1;
         }
+        ops.literals(&new_mid[lit..], true);
     } else {
         ops.skip(old_mid.len());
         let mut k = 0;
         while k < new_mid.len() {
-            if let Some((offset, n)) = window.and_then(|w| longest_match(w, &new_mid[k..])) {
+            if let Some((offset, n)) = window.as_mut().and_then(|w| w.longest_match(&new_mid[k..])) {
+                ops.literals(&new_mid[lit..k], false);
                 ops.from(offset, n, false);
                 k += n;
+                lit = k;
                 continue;
             }
-            ops.literal(new_mid[k], false);
             k += 1;
         }
+        ops.literals(&new_mid[lit..], false);
     }
     ops.copy(suffix);
 }
 
-/// The longest prefix of `want` found in the window (`(offset of the window in the old state,
-/// bytes)`), if at least [`MIN_MATCH`] long: `(absolute offset, length)`.
-fn longest_match((base, window): (usize, &[u8]), want: &[u8]) -> Option<(usize, usize)> {
-    if want.len() < MIN_MATCH {
-        return None;
-    }
-    let mut best: Option<(usize, usize)> = None;
-    for start in 0..window.len().saturating_sub(MIN_MATCH - 1) {
-        if window[start] != want[0] {
-            continue;
+/// How many leading bytes `a` and `b` share (eight at a time while they can).
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    let mut k = 0;
+    for (x, y) in a.chunks_exact(8).zip(b.chunks_exact(8)) {
+        if x != y {
+            break;
         }
-        let n = window[start..].iter().zip(want).take_while(|(x, y)| x == y).count();
-        if n >= MIN_MATCH && best.is_none_or(|(_, b)| n > b) {
-            best = Some((base + start, n));
-        }
+        k += 8;
     }
-    best
+    k + a[k..].iter().zip(&b[k..]).take_while(|(x, y)| x == y).count()
+}
+
+/// How many trailing bytes `a` and `b` share (eight at a time while they can).
+fn common_suffix(a: &[u8], b: &[u8]) -> usize {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[a.len() - n..], &b[b.len() - n..]);
+    let mut k = 0;
+    for (x, y) in a.rchunks_exact(8).zip(b.rchunks_exact(8)) {
+        if x != y {
+            break;
+        }
+        k += 8;
+    }
+    k + a[..n - k].iter().rev().zip(b[..n - k].iter().rev()).take_while(|(x, y)| x == y).count()
+}
+
+/// An old record searched for copies: `(offset of the record in the old state, its bytes)`, with
+/// an index of where each [`MIN_MATCH`]-byte sequence of it starts, built on the first search (a
+/// record diffed without one costs nothing more).
+struct Window<'a> {
+    base: usize,
+    bytes: &'a [u8],
+    index: Option<MatchIndex>,
+}
+
+/// The starts of a record's [`MIN_MATCH`]-byte sequences by hash: `head[h]` is the first start
+/// whose sequence hashes to `h`, `next[p]` the next start after `p` with the same hash (each chain
+/// in increasing order), [`NO_START`] ending a chain. A window is at most [`MAX_SEARCH_WINDOW`]
+/// bytes, so every start fits in 16 bits.
+struct MatchIndex {
+    shift: u32,
+    head: Vec<u16>,
+    next: Vec<u16>,
+}
+
+const NO_START: u16 = u16::MAX;
+const _: () = assert!(MAX_SEARCH_WINDOW < NO_START as usize);
+
+/// The first [`MIN_MATCH`] bytes of `bytes` (at least that many) as a number.
+fn match_key(bytes: &[u8]) -> u64 {
+    let mut key = [0u8; 8];
+    key[8 - MIN_MATCH..].copy_from_slice(&bytes[..MIN_MATCH]);
+    u64::from_be_bytes(key)
+}
+
+impl MatchIndex {
+    /// The index of `bytes` (at least [`MIN_MATCH`] and at most [`MAX_SEARCH_WINDOW`] of them).
+    fn new(bytes: &[u8]) -> Self {
+        let starts = bytes.len() + 1 - MIN_MATCH;
+        let slots = starts.next_power_of_two().max(16);
+        let shift = 64 - slots.trailing_zeros();
+        let mut index = MatchIndex { shift, head: alloc::vec![NO_START; slots], next: alloc::vec![NO_START; starts] };
+        // The key of each start from the next one's: one byte in, one out.
+        let mut key = match_key(&bytes[starts - 1..]);
+        index.insert(starts - 1, key);
+        for p in (0..starts - 1).rev() {
+            key = key >> 8 | u64::from(bytes[p]) << (8 * (MIN_MATCH - 1));
+            index.insert(p, key);
+        }
+        index
+    }
+
+    /// Puts `start` (below every start already in) first in the chain of `key`.
+    fn insert(&mut self, start: usize, key: u64) {
+        let h = self.slot(key);
+        self.next[start] = self.head[h];
+        self.head[h] = start as u16;
+    }
+
+    fn slot(&self, key: u64) -> usize {
+        (key.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> self.shift) as usize
+    }
+}
+
+impl<'a> Window<'a> {
+    fn new(base: usize, bytes: &'a [u8]) -> Self {
+        Window { base, bytes, index: None }
+    }
+
+    /// The longest prefix of `want` found in the record, if at least [`MIN_MATCH`] long, the first
+    /// one of that length: `(offset in the old state, length)`.
+    fn longest_match(&mut self, want: &[u8]) -> Option<(usize, usize)> {
+        let bytes = self.bytes;
+        if want.len() < MIN_MATCH || bytes.len() < MIN_MATCH {
+            return None;
+        }
+        let index = self.index.get_or_insert_with(|| MatchIndex::new(bytes));
+        let key = match_key(want);
+        let mut best: Option<(usize, usize)> = None;
+        let mut p = index.head[index.slot(key)];
+        while p != NO_START {
+            let start = p as usize;
+            // No later start can give a longer match than `want` or than the bytes left.
+            if best.is_some_and(|(_, b)| b >= want.len().min(bytes.len() - start)) {
+                break;
+            }
+            if match_key(&bytes[start..]) == key {
+                let n = common_prefix(&bytes[start..], want);
+                if best.is_none_or(|(_, b)| n > b) {
+                    best = Some((start, n));
+                }
+            }
+            p = index.next[start];
+        }
+        best.map(|(start, n)| (self.base + start, n))
+    }
 }
 
 #[cfg(test)]
@@ -588,6 +705,75 @@ mod tests {
         assert_eq!(replay(&s3, 3, &log), Ok((s3.clone(), 3)));
         assert_eq!(replay(&s1, 1, [&d3]), Err(ReplayError::MissingDelta { expected: 2, found: 3 }));
         assert!(matches!(replay(&s1, 1, [&d3, &d2]), Err(ReplayError::MissingDelta { .. })));
+    }
+
+    /// The search the index replaces: every start of the record, in order.
+    fn scan_longest_match(base: usize, window: &[u8], want: &[u8]) -> Option<(usize, usize)> {
+        if want.len() < MIN_MATCH {
+            return None;
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for start in 0..window.len().saturating_sub(MIN_MATCH - 1) {
+            let n = window[start..].iter().zip(want).take_while(|(x, y)| x == y).count();
+            if n >= MIN_MATCH && best.is_none_or(|(_, b)| n > b) {
+                best = Some((base + start, n));
+            }
+        }
+        best
+    }
+
+    #[test]
+    fn indexed_search_finds_what_a_full_scan_finds() {
+        // Records over 2, 3 and 256 symbols (long chains, many ties, hash collisions), each
+        // searched for pieces of itself, of a mutated copy and of random bytes.
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        let mut rand = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut found = 0;
+        for round in 0..300 {
+            let symbols = [2u64, 3, 256][round % 3];
+            let len = (rand() % 300) as usize;
+            let record: Vec<u8> = (0..len).map(|_| (rand() % symbols) as u8).collect();
+            let mut w = Window::new(round, &record);
+            for _ in 0..20 {
+                let want: Vec<u8> = match rand() % 3 {
+                    0 if len > 0 => {
+                        let from = (rand() as usize) % len;
+                        let mut v = record[from..].to_vec();
+                        v.truncate((rand() % 40) as usize);
+                        if let Some(b) = v.get_mut((rand() % 40) as usize) {
+                            *b ^= 1;
+                        }
+                        v
+                    }
+                    _ => (0..rand() % 40).map(|_| (rand() % symbols) as u8).collect(),
+                };
+                let expected = scan_longest_match(round, &record, &want);
+                found += usize::from(expected.is_some());
+                assert_eq!(w.longest_match(&want), expected, "record {record:?}, want {want:?}");
+            }
+        }
+        assert!(found > 1_000, "the searches find matches ({found})");
+        let (a, b) = (b"abcdefgh12345678", b"12345678abcdefgh");
+        assert_eq!(common_prefix(a, a), 16);
+        assert_eq!(common_prefix(a, b), 0);
+        assert_eq!(common_prefix(&a[..9], a), 9);
+        assert_eq!(common_prefix(b"abcdefgh1234x", b"abcdefgh1234y"), 12);
+        assert_eq!(common_suffix(a, a), 16);
+        assert_eq!(common_suffix(a, b), 0);
+        assert_eq!(common_suffix(&a[7..], a), 9);
+        assert_eq!(common_suffix(b"x1234abcdefgh", b"y1234abcdefgh"), 12);
+        // FNV-1a (32 bits) known answers, across the eight-byte turns.
+        assert_eq!(checksum(b""), 0x811c_9dc5);
+        assert_eq!(checksum(b"a"), 0xe40c_292c);
+        assert_eq!(checksum(b"foobar"), 0xbf9c_f968);
+        let long: Vec<u8> = (0..=255u8).cycle().take(1_003).collect();
+        let bytewise = long.iter().fold(0x811c_9dc5u32, |h, b| (h ^ u32::from(*b)).wrapping_mul(0x0100_0193));
+        assert_eq!(checksum(&long), bytewise);
     }
 
     #[test]
