@@ -23,6 +23,13 @@
 # The crate forbids `unsafe`, so the default here is no sanitizer (`-s none`, about twice the
 # executions per second); SANITIZER=address brings AddressSanitizer back. Other environment:
 # CARGO_TARGET_DIR (build directory), NICE (niceness, default 19), EXTRA (more libFuzzer flags).
+#
+# libFuzzer's exec/s is per wall-clock second. At niceness 19 a target gets almost no CPU while
+# jobs at niceness 0 run in the same session (Linux autogroups: niceness only weighs against
+# processes of the same session): one busy loop on its core cut duplex_state from about 2,000
+# exec/s to 8 (0.65 s of CPU in 125 s). So each run also prints the CPU time it got; compare
+# executions per CPU second, or run with NICE=0 on an idle machine, before calling a target slow.
+# `cargo run --release --example replay -- <state target> ROUNDS DIR` times a fixed corpus.
 set -euo pipefail
 
 cd "$(dirname "$0")"
@@ -44,8 +51,9 @@ failed=()
 for t in $targets; do
     mkdir -p "work/$t" "corpus/$t" "artifacts/$t"
     echo "=== $t ($limit)"
+    TIMEFORMAT="=== $t: %R s wall, %U s user CPU"
     # shellcheck disable=SC2086
-    if ! nice -n "$nice_level" cargo +nightly fuzz run -s "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
+    if ! time nice -n "$nice_level" cargo +nightly fuzz run -s "$sanitizer" "$t" "work/$t" "corpus/$t" -- \
         "$limit" -artifact_prefix="artifacts/$t/" -print_final_stats=1 ${EXTRA:-}; then
         failed+=("$t")
     fi
