@@ -671,3 +671,43 @@ fn a_child_left_in_the_mempool_by_its_confirmed_parent_keeps_its_coin() {
         "the child's inputs were watched once its parent confirmed"
     );
 }
+
+/// A confirmed transaction that spends a coin of a pending request's current attempt without
+/// being that attempt (the wallet spent a coin the bumper reserved; an older aggregate of other
+/// members) leaves the attempt invalid for good: the bumper builds a new one with another coin
+/// at the next block instead of broadcasting the dead one until the deadline. (Before, it kept
+/// the dead attempt: simulation seed 9365 of the Lightning fee-spike run rebroadcast an
+/// HTLC-success aggregate whose coin was spent for 77 blocks.)
+#[test]
+fn an_attempt_whose_coin_was_spent_elsewhere_is_rebuilt_with_another_coin() {
+    let mut chain = Chain::at(400);
+    let s = signer(13);
+    let (op, ws) = own_output(&mut chain, &s, 100_000, 11);
+    let mut wallet = FeeCoins::new(Wallet::new(14));
+    let big = wallet.add_coin(&mut chain, Amount::from_sat(60_000));
+    let small = wallet.add_coin(&mut chain, Amount::from_sat(50_000));
+    let request = p2a_parent(&s, &ws, op, 100_000, &Wallet::new(3).script(), 420);
+    let est = FeeEstimates::flat(FeeratePerKw(2_000));
+    let mut b = Bumper::new();
+    let _ = b.track(request.clone());
+    let fx = b.bump(BlockHeight(400), &est, &mut wallet, &s);
+    let child = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == request.id()).expect("a child");
+    assert_eq!(child.input[1].previous_output, big);
+    // Something else spends the coin and confirms; the parent is still unconfirmed.
+    let stray = fx_child_spending(big);
+    let fx = b.handle_chain(&ChainEvent::Confirmed { tx: &stray, height: BlockHeight(401) });
+    let persisted = fx.update.is_some();
+    assert_eq!(b.pending().count(), 1, "the request is still pending");
+    let fx = b.bump(BlockHeight(401), &est, &mut wallet, &s);
+    assert!(
+        fx.events.iter().any(|e| matches!(e, BumpEvent::Bumped { id, .. } if *id == request.id())),
+        "a new attempt at once: {:?}",
+        fx.events
+    );
+    let next = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == request.id()).expect("a child");
+    assert!(next.input.iter().all(|i| i.previous_output != big), "not the spent coin");
+    assert_eq!(next.input[1].previous_output, small);
+    chain.mine(&request.tx).unwrap();
+    chain.check(next).expect("the new child is valid for Core's interpreter");
+    assert!(persisted, "dropping the spent coin was persisted");
+}

@@ -285,6 +285,7 @@ impl Bumper {
                         changed = true;
                     }
                 }
+                changed |= self.drop_coins_spent_elsewhere(tx, txid);
                 for e in self.entries.iter_mut().filter(|e| e.resolved.is_none()) {
                     let outs = e.request.resolving_outpoints();
                     let hit = e.request.id() == txid || tx.input.iter().any(|i| outs.contains(&i.previous_output));
@@ -323,6 +324,29 @@ impl Bumper {
         }
         fx.next_deadline = self.next_deadline_after(None);
         fx
+    }
+
+    /// A confirmed transaction `tx` that is not the current attempt of a pending request (or of
+    /// an aggregate) but spends one of its coins (an older version of the aggregate with other
+    /// members, or a wallet that spent a reserved coin) leaves that attempt invalid for good:
+    /// the spent coins are dropped, and so is the attempt (it can never confirm, so a
+    /// replacement need not beat it), and the next [`Bumper::bump`] builds a new one with fresh
+    /// coins instead of broadcasting the dead one until the deadline passes. Whether anything
+    /// changed.
+    fn drop_coins_spent_elsewhere(&mut self, tx: &Transaction, txid: Txid) -> bool {
+        let spends = |c: &WalletCoin| tx.input.iter().any(|i| i.previous_output == c.outpoint);
+        let mut changed = false;
+        let pending = self.entries.iter_mut().filter(|e| e.resolved.is_none()).map(|e| (&mut e.coins, &mut e.attempt));
+        let groups = self.groups.iter_mut().map(|g| (&mut g.coins, &mut g.attempt));
+        for (coins, attempt) in pending.chain(groups) {
+            let ours = attempt.as_ref().is_some_and(|a| a.tx.compute_txid() == txid);
+            if !ours && coins.iter().any(spends) {
+                coins.retain(|c| !spends(c));
+                *attempt = None;
+                changed = true;
+            }
+        }
+        changed
     }
 
     fn next_deadline_after(&self, tip: Option<BlockHeight>) -> Option<BlockHeight> {
