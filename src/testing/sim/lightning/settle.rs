@@ -23,6 +23,7 @@ impl Sim {
     /// knows) then cannot confirm before the peer's timeout becomes valid: the exposure of a
     /// channel without anchors to a fee spike (what `option_anchors` is for), not a fault of the
     /// honest side. Such an output counts as a fee of `i`.
+    ///
     /// Returns how many such outputs, and their value.
     pub(super) fn stranded(&self, i: usize, settled: &Settlement, c_tx: &Transaction) -> (u32, u64) {
         let c = c_tx.compute_txid();
