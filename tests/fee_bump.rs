@@ -542,10 +542,16 @@ fn a_coin_held_by_a_request_resolved_by_another_spend_pays_for_the_next_one() {
     let fx = b.bump(BlockHeight(200), &est, &mut wallet, &s);
     assert_eq!(fx.broadcast.len(), 2, "the parent and our child");
     assert_eq!(fx.broadcast[1].input[1].previous_output, coin);
-    // The peer's child got the parent confirmed: our child is dead, our coin unspent.
+    // The peer's child got the parent confirmed: our child is dead (the peer's spends the same
+    // anchor), our coin unspent.
     chain.mine(&first.tx).unwrap();
     let fx = b.handle_chain(&ChainEvent::Confirmed { tx: &first.tx, height: BlockHeight(201) });
     assert!(matches!(fx.events[..], [BumpEvent::Resolved { .. }]));
+    let mut peer_child = fx_child_spending(OutPoint { txid: first.id(), vout: 0 });
+    peer_child
+        .input
+        .push(TxIn { previous_output: OutPoint { txid: first.id(), vout: 1 }, ..peer_child.input[0].clone() });
+    let _ = b.handle_chain(&ChainEvent::Confirmed { tx: &peer_child, height: BlockHeight(201) });
     assert!(chain.is_unspent(&coin));
     let _ = b.track(second.clone());
     wallet.sync(&chain);
@@ -560,4 +566,148 @@ fn a_coin_held_by_a_request_resolved_by_another_spend_pays_for_the_next_one() {
     chain.mine(&second.tx).unwrap();
     chain.check(child).expect("the child is valid for Core's interpreter");
     assert_eq!(b, Bumper::decode(&b.encode()).unwrap());
+}
+
+/// A transaction spending `input` (only its inputs matter to the bumper's chain events).
+fn fx_child_spending(input: OutPoint) -> Transaction {
+    Transaction {
+        version: Version(3),
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: input,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::ENABLE_RBF_NO_LOCKTIME,
+            witness: Witness::new(),
+        }],
+        output: vec![TxOut { value: Amount::from_sat(1_000), script_pubkey: Wallet::new(4).script() }],
+    }
+}
+
+/// A parent that pays a fee of its own (a Lightning anchor commitment) can confirm without our
+/// child, which stays in the mempool and may still confirm: its coin must stay held until a
+/// spend of one of the child's inputs confirms. Before the fix the bumper gave the coin back
+/// as soon as the parent confirmed; the next request (the HTLC-success aggregate) was built on
+/// it, conflicted with our own child, could not replace it, and died when the child confirmed:
+/// the HTLC was lost to the peer's timeout (simulation seed 9365 of the Lightning fee-spike run).
+#[test]
+fn a_child_left_in_the_mempool_by_its_confirmed_parent_keeps_its_coin() {
+    let mut chain = Chain::at(300);
+    let s = signer(11);
+    let (op1, ws) = own_output(&mut chain, &s, 100_000, 9);
+    let (op2, _) = own_output(&mut chain, &s, 90_000, 10);
+    let mut wallet = FeeCoins::new(Wallet::new(12));
+    let big = wallet.add_coin(&mut chain, Amount::from_sat(60_000));
+    let small = wallet.add_coin(&mut chain, Amount::from_sat(50_000));
+    let anchor_ws = script::anchor(&funding_key(&s));
+    // The parent pays 2,000 sat itself: enough to confirm alone once the market falls.
+    let mut parent = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: op1,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![
+            TxOut { value: Amount::from_sat(330), script_pubkey: anchor_ws.to_p2wsh() },
+            TxOut { value: Amount::from_sat(97_670), script_pubkey: Wallet::new(3).script() },
+        ],
+    };
+    let sig = s
+        .sign(&SignRequest {
+            tx: &parent,
+            input: 0,
+            script_code: ws.as_script(),
+            p2wpkh: false,
+            value: Amount::from_sat(100_000),
+            sighash_type: EcdsaSighashType::All,
+            key: KeyId::Funding,
+            tweak: Tweak::None,
+        })
+        .unwrap();
+    parent.input[0].witness = script::anchor_owner_witness(&ws, &sig);
+    let first = BumpRequest {
+        tx: parent.clone(),
+        deadline: BlockHeight(320),
+        at_stake: Amount::from_sat(40_000),
+        protects: Protects::Commitment,
+        method: BumpMethod::Child {
+            anchor: owner_template(OutPoint { txid: parent.compute_txid(), vout: 0 }, 330, &anchor_ws),
+            parent_fee: Amount::from_sat(2_000),
+        },
+    };
+    let est = FeeEstimates::flat(FeeratePerKw(10_000));
+    let mut b = Bumper::new();
+    let _ = b.track(first.clone());
+    let fx = b.bump(BlockHeight(300), &est, &mut wallet, &s);
+    let child = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == first.id()).expect("a child").clone();
+    assert_eq!(child.input[1].previous_output, big, "the largest coin first");
+    // The parent confirms alone; our child stays in the mempool.
+    chain.mine(&parent).unwrap();
+    let fx = b.handle_chain(&ChainEvent::Confirmed { tx: &parent, height: BlockHeight(301) });
+    assert!(matches!(fx.events[..], [BumpEvent::Resolved { .. }]));
+    let watched = fx.watch;
+    chain.check(&child).expect("our child is still valid");
+    // The next request needs a coin: not the one our pending child spends.
+    let second = p2a_parent(&s, &ws, op2, 90_000, &Wallet::new(3).script(), 330);
+    let _ = b.track(second.clone());
+    wallet.sync(&chain);
+    let fx = b.bump(BlockHeight(301), &est, &mut wallet, &s);
+    assert_eq!(b, Bumper::decode(&b.encode()).unwrap(), "the held coin survives a restart");
+    let next = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == second.id()).expect("a child");
+    assert_eq!(next.input[1].previous_output, small, "not the coin of the child still in the mempool");
+    assert!(wallet.reserved().contains(&big), "the pending child's coin is still held");
+    // Both confirm: neither request lost its transaction to the other.
+    chain.mine(&child).unwrap();
+    chain.mine(&second.tx).unwrap();
+    chain.check(next).expect("the second child is valid alongside the first");
+    // Once our child confirmed, its (spent) coin is given back and the entry forgotten in time.
+    let _ = b.handle_chain(&ChainEvent::Confirmed { tx: &child, height: BlockHeight(302) });
+    let _ = b.bump(BlockHeight(302), &est, &mut wallet, &s);
+    assert!(!wallet.reserved().contains(&big));
+    assert!(
+        child.input.iter().all(|i| watched.contains(&paychan::driving::Watch::Spend(i.previous_output))),
+        "the child's inputs were watched once its parent confirmed"
+    );
+}
+
+/// A confirmed transaction that spends a coin of a pending request's current attempt without
+/// being that attempt (the wallet spent a coin the bumper reserved; an older aggregate of other
+/// members) leaves the attempt invalid for good: the bumper builds a new one with another coin
+/// at the next block instead of broadcasting the dead one until the deadline. (Before, it kept
+/// the dead attempt: simulation seed 9365 of the Lightning fee-spike run rebroadcast an
+/// HTLC-success aggregate whose coin was spent for 77 blocks.)
+#[test]
+fn an_attempt_whose_coin_was_spent_elsewhere_is_rebuilt_with_another_coin() {
+    let mut chain = Chain::at(400);
+    let s = signer(13);
+    let (op, ws) = own_output(&mut chain, &s, 100_000, 11);
+    let mut wallet = FeeCoins::new(Wallet::new(14));
+    let big = wallet.add_coin(&mut chain, Amount::from_sat(60_000));
+    let small = wallet.add_coin(&mut chain, Amount::from_sat(50_000));
+    let request = p2a_parent(&s, &ws, op, 100_000, &Wallet::new(3).script(), 420);
+    let est = FeeEstimates::flat(FeeratePerKw(2_000));
+    let mut b = Bumper::new();
+    let _ = b.track(request.clone());
+    let fx = b.bump(BlockHeight(400), &est, &mut wallet, &s);
+    let child = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == request.id()).expect("a child");
+    assert_eq!(child.input[1].previous_output, big);
+    // Something else spends the coin and confirms; the parent is still unconfirmed.
+    let stray = fx_child_spending(big);
+    let fx = b.handle_chain(&ChainEvent::Confirmed { tx: &stray, height: BlockHeight(401) });
+    let persisted = fx.update.is_some();
+    assert_eq!(b.pending().count(), 1, "the request is still pending");
+    let fx = b.bump(BlockHeight(401), &est, &mut wallet, &s);
+    assert!(
+        fx.events.iter().any(|e| matches!(e, BumpEvent::Bumped { id, .. } if *id == request.id())),
+        "a new attempt at once: {:?}",
+        fx.events
+    );
+    let next = fx.broadcast.iter().find(|t| t.input[0].previous_output.txid == request.id()).expect("a child");
+    assert!(next.input.iter().all(|i| i.previous_output != big), "not the spent coin");
+    assert_eq!(next.input[1].previous_output, small);
+    chain.mine(&request.tx).unwrap();
+    chain.check(next).expect("the new child is valid for Core's interpreter");
+    assert!(persisted, "dropping the spent coin was persisted");
 }

@@ -136,6 +136,15 @@ fn sabotage_against_a_hostile_peer_is_caught() {
     first_caught_with("duplex hostile", duplex::run_with, Sabotage::DropRefundOrClose, hostile);
 }
 
+/// A hostile peer and fee spikes together (where the accounting lets a channel without anchors
+/// lose an HTLC its commitment could not confirm in time at any fee the honest side controls):
+/// an honest party that drops its HTLC claims is still caught.
+#[test]
+fn dropped_htlc_claims_against_a_hostile_peer_in_fee_spikes_are_caught() {
+    let both = Config { hostile: true, fee_spikes: true, ..Config::default() };
+    first_caught_with("lightning hostile fee spikes", lightning::run_with, Sabotage::DropHtlcClaims, both);
+}
+
 /// Runs with fee spikes (`Config::fee_spikes`: Core 29's policy, a market spiking 10× or 100×):
 /// an honest embedder whose fee bumper is off leaves its close or refund at the fee it was
 /// signed with, which a spike keeps out of blocks past the deadline.

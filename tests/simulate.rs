@@ -17,7 +17,8 @@
 //! fail when the honest embedders are sabotaged.
 //!
 //! One seed alone: `PAYCHAN_SIM_SEED=1234 cargo test --release --test simulate replay -- --nocapture`
-//! (add `PAYCHAN_SIM_TRACE=1` for the duplex parties' events, block by block;
+//! (add `PAYCHAN_SIM_TRACE=1` for the parties' events, block by block, and for Lightning the
+//! broadcasts, the bumpers' work and the settlement;
 //! `PAYCHAN_SIM_SPIKES=1` replays the seed's fee-spike run; `PAYCHAN_SIM_LAYER=duplex` replays
 //! one layer only).
 
@@ -281,4 +282,16 @@ fn regressions() {
     for seed in [8195, 464] {
         assert_all_pass("lightning regressions", seed..seed + 1, lightning::run);
     }
+    // In a fee spike a commitment paying its own fee confirmed without its CPFP child; the bumper
+    // gave the child's coin back while the child waited in the mempool, built the HTLC-success
+    // aggregate on it, and that aggregate died when the child confirmed (the HTLCs went to the
+    // peer's timeouts). The coin now stays held until the child or a conflict confirms.
+    assert_all_pass("lightning spike regressions", 9365..9366, spiking_lightning);
+    // A hostile funder kept a channel without anchors at 253 sat/kW; a 10x spike covered every
+    // block from the honest side's HTLC deadline to the expiry: neither the commitment nor its
+    // pre-signed HTLC-success could confirm at any fee the honest side controls, and the peer
+    // timed the HTLC out. The accounting now counts such an HTLC as the honest side's fee (the
+    // exposure `option_anchors` removes), and only when no block in that window took the
+    // commitment's feerate.
+    assert_all_pass("lightning spike regressions", 7515..7516, spiking_lightning);
 }

@@ -135,6 +135,12 @@ pub(crate) struct Entry {
     pub(crate) change: Option<ScriptBuf>,
     pub(crate) resolved: Option<(Txid, BlockHeight)>,
     pub(crate) missed: bool,
+    /// A [`BumpMethod::Child`] request resolved by its parent confirming alone: the last child
+    /// does not conflict with the parent and may still confirm, so its coins stay held (and the
+    /// entry is kept) until a transaction spending one of the child's inputs confirms (the child
+    /// itself, or one that conflicts with it). Released earlier, a coin would go to another
+    /// request whose attempt then conflicts with our own child and is lost when it confirms.
+    pub(crate) child_pending: bool,
 }
 
 /// The aggregate of [`BumpMethod::AddInputs`] requests sharing one `nLockTime` (a peer's
@@ -259,6 +265,7 @@ impl Bumper {
                 change: None,
                 resolved: None,
                 missed: false,
+                child_pending: false,
             }),
         }
         self.persist(&mut fx);
@@ -275,11 +282,33 @@ impl Bumper {
         match event {
             ChainEvent::Confirmed { tx, height } => {
                 let txid = tx.compute_txid();
+                // A child left pending by its parent's confirmation is settled once anything
+                // spending one of its inputs confirms: the child, or a conflict of it.
+                for e in self.entries.iter_mut().filter(|e| e.child_pending) {
+                    let spends_child_input = e.attempt.as_ref().is_some_and(|a| {
+                        a.tx.input.iter().any(|ci| tx.input.iter().any(|i| i.previous_output == ci.previous_output))
+                    });
+                    if spends_child_input {
+                        e.child_pending = false;
+                        changed = true;
+                    }
+                }
+                changed |= self.drop_coins_spent_elsewhere(tx, txid);
                 for e in self.entries.iter_mut().filter(|e| e.resolved.is_none()) {
                     let outs = e.request.resolving_outpoints();
                     let hit = e.request.id() == txid || tx.input.iter().any(|i| outs.contains(&i.previous_output));
                     if hit {
                         e.resolved = Some((txid, *height));
+                        // The parent itself confirmed: our child (if any) is still valid.
+                        e.child_pending = e.request.id() == txid
+                            && matches!(e.request.method, BumpMethod::Child { .. })
+                            && e.attempt.is_some()
+                            && !e.coins.is_empty();
+                        if e.child_pending {
+                            // The embedder reports what spends the child's inputs.
+                            let child = e.attempt.as_ref().map(|a| a.tx.input.as_slice()).unwrap_or_default();
+                            fx.watch.extend(child.iter().map(|i| Watch::Spend(i.previous_output)));
+                        }
                         fx.events.push(BumpEvent::Resolved { id: e.request.id(), by: txid });
                         changed = true;
                     }
@@ -289,6 +318,7 @@ impl Bumper {
                 for e in self.entries.iter_mut() {
                     if e.resolved.is_some_and(|(by, _)| by == *txid) {
                         e.resolved = None;
+                        e.child_pending = false;
                         changed = true;
                     }
                 }
@@ -302,6 +332,29 @@ impl Bumper {
         }
         fx.next_deadline = self.next_deadline_after(None);
         fx
+    }
+
+    /// A confirmed transaction `tx` that is not the current attempt of a pending request (or of
+    /// an aggregate) but spends one of its coins (an older version of the aggregate with other
+    /// members, or a wallet that spent a reserved coin) leaves that attempt invalid for good:
+    /// the spent coins are dropped, and so is the attempt (it can never confirm, so a
+    /// replacement need not beat it), and the next [`Bumper::bump`] builds a new one with fresh
+    /// coins instead of broadcasting the dead one until the deadline passes. Whether anything
+    /// changed.
+    fn drop_coins_spent_elsewhere(&mut self, tx: &Transaction, txid: Txid) -> bool {
+        let spends = |c: &WalletCoin| tx.input.iter().any(|i| i.previous_output == c.outpoint);
+        let mut changed = false;
+        let pending = self.entries.iter_mut().filter(|e| e.resolved.is_none()).map(|e| (&mut e.coins, &mut e.attempt));
+        let groups = self.groups.iter_mut().map(|g| (&mut g.coins, &mut g.attempt));
+        for (coins, attempt) in pending.chain(groups) {
+            let ours = attempt.as_ref().is_some_and(|a| a.tx.compute_txid() == txid);
+            if !ours && coins.iter().any(spends) {
+                coins.retain(|c| !spends(c));
+                *attempt = None;
+                changed = true;
+            }
+        }
+        changed
     }
 
     fn next_deadline_after(&self, tip: Option<BlockHeight>) -> Option<BlockHeight> {
@@ -385,15 +438,22 @@ impl Bumper {
     /// after its parent confirmed, with a deadline `S` blocks later. A request reopened by a
     /// reorg asks the wallet for coins again (its last attempt is kept as the fee floor a
     /// replacement must beat).
+    ///
+    /// The exception is a parent that paid enough to confirm alone (a Lightning commitment's own
+    /// fee) while our child waits in the mempool: the child still spends the coins and may
+    /// confirm, so they stay held, and the entry kept, until a transaction spending one of the
+    /// child's inputs confirms (`Entry::child_pending`).
     fn forget<W: FeeWallet + ?Sized>(&mut self, tip: BlockHeight, wallet: &mut W) -> bool {
         let before = self.entries.len();
         let mut released = Vec::new();
         let mut changed = false;
-        for e in self.entries.iter_mut().filter(|e| e.resolved.is_some() && !e.coins.is_empty()) {
+        for e in self.entries.iter_mut().filter(|e| e.resolved.is_some() && !e.child_pending && !e.coins.is_empty()) {
             released.extend(e.coins.drain(..).map(|c| c.outpoint));
             changed = true;
         }
-        self.entries.retain(|e| !matches!(e.resolved, Some((_, h)) if tip.0 >= h.0.saturating_add(FORGET_AFTER)));
+        self.entries.retain(|e| {
+            e.child_pending || !matches!(e.resolved, Some((_, h)) if tip.0 >= h.0.saturating_add(FORGET_AFTER))
+        });
         if !released.is_empty() {
             wallet.release_coins(&released);
         }

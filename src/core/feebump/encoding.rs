@@ -12,7 +12,8 @@ use crate::core::sign::{KeyId, Tweak};
 use crate::core::units::BlockHeight;
 
 const KIND: u8 = crate::core::kinds::BUMPER;
-const VERSION: u8 = 1;
+/// Version 2 adds each entry's `child_pending` flag (version 1 decodes with it unset).
+const VERSION: u8 = 2;
 
 fn protects_code(p: Protects) -> u8 {
     match p {
@@ -247,9 +248,10 @@ fn write_entry(w: &mut Writer, e: &Entry) {
         }
     }
     w.bool(e.missed);
+    w.bool(e.child_pending);
 }
 
-fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
+fn read_entry(r: &mut Reader<'_>, version: u8) -> Result<Entry, DecodeError> {
     let tx = r.transaction("request tx")?;
     let deadline = BlockHeight(r.u32()?);
     let at_stake = r.amount("at stake")?;
@@ -268,6 +270,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         _ => return Err(DecodeError::InvalidValue("resolved")),
     };
     let missed = r.bool("missed")?;
+    let child_pending = if version >= 2 { r.bool("child pending")? } else { false };
     Ok(Entry {
         request: BumpRequest { tx, deadline, at_stake, protects, method },
         attempt,
@@ -275,6 +278,7 @@ fn read_entry(r: &mut Reader<'_>) -> Result<Entry, DecodeError> {
         change,
         resolved,
         missed,
+        child_pending,
     })
 }
 
@@ -317,7 +321,7 @@ impl Bumper {
             KIND
         };
         let (version, records) = read_header(bytes, kind)?;
-        if version != VERSION {
+        if !(1..=VERSION).contains(&version) {
             return Err(DecodeError::UnknownVersion(version));
         }
         let mut update_id = None;
@@ -330,7 +334,7 @@ impl Bumper {
                     let n = r.u32()?;
                     let mut v = Vec::new();
                     for _ in 0..n {
-                        v.push(read_entry(r)?);
+                        v.push(read_entry(r, version)?);
                     }
                     entries = Some(v);
                 }
@@ -377,6 +381,55 @@ mod tests {
         let mut wrong = bytes.clone();
         wrong[1] = 9;
         assert_eq!(Bumper::decode(&wrong), Err(DecodeError::UnknownVersion(9)));
+    }
+
+    /// Version 1 (before `child_pending`) still decodes, with the flag unset.
+    #[test]
+    fn a_version_1_bumper_decodes_without_the_child_pending_flag() {
+        use bitcoin::absolute::LockTime;
+        use bitcoin::transaction::Version;
+        use bitcoin::{Amount, OutPoint, Transaction};
+        let tx =
+            Transaction { version: Version::TWO, lock_time: LockTime::ZERO, input: Vec::new(), output: Vec::new() };
+        let entry = Entry {
+            request: BumpRequest {
+                tx,
+                deadline: BlockHeight(10),
+                at_stake: Amount::from_sat(1_000),
+                protects: Protects::Commitment,
+                method: BumpMethod::Child {
+                    anchor: InputTemplate::pay_to_anchor(OutPoint::null(), Amount::ZERO),
+                    parent_fee: Amount::from_sat(5),
+                },
+            },
+            attempt: None,
+            coins: Vec::new(),
+            change: None,
+            resolved: Some((bitcoin::Txid::from_raw_hash(bitcoin::hashes::Hash::all_zeros()), BlockHeight(9))),
+            missed: false,
+            child_pending: false,
+        };
+        let b = Bumper { update_id: 3, entries: alloc::vec![entry.clone()], groups: Vec::new() };
+        // Version 1 wrote each entry without the trailing flag.
+        let mut w = Writer::new();
+        write_entry(&mut w, &entry);
+        let mut v1_entry = w.into_bytes();
+        assert_eq!(v1_entry.pop(), Some(0));
+        let mut t = TlvWriter::new(KIND, 1);
+        t.record(0, |w| {
+            w.u64(3);
+        });
+        t.record(2, |w| {
+            w.u32(1).bytes(&v1_entry);
+        });
+        t.record(4, |w| {
+            w.u32(0);
+        });
+        assert_eq!(Bumper::decode(&t.finish()), Ok(b.clone()));
+        // The current version keeps the flag.
+        let mut pending = b;
+        pending.entries[0].child_pending = true;
+        assert_eq!(Bumper::decode(&pending.encode()), Ok(pending));
     }
 
     #[test]

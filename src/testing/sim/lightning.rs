@@ -52,6 +52,7 @@ mod hostile;
 use hostile::Hostile;
 mod tower;
 use tower::TowerRun;
+mod settle;
 
 /// The sabotages this layer applies ([`Sabotage`]).
 pub const SABOTAGES: &[Sabotage] = &[
@@ -156,6 +157,8 @@ struct Sim {
     bumpers: [Bumper; 2],
     /// Each party's fee wallet.
     wallets: [FeeCoins; 2],
+    /// The chain height at which each transaction was first broadcast (checked and recorded).
+    broadcast_at: HashMap<Txid, u32>,
     /// What each bumper broadcast already (checked and recorded once).
     bumped: [HashSet<Txid>; 2],
     /// A tower run (module `tower`).
@@ -266,6 +269,7 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
         bumpers: [Bumper::new(), Bumper::new()],
         wallets,
         bumped: [HashSet::new(), HashSet::new()],
+        broadcast_at: HashMap::new(),
         tower: None,
         bump_dropped: HashSet::new(),
         respike: config.fee_spikes.then_some(seed),
@@ -292,7 +296,8 @@ pub fn run_with(seed: u64, config: Config) -> Result<Outcome, String> {
     Ok(sim.out)
 }
 
-/// Whether `PAYCHAN_SIM_TRACE` asks for a trace of refusals.
+/// Whether `PAYCHAN_SIM_TRACE` asks for a trace (refusals, broadcasts, bump requests and the
+/// bumpers' events, block by block, and the settlement at the end).
 fn trace() -> bool {
     std::env::var_os("PAYCHAN_SIM_TRACE").is_some()
 }
@@ -375,12 +380,23 @@ impl Sim {
         let mut dropped = HashSet::new();
         for tx in fx.broadcast {
             let txid = tx.compute_txid();
+            if trace() {
+                std::println!(
+                    "h{} peer {i} broadcasts {} spending {}",
+                    self.chain.height,
+                    super::short(&txid),
+                    super::inputs(&tx)
+                );
+            }
             if !self.broadcast(i, tx)? {
                 dropped.insert(txid);
             }
         }
         // The embedder hands each request to its bumper (a sabotaged broadcast's with it).
         for r in fx.bumps {
+            if trace() {
+                std::println!("h{} peer {i} bump request {r:?}", self.chain.height);
+            }
             if !dropped.contains(&r.id()) {
                 let _ = self.bumpers[i].track(r);
             }
@@ -404,6 +420,11 @@ impl Sim {
             }
             let est = super::estimates(&self.chain, ESTIMATE);
             let fx = self.bumpers[i].bump(tip, &est, &mut self.wallets[i], &self.nodes[i].signer);
+            if trace() {
+                for e in &fx.events {
+                    std::println!("h{} peer {i} bumper {e:?}", self.chain.height);
+                }
+            }
             if super::in_spike(&self.chain) {
                 let bumped = fx.events.iter().filter(|e| matches!(e, crate::core::feebump::BumpEvent::Bumped { .. }));
                 self.out.spike_bumps += bumped.count() as u32;
@@ -603,6 +624,7 @@ impl Sim {
             return Ok(Admitted::Handled);
         }
         self.broadcasts.record(i, &tx);
+        self.broadcast_at.entry(tx.compute_txid()).or_insert(self.chain.height);
         if tx.input.iter().any(|inp| inp.previous_output == self.funding) {
             let closing = self.nodes[i].ch.closing_transaction().map(Transaction::compute_txid);
             if closing != Some(tx.compute_txid()) {
@@ -1299,7 +1321,8 @@ impl Sim {
                 return Err(format!("broadcast {} never became valid: {:?}", tx.compute_txid(), self.chain.check(tx)));
             }
         }
-        self.check_money()
+        self.out.stranded_htlcs = self.check_money()?;
+        Ok(())
     }
 
     /// The exact accounting: each honest peer ends with at least what it was owed less the fees
@@ -1320,12 +1343,19 @@ impl Sim {
     /// The fees of every other transaction are charged to the peer that broadcast it
     /// ([`Broadcasts`]). An output of the peer's own that it does not claim because claiming it
     /// would cost more than it holds ([`UNECONOMICAL`]: left unspent, or taken by the peer
-    /// once its timeout passed) counts as its fee.
-    fn check_money(&self) -> Result<(), String> {
+    /// once its timeout passed) counts as its fee, and so does an HTLC output of its own
+    /// commitment without anchors that a fee spike kept from confirming in time at the feerate
+    /// the funder set ([`Sim::stranded`]).
+    ///
+    /// Returns how many HTLCs it counted as stranded.
+    fn check_money(&self) -> Result<u32, String> {
         let settled = Settlement::of(&self.chain, self.funding);
         let scripts = [self.nodes[0].ch.sweep_destination(), self.nodes[1].ch.sweep_destination()];
         let c = *settled.txs.first().ok_or("the funding output was never spent")?;
         let c_tx = self.chain.tx(&c).ok_or("the funding spender is not confirmed")?;
+        if trace() {
+            self.dump_settlement(&settled, &scripts);
+        }
         let revoked = |i: usize| {
             self.bad == Some(Bad::Cheater(1 - i))
                 && (matches!(self.nodes[i].ch.closing_kind(), Some(ClosingKind::Revoked(_)))
@@ -1358,6 +1388,7 @@ impl Sim {
                 return Err(format!("{v} sat at {op} left in a script no party owns"));
             }
         }
+        let mut stranded_htlcs = 0;
         for i in 0..2 {
             if !self.is_honest(i) {
                 continue;
@@ -1448,7 +1479,9 @@ impl Sim {
                 _ => 0,
             };
             let got = settled.paid_to(&scripts[i]) + settled.paid_to(&wallet) + held;
-            check_owed(&format!("peer {i}"), got, owed + coins_in, fees + given_up + unswept)?;
+            let (n, stranded) = self.stranded(i, &settled, c_tx);
+            stranded_htlcs += n;
+            check_owed(&format!("peer {i}"), got, owed + coins_in, fees + given_up + unswept + stranded)?;
             if let Some(Bad::Cheater(k)) = self.bad {
                 if revoked(i) {
                     // The penalty leaves the cheater nothing from its revoked commitment.
@@ -1456,6 +1489,6 @@ impl Sim {
                 }
             }
         }
-        Ok(())
+        Ok(stranded_htlcs)
     }
 }

@@ -220,11 +220,26 @@ pub fn submit_bumps(chain: &mut Chain, txs: &[bitcoin::Transaction]) {
                 i += 2;
             }
             None => {
-                let _ = chain.submit(tx);
+                let r = chain.submit(tx);
+                if std::env::var_os("PAYCHAN_SIM_TRACE").is_some() {
+                    std::println!("SUBMIT h{} {} -> {r:?} spending {}", chain.height, short(&txid), inputs(tx));
+                }
                 i += 1;
             }
         }
     }
+}
+
+/// A txid's first eight hex digits (traces).
+pub(crate) fn short(txid: &bitcoin::Txid) -> String {
+    format!("{txid}").chars().take(8).collect()
+}
+
+/// The outpoints `tx` spends, shortened (traces).
+pub(crate) fn inputs(tx: &bitcoin::Transaction) -> String {
+    let ins: Vec<String> =
+        tx.input.iter().map(|i| format!("{}:{}", short(&i.previous_output.txid), i.previous_output.vout)).collect();
+    ins.join(" ")
 }
 
 /// What one run did (for coverage statistics).
@@ -302,6 +317,10 @@ pub struct Outcome {
     /// Fee bumps made while the next block's minimum feerate was at least 10× the base
     /// ([`Config::fee_spikes`]).
     pub spike_bumps: u32,
+    /// HTLCs an honest party could not claim because its commitment had no anchors and no block
+    /// from its deadline to the expiry took the commitment's feerate (Lightning; counted as its
+    /// fee by the accounting).
+    pub stranded_htlcs: u32,
 }
 
 /// Totals over many runs.
@@ -348,6 +367,7 @@ impl Summary {
         t.tower_fed += o.tower_fed;
         t.tower_broadcasts += o.tower_broadcasts;
         t.spike_bumps += o.spike_bumps;
+        t.stranded_htlcs += o.stranded_htlcs;
         for (a, b) in t.net.iter_mut().zip(o.net) {
             *a += b;
         }
@@ -399,7 +419,7 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         }
     }
     println!(
-        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; tower runs: {} breaches answered by a tower alone ({} with the client back after the locks), {} appointments or packages fed, {} tower broadcasts; {} fee bumps in a fee spike",
+        "{name}: {} passed, {} failed; {} unilateral closes, {} payments, {} shutdowns under way, {} HTLCs ({} resolved on chain), {} crashes, {} stale snapshots refused, {} restarts from lost data, {} old states published by a cheater, {} reorgs, {} log compactions, {} crashes during a write, {} fulfilments made again after a restart, {} reconnections, {} lost states detected, messages sent/dropped/duplicated/reordered {:?}; hostile peers in {} runs: {} hostile moves, {} refused by the honest party ({} fee updates), {} HTLCs failed back, {} deadline closes, {} unilateral closes against an uncooperative peer, {} preimages shown only in the mempool; tower runs: {} breaches answered by a tower alone ({} with the client back after the locks), {} appointments or packages fed, {} tower broadcasts; {} fee bumps in a fee spike, {} HTLCs stranded by a spike on a commitment without anchors",
         summary.passed,
         summary.failed.len(),
         unilateral,
@@ -430,7 +450,8 @@ pub fn run_many(name: &str, seeds: core::ops::Range<u64>, run: fn(u64) -> Result
         summary.total.tower_returns,
         summary.total.tower_fed,
         summary.total.tower_broadcasts,
-        summary.total.spike_bumps
+        summary.total.spike_bumps,
+        summary.total.stranded_htlcs
     );
     summary
 }
