@@ -281,4 +281,8 @@ fn regressions() {
     for seed in [8195, 464] {
         assert_all_pass("lightning regressions", seed..seed + 1, lightning::run);
     }
+    // A crash right after the write recording the funder's `to_remote` sweep of the peer's
+    // commitment (persisted, never broadcast): the restored channel held it as broadcast and
+    // never sent it again. Every claim now goes out again on each block until its output is spent.
+    assert_all_pass("lightning regressions", 5822..5823, lightning::run);
 }
