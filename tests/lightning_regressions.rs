@@ -508,3 +508,44 @@ fn a_penalty_lost_in_a_crash_after_its_write_is_broadcast_again() {
         assert!(got + 2_000 > outputs && got < outputs, "everything on the revoked commitment: {got} of {outputs}");
     }
 }
+
+/// The same crash with the commitment itself: the channel force-closes at an HTLC deadline (its
+/// own decision, which no embedder makes again after a restart) and the process dies after the
+/// write, before the broadcast. The restored channel is over off chain (it refuses every
+/// message): without its commitment going out again on the next block nothing would ever be
+/// published, and the HTLC it offered could not be timed out on chain before the one it pays
+/// back upstream expires.
+#[test]
+fn a_commitment_lost_in_a_crash_after_its_write_is_broadcast_again() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let pre = PaymentPreimage([10; 32]);
+        let expiry = p.tip + 100;
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(50_000_000), pre.hash(), expiry, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        let deadline = p.a.ch.next_deadline().expect("the HTLC's deadline").0;
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(deadline)), &p.a.signer);
+        assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcDeadline { .. })), "{:?}", fx.events);
+        let lost = crash_after_write(&mut p.a, fx);
+        assert_eq!(lost.len(), 1, "the commitment");
+        assert!(p.a.ch.is_off_chain_over());
+        // Restarted at the same height: nothing yet (and no deadline left to act on).
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(deadline)), &p.a.signer);
+        assert!(fx.broadcast.is_empty());
+        // The next block: the commitment again, with its request where it has an anchor.
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(deadline + 1)), &p.a.signer);
+        assert_eq!(fx.broadcast, lost, "the same commitment");
+        assert!(fx.update.is_some());
+        assert_eq!(fx.bumps.len(), usize::from(ct == ChannelType::AnchorsZeroFeeHtlc));
+        common::verify_spend(&fx.broadcast[0], &[p.funding_output()]).expect("Core accepts it");
+        p.a.absorb_pub(fx, &mut p.to_b);
+        // Once it confirms, the claims take over and it is not broadcast again.
+        let h = BlockHeight(deadline + 2);
+        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &lost[0], height: h }, &p.a.signer);
+        p.a.absorb_pub(fx, &mut p.to_b);
+        assert_eq!(p.a.ch.closing_kind(), Some(ClosingKind::Holder(p.a.ch.holder_commitment_number())));
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(h.0 + 1)), &p.a.signer);
+        assert!(!fx.broadcast.contains(&lost[0]));
+    }
+}

@@ -862,6 +862,10 @@ impl Channel {
                     return Effects::none();
                 }
                 self.tip = t.height;
+                if self.force_closed {
+                    // Nothing spent the funding output yet (`handle_onchain` takes it from there).
+                    return self.rebroadcast_commitment(signer);
+                }
                 self.maybe_channel_ready(signer)
             }
             ChainEvent::Confirmed { tx, height } => {

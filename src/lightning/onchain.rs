@@ -139,6 +139,23 @@ impl Channel {
         Ok(fx)
     }
 
+    /// On a new block after [`Channel::force_close`] (ours, the peer's `error`, or an HTLC
+    /// deadline) while nothing spent the funding output: our commitment again, with its
+    /// fee-bump request (a bumper ignores one it tracks already). The embedder persists the
+    /// force close before broadcasting it: a crash between the two lost the broadcast, and the
+    /// restored channel, over off chain, would otherwise never publish anything (a close the
+    /// channel decided itself, at an HTLC deadline, is not decided again).
+    pub(crate) fn rebroadcast_commitment<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
+        if self.lost_state || self.funding_invalid || self.onchain.is_some() {
+            return Effects::none();
+        }
+        let Ok(tx) = self.holder_commitment_tx(signer) else { return Effects::none() };
+        let mut fx = self.persist();
+        fx.bumps.extend(self.commitment_bump(&tx, signer));
+        fx.broadcast.push(tx);
+        fx
+    }
+
     /// The kit a watchtower needs to punish any revoked commitment of this channel (see
     /// [`PenaltyKit`]); `revocation_base` is our revocation base secret, which only the signer
     /// holds. Its size grows with the number of HTLCs ever offered, not with updates.
