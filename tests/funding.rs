@@ -406,11 +406,11 @@ fn lightning_opener_is_ready_at_funding_signed_when_the_funding_already_confirme
     let h = BlockHeight(TIP.height.0 + 1);
     let deep = ChainTip::at(h.0 + 2);
     let mut sent: [Vec<lightning::Msg>; 2] = [Vec::new(), Vec::new()];
-    for i in 0..2 {
+    for (i, out) in sent.iter_mut().enumerate() {
         let fx = ln.ch[i].handle_chain(ChainEvent::Confirmed { tx: &tx, height: h }, &ln.signers[i]);
-        sent[i].extend(fx.send);
+        out.extend(fx.send);
         let fx = ln.ch[i].handle_chain(ChainEvent::Tip(deep), &ln.signers[i]);
-        sent[i].extend(fx.send);
+        out.extend(fx.send);
     }
     assert!(sent[0].is_empty());
     assert!(matches!(sent[1][..], [lightning::Msg::ChannelReady { .. }]), "{:?}", sent[1]);
