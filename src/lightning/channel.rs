@@ -839,7 +839,10 @@ impl Channel {
             let rebump = core::mem::take(&mut self.rebump_commitment);
             if rebump && self.force_closed && !self.lost_state && self.onchain.is_none() {
                 if let Ok(tx) = self.holder_commitment_tx(signer) {
-                    fx.bumps.extend(self.commitment_bump(&tx, signer));
+                    // (On a new block `rebroadcast_commitment` made it already.)
+                    let again =
+                        self.commitment_bump(&tx, signer).filter(|r| !fx.bumps.iter().any(|b| b.id() == r.id()));
+                    fx.bumps.extend(again);
                 }
             }
         }
