@@ -389,6 +389,47 @@ fn lightning_funding_follows_the_one_flow() {
     assert_eq!(ln.ch[0].funding_outpoint().map(|o| o.txid), Some(tx.compute_txid()));
 }
 
+/// The funding confirmed deep enough before `funding_signed` reached the opener (the wallet
+/// broadcast it too, or the message was slow): the opener sends `channel_ready` as soon as
+/// `funding_signed` arrives (it used to wait for the next block), and the channel opens.
+#[test]
+fn lightning_opener_is_ready_at_funding_signed_when_the_funding_already_confirmed() {
+    use paychan::driving::ChainEvent;
+    let (mut ln, request) = ln_open();
+    let tx = honest(&request);
+    let fx = ln.ch[0].fund(tx.clone(), &ln.signers[0]).unwrap();
+    let created = lightning::Msg::decode(&fx.send[0].encode()).unwrap();
+    let fx = ln.ch[1].handle_message(created, &ln.signers[1], TIP).unwrap();
+    let [signed] = &fx.send[..] else { panic!("funding_signed") };
+    // The funding confirms, three blocks deep (the acceptor's `minimum_depth`), on both sides:
+    // the acceptor sends `channel_ready`, the opener cannot yet (no signed commitment).
+    let h = BlockHeight(TIP.height.0 + 1);
+    let deep = ChainTip::at(h.0 + 2);
+    let mut sent: [Vec<lightning::Msg>; 2] = [Vec::new(), Vec::new()];
+    for (i, out) in sent.iter_mut().enumerate() {
+        let fx = ln.ch[i].handle_chain(ChainEvent::Confirmed { tx: &tx, height: h }, &ln.signers[i]);
+        out.extend(fx.send);
+        let fx = ln.ch[i].handle_chain(ChainEvent::Tip(deep), &ln.signers[i]);
+        out.extend(fx.send);
+    }
+    assert!(sent[0].is_empty());
+    assert!(matches!(sent[1][..], [lightning::Msg::ChannelReady { .. }]), "{:?}", sent[1]);
+    let signed = lightning::Msg::decode(&signed.encode()).unwrap();
+    let fx = ln.ch[0].handle_message(signed, &ln.signers[0], deep).unwrap();
+    assert_eq!(fx.broadcast, vec![tx], "the funding (broadcast again: harmless)");
+    assert!(
+        matches!(fx.send[..], [lightning::Msg::ChannelReady { .. }]),
+        "channel_ready at once, not a block later: {:?}",
+        fx.send
+    );
+    let [a, b] = ln.deliver(0, fx.send);
+    assert!(a.is_empty() && b.is_empty());
+    let [a, b] = ln.deliver(1, std::mem::take(&mut sent[1]));
+    assert!(a.is_empty() && b.is_empty());
+    assert_eq!(ln.ch[0].phase(), lightning::Phase::Normal);
+    assert_eq!(ln.ch[1].phase(), lightning::Phase::Normal);
+}
+
 // ---------------------------------------------------------------- duplex
 
 fn dx_open() -> ([duplex::Channel; 2], [InMemorySigner; 2], FundingRequest) {

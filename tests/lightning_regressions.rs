@@ -389,3 +389,163 @@ fn a_revocation_after_a_lost_signature_is_retransmitted_in_order() {
         assert_eq!(p.a.ch.htlcs().iter().filter(|h| h.is_irrevocably_committed()).count(), 2);
     }
 }
+
+/// The embedder's side of a crash between the write and the broadcast (docs/persistence.md §1:
+/// persist first): `fx` is written to `peer`'s storage, then the process dies before anything is
+/// broadcast or handed to the bumper; the peer restarts from storage. Returns the lost broadcasts.
+fn crash_after_write(peer: &mut common::ln::Peer, fx: paychan::lightning::Effects) -> Vec<bitcoin::Transaction> {
+    assert!(fx.update.is_some(), "the claim is persisted with the effects that broadcast it");
+    let lost = peer.absorb_pub(fx, &mut std::collections::VecDeque::new());
+    peer.restart();
+    lost
+}
+
+/// Checks that `again` (what the restored channel broadcast on a new block) claims every output
+/// `lost` claimed, each claim with its fee-bump request, and that the chain (consensus and
+/// Bitcoin Core's interpreter) takes them after `commitment`: returns what they paid `peer`'s sweep
+/// destination.
+fn rebroadcast_pays(
+    p: &Pair,
+    commitment: &bitcoin::Transaction,
+    lost: &[bitcoin::Transaction],
+    fx: &paychan::lightning::Effects,
+) -> u64 {
+    assert!(!lost.is_empty(), "the claims went out with the write");
+    let claimed = |txs: &[bitcoin::Transaction]| {
+        let mut ops: Vec<bitcoin::OutPoint> =
+            txs.iter().flat_map(|t| t.input.iter().map(|i| i.previous_output)).collect();
+        ops.sort();
+        ops
+    };
+    assert_eq!(claimed(&fx.broadcast), claimed(lost), "every lost claim is broadcast again");
+    for tx in &fx.broadcast {
+        assert!(fx.bumps.iter().any(|r| r.id() == tx.compute_txid()), "with its bump request");
+    }
+    let mut chain = common::chain::Chain::at(p.tip);
+    chain.credit(&p.funding);
+    chain.mine(commitment).expect("the commitment confirms");
+    for tx in &fx.broadcast {
+        assert!(tx.input.iter().all(|i| i.previous_output.txid == commitment.compute_txid()));
+        let spent: Vec<bitcoin::TxOut> =
+            tx.input.iter().map(|i| commitment.output[i.previous_output.vout as usize].clone()).collect();
+        common::verify_spend(tx, &spent).expect("Core accepts the claim");
+        chain.mine(tx).unwrap_or_else(|e| panic!("the chain refused {}: {e:?}", tx.compute_txid()));
+    }
+    let dest = p.a.ch.sweep_destination();
+    fx.broadcast
+        .iter()
+        .flat_map(|t| t.output.iter())
+        .filter(|o| o.script_pubkey == dest)
+        .map(|o| o.value.to_sat())
+        .sum()
+}
+
+/// Simulator seed 5822: the peer force-closed; the opener, handed the confirmed commitment,
+/// wrote its `to_remote` sweep as broadcast and crashed before broadcasting it (or handing its
+/// request to the bumper). The restored channel held the claim as broadcast and never sent it
+/// again: the opener's whole balance (4,825,400 sat there) stayed on the peer's commitment. Every
+/// claim of the channel now goes out again, with its request, on each new block until a spend
+/// of its output confirms.
+#[test]
+fn a_sweep_lost_in_a_crash_after_its_write_is_broadcast_again() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let fx = p.b.ch.force_close(&p.b.signer).unwrap();
+        let commitment = fx.broadcast[0].clone();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        let h = BlockHeight(p.tip + 1);
+        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.a.signer);
+        let lost = crash_after_write(&mut p.a, fx);
+        assert_eq!(p.a.ch.closing_kind(), Some(ClosingKind::Counterparty(0)));
+        // The restarted embedder rescans the chain: nothing new at the same height.
+        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &commitment, height: h }, &p.a.signer);
+        assert!(fx.broadcast.is_empty());
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(h.0)), &p.a.signer);
+        assert!(fx.broadcast.is_empty());
+        // The next block: the sweep again.
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(h.0 + 1)), &p.a.signer);
+        p.a.absorb_pub(fx.clone(), &mut p.to_b);
+        let got = rebroadcast_pays(&p, &commitment, &lost, &fx);
+        let to_remote = commitment.output.iter().map(|o| o.value.to_sat()).find(|v| *v > 790_000).unwrap();
+        assert!(got + 1_000 > to_remote && got < to_remote, "a's balance less the sweep fee: {got} of {to_remote}");
+        // Once the sweep confirms the channel is resolved and stops.
+        for tx in &fx.broadcast {
+            let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx, height: BlockHeight(h.0 + 2) }, &p.a.signer);
+            p.a.absorb_pub(fx, &mut p.to_b);
+        }
+        assert!(p.a.ch.is_fully_resolved());
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(h.0 + 3)), &p.a.signer);
+        assert!(fx.broadcast.is_empty() && fx.bumps.is_empty());
+    }
+}
+
+/// The same crash with a penalty: the peer broadcast a revoked commitment; the penalty (and the
+/// `to_remote` sweep) written and lost in a crash before the broadcast go out again on the next
+/// block, so the cheater's balance is still taken before its delay runs out.
+#[test]
+fn a_penalty_lost_in_a_crash_after_its_write_is_broadcast_again() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let revoked = p.b.ch.holder_commitment_tx(&p.b.signer).unwrap();
+        let pre = PaymentPreimage([9; 32]);
+        let (id, fx) = p.a.ch.add_htlc(MilliSats::from_msat(50_000_000), pre.hash(), 2_000, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        let fx = p.b.ch.fulfill_htlc(id, pre).unwrap();
+        p.b.absorb_pub(fx, &mut p.to_a);
+        p.settle();
+        assert!(p.b.ch.holder_commitment_number() >= 2, "commitment 0 is revoked");
+        let h = BlockHeight(p.tip + 1);
+        let records = paychan::lightning::records::penalty_records(&p.a.records).unwrap();
+        let fx =
+            p.a.ch.handle_chain_with_history(ChainEvent::Confirmed { tx: &revoked, height: h }, &records, &p.a.signer);
+        let lost = crash_after_write(&mut p.a, fx);
+        assert!(matches!(p.a.ch.closing_kind(), Some(ClosingKind::Revoked(0))));
+        let fx = p.a.ch.handle_chain_with_history(ChainEvent::Tip(ChainTip::at(h.0 + 1)), &records, &p.a.signer);
+        p.a.absorb_pub(fx.clone(), &mut p.to_b);
+        let got = rebroadcast_pays(&p, &revoked, &lost, &fx);
+        let outputs: u64 = revoked.output.iter().map(|o| o.value.to_sat()).filter(|v| *v != 330).sum();
+        assert!(got + 2_000 > outputs && got < outputs, "everything on the revoked commitment: {got} of {outputs}");
+    }
+}
+
+/// The same crash with the commitment itself: the channel force-closes at an HTLC deadline (its
+/// own decision, which no embedder makes again after a restart) and the process dies after the
+/// write, before the broadcast. The restored channel is over off chain (it refuses every
+/// message): without its commitment going out again on the next block nothing would ever be
+/// published, and the HTLC it offered could not be timed out on chain before the one it pays
+/// back upstream expires.
+#[test]
+fn a_commitment_lost_in_a_crash_after_its_write_is_broadcast_again() {
+    for ct in TYPES {
+        let mut p = Pair::open(ct, 1_000_000, 200_000_000);
+        let pre = PaymentPreimage([10; 32]);
+        let expiry = p.tip + 100;
+        let (_, fx) = p.a.ch.add_htlc(MilliSats::from_msat(50_000_000), pre.hash(), expiry, onion()).unwrap();
+        p.a.absorb_pub(fx, &mut p.to_b);
+        p.settle();
+        let deadline = p.a.ch.next_deadline().expect("the HTLC's deadline").0;
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(deadline)), &p.a.signer);
+        assert!(fx.events.iter().any(|e| matches!(e, Event::HtlcDeadline { .. })), "{:?}", fx.events);
+        let lost = crash_after_write(&mut p.a, fx);
+        assert_eq!(lost.len(), 1, "the commitment");
+        assert!(p.a.ch.is_off_chain_over());
+        // Restarted at the same height: nothing yet (and no deadline left to act on).
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(deadline)), &p.a.signer);
+        assert!(fx.broadcast.is_empty());
+        // The next block: the commitment again, with its request where it has an anchor.
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(deadline + 1)), &p.a.signer);
+        assert_eq!(fx.broadcast, lost, "the same commitment");
+        assert!(fx.update.is_some());
+        assert_eq!(fx.bumps.len(), usize::from(ct == ChannelType::AnchorsZeroFeeHtlc));
+        common::verify_spend(&fx.broadcast[0], &[p.funding_output()]).expect("Core accepts it");
+        p.a.absorb_pub(fx, &mut p.to_b);
+        // Once it confirms, the claims take over and it is not broadcast again.
+        let h = BlockHeight(deadline + 2);
+        let fx = p.a.ch.handle_chain(ChainEvent::Confirmed { tx: &lost[0], height: h }, &p.a.signer);
+        p.a.absorb_pub(fx, &mut p.to_b);
+        assert_eq!(p.a.ch.closing_kind(), Some(ClosingKind::Holder(p.a.ch.holder_commitment_number())));
+        let fx = p.a.ch.handle_chain(ChainEvent::Tip(ChainTip::at(h.0 + 1)), &p.a.signer);
+        assert!(!fx.broadcast.contains(&lost[0]));
+    }
+}

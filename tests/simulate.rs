@@ -294,4 +294,8 @@ fn regressions() {
     // exposure `option_anchors` removes), and only when no block in that window took the
     // commitment's feerate.
     assert_all_pass("lightning spike regressions", 7515..7516, spiking_lightning);
+    // A crash right after the write recording the funder's `to_remote` sweep of the peer's
+    // commitment (persisted, never broadcast): the restored channel held it as broadcast and
+    // never sent it again. Every claim now goes out again on each block until its output is spent.
+    assert_all_pass("lightning regressions", 5822..5823, lightning::run);
 }

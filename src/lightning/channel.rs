@@ -839,7 +839,10 @@ impl Channel {
             let rebump = core::mem::take(&mut self.rebump_commitment);
             if rebump && self.force_closed && !self.lost_state && self.onchain.is_none() {
                 if let Ok(tx) = self.holder_commitment_tx(signer) {
-                    fx.bumps.extend(self.commitment_bump(&tx, signer));
+                    // (On a new block `rebroadcast_commitment` made it already.)
+                    let again =
+                        self.commitment_bump(&tx, signer).filter(|r| !fx.bumps.iter().any(|b| b.id() == r.id()));
+                    fx.bumps.extend(again);
                 }
             }
         }
@@ -862,6 +865,10 @@ impl Channel {
                     return Effects::none();
                 }
                 self.tip = t.height;
+                if self.force_closed {
+                    // Nothing spent the funding output yet (`handle_onchain` takes it from there).
+                    return self.rebroadcast_commitment(signer);
+                }
                 self.maybe_channel_ready(signer)
             }
             ChainEvent::Confirmed { tx, height } => {

@@ -139,6 +139,23 @@ impl Channel {
         Ok(fx)
     }
 
+    /// On a new block after [`Channel::force_close`] (ours, the peer's `error`, or an HTLC
+    /// deadline) while nothing spent the funding output: our commitment again, with its
+    /// fee-bump request (a bumper ignores one it tracks already). The embedder persists the
+    /// force close before broadcasting it: a crash between the two lost the broadcast, and the
+    /// restored channel, over off chain, would otherwise never publish anything (a close the
+    /// channel decided itself, at an HTLC deadline, is not decided again).
+    pub(crate) fn rebroadcast_commitment<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
+        if self.lost_state || self.funding_invalid || self.onchain.is_some() {
+            return Effects::none();
+        }
+        let Ok(tx) = self.holder_commitment_tx(signer) else { return Effects::none() };
+        let mut fx = self.persist();
+        fx.bumps.extend(self.commitment_bump(&tx, signer));
+        fx.broadcast.push(tx);
+        fx
+    }
+
     /// The kit a watchtower needs to punish any revoked commitment of this channel (see
     /// [`PenaltyKit`]); `revocation_base` is our revocation base secret, which only the signer
     /// holds. Its size grows with the number of HTLCs ever offered, not with updates.
@@ -211,10 +228,9 @@ impl Channel {
                 self.onchain.as_ref()?;
                 let new_block = t.height > self.tip;
                 self.tip = self.tip.max(t.height);
-                let mut fx = self.claim_due(records, signer, Vec::new());
-                if new_block {
-                    fx.merge(self.rebroadcast_htlc_claims(signer));
-                }
+                // Those broadcast before first, then those due now (not broadcast twice).
+                let mut fx = if new_block { self.rebroadcast_claims(records, signer) } else { Effects::none() };
+                fx.merge(self.claim_due(records, signer, Vec::new()));
                 Some(fx)
             }
             ChainEvent::Seen { tx } => {
@@ -594,42 +610,66 @@ impl Channel {
         }
     }
 
-    /// On a new block: broadcasts again every HTLC claim of ours that is not confirmed while its
-    /// output is unspent on chain. The peer may have evicted it from the mempools with a
-    /// conflicting spend that it then replaced in turn (replacement cycling): the output is
-    /// ours to take as long as nobody's spend of it confirmed. The claim is built again (the
-    /// same transaction unless the sweep policy changed, in which case the new one replaces it).
-    fn rebroadcast_htlc_claims<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
-        let Some(on) = self.onchain.as_ref() else { return Effects::none() };
-        let mut again: Vec<(OutPoint, Transaction)> = Vec::new();
-        let holder = if on.claims.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
+    /// On a new block: broadcasts again every claim of ours (sweeps, HTLC claims, penalties)
+    /// that is not confirmed while its output is unspent on chain, with its fee-bump request (a
+    /// [`Bumper`](crate::core::feebump::Bumper) ignores a request it tracks already). Two reasons:
+    /// * the peer may have evicted an HTLC claim from the mempools with a conflicting spend that
+    ///   it then replaced in turn (replacement cycling): the output is ours to take as long as
+    ///   nobody's spend of it confirmed;
+    /// * the embedder persists a claim before broadcasting it (docs/persistence.md §1): a crash
+    ///   between the two loses the broadcast and the request, and the restored channel holds the
+    ///   claim as broadcast. Nothing else would ever send it (a `to_remote` or `to_local` sweep
+    ///   lost this way left the party's whole balance on chain unclaimed).
+    ///
+    /// Each claim is built again (the same transaction unless the sweep policy changed, in which
+    /// case the new one replaces it); a penalty from the outputs its transaction claimed.
+    fn rebroadcast_claims<S: Signer + ?Sized>(&mut self, records: &[PenaltyRecord], signer: &S) -> Effects {
+        let Some(on) = self.onchain.clone() else { return Effects::none() };
+        let pending: Vec<&Claim> =
+            on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_some()).collect();
+        if pending.is_empty() {
+            return Effects::none();
+        }
+        let holder = if pending.iter().any(|c| matches!(c.kind, ClaimKind::HolderHtlc { .. })) {
             self.holder_commitment(signer).ok()
         } else {
             None
         };
-        for c in on.claims.iter().filter(|c| c.spent_by.is_none() && c.claim_txid.is_some()) {
-            if !matches!(c.kind, ClaimKind::HolderHtlc { .. } | ClaimKind::RemoteHtlc { .. }) {
-                continue;
+        let mut again: Vec<Claimed> = Vec::new();
+        // Penalties are built together: each transaction again from the outputs it claimed.
+        let mut penalties: Vec<Txid> = Vec::new();
+        for c in pending.iter().filter(|c| c.kind == ClaimKind::Penalty) {
+            if let Some(t) = c.claim_txid.filter(|t| !penalties.contains(t)) {
+                penalties.push(t);
             }
-            // The bumper re-broadcasts its own replacements; this is the channel's version,
-            // for an embedder without one (a replacement paying more keeps its place).
-            if let Some(cl) = self.claim_for(c, holder.as_ref(), signer) {
-                again.push((c.outpoint, cl.tx));
-            }
+        }
+        for t in penalties {
+            let group: Vec<&Claim> =
+                pending.iter().copied().filter(|c| c.kind == ClaimKind::Penalty && c.claim_txid == Some(t)).collect();
+            again.extend(self.penalty_claims_due(&on.closing_tx, on.height, &group, records, signer));
+        }
+        for c in pending.iter().filter(|c| c.kind != ClaimKind::Penalty) {
+            again.extend(self.claim_for(c, holder.as_ref(), signer));
         }
         if again.is_empty() {
             return Effects::none();
         }
         if let Some(on) = self.onchain.as_mut() {
-            for (op, tx) in &again {
-                if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == *op) {
-                    c.claim_txid = Some(tx.compute_txid());
+            for cl in &again {
+                let txid = cl.tx.compute_txid();
+                for op in &cl.outpoints {
+                    if let Some(c) = on.claims.iter_mut().find(|c| c.outpoint == *op) {
+                        c.claim_txid = Some(txid);
+                    }
                 }
             }
         }
         let mut fx = self.persist();
-        fx.watch.extend(again.iter().map(|(_, t)| Watch::Tx(t.compute_txid())));
-        fx.broadcast.extend(again.into_iter().map(|(_, t)| t));
+        for cl in again {
+            fx.watch.push(Watch::Tx(cl.tx.compute_txid()));
+            fx.broadcast.push(cl.tx);
+            fx.bumps.extend(cl.request);
+        }
         fx
     }
 

@@ -518,7 +518,12 @@ impl Channel {
         self.holder_signatures = Some(sigs);
         self.phase = Phase::AwaitingChannelReady;
         let funding = self.funding_tx.take();
-        let mut fx = self.persist();
+        // The funding may be deep enough already (the wallet broadcast it too, or this message
+        // was slow): `channel_ready` now, not at the next block.
+        let mut fx = self.maybe_channel_ready(signer);
+        if fx.update.is_none() {
+            fx.merge(self.persist());
+        }
         fx.broadcast.extend(funding);
         self.watch_funding(&mut fx);
         Ok(fx)

@@ -345,14 +345,15 @@ impl Sim {
                 // The crash comes in the middle of this write, or right after it: some of its
                 // records are appended (a delta, last, only with all the others), nothing is
                 // sent or broadcast.
-                // A commitment broadcast (the embedder's force close) is decided again after
-                // the restart.
+                // A commitment broadcast whose write was lost (the channel restored as not
+                // closed) is decided again after the restart (the embedder's force close); once
+                // written, the restored channel broadcasts it again itself on the next block.
                 let closes = fx.broadcast.iter().any(|t| {
                     t.input.iter().any(|inp| inp.previous_output == self.funding)
                         && self.nodes[i].ch.closing_transaction() != Some(t)
                 });
                 self.torn_write(i, u)?;
-                if closes {
+                if closes && !self.nodes[i].ch.is_off_chain_over() {
                     self.tearing = true;
                     let result = self.force_close(i);
                     self.tearing = false;
