@@ -258,6 +258,7 @@ impl Channel {
         let (tx, value) = self.coop_tx(spend).ok_or(CommandError::WrongPhase)?;
         let signature = self.sign_coop(signer, &tx, value)?;
         self.coop = Some(CoopClose { spend, txid: tx.compute_txid(), complete: false });
+        self.close_released = true;
         let mut fx = self.persist();
         fx.send.push(Msg::CloseProposal(CloseProposal { spend, signature }));
         Ok(fx)
@@ -834,6 +835,8 @@ impl Channel {
                 return Effects::none();
             }
             self.phase = Phase::Closed;
+            // The leaf that a payment carrying our withdrawn HTLCs spends can never confirm now.
+            fx.events.extend(self.withdrawn.drain(..).map(|h| Event::HtlcFailIrrevocable { id: h.id }));
             fx.events.push(Event::Closed { kind: CloseKind::Cooperative });
             return self.finish_chain(true, fx, signer);
         }
@@ -917,7 +920,10 @@ impl Channel {
             // HTLC outputs of a payment: match the scripts of every HTLC we know in this channel.
             let Some(t) = self.leaf_template_of(&view, payer) else { continue };
             let mut known: Vec<PaymentHtlc> = view.states[payer.index()].htlcs.clone();
-            for h in &self.channels[payer.index()].state.htlcs {
+            // An unacknowledged payment of ours that we withdrew HTLCs from may be the one
+            // published: its HTLC outputs are ours to take back after their expiry.
+            let withdrawn = if payer == self.role { self.withdrawn.as_slice() } else { &[] };
+            for h in self.channels[payer.index()].state.htlcs.iter().chain(withdrawn) {
                 if !known.iter().any(|k| k.id == h.id) {
                     known.push(*h);
                 }
@@ -944,7 +950,7 @@ impl Channel {
             }
             // Our HTLCs that the published payment does not carry can no longer be claimed.
             if payer == self.role {
-                for h in &view.states[payer.index()].htlcs {
+                for h in view.states[payer.index()].htlcs.iter().chain(&self.withdrawn) {
                     if !self.chain.htlcs.iter().any(|o| o.offerer == payer && o.htlc.id == h.id) {
                         fx.events.push(Event::HtlcFailIrrevocable { id: h.id });
                     }

@@ -467,6 +467,14 @@ pub enum Event {
         /// Resets left.
         resets_left: u64,
     },
+    /// Our cooperative close proposal ([`Channel::close`]), not signed by the counterparty yet,
+    /// was withdrawn because a payment or a reset proposal of the counterparty crossed it (the
+    /// counterparty refuses a close while its own update is unacknowledged). The channel is open
+    /// again: call [`Channel::close`] again once it is quiescent. The counterparty may still hold
+    /// our signature on the withdrawn close and publish it (it pays us no less than before the
+    /// payment), so from now on HTLCs offered to us in this channel are failed at once (a close
+    /// we signed does not pay them).
+    CloseWithdrawn,
     /// A reset we proposed was abandoned (cancelled, or superseded by a payment or a proposal of
     /// the counterparty). Its counter value stays used.
     ResetAbandoned,

@@ -41,10 +41,12 @@ use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, R
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 use crate::driving::ChainTip;
+use crate::spilman::payment::{PaymentHtlc, PaymentState};
 use crate::spilman::Payment;
 
+use alloc::vec::Vec;
 use bitcoin::hashes::Hash as _;
-use bitcoin::Txid;
+use bitcoin::{Amount, Txid};
 
 impl Channel {
     /// The [`Msg::Reestablish`] to send first on a new connection (then handle the
@@ -146,7 +148,7 @@ impl Channel {
                 let after = [r.numbers[0].saturating_add(1), r.numbers[1].saturating_add(1)];
                 let mut fx = Effects::none();
                 fx.send.push(Msg::ResetFinish(ResetFinish { node_sig }));
-                let changed = self.sync_payments(after, &r.resolved, signer, &mut fx).map_err(refused)?;
+                let changed = self.sync_payments(after, &r.resolved, None, signer, &mut fx).map_err(refused)?;
                 if let ResetState::Proposed(p) = &self.reset {
                     // We proposed again since: it follows the step (3) and what came with it.
                     let (msg, _) = self.propose_msg(p, signer).map_err(refused)?;
@@ -258,7 +260,8 @@ impl Channel {
             _ => {}
         }
         if !self.is_resetting() {
-            changed |= self.sync_payments(r.numbers, &r.resolved, signer, &mut fx)?;
+            let held = Held { payment: r.your_payment.as_ref(), tip };
+            changed |= self.sync_payments(r.numbers, &r.resolved, Some(held), signer, &mut fx)?;
         }
         Ok(self.persist_if(changed, fx))
     }
@@ -282,6 +285,7 @@ impl Channel {
         &mut self,
         theirs: [u64; 2],
         resolved: &[u64],
+        held: Option<Held<'_>>,
         signer: &S,
         fx: &mut Effects,
     ) -> Result<bool, CommandError> {
@@ -289,8 +293,19 @@ impl Channel {
         let own = &self.channels[me];
         let mut changed = false;
         if theirs[me] < own.number {
-            if let Some(payment) = self.resend_own(signer)? {
-                fx.send.push(Msg::Payment(payment));
+            let held_state = held.and_then(|h| Some((self.held_state(theirs[me], h.payment)?, h.tip)));
+            match held_state.and_then(|(state, tip)| self.expired_offers(&state, tip).map(|w| (state, w))) {
+                Some((state, gone)) => {
+                    changed = true;
+                    if let Some(payment) = self.withdraw_offers(theirs[me], state, &gone, signer, fx)? {
+                        fx.send.push(Msg::Payment(payment));
+                    }
+                }
+                None => {
+                    if let Some(payment) = self.resend_own(signer)? {
+                        fx.send.push(Msg::Payment(payment));
+                    }
+                }
             }
         } else if theirs[me] == own.number && own.acked < own.number {
             let number = own.number;
@@ -312,6 +327,81 @@ impl Channel {
         Ok(changed)
     }
 
+    /// The state of our own leaf channel that the counterparty holds (its [`Reestablish`] says
+    /// number `number`, and carries the payment, which must bear our signature; none: the
+    /// leaf's empty state). `None` if it does not check out (we then only send ours again).
+    fn held_state(&self, number: u64, payment: Option<&Payment>) -> Option<PaymentState> {
+        match payment {
+            None => Some(PaymentState::default()),
+            Some(p) if p.number == number => {
+                let template = self.template(self.role)?;
+                template.is_signed(&self.secp, p).then(|| PaymentState { to_payee: p.to_payee, htlcs: p.htlcs.clone() })
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// The HTLCs of our newest payment that the counterparty does not hold (`held`) and would
+    /// refuse now: their expiry left the window it accepts at `tip`
+    /// ([`Channel::htlc_expiry_window`]), because blocks passed since we offered them. `None` if
+    /// there is none (sending our newest payment again will do).
+    fn expired_offers(&self, held: &PaymentState, tip: BlockHeight) -> Option<Vec<PaymentHtlc>> {
+        let own = &self.channels[self.role.index()];
+        let (earliest, latest) = self.htlc_expiry_window(ChainTip::at(tip.0));
+        let gone: Vec<PaymentHtlc> = own
+            .state
+            .htlcs
+            .iter()
+            .filter(|h| !held.htlcs.iter().any(|k| k.id == h.id))
+            .filter(|h| own.status_of(h.id) == Some(HtlcStatus::Live))
+            .filter(|h| earliest.is_none_or(|e| h.expiry < e) || h.expiry > latest)
+            .copied()
+            .collect();
+        (!gone.is_empty()).then_some(gone)
+    }
+
+    /// Withdraws the HTLCs `gone` from our unacknowledged payments (the counterparty holds
+    /// number `held_number`, state `held`): our newest state without them replaces them, as the
+    /// next payment (returned, to send), or, if that is exactly the state the counterparty holds,
+    /// by going back to its number. The counterparty may hold the payment carrying them after
+    /// all (a hostile peer's `Reestablish` can hide it), so they are kept in `withdrawn` (their
+    /// amount stays out of what we may pay, and their outputs are claimed back on chain) until
+    /// the leaf is superseded; [`Event::HtlcFailed`] reports each now, and
+    /// [`Event::HtlcFailIrrevocable`] then.
+    fn withdraw_offers<S: Signer + ?Sized>(
+        &mut self,
+        held_number: u64,
+        held: PaymentState,
+        gone: &[PaymentHtlc],
+        signer: &S,
+        fx: &mut Effects,
+    ) -> Result<Option<Payment>, CommandError> {
+        let me = self.role.index();
+        let own = &self.channels[me];
+        let mut state = own.state.clone();
+        state.htlcs.retain(|h| !gone.iter().any(|g| g.id == h.id));
+        let mut next = self.clone();
+        next.withdrawn.extend_from_slice(gone);
+        let payment = if state == held {
+            let ch = &mut next.channels[me];
+            ch.number = held_number;
+            ch.acked = held_number;
+            ch.state = state;
+            ch.sync_status();
+            None
+        } else {
+            let payment = next.sign_own(&state, Amount::ZERO, signer)?;
+            let ch = &mut next.channels[me];
+            ch.number = payment.number;
+            ch.state = state;
+            ch.sync_status();
+            Some(payment)
+        };
+        *self = next;
+        fx.events.extend(gone.iter().map(|h| Event::HtlcFailed { id: h.id }));
+        Ok(payment)
+    }
+
     /// Our newest payment, signed again (the same bytes: RFC6979), if it is a payment at all
     /// (a fresh leaf channel's empty state is not).
     fn resend_own<S: Signer + ?Sized>(&self, signer: &S) -> Result<Option<Payment>, CommandError> {
@@ -319,6 +409,14 @@ impl Channel {
         let Some(template) = self.template(self.role) else { return Ok(None) };
         Ok(template.resend(signer, ch.number, &ch.state)?)
     }
+}
+
+/// What the counterparty's [`Reestablish`] says it holds of our own leaf channel, and the tip
+/// to judge our HTLCs' expiries at.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    payment: Option<&'a Payment>,
+    tip: BlockHeight,
 }
 
 /// A step of the resynchronisation that could not be made: the signer's refusal, or a claimed

@@ -1,0 +1,235 @@
+//! Duplex off-chain wedges found by the `duplex_state` fuzz target (reproducers
+//! `fuzz/artifacts-found/duplex_state-refused-resend-*`), and that they are gone: a refused update
+//! that `Reestablish` only sent again, to be refused again, left the channel closable only by
+//! publishing the tree. Each test replays the reproducer's scenario with the fuzz target's terms
+//! (a 3×3 tree, push 200,000 sat) and shows the channel recovering off chain, both parties whole
+//! to the satoshi.
+
+mod common;
+
+use bitcoin::Amount;
+use common::duplex::{terms, wire, Pair};
+use paychan::core::PaymentPreimage;
+use paychan::driving::RestoreCheck;
+use paychan::duplex::{Channel, Event, Misbehaviour, Msg, Role};
+
+const A: Role = Role::Initiator;
+const B: Role = Role::Acceptor;
+
+fn open() -> Pair {
+    Pair::open(terms(vec![3, 3]))
+}
+
+/// Delivers the first queued message; returns the refusal, if any (the channel is then
+/// unchanged).
+fn deliver_one(p: &mut Pair) -> Option<Misbehaviour> {
+    let (to, m) = p.queue.pop_front().expect("a message in flight");
+    let tip = p.tip();
+    let party = &mut p.parties[to.index()];
+    let before = party.ch.snapshot();
+    match party.ch.handle_message(wire(&m), &party.signer, tip) {
+        Ok(fx) => {
+            p.absorb(to, fx);
+            None
+        }
+        Err(e) => {
+            assert_eq!(p.parties[to.index()].ch.snapshot(), before, "a refusal changes nothing");
+            Some(e.kind)
+        }
+    }
+}
+
+fn events(p: &Pair, who: Role) -> &[Event] {
+    &p.parties[who.index()].events
+}
+
+/// Mines blocks until the cooperative close in a party's broadcasts confirms; returns the payouts.
+fn confirm_close(p: &mut Pair) -> (u64, u64) {
+    for _ in 0..3 {
+        p.mine();
+    }
+    assert!(events(p, A).iter().any(|e| matches!(e, Event::Closed { .. })), "A sees the close confirmed");
+    assert!(events(p, B).iter().any(|e| matches!(e, Event::Closed { .. })), "B sees the close confirmed");
+    (p.paid_to(A), p.paid_to(B))
+}
+
+/// `duplex_state-refused-resend-close-crossing-payment`: A proposes a cooperative close while B,
+/// not having seen it, pays A its whole balance. Before the fix A refused the payment (a close was
+/// pending) and B the proposal (its payment unacknowledged), and `Reestablish` only sent the
+/// payment again: both refused each other forever. Now A takes the payment (it only raises A's
+/// balance) and withdraws its proposal; the payment is lost here and comes again on the next
+/// connection, as in the reproducer.
+#[test]
+fn close_proposal_crossing_a_payment_is_withdrawn() {
+    let mut p = open();
+    let value = p.a().terms().channel_value().to_sat();
+    let b_before = p.b().balances().holder.to_sat();
+    assert_eq!(b_before, 200_000);
+
+    // A proposes to close; B pays A everything it holds, the two cross.
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("A proposes a close");
+    p.absorb(A, fx);
+    let available = p.b().available();
+    let fx = p.parties[1].ch.pay(available, &p.parties[1].signer).expect("B pays");
+    p.absorb(B, fx);
+    // B refuses the proposal (its payment is unacknowledged); the payment to A is lost.
+    assert_eq!(deliver_one(&mut p), Some(Misbehaviour::CloseNotAllowed));
+    let (to, lost) = p.queue.pop_front().expect("B's payment");
+    assert!(to == A && matches!(lost, Msg::Payment(_)));
+
+    // The next connection: B sends its payment again, and A takes it (before the fix: refused
+    // again, for good).
+    p.reconnect();
+    p.run();
+    assert!(events(&p, A).contains(&Event::CloseWithdrawn), "A withdrew its proposal");
+    assert!(events(&p, B).iter().any(|e| matches!(e, Event::PaymentAcknowledged { .. })));
+    p.assert_views_agree();
+    assert_eq!(p.a().balances().holder.to_sat(), value - b_before + available.to_sat());
+    assert_eq!(p.b().balances().holder.to_sat(), b_before - available.to_sat());
+
+    // A proposes again, B signs: closed cooperatively, no tree published.
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("A proposes again");
+    p.absorb(A, fx);
+    p.run();
+    let (to_a, to_b) = confirm_close(&mut p);
+    assert!(!events(&p, A).iter().any(|e| matches!(e, Event::TreeTxBroadcast { .. })), "no tree published");
+    // Whole to the satoshi: A gets everything B paid it (B's 0 change is below dust).
+    assert_eq!(to_a, value - b_before + available.to_sat());
+    assert_eq!(to_b, b_before - available.to_sat());
+}
+
+/// The same crossing delivered at once: A takes the payment on its first delivery. The withdrawn
+/// proposal stays a close B may publish (B holds A's signature on it): it pays A what A held
+/// before the payment, so taking the payment costs A nothing; but it pays no HTLC, so an HTLC
+/// offered to A while such a close exists is failed at once (A never forwards it). A reset then
+/// drops it and the channel closes cooperatively, both whole to the satoshi.
+#[test]
+fn a_withdrawn_close_makes_later_htlcs_to_the_proposer_fail() {
+    let mut p = open();
+    let value = p.a().terms().channel_value().to_sat();
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("A proposes a close");
+    p.absorb(A, fx);
+    let fx = p.parties[1].ch.pay(Amount::from_sat(50_000), &p.parties[1].signer).expect("B pays");
+    p.absorb(B, fx);
+    assert_eq!(deliver_one(&mut p), Some(Misbehaviour::CloseNotAllowed));
+    assert_eq!(deliver_one(&mut p), None, "A takes the crossing payment");
+    p.run();
+    assert!(events(&p, A).contains(&Event::CloseWithdrawn));
+    p.assert_views_agree();
+    assert_eq!(p.a().balances().holder.to_sat(), value - 200_000 + 50_000);
+
+    // B offers an HTLC: A takes the payment carrying it but fails the HTLC at once.
+    let before = events(&p, A).len();
+    let id = p.add_htlc(B, 10_000, PaymentPreimage([9; 32]), 300);
+    assert!(!events(&p, A)[before..].iter().any(|e| matches!(e, Event::HtlcOffered(_))), "never offered upstream");
+    assert!(events(&p, B).contains(&Event::HtlcFailed { id }));
+    p.assert_views_agree();
+    // A restart keeps the rule (snapshot version 5).
+    let check = RestoreCheck { channel_id: p.a().channel_id(), min_update_id: 0 };
+    p.parties[0].ch = Channel::restore(&p.a().snapshot(), check).expect("restores");
+    let id2 = p.add_htlc(B, 2_000, PaymentPreimage([8; 32]), 300);
+    assert!(events(&p, B).contains(&Event::HtlcFailed { id: id2 }));
+
+    // A reset drops the failed HTLCs; the channel closes cooperatively.
+    p.reset(B);
+    assert!(events(&p, B).contains(&Event::HtlcFailIrrevocable { id }));
+    p.assert_views_agree();
+    let fx = p.parties[1].ch.close(&p.parties[1].signer).expect("B proposes");
+    p.absorb(B, fx);
+    p.run();
+    let (to_a, to_b) = confirm_close(&mut p);
+    assert_eq!(to_a, value - 200_000 + 50_000);
+    assert_eq!(to_b, 200_000 - 50_000);
+}
+
+/// `duplex_state-refused-resend-htlc-expiry`: A offers an HTLC (and pays on top of it), B never
+/// receives it, blocks pass, and B refuses the payment sent again on reconnection because the
+/// HTLC's expiry is no longer inside the window it accepts. Before the fix nothing could withdraw
+/// it. Now the `Reestablish` exchange shows A that B does not hold it: A withdraws the HTLC
+/// (failed, final once a reset supersedes the leaf) and sends its newest state without it.
+#[test]
+fn a_resent_htlc_whose_expiry_left_the_window_is_withdrawn() {
+    let mut p = open();
+    let value = p.a().terms().channel_value().to_sat();
+    p.pay(A, 20_000);
+    p.assert_views_agree();
+    // A offers an HTLC at the earliest expiry B accepts now, then pays 5,000 more; both lost.
+    let tip = p.tip();
+    let (earliest, _) = p.a().htlc_expiry_window(tip);
+    let earliest = earliest.expect("a window");
+    let preimage = PaymentPreimage([7; 32]);
+    let pa = &mut p.parties[0];
+    let (id, fx) = pa.ch.add_htlc(Amount::from_sat(1_500), preimage.hash(), earliest, &pa.signer, tip).expect("add");
+    p.absorb(A, fx);
+    let pa = &mut p.parties[0];
+    let fx = pa.ch.pay(Amount::from_sat(5_000), &pa.signer).expect("pay on top");
+    p.absorb(A, fx);
+    p.queue.clear();
+    // One block: the expiry leaves B's window.
+    p.mine();
+    let (now_earliest, _) = p.b().htlc_expiry_window(p.tip());
+    assert!(earliest < now_earliest.expect("a window"));
+
+    p.reconnect();
+    p.run(); // panics on any refusal (before the fix: B refused A's payment, HtlcExpiry)
+    p.assert_views_agree();
+    assert!(events(&p, A).contains(&Event::HtlcFailed { id }), "A fails the HTLC (not yet final)");
+    assert!(!events(&p, A).contains(&Event::HtlcFailIrrevocable { id }));
+    assert_eq!(p.a().withdrawn_htlcs().len(), 1);
+    assert_eq!(p.b().leaf_state(A).to_payee.to_sat(), p.a().leaf_state(A).to_payee.to_sat());
+    assert!(p.b().htlcs().is_empty(), "B never holds the HTLC");
+    // B might hold the payment carrying it after all: A does not pay that amount again.
+    let before_reset = p.a().available();
+    assert_eq!(
+        before_reset.to_sat() + 1_500,
+        p.a().leaf_value(A).to_sat() - p.a().leaf_state(A).to_payee.to_sat(),
+        "the withdrawn amount stays out of what A may pay"
+    );
+
+    // A reset supersedes the leaf: the failure is final, the amount A's again.
+    p.reset(A);
+    assert!(events(&p, A).contains(&Event::HtlcFailIrrevocable { id }));
+    assert!(p.a().withdrawn_htlcs().is_empty());
+    p.assert_views_agree();
+
+    // Close cooperatively: whole to the satoshi (A paid 25,000 in all; the HTLC went nowhere).
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("close");
+    p.absorb(A, fx);
+    p.run();
+    let (to_a, to_b) = confirm_close(&mut p);
+    assert_eq!(to_a, value - 200_000 - 25_000);
+    assert_eq!(to_b, 200_000 + 25_000);
+}
+
+/// The withdrawal survives a restart (snapshot version 5), and a withdrawn HTLC B never heard of
+/// needs no payment when A's newest state without it is the one B holds: A goes back to B's
+/// number.
+#[test]
+fn a_withdrawal_back_to_the_held_state_survives_a_restart() {
+    let mut p = open();
+    p.pay(A, 20_000);
+    let tip = p.tip();
+    let (earliest, _) = p.a().htlc_expiry_window(tip);
+    let pa = &mut p.parties[0];
+    let (id, fx) = pa
+        .ch
+        .add_htlc(Amount::from_sat(2_000), PaymentPreimage([3; 32]).hash(), earliest.unwrap(), &pa.signer, tip)
+        .expect("add");
+    p.absorb(A, fx);
+    p.queue.clear();
+    p.mine();
+    p.reconnect();
+    assert!(p.queue.iter().all(|(_, m)| !matches!(m, Msg::Payment(_))), "nothing to send: B holds A's state");
+    p.run();
+    p.assert_views_agree();
+    assert!(events(&p, A).contains(&Event::HtlcFailed { id }));
+    let snap = p.a().snapshot();
+    let check = RestoreCheck { channel_id: p.a().channel_id(), min_update_id: 0 };
+    let restored = Channel::restore(&snap, check).expect("restores");
+    assert_eq!(restored.withdrawn_htlcs(), p.a().withdrawn_htlcs());
+    // Quiescent: A pays again and resets.
+    p.pay(A, 1_000);
+    p.reset(B);
+    assert!(events(&p, A).contains(&Event::HtlcFailIrrevocable { id }));
+    p.assert_views_agree();
+}
