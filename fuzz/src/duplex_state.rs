@@ -77,12 +77,11 @@ pub struct Pair {
     /// agreement check waits for the next reconnection, which must repair it.
     pub lossy: bool,
     /// How many messages at the front of `wire.q[i]` a party sent again in answer to the
-    /// peer's `Reestablish` (refusing one is [`Deviation::DuplexRefusedResend`], not
-    /// [`Deviation::DuplexRefusedMessage`]).
+    /// peer's `Reestablish` (refusing one is not excused by [`Deviation::DuplexRefusedMessage`]:
+    /// the agreement check stays on).
     pub resent: [usize; 2],
-    /// A corrupted or duplicated message was acted on ([`Deviation::ActedOnCorruptMessage`]), or
-    /// a message sent again after a reconnection was refused ([`Deviation::DuplexRefusedResend`]):
-    /// the parties may disagree from now on.
+    /// A corrupted or duplicated message was acted on ([`Deviation::ActedOnCorruptMessage`]): the
+    /// parties may disagree from now on.
     pub corrupt: bool,
     /// The last few snapshots each party persisted (what a hostile party's stale `Reestablish`
     /// is built from).
@@ -223,11 +222,8 @@ impl Pair {
             }
             Err(e) => {
                 assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
-                if resent {
-                    if crate::accepted(Deviation::DuplexRefusedResend) {
-                        self.corrupt = true;
-                    }
-                } else if crate::accepted(Deviation::DuplexRefusedMessage) {
+                // A refused resend relaxes nothing: the channel must not be wedged.
+                if !resent && crate::accepted(Deviation::DuplexRefusedMessage) {
                     self.lossy = true;
                 }
             }

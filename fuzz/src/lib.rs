@@ -40,30 +40,22 @@ pub enum Deviation {
     ActedOnCorruptMessage,
     /// Duplex: a message the recipient refused (crossing messages are refused legitimately, e.g.
     /// a payment that meets a reset) suspends the agreement check until the next reconnection,
-    /// whose `Reestablish` exchange must repair it (as for a lost message): refusing a message
-    /// sent again in answer to `Reestablish` is [`Deviation::DuplexRefusedResend`] instead.
+    /// whose `Reestablish` exchange must repair it (as for a lost message). A message sent again
+    /// in answer to `Reestablish` is never excused: refusing it leaves the agreement check on (the
+    /// channel must not be wedged off chain; the former `DuplexRefusedResend` deviation, fixed in
+    /// `src/duplex`).
     DuplexRefusedMessage,
-    /// Duplex, a known bug of `src/duplex`, not a correct behaviour (listed so that it does not
-    /// block the target; reproducers `artifacts-found/duplex_state-refused-resend-*`): a payment
-    /// (or close proposal) the peer refuses cannot be withdrawn, and the `Reestablish` exchange
-    /// sends it again only for the peer to refuse it again (a close proposal crossing a payment;
-    /// a payment whose HTLC expiry left the window before delivery), so the channel is wedged off
-    /// chain. After such a refusal the agreement check is suspended for good; value conservation
-    /// is still checked.
-    DuplexRefusedResend,
 }
 
 impl Deviation {
     /// Every accepted deviation.
-    pub const ALL: [Deviation; 3] =
-        [Deviation::ActedOnCorruptMessage, Deviation::DuplexRefusedMessage, Deviation::DuplexRefusedResend];
+    pub const ALL: [Deviation; 2] = [Deviation::ActedOnCorruptMessage, Deviation::DuplexRefusedMessage];
 
     /// Its name in `PAYCHAN_FUZZ_DENY`.
     pub fn name(self) -> &'static str {
         match self {
             Deviation::ActedOnCorruptMessage => "ActedOnCorruptMessage",
             Deviation::DuplexRefusedMessage => "DuplexRefusedMessage",
-            Deviation::DuplexRefusedResend => "DuplexRefusedResend",
         }
     }
 }

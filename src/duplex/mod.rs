@@ -273,7 +273,11 @@
 //! own it does not remember signing, lost state: [`Event::LostState`], and it signs nothing new
 //! after that ([`CommandError::LostState`]); the counterparty gets
 //! [`Event::CounterpartyLostState`] and should close. A payee that lost received payments only is
-//! made whole by the payer sending its newest payment again.
+//! made whole by the payer sending its newest payment again. A payment sent again whose HTLCs
+//! the payee would now refuse (their expiry left its window while it was offline) is replaced:
+//! the payer withdraws those HTLCs ([`Event::HtlcFailed`], final with
+//! [`Event::HtlcFailIrrevocable`] once a reset supersedes the leaf, since the payee may hold the
+//! payment after all; [`Channel::withdrawn_htlcs`]) and sends its newest state without them.
 //!
 //! # Limitations
 //! * A responder that sent step (2) keeps the branch it signed, and everything it needs to follow
@@ -289,7 +293,9 @@
 //!   back to it: that channel can only be closed ([`Channel::force_close`]; the responder
 //!   follows whichever branch confirms).
 //! * A cooperative close that the counterparty never signs leaves the channel closing: publish the
-//!   tree with [`Channel::force_close`].
+//!   tree with [`Channel::force_close`]. A payment or reset proposal of the counterparty that
+//!   crossed it withdraws it ([`Event::CloseWithdrawn`]); the counterparty may still hold it, so
+//!   from a party's first close proposal on, HTLCs offered to it are failed at once.
 //! * A party that lost state does not follow a newer branch it never saw. When its counterparty's
 //!   unilateral close puts that branch on chain, the party's own leaf channel there (its netted
 //!   balance) must be refunded by hand after `T_r` (its script is the `S_csv` of the two funding

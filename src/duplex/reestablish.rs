@@ -24,7 +24,11 @@
 //!   payee keeps the best); a payer whose counterparty holds a newer payment of it than it
 //!   remembers signing lost state, once its own signature on that payment (carried in the
 //!   message) verifies. A payee that already holds the payer's newest payment counts as its
-//!   acknowledgement.
+//!   acknowledgement. A payer whose newest payment carries HTLCs that the payee does not hold
+//!   and would refuse now (their expiry left the window) withdraws them and sends its newest
+//!   state without them instead (the payee's message carries the payment it holds, checked
+//!   against our signature); the withdrawn HTLCs stay at risk, and out of what we may pay,
+//!   until the leaf is superseded.
 //! * **HTLC resolutions.** The receiver sends again the fulfilments and failures of HTLCs still in
 //!   the offerer's leaf channel that the offerer does not list as resolved.
 //!
