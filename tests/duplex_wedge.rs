@@ -117,6 +117,9 @@ fn a_withdrawn_close_makes_later_htlcs_to_the_proposer_fail() {
     assert!(events(&p, A).contains(&Event::CloseWithdrawn));
     p.assert_views_agree();
     assert_eq!(p.a().balances().holder.to_sat(), value - 200_000 + 50_000);
+    // B may still complete the withdrawn close: it pays A what A held when it signed, which is
+    // all A counts on until the channel closes (the payment is not final).
+    assert_eq!(p.a().released_close_floor(), Some(Amount::from_sat(value - 200_000)));
 
     // B offers an HTLC: A takes the payment carrying it but fails the HTLC at once.
     let before = events(&p, A).len();
@@ -138,6 +141,7 @@ fn a_withdrawn_close_makes_later_htlcs_to_the_proposer_fail() {
     p.absorb(B, fx);
     p.run();
     let (to_a, to_b) = confirm_close(&mut p);
+    assert!(to_a >= p.a().released_close_floor().unwrap().to_sat());
     assert_eq!(to_a, value - 200_000 + 50_000);
     assert_eq!(to_b, 200_000 - 50_000);
 }
@@ -240,7 +244,7 @@ fn a_withdrawal_back_to_the_held_state_survives_a_restart() {
 fn version_4_snapshots_are_still_read() {
     let mut p = open();
     p.pay(A, 20_000);
-    p.add_htlc(B, 3_000, PaymentPreimage([5; 32]), 300);
+    p.add_htlc(A, 3_000, PaymentPreimage([5; 32]), 300);
     let v5 = p.a().snapshot();
     assert_eq!(v5[1], 5);
     let mut v4 = v5.clone();
@@ -260,4 +264,61 @@ fn version_4_snapshots_are_still_read() {
     let check = RestoreCheck { channel_id: q.a().channel_id(), min_update_id: 0 };
     assert!(Channel::restore(&released, check).is_ok());
     assert!(Channel::restore(&old, check).is_err());
+}
+
+/// The hostile side of the HTLC withdrawal: B did receive the payment carrying the HTLC, hides it
+/// with a `Reestablish` from an older copy of its state, and once A withdrew the HTLC, publishes
+/// the tree and that payment. A kept the withdrawn HTLC: it claims the HTLC output back after its
+/// expiry, reports the failure final only then, and ends with exactly what it is owed.
+#[test]
+fn a_payee_hiding_the_withdrawn_payment_gains_nothing_on_chain() {
+    use common::duplex::{CLAIM_FEE, PAYMENT_FEE, REFUND_FEE};
+    use paychan::duplex::Phase;
+    let mut p = open();
+    p.pay(A, 20_000);
+    let stale = p.b().snapshot();
+    let tip = p.tip();
+    let (earliest, _) = p.a().htlc_expiry_window(tip);
+    let pa = &mut p.parties[0];
+    let (id, fx) = pa
+        .ch
+        .add_htlc(Amount::from_sat(1_500), PaymentPreimage([6; 32]).hash(), earliest.unwrap(), &pa.signer, tip)
+        .expect("add");
+    p.absorb(A, fx);
+    assert_eq!(deliver_one(&mut p), None, "B takes the payment carrying the HTLC");
+    p.queue.clear(); // its acknowledgement is lost
+    assert_eq!(p.b().leaf_state(A).htlcs.len(), 1);
+    p.mine();
+
+    // B shows A a Reestablish from before that payment.
+    let check = RestoreCheck { channel_id: p.b().channel_id(), min_update_id: 0 };
+    let hidden = Channel::restore(&stale, check).expect("B's older copy").reestablish();
+    let tip = p.tip();
+    let pa = &mut p.parties[0];
+    let fx = pa.ch.handle_message(wire(&hidden), &pa.signer, tip).expect("A takes the Reestablish");
+    p.absorb(A, fx);
+    p.queue.clear();
+    assert!(events(&p, A).contains(&Event::HtlcFailed { id }));
+    assert_eq!(p.a().withdrawn_htlcs().len(), 1);
+
+    // Expected payouts if B publishes the payment with the HTLC: B its 20,000 (less the payment
+    // fee) and its own channel refunded; A its change and the HTLC back (less the claim fee).
+    let value_a = p.a().leaf_value(A).to_sat();
+    let value_b = p.a().leaf_value(B).to_sat();
+    let expected_a = value_a - 20_000 - 1_500 + (1_500 - CLAIM_FEE);
+    let expected_b = 20_000 - PAYMENT_FEE + value_b - REFUND_FEE;
+
+    let fx = p.parties[1].ch.force_close(&p.parties[1].signer);
+    p.absorb(B, fx);
+    for _ in 0..400 {
+        p.mine();
+        let done = p.chain.mempool().is_empty()
+            && p.parties.iter().all(|x| x.pending.is_empty() && x.ch.next_deadline().is_none());
+        if p.a().phase() == Phase::Closed && p.b().phase() == Phase::Closed && done {
+            break;
+        }
+    }
+    assert!(events(&p, A).iter().any(|e| matches!(e, Event::HtlcClaimBroadcast { id: i, .. } if *i == id)));
+    assert!(!events(&p, A).iter().any(|e| matches!(e, Event::HtlcFulfilled { .. })));
+    assert_eq!([p.paid_to(A), p.paid_to(B)], [expected_a, expected_b], "both whole to the satoshi");
 }

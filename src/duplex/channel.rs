@@ -118,9 +118,10 @@ pub struct Channel {
     pub(super) reset: ResetState,
     pub(super) coop: Option<CoopClose>,
     /// We released our signature on a cooperative close at some point (a proposal, possibly
-    /// withdrawn since): the counterparty may hold it and publish it while the funding output is
-    /// unspent, so an HTLC offered to us from then on is not enforceable, and we fail it at once.
-    pub(super) close_released: bool,
+    /// withdrawn since): the least any such close pays us. The counterparty may hold it and
+    /// publish it while the funding output is unspent, so an HTLC offered to us from then on is
+    /// not enforceable (we fail it at once), and what we were paid since is not final.
+    pub(super) close_released: Option<Amount>,
     /// (Payer) HTLCs of our own leaf channel that we withdrew from an unacknowledged payment on
     /// reconnection (the payee said it did not hold it): a payee that did receive it can still
     /// publish that payment, so until the leaf is superseded (a completed reset, a cooperative
@@ -205,7 +206,7 @@ impl Channel {
             reserved: None,
             reset: ResetState::Idle,
             coop: None,
-            close_released: false,
+            close_released: None,
             withdrawn: Vec::new(),
             chain: OnChain::default(),
             tip: tip.height,
@@ -401,6 +402,17 @@ impl Channel {
             .and_then(|v| v.checked_sub(ch.state.htlc_total()?))
             .and_then(|v| v.checked_sub(self.withdrawn_total()?))
             .unwrap_or(Amount::ZERO)
+    }
+
+    /// The least that a cooperative close the holder signed pays it, if it ever proposed one
+    /// ([`Channel::close`]) that the counterparty may still hold (a withdrawn proposal,
+    /// [`Event::CloseWithdrawn`], is one: the counterparty can complete and publish it while the
+    /// funding output is unspent). Payments received since are not final beyond this amount:
+    /// the holder may end with as little as `min(balances().holder, this)`, so do not deliver
+    /// against them before the channel closes. HTLCs offered to the holder from then on are
+    /// failed at once (no such close pays them).
+    pub fn released_close_floor(&self) -> Option<Amount> {
+        self.close_released
     }
 
     /// The total of the HTLCs we withdrew that a payment the payee may still hold carries.
@@ -1084,7 +1096,7 @@ impl Channel {
         // While a close we signed may still be published, an HTLC offered to us is not
         // enforceable (that close pays no HTLC): fail it at once, so nobody forwards it.
         let (offered, refused): (Vec<PaymentHtlc>, Vec<PaymentHtlc>) =
-            new_htlcs.into_iter().partition(|_| !self.close_released);
+            new_htlcs.into_iter().partition(|_| self.close_released.is_none());
         let ch = &mut self.channels[payer.index()];
         ch.number = p.number;
         ch.state = state;
@@ -1107,7 +1119,7 @@ impl Channel {
     /// Withdraws our cooperative close proposal that the counterparty has not signed (a payment
     /// or a reset proposal of the counterparty crossed it): the channel is open again, and we may
     /// propose again. The signature we released stays usable by the counterparty
-    /// (`close_released` stays set). Returns the event to report.
+    /// (`close_released` keeps what it pays us). Returns the event to report.
     pub(super) fn withdraw_close(&mut self) -> Option<Event> {
         match self.coop {
             Some(k) if !k.complete && self.phase == Phase::Open => {

@@ -197,6 +197,13 @@ impl Channel {
         fees::coop_request(&self.terms, tx, ours, self.tip)
     }
 
+    /// What a cooperative close of the current state pays the holder (its balance, or nothing
+    /// below dust, as `coop_tx` builds it).
+    fn coop_payout(&self) -> Amount {
+        let raw = leaf::balances(self.values, [&self.channels[0].state, &self.channels[1].state]);
+        raw.map(|b| b.own[self.role.index()]).filter(|v| *v >= self.terms.dust_limit).unwrap_or(Amount::ZERO)
+    }
+
     fn sign_coop<S: Signer + ?Sized>(
         &self,
         signer: &S,
@@ -257,8 +264,9 @@ impl Channel {
         let spend = u8::try_from(self.chain.tree.len()).map_err(|_| CommandError::WrongPhase)?;
         let (tx, value) = self.coop_tx(spend).ok_or(CommandError::WrongPhase)?;
         let signature = self.sign_coop(signer, &tx, value)?;
+        let ours = self.coop_payout();
         self.coop = Some(CoopClose { spend, txid: tx.compute_txid(), complete: false });
-        self.close_released = true;
+        self.close_released = Some(self.close_released.map_or(ours, |floor| floor.min(ours)));
         let mut fx = self.persist();
         fx.send.push(Msg::CloseProposal(CloseProposal { spend, signature }));
         Ok(fx)

@@ -477,8 +477,9 @@ pub enum Event {
     /// was withdrawn because a payment or a reset proposal of the counterparty crossed it (the
     /// counterparty refuses a close while its own update is unacknowledged). The channel is open
     /// again: call [`Channel::close`] again once it is quiescent. The counterparty may still hold
-    /// our signature on the withdrawn close and publish it (it pays us no less than before the
-    /// payment), so from now on HTLCs offered to us in this channel are failed at once (a close
+    /// our signature on the withdrawn close and publish it (it pays us what we held when we
+    /// signed, [`Channel::released_close_floor`]: the payment is not final before the channel
+    /// closes), so from now on HTLCs offered to us in this channel are failed at once (a close
     /// we signed does not pay them).
     CloseWithdrawn,
     /// A reset we proposed was abandoned (cancelled, or superseded by a payment or a proposal of

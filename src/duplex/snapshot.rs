@@ -41,8 +41,9 @@ const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// ([`Terms::min_funding_depth`], `R + 1`): such a channel takes no payment until its funding
 /// is that deep.
 ///
-/// Version 5 records that the holder released a cooperative close signature (record 38,
-/// written only when set: HTLCs offered to it are failed at once from then on) and the HTLCs it
+/// Version 5 records that the holder released a cooperative close signature and the least such
+/// a close pays it (record 38, written only when set: HTLCs offered to it are failed at once from
+/// then on) and the HTLCs it
 /// withdrew from an unacknowledged payment on reconnection (record 40, written only when there
 /// are any). Versions 2 to 4 are still read, as neither.
 const VERSION: u8 = 5;
@@ -307,7 +308,9 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     })
     // Even, as 30: a decoder that does not know them must not restore a channel that would
     // forward HTLCs a released close does not pay, or pay the withdrawn amounts again.
-    .optional(38, c.close_released.then_some(()), |_, ()| {})
+    .optional(38, c.close_released, |w, floor| {
+        w.amount(floor);
+    })
     .optional(40, (!c.withdrawn.is_empty()).then_some(&c.withdrawn), |w, hs| write_htlcs(w, hs));
     t.finish()
 }
@@ -332,7 +335,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut chain = None;
     let mut lost_state = false;
     let mut funding_depth = None;
-    let mut close_released = false;
+    let mut close_released = None;
     let mut withdrawn = Vec::new();
     tlv.for_each(|ty, r| {
         match ty {
@@ -378,7 +381,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
             32 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             34 => funding_tx = Some(r.transaction("funding_tx")?),
             36 => funding_depth = Some(r.u16()?),
-            38 if version >= 5 => close_released = true,
+            38 if version >= 5 => close_released = Some(r.amount("released close")?),
             40 if version >= 5 => withdrawn = read_htlcs(r)?,
             _ => return Ok(false),
         }
