@@ -322,3 +322,36 @@ fn a_payee_hiding_the_withdrawn_payment_gains_nothing_on_chain() {
     assert!(!events(&p, A).iter().any(|e| matches!(e, Event::HtlcFulfilled { .. })));
     assert_eq!([p.paid_to(A), p.paid_to(B)], [expected_a, expected_b], "both whole to the satoshi");
 }
+
+/// The same wedge with a reset: A's reset proposal was accepted by B (whose answer was lost), A
+/// cancelled it and proposed a close, which B refuses (it keeps the branch it signed until that
+/// reset completes). On the next connection A takes the reset up again (B's `Reestablish` carries
+/// its terms) and withdraws its close; B's answer, sent again, completes the reset, and the close
+/// goes through.
+#[test]
+fn close_proposal_after_a_cancelled_reset_gives_way_to_it() {
+    let mut p = open();
+    let value = p.a().terms().channel_value().to_sat();
+    p.pay(A, 30_000);
+    let tip = p.tip();
+    let fx = p.parties[0].ch.reset(&p.parties[0].signer, tip).expect("A proposes a reset");
+    p.absorb(A, fx);
+    assert_eq!(deliver_one(&mut p), None, "B accepts");
+    p.queue.clear(); // its step (2) is lost
+    let fx = p.parties[0].ch.cancel_reset().expect("A cancels");
+    p.absorb(A, fx);
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("A proposes a close");
+    p.absorb(A, fx);
+    assert_eq!(deliver_one(&mut p), Some(Misbehaviour::CloseNotAllowed), "B keeps the reset it signed");
+    p.reconnect();
+    p.run(); // before the fix: A refused B's step (2) sent again, on every connection
+    assert!(events(&p, A).contains(&Event::CloseWithdrawn));
+    assert!(events(&p, A).iter().any(|e| matches!(e, Event::ResetCompleted { .. })));
+    assert!(!p.a().is_resetting() && !p.b().is_resetting());
+    p.assert_views_agree();
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("A proposes again");
+    p.absorb(A, fx);
+    p.run();
+    let (to_a, to_b) = confirm_close(&mut p);
+    assert_eq!((to_a, to_b), (value - 200_000 - 30_000, 200_000 + 30_000));
+}

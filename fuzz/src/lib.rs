@@ -39,11 +39,13 @@ pub enum Deviation {
     /// Lightning peer may legitimately report `LostState`. Value conservation is still checked.
     ActedOnCorruptMessage,
     /// Duplex: a message the recipient refused (crossing messages are refused legitimately, e.g.
-    /// a payment that meets a reset) suspends the agreement check until the next reconnection,
-    /// whose `Reestablish` exchange must repair it (as for a lost message). A message sent again
-    /// in answer to `Reestablish` is never excused: refusing it leaves the agreement check on (the
-    /// channel must not be wedged off chain; the former `DuplexRefusedResend` deviation, fixed in
-    /// `src/duplex`).
+    /// a payment that meets a reset, or a payment sent again after a reconnection whose HTLC
+    /// expiry left the window while blocks passed before its delivery) suspends the agreement
+    /// check until the next reconnection, whose `Reestablish` exchange must repair it (as for a
+    /// lost message). Every input ends with such a reconnection with nothing else happening
+    /// (`duplex_state::Pair::settle`), where no refusal is excused: a channel wedged off chain
+    /// fails there (the former `DuplexRefusedResend` deviation excused that, until `src/duplex`
+    /// was fixed).
     DuplexRefusedMessage,
 }
 

@@ -248,6 +248,7 @@ impl Channel {
                 if let Some((proposal, leaf_txid)) = resumed {
                     self.reserved = Some((d.clone(), leaf_txid));
                     self.reset = ResetState::Proposed(proposal);
+                    fx.events.extend(self.withdraw_close());
                     changed = true;
                 }
             }

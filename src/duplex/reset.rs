@@ -310,7 +310,9 @@ impl Channel {
         terms: &AcceptedTerms,
         tip: BlockHeight,
     ) -> Option<(Proposal, Txid)> {
-        if self.lost_state || self.phase != super::Phase::Open || self.coop.is_some() || self.is_resetting() {
+        // Our own unsigned close proposal gives way (it is withdrawn when the reset is taken up).
+        let closing = self.coop.is_some_and(|k| k.complete);
+        if self.lost_state || self.phase != super::Phase::Open || closing || self.is_resetting() {
             return None;
         }
         let me = &self.channels[self.role.index()];
