@@ -355,3 +355,38 @@ fn close_proposal_after_a_cancelled_reset_gives_way_to_it() {
     let (to_a, to_b) = confirm_close(&mut p);
     assert_eq!((to_a, to_b), (value - 200_000 - 30_000, 200_000 + 30_000));
 }
+
+/// A hostile B completes the close A withdrew (from an older copy of its state, before its
+/// payment) and publishes it after A paid on and offered an HTLC: A recognises its own close
+/// confirming, gets exactly the floor it was told to count on, and its HTLC is returned to it.
+#[test]
+fn a_withdrawn_close_published_later_pays_the_floor() {
+    let mut p = open();
+    let value = p.a().terms().channel_value().to_sat();
+    let mut b_old = p.b().clone();
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("A proposes a close");
+    p.absorb(A, fx);
+    let (_, proposal) = p.queue.front().cloned().expect("the proposal");
+    let fx = p.parties[1].ch.pay(Amount::from_sat(50_000), &p.parties[1].signer).expect("B pays");
+    p.absorb(B, fx);
+    assert_eq!(deliver_one(&mut p), Some(Misbehaviour::CloseNotAllowed));
+    p.run();
+    assert!(events(&p, A).contains(&Event::CloseWithdrawn));
+    let floor = p.a().released_close_floor().expect("a released close").to_sat();
+    assert_eq!(floor, value - 200_000);
+    p.pay(A, 10_000);
+    let id = p.add_htlc(A, 5_000, PaymentPreimage([4; 32]), 300);
+    p.assert_views_agree();
+
+    // B's older copy signs the withdrawn proposal and broadcasts the close.
+    let tip = p.tip();
+    let fx = b_old.handle_message(wire(&proposal), &p.parties[1].signer, tip).expect("the old copy signs");
+    let close = fx.broadcast.first().cloned().expect("a signed close");
+    p.mine_with(&[close]);
+    for _ in 0..3 {
+        p.mine();
+    }
+    assert!(events(&p, A).iter().any(|e| matches!(e, Event::Closed { .. })), "A sees its close confirmed");
+    assert!(events(&p, A).contains(&Event::HtlcFailIrrevocable { id }));
+    assert_eq!((p.paid_to(A), p.paid_to(B)), (floor, 200_000), "to the satoshi");
+}

@@ -122,6 +122,9 @@ pub struct Channel {
     /// publish it while the funding output is unspent, so an HTLC offered to us from then on is
     /// not enforceable (we fail it at once), and what we were paid since is not final.
     pub(super) close_released: Option<Amount>,
+    /// The cooperative closes we signed and withdrew (`spend`, txid): the counterparty may still
+    /// complete and publish one, and its confirmation closes the channel.
+    pub(super) withdrawn_closes: Vec<(u8, Txid)>,
     /// (Payer) HTLCs of our own leaf channel that we withdrew from an unacknowledged payment on
     /// reconnection (the payee said it did not hold it): a payee that did receive it can still
     /// publish that payment, so until the leaf is superseded (a completed reset, a cooperative
@@ -207,6 +210,7 @@ impl Channel {
             reset: ResetState::Idle,
             coop: None,
             close_released: None,
+            withdrawn_closes: Vec::new(),
             withdrawn: Vec::new(),
             chain: OnChain::default(),
             tip: tip.height,
@@ -1124,6 +1128,9 @@ impl Channel {
         match self.coop {
             Some(k) if !k.complete && self.phase == Phase::Open => {
                 self.coop = None;
+                if !self.withdrawn_closes.contains(&(k.spend, k.txid)) {
+                    self.withdrawn_closes.push((k.spend, k.txid));
+                }
                 Some(Event::CloseWithdrawn)
             }
             _ => None,

@@ -838,6 +838,15 @@ impl Channel {
             fx.events.push(Event::FundingConfirmed { height });
             return self.finish_chain(true, fx, signer);
         }
+        if let Some(&(spend, _)) = self.withdrawn_closes.iter().find(|(_, t)| *t == txid) {
+            if !self.coop.is_some_and(|c| c.txid == txid) {
+                // The counterparty completed a close we had withdrawn: it pays no HTLC, so ours
+                // are returned to us by it, irrevocably.
+                let mine = &self.channels[self.role.index()].state.htlcs;
+                fx.events.extend(mine.iter().map(|h| Event::HtlcFailIrrevocable { id: h.id }));
+                self.coop = Some(CoopClose { spend, txid, complete: true });
+            }
+        }
         if self.coop.is_some_and(|c| c.txid == txid) {
             if self.phase == Phase::Closed {
                 return Effects::none();

@@ -41,8 +41,8 @@ const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// ([`Terms::min_funding_depth`], `R + 1`): such a channel takes no payment until its funding
 /// is that deep.
 ///
-/// Version 5 records that the holder released a cooperative close signature and the least such
-/// a close pays it (record 38, written only when set: HTLCs offered to it are failed at once from
+/// Version 5 records that the holder released a cooperative close signature, the least such
+/// a close pays it and the closes it withdrew (record 38, written only when set: HTLCs offered to it are failed at once from
 /// then on) and the HTLCs it
 /// withdrew from an unacknowledged payment on reconnection (record 40, written only when there
 /// are any). Versions 2 to 4 are still read, as neither.
@@ -310,6 +310,10 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     // forward HTLCs a released close does not pay, or pay the withdrawn amounts again.
     .optional(38, c.close_released, |w, floor| {
         w.amount(floor);
+        w.bigsize(c.withdrawn_closes.len() as u64);
+        for (spend, txid) in &c.withdrawn_closes {
+            w.u8(*spend).txid(txid);
+        }
     })
     .optional(40, (!c.withdrawn.is_empty()).then_some(&c.withdrawn), |w, hs| write_htlcs(w, hs));
     t.finish()
@@ -336,6 +340,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut lost_state = false;
     let mut funding_depth = None;
     let mut close_released = None;
+    let mut withdrawn_closes = Vec::new();
     let mut withdrawn = Vec::new();
     tlv.for_each(|ty, r| {
         match ty {
@@ -381,7 +386,14 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
             32 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             34 => funding_tx = Some(r.transaction("funding_tx")?),
             36 => funding_depth = Some(r.u16()?),
-            38 if version >= 5 => close_released = Some(r.amount("released close")?),
+            38 if version >= 5 => {
+                close_released = Some(r.amount("released close")?);
+                let n = read_count(r, 33, usize::MAX)?;
+                withdrawn_closes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    withdrawn_closes.push((r.u8()?, r.txid()?));
+                }
+            }
             40 if version >= 5 => withdrawn = read_htlcs(r)?,
             _ => return Ok(false),
         }
@@ -432,6 +444,7 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         reset,
         coop,
         close_released,
+        withdrawn_closes,
         withdrawn,
         chain: required(chain, "chain")?,
         tip,
