@@ -390,3 +390,66 @@ fn a_withdrawn_close_published_later_pays_the_floor() {
     assert!(events(&p, A).contains(&Event::HtlcFailIrrevocable { id }));
     assert_eq!((p.paid_to(A), p.paid_to(B)), (floor, 200_000), "to the satoshi");
 }
+
+/// Found by the fuzzer once the withdrawal existed: B hides the payment carrying an HTLC with a
+/// `Reestablish` from an older copy of its state, so A withdraws the HTLC; on the next honest
+/// connection B shows the payment it holds, and A puts the HTLC back (B would refuse a payment
+/// dropping it) instead of sending, forever, a payment B refuses — and does not mistake the
+/// payment for a lost state of its own.
+#[test]
+fn a_withdrawn_htlc_the_payee_does_hold_is_put_back() {
+    put_back(true);
+}
+
+/// The same without a payment on top: the withdrawal takes A back to B's older number, and the
+/// payment B then shows is numbered above A's newest; A recognises it as the one it withdrew
+/// from (its HTLCs are A's, or withdrawn) rather than a sign that A lost state.
+#[test]
+fn a_withdrawn_htlc_hidden_above_our_number_is_put_back() {
+    put_back(false);
+}
+
+fn put_back(on_top: bool) {
+    let mut p = open();
+    p.pay(A, 20_000);
+    let stale = p.b().snapshot();
+    let tip = p.tip();
+    let (earliest, _) = p.a().htlc_expiry_window(tip);
+    let pre = PaymentPreimage([2; 32]);
+    let pa = &mut p.parties[0];
+    let (id, fx) =
+        pa.ch.add_htlc(Amount::from_sat(4_000), pre.hash(), earliest.unwrap(), &pa.signer, tip).expect("add");
+    p.absorb(A, fx);
+    p.run(); // B holds it and acknowledges it
+    if on_top {
+        p.pay(A, 1_000); // and a payment on top
+    }
+    p.mine();
+    let check = RestoreCheck { channel_id: p.b().channel_id(), min_update_id: 0 };
+    let hidden = Channel::restore(&stale, check).expect("B's older copy").reestablish();
+    let tip = p.tip();
+    let pa = &mut p.parties[0];
+    let fx = pa.ch.handle_message(wire(&hidden), &pa.signer, tip).expect("A takes the Reestablish");
+    p.absorb(A, fx);
+    p.queue.clear();
+    assert!(events(&p, A).contains(&Event::HtlcFailed { id }));
+
+    p.reconnect();
+    p.run(); // before: B refused A's payment without the HTLC on every connection
+    assert!(!p.a().has_lost_state(), "A recognises its own payment");
+    assert!(p.a().withdrawn_htlcs().is_empty(), "the HTLC is live again");
+    assert_eq!(p.a().htlcs().len(), 1);
+    p.assert_views_agree();
+    // B fulfils it: A folds it, both agree; a reset and a close follow, whole to the satoshi.
+    p.fulfill(B, id, pre);
+    assert!(events(&p, A).iter().any(|e| matches!(e, Event::HtlcFulfilled { id: i, .. } if *i == id)));
+    p.assert_views_agree();
+    p.reset(A);
+    let value = p.a().terms().channel_value().to_sat();
+    let fx = p.parties[0].ch.close(&p.parties[0].signer).expect("close");
+    p.absorb(A, fx);
+    p.run();
+    let (to_a, to_b) = confirm_close(&mut p);
+    let paid = if on_top { 25_000 } else { 24_000 };
+    assert_eq!((to_a, to_b), (value - 200_000 - paid, 200_000 + paid));
+}

@@ -176,7 +176,11 @@ impl Channel {
         if r.numbers[me] > self.channels[me].number {
             // The counterparty holds a payment of ours newer than any we remember signing.
             self.check_payment_proof(r)?;
-            return Ok(self.lost());
+            if !self.explained_by_withdrawal(r) {
+                return Ok(self.lost());
+            }
+            // Or one we withdrew HTLCs from and went back behind (an earlier `Reestablish` of
+            // its hid it): we signed it, and put them back below.
         }
         self.resync(r, signer, tip).map_err(refused)
     }
@@ -190,6 +194,18 @@ impl Channel {
         let tx = path.txs.get(level).ok_or_else(unproven)?;
         let sig = level.checked_sub(1).and_then(|i| r.your_branch_sigs.get(i)).ok_or_else(unproven)?;
         self.verify_tree_by(tx, level, sig, Some(self.holder_keys.funding)).map_err(|_| unproven())
+    }
+
+    /// Whether the (signed) payment the counterparty shows as our newest, numbered above ours,
+    /// is one we withdrew HTLCs from: it pays no more than our state and carries only HTLCs we
+    /// hold or withdrew.
+    fn explained_by_withdrawal(&self, r: &Reestablish) -> bool {
+        let own = &self.channels[self.role.index()].state;
+        r.your_payment.as_ref().is_some_and(|p| {
+            p.to_payee <= own.to_payee
+                && p.htlcs.iter().all(|h| own.htlcs.contains(h) || self.withdrawn.contains(h))
+                && p.htlcs.iter().any(|h| self.withdrawn.contains(h))
+        })
     }
 
     /// Our signature on the payment the counterparty says is our newest.
@@ -297,20 +313,29 @@ impl Channel {
         let me = self.role.index();
         let own = &self.channels[me];
         let mut changed = false;
-        if theirs[me] < own.number {
-            let held_state = held.and_then(|h| Some((self.held_state(theirs[me], h.payment)?, h.tip)));
-            match held_state.and_then(|(state, tip)| self.expired_offers(&state, tip).map(|w| (state, w))) {
-                Some((state, gone)) => {
-                    changed = true;
-                    if let Some(payment) = self.withdraw_offers(theirs[me], state, &gone, signer, fx)? {
-                        fx.send.push(Msg::Payment(payment));
-                    }
-                }
-                None => {
-                    if let Some(payment) = self.resend_own(signer)? {
-                        fx.send.push(Msg::Payment(payment));
-                    }
-                }
+        // The state the counterparty holds of our channel, when its message shows it and it is
+        // not newer than ours.
+        let held_state = held.and_then(|h| Some((self.held_state(theirs[me], h.payment)?, h.tip)));
+        let rebase = held_state.as_ref().and_then(|(state, tip)| self.offers_to_rebase(state, *tip));
+        if held_state.as_ref().is_some_and(|(state, _)| *state == own.state) {
+            // It holds our newest state (perhaps under another number, after a withdrawal):
+            // that is its acknowledgement, and we take its number (the next payment follows it).
+            if own.acked < own.number || own.number != theirs[me] {
+                let number = theirs[me];
+                let ch = &mut self.channels[me];
+                ch.number = number;
+                ch.acked = number;
+                fx.events.push(Event::PaymentAcknowledged { number });
+                changed = true;
+            }
+        } else if let (Some((state, _)), Some((gone, back))) = (held_state, rebase) {
+            changed = true;
+            if let Some(payment) = self.rebase_offers(theirs[me], state, &gone, &back, signer, fx)? {
+                fx.send.push(Msg::Payment(payment));
+            }
+        } else if theirs[me] < own.number {
+            if let Some(payment) = self.resend_own(signer)? {
+                fx.send.push(Msg::Payment(payment));
             }
         } else if theirs[me] == own.number && own.acked < own.number {
             let number = own.number;
@@ -346,11 +371,22 @@ impl Channel {
         }
     }
 
+    /// What our newest payment must change for the counterparty, which holds `held`, to take
+    /// it: the HTLCs it does not hold and would refuse now (their expiry left the window it
+    /// accepts at `tip`, [`Channel::htlc_expiry_window`], because blocks passed since we offered
+    /// them), to withdraw; and HTLCs we withdrew that it does hold after all (an earlier
+    /// `Reestablish` hid them: it would refuse a payment dropping them), to put back. `None` if
+    /// neither (sending our newest payment again will do).
+    fn offers_to_rebase(&self, held: &PaymentState, tip: BlockHeight) -> Option<(Vec<PaymentHtlc>, Vec<PaymentHtlc>)> {
+        let back: Vec<PaymentHtlc> =
+            self.withdrawn.iter().filter(|w| held.htlcs.iter().any(|h| h == *w)).copied().collect();
+        let gone = self.expired_offers(held, tip);
+        (!gone.is_empty() || !back.is_empty()).then_some((gone, back))
+    }
+
     /// The HTLCs of our newest payment that the counterparty does not hold (`held`) and would
-    /// refuse now: their expiry left the window it accepts at `tip`
-    /// ([`Channel::htlc_expiry_window`]), because blocks passed since we offered them. `None` if
-    /// there is none (sending our newest payment again will do).
-    fn expired_offers(&self, held: &PaymentState, tip: BlockHeight) -> Option<Vec<PaymentHtlc>> {
+    /// refuse now.
+    fn expired_offers(&self, held: &PaymentState, tip: BlockHeight) -> Vec<PaymentHtlc> {
         let own = &self.channels[self.role.index()];
         let (earliest, latest) = self.htlc_expiry_window(ChainTip::at(tip.0));
         let gone: Vec<PaymentHtlc> = own
@@ -362,22 +398,24 @@ impl Channel {
             .filter(|h| earliest.is_none_or(|e| h.expiry < e) || h.expiry > latest)
             .copied()
             .collect();
-        (!gone.is_empty()).then_some(gone)
+        gone
     }
 
-    /// Withdraws the HTLCs `gone` from our unacknowledged payments (the counterparty holds
-    /// number `held_number`, state `held`): our newest state without them replaces them, as the
-    /// next payment (returned, to send), or, if that is exactly the state the counterparty holds,
-    /// by going back to its number. The counterparty may hold the payment carrying them after
-    /// all (a hostile peer's `Reestablish` can hide it), so they are kept in `withdrawn` (their
-    /// amount stays out of what we may pay, and their outputs are claimed back on chain) until
-    /// the leaf is superseded; [`Event::HtlcFailed`] reports each now, and
-    /// [`Event::HtlcFailIrrevocable`] then.
-    fn withdraw_offers<S: Signer + ?Sized>(
+    /// Withdraws the HTLCs `gone` from our unacknowledged payments and puts back the withdrawn
+    /// ones `back` that the counterparty holds (it holds number `held_number`, state `held`): our
+    /// newest state so changed replaces them, as the next payment (returned, to send), or, if
+    /// that is exactly the state the counterparty holds, by taking its number. The
+    /// counterparty may hold a payment carrying the withdrawn HTLCs after all (a hostile peer's
+    /// `Reestablish` can hide it), so they are kept in `withdrawn` (their amount stays out of
+    /// what we may pay, and their outputs are claimed back on chain) until the leaf is
+    /// superseded; [`Event::HtlcFailed`] reports each now, and [`Event::HtlcFailIrrevocable`]
+    /// then. One put back is live again (its failure was never final).
+    fn rebase_offers<S: Signer + ?Sized>(
         &mut self,
         held_number: u64,
         held: PaymentState,
         gone: &[PaymentHtlc],
+        back: &[PaymentHtlc],
         signer: &S,
         fx: &mut Effects,
     ) -> Result<Option<Payment>, CommandError> {
@@ -385,9 +423,18 @@ impl Channel {
         let own = &self.channels[me];
         let mut state = own.state.clone();
         state.htlcs.retain(|h| !gone.iter().any(|g| g.id == h.id));
+        for b in back {
+            if !state.htlcs.iter().any(|h| h.id == b.id) {
+                state.htlcs.push(*b);
+            }
+        }
+        state.htlcs.sort_by_key(|h| h.id);
         let mut next = self.clone();
+        next.withdrawn.retain(|w| !back.contains(w));
         next.withdrawn.extend_from_slice(gone);
         let payment = if state == held {
+            // It holds exactly that state: nothing to send; we take its number (a payment it
+            // shows later numbered above it, hiding withdrawn HTLCs, is recognised as ours).
             let ch = &mut next.channels[me];
             ch.number = held_number;
             ch.acked = held_number;
@@ -395,6 +442,8 @@ impl Channel {
             ch.sync_status();
             None
         } else {
+            let ch = &mut next.channels[me];
+            ch.number = ch.number.max(held_number);
             let payment = next.sign_own(&state, Amount::ZERO, signer)?;
             let ch = &mut next.channels[me];
             ch.number = payment.number;
