@@ -839,7 +839,7 @@ impl Channel {
             return self.finish_chain(true, fx, signer);
         }
         if let Some(&(spend, _)) = self.withdrawn_closes.iter().find(|(_, t)| *t == txid) {
-            if !self.coop.is_some_and(|c| c.txid == txid) {
+            if self.coop.is_none_or(|c| c.txid != txid) {
                 // The counterparty completed a close we had withdrawn: it pays no HTLC, so ours
                 // are returned to us by it, irrevocably.
                 let mine = &self.channels[self.role.index()].state.htlcs;
