@@ -277,7 +277,8 @@
 //! the payee would now refuse (their expiry left its window while it was offline) is replaced:
 //! the payer withdraws those HTLCs ([`Event::HtlcFailed`], final with
 //! [`Event::HtlcFailIrrevocable`] once a reset supersedes the leaf, since the payee may hold the
-//! payment after all; [`Channel::withdrawn_htlcs`]) and sends its newest state without them.
+//! payment after all; [`Channel::withdrawn_htlcs`]) and sends its newest state without them. A
+//! later [`Reestablish`] showing the payee holding withdrawn HTLCs after all puts them back.
 //!
 //! # Limitations
 //! * A responder that sent step (2) keeps the branch it signed, and everything it needs to follow

@@ -28,7 +28,9 @@
 //!   and would refuse now (their expiry left the window) withdraws them and sends its newest
 //!   state without them instead (the payee's message carries the payment it holds, checked
 //!   against our signature); the withdrawn HTLCs stay at risk, and out of what we may pay,
-//!   until the leaf is superseded.
+//!   until the leaf is superseded. A payee shown to hold withdrawn HTLCs after all (an earlier
+//!   message of its hid them) gets them back in our next state, and a payment of ours it holds
+//!   numbered above our own that carries them is recognised as ours, not as lost state.
 //! * **HTLC resolutions.** The receiver sends again the fulfilments and failures of HTLCs still in
 //!   the offerer's leaf channel that the offerer does not list as resolved.
 //!
