@@ -142,8 +142,8 @@ fn fixed_fee_v1_snapshot_and_messages_are_refused_with_a_version_error() {
     let open = include_bytes!("vectors/snapshots/duplex_v1_open_msg.bin");
     assert_eq!(open[1], 1);
     assert_eq!(Msg::decode(open), Err(DecodeError::UnknownVersion(1)));
-    // The current snapshot encoding is version 4 (version 2, the key identity, the funding
-    // depth).
+    // The current snapshot encoding is version 5 (version 2, the key identity, the funding
+    // depth, a released close and withdrawn HTLCs).
     let p = busy_channel();
-    assert_eq!(p.a().snapshot()[1], 4);
+    assert_eq!(p.a().snapshot()[1], 5);
 }

@@ -411,7 +411,7 @@ fn older_encodings_read_with_the_smallest_depth() {
     let mut p = dx::Pair::open(terms);
     p.pay(A, 10_000);
     let snapshot = p.a().snapshot();
-    assert_eq!(snapshot[1], 4);
+    assert_eq!(snapshot[1], 5);
     let any = RestoreCheck::default();
     assert_eq!(Channel::restore(&snapshot, any).unwrap().terms().funding_depth, 5);
     let v3 = without_record(&snapshot, 36, 3);

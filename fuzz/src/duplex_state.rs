@@ -8,9 +8,10 @@
 //! Checked after every step: no panic; a refused call (`Err`) leaves the snapshot byte for byte
 //! unchanged; a persisted update carries the state after the call with an increasing id; a
 //! snapshot restores to the same state. At quiescent points (nothing in flight) each party's
-//! balances add up to the channel value, and, if no message was ever lost or refused and no
-//! corrupted or duplicated message was accepted, both parties see the same balances when no
-//! reset is in progress.
+//! balances add up to the channel value, and, if no message was lost or refused since the last
+//! reconnection and no corrupted or duplicated message was accepted, both parties see the same
+//! balances when no reset is in progress. Every input ends with a clean reconnection after which
+//! they must agree ([`Pair::settle`]): no channel may be wedged off chain.
 
 use paychan::bitcoin::hashes::Hash;
 use paychan::bitcoin::{Amount, OutPoint, ScriptBuf, Transaction, TxOut, Txid};
@@ -77,12 +78,13 @@ pub struct Pair {
     /// agreement check waits for the next reconnection, which must repair it.
     pub lossy: bool,
     /// How many messages at the front of `wire.q[i]` a party sent again in answer to the
-    /// peer's `Reestablish` (refusing one is [`Deviation::DuplexRefusedResend`], not
-    /// [`Deviation::DuplexRefusedMessage`]).
+    /// peer's `Reestablish` (for the trace: refusing one is a refused message like any other; a
+    /// wedge shows in [`Pair::settle`]).
     pub resent: [usize; 2],
-    /// A corrupted or duplicated message was acted on ([`Deviation::ActedOnCorruptMessage`]), or
-    /// a message sent again after a reconnection was refused ([`Deviation::DuplexRefusedResend`]):
-    /// the parties may disagree from now on.
+    /// The final clean reconnection ([`Pair::settle`]) is under way: no refusal is excused.
+    pub settling: bool,
+    /// A corrupted or duplicated message was acted on ([`Deviation::ActedOnCorruptMessage`]): the
+    /// parties may disagree from now on.
     pub corrupt: bool,
     /// The last few snapshots each party persisted (what a hostile party's stale `Reestablish`
     /// is built from).
@@ -111,6 +113,7 @@ impl Pair {
             stored: [None, None],
             lossy: false,
             resent: [0, 0],
+            settling: false,
             corrupt: false,
             past: [Vec::new(), Vec::new()],
             log: log.then(Log::default),
@@ -211,7 +214,16 @@ impl Pair {
         };
         let tip = ChainTip::at(self.tip);
         let before = self.ch[to].snapshot();
-        match self.ch[to].handle_message(m, self.signers[to], tip) {
+        let name = if crate::trace() { short(&m) } else { String::new() };
+        let outcome = self.ch[to].handle_message(m, self.signers[to], tip);
+        if crate::trace() {
+            let who = if to == A { "A" } else { "B" };
+            match &outcome {
+                Ok(fx) => eprintln!("  {who} takes {name}: events {:?}", fx.events),
+                Err(e) => eprintln!("  {who} refuses {name}: {e:?} (resent: {resent})"),
+            }
+        }
+        match outcome {
             Ok(fx) => {
                 if suspicious
                     && (self.ch[to].snapshot() != before || !fx.send.is_empty() || !fx.events.is_empty())
@@ -223,11 +235,8 @@ impl Pair {
             }
             Err(e) => {
                 assert!(self.ch[to].snapshot() == before, "refused message ({e:?}) changed the state");
-                if resent {
-                    if crate::accepted(Deviation::DuplexRefusedResend) {
-                        self.corrupt = true;
-                    }
-                } else if crate::accepted(Deviation::DuplexRefusedMessage) {
+                // Nothing is excused while settling: the channel must not be wedged.
+                if !self.settling && crate::accepted(Deviation::DuplexRefusedMessage) {
                     self.lossy = true;
                 }
             }
@@ -260,6 +269,23 @@ impl Pair {
         if off_chain {
             self.lossy = false;
         }
+    }
+
+    /// The end of every input: one clean reconnection (nothing lost, nothing else happening)
+    /// and every message delivered. Whatever a refused message left behind (a payment or close
+    /// proposal refused, even when sent again after a reconnection), this exchange must repair
+    /// it: while both channels run off chain, no reset is in progress and no corrupted message
+    /// was acted on, both parties must then agree. A channel wedged off chain (an update its
+    /// peer refuses on every connection) fails here.
+    pub fn settle(&mut self) {
+        if !self.wire.is_quiet() {
+            return;
+        }
+        self.settling = true;
+        self.reconnect();
+        self.run_until_quiet(64);
+        self.check_quiescent();
+        self.settling = false;
     }
 
     /// Delivers messages until none is in flight (at most `limit`).
@@ -325,6 +351,9 @@ impl Pair {
         let op = input.u8();
         let who = usize::from(op >> 7);
         let tip = ChainTip::at(self.tip);
+        if crate::trace() {
+            eprintln!("{} op {} at tip {}", if who == A { "A" } else { "B" }, op & 0x7f, self.tip);
+        }
         match op & 0x7f {
             0..=14 => {
                 let (kind, x) = (input.u8(), input.u8());
@@ -475,6 +504,13 @@ impl Pair {
     }
 }
 
+/// A message's kind and first fields, for `PAYCHAN_FUZZ_TRACE`.
+fn short(m: &Msg) -> String {
+    let mut s = format!("{m:?}");
+    s.truncate(160);
+    s
+}
+
 fn mirrored(x: Balances, y: Balances) -> bool {
     x.holder == y.counterparty && x.counterparty == y.holder && x.offered == y.received && x.received == y.offered
 }
@@ -495,4 +531,5 @@ pub fn run(data: &[u8]) {
     }
     p.run_until_quiet(64);
     p.check_quiescent();
+    p.settle();
 }

@@ -39,31 +39,25 @@ pub enum Deviation {
     /// Lightning peer may legitimately report `LostState`. Value conservation is still checked.
     ActedOnCorruptMessage,
     /// Duplex: a message the recipient refused (crossing messages are refused legitimately, e.g.
-    /// a payment that meets a reset) suspends the agreement check until the next reconnection,
-    /// whose `Reestablish` exchange must repair it (as for a lost message): refusing a message
-    /// sent again in answer to `Reestablish` is [`Deviation::DuplexRefusedResend`] instead.
+    /// a payment that meets a reset, or a payment sent again after a reconnection whose HTLC
+    /// expiry left the window while blocks passed before its delivery) suspends the agreement
+    /// check until the next reconnection, whose `Reestablish` exchange must repair it (as for a
+    /// lost message). Every input ends with such a reconnection with nothing else happening
+    /// (`duplex_state::Pair::settle`), where no refusal is excused: a channel wedged off chain
+    /// fails there (the former `DuplexRefusedResend` deviation excused that, until `src/duplex`
+    /// was fixed).
     DuplexRefusedMessage,
-    /// Duplex, a known bug of `src/duplex`, not a correct behaviour (listed so that it does not
-    /// block the target; reproducers `artifacts-found/duplex_state-refused-resend-*`): a payment
-    /// (or close proposal) the peer refuses cannot be withdrawn, and the `Reestablish` exchange
-    /// sends it again only for the peer to refuse it again (a close proposal crossing a payment;
-    /// a payment whose HTLC expiry left the window before delivery), so the channel is wedged off
-    /// chain. After such a refusal the agreement check is suspended for good; value conservation
-    /// is still checked.
-    DuplexRefusedResend,
 }
 
 impl Deviation {
     /// Every accepted deviation.
-    pub const ALL: [Deviation; 3] =
-        [Deviation::ActedOnCorruptMessage, Deviation::DuplexRefusedMessage, Deviation::DuplexRefusedResend];
+    pub const ALL: [Deviation; 2] = [Deviation::ActedOnCorruptMessage, Deviation::DuplexRefusedMessage];
 
     /// Its name in `PAYCHAN_FUZZ_DENY`.
     pub fn name(self) -> &'static str {
         match self {
             Deviation::ActedOnCorruptMessage => "ActedOnCorruptMessage",
             Deviation::DuplexRefusedMessage => "DuplexRefusedMessage",
-            Deviation::DuplexRefusedResend => "DuplexRefusedResend",
         }
     }
 }

@@ -117,6 +117,19 @@ pub struct Channel {
     pub(super) reserved: Option<(Digits, Txid)>,
     pub(super) reset: ResetState,
     pub(super) coop: Option<CoopClose>,
+    /// We released our signature on a cooperative close at some point (a proposal, possibly
+    /// withdrawn since): the least any such close pays us. The counterparty may hold it and
+    /// publish it while the funding output is unspent, so an HTLC offered to us from then on is
+    /// not enforceable (we fail it at once), and what we were paid since is not final.
+    pub(super) close_released: Option<Amount>,
+    /// The cooperative closes we signed and withdrew (`spend`, txid): the counterparty may still
+    /// complete and publish one, and its confirmation closes the channel.
+    pub(super) withdrawn_closes: Vec<(u8, Txid)>,
+    /// (Payer) HTLCs of our own leaf channel that we withdrew from an unacknowledged payment on
+    /// reconnection (the payee said it did not hold it): a payee that did receive it can still
+    /// publish that payment, so until the leaf is superseded (a completed reset, a cooperative
+    /// close) their amount stays out of what we may pay, and their failure is not final.
+    pub(super) withdrawn: Vec<PaymentHtlc>,
     pub(super) chain: OnChain,
     pub(super) tip: BlockHeight,
     pub(super) update_id: u64,
@@ -196,6 +209,9 @@ impl Channel {
             reserved: None,
             reset: ResetState::Idle,
             coop: None,
+            close_released: None,
+            withdrawn_closes: Vec::new(),
+            withdrawn: Vec::new(),
             chain: OnChain::default(),
             tip: tip.height,
             update_id: 0,
@@ -388,7 +404,33 @@ impl Channel {
         self.values[i]
             .checked_sub(ch.state.to_payee)
             .and_then(|v| v.checked_sub(ch.state.htlc_total()?))
+            .and_then(|v| v.checked_sub(self.withdrawn_total()?))
             .unwrap_or(Amount::ZERO)
+    }
+
+    /// The least that a cooperative close the holder signed pays it, if it ever proposed one
+    /// ([`Channel::close`]) that the counterparty may still hold (a withdrawn proposal,
+    /// [`Event::CloseWithdrawn`], is one: the counterparty can complete and publish it while the
+    /// funding output is unspent). Payments received since are not final beyond this amount:
+    /// the holder may end with as little as `min(balances().holder, this)`, so do not deliver
+    /// against them before the channel closes. HTLCs offered to the holder from then on are
+    /// failed at once (no such close pays them).
+    pub fn released_close_floor(&self) -> Option<Amount> {
+        self.close_released
+    }
+
+    /// The total of the HTLCs we withdrew that a payment the payee may still hold carries.
+    pub(super) fn withdrawn_total(&self) -> Option<Amount> {
+        self.withdrawn.iter().try_fold(Amount::ZERO, |acc, h| acc.checked_add(h.amount))
+    }
+
+    /// HTLCs the holder offered and withdrew from an unacknowledged payment on reconnection
+    /// (the counterparty's [`Reestablish`](super::Reestablish) showed it did not hold that
+    /// payment): [`Event::HtlcFailed`] was given for each, and their failure becomes final
+    /// ([`Event::HtlcFailIrrevocable`]) once the leaf is superseded (a completed reset, or a
+    /// cooperative close). Until then their amount is not part of [`Channel::available`].
+    pub fn withdrawn_htlcs(&self) -> &[PaymentHtlc] {
+        &self.withdrawn
     }
 
     /// Pending HTLCs: `(offerer, htlc)`.
@@ -900,7 +942,7 @@ impl Channel {
     }
 
     /// Signs `state` as the next payment of the holder's own leaf channel.
-    fn sign_own<S: Signer + ?Sized>(
+    pub(super) fn sign_own<S: Signer + ?Sized>(
         &self,
         state: &PaymentState,
         extra: Amount,
@@ -910,6 +952,16 @@ impl Channel {
         let Some(template) = self.template(self.role) else {
             return Err(self.shortfall_error(extra));
         };
+        // A payment the payee may still hold carries the HTLCs we withdrew: never promise that
+        // amount a second time.
+        let committed = state
+            .to_payee
+            .checked_add(state.htlc_total().ok_or(CommandError::InvalidAmount)?)
+            .and_then(|v| v.checked_add(self.withdrawn_total()?))
+            .ok_or(CommandError::InvalidAmount)?;
+        if committed > self.values[i] {
+            return Err(self.shortfall_error(extra));
+        }
         let built = template.build(state).map_err(|e| match e {
             PaymentError::ExceedsCapacity => self.shortfall_error(extra),
             other => CommandError::Payment(other),
@@ -1005,7 +1057,10 @@ impl Channel {
     }
 
     fn on_payment(&mut self, p: Payment, tip: ChainTip) -> Result<Effects, PeerError> {
-        if self.phase != Phase::Open || self.coop.is_some() {
+        // Our own cooperative close proposal, not signed by the counterparty yet, does not stop a
+        // payment to us that crossed it: it only raises our balance, so we take it and withdraw
+        // the proposal (below), rather than both sides refusing each other forever.
+        if self.phase != Phase::Open || self.coop.is_some_and(|k| k.complete) {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
         if matches!(self.reset, ResetState::AwaitingFinish { .. }) {
@@ -1041,19 +1096,45 @@ impl Channel {
             self.reset = ResetState::Idle;
             events.push(Event::ResetAbandoned);
         }
+        events.extend(self.withdraw_close());
+        // While a close we signed may still be published, an HTLC offered to us is not
+        // enforceable (that close pays no HTLC): fail it at once, so nobody forwards it.
+        let (offered, refused): (Vec<PaymentHtlc>, Vec<PaymentHtlc>) =
+            new_htlcs.into_iter().partition(|_| self.close_released.is_none());
         let ch = &mut self.channels[payer.index()];
         ch.number = p.number;
         ch.state = state;
         ch.signature = Some(p.signature);
         ch.sync_status();
+        for h in &refused {
+            ch.set_status(h.id, HtlcStatus::Failed);
+        }
         let to_holder = ch.state.to_payee;
         let mut fx = self.persist();
         fx.send.push(Msg::Ack { number: p.number });
+        fx.send.extend(refused.iter().map(|h| Msg::Fail { id: h.id }));
         fx.events.extend(events);
         fx.events.push(Event::PaymentReceived { number: p.number, to_holder });
-        fx.events.extend(new_htlcs.into_iter().map(Event::HtlcOffered));
+        fx.events.extend(offered.into_iter().map(Event::HtlcOffered));
         fx.events.extend(removed.into_iter().map(|id| Event::HtlcRemoved { id }));
         Ok(fx)
+    }
+
+    /// Withdraws our cooperative close proposal that the counterparty has not signed (a payment
+    /// or a reset proposal of the counterparty crossed it): the channel is open again, and we may
+    /// propose again. The signature we released stays usable by the counterparty
+    /// (`close_released` keeps what it pays us). Returns the event to report.
+    pub(super) fn withdraw_close(&mut self) -> Option<Event> {
+        match self.coop {
+            Some(k) if !k.complete && self.phase == Phase::Open => {
+                self.coop = None;
+                if !self.withdrawn_closes.contains(&(k.spend, k.txid)) {
+                    self.withdrawn_closes.push((k.spend, k.txid));
+                }
+                Some(Event::CloseWithdrawn)
+            }
+            _ => None,
+        }
     }
 
     fn on_ack(&mut self, number: u64) -> Result<Effects, PeerError> {

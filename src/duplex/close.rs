@@ -197,6 +197,13 @@ impl Channel {
         fees::coop_request(&self.terms, tx, ours, self.tip)
     }
 
+    /// What a cooperative close of the current state pays the holder (its balance, or nothing
+    /// below dust, as `coop_tx` builds it).
+    fn coop_payout(&self) -> Amount {
+        let raw = leaf::balances(self.values, [&self.channels[0].state, &self.channels[1].state]);
+        raw.map(|b| b.own[self.role.index()]).filter(|v| *v >= self.terms.dust_limit).unwrap_or(Amount::ZERO)
+    }
+
     fn sign_coop<S: Signer + ?Sized>(
         &self,
         signer: &S,
@@ -257,7 +264,9 @@ impl Channel {
         let spend = u8::try_from(self.chain.tree.len()).map_err(|_| CommandError::WrongPhase)?;
         let (tx, value) = self.coop_tx(spend).ok_or(CommandError::WrongPhase)?;
         let signature = self.sign_coop(signer, &tx, value)?;
+        let ours = self.coop_payout();
         self.coop = Some(CoopClose { spend, txid: tx.compute_txid(), complete: false });
+        self.close_released = Some(self.close_released.map_or(ours, |floor| floor.min(ours)));
         let mut fx = self.persist();
         fx.send.push(Msg::CloseProposal(CloseProposal { spend, signature }));
         Ok(fx)
@@ -829,11 +838,22 @@ impl Channel {
             fx.events.push(Event::FundingConfirmed { height });
             return self.finish_chain(true, fx, signer);
         }
+        if let Some(&(spend, _)) = self.withdrawn_closes.iter().find(|(_, t)| *t == txid) {
+            if self.coop.is_none_or(|c| c.txid != txid) {
+                // The counterparty completed a close we had withdrawn: it pays no HTLC, so ours
+                // are returned to us by it, irrevocably.
+                let mine = &self.channels[self.role.index()].state.htlcs;
+                fx.events.extend(mine.iter().map(|h| Event::HtlcFailIrrevocable { id: h.id }));
+                self.coop = Some(CoopClose { spend, txid, complete: true });
+            }
+        }
         if self.coop.is_some_and(|c| c.txid == txid) {
             if self.phase == Phase::Closed {
                 return Effects::none();
             }
             self.phase = Phase::Closed;
+            // The leaf that a payment carrying our withdrawn HTLCs spends can never confirm now.
+            fx.events.extend(self.withdrawn.drain(..).map(|h| Event::HtlcFailIrrevocable { id: h.id }));
             fx.events.push(Event::Closed { kind: CloseKind::Cooperative });
             return self.finish_chain(true, fx, signer);
         }
@@ -917,7 +937,10 @@ impl Channel {
             // HTLC outputs of a payment: match the scripts of every HTLC we know in this channel.
             let Some(t) = self.leaf_template_of(&view, payer) else { continue };
             let mut known: Vec<PaymentHtlc> = view.states[payer.index()].htlcs.clone();
-            for h in &self.channels[payer.index()].state.htlcs {
+            // An unacknowledged payment of ours that we withdrew HTLCs from may be the one
+            // published: its HTLC outputs are ours to take back after their expiry.
+            let withdrawn = if payer == self.role { self.withdrawn.as_slice() } else { &[] };
+            for h in self.channels[payer.index()].state.htlcs.iter().chain(withdrawn) {
                 if !known.iter().any(|k| k.id == h.id) {
                     known.push(*h);
                 }
@@ -944,7 +967,7 @@ impl Channel {
             }
             // Our HTLCs that the published payment does not carry can no longer be claimed.
             if payer == self.role {
-                for h in &view.states[payer.index()].htlcs {
+                for h in view.states[payer.index()].htlcs.iter().chain(&self.withdrawn) {
                     if !self.chain.htlcs.iter().any(|o| o.offerer == payer && o.htlc.id == h.id) {
                         fx.events.push(Event::HtlcFailIrrevocable { id: h.id });
                     }

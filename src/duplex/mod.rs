@@ -273,7 +273,12 @@
 //! own it does not remember signing, lost state: [`Event::LostState`], and it signs nothing new
 //! after that ([`CommandError::LostState`]); the counterparty gets
 //! [`Event::CounterpartyLostState`] and should close. A payee that lost received payments only is
-//! made whole by the payer sending its newest payment again.
+//! made whole by the payer sending its newest payment again. A payment sent again whose HTLCs
+//! the payee would now refuse (their expiry left its window while it was offline) is replaced:
+//! the payer withdraws those HTLCs ([`Event::HtlcFailed`], final with
+//! [`Event::HtlcFailIrrevocable`] once a reset supersedes the leaf, since the payee may hold the
+//! payment after all; [`Channel::withdrawn_htlcs`]) and sends its newest state without them. A
+//! later [`Reestablish`] showing the payee holding withdrawn HTLCs after all puts them back.
 //!
 //! # Limitations
 //! * A responder that sent step (2) keeps the branch it signed, and everything it needs to follow
@@ -289,7 +294,9 @@
 //!   back to it: that channel can only be closed ([`Channel::force_close`]; the responder
 //!   follows whichever branch confirms).
 //! * A cooperative close that the counterparty never signs leaves the channel closing: publish the
-//!   tree with [`Channel::force_close`].
+//!   tree with [`Channel::force_close`]. A payment or reset proposal of the counterparty that
+//!   crossed it withdraws it ([`Event::CloseWithdrawn`]); the counterparty may still hold it, so
+//!   from a party's first close proposal on, HTLCs offered to it are failed at once.
 //! * A party that lost state does not follow a newer branch it never saw. When its counterparty's
 //!   unilateral close puts that branch on chain, the party's own leaf channel there (its netted
 //!   balance) must be refunded by hand after `T_r` (its script is the `S_csv` of the two funding
@@ -467,6 +474,15 @@ pub enum Event {
         /// Resets left.
         resets_left: u64,
     },
+    /// Our cooperative close proposal ([`Channel::close`]), not signed by the counterparty yet,
+    /// was withdrawn because a payment or a reset proposal of the counterparty crossed it (the
+    /// counterparty refuses a close while its own update is unacknowledged). The channel is open
+    /// again: call [`Channel::close`] again once it is quiescent. The counterparty may still hold
+    /// our signature on the withdrawn close and publish it (it pays us what we held when we
+    /// signed, [`Channel::released_close_floor`]: the payment is not final before the channel
+    /// closes), so from now on HTLCs offered to us in this channel are failed at once (a close
+    /// we signed does not pay them).
+    CloseWithdrawn,
     /// A reset we proposed was abandoned (cancelled, or superseded by a payment or a proposal of
     /// the counterparty). Its counter value stays used.
     ResetAbandoned,

@@ -24,7 +24,13 @@
 //!   payee keeps the best); a payer whose counterparty holds a newer payment of it than it
 //!   remembers signing lost state, once its own signature on that payment (carried in the
 //!   message) verifies. A payee that already holds the payer's newest payment counts as its
-//!   acknowledgement.
+//!   acknowledgement. A payer whose newest payment carries HTLCs that the payee does not hold
+//!   and would refuse now (their expiry left the window) withdraws them and sends its newest
+//!   state without them instead (the payee's message carries the payment it holds, checked
+//!   against our signature); the withdrawn HTLCs stay at risk, and out of what we may pay,
+//!   until the leaf is superseded. A payee shown to hold withdrawn HTLCs after all (an earlier
+//!   message of its hid them) gets them back in our next state, and a payment of ours it holds
+//!   numbered above our own that carries them is recognised as ours, not as lost state.
 //! * **HTLC resolutions.** The receiver sends again the fulfilments and failures of HTLCs still in
 //!   the offerer's leaf channel that the offerer does not list as resolved.
 //!
@@ -41,10 +47,12 @@ use super::{peer_error, CommandError, Effects, Event, Misbehaviour, PeerError, R
 use crate::core::sign::Signer;
 use crate::core::units::BlockHeight;
 use crate::driving::ChainTip;
+use crate::spilman::payment::{PaymentHtlc, PaymentState};
 use crate::spilman::Payment;
 
+use alloc::vec::Vec;
 use bitcoin::hashes::Hash as _;
-use bitcoin::Txid;
+use bitcoin::{Amount, Txid};
 
 impl Channel {
     /// The [`Msg::Reestablish`] to send first on a new connection (then handle the
@@ -146,7 +154,7 @@ impl Channel {
                 let after = [r.numbers[0].saturating_add(1), r.numbers[1].saturating_add(1)];
                 let mut fx = Effects::none();
                 fx.send.push(Msg::ResetFinish(ResetFinish { node_sig }));
-                let changed = self.sync_payments(after, &r.resolved, signer, &mut fx).map_err(refused)?;
+                let changed = self.sync_payments(after, &r.resolved, None, signer, &mut fx).map_err(refused)?;
                 if let ResetState::Proposed(p) = &self.reset {
                     // We proposed again since: it follows the step (3) and what came with it.
                     let (msg, _) = self.propose_msg(p, signer).map_err(refused)?;
@@ -170,7 +178,11 @@ impl Channel {
         if r.numbers[me] > self.channels[me].number {
             // The counterparty holds a payment of ours newer than any we remember signing.
             self.check_payment_proof(r)?;
-            return Ok(self.lost());
+            if !self.explained_by_withdrawal(r) {
+                return Ok(self.lost());
+            }
+            // Or one we withdrew HTLCs from and went back behind (an earlier `Reestablish` of
+            // its hid it): we signed it, and put them back below.
         }
         self.resync(r, signer, tip).map_err(refused)
     }
@@ -184,6 +196,18 @@ impl Channel {
         let tx = path.txs.get(level).ok_or_else(unproven)?;
         let sig = level.checked_sub(1).and_then(|i| r.your_branch_sigs.get(i)).ok_or_else(unproven)?;
         self.verify_tree_by(tx, level, sig, Some(self.holder_keys.funding)).map_err(|_| unproven())
+    }
+
+    /// Whether the (signed) payment the counterparty shows as our newest, numbered above ours,
+    /// is one we withdrew HTLCs from: it pays no more than our state and carries only HTLCs we
+    /// hold or withdrew.
+    fn explained_by_withdrawal(&self, r: &Reestablish) -> bool {
+        let own = &self.channels[self.role.index()].state;
+        r.your_payment.as_ref().is_some_and(|p| {
+            p.to_payee <= own.to_payee
+                && p.htlcs.iter().all(|h| own.htlcs.contains(h) || self.withdrawn.contains(h))
+                && p.htlcs.iter().any(|h| self.withdrawn.contains(h))
+        })
     }
 
     /// Our signature on the payment the counterparty says is our newest.
@@ -242,6 +266,7 @@ impl Channel {
                 if let Some((proposal, leaf_txid)) = resumed {
                     self.reserved = Some((d.clone(), leaf_txid));
                     self.reset = ResetState::Proposed(proposal);
+                    fx.events.extend(self.withdraw_close());
                     changed = true;
                 }
             }
@@ -258,7 +283,8 @@ impl Channel {
             _ => {}
         }
         if !self.is_resetting() {
-            changed |= self.sync_payments(r.numbers, &r.resolved, signer, &mut fx)?;
+            let held = Held { payment: r.your_payment.as_ref(), tip };
+            changed |= self.sync_payments(r.numbers, &r.resolved, Some(held), signer, &mut fx)?;
         }
         Ok(self.persist_if(changed, fx))
     }
@@ -282,13 +308,34 @@ impl Channel {
         &mut self,
         theirs: [u64; 2],
         resolved: &[u64],
+        held: Option<Held<'_>>,
         signer: &S,
         fx: &mut Effects,
     ) -> Result<bool, CommandError> {
         let me = self.role.index();
         let own = &self.channels[me];
         let mut changed = false;
-        if theirs[me] < own.number {
+        // The state the counterparty holds of our channel, when its message shows it and it is
+        // not newer than ours.
+        let held_state = held.and_then(|h| Some((self.held_state(theirs[me], h.payment)?, h.tip)));
+        let rebase = held_state.as_ref().and_then(|(state, tip)| self.offers_to_rebase(state, *tip));
+        if held_state.as_ref().is_some_and(|(state, _)| *state == own.state) {
+            // It holds our newest state (perhaps under another number, after a withdrawal):
+            // that is its acknowledgement, and we take its number (the next payment follows it).
+            if own.acked < own.number || own.number != theirs[me] {
+                let number = theirs[me];
+                let ch = &mut self.channels[me];
+                ch.number = number;
+                ch.acked = number;
+                fx.events.push(Event::PaymentAcknowledged { number });
+                changed = true;
+            }
+        } else if let (Some((state, _)), Some((gone, back))) = (held_state, rebase) {
+            changed = true;
+            if let Some(payment) = self.rebase_offers(theirs[me], state, &gone, &back, signer, fx)? {
+                fx.send.push(Msg::Payment(payment));
+            }
+        } else if theirs[me] < own.number {
             if let Some(payment) = self.resend_own(signer)? {
                 fx.send.push(Msg::Payment(payment));
             }
@@ -312,6 +359,105 @@ impl Channel {
         Ok(changed)
     }
 
+    /// The state of our own leaf channel that the counterparty holds (its [`Reestablish`] says
+    /// number `number`, and carries the payment, which must bear our signature; none: the
+    /// leaf's empty state). `None` if it does not check out (we then only send ours again).
+    fn held_state(&self, number: u64, payment: Option<&Payment>) -> Option<PaymentState> {
+        match payment {
+            None => Some(PaymentState::default()),
+            Some(p) if p.number == number => {
+                let template = self.template(self.role)?;
+                template.is_signed(&self.secp, p).then(|| PaymentState { to_payee: p.to_payee, htlcs: p.htlcs.clone() })
+            }
+            Some(_) => None,
+        }
+    }
+
+    /// What our newest payment must change for the counterparty, which holds `held`, to take
+    /// it: the HTLCs it does not hold and would refuse now (their expiry left the window it
+    /// accepts at `tip`, [`Channel::htlc_expiry_window`], because blocks passed since we offered
+    /// them), to withdraw; and HTLCs we withdrew that it does hold after all (an earlier
+    /// `Reestablish` hid them: it would refuse a payment dropping them), to put back. `None` if
+    /// neither (sending our newest payment again will do).
+    fn offers_to_rebase(&self, held: &PaymentState, tip: BlockHeight) -> Option<(Vec<PaymentHtlc>, Vec<PaymentHtlc>)> {
+        let back: Vec<PaymentHtlc> =
+            self.withdrawn.iter().filter(|w| held.htlcs.iter().any(|h| h == *w)).copied().collect();
+        let gone = self.expired_offers(held, tip);
+        (!gone.is_empty() || !back.is_empty()).then_some((gone, back))
+    }
+
+    /// The HTLCs of our newest payment that the counterparty does not hold (`held`) and would
+    /// refuse now.
+    fn expired_offers(&self, held: &PaymentState, tip: BlockHeight) -> Vec<PaymentHtlc> {
+        let own = &self.channels[self.role.index()];
+        let (earliest, latest) = self.htlc_expiry_window(ChainTip::at(tip.0));
+        let gone: Vec<PaymentHtlc> = own
+            .state
+            .htlcs
+            .iter()
+            .filter(|h| !held.htlcs.iter().any(|k| k.id == h.id))
+            .filter(|h| own.status_of(h.id) == Some(HtlcStatus::Live))
+            .filter(|h| earliest.is_none_or(|e| h.expiry < e) || h.expiry > latest)
+            .copied()
+            .collect();
+        gone
+    }
+
+    /// Withdraws the HTLCs `gone` from our unacknowledged payments and puts back the withdrawn
+    /// ones `back` that the counterparty holds (it holds number `held_number`, state `held`): our
+    /// newest state so changed replaces them, as the next payment (returned, to send), or, if
+    /// that is exactly the state the counterparty holds, by taking its number. The
+    /// counterparty may hold a payment carrying the withdrawn HTLCs after all (a hostile peer's
+    /// `Reestablish` can hide it), so they are kept in `withdrawn` (their amount stays out of
+    /// what we may pay, and their outputs are claimed back on chain) until the leaf is
+    /// superseded; [`Event::HtlcFailed`] reports each now, and [`Event::HtlcFailIrrevocable`]
+    /// then. One put back is live again (its failure was never final).
+    fn rebase_offers<S: Signer + ?Sized>(
+        &mut self,
+        held_number: u64,
+        held: PaymentState,
+        gone: &[PaymentHtlc],
+        back: &[PaymentHtlc],
+        signer: &S,
+        fx: &mut Effects,
+    ) -> Result<Option<Payment>, CommandError> {
+        let me = self.role.index();
+        let own = &self.channels[me];
+        let mut state = own.state.clone();
+        state.htlcs.retain(|h| !gone.iter().any(|g| g.id == h.id));
+        for b in back {
+            if !state.htlcs.iter().any(|h| h.id == b.id) {
+                state.htlcs.push(*b);
+            }
+        }
+        state.htlcs.sort_by_key(|h| h.id);
+        let mut next = self.clone();
+        next.withdrawn.retain(|w| !back.contains(w));
+        next.withdrawn.extend_from_slice(gone);
+        let payment = if state == held {
+            // It holds exactly that state: nothing to send; we take its number (a payment it
+            // shows later numbered above it, hiding withdrawn HTLCs, is recognised as ours).
+            let ch = &mut next.channels[me];
+            ch.number = held_number;
+            ch.acked = held_number;
+            ch.state = state;
+            ch.sync_status();
+            None
+        } else {
+            let ch = &mut next.channels[me];
+            ch.number = ch.number.max(held_number);
+            let payment = next.sign_own(&state, Amount::ZERO, signer)?;
+            let ch = &mut next.channels[me];
+            ch.number = payment.number;
+            ch.state = state;
+            ch.sync_status();
+            Some(payment)
+        };
+        *self = next;
+        fx.events.extend(gone.iter().map(|h| Event::HtlcFailed { id: h.id }));
+        Ok(payment)
+    }
+
     /// Our newest payment, signed again (the same bytes: RFC6979), if it is a payment at all
     /// (a fresh leaf channel's empty state is not).
     fn resend_own<S: Signer + ?Sized>(&self, signer: &S) -> Result<Option<Payment>, CommandError> {
@@ -319,6 +465,14 @@ impl Channel {
         let Some(template) = self.template(self.role) else { return Ok(None) };
         Ok(template.resend(signer, ch.number, &ch.state)?)
     }
+}
+
+/// What the counterparty's [`Reestablish`] says it holds of our own leaf channel, and the tip
+/// to judge our HTLCs' expiries at.
+#[derive(Clone, Copy)]
+struct Held<'a> {
+    payment: Option<&'a Payment>,
+    tip: BlockHeight,
 }
 
 /// A step of the resynchronisation that could not be made: the signer's refusal, or a claimed

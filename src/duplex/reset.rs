@@ -310,7 +310,9 @@ impl Channel {
         terms: &AcceptedTerms,
         tip: BlockHeight,
     ) -> Option<(Proposal, Txid)> {
-        if self.lost_state || self.phase != super::Phase::Open || self.coop.is_some() || self.is_resetting() {
+        // Our own unsigned close proposal gives way (it is withdrawn when the reset is taken up).
+        let closing = self.coop.is_some_and(|k| k.complete);
+        if self.lost_state || self.phase != super::Phase::Open || closing || self.is_resetting() {
             return None;
         }
         let me = &self.channels[self.role.index()];
@@ -393,7 +395,9 @@ impl Channel {
         signer: &S,
         tip: ChainTip,
     ) -> Result<Effects, PeerError> {
-        if self.phase != super::Phase::Open || self.coop.is_some() {
+        // Our own unsigned close proposal gives way to a reset that crossed it (withdrawn
+        // below, once the proposal is found acceptable): a reset moves no value.
+        if self.phase != super::Phase::Open || self.coop.is_some_and(|k| k.complete) {
             return Err(peer_error(Misbehaviour::UnexpectedMessage));
         }
         // Crossing proposals: the initiator's wins.
@@ -462,12 +466,14 @@ impl Channel {
             bases: netted.bases,
         };
         let accept = self.accept_msg(&proposal, &path, signer).map_err(signer_error)?;
+        let withdrawn = self.withdraw_close();
         self.reserved = Some((p.digits, leaf_txid));
         self.reset = ResetState::AwaitingFinish { proposal, node_sigs: their_node_sigs, base_sig: p.base_sig };
         let mut fx = self.persist();
         if abandoned {
             fx.events.push(Event::ResetAbandoned);
         }
+        fx.events.extend(withdrawn);
         fx.send.push(Msg::ResetAccept(accept));
         Ok(fx)
     }
@@ -564,6 +570,9 @@ impl Channel {
             ch.sync_status();
         }
         self.reset = ResetState::Idle;
+        // The leaf a payment carrying our withdrawn HTLCs spends is superseded: we hold the
+        // fully signed new branch, whose lock is shorter.
+        events.extend(self.withdrawn.drain(..).map(|h| Event::HtlcFailIrrevocable { id: h.id }));
         // A branch we followed on chain as "pending" is now the current one.
         self.chain.on_pending = false;
         let left = self.resets_left();

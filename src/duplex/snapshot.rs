@@ -23,7 +23,7 @@ use crate::core::hashlock::PaymentPreimage;
 use crate::core::sign::KeyIdentity;
 use crate::core::units::BlockHeight;
 use crate::core::wire::read_object_of;
-use crate::spilman::msgs::{read_payment_state, write_payment_state};
+use crate::spilman::msgs::{read_htlcs, read_payment_state, write_htlcs, write_payment_state};
 
 const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// Version 2: zero-fee TRUC tree transactions with a pay-to-anchor output (the signatures held
@@ -40,8 +40,14 @@ const KIND: u8 = crate::core::kinds::DUPLEX_CHANNEL;
 /// writer); versions 2 and 3 are still read, with the smallest depth their terms allow
 /// ([`Terms::min_funding_depth`], `R + 1`): such a channel takes no payment until its funding
 /// is that deep.
-const VERSION: u8 = 4;
-const READABLE: [u8; 3] = [2, 3, VERSION];
+///
+/// Version 5 records that the holder released a cooperative close signature, the least such
+/// a close pays it and the closes it withdrew (record 38, written only when set: HTLCs offered to it are failed at once from
+/// then on) and the HTLCs it
+/// withdrew from an unacknowledged payment on reconnection (record 40, written only when there
+/// are any). Versions 2 to 4 are still read, as neither.
+const VERSION: u8 = 5;
+const READABLE: [u8; 4] = [2, 3, 4, VERSION];
 
 fn write_keys(w: &mut Writer, k: &PartyKeys) {
     w.pubkey(&k.funding).pubkey(&k.htlc).script(&k.payout);
@@ -299,7 +305,17 @@ pub(super) fn encode(c: &Channel) -> Vec<u8> {
     })
     .record(36, |w| {
         w.u16(c.terms.funding_depth);
-    });
+    })
+    // Even, as 30: a decoder that does not know them must not restore a channel that would
+    // forward HTLCs a released close does not pay, or pay the withdrawn amounts again.
+    .optional(38, c.close_released, |w, floor| {
+        w.amount(floor);
+        w.bigsize(c.withdrawn_closes.len() as u64);
+        for (spend, txid) in &c.withdrawn_closes {
+            w.u8(*spend).txid(txid);
+        }
+    })
+    .optional(40, (!c.withdrawn.is_empty()).then_some(&c.withdrawn), |w, hs| write_htlcs(w, hs));
     t.finish()
 }
 
@@ -323,6 +339,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
     let mut chain = None;
     let mut lost_state = false;
     let mut funding_depth = None;
+    let mut close_released = None;
+    let mut withdrawn_closes = Vec::new();
+    let mut withdrawn = Vec::new();
     tlv.for_each(|ty, r| {
         match ty {
             0 => update_id = Some(r.u64()?),
@@ -367,6 +386,15 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
             32 => key_identity = Some(KeyIdentity::read_recorded(r)?),
             34 => funding_tx = Some(r.transaction("funding_tx")?),
             36 => funding_depth = Some(r.u16()?),
+            38 if version >= 5 => {
+                close_released = Some(r.amount("released close")?);
+                let n = read_count(r, 33, usize::MAX)?;
+                withdrawn_closes = Vec::with_capacity(n);
+                for _ in 0..n {
+                    withdrawn_closes.push((r.u8()?, r.txid()?));
+                }
+            }
+            40 if version >= 5 => withdrawn = read_htlcs(r)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -415,6 +443,9 @@ pub(super) fn decode(bytes: &[u8]) -> Result<Channel, DecodeError> {
         reserved,
         reset,
         coop,
+        close_released,
+        withdrawn_closes,
+        withdrawn,
         chain: required(chain, "chain")?,
         tip,
         update_id: required(update_id, "update_id")?,
