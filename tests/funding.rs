@@ -615,7 +615,7 @@ fn a_channel_upgraded_from_an_older_snapshot_restores_again() {
     let (ch, signers, _) = dx_open();
     let old = as_older(&ch[0].snapshot(), 32, 2);
     let upgraded = duplex::Channel::restore(&old, any).unwrap().snapshot();
-    assert_eq!(upgraded[1], 4);
+    assert_eq!(upgraded[1], 5);
     assert!(duplex::Channel::restore_with_signer(&upgraded, any, &signers[0]).is_ok());
     let (ln, _) = ln_open();
     let old = as_older(&ln.ch[1].snapshot(), 42, 2);
