@@ -97,6 +97,46 @@ fn first_version(
     tx
 }
 
+/// A parent spending our own output `op` (100,000 sat, script `ws`) to an anchor of ours
+/// (330 sat) and `change` sat to `change_script`, signed: it pays `100,000 − 330 − change` itself.
+fn anchored_parent(
+    s: &InMemorySigner,
+    ws: &script::WitnessScript,
+    op: OutPoint,
+    change: u64,
+    change_script: ScriptBuf,
+) -> (Transaction, script::WitnessScript) {
+    let anchor_ws = script::anchor(&funding_key(s));
+    let mut parent = Transaction {
+        version: Version::TWO,
+        lock_time: LockTime::ZERO,
+        input: vec![TxIn {
+            previous_output: op,
+            script_sig: ScriptBuf::new(),
+            sequence: Sequence::MAX,
+            witness: Witness::new(),
+        }],
+        output: vec![
+            TxOut { value: Amount::from_sat(330), script_pubkey: anchor_ws.to_p2wsh() },
+            TxOut { value: Amount::from_sat(change), script_pubkey: change_script },
+        ],
+    };
+    let sig = s
+        .sign(&SignRequest {
+            tx: &parent,
+            input: 0,
+            script_code: ws.as_script(),
+            p2wpkh: false,
+            value: Amount::from_sat(100_000),
+            sighash_type: EcdsaSighashType::All,
+            key: KeyId::Funding,
+            tweak: Tweak::None,
+        })
+        .unwrap();
+    parent.input[0].witness = script::anchor_owner_witness(ws, &sig);
+    (parent, anchor_ws)
+}
+
 fn fee_of(chain: &Chain, tx: &Transaction) -> Amount {
     let ins: Amount = tx.input.iter().map(|i| chain.utxo(&i.previous_output).expect("input known").value).sum();
     let outs: Amount = tx.output.iter().map(|o| o.value).sum();
@@ -181,35 +221,8 @@ fn an_anchor_child_reuses_its_coin_in_every_replacement() {
     let mut wallet = FeeCoins::new(Wallet::new(8));
     wallet.add_coin(&mut chain, Amount::from_sat(60_000));
     wallet.add_coin(&mut chain, Amount::from_sat(50_000));
-    let anchor_ws = script::anchor(&funding_key(&s));
     // The parent: zero fee, an anchor (330 sat) and the rest.
-    let mut parent = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: op,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![
-            TxOut { value: Amount::from_sat(330), script_pubkey: anchor_ws.to_p2wsh() },
-            TxOut { value: Amount::from_sat(99_670), script_pubkey: wallet.script() },
-        ],
-    };
-    let sig = s
-        .sign(&SignRequest {
-            tx: &parent,
-            input: 0,
-            script_code: ws.as_script(),
-            p2wpkh: false,
-            value: Amount::from_sat(100_000),
-            sighash_type: EcdsaSighashType::All,
-            key: KeyId::Funding,
-            tweak: Tweak::None,
-        })
-        .unwrap();
-    parent.input[0].witness = script::anchor_owner_witness(&ws, &sig);
+    let (parent, anchor_ws) = anchored_parent(&s, &ws, op, 99_670, wallet.script());
     let parent_txid = parent.compute_txid();
     let anchor = owner_template(OutPoint { txid: parent_txid, vout: 0 }, 330, &anchor_ws);
     let req = BumpRequest {
@@ -598,35 +611,8 @@ fn a_child_left_in_the_mempool_by_its_confirmed_parent_keeps_its_coin() {
     let mut wallet = FeeCoins::new(Wallet::new(12));
     let big = wallet.add_coin(&mut chain, Amount::from_sat(60_000));
     let small = wallet.add_coin(&mut chain, Amount::from_sat(50_000));
-    let anchor_ws = script::anchor(&funding_key(&s));
     // The parent pays 2,000 sat itself: enough to confirm alone once the market falls.
-    let mut parent = Transaction {
-        version: Version::TWO,
-        lock_time: LockTime::ZERO,
-        input: vec![TxIn {
-            previous_output: op1,
-            script_sig: ScriptBuf::new(),
-            sequence: Sequence::MAX,
-            witness: Witness::new(),
-        }],
-        output: vec![
-            TxOut { value: Amount::from_sat(330), script_pubkey: anchor_ws.to_p2wsh() },
-            TxOut { value: Amount::from_sat(97_670), script_pubkey: Wallet::new(3).script() },
-        ],
-    };
-    let sig = s
-        .sign(&SignRequest {
-            tx: &parent,
-            input: 0,
-            script_code: ws.as_script(),
-            p2wpkh: false,
-            value: Amount::from_sat(100_000),
-            sighash_type: EcdsaSighashType::All,
-            key: KeyId::Funding,
-            tweak: Tweak::None,
-        })
-        .unwrap();
-    parent.input[0].witness = script::anchor_owner_witness(&ws, &sig);
+    let (parent, anchor_ws) = anchored_parent(&s, &ws, op1, 97_670, Wallet::new(3).script());
     let first = BumpRequest {
         tx: parent.clone(),
         deadline: BlockHeight(320),
