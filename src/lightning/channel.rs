@@ -175,10 +175,6 @@ pub struct Channel {
     /// HTLCs added (sent or received) since the last write whose onions the log does not hold
     /// yet: their onion records go with the next write. Not in the snapshot.
     pub(crate) pending_onions: Vec<(Side, u64)>,
-    /// Our commitment is broadcast and unconfirmed, and a preimage learnt since may make it more
-    /// urgent: its bump request is made again at the next tip (the bumper takes the earlier
-    /// deadline). Set on every restore of such a channel; not in the snapshot.
-    pub(crate) rebump_commitment: bool,
 }
 
 impl PartialEq for Channel {
@@ -836,15 +832,6 @@ impl Channel {
         let mut fx = self.handle_chain_event(event, history, signer);
         if matches!(event, ChainEvent::Tip(_) | ChainEvent::Confirmed { .. }) {
             fx.merge(self.check_htlc_deadlines(signer));
-            let rebump = core::mem::take(&mut self.rebump_commitment);
-            if rebump && self.force_closed && !self.lost_state && self.onchain.is_none() {
-                if let Ok(tx) = self.holder_commitment_tx(signer) {
-                    // (On a new block `rebroadcast_commitment` made it already.)
-                    let again =
-                        self.commitment_bump(&tx, signer).filter(|r| !fx.bumps.iter().any(|b| b.id() == r.id()));
-                    fx.bumps.extend(again);
-                }
-            }
         }
         fx.keep_deadline(self.next_deadline());
         fx

@@ -141,10 +141,11 @@ impl Channel {
 
     /// On a new block after [`Channel::force_close`] (ours, the peer's `error`, or an HTLC
     /// deadline) while nothing spent the funding output: our commitment again, with its
-    /// fee-bump request (a bumper ignores one it tracks already). The embedder persists the
-    /// force close before broadcasting it: a crash between the two lost the broadcast, and the
-    /// restored channel, over off chain, would otherwise never publish anything (a close the
-    /// channel decided itself, at an HTLC deadline, is not decided again).
+    /// fee-bump request (a bumper takes a request it tracks already only if it is tighter: a
+    /// preimage given since, [`Channel::provide_preimage`], makes an HTLC urgent). The embedder
+    /// persists the force close before broadcasting it: a crash between the two lost the
+    /// broadcast, and the restored channel, over off chain, would otherwise never publish
+    /// anything (a close the channel decided itself, at an HTLC deadline, is not decided again).
     pub(crate) fn rebroadcast_commitment<S: Signer + ?Sized>(&mut self, signer: &S) -> Effects {
         if self.lost_state || self.funding_invalid || self.onchain.is_some() {
             return Effects::none();
@@ -490,8 +491,8 @@ impl Channel {
             return Effects::none();
         }
         self.preimages.push((Side::Counterparty, id, preimage));
-        // Our commitment may still be unconfirmed: its deadline may now be the HTLC's.
-        self.rebump_commitment = self.force_closed && self.onchain.is_none();
+        // If our commitment is out and unconfirmed, its request goes again with the next block
+        // (`rebroadcast_commitment`), with this HTLC's deadline.
         self.persist()
     }
 

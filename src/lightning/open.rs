@@ -184,7 +184,6 @@ impl Channel {
             deltas_since_full: 0,
             full_snapshot_interval: crate::driving::FULL_SNAPSHOT_INTERVAL,
             pending_onions: Vec::new(),
-            rebump_commitment: false,
         })
     }
 

@@ -778,8 +778,6 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         });
     let htlcs = required(htlcs, "htlcs")?;
     let htlcs_have_onions = htlcs.iter().any(|h: &Htlc| h.onion.is_some());
-    // A restored channel whose commitment is out but unconfirmed asks for its bump again.
-    let rebump_commitment = force_closed && onchain.is_none();
     let channel = Channel {
         is_funder,
         config,
@@ -835,7 +833,6 @@ pub(super) fn decode_channel(bytes: &[u8]) -> Result<(Channel, Vec<(Side, u64)>)
         deltas_since_full: 0,
         full_snapshot_interval: crate::driving::FULL_SNAPSHOT_INTERVAL,
         pending_onions: Vec::new(),
-        rebump_commitment,
     };
     Ok((channel, onions_in_records))
 }
