@@ -81,19 +81,7 @@ fn first_version(
         }],
         output: vec![TxOut { value: Amount::from_sat(value - 200), script_pubkey: dest.clone() }],
     };
-    let sig = s
-        .sign(&SignRequest {
-            tx: &tx,
-            input: 0,
-            script_code: ws.as_script(),
-            p2wpkh: false,
-            value: Amount::from_sat(value),
-            sighash_type: EcdsaSighashType::All,
-            key: KeyId::Funding,
-            tweak: Tweak::None,
-        })
-        .unwrap();
-    tx.input[0].witness = script::anchor_owner_witness(ws, &sig);
+    sign_own_input(s, &mut tx, ws, value);
     tx
 }
 
@@ -121,20 +109,25 @@ fn anchored_parent(
             TxOut { value: Amount::from_sat(change), script_pubkey: change_script },
         ],
     };
+    sign_own_input(s, &mut parent, ws, 100_000);
+    (parent, anchor_ws)
+}
+
+/// Signs input 0 of `tx`, spending our own output (`ws`, `value` sat) with the funding key.
+fn sign_own_input(s: &InMemorySigner, tx: &mut Transaction, ws: &script::WitnessScript, value: u64) {
     let sig = s
         .sign(&SignRequest {
-            tx: &parent,
+            tx: &*tx,
             input: 0,
             script_code: ws.as_script(),
             p2wpkh: false,
-            value: Amount::from_sat(100_000),
+            value: Amount::from_sat(value),
             sighash_type: EcdsaSighashType::All,
             key: KeyId::Funding,
             tweak: Tweak::None,
         })
         .unwrap();
-    parent.input[0].witness = script::anchor_owner_witness(ws, &sig);
-    (parent, anchor_ws)
+    tx.input[0].witness = script::anchor_owner_witness(ws, &sig);
 }
 
 fn fee_of(chain: &Chain, tx: &Transaction) -> Amount {
@@ -509,19 +502,7 @@ fn p2a_parent(
         TxOut { value: Amount::ZERO, script_pubkey: script::p2a() },
         TxOut { value: Amount::from_sat(value), script_pubkey: dest.clone() },
     ];
-    let sig = s
-        .sign(&SignRequest {
-            tx: &tx,
-            input: 0,
-            script_code: ws.as_script(),
-            p2wpkh: false,
-            value: Amount::from_sat(value),
-            sighash_type: EcdsaSighashType::All,
-            key: KeyId::Funding,
-            tweak: Tweak::None,
-        })
-        .unwrap();
-    tx.input[0].witness = script::anchor_owner_witness(ws, &sig);
+    sign_own_input(s, &mut tx, ws, value);
     let anchor = InputTemplate::pay_to_anchor(OutPoint { txid: tx.compute_txid(), vout: 0 }, Amount::ZERO);
     BumpRequest {
         tx,
