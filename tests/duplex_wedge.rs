@@ -39,6 +39,17 @@ fn deliver_one(p: &mut Pair) -> Option<Misbehaviour> {
     }
 }
 
+/// B shows A a `Reestablish` from its older snapshot `stale` (hiding what came since); A takes it.
+fn hide_behind(p: &mut Pair, stale: &[u8]) {
+    let check = RestoreCheck { channel_id: p.b().channel_id(), min_update_id: 0 };
+    let hidden = Channel::restore(stale, check).expect("B's older copy").reestablish();
+    let tip = p.tip();
+    let pa = &mut p.parties[0];
+    let fx = pa.ch.handle_message(wire(&hidden), &pa.signer, tip).expect("A takes the Reestablish");
+    p.absorb(A, fx);
+    p.queue.clear();
+}
+
 fn events(p: &Pair, who: Role) -> &[Event] {
     &p.parties[who.index()].events
 }
@@ -291,13 +302,7 @@ fn a_payee_hiding_the_withdrawn_payment_gains_nothing_on_chain() {
     p.mine();
 
     // B shows A a Reestablish from before that payment.
-    let check = RestoreCheck { channel_id: p.b().channel_id(), min_update_id: 0 };
-    let hidden = Channel::restore(&stale, check).expect("B's older copy").reestablish();
-    let tip = p.tip();
-    let pa = &mut p.parties[0];
-    let fx = pa.ch.handle_message(wire(&hidden), &pa.signer, tip).expect("A takes the Reestablish");
-    p.absorb(A, fx);
-    p.queue.clear();
+    hide_behind(&mut p, &stale);
     assert!(events(&p, A).contains(&Event::HtlcFailed { id }));
     assert_eq!(p.a().withdrawn_htlcs().len(), 1);
 
@@ -425,13 +430,7 @@ fn put_back(on_top: bool) {
         p.pay(A, 1_000); // and a payment on top
     }
     p.mine();
-    let check = RestoreCheck { channel_id: p.b().channel_id(), min_update_id: 0 };
-    let hidden = Channel::restore(&stale, check).expect("B's older copy").reestablish();
-    let tip = p.tip();
-    let pa = &mut p.parties[0];
-    let fx = pa.ch.handle_message(wire(&hidden), &pa.signer, tip).expect("A takes the Reestablish");
-    p.absorb(A, fx);
-    p.queue.clear();
+    hide_behind(&mut p, &stale);
     assert!(events(&p, A).contains(&Event::HtlcFailed { id }));
 
     p.reconnect();
