@@ -414,6 +414,43 @@ fn a_withdrawn_htlc_hidden_above_our_number_is_put_back() {
     put_back(false);
 }
 
+/// Fuzz find (`duplex_state-withdrawn-htlc-change-below-dust`): after withdrawing an HTLC, A paid
+/// so much that the state with the HTLC put back left a change below the dust limit; when B's
+/// next `Reestablish` showed it held the HTLC, A could not sign that state and refused B's
+/// `Reestablish` on every connection (the channel wedged off chain). A payment now must stay
+/// payable with the withdrawn HTLCs put back: that one is refused, state unchanged, and the
+/// HTLC comes back live.
+#[test]
+fn a_payment_leaving_no_room_to_put_a_withdrawn_htlc_back_is_refused() {
+    let mut p = open();
+    p.pay(A, 20_000);
+    let stale = p.b().snapshot();
+    let tip = p.tip();
+    let (earliest, _) = p.a().htlc_expiry_window(tip);
+    let pa = &mut p.parties[0];
+    let (id, fx) = pa
+        .ch
+        .add_htlc(Amount::from_sat(4_000), PaymentPreimage([3; 32]).hash(), earliest.unwrap(), &pa.signer, tip)
+        .expect("add");
+    p.absorb(A, fx);
+    p.run();
+    p.mine();
+    hide_behind(&mut p, &stale);
+    assert_eq!(p.a().withdrawn_htlcs().len(), 1);
+    // All but 100 sat of what A may pay: payable alone, but with the HTLC back the change would
+    // be 100 sat, below the dust limit.
+    let before = p.a().snapshot();
+    let amount = p.a().available() - Amount::from_sat(100);
+    let pa = &mut p.parties[0];
+    assert!(pa.ch.pay(amount, &pa.signer).is_err(), "no room left to put the HTLC back");
+    assert_eq!(p.a().snapshot(), before, "state unchanged");
+    p.reconnect();
+    p.run();
+    assert!(p.a().withdrawn_htlcs().is_empty(), "the HTLC is live again");
+    assert_eq!(p.a().htlcs().iter().map(|(_, h)| h.id).collect::<Vec<_>>(), [id]);
+    p.assert_views_agree();
+}
+
 fn put_back(on_top: bool) {
     let mut p = open();
     p.pay(A, 20_000);

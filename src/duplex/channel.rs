@@ -952,20 +952,20 @@ impl Channel {
         let Some(template) = self.template(self.role) else {
             return Err(self.shortfall_error(extra));
         };
-        // A payment the payee may still hold carries the HTLCs we withdrew: never promise that
-        // amount a second time.
-        let committed = state
-            .to_payee
-            .checked_add(state.htlc_total().ok_or(CommandError::InvalidAmount)?)
-            .and_then(|v| v.checked_add(self.withdrawn_total()?))
-            .ok_or(CommandError::InvalidAmount)?;
-        if committed > self.values[i] {
-            return Err(self.shortfall_error(extra));
-        }
-        let built = template.build(state).map_err(|e| match e {
+        let refused = |e| match e {
             PaymentError::ExceedsCapacity => self.shortfall_error(extra),
             other => CommandError::Payment(other),
-        })?;
+        };
+        // A payment the payee may still hold carries the HTLCs we withdrew: never promise that
+        // amount a second time, and keep every state payable with them put back (a later
+        // `Reestablish` showing them held puts them back on top of this state).
+        if !self.withdrawn.is_empty() {
+            let mut with = state.clone();
+            with.htlcs.extend(self.withdrawn.iter().filter(|w| !state.htlcs.iter().any(|h| h.id == w.id)));
+            with.htlcs.sort_by_key(|h| h.id);
+            template.check(&with).map_err(refused)?;
+        }
+        let built = template.build(state).map_err(refused)?;
         let signature = template.sign(signer, &built)?;
         let number = self.channels[i].number.checked_add(1).ok_or(CommandError::InvalidAmount)?;
         Ok(Payment { number, to_payee: state.to_payee, htlcs: state.htlcs.clone(), signature })
