@@ -423,19 +423,7 @@ fn a_withdrawn_htlc_hidden_above_our_number_is_put_back() {
 #[test]
 fn a_payment_leaving_no_room_to_put_a_withdrawn_htlc_back_is_refused() {
     let mut p = open();
-    p.pay(A, 20_000);
-    let stale = p.b().snapshot();
-    let tip = p.tip();
-    let (earliest, _) = p.a().htlc_expiry_window(tip);
-    let pa = &mut p.parties[0];
-    let (id, fx) = pa
-        .ch
-        .add_htlc(Amount::from_sat(4_000), PaymentPreimage([3; 32]).hash(), earliest.unwrap(), &pa.signer, tip)
-        .expect("add");
-    p.absorb(A, fx);
-    p.run();
-    p.mine();
-    hide_behind(&mut p, &stale);
+    let id = offer_then_hide(&mut p, PaymentPreimage([3; 32]), false);
     assert_eq!(p.a().withdrawn_htlcs().len(), 1);
     // All but 100 sat of what A may pay: payable alone, but with the HTLC back the change would
     // be 100 sat, below the dust limit.
@@ -451,13 +439,14 @@ fn a_payment_leaving_no_room_to_put_a_withdrawn_htlc_back_is_refused() {
     p.assert_views_agree();
 }
 
-fn put_back(on_top: bool) {
-    let mut p = open();
+/// A pays B 20,000 sat, then offers an HTLC of 4,000 sat (preimage `pre`) that B holds and
+/// acknowledges (and, `on_top`, 1,000 sat more); B then shows A its `Reestablish` from before
+/// the HTLC, so A withdraws it. Returns the HTLC's id.
+fn offer_then_hide(p: &mut Pair, pre: PaymentPreimage, on_top: bool) -> u64 {
     p.pay(A, 20_000);
     let stale = p.b().snapshot();
     let tip = p.tip();
     let (earliest, _) = p.a().htlc_expiry_window(tip);
-    let pre = PaymentPreimage([2; 32]);
     let pa = &mut p.parties[0];
     let (id, fx) =
         pa.ch.add_htlc(Amount::from_sat(4_000), pre.hash(), earliest.unwrap(), &pa.signer, tip).expect("add");
@@ -467,7 +456,14 @@ fn put_back(on_top: bool) {
         p.pay(A, 1_000); // and a payment on top
     }
     p.mine();
-    hide_behind(&mut p, &stale);
+    hide_behind(p, &stale);
+    id
+}
+
+fn put_back(on_top: bool) {
+    let mut p = open();
+    let pre = PaymentPreimage([2; 32]);
+    let id = offer_then_hide(&mut p, pre, on_top);
     assert!(events(&p, A).contains(&Event::HtlcFailed { id }));
 
     p.reconnect();
